@@ -1,0 +1,53 @@
+//! Chain errors. Rule violations carry subtensor's error names and say what was wrong.
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("CanNotSetRootNetworkWeights: netuid 0 is the root network")]
+    CanNotSetRootNetworkWeights,
+    #[error("CommitRevealEnabled: subnet {netuid} requires commit_weights/reveal_weights, not set_weights")]
+    CommitRevealEnabled { netuid: u16 },
+    #[error("WeightVecNotEqualSize: {uids} uids but {weights} weights")]
+    WeightVecNotEqualSize { uids: usize, weights: usize },
+    #[error("UidsLengthExceedUidsInSubNet: {len} weights for a subnet of {n} uids")]
+    UidsLengthExceedUidsInSubNet { len: usize, n: usize },
+    #[error("HotKeyNotRegisteredInSubNet: hotkey {hotkey} is not registered on subnet {netuid}")]
+    HotKeyNotRegisteredInSubNet { hotkey: String, netuid: u16 },
+    #[error("NotEnoughStakeToSetWeights: stake {stake} rao is below the threshold of {threshold} rao")]
+    NotEnoughStakeToSetWeights { stake: u64, threshold: u64 },
+    #[error("IncorrectWeightVersionKey: given {given}, the subnet requires at least {required}")]
+    IncorrectWeightVersionKey { given: u64, required: u64 },
+    #[error("SettingWeightsTooFast: last update at block {last_update}, rate limit {rate_limit}, now {now}")]
+    SettingWeightsTooFast { last_update: u64, rate_limit: u64, now: u64 },
+    #[error("NeuronNoValidatorPermit: uid {uid} has no validator permit on subnet {netuid}")]
+    NeuronNoValidatorPermit { uid: u16, netuid: u16 },
+    #[error("DuplicateUids: uid {uid} appears more than once")]
+    DuplicateUids { uid: u16 },
+    #[error("UidVecContainInvalidOne: uid {uid} does not exist on subnet {netuid}")]
+    UidVecContainInvalidOne { uid: u16, netuid: u16 },
+    #[error("WeightVecLengthIsLow: {len} weights, the subnet requires at least {min}")]
+    WeightVecLengthIsLow { len: usize, min: usize },
+    #[error("MaxWeightExceeded: weight {max} exceeds the subnet's limit {limit}")]
+    MaxWeightExceeded { max: u16, limit: u16 },
+    #[error("SubnetNotExists: subnet {netuid} does not exist")]
+    SubnetNotExists { netuid: u16 },
+    #[error("SubnetAlreadyExists: subnet {netuid} already exists")]
+    SubnetAlreadyExists { netuid: u16 },
+    #[error("HotKeyAlreadyRegisteredInSubNet: hotkey {hotkey} is already uid {uid} on subnet {netuid}")]
+    HotKeyAlreadyRegisteredInSubNet { hotkey: String, uid: u16, netuid: u16 },
+    #[error("NotEnoughBalanceToStake: coldkey {coldkey} has {balance} rao, {needed} rao needed")]
+    NotEnoughBalanceToStake { coldkey: String, balance: u64, needed: u64 },
+    #[error("NoNeuronIdAvailable: subnet {netuid} is full and every uid is inside its immunity period")]
+    NoNeuronIdAvailable { netuid: u16 },
+    #[error("NonAssociatedColdKey: hotkey {hotkey} belongs to another coldkey")]
+    NonAssociatedColdKey { hotkey: String },
+    #[error("the local chain's database failed: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("the local chain's stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("the chain's background task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T> = std::result::Result<T, ChainError>;

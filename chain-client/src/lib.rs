@@ -1,0 +1,74 @@
+//! The chain side of the subnet: the `Chain` trait that miners and validators use, the embedded local
+//! chain on SQLite, and calls encoded for subtensor with subxt against its real metadata.
+
+pub mod error;
+pub mod local;
+pub mod subtensor;
+pub mod types;
+
+pub use error::{ChainError, Result};
+pub use local::{BlockClock, LocalChain};
+pub use types::{AccountId, Metagraph, Neuron, SubnetParams};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use subxt_signer::sr25519::Keypair;
+
+/// What miners and validators need from a chain.
+///
+/// # Cancel safety
+/// Every method is cancel safe: dropping the future either leaves the chain untouched or lets the
+/// call complete as one atomic transaction; it never applies half a call.
+pub trait Chain: Clone + Send + Sync + 'static {
+    fn current_block(&self) -> impl Future<Output = Result<u64>> + Send;
+    /// The hash of `block`; window seeds are derived from the hash at a window's first block.
+    fn block_hash(&self, block: u64) -> impl Future<Output = Result<[u8; 32]>> + Send;
+    fn metagraph(&self, netuid: u16) -> impl Future<Output = Result<Metagraph>> + Send;
+    /// Announces where the hotkey's gRPC server listens.
+    fn serve_axon(&self, hotkey: &Keypair, netuid: u16, addr: SocketAddr) -> impl Future<Output = Result<()>> + Send;
+    /// Sets the hotkey's weight row (u16 values; the chain max-upscales them).
+    fn set_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        uids: Vec<u16>,
+        values: Vec<u16>,
+        version_key: u64,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The window seed: the first 8 bytes of the block hash at the window's first block.
+pub fn window_seed(block_hash: &[u8; 32]) -> u64 {
+    u64::from_le_bytes(block_hash[..8].try_into().expect("8 bytes"))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ChainError::Task(e.to_string()))?
+}
+
+impl Chain for LocalChain {
+    async fn current_block(&self) -> Result<u64> {
+        let chain = self.clone();
+        blocking(move || chain.transact(|_, block| Ok(block))).await
+    }
+
+    async fn block_hash(&self, block: u64) -> Result<[u8; 32]> {
+        let chain = self.clone();
+        blocking(move || chain.block_hash_sync(block)).await
+    }
+
+    async fn metagraph(&self, netuid: u16) -> Result<Metagraph> {
+        let chain = self.clone();
+        blocking(move || chain.metagraph_sync(netuid)).await
+    }
+
+    async fn serve_axon(&self, hotkey: &Keypair, netuid: u16, addr: SocketAddr) -> Result<()> {
+        let (chain, hotkey) = (self.clone(), AccountId::from(hotkey));
+        blocking(move || chain.serve_axon_sync(hotkey, netuid, addr)).await
+    }
+
+    async fn set_weights(&self, hotkey: &Keypair, netuid: u16, uids: Vec<u16>, values: Vec<u16>, version_key: u64) -> Result<()> {
+        let (chain, hotkey) = (self.clone(), AccountId::from(hotkey));
+        blocking(move || chain.set_weights_sync(hotkey, netuid, &uids, &values, version_key)).await
+    }
+}

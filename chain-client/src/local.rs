@@ -1,0 +1,548 @@
+//! The embedded local chain: one SQLite file that several processes share. Every call runs in one
+//! `BEGIN IMMEDIATE` transaction that first runs any epochs that fell due (lazily, exactly once: the
+//! subnet's `last_epoch_block` moves inside the same transaction), then applies the call with
+//! subtensor's checks. A `kill -9` loses nothing committed: SQLite's WAL makes each transaction
+//! atomic and durable.
+
+use crate::error::{ChainError, Result};
+use crate::types::{AccountId, Metagraph, Neuron, SubnetParams};
+use blake2::{Blake2b, Digest, digest::consts::U32};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use scoring::yuma::{self, EpochInput, YumaState};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How the local chain's block height moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockClock {
+    /// Only `advance_blocks` moves it (tests, and the in-process localnet).
+    Manual,
+    /// One block every `block_time_ms` since genesis (separate miner and validator processes).
+    WallTime { block_time_ms: u64 },
+}
+
+#[derive(Clone)]
+pub struct LocalChain {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS chain (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    seed INTEGER NOT NULL,
+    genesis_unix_ms INTEGER NOT NULL,
+    block_time_ms INTEGER NOT NULL,
+    manual_block INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS balances (coldkey BLOB PRIMARY KEY, free INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS subnets (
+    netuid INTEGER PRIMARY KEY,
+    owner BLOB NOT NULL,
+    params TEXT NOT NULL,
+    yuma_state TEXT NOT NULL,
+    last_epoch_block INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS neurons (
+    netuid INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    hotkey BLOB NOT NULL,
+    coldkey BLOB NOT NULL,
+    stake INTEGER NOT NULL DEFAULT 0,
+    axon TEXT,
+    registered_at INTEGER NOT NULL,
+    last_update INTEGER NOT NULL,
+    weights TEXT NOT NULL DEFAULT '[]',
+    validator_permit INTEGER NOT NULL DEFAULT 0,
+    active INTEGER NOT NULL DEFAULT 1,
+    consensus INTEGER NOT NULL DEFAULT 0,
+    incentive INTEGER NOT NULL DEFAULT 0,
+    dividends INTEGER NOT NULL DEFAULT 0,
+    validator_trust INTEGER NOT NULL DEFAULT 0,
+    emission INTEGER NOT NULL DEFAULT 0,
+    total_emission INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (netuid, uid)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS neurons_by_hotkey ON neurons (netuid, hotkey);
+CREATE TABLE IF NOT EXISTS epochs (
+    netuid INTEGER NOT NULL,
+    block INTEGER NOT NULL,
+    emission TEXT NOT NULL,
+    owner_cut INTEGER NOT NULL,
+    PRIMARY KEY (netuid, block)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    block INTEGER NOT NULL,
+    netuid INTEGER,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+";
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn blob(a: &AccountId) -> &[u8] {
+    &a.0
+}
+
+fn account(bytes: Vec<u8>) -> rusqlite::Result<AccountId> {
+    bytes.try_into().map(AccountId).map_err(|_| rusqlite::Error::InvalidQuery)
+}
+
+fn corrupt(e: impl std::fmt::Display) -> ChainError {
+    ChainError::Corrupt(e.to_string())
+}
+
+impl LocalChain {
+    /// Opens the chain at `path`, creating it with `clock` and `seed` if the file has no chain yet.
+    /// An existing chain keeps its own clock and seed.
+    pub fn open_or_create(path: impl AsRef<Path>, clock: BlockClock, seed: u64) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        let block_time_ms = match clock {
+            BlockClock::Manual => 0,
+            BlockClock::WallTime { block_time_ms } => block_time_ms.max(1),
+        };
+        conn.execute(
+            "INSERT OR IGNORE INTO chain (id, seed, genesis_unix_ms, block_time_ms, manual_block) VALUES (0, ?1, ?2, ?3, 0)",
+            params![seed as i64, now_ms() as i64, block_time_ms as i64],
+        )?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), path })
+    }
+
+    /// Opens an existing chain; a missing file is an error that says how to create one.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(ChainError::Unsupported(format!(
+                "no local chain at {}: create one with `subnet chain init --dir {}`",
+                path.display(),
+                path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+            )));
+        }
+        Self::open_or_create(path, BlockClock::Manual, 0)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one immediate transaction at the current block, after any epochs that fell due.
+    pub fn transact<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>, u64) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().map_err(|_| ChainError::Task("a previous call panicked".into()))?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let block = current_block(&tx)?;
+        run_due_epochs(&tx, block)?;
+        let out = f(&tx, block)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Moves a manual clock forward (epochs that fall due run on the next call).
+    pub fn advance_blocks(&self, n: u64) -> Result<u64> {
+        self.transact(|tx, block| {
+            let manual: i64 = tx.query_row("SELECT block_time_ms FROM chain", [], |r| r.get(0))?;
+            if manual != 0 {
+                return Err(ChainError::Unsupported("this chain follows wall time; its blocks cannot be advanced by hand".into()));
+            }
+            tx.execute("UPDATE chain SET manual_block = manual_block + ?1", [n as i64])?;
+            Ok(block + n)
+        })
+    }
+
+    pub fn fund(&self, coldkey: AccountId, amount: u64) -> Result<u64> {
+        self.transact(|tx, block| {
+            tx.execute(
+                "INSERT INTO balances (coldkey, free) VALUES (?1, ?2) ON CONFLICT(coldkey) DO UPDATE SET free = free + ?2",
+                params![blob(&coldkey), amount as i64],
+            )?;
+            event(tx, block, None, "Funded", &format!("{coldkey} +{amount}"))?;
+            balance(tx, &coldkey)
+        })
+    }
+
+    pub fn balance(&self, coldkey: AccountId) -> Result<u64> {
+        self.transact(|tx, _| balance(tx, &coldkey))
+    }
+
+    /// Creates a subnet owned by `owner`; returns its netuid (the lowest free one above 0).
+    pub fn create_subnet(&self, owner: AccountId, params: SubnetParams) -> Result<u16> {
+        self.transact(|tx, block| {
+            let netuid: i64 = tx.query_row("SELECT COALESCE(MAX(netuid), 0) + 1 FROM subnets", [], |r| r.get(0))?;
+            tx.execute(
+                "INSERT INTO subnets (netuid, owner, params, yuma_state, last_epoch_block) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    netuid,
+                    blob(&owner),
+                    serde_json::to_string(&params).map_err(corrupt)?,
+                    serde_json::to_string(&YumaState::default()).map_err(corrupt)?,
+                    block as i64
+                ],
+            )?;
+            event(tx, block, Some(netuid as u16), "NetworkAdded", &format!("owner {owner}"))?;
+            Ok(netuid as u16)
+        })
+    }
+
+    /// burned_register: the coldkey pays the burn; the hotkey gets the next uid, or replaces the
+    /// lowest-emission uid outside its immunity period when the subnet is full.
+    pub fn burned_register(&self, coldkey: AccountId, netuid: u16, hotkey: AccountId) -> Result<u16> {
+        self.transact(|tx, block| {
+            let params = subnet_params(tx, netuid)?;
+            if let Some(uid) = uid_of(tx, netuid, &hotkey)? {
+                return Err(ChainError::HotKeyAlreadyRegisteredInSubNet { hotkey: hotkey.to_string(), uid, netuid });
+            }
+            let owner: Option<Vec<u8>> = tx
+                .query_row("SELECT coldkey FROM neurons WHERE hotkey = ?1 LIMIT 1", [blob(&hotkey)], |r| r.get(0))
+                .optional()?;
+            if owner.is_some_and(|o| o != coldkey.0) {
+                return Err(ChainError::NonAssociatedColdKey { hotkey: hotkey.to_string() });
+            }
+            let free = balance(tx, &coldkey)?;
+            if free < params.burn {
+                return Err(ChainError::NotEnoughBalanceToStake { coldkey: coldkey.to_string(), balance: free, needed: params.burn });
+            }
+            let n: i64 = tx.query_row("SELECT COUNT(*) FROM neurons WHERE netuid = ?1", [netuid], |r| r.get(0))?;
+            let uid = if (n as u64) < params.max_allowed_uids as u64 {
+                n as u16
+            } else {
+                // Pruning (subtensor): lowest emission outside the immunity period; ties go to the
+                // oldest registration, then the lowest uid.
+                let victim: Option<(u16, Vec<u8>, i64)> = tx
+                    .query_row(
+                        "SELECT uid, coldkey, stake FROM neurons WHERE netuid = ?1 AND ?2 - registered_at >= ?3
+                         ORDER BY emission ASC, registered_at ASC, uid ASC LIMIT 1",
+                        params![netuid, block as i64, params.immunity_period as i64],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .optional()?;
+                let Some((uid, old_coldkey, stake)) = victim else {
+                    return Err(ChainError::NoNeuronIdAvailable { netuid });
+                };
+                // The pruned hotkey's stake goes back to its coldkey.
+                tx.execute(
+                    "INSERT INTO balances (coldkey, free) VALUES (?1, ?2) ON CONFLICT(coldkey) DO UPDATE SET free = free + ?2",
+                    params![old_coldkey, stake],
+                )?;
+                tx.execute("DELETE FROM neurons WHERE netuid = ?1 AND uid = ?2", params![netuid, uid])?;
+                event(tx, block, Some(netuid), "NeuronPruned", &format!("uid {uid}"))?;
+                uid
+            };
+            tx.execute("UPDATE balances SET free = free - ?1 WHERE coldkey = ?2", params![params.burn as i64, blob(&coldkey)])?;
+            tx.execute(
+                "INSERT INTO neurons (netuid, uid, hotkey, coldkey, registered_at, last_update) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                params![netuid, uid, blob(&hotkey), blob(&coldkey), block as i64],
+            )?;
+            event(tx, block, Some(netuid), "NeuronRegistered", &format!("uid {uid} hotkey {hotkey} burned {}", params.burn))?;
+            Ok(uid)
+        })
+    }
+
+    /// add_stake: moves `amount` rao from the coldkey's balance onto its hotkey on `netuid`.
+    pub fn add_stake(&self, coldkey: AccountId, hotkey: AccountId, netuid: u16, amount: u64) -> Result<u64> {
+        self.transact(|tx, block| {
+            let row: Option<(u16, Vec<u8>)> = tx
+                .query_row("SELECT uid, coldkey FROM neurons WHERE netuid = ?1 AND hotkey = ?2", params![netuid, blob(&hotkey)], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let Some((uid, owner)) = row else {
+                return Err(ChainError::HotKeyNotRegisteredInSubNet { hotkey: hotkey.to_string(), netuid });
+            };
+            if owner != coldkey.0 {
+                return Err(ChainError::NonAssociatedColdKey { hotkey: hotkey.to_string() });
+            }
+            let free = balance(tx, &coldkey)?;
+            if free < amount {
+                return Err(ChainError::NotEnoughBalanceToStake { coldkey: coldkey.to_string(), balance: free, needed: amount });
+            }
+            tx.execute("UPDATE balances SET free = free - ?1 WHERE coldkey = ?2", params![amount as i64, blob(&coldkey)])?;
+            tx.execute("UPDATE neurons SET stake = stake + ?1 WHERE netuid = ?2 AND uid = ?3", params![amount as i64, netuid, uid])?;
+            event(tx, block, Some(netuid), "StakeAdded", &format!("uid {uid} +{amount}"))?;
+            Ok(tx.query_row("SELECT stake FROM neurons WHERE netuid = ?1 AND uid = ?2", params![netuid, uid], |r| r.get::<_, i64>(0))? as u64)
+        })
+    }
+
+    pub fn serve_axon_sync(&self, hotkey: AccountId, netuid: u16, addr: SocketAddr) -> Result<()> {
+        self.transact(|tx, block| {
+            subnet_params(tx, netuid)?;
+            let changed = tx.execute(
+                "UPDATE neurons SET axon = ?1 WHERE netuid = ?2 AND hotkey = ?3",
+                params![addr.to_string(), netuid, blob(&hotkey)],
+            )?;
+            if changed == 0 {
+                return Err(ChainError::HotKeyNotRegisteredInSubNet { hotkey: hotkey.to_string(), netuid });
+            }
+            event(tx, block, Some(netuid), "AxonServed", &format!("{hotkey} {addr}"))
+        })
+    }
+
+    /// set_weights with subtensor's checks, in subtensor's order.
+    pub fn set_weights_sync(&self, hotkey: AccountId, netuid: u16, uids: &[u16], values: &[u16], version_key: u64) -> Result<()> {
+        self.transact(|tx, block| {
+            if netuid == 0 {
+                return Err(ChainError::CanNotSetRootNetworkWeights);
+            }
+            let params = subnet_params(tx, netuid)?;
+            if params.commit_reveal_weights_enabled {
+                return Err(ChainError::CommitRevealEnabled { netuid });
+            }
+            if uids.len() != values.len() {
+                return Err(ChainError::WeightVecNotEqualSize { uids: uids.len(), weights: values.len() });
+            }
+            let n: i64 = tx.query_row("SELECT COUNT(*) FROM neurons WHERE netuid = ?1", [netuid], |r| r.get(0))?;
+            let n = n as usize;
+            if uids.len() > n {
+                return Err(ChainError::UidsLengthExceedUidsInSubNet { len: uids.len(), n });
+            }
+            let Some(uid) = uid_of(tx, netuid, &hotkey)? else {
+                return Err(ChainError::HotKeyNotRegisteredInSubNet { hotkey: hotkey.to_string(), netuid });
+            };
+            let (stake, last_update, permit): (i64, i64, bool) = tx.query_row(
+                "SELECT stake, last_update, validator_permit FROM neurons WHERE netuid = ?1 AND uid = ?2",
+                params![netuid, uid],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            if (stake as u64) < params.stake_threshold {
+                return Err(ChainError::NotEnoughStakeToSetWeights { stake: stake as u64, threshold: params.stake_threshold });
+            }
+            if params.weights_version_key != 0 && version_key < params.weights_version_key {
+                return Err(ChainError::IncorrectWeightVersionKey { given: version_key, required: params.weights_version_key });
+            }
+            if block.saturating_sub(last_update as u64) < params.weights_rate_limit {
+                return Err(ChainError::SettingWeightsTooFast {
+                    last_update: last_update as u64,
+                    rate_limit: params.weights_rate_limit,
+                    now: block,
+                });
+            }
+            let self_weight_only = uids.len() == 1 && uids[0] == uid;
+            if !permit && !self_weight_only {
+                return Err(ChainError::NeuronNoValidatorPermit { uid, netuid });
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(&dup) = uids.iter().find(|u| !seen.insert(**u)) {
+                return Err(ChainError::DuplicateUids { uid: dup });
+            }
+            if let Some(&bad) = uids.iter().find(|&&u| u as usize >= n) {
+                return Err(ChainError::UidVecContainInvalidOne { uid: bad, netuid });
+            }
+            let min = (params.min_allowed_weights as usize).min(n);
+            if uids.len() < min && !self_weight_only {
+                return Err(ChainError::WeightVecLengthIsLow { len: uids.len(), min });
+            }
+            let floats: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+            let upscaled = yuma::max_upscale_to_u16(&floats);
+            let max = upscaled.iter().copied().max().unwrap_or(0);
+            if max > params.max_weights_limit {
+                return Err(ChainError::MaxWeightExceeded { max, limit: params.max_weights_limit });
+            }
+            let mut row: Vec<(u16, u16)> = uids.iter().copied().zip(upscaled).collect();
+            row.sort_unstable();
+            tx.execute(
+                "UPDATE neurons SET weights = ?1, last_update = ?2 WHERE netuid = ?3 AND uid = ?4",
+                params![serde_json::to_string(&row).map_err(corrupt)?, block as i64, netuid, uid],
+            )?;
+            event(tx, block, Some(netuid), "WeightsSet", &format!("uid {uid} {} weights", row.len()))
+        })
+    }
+
+    pub fn metagraph_sync(&self, netuid: u16) -> Result<Metagraph> {
+        self.transact(|tx, block| {
+            let params = subnet_params(tx, netuid)?;
+            let mut stmt = tx.prepare(
+                "SELECT uid, hotkey, coldkey, stake, axon, validator_permit, active, last_update, registered_at,
+                        consensus, incentive, dividends, validator_trust, emission, total_emission, weights
+                 FROM neurons WHERE netuid = ?1 ORDER BY uid",
+            )?;
+            let neurons = stmt
+                .query_map([netuid], |r| {
+                    let axon: Option<String> = r.get(4)?;
+                    let weights: String = r.get(15)?;
+                    Ok(Neuron {
+                        uid: r.get(0)?,
+                        hotkey: account(r.get(1)?)?,
+                        coldkey: account(r.get(2)?)?,
+                        stake: r.get::<_, i64>(3)? as u64,
+                        axon: axon.and_then(|a| a.parse().ok()),
+                        validator_permit: r.get(5)?,
+                        active: r.get(6)?,
+                        last_update: r.get::<_, i64>(7)? as u64,
+                        registered_at: r.get::<_, i64>(8)? as u64,
+                        consensus: r.get(9)?,
+                        incentive: r.get(10)?,
+                        dividends: r.get(11)?,
+                        validator_trust: r.get(12)?,
+                        emission: r.get::<_, i64>(13)? as u64,
+                        total_emission: r.get::<_, i64>(14)? as u64,
+                        weights: serde_json::from_str(&weights).unwrap_or_default(),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Metagraph { netuid, block, params, neurons })
+        })
+    }
+
+    /// Per-epoch emissions of a subnet, oldest first: (block, emission per uid, owner cut).
+    pub fn epochs(&self, netuid: u16) -> Result<Vec<(u64, Vec<u64>, u64)>> {
+        self.transact(|tx, _| {
+            let mut stmt = tx.prepare("SELECT block, emission, owner_cut FROM epochs WHERE netuid = ?1 ORDER BY block")?;
+            let rows = stmt
+                .query_map([netuid], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(|(b, e, c)| Ok((b, serde_json::from_str(&e).map_err(corrupt)?, c)))
+                .collect()
+        })
+    }
+
+    pub fn block_hash_sync(&self, block: u64) -> Result<[u8; 32]> {
+        self.transact(|tx, _| {
+            let seed: i64 = tx.query_row("SELECT seed FROM chain", [], |r| r.get(0))?;
+            let mut h = Blake2b::<U32>::new();
+            h.update(b"local-chain-block");
+            h.update(seed.to_le_bytes());
+            h.update(block.to_le_bytes());
+            Ok(h.finalize().into())
+        })
+    }
+}
+
+fn event(tx: &rusqlite::Transaction<'_>, block: u64, netuid: Option<u16>, kind: &str, detail: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO events (block, netuid, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![block as i64, netuid, kind, detail],
+    )?;
+    Ok(())
+}
+
+fn current_block(tx: &rusqlite::Transaction<'_>) -> Result<u64> {
+    let (genesis, block_time, manual): (i64, i64, i64) =
+        tx.query_row("SELECT genesis_unix_ms, block_time_ms, manual_block FROM chain", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(if block_time == 0 { manual as u64 } else { now_ms().saturating_sub(genesis as u64) / block_time as u64 })
+}
+
+fn balance(tx: &rusqlite::Transaction<'_>, coldkey: &AccountId) -> Result<u64> {
+    let free: Option<i64> = tx.query_row("SELECT free FROM balances WHERE coldkey = ?1", [blob(coldkey)], |r| r.get(0)).optional()?;
+    Ok(free.unwrap_or(0) as u64)
+}
+
+fn subnet_params(tx: &rusqlite::Transaction<'_>, netuid: u16) -> Result<SubnetParams> {
+    let text: Option<String> = tx.query_row("SELECT params FROM subnets WHERE netuid = ?1", [netuid], |r| r.get(0)).optional()?;
+    let text = text.ok_or(ChainError::SubnetNotExists { netuid })?;
+    serde_json::from_str(&text).map_err(corrupt)
+}
+
+fn uid_of(tx: &rusqlite::Transaction<'_>, netuid: u16, hotkey: &AccountId) -> Result<Option<u16>> {
+    Ok(tx
+        .query_row("SELECT uid FROM neurons WHERE netuid = ?1 AND hotkey = ?2", params![netuid, blob(hotkey)], |r| r.get(0))
+        .optional()?)
+}
+
+/// Runs every epoch whose block (a multiple of the subnet's tempo) is past the subnet's last epoch and
+/// not after `block`.
+fn run_due_epochs(tx: &rusqlite::Transaction<'_>, block: u64) -> Result<()> {
+    let subnets: Vec<(u16, String, i64)> = {
+        let mut stmt = tx.prepare("SELECT netuid, params, last_epoch_block FROM subnets ORDER BY netuid")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?
+    };
+    for (netuid, params, last) in subnets {
+        let params: SubnetParams = serde_json::from_str(&params).map_err(corrupt)?;
+        let tempo = params.tempo.max(1);
+        let mut last = last as u64;
+        let mut next = (last / tempo + 1) * tempo;
+        while next <= block {
+            run_epoch(tx, netuid, &params, next, next - last)?;
+            last = next;
+            next += tempo;
+        }
+    }
+    Ok(())
+}
+
+fn run_epoch(tx: &rusqlite::Transaction<'_>, netuid: u16, params: &SubnetParams, block: u64, blocks: u64) -> Result<()> {
+    struct Row {
+        uid: u16,
+        stake: u64,
+        weights: Vec<(u16, u16)>,
+        last_update: u64,
+        registered_at: u64,
+    }
+    let rows: Vec<Row> = {
+        let mut stmt =
+            tx.prepare("SELECT uid, stake, weights, last_update, registered_at FROM neurons WHERE netuid = ?1 ORDER BY uid")?;
+        stmt.query_map([netuid], |r| {
+            let weights: String = r.get(2)?;
+            Ok(Row {
+                uid: r.get(0)?,
+                stake: r.get::<_, i64>(1)? as u64,
+                weights: serde_json::from_str(&weights).unwrap_or_default(),
+                last_update: r.get::<_, i64>(3)? as u64,
+                registered_at: r.get::<_, i64>(4)? as u64,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    let state_text: String = tx.query_row("SELECT yuma_state FROM subnets WHERE netuid = ?1", [netuid], |r| r.get(0))?;
+    let mut state: YumaState = serde_json::from_str(&state_text).map_err(corrupt)?;
+    let total = params.emission_per_block.saturating_mul(blocks);
+    let owner_cut = (total as u128 * params.owner_cut as u128 / 65535) as u64;
+    let stake: Vec<u64> = rows.iter().map(|r| r.stake).collect();
+    let weights: Vec<Vec<(u16, u16)>> = rows.iter().map(|r| r.weights.clone()).collect();
+    let last_update: Vec<u64> = rows.iter().map(|r| r.last_update).collect();
+    let registered: Vec<u64> = rows.iter().map(|r| r.registered_at).collect();
+    let out = yuma::epoch(
+        &params.yuma(),
+        &state,
+        &EpochInput {
+            block,
+            emission: total - owner_cut,
+            stake: &stake,
+            weights: &weights,
+            last_update: &last_update,
+            block_at_registration: &registered,
+        },
+    );
+    for (i, row) in rows.iter().enumerate() {
+        tx.execute(
+            "UPDATE neurons SET active = ?1, consensus = ?2, incentive = ?3, dividends = ?4, validator_trust = ?5,
+                 validator_permit = ?6, emission = ?7, total_emission = total_emission + ?7, stake = stake + ?7
+             WHERE netuid = ?8 AND uid = ?9",
+            params![
+                out.active[i],
+                out.consensus[i],
+                out.incentive[i],
+                out.dividends[i],
+                out.validator_trust[i],
+                out.validator_permit[i],
+                out.emission[i] as i64,
+                netuid,
+                row.uid
+            ],
+        )?;
+    }
+    let owner: Vec<u8> = tx.query_row("SELECT owner FROM subnets WHERE netuid = ?1", [netuid], |r| r.get(0))?;
+    tx.execute(
+        "INSERT INTO balances (coldkey, free) VALUES (?1, ?2) ON CONFLICT(coldkey) DO UPDATE SET free = free + ?2",
+        params![owner, owner_cut as i64],
+    )?;
+    state.advance(block, &out);
+    tx.execute(
+        "UPDATE subnets SET yuma_state = ?1, last_epoch_block = ?2 WHERE netuid = ?3",
+        params![serde_json::to_string(&state).map_err(corrupt)?, block as i64, netuid],
+    )?;
+    tx.execute(
+        "INSERT INTO epochs (netuid, block, emission, owner_cut) VALUES (?1, ?2, ?3, ?4)",
+        params![netuid, block as i64, serde_json::to_string(&out.emission).map_err(corrupt)?, owner_cut as i64],
+    )?;
+    event(tx, block, Some(netuid), "EpochRun", &format!("{} uids, {} rao", rows.len(), total))
+}

@@ -1,0 +1,145 @@
+//! What the chain stores about a subnet and its neurons, in the shapes both backends return.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A 32-byte sr25519 public key (an AccountId32 on subtensor).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AccountId(pub [u8; 32]);
+
+impl AccountId {
+    /// SS58 with the generic Substrate prefix 42, as Bittensor shows addresses.
+    pub fn to_ss58(&self) -> String {
+        subxt_signer::sr25519::PublicKey(self.0).to_account_id().to_string()
+    }
+
+    pub fn short(&self) -> String {
+        let s = self.to_ss58();
+        format!("{}…{}", &s[..6], &s[s.len() - 4..])
+    }
+}
+
+impl fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_ss58())
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_ss58())
+    }
+}
+
+impl From<&subxt_signer::sr25519::Keypair> for AccountId {
+    fn from(k: &subxt_signer::sr25519::Keypair) -> Self {
+        AccountId(k.public_key().0)
+    }
+}
+
+/// Subnet hyperparameters, named and in units as on subtensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SubnetParams {
+    pub tempo: u64,
+    /// Emission per block, in rao (1e-9 of a token), before the owner cut.
+    pub emission_per_block: u64,
+    /// Owner cut, u16 over 65535 (subtensor's default is 18%).
+    pub owner_cut: u16,
+    pub kappa: u16,
+    pub bonds_moving_average: u64,
+    pub bonds_penalty: u16,
+    pub max_allowed_validators: u16,
+    pub max_allowed_uids: u16,
+    pub min_allowed_weights: u16,
+    pub max_weights_limit: u16,
+    pub weights_rate_limit: u64,
+    pub weights_version_key: u64,
+    pub immunity_period: u64,
+    pub activity_cutoff: u64,
+    /// Minimum stake, in rao, to set weights.
+    pub stake_threshold: u64,
+    /// Registration cost, in rao, burned from the coldkey.
+    pub burn: u64,
+    pub commit_reveal_weights_enabled: bool,
+}
+
+impl Default for SubnetParams {
+    fn default() -> Self {
+        Self {
+            tempo: 360,
+            emission_per_block: 1_000_000_000,
+            owner_cut: 11_796,
+            kappa: 32767,
+            bonds_moving_average: 900_000,
+            bonds_penalty: 65535,
+            max_allowed_validators: 128,
+            max_allowed_uids: 256,
+            min_allowed_weights: 1024,
+            max_weights_limit: 65535,
+            weights_rate_limit: 100,
+            weights_version_key: 0,
+            immunity_period: 4096,
+            activity_cutoff: 5000,
+            stake_threshold: 0,
+            burn: 1_000_000_000,
+            commit_reveal_weights_enabled: true,
+        }
+    }
+}
+
+impl SubnetParams {
+    pub fn yuma(&self) -> scoring::YumaParams {
+        scoring::YumaParams {
+            tempo: self.tempo,
+            kappa: self.kappa,
+            bonds_moving_average: self.bonds_moving_average,
+            bonds_penalty: self.bonds_penalty,
+            max_allowed_validators: self.max_allowed_validators,
+            activity_cutoff: self.activity_cutoff,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Neuron {
+    pub uid: u16,
+    pub hotkey: AccountId,
+    pub coldkey: AccountId,
+    /// Stake in rao.
+    pub stake: u64,
+    pub axon: Option<SocketAddr>,
+    pub validator_permit: bool,
+    pub active: bool,
+    pub last_update: u64,
+    pub registered_at: u64,
+    pub consensus: u16,
+    pub incentive: u16,
+    pub dividends: u16,
+    pub validator_trust: u16,
+    /// Emission of the last epoch, in rao.
+    pub emission: u64,
+    /// Everything this uid has earned since it registered, in rao.
+    pub total_emission: u64,
+    /// The neuron's weight row as stored: (uid, u16).
+    pub weights: Vec<(u16, u16)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metagraph {
+    pub netuid: u16,
+    pub block: u64,
+    pub params: SubnetParams,
+    pub neurons: Vec<Neuron>,
+}
+
+impl Metagraph {
+    pub fn by_hotkey(&self, hotkey: &AccountId) -> Option<&Neuron> {
+        self.neurons.iter().find(|n| &n.hotkey == hotkey)
+    }
+
+    pub fn by_uid(&self, uid: u16) -> Option<&Neuron> {
+        self.neurons.iter().find(|n| n.uid == uid)
+    }
+}

@@ -1,0 +1,189 @@
+//! The miner: syncs the global checkpoint from a validator, trains its assigned pages for a window,
+//! and serves the signed pseudo-gradient over gRPC to validators that hold a permit.
+
+mod service;
+mod sync;
+
+pub use service::MinerService;
+
+use chain_client::{AccountId, Chain, ChainError, Metagraph};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use subnet_proto::{codec, commitment, pb};
+use subxt_signer::sr25519::Keypair;
+use task::assignment::AssignmentError;
+use task::checkpoint::CheckpointError;
+use task::{Checkpoint, CpuTrainBackend, TaskEngine};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MinerError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error("hotkey {hotkey} is not registered on subnet {netuid}: register first with `subnet chain register`")]
+    NotRegistered { hotkey: String, netuid: u16 },
+    #[error("no global checkpoint yet: sync from a validator before training")]
+    NoCheckpoint,
+    #[error("no validator serves a checkpoint: {0}")]
+    NoValidator(String),
+    #[error("checkpoint from validator {validator} refused: {source}")]
+    Checkpoint { validator: String, source: CheckpointError },
+    #[error(transparent)]
+    Assignment(#[from] AssignmentError),
+    #[error("training task failed: {0}")]
+    Training(String),
+}
+
+/// A gradient ready to serve: the commitment first, then the payload it commits to.
+pub struct ServedGradient {
+    pub commitment: pb::Commitment,
+    pub payload: Arc<Vec<u8>>,
+}
+
+/// What one window of training did.
+#[derive(Clone, Debug)]
+pub struct TrainReport {
+    pub window: u64,
+    pub uid: u16,
+    pub pages: usize,
+    pub first_loss: f32,
+    pub last_loss: f32,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub payload_bytes: usize,
+}
+
+impl TrainReport {
+    pub fn tokens_per_second(&self) -> f64 {
+        self.tokens as f64 / self.seconds.max(1e-9)
+    }
+}
+
+#[derive(Default)]
+struct MinerState {
+    checkpoint: Option<Checkpoint>,
+    gradients: BTreeMap<u64, Arc<ServedGradient>>,
+}
+
+struct Inner<C> {
+    chain: C,
+    netuid: u16,
+    hotkey: Keypair,
+    engine: Arc<TaskEngine>,
+    state: RwLock<MinerState>,
+}
+
+/// A miner; cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Miner<C> {
+    inner: Arc<Inner<C>>,
+}
+
+/// How many past windows' gradients a miner keeps serving.
+const KEPT_WINDOWS: usize = 3;
+
+impl<C: Chain> Miner<C> {
+    pub fn new(chain: C, netuid: u16, hotkey: Keypair, engine: Arc<TaskEngine>) -> Self {
+        Self { inner: Arc::new(Inner { chain, netuid, hotkey, engine, state: RwLock::default() }) }
+    }
+
+    pub fn hotkey(&self) -> AccountId {
+        AccountId::from(&self.inner.hotkey)
+    }
+
+    pub fn engine(&self) -> &Arc<TaskEngine> {
+        &self.inner.engine
+    }
+
+    pub fn chain(&self) -> &C {
+        &self.inner.chain
+    }
+
+    pub fn netuid(&self) -> u16 {
+        self.inner.netuid
+    }
+
+    pub(crate) fn keypair(&self) -> &Keypair {
+        &self.inner.hotkey
+    }
+
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        self.inner.state.read().expect("miner state lock").checkpoint.clone()
+    }
+
+    pub(crate) fn set_checkpoint(&self, checkpoint: Checkpoint) {
+        self.inner.state.write().expect("miner state lock").checkpoint = Some(checkpoint);
+    }
+
+    pub fn gradient(&self, window: u64) -> Option<Arc<ServedGradient>> {
+        self.inner.state.read().expect("miner state lock").gradients.get(&window).cloned()
+    }
+
+    pub fn latest_window(&self) -> Option<u64> {
+        self.inner.state.read().expect("miner state lock").gradients.keys().next_back().copied()
+    }
+
+    async fn own_uid(&self, metagraph: &Metagraph) -> Result<u16, MinerError> {
+        metagraph
+            .by_hotkey(&self.hotkey())
+            .map(|n| n.uid)
+            .ok_or_else(|| MinerError::NotRegistered { hotkey: self.hotkey().to_string(), netuid: self.netuid() })
+    }
+
+    /// Trains the window on this miner's assigned pages from the current checkpoint and makes the
+    /// signed pseudo-gradient available to validators.
+    #[tracing::instrument(skip(self), fields(hotkey = %self.hotkey().short()))]
+    pub async fn train_window(&self, window: u64, window_seed: u64) -> Result<TrainReport, MinerError> {
+        let checkpoint = self.checkpoint().ok_or(MinerError::NoCheckpoint)?;
+        let metagraph = self.chain().metagraph(self.netuid()).await?;
+        let uid = self.own_uid(&metagraph).await?;
+        let engine = self.engine().clone();
+        let assignment = engine.assignment(window, window_seed, uid)?;
+        let batches = engine.training_batches(&assignment, window_seed);
+        let pages = assignment.pages.len();
+        let started = Instant::now();
+        let start = checkpoint.params.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let device = Default::default();
+            let steps = batches.len();
+            engine.train::<CpuTrainBackend>(&device, &start, &batches, |step, loss| {
+                tracing::debug!(window, uid, step = step + 1, steps, loss, "inner step");
+            })
+        })
+        .await
+        .map_err(|e| MinerError::Training(e.to_string()))?;
+        let seconds = started.elapsed().as_secs_f64();
+        let delta = outcome.pseudo_gradient(&checkpoint.params);
+        let payload = codec::encode_dense(&delta);
+        let commitment = commitment::commit(&self.inner.hotkey, window, self.engine().digest(), checkpoint.digest, &payload);
+        let report = TrainReport {
+            window,
+            uid,
+            pages,
+            first_loss: outcome.losses.first().copied().unwrap_or(f32::NAN),
+            last_loss: outcome.losses.last().copied().unwrap_or(f32::NAN),
+            tokens: self.engine().spec().tokens_per_miner_window(),
+            seconds,
+            payload_bytes: payload.len(),
+        };
+        self.publish(window, commitment, payload);
+        tracing::info!(
+            window,
+            uid,
+            loss = report.last_loss,
+            first_loss = report.first_loss,
+            tokens_per_s = report.tokens_per_second() as u64,
+            "trained window"
+        );
+        Ok(report)
+    }
+
+    /// Makes a gradient servable for `window`, forgetting the oldest beyond the kept ones.
+    pub fn publish(&self, window: u64, commitment: pb::Commitment, payload: Vec<u8>) {
+        let mut state = self.inner.state.write().expect("miner state lock");
+        state.gradients.insert(window, Arc::new(ServedGradient { commitment, payload: Arc::new(payload) }));
+        while state.gradients.len() > KEPT_WINDOWS {
+            state.gradients.pop_first();
+        }
+    }
+}

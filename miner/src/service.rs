@@ -1,0 +1,118 @@
+//! The miner's gRPC service: `Info` and `GetGradient`, served only to signed requests from hotkeys
+//! that the metagraph shows with a validator permit.
+
+use crate::Miner;
+use chain_client::{AccountId, Chain};
+use futures::Stream;
+use std::pin::Pin;
+use subnet_proto::auth::{self, NonceCache};
+use subnet_proto::{limits, pb};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+/// The gRPC face of a miner.
+pub struct MinerService<C> {
+    miner: Miner<C>,
+    nonces: NonceCache,
+}
+
+impl<C: Chain> MinerService<C> {
+    pub fn new(miner: Miner<C>) -> Self {
+        Self { miner, nonces: NonceCache::default() }
+    }
+
+    /// Serves on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        let server = pb::miner_server::MinerServer::new(self)
+            .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
+        tonic::transport::Server::builder()
+            .timeout(limits::REQUEST_TIMEOUT)
+            .concurrency_limit_per_connection(16)
+            .add_service(server)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+    }
+
+    fn authenticate<M: auth::Authenticated>(&self, request: &M) -> Result<AccountId, Status> {
+        let receiver = self.miner.hotkey().0;
+        auth::verify(request, &receiver, &self.nonces).map(AccountId).map_err(|e| e.to_status())
+    }
+
+    /// Only hotkeys with a validator permit on this subnet may fetch gradients.
+    async fn require_validator(&self, caller: &AccountId) -> Result<(), Status> {
+        let metagraph = self
+            .miner
+            .chain()
+            .metagraph(self.miner.netuid())
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot read the metagraph: {e}")))?;
+        match metagraph.by_hotkey(caller) {
+            None => Err(Status::permission_denied(format!(
+                "hotkey {caller} is not registered on subnet {}",
+                self.miner.netuid()
+            ))),
+            Some(n) if !n.validator_permit => Err(Status::permission_denied(format!(
+                "uid {} ({caller}) has no validator permit on subnet {}",
+                n.uid,
+                self.miner.netuid()
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::GradientChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
+    async fn info(&self, request: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
+        self.authenticate(request.get_ref())?;
+        let checkpoint = self.miner.checkpoint();
+        Ok(Response::new(pb::InfoResponse {
+            hotkey: self.miner.hotkey().0.to_vec(),
+            task_digest: self.miner.engine().digest().to_vec(),
+            checkpoint_digest: checkpoint.map(|c| c.digest.to_vec()).unwrap_or_default(),
+            window: self.miner.latest_window().unwrap_or_default(),
+            backend: "flex (cpu)".into(),
+            software_version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
+    type GetGradientStream = ChunkStream;
+
+    #[tracing::instrument(skip_all, fields(window = request.get_ref().window))]
+    async fn get_gradient(&self, request: Request<pb::GradientRequest>) -> Result<Response<ChunkStream>, Status> {
+        let request = request.into_inner();
+        let caller = self.authenticate(&request)?;
+        if request.task_digest.as_slice() != self.miner.engine().digest().as_slice() {
+            return Err(Status::failed_precondition(format!(
+                "task digest {} differs from this miner's task {}: both sides must load the same task file",
+                hex::encode(&request.task_digest),
+                hex::encode(self.miner.engine().digest())
+            )));
+        }
+        self.require_validator(&caller).await?;
+        let gradient = self.miner.gradient(request.window).ok_or_else(|| {
+            Status::not_found(format!(
+                "no gradient for window {} (latest: {})",
+                request.window,
+                self.miner.latest_window().map(|w| w.to_string()).unwrap_or_else(|| "none".into())
+            ))
+        })?;
+        let mut chunks = vec![Ok(pb::GradientChunk { part: Some(pb::gradient_chunk::Part::Commitment(gradient.commitment.clone())) })];
+        chunks.extend(
+            gradient
+                .payload
+                .chunks(limits::CHUNK_BYTES)
+                .map(|c| Ok(pb::GradientChunk { part: Some(pb::gradient_chunk::Part::Data(c.to_vec())) })),
+        );
+        tracing::debug!(caller = %caller.short(), bytes = gradient.payload.len(), "serving gradient");
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+}

@@ -1,0 +1,16 @@
+//! Tasks and the engine that runs them: specs, the synthetic corpus, the model, page assignment,
+//! training, evaluation, checkpoints and aggregation. No networking, no chain.
+
+pub mod aggregate;
+pub mod assignment;
+pub mod checkpoint;
+pub mod corpus;
+pub mod engine;
+pub mod model;
+pub mod params;
+pub mod rng;
+pub mod spec;
+
+pub use checkpoint::Checkpoint;
+pub use engine::{Batch, CpuBackend, CpuTrainBackend, TaskEngine, TrainOutcome};
+pub use spec::TaskSpec;

@@ -1,0 +1,98 @@
+//! The byte-level decoder-only transformer: token and learned position embeddings, pre-LayerNorm
+//! blocks of causal self-attention and a GELU MLP, a final LayerNorm and an untied output head.
+
+use crate::spec::ModelSpec;
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, log_softmax, softmax};
+
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    attn_norm: LayerNorm<B>,
+    /// Query, key and value projections in one matrix: one matmul instead of three.
+    qkv: Linear<B>,
+    attn_out: Linear<B>,
+    mlp_norm: LayerNorm<B>,
+    mlp_up: Linear<B>,
+    mlp_down: Linear<B>,
+    n_heads: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct ByteTransformer<B: Backend> {
+    token_embedding: Embedding<B>,
+    position_embedding: Embedding<B>,
+    blocks: Vec<Block<B>>,
+    final_norm: LayerNorm<B>,
+    head: Linear<B>,
+}
+
+impl<B: Backend> Block<B> {
+    fn new(spec: &ModelSpec, device: &B::Device) -> Self {
+        let d = spec.d_model;
+        Self {
+            attn_norm: LayerNormConfig::new(d).init(device),
+            qkv: LinearConfig::new(d, 3 * d).init(device),
+            attn_out: LinearConfig::new(d, d).init(device),
+            mlp_norm: LayerNormConfig::new(d).init(device),
+            mlp_up: LinearConfig::new(d, spec.mlp_ratio * d).init(device),
+            mlp_down: LinearConfig::new(spec.mlp_ratio * d, d).init(device),
+            n_heads: spec.n_heads,
+        }
+    }
+
+    /// `causal_mask` is [t, t], 0 on and below the diagonal and a large negative number above.
+    fn forward(&self, x: Tensor<B, 3>, causal_mask: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [b, t, d] = x.dims();
+        let h = self.n_heads;
+        let dh = d / h;
+        let qkv = self.qkv.forward(self.attn_norm.forward(x.clone()));
+        let heads = |i: usize| qkv.clone().narrow(2, i * d, d).reshape([b, t, h, dh]).swap_dims(1, 2);
+        let (q, k, v) = (heads(0), heads(1), heads(2));
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt()) + causal_mask;
+        let attended = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let x = x + self.attn_out.forward(attended);
+        let mlp = self.mlp_down.forward(gelu(self.mlp_up.forward(self.mlp_norm.forward(x.clone()))));
+        x + mlp
+    }
+}
+
+impl<B: Backend> ByteTransformer<B> {
+    pub fn new(spec: &ModelSpec, device: &B::Device) -> Self {
+        Self {
+            token_embedding: EmbeddingConfig::new(spec.vocab, spec.d_model).init(device),
+            position_embedding: EmbeddingConfig::new(spec.seq_len, spec.d_model).init(device),
+            blocks: (0..spec.n_layers).map(|_| Block::new(spec, device)).collect(),
+            final_norm: LayerNormConfig::new(spec.d_model).init(device),
+            head: LinearConfig::new(spec.d_model, spec.vocab).init(device),
+        }
+    }
+
+    /// Logits [b, t, vocab] for tokens [b, t].
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [b, t] = tokens.dims();
+        let device = tokens.device();
+        let positions = Tensor::<B, 1, Int>::arange(0..t as i64, &device).reshape([1, t]).repeat_dim(0, b);
+        let mut x = self.token_embedding.forward(tokens) + self.position_embedding.forward(positions);
+        let mask = causal_mask::<B>(t, &device);
+        for block in &self.blocks {
+            x = block.forward(x, mask.clone());
+        }
+        self.head.forward(self.final_norm.forward(x))
+    }
+
+    /// Mean next-byte cross-entropy in nats: `inputs` [b, t] predict `targets` [b, t].
+    pub fn loss(&self, inputs: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        let [b, t] = inputs.dims();
+        let logits = self.forward(inputs);
+        let vocab = logits.dims()[2];
+        let log_probs = log_softmax(logits.reshape([b * t, vocab]), 1);
+        log_probs.gather(1, targets.reshape([b * t, 1])).mean().neg()
+    }
+}
+
+fn causal_mask<B: Backend>(t: usize, device: &B::Device) -> Tensor<B, 4> {
+    let values: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { -1e9 } else { 0.0 }).collect();
+    Tensor::<B, 2>::from_data(TensorData::new(values, [t, t]), device).reshape([1, 1, t, t])
+}

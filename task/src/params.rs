@@ -1,0 +1,85 @@
+//! Models as flat parameter vectors. Checkpoints, pseudo-gradients and aggregation all work on one
+//! `Vec<f32>` in the module's visit order, with a layout of names and shapes to check it against.
+//! Names, not burn's random `ParamId`s, identify parameters across processes.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamEntry {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+    pub len: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ParamLayout {
+    pub entries: Vec<ParamEntry>,
+    pub total: usize,
+}
+
+struct Reader {
+    path: Vec<String>,
+    layout: ParamLayout,
+    values: Vec<f32>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Reader {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let tensor = param.val();
+        let shape = tensor.dims().to_vec();
+        let data = tensor.into_data().convert::<f32>();
+        let values = data.as_slice::<f32>().expect("converted to f32");
+        self.layout.entries.push(ParamEntry {
+            name: self.path.join("."),
+            shape,
+            offset: self.values.len(),
+            len: values.len(),
+        });
+        self.values.extend_from_slice(values);
+        self.layout.total = self.values.len();
+    }
+}
+
+/// All float parameters of `module`, flattened in visit order, with their layout.
+pub fn read_params<B: Backend, M: Module<B>>(module: &M) -> (ParamLayout, Vec<f32>) {
+    let mut reader = Reader { path: Vec::new(), layout: ParamLayout::default(), values: Vec::new() };
+    module.visit(&mut reader);
+    (reader.layout, reader.values)
+}
+
+struct Writer<'a> {
+    values: &'a [f32],
+    offset: usize,
+}
+
+impl<B: Backend> ModuleMapper<B> for Writer<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let shape = tensor.shape();
+        let n = shape.num_elements();
+        let slice = &self.values[self.offset..self.offset + n];
+        self.offset += n;
+        let mut replaced = Tensor::<B, D>::from_data(TensorData::new(slice.to_vec(), shape), &tensor.device());
+        if tensor.is_require_grad() {
+            replaced = replaced.require_grad();
+        }
+        Param::from_mapped_value(id, replaced, mapper)
+    }
+}
+
+/// Replaces every float parameter of `module` with the matching slice of `values` (visit order).
+/// Panics if the lengths disagree: callers check against the layout first.
+pub fn write_params<B: Backend, M: Module<B>>(module: M, values: &[f32]) -> M {
+    let mut writer = Writer { values, offset: 0 };
+    let module = module.map(&mut writer);
+    assert_eq!(writer.offset, values.len(), "parameter vector does not match the model");
+    module
+}

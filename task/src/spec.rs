@@ -1,0 +1,243 @@
+//! Task specs: what a subnet trains, read from a TOML file that miners and validators share. The spec's
+//! digest (Blake2b-256 of its canonical TOML) is part of every request and commitment, so parties with
+//! different task files refuse each other.
+
+use crate::corpus::MarkovSpec;
+use blake2::{Blake2b, Digest, digest::consts::U32};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub task: Identity,
+    pub model: ModelSpec,
+    pub data: DataSpec,
+    pub shards: ShardSpec,
+    pub training: TrainingSpec,
+    pub window: WindowSpec,
+    pub scoring: ScoringSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub name: String,
+    /// Becomes the chain's weights version key.
+    pub version: u64,
+}
+
+/// A byte-level decoder-only transformer (pre-LayerNorm, learned positions, GELU MLP, untied head).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub vocab: usize,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub mlp_ratio: usize,
+    pub seq_len: usize,
+    /// Standard deviation of the normal initialization of weight matrices and embeddings.
+    pub init_std: f64,
+    pub init_seed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    pub markov: MarkovSpec,
+    /// Bytes per page, the unit of assignment.
+    pub page_len: usize,
+    /// Pages [0, train_pages) form the training split.
+    pub train_pages: u64,
+    /// Pages [train_pages, train_pages + heldout_pages) are held out: never assigned, only evaluated.
+    pub heldout_pages: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardSpec {
+    pub pages_per_miner: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSpec {
+    pub inner_steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub epsilon: f64,
+    pub weight_decay: f64,
+    /// Clip the norm of each parameter tensor's gradient at every inner step (0 disables).
+    pub grad_clip: f64,
+    /// Outer SGD learning rate applied to the aggregated pseudo-gradient.
+    pub outer_lr: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// Chain blocks per window.
+    pub blocks: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringSpec {
+    /// Held-out batches per window on which every gradient is evaluated.
+    pub eval_batches: usize,
+    pub eval_batch_size: usize,
+    /// Weight of the newest window in the moving average of scores (0..=1).
+    pub moving_average: f64,
+    /// How many of the best gradients the validator aggregates.
+    pub aggregate_top: usize,
+    /// No miner's weight may exceed this share (0..=1).
+    pub max_weight: f64,
+}
+
+/// One problem in a task file, with the key path it concerns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for SpecProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot parse the task file: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("the task file has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<SpecProblem>),
+}
+
+impl TaskSpec {
+    /// Parses and validates; every problem is reported at once.
+    pub fn from_toml_str(text: &str) -> Result<Self, SpecError> {
+        let spec: TaskSpec = toml::from_str(text)?;
+        let problems = spec.validate();
+        if problems.is_empty() { Ok(spec) } else { Err(SpecError::Invalid(problems)) }
+    }
+
+    pub fn validate(&self) -> Vec<SpecProblem> {
+        let mut p = Vec::new();
+        let mut check = |ok: bool, key: &str, message: String| {
+            if !ok {
+                p.push(SpecProblem { key: key.to_string(), message });
+            }
+        };
+        let m = &self.model;
+        check(!self.task.name.trim().is_empty(), "task.name", "must not be empty".into());
+        check(m.vocab == 256, "model.vocab", format!("= {} but the model is byte-level: use 256", m.vocab));
+        check(m.d_model > 0, "model.d_model", "must be positive".into());
+        check(m.n_layers > 0, "model.n_layers", "must be positive".into());
+        check(m.n_heads > 0, "model.n_heads", "must be positive".into());
+        check(
+            m.n_heads == 0 || m.d_model % m.n_heads == 0,
+            "model.n_heads",
+            format!("= {} does not divide model.d_model = {}", m.n_heads, m.d_model),
+        );
+        check(m.mlp_ratio > 0, "model.mlp_ratio", "must be positive".into());
+        check(m.seq_len > 0, "model.seq_len", "must be positive".into());
+        check(m.init_std > 0.0 && m.init_std.is_finite(), "model.init_std", format!("= {} must be positive", m.init_std));
+        let d = &self.data;
+        let mk = &d.markov;
+        check((2..=64).contains(&mk.alphabet), "data.markov.alphabet", format!("= {} must be in 2..=64", mk.alphabet));
+        check(
+            (1..=mk.alphabet).contains(&mk.successors),
+            "data.markov.successors",
+            format!("= {} must be in 1..=data.markov.alphabet ({})", mk.successors, mk.alphabet),
+        );
+        check(mk.skew.is_finite() && mk.skew >= 0.0, "data.markov.skew", "must be finite and >= 0".into());
+        check(
+            d.page_len > m.seq_len,
+            "data.page_len",
+            format!("= {} must exceed model.seq_len = {} (a sequence needs seq_len + 1 bytes)", d.page_len, m.seq_len),
+        );
+        check(d.heldout_pages > 0, "data.heldout_pages", "must be positive".into());
+        check(
+            d.train_pages >= self.shards.pages_per_miner as u64,
+            "data.train_pages",
+            format!("= {} is fewer than shards.pages_per_miner = {}", d.train_pages, self.shards.pages_per_miner),
+        );
+        check(self.shards.pages_per_miner > 0, "shards.pages_per_miner", "must be positive".into());
+        let t = &self.training;
+        check(t.inner_steps > 0, "training.inner_steps", "must be positive".into());
+        check(t.batch_size > 0, "training.batch_size", "must be positive".into());
+        check(t.lr > 0.0 && t.lr.is_finite(), "training.lr", format!("= {} must be positive", t.lr));
+        check((0.0..1.0).contains(&t.beta1), "training.beta1", format!("= {} must be in [0, 1)", t.beta1));
+        check((0.0..1.0).contains(&t.beta2), "training.beta2", format!("= {} must be in [0, 1)", t.beta2));
+        check(t.epsilon > 0.0, "training.epsilon", "must be positive".into());
+        check(t.weight_decay >= 0.0, "training.weight_decay", "must be >= 0".into());
+        check(t.grad_clip >= 0.0, "training.grad_clip", "must be >= 0 (0 disables)".into());
+        check(t.outer_lr > 0.0 && t.outer_lr.is_finite(), "training.outer_lr", "must be positive".into());
+        check(self.window.blocks > 0, "window.blocks", "must be positive".into());
+        let s = &self.scoring;
+        check(s.eval_batches >= 2, "scoring.eval_batches", format!("= {} must be at least 2 (a standard error needs two)", s.eval_batches));
+        check(s.eval_batch_size > 0, "scoring.eval_batch_size", "must be positive".into());
+        check(
+            s.moving_average > 0.0 && s.moving_average <= 1.0,
+            "scoring.moving_average",
+            format!("= {} must be in (0, 1]", s.moving_average),
+        );
+        check(s.aggregate_top > 0, "scoring.aggregate_top", "must be positive".into());
+        check(
+            s.max_weight > 0.0 && s.max_weight <= 1.0,
+            "scoring.max_weight",
+            format!("= {} must be in (0, 1]", s.max_weight),
+        );
+        p
+    }
+
+    /// Canonical bytes: the spec re-serialized, so formatting and comments in the file do not matter.
+    pub fn canonical_toml(&self) -> String {
+        toml::to_string(self).expect("a task spec always serializes")
+    }
+
+    pub fn digest(&self) -> [u8; 32] {
+        Blake2b::<U32>::digest(self.canonical_toml().as_bytes()).into()
+    }
+
+    /// Tokens one miner trains on per window.
+    pub fn tokens_per_miner_window(&self) -> usize {
+        self.training.inner_steps * self.training.batch_size * self.model.seq_len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCALNET: &str = include_str!("../../tasks/localnet-lm.toml");
+
+    #[test]
+    fn shipped_task_parses_and_digest_ignores_formatting() {
+        let spec = TaskSpec::from_toml_str(LOCALNET).unwrap();
+        let reformatted = TaskSpec::from_toml_str(&spec.canonical_toml()).unwrap();
+        assert_eq!(spec.digest(), reformatted.digest());
+        let mut other = spec.clone();
+        other.training.lr *= 2.0;
+        assert_ne!(spec.digest(), other.digest());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let mut spec = TaskSpec::from_toml_str(LOCALNET).unwrap();
+        spec.model.n_heads = 5;
+        spec.model.d_model = 64;
+        spec.training.lr = -1.0;
+        spec.scoring.eval_batches = 1;
+        let text = toml::to_string(&spec).unwrap();
+        let Err(SpecError::Invalid(problems)) = TaskSpec::from_toml_str(&text) else { panic!("accepted a broken spec") };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["model.n_heads", "training.lr", "scoring.eval_batches"]);
+        assert_eq!(problems[0].to_string(), "model.n_heads: = 5 does not divide model.d_model = 64");
+    }
+}
