@@ -5,7 +5,6 @@
 use crate::error::{ChainError, Result};
 use subxt::dynamic::Value;
 use subxt::ext::frame_decode::extrinsics::encode_call_data;
-use subxt::tx::Payload;
 
 /// Finney's runtime metadata (V16), as shipped with this crate.
 pub const BUNDLED_METADATA: &[u8] = include_bytes!("../metadata/subtensor-finney.scale");

@@ -36,6 +36,10 @@ pub fn normalize_max_weight(x: &[f64], limit: f64) -> Vec<f64> {
     }
     let clipped: Vec<f64> = x.iter().map(|&v| v.min(cutoff)).collect();
     let sum: f64 = clipped.iter().sum();
+    if sum <= 0.0 {
+        // Too few positive entries to spread the mass under the limit: plain normalization.
+        return x.iter().map(|v| v / total).collect();
+    }
     clipped.into_iter().map(|v| v / sum).collect()
 }
 
@@ -88,6 +92,8 @@ mod tests {
         // Unreachable limit or zero sum: uniform.
         assert_eq!(normalize_max_weight(&[5.0, 1.0], 0.4), vec![0.5, 0.5]);
         assert_eq!(normalize_max_weight(&[0.0, 0.0, 0.0], 0.5), vec![1.0 / 3.0; 3]);
+        // One positive entry cannot be spread: it keeps all the mass.
+        assert_eq!(normalize_max_weight(&[0.0, 2.0, 0.0], 0.5), vec![0.0, 1.0, 0.0]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub enum Encoding {
     DenseF32 = 0,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
     #[error("not a gradient payload (bad magic, or {0} bytes is shorter than the header)")]
     NotAGradient(usize),

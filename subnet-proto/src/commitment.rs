@@ -32,7 +32,7 @@ pub fn commit(keypair: &Keypair, window: u64, task_digest: [u8; 32], checkpoint_
 }
 
 /// Why a commitment or its payload was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CommitmentError {
     #[error("commitment is signed by {found}, but the miner's hotkey is {expected}")]
     WrongHotkey { expected: String, found: String },

@@ -1,0 +1,89 @@
+//! The validator's gRPC service: the latest global checkpoint and checkpoints by digest, for hotkeys
+//! registered on the subnet.
+
+use crate::Validator;
+use chain_client::{AccountId, Chain};
+use futures::Stream;
+use std::pin::Pin;
+use subnet_proto::auth::{self, NonceCache};
+use subnet_proto::{limits, pb};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+pub struct ValidatorService<C> {
+    validator: Validator<C>,
+    nonces: NonceCache,
+}
+
+impl<C: Chain> ValidatorService<C> {
+    pub fn new(validator: Validator<C>) -> Self {
+        Self { validator, nonces: NonceCache::default() }
+    }
+
+    /// Serves on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        let server = pb::validator_server::ValidatorServer::new(self)
+            .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
+        tonic::transport::Server::builder()
+            .timeout(limits::REQUEST_TIMEOUT)
+            .concurrency_limit_per_connection(16)
+            .add_service(server)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+    }
+
+    async fn authenticate<M: auth::Authenticated>(&self, request: &M) -> Result<AccountId, Status> {
+        let caller = auth::verify(request, &self.validator.hotkey().0, &self.nonces).map(AccountId).map_err(|e| e.to_status())?;
+        let metagraph = self
+            .validator
+            .chain()
+            .metagraph(self.validator.netuid())
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot read the metagraph: {e}")))?;
+        if metagraph.by_hotkey(&caller).is_none() {
+            return Err(Status::permission_denied(format!(
+                "hotkey {caller} is not registered on subnet {}",
+                self.validator.netuid()
+            )));
+        }
+        Ok(caller)
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::CheckpointChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<C: Chain> pb::validator_server::Validator for ValidatorService<C> {
+    async fn latest_checkpoint(
+        &self,
+        request: Request<pb::LatestCheckpointRequest>,
+    ) -> Result<Response<pb::LatestCheckpointResponse>, Status> {
+        self.authenticate(request.get_ref()).await?;
+        let (checkpoint, window) = self.validator.checkpoint();
+        Ok(Response::new(pb::LatestCheckpointResponse {
+            digest: checkpoint.digest.to_vec(),
+            window,
+            len: checkpoint.to_bytes().len() as u64,
+        }))
+    }
+
+    type GetCheckpointStream = ChunkStream;
+
+    async fn get_checkpoint(&self, request: Request<pb::CheckpointRequest>) -> Result<Response<ChunkStream>, Status> {
+        let request = request.into_inner();
+        self.authenticate(&request).await?;
+        let checkpoint = self
+            .validator
+            .checkpoint_by_digest(&request.digest)
+            .ok_or_else(|| Status::not_found(format!("no checkpoint with digest {}", hex::encode(&request.digest))))?;
+        let bytes = checkpoint.to_bytes();
+        let chunks: Vec<_> = bytes.chunks(limits::CHUNK_BYTES).map(|c| Ok(pb::CheckpointChunk { data: c.to_vec() })).collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+}
