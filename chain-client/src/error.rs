@@ -4,7 +4,9 @@
 pub enum ChainError {
     #[error("CanNotSetRootNetworkWeights: netuid 0 is the root network")]
     CanNotSetRootNetworkWeights,
-    #[error("CommitRevealEnabled: subnet {netuid} requires commit_weights/reveal_weights, not set_weights")]
+    #[error(
+        "CommitRevealEnabled: subnet {netuid} requires commit_weights/reveal_weights, not set_weights"
+    )]
     CommitRevealEnabled { netuid: u16 },
     #[error("WeightVecNotEqualSize: {uids} uids but {weights} weights")]
     WeightVecNotEqualSize { uids: usize, weights: usize },
@@ -12,12 +14,20 @@ pub enum ChainError {
     UidsLengthExceedUidsInSubNet { len: usize, n: usize },
     #[error("HotKeyNotRegisteredInSubNet: hotkey {hotkey} is not registered on subnet {netuid}")]
     HotKeyNotRegisteredInSubNet { hotkey: String, netuid: u16 },
-    #[error("NotEnoughStakeToSetWeights: stake {stake} rao is below the threshold of {threshold} rao")]
+    #[error(
+        "NotEnoughStakeToSetWeights: stake {stake} rao is below the threshold of {threshold} rao"
+    )]
     NotEnoughStakeToSetWeights { stake: u64, threshold: u64 },
     #[error("IncorrectWeightVersionKey: given {given}, the subnet requires at least {required}")]
     IncorrectWeightVersionKey { given: u64, required: u64 },
-    #[error("SettingWeightsTooFast: last update at block {last_update}, rate limit {rate_limit}, now {now}")]
-    SettingWeightsTooFast { last_update: u64, rate_limit: u64, now: u64 },
+    #[error(
+        "SettingWeightsTooFast: last update at block {last_update}, rate limit {rate_limit}, now {now}"
+    )]
+    SettingWeightsTooFast {
+        last_update: u64,
+        rate_limit: u64,
+        now: u64,
+    },
     #[error("NeuronNoValidatorPermit: uid {uid} has no validator permit on subnet {netuid}")]
     NeuronNoValidatorPermit { uid: u16, netuid: u16 },
     #[error("DuplicateUids: uid {uid} appears more than once")]
@@ -32,11 +42,23 @@ pub enum ChainError {
     SubnetNotExists { netuid: u16 },
     #[error("SubnetAlreadyExists: subnet {netuid} already exists")]
     SubnetAlreadyExists { netuid: u16 },
-    #[error("HotKeyAlreadyRegisteredInSubNet: hotkey {hotkey} is already uid {uid} on subnet {netuid}")]
-    HotKeyAlreadyRegisteredInSubNet { hotkey: String, uid: u16, netuid: u16 },
+    #[error(
+        "HotKeyAlreadyRegisteredInSubNet: hotkey {hotkey} is already uid {uid} on subnet {netuid}"
+    )]
+    HotKeyAlreadyRegisteredInSubNet {
+        hotkey: String,
+        uid: u16,
+        netuid: u16,
+    },
     #[error("NotEnoughBalanceToStake: coldkey {coldkey} has {balance} rao, {needed} rao needed")]
-    NotEnoughBalanceToStake { coldkey: String, balance: u64, needed: u64 },
-    #[error("NoNeuronIdAvailable: subnet {netuid} is full and every uid is inside its immunity period")]
+    NotEnoughBalanceToStake {
+        coldkey: String,
+        balance: u64,
+        needed: u64,
+    },
+    #[error(
+        "NoNeuronIdAvailable: subnet {netuid} is full and every uid is inside its immunity period"
+    )]
     NoNeuronIdAvailable { netuid: u16 },
     #[error("NonAssociatedColdKey: hotkey {hotkey} belongs to another coldkey")]
     NonAssociatedColdKey { hotkey: String },

@@ -25,7 +25,12 @@ pub trait Chain: Clone + Send + Sync + 'static {
     fn block_hash(&self, block: u64) -> impl Future<Output = Result<[u8; 32]>> + Send;
     fn metagraph(&self, netuid: u16) -> impl Future<Output = Result<Metagraph>> + Send;
     /// Announces where the hotkey's gRPC server listens.
-    fn serve_axon(&self, hotkey: &Keypair, netuid: u16, addr: SocketAddr) -> impl Future<Output = Result<()>> + Send;
+    fn serve_axon(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        addr: SocketAddr,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Sets the hotkey's weight row (u16 values; the chain max-upscales them).
     fn set_weights(
         &self,
@@ -43,7 +48,9 @@ pub fn window_seed(block_hash: &[u8; 32]) -> u64 {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ChainError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ChainError::Task(e.to_string()))?
 }
 
 impl Chain for LocalChain {
@@ -67,7 +74,14 @@ impl Chain for LocalChain {
         blocking(move || chain.serve_axon_sync(hotkey, netuid, addr)).await
     }
 
-    async fn set_weights(&self, hotkey: &Keypair, netuid: u16, uids: Vec<u16>, values: Vec<u16>, version_key: u64) -> Result<()> {
+    async fn set_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        uids: Vec<u16>,
+        values: Vec<u16>,
+        version_key: u64,
+    ) -> Result<()> {
         let (chain, hotkey) = (self.clone(), AccountId::from(hotkey));
         blocking(move || chain.set_weights_sync(hotkey, netuid, &uids, &values, version_key)).await
     }

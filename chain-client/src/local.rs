@@ -83,7 +83,10 @@ CREATE TABLE IF NOT EXISTS events (
 ";
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn blob(a: &AccountId) -> &[u8] {
@@ -91,7 +94,10 @@ fn blob(a: &AccountId) -> &[u8] {
 }
 
 fn account(bytes: Vec<u8>) -> rusqlite::Result<AccountId> {
-    bytes.try_into().map(AccountId).map_err(|_| rusqlite::Error::InvalidQuery)
+    bytes
+        .try_into()
+        .map(AccountId)
+        .map_err(|_| rusqlite::Error::InvalidQuery)
 }
 
 fn corrupt(e: impl std::fmt::Display) -> ChainError {
@@ -116,7 +122,10 @@ impl LocalChain {
             "INSERT OR IGNORE INTO chain (id, seed, genesis_unix_ms, block_time_ms, manual_block) VALUES (0, ?1, ?2, ?3, 0)",
             params![seed as i64, now_ms() as i64, block_time_ms as i64],
         )?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), path })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
     }
 
     /// Opens an existing chain; a missing file is an error that says how to create one.
@@ -126,7 +135,9 @@ impl LocalChain {
             return Err(ChainError::Unsupported(format!(
                 "no local chain at {}: create one with `subnet chain init --dir {}`",
                 path.display(),
-                path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+                path.parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
             )));
         }
         Self::open_or_create(path, BlockClock::Manual, 0)
@@ -137,8 +148,14 @@ impl LocalChain {
     }
 
     /// Runs `f` in one immediate transaction at the current block, after any epochs that fell due.
-    pub fn transact<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>, u64) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().map_err(|_| ChainError::Task("a previous call panicked".into()))?;
+    pub fn transact<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>, u64) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| ChainError::Task("a previous call panicked".into()))?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let block = current_block(&tx)?;
         run_due_epochs(&tx, block)?;
@@ -152,9 +169,14 @@ impl LocalChain {
         self.transact(|tx, block| {
             let manual: i64 = tx.query_row("SELECT block_time_ms FROM chain", [], |r| r.get(0))?;
             if manual != 0 {
-                return Err(ChainError::Unsupported("this chain follows wall time; its blocks cannot be advanced by hand".into()));
+                return Err(ChainError::Unsupported(
+                    "this chain follows wall time; its blocks cannot be advanced by hand".into(),
+                ));
             }
-            tx.execute("UPDATE chain SET manual_block = manual_block + ?1", [n as i64])?;
+            tx.execute(
+                "UPDATE chain SET manual_block = manual_block + ?1",
+                [n as i64],
+            )?;
             Ok(block + n)
         })
     }
@@ -195,7 +217,12 @@ impl LocalChain {
 
     /// burned_register: the coldkey pays the burn; the hotkey gets the next uid, or replaces the
     /// lowest-emission uid outside its immunity period when the subnet is full.
-    pub fn burned_register(&self, coldkey: AccountId, netuid: u16, hotkey: AccountId) -> Result<u16> {
+    pub fn burned_register(
+        &self,
+        coldkey: AccountId,
+        netuid: u16,
+        hotkey: AccountId,
+    ) -> Result<u16> {
         self.transact(|tx, block| {
             let params = subnet_params(tx, netuid)?;
             if let Some(uid) = uid_of(tx, netuid, &hotkey)? {
@@ -248,27 +275,60 @@ impl LocalChain {
     }
 
     /// add_stake: moves `amount` rao from the coldkey's balance onto its hotkey on `netuid`.
-    pub fn add_stake(&self, coldkey: AccountId, hotkey: AccountId, netuid: u16, amount: u64) -> Result<u64> {
+    pub fn add_stake(
+        &self,
+        coldkey: AccountId,
+        hotkey: AccountId,
+        netuid: u16,
+        amount: u64,
+    ) -> Result<u64> {
         self.transact(|tx, block| {
             let row: Option<(u16, Vec<u8>)> = tx
-                .query_row("SELECT uid, coldkey FROM neurons WHERE netuid = ?1 AND hotkey = ?2", params![netuid, blob(&hotkey)], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+                .query_row(
+                    "SELECT uid, coldkey FROM neurons WHERE netuid = ?1 AND hotkey = ?2",
+                    params![netuid, blob(&hotkey)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()?;
             let Some((uid, owner)) = row else {
-                return Err(ChainError::HotKeyNotRegisteredInSubNet { hotkey: hotkey.to_string(), netuid });
+                return Err(ChainError::HotKeyNotRegisteredInSubNet {
+                    hotkey: hotkey.to_string(),
+                    netuid,
+                });
             };
             if owner != coldkey.0 {
-                return Err(ChainError::NonAssociatedColdKey { hotkey: hotkey.to_string() });
+                return Err(ChainError::NonAssociatedColdKey {
+                    hotkey: hotkey.to_string(),
+                });
             }
             let free = balance(tx, &coldkey)?;
             if free < amount {
-                return Err(ChainError::NotEnoughBalanceToStake { coldkey: coldkey.to_string(), balance: free, needed: amount });
+                return Err(ChainError::NotEnoughBalanceToStake {
+                    coldkey: coldkey.to_string(),
+                    balance: free,
+                    needed: amount,
+                });
             }
-            tx.execute("UPDATE balances SET free = free - ?1 WHERE coldkey = ?2", params![amount as i64, blob(&coldkey)])?;
-            tx.execute("UPDATE neurons SET stake = stake + ?1 WHERE netuid = ?2 AND uid = ?3", params![amount as i64, netuid, uid])?;
-            event(tx, block, Some(netuid), "StakeAdded", &format!("uid {uid} +{amount}"))?;
-            Ok(tx.query_row("SELECT stake FROM neurons WHERE netuid = ?1 AND uid = ?2", params![netuid, uid], |r| r.get::<_, i64>(0))? as u64)
+            tx.execute(
+                "UPDATE balances SET free = free - ?1 WHERE coldkey = ?2",
+                params![amount as i64, blob(&coldkey)],
+            )?;
+            tx.execute(
+                "UPDATE neurons SET stake = stake + ?1 WHERE netuid = ?2 AND uid = ?3",
+                params![amount as i64, netuid, uid],
+            )?;
+            event(
+                tx,
+                block,
+                Some(netuid),
+                "StakeAdded",
+                &format!("uid {uid} +{amount}"),
+            )?;
+            Ok(tx.query_row(
+                "SELECT stake FROM neurons WHERE netuid = ?1 AND uid = ?2",
+                params![netuid, uid],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
         })
     }
 
@@ -280,14 +340,30 @@ impl LocalChain {
                 params![addr.to_string(), netuid, blob(&hotkey)],
             )?;
             if changed == 0 {
-                return Err(ChainError::HotKeyNotRegisteredInSubNet { hotkey: hotkey.to_string(), netuid });
+                return Err(ChainError::HotKeyNotRegisteredInSubNet {
+                    hotkey: hotkey.to_string(),
+                    netuid,
+                });
             }
-            event(tx, block, Some(netuid), "AxonServed", &format!("{hotkey} {addr}"))
+            event(
+                tx,
+                block,
+                Some(netuid),
+                "AxonServed",
+                &format!("{hotkey} {addr}"),
+            )
         })
     }
 
     /// set_weights with subtensor's checks, in subtensor's order.
-    pub fn set_weights_sync(&self, hotkey: AccountId, netuid: u16, uids: &[u16], values: &[u16], version_key: u64) -> Result<()> {
+    pub fn set_weights_sync(
+        &self,
+        hotkey: AccountId,
+        netuid: u16,
+        uids: &[u16],
+        values: &[u16],
+        version_key: u64,
+    ) -> Result<()> {
         self.transact(|tx, block| {
             if netuid == 0 {
                 return Err(ChainError::CanNotSetRootNetworkWeights);
@@ -395,9 +471,17 @@ impl LocalChain {
     /// Per-epoch emissions of a subnet, oldest first: (block, emission per uid, owner cut).
     pub fn epochs(&self, netuid: u16) -> Result<Vec<(u64, Vec<u64>, u64)>> {
         self.transact(|tx, _| {
-            let mut stmt = tx.prepare("SELECT block, emission, owner_cut FROM epochs WHERE netuid = ?1 ORDER BY block")?;
+            let mut stmt = tx.prepare(
+                "SELECT block, emission, owner_cut FROM epochs WHERE netuid = ?1 ORDER BY block",
+            )?;
             let rows = stmt
-                .query_map([netuid], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64)))?
+                .query_map([netuid], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.into_iter()
                 .map(|(b, e, c)| Ok((b, serde_json::from_str(&e).map_err(corrupt)?, c)))
@@ -417,7 +501,13 @@ impl LocalChain {
     }
 }
 
-fn event(tx: &rusqlite::Transaction<'_>, block: u64, netuid: Option<u16>, kind: &str, detail: &str) -> Result<()> {
+fn event(
+    tx: &rusqlite::Transaction<'_>,
+    block: u64,
+    netuid: Option<u16>,
+    kind: &str,
+    detail: &str,
+) -> Result<()> {
     tx.execute(
         "INSERT INTO events (block, netuid, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![block as i64, netuid, kind, detail],
@@ -426,25 +516,48 @@ fn event(tx: &rusqlite::Transaction<'_>, block: u64, netuid: Option<u16>, kind: 
 }
 
 fn current_block(tx: &rusqlite::Transaction<'_>) -> Result<u64> {
-    let (genesis, block_time, manual): (i64, i64, i64) =
-        tx.query_row("SELECT genesis_unix_ms, block_time_ms, manual_block FROM chain", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    Ok(if block_time == 0 { manual as u64 } else { now_ms().saturating_sub(genesis as u64) / block_time as u64 })
+    let (genesis, block_time, manual): (i64, i64, i64) = tx.query_row(
+        "SELECT genesis_unix_ms, block_time_ms, manual_block FROM chain",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    Ok(if block_time == 0 {
+        manual as u64
+    } else {
+        now_ms().saturating_sub(genesis as u64) / block_time as u64
+    })
 }
 
 fn balance(tx: &rusqlite::Transaction<'_>, coldkey: &AccountId) -> Result<u64> {
-    let free: Option<i64> = tx.query_row("SELECT free FROM balances WHERE coldkey = ?1", [blob(coldkey)], |r| r.get(0)).optional()?;
+    let free: Option<i64> = tx
+        .query_row(
+            "SELECT free FROM balances WHERE coldkey = ?1",
+            [blob(coldkey)],
+            |r| r.get(0),
+        )
+        .optional()?;
     Ok(free.unwrap_or(0) as u64)
 }
 
 fn subnet_params(tx: &rusqlite::Transaction<'_>, netuid: u16) -> Result<SubnetParams> {
-    let text: Option<String> = tx.query_row("SELECT params FROM subnets WHERE netuid = ?1", [netuid], |r| r.get(0)).optional()?;
+    let text: Option<String> = tx
+        .query_row(
+            "SELECT params FROM subnets WHERE netuid = ?1",
+            [netuid],
+            |r| r.get(0),
+        )
+        .optional()?;
     let text = text.ok_or(ChainError::SubnetNotExists { netuid })?;
     serde_json::from_str(&text).map_err(corrupt)
 }
 
 fn uid_of(tx: &rusqlite::Transaction<'_>, netuid: u16, hotkey: &AccountId) -> Result<Option<u16>> {
     Ok(tx
-        .query_row("SELECT uid FROM neurons WHERE netuid = ?1 AND hotkey = ?2", params![netuid, blob(hotkey)], |r| r.get(0))
+        .query_row(
+            "SELECT uid FROM neurons WHERE netuid = ?1 AND hotkey = ?2",
+            params![netuid, blob(hotkey)],
+            |r| r.get(0),
+        )
         .optional()?)
 }
 
@@ -452,8 +565,10 @@ fn uid_of(tx: &rusqlite::Transaction<'_>, netuid: u16, hotkey: &AccountId) -> Re
 /// not after `block`.
 fn run_due_epochs(tx: &rusqlite::Transaction<'_>, block: u64) -> Result<()> {
     let subnets: Vec<(u16, String, i64)> = {
-        let mut stmt = tx.prepare("SELECT netuid, params, last_epoch_block FROM subnets ORDER BY netuid")?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?
+        let mut stmt =
+            tx.prepare("SELECT netuid, params, last_epoch_block FROM subnets ORDER BY netuid")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?
     };
     for (netuid, params, last) in subnets {
         let params: SubnetParams = serde_json::from_str(&params).map_err(corrupt)?;
@@ -469,7 +584,13 @@ fn run_due_epochs(tx: &rusqlite::Transaction<'_>, block: u64) -> Result<()> {
     Ok(())
 }
 
-fn run_epoch(tx: &rusqlite::Transaction<'_>, netuid: u16, params: &SubnetParams, block: u64, blocks: u64) -> Result<()> {
+fn run_epoch(
+    tx: &rusqlite::Transaction<'_>,
+    netuid: u16,
+    params: &SubnetParams,
+    block: u64,
+    blocks: u64,
+) -> Result<()> {
     struct Row {
         uid: u16,
         stake: u64,
@@ -492,7 +613,11 @@ fn run_epoch(tx: &rusqlite::Transaction<'_>, netuid: u16, params: &SubnetParams,
         })?
         .collect::<rusqlite::Result<_>>()?
     };
-    let state_text: String = tx.query_row("SELECT yuma_state FROM subnets WHERE netuid = ?1", [netuid], |r| r.get(0))?;
+    let state_text: String = tx.query_row(
+        "SELECT yuma_state FROM subnets WHERE netuid = ?1",
+        [netuid],
+        |r| r.get(0),
+    )?;
     let mut state: YumaState = serde_json::from_str(&state_text).map_err(corrupt)?;
     let total = params.emission_per_block.saturating_mul(blocks);
     let owner_cut = (total as u128 * params.owner_cut as u128 / 65535) as u64;
@@ -530,7 +655,11 @@ fn run_epoch(tx: &rusqlite::Transaction<'_>, netuid: u16, params: &SubnetParams,
             ],
         )?;
     }
-    let owner: Vec<u8> = tx.query_row("SELECT owner FROM subnets WHERE netuid = ?1", [netuid], |r| r.get(0))?;
+    let owner: Vec<u8> = tx.query_row(
+        "SELECT owner FROM subnets WHERE netuid = ?1",
+        [netuid],
+        |r| r.get(0),
+    )?;
     tx.execute(
         "INSERT INTO balances (coldkey, free) VALUES (?1, ?2) ON CONFLICT(coldkey) DO UPDATE SET free = free + ?2",
         params![owner, owner_cut as i64],
@@ -538,11 +667,26 @@ fn run_epoch(tx: &rusqlite::Transaction<'_>, netuid: u16, params: &SubnetParams,
     state.advance(block, &out);
     tx.execute(
         "UPDATE subnets SET yuma_state = ?1, last_epoch_block = ?2 WHERE netuid = ?3",
-        params![serde_json::to_string(&state).map_err(corrupt)?, block as i64, netuid],
+        params![
+            serde_json::to_string(&state).map_err(corrupt)?,
+            block as i64,
+            netuid
+        ],
     )?;
     tx.execute(
         "INSERT INTO epochs (netuid, block, emission, owner_cut) VALUES (?1, ?2, ?3, ?4)",
-        params![netuid, block as i64, serde_json::to_string(&out.emission).map_err(corrupt)?, owner_cut as i64],
+        params![
+            netuid,
+            block as i64,
+            serde_json::to_string(&out.emission).map_err(corrupt)?,
+            owner_cut as i64
+        ],
     )?;
-    event(tx, block, Some(netuid), "EpochRun", &format!("{} uids, {} rao", rows.len(), total))
+    event(
+        tx,
+        block,
+        Some(netuid),
+        "EpochRun",
+        &format!("{} uids, {} rao", rows.len(), total),
+    )
 }

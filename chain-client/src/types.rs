@@ -11,7 +11,9 @@ pub struct AccountId(pub [u8; 32]);
 impl AccountId {
     /// SS58 with the generic Substrate prefix 42, as Bittensor shows addresses.
     pub fn to_ss58(&self) -> String {
-        subxt_signer::sr25519::PublicKey(self.0).to_account_id().to_string()
+        subxt_signer::sr25519::PublicKey(self.0)
+            .to_account_id()
+            .to_string()
     }
 
     pub fn short(&self) -> String {

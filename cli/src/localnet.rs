@@ -72,14 +72,22 @@ fn dev_key(path: &str) -> anyhow::Result<Keypair> {
 }
 
 /// Runs the localnet; `on_window` sees each window's line as soon as it is done.
-pub async fn run(config: LocalnetConfig, mut on_window: impl FnMut(&WindowLine)) -> anyhow::Result<LocalnetReport> {
+pub async fn run(
+    config: LocalnetConfig,
+    mut on_window: impl FnMut(&WindowLine),
+) -> anyhow::Result<LocalnetReport> {
     if config.miners == 0 || config.validators == 0 {
-        bail!("a localnet needs at least one miner and one validator (got --miners {} --validators {})", config.miners, config.validators);
+        bail!(
+            "a localnet needs at least one miner and one validator (got --miners {} --validators {})",
+            config.miners,
+            config.validators
+        );
     }
     let temp;
     let dir = match &config.dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             dir.clone()
         }
         None => {
@@ -89,7 +97,10 @@ pub async fn run(config: LocalnetConfig, mut on_window: impl FnMut(&WindowLine))
     };
     let chain_path = dir.join("chain.sqlite");
     if chain_path.exists() {
-        bail!("{} already holds a chain; pass another --dir or remove it", chain_path.display());
+        bail!(
+            "{} already holds a chain; pass another --dir or remove it",
+            chain_path.display()
+        );
     }
     let chain = LocalChain::open_or_create(&chain_path, BlockClock::Manual, 0x5EED)?;
     let engine = Arc::new(TaskEngine::new(config.task.clone()));
@@ -113,15 +124,25 @@ pub async fn run(config: LocalnetConfig, mut on_window: impl FnMut(&WindowLine))
         let coldkey = dev_key(&format!("//localnet//{role}-{i}"))?;
         let hotkey = dev_key(&format!("//localnet//{role}-{i}//hotkey"))?;
         chain.fund(AccountId::from(&coldkey), 10_000 * RAO_PER_TOKEN)?;
-        let uid = chain.burned_register(AccountId::from(&coldkey), netuid, AccountId::from(&hotkey))?;
+        let uid =
+            chain.burned_register(AccountId::from(&coldkey), netuid, AccountId::from(&hotkey))?;
         if stake > 0 {
-            chain.add_stake(AccountId::from(&coldkey), AccountId::from(&hotkey), netuid, stake)?;
+            chain.add_stake(
+                AccountId::from(&coldkey),
+                AccountId::from(&hotkey),
+                netuid,
+                stake,
+            )?;
         }
         Ok((hotkey, uid))
     };
     let mut validator_keys = Vec::new();
     for i in 0..config.validators {
-        validator_keys.push(register("validator", i, (1000 - 100 * i as u64 % 900) * RAO_PER_TOKEN)?);
+        validator_keys.push(register(
+            "validator",
+            i,
+            (1000 - 100 * i as u64 % 900) * RAO_PER_TOKEN,
+        )?);
     }
     let mut miner_keys = Vec::new();
     for i in 0..config.miners {
@@ -142,18 +163,33 @@ pub async fn run(config: LocalnetConfig, mut on_window: impl FnMut(&WindowLine))
     let genesis = engine.genesis();
     let mut validators = Vec::new();
     for (hotkey, _) in &validator_keys {
-        let v = Validator::new(chain.clone(), netuid, hotkey.clone(), engine.clone(), genesis.clone(), 0);
+        let v = Validator::new(
+            chain.clone(),
+            netuid,
+            hotkey.clone(),
+            engine.clone(),
+            genesis.clone(),
+            0,
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        chain.serve_axon(hotkey, netuid, listener.local_addr()?).await?;
-        servers.push(tokio::spawn(ValidatorService::new(v.clone()).serve(listener, shutdown())));
+        chain
+            .serve_axon(hotkey, netuid, listener.local_addr()?)
+            .await?;
+        servers.push(tokio::spawn(
+            ValidatorService::new(v.clone()).serve(listener, shutdown()),
+        ));
         validators.push(v);
     }
     let mut miners = Vec::new();
     for (hotkey, _) in &miner_keys {
         let m = Miner::new(chain.clone(), netuid, hotkey.clone(), engine.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        chain.serve_axon(hotkey, netuid, listener.local_addr()?).await?;
-        servers.push(tokio::spawn(MinerService::new(m.clone()).serve(listener, shutdown())));
+        chain
+            .serve_axon(hotkey, netuid, listener.local_addr()?)
+            .await?;
+        servers.push(tokio::spawn(
+            MinerService::new(m.clone()).serve(listener, shutdown()),
+        ));
         miners.push(m);
     }
 
@@ -162,7 +198,10 @@ pub async fn run(config: LocalnetConfig, mut on_window: impl FnMut(&WindowLine))
     let heldout_loss = |params: Arc<Vec<f32>>| {
         let (engine, batches) = (engine.clone(), report_batches.clone());
         async move {
-            let losses = tokio::task::spawn_blocking(move || engine.losses::<CpuBackend>(&Default::default(), &params, &batches)).await?;
+            let losses = tokio::task::spawn_blocking(move || {
+                engine.losses::<CpuBackend>(&Default::default(), &params, &batches)
+            })
+            .await?;
             anyhow::Ok(losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64)
         }
     };
@@ -187,21 +226,33 @@ pub async fn run(config: LocalnetConfig, mut on_window: impl FnMut(&WindowLine))
             }
         }
         chain.advance_blocks(blocks)?;
-        let outcomes: Vec<WindowOutcome> = futures::future::try_join_all(validators.iter().map(|v| v.run_window(window, seed))).await?;
+        let outcomes: Vec<WindowOutcome> =
+            futures::future::try_join_all(validators.iter().map(|v| v.run_window(window, seed)))
+                .await?;
         let (checkpoint, _) = validators[0].checkpoint();
         let loss = heldout_loss(checkpoint.params.clone()).await?;
         let metagraph = chain.metagraph(netuid).await?;
-        let emission_of = |uids: &[u16]| uids.iter().filter_map(|u| metagraph.by_uid(*u)).map(|n| n.total_emission).sum::<u64>();
+        let emission_of = |uids: &[u16]| {
+            uids.iter()
+                .filter_map(|u| metagraph.by_uid(*u))
+                .map(|n| n.total_emission)
+                .sum::<u64>()
+        };
         let per_miner = miner_uids
             .iter()
             .map(|&uid| {
-                let results: Vec<_> = outcomes.iter().filter_map(|o| o.results.iter().find(|r| r.uid == uid)).collect();
+                let results: Vec<_> = outcomes
+                    .iter()
+                    .filter_map(|o| o.results.iter().find(|r| r.uid == uid))
+                    .collect();
                 let n = results.len().max(1) as f64;
                 MinerLine {
                     uid,
                     score: results.iter().map(|r| r.score).sum::<f64>() / n,
                     weight: results.iter().map(|r| r.weight).sum::<f64>() / n,
-                    rejection: results.iter().find_map(|r| r.rejection.as_ref().map(|x| x.to_string())),
+                    rejection: results
+                        .iter()
+                        .find_map(|r| r.rejection.as_ref().map(|x| x.to_string())),
                 }
             })
             .collect();
@@ -219,7 +270,10 @@ pub async fn run(config: LocalnetConfig, mut on_window: impl FnMut(&WindowLine))
     }
     let _ = shutdown_tx.send(true);
     for server in servers {
-        server.await.context("a server task panicked")?.context("a server failed")?;
+        server
+            .await
+            .context("a server task panicked")?
+            .context("a server failed")?;
     }
     Ok(LocalnetReport {
         initial_loss,
@@ -239,7 +293,9 @@ pub fn format_line(line: &WindowLine) -> String {
         .miners
         .iter()
         .map(|m| match &m.rejection {
-            Some(reason) if m.score == 0.0 => format!("uid {} score 0 weight {:.3} ({reason})", m.uid, m.weight),
+            Some(reason) if m.score == 0.0 => {
+                format!("uid {} score 0 weight {:.3} ({reason})", m.uid, m.weight)
+            }
             _ => format!("uid {} score {:.4} weight {:.3}", m.uid, m.score, m.weight),
         })
         .collect();

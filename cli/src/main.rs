@@ -7,7 +7,11 @@ use subnet_cli::localnet::{self, LocalnetConfig};
 use task::TaskSpec;
 
 #[derive(Parser)]
-#[command(name = "subnet", version, about = "A Bittensor-style subnet that trains a model together")]
+#[command(
+    name = "subnet",
+    version,
+    about = "A Bittensor-style subnet that trains a model together"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,7 +42,8 @@ enum Command {
 
 fn load_task(path: Option<&PathBuf>) -> anyhow::Result<TaskSpec> {
     let text = match path {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read task file {}", p.display()))?,
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read task file {}", p.display()))?,
         None => subnet_cli::LOCALNET_TASK.to_string(),
     };
     TaskSpec::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{e}"))
@@ -47,11 +52,19 @@ fn load_task(path: Option<&PathBuf>) -> anyhow::Result<TaskSpec> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Localnet { miners, validators, windows, dir, task } => {
+        Command::Localnet {
+            miners,
+            validators,
+            windows,
+            dir,
+            task,
+        } => {
             let task = load_task(task.as_ref())?;
             let engine = task::TaskEngine::new(task.clone());
             println!(
@@ -65,9 +78,20 @@ async fn main() -> anyhow::Result<()> {
                 task.model.seq_len,
                 engine.loss_floor()
             );
-            let config = LocalnetConfig { miners, validators, windows, dir, task };
-            let report = localnet::run(config, |line| println!("{}", localnet::format_line(line))).await?;
-            let last = report.windows.last().map(|w| w.heldout_loss).unwrap_or(report.initial_loss);
+            let config = LocalnetConfig {
+                miners,
+                validators,
+                windows,
+                dir,
+                task,
+            };
+            let report =
+                localnet::run(config, |line| println!("{}", localnet::format_line(line))).await?;
+            let last = report
+                .windows
+                .last()
+                .map(|w| w.heldout_loss)
+                .unwrap_or(report.initial_loss);
             println!(
                 "done: held-out loss {:.4} -> {:.4} (floor {:.4}); chain at {}",
                 report.initial_loss,

@@ -20,14 +20,19 @@ use task::{Checkpoint, CpuTrainBackend, TaskEngine};
 pub enum MinerError {
     #[error(transparent)]
     Chain(#[from] ChainError),
-    #[error("hotkey {hotkey} is not registered on subnet {netuid}: register first with `subnet chain register`")]
+    #[error(
+        "hotkey {hotkey} is not registered on subnet {netuid}: register first with `subnet chain register`"
+    )]
     NotRegistered { hotkey: String, netuid: u16 },
     #[error("no global checkpoint yet: sync from a validator before training")]
     NoCheckpoint,
     #[error("no validator serves a checkpoint: {0}")]
     NoValidator(String),
     #[error("checkpoint from validator {validator} refused: {source}")]
-    Checkpoint { validator: String, source: CheckpointError },
+    Checkpoint {
+        validator: String,
+        source: CheckpointError,
+    },
     #[error(transparent)]
     Assignment(#[from] AssignmentError),
     #[error("training task failed: {0}")]
@@ -84,7 +89,15 @@ const KEPT_WINDOWS: usize = 3;
 
 impl<C: Chain> Miner<C> {
     pub fn new(chain: C, netuid: u16, hotkey: Keypair, engine: Arc<TaskEngine>) -> Self {
-        Self { inner: Arc::new(Inner { chain, netuid, hotkey, engine, state: RwLock::default() }) }
+        Self {
+            inner: Arc::new(Inner {
+                chain,
+                netuid,
+                hotkey,
+                engine,
+                state: RwLock::default(),
+            }),
+        }
     }
 
     pub fn hotkey(&self) -> AccountId {
@@ -108,32 +121,61 @@ impl<C: Chain> Miner<C> {
     }
 
     pub fn checkpoint(&self) -> Option<Checkpoint> {
-        self.inner.state.read().expect("miner state lock").checkpoint.clone()
+        self.inner
+            .state
+            .read()
+            .expect("miner state lock")
+            .checkpoint
+            .clone()
     }
 
     pub(crate) fn set_checkpoint(&self, checkpoint: Checkpoint) {
-        self.inner.state.write().expect("miner state lock").checkpoint = Some(checkpoint);
+        self.inner
+            .state
+            .write()
+            .expect("miner state lock")
+            .checkpoint = Some(checkpoint);
     }
 
     pub fn gradient(&self, window: u64) -> Option<Arc<ServedGradient>> {
-        self.inner.state.read().expect("miner state lock").gradients.get(&window).cloned()
+        self.inner
+            .state
+            .read()
+            .expect("miner state lock")
+            .gradients
+            .get(&window)
+            .cloned()
     }
 
     pub fn latest_window(&self) -> Option<u64> {
-        self.inner.state.read().expect("miner state lock").gradients.keys().next_back().copied()
+        self.inner
+            .state
+            .read()
+            .expect("miner state lock")
+            .gradients
+            .keys()
+            .next_back()
+            .copied()
     }
 
     async fn own_uid(&self, metagraph: &Metagraph) -> Result<u16, MinerError> {
         metagraph
             .by_hotkey(&self.hotkey())
             .map(|n| n.uid)
-            .ok_or_else(|| MinerError::NotRegistered { hotkey: self.hotkey().to_string(), netuid: self.netuid() })
+            .ok_or_else(|| MinerError::NotRegistered {
+                hotkey: self.hotkey().to_string(),
+                netuid: self.netuid(),
+            })
     }
 
     /// Trains the window on this miner's assigned pages from the current checkpoint and makes the
     /// signed pseudo-gradient available to validators.
     #[tracing::instrument(skip(self), fields(hotkey = %self.hotkey().short()))]
-    pub async fn train_window(&self, window: u64, window_seed: u64) -> Result<TrainReport, MinerError> {
+    pub async fn train_window(
+        &self,
+        window: u64,
+        window_seed: u64,
+    ) -> Result<TrainReport, MinerError> {
         let checkpoint = self.checkpoint().ok_or(MinerError::NoCheckpoint)?;
         let metagraph = self.chain().metagraph(self.netuid()).await?;
         let uid = self.own_uid(&metagraph).await?;
@@ -155,7 +197,13 @@ impl<C: Chain> Miner<C> {
         let seconds = started.elapsed().as_secs_f64();
         let delta = outcome.pseudo_gradient(&checkpoint.params);
         let payload = codec::encode_dense(&delta);
-        let commitment = commitment::commit(&self.inner.hotkey, window, self.engine().digest(), checkpoint.digest, &payload);
+        let commitment = commitment::commit(
+            &self.inner.hotkey,
+            window,
+            self.engine().digest(),
+            checkpoint.digest,
+            &payload,
+        );
         let report = TrainReport {
             window,
             uid,
@@ -181,7 +229,13 @@ impl<C: Chain> Miner<C> {
     /// Makes a gradient servable for `window`, forgetting the oldest beyond the kept ones.
     pub fn publish(&self, window: u64, commitment: pb::Commitment, payload: Vec<u8>) {
         let mut state = self.inner.state.write().expect("miner state lock");
-        state.gradients.insert(window, Arc::new(ServedGradient { commitment, payload: Arc::new(payload) }));
+        state.gradients.insert(
+            window,
+            Arc::new(ServedGradient {
+                commitment,
+                payload: Arc::new(payload),
+            }),
+        );
         while state.gradients.len() > KEPT_WINDOWS {
             state.gradients.pop_first();
         }

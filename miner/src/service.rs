@@ -19,7 +19,10 @@ pub struct MinerService<C> {
 
 impl<C: Chain> MinerService<C> {
     pub fn new(miner: Miner<C>) -> Self {
-        Self { miner, nonces: NonceCache::default() }
+        Self {
+            miner,
+            nonces: NonceCache::default(),
+        }
     }
 
     /// Serves on `listener` until `shutdown` completes.
@@ -41,7 +44,9 @@ impl<C: Chain> MinerService<C> {
 
     fn authenticate<M: auth::Authenticated>(&self, request: &M) -> Result<AccountId, Status> {
         let receiver = self.miner.hotkey().0;
-        auth::verify(request, &receiver, &self.nonces).map(AccountId).map_err(|e| e.to_status())
+        auth::verify(request, &receiver, &self.nonces)
+            .map(AccountId)
+            .map_err(|e| e.to_status())
     }
 
     /// Only hotkeys with a validator permit on this subnet may fetch gradients.
@@ -71,7 +76,10 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::GradientChunk, Status>> 
 
 #[tonic::async_trait]
 impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
-    async fn info(&self, request: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
+    async fn info(
+        &self,
+        request: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::InfoResponse>, Status> {
         self.authenticate(request.get_ref())?;
         let checkpoint = self.miner.checkpoint();
         Ok(Response::new(pb::InfoResponse {
@@ -87,7 +95,10 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
     type GetGradientStream = ChunkStream;
 
     #[tracing::instrument(skip_all, fields(window = request.get_ref().window))]
-    async fn get_gradient(&self, request: Request<pb::GradientRequest>) -> Result<Response<ChunkStream>, Status> {
+    async fn get_gradient(
+        &self,
+        request: Request<pb::GradientRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
         let request = request.into_inner();
         let caller = self.authenticate(&request)?;
         if request.task_digest.as_slice() != self.miner.engine().digest().as_slice() {
@@ -102,16 +113,22 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
             Status::not_found(format!(
                 "no gradient for window {} (latest: {})",
                 request.window,
-                self.miner.latest_window().map(|w| w.to_string()).unwrap_or_else(|| "none".into())
+                self.miner
+                    .latest_window()
+                    .map(|w| w.to_string())
+                    .unwrap_or_else(|| "none".into())
             ))
         })?;
-        let mut chunks = vec![Ok(pb::GradientChunk { part: Some(pb::gradient_chunk::Part::Commitment(gradient.commitment.clone())) })];
-        chunks.extend(
-            gradient
-                .payload
-                .chunks(limits::CHUNK_BYTES)
-                .map(|c| Ok(pb::GradientChunk { part: Some(pb::gradient_chunk::Part::Data(c.to_vec())) })),
-        );
+        let mut chunks = vec![Ok(pb::GradientChunk {
+            part: Some(pb::gradient_chunk::Part::Commitment(
+                gradient.commitment.clone(),
+            )),
+        })];
+        chunks.extend(gradient.payload.chunks(limits::CHUNK_BYTES).map(|c| {
+            Ok(pb::GradientChunk {
+                part: Some(pb::gradient_chunk::Part::Data(c.to_vec())),
+            })
+        }));
         tracing::debug!(caller = %caller.short(), bytes = gradient.payload.len(), "serving gradient");
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }

@@ -15,19 +15,37 @@ pub struct UsefulnessScore {
 impl UsefulnessScore {
     /// `before[b]` and `after[b]` are the losses on batch b without and with the gradient applied.
     pub fn from_losses(before: &[f32], after: &[f32]) -> Self {
-        assert_eq!(before.len(), after.len(), "paired losses must have equal length");
+        assert_eq!(
+            before.len(),
+            after.len(),
+            "paired losses must have equal length"
+        );
         let drops: Vec<f64> = before
             .iter()
             .zip(after)
-            .map(|(&b, &a)| if b > 0.0 { (b as f64 - a as f64) / b as f64 } else { 0.0 })
+            .map(|(&b, &a)| {
+                if b > 0.0 {
+                    (b as f64 - a as f64) / b as f64
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let (mean, standard_error) = mean_and_standard_error(&drops);
-        Self { mean_relative_drop: mean, standard_error, batches: drops.len() }
+        Self {
+            mean_relative_drop: mean,
+            standard_error,
+            batches: drops.len(),
+        }
     }
 
     /// The score that earns weight: a harmful or non-finite gradient scores 0, never more.
     pub fn score(&self) -> f64 {
-        if self.mean_relative_drop.is_finite() { self.mean_relative_drop.max(0.0) } else { 0.0 }
+        if self.mean_relative_drop.is_finite() {
+            self.mean_relative_drop.max(0.0)
+        } else {
+            0.0
+        }
     }
 }
 
@@ -61,7 +79,13 @@ mod tests {
 
     #[test]
     fn harmful_or_nan_gradients_score_zero() {
-        assert_eq!(UsefulnessScore::from_losses(&[2.0, 2.0], &[3.0, 2.5]).score(), 0.0);
-        assert_eq!(UsefulnessScore::from_losses(&[2.0, 2.0], &[f32::NAN, 1.0]).score(), 0.0);
+        assert_eq!(
+            UsefulnessScore::from_losses(&[2.0, 2.0], &[3.0, 2.5]).score(),
+            0.0
+        );
+        assert_eq!(
+            UsefulnessScore::from_losses(&[2.0, 2.0], &[f32::NAN, 1.0]).score(),
+            0.0
+        );
     }
 }

@@ -48,9 +48,16 @@ pub fn normalize_max_weight(x: &[f64], limit: f64) -> Vec<f64> {
 /// u16 over 65535, zeros dropped.
 pub fn weights_to_u16(uids: &[u16], weights: &[f64]) -> Result<(Vec<u16>, Vec<u16>), WeightError> {
     if uids.len() != weights.len() {
-        return Err(WeightError::LengthMismatch { uids: uids.len(), weights: weights.len() });
+        return Err(WeightError::LengthMismatch {
+            uids: uids.len(),
+            weights: weights.len(),
+        });
     }
-    if let Some((&uid, &value)) = uids.iter().zip(weights).find(|(_, w)| !(**w >= 0.0) || !w.is_finite()) {
+    if let Some((&uid, &value)) = uids
+        .iter()
+        .zip(weights)
+        .find(|(_, w)| !(**w >= 0.0) || !w.is_finite())
+    {
         return Err(WeightError::Negative { uid, value });
     }
     let max = weights.iter().cloned().fold(0.0, f64::max);
@@ -91,9 +98,15 @@ mod tests {
         assert_eq!(w, vec![0.25, 0.25, 0.5]);
         // Unreachable limit or zero sum: uniform.
         assert_eq!(normalize_max_weight(&[5.0, 1.0], 0.4), vec![0.5, 0.5]);
-        assert_eq!(normalize_max_weight(&[0.0, 0.0, 0.0], 0.5), vec![1.0 / 3.0; 3]);
+        assert_eq!(
+            normalize_max_weight(&[0.0, 0.0, 0.0], 0.5),
+            vec![1.0 / 3.0; 3]
+        );
         // One positive entry cannot be spread: it keeps all the mass.
-        assert_eq!(normalize_max_weight(&[0.0, 2.0, 0.0], 0.5), vec![0.0, 1.0, 0.0]);
+        assert_eq!(
+            normalize_max_weight(&[0.0, 2.0, 0.0], 0.5),
+            vec![0.0, 1.0, 0.0]
+        );
     }
 
     #[test]
@@ -105,8 +118,17 @@ mod tests {
         // 1/3 of 65535 = 21845 exactly; 0.1/0.7 * 65535 = 9362.14 -> 9362
         let (_, w) = weights_to_u16(&[0, 1, 2], &[0.7, 0.1, 0.7 / 3.0]).unwrap();
         assert_eq!(w, vec![65535, 9362, 21845]);
-        assert_eq!(weights_to_u16(&[0, 1], &[0.0, 0.0]).unwrap(), (vec![], vec![]));
-        assert!(matches!(weights_to_u16(&[0, 1], &[1.0, -1.0]), Err(WeightError::Negative { uid: 1, .. })));
-        assert!(matches!(weights_to_u16(&[0], &[1.0, 1.0]), Err(WeightError::LengthMismatch { .. })));
+        assert_eq!(
+            weights_to_u16(&[0, 1], &[0.0, 0.0]).unwrap(),
+            (vec![], vec![])
+        );
+        assert!(matches!(
+            weights_to_u16(&[0, 1], &[1.0, -1.0]),
+            Err(WeightError::Negative { uid: 1, .. })
+        ));
+        assert!(matches!(
+            weights_to_u16(&[0], &[1.0, 1.0]),
+            Err(WeightError::LengthMismatch { .. })
+        ));
     }
 }

@@ -75,7 +75,9 @@ pub fn max_upscale_to_u16(x: &[f64]) -> Vec<u16> {
     if max <= 0.0 {
         return vec![0; x.len()];
     }
-    x.iter().map(|&v| (v / max * 65535.0).round().clamp(0.0, 65535.0) as u16).collect()
+    x.iter()
+        .map(|&v| (v / max * 65535.0).round().clamp(0.0, 65535.0) as u16)
+        .collect()
 }
 
 fn normalize(v: &mut Array1<f64>) {
@@ -107,7 +109,12 @@ fn normalize_columns(m: &mut Array2<f64>) {
 /// entries >= w is at least kappa. Only entries with positive stake take part; stake is renormalized
 /// over them.
 pub fn weighted_median(stake: &[f64], scores: &[f64], kappa: f64) -> f64 {
-    let mut pairs: Vec<(f64, f64)> = stake.iter().zip(scores).filter(|(s, _)| **s > 0.0).map(|(&s, &w)| (s, w)).collect();
+    let mut pairs: Vec<(f64, f64)> = stake
+        .iter()
+        .zip(scores)
+        .filter(|(s, _)| **s > 0.0)
+        .map(|(&s, &w)| (s, w))
+        .collect();
     let total: f64 = pairs.iter().map(|p| p.0).sum();
     if total <= 0.0 {
         return 0.0;
@@ -131,7 +138,11 @@ pub fn weighted_median(stake: &[f64], scores: &[f64], kappa: f64) -> f64 {
 
 /// Column-wise weighted median (step 6) over a dense matrix.
 pub fn weighted_median_columns(stake: &[f64], weights: &Array2<f64>, kappa: f64) -> Vec<f64> {
-    weights.columns().into_iter().map(|col| weighted_median(stake, &col.to_vec(), kappa)).collect()
+    weights
+        .columns()
+        .into_iter()
+        .map(|col| weighted_median(stake, &col.to_vec(), kappa))
+        .collect()
 }
 
 /// Clips each column to its consensus (step 7).
@@ -148,13 +159,17 @@ pub fn clip_columns(weights: &Array2<f64>, consensus: &[f64]) -> Array2<f64> {
 pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> EpochOutput {
     let n = input.stake.len();
     assert!(
-        input.weights.len() == n && input.last_update.len() == n && input.block_at_registration.len() == n,
+        input.weights.len() == n
+            && input.last_update.len() == n
+            && input.block_at_registration.len() == n,
         "epoch input vectors must all have one entry per uid"
     );
     let kappa = params.kappa as f64 / 65535.0;
 
     // Step 1: activity.
-    let active: Vec<bool> = (0..n).map(|i| input.last_update[i] + params.activity_cutoff >= input.block).collect();
+    let active: Vec<bool> = (0..n)
+        .map(|i| input.last_update[i] + params.activity_cutoff >= input.block)
+        .collect();
 
     // Step 2: stake, normalized.
     let mut stake = Array1::from_iter(input.stake.iter().map(|&s| s as f64));
@@ -168,10 +183,18 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
     for &i in by_stake.iter().take(params.max_allowed_validators as usize) {
         new_permit[i] = true;
     }
-    let permit: Vec<bool> = (0..n).map(|i| state.validator_permit.get(i).copied().unwrap_or(false)).collect();
+    let permit: Vec<bool> = (0..n)
+        .map(|i| state.validator_permit.get(i).copied().unwrap_or(false))
+        .collect();
 
     // Step 4: active stake.
-    let mut active_stake = Array1::from_iter((0..n).map(|i| if active[i] && permit[i] { stake[i] } else { 0.0 }));
+    let mut active_stake = Array1::from_iter((0..n).map(|i| {
+        if active[i] && permit[i] {
+            stake[i]
+        } else {
+            0.0
+        }
+    }));
     normalize(&mut active_stake);
 
     // Step 5: weights; non-permitted rows, the diagonal and weights set before the target registered
@@ -191,7 +214,8 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
     normalize_rows(&mut w);
 
     // Steps 6-9: consensus, clipping, validator trust, rank and incentive.
-    let consensus = weighted_median_columns(active_stake.as_slice().expect("contiguous"), &w, kappa);
+    let consensus =
+        weighted_median_columns(active_stake.as_slice().expect("contiguous"), &w, kappa);
     let clipped = clip_columns(&w, &consensus);
     let validator_trust = clipped.sum_axis(Axis(1));
     let mut incentive = clipped.t().dot(&active_stake);
@@ -203,7 +227,10 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
 
     // Step 11: bonds EMA. Old bonds toward targets registered since the last epoch belong to the uid's
     // previous occupant and are dropped.
-    let since = state.last_epoch_block.map(|b| b + 1).unwrap_or(input.block.saturating_sub(params.tempo));
+    let since = state
+        .last_epoch_block
+        .map(|b| b + 1)
+        .unwrap_or(input.block.saturating_sub(params.tempo));
     let mut old = Array2::<f64>::zeros((n, n));
     for (i, row) in state.bonds.iter().enumerate().take(n) {
         for (j, &b) in row.iter().enumerate().take(n) {
@@ -224,11 +251,16 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
     // Step 13: emission split between incentive and dividends; both zero falls back to active stake.
     let (sum_i, sum_d) = (incentive.sum(), dividends.sum());
     let shares: Vec<f64> = if sum_i + sum_d > 0.0 {
-        (0..n).map(|i| (incentive[i] + dividends[i]) / (sum_i + sum_d)).collect()
+        (0..n)
+            .map(|i| (incentive[i] + dividends[i]) / (sum_i + sum_d))
+            .collect()
     } else {
         active_stake.to_vec()
     };
-    let emission = shares.iter().map(|s| (s * input.emission as f64).floor() as u64).collect();
+    let emission = shares
+        .iter()
+        .map(|s| (s * input.emission as f64).floor() as u64)
+        .collect();
 
     // Bonds are stored column max-upscaled; rows of uids without a new permit are cleared.
     let mut stored = vec![vec![0u16; n]; n];
@@ -238,7 +270,11 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
         }
     }
 
-    let to_u16 = |v: &[f64]| v.iter().map(|&x| proportion_to_u16(x)).collect::<Vec<u16>>();
+    let to_u16 = |v: &[f64]| {
+        v.iter()
+            .map(|&x| proportion_to_u16(x))
+            .collect::<Vec<u16>>()
+    };
     EpochOutput {
         active,
         consensus: to_u16(&consensus),
@@ -268,8 +304,14 @@ mod tests {
     // Public vectors from subtensor's math tests (REFERENCE.md).
     #[test]
     fn weighted_median_vectors() {
-        assert_eq!(weighted_median(&[0.49, 0.01, 0.5], &[0.5, 0.7, 1.0], 0.51), 0.7);
-        assert_eq!(weighted_median(&[0.2; 5], &[0.8, 0.2, 1.0, 0.6, 0.4], 0.51), 0.6);
+        assert_eq!(
+            weighted_median(&[0.49, 0.01, 0.5], &[0.5, 0.7, 1.0], 0.51),
+            0.7
+        );
+        assert_eq!(
+            weighted_median(&[0.2; 5], &[0.8, 0.2, 1.0, 0.6, 0.4], 0.51),
+            0.6
+        );
         assert_eq!(weighted_median(&[0.51, 0.49], &[0.5, 1.0], 0.51), 0.5);
         assert_eq!(weighted_median(&[0.49, 0.51], &[0.5, 1.0], 0.51), 1.0);
     }
@@ -277,23 +319,55 @@ mod tests {
     #[test]
     fn column_median_vectors() {
         let stake = [0.0, 0.75, 0.25, 0.0];
-        let w = array![[0.0, 0.1, 0.0], [0.0, 0.2, 0.4], [0.0, 0.3, 0.1], [0.0, 0.4, 0.5]];
-        assert_eq!(weighted_median_columns(&stake, &w, 0.24), vec![0.0, 0.3, 0.4]);
-        assert_eq!(weighted_median_columns(&stake, &w, 0.26), vec![0.0, 0.2, 0.4]);
-        assert_eq!(weighted_median_columns(&stake, &w, 0.76), vec![0.0, 0.2, 0.1]);
+        let w = array![
+            [0.0, 0.1, 0.0],
+            [0.0, 0.2, 0.4],
+            [0.0, 0.3, 0.1],
+            [0.0, 0.4, 0.5]
+        ];
+        assert_eq!(
+            weighted_median_columns(&stake, &w, 0.24),
+            vec![0.0, 0.3, 0.4]
+        );
+        assert_eq!(
+            weighted_median_columns(&stake, &w, 0.26),
+            vec![0.0, 0.2, 0.4]
+        );
+        assert_eq!(
+            weighted_median_columns(&stake, &w, 0.76),
+            vec![0.0, 0.2, 0.1]
+        );
     }
 
     #[test]
     fn column_clip_vector() {
-        let w = array![[0.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0], [10.0, 11.0, 12.0]];
+        let w = array![
+            [0.0, 2.0, 3.0],
+            [4.0, 5.0, 6.0],
+            [7.0, 8.0, 9.0],
+            [10.0, 11.0, 12.0]
+        ];
         let clipped = clip_columns(&w, &[0.0, 5.0, 12.0]);
-        assert_eq!(clipped, array![[0.0, 2.0, 3.0], [0.0, 5.0, 6.0], [0.0, 5.0, 9.0], [0.0, 5.0, 12.0]]);
+        assert_eq!(
+            clipped,
+            array![
+                [0.0, 2.0, 3.0],
+                [0.0, 5.0, 6.0],
+                [0.0, 5.0, 9.0],
+                [0.0, 5.0, 12.0]
+            ]
+        );
     }
 
     #[test]
     fn max_upscale_vector() {
-        let x = [0.000001, 0.000006, 0.000007, 0.0001, 0.001, 0.01, 0.1, 0.2, 0.3, 0.4];
-        assert_eq!(max_upscale_to_u16(&x), vec![0, 1, 1, 16, 164, 1638, 16384, 32768, 49151, 65535]);
+        let x = [
+            0.000001, 0.000006, 0.000007, 0.0001, 0.001, 0.01, 0.1, 0.2, 0.3, 0.4,
+        ];
+        assert_eq!(
+            max_upscale_to_u16(&x),
+            vec![0, 1, 1, 16, 164, 1638, 16384, 32768, 49151, 65535]
+        );
     }
 
     /// Two validators (uids 0, 1) with permits from a previous epoch and two miners (2, 3). Both
@@ -302,9 +376,21 @@ mod tests {
     /// dividends are too; emission splits 50/50 between miners and validators.
     #[test]
     fn agreeing_validators_split_emission_by_the_book() {
-        let params = YumaParams { tempo: 10, ..Default::default() };
-        let state = YumaState { bonds: vec![], validator_permit: vec![true, true, false, false], last_epoch_block: Some(10) };
-        let weights = vec![vec![(2, 65535), (3, 21845)], vec![(2, 65535), (3, 21845)], vec![], vec![]];
+        let params = YumaParams {
+            tempo: 10,
+            ..Default::default()
+        };
+        let state = YumaState {
+            bonds: vec![],
+            validator_permit: vec![true, true, false, false],
+            last_epoch_block: Some(10),
+        };
+        let weights = vec![
+            vec![(2, 65535), (3, 21845)],
+            vec![(2, 65535), (3, 21845)],
+            vec![],
+            vec![],
+        ];
         let out = epoch(
             &params,
             &state,
@@ -330,9 +416,21 @@ mod tests {
     /// its dividends shrink below its stake share.
     #[test]
     fn a_dissenting_validator_is_clipped() {
-        let params = YumaParams { tempo: 10, ..Default::default() };
-        let state = YumaState { bonds: vec![], validator_permit: vec![true, true, false, false], last_epoch_block: Some(10) };
-        let weights = vec![vec![(2, 65535), (3, 0)], vec![(2, 0), (3, 65535)], vec![], vec![]];
+        let params = YumaParams {
+            tempo: 10,
+            ..Default::default()
+        };
+        let state = YumaState {
+            bonds: vec![],
+            validator_permit: vec![true, true, false, false],
+            last_epoch_block: Some(10),
+        };
+        let weights = vec![
+            vec![(2, 65535), (3, 0)],
+            vec![(2, 0), (3, 65535)],
+            vec![],
+            vec![],
+        ];
         let out = epoch(
             &params,
             &state,
@@ -358,7 +456,11 @@ mod tests {
     /// active stake, so nothing is emitted, and the top-stake uids get permits for the next epoch.
     #[test]
     fn first_epoch_has_no_permits() {
-        let params = YumaParams { tempo: 10, max_allowed_validators: 1, ..Default::default() };
+        let params = YumaParams {
+            tempo: 10,
+            max_allowed_validators: 1,
+            ..Default::default()
+        };
         let weights = vec![vec![(1, 65535)], vec![]];
         let out = epoch(
             &params,
@@ -373,6 +475,10 @@ mod tests {
             },
         );
         assert_eq!(out.emission, vec![0, 0]);
-        assert_eq!(out.validator_permit, vec![false, true], "ties go to the higher uid");
+        assert_eq!(
+            out.validator_permit,
+            vec![false, true],
+            "ties go to the higher uid"
+        );
     }
 }

@@ -10,10 +10,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use subxt_signer::sr25519::{self, Keypair, PublicKey, Signature};
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
-fn signing_payload(method: &str, body: &[u8], timestamp_ms: u64, nonce: u64, receiver: &[u8; 32]) -> [u8; 32] {
+fn signing_payload(
+    method: &str,
+    body: &[u8],
+    timestamp_ms: u64,
+    nonce: u64,
+    receiver: &[u8; 32],
+) -> [u8; 32] {
     let mut bytes = Vec::with_capacity(64 + method.len() + 48);
     bytes.extend_from_slice(b"subnet-request-v1");
     bytes.extend_from_slice(method.as_bytes());
@@ -25,7 +34,13 @@ fn signing_payload(method: &str, body: &[u8], timestamp_ms: u64, nonce: u64, rec
 }
 
 /// Signs a request body (the message encoded with `auth: None`) for `receiver`.
-pub fn sign_request(keypair: &Keypair, method: &str, body: &[u8], receiver: &[u8; 32], nonce: u64) -> RequestAuth {
+pub fn sign_request(
+    keypair: &Keypair,
+    method: &str,
+    body: &[u8],
+    receiver: &[u8; 32],
+    nonce: u64,
+) -> RequestAuth {
     let timestamp_ms = now_ms();
     let payload = signing_payload(method, body, timestamp_ms, nonce, receiver);
     RequestAuth {
@@ -45,8 +60,14 @@ pub enum AuthError {
     Malformed(String),
     #[error("bad signature: the request was not signed by hotkey {0}")]
     BadSignature(String),
-    #[error("stale request: timestamp {timestamp_ms} ms is {skew_ms} ms from this server's clock (limit {limit_ms} ms)")]
-    Stale { timestamp_ms: u64, skew_ms: u64, limit_ms: u64 },
+    #[error(
+        "stale request: timestamp {timestamp_ms} ms is {skew_ms} ms from this server's clock (limit {limit_ms} ms)"
+    )]
+    Stale {
+        timestamp_ms: u64,
+        skew_ms: u64,
+        limit_ms: u64,
+    },
     #[error("replayed nonce {nonce} from hotkey {hotkey}")]
     Replay { nonce: u64, hotkey: String },
 }
@@ -61,16 +82,22 @@ pub fn verify_request(
     max_skew: Duration,
 ) -> Result<[u8; 32], AuthError> {
     let auth = auth.ok_or(AuthError::Missing)?;
-    let hotkey: [u8; 32] = crate::bytes32("auth.hotkey", &auth.hotkey).map_err(AuthError::Malformed)?;
-    let signature: [u8; 64] = auth
-        .signature
-        .as_slice()
-        .try_into()
-        .map_err(|_| AuthError::Malformed(format!("auth.signature must be 64 bytes, got {}", auth.signature.len())))?;
+    let hotkey: [u8; 32] =
+        crate::bytes32("auth.hotkey", &auth.hotkey).map_err(AuthError::Malformed)?;
+    let signature: [u8; 64] = auth.signature.as_slice().try_into().map_err(|_| {
+        AuthError::Malformed(format!(
+            "auth.signature must be 64 bytes, got {}",
+            auth.signature.len()
+        ))
+    })?;
     let skew_ms = now_ms.abs_diff(auth.timestamp_ms);
     let limit_ms = max_skew.as_millis() as u64;
     if skew_ms > limit_ms {
-        return Err(AuthError::Stale { timestamp_ms: auth.timestamp_ms, skew_ms, limit_ms });
+        return Err(AuthError::Stale {
+            timestamp_ms: auth.timestamp_ms,
+            skew_ms,
+            limit_ms,
+        });
     }
     let payload = signing_payload(method, body, auth.timestamp_ms, auth.nonce, receiver);
     if !sr25519::verify(&Signature(signature), payload, &PublicKey(hotkey)) {
@@ -94,7 +121,13 @@ struct NonceState {
 
 impl NonceCache {
     /// Records the nonce; an already-seen one is a replay.
-    pub fn check_and_insert(&self, hotkey: [u8; 32], nonce: u64, now_ms: u64, max_skew: Duration) -> Result<(), AuthError> {
+    pub fn check_and_insert(
+        &self,
+        hotkey: [u8; 32],
+        nonce: u64,
+        now_ms: u64,
+        max_skew: Duration,
+    ) -> Result<(), AuthError> {
         let mut state = self.inner.lock().expect("nonce cache lock");
         let horizon = now_ms.saturating_sub(2 * max_skew.as_millis() as u64);
         while state.order.front().is_some_and(|(t, _, _)| *t < horizon) {
@@ -102,7 +135,10 @@ impl NonceCache {
             state.seen.remove(&(h, n));
         }
         if state.seen.contains_key(&(hotkey, nonce)) {
-            return Err(AuthError::Replay { nonce, hotkey: hex::encode(hotkey) });
+            return Err(AuthError::Replay {
+                nonce,
+                hotkey: hex::encode(hotkey),
+            });
         }
         state.seen.insert((hotkey, nonce), now_ms);
         state.order.push_back((now_ms, hotkey, nonce));
@@ -114,7 +150,10 @@ impl NonceCache {
 pub fn fresh_nonce() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     let mut last = LAST.load(Ordering::Relaxed);
     loop {
         let next = now.max(last + 1);
@@ -137,16 +176,38 @@ mod tests {
         let auth = sign_request(&alice, "GetGradient", b"body", &receiver, 1);
         let now = auth.timestamp_ms;
         let skew = Duration::from_secs(30);
-        assert_eq!(verify_request(Some(&auth), "GetGradient", b"body", &receiver, now, skew), Ok(alice.public_key().0));
-        assert!(matches!(verify_request(Some(&auth), "GetGradient", b"other", &receiver, now, skew), Err(AuthError::BadSignature(_))));
-        assert!(matches!(verify_request(Some(&auth), "Info", b"body", &receiver, now, skew), Err(AuthError::BadSignature(_))));
-        let charlie = dev::charlie().public_key().0;
-        assert!(matches!(verify_request(Some(&auth), "GetGradient", b"body", &charlie, now, skew), Err(AuthError::BadSignature(_))));
+        assert_eq!(
+            verify_request(Some(&auth), "GetGradient", b"body", &receiver, now, skew),
+            Ok(alice.public_key().0)
+        );
         assert!(matches!(
-            verify_request(Some(&auth), "GetGradient", b"body", &receiver, now + 31_000, skew),
+            verify_request(Some(&auth), "GetGradient", b"other", &receiver, now, skew),
+            Err(AuthError::BadSignature(_))
+        ));
+        assert!(matches!(
+            verify_request(Some(&auth), "Info", b"body", &receiver, now, skew),
+            Err(AuthError::BadSignature(_))
+        ));
+        let charlie = dev::charlie().public_key().0;
+        assert!(matches!(
+            verify_request(Some(&auth), "GetGradient", b"body", &charlie, now, skew),
+            Err(AuthError::BadSignature(_))
+        ));
+        assert!(matches!(
+            verify_request(
+                Some(&auth),
+                "GetGradient",
+                b"body",
+                &receiver,
+                now + 31_000,
+                skew
+            ),
             Err(AuthError::Stale { .. })
         ));
-        assert_eq!(verify_request(None, "GetGradient", b"body", &receiver, now, skew), Err(AuthError::Missing));
+        assert_eq!(
+            verify_request(None, "GetGradient", b"body", &receiver, now, skew),
+            Err(AuthError::Missing)
+        );
     }
 
     #[test]
@@ -154,10 +215,15 @@ mod tests {
         let cache = NonceCache::default();
         let skew = Duration::from_secs(30);
         cache.check_and_insert([1; 32], 5, 1_000_000, skew).unwrap();
-        assert!(matches!(cache.check_and_insert([1; 32], 5, 1_000_001, skew), Err(AuthError::Replay { .. })));
+        assert!(matches!(
+            cache.check_and_insert([1; 32], 5, 1_000_001, skew),
+            Err(AuthError::Replay { .. })
+        ));
         cache.check_and_insert([2; 32], 5, 1_000_001, skew).unwrap();
         // Forgotten only after twice the skew window, when the timestamp check already refuses it.
-        cache.check_and_insert([1; 32], 5, 1_000_000 + 60_001, skew).unwrap();
+        cache
+            .check_and_insert([1; 32], 5, 1_000_000 + 60_001, skew)
+            .unwrap();
         assert!(fresh_nonce() < fresh_nonce());
     }
 }
@@ -191,18 +257,40 @@ authenticated! {
 pub fn sign<M: Authenticated>(mut request: M, keypair: &Keypair, receiver: &[u8; 32]) -> M {
     *request.auth_mut() = None;
     let body = request.encode_to_vec();
-    *request.auth_mut() = Some(sign_request(keypair, M::METHOD, &body, receiver, fresh_nonce()));
+    *request.auth_mut() = Some(sign_request(
+        keypair,
+        M::METHOD,
+        &body,
+        receiver,
+        fresh_nonce(),
+    ));
     request
 }
 
 /// Verifies signature, skew and nonce freshness of `request` received by `receiver`; returns the
 /// caller's hotkey.
-pub fn verify<M: Authenticated>(request: &M, receiver: &[u8; 32], nonces: &NonceCache) -> Result<[u8; 32], AuthError> {
+pub fn verify<M: Authenticated>(
+    request: &M,
+    receiver: &[u8; 32],
+    nonces: &NonceCache,
+) -> Result<[u8; 32], AuthError> {
     let mut body = request.clone();
     let auth = body.auth_mut().take();
     let now = now_ms();
-    let hotkey = verify_request(auth.as_ref(), M::METHOD, &body.encode_to_vec(), receiver, now, crate::limits::MAX_SKEW)?;
-    nonces.check_and_insert(hotkey, auth.map(|a| a.nonce).unwrap_or_default(), now, crate::limits::MAX_SKEW)?;
+    let hotkey = verify_request(
+        auth.as_ref(),
+        M::METHOD,
+        &body.encode_to_vec(),
+        receiver,
+        now,
+        crate::limits::MAX_SKEW,
+    )?;
+    nonces.check_and_insert(
+        hotkey,
+        auth.map(|a| a.nonce).unwrap_or_default(),
+        now,
+        crate::limits::MAX_SKEW,
+    )?;
     Ok(hotkey)
 }
 
@@ -210,7 +298,9 @@ impl AuthError {
     /// The gRPC status for this refusal.
     pub fn to_status(&self) -> tonic::Status {
         match self {
-            AuthError::Missing | AuthError::BadSignature(_) => tonic::Status::unauthenticated(self.to_string()),
+            AuthError::Missing | AuthError::BadSignature(_) => {
+                tonic::Status::unauthenticated(self.to_string())
+            }
             AuthError::Malformed(_) => tonic::Status::invalid_argument(self.to_string()),
             AuthError::Stale { .. } => tonic::Status::failed_precondition(self.to_string()),
             AuthError::Replay { .. } => tonic::Status::already_exists(self.to_string()),

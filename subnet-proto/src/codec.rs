@@ -46,13 +46,22 @@ pub fn decode(bytes: &[u8], expected_len: usize) -> Result<Vec<f32>, CodecError>
     }
     let n = u64::from_le_bytes(bytes[5..13].try_into().expect("8 bytes"));
     if n != expected_len as u64 {
-        return Err(CodecError::WrongShape { expected: expected_len, found: n });
+        return Err(CodecError::WrongShape {
+            expected: expected_len,
+            found: n,
+        });
     }
     let body = &bytes[HEADER_LEN..];
     if body.len() != 4 * expected_len {
-        return Err(CodecError::WrongLength { expected: HEADER_LEN + 4 * expected_len, found: bytes.len() });
+        return Err(CodecError::WrongLength {
+            expected: HEADER_LEN + 4 * expected_len,
+            found: bytes.len(),
+        });
     }
-    Ok(body.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
+    Ok(body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect())
 }
 
 #[cfg(test)]
@@ -66,8 +75,17 @@ mod tests {
         let back = decode(&bytes, 3).unwrap();
         assert_eq!(back[..2], v[..2]);
         assert!(back[2].is_nan());
-        assert_eq!(decode(&bytes, 4), Err(CodecError::WrongShape { expected: 4, found: 3 }));
-        assert!(matches!(decode(&bytes[..bytes.len() - 1], 3), Err(CodecError::WrongLength { .. })));
+        assert_eq!(
+            decode(&bytes, 4),
+            Err(CodecError::WrongShape {
+                expected: 4,
+                found: 3
+            })
+        );
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 1], 3),
+            Err(CodecError::WrongLength { .. })
+        ));
         assert_eq!(decode(b"nope", 3), Err(CodecError::NotAGradient(4)));
     }
 }

@@ -17,7 +17,13 @@ fn signing_payload(c: &Commitment) -> [u8; 32] {
 }
 
 /// Commits to `payload` for `window`, trained from `checkpoint_digest`, under `task_digest`.
-pub fn commit(keypair: &Keypair, window: u64, task_digest: [u8; 32], checkpoint_digest: [u8; 32], payload: &[u8]) -> Commitment {
+pub fn commit(
+    keypair: &Keypair,
+    window: u64,
+    task_digest: [u8; 32],
+    checkpoint_digest: [u8; 32],
+    payload: &[u8],
+) -> Commitment {
     let mut c = Commitment {
         hotkey: keypair.public_key().0.to_vec(),
         window,
@@ -64,17 +70,34 @@ pub struct Expected<'a> {
 /// Checks everything about a commitment that can be checked before the payload arrives.
 pub fn verify_commitment(c: &Commitment, expected: &Expected<'_>) -> Result<(), CommitmentError> {
     if c.hotkey.as_slice() != expected.hotkey {
-        return Err(CommitmentError::WrongHotkey { expected: hex::encode(expected.hotkey), found: hex::encode(&c.hotkey) });
+        return Err(CommitmentError::WrongHotkey {
+            expected: hex::encode(expected.hotkey),
+            found: hex::encode(&c.hotkey),
+        });
     }
-    let signature: [u8; 64] = c.signature.as_slice().try_into().map_err(|_| CommitmentError::BadSignature)?;
-    if !verify(&Signature(signature), signing_payload(c), &PublicKey(*expected.hotkey)) {
+    let signature: [u8; 64] = c
+        .signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| CommitmentError::BadSignature)?;
+    if !verify(
+        &Signature(signature),
+        signing_payload(c),
+        &PublicKey(*expected.hotkey),
+    ) {
         return Err(CommitmentError::BadSignature);
     }
     if c.window != expected.window {
-        return Err(CommitmentError::WrongWindow { expected: expected.window, found: c.window });
+        return Err(CommitmentError::WrongWindow {
+            expected: expected.window,
+            found: c.window,
+        });
     }
     if c.task_digest.as_slice() != expected.task_digest {
-        return Err(CommitmentError::WrongTask { expected: hex::encode(expected.task_digest), found: hex::encode(&c.task_digest) });
+        return Err(CommitmentError::WrongTask {
+            expected: hex::encode(expected.task_digest),
+            found: hex::encode(&c.task_digest),
+        });
     }
     if c.checkpoint_digest.as_slice() != expected.checkpoint_digest {
         return Err(CommitmentError::WrongCheckpoint {
@@ -83,7 +106,10 @@ pub fn verify_commitment(c: &Commitment, expected: &Expected<'_>) -> Result<(), 
         });
     }
     if c.payload_len > expected.max_len {
-        return Err(CommitmentError::TooLarge { len: c.payload_len, limit: expected.max_len });
+        return Err(CommitmentError::TooLarge {
+            len: c.payload_len,
+            limit: expected.max_len,
+        });
     }
     Ok(())
 }
@@ -91,11 +117,17 @@ pub fn verify_commitment(c: &Commitment, expected: &Expected<'_>) -> Result<(), 
 /// Checks a received payload against its (already verified) commitment.
 pub fn verify_payload(c: &Commitment, payload: &[u8]) -> Result<(), CommitmentError> {
     if payload.len() as u64 != c.payload_len {
-        return Err(CommitmentError::WrongLength { expected: c.payload_len, found: payload.len() as u64 });
+        return Err(CommitmentError::WrongLength {
+            expected: c.payload_len,
+            found: payload.len() as u64,
+        });
     }
     let found = crate::digest(payload);
     if found.as_slice() != c.payload_digest.as_slice() {
-        return Err(CommitmentError::DigestMismatch { expected: hex::encode(&c.payload_digest), found: hex::encode(found) });
+        return Err(CommitmentError::DigestMismatch {
+            expected: hex::encode(&c.payload_digest),
+            found: hex::encode(found),
+        });
     }
     Ok(())
 }
@@ -110,20 +142,47 @@ mod tests {
         let miner = dev::alice();
         let hotkey = miner.public_key().0;
         let c = commit(&miner, 7, [1; 32], [2; 32], b"gradient");
-        let ok = Expected { hotkey: &hotkey, window: 7, task_digest: &[1; 32], checkpoint_digest: &[2; 32], max_len: 100 };
+        let ok = Expected {
+            hotkey: &hotkey,
+            window: 7,
+            task_digest: &[1; 32],
+            checkpoint_digest: &[2; 32],
+            max_len: 100,
+        };
         verify_commitment(&c, &ok).unwrap();
         verify_payload(&c, b"gradient").unwrap();
-        assert!(matches!(verify_payload(&c, b"gradienT"), Err(CommitmentError::DigestMismatch { .. })));
-        assert!(matches!(verify_commitment(&c, &Expected { window: 8, ..ok }), Err(CommitmentError::WrongWindow { .. })));
         assert!(matches!(
-            verify_commitment(&c, &Expected { checkpoint_digest: &[3; 32], ..ok }),
+            verify_payload(&c, b"gradienT"),
+            Err(CommitmentError::DigestMismatch { .. })
+        ));
+        assert!(matches!(
+            verify_commitment(&c, &Expected { window: 8, ..ok }),
+            Err(CommitmentError::WrongWindow { .. })
+        ));
+        assert!(matches!(
+            verify_commitment(
+                &c,
+                &Expected {
+                    checkpoint_digest: &[3; 32],
+                    ..ok
+                }
+            ),
             Err(CommitmentError::WrongCheckpoint { .. })
         ));
-        assert!(matches!(verify_commitment(&c, &Expected { max_len: 3, ..ok }), Err(CommitmentError::TooLarge { .. })));
+        assert!(matches!(
+            verify_commitment(&c, &Expected { max_len: 3, ..ok }),
+            Err(CommitmentError::TooLarge { .. })
+        ));
         let mut forged = c.clone();
         forged.payload_len += 1;
-        assert_eq!(verify_commitment(&forged, &ok), Err(CommitmentError::BadSignature));
+        assert_eq!(
+            verify_commitment(&forged, &ok),
+            Err(CommitmentError::BadSignature)
+        );
         let bob = dev::bob().public_key().0;
-        assert!(matches!(verify_commitment(&c, &Expected { hotkey: &bob, ..ok }), Err(CommitmentError::WrongHotkey { .. })));
+        assert!(matches!(
+            verify_commitment(&c, &Expected { hotkey: &bob, ..ok }),
+            Err(CommitmentError::WrongHotkey { .. })
+        ));
     }
 }

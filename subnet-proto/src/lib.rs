@@ -20,5 +20,7 @@ pub fn digest(bytes: &[u8]) -> [u8; 32] {
 
 /// Reads a 32-byte field, naming it in the error.
 pub fn bytes32(field: &str, bytes: &[u8]) -> Result<[u8; 32], String> {
-    bytes.try_into().map_err(|_| format!("{field} must be 32 bytes, got {}", bytes.len()))
+    bytes
+        .try_into()
+        .map_err(|_| format!("{field} must be 32 bytes, got {}", bytes.len()))
 }

@@ -3,13 +3,20 @@
 
 /// Euclidean norm, accumulated in f64.
 pub fn l2_norm(v: &[f32]) -> f64 {
-    v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt()
+    v.iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt()
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     let n = xs.len();
-    if n % 2 == 1 { xs[n / 2] } else { 0.5 * (xs[n / 2 - 1] + xs[n / 2]) }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        0.5 * (xs[n / 2 - 1] + xs[n / 2])
+    }
 }
 
 /// Mean of the deltas after scaling each down to at most the median norm. Empty input gives None.
@@ -20,7 +27,11 @@ pub fn aggregate_median_clipped(deltas: &[&[f32]]) -> Option<Vec<f32>> {
     let mut sum = vec![0f64; first.len()];
     for (delta, norm) in deltas.iter().zip(&norms) {
         assert_eq!(delta.len(), sum.len(), "deltas of different lengths");
-        let scale = if *norm > cap && *norm > 0.0 { cap / norm } else { 1.0 };
+        let scale = if *norm > cap && *norm > 0.0 {
+            cap / norm
+        } else {
+            1.0
+        };
         for (s, &x) in sum.iter_mut().zip(delta.iter()) {
             *s += scale * x as f64;
         }
@@ -31,7 +42,11 @@ pub fn aggregate_median_clipped(deltas: &[&[f32]]) -> Option<Vec<f32>> {
 
 /// theta <- theta - lr * delta (delta is start - end, so lr = 1 lands where the miners ended).
 pub fn outer_sgd_step(theta: &[f32], delta: &[f32], lr: f64) -> Vec<f32> {
-    theta.iter().zip(delta).map(|(&t, &d)| (t as f64 - lr * d as f64) as f32).collect()
+    theta
+        .iter()
+        .zip(delta)
+        .map(|(&t, &d)| (t as f64 - lr * d as f64) as f32)
+        .collect()
 }
 
 #[cfg(test)]

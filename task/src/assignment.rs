@@ -13,7 +13,9 @@ pub struct WindowAssignment {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("uid {uid} needs pages up to position {needed} but the training split has only {train_pages} pages")]
+#[error(
+    "uid {uid} needs pages up to position {needed} but the training split has only {train_pages} pages"
+)]
 pub struct AssignmentError {
     pub uid: u16,
     pub needed: u64,
@@ -31,10 +33,16 @@ pub fn assign_pages(
     let first = uid as u64 * pages_per_miner as u64;
     let end = first + pages_per_miner as u64;
     if end > train_pages {
-        return Err(AssignmentError { uid, needed: end, train_pages });
+        return Err(AssignmentError {
+            uid,
+            needed: end,
+            train_pages,
+        });
     }
     let key = derive_seed(&[window_seed, salt::ASSIGNMENT]);
-    let pages = (first..end).map(|position| permute(position, train_pages, key)).collect();
+    let pages = (first..end)
+        .map(|position| permute(position, train_pages, key))
+        .collect();
     Ok(WindowAssignment { window, uid, pages })
 }
 

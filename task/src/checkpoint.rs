@@ -23,14 +23,20 @@ pub enum CheckpointError {
     WrongTask { expected: String, found: String },
     #[error("checkpoint declares {declared} parameters but the task's model has {expected}")]
     WrongLength { declared: u64, expected: usize },
-    #[error("checkpoint digest is {found}, expected {expected}: the bytes were corrupted or substituted")]
+    #[error(
+        "checkpoint digest is {found}, expected {expected}: the bytes were corrupted or substituted"
+    )]
     DigestMismatch { expected: String, found: String },
 }
 
 impl Checkpoint {
     pub fn new(task_digest: [u8; 32], params: Vec<f32>) -> Self {
         let digest = Self::digest_of(&encode(&task_digest, &params));
-        Self { task_digest, params: Arc::new(params), digest }
+        Self {
+            task_digest,
+            params: Arc::new(params),
+            digest,
+        }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -53,20 +59,36 @@ impl Checkpoint {
         }
         let found_task: [u8; 32] = bytes[8..40].try_into().expect("32 bytes");
         if &found_task != task_digest {
-            return Err(CheckpointError::WrongTask { expected: hex::encode(task_digest), found: hex::encode(found_task) });
+            return Err(CheckpointError::WrongTask {
+                expected: hex::encode(task_digest),
+                found: hex::encode(found_task),
+            });
         }
         let declared = u64::from_le_bytes(bytes[40..48].try_into().expect("8 bytes"));
         if declared != expected_params as u64 || bytes.len() != HEADER_LEN + 4 * expected_params {
-            return Err(CheckpointError::WrongLength { declared, expected: expected_params });
+            return Err(CheckpointError::WrongLength {
+                declared,
+                expected: expected_params,
+            });
         }
         let digest = Self::digest_of(bytes);
         if let Some(expected) = expected_digest
             && expected != &digest
         {
-            return Err(CheckpointError::DigestMismatch { expected: hex::encode(expected), found: hex::encode(digest) });
+            return Err(CheckpointError::DigestMismatch {
+                expected: hex::encode(expected),
+                found: hex::encode(digest),
+            });
         }
-        let params = bytes[HEADER_LEN..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
-        Ok(Self { task_digest: found_task, params: Arc::new(params), digest })
+        let params = bytes[HEADER_LEN..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        Ok(Self {
+            task_digest: found_task,
+            params: Arc::new(params),
+            digest,
+        })
     }
 
     pub fn short_digest(&self) -> String {
@@ -94,14 +116,23 @@ mod tests {
         let task = [7u8; 32];
         let ck = Checkpoint::new(task, vec![1.0, -2.5, 3.25]);
         let bytes = ck.to_bytes();
-        assert_eq!(Checkpoint::from_bytes(&bytes, &task, 3, Some(&ck.digest)).unwrap(), ck);
+        assert_eq!(
+            Checkpoint::from_bytes(&bytes, &task, 3, Some(&ck.digest)).unwrap(),
+            ck
+        );
         let mut corrupt = bytes.clone();
         *corrupt.last_mut().unwrap() ^= 1;
         assert!(matches!(
             Checkpoint::from_bytes(&corrupt, &task, 3, Some(&ck.digest)),
             Err(CheckpointError::DigestMismatch { .. })
         ));
-        assert!(matches!(Checkpoint::from_bytes(&bytes, &[0; 32], 3, None), Err(CheckpointError::WrongTask { .. })));
-        assert!(matches!(Checkpoint::from_bytes(&bytes, &task, 4, None), Err(CheckpointError::WrongLength { .. })));
+        assert!(matches!(
+            Checkpoint::from_bytes(&bytes, &[0; 32], 3, None),
+            Err(CheckpointError::WrongTask { .. })
+        ));
+        assert!(matches!(
+            Checkpoint::from_bytes(&bytes, &task, 4, None),
+            Err(CheckpointError::WrongLength { .. })
+        ));
     }
 }

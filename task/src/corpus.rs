@@ -34,8 +34,14 @@ pub struct MarkovCorpus {
 impl MarkovCorpus {
     pub fn new(spec: MarkovSpec) -> Self {
         let a = spec.alphabet;
-        assert!((2..=SYMBOLS.len()).contains(&a), "alphabet must be in 2..=64");
-        assert!((1..=a).contains(&spec.successors), "successors must be in 1..=alphabet");
+        assert!(
+            (2..=SYMBOLS.len()).contains(&a),
+            "alphabet must be in 2..=64"
+        );
+        assert!(
+            (1..=a).contains(&spec.successors),
+            "successors must be in 1..=alphabet"
+        );
         let mut rng = SeededRng::derived(&[spec.seed, salt::CORPUS]);
         let mut next = Vec::with_capacity(a * a);
         for _ in 0..a * a {
@@ -45,7 +51,9 @@ impl MarkovCorpus {
                 let j = i + rng.below((a - i) as u64) as usize;
                 symbols.swap(i, j);
             }
-            let logits: Vec<f64> = (0..spec.successors).map(|_| spec.skew * rng.normal()).collect();
+            let logits: Vec<f64> = (0..spec.successors)
+                .map(|_| spec.skew * rng.normal())
+                .collect();
             let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let weights: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
             let total: f64 = weights.iter().sum();
@@ -69,7 +77,12 @@ impl MarkovCorpus {
                 acc
             })
             .collect();
-        Self { spec, next, stationary, stationary_cumulative }
+        Self {
+            spec,
+            next,
+            stationary,
+            stationary_cumulative,
+        }
     }
 
     pub fn spec(&self) -> &MarkovSpec {
@@ -120,14 +133,21 @@ impl MarkovCorpus {
         let a = self.spec.alphabet;
         let mut rng = SeededRng::derived(&[self.spec.seed, salt::PAGE, index]);
         let u = rng.next_f64();
-        let start = self.stationary_cumulative.partition_point(|&c| c <= u).min(a * a - 1);
+        let start = self
+            .stationary_cumulative
+            .partition_point(|&c| c <= u)
+            .min(a * a - 1);
         let (mut x, mut y) = ((start / a) as u8, (start % a) as u8);
         let mut out = Vec::with_capacity(len);
         out.extend([x, y].into_iter().take(len));
         while out.len() < len {
             let row = &self.next[x as usize * a + y as usize];
             let u = rng.next_f64();
-            let z = row.iter().find(|&&(_, c)| u < c).unwrap_or(&row[row.len() - 1]).0;
+            let z = row
+                .iter()
+                .find(|&&(_, c)| u < c)
+                .unwrap_or(&row[row.len() - 1])
+                .0;
             out.push(z);
             (x, y) = (y, z);
         }
@@ -174,7 +194,12 @@ mod tests {
     use super::*;
 
     fn corpus() -> MarkovCorpus {
-        MarkovCorpus::new(MarkovSpec { seed: 3, alphabet: 16, successors: 4, skew: 1.0 })
+        MarkovCorpus::new(MarkovSpec {
+            seed: 3,
+            alphabet: 16,
+            successors: 4,
+            skew: 1.0,
+        })
     }
 
     #[test]
@@ -205,7 +230,10 @@ mod tests {
             .map(|(&(x, y, _), &n)| -(n / total) * (n / context_counts[&(x, y)]).ln())
             .sum();
         let exact = c.entropy_rate();
-        assert!((empirical - exact).abs() < 0.02, "empirical {empirical} vs exact {exact}");
+        assert!(
+            (empirical - exact).abs() < 0.02,
+            "empirical {empirical} vs exact {exact}"
+        );
         assert!(exact < (4f64).ln(), "at most ln(successors)");
         assert!(c.min_sequence_loss(64) > exact);
     }

@@ -68,7 +68,12 @@ impl TaskEngine {
         let corpus = MarkovCorpus::new(spec.data.markov.clone());
         let model = ByteTransformer::<CpuBackend>::new(&spec.model, &Default::default());
         let (layout, _) = read_params(&model);
-        Self { digest: spec.digest(), spec, corpus, layout }
+        Self {
+            digest: spec.digest(),
+            spec,
+            corpus,
+            layout,
+        }
     }
 
     pub fn spec(&self) -> &TaskSpec {
@@ -109,12 +114,29 @@ impl TaskEngine {
         Checkpoint::new(self.digest, params)
     }
 
-    pub fn assignment(&self, window: u64, window_seed: u64, uid: u16) -> Result<WindowAssignment, AssignmentError> {
-        assign_pages(window, window_seed, uid, self.spec.shards.pages_per_miner, self.spec.data.train_pages)
+    pub fn assignment(
+        &self,
+        window: u64,
+        window_seed: u64,
+        uid: u16,
+    ) -> Result<WindowAssignment, AssignmentError> {
+        assign_pages(
+            window,
+            window_seed,
+            uid,
+            self.spec.shards.pages_per_miner,
+            self.spec.data.train_pages,
+        )
     }
 
     /// `count` batches of `batch_size` sequences cut at random offsets from random pages of `pages`.
-    pub fn page_batches(&self, pages: &[u64], seed: u64, count: usize, batch_size: usize) -> Vec<Batch> {
+    pub fn page_batches(
+        &self,
+        pages: &[u64],
+        seed: u64,
+        count: usize,
+        batch_size: usize,
+    ) -> Vec<Batch> {
         assert!(!pages.is_empty(), "no pages to draw batches from");
         let seq = self.spec.model.seq_len;
         let page_len = self.spec.data.page_len;
@@ -128,9 +150,18 @@ impl TaskEngine {
                     let offset = rng.below((page_len - seq) as u64) as usize;
                     let bytes = self.corpus.page(page, offset + seq + 1);
                     inputs.extend(bytes[offset..offset + seq].iter().map(|&b| b as i32));
-                    targets.extend(bytes[offset + 1..offset + seq + 1].iter().map(|&b| b as i32));
+                    targets.extend(
+                        bytes[offset + 1..offset + seq + 1]
+                            .iter()
+                            .map(|&b| b as i32),
+                    );
                 }
-                Batch { inputs, targets, batch: batch_size, seq }
+                Batch {
+                    inputs,
+                    targets,
+                    batch: batch_size,
+                    seq,
+                }
             })
             .collect()
     }
@@ -138,20 +169,37 @@ impl TaskEngine {
     /// The batches a miner trains on in a window: derived from (window seed, uid), so a validator can
     /// re-execute them.
     pub fn training_batches(&self, assignment: &WindowAssignment, window_seed: u64) -> Vec<Batch> {
-        let seed = crate::rng::derive_seed(&[window_seed, salt::TRAIN_BATCHES, assignment.uid as u64]);
-        self.page_batches(&assignment.pages, seed, self.spec.training.inner_steps, self.spec.training.batch_size)
+        let seed =
+            crate::rng::derive_seed(&[window_seed, salt::TRAIN_BATCHES, assignment.uid as u64]);
+        self.page_batches(
+            &assignment.pages,
+            seed,
+            self.spec.training.inner_steps,
+            self.spec.training.batch_size,
+        )
     }
 
     /// Held-out batches for a validator's own seed; pages come from the held-out split only.
     pub fn heldout_batches(&self, seed: u64, count: usize) -> Vec<Batch> {
         let data = &self.spec.data;
         let mut rng = SeededRng::derived(&[seed, salt::EVAL_BATCHES]);
-        let pages: Vec<u64> = (0..count * 4).map(|_| data.train_pages + rng.below(data.heldout_pages)).collect();
-        self.page_batches(&pages, rng.next_u64(), count, self.spec.scoring.eval_batch_size)
+        let pages: Vec<u64> = (0..count * 4)
+            .map(|_| data.train_pages + rng.below(data.heldout_pages))
+            .collect();
+        self.page_batches(
+            &pages,
+            rng.next_u64(),
+            count,
+            self.spec.scoring.eval_batch_size,
+        )
     }
 
     fn model<B: Backend>(&self, device: &B::Device, params: &[f32]) -> ByteTransformer<B> {
-        assert_eq!(params.len(), self.layout.total, "parameter vector does not match the task's model");
+        assert_eq!(
+            params.len(),
+            self.layout.total,
+            "parameter vector does not match the task's model"
+        );
         write_params(ByteTransformer::new(&self.spec.model, device), params)
     }
 
@@ -166,7 +214,8 @@ impl TaskEngine {
     ) -> TrainOutcome {
         let t = &self.spec.training;
         let mut model = self.model::<B>(device, start);
-        let clipping = (t.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(t.grad_clip as f32));
+        let clipping =
+            (t.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(t.grad_clip as f32));
         let mut optimizer = AdamWConfig::new()
             .with_beta_1(t.beta1 as f32)
             .with_beta_2(t.beta2 as f32)
@@ -189,7 +238,12 @@ impl TaskEngine {
     }
 
     /// Loss of `params` on each batch, in order.
-    pub fn losses<B: Backend>(&self, device: &B::Device, params: &[f32], batches: &[Batch]) -> Vec<f32> {
+    pub fn losses<B: Backend>(
+        &self,
+        device: &B::Device,
+        params: &[f32],
+        batches: &[Batch],
+    ) -> Vec<f32> {
         let model = self.model::<B>(device, params);
         batches
             .iter()
@@ -211,7 +265,8 @@ mod tests {
     use super::*;
 
     pub(crate) fn tiny_spec() -> TaskSpec {
-        let mut spec = TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap();
+        let mut spec =
+            TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap();
         spec.model.d_model = 32;
         spec.model.seq_len = 32;
         spec.model.n_layers = 1;
@@ -243,11 +298,20 @@ mod tests {
         assert!(outcome.losses.last().unwrap() < outcome.losses.first().unwrap());
         let delta = outcome.pseudo_gradient(&start.params);
         let heldout = engine.heldout_batches(5, 4);
-        let before: f32 = engine.losses::<CpuBackend>(&device, &start.params, &heldout).iter().sum();
+        let before: f32 = engine
+            .losses::<CpuBackend>(&device, &start.params, &heldout)
+            .iter()
+            .sum();
         let moved = crate::aggregate::outer_sgd_step(&start.params, &delta, 1.0);
-        let after: f32 = engine.losses::<CpuBackend>(&device, &moved, &heldout).iter().sum();
+        let after: f32 = engine
+            .losses::<CpuBackend>(&device, &moved, &heldout)
+            .iter()
+            .sum();
         assert!(after < before, "held-out loss {before} -> {after}");
         // Evaluation is bit-for-bit reproducible on the CPU backend.
-        assert_eq!(engine.losses::<CpuBackend>(&device, &moved, &heldout), engine.losses::<CpuBackend>(&device, &moved, &heldout));
+        assert_eq!(
+            engine.losses::<CpuBackend>(&device, &moved, &heldout),
+            engine.losses::<CpuBackend>(&device, &moved, &heldout)
+        );
     }
 }

@@ -48,12 +48,25 @@ impl<B: Backend> Block<B> {
         let h = self.n_heads;
         let dh = d / h;
         let qkv = self.qkv.forward(self.attn_norm.forward(x.clone()));
-        let heads = |i: usize| qkv.clone().narrow(2, i * d, d).reshape([b, t, h, dh]).swap_dims(1, 2);
+        let heads = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * d, d)
+                .reshape([b, t, h, dh])
+                .swap_dims(1, 2)
+        };
         let (q, k, v) = (heads(0), heads(1), heads(2));
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt()) + causal_mask;
-        let attended = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar(1.0 / (dh as f64).sqrt())
+            + causal_mask;
+        let attended = softmax(scores, 3)
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([b, t, d]);
         let x = x + self.attn_out.forward(attended);
-        let mlp = self.mlp_down.forward(gelu(self.mlp_up.forward(self.mlp_norm.forward(x.clone()))));
+        let mlp = self
+            .mlp_down
+            .forward(gelu(self.mlp_up.forward(self.mlp_norm.forward(x.clone()))));
         x + mlp
     }
 }
@@ -63,7 +76,9 @@ impl<B: Backend> ByteTransformer<B> {
         Self {
             token_embedding: EmbeddingConfig::new(spec.vocab, spec.d_model).init(device),
             position_embedding: EmbeddingConfig::new(spec.seq_len, spec.d_model).init(device),
-            blocks: (0..spec.n_layers).map(|_| Block::new(spec, device)).collect(),
+            blocks: (0..spec.n_layers)
+                .map(|_| Block::new(spec, device))
+                .collect(),
             final_norm: LayerNormConfig::new(spec.d_model).init(device),
             head: LinearConfig::new(spec.d_model, spec.vocab).init(device),
         }
@@ -73,8 +88,11 @@ impl<B: Backend> ByteTransformer<B> {
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, t] = tokens.dims();
         let device = tokens.device();
-        let positions = Tensor::<B, 1, Int>::arange(0..t as i64, &device).reshape([1, t]).repeat_dim(0, b);
-        let mut x = self.token_embedding.forward(tokens) + self.position_embedding.forward(positions);
+        let positions = Tensor::<B, 1, Int>::arange(0..t as i64, &device)
+            .reshape([1, t])
+            .repeat_dim(0, b);
+        let mut x =
+            self.token_embedding.forward(tokens) + self.position_embedding.forward(positions);
         let mask = causal_mask::<B>(t, &device);
         for block in &self.blocks {
             x = block.forward(x, mask.clone());
@@ -88,11 +106,16 @@ impl<B: Backend> ByteTransformer<B> {
         let logits = self.forward(inputs);
         let vocab = logits.dims()[2];
         let log_probs = log_softmax(logits.reshape([b * t, vocab]), 1);
-        log_probs.gather(1, targets.reshape([b * t, 1])).mean().neg()
+        log_probs
+            .gather(1, targets.reshape([b * t, 1]))
+            .mean()
+            .neg()
     }
 }
 
 fn causal_mask<B: Backend>(t: usize, device: &B::Device) -> Tensor<B, 4> {
-    let values: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { -1e9 } else { 0.0 }).collect();
+    let values: Vec<f32> = (0..t * t)
+        .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
+        .collect();
     Tensor::<B, 2>::from_data(TensorData::new(values, [t, t]), device).reshape([1, 1, t, t])
 }

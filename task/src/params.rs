@@ -50,7 +50,11 @@ impl<B: Backend> ModuleVisitor<B> for Reader {
 
 /// All float parameters of `module`, flattened in visit order, with their layout.
 pub fn read_params<B: Backend, M: Module<B>>(module: &M) -> (ParamLayout, Vec<f32>) {
-    let mut reader = Reader { path: Vec::new(), layout: ParamLayout::default(), values: Vec::new() };
+    let mut reader = Reader {
+        path: Vec::new(),
+        layout: ParamLayout::default(),
+        values: Vec::new(),
+    };
     module.visit(&mut reader);
     (reader.layout, reader.values)
 }
@@ -67,7 +71,8 @@ impl<B: Backend> ModuleMapper<B> for Writer<'_> {
         let n = shape.num_elements();
         let slice = &self.values[self.offset..self.offset + n];
         self.offset += n;
-        let mut replaced = Tensor::<B, D>::from_data(TensorData::new(slice.to_vec(), shape), &tensor.device());
+        let mut replaced =
+            Tensor::<B, D>::from_data(TensorData::new(slice.to_vec(), shape), &tensor.device());
         if tensor.is_require_grad() {
             replaced = replaced.require_grad();
         }
@@ -80,6 +85,10 @@ impl<B: Backend> ModuleMapper<B> for Writer<'_> {
 pub fn write_params<B: Backend, M: Module<B>>(module: M, values: &[f32]) -> M {
     let mut writer = Writer { values, offset: 0 };
     let module = module.map(&mut writer);
-    assert_eq!(writer.offset, values.len(), "parameter vector does not match the model");
+    assert_eq!(
+        writer.offset,
+        values.len(),
+        "parameter vector does not match the model"
+    );
     module
 }

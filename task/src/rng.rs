@@ -51,9 +51,9 @@ fn mix(mut z: u64) -> u64 {
 
 /// Folds several parts into one seed; order matters, so (a, b) and (b, a) differ.
 pub fn derive_seed(parts: &[u64]) -> u64 {
-    parts
-        .iter()
-        .fold(0x6A09_E667_F3BC_C908u64, |acc, &p| mix(acc ^ mix(p.wrapping_add(0x9E37_79B9_7F4A_7C15))))
+    parts.iter().fold(0x6A09_E667_F3BC_C908u64, |acc, &p| {
+        mix(acc ^ mix(p.wrapping_add(0x9E37_79B9_7F4A_7C15)))
+    })
 }
 
 /// Role salts keep the streams of different purposes apart.
@@ -72,14 +72,18 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_distinct() {
-        let a: Vec<u64> = (0..4).map({
-            let mut r = SeededRng::derived(&[1, 2]);
-            move |_| r.next_u64()
-        }).collect();
-        let b: Vec<u64> = (0..4).map({
-            let mut r = SeededRng::derived(&[1, 2]);
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = SeededRng::derived(&[1, 2]);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = SeededRng::derived(&[1, 2]);
+                move |_| r.next_u64()
+            })
+            .collect();
         let c = SeededRng::derived(&[2, 1]).next_u64();
         assert_eq!(a, b);
         assert_ne!(a[0], c);

@@ -123,71 +123,177 @@ impl TaskSpec {
     pub fn from_toml_str(text: &str) -> Result<Self, SpecError> {
         let spec: TaskSpec = toml::from_str(text)?;
         let problems = spec.validate();
-        if problems.is_empty() { Ok(spec) } else { Err(SpecError::Invalid(problems)) }
+        if problems.is_empty() {
+            Ok(spec)
+        } else {
+            Err(SpecError::Invalid(problems))
+        }
     }
 
     pub fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
         let mut check = |ok: bool, key: &str, message: String| {
             if !ok {
-                p.push(SpecProblem { key: key.to_string(), message });
+                p.push(SpecProblem {
+                    key: key.to_string(),
+                    message,
+                });
             }
         };
         let m = &self.model;
-        check(!self.task.name.trim().is_empty(), "task.name", "must not be empty".into());
-        check(m.vocab == 256, "model.vocab", format!("= {} but the model is byte-level: use 256", m.vocab));
+        check(
+            !self.task.name.trim().is_empty(),
+            "task.name",
+            "must not be empty".into(),
+        );
+        check(
+            m.vocab == 256,
+            "model.vocab",
+            format!("= {} but the model is byte-level: use 256", m.vocab),
+        );
         check(m.d_model > 0, "model.d_model", "must be positive".into());
         check(m.n_layers > 0, "model.n_layers", "must be positive".into());
         check(m.n_heads > 0, "model.n_heads", "must be positive".into());
         check(
             m.n_heads == 0 || m.d_model % m.n_heads == 0,
             "model.n_heads",
-            format!("= {} does not divide model.d_model = {}", m.n_heads, m.d_model),
+            format!(
+                "= {} does not divide model.d_model = {}",
+                m.n_heads, m.d_model
+            ),
         );
-        check(m.mlp_ratio > 0, "model.mlp_ratio", "must be positive".into());
+        check(
+            m.mlp_ratio > 0,
+            "model.mlp_ratio",
+            "must be positive".into(),
+        );
         check(m.seq_len > 0, "model.seq_len", "must be positive".into());
-        check(m.init_std > 0.0 && m.init_std.is_finite(), "model.init_std", format!("= {} must be positive", m.init_std));
+        check(
+            m.init_std > 0.0 && m.init_std.is_finite(),
+            "model.init_std",
+            format!("= {} must be positive", m.init_std),
+        );
         let d = &self.data;
         let mk = &d.markov;
-        check((2..=64).contains(&mk.alphabet), "data.markov.alphabet", format!("= {} must be in 2..=64", mk.alphabet));
+        check(
+            (2..=64).contains(&mk.alphabet),
+            "data.markov.alphabet",
+            format!("= {} must be in 2..=64", mk.alphabet),
+        );
         check(
             (1..=mk.alphabet).contains(&mk.successors),
             "data.markov.successors",
-            format!("= {} must be in 1..=data.markov.alphabet ({})", mk.successors, mk.alphabet),
+            format!(
+                "= {} must be in 1..=data.markov.alphabet ({})",
+                mk.successors, mk.alphabet
+            ),
         );
-        check(mk.skew.is_finite() && mk.skew >= 0.0, "data.markov.skew", "must be finite and >= 0".into());
+        check(
+            mk.skew.is_finite() && mk.skew >= 0.0,
+            "data.markov.skew",
+            "must be finite and >= 0".into(),
+        );
         check(
             d.page_len > m.seq_len,
             "data.page_len",
-            format!("= {} must exceed model.seq_len = {} (a sequence needs seq_len + 1 bytes)", d.page_len, m.seq_len),
+            format!(
+                "= {} must exceed model.seq_len = {} (a sequence needs seq_len + 1 bytes)",
+                d.page_len, m.seq_len
+            ),
         );
-        check(d.heldout_pages > 0, "data.heldout_pages", "must be positive".into());
+        check(
+            d.heldout_pages > 0,
+            "data.heldout_pages",
+            "must be positive".into(),
+        );
         check(
             d.train_pages >= self.shards.pages_per_miner as u64,
             "data.train_pages",
-            format!("= {} is fewer than shards.pages_per_miner = {}", d.train_pages, self.shards.pages_per_miner),
+            format!(
+                "= {} is fewer than shards.pages_per_miner = {}",
+                d.train_pages, self.shards.pages_per_miner
+            ),
         );
-        check(self.shards.pages_per_miner > 0, "shards.pages_per_miner", "must be positive".into());
+        check(
+            self.shards.pages_per_miner > 0,
+            "shards.pages_per_miner",
+            "must be positive".into(),
+        );
         let t = &self.training;
-        check(t.inner_steps > 0, "training.inner_steps", "must be positive".into());
-        check(t.batch_size > 0, "training.batch_size", "must be positive".into());
-        check(t.lr > 0.0 && t.lr.is_finite(), "training.lr", format!("= {} must be positive", t.lr));
-        check((0.0..1.0).contains(&t.beta1), "training.beta1", format!("= {} must be in [0, 1)", t.beta1));
-        check((0.0..1.0).contains(&t.beta2), "training.beta2", format!("= {} must be in [0, 1)", t.beta2));
-        check(t.epsilon > 0.0, "training.epsilon", "must be positive".into());
-        check(t.weight_decay >= 0.0, "training.weight_decay", "must be >= 0".into());
-        check(t.grad_clip >= 0.0, "training.grad_clip", "must be >= 0 (0 disables)".into());
-        check(t.outer_lr > 0.0 && t.outer_lr.is_finite(), "training.outer_lr", "must be positive".into());
-        check(self.window.blocks > 0, "window.blocks", "must be positive".into());
+        check(
+            t.inner_steps > 0,
+            "training.inner_steps",
+            "must be positive".into(),
+        );
+        check(
+            t.batch_size > 0,
+            "training.batch_size",
+            "must be positive".into(),
+        );
+        check(
+            t.lr > 0.0 && t.lr.is_finite(),
+            "training.lr",
+            format!("= {} must be positive", t.lr),
+        );
+        check(
+            (0.0..1.0).contains(&t.beta1),
+            "training.beta1",
+            format!("= {} must be in [0, 1)", t.beta1),
+        );
+        check(
+            (0.0..1.0).contains(&t.beta2),
+            "training.beta2",
+            format!("= {} must be in [0, 1)", t.beta2),
+        );
+        check(
+            t.epsilon > 0.0,
+            "training.epsilon",
+            "must be positive".into(),
+        );
+        check(
+            t.weight_decay >= 0.0,
+            "training.weight_decay",
+            "must be >= 0".into(),
+        );
+        check(
+            t.grad_clip >= 0.0,
+            "training.grad_clip",
+            "must be >= 0 (0 disables)".into(),
+        );
+        check(
+            t.outer_lr > 0.0 && t.outer_lr.is_finite(),
+            "training.outer_lr",
+            "must be positive".into(),
+        );
+        check(
+            self.window.blocks > 0,
+            "window.blocks",
+            "must be positive".into(),
+        );
         let s = &self.scoring;
-        check(s.eval_batches >= 2, "scoring.eval_batches", format!("= {} must be at least 2 (a standard error needs two)", s.eval_batches));
-        check(s.eval_batch_size > 0, "scoring.eval_batch_size", "must be positive".into());
+        check(
+            s.eval_batches >= 2,
+            "scoring.eval_batches",
+            format!(
+                "= {} must be at least 2 (a standard error needs two)",
+                s.eval_batches
+            ),
+        );
+        check(
+            s.eval_batch_size > 0,
+            "scoring.eval_batch_size",
+            "must be positive".into(),
+        );
         check(
             s.moving_average > 0.0 && s.moving_average <= 1.0,
             "scoring.moving_average",
             format!("= {} must be in (0, 1]", s.moving_average),
         );
-        check(s.aggregate_top > 0, "scoring.aggregate_top", "must be positive".into());
+        check(
+            s.aggregate_top > 0,
+            "scoring.aggregate_top",
+            "must be positive".into(),
+        );
         check(
             s.max_weight > 0.0 && s.max_weight <= 1.0,
             "scoring.max_weight",
@@ -235,9 +341,17 @@ mod tests {
         spec.training.lr = -1.0;
         spec.scoring.eval_batches = 1;
         let text = toml::to_string(&spec).unwrap();
-        let Err(SpecError::Invalid(problems)) = TaskSpec::from_toml_str(&text) else { panic!("accepted a broken spec") };
+        let Err(SpecError::Invalid(problems)) = TaskSpec::from_toml_str(&text) else {
+            panic!("accepted a broken spec")
+        };
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["model.n_heads", "training.lr", "scoring.eval_batches"]);
-        assert_eq!(problems[0].to_string(), "model.n_heads: = 5 does not divide model.d_model = 64");
+        assert_eq!(
+            keys,
+            ["model.n_heads", "training.lr", "scoring.eval_batches"]
+        );
+        assert_eq!(
+            problems[0].to_string(),
+            "model.n_heads: = 5 does not divide model.d_model = 64"
+        );
     }
 }

@@ -21,7 +21,9 @@ use task::{Checkpoint, CpuBackend, TaskEngine};
 pub enum ValidatorError {
     #[error(transparent)]
     Chain(#[from] ChainError),
-    #[error("hotkey {hotkey} is not registered on subnet {netuid}: register first with `subnet chain register`")]
+    #[error(
+        "hotkey {hotkey} is not registered on subnet {netuid}: register first with `subnet chain register`"
+    )]
     NotRegistered { hotkey: String, netuid: u16 },
     #[error("evaluation task failed: {0}")]
     Evaluation(String),
@@ -87,9 +89,21 @@ const KEPT_CHECKPOINTS: usize = 4;
 
 impl<C: Chain> Validator<C> {
     /// A validator starting from `checkpoint` as the global model of `window`.
-    pub fn new(chain: C, netuid: u16, hotkey: Keypair, engine: Arc<TaskEngine>, checkpoint: Checkpoint, window: u64) -> Self {
+    pub fn new(
+        chain: C,
+        netuid: u16,
+        hotkey: Keypair,
+        engine: Arc<TaskEngine>,
+        checkpoint: Checkpoint,
+        window: u64,
+    ) -> Self {
         let recent = BTreeMap::from([(window, checkpoint.clone())]);
-        let state = ValidatorState { checkpoint, checkpoint_window: window, recent, averages: HashMap::new() };
+        let state = ValidatorState {
+            checkpoint,
+            checkpoint_window: window,
+            recent,
+            averages: HashMap::new(),
+        };
         Self {
             inner: Arc::new(Inner {
                 chain,
@@ -130,7 +144,11 @@ impl<C: Chain> Validator<C> {
 
     pub(crate) fn checkpoint_by_digest(&self, digest: &[u8]) -> Option<Checkpoint> {
         let state = self.inner.state.read().expect("validator state lock");
-        state.recent.values().find(|c| c.digest.as_slice() == digest).cloned()
+        state
+            .recent
+            .values()
+            .find(|c| c.digest.as_slice() == digest)
+            .cloned()
     }
 
     /// A per-window eval seed that miners cannot predict: derived from a (randomized) sr25519
@@ -145,35 +163,57 @@ impl<C: Chain> Validator<C> {
 
     /// Probes every miner for `window`, scores, sets weights and advances the global checkpoint.
     #[tracing::instrument(skip(self), fields(hotkey = %self.hotkey().short()))]
-    pub async fn run_window(&self, window: u64, window_seed: u64) -> Result<WindowOutcome, ValidatorError> {
+    pub async fn run_window(
+        &self,
+        window: u64,
+        window_seed: u64,
+    ) -> Result<WindowOutcome, ValidatorError> {
         let engine = self.engine().clone();
         let spec = engine.spec().clone();
         let metagraph = self.chain().metagraph(self.netuid()).await?;
         let me = metagraph
             .by_hotkey(&self.hotkey())
-            .ok_or_else(|| ValidatorError::NotRegistered { hotkey: self.hotkey().to_string(), netuid: self.netuid() })?
+            .ok_or_else(|| ValidatorError::NotRegistered {
+                hotkey: self.hotkey().to_string(),
+                netuid: self.netuid(),
+            })?
             .uid;
         let (checkpoint, _) = self.checkpoint();
         let eval_seed = self.eval_seed(window, window_seed);
         let batches = Arc::new(engine.heldout_batches(eval_seed, spec.scoring.eval_batches));
 
         let base = {
-            let (engine, params, batches) = (engine.clone(), checkpoint.params.clone(), batches.clone());
-            tokio::task::spawn_blocking(move || engine.losses::<CpuBackend>(&Default::default(), &params, &batches))
-                .await
-                .map_err(|e| ValidatorError::Evaluation(e.to_string()))?
+            let (engine, params, batches) =
+                (engine.clone(), checkpoint.params.clone(), batches.clone());
+            tokio::task::spawn_blocking(move || {
+                engine.losses::<CpuBackend>(&Default::default(), &params, &batches)
+            })
+            .await
+            .map_err(|e| ValidatorError::Evaluation(e.to_string()))?
         };
         let base_loss = base.iter().map(|&l| l as f64).sum::<f64>() / base.len().max(1) as f64;
 
         // Fetch every miner's gradient concurrently, each under its own deadline.
-        let miners: Vec<_> = metagraph.neurons.iter().filter(|n| n.uid != me).cloned().collect();
+        let miners: Vec<_> = metagraph
+            .neurons
+            .iter()
+            .filter(|n| n.uid != me)
+            .cloned()
+            .collect();
         let fetches = miners.iter().map(|n| {
             let neuron = n.clone();
             let digest = checkpoint.digest;
             async move {
-                let fetched = match tokio::time::timeout(self.inner.probe_deadline, self.fetch_gradient(&neuron, window, &digest)).await {
+                let fetched = match tokio::time::timeout(
+                    self.inner.probe_deadline,
+                    self.fetch_gradient(&neuron, window, &digest),
+                )
+                .await
+                {
                     Ok(result) => result,
-                    Err(_) => Err(Rejection::Timeout { seconds: self.inner.probe_deadline.as_secs() }),
+                    Err(_) => Err(Rejection::Timeout {
+                        seconds: self.inner.probe_deadline.as_secs(),
+                    }),
                 };
                 (neuron, fetched)
             }
@@ -186,10 +226,16 @@ impl<C: Chain> Validator<C> {
         for (neuron, fetched) in fetched {
             let (usefulness, rejection, delta) = match fetched {
                 Ok(delta) => {
-                    let (engine, params, batches, base) = (engine.clone(), checkpoint.params.clone(), batches.clone(), base.clone());
+                    let (engine, params, batches, base) = (
+                        engine.clone(),
+                        checkpoint.params.clone(),
+                        batches.clone(),
+                        base.clone(),
+                    );
                     let (usefulness, delta) = tokio::task::spawn_blocking(move || {
                         let moved = outer_sgd_step(&params, &delta, 1.0);
-                        let after = engine.losses::<CpuBackend>(&Default::default(), &moved, &batches);
+                        let after =
+                            engine.losses::<CpuBackend>(&Default::default(), &moved, &batches);
                         (UsefulnessScore::from_losses(&base, &after), delta)
                     })
                     .await
@@ -201,19 +247,32 @@ impl<C: Chain> Validator<C> {
                     (None, Some(rejection), None)
                 }
             };
-            let score = usefulness.as_ref().map(UsefulnessScore::score).unwrap_or(0.0);
+            let score = usefulness
+                .as_ref()
+                .map(UsefulnessScore::score)
+                .unwrap_or(0.0);
             if let Some(delta) = delta
                 && score > 0.0
             {
                 accepted.push((neuron.uid, score, delta));
             }
-            results.push(MinerResult { uid: neuron.uid, hotkey: neuron.hotkey, usefulness, rejection, score, moving_average: 0.0, weight: 0.0 });
+            results.push(MinerResult {
+                uid: neuron.uid,
+                hotkey: neuron.hotkey,
+                usefulness,
+                rejection,
+                score,
+                moving_average: 0.0,
+                weight: 0.0,
+            });
         }
 
         // Moving averages; a uid whose hotkey changed starts over, absent miners decay toward 0.
         {
             let mut state = self.inner.state.write().expect("validator state lock");
-            state.averages.retain(|uid, (hotkey, _)| metagraph.by_uid(*uid).is_some_and(|n| &n.hotkey == hotkey));
+            state.averages.retain(|uid, (hotkey, _)| {
+                metagraph.by_uid(*uid).is_some_and(|n| &n.hotkey == hotkey)
+            });
             for r in &mut results {
                 let previous = state.averages.get(&r.uid).map(|(_, a)| *a);
                 r.moving_average = moving_average(previous, r.score, spec.scoring.moving_average);
@@ -232,7 +291,13 @@ impl<C: Chain> Validator<C> {
             match weights_to_u16(&uids, &normalized) {
                 Ok((set_uids, values)) => self
                     .chain()
-                    .set_weights(&self.inner.hotkey, self.netuid(), set_uids.clone(), values.clone(), spec.task.version)
+                    .set_weights(
+                        &self.inner.hotkey,
+                        self.netuid(),
+                        set_uids.clone(),
+                        values.clone(),
+                        spec.task.version,
+                    )
                     .await
                     .map(|()| (set_uids, values))
                     .map_err(|e| e.to_string()),
@@ -251,7 +316,10 @@ impl<C: Chain> Validator<C> {
         let aggregated: Vec<u16> = accepted.iter().map(|a| a.0).collect();
         let deltas: Vec<&[f32]> = accepted.iter().map(|a| a.2.as_slice()).collect();
         let next = match aggregate_median_clipped(&deltas) {
-            Some(mean) => Checkpoint::new(engine.digest(), outer_sgd_step(&checkpoint.params, &mean, spec.training.outer_lr)),
+            Some(mean) => Checkpoint::new(
+                engine.digest(),
+                outer_sgd_step(&checkpoint.params, &mean, spec.training.outer_lr),
+            ),
             None => checkpoint.clone(),
         };
         let outcome = WindowOutcome {

@@ -31,16 +31,26 @@ impl fmt::Display for Rejection {
             Rejection::Refused { code, message } => write!(f, "refused ({code:?}): {message}"),
             Rejection::NoCommitment => write!(f, "stream did not start with a commitment"),
             Rejection::Commitment(e) => write!(f, "{e}"),
-            Rejection::Oversized { limit } => write!(f, "sent more than its committed length (limit {limit} bytes)"),
+            Rejection::Oversized { limit } => write!(
+                f,
+                "sent more than its committed length (limit {limit} bytes)"
+            ),
             Rejection::Codec(e) => write!(f, "malformed gradient: {e}"),
-            Rejection::NonFinite { count } => write!(f, "{count} non-finite values (NaN or infinity)"),
+            Rejection::NonFinite { count } => {
+                write!(f, "{count} non-finite values (NaN or infinity)")
+            }
             Rejection::Timeout { seconds } => write!(f, "no complete gradient within {seconds} s"),
         }
     }
 }
 
 impl<C: Chain> Validator<C> {
-    pub(crate) async fn fetch_gradient(&self, neuron: &Neuron, window: u64, checkpoint_digest: &[u8; 32]) -> Result<Vec<f32>, Rejection> {
+    pub(crate) async fn fetch_gradient(
+        &self,
+        neuron: &Neuron,
+        window: u64,
+        checkpoint_digest: &[u8; 32],
+    ) -> Result<Vec<f32>, Rejection> {
         let addr = neuron.axon.ok_or(Rejection::NoAxon)?;
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Rejection::Unreachable(e.to_string()))?
@@ -52,18 +62,42 @@ impl<C: Chain> Validator<C> {
             .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
         let task_digest = self.engine().digest();
-        let request = auth::sign(pb::GradientRequest { auth: None, window, task_digest: task_digest.to_vec() }, self.keypair(), &neuron.hotkey.0);
-        let refused = |s: tonic::Status| Rejection::Refused { code: s.code(), message: s.message().to_string() };
-        let mut stream = client.get_gradient(request).await.map_err(refused)?.into_inner();
+        let request = auth::sign(
+            pb::GradientRequest {
+                auth: None,
+                window,
+                task_digest: task_digest.to_vec(),
+            },
+            self.keypair(),
+            &neuron.hotkey.0,
+        );
+        let refused = |s: tonic::Status| Rejection::Refused {
+            code: s.code(),
+            message: s.message().to_string(),
+        };
+        let mut stream = client
+            .get_gradient(request)
+            .await
+            .map_err(refused)?
+            .into_inner();
         let first = stream.message().await.map_err(refused)?;
-        let Some(pb::GradientChunk { part: Some(pb::gradient_chunk::Part::Commitment(commitment)) }) = first else {
+        let Some(pb::GradientChunk {
+            part: Some(pb::gradient_chunk::Part::Commitment(commitment)),
+        }) = first
+        else {
             return Err(Rejection::NoCommitment);
         };
         let expected_len = self.engine().num_params();
         let max_len = (16 + 4 * expected_len).min(limits::MAX_GRADIENT_BYTES) as u64;
         commitment::verify_commitment(
             &commitment,
-            &Expected { hotkey: &neuron.hotkey.0, window, task_digest: &task_digest, checkpoint_digest, max_len },
+            &Expected {
+                hotkey: &neuron.hotkey.0,
+                window,
+                task_digest: &task_digest,
+                checkpoint_digest,
+                max_len,
+            },
         )
         .map_err(Rejection::Commitment)?;
         let mut payload = Vec::with_capacity(commitment.payload_len as usize);
@@ -72,7 +106,9 @@ impl<C: Chain> Validator<C> {
                 return Err(Rejection::NoCommitment);
             };
             if (payload.len() + data.len()) as u64 > commitment.payload_len {
-                return Err(Rejection::Oversized { limit: commitment.payload_len });
+                return Err(Rejection::Oversized {
+                    limit: commitment.payload_len,
+                });
             }
             payload.extend_from_slice(&data);
         }

@@ -18,7 +18,10 @@ pub struct ValidatorService<C> {
 
 impl<C: Chain> ValidatorService<C> {
     pub fn new(validator: Validator<C>) -> Self {
-        Self { validator, nonces: NonceCache::default() }
+        Self {
+            validator,
+            nonces: NonceCache::default(),
+        }
     }
 
     /// Serves on `listener` until `shutdown` completes.
@@ -39,7 +42,9 @@ impl<C: Chain> ValidatorService<C> {
     }
 
     async fn authenticate<M: auth::Authenticated>(&self, request: &M) -> Result<AccountId, Status> {
-        let caller = auth::verify(request, &self.validator.hotkey().0, &self.nonces).map(AccountId).map_err(|e| e.to_status())?;
+        let caller = auth::verify(request, &self.validator.hotkey().0, &self.nonces)
+            .map(AccountId)
+            .map_err(|e| e.to_status())?;
         let metagraph = self
             .validator
             .chain()
@@ -75,15 +80,26 @@ impl<C: Chain> pb::validator_server::Validator for ValidatorService<C> {
 
     type GetCheckpointStream = ChunkStream;
 
-    async fn get_checkpoint(&self, request: Request<pb::CheckpointRequest>) -> Result<Response<ChunkStream>, Status> {
+    async fn get_checkpoint(
+        &self,
+        request: Request<pb::CheckpointRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
         let request = request.into_inner();
         self.authenticate(&request).await?;
         let checkpoint = self
             .validator
             .checkpoint_by_digest(&request.digest)
-            .ok_or_else(|| Status::not_found(format!("no checkpoint with digest {}", hex::encode(&request.digest))))?;
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no checkpoint with digest {}",
+                    hex::encode(&request.digest)
+                ))
+            })?;
         let bytes = checkpoint.to_bytes();
-        let chunks: Vec<_> = bytes.chunks(limits::CHUNK_BYTES).map(|c| Ok(pb::CheckpointChunk { data: c.to_vec() })).collect();
+        let chunks: Vec<_> = bytes
+            .chunks(limits::CHUNK_BYTES)
+            .map(|c| Ok(pb::CheckpointChunk { data: c.to_vec() }))
+            .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 }

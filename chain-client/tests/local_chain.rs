@@ -1,0 +1,243 @@
+//! The local chain against subtensor's rules, on a real SQLite file in a temp dir.
+
+use chain_client::{AccountId, BlockClock, ChainError, LocalChain, SubnetParams};
+use subxt_signer::sr25519::{Keypair, dev};
+
+const TOKEN: u64 = 1_000_000_000;
+
+struct Net {
+    _dir: tempfile::TempDir,
+    chain: LocalChain,
+    netuid: u16,
+}
+
+fn id(k: &Keypair) -> AccountId {
+    AccountId::from(k)
+}
+
+/// A subnet with tempo 10, Alice (uid 0) staked as the validator, Bob and Charlie (uids 1, 2) miners.
+fn net(params: SubnetParams) -> Net {
+    let dir = tempfile::tempdir().unwrap();
+    let chain =
+        LocalChain::open_or_create(dir.path().join("chain.sqlite"), BlockClock::Manual, 1).unwrap();
+    let netuid = chain.create_subnet(id(&dev::ferdie()), params).unwrap();
+    for k in [dev::alice(), dev::bob(), dev::charlie()] {
+        chain.fund(id(&k), 100 * TOKEN).unwrap();
+        chain.burned_register(id(&k), netuid, id(&k)).unwrap();
+    }
+    chain
+        .add_stake(id(&dev::alice()), id(&dev::alice()), netuid, 50 * TOKEN)
+        .unwrap();
+    Net {
+        _dir: dir,
+        chain,
+        netuid,
+    }
+}
+
+fn params() -> SubnetParams {
+    SubnetParams {
+        tempo: 10,
+        weights_rate_limit: 5,
+        min_allowed_weights: 2,
+        commit_reveal_weights_enabled: false,
+        max_allowed_validators: 1,
+        weights_version_key: 3,
+        ..SubnetParams::default()
+    }
+}
+
+#[test]
+fn set_weights_enforces_subtensors_checks_with_their_names() {
+    let Net { chain, netuid, .. } = &net(params());
+    let alice = id(&dev::alice());
+    let set = |uids: &[u16], values: &[u16], key: u64| {
+        chain.set_weights_sync(alice, *netuid, uids, values, key)
+    };
+
+    // Before the first epoch nobody holds a permit.
+    chain.advance_blocks(7).unwrap();
+    assert!(matches!(
+        set(&[1, 2], &[1, 1], 3),
+        Err(ChainError::NeuronNoValidatorPermit { uid: 0, .. })
+    ));
+    // A lone self-weight needs no permit.
+    set(&[0], &[1], 3).unwrap();
+
+    chain.advance_blocks(3).unwrap(); // block 10: the epoch grants Alice the permit
+    let e = set(&[1, 2], &[1, 1], 3).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "SettingWeightsTooFast: last update at block 7, rate limit 5, now 10"
+    );
+    chain.advance_blocks(2).unwrap();
+    assert!(matches!(
+        chain.set_weights_sync(alice, 0, &[1], &[1], 3),
+        Err(ChainError::CanNotSetRootNetworkWeights)
+    ));
+    assert!(matches!(
+        set(&[1, 2], &[1], 3),
+        Err(ChainError::WeightVecNotEqualSize {
+            uids: 2,
+            weights: 1
+        })
+    ));
+    assert!(matches!(
+        set(&[0, 1, 2, 3], &[1, 1, 1, 1], 3),
+        Err(ChainError::UidsLengthExceedUidsInSubNet { len: 4, n: 3 })
+    ));
+    assert!(matches!(
+        chain.set_weights_sync(id(&dev::dave()), *netuid, &[1, 2], &[1, 1], 3),
+        Err(ChainError::HotKeyNotRegisteredInSubNet { .. })
+    ));
+    assert!(matches!(
+        set(&[1, 2], &[1, 1], 2),
+        Err(ChainError::IncorrectWeightVersionKey {
+            given: 2,
+            required: 3
+        })
+    ));
+    assert!(matches!(
+        set(&[1, 1], &[1, 1], 3),
+        Err(ChainError::DuplicateUids { uid: 1 })
+    ));
+    assert!(matches!(
+        set(&[1, 7], &[1, 1], 3),
+        Err(ChainError::UidVecContainInvalidOne { uid: 7, .. })
+    ));
+    assert!(matches!(
+        set(&[1], &[1], 3),
+        Err(ChainError::WeightVecLengthIsLow { len: 1, min: 2 })
+    ));
+    // Bob has no permit.
+    assert!(matches!(
+        chain.set_weights_sync(id(&dev::bob()), *netuid, &[0, 2], &[1, 1], 3),
+        Err(ChainError::NeuronNoValidatorPermit { uid: 1, .. })
+    ));
+
+    set(&[2, 1], &[100, 50], 4).unwrap();
+    let mg = chain.metagraph_sync(*netuid).unwrap();
+    // Stored sorted by uid and max-upscaled.
+    assert_eq!(mg.by_uid(0).unwrap().weights, vec![(1, 32768), (2, 65535)]);
+    assert_eq!(mg.by_uid(0).unwrap().last_update, 12);
+}
+
+#[test]
+fn commit_reveal_subnets_refuse_plain_set_weights() {
+    let Net { chain, netuid, .. } = &net(SubnetParams {
+        commit_reveal_weights_enabled: true,
+        ..params()
+    });
+    let e = chain
+        .set_weights_sync(id(&dev::alice()), *netuid, &[1, 2], &[1, 1], 3)
+        .unwrap_err();
+    assert!(matches!(e, ChainError::CommitRevealEnabled { .. }), "{e}");
+}
+
+#[test]
+fn epochs_run_once_per_tempo_and_pay_the_emission_out() {
+    let Net { chain, netuid, .. } = &net(params());
+    chain.advance_blocks(10).unwrap(); // epoch at 10: permits
+    chain.metagraph_sync(*netuid).unwrap();
+    chain.advance_blocks(1).unwrap();
+    chain
+        .set_weights_sync(id(&dev::alice()), *netuid, &[1, 2], &[65535, 21845], 3)
+        .unwrap();
+    // Skip three tempo boundaries at once: each epoch still runs, exactly once.
+    chain.advance_blocks(30).unwrap();
+    let mg = chain.metagraph_sync(*netuid).unwrap();
+    let epochs = chain.epochs(*netuid).unwrap();
+    let blocks: Vec<u64> = epochs.iter().map(|e| e.0).collect();
+    assert_eq!(blocks, vec![10, 20, 30, 40]);
+    // Reading again runs nothing new.
+    chain.metagraph_sync(*netuid).unwrap();
+    assert_eq!(chain.epochs(*netuid).unwrap().len(), 4);
+
+    let per_epoch = params().emission_per_block * 10;
+    let cut = (per_epoch as u128 * params().owner_cut as u128 / 65535) as u64;
+    for (_, emission, owner_cut) in &epochs[1..] {
+        assert_eq!(*owner_cut, cut);
+        let paid: u64 = emission.iter().sum();
+        assert!(
+            per_epoch - cut - paid <= 3,
+            "rounding loses at most a rao per uid"
+        );
+    }
+    // Miners split their half 3:1 as weighted; the validator takes the other half as dividends.
+    let (bob, charlie) = (mg.by_uid(1).unwrap(), mg.by_uid(2).unwrap());
+    assert!(bob.total_emission > 0 && charlie.total_emission > 0);
+    let ratio = bob.emission as f64 / charlie.emission as f64;
+    assert!((ratio - 3.0).abs() < 1e-3, "ratio {ratio}");
+    assert!(mg.by_uid(0).unwrap().dividends > 60000);
+    // The owner cut went to the owner's coldkey.
+    assert_eq!(chain.balance(id(&dev::ferdie())).unwrap(), 4 * cut);
+}
+
+#[test]
+fn registration_burns_and_prunes_the_lowest_emission_outside_immunity() {
+    let params = SubnetParams {
+        max_allowed_uids: 3,
+        immunity_period: 15,
+        ..params()
+    };
+    let Net { chain, netuid, .. } = &net(params.clone());
+    let dave = dev::dave();
+    assert!(matches!(
+        chain.burned_register(id(&dave), *netuid, id(&dave)),
+        Err(ChainError::NotEnoughBalanceToStake { .. })
+    ));
+    chain.fund(id(&dave), 10 * TOKEN).unwrap();
+    // Everyone is inside the immunity period.
+    assert!(matches!(
+        chain.burned_register(id(&dave), *netuid, id(&dave)),
+        Err(ChainError::NoNeuronIdAvailable { .. })
+    ));
+    chain.advance_blocks(10).unwrap();
+    chain.metagraph_sync(*netuid).unwrap();
+    chain.advance_blocks(1).unwrap();
+    chain
+        .set_weights_sync(id(&dev::alice()), *netuid, &[1, 2], &[65535, 100], 3)
+        .unwrap();
+    chain.advance_blocks(10).unwrap(); // epoch 20: Charlie earns less than Bob
+    let uid = chain
+        .burned_register(id(&dave), *netuid, id(&dave))
+        .unwrap();
+    assert_eq!(uid, 2, "the lowest emission outside immunity is replaced");
+    let mg = chain.metagraph_sync(*netuid).unwrap();
+    assert_eq!(mg.by_uid(2).unwrap().hotkey, id(&dave));
+    assert_eq!(chain.balance(id(&dave)).unwrap(), 10 * TOKEN - params.burn);
+    assert!(matches!(
+        chain.burned_register(id(&dave), *netuid, id(&dave)),
+        Err(ChainError::HotKeyAlreadyRegisteredInSubNet { uid: 2, .. })
+    ));
+}
+
+/// Two handles on one file, as two processes would have: epochs still run exactly once.
+#[test]
+fn concurrent_handles_share_one_chain() {
+    let n = net(params());
+    let path = n.chain.path().to_path_buf();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let chain = LocalChain::open(&path).unwrap();
+                for _ in 0..25 {
+                    chain.advance_blocks(1).unwrap();
+                    chain.metagraph_sync(1).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let blocks: Vec<u64> = n
+        .chain
+        .epochs(n.netuid)
+        .unwrap()
+        .iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(blocks, (1..=10).map(|i| i * 10).collect::<Vec<_>>());
+}

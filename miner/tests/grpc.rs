@@ -1,0 +1,208 @@
+//! The miner's gRPC surface on 127.0.0.1:0 with a real local chain: who may fetch a gradient, and the
+//! distinct error each refused caller gets.
+
+use chain_client::{AccountId, BlockClock, Chain, LocalChain, SubnetParams};
+use miner::{Miner, MinerService};
+use std::sync::Arc;
+use subnet_proto::{auth, commitment, pb};
+use subxt_signer::sr25519::{Keypair, dev};
+use task::{TaskEngine, TaskSpec};
+use tokio::net::TcpListener;
+use tonic::Code;
+
+const TOKEN: u64 = 1_000_000_000;
+
+fn engine() -> Arc<TaskEngine> {
+    let mut spec = TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap();
+    spec.model.d_model = 16;
+    spec.model.n_layers = 1;
+    spec.model.seq_len = 16;
+    spec.training.inner_steps = 2;
+    spec.training.batch_size = 2;
+    Arc::new(TaskEngine::new(spec))
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    chain: LocalChain,
+    miner: Miner<LocalChain>,
+    client: pb::miner_client::MinerClient<tonic::transport::Channel>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Subnet 1: Alice validates (staked, permit after the first epoch), Bob mines. Subnet 2: Charlie
+/// validates there only.
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let chain =
+        LocalChain::open_or_create(dir.path().join("chain.sqlite"), BlockClock::Manual, 9).unwrap();
+    let params = SubnetParams {
+        tempo: 5,
+        commit_reveal_weights_enabled: false,
+        ..SubnetParams::default()
+    };
+    let owner = AccountId::from(&dev::ferdie());
+    let net1 = chain.create_subnet(owner, params.clone()).unwrap();
+    let net2 = chain.create_subnet(owner, params).unwrap();
+    for (k, net, stake) in [
+        (dev::alice(), net1, 10),
+        (dev::bob(), net1, 0),
+        (dev::charlie(), net2, 10),
+    ] {
+        let id = AccountId::from(&k);
+        chain.fund(id, 100 * TOKEN).unwrap();
+        chain.burned_register(id, net, id).unwrap();
+        if stake > 0 {
+            chain.add_stake(id, id, net, stake * TOKEN).unwrap();
+        }
+    }
+    chain.advance_blocks(5).unwrap();
+    let engine = engine();
+    let miner = Miner::new(chain.clone(), net1, dev::bob(), engine.clone());
+    // A published gradient for window 3.
+    let payload = subnet_proto::codec::encode_dense(&vec![0.5; engine.num_params()]);
+    let c = commitment::commit(
+        &dev::bob(),
+        3,
+        engine.digest(),
+        engine.genesis().digest,
+        &payload,
+    );
+    miner.publish(3, c, payload);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    chain.serve_axon(&dev::bob(), net1, addr).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(
+        MinerService::new(miner.clone()).serve(listener, async move {
+            let _ = stopped.await;
+        }),
+    );
+    let client = pb::miner_client::MinerClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    Setup {
+        _dir: dir,
+        chain,
+        miner,
+        client,
+        stop,
+    }
+}
+
+fn request(caller: &Keypair, window: u64, engine: &TaskEngine) -> pb::GradientRequest {
+    auth::sign(
+        pb::GradientRequest {
+            auth: None,
+            window,
+            task_digest: engine.digest().to_vec(),
+        },
+        caller,
+        &dev::bob().public_key().0,
+    )
+}
+
+async fn fetch(
+    client: &mut pb::miner_client::MinerClient<tonic::transport::Channel>,
+    r: pb::GradientRequest,
+) -> Result<Vec<pb::GradientChunk>, tonic::Status> {
+    let mut stream = client.get_gradient(r).await?.into_inner();
+    let mut chunks = Vec::new();
+    while let Some(c) = stream.message().await? {
+        chunks.push(c);
+    }
+    Ok(chunks)
+}
+
+#[tokio::test]
+async fn a_permit_holder_gets_a_gradient_that_verifies() {
+    let mut s = setup().await;
+    let engine = s.miner.engine().clone();
+    let chunks = fetch(&mut s.client, request(&dev::alice(), 3, &engine))
+        .await
+        .unwrap();
+    let Some(pb::gradient_chunk::Part::Commitment(c)) = &chunks[0].part else {
+        panic!("no commitment first")
+    };
+    let payload: Vec<u8> = chunks[1..]
+        .iter()
+        .flat_map(|c| match &c.part {
+            Some(pb::gradient_chunk::Part::Data(d)) => d.clone(),
+            _ => panic!("data expected"),
+        })
+        .collect();
+    let bob = dev::bob().public_key().0;
+    let expected = commitment::Expected {
+        hotkey: &bob,
+        window: 3,
+        task_digest: &engine.digest(),
+        checkpoint_digest: &engine.genesis().digest,
+        max_len: 1 << 30,
+    };
+    commitment::verify_commitment(c, &expected).unwrap();
+    commitment::verify_payload(c, &payload).unwrap();
+    assert_eq!(
+        subnet_proto::codec::decode(&payload, engine.num_params()).unwrap()[0],
+        0.5
+    );
+    let _ = s.stop.send(());
+    drop(s.chain);
+}
+
+#[tokio::test]
+async fn refused_callers_get_distinct_codes() {
+    let mut s = setup().await;
+    let engine = s.miner.engine().clone();
+
+    // Not registered anywhere.
+    let e = fetch(&mut s.client, request(&dev::dave(), 3, &engine))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("not registered on subnet 1"));
+
+    // A validator of another subnet.
+    let e = fetch(&mut s.client, request(&dev::charlie(), 3, &engine))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // Registered on this subnet but without a permit (the miner asking itself).
+    let e = fetch(&mut s.client, request(&dev::bob(), 3, &engine))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("no validator permit"));
+
+    // A forged signature: Dave's signature presented as Alice's hotkey.
+    let mut forged = request(&dev::dave(), 3, &engine);
+    forged.auth.as_mut().unwrap().hotkey = dev::alice().public_key().0.to_vec();
+    let e = fetch(&mut s.client, forged).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    // A replayed request.
+    let r = request(&dev::alice(), 3, &engine);
+    fetch(&mut s.client, r.clone()).await.unwrap();
+    let e = fetch(&mut s.client, r).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+
+    // An unknown window.
+    let e = fetch(&mut s.client, request(&dev::alice(), 4, &engine))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // Another task.
+    let other = auth::sign(
+        pb::GradientRequest {
+            auth: None,
+            window: 3,
+            task_digest: vec![0; 32],
+        },
+        &dev::alice(),
+        &dev::bob().public_key().0,
+    );
+    let e = fetch(&mut s.client, other).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let _ = s.stop.send(());
+}
