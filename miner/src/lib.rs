@@ -14,7 +14,7 @@ use subnet_proto::{codec, commitment, pb};
 use subxt_signer::sr25519::Keypair;
 use task::assignment::AssignmentError;
 use task::checkpoint::CheckpointError;
-use task::{Checkpoint, CpuTrainBackend, TaskEngine};
+use task::{Checkpoint, CpuTrainBackend, TaskEngine, Trainer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MinerError {
@@ -76,6 +76,9 @@ struct Inner<C> {
     hotkey: Keypair,
     engine: Arc<TaskEngine>,
     state: RwLock<MinerState>,
+    /// The model and inner optimizer, kept across windows so AdamW's moments carry over (DiLoCo).
+    /// Taken out while a window trains.
+    trainer: std::sync::Mutex<Option<Trainer<CpuTrainBackend>>>,
 }
 
 /// A miner; cheap to clone (shared state).
@@ -96,6 +99,7 @@ impl<C: Chain> Miner<C> {
                 hotkey,
                 engine,
                 state: RwLock::default(),
+                trainer: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -185,15 +189,19 @@ impl<C: Chain> Miner<C> {
         let pages = assignment.pages.len();
         let started = Instant::now();
         let start = checkpoint.params.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let device = Default::default();
+        let lr = engine.spec().inner_lr(window);
+        let trainer = self.inner.trainer.lock().expect("trainer lock").take();
+        let (outcome, trainer) = tokio::task::spawn_blocking(move || {
+            let mut trainer = trainer.unwrap_or_else(|| engine.trainer(&Default::default()));
             let steps = batches.len();
-            engine.train::<CpuTrainBackend>(&device, &start, &batches, |step, loss| {
+            let outcome = trainer.train_from(&start, &batches, lr, |step, loss| {
                 tracing::debug!(window, uid, step = step + 1, steps, loss, "inner step");
-            })
+            });
+            (outcome, trainer)
         })
         .await
         .map_err(|e| MinerError::Training(e.to_string()))?;
+        *self.inner.trainer.lock().expect("trainer lock") = Some(trainer);
         let seconds = started.elapsed().as_secs_f64();
         let delta = outcome.pseudo_gradient(&checkpoint.params);
         let payload = codec::encode_dense(&delta);

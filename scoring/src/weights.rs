@@ -26,13 +26,13 @@ pub fn normalize_max_weight(x: &[f64], limit: f64) -> Vec<f64> {
     // take the smallest m whose cutoff does not cut into the (m + 1)-th value.
     let mut rest = total;
     let mut cutoff = f64::INFINITY;
-    for m in 0..n {
+    for (m, &value) in sorted.iter().enumerate() {
         let c = limit * rest / (1.0 - m as f64 * limit);
-        if sorted[m] <= c {
+        if value <= c {
             cutoff = c;
             break;
         }
-        rest -= sorted[m];
+        rest -= value;
     }
     let clipped: Vec<f64> = x.iter().map(|&v| v.min(cutoff)).collect();
     let sum: f64 = clipped.iter().sum();
@@ -56,7 +56,7 @@ pub fn weights_to_u16(uids: &[u16], weights: &[f64]) -> Result<(Vec<u16>, Vec<u1
     if let Some((&uid, &value)) = uids
         .iter()
         .zip(weights)
-        .find(|(_, w)| !(**w >= 0.0) || !w.is_finite())
+        .find(|(_, w)| w.is_nan() || **w < 0.0 || w.is_infinite())
     {
         return Err(WeightError::Negative { uid, value });
     }

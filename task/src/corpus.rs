@@ -1,7 +1,8 @@
 //! A synthetic corpus with learnable structure and a known entropy rate: an order-2 Markov chain over a
-//! small alphabet of printable bytes. Each context (the previous two symbols) allows only a few next
-//! symbols with skewed probabilities, so a model that learns the contexts beats the unigram baseline by
-//! a wide margin, and no model can beat the chain's entropy rate. Pages are generated on demand from
+//! small alphabet of printable bytes. The last symbol decides which few symbols may follow and their
+//! base probabilities (structure a model learns first, from one symbol of context); the symbol before
+//! it shifts those probabilities (structure that needs attention to learn). No model can beat the
+//! chain's entropy rate. Pages are generated on demand from
 //! (corpus seed, page index), so the corpus is as large as the page index space and nothing is stored.
 
 use crate::rng::{SeededRng, salt};
@@ -15,10 +16,14 @@ pub struct MarkovSpec {
     pub seed: u64,
     /// Number of distinct symbols (2..=64).
     pub alphabet: usize,
-    /// Number of possible next symbols in each two-symbol context (1..=alphabet).
+    /// Number of possible next symbols after each symbol (1..=alphabet).
     pub successors: usize,
-    /// Spread of the log-probabilities of the successors: larger means more predictable.
+    /// Spread of the successors' base log-probabilities, set by the last symbol: larger means more
+    /// predictable from one symbol of context.
     pub skew: f64,
+    /// Spread of the shift of those log-probabilities by the symbol before the last: larger means
+    /// more to gain from two symbols of context.
+    pub context_skew: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -43,22 +48,33 @@ impl MarkovCorpus {
             "successors must be in 1..=alphabet"
         );
         let mut rng = SeededRng::derived(&[spec.seed, salt::CORPUS]);
+        // Per last symbol: its successors (partial Fisher-Yates) and their base log-probabilities.
+        let per_symbol: Vec<(Vec<u8>, Vec<f64>)> = (0..a)
+            .map(|_| {
+                let mut symbols: Vec<u8> = (0..a as u8).collect();
+                for i in 0..spec.successors {
+                    let j = i + rng.below((a - i) as u64) as usize;
+                    symbols.swap(i, j);
+                }
+                symbols.truncate(spec.successors);
+                let logits = (0..spec.successors)
+                    .map(|_| spec.skew * rng.normal())
+                    .collect();
+                (symbols, logits)
+            })
+            .collect();
         let mut next = Vec::with_capacity(a * a);
-        for _ in 0..a * a {
-            // Distinct successors by partial Fisher-Yates over the alphabet.
-            let mut symbols: Vec<u8> = (0..a as u8).collect();
-            for i in 0..spec.successors {
-                let j = i + rng.below((a - i) as u64) as usize;
-                symbols.swap(i, j);
-            }
-            let logits: Vec<f64> = (0..spec.successors)
-                .map(|_| spec.skew * rng.normal())
+        for context in 0..a * a {
+            let (symbols, base) = &per_symbol[context % a];
+            let logits: Vec<f64> = base
+                .iter()
+                .map(|l| l + spec.context_skew * rng.normal())
                 .collect();
             let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let weights: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
             let total: f64 = weights.iter().sum();
             let mut cumulative = 0.0;
-            let row = symbols[..spec.successors]
+            let row = symbols
                 .iter()
                 .zip(&weights)
                 .map(|(&s, w)| {
@@ -199,6 +215,7 @@ mod tests {
             alphabet: 16,
             successors: 4,
             skew: 1.0,
+            context_skew: 1.0,
         })
     }
 

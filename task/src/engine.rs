@@ -10,7 +10,10 @@ use crate::model::ByteTransformer;
 use crate::params::{ParamLayout, read_params, write_params};
 use crate::rng::{SeededRng, salt};
 use crate::spec::TaskSpec;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer, grad_clipping::GradientClippingConfig};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{
+    AdamW, AdamWConfig, GradientsParams, Optimizer, grad_clipping::GradientClippingConfig,
+};
 use burn::prelude::*;
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
@@ -51,6 +54,51 @@ impl TrainOutcome {
     /// The pseudo-gradient start - end (DiLoCo's outer gradient).
     pub fn pseudo_gradient(&self, start: &[f32]) -> Vec<f32> {
         start.iter().zip(&self.end).map(|(s, e)| s - e).collect()
+    }
+}
+
+/// A model and its inner optimizer. Each call to `train_from` loads a new starting point into the
+/// same parameters (keeping their ids), so the optimizer's moments carry over from one window to the
+/// next, as a DiLoCo worker's inner optimizer does.
+pub struct Trainer<B: AutodiffBackend> {
+    model: Option<ByteTransformer<B>>,
+    optimizer: OptimizerAdaptor<AdamW, ByteTransformer<B>, B>,
+    device: B::Device,
+    num_params: usize,
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    /// H inner steps from `start` at learning rate `lr`, one batch per step; `on_step(step, loss)`
+    /// after each.
+    pub fn train_from(
+        &mut self,
+        start: &[f32],
+        batches: &[Batch],
+        lr: f64,
+        mut on_step: impl FnMut(usize, f32),
+    ) -> TrainOutcome {
+        assert_eq!(
+            start.len(),
+            self.num_params,
+            "parameter vector does not match the task's model"
+        );
+        let mut model = write_params(
+            self.model.take().expect("a trainer always holds its model"),
+            start,
+        );
+        let mut losses = Vec::with_capacity(batches.len());
+        for (step, batch) in batches.iter().enumerate() {
+            let (inputs, targets) = batch.tensors::<B>(&self.device);
+            let loss = model.loss(inputs, targets);
+            let value = loss.clone().into_scalar().elem::<f32>();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = self.optimizer.step(lr, model, grads);
+            losses.push(value);
+            on_step(step, value);
+        }
+        let (_, end) = read_params(&model);
+        self.model = Some(model);
+        TrainOutcome { end, losses }
     }
 }
 
@@ -203,38 +251,37 @@ impl TaskEngine {
         write_params(ByteTransformer::new(&self.spec.model, device), params)
     }
 
-    /// H inner AdamW steps from `start` on `batches` (one batch per step). `on_step(step, loss)` is
-    /// called after each step, for progress.
-    pub fn train<B: AutodiffBackend>(
-        &self,
-        device: &B::Device,
-        start: &[f32],
-        batches: &[Batch],
-        mut on_step: impl FnMut(usize, f32),
-    ) -> TrainOutcome {
+    /// A trainer on `device` whose optimizer state is fresh.
+    pub fn trainer<B: AutodiffBackend>(&self, device: &B::Device) -> Trainer<B> {
         let t = &self.spec.training;
-        let mut model = self.model::<B>(device, start);
         let clipping =
             (t.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(t.grad_clip as f32));
-        let mut optimizer = AdamWConfig::new()
+        let optimizer = AdamWConfig::new()
             .with_beta_1(t.beta1 as f32)
             .with_beta_2(t.beta2 as f32)
             .with_epsilon(t.epsilon as f32)
             .with_weight_decay(t.weight_decay as f32)
             .with_grad_clipping(clipping)
             .init();
-        let mut losses = Vec::with_capacity(batches.len());
-        for (step, batch) in batches.iter().enumerate() {
-            let (inputs, targets) = batch.tensors::<B>(device);
-            let loss = model.loss(inputs, targets);
-            let value = loss.clone().into_scalar().elem::<f32>();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(t.lr, model, grads);
-            losses.push(value);
-            on_step(step, value);
+        Trainer {
+            model: Some(ByteTransformer::new(&self.spec.model, device)),
+            optimizer,
+            device: device.clone(),
+            num_params: self.layout.total,
         }
-        let (_, end) = read_params(&model);
-        TrainOutcome { end, losses }
+    }
+
+    /// H inner AdamW steps from `start` on `batches` (one batch per step) with a fresh optimizer at
+    /// the window-0 learning rate. `on_step(step, loss)` is called after each step, for progress.
+    pub fn train<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+        start: &[f32],
+        batches: &[Batch],
+        on_step: impl FnMut(usize, f32),
+    ) -> TrainOutcome {
+        self.trainer::<B>(device)
+            .train_from(start, batches, self.spec.training.lr, on_step)
     }
 
     /// Loss of `params` on each batch, in order.

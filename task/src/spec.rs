@@ -65,7 +65,12 @@ pub struct ShardSpec {
 pub struct TrainingSpec {
     pub inner_steps: usize,
     pub batch_size: usize,
+    /// Inner AdamW learning rate at window 0.
     pub lr: f64,
+    /// The inner learning rate follows a cosine from `lr` down to `min_lr` over `decay_windows`
+    /// windows, then stays at `min_lr` (0 windows: constant `lr`).
+    pub min_lr: f64,
+    pub decay_windows: u64,
     pub beta1: f64,
     pub beta2: f64,
     pub epsilon: f64,
@@ -89,6 +94,10 @@ pub struct ScoringSpec {
     /// Held-out batches per window on which every gradient is evaluated.
     pub eval_batches: usize,
     pub eval_batch_size: usize,
+    /// Usefulness is the relative loss drop after stepping `eval_step * delta` from the checkpoint: a
+    /// fraction of a full step measures whether the direction helps rather than whether one miner's
+    /// whole step overshoots (each delta is only a share of the aggregate).
+    pub eval_step: f64,
     /// Weight of the newest window in the moving average of scores (0..=1).
     pub moving_average: f64,
     /// How many of the best gradients the validator aggregates.
@@ -155,7 +164,7 @@ impl TaskSpec {
         check(m.n_layers > 0, "model.n_layers", "must be positive".into());
         check(m.n_heads > 0, "model.n_heads", "must be positive".into());
         check(
-            m.n_heads == 0 || m.d_model % m.n_heads == 0,
+            m.n_heads == 0 || m.d_model.is_multiple_of(m.n_heads),
             "model.n_heads",
             format!(
                 "= {} does not divide model.d_model = {}",
@@ -309,6 +318,16 @@ impl TaskSpec {
 
     pub fn digest(&self) -> [u8; 32] {
         Blake2b::<U32>::digest(self.canonical_toml().as_bytes()).into()
+    }
+
+    /// The inner learning rate of `window` (cosine decay, see `TrainingSpec`).
+    pub fn inner_lr(&self, window: u64) -> f64 {
+        let t = &self.training;
+        if t.decay_windows == 0 {
+            return t.lr;
+        }
+        let progress = window.min(t.decay_windows) as f64 / t.decay_windows as f64;
+        t.min_lr + (t.lr - t.min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 
     /// Tokens one miner trains on per window.

@@ -226,6 +226,7 @@ impl<C: Chain> Validator<C> {
         for (neuron, fetched) in fetched {
             let (usefulness, rejection, delta) = match fetched {
                 Ok(delta) => {
+                    let eval_step = spec.scoring.eval_step;
                     let (engine, params, batches, base) = (
                         engine.clone(),
                         checkpoint.params.clone(),
@@ -233,7 +234,7 @@ impl<C: Chain> Validator<C> {
                         base.clone(),
                     );
                     let (usefulness, delta) = tokio::task::spawn_blocking(move || {
-                        let moved = outer_sgd_step(&params, &delta, 1.0);
+                        let moved = outer_sgd_step(&params, &delta, eval_step);
                         let after =
                             engine.losses::<CpuBackend>(&Default::default(), &moved, &batches);
                         (UsefulnessScore::from_losses(&base, &after), delta)
