@@ -29,7 +29,7 @@ enum Command {
         #[arg(long, env = "SUBNET_VALIDATORS", default_value_t = 1)]
         validators: usize,
         /// Windows to run before exiting.
-        #[arg(long, env = "SUBNET_WINDOWS", default_value_t = 12)]
+        #[arg(long, env = "SUBNET_WINDOWS", default_value_t = 20)]
         windows: u64,
         /// Directory for the chain file (a fresh temporary one if not given).
         #[arg(long, env = "SUBNET_DIR")]
