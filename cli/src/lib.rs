@@ -1,5 +1,7 @@
-//! The `subnet` command's library side: the in-process localnet. The binary only parses arguments.
+//! The `subnet` command's library side: the in-process localnet and local-chain administration. The
+//! binary only parses arguments.
 
+pub mod chain_admin;
 pub mod localnet;
 
 /// The task the localnet trains by default.

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use subnet_cli::chain_admin as admin;
 use subnet_cli::localnet::{self, LocalnetConfig};
 use task::TaskSpec;
 
@@ -38,6 +39,184 @@ enum Command {
         #[arg(long, env = "SUBNET_TASK")]
         task: Option<PathBuf>,
     },
+    /// Create and administer a local chain, to run miners and validators as separate programs.
+    Chain {
+        /// Directory holding the chain file (chain.sqlite).
+        #[arg(
+            long,
+            env = "SUBNET_DIR",
+            global = true,
+            default_value = "subnet-chain"
+        )]
+        dir: PathBuf,
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChainCommand {
+    /// Create a new chain whose block height follows wall time.
+    Init {
+        /// Milliseconds per block (0: blocks only move with `subnet chain advance`).
+        #[arg(long, default_value_t = 1000)]
+        block_time_ms: u64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Create a subnet for a task: tempo and weight rate limit equal the task's window length.
+    CreateSubnet {
+        #[arg(long)]
+        task: PathBuf,
+        /// The owner's coldkey (receives the owner cut).
+        #[arg(long, default_value = "//owner")]
+        owner_uri: String,
+    },
+    /// Credit tokens to a coldkey (a local-chain faucet).
+    Fund {
+        #[arg(long)]
+        coldkey_uri: String,
+        #[arg(long)]
+        tokens: f64,
+    },
+    /// burned_register a hotkey, paid by its coldkey.
+    Register {
+        #[arg(long)]
+        netuid: u16,
+        #[arg(long)]
+        coldkey_uri: String,
+        #[arg(long)]
+        hotkey_uri: String,
+    },
+    /// add_stake from a coldkey to its hotkey.
+    Stake {
+        #[arg(long)]
+        netuid: u16,
+        #[arg(long)]
+        coldkey_uri: String,
+        #[arg(long)]
+        hotkey_uri: String,
+        #[arg(long)]
+        tokens: f64,
+    },
+    /// Move a manual clock forward.
+    Advance {
+        #[arg(long)]
+        blocks: u64,
+    },
+    /// Show a subnet's metagraph.
+    Metagraph {
+        #[arg(long)]
+        netuid: u16,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Emissions paid at each epoch.
+    Emissions {
+        #[arg(long)]
+        netuid: u16,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Result<()> {
+    match command {
+        ChainCommand::Init {
+            block_time_ms,
+            seed,
+        } => {
+            admin::init(dir, block_time_ms, seed)?;
+            println!(
+                "created {} ({} ms per block)",
+                admin::chain_file(dir).display(),
+                block_time_ms
+            );
+        }
+        ChainCommand::CreateSubnet { task, owner_uri } => {
+            let spec = load_task(Some(&task))?;
+            let chain = admin::open(dir)?;
+            let owner = admin::keypair(&owner_uri)?;
+            let params = admin::params_for_window(spec.window.blocks, spec.task.version);
+            let netuid = chain.create_subnet(admin::account(&owner), params)?;
+            println!(
+                "created subnet {netuid} for task {} (tempo {} blocks)",
+                spec.task.name, spec.window.blocks
+            );
+        }
+        ChainCommand::Fund {
+            coldkey_uri,
+            tokens,
+        } => {
+            let coldkey = admin::account(&admin::keypair(&coldkey_uri)?);
+            let balance = admin::open(dir)?.fund(coldkey, admin::tokens_to_rao(tokens)?)?;
+            println!(
+                "{coldkey} balance {:.3} τ",
+                balance as f64 / localnet::RAO_PER_TOKEN as f64
+            );
+        }
+        ChainCommand::Register {
+            netuid,
+            coldkey_uri,
+            hotkey_uri,
+        } => {
+            let coldkey = admin::account(&admin::keypair(&coldkey_uri)?);
+            let hotkey = admin::account(&admin::keypair(&hotkey_uri)?);
+            let uid = admin::open(dir)?.burned_register(coldkey, netuid, hotkey)?;
+            println!("registered {hotkey} as uid {uid} on subnet {netuid}");
+        }
+        ChainCommand::Stake {
+            netuid,
+            coldkey_uri,
+            hotkey_uri,
+            tokens,
+        } => {
+            let coldkey = admin::account(&admin::keypair(&coldkey_uri)?);
+            let hotkey = admin::account(&admin::keypair(&hotkey_uri)?);
+            let stake = admin::open(dir)?.add_stake(
+                coldkey,
+                hotkey,
+                netuid,
+                admin::tokens_to_rao(tokens)?,
+            )?;
+            println!(
+                "{hotkey} stake {:.3} τ on subnet {netuid}",
+                stake as f64 / localnet::RAO_PER_TOKEN as f64
+            );
+        }
+        ChainCommand::Advance { blocks } => {
+            let block = admin::open(dir)?.advance_blocks(blocks)?;
+            println!("block {block}");
+        }
+        ChainCommand::Metagraph { netuid, json } => {
+            let metagraph = admin::open(dir)?.metagraph_sync(netuid)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&metagraph)?);
+            } else {
+                print!("{}", admin::format_metagraph(&metagraph));
+            }
+        }
+        ChainCommand::Emissions { netuid, json } => {
+            let epochs = admin::open(dir)?.epochs(netuid)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&epochs)?);
+            } else {
+                for (block, emission, owner_cut) in epochs {
+                    let shown: Vec<String> = emission
+                        .iter()
+                        .map(|e| format!("{:.3}", *e as f64 / localnet::RAO_PER_TOKEN as f64))
+                        .collect();
+                    println!(
+                        "block {block:>8}  owner {:.3} τ  per uid [{}]",
+                        owner_cut as f64 / localnet::RAO_PER_TOKEN as f64,
+                        shown.join(", ")
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn load_task(path: Option<&PathBuf>) -> anyhow::Result<TaskSpec> {
@@ -100,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
                 report.chain_path.display()
             );
         }
+        Command::Chain { dir, command } => run_chain(&dir, command)?,
     }
     Ok(())
 }

@@ -1,0 +1,141 @@
+//! `miner run`: train the assigned shard each window and serve the signed pseudo-gradient.
+
+use anyhow::{Context, bail};
+use chain_client::{Chain, LocalChain, window_seed};
+use clap::{Parser, Subcommand};
+use miner::{Miner, MinerError, MinerService};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use subxt_signer::SecretUri;
+use subxt_signer::sr25519::Keypair;
+use task::{TaskEngine, TaskSpec};
+
+#[derive(Parser)]
+#[command(
+    name = "miner",
+    version,
+    about = "Train your shard of the subnet's model and serve the gradient"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Join a subnet: serve the axon, then train and serve every window until Ctrl-C.
+    Run {
+        /// Task file shared with the validators.
+        #[arg(long, env = "MINER_TASK")]
+        task: PathBuf,
+        /// The chain: `local:PATH` for a local chain file.
+        #[arg(long, env = "MINER_CHAIN")]
+        chain: String,
+        #[arg(long, env = "MINER_NETUID")]
+        netuid: u16,
+        /// Hotkey as a secret URI (a dev URI such as `//miner-1`, or a mnemonic).
+        #[arg(long, env = "MINER_HOTKEY_URI")]
+        hotkey_uri: String,
+        /// Address the gRPC server listens on; its port is announced on chain.
+        #[arg(long, env = "MINER_LISTEN", default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+pub(crate) fn local_chain(spec: &str) -> anyhow::Result<LocalChain> {
+    match spec.strip_prefix("local:") {
+        Some(path) => Ok(LocalChain::open(path)?),
+        None => bail!(
+            "unsupported chain `{spec}`: use local:PATH (subtensor endpoints are not wired into the binaries yet)"
+        ),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let Command::Run {
+        task,
+        chain,
+        netuid,
+        hotkey_uri,
+        listen,
+    } = Cli::parse().command;
+    let text = std::fs::read_to_string(&task)
+        .with_context(|| format!("cannot read task file {}", task.display()))?;
+    let spec =
+        TaskSpec::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", task.display()))?;
+    let engine = Arc::new(TaskEngine::new(spec));
+    let blocks = engine.spec().window.blocks;
+    let chain = local_chain(&chain)?;
+    let uri = SecretUri::from_str(&hotkey_uri).context("--hotkey-uri is not a valid secret URI")?;
+    let hotkey = Keypair::from_uri(&uri).context("cannot derive the hotkey")?;
+    let miner = Miner::new(chain.clone(), netuid, hotkey.clone(), engine);
+    let metagraph = chain.metagraph(netuid).await?;
+    if metagraph.by_hotkey(&miner.hotkey()).is_none() {
+        bail!(MinerError::NotRegistered {
+            hotkey: miner.hotkey().to_string(),
+            netuid
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    chain.serve_axon(&hotkey, netuid, addr).await?;
+    tracing::info!(%addr, hotkey = %miner.hotkey(), netuid, "serving");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(
+        MinerService::new(miner.clone()).serve(listener, async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }),
+    );
+
+    let mut last_trained: Option<u64> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick() => {}
+        }
+        let block = chain.current_block().await?;
+        let window = block / blocks;
+        if last_trained.is_some_and(|w| w >= window) {
+            continue;
+        }
+        let seed = window_seed(&chain.block_hash(window * blocks).await?);
+        match miner.sync_checkpoint().await {
+            // The validators are still aggregating the previous window: wait for its checkpoint, or
+            // the gradient would be refused as trained from the wrong checkpoint.
+            Ok(synced) if synced < window => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(window, error = %e, "cannot sync the checkpoint yet; retrying");
+                continue;
+            }
+        }
+        let training = miner.train_window(window, seed);
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            report = training => {
+                let report = report?;
+                let now = chain.current_block().await?;
+                if now / blocks > window {
+                    tracing::warn!(window, "finished after the window closed; validators may count it late");
+                }
+                tracing::info!(window, loss = report.last_loss, tokens_per_s = report.tokens_per_second() as u64, "window served");
+            }
+        }
+        last_trained = Some(window);
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    server.await??;
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! `validator run`: score every miner's gradient each window, set weights, advance the global model.
+
+use anyhow::{Context, bail};
+use chain_client::{Chain, LocalChain, window_seed};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use subxt_signer::SecretUri;
+use subxt_signer::sr25519::Keypair;
+use task::{TaskEngine, TaskSpec};
+use validator::{Validator, ValidatorError, ValidatorService};
+
+#[derive(Parser)]
+#[command(
+    name = "validator",
+    version,
+    about = "Score miners' gradients, set weights, aggregate the global model"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a subnet until Ctrl-C: after each window closes, probe every miner, set weights and
+    /// serve the next global checkpoint. The global model starts from the task's genesis checkpoint.
+    Run {
+        #[arg(long, env = "VALIDATOR_TASK")]
+        task: PathBuf,
+        /// The chain: `local:PATH` for a local chain file.
+        #[arg(long, env = "VALIDATOR_CHAIN")]
+        chain: String,
+        #[arg(long, env = "VALIDATOR_NETUID")]
+        netuid: u16,
+        /// Hotkey as a secret URI (a dev URI such as `//validator-1`, or a mnemonic).
+        #[arg(long, env = "VALIDATOR_HOTKEY_URI")]
+        hotkey_uri: String,
+        #[arg(long, env = "VALIDATOR_LISTEN", default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let Command::Run {
+        task,
+        chain,
+        netuid,
+        hotkey_uri,
+        listen,
+    } = Cli::parse().command;
+    let text = std::fs::read_to_string(&task)
+        .with_context(|| format!("cannot read task file {}", task.display()))?;
+    let spec =
+        TaskSpec::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", task.display()))?;
+    let engine = Arc::new(TaskEngine::new(spec));
+    let blocks = engine.spec().window.blocks;
+    let chain = match chain.strip_prefix("local:") {
+        Some(path) => LocalChain::open(path)?,
+        None => bail!(
+            "unsupported chain `{chain}`: use local:PATH (subtensor endpoints are not wired into the binaries yet)"
+        ),
+    };
+    let uri = SecretUri::from_str(&hotkey_uri).context("--hotkey-uri is not a valid secret URI")?;
+    let hotkey = Keypair::from_uri(&uri).context("cannot derive the hotkey")?;
+    let first_window = chain.current_block().await? / blocks;
+    let validator = Validator::new(
+        chain.clone(),
+        netuid,
+        hotkey.clone(),
+        engine.clone(),
+        engine.genesis(),
+        first_window,
+    );
+    if chain
+        .metagraph(netuid)
+        .await?
+        .by_hotkey(&validator.hotkey())
+        .is_none()
+    {
+        bail!(ValidatorError::NotRegistered {
+            hotkey: validator.hotkey().to_string(),
+            netuid
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    chain.serve_axon(&hotkey, netuid, addr).await?;
+    tracing::info!(%addr, hotkey = %validator.hotkey(), netuid, first_window, "serving");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(ValidatorService::new(validator.clone()).serve(
+        listener,
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+
+    // Window w is scored once it has closed, i.e. from block (w + 1) * blocks on.
+    let mut next = first_window;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick() => {}
+        }
+        let block = chain.current_block().await?;
+        if block < (next + 1) * blocks {
+            continue;
+        }
+        let seed = window_seed(&chain.block_hash(next * blocks).await?);
+        let outcome = tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            outcome = validator.run_window(next, seed) => outcome?,
+        };
+        for r in &outcome.results {
+            match &r.rejection {
+                Some(reason) => tracing::info!(window = next, uid = r.uid, %reason, "refused"),
+                None => tracing::info!(
+                    window = next,
+                    uid = r.uid,
+                    score = r.score,
+                    weight = r.weight,
+                    "scored"
+                ),
+            }
+        }
+        match &outcome.weights_set {
+            Ok((uids, _)) => tracing::info!(
+                window = next,
+                base_loss = outcome.base_loss,
+                weights = uids.len(),
+                "window done"
+            ),
+            Err(e) => tracing::warn!(window = next, error = %e, "weights not set"),
+        }
+        // A validator that fell behind skips to the last closed window.
+        next = (next + 1).max(block / blocks - 1);
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    server.await??;
+    Ok(())
+}
