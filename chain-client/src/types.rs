@@ -100,6 +100,7 @@ impl SubnetParams {
             bonds_penalty: self.bonds_penalty,
             max_allowed_validators: self.max_allowed_validators,
             activity_cutoff: self.activity_cutoff,
+            ..scoring::YumaParams::default()
         }
     }
 }

@@ -39,6 +39,20 @@ enum Command {
         #[arg(long, env = "SUBNET_TASK")]
         task: Option<PathBuf>,
     },
+    /// Run Yuma consensus epochs from a JSON file (or - for stdin) and print the results.
+    Yuma {
+        /// Input: {"hyperparameters": {...}, "stake": [...], "block_at_registration": [...],
+        /// "epochs": [{"block", "emission", "weights": [[[uid, u16], ...], ...], "last_update"}]}.
+        file: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Task files: check one.
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
     /// Create and administer a local chain, to run miners and validators as separate programs.
     Chain {
         /// Directory holding the chain file (chain.sqlite).
@@ -52,6 +66,103 @@ enum Command {
         #[command(subcommand)]
         command: ChainCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Validate a task file: print every problem with its key (exit 1), or a summary.
+    Check { file: PathBuf },
+}
+
+/// Prints the problems of a task file, or its summary; returns whether it is valid.
+fn check_task(file: &std::path::Path) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read task file {}", file.display()))?;
+    let spec = match TaskSpec::from_toml_str(&text) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return Ok(false);
+        }
+    };
+    let engine = task::TaskEngine::new(spec.clone());
+    let n = engine.num_params();
+    println!("{}: ok", file.display());
+    println!(
+        "  task            {} version {}",
+        spec.task.name, spec.task.version
+    );
+    println!("  digest          {}", hex_digest(&spec.digest()));
+    println!(
+        "  model           {} parameters ({} layers, d_model {}, {} heads, sequence {})",
+        n, spec.model.n_layers, spec.model.d_model, spec.model.n_heads, spec.model.seq_len
+    );
+    println!(
+        "  tokens/window   {} per miner ({} steps x {} x {})",
+        spec.tokens_per_miner_window(),
+        spec.training.inner_steps,
+        spec.training.batch_size,
+        spec.model.seq_len
+    );
+    println!(
+        "  gradient        {} bytes (dense f32)",
+        subnet_proto::codec::encode_dense(&vec![0.0; n]).len()
+    );
+    println!(
+        "  corpus          entropy rate {:.4} nats/byte, lowest loss on a sequence {:.4}",
+        engine.corpus().entropy_rate(),
+        engine.loss_floor()
+    );
+    Ok(true)
+}
+
+fn run_yuma(file: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut text = String::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read stdin")?;
+    } else {
+        text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    let input: scoring::simulate::SimulationInput = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid yuma input", file.display()))?;
+    let output = scoring::simulate::simulate(&input)
+        .map_err(|e| anyhow::anyhow!("{}:\n{e}", file.display()))?;
+    if json {
+        println!("{}", serde_json::to_string(&output)?);
+        return Ok(());
+    }
+    let p = |x: u16| x as f64 / 65535.0;
+    for (k, (spec, e)) in input.epochs.iter().zip(&output.epochs).enumerate() {
+        println!(
+            "epoch {k} at block {} (emission {})",
+            spec.block, spec.emission
+        );
+        println!(
+            "{:>5} {:>14} {:>6} {:>9} {:>9} {:>9} {:>9} {:>14}",
+            "uid", "stake", "permit", "consensus", "incentive", "dividends", "trust", "emission"
+        );
+        for uid in 0..input.stake.len() {
+            println!(
+                "{uid:>5} {:>14} {:>6} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>14}",
+                input.stake[uid],
+                if e.validator_permit[uid] { "yes" } else { "no" },
+                p(e.consensus[uid]),
+                p(e.incentive[uid]),
+                p(e.dividends[uid]),
+                p(e.validator_trust[uid]),
+                e.emission[uid]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn hex_digest(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Subcommand)]
@@ -280,6 +391,14 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Chain { dir, command } => run_chain(&dir, command)?,
+        Command::Yuma { file, json } => run_yuma(&file, json)?,
+        Command::Task {
+            command: TaskCommand::Check { file },
+        } => {
+            if !check_task(&file)? {
+                std::process::exit(1);
+            }
+        }
     }
     Ok(())
 }

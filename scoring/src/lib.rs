@@ -1,6 +1,7 @@
 //! Pure scoring math: usefulness and its statistics, weights and their u16 form, and Yuma consensus.
 //! No IO, no networking, no async: clock and randomness come in as arguments.
 
+pub mod simulate;
 pub mod usefulness;
 pub mod weights;
 pub mod yuma;

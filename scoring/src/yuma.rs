@@ -18,6 +18,14 @@ pub struct YumaParams {
     pub bonds_penalty: u16,
     pub max_allowed_validators: u16,
     pub activity_cutoff: u64,
+    /// Yuma3: bonds are per-entry EMAs of bond weights, kept as proportions.
+    pub yuma3_enabled: bool,
+    /// Yuma3 with liquid alpha: the EMA rate of each bond depends on how far the weight is from
+    /// consensus (u16 over 65535 bounds, steepness over 100).
+    pub liquid_alpha_enabled: bool,
+    pub alpha_low: u16,
+    pub alpha_high: u16,
+    pub alpha_sigmoid_steepness: i64,
 }
 
 impl Default for YumaParams {
@@ -29,6 +37,11 @@ impl Default for YumaParams {
             bonds_penalty: 65535,
             max_allowed_validators: 128,
             activity_cutoff: 5000,
+            yuma3_enabled: false,
+            liquid_alpha_enabled: false,
+            alpha_low: 45875,
+            alpha_high: 58982,
+            alpha_sigmoid_steepness: 1000,
         }
     }
 }
@@ -36,7 +49,8 @@ impl Default for YumaParams {
 /// What carries from one epoch to the next.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct YumaState {
-    /// Dense n x n bonds as stored (column max-upscaled u16).
+    /// Dense n x n bonds as stored: column max-upscaled u16 (original Yuma) or proportions as u16
+    /// (Yuma3).
     pub bonds: Vec<Vec<u16>>,
     pub validator_permit: Vec<bool>,
     pub last_epoch_block: Option<u64>,
@@ -54,6 +68,7 @@ pub struct EpochInput<'a> {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochOutput {
+    #[serde(skip)]
     pub active: Vec<bool>,
     pub consensus: Vec<u16>,
     pub incentive: Vec<u16>,
@@ -199,7 +214,9 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
 
     // Step 5: weights; non-permitted rows, the diagonal and weights set before the target registered
     // are removed; rows normalized.
+    // Entries are tracked as present (explicit zeros included), which sparse Yuma3 bonds depend on.
     let mut w = Array2::<f64>::zeros((n, n));
+    let mut present = Array2::<bool>::from_elem((n, n), false);
     for (i, row) in input.weights.iter().enumerate() {
         if !permit[i] {
             continue;
@@ -208,6 +225,7 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
             let j = j as usize;
             if j < n && j != i && input.last_update[i] > input.block_at_registration[j] {
                 w[[i, j]] = v as f64 / 65535.0;
+                present[[i, j]] = true;
             }
         }
     }
@@ -225,8 +243,8 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
     let beta = params.bonds_penalty as f64 / 65535.0;
     let bond_weights = &w + &((&clipped - &w) * beta);
 
-    // Step 11: bonds EMA. Old bonds toward targets registered since the last epoch belong to the uid's
-    // previous occupant and are dropped.
+    // Old bonds toward targets registered since the last epoch belong to the uid's previous
+    // occupant and are dropped.
     let since = state
         .last_epoch_block
         .map(|b| b + 1)
@@ -239,13 +257,28 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
             }
         }
     }
-    normalize_columns(&mut old);
-    let mut delta = &bond_weights * &active_stake.clone().insert_axis(Axis(1));
-    normalize_columns(&mut delta);
-    let a = 1.0 - params.bonds_moving_average as f64 / 1_000_000.0;
-    let mut bonds = &delta * a + &old * (1.0 - a);
-    normalize_columns(&mut bonds);
-    let mut dividends = bonds.dot(&incentive);
+    let (bonds, mut dividends) = if params.yuma3_enabled {
+        yuma3_bonds(
+            params,
+            &old,
+            &w,
+            &bond_weights,
+            &present,
+            &consensus,
+            &active_stake,
+            &incentive,
+        )
+    } else {
+        // Step 11 (original): column-normalized EMA of stake-scaled bond weights.
+        normalize_columns(&mut old);
+        let mut delta = &bond_weights * &active_stake.clone().insert_axis(Axis(1));
+        normalize_columns(&mut delta);
+        let a = 1.0 - params.bonds_moving_average as f64 / 1_000_000.0;
+        let mut bonds = &delta * a + &old * (1.0 - a);
+        normalize_columns(&mut bonds);
+        let dividends = bonds.dot(&incentive);
+        (bonds, dividends)
+    };
     normalize(&mut dividends);
 
     // Step 13: emission split between incentive and dividends; both zero falls back to active stake.
@@ -262,10 +295,16 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
         .map(|s| (s * input.emission as f64).floor() as u64)
         .collect();
 
-    // Bonds are stored column max-upscaled; rows of uids without a new permit are cleared.
+    // Original bonds are stored column max-upscaled, Yuma3 bonds as proportions; rows of uids
+    // without a new permit are cleared.
     let mut stored = vec![vec![0u16; n]; n];
     for (j, col) in bonds.columns().into_iter().enumerate() {
-        for (i, v) in max_upscale_to_u16(&col.to_vec()).into_iter().enumerate() {
+        let column = if params.yuma3_enabled {
+            col.iter().map(|&b| proportion_to_u16(b)).collect()
+        } else {
+            max_upscale_to_u16(&col.to_vec())
+        };
+        for (i, v) in column.into_iter().enumerate() {
             stored[i][j] = if new_permit[i] { v } else { 0 };
         }
     }
@@ -285,6 +324,54 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
         bonds: stored,
         emission,
     }
+}
+
+/// Step 12 (Yuma3): each present entry's bond moves toward its bond weight at rate alpha, capped at 1;
+/// entries absent from the weight row lose their bond. Dividends are proportional to active stake
+/// times column-normalized bonds times incentive.
+#[allow(clippy::too_many_arguments)]
+fn yuma3_bonds(
+    params: &YumaParams,
+    old: &Array2<f64>,
+    weights: &Array2<f64>,
+    bond_weights: &Array2<f64>,
+    present: &Array2<bool>,
+    consensus: &[f64],
+    active_stake: &Array1<f64>,
+    incentive: &Array1<f64>,
+) -> (Array2<f64>, Array1<f64>) {
+    let n = weights.nrows();
+    let fixed_alpha = 1.0 - params.bonds_moving_average as f64 / 1_000_000.0;
+    let (low, high) = (
+        params.alpha_low as f64 / 65535.0,
+        params.alpha_high as f64 / 65535.0,
+    );
+    let steepness = params.alpha_sigmoid_steepness as f64 / 100.0;
+    let mut bonds = Array2::<f64>::zeros((n, n));
+    for i in 0..n {
+        for j in 0..n {
+            if !present[[i, j]] {
+                continue;
+            }
+            let (w, b) = (weights[[i, j]], old[[i, j]]);
+            let alpha = if params.liquid_alpha_enabled {
+                let diff = if w >= b {
+                    (w - consensus[j]).clamp(0.0, 1.0)
+                } else {
+                    (b - w).clamp(0.0, 1.0)
+                };
+                low + (high - low) / (1.0 + (-steepness * (diff - 0.5)).exp())
+            } else {
+                fixed_alpha
+            };
+            bonds[[i, j]] = ((1.0 - alpha) * b + alpha * bond_weights[[i, j]].max(0.0)).min(1.0);
+        }
+    }
+    let mut normalized = bonds.clone();
+    normalize_columns(&mut normalized);
+    let dividends =
+        Array1::from_iter((0..n).map(|i| active_stake[i] * normalized.row(i).dot(incentive)));
+    (bonds, dividends)
 }
 
 impl YumaState {

@@ -245,6 +245,11 @@ impl TaskSpec {
             format!("= {} must be positive", t.lr),
         );
         check(
+            t.min_lr >= 0.0 && t.min_lr <= t.lr,
+            "training.min_lr",
+            format!("= {} must be in [0, training.lr = {}]", t.min_lr, t.lr),
+        );
+        check(
             (0.0..1.0).contains(&t.beta1),
             "training.beta1",
             format!("= {} must be in [0, 1)", t.beta1),
@@ -366,7 +371,12 @@ mod tests {
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["model.n_heads", "training.lr", "scoring.eval_batches"]
+            [
+                "model.n_heads",
+                "training.lr",
+                "training.min_lr",
+                "scoring.eval_batches"
+            ]
         );
         assert_eq!(
             problems[0].to_string(),
