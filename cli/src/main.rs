@@ -104,10 +104,19 @@ fn check_task(file: &std::path::Path) -> anyhow::Result<bool> {
         spec.training.batch_size,
         spec.model.seq_len
     );
-    println!(
-        "  gradient        {} bytes (dense f32)",
-        subnet_proto::codec::encode_dense(&vec![0.0; n]).len()
-    );
+    let dense = subnet_proto::codec::encode_dense(&vec![0.0; n]).len();
+    let c = &spec.compression;
+    if c.top_k == 0 {
+        println!("  gradient        {dense} bytes (dense f32)");
+    } else {
+        let compressed = subnet_proto::codec::top_k_len(n, c.chunk, c.top_k);
+        println!(
+            "  gradient        {compressed} bytes (top {} of every {} values, 8-bit), {:.1}x smaller than dense f32 ({dense} bytes)",
+            c.top_k,
+            c.chunk,
+            dense as f64 / compressed as f64
+        );
+    }
     println!(
         "  corpus          entropy rate {:.4} nats/byte, lowest loss on a sequence {:.4}",
         engine.corpus().entropy_rate(),

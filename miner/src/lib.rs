@@ -79,6 +79,8 @@ struct Inner<C> {
     /// The model and inner optimizer, kept across windows so AdamW's moments carry over (DiLoCo).
     /// Taken out while a window trains.
     trainer: std::sync::Mutex<Option<Trainer<CpuTrainBackend>>>,
+    /// Error feedback: what compression left out of earlier windows' gradients.
+    residual: std::sync::Mutex<Option<Vec<f32>>>,
 }
 
 /// A miner; cheap to clone (shared state).
@@ -100,6 +102,7 @@ impl<C: Chain> Miner<C> {
                 engine,
                 state: RwLock::default(),
                 trainer: std::sync::Mutex::new(None),
+                residual: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -204,7 +207,7 @@ impl<C: Chain> Miner<C> {
         *self.inner.trainer.lock().expect("trainer lock") = Some(trainer);
         let seconds = started.elapsed().as_secs_f64();
         let delta = outcome.pseudo_gradient(&checkpoint.params);
-        let payload = codec::encode_dense(&delta);
+        let payload = self.compress(delta);
         let commitment = commitment::commit(
             &self.inner.hotkey,
             window,
@@ -232,6 +235,25 @@ impl<C: Chain> Miner<C> {
             "trained window"
         );
         Ok(report)
+    }
+
+    /// Encodes a pseudo-gradient as the task asks, carrying what top-k leaves out to the next window.
+    pub fn compress(&self, delta: Vec<f32>) -> Vec<u8> {
+        let spec = &self.engine().spec().compression;
+        if spec.top_k == 0 {
+            return codec::encode_dense(&delta);
+        }
+        let mut residual = self.inner.residual.lock().expect("residual lock");
+        let carried = residual.take().unwrap_or_else(|| vec![0.0; delta.len()]);
+        let feedback = spec.error_feedback as f32;
+        let accumulated: Vec<f32> = delta
+            .iter()
+            .zip(&carried)
+            .map(|(d, r)| d + feedback * r)
+            .collect();
+        let (payload, sent) = codec::encode_top_k(&accumulated, spec.chunk, spec.top_k);
+        *residual = Some(accumulated.iter().zip(&sent).map(|(a, s)| a - s).collect());
+        payload
     }
 
     /// Makes a gradient servable for `window`, forgetting the oldest beyond the kept ones.

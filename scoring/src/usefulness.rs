@@ -2,6 +2,7 @@
 //! the global checkpoint, with its standard error across batches.
 
 use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, StudentsT};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UsefulnessScore {
@@ -36,6 +37,26 @@ impl UsefulnessScore {
             mean_relative_drop: mean,
             standard_error,
             batches: drops.len(),
+        }
+    }
+
+    /// One-sided p-value of "this gradient does not help" against "it lowers the held-out loss":
+    /// Student's t with batches - 1 degrees of freedom on the mean relative drop.
+    pub fn p_value_helps(&self) -> f64 {
+        if self.batches < 2 || !self.mean_relative_drop.is_finite() {
+            return 1.0;
+        }
+        if self.standard_error == 0.0 {
+            return if self.mean_relative_drop > 0.0 {
+                0.0
+            } else {
+                1.0
+            };
+        }
+        let t = self.mean_relative_drop / self.standard_error;
+        match StudentsT::new(0.0, 1.0, (self.batches - 1) as f64) {
+            Ok(dist) => 1.0 - dist.cdf(t),
+            Err(_) => 1.0,
         }
     }
 
@@ -75,6 +96,28 @@ mod tests {
         assert!((s.mean_relative_drop - 0.25).abs() < 1e-12);
         assert!((s.standard_error - 0.25 / 3f64.sqrt()).abs() < 1e-12);
         assert!((s.score() - 0.25).abs() < 1e-12);
+    }
+
+    /// t = 2 with 5 degrees of freedom: one-sided p = 0.050970 (t tables: the 5% critical value of
+    /// t(5) is 2.015, just above 2).
+    #[test]
+    fn p_value_of_a_helpful_gradient() {
+        let s = UsefulnessScore {
+            mean_relative_drop: 0.02,
+            standard_error: 0.01,
+            batches: 6,
+        };
+        assert!(
+            (s.p_value_helps() - 0.050970).abs() < 1e-5,
+            "{}",
+            s.p_value_helps()
+        );
+        let harmful = UsefulnessScore {
+            mean_relative_drop: -0.02,
+            standard_error: 0.01,
+            batches: 6,
+        };
+        assert!(harmful.p_value_helps() > 0.9);
     }
 
     #[test]

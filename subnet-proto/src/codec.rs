@@ -1,6 +1,12 @@
-//! The gradient payload. A header (magic, encoding, parameter count) followed by the values. The
-//! dense encoding is little-endian f32; decoding checks the length against the task's model before
-//! reading a single value.
+//! The gradient payload: a header (magic, encoding, parameter count) followed by the values, either
+//! dense little-endian f32 or chunked top-k. Decoding checks the header against the task's model
+//! before reading a value, and reads the payload in place (borrowed slices, no intermediate copies)
+//! straight into the dense output.
+//!
+//! Top-k layout, after the header: chunk size (u32 LE) and k (u32 LE), then for each chunk of
+//! `chunk` parameters (the last may be shorter, and keeps min(k, its length) entries): the scale
+//! (f32 LE), the kept positions within the chunk (u16 LE each), and the values quantized to i8
+//! (value = q / 127 * scale).
 
 const MAGIC: &[u8; 4] = b"SNG1";
 const HEADER_LEN: usize = 4 + 1 + 8;
@@ -9,6 +15,7 @@ const HEADER_LEN: usize = 4 + 1 + 8;
 #[repr(u8)]
 pub enum Encoding {
     DenseF32 = 0,
+    TopK = 1,
 }
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -21,28 +28,91 @@ pub enum CodecError {
     WrongShape { expected: usize, found: u64 },
     #[error("gradient payload is {found} bytes, {expected} expected for its header")]
     WrongLength { expected: usize, found: usize },
+    #[error("top-k layout is invalid: {0}")]
+    BadLayout(String),
+}
+
+fn header(encoding: Encoding, n: usize, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + capacity);
+    out.extend_from_slice(MAGIC);
+    out.push(encoding as u8);
+    out.extend_from_slice(&(n as u64).to_le_bytes());
+    out
 }
 
 pub fn encode_dense(values: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + 4 * values.len());
-    out.extend_from_slice(MAGIC);
-    out.push(Encoding::DenseF32 as u8);
-    out.extend_from_slice(&(values.len() as u64).to_le_bytes());
+    let mut out = header(Encoding::DenseF32, values.len(), 4 * values.len());
     for v in values {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out
 }
 
-/// Decodes a payload for a model of `expected_len` parameters. Values may be non-finite: callers
-/// decide what a NaN means.
+/// Bytes of a top-k payload for `n` parameters.
+pub fn top_k_len(n: usize, chunk: usize, k: usize) -> usize {
+    let full = n / chunk;
+    let rest = n % chunk;
+    let per_chunk = |len: usize| 4 + 3 * k.min(len);
+    HEADER_LEN + 8 + full * per_chunk(chunk) + if rest > 0 { per_chunk(rest) } else { 0 }
+}
+
+/// Keeps the `k` largest-magnitude values of each `chunk`-sized chunk (ties to the lower position),
+/// quantized to i8 against the chunk's largest kept magnitude. Returns the payload and the dense
+/// vector it decodes to, which error feedback subtracts.
+pub fn encode_top_k(values: &[f32], chunk: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
+    assert!(
+        chunk > 0 && chunk <= 1 << 16 && k > 0,
+        "chunk must be in 1..=65536 and k positive"
+    );
+    let mut out = header(
+        Encoding::TopK,
+        values.len(),
+        top_k_len(values.len(), chunk, k) - HEADER_LEN,
+    );
+    out.extend_from_slice(&(chunk as u32).to_le_bytes());
+    out.extend_from_slice(&(k as u32).to_le_bytes());
+    let mut decoded = vec![0f32; values.len()];
+    let mut order: Vec<u16> = Vec::with_capacity(chunk);
+    for (c, block) in values.chunks(chunk).enumerate() {
+        let keep = k.min(block.len());
+        order.clear();
+        order.extend(0..block.len() as u16);
+        order.select_nth_unstable_by(keep - 1, |&a, &b| {
+            block[b as usize]
+                .abs()
+                .total_cmp(&block[a as usize].abs())
+                .then(a.cmp(&b))
+        });
+        let kept = &mut order[..keep];
+        kept.sort_unstable();
+        let scale = kept
+            .iter()
+            .map(|&i| block[i as usize].abs())
+            .fold(0f32, f32::max);
+        out.extend_from_slice(&scale.to_le_bytes());
+        for &i in kept.iter() {
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        for &i in kept.iter() {
+            let q = if scale > 0.0 {
+                (block[i as usize] / scale * 127.0)
+                    .round()
+                    .clamp(-127.0, 127.0) as i8
+            } else {
+                0
+            };
+            out.push(q as u8);
+            decoded[c * chunk + i as usize] = q as f32 / 127.0 * scale;
+        }
+    }
+    (out, decoded)
+}
+
+/// Decodes a payload for a model of `expected_len` parameters. Dense values may be non-finite:
+/// callers decide what a NaN means.
 pub fn decode(bytes: &[u8], expected_len: usize) -> Result<Vec<f32>, CodecError> {
     if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
         return Err(CodecError::NotAGradient(bytes.len()));
-    }
-    let encoding = bytes[4];
-    if encoding != Encoding::DenseF32 as u8 {
-        return Err(CodecError::UnknownEncoding(encoding));
     }
     let n = u64::from_le_bytes(bytes[5..13].try_into().expect("8 bytes"));
     if n != expected_len as u64 {
@@ -52,16 +122,64 @@ pub fn decode(bytes: &[u8], expected_len: usize) -> Result<Vec<f32>, CodecError>
         });
     }
     let body = &bytes[HEADER_LEN..];
-    if body.len() != 4 * expected_len {
+    match bytes[4] {
+        0 => {
+            if body.len() != 4 * expected_len {
+                return Err(CodecError::WrongLength {
+                    expected: HEADER_LEN + 4 * expected_len,
+                    found: bytes.len(),
+                });
+            }
+            Ok(body
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect())
+        }
+        1 => decode_top_k(body, expected_len, bytes.len()),
+        other => Err(CodecError::UnknownEncoding(other)),
+    }
+}
+
+fn decode_top_k(body: &[u8], n: usize, total: usize) -> Result<Vec<f32>, CodecError> {
+    if body.len() < 8 {
+        return Err(CodecError::BadLayout("missing chunk size and k".into()));
+    }
+    let chunk = u32::from_le_bytes(body[..4].try_into().expect("4 bytes")) as usize;
+    let k = u32::from_le_bytes(body[4..8].try_into().expect("4 bytes")) as usize;
+    if chunk == 0 || chunk > 1 << 16 || k == 0 {
+        return Err(CodecError::BadLayout(format!(
+            "chunk {chunk} must be in 1..=65536 and k {k} positive"
+        )));
+    }
+    let expected = top_k_len(n, chunk, k);
+    if total != expected {
         return Err(CodecError::WrongLength {
-            expected: HEADER_LEN + 4 * expected_len,
-            found: bytes.len(),
+            expected,
+            found: total,
         });
     }
-    Ok(body
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect())
+    let mut out = vec![0f32; n];
+    let mut at = 8;
+    for (c, dense) in out.chunks_mut(chunk).enumerate() {
+        let keep = k.min(dense.len());
+        let scale = f32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+        if !scale.is_finite() || scale < 0.0 {
+            return Err(CodecError::BadLayout(format!(
+                "chunk {c} has scale {scale}"
+            )));
+        }
+        let positions = &body[at + 4..at + 4 + 2 * keep];
+        let quantized = &body[at + 4 + 2 * keep..at + 4 + 3 * keep];
+        for (p, &q) in positions.chunks_exact(2).zip(quantized) {
+            let i = u16::from_le_bytes([p[0], p[1]]) as usize;
+            let slot = dense.get_mut(i).ok_or_else(|| {
+                CodecError::BadLayout(format!("chunk {c} names position {i} of {}", keep.max(1)))
+            })?;
+            *slot = q as i8 as f32 / 127.0 * scale;
+        }
+        at += 4 + 3 * keep;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -87,5 +205,41 @@ mod tests {
             Err(CodecError::WrongLength { .. })
         ));
         assert_eq!(decode(b"nope", 3), Err(CodecError::NotAGradient(4)));
+    }
+
+    #[test]
+    fn top_k_keeps_the_largest_per_chunk_and_decodes_what_encode_reports() {
+        // Two full chunks of 4 and a tail of 2, k = 2.
+        let v = [0.1f32, -0.9, 0.3, 0.05, 2.0, 0.0, -1.0, 0.5, 0.2, -0.1];
+        let (bytes, decoded) = encode_top_k(&v, 4, 2);
+        assert_eq!(bytes.len(), top_k_len(10, 4, 2));
+        assert_eq!(decode(&bytes, 10).unwrap(), decoded);
+        let kept: Vec<usize> = decoded
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| **x != 0.0)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(kept, vec![1, 2, 4, 6, 8, 9]);
+        // The largest of each chunk is exact; the others are within half a quantization step.
+        assert_eq!(decoded[1], -0.9);
+        assert_eq!(decoded[4], 2.0);
+        assert!((decoded[2] - 0.3).abs() <= 0.9 / 127.0 / 2.0 + 1e-7);
+    }
+
+    #[test]
+    fn malformed_top_k_payloads_are_refused() {
+        let (mut bytes, _) = encode_top_k(&[1.0, 2.0, 3.0, 4.0], 4, 2);
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 1], 4),
+            Err(CodecError::WrongLength { .. })
+        ));
+        // Position 9 in a chunk of 4.
+        let pos = HEADER_LEN + 8 + 4;
+        bytes[pos] = 9;
+        assert!(matches!(decode(&bytes, 4), Err(CodecError::BadLayout(_))));
+        let (mut bytes, _) = encode_top_k(&[1.0, 2.0, 3.0, 4.0], 4, 2);
+        bytes[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(matches!(decode(&bytes, 4), Err(CodecError::BadLayout(_))));
     }
 }

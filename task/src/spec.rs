@@ -16,6 +16,7 @@ pub struct TaskSpec {
     pub shards: ShardSpec,
     pub training: TrainingSpec,
     pub window: WindowSpec,
+    pub compression: CompressionSpec,
     pub scoring: ScoringSpec,
 }
 
@@ -86,6 +87,19 @@ pub struct TrainingSpec {
 pub struct WindowSpec {
     /// Chain blocks per window.
     pub blocks: u64,
+}
+
+/// How a miner compresses its pseudo-gradient: the `top_k` largest-magnitude values of every
+/// `chunk` consecutive parameters, quantized to `value_bits`, with error feedback (what was not sent
+/// is kept, scaled by `error_feedback`, and added to the next window's gradient). `top_k = 0` sends
+/// the dense f32 gradient.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionSpec {
+    pub chunk: usize,
+    pub top_k: usize,
+    pub value_bits: u32,
+    pub error_feedback: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -203,6 +217,11 @@ impl TaskSpec {
             "must be finite and >= 0".into(),
         );
         check(
+            mk.context_skew.is_finite() && mk.context_skew >= 0.0,
+            "data.markov.context_skew",
+            "must be finite and >= 0".into(),
+        );
+        check(
             d.page_len > m.seq_len,
             "data.page_len",
             format!(
@@ -284,6 +303,30 @@ impl TaskSpec {
             "window.blocks",
             "must be positive".into(),
         );
+        let c = &self.compression;
+        check(
+            (1..=65536).contains(&c.chunk),
+            "compression.chunk",
+            format!("= {} must be in 1..=65536 (positions are 16-bit)", c.chunk),
+        );
+        check(
+            c.top_k <= c.chunk,
+            "compression.top_k",
+            format!("= {} exceeds compression.chunk = {}", c.top_k, c.chunk),
+        );
+        check(
+            c.value_bits == 8,
+            "compression.value_bits",
+            format!(
+                "= {} is not supported: values are quantized to 8 bits",
+                c.value_bits
+            ),
+        );
+        check(
+            (0.0..=1.0).contains(&c.error_feedback),
+            "compression.error_feedback",
+            format!("= {} must be in [0, 1]", c.error_feedback),
+        );
         let s = &self.scoring;
         check(
             s.eval_batches >= 2,
@@ -355,6 +398,14 @@ mod tests {
         let mut other = spec.clone();
         other.training.lr *= 2.0;
         assert_ne!(spec.digest(), other.digest());
+    }
+
+    #[test]
+    fn every_shipped_task_is_valid() {
+        for text in [LOCALNET, include_str!("../../tasks/tiny-lm.toml")] {
+            let spec = TaskSpec::from_toml_str(text).unwrap();
+            assert!(spec.validate().is_empty());
+        }
     }
 
     #[test]

@@ -129,6 +129,16 @@ async fn main() -> anyhow::Result<()> {
                     window = next,
                     uid = r.uid,
                     score = r.score,
+                    standard_error = r
+                        .usefulness
+                        .as_ref()
+                        .map(|u| u.standard_error)
+                        .unwrap_or(f64::NAN),
+                    p_value = r
+                        .usefulness
+                        .as_ref()
+                        .map(|u| u.p_value_helps())
+                        .unwrap_or(1.0),
                     weight = r.weight,
                     "scored"
                 ),
