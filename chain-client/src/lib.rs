@@ -42,6 +42,26 @@ pub trait Chain: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// A keypair from a secret URI: a dev path (`//Alice`, `//miner-1`) or a mnemonic with optional
+/// derivation path.
+pub fn keypair_from_uri(uri: &str) -> Result<Keypair> {
+    let parsed = <subxt_signer::SecretUri as std::str::FromStr>::from_str(uri).map_err(|e| {
+        ChainError::Unsupported(format!("`{uri}` is not a secret URI (try //Alice): {e}"))
+    })?;
+    Keypair::from_uri(&parsed)
+        .map_err(|e| ChainError::Unsupported(format!("cannot derive a key from `{uri}`: {e}")))
+}
+
+/// Opens the chain a `--chain` flag names: `local:PATH` for a local chain file.
+pub fn open_chain(spec: &str) -> Result<LocalChain> {
+    match spec.strip_prefix("local:") {
+        Some(path) => LocalChain::open(path),
+        None => Err(ChainError::Unsupported(format!(
+            "unsupported chain `{spec}`: use local:PATH (subtensor endpoints are not wired into the binaries yet)"
+        ))),
+    }
+}
+
 /// The window seed: the first 8 bytes of the block hash at the window's first block.
 pub fn window_seed(block_hash: &[u8; 32]) -> u64 {
     u64::from_le_bytes(block_hash[..8].try_into().expect("8 bytes"))

@@ -4,8 +4,6 @@
 use anyhow::{Context, bail};
 use chain_client::{AccountId, BlockClock, LocalChain, Metagraph, SubnetParams};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use subxt_signer::SecretUri;
 use subxt_signer::sr25519::Keypair;
 
 use crate::localnet::RAO_PER_TOKEN;
@@ -15,12 +13,9 @@ pub fn chain_file(dir: &Path) -> PathBuf {
     dir.join("chain.sqlite")
 }
 
-/// A keypair from a secret URI: a dev path (`//Alice`, `//miner-1`) or a mnemonic with optional
-/// derivation.
+/// A keypair from a secret URI: a dev path (`//Alice`, `//miner-1`) or a mnemonic.
 pub fn keypair(uri: &str) -> anyhow::Result<Keypair> {
-    let parsed = SecretUri::from_str(uri)
-        .with_context(|| format!("`{uri}` is not a secret URI (try //Alice)"))?;
-    Keypair::from_uri(&parsed).with_context(|| format!("cannot derive a key from `{uri}`"))
+    Ok(chain_client::keypair_from_uri(uri)?)
 }
 
 pub fn tokens_to_rao(tokens: f64) -> anyhow::Result<u64> {

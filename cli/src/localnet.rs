@@ -8,9 +8,7 @@ use anyhow::{Context, bail};
 use chain_client::{AccountId, BlockClock, Chain, LocalChain, SubnetParams, window_seed};
 use miner::{Miner, MinerService};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
-use subxt_signer::SecretUri;
 use subxt_signer::sr25519::Keypair;
 use task::{CpuBackend, TaskEngine, TaskSpec};
 use tokio::net::TcpListener;
@@ -67,8 +65,7 @@ pub struct LocalnetReport {
 }
 
 fn dev_key(path: &str) -> anyhow::Result<Keypair> {
-    let uri = SecretUri::from_str(path).with_context(|| format!("bad dev key uri {path}"))?;
-    Keypair::from_uri(&uri).with_context(|| format!("cannot derive key {path}"))
+    Ok(chain_client::keypair_from_uri(path)?)
 }
 
 /// Runs the localnet; `on_window` sees each window's line as soon as it is done.

@@ -76,9 +76,7 @@ enum TaskCommand {
 
 /// Prints the problems of a task file, or its summary; returns whether it is valid.
 fn check_task(file: &std::path::Path) -> anyhow::Result<bool> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read task file {}", file.display()))?;
-    let spec = match TaskSpec::from_toml_str(&text) {
+    let spec = match TaskSpec::from_file(file) {
         Ok(spec) => spec,
         Err(e) => {
             eprintln!("{}: {e}", file.display());
@@ -340,12 +338,10 @@ fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Result<()>
 }
 
 fn load_task(path: Option<&PathBuf>) -> anyhow::Result<TaskSpec> {
-    let text = match path {
-        Some(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("cannot read task file {}", p.display()))?,
-        None => subnet_cli::LOCALNET_TASK.to_string(),
-    };
-    TaskSpec::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{e}"))
+    match path {
+        Some(p) => Ok(TaskSpec::from_file(p)?),
+        None => Ok(TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK)?),
+    }
 }
 
 #[tokio::main]

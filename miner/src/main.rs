@@ -1,15 +1,12 @@
 //! `miner run`: train the assigned shard each window and serve the signed pseudo-gradient.
 
 use anyhow::{Context, bail};
-use chain_client::{Chain, LocalChain, window_seed};
+use chain_client::{Chain, keypair_from_uri, open_chain, window_seed};
 use clap::{Parser, Subcommand};
 use miner::{Miner, MinerError, MinerService};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-use subxt_signer::SecretUri;
-use subxt_signer::sr25519::Keypair;
 use task::{TaskEngine, TaskSpec};
 
 #[derive(Parser)]
@@ -44,15 +41,6 @@ enum Command {
     },
 }
 
-pub(crate) fn local_chain(spec: &str) -> anyhow::Result<LocalChain> {
-    match spec.strip_prefix("local:") {
-        Some(path) => Ok(LocalChain::open(path)?),
-        None => bail!(
-            "unsupported chain `{spec}`: use local:PATH (subtensor endpoints are not wired into the binaries yet)"
-        ),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -67,15 +55,11 @@ async fn main() -> anyhow::Result<()> {
         hotkey_uri,
         listen,
     } = Cli::parse().command;
-    let text = std::fs::read_to_string(&task)
-        .with_context(|| format!("cannot read task file {}", task.display()))?;
-    let spec =
-        TaskSpec::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", task.display()))?;
+    let spec = TaskSpec::from_file(&task)?;
     let engine = Arc::new(TaskEngine::new(spec));
     let blocks = engine.spec().window.blocks;
-    let chain = local_chain(&chain)?;
-    let uri = SecretUri::from_str(&hotkey_uri).context("--hotkey-uri is not a valid secret URI")?;
-    let hotkey = Keypair::from_uri(&uri).context("cannot derive the hotkey")?;
+    let chain = open_chain(&chain)?;
+    let hotkey = keypair_from_uri(&hotkey_uri)?;
     let miner = Miner::new(chain.clone(), netuid, hotkey.clone(), engine);
     let metagraph = chain.metagraph(netuid).await?;
     if metagraph.by_hotkey(&miner.hotkey()).is_none() {

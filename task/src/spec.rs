@@ -135,6 +135,11 @@ impl fmt::Display for SpecProblem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
+    #[error("cannot read task file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot parse the task file: {0}")]
     Parse(#[from] toml::de::Error),
     #[error("the task file has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -151,6 +156,16 @@ impl TaskSpec {
         } else {
             Err(SpecError::Invalid(problems))
         }
+    }
+
+    /// Reads, parses and validates a task file.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, SpecError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_str(&text)
     }
 
     pub fn validate(&self) -> Vec<SpecProblem> {

@@ -1,14 +1,11 @@
 //! `validator run`: score every miner's gradient each window, set weights, advance the global model.
 
 use anyhow::{Context, bail};
-use chain_client::{Chain, LocalChain, window_seed};
+use chain_client::{Chain, keypair_from_uri, open_chain, window_seed};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-use subxt_signer::SecretUri;
-use subxt_signer::sr25519::Keypair;
 use task::{TaskEngine, TaskSpec};
 use validator::{Validator, ValidatorError, ValidatorService};
 
@@ -57,20 +54,11 @@ async fn main() -> anyhow::Result<()> {
         hotkey_uri,
         listen,
     } = Cli::parse().command;
-    let text = std::fs::read_to_string(&task)
-        .with_context(|| format!("cannot read task file {}", task.display()))?;
-    let spec =
-        TaskSpec::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", task.display()))?;
+    let spec = TaskSpec::from_file(&task)?;
     let engine = Arc::new(TaskEngine::new(spec));
     let blocks = engine.spec().window.blocks;
-    let chain = match chain.strip_prefix("local:") {
-        Some(path) => LocalChain::open(path)?,
-        None => bail!(
-            "unsupported chain `{chain}`: use local:PATH (subtensor endpoints are not wired into the binaries yet)"
-        ),
-    };
-    let uri = SecretUri::from_str(&hotkey_uri).context("--hotkey-uri is not a valid secret URI")?;
-    let hotkey = Keypair::from_uri(&uri).context("cannot derive the hotkey")?;
+    let chain = open_chain(&chain)?;
+    let hotkey = keypair_from_uri(&hotkey_uri)?;
     let first_window = chain.current_block().await? / blocks;
     let validator = Validator::new(
         chain.clone(),
