@@ -167,8 +167,9 @@ impl LocalChain {
     /// Moves a manual clock forward (epochs that fall due run on the next call).
     pub fn advance_blocks(&self, n: u64) -> Result<u64> {
         self.transact(|tx, block| {
-            let manual: i64 = tx.query_row("SELECT block_time_ms FROM chain", [], |r| r.get(0))?;
-            if manual != 0 {
+            let block_time_ms: i64 =
+                tx.query_row("SELECT block_time_ms FROM chain", [], |r| r.get(0))?;
+            if block_time_ms != 0 {
                 return Err(ChainError::Unsupported(
                     "this chain follows wall time; its blocks cannot be advanced by hand".into(),
                 ));

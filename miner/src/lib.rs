@@ -165,7 +165,7 @@ impl<C: Chain> Miner<C> {
             .copied()
     }
 
-    async fn own_uid(&self, metagraph: &Metagraph) -> Result<u16, MinerError> {
+    fn own_uid(&self, metagraph: &Metagraph) -> Result<u16, MinerError> {
         metagraph
             .by_hotkey(&self.hotkey())
             .map(|n| n.uid)
@@ -185,7 +185,7 @@ impl<C: Chain> Miner<C> {
     ) -> Result<TrainReport, MinerError> {
         let checkpoint = self.checkpoint().ok_or(MinerError::NoCheckpoint)?;
         let metagraph = self.chain().metagraph(self.netuid()).await?;
-        let uid = self.own_uid(&metagraph).await?;
+        let uid = self.own_uid(&metagraph)?;
         let engine = self.engine().clone();
         let assignment = engine.assignment(window, window_seed, uid)?;
         let batches = engine.training_batches(&assignment, window_seed);

@@ -39,6 +39,11 @@ impl Checkpoint {
         }
     }
 
+    /// Length of the canonical bytes, without building them.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN + 4 * self.params.len()
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         encode(&self.task_digest, &self.params)
     }
@@ -116,6 +121,7 @@ mod tests {
         let task = [7u8; 32];
         let ck = Checkpoint::new(task, vec![1.0, -2.5, 3.25]);
         let bytes = ck.to_bytes();
+        assert_eq!(bytes.len(), ck.encoded_len());
         assert_eq!(
             Checkpoint::from_bytes(&bytes, &task, 3, Some(&ck.digest)).unwrap(),
             ck

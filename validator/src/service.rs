@@ -74,7 +74,7 @@ impl<C: Chain> pb::validator_server::Validator for ValidatorService<C> {
         Ok(Response::new(pb::LatestCheckpointResponse {
             digest: checkpoint.digest.to_vec(),
             window,
-            len: checkpoint.to_bytes().len() as u64,
+            len: checkpoint.encoded_len() as u64,
         }))
     }
 
