@@ -1,11 +1,18 @@
-//! Pure scoring math: usefulness and its statistics, weights and their u16 form, and Yuma consensus.
+//! Pure scoring math: usefulness and its statistics, the checks that catch cheaters, a window's
+//! decisions from its evidence, weights and their u16 form, and Yuma consensus.
 //! No IO, no networking, no async: clock and randomness come in as arguments.
 
+pub mod checks;
+pub mod decide;
 pub mod simulate;
 pub mod usefulness;
 pub mod weights;
 pub mod yuma;
 
+pub use checks::{AssignmentCheck, AssignmentEvidence, Similarity};
+pub use decide::{
+    Averages, MinerDecision, MinerEvidence, ScoringParams, Verdict, WindowEvidence, decide,
+};
 pub use usefulness::UsefulnessScore;
 pub use weights::{moving_average, normalize_max_weight, weights_to_u16};
 pub use yuma::{EpochInput, EpochOutput, YumaParams, YumaState};

@@ -6,13 +6,14 @@ use subxt_signer::sr25519::{Keypair, PublicKey, Signature, verify};
 
 fn signing_payload(c: &Commitment) -> [u8; 32] {
     let mut bytes = Vec::with_capacity(200);
-    bytes.extend_from_slice(b"subnet-commitment-v1");
+    bytes.extend_from_slice(b"subnet-commitment-v2");
     bytes.extend_from_slice(&c.hotkey);
     bytes.extend_from_slice(&c.window.to_le_bytes());
     bytes.extend_from_slice(&c.task_digest);
     bytes.extend_from_slice(&c.checkpoint_digest);
     bytes.extend_from_slice(&c.payload_digest);
     bytes.extend_from_slice(&c.payload_len.to_le_bytes());
+    bytes.extend_from_slice(&c.committed_at_ms.to_le_bytes());
     crate::digest(&bytes)
 }
 
@@ -32,6 +33,7 @@ pub fn commit(
         payload_digest: crate::digest(payload).to_vec(),
         payload_len: payload.len() as u64,
         signature: Vec::new(),
+        committed_at_ms: crate::auth::now_ms(),
     };
     c.signature = keypair.sign(&signing_payload(&c)).0.to_vec();
     c

@@ -43,6 +43,13 @@ impl Batch {
     }
 }
 
+/// Where a sequence is cut: `seq_len + 1` bytes of page `page` from `offset` on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub page: u64,
+    pub offset: usize,
+}
+
 /// What H inner steps produced.
 #[derive(Clone, Debug)]
 pub struct TrainOutcome {
@@ -185,31 +192,126 @@ impl TaskEngine {
         count: usize,
         batch_size: usize,
     ) -> Vec<Batch> {
+        self.page_spans(pages, seed, count, batch_size)
+            .iter()
+            .map(|spans| self.batch(spans))
+            .collect()
+    }
+
+    /// Where `page_batches` cuts its sequences: per batch, (page, offset) of each sequence.
+    pub fn page_spans(
+        &self,
+        pages: &[u64],
+        seed: u64,
+        count: usize,
+        batch_size: usize,
+    ) -> Vec<Vec<Span>> {
         assert!(!pages.is_empty(), "no pages to draw batches from");
         let seq = self.spec.model.seq_len;
         let page_len = self.spec.data.page_len;
         let mut rng = SeededRng::new(seed);
         (0..count)
             .map(|_| {
-                let mut inputs = Vec::with_capacity(batch_size * seq);
-                let mut targets = Vec::with_capacity(batch_size * seq);
-                for _ in 0..batch_size {
-                    let page = pages[rng.below(pages.len() as u64) as usize];
-                    let offset = rng.below((page_len - seq) as u64) as usize;
-                    let bytes = self.corpus.page(page, offset + seq + 1);
-                    inputs.extend(bytes[offset..offset + seq].iter().map(|&b| b as i32));
-                    targets.extend(
-                        bytes[offset + 1..offset + seq + 1]
-                            .iter()
-                            .map(|&b| b as i32),
-                    );
-                }
-                Batch {
-                    inputs,
-                    targets,
-                    batch: batch_size,
-                    seq,
-                }
+                (0..batch_size)
+                    .map(|_| {
+                        let page = pages[rng.below(pages.len() as u64) as usize];
+                        let offset = rng.below((page_len - seq) as u64) as usize;
+                        Span { page, offset }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The batch of the sequences at `spans`.
+    pub fn batch(&self, spans: &[Span]) -> Batch {
+        let seq = self.spec.model.seq_len;
+        let mut inputs = Vec::with_capacity(spans.len() * seq);
+        let mut targets = Vec::with_capacity(spans.len() * seq);
+        for span in spans {
+            let bytes = self.corpus.page(span.page, span.offset + seq + 1);
+            let window = &bytes[span.offset..span.offset + seq + 1];
+            inputs.extend(window[..seq].iter().map(|&b| b as i32));
+            targets.extend(window[1..].iter().map(|&b| b as i32));
+        }
+        Batch {
+            inputs,
+            targets,
+            batch: spans.len(),
+            seq,
+        }
+    }
+
+    /// Slots of a page: the page cut into back-to-back sequences of `seq_len + 1` bytes.
+    fn slots_per_page(&self) -> usize {
+        self.spec.data.page_len / (self.spec.model.seq_len + 1)
+    }
+
+    /// Whether slot `slot` of `page` is held back from training in the window of `window_seed`:
+    /// half of every page, so that a validator can compare a gradient on text its miner trained on
+    /// with text from the same pages that it did not.
+    pub fn held_back(&self, window_seed: u64, page: u64, slot: usize) -> bool {
+        crate::rng::derive_seed(&[window_seed, salt::HELD_BACK_SLOTS, page, slot as u64]) & 1 == 1
+    }
+
+    /// Slots of `page` on one side of the window's split.
+    fn slots(&self, window_seed: u64, page: u64, held_back: bool) -> Vec<usize> {
+        (0..self.slots_per_page())
+            .filter(|&slot| self.held_back(window_seed, page, slot) == held_back)
+            .collect()
+    }
+
+    /// The spans of the batches a miner trains on in a window (see `training_batches`): sequences
+    /// from the training slots of its pages.
+    pub fn training_spans(
+        &self,
+        assignment: &WindowAssignment,
+        window_seed: u64,
+    ) -> Vec<Vec<Span>> {
+        let seed =
+            crate::rng::derive_seed(&[window_seed, salt::TRAIN_BATCHES, assignment.uid as u64]);
+        let t = &self.spec.training;
+        self.slot_spans(
+            &assignment.pages,
+            window_seed,
+            false,
+            seed,
+            t.inner_steps,
+            t.batch_size,
+        )
+    }
+
+    /// `count` batches of `batch_size` sequences from random slots of `pages` on one side of the
+    /// window's split (pages with no slot on that side are skipped).
+    pub fn slot_spans(
+        &self,
+        pages: &[u64],
+        window_seed: u64,
+        held_back: bool,
+        seed: u64,
+        count: usize,
+        batch_size: usize,
+    ) -> Vec<Vec<Span>> {
+        let stride = self.spec.model.seq_len + 1;
+        let slots: Vec<(u64, Vec<usize>)> = pages
+            .iter()
+            .map(|&page| (page, self.slots(window_seed, page, held_back)))
+            .filter(|(_, slots)| !slots.is_empty())
+            .collect();
+        assert!(!slots.is_empty(), "no slots to draw batches from");
+        let mut rng = SeededRng::new(seed);
+        (0..count)
+            .map(|_| {
+                (0..batch_size)
+                    .map(|_| {
+                        let (page, page_slots) = &slots[rng.below(slots.len() as u64) as usize];
+                        let slot = page_slots[rng.below(page_slots.len() as u64) as usize];
+                        Span {
+                            page: *page,
+                            offset: slot * stride,
+                        }
+                    })
+                    .collect()
             })
             .collect()
     }
@@ -217,14 +319,10 @@ impl TaskEngine {
     /// The batches a miner trains on in a window: derived from (window seed, uid), so a validator can
     /// re-execute them.
     pub fn training_batches(&self, assignment: &WindowAssignment, window_seed: u64) -> Vec<Batch> {
-        let seed =
-            crate::rng::derive_seed(&[window_seed, salt::TRAIN_BATCHES, assignment.uid as u64]);
-        self.page_batches(
-            &assignment.pages,
-            seed,
-            self.spec.training.inner_steps,
-            self.spec.training.batch_size,
-        )
+        self.training_spans(assignment, window_seed)
+            .iter()
+            .map(|spans| self.batch(spans))
+            .collect()
     }
 
     /// Held-out batches for a validator's own seed; pages come from the held-out split only.

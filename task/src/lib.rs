@@ -12,5 +12,5 @@ pub mod rng;
 pub mod spec;
 
 pub use checkpoint::Checkpoint;
-pub use engine::{Batch, CpuBackend, CpuTrainBackend, TaskEngine, TrainOutcome, Trainer};
+pub use engine::{Batch, CpuBackend, CpuTrainBackend, Span, TaskEngine, TrainOutcome, Trainer};
 pub use spec::TaskSpec;

@@ -60,6 +60,7 @@ pub fn derive_seed(parts: &[u64]) -> u64 {
 pub mod salt {
     pub const ASSIGNMENT: u64 = 0x4153_5349_474E;
     pub const TRAIN_BATCHES: u64 = 0x0054_5241_494E;
+    pub const HELD_BACK_SLOTS: u64 = 0x0048_454C_4442;
     pub const EVAL_BATCHES: u64 = 0x4556_414C;
     pub const INIT: u64 = 0x494E_4954;
     pub const CORPUS: u64 = 0x434F_5250;

@@ -118,6 +118,30 @@ pub struct ScoringSpec {
     pub aggregate_top: usize,
     /// No miner's weight may exceed this share (0..=1).
     pub max_weight: f64,
+    /// How many of a miner's own training batches the assignment check replays (at most
+    /// training.inner_steps), against as many batches from unassigned pages.
+    pub assignment_batches: usize,
+    /// The assignment check passes at or below this one-sided p-value.
+    pub assignment_p_value: f64,
+    /// Two gradients at least this similar (cosine) are one gradient served twice.
+    pub copy_cosine: f64,
+    /// Chance per miner and window that the validator re-executes the miner's training.
+    pub spot_check_probability: f64,
+    /// Largest relative L2 difference between a miner's dense pseudo-gradient and the validator's
+    /// re-execution that counts as backend noise rather than fraud.
+    pub spot_check_tolerance: f64,
+}
+
+impl ScoringSpec {
+    /// The parameters that turn a window's evidence into decisions.
+    pub fn params(&self) -> scoring::ScoringParams {
+        scoring::ScoringParams {
+            moving_average: self.moving_average,
+            max_weight: self.max_weight,
+            assignment_p_value: self.assignment_p_value,
+            copy_cosine: self.copy_cosine,
+        }
+    }
 }
 
 /// One problem in a task file, with the key path it concerns.
@@ -370,6 +394,34 @@ impl TaskSpec {
             s.max_weight > 0.0 && s.max_weight <= 1.0,
             "scoring.max_weight",
             format!("= {} must be in (0, 1]", s.max_weight),
+        );
+        check(
+            s.assignment_batches >= 2 && s.assignment_batches <= self.training.inner_steps,
+            "scoring.assignment_batches",
+            format!(
+                "= {} must be at least 2 and at most training.inner_steps = {}",
+                s.assignment_batches, self.training.inner_steps
+            ),
+        );
+        check(
+            s.assignment_p_value > 0.0 && s.assignment_p_value < 1.0,
+            "scoring.assignment_p_value",
+            format!("= {} must be in (0, 1)", s.assignment_p_value),
+        );
+        check(
+            s.copy_cosine > 0.0 && s.copy_cosine <= 1.0,
+            "scoring.copy_cosine",
+            format!("= {} must be in (0, 1]", s.copy_cosine),
+        );
+        check(
+            (0.0..=1.0).contains(&s.spot_check_probability),
+            "scoring.spot_check_probability",
+            format!("= {} must be in [0, 1]", s.spot_check_probability),
+        );
+        check(
+            s.spot_check_tolerance >= 0.0,
+            "scoring.spot_check_tolerance",
+            format!("= {} must not be negative", s.spot_check_tolerance),
         );
         p
     }

@@ -2,20 +2,32 @@
 //! the miners could not know, sets weights on chain, aggregates the best gradients into the next
 //! global checkpoint and serves that checkpoint to miners.
 
+pub mod evaluate;
 mod probe;
+pub mod record;
+pub mod replay;
 mod service;
+pub mod store;
 
 pub use probe::Rejection;
+pub use record::{GradientRecord, WeightsRecord, WindowRecord};
 pub use service::ValidatorService;
+pub use store::{DataDir, SavedState, StoreError};
 
 use chain_client::{AccountId, Chain, ChainError};
-use scoring::{UsefulnessScore, moving_average, normalize_max_weight, weights_to_u16};
+use scoring::checks::pairwise_similarity;
+use scoring::decide::averages_after;
+use scoring::{
+    AssignmentCheck, Averages, MinerDecision, MinerEvidence, UsefulnessScore, Verdict,
+    WindowEvidence, decide, weights_to_u16,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use subnet_proto::pb;
 use subxt_signer::sr25519::Keypair;
 use task::aggregate::{aggregate_median_clipped, outer_sgd_step};
-use task::{Checkpoint, CpuBackend, TaskEngine};
+use task::{Checkpoint, TaskEngine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ValidatorError {
@@ -27,6 +39,10 @@ pub enum ValidatorError {
     NotRegistered { hotkey: String, netuid: u16 },
     #[error("evaluation task failed: {0}")]
     Evaluation(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("saved checkpoint in {dir} does not load: {message}")]
+    SavedCheckpoint { dir: String, message: String },
 }
 
 /// How one miner fared in one window.
@@ -34,11 +50,15 @@ pub enum ValidatorError {
 pub struct MinerResult {
     pub uid: u16,
     pub hotkey: AccountId,
-    /// Usefulness on the held-out batches, when the gradient was accepted.
+    /// Usefulness on the held-out batches, when the gradient was evaluated.
     pub usefulness: Option<UsefulnessScore>,
-    /// Why the gradient earned nothing, when it was refused.
+    /// The assignment check, for gradients that help.
+    pub assignment: Option<AssignmentCheck>,
+    /// Why the gradient was refused before evaluation.
     pub rejection: Option<Rejection>,
-    /// This window's score (0 for refused or harmful gradients).
+    /// Earned, or why not.
+    pub verdict: Verdict,
+    /// This window's score (0 for refused, harmful, copied or wrongly trained gradients).
     pub score: f64,
     pub moving_average: f64,
     /// Normalized weight this validator gave the uid this window.
@@ -60,6 +80,12 @@ pub struct WindowOutcome {
     pub weights_set: Result<(Vec<u16>, Vec<u16>), String>,
 }
 
+impl WindowOutcome {
+    pub fn result(&self, uid: u16) -> Option<&MinerResult> {
+        self.results.iter().find(|r| r.uid == uid)
+    }
+}
+
 struct ValidatorState {
     /// The global checkpoint at the start of the current window, and that window.
     checkpoint: Checkpoint,
@@ -67,7 +93,7 @@ struct ValidatorState {
     /// Recent checkpoints by digest, so miners a window behind can still sync.
     recent: BTreeMap<u64, Checkpoint>,
     /// Moving average of scores per uid, with the hotkey it belongs to (reset when a uid changes hands).
-    averages: HashMap<u16, (AccountId, f64)>,
+    averages: Averages,
 }
 
 struct Inner<C> {
@@ -77,6 +103,7 @@ struct Inner<C> {
     engine: Arc<TaskEngine>,
     probe_deadline: Duration,
     state: RwLock<ValidatorState>,
+    store: Option<DataDir>,
 }
 
 /// A validator; cheap to clone (shared state).
@@ -85,10 +112,17 @@ pub struct Validator<C> {
     inner: Arc<Inner<C>>,
 }
 
+/// A gradient that arrived intact, with what the replay log keeps of it.
+struct Fetched {
+    commitment: pb::Commitment,
+    payload: Vec<u8>,
+    values: Vec<f32>,
+}
+
 const KEPT_CHECKPOINTS: usize = 4;
 
 impl<C: Chain> Validator<C> {
-    /// A validator starting from `checkpoint` as the global model of `window`.
+    /// A validator starting from `checkpoint` as the global model of `window`, keeping nothing on disk.
     pub fn new(
         chain: C,
         netuid: u16,
@@ -97,12 +131,87 @@ impl<C: Chain> Validator<C> {
         checkpoint: Checkpoint,
         window: u64,
     ) -> Self {
+        Self::build(
+            chain,
+            netuid,
+            hotkey,
+            engine,
+            checkpoint,
+            window,
+            Averages::new(),
+            None,
+        )
+    }
+
+    /// A validator that keeps its state, checkpoints and replay log in `store`: it resumes from the
+    /// saved checkpoint, window and moving averages when there are any, else starts from
+    /// `checkpoint` at `window`.
+    pub fn with_store(
+        chain: C,
+        netuid: u16,
+        hotkey: Keypair,
+        engine: Arc<TaskEngine>,
+        checkpoint: Checkpoint,
+        window: u64,
+        store: DataDir,
+    ) -> Result<Self, ValidatorError> {
+        let (checkpoint, window, averages) = match store.load_state()? {
+            Some(saved) => {
+                let digest = subnet_proto::bytes32(
+                    "checkpoint",
+                    &hex::decode(&saved.checkpoint).unwrap_or_default(),
+                )
+                .map_err(|message| ValidatorError::SavedCheckpoint {
+                    dir: store.root().display().to_string(),
+                    message,
+                })?;
+                let bytes = store.blob(&digest)?;
+                let checkpoint = Checkpoint::from_bytes(
+                    &bytes,
+                    &engine.digest(),
+                    engine.num_params(),
+                    Some(&digest),
+                )
+                .map_err(|e| ValidatorError::SavedCheckpoint {
+                    dir: store.root().display().to_string(),
+                    message: e.to_string(),
+                })?;
+                tracing::info!(window = saved.window, checkpoint = %checkpoint.short_digest(), miners = saved.averages.len(), "resumed from the data directory");
+                (checkpoint, saved.window, saved.averages)
+            }
+            None => (checkpoint, window, Averages::new()),
+        };
+        let validator = Self::build(
+            chain,
+            netuid,
+            hotkey,
+            engine,
+            checkpoint,
+            window,
+            averages,
+            Some(store),
+        );
+        validator.save_state()?;
+        Ok(validator)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        chain: C,
+        netuid: u16,
+        hotkey: Keypair,
+        engine: Arc<TaskEngine>,
+        checkpoint: Checkpoint,
+        window: u64,
+        averages: Averages,
+        store: Option<DataDir>,
+    ) -> Self {
         let recent = BTreeMap::from([(window, checkpoint.clone())]);
         let state = ValidatorState {
             checkpoint,
             checkpoint_window: window,
             recent,
-            averages: HashMap::new(),
+            averages,
         };
         Self {
             inner: Arc::new(Inner {
@@ -112,8 +221,41 @@ impl<C: Chain> Validator<C> {
                 engine,
                 probe_deadline: Duration::from_secs(60),
                 state: RwLock::new(state),
+                store,
             }),
         }
+    }
+
+    /// Writes the current checkpoint, window and moving averages to the data directory, if any.
+    fn save_state(&self) -> Result<(), ValidatorError> {
+        let Some(store) = &self.inner.store else {
+            return Ok(());
+        };
+        let (checkpoint, window, averages) = {
+            let state = self.inner.state.read().expect("validator state lock");
+            (
+                state.checkpoint.clone(),
+                state.checkpoint_window,
+                state.averages.clone(),
+            )
+        };
+        store.put_blob(&checkpoint.to_bytes())?;
+        store.save_state(&SavedState {
+            checkpoint: hex::encode(checkpoint.digest),
+            window,
+            averages,
+        })?;
+        Ok(())
+    }
+
+    /// The moving averages per uid (with the hotkey each belongs to).
+    pub fn averages(&self) -> Averages {
+        self.inner
+            .state
+            .read()
+            .expect("validator state lock")
+            .averages
+            .clone()
     }
 
     pub fn hotkey(&self) -> AccountId {
@@ -161,7 +303,9 @@ impl<C: Chain> Validator<C> {
         u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
     }
 
-    /// Probes every miner for `window`, scores, sets weights and advances the global checkpoint.
+    /// Probes every miner for `window`, gathers the evidence (usefulness, similarity, assignment
+    /// checks), decides scores and weights, sets them on chain, advances the global checkpoint and
+    /// appends the window to the replay log.
     #[tracing::instrument(skip(self), fields(hotkey = %self.hotkey().short()))]
     pub async fn run_window(
         &self,
@@ -181,15 +325,10 @@ impl<C: Chain> Validator<C> {
         let (checkpoint, _) = self.checkpoint();
         let eval_seed = self.eval_seed(window, window_seed);
         let batches = Arc::new(engine.heldout_batches(eval_seed, spec.scoring.eval_batches));
-
         let base = {
             let (engine, params, batches) =
                 (engine.clone(), checkpoint.params.clone(), batches.clone());
-            tokio::task::spawn_blocking(move || {
-                engine.losses::<CpuBackend>(&Default::default(), &params, &batches)
-            })
-            .await
-            .map_err(|e| ValidatorError::Evaluation(e.to_string()))?
+            blocking(move || evaluate::losses(&engine, &params, &batches)).await?
         };
         let base_loss = base.iter().map(|&l| l as f64).sum::<f64>() / base.len().max(1) as f64;
 
@@ -220,76 +359,110 @@ impl<C: Chain> Validator<C> {
         });
         let fetched = futures::future::join_all(fetches).await;
 
-        // Evaluate the accepted gradients on the CPU backend, one after another.
-        let mut results = Vec::with_capacity(fetched.len());
-        let mut accepted: Vec<(u16, f64, Vec<f32>)> = Vec::new();
+        // Usefulness on the held-out batches, on the CPU backend, one gradient after another.
+        let mut evidence = Vec::with_capacity(fetched.len());
+        let mut gradients: BTreeMap<u16, Fetched> = BTreeMap::new();
+        let mut rejections: HashMap<u16, Rejection> = HashMap::new();
         for (neuron, fetched) in fetched {
-            let (usefulness, rejection, delta) = match fetched {
-                Ok(delta) => {
-                    let eval_step = spec.scoring.eval_step;
-                    let (engine, params, batches, base) = (
+            let mut miner = MinerEvidence {
+                uid: neuron.uid,
+                hotkey: neuron.hotkey.to_string(),
+                committed_at_ms: None,
+                refused: None,
+                after: Vec::new(),
+                assignment: None,
+                fraud: None,
+            };
+            match fetched {
+                Ok(f) => {
+                    miner.committed_at_ms = Some(f.commitment.committed_at_ms);
+                    let (engine, params, batches, values) = (
                         engine.clone(),
                         checkpoint.params.clone(),
                         batches.clone(),
-                        base.clone(),
+                        Arc::new(f.values),
                     );
-                    let (usefulness, delta) = tokio::task::spawn_blocking(move || {
-                        let moved = outer_sgd_step(&params, &delta, eval_step);
-                        let after =
-                            engine.losses::<CpuBackend>(&Default::default(), &moved, &batches);
-                        (UsefulnessScore::from_losses(&base, &after), delta)
-                    })
-                    .await
-                    .map_err(|e| ValidatorError::Evaluation(e.to_string()))?;
-                    (Some(usefulness), None, Some(delta))
+                    let v = values.clone();
+                    let after =
+                        blocking(move || evaluate::losses_after(&engine, &params, &v, &batches))
+                            .await?;
+                    if after.iter().all(|l| l.is_finite()) {
+                        miner.after = after;
+                        let values = Arc::try_unwrap(values).unwrap_or_else(|v| (*v).clone());
+                        gradients.insert(neuron.uid, Fetched { values, ..f });
+                    } else {
+                        let rejection = Rejection::NonFiniteLoss;
+                        miner.refused = Some(rejection.to_string());
+                        rejections.insert(neuron.uid, rejection);
+                    }
                 }
                 Err(rejection) => {
                     tracing::info!(uid = neuron.uid, reason = %rejection, "gradient refused");
-                    (None, Some(rejection), None)
+                    miner.refused = Some(rejection.to_string());
+                    rejections.insert(neuron.uid, rejection);
                 }
-            };
-            let score = usefulness
-                .as_ref()
-                .map(UsefulnessScore::score)
-                .unwrap_or(0.0);
-            if let Some(delta) = delta
-                && score > 0.0
-            {
-                accepted.push((neuron.uid, score, delta));
             }
-            results.push(MinerResult {
-                uid: neuron.uid,
-                hotkey: neuron.hotkey,
-                usefulness,
-                rejection,
-                score,
-                moving_average: 0.0,
-                weight: 0.0,
+            evidence.push(miner);
+        }
+
+        // Near-duplicates among the evaluated gradients.
+        let similarities = {
+            let pairs: Vec<(u16, &[f32])> = gradients
+                .iter()
+                .map(|(uid, g)| (*uid, g.values.as_slice()))
+                .collect();
+            pairwise_similarity(&pairs)
+        };
+
+        // Assignment checks for the gradients that help.
+        for m in evidence.iter_mut() {
+            if m.refused.is_some() || UsefulnessScore::from_losses(&base, &m.after).score() <= 0.0 {
+                continue;
+            }
+            let uid = m.uid;
+            let gradient = gradients[&uid].values.clone();
+            let (engine, params) = (engine.clone(), checkpoint.params.clone());
+            let assignment = blocking(move || {
+                let (own, held_back) =
+                    evaluate::assignment_batches(&engine, window, window_seed, eval_seed, uid)?;
+                Some(evaluate::assignment_evidence(
+                    &engine, &params, &gradient, &own, &held_back,
+                ))
+            })
+            .await?;
+            m.assignment = assignment.filter(|a| {
+                [
+                    &a.before_own,
+                    &a.after_own,
+                    &a.before_held_back,
+                    &a.after_held_back,
+                ]
+                .iter()
+                .all(|v| v.iter().all(|l| l.is_finite()))
             });
         }
 
-        // Moving averages; a uid whose hotkey changed starts over, absent miners decay toward 0.
+        let evidence = WindowEvidence {
+            base,
+            miners: evidence,
+            similarities,
+        };
+        let params = spec.scoring.params();
+        let averages_before = {
+            let state = self.inner.state.read().expect("validator state lock");
+            state.averages.clone()
+        };
+        let decisions = decide(&evidence, &params, &averages_before);
         {
             let mut state = self.inner.state.write().expect("validator state lock");
-            state.averages.retain(|uid, (hotkey, _)| {
-                metagraph.by_uid(*uid).is_some_and(|n| &n.hotkey == hotkey)
-            });
-            for r in &mut results {
-                let previous = state.averages.get(&r.uid).map(|(_, a)| *a);
-                r.moving_average = moving_average(previous, r.score, spec.scoring.moving_average);
-                state.averages.insert(r.uid, (r.hotkey, r.moving_average));
-            }
+            state.averages = averages_after(&decisions);
         }
 
         // Weights: normalized moving averages under the max-weight limit, in the SDK's u16 form.
-        let uids: Vec<u16> = results.iter().map(|r| r.uid).collect();
-        let averages: Vec<f64> = results.iter().map(|r| r.moving_average).collect();
-        let weights_set = if averages.iter().any(|&a| a > 0.0) {
-            let normalized = normalize_max_weight(&averages, spec.scoring.max_weight);
-            for (r, w) in results.iter_mut().zip(&normalized) {
-                r.weight = *w;
-            }
-            match weights_to_u16(&uids, &normalized) {
+        let weights_set = if decisions.iter().any(|d| d.weight > 0.0) {
+            let uids: Vec<u16> = decisions.iter().map(|d| d.uid).collect();
+            let weights: Vec<f64> = decisions.iter().map(|d| d.weight).collect();
+            match weights_to_u16(&uids, &weights) {
                 Ok((set_uids, values)) => self
                     .chain()
                     .set_weights(
@@ -311,18 +484,67 @@ impl<C: Chain> Validator<C> {
             tracing::warn!(window, error = %e, "weights not set");
         }
 
-        // Aggregate the best gradients into the next global checkpoint.
-        accepted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        accepted.truncate(spec.scoring.aggregate_top);
-        let aggregated: Vec<u16> = accepted.iter().map(|a| a.0).collect();
-        let deltas: Vec<&[f32]> = accepted.iter().map(|a| a.2.as_slice()).collect();
-        let next = match aggregate_median_clipped(&deltas) {
-            Some(mean) => Checkpoint::new(
-                engine.digest(),
-                outer_sgd_step(&checkpoint.params, &mean, spec.training.outer_lr),
-            ),
-            None => checkpoint.clone(),
+        // Aggregate the best earning gradients into the next global checkpoint.
+        let aggregated = aggregation_order(&decisions, spec.scoring.aggregate_top);
+        let next = {
+            let deltas: Vec<&[f32]> = aggregated
+                .iter()
+                .map(|u| gradients[u].values.as_slice())
+                .collect();
+            next_checkpoint(&engine, &checkpoint, &deltas)
         };
+
+        if let Some(store) = &self.inner.store {
+            let mut records = Vec::new();
+            for (uid, g) in &gradients {
+                store.put_blob(&g.payload)?;
+                records.push(GradientRecord {
+                    uid: *uid,
+                    payload_digest: hex::encode(&g.commitment.payload_digest),
+                    commitment_signature: hex::encode(&g.commitment.signature),
+                });
+            }
+            store.put_blob(&checkpoint.to_bytes())?;
+            store.put_blob(&next.to_bytes())?;
+            let (uids, values, error) = match &weights_set {
+                Ok((u, v)) => (u.clone(), v.clone(), None),
+                Err(e) => (Vec::new(), Vec::new(), Some(e.clone())),
+            };
+            store.append_record(&WindowRecord {
+                window,
+                window_seed,
+                eval_seed,
+                task_digest: hex::encode(engine.digest()),
+                checkpoint_before: hex::encode(checkpoint.digest),
+                checkpoint_after: hex::encode(next.digest),
+                scoring: params,
+                evidence,
+                gradients: records,
+                averages_before,
+                aggregated: aggregated.clone(),
+                weights: WeightsRecord {
+                    uids,
+                    values,
+                    error,
+                },
+            })?;
+        }
+
+        let results = decisions
+            .into_iter()
+            .zip(&miners)
+            .map(|(d, n)| MinerResult {
+                uid: d.uid,
+                hotkey: n.hotkey,
+                usefulness: d.usefulness,
+                assignment: d.assignment,
+                rejection: rejections.remove(&d.uid),
+                verdict: d.verdict,
+                score: d.score,
+                moving_average: d.moving_average,
+                weight: d.weight,
+            })
+            .collect();
         let outcome = WindowOutcome {
             window,
             eval_seed,
@@ -334,6 +556,7 @@ impl<C: Chain> Validator<C> {
             weights_set,
         };
         self.advance(window + 1, next);
+        self.save_state()?;
         Ok(outcome)
     }
 
@@ -347,4 +570,41 @@ impl<C: Chain> Validator<C> {
         state.checkpoint = checkpoint;
         state.checkpoint_window = window;
     }
+}
+
+/// The earning uids, best score first (ties by uid), at most `top` of them.
+pub fn aggregation_order(decisions: &[MinerDecision], top: usize) -> Vec<u16> {
+    let mut earning: Vec<(u16, f64)> = decisions
+        .iter()
+        .filter(|d| d.verdict == Verdict::Earned && d.score > 0.0)
+        .map(|d| (d.uid, d.score))
+        .collect();
+    earning.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    earning.truncate(top);
+    earning.into_iter().map(|(uid, _)| uid).collect()
+}
+
+/// The next global checkpoint: the median-clipped mean of `deltas` applied with the outer step, or
+/// the same checkpoint when nothing earned.
+pub fn next_checkpoint(
+    engine: &TaskEngine,
+    checkpoint: &Checkpoint,
+    deltas: &[&[f32]],
+) -> Checkpoint {
+    match aggregate_median_clipped(deltas) {
+        Some(mean) => Checkpoint::new(
+            engine.digest(),
+            outer_sgd_step(&checkpoint.params, &mean, engine.spec().training.outer_lr),
+        ),
+        None => checkpoint.clone(),
+    }
+}
+
+/// Runs CPU-bound work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ValidatorError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ValidatorError::Evaluation(e.to_string()))
 }

@@ -3,11 +3,12 @@
 use anyhow::{Context, bail};
 use chain_client::{Chain, keypair_from_uri, open_chain, window_seed};
 use clap::{Parser, Subcommand};
+use scoring::Verdict;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use task::{TaskEngine, TaskSpec};
-use validator::{Validator, ValidatorError, ValidatorService};
+use validator::{DataDir, Validator, ValidatorError, ValidatorService};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,10 @@ enum Command {
         hotkey_uri: String,
         #[arg(long, env = "VALIDATOR_LISTEN", default_value = "127.0.0.1:0")]
         listen: String,
+        /// Data directory: the state a restart resumes from (global checkpoint, moving averages),
+        /// checkpoints and gradients, and the replay log that `subnet replay` checks.
+        #[arg(long, env = "VALIDATOR_DATA")]
+        data: Option<PathBuf>,
     },
 }
 
@@ -53,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
         netuid,
         hotkey_uri,
         listen,
+        data,
     } = Cli::parse().command;
     let spec = TaskSpec::from_file(&task)?;
     let engine = Arc::new(TaskEngine::new(spec));
@@ -60,14 +66,26 @@ async fn main() -> anyhow::Result<()> {
     let chain = open_chain(&chain)?;
     let hotkey = keypair_from_uri(&hotkey_uri)?;
     let first_window = chain.current_block().await? / blocks;
-    let validator = Validator::new(
-        chain.clone(),
-        netuid,
-        hotkey.clone(),
-        engine.clone(),
-        engine.genesis(),
-        first_window,
-    );
+    let validator = match data {
+        Some(dir) => Validator::with_store(
+            chain.clone(),
+            netuid,
+            hotkey.clone(),
+            engine.clone(),
+            engine.genesis(),
+            first_window,
+            DataDir::open(&dir, &engine.spec().canonical_toml())?,
+        )?,
+        None => Validator::new(
+            chain.clone(),
+            netuid,
+            hotkey.clone(),
+            engine.clone(),
+            engine.genesis(),
+            first_window,
+        ),
+    };
+    let (_, resumed_window) = validator.checkpoint();
     if chain
         .metagraph(netuid)
         .await?
@@ -94,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     // Window w is scored once it has closed, i.e. from block (w + 1) * blocks on.
-    let mut next = first_window;
+    let mut next = resumed_window.max(first_window);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -111,9 +129,8 @@ async fn main() -> anyhow::Result<()> {
             outcome = validator.run_window(next, seed) => outcome?,
         };
         for r in &outcome.results {
-            match &r.rejection {
-                Some(reason) => tracing::info!(window = next, uid = r.uid, %reason, "refused"),
-                None => tracing::info!(
+            match &r.verdict {
+                Verdict::Earned => tracing::info!(
                     window = next,
                     uid = r.uid,
                     score = r.score,
@@ -127,9 +144,11 @@ async fn main() -> anyhow::Result<()> {
                         .as_ref()
                         .map(|u| u.p_value_helps())
                         .unwrap_or(1.0),
+                    assignment_p = r.assignment.as_ref().map(|a| a.p_value).unwrap_or(1.0),
                     weight = r.weight,
-                    "scored"
+                    "earned"
                 ),
+                verdict => tracing::info!(window = next, uid = r.uid, %verdict, "no score"),
             }
         }
         match &outcome.weights_set {

@@ -1,7 +1,7 @@
 //! Fetching one miner's gradient: connect, send a signed request, check the commitment before reading
 //! the payload, enforce the size limit while streaming, verify the digest, decode and check values.
 
-use crate::Validator;
+use crate::{Fetched, Validator};
 use chain_client::{Chain, Neuron};
 use std::fmt;
 use subnet_proto::codec::{self, CodecError};
@@ -14,13 +14,24 @@ use tonic::transport::Endpoint;
 pub enum Rejection {
     NoAxon,
     Unreachable(String),
-    Refused { code: tonic::Code, message: String },
+    Refused {
+        code: tonic::Code,
+        message: String,
+    },
     NoCommitment,
     Commitment(CommitmentError),
-    Oversized { limit: u64 },
+    Oversized {
+        limit: u64,
+    },
     Codec(CodecError),
-    NonFinite { count: usize },
-    Timeout { seconds: u64 },
+    NonFinite {
+        count: usize,
+    },
+    Timeout {
+        seconds: u64,
+    },
+    /// Applying the gradient made a held-out loss NaN or infinite.
+    NonFiniteLoss,
 }
 
 impl fmt::Display for Rejection {
@@ -40,6 +51,7 @@ impl fmt::Display for Rejection {
                 write!(f, "{count} non-finite values (NaN or infinity)")
             }
             Rejection::Timeout { seconds } => write!(f, "no complete gradient within {seconds} s"),
+            Rejection::NonFiniteLoss => write!(f, "applying it makes the held-out loss non-finite"),
         }
     }
 }
@@ -50,7 +62,7 @@ impl<C: Chain> Validator<C> {
         neuron: &Neuron,
         window: u64,
         checkpoint_digest: &[u8; 32],
-    ) -> Result<Vec<f32>, Rejection> {
+    ) -> Result<Fetched, Rejection> {
         let addr = neuron.axon.ok_or(Rejection::NoAxon)?;
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Rejection::Unreachable(e.to_string()))?
@@ -118,6 +130,10 @@ impl<C: Chain> Validator<C> {
         if non_finite > 0 {
             return Err(Rejection::NonFinite { count: non_finite });
         }
-        Ok(values)
+        Ok(Fetched {
+            commitment,
+            payload,
+            values,
+        })
     }
 }

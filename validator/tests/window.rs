@@ -1,32 +1,75 @@
-//! One validator window against real miners over gRPC on a real local chain: the honest miner earns
-//! the weight; a miner serving NaNs and one serving random noise earn nothing.
+//! Two validator windows against real miners over gRPC on a real local chain, with a data directory:
+//! the honest miners earn the weight; a miner serving random noise, one serving NaNs, a copier, a
+//! miner that trained on pages it was not assigned and one serving a stale window earn nothing.
+//! Then `replay` re-runs every recorded evaluation, confirms each loss bit for bit, and a what-if
+//! with another max-weight limit changes the weights as that limit says.
 
-use chain_client::{AccountId, BlockClock, Chain, LocalChain, SubnetParams};
+use chain_client::{AccountId, BlockClock, Chain, LocalChain, SubnetParams, keypair_from_uri};
 use miner::{Miner, MinerService};
+use scoring::{ScoringParams, Verdict};
 use std::sync::Arc;
+use subnet_proto::commitment::CommitmentError;
 use subnet_proto::{codec, commitment};
-use subxt_signer::sr25519::dev;
+use subxt_signer::sr25519::Keypair;
 use task::rng::SeededRng;
-use task::{TaskEngine, TaskSpec};
+use task::{Checkpoint, CpuTrainBackend, TaskEngine, TaskSpec};
 use tokio::net::TcpListener;
-use validator::{Rejection, Validator};
+use validator::{DataDir, Rejection, Validator, WindowOutcome};
 
 const TOKEN: u64 = 1_000_000_000;
+const VALIDATOR: u16 = 0;
+const HONEST: [u16; 3] = [1, 2, 3];
+const NOISE: u16 = 4;
+const NAN: u16 = 5;
+const COPIER: u16 = 6;
+const WRONG_PAGES: u16 = 7;
+const STALE: u16 = 8;
 
 fn engine() -> Arc<TaskEngine> {
-    let mut spec = TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap();
-    spec.model.d_model = 32;
-    spec.model.n_layers = 1;
-    spec.model.seq_len = 32;
-    spec.training.inner_steps = 10;
-    spec.training.batch_size = 8;
-    spec.scoring.eval_batch_size = 8;
-    spec.scoring.eval_batches = 4;
+    let spec = TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap();
     Arc::new(TaskEngine::new(spec))
 }
 
+/// Trains `window` from `checkpoint` on the pages assigned to `pages_of` (not necessarily the
+/// miner's own) and returns the pseudo-gradient.
+fn train_on(
+    engine: &TaskEngine,
+    checkpoint: &Checkpoint,
+    window: u64,
+    seed: u64,
+    pages_of: u16,
+) -> Vec<f32> {
+    let assignment = engine.assignment(window, seed, pages_of).unwrap();
+    let batches = engine.training_batches(&assignment, seed);
+    engine
+        .trainer::<CpuTrainBackend>(&Default::default())
+        .train_from(
+            &checkpoint.params,
+            &batches,
+            engine.spec().inner_lr(window),
+            |_, _| {},
+        )
+        .pseudo_gradient(&checkpoint.params)
+}
+
+fn publish(
+    miner: &Miner<LocalChain>,
+    key: &Keypair,
+    window: u64,
+    checkpoint: [u8; 32],
+    payload: Vec<u8>,
+    engine: &TaskEngine,
+) {
+    let c = commitment::commit(key, window, engine.digest(), checkpoint, &payload);
+    miner.publish(window, c, payload);
+}
+
+fn verdict(outcome: &WindowOutcome, uid: u16) -> Verdict {
+    outcome.result(uid).unwrap().verdict.clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn honest_work_earns_and_nan_or_noise_earn_nothing() {
+async fn honest_work_earns_cheats_earn_nothing_and_replay_confirms_every_loss() {
     let dir = tempfile::tempdir().unwrap();
     let chain =
         LocalChain::open_or_create(dir.path().join("chain.sqlite"), BlockClock::Manual, 4).unwrap();
@@ -37,22 +80,21 @@ async fn honest_work_earns_and_nan_or_noise_earn_nothing() {
         commit_reveal_weights_enabled: false,
         ..SubnetParams::default()
     };
+    let owner = keypair_from_uri("//Owner").unwrap();
     let netuid = chain
-        .create_subnet(AccountId::from(&dev::ferdie()), params)
+        .create_subnet(AccountId::from(&owner), params)
         .unwrap();
-    let keys = [dev::alice(), dev::bob(), dev::charlie(), dev::dave()];
+    let keys: Vec<Keypair> = (0..=STALE)
+        .map(|uid| keypair_from_uri(&format!("//Node{uid}")).unwrap())
+        .collect();
     for k in &keys {
         let id = AccountId::from(k);
         chain.fund(id, 100 * TOKEN).unwrap();
         chain.burned_register(id, netuid, id).unwrap();
     }
+    let validator_id = AccountId::from(&keys[VALIDATOR as usize]);
     chain
-        .add_stake(
-            AccountId::from(&keys[0]),
-            AccountId::from(&keys[0]),
-            netuid,
-            10 * TOKEN,
-        )
+        .add_stake(validator_id, validator_id, netuid, 10 * TOKEN)
         .unwrap();
     chain.advance_blocks(5).unwrap();
 
@@ -73,14 +115,19 @@ async fn honest_work_earns_and_nan_or_noise_earn_nothing() {
         }));
         miners.push(m);
     }
-    let validator = Validator::new(
+    let miner = |uid: u16| &miners[uid as usize - 1];
+    let key = |uid: u16| &keys[uid as usize];
+    let data = dir.path().join("validator");
+    let validator = Validator::with_store(
         chain.clone(),
         netuid,
         keys[0].clone(),
         engine.clone(),
         genesis.clone(),
         0,
-    );
+        DataDir::open(&data, &engine.spec().canonical_toml()).unwrap(),
+    )
+    .unwrap();
     let validator_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     chain
         .serve_axon(&keys[0], netuid, validator_listener.local_addr().unwrap())
@@ -94,55 +141,179 @@ async fn honest_work_earns_and_nan_or_noise_earn_nothing() {
         },
     ));
 
-    // Bob trains honestly (syncing the checkpoint over gRPC); Charlie serves NaNs; Dave serves noise.
-    miners[0].sync_checkpoint().await.unwrap();
-    miners[0].train_window(0, 77).await.unwrap();
+    // Window 0. The honest miners sync the genesis checkpoint over gRPC and train their pages.
+    let seed0 = 77;
+    for uid in HONEST {
+        miner(uid).sync_checkpoint().await.unwrap();
+        miner(uid).train_window(0, seed0).await.unwrap();
+    }
     let n = engine.num_params();
-    let nan = codec::encode_dense(&vec![f32::NAN; n]);
-    miners[1].publish(
-        0,
-        commitment::commit(&keys[2], 0, engine.digest(), genesis.digest, &nan),
-        nan,
-    );
     let mut rng = SeededRng::new(5);
     let noise: Vec<f32> = (0..n).map(|_| rng.normal() as f32 * 0.05).collect();
-    let noise = codec::encode_dense(&noise);
-    miners[2].publish(
+    publish(
+        miner(NOISE),
+        key(NOISE),
         0,
-        commitment::commit(&keys[3], 0, engine.digest(), genesis.digest, &noise),
-        noise,
+        genesis.digest,
+        codec::encode_dense(&noise),
+        &engine,
     );
+    publish(
+        miner(NAN),
+        key(NAN),
+        0,
+        genesis.digest,
+        codec::encode_dense(&vec![f32::NAN; n]),
+        &engine,
+    );
+    // The copier serves honest uid 1's payload under its own, later, commitment.
+    let original = miner(HONEST[0]).gradient(0).unwrap();
+    publish(
+        miner(COPIER),
+        key(COPIER),
+        0,
+        genesis.digest,
+        original.payload.to_vec(),
+        &engine,
+    );
+    // This miner trains real work, but on another uid's pages than its own.
+    let wrong = train_on(&engine, &genesis, 0, seed0, 200);
+    let wrong = miner(WRONG_PAGES).compress(wrong);
+    publish(
+        miner(WRONG_PAGES),
+        key(WRONG_PAGES),
+        0,
+        genesis.digest,
+        wrong,
+        &engine,
+    );
+    // The stale miner trains window 0 honestly but serves nothing until window 1.
+    let stale = train_on(&engine, &genesis, 0, seed0, STALE);
+    let stale = miner(STALE).compress(stale);
 
-    chain.advance_blocks(5).unwrap();
-    let outcome = validator.run_window(0, 77).await.unwrap();
-    let result = |uid: u16| {
-        outcome
-            .results
-            .iter()
-            .find(|r| r.uid == uid)
-            .unwrap()
-            .clone()
-    };
-    let (honest, nan, noise) = (result(1), result(2), result(3));
-    assert!(honest.score > 0.0 && honest.weight > 0.0, "{honest:?}");
-    let usefulness = honest.usefulness.unwrap();
+    chain.advance_blocks(10).unwrap();
+    let w0 = validator.run_window(0, seed0).await.unwrap();
+    for uid in HONEST {
+        let r = w0.result(uid).unwrap();
+        assert_eq!(r.verdict, Verdict::Earned, "{r:?}");
+        assert!(r.weight > 0.0, "{r:?}");
+        let u = r.usefulness.clone().unwrap();
+        assert!(u.standard_error < u.mean_relative_drop, "{u:?}");
+        assert!(r.assignment.as_ref().unwrap().p_value < 0.01, "{r:?}");
+    }
     assert!(
-        usefulness.standard_error < usefulness.mean_relative_drop,
-        "{usefulness:?}"
+        matches!(verdict(&w0, NOISE), Verdict::Harmful { .. }),
+        "{:?}",
+        w0.result(NOISE)
+    );
+    assert!(matches!(
+        w0.result(NAN).unwrap().rejection,
+        Some(Rejection::NonFinite { .. })
+    ));
+    assert!(
+        matches!(verdict(&w0, COPIER), Verdict::Copy { of: 1, .. }),
+        "{:?}",
+        w0.result(COPIER)
     );
     assert!(
-        matches!(nan.rejection, Some(Rejection::NonFinite { .. })),
-        "{nan:?}"
+        matches!(verdict(&w0, WRONG_PAGES), Verdict::WrongPages { .. }),
+        "{:?}",
+        w0.result(WRONG_PAGES)
     );
-    assert_eq!(nan.weight, 0.0);
-    assert_eq!(noise.score, 0.0, "random noise must not score: {noise:?}");
-    assert!(noise.usefulness.unwrap().mean_relative_drop < 0.0);
-    assert_eq!(noise.weight, 0.0);
-    assert_eq!(outcome.aggregated, vec![1]);
-    assert_ne!(outcome.checkpoint_after, outcome.checkpoint_before);
-    let (uids, values) = outcome.weights_set.clone().unwrap();
-    assert_eq!((uids, values), (vec![1], vec![65535]));
-    let metagraph = chain.metagraph(netuid).await.unwrap();
-    assert_eq!(metagraph.by_uid(0).unwrap().weights, vec![(1, 65535)]);
+    assert!(matches!(
+        w0.result(STALE).unwrap().rejection,
+        Some(Rejection::Refused {
+            code: tonic::Code::NotFound,
+            ..
+        })
+    ));
+    for uid in [NOISE, NAN, COPIER, WRONG_PAGES, STALE] {
+        assert_eq!(w0.result(uid).unwrap().weight, 0.0, "uid {uid}");
+    }
+    let mut aggregated = w0.aggregated.clone();
+    aggregated.sort();
+    assert_eq!(aggregated, HONEST.to_vec());
+    let (uids, _) = w0.weights_set.clone().unwrap();
+    assert_eq!(uids, HONEST.to_vec());
+
+    // Window 1: the stale miner re-commits its window-0 gradient, trained from the old checkpoint.
+    let seed1 = 78;
+    let (checkpoint1, window) = validator.checkpoint();
+    assert_eq!((window, checkpoint1.digest), (1, w0.checkpoint_after));
+    for uid in &HONEST[..2] {
+        miner(*uid).sync_checkpoint().await.unwrap();
+        miner(*uid).train_window(1, seed1).await.unwrap();
+    }
+    publish(miner(STALE), key(STALE), 1, genesis.digest, stale, &engine);
+    chain.advance_blocks(10).unwrap();
+    let w1 = validator.run_window(1, seed1).await.unwrap();
+    assert!(
+        matches!(
+            w1.result(STALE).unwrap().rejection,
+            Some(Rejection::Commitment(
+                CommitmentError::WrongCheckpoint { .. }
+            ))
+        ),
+        "{:?}",
+        w1.result(STALE)
+    );
+    assert_eq!(w1.result(STALE).unwrap().weight, 0.0);
+    for uid in &HONEST[..2] {
+        assert!(w1.result(*uid).unwrap().weight > 0.0);
+    }
+    // Uid 3 was absent this window: its average decays but it keeps some weight from window 0.
+    let absent = w1.result(HONEST[2]).unwrap();
+    assert!(
+        absent.score == 0.0
+            && absent.weight > 0.0
+            && absent.moving_average < w0.result(3).unwrap().moving_average
+    );
     let _ = stop.send(true);
+
+    // A restarted validator resumes from the data directory.
+    let resumed = Validator::with_store(
+        chain.clone(),
+        netuid,
+        keys[0].clone(),
+        engine.clone(),
+        genesis.clone(),
+        0,
+        DataDir::open(&data, &engine.spec().canonical_toml()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(resumed.checkpoint().0.digest, w1.checkpoint_after);
+    assert_eq!(resumed.checkpoint().1, 2);
+    assert_eq!(resumed.averages(), validator.averages());
+
+    // Replay: every loss recomputed bit for bit, the same weights and checkpoints.
+    let report = validator::replay::replay(&data, None, |_| {}).unwrap();
+    assert_eq!(report.windows.len(), 2);
+    assert!(report.losses_checked > 100, "{}", report.losses_checked);
+    let recorded = report.windows[0].weights.clone().unwrap();
+    assert_eq!(recorded, w0.weights_set.clone().unwrap());
+
+    // What if the moving average had no memory? Uid 3, absent in window 1, would lose its weight
+    // at once; the miners that earned in window 1 share all of it.
+    let what_if = ScoringParams {
+        moving_average: 1.0,
+        ..engine.spec().scoring.params()
+    };
+    let report = validator::replay::replay(&data, Some(what_if), |_| {}).unwrap();
+    let recorded = &report.windows[1].decisions;
+    let what_if = report.windows[1].what_if.as_ref().unwrap();
+    let weight =
+        |d: &[scoring::MinerDecision], uid: u16| d.iter().find(|d| d.uid == uid).unwrap().weight;
+    assert!(weight(recorded, HONEST[2]) > 0.0);
+    assert_eq!(weight(what_if, HONEST[2]), 0.0);
+    assert!((weight(what_if, HONEST[0]) + weight(what_if, HONEST[1]) - 1.0).abs() < 1e-9);
+    assert!(report.losses_checked > 100);
+
+    // A record torn by a crash mid-append is dropped; the windows before it survive.
+    let log = data.join("replay.log");
+    let len = std::fs::metadata(&log).unwrap().len();
+    let bytes = std::fs::read(&log).unwrap();
+    std::fs::write(&log, [&bytes[..], &bytes[..100]].concat()).unwrap();
+    let (records, torn) = DataDir::open_existing(&data).unwrap().0.records().unwrap();
+    assert_eq!((records.len(), torn), (2, 100));
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), len);
 }

@@ -1,0 +1,191 @@
+//! The checks that catch lazy and dishonest miners, as pure functions over recorded evidence:
+//! the assignment check (did the gradient learn the miner's own pages?) and the copy check
+//! (near-duplicate gradients across miners).
+
+use crate::usefulness::mean_and_standard_error;
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+/// Cosine similarity of two vectors, accumulated in f64; 0 when either is all zeros.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "cosine of vectors of different lengths");
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (x as f64, y as f64);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 || bb == 0.0 {
+        0.0
+    } else {
+        ab / (aa.sqrt() * bb.sqrt())
+    }
+}
+
+/// Per-batch losses behind one miner's assignment check.
+///
+/// Each window holds back half of every page from training. A gradient trained on the miner's pages
+/// lowers the loss on the very sequences it trained on more than on held-back sequences of the same
+/// pages. The double difference per batch i,
+/// `(before_own[i] - after_own[i]) - (before_held_back[i] - after_held_back[i])`, cancels how good
+/// the gradient is in general and how hard the pages are, leaving what it learned from the miner's
+/// own training text; a gradient trained elsewhere (or a copy of another miner's) shows none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentEvidence {
+    /// Losses of the checkpoint on the miner's own training batches.
+    pub before_own: Vec<f32>,
+    /// The same batches after the miner's gradient is applied.
+    pub after_own: Vec<f32>,
+    /// Losses of the checkpoint on held-back batches of the same pages.
+    pub before_held_back: Vec<f32>,
+    /// The same held-back batches after the miner's gradient.
+    pub after_held_back: Vec<f32>,
+}
+
+/// The outcome of the assignment check: a one-sided paired t-test of "the gradient learned nothing
+/// specific to its pages" against "it learned its pages".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentCheck {
+    /// Mean double difference of losses (nats).
+    pub mean: f64,
+    pub standard_error: f64,
+    pub p_value: f64,
+    pub batches: usize,
+}
+
+impl AssignmentEvidence {
+    pub fn check(&self) -> AssignmentCheck {
+        let n = self.after_own.len();
+        assert!(
+            self.before_own.len() == n
+                && self.before_held_back.len() == n
+                && self.after_held_back.len() == n,
+            "assignment evidence must pair equally many batches"
+        );
+        let diffs: Vec<f64> = (0..n)
+            .map(|i| {
+                (self.before_own[i] as f64 - self.after_own[i] as f64)
+                    - (self.before_held_back[i] as f64 - self.after_held_back[i] as f64)
+            })
+            .collect();
+        let (mean, standard_error) = mean_and_standard_error(&diffs);
+        AssignmentCheck {
+            mean,
+            standard_error,
+            p_value: one_sided_p_value(mean, standard_error, n),
+            batches: n,
+        }
+    }
+}
+
+impl AssignmentCheck {
+    pub fn passed(&self, max_p_value: f64) -> bool {
+        self.p_value <= max_p_value
+    }
+}
+
+/// P(T >= mean / standard_error) for Student's t with n - 1 degrees of freedom; 1 for fewer than two
+/// samples or non-finite input.
+pub fn one_sided_p_value(mean: f64, standard_error: f64, n: usize) -> f64 {
+    if n < 2 || !mean.is_finite() || standard_error.is_nan() {
+        return 1.0;
+    }
+    if standard_error == 0.0 {
+        return if mean > 0.0 { 0.0 } else { 1.0 };
+    }
+    match StudentsT::new(0.0, 1.0, (n - 1) as f64) {
+        Ok(dist) => 1.0 - dist.cdf(mean / standard_error),
+        Err(_) => 1.0,
+    }
+}
+
+/// A pair of gradients close enough to be one gradient served twice.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Similarity {
+    pub a: u16,
+    pub b: u16,
+    pub cosine: f64,
+}
+
+/// Cosine similarity of every pair of `(uid, gradient)`, in uid order.
+pub fn pairwise_similarity(gradients: &[(u16, &[f32])]) -> Vec<Similarity> {
+    let mut out = Vec::new();
+    for (i, (a, ga)) in gradients.iter().enumerate() {
+        for (b, gb) in &gradients[i + 1..] {
+            let (a, b) = ((*a).min(*b), (*a).max(*b));
+            let cosine = cosine(ga, gb);
+            out.push(Similarity { a, b, cosine });
+        }
+    }
+    out.sort_by_key(|s| (s.a, s.b));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_of_known_vectors() {
+        assert!((cosine(&[1.0, 0.0], &[0.0, 1.0])).abs() < 1e-12);
+        assert!((cosine(&[1.0, 2.0], &[2.0, 4.0]) - 1.0).abs() < 1e-12);
+        assert!((cosine(&[1.0, 2.0], &[-1.0, -2.0]) + 1.0).abs() < 1e-12);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 2.0]), 0.0);
+    }
+
+    #[test]
+    fn p_value_matches_students_t_table() {
+        // t = 2.262 is the 97.5% quantile of Student's t with 9 degrees of freedom.
+        let p = one_sided_p_value(2.262, 1.0, 10);
+        assert!((p - 0.025).abs() < 2e-4, "{p}");
+        assert_eq!(one_sided_p_value(-1.0, 0.0, 10), 1.0);
+        assert_eq!(one_sided_p_value(1.0, 0.5, 1), 1.0);
+    }
+
+    #[test]
+    fn a_gradient_that_learned_its_pages_passes() {
+        // The gradient lowers the loss on its own training batches by about 0.05 and leaves the
+        // held-back batches of the same pages as they were (up to noise).
+        let before_own = vec![3.0, 3.1, 2.9, 3.05, 2.95, 3.0];
+        let after_own: Vec<f32> = before_own
+            .iter()
+            .zip([0.05, 0.06, 0.04, 0.05, 0.055, 0.045])
+            .map(|(c, d)| c - d)
+            .collect();
+        let before_held_back = vec![3.0, 2.8, 3.2, 3.1, 2.9, 3.0];
+        let after_held_back: Vec<f32> = before_held_back
+            .iter()
+            .zip([0.001, -0.002, 0.0, 0.002, -0.001, 0.0])
+            .map(|(c, d)| c - d)
+            .collect();
+        let evidence = AssignmentEvidence {
+            before_own,
+            after_own,
+            before_held_back,
+            after_held_back,
+        };
+        let check = evidence.check();
+        assert!((check.mean - 0.05).abs() < 1e-3, "{check:?}");
+        assert!(check.passed(0.01), "{check:?}");
+
+        // A gradient that helps held-back text as much as its own learned nothing of its pages.
+        let lazy = AssignmentEvidence {
+            after_own: evidence.before_own.iter().map(|c| c - 0.02).collect(),
+            after_held_back: evidence.before_held_back.iter().map(|c| c - 0.02).collect(),
+            ..evidence
+        };
+        assert!(!lazy.check().passed(0.01), "{:?}", lazy.check());
+    }
+
+    #[test]
+    fn pairs_are_ordered_by_uid() {
+        let a = [1.0f32, 0.0];
+        let b = [1.0f32, 0.01];
+        let c = [0.0f32, 1.0];
+        let pairs = pairwise_similarity(&[(5, &a), (2, &b), (9, &c)]);
+        let keys: Vec<(u16, u16)> = pairs.iter().map(|s| (s.a, s.b)).collect();
+        assert_eq!(keys, vec![(2, 5), (2, 9), (5, 9)]);
+        assert!(pairs[0].cosine > 0.99);
+    }
+}

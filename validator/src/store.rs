@@ -1,0 +1,254 @@
+//! A validator's data directory: content-addressed blobs (checkpoints and gradient payloads), the
+//! state a restart resumes from, and the append-only replay log.
+//!
+//! Layout: `task.toml` (the task the directory belongs to), `state.json`, `replay.log`,
+//! `blobs/<hex digest>`. Blobs and the state are written to a temporary file, synced and renamed, so
+//! a crash leaves either the old or the new file. A replay-log record is one frame,
+//! `len: u32 LE | digest(body): 32 bytes | body (JSON)`, appended and synced after the blobs it
+//! names; a torn frame at the end (a crash mid-append) is detected on open and cut off, and nothing
+//! before it is lost.
+
+use crate::record::WindowRecord;
+use scoring::Averages;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
+        "{path} belongs to task {found}, not to this task ({expected}): use another --data directory"
+    )]
+    OtherTask {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("blob {digest} is missing from {dir}")]
+    MissingBlob { dir: PathBuf, digest: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a restarted validator resumes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedState {
+    /// The global checkpoint (a blob) and the window it starts.
+    pub checkpoint: String,
+    pub window: u64,
+    pub averages: Averages,
+}
+
+/// An open data directory.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+const TASK_FILE: &str = "task.toml";
+const STATE_FILE: &str = "state.json";
+const LOG_FILE: &str = "replay.log";
+const FRAME_HEADER: usize = 4 + 32;
+
+impl DataDir {
+    /// Opens (creating it if needed) the data directory of a validator for the task whose canonical
+    /// text is `task_toml`; a directory written for another task is refused.
+    pub fn open(root: impl Into<PathBuf>, task_toml: &str) -> Result<Self, StoreError> {
+        let root = root.into();
+        fs::create_dir_all(root.join("blobs")).map_err(io_err(&root))?;
+        let dir = Self { root };
+        let task_path = dir.root.join(TASK_FILE);
+        match fs::read_to_string(&task_path) {
+            Ok(existing) if existing == task_toml => {}
+            Ok(existing) => {
+                return Err(StoreError::OtherTask {
+                    path: dir.root.clone(),
+                    expected: hex::encode(subnet_proto::digest(task_toml.as_bytes())),
+                    found: hex::encode(subnet_proto::digest(existing.as_bytes())),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                write_atomic(&task_path, task_toml.as_bytes())?;
+            }
+            Err(e) => return Err(io_err(&task_path)(e)),
+        }
+        Ok(dir)
+    }
+
+    /// Opens an existing data directory for reading (a replay): its task comes from `task.toml`.
+    pub fn open_existing(root: impl Into<PathBuf>) -> Result<(Self, String), StoreError> {
+        let root = root.into();
+        let task_path = root.join(TASK_FILE);
+        let task = fs::read_to_string(&task_path).map_err(|e| StoreError::Corrupt {
+            path: root.clone(),
+            message: format!("not a validator data directory ({TASK_FILE}: {e})"),
+        })?;
+        Ok((Self { root }, task))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blob_path(&self, digest: &[u8; 32]) -> PathBuf {
+        self.root.join("blobs").join(hex::encode(digest))
+    }
+
+    /// Stores `bytes` under their digest (once) and returns the digest.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<[u8; 32], StoreError> {
+        let digest = subnet_proto::digest(bytes);
+        let path = self.blob_path(&digest);
+        if !path.exists() {
+            write_atomic(&path, bytes)?;
+        }
+        Ok(digest)
+    }
+
+    /// A stored blob, checked against its digest.
+    pub fn blob(&self, digest: &[u8; 32]) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(digest);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingBlob {
+                    dir: self.root.clone(),
+                    digest: hex::encode(digest),
+                });
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        if subnet_proto::digest(&bytes) != *digest {
+            return Err(StoreError::Corrupt {
+                path,
+                message: "content does not match its digest".into(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    pub fn save_state(&self, state: &SavedState) -> Result<(), StoreError> {
+        let json = serde_json::to_vec_pretty(state).expect("state serializes");
+        write_atomic(&self.root.join(STATE_FILE), &json)
+    }
+
+    pub fn load_state(&self) -> Result<Option<SavedState>, StoreError> {
+        let path = self.root.join(STATE_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        path,
+                        message: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Appends one window's record to the replay log and syncs it.
+    pub fn append_record(&self, record: &WindowRecord) -> Result<(), StoreError> {
+        let path = self.root.join(LOG_FILE);
+        let body = serde_json::to_vec(record).expect("records serialize");
+        let mut frame = Vec::with_capacity(FRAME_HEADER + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&subnet_proto::digest(&body));
+        frame.extend_from_slice(&body);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        file.write_all(&frame).map_err(io_err(&path))?;
+        file.sync_data().map_err(io_err(&path))
+    }
+
+    /// Every complete record in the log. A torn or corrupt frame at the end is cut off (its length
+    /// is returned as the second value); corruption followed by valid frames is an error.
+    pub fn records(&self) -> Result<(Vec<WindowRecord>, u64), StoreError> {
+        let path = self.root.join(LOG_FILE);
+        let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io_err(&path))?;
+        let (records, good) = parse_frames(&bytes).map_err(|message| StoreError::Corrupt {
+            path: path.clone(),
+            message,
+        })?;
+        let torn = bytes.len() as u64 - good;
+        if torn > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                offset = good,
+                bytes = torn,
+                "dropping a torn record at the end of the replay log"
+            );
+            file.set_len(good).map_err(io_err(&path))?;
+            file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+            file.sync_data().map_err(io_err(&path))?;
+        }
+        Ok((records, torn))
+    }
+}
+
+/// Parses frames from the start; returns the records and the length of the valid prefix.
+fn parse_frames(bytes: &[u8]) -> Result<(Vec<WindowRecord>, u64), String> {
+    let mut records = Vec::new();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        if rest.len() < FRAME_HEADER {
+            break;
+        }
+        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        if rest.len() < FRAME_HEADER + len {
+            break;
+        }
+        let body = &rest[FRAME_HEADER..FRAME_HEADER + len];
+        if subnet_proto::digest(body)[..] != rest[4..FRAME_HEADER] {
+            // A crash can only tear the last frame; a bad frame with a whole one after it is damage.
+            if at + FRAME_HEADER + len < bytes.len() {
+                return Err(format!("record at offset {at} does not match its digest"));
+            }
+            break;
+        }
+        let record = serde_json::from_slice(body)
+            .map_err(|e| format!("record at offset {at} does not parse: {e}"))?;
+        records.push(record);
+        at += FRAME_HEADER + len;
+    }
+    Ok((records, at as u64))
+}
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(bytes).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(parent) = path.parent()
+        && let Ok(dir) = File::open(parent)
+    {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
