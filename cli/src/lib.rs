@@ -1,8 +1,9 @@
-//! The `subnet` command's library side: the in-process localnet and local-chain administration. The
-//! binary only parses arguments.
+//! The `subnet` command's library side: the in-process localnet, local-chain administration and
+//! offline replays. The binary only parses arguments.
 
 pub mod chain_admin;
 pub mod localnet;
+pub mod replay;
 
 /// The task the localnet trains by default.
 pub const LOCALNET_TASK: &str = include_str!("../../tasks/localnet-lm.toml");

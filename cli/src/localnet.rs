@@ -159,15 +159,19 @@ pub async fn run(
     let mut servers = Vec::new();
     let genesis = engine.genesis();
     let mut validators = Vec::new();
-    for (hotkey, _) in &validator_keys {
-        let v = Validator::new(
+    for (i, (hotkey, _)) in validator_keys.iter().enumerate() {
+        // Each validator keeps its replay log in the directory: `subnet replay DIR/validator-I`.
+        let data =
+            validator::DataDir::open(dir.join(format!("validator-{i}")), &spec.canonical_toml())?;
+        let v = Validator::with_store(
             chain.clone(),
             netuid,
             hotkey.clone(),
             engine.clone(),
             genesis.clone(),
             0,
-        );
+            data,
+        )?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         chain
             .serve_axon(hotkey, netuid, listener.local_addr()?)

@@ -48,6 +48,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replay a validator's data directory offline: re-run every recorded evaluation on the CPU,
+    /// confirm each loss bit for bit, and print per-window scores and weights.
+    Replay {
+        /// The validator's data directory (its --data).
+        dir: PathBuf,
+        /// What-if: re-decide the same evidence with the [scoring] parameters of this TOML file
+        /// (moving_average, max_weight, assignment_p_value, copy_cosine) and show the weights.
+        #[arg(long)]
+        scoring: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Task files: check one.
     Task {
         #[command(subcommand)]
@@ -397,6 +410,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Chain { dir, command } => run_chain(&dir, command)?,
         Command::Yuma { file, json } => run_yuma(&file, json)?,
+        Command::Replay { dir, scoring, json } => {
+            subnet_cli::replay::run(&dir, scoring.as_deref(), json)?
+        }
         Command::Task {
             command: TaskCommand::Check { file },
         } => {

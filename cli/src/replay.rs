@@ -1,0 +1,171 @@
+//! `subnet replay DIR`: confirm a validator's recorded losses bit for bit, print its per-window
+//! scores and weights, and (with `--scoring FILE`) how the weights would change under other scoring
+//! parameters.
+
+use anyhow::Context;
+use scoring::{MinerDecision, ScoringParams};
+use std::path::Path;
+use validator::replay::{ReplayReport, ReplayedWindow, replay};
+
+/// Reads what-if scoring parameters: a TOML file with a `[scoring]` section (a whole task file
+/// works), whose keys override the recorded ones.
+pub fn load_scoring(file: &Path, recorded: &ScoringParams) -> anyhow::Result<ScoringParams> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let value: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not TOML", file.display()))?;
+    let section = value
+        .get("scoring")
+        .and_then(|s| s.as_table())
+        .with_context(|| format!("{} has no [scoring] section", file.display()))?;
+    let mut params = recorded.clone();
+    let mut problems = Vec::new();
+    for (key, v) in section {
+        let number = v.as_float().or_else(|| v.as_integer().map(|i| i as f64));
+        let slot = match key.as_str() {
+            "moving_average" => &mut params.moving_average,
+            "max_weight" => &mut params.max_weight,
+            "assignment_p_value" => &mut params.assignment_p_value,
+            "copy_cosine" => &mut params.copy_cosine,
+            // Parameters that change what was evaluated cannot be replayed as a what-if.
+            _ => continue,
+        };
+        match number {
+            Some(x) => *slot = x,
+            None => problems.push(format!("scoring.{key} = {v} is not a number")),
+        }
+    }
+    let in_range = |x: f64, lo_open: bool| {
+        if lo_open {
+            x > 0.0 && x <= 1.0
+        } else {
+            (0.0..=1.0).contains(&x)
+        }
+    };
+    if !in_range(params.moving_average, true) {
+        problems.push(format!(
+            "scoring.moving_average = {} must be in (0, 1]",
+            params.moving_average
+        ));
+    }
+    if !in_range(params.max_weight, true) {
+        problems.push(format!(
+            "scoring.max_weight = {} must be in (0, 1]",
+            params.max_weight
+        ));
+    }
+    if !(params.assignment_p_value > 0.0 && params.assignment_p_value < 1.0) {
+        problems.push(format!(
+            "scoring.assignment_p_value = {} must be in (0, 1)",
+            params.assignment_p_value
+        ));
+    }
+    if !in_range(params.copy_cosine, true) {
+        problems.push(format!(
+            "scoring.copy_cosine = {} must be in (0, 1]",
+            params.copy_cosine
+        ));
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("{}:\n  {}", file.display(), problems.join("\n  "));
+    }
+    Ok(params)
+}
+
+/// The scoring parameters of the first recorded window (what-if overrides start from them).
+pub fn recorded_scoring(dir: &Path) -> anyhow::Result<ScoringParams> {
+    let (store, _) = validator::DataDir::open_existing(dir)?;
+    let (records, _) = store.records()?;
+    records
+        .first()
+        .map(|r| r.scoring.clone())
+        .with_context(|| format!("{} has no recorded window yet", dir.display()))
+}
+
+pub fn run(dir: &Path, scoring: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let what_if = match scoring {
+        Some(file) => Some(load_scoring(file, &recorded_scoring(dir)?)?),
+        None => None,
+    };
+    let report = replay(dir, what_if, |w| {
+        if !json {
+            print_window(w);
+        }
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_summary(&report);
+    }
+    Ok(())
+}
+
+fn print_window(w: &ReplayedWindow) {
+    println!(
+        "window {}: checkpoint loss {:.4}, {} losses confirmed bit for bit",
+        w.window, w.base_loss, w.losses_checked
+    );
+    let what_if = w.what_if.as_deref();
+    print!(
+        "  {:>5} {:>9} {:>9} {:>9} {:>8}",
+        "uid", "score", "+-", "average", "weight"
+    );
+    if what_if.is_some() {
+        print!(" {:>8}", "what-if");
+    }
+    println!("  verdict");
+    for d in &w.decisions {
+        let se = d
+            .usefulness
+            .as_ref()
+            .map(|u| format!("{:.5}", u.standard_error))
+            .unwrap_or_else(|| "-".into());
+        print!(
+            "  {:>5} {:>9.5} {:>9} {:>9.5} {:>8.4}",
+            d.uid, d.score, se, d.moving_average, d.weight
+        );
+        if let Some(other) = what_if {
+            let w = other
+                .iter()
+                .find(|o| o.uid == d.uid)
+                .map_or(0.0, |o| o.weight);
+            print!(" {w:>8.4}");
+        }
+        println!("  {}", verdict_line(d, what_if));
+    }
+    match &w.weights {
+        Ok((uids, values)) => println!("  set on chain: uids {uids:?} values {values:?}"),
+        Err(e) => println!("  no weights set: {e}"),
+    }
+}
+
+fn verdict_line(d: &MinerDecision, what_if: Option<&[MinerDecision]>) -> String {
+    let mut line = d.verdict.to_string();
+    if let Some(other) = what_if.and_then(|o| o.iter().find(|o| o.uid == d.uid))
+        && other.verdict != d.verdict
+    {
+        line.push_str(&format!(" (what-if: {})", other.verdict));
+    }
+    line
+}
+
+fn print_summary(report: &ReplayReport) {
+    println!(
+        "{}: {} windows replayed, {} losses confirmed bit for bit",
+        report.task,
+        report.windows.len(),
+        report.losses_checked
+    );
+    if report.torn_bytes > 0 {
+        println!(
+            "dropped a torn record of {} bytes at the end of the log (a crash mid-append)",
+            report.torn_bytes
+        );
+    }
+    if let Some(params) = &report.what_if {
+        println!(
+            "what-if: moving_average {}, max_weight {}, assignment_p_value {}, copy_cosine {}",
+            params.moving_average, params.max_weight, params.assignment_p_value, params.copy_cosine
+        );
+    }
+}
