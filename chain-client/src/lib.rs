@@ -8,7 +8,7 @@ pub mod types;
 
 pub use error::{ChainError, Result};
 pub use local::{BlockClock, LocalChain};
-pub use types::{AccountId, Metagraph, Neuron, SubnetParams};
+pub use types::{AccountId, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,6 +40,17 @@ pub trait Chain: Clone + Send + Sync + 'static {
         values: Vec<u16>,
         version_key: u64,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Reports a miner for fraud in `window`, naming the evidence by digest. The local chain slashes
+    /// once enough validator stake agrees; subtensor has no stake slashing, so a subtensor backend
+    /// answers with an `Unsupported` error.
+    fn report_fraud(
+        &self,
+        reporter: &Keypair,
+        netuid: u16,
+        offender: AccountId,
+        window: u64,
+        evidence: [u8; 32],
+    ) -> impl Future<Output = Result<FraudOutcome>> + Send;
 }
 
 /// A keypair from a secret URI: a dev path (`//Alice`, `//miner-1`) or a mnemonic with optional
@@ -104,5 +115,18 @@ impl Chain for LocalChain {
     ) -> Result<()> {
         let (chain, hotkey) = (self.clone(), AccountId::from(hotkey));
         blocking(move || chain.set_weights_sync(hotkey, netuid, &uids, &values, version_key)).await
+    }
+
+    async fn report_fraud(
+        &self,
+        reporter: &Keypair,
+        netuid: u16,
+        offender: AccountId,
+        window: u64,
+        evidence: [u8; 32],
+    ) -> Result<FraudOutcome> {
+        let (chain, reporter) = (self.clone(), AccountId::from(reporter));
+        blocking(move || chain.report_fraud_sync(reporter, netuid, offender, window, evidence))
+            .await
     }
 }

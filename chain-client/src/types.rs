@@ -65,6 +65,10 @@ pub struct SubnetParams {
     /// Registration cost, in rao, burned from the coldkey.
     pub burn: u64,
     pub commit_reveal_weights_enabled: bool,
+    /// Local-chain extension (subtensor has no stake slashing): the share of a miner's stake, per
+    /// million, burned when validators holding at least kappa of the permitted stake report it for
+    /// fraud in the same window.
+    pub slash_per_million: u64,
 }
 
 impl Default for SubnetParams {
@@ -87,6 +91,7 @@ impl Default for SubnetParams {
             stake_threshold: 0,
             burn: 1_000_000_000,
             commit_reveal_weights_enabled: true,
+            slash_per_million: 100_000,
         }
     }
 }
@@ -145,4 +150,31 @@ impl Metagraph {
     pub fn by_uid(&self, uid: u16) -> Option<&Neuron> {
         self.neurons.iter().find(|n| n.uid == uid)
     }
+}
+
+/// A miner's stake burned for fraud on the local chain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Slash {
+    pub netuid: u16,
+    pub hotkey: AccountId,
+    pub window: u64,
+    pub block: u64,
+    /// Rao burned.
+    pub amount: u64,
+    /// Digest of the evidence the first report named.
+    pub evidence: String,
+    /// Validators whose reports made the quorum.
+    pub reporters: Vec<AccountId>,
+}
+
+/// What one fraud report did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FraudOutcome {
+    /// Recorded; the reporters so far hold this share of the permitted stake (u16 over 65535), short
+    /// of kappa.
+    Recorded { reported_share: u16 },
+    /// This report completed the quorum: `amount` rao of the miner's stake were burned.
+    Slashed { amount: u64 },
+    /// The miner was already slashed for this window (or the reporter had already reported it).
+    AlreadyHandled,
 }

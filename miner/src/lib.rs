@@ -14,7 +14,7 @@ use subnet_proto::{codec, commitment, pb};
 use subxt_signer::sr25519::Keypair;
 use task::assignment::AssignmentError;
 use task::checkpoint::CheckpointError;
-use task::{Checkpoint, CpuTrainBackend, TaskEngine, Trainer};
+use task::{Checkpoint, CpuTrainBackend, TaskEngine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MinerError {
@@ -43,6 +43,8 @@ pub enum MinerError {
 pub struct ServedGradient {
     pub commitment: pb::Commitment,
     pub payload: Arc<Vec<u8>>,
+    /// The dense pseudo-gradient (codec dense form) whose digest the commitment names.
+    pub dense: Option<Arc<Vec<u8>>>,
 }
 
 /// What one window of training did.
@@ -76,9 +78,6 @@ struct Inner<C> {
     hotkey: Keypair,
     engine: Arc<TaskEngine>,
     state: RwLock<MinerState>,
-    /// The model and inner optimizer, kept across windows so AdamW's moments carry over (DiLoCo).
-    /// Taken out while a window trains.
-    trainer: std::sync::Mutex<Option<Trainer<CpuTrainBackend>>>,
     /// Error feedback: what compression left out of earlier windows' gradients.
     residual: std::sync::Mutex<Option<Vec<f32>>>,
 }
@@ -101,7 +100,6 @@ impl<C: Chain> Miner<C> {
                 hotkey,
                 engine,
                 state: RwLock::default(),
-                trainer: std::sync::Mutex::new(None),
                 residual: std::sync::Mutex::new(None),
             }),
         }
@@ -187,26 +185,27 @@ impl<C: Chain> Miner<C> {
         let metagraph = self.chain().metagraph(self.netuid()).await?;
         let uid = self.own_uid(&metagraph)?;
         let engine = self.engine().clone();
-        let assignment = engine.assignment(window, window_seed, uid)?;
-        let batches = engine.training_batches(&assignment, window_seed);
-        let pages = assignment.pages.len();
+        let pages = engine.spec().shards.pages_per_miner;
         let started = Instant::now();
         let start = checkpoint.params.clone();
-        let lr = engine.spec().inner_lr(window);
-        let trainer = self.inner.trainer.lock().expect("trainer lock").take();
-        let (outcome, trainer) = tokio::task::spawn_blocking(move || {
-            let mut trainer = trainer.unwrap_or_else(|| engine.trainer(&Default::default()));
-            let steps = batches.len();
-            let outcome = trainer.train_from(&start, &batches, lr, |step, loss| {
-                tracing::debug!(window, uid, step = step + 1, steps, loss, "inner step");
-            });
-            (outcome, trainer)
+        let steps = engine.spec().training.inner_steps;
+        let outcome = tokio::task::spawn_blocking(move || {
+            engine.train_window::<CpuTrainBackend>(
+                &Default::default(),
+                &start,
+                window,
+                window_seed,
+                uid,
+                |step, loss| {
+                    tracing::debug!(window, uid, step = step + 1, steps, loss, "inner step");
+                },
+            )
         })
         .await
-        .map_err(|e| MinerError::Training(e.to_string()))?;
-        *self.inner.trainer.lock().expect("trainer lock") = Some(trainer);
+        .map_err(|e| MinerError::Training(e.to_string()))??;
         let seconds = started.elapsed().as_secs_f64();
         let delta = outcome.pseudo_gradient(&checkpoint.params);
+        let dense = codec::encode_dense(&delta);
         let payload = self.compress(delta);
         let commitment = commitment::commit(
             &self.inner.hotkey,
@@ -214,6 +213,7 @@ impl<C: Chain> Miner<C> {
             self.engine().digest(),
             checkpoint.digest,
             &payload,
+            subnet_proto::digest(&dense),
         );
         let report = TrainReport {
             window,
@@ -225,7 +225,7 @@ impl<C: Chain> Miner<C> {
             seconds,
             payload_bytes: payload.len(),
         };
-        self.publish(window, commitment, payload);
+        self.publish(window, commitment, payload, Some(dense));
         tracing::info!(
             window,
             uid,
@@ -256,14 +256,22 @@ impl<C: Chain> Miner<C> {
         payload
     }
 
-    /// Makes a gradient servable for `window`, forgetting the oldest beyond the kept ones.
-    pub fn publish(&self, window: u64, commitment: pb::Commitment, payload: Vec<u8>) {
+    /// Makes a gradient servable for `window` (with the dense pseudo-gradient it was compressed from,
+    /// for validators' spot checks), forgetting the oldest beyond the kept ones.
+    pub fn publish(
+        &self,
+        window: u64,
+        commitment: pb::Commitment,
+        payload: Vec<u8>,
+        dense: Option<Vec<u8>>,
+    ) {
         let mut state = self.inner.state.write().expect("miner state lock");
         state.gradients.insert(
             window,
             Arc::new(ServedGradient {
                 commitment,
                 payload: Arc::new(payload),
+                dense: dense.map(Arc::new),
             }),
         );
         while state.gradients.len() > KEPT_WINDOWS {

@@ -119,17 +119,27 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
                     .unwrap_or_else(|| "none".into())
             ))
         })?;
+        let payload = if request.dense {
+            gradient.dense.clone().ok_or_else(|| {
+                Status::not_found(format!(
+                    "no dense gradient kept for window {}",
+                    request.window
+                ))
+            })?
+        } else {
+            gradient.payload.clone()
+        };
         let mut chunks = vec![Ok(pb::GradientChunk {
             part: Some(pb::gradient_chunk::Part::Commitment(
                 gradient.commitment.clone(),
             )),
         })];
-        chunks.extend(gradient.payload.chunks(limits::CHUNK_BYTES).map(|c| {
+        chunks.extend(payload.chunks(limits::CHUNK_BYTES).map(|c| {
             Ok(pb::GradientChunk {
                 part: Some(pb::gradient_chunk::Part::Data(c.to_vec())),
             })
         }));
-        tracing::debug!(caller = %caller.short(), bytes = gradient.payload.len(), "serving gradient");
+        tracing::debug!(caller = %caller.short(), bytes = payload.len(), dense = request.dense, "serving gradient");
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 }

@@ -67,8 +67,9 @@ async fn setup() -> Setup {
         engine.digest(),
         engine.genesis().digest,
         &payload,
+        subnet_proto::digest(&payload),
     );
-    miner.publish(3, c, payload);
+    miner.publish(3, c, payload.clone(), Some(payload));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     chain.serve_axon(&dev::bob(), net1, addr).await.unwrap();

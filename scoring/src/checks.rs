@@ -23,22 +23,44 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
+/// `|a - b| / |b|` in the L2 norm, accumulated in f64: how far a miner's dense gradient `a` is from a
+/// re-execution `b`. 0 when both are zero, infinite when only `b` is.
+pub fn relative_difference(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "difference of vectors of different lengths"
+    );
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        diff += (x as f64 - y as f64).powi(2);
+        norm += (y as f64).powi(2);
+    }
+    match (diff, norm) {
+        (d, _) if d == 0.0 => 0.0,
+        (_, n) if n == 0.0 => f64::INFINITY,
+        (d, n) => (d / n).sqrt(),
+    }
+}
+
 /// Per-batch losses behind one miner's assignment check.
 ///
 /// Each window holds back half of every page from training. A gradient trained on the miner's pages
 /// lowers the loss on the very sequences it trained on more than on held-back sequences of the same
-/// pages. The double difference per batch i,
-/// `(before_own[i] - after_own[i]) - (before_held_back[i] - after_held_back[i])`, cancels how good
-/// the gradient is in general and how hard the pages are, leaving what it learned from the miner's
-/// own training text; a gradient trained elsewhere (or a copy of another miner's) shows none.
+/// pages, and more than a control does: the mean of the other miners' gradients (or no step at all
+/// when there are none). The double difference per batch i,
+/// `(control_own[i] - after_own[i]) - (control_held_back[i] - after_held_back[i])`, cancels how much
+/// any gradient teaches about this text in general and how hard the pages are, leaving what the
+/// gradient learned from the miner's own training text; a gradient trained elsewhere (or a copy of
+/// another miner's) shows none.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AssignmentEvidence {
-    /// Losses of the checkpoint on the miner's own training batches.
-    pub before_own: Vec<f32>,
+    /// Losses on the miner's own training batches after the control is applied.
+    pub control_own: Vec<f32>,
     /// The same batches after the miner's gradient is applied.
     pub after_own: Vec<f32>,
-    /// Losses of the checkpoint on held-back batches of the same pages.
-    pub before_held_back: Vec<f32>,
+    /// Losses on held-back batches of the same pages after the control.
+    pub control_held_back: Vec<f32>,
     /// The same held-back batches after the miner's gradient.
     pub after_held_back: Vec<f32>,
 }
@@ -58,15 +80,15 @@ impl AssignmentEvidence {
     pub fn check(&self) -> AssignmentCheck {
         let n = self.after_own.len();
         assert!(
-            self.before_own.len() == n
-                && self.before_held_back.len() == n
+            self.control_own.len() == n
+                && self.control_held_back.len() == n
                 && self.after_held_back.len() == n,
             "assignment evidence must pair equally many batches"
         );
         let diffs: Vec<f64> = (0..n)
             .map(|i| {
-                (self.before_own[i] as f64 - self.after_own[i] as f64)
-                    - (self.before_held_back[i] as f64 - self.after_held_back[i] as f64)
+                (self.control_own[i] as f64 - self.after_own[i] as f64)
+                    - (self.control_held_back[i] as f64 - self.after_held_back[i] as f64)
             })
             .collect();
         let (mean, standard_error) = mean_and_standard_error(&diffs);
@@ -135,6 +157,15 @@ mod tests {
     }
 
     #[test]
+    fn relative_difference_of_known_vectors() {
+        assert_eq!(relative_difference(&[1.0, 2.0], &[1.0, 2.0]), 0.0);
+        assert!(
+            (relative_difference(&[3.0, 4.0], &[0.0, 5.0]) - (10f64).sqrt() / 5.0).abs() < 1e-12
+        );
+        assert_eq!(relative_difference(&[1.0], &[0.0]), f64::INFINITY);
+    }
+
+    #[test]
     fn p_value_matches_students_t_table() {
         // t = 2.262 is the 97.5% quantile of Student's t with 9 degrees of freedom.
         let p = one_sided_p_value(2.262, 1.0, 10);
@@ -147,22 +178,22 @@ mod tests {
     fn a_gradient_that_learned_its_pages_passes() {
         // The gradient lowers the loss on its own training batches by about 0.05 and leaves the
         // held-back batches of the same pages as they were (up to noise).
-        let before_own = vec![3.0, 3.1, 2.9, 3.05, 2.95, 3.0];
-        let after_own: Vec<f32> = before_own
+        let control_own = vec![3.0, 3.1, 2.9, 3.05, 2.95, 3.0];
+        let after_own: Vec<f32> = control_own
             .iter()
             .zip([0.05, 0.06, 0.04, 0.05, 0.055, 0.045])
             .map(|(c, d)| c - d)
             .collect();
-        let before_held_back = vec![3.0, 2.8, 3.2, 3.1, 2.9, 3.0];
-        let after_held_back: Vec<f32> = before_held_back
+        let control_held_back = vec![3.0, 2.8, 3.2, 3.1, 2.9, 3.0];
+        let after_held_back: Vec<f32> = control_held_back
             .iter()
             .zip([0.001, -0.002, 0.0, 0.002, -0.001, 0.0])
             .map(|(c, d)| c - d)
             .collect();
         let evidence = AssignmentEvidence {
-            before_own,
+            control_own,
             after_own,
-            before_held_back,
+            control_held_back,
             after_held_back,
         };
         let check = evidence.check();
@@ -171,8 +202,12 @@ mod tests {
 
         // A gradient that helps held-back text as much as its own learned nothing of its pages.
         let lazy = AssignmentEvidence {
-            after_own: evidence.before_own.iter().map(|c| c - 0.02).collect(),
-            after_held_back: evidence.before_held_back.iter().map(|c| c - 0.02).collect(),
+            after_own: evidence.control_own.iter().map(|c| c - 0.02).collect(),
+            after_held_back: evidence
+                .control_held_back
+                .iter()
+                .map(|c| c - 0.02)
+                .collect(),
             ..evidence
         };
         assert!(!lazy.check().passed(0.01), "{:?}", lazy.check());

@@ -236,22 +236,22 @@ mod tests {
     };
 
     fn learned(own_gain: f32) -> AssignmentEvidence {
-        let before_own = vec![3.0, 3.1, 2.9, 3.0, 3.05];
-        let before_held_back = vec![3.0, 2.9, 3.1, 3.0, 2.95];
+        let control_own = vec![3.0, 3.1, 2.9, 3.0, 3.05];
+        let control_held_back = vec![3.0, 2.9, 3.1, 3.0, 2.95];
         let jitter = [0.001, -0.001, 0.0, 0.002, -0.002];
         AssignmentEvidence {
-            after_own: before_own
+            after_own: control_own
                 .iter()
                 .zip(jitter)
                 .map(|(c, j)| c - own_gain - j)
                 .collect(),
-            after_held_back: before_held_back
+            after_held_back: control_held_back
                 .iter()
                 .zip(jitter)
                 .map(|(c, j)| c + j)
                 .collect(),
-            before_own,
-            before_held_back,
+            control_own,
+            control_held_back,
         }
     }
 

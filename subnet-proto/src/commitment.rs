@@ -14,16 +14,19 @@ fn signing_payload(c: &Commitment) -> [u8; 32] {
     bytes.extend_from_slice(&c.payload_digest);
     bytes.extend_from_slice(&c.payload_len.to_le_bytes());
     bytes.extend_from_slice(&c.committed_at_ms.to_le_bytes());
+    bytes.extend_from_slice(&c.dense_digest);
     crate::digest(&bytes)
 }
 
-/// Commits to `payload` for `window`, trained from `checkpoint_digest`, under `task_digest`.
+/// Commits to `payload` for `window`, trained from `checkpoint_digest`, under `task_digest`, and
+/// compressed from the dense pseudo-gradient whose codec bytes have digest `dense_digest`.
 pub fn commit(
     keypair: &Keypair,
     window: u64,
     task_digest: [u8; 32],
     checkpoint_digest: [u8; 32],
     payload: &[u8],
+    dense_digest: [u8; 32],
 ) -> Commitment {
     let mut c = Commitment {
         hotkey: keypair.public_key().0.to_vec(),
@@ -34,6 +37,7 @@ pub fn commit(
         payload_len: payload.len() as u64,
         signature: Vec::new(),
         committed_at_ms: crate::auth::now_ms(),
+        dense_digest: dense_digest.to_vec(),
     };
     c.signature = keypair.sign(&signing_payload(&c)).0.to_vec();
     c
@@ -143,7 +147,7 @@ mod tests {
     fn commitments_bind_payload_window_task_and_checkpoint() {
         let miner = dev::alice();
         let hotkey = miner.public_key().0;
-        let c = commit(&miner, 7, [1; 32], [2; 32], b"gradient");
+        let c = commit(&miner, 7, [1; 32], [2; 32], b"gradient", [3; 32]);
         let ok = Expected {
             hotkey: &hotkey,
             window: 7,

@@ -247,11 +247,29 @@ impl TaskEngine {
         self.spec.data.page_len / (self.spec.model.seq_len + 1)
     }
 
-    /// Whether slot `slot` of `page` is held back from training in the window of `window_seed`:
-    /// half of every page, so that a validator can compare a gradient on text its miner trained on
-    /// with text from the same pages that it did not.
+    /// Whether slot `slot` of `page` is held back from training in the window of `window_seed`.
+    /// Slots pair up (2k, 2k + 1) and a coin per pair holds back one of the two (an unpaired last
+    /// slot is always held back), so that a validator can compare a gradient on each sequence its
+    /// miner trained on with the neighbouring sequence it did not.
     pub fn held_back(&self, window_seed: u64, page: u64, slot: usize) -> bool {
-        crate::rng::derive_seed(&[window_seed, salt::HELD_BACK_SLOTS, page, slot as u64]) & 1 == 1
+        if slot ^ 1 >= self.slots_per_page() {
+            return true;
+        }
+        let coin =
+            crate::rng::derive_seed(&[window_seed, salt::HELD_BACK_SLOTS, page, (slot / 2) as u64]);
+        (slot & 1) as u64 == coin & 1
+    }
+
+    /// The held-back partner of each training span (the other slot of its pair).
+    pub fn held_back_partners(&self, spans: &[Span]) -> Vec<Span> {
+        let stride = self.spec.model.seq_len + 1;
+        spans
+            .iter()
+            .map(|s| Span {
+                page: s.page,
+                offset: (s.offset / stride ^ 1) * stride,
+            })
+            .collect()
     }
 
     /// Slots of `page` on one side of the window's split.
@@ -347,6 +365,28 @@ impl TaskEngine {
             "parameter vector does not match the task's model"
         );
         write_params(ByteTransformer::new(&self.spec.model, device), params)
+    }
+
+    /// A miner's whole window: `inner_steps` AdamW steps with a fresh optimizer from `start` on the
+    /// training batches of `uid`'s pages, at the window's inner learning rate. A pure function of its
+    /// arguments, so a validator can re-execute any miner's window and compare.
+    pub fn train_window<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+        start: &[f32],
+        window: u64,
+        window_seed: u64,
+        uid: u16,
+        on_step: impl FnMut(usize, f32),
+    ) -> Result<TrainOutcome, AssignmentError> {
+        let assignment = self.assignment(window, window_seed, uid)?;
+        let batches = self.training_batches(&assignment, window_seed);
+        Ok(self.trainer::<B>(device).train_from(
+            start,
+            &batches,
+            self.spec.inner_lr(window),
+            on_step,
+        ))
     }
 
     /// A trainer on `device` whose optimizer state is fresh.

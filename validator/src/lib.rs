@@ -10,12 +10,12 @@ mod service;
 pub mod store;
 
 pub use probe::Rejection;
-pub use record::{GradientRecord, WeightsRecord, WindowRecord};
+pub use record::{GradientRecord, SpotCheckRecord, WeightsRecord, WindowRecord};
 pub use service::ValidatorService;
 pub use store::{DataDir, SavedState, StoreError};
 
-use chain_client::{AccountId, Chain, ChainError};
-use scoring::checks::pairwise_similarity;
+use chain_client::{AccountId, Chain, ChainError, FraudOutcome};
+use scoring::checks::{pairwise_similarity, relative_difference};
 use scoring::decide::averages_after;
 use scoring::{
     AssignmentCheck, Averages, MinerDecision, MinerEvidence, UsefulnessScore, Verdict,
@@ -24,7 +24,7 @@ use scoring::{
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use subnet_proto::pb;
+use subnet_proto::{codec, pb};
 use subxt_signer::sr25519::Keypair;
 use task::aggregate::{aggregate_median_clipped, outer_sgd_step};
 use task::{Checkpoint, TaskEngine};
@@ -78,6 +78,8 @@ pub struct WindowOutcome {
     pub aggregated: Vec<u16>,
     /// Set on chain (uids, u16 values), or why not.
     pub weights_set: Result<(Vec<u16>, Vec<u16>), String>,
+    /// Miners reported to the chain for fraud, with what the chain did.
+    pub fraud_reports: Vec<(u16, Result<FraudOutcome, String>)>,
 }
 
 impl WindowOutcome {
@@ -102,6 +104,8 @@ struct Inner<C> {
     hotkey: Keypair,
     engine: Arc<TaskEngine>,
     probe_deadline: Duration,
+    /// Chance per miner and window of a spot check (f64 bits); the task's value unless overridden.
+    spot_check_probability: std::sync::atomic::AtomicU64,
     state: RwLock<ValidatorState>,
     store: Option<DataDir>,
 }
@@ -207,6 +211,7 @@ impl<C: Chain> Validator<C> {
         store: Option<DataDir>,
     ) -> Self {
         let recent = BTreeMap::from([(window, checkpoint.clone())]);
+        let spot_check_probability = engine.spec().scoring.spot_check_probability;
         let state = ValidatorState {
             checkpoint,
             checkpoint_window: window,
@@ -220,6 +225,9 @@ impl<C: Chain> Validator<C> {
                 hotkey,
                 engine,
                 probe_deadline: Duration::from_secs(60),
+                spot_check_probability: std::sync::atomic::AtomicU64::new(
+                    spot_check_probability.to_bits(),
+                ),
                 state: RwLock::new(state),
                 store,
             }),
@@ -246,6 +254,23 @@ impl<C: Chain> Validator<C> {
             averages,
         })?;
         Ok(())
+    }
+
+    /// Overrides the task's spot-check probability for this validator (a local policy: replays do
+    /// not depend on it, the record says which miners were checked).
+    pub fn set_spot_check_probability(&self, probability: f64) {
+        self.inner.spot_check_probability.store(
+            probability.clamp(0.0, 1.0).to_bits(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn spot_check_probability(&self) -> f64 {
+        f64::from_bits(
+            self.inner
+                .spot_check_probability
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The moving averages per uid (with the hotkey each belongs to).
@@ -345,7 +370,7 @@ impl<C: Chain> Validator<C> {
             async move {
                 let fetched = match tokio::time::timeout(
                     self.inner.probe_deadline,
-                    self.fetch_gradient(&neuron, window, &digest),
+                    self.fetch_gradient(&neuron, window, &digest, false),
                 )
                 .await
                 {
@@ -414,27 +439,125 @@ impl<C: Chain> Validator<C> {
             pairwise_similarity(&pairs)
         };
 
-        // Assignment checks for the gradients that help.
+        // Spot checks: re-execute some miners' windows and compare with the dense pseudo-gradient
+        // they committed to.
+        let mut spot_checks = Vec::new();
+        let mut dense_blobs = Vec::new();
+        let mut frauds: Vec<(u16, AccountId, [u8; 32])> = Vec::new();
         for m in evidence.iter_mut() {
-            if m.refused.is_some() || UsefulnessScore::from_losses(&base, &m.after).score() <= 0.0 {
+            let Some(fetched) = gradients.get(&m.uid) else {
+                continue;
+            };
+            if !spot_checked(eval_seed, m.uid, self.spot_check_probability()) {
+                continue;
+            }
+            let neuron = miners
+                .iter()
+                .find(|n| n.uid == m.uid)
+                .expect("evidence comes from the metagraph")
+                .clone();
+            let dense = match tokio::time::timeout(
+                self.inner.probe_deadline,
+                self.fetch_gradient(&neuron, window, &checkpoint.digest, true),
+            )
+            .await
+            {
+                Ok(Ok(dense)) if dense.commitment.signature == fetched.commitment.signature => {
+                    dense
+                }
+                Ok(Ok(_)) => {
+                    m.refused =
+                        Some("spot check: the dense gradient came with another commitment".into());
+                    continue;
+                }
+                Ok(Err(rejection)) => {
+                    m.refused = Some(format!(
+                        "spot check: dense gradient not served: {rejection}"
+                    ));
+                    continue;
+                }
+                Err(_) => {
+                    m.refused = Some("spot check: dense gradient not served in time".into());
+                    continue;
+                }
+            };
+            let uid = m.uid;
+            let (engine, params) = (engine.clone(), checkpoint.params.clone());
+            let reexecuted =
+                blocking(move || evaluate::reexecute(&engine, &params, window, window_seed, uid))
+                    .await?;
+            let Some(reexecuted) = reexecuted else {
+                continue;
+            };
+            let difference = relative_difference(&dense.values, &reexecuted);
+            tracing::info!(uid, relative_difference = difference, "spot check");
+            if !(difference <= spec.scoring.spot_check_tolerance) {
+                m.fraud = Some(format!(
+                    "its dense gradient differs from the re-executed training by {difference:.3e} (relative L2), beyond the backend tolerance {}",
+                    spec.scoring.spot_check_tolerance
+                ));
+                let mut bytes = fetched.commitment.signature.clone();
+                bytes.extend_from_slice(&fetched.commitment.dense_digest);
+                bytes.extend_from_slice(&subnet_proto::digest(&codec::encode_dense(&reexecuted)));
+                frauds.push((uid, neuron.hotkey, subnet_proto::digest(&bytes)));
+            }
+            spot_checks.push(SpotCheckRecord {
+                uid,
+                dense_digest: hex::encode(&dense.commitment.dense_digest),
+                relative_difference: difference,
+            });
+            dense_blobs.push(dense.payload);
+        }
+
+        // Assignment checks for the gradients that help, each against the mean of the other helpful
+        // gradients that are not its near-duplicates.
+        let helpful: Vec<u16> = evidence
+            .iter()
+            .filter(|m| {
+                m.refused.is_none() && UsefulnessScore::from_losses(&base, &m.after).score() > 0.0
+            })
+            .map(|m| m.uid)
+            .collect();
+        let mut controls: HashMap<u16, Vec<u16>> = HashMap::new();
+        for m in evidence.iter_mut() {
+            if !helpful.contains(&m.uid) {
                 continue;
             }
             let uid = m.uid;
+            let control_uids: Vec<u16> = helpful
+                .iter()
+                .copied()
+                .filter(|&other| {
+                    other != uid
+                        && !similarities.iter().any(|s| {
+                            s.cosine >= spec.scoring.copy_cosine
+                                && ((s.a, s.b) == (uid, other) || (s.a, s.b) == (other, uid))
+                        })
+                })
+                .collect();
+            let control = {
+                let refs: Vec<&[f32]> = control_uids
+                    .iter()
+                    .map(|u| gradients[u].values.as_slice())
+                    .collect();
+                evaluate::control_gradient(&refs, engine.num_params())
+            };
+            controls.insert(uid, control_uids);
             let gradient = gradients[&uid].values.clone();
             let (engine, params) = (engine.clone(), checkpoint.params.clone());
             let assignment = blocking(move || {
                 let (own, held_back) =
-                    evaluate::assignment_batches(&engine, window, window_seed, eval_seed, uid)?;
+                    evaluate::assignment_batches(&engine, window, window_seed, uid)?;
                 Some(evaluate::assignment_evidence(
-                    &engine, &params, &gradient, &own, &held_back,
+                    &engine, &params, &gradient, &control, &own, &held_back,
                 ))
             })
             .await?;
             m.assignment = assignment.filter(|a| {
                 [
-                    &a.before_own,
+                    &a.control_own,
                     &a.after_own,
-                    &a.before_held_back,
+                    &a.control_held_back,
                     &a.after_held_back,
                 ]
                 .iter()
@@ -484,6 +607,24 @@ impl<C: Chain> Validator<C> {
             tracing::warn!(window, error = %e, "weights not set");
         }
 
+        // Fraud goes to the chain (on the local chain, enough reports slash the miner's stake).
+        let mut fraud_reports = Vec::new();
+        for (uid, offender, evidence_digest) in frauds {
+            let outcome = self
+                .chain()
+                .report_fraud(
+                    &self.inner.hotkey,
+                    self.netuid(),
+                    offender,
+                    window,
+                    evidence_digest,
+                )
+                .await
+                .map_err(|e| e.to_string());
+            tracing::warn!(window, uid, outcome = ?outcome, "reported fraud");
+            fraud_reports.push((uid, outcome));
+        }
+
         // Aggregate the best earning gradients into the next global checkpoint.
         let aggregated = aggregation_order(&decisions, spec.scoring.aggregate_top);
         let next = {
@@ -502,7 +643,11 @@ impl<C: Chain> Validator<C> {
                     uid: *uid,
                     payload_digest: hex::encode(&g.commitment.payload_digest),
                     commitment_signature: hex::encode(&g.commitment.signature),
+                    control: controls.get(uid).cloned(),
                 });
+            }
+            for dense in &dense_blobs {
+                store.put_blob(dense)?;
             }
             store.put_blob(&checkpoint.to_bytes())?;
             store.put_blob(&next.to_bytes())?;
@@ -520,6 +665,7 @@ impl<C: Chain> Validator<C> {
                 scoring: params,
                 evidence,
                 gradients: records,
+                spot_checks,
                 averages_before,
                 aggregated: aggregated.clone(),
                 weights: WeightsRecord {
@@ -554,6 +700,7 @@ impl<C: Chain> Validator<C> {
             results,
             aggregated,
             weights_set,
+            fraud_reports,
         };
         self.advance(window + 1, next);
         self.save_state()?;
@@ -608,3 +755,11 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ValidatorError::Evaluation(e.to_string()))
 }
+
+/// Whether the validator re-executes `uid`'s window: a draw with `probability` from its secret seed.
+pub fn spot_checked(eval_seed: u64, uid: u16, probability: f64) -> bool {
+    let draw = task::rng::derive_seed(&[eval_seed, SPOT_CHECK, uid as u64]);
+    (draw as f64 / 2f64.powi(64)) < probability
+}
+
+const SPOT_CHECK: u64 = 0x7370_6f74;

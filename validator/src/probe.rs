@@ -57,11 +57,14 @@ impl fmt::Display for Rejection {
 }
 
 impl<C: Chain> Validator<C> {
+    /// Fetches a miner's compressed gradient for `window` or, with `dense`, the dense
+    /// pseudo-gradient it says it compressed it from (for a spot check).
     pub(crate) async fn fetch_gradient(
         &self,
         neuron: &Neuron,
         window: u64,
         checkpoint_digest: &[u8; 32],
+        dense: bool,
     ) -> Result<Fetched, Rejection> {
         let addr = neuron.axon.ok_or(Rejection::NoAxon)?;
         let channel = Endpoint::from_shared(format!("http://{addr}"))
@@ -79,6 +82,7 @@ impl<C: Chain> Validator<C> {
                 auth: None,
                 window,
                 task_digest: task_digest.to_vec(),
+                dense,
             },
             self.keypair(),
             &neuron.hotkey.0,
@@ -112,19 +116,32 @@ impl<C: Chain> Validator<C> {
             },
         )
         .map_err(Rejection::Commitment)?;
-        let mut payload = Vec::with_capacity(commitment.payload_len as usize);
+        let limit = if dense {
+            codec::encode_dense(&[]).len() as u64 + 4 * expected_len as u64
+        } else {
+            commitment.payload_len
+        };
+        let mut payload = Vec::with_capacity(limit as usize);
         while let Some(chunk) = stream.message().await.map_err(refused)? {
             let Some(pb::gradient_chunk::Part::Data(data)) = chunk.part else {
                 return Err(Rejection::NoCommitment);
             };
-            if (payload.len() + data.len()) as u64 > commitment.payload_len {
-                return Err(Rejection::Oversized {
-                    limit: commitment.payload_len,
-                });
+            if (payload.len() + data.len()) as u64 > limit {
+                return Err(Rejection::Oversized { limit });
             }
             payload.extend_from_slice(&data);
         }
-        commitment::verify_payload(&commitment, &payload).map_err(Rejection::Commitment)?;
+        if dense {
+            let found = subnet_proto::digest(&payload);
+            if commitment.dense_digest.as_slice() != found {
+                return Err(Rejection::Commitment(CommitmentError::DigestMismatch {
+                    expected: hex::encode(&commitment.dense_digest),
+                    found: hex::encode(found),
+                }));
+            }
+        } else {
+            commitment::verify_payload(&commitment, &payload).map_err(Rejection::Commitment)?;
+        }
         let values = codec::decode(&payload, expected_len).map_err(Rejection::Codec)?;
         let non_finite = values.iter().filter(|v| !v.is_finite()).count();
         if non_finite > 0 {

@@ -23,6 +23,8 @@ pub struct WindowRecord {
     pub gradients: Vec<GradientRecord>,
     /// Moving averages before the window.
     pub averages_before: Averages,
+    /// The miners whose training was re-executed this window.
+    pub spot_checks: Vec<SpotCheckRecord>,
     /// The uids aggregated into the next checkpoint, best first.
     pub aggregated: Vec<u16>,
     pub weights: WeightsRecord,
@@ -35,6 +37,19 @@ pub struct GradientRecord {
     pub payload_digest: String,
     /// The commitment's signature, so anyone can check the miner signed this payload.
     pub commitment_signature: String,
+    /// The uids whose gradients formed this miner's assignment-check control (empty: the checkpoint
+    /// itself), when the check ran.
+    pub control: Option<Vec<u16>>,
+}
+
+/// A spot check: the miner's dense pseudo-gradient (the blob `dense_digest`) against the
+/// validator's re-execution of its window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpotCheckRecord {
+    pub uid: u16,
+    pub dense_digest: String,
+    /// Relative L2 difference between the two.
+    pub relative_difference: f64,
 }
 
 /// The weights a validator set on chain (uids and u16 values, as the SDK converts them), or why none

@@ -199,27 +199,42 @@ fn replay_window(
             &miner.after,
             &evaluate::losses_after(engine, &checkpoint.params, values, &batches),
         )?;
-        let Some(recorded) = &miner.assignment else {
+        let (Some(recorded), Some(control_uids)) = (&miner.assignment, &g.control) else {
             continue;
         };
-        let (own, held_back) = evaluate::assignment_batches(
+        let refs = control_uids
+            .iter()
+            .map(|u| {
+                gradients
+                    .get(u)
+                    .map(Vec::as_slice)
+                    .ok_or_else(|| ReplayError::Invalid {
+                        window,
+                        what: format!("control uid {u} has no recorded gradient"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let control = evaluate::control_gradient(&refs, engine.num_params());
+        let (own, held_back) =
+            evaluate::assignment_batches(engine, window, record.window_seed, g.uid).ok_or_else(
+                || ReplayError::Invalid {
+                    window,
+                    what: format!("uid {} has no assignment", g.uid),
+                },
+            )?;
+        let replayed = evaluate::assignment_evidence(
             engine,
-            window,
-            record.window_seed,
-            record.eval_seed,
-            g.uid,
-        )
-        .ok_or_else(|| ReplayError::Invalid {
-            window,
-            what: format!("uid {} has no assignment", g.uid),
-        })?;
-        let replayed =
-            evaluate::assignment_evidence(engine, &checkpoint.params, values, &own, &held_back);
+            &checkpoint.params,
+            values,
+            &control,
+            &own,
+            &held_back,
+        );
         let parts = [
             (
-                "checkpoint on own batches",
-                &recorded.before_own,
-                &replayed.before_own,
+                "control on own batches",
+                &recorded.control_own,
+                &replayed.control_own,
             ),
             (
                 "gradient on own batches",
@@ -227,9 +242,9 @@ fn replay_window(
                 &replayed.after_own,
             ),
             (
-                "checkpoint on held-back batches",
-                &recorded.before_held_back,
-                &replayed.before_held_back,
+                "control on held-back batches",
+                &recorded.control_held_back,
+                &replayed.control_held_back,
             ),
             (
                 "gradient on held-back batches",
@@ -241,6 +256,55 @@ fn replay_window(
             let what = format!("uid {} assignment check, {part}", g.uid);
             checked += confirm(window, &what, recorded, replayed)?;
         }
+    }
+    for spot in &record.spot_checks {
+        let digest = digest_field(window, "dense_digest", &spot.dense_digest)?;
+        let dense = codec::decode(&store.blob(&digest)?, engine.num_params()).map_err(|e| {
+            ReplayError::Invalid {
+                window,
+                what: format!("uid {}'s dense gradient does not decode: {e}", spot.uid),
+            }
+        })?;
+        let reexecuted = evaluate::reexecute(
+            engine,
+            &checkpoint.params,
+            window,
+            record.window_seed,
+            spot.uid,
+        )
+        .ok_or_else(|| ReplayError::Invalid {
+            window,
+            what: format!("uid {} has no assignment", spot.uid),
+        })?;
+        let difference = scoring::checks::relative_difference(&dense, &reexecuted);
+        if difference.to_bits() != spot.relative_difference.to_bits() {
+            return Err(ReplayError::Mismatch {
+                window,
+                what: format!("uid {} spot check", spot.uid),
+                recorded: format!("{:e}", spot.relative_difference),
+                replayed: format!("{difference:e}"),
+            });
+        }
+        let fraud = !(difference <= spec.scoring.spot_check_tolerance);
+        let recorded_fraud = evidence
+            .miners
+            .iter()
+            .any(|m| m.uid == spot.uid && m.fraud.is_some());
+        if fraud != recorded_fraud {
+            return Err(ReplayError::Invalid {
+                window,
+                what: format!(
+                    "uid {}'s spot check differs by {difference:e}, but the record {} it fraud",
+                    spot.uid,
+                    if recorded_fraud {
+                        "calls"
+                    } else {
+                        "does not call"
+                    }
+                ),
+            });
+        }
+        checked += 1;
     }
     let pairs: Vec<(u16, &[f32])> = gradients.iter().map(|(u, g)| (*u, g.as_slice())).collect();
     let similarities = scoring::checks::pairwise_similarity(&pairs);

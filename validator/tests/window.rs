@@ -1,10 +1,13 @@
 //! Two validator windows against real miners over gRPC on a real local chain, with a data directory:
 //! the honest miners earn the weight; a miner serving random noise, one serving NaNs, a copier, a
-//! miner that trained on pages it was not assigned and one serving a stale window earn nothing.
+//! miner that trained on pages it was not assigned and one serving a stale window earn nothing; a
+//! lazy miner whose spot-checked training does not reproduce is reported for fraud and slashed.
 //! Then `replay` re-runs every recorded evaluation, confirms each loss bit for bit, and a what-if
 //! with another max-weight limit changes the weights as that limit says.
 
-use chain_client::{AccountId, BlockClock, Chain, LocalChain, SubnetParams, keypair_from_uri};
+use chain_client::{
+    AccountId, BlockClock, Chain, FraudOutcome, LocalChain, SubnetParams, keypair_from_uri,
+};
 use miner::{Miner, MinerService};
 use scoring::{ScoringParams, Verdict};
 use std::sync::Arc;
@@ -24,6 +27,7 @@ const NAN: u16 = 5;
 const COPIER: u16 = 6;
 const WRONG_PAGES: u16 = 7;
 const STALE: u16 = 8;
+const LAZY: u16 = 9;
 
 fn engine() -> Arc<TaskEngine> {
     let spec = TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap();
@@ -52,16 +56,19 @@ fn train_on(
         .pseudo_gradient(&checkpoint.params)
 }
 
+/// Publishes `payload` as compressed from the dense pseudo-gradient `dense`.
 fn publish(
     miner: &Miner<LocalChain>,
     key: &Keypair,
     window: u64,
     checkpoint: [u8; 32],
-    payload: Vec<u8>,
+    (payload, dense): (Vec<u8>, &[f32]),
     engine: &TaskEngine,
 ) {
-    let c = commitment::commit(key, window, engine.digest(), checkpoint, &payload);
-    miner.publish(window, c, payload);
+    let dense = codec::encode_dense(dense);
+    let digest = subnet_proto::digest(&dense);
+    let c = commitment::commit(key, window, engine.digest(), checkpoint, &payload, digest);
+    miner.publish(window, c, payload, Some(dense));
 }
 
 fn verdict(outcome: &WindowOutcome, uid: u16) -> Verdict {
@@ -84,7 +91,7 @@ async fn honest_work_earns_cheats_earn_nothing_and_replay_confirms_every_loss() 
     let netuid = chain
         .create_subnet(AccountId::from(&owner), params)
         .unwrap();
-    let keys: Vec<Keypair> = (0..=STALE)
+    let keys: Vec<Keypair> = (0..=LAZY)
         .map(|uid| keypair_from_uri(&format!("//Node{uid}")).unwrap())
         .collect();
     for k in &keys {
@@ -143,7 +150,7 @@ async fn honest_work_earns_cheats_earn_nothing_and_replay_confirms_every_loss() 
 
     // Window 0. The honest miners sync the genesis checkpoint over gRPC and train their pages.
     let seed0 = 77;
-    for uid in HONEST {
+    for uid in HONEST.into_iter().chain([LAZY]) {
         miner(uid).sync_checkpoint().await.unwrap();
         miner(uid).train_window(0, seed0).await.unwrap();
     }
@@ -155,7 +162,7 @@ async fn honest_work_earns_cheats_earn_nothing_and_replay_confirms_every_loss() 
         key(NOISE),
         0,
         genesis.digest,
-        codec::encode_dense(&noise),
+        (codec::encode_dense(&noise), &noise),
         &engine,
     );
     publish(
@@ -163,7 +170,7 @@ async fn honest_work_earns_cheats_earn_nothing_and_replay_confirms_every_loss() 
         key(NAN),
         0,
         genesis.digest,
-        codec::encode_dense(&vec![f32::NAN; n]),
+        (codec::encode_dense(&vec![f32::NAN; n]), &vec![f32::NAN; n]),
         &engine,
     );
     // The copier serves honest uid 1's payload under its own, later, commitment.
@@ -173,27 +180,29 @@ async fn honest_work_earns_cheats_earn_nothing_and_replay_confirms_every_loss() 
         key(COPIER),
         0,
         genesis.digest,
-        original.payload.to_vec(),
+        (original.payload.to_vec(), &[0.0; 0][..]),
         &engine,
     );
     // This miner trains real work, but on another uid's pages than its own.
-    let wrong = train_on(&engine, &genesis, 0, seed0, 200);
-    let wrong = miner(WRONG_PAGES).compress(wrong);
+    let wrong_dense = train_on(&engine, &genesis, 0, seed0, 200);
+    let wrong = miner(WRONG_PAGES).compress(wrong_dense.clone());
     publish(
         miner(WRONG_PAGES),
         key(WRONG_PAGES),
         0,
         genesis.digest,
-        wrong,
+        (wrong, &wrong_dense),
         &engine,
     );
     // The stale miner trains window 0 honestly but serves nothing until window 1.
-    let stale = train_on(&engine, &genesis, 0, seed0, STALE);
-    let stale = miner(STALE).compress(stale);
+    let stale_dense = train_on(&engine, &genesis, 0, seed0, STALE);
+    let stale = miner(STALE).compress(stale_dense.clone());
 
+    // Window 0 is scored without spot checks, so that each other check shows on its own.
+    validator.set_spot_check_probability(0.0);
     chain.advance_blocks(10).unwrap();
     let w0 = validator.run_window(0, seed0).await.unwrap();
-    for uid in HONEST {
+    for uid in HONEST.into_iter().chain([LAZY]) {
         let r = w0.result(uid).unwrap();
         assert_eq!(r.verdict, Verdict::Earned, "{r:?}");
         assert!(r.weight > 0.0, "{r:?}");
@@ -230,13 +239,15 @@ async fn honest_work_earns_cheats_earn_nothing_and_replay_confirms_every_loss() 
     for uid in [NOISE, NAN, COPIER, WRONG_PAGES, STALE] {
         assert_eq!(w0.result(uid).unwrap().weight, 0.0, "uid {uid}");
     }
-    let mut aggregated = w0.aggregated.clone();
-    aggregated.sort();
-    assert_eq!(aggregated, HONEST.to_vec());
+    let earners = vec![1, 2, 3, LAZY];
+    // The best `aggregate_top` of them make the next checkpoint.
+    assert_eq!(w0.aggregated.len(), engine.spec().scoring.aggregate_top);
+    assert!(w0.aggregated.iter().all(|u| earners.contains(u)));
     let (uids, _) = w0.weights_set.clone().unwrap();
-    assert_eq!(uids, HONEST.to_vec());
+    assert_eq!(uids, earners);
 
-    // Window 1: the stale miner re-commits its window-0 gradient, trained from the old checkpoint.
+    // Window 1, every miner spot-checked: the stale miner re-commits its window-0 gradient, trained
+    // from the old checkpoint; the lazy miner trains 10 of its 30 steps and says it trained them all.
     let seed1 = 78;
     let (checkpoint1, window) = validator.checkpoint();
     assert_eq!((window, checkpoint1.digest), (1, w0.checkpoint_after));
@@ -244,9 +255,67 @@ async fn honest_work_earns_cheats_earn_nothing_and_replay_confirms_every_loss() 
         miner(*uid).sync_checkpoint().await.unwrap();
         miner(*uid).train_window(1, seed1).await.unwrap();
     }
-    publish(miner(STALE), key(STALE), 1, genesis.digest, stale, &engine);
+    publish(
+        miner(STALE),
+        key(STALE),
+        1,
+        genesis.digest,
+        (stale, &stale_dense),
+        &engine,
+    );
+    let lazy_dense = {
+        let assignment = engine.assignment(1, seed1, LAZY).unwrap();
+        let batches = engine.training_batches(&assignment, seed1);
+        engine
+            .trainer::<CpuTrainBackend>(&Default::default())
+            .train_from(
+                &checkpoint1.params,
+                &batches[..10],
+                engine.spec().inner_lr(1),
+                |_, _| {},
+            )
+            .pseudo_gradient(&checkpoint1.params)
+    };
+    let lazy = miner(LAZY).compress(lazy_dense.clone());
+    publish(
+        miner(LAZY),
+        key(LAZY),
+        1,
+        checkpoint1.digest,
+        (lazy, &lazy_dense),
+        &engine,
+    );
+    validator.set_spot_check_probability(1.0);
     chain.advance_blocks(10).unwrap();
+    let lazy_stake = chain
+        .metagraph(netuid)
+        .await
+        .unwrap()
+        .by_uid(LAZY)
+        .unwrap()
+        .stake;
+    assert!(lazy_stake > 0, "the lazy miner earned in window 0");
     let w1 = validator.run_window(1, seed1).await.unwrap();
+    assert!(
+        matches!(verdict(&w1, LAZY), Verdict::Fraud { .. }),
+        "{:?}",
+        w1.result(LAZY)
+    );
+    assert_eq!(w1.result(LAZY).unwrap().score, 0.0);
+    let (reported, outcome) = w1.fraud_reports[0].clone();
+    assert_eq!(reported, LAZY);
+    let Ok(FraudOutcome::Slashed { amount }) = outcome else {
+        panic!("the only validator's report slashes: {outcome:?}");
+    };
+    // 10% of its stake at the time of the report (emission may have accrued since the read above).
+    assert!(amount >= lazy_stake / 10, "{amount} of {lazy_stake}");
+    let slashes = chain.slashes(netuid).unwrap();
+    assert_eq!(slashes.len(), 1);
+    assert_eq!(
+        (slashes[0].hotkey, slashes[0].window),
+        (AccountId::from(key(LAZY)), 1)
+    );
+    assert_eq!(w1.fraud_reports.len(), 1, "honest miners reproduce exactly");
     assert!(
         matches!(
             w1.result(STALE).unwrap().rejection,
