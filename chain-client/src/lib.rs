@@ -5,6 +5,7 @@ pub mod error;
 pub mod local;
 pub mod subtensor;
 pub mod types;
+pub mod wallet;
 
 pub use error::{ChainError, Result};
 pub use local::{BlockClock, LocalChain};

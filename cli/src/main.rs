@@ -61,6 +61,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bittensor wallets: create one.
+    Wallet {
+        #[command(subcommand)]
+        command: WalletCommand,
+    },
     /// Task files: check one.
     Task {
         #[command(subcommand)]
@@ -78,6 +83,69 @@ enum Command {
         dir: PathBuf,
         #[command(subcommand)]
         command: ChainCommand,
+    },
+}
+
+/// Which keys a chain command uses: secret URIs, or a Bittensor wallet's coldkey and hotkey.
+#[derive(clap::Args)]
+struct KeyArgs {
+    /// Coldkey as a secret URI (dev keys such as `//miner-1` on local chains); or use --wallet.
+    #[arg(long, conflicts_with = "wallet")]
+    coldkey_uri: Option<String>,
+    /// Hotkey as a secret URI; or use --wallet and --hotkey.
+    #[arg(long, conflicts_with = "wallet")]
+    hotkey_uri: Option<String>,
+    /// Bittensor wallet: its `coldkey` file and `hotkeys/HOTKEY` (unencrypted).
+    #[arg(long)]
+    wallet: Option<String>,
+    #[arg(long, default_value = "default")]
+    hotkey: String,
+    /// Directory of Bittensor wallets (default ~/.bittensor/wallets).
+    #[arg(long, env = "BT_WALLET_PATH")]
+    wallet_path: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    fn root(&self) -> PathBuf {
+        self.wallet_path
+            .clone()
+            .unwrap_or_else(chain_client::wallet::default_wallet_root)
+    }
+
+    fn coldkey(&self) -> anyhow::Result<subxt_signer::sr25519::Keypair> {
+        match (&self.coldkey_uri, &self.wallet) {
+            (Some(uri), _) => admin::keypair(uri),
+            (None, Some(wallet)) => Ok(chain_client::wallet::read_keyfile(
+                &self.root().join(wallet).join("coldkey"),
+            )?),
+            (None, None) => {
+                anyhow::bail!("no coldkey given: pass --coldkey-uri URI or --wallet NAME")
+            }
+        }
+    }
+
+    fn hotkey(&self) -> anyhow::Result<subxt_signer::sr25519::Keypair> {
+        Ok(chain_client::wallet::choose_hotkey(
+            self.hotkey_uri.as_deref(),
+            self.wallet.as_deref(),
+            &self.hotkey,
+            self.wallet_path.as_deref(),
+        )?)
+    }
+}
+
+#[derive(Subcommand)]
+enum WalletCommand {
+    /// Create hotkey HOTKEY in wallet NAME (and the wallet's coldkey if it has none), unencrypted,
+    /// in Bittensor's layout and keyfile format.
+    New {
+        #[arg(long)]
+        wallet: String,
+        #[arg(long, default_value = "default")]
+        hotkey: String,
+        /// Directory of Bittensor wallets (default ~/.bittensor/wallets).
+        #[arg(long, env = "BT_WALLET_PATH")]
+        wallet_path: Option<PathBuf>,
     },
 }
 
@@ -205,8 +273,8 @@ enum ChainCommand {
     },
     /// Credit tokens to a coldkey (a local-chain faucet).
     Fund {
-        #[arg(long)]
-        coldkey_uri: String,
+        #[command(flatten)]
+        keys: KeyArgs,
         #[arg(long)]
         tokens: f64,
     },
@@ -214,21 +282,24 @@ enum ChainCommand {
     Register {
         #[arg(long)]
         netuid: u16,
-        #[arg(long)]
-        coldkey_uri: String,
-        #[arg(long)]
-        hotkey_uri: String,
+        #[command(flatten)]
+        keys: KeyArgs,
     },
     /// add_stake from a coldkey to its hotkey.
     Stake {
         #[arg(long)]
         netuid: u16,
-        #[arg(long)]
-        coldkey_uri: String,
-        #[arg(long)]
-        hotkey_uri: String,
+        #[command(flatten)]
+        keys: KeyArgs,
         #[arg(long)]
         tokens: f64,
+    },
+    /// Fraud slashes on a subnet (a local-chain extension).
+    Slashes {
+        #[arg(long)]
+        netuid: u16,
+        #[arg(long)]
+        json: bool,
     },
     /// Move a manual clock forward.
     Advance {
@@ -276,35 +347,27 @@ fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Result<()>
                 spec.task.name, spec.window.blocks
             );
         }
-        ChainCommand::Fund {
-            coldkey_uri,
-            tokens,
-        } => {
-            let coldkey = admin::account(&admin::keypair(&coldkey_uri)?);
+        ChainCommand::Fund { keys, tokens } => {
+            let coldkey = admin::account(&keys.coldkey()?);
             let balance = admin::open(dir)?.fund(coldkey, admin::tokens_to_rao(tokens)?)?;
             println!(
                 "{coldkey} balance {:.3} τ",
                 balance as f64 / localnet::RAO_PER_TOKEN as f64
             );
         }
-        ChainCommand::Register {
-            netuid,
-            coldkey_uri,
-            hotkey_uri,
-        } => {
-            let coldkey = admin::account(&admin::keypair(&coldkey_uri)?);
-            let hotkey = admin::account(&admin::keypair(&hotkey_uri)?);
+        ChainCommand::Register { netuid, keys } => {
+            let coldkey = admin::account(&keys.coldkey()?);
+            let hotkey = admin::account(&keys.hotkey()?);
             let uid = admin::open(dir)?.burned_register(coldkey, netuid, hotkey)?;
             println!("registered {hotkey} as uid {uid} on subnet {netuid}");
         }
         ChainCommand::Stake {
             netuid,
-            coldkey_uri,
-            hotkey_uri,
+            keys,
             tokens,
         } => {
-            let coldkey = admin::account(&admin::keypair(&coldkey_uri)?);
-            let hotkey = admin::account(&admin::keypair(&hotkey_uri)?);
+            let coldkey = admin::account(&keys.coldkey()?);
+            let hotkey = admin::account(&keys.hotkey()?);
             let stake = admin::open(dir)?.add_stake(
                 coldkey,
                 hotkey,
@@ -315,6 +378,26 @@ fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Result<()>
                 "{hotkey} stake {:.3} τ on subnet {netuid}",
                 stake as f64 / localnet::RAO_PER_TOKEN as f64
             );
+        }
+        ChainCommand::Slashes { netuid, json } => {
+            let slashes = admin::open(dir)?.slashes(netuid)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&slashes)?);
+            } else if slashes.is_empty() {
+                println!("no slashes on subnet {netuid}");
+            } else {
+                for s in slashes {
+                    println!(
+                        "block {} window {}: {} lost {:.3} τ (evidence {}, reported by {} validator(s))",
+                        s.block,
+                        s.window,
+                        s.hotkey,
+                        s.amount as f64 / localnet::RAO_PER_TOKEN as f64,
+                        s.evidence,
+                        s.reporters.len()
+                    );
+                }
+            }
         }
         ChainCommand::Advance { blocks } => {
             let block = admin::open(dir)?.advance_blocks(blocks)?;
@@ -410,6 +493,36 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Chain { dir, command } => run_chain(&dir, command)?,
         Command::Yuma { file, json } => run_yuma(&file, json)?,
+        Command::Wallet {
+            command:
+                WalletCommand::New {
+                    wallet,
+                    hotkey,
+                    wallet_path,
+                },
+        } => {
+            let root = wallet_path.unwrap_or_else(chain_client::wallet::default_wallet_root);
+            let created = chain_client::wallet::create_wallet(&root, &wallet, &hotkey)?;
+            if let Some((coldkey, path)) = &created.coldkey {
+                println!("coldkey  {} -> {}", coldkey.ss58_address, path.display());
+                println!(
+                    "         mnemonic: {}",
+                    coldkey.secret_phrase.as_deref().unwrap_or_default()
+                );
+            }
+            println!(
+                "hotkey   {} -> {}",
+                created.hotkey.ss58_address,
+                created.hotkey_path.display()
+            );
+            println!(
+                "         mnemonic: {}",
+                created.hotkey.secret_phrase.as_deref().unwrap_or_default()
+            );
+            println!(
+                "The keyfiles are unencrypted (mode 600): write the mnemonics down, and keep real funds on an encrypted coldkey."
+            );
+        }
         Command::Replay { dir, scoring, json } => {
             subnet_cli::replay::run(&dir, scoring.as_deref(), json)?
         }

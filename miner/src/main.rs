@@ -1,7 +1,8 @@
 //! `miner run`: train the assigned shard each window and serve the signed pseudo-gradient.
 
 use anyhow::{Context, bail};
-use chain_client::{Chain, keypair_from_uri, open_chain, window_seed};
+use chain_client::wallet::choose_hotkey;
+use chain_client::{Chain, open_chain, window_seed};
 use clap::{Parser, Subcommand};
 use miner::{Miner, MinerError, MinerService};
 use std::path::PathBuf;
@@ -32,9 +33,19 @@ enum Command {
         chain: String,
         #[arg(long, env = "MINER_NETUID")]
         netuid: u16,
-        /// Hotkey as a secret URI (a dev URI such as `//miner-1`, or a mnemonic).
-        #[arg(long, env = "MINER_HOTKEY_URI")]
-        hotkey_uri: String,
+        /// Bittensor wallet holding the hotkey (`~/.bittensor/wallets/NAME`, or under --wallet-path).
+        #[arg(long, env = "MINER_WALLET")]
+        wallet: Option<String>,
+        /// Hotkey name within the wallet (`hotkeys/NAME`).
+        #[arg(long, env = "MINER_HOTKEY", default_value = "default")]
+        hotkey: String,
+        /// Directory of Bittensor wallets.
+        #[arg(long, env = "BT_WALLET_PATH")]
+        wallet_path: Option<PathBuf>,
+        /// Hotkey as a secret URI instead of a wallet: a dev URI such as `//miner-1` for local
+        /// chains, or a mnemonic.
+        #[arg(long, env = "MINER_HOTKEY_URI", conflicts_with = "wallet")]
+        hotkey_uri: Option<String>,
         /// Address the gRPC server listens on; its port is announced on chain.
         #[arg(long, env = "MINER_LISTEN", default_value = "127.0.0.1:0")]
         listen: String,
@@ -52,6 +63,9 @@ async fn main() -> anyhow::Result<()> {
         task,
         chain,
         netuid,
+        wallet,
+        hotkey,
+        wallet_path,
         hotkey_uri,
         listen,
     } = Cli::parse().command;
@@ -59,7 +73,12 @@ async fn main() -> anyhow::Result<()> {
     let engine = Arc::new(TaskEngine::new(spec));
     let blocks = engine.spec().window.blocks;
     let chain = open_chain(&chain)?;
-    let hotkey = keypair_from_uri(&hotkey_uri)?;
+    let hotkey = choose_hotkey(
+        hotkey_uri.as_deref(),
+        wallet.as_deref(),
+        &hotkey,
+        wallet_path.as_deref(),
+    )?;
     let miner = Miner::new(chain.clone(), netuid, hotkey.clone(), engine);
     let metagraph = chain.metagraph(netuid).await?;
     if metagraph.by_hotkey(&miner.hotkey()).is_none() {

@@ -95,6 +95,7 @@ fn request(caller: &Keypair, window: u64, engine: &TaskEngine) -> pb::GradientRe
     auth::sign(
         pb::GradientRequest {
             auth: None,
+            dense: false,
             window,
             task_digest: engine.digest().to_vec(),
         },
@@ -197,6 +198,7 @@ async fn refused_callers_get_distinct_codes() {
     let other = auth::sign(
         pb::GradientRequest {
             auth: None,
+            dense: false,
             window: 3,
             task_digest: vec![0; 32],
         },

@@ -36,11 +36,21 @@ pub fn relative_difference(a: &[f32], b: &[f32]) -> f64 {
         diff += (x as f64 - y as f64).powi(2);
         norm += (y as f64).powi(2);
     }
-    match (diff, norm) {
-        (d, _) if d == 0.0 => 0.0,
-        (_, n) if n == 0.0 => f64::INFINITY,
-        (d, n) => (d / n).sqrt(),
+    if diff == 0.0 {
+        0.0
+    } else if norm == 0.0 {
+        f64::INFINITY
+    } else {
+        (diff / norm).sqrt()
     }
+}
+
+/// Whether a spot check's relative difference is within the backend tolerance (NaN is not).
+pub fn reproduces(relative_difference: f64, tolerance: f64) -> bool {
+    matches!(
+        relative_difference.partial_cmp(&tolerance),
+        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+    )
 }
 
 /// Per-batch losses behind one miner's assignment check.

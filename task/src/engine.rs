@@ -267,7 +267,7 @@ impl TaskEngine {
             .iter()
             .map(|s| Span {
                 page: s.page,
-                offset: (s.offset / stride ^ 1) * stride,
+                offset: ((s.offset / stride) ^ 1) * stride,
             })
             .collect()
     }

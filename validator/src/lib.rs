@@ -15,7 +15,7 @@ pub use service::ValidatorService;
 pub use store::{DataDir, SavedState, StoreError};
 
 use chain_client::{AccountId, Chain, ChainError, FraudOutcome};
-use scoring::checks::{pairwise_similarity, relative_difference};
+use scoring::checks::{pairwise_similarity, relative_difference, reproduces};
 use scoring::decide::averages_after;
 use scoring::{
     AssignmentCheck, Averages, MinerDecision, MinerEvidence, UsefulnessScore, Verdict,
@@ -491,7 +491,7 @@ impl<C: Chain> Validator<C> {
             };
             let difference = relative_difference(&dense.values, &reexecuted);
             tracing::info!(uid, relative_difference = difference, "spot check");
-            if !(difference <= spec.scoring.spot_check_tolerance) {
+            if !reproduces(difference, spec.scoring.spot_check_tolerance) {
                 m.fraud = Some(format!(
                     "its dense gradient differs from the re-executed training by {difference:.3e} (relative L2), beyond the backend tolerance {}",
                     spec.scoring.spot_check_tolerance

@@ -1,7 +1,8 @@
 //! `validator run`: score every miner's gradient each window, set weights, advance the global model.
 
 use anyhow::{Context, bail};
-use chain_client::{Chain, keypair_from_uri, open_chain, window_seed};
+use chain_client::wallet::choose_hotkey;
+use chain_client::{Chain, open_chain, window_seed};
 use clap::{Parser, Subcommand};
 use scoring::Verdict;
 use std::path::PathBuf;
@@ -33,9 +34,19 @@ enum Command {
         chain: String,
         #[arg(long, env = "VALIDATOR_NETUID")]
         netuid: u16,
-        /// Hotkey as a secret URI (a dev URI such as `//validator-1`, or a mnemonic).
-        #[arg(long, env = "VALIDATOR_HOTKEY_URI")]
-        hotkey_uri: String,
+        /// Bittensor wallet holding the hotkey (`~/.bittensor/wallets/NAME`, or under --wallet-path).
+        #[arg(long, env = "VALIDATOR_WALLET")]
+        wallet: Option<String>,
+        /// Hotkey name within the wallet (`hotkeys/NAME`).
+        #[arg(long, env = "VALIDATOR_HOTKEY", default_value = "default")]
+        hotkey: String,
+        /// Directory of Bittensor wallets.
+        #[arg(long, env = "BT_WALLET_PATH")]
+        wallet_path: Option<PathBuf>,
+        /// Hotkey as a secret URI instead of a wallet: a dev URI such as `//miner-1` for local
+        /// chains, or a mnemonic.
+        #[arg(long, env = "VALIDATOR_HOTKEY_URI", conflicts_with = "wallet")]
+        hotkey_uri: Option<String>,
         #[arg(long, env = "VALIDATOR_LISTEN", default_value = "127.0.0.1:0")]
         listen: String,
         /// Data directory: the state a restart resumes from (global checkpoint, moving averages),
@@ -56,6 +67,9 @@ async fn main() -> anyhow::Result<()> {
         task,
         chain,
         netuid,
+        wallet,
+        hotkey,
+        wallet_path,
         hotkey_uri,
         listen,
         data,
@@ -64,7 +78,12 @@ async fn main() -> anyhow::Result<()> {
     let engine = Arc::new(TaskEngine::new(spec));
     let blocks = engine.spec().window.blocks;
     let chain = open_chain(&chain)?;
-    let hotkey = keypair_from_uri(&hotkey_uri)?;
+    let hotkey = choose_hotkey(
+        hotkey_uri.as_deref(),
+        wallet.as_deref(),
+        &hotkey,
+        wallet_path.as_deref(),
+    )?;
     let first_window = chain.current_block().await? / blocks;
     let validator = match data {
         Some(dir) => Validator::with_store(

@@ -285,7 +285,7 @@ fn replay_window(
                 replayed: format!("{difference:e}"),
             });
         }
-        let fraud = !(difference <= spec.scoring.spot_check_tolerance);
+        let fraud = !scoring::checks::reproduces(difference, spec.scoring.spot_check_tolerance);
         let recorded_fraud = evidence
             .miners
             .iter()

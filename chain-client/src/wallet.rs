@@ -1,0 +1,333 @@
+//! Bittensor wallets on disk: `ROOT/NAME/hotkeys/HOTKEY` (and `ROOT/NAME/coldkey`,
+//! `coldkeypub.txt`) holding the JSON keyfile Bittensor's SDK writes for unencrypted keys:
+//! `accountId`, `publicKey`, `secretPhrase`, `secretSeed`, `ss58Address`. Hotkeys are read without a
+//! password; encrypted keyfiles are refused with a clear message.
+
+use crate::types::AccountId;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use subxt_signer::bip39::Mnemonic;
+use subxt_signer::sr25519::Keypair;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    #[error(
+        "no hotkey file at {path}: create one with `subnet wallet new --wallet {wallet} --hotkey {hotkey}` (or pass --hotkey-uri)"
+    )]
+    Missing {
+        path: PathBuf,
+        wallet: String,
+        hotkey: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is encrypted: only unencrypted keyfiles can be read (Bittensor writes hotkeys unencrypted)"
+    )]
+    Encrypted { path: PathBuf },
+    #[error("{path} is not a Bittensor keyfile: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path} already exists: refusing to overwrite a key")]
+    Exists { path: PathBuf },
+}
+
+/// The JSON of an unencrypted Bittensor keyfile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Keyfile {
+    pub account_id: String,
+    pub public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_phrase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_seed: Option<String>,
+    pub ss58_address: String,
+}
+
+/// Where Bittensor keeps wallets: `$BT_WALLET_PATH`, else `~/.bittensor/wallets`.
+pub fn default_wallet_root() -> PathBuf {
+    if let Some(path) = std::env::var_os("BT_WALLET_PATH") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".bittensor").join("wallets")
+}
+
+pub fn hotkey_path(root: &Path, wallet: &str, hotkey: &str) -> PathBuf {
+    root.join(wallet).join("hotkeys").join(hotkey)
+}
+
+/// The 32-byte mini secret of a mnemonic, as substrate derives it (PBKDF2-HMAC-SHA512 over the
+/// entropy, salt "mnemonic", 2048 rounds; the first 32 of 64 bytes).
+pub fn mini_secret(mnemonic: &Mnemonic) -> [u8; 32] {
+    let (entropy, len) = mnemonic.to_entropy_array();
+    let mut seed = [0u8; 64];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha512>(&entropy[..len], b"mnemonic", 2048, &mut seed);
+    seed[..32].try_into().expect("32 bytes")
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> WalletError {
+    WalletError::Invalid {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Reads the keypair of an unencrypted keyfile (its secret seed, else its phrase) and checks it
+/// against the public key the file states.
+pub fn read_keyfile(path: &Path) -> Result<Keypair, WalletError> {
+    let text = std::fs::read_to_string(path).map_err(|source| WalletError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let trimmed = text.trim_start();
+    if trimmed.starts_with("$NACL")
+        || trimmed.starts_with("$ANSIBLE_VAULT")
+        || !trimmed.starts_with('{')
+    {
+        return Err(WalletError::Encrypted {
+            path: path.to_path_buf(),
+        });
+    }
+    let file: Keyfile = serde_json::from_str(&text).map_err(|e| invalid(path, e.to_string()))?;
+    let keypair = if let Some(seed) = &file.secret_seed {
+        let bytes = hex::decode(seed.trim_start_matches("0x"))
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| invalid(path, "secretSeed is not 32 bytes of hex"))?;
+        Keypair::from_secret_key(bytes).map_err(|e| invalid(path, e.to_string()))?
+    } else if let Some(phrase) = &file.secret_phrase {
+        let mnemonic = Mnemonic::parse(phrase).map_err(|e| invalid(path, e.to_string()))?;
+        Keypair::from_phrase(&mnemonic, None).map_err(|e| invalid(path, e.to_string()))?
+    } else {
+        return Err(invalid(
+            path,
+            "it has no secretSeed or secretPhrase (a public key only)",
+        ));
+    };
+    let public = format!("0x{}", hex::encode(keypair.public_key().0));
+    if !file.public_key.eq_ignore_ascii_case(&public) {
+        return Err(invalid(
+            path,
+            format!(
+                "its secret gives public key {public}, the file says {}",
+                file.public_key
+            ),
+        ));
+    }
+    Ok(keypair)
+}
+
+/// Loads hotkey `hotkey` of wallet `wallet` under `root`.
+pub fn load_hotkey(root: &Path, wallet: &str, hotkey: &str) -> Result<Keypair, WalletError> {
+    let path = hotkey_path(root, wallet, hotkey);
+    if !path.exists() {
+        return Err(WalletError::Missing {
+            path,
+            wallet: wallet.into(),
+            hotkey: hotkey.into(),
+        });
+    }
+    read_keyfile(&path)
+}
+
+/// The keyfile of `mnemonic`.
+pub fn keyfile(mnemonic: &Mnemonic) -> Keyfile {
+    let seed = mini_secret(mnemonic);
+    let keypair = Keypair::from_secret_key(seed).expect("any 32 bytes are a mini secret");
+    let public = format!("0x{}", hex::encode(keypair.public_key().0));
+    Keyfile {
+        account_id: public.clone(),
+        public_key: public,
+        secret_phrase: Some(mnemonic.to_string()),
+        secret_seed: Some(format!("0x{}", hex::encode(seed))),
+        ss58_address: AccountId::from(&keypair).to_string(),
+    }
+}
+
+/// A fresh 12-word mnemonic from the operating system's randomness.
+pub fn new_mnemonic() -> Mnemonic {
+    let mut entropy = [0u8; 16];
+    getrandom::fill(&mut entropy).expect("the operating system provides randomness");
+    Mnemonic::from_entropy(&entropy).expect("16 bytes are valid entropy")
+}
+
+/// Writes a keyfile readable only by its owner; never overwrites.
+pub fn write_keyfile(path: &Path, keyfile: &Keyfile) -> Result<(), WalletError> {
+    if path.exists() {
+        return Err(WalletError::Exists {
+            path: path.to_path_buf(),
+        });
+    }
+    let io = |source| WalletError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let json = serde_json::to_string(keyfile).expect("keyfiles serialize");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io)?;
+    std::io::Write::write_all(&mut file, json.as_bytes()).map_err(io)
+}
+
+/// What `create_wallet` wrote.
+pub struct CreatedWallet {
+    pub hotkey: Keyfile,
+    pub hotkey_path: PathBuf,
+    /// A coldkey, when the wallet had none.
+    pub coldkey: Option<(Keyfile, PathBuf)>,
+}
+
+/// Creates hotkey `hotkey` in wallet `wallet` (and the wallet's coldkey and `coldkeypub.txt` if it
+/// has none), unencrypted.
+pub fn create_wallet(
+    root: &Path,
+    wallet: &str,
+    hotkey: &str,
+) -> Result<CreatedWallet, WalletError> {
+    let hotkey_path = hotkey_path(root, wallet, hotkey);
+    if hotkey_path.exists() {
+        return Err(WalletError::Exists { path: hotkey_path });
+    }
+    let coldkey_path = root.join(wallet).join("coldkey");
+    let coldkey = if coldkey_path.exists() {
+        None
+    } else {
+        let file = keyfile(&new_mnemonic());
+        write_keyfile(&coldkey_path, &file)?;
+        let public = Keyfile {
+            secret_phrase: None,
+            secret_seed: None,
+            ..file.clone()
+        };
+        write_keyfile(&root.join(wallet).join("coldkeypub.txt"), &public)?;
+        Some((file, coldkey_path))
+    };
+    let file = keyfile(&new_mnemonic());
+    write_keyfile(&hotkey_path, &file)?;
+    Ok(CreatedWallet {
+        hotkey: file,
+        hotkey_path,
+        coldkey,
+    })
+}
+
+/// Why no key could be chosen from a program's flags.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyChoiceError {
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    #[error(transparent)]
+    Uri(#[from] crate::ChainError),
+    #[error(
+        "no key given: pass --wallet NAME [--hotkey NAME] (a Bittensor wallet) or --hotkey-uri URI"
+    )]
+    None,
+}
+
+/// The hotkey a program's flags name: a secret URI (dev keys such as `//miner-1`, for local chains),
+/// or hotkey `hotkey` of Bittensor wallet `wallet` under `root` (default: `default_wallet_root`).
+pub fn choose_hotkey(
+    uri: Option<&str>,
+    wallet: Option<&str>,
+    hotkey: &str,
+    root: Option<&Path>,
+) -> Result<Keypair, KeyChoiceError> {
+    match (uri, wallet) {
+        (Some(uri), _) => Ok(crate::keypair_from_uri(uri)?),
+        (None, Some(wallet)) => {
+            let root = root.map_or_else(default_wallet_root, Path::to_path_buf);
+            Ok(load_hotkey(&root, wallet, hotkey)?)
+        }
+        (None, None) => Err(KeyChoiceError::None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keyfile_reads_back_as_the_phrase_says() {
+        // The Substrate dev phrase: its root key is //Alice's parent, with a known public key.
+        let mnemonic = Mnemonic::parse(subxt_signer::DEV_PHRASE).unwrap();
+        let file = keyfile(&mnemonic);
+        let from_phrase = Keypair::from_phrase(&mnemonic, None).unwrap();
+        assert_eq!(
+            file.public_key,
+            format!("0x{}", hex::encode(from_phrase.public_key().0))
+        );
+        // The dev phrase's root sr25519 public key, as `subkey inspect` prints it.
+        assert_eq!(
+            file.ss58_address,
+            "5DfhGyQdFobKM8NsWvEeAKk5EQQgYe9AydgJ7rMB6E1EqRzV"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hot");
+        write_keyfile(&path, &file).unwrap();
+        assert!(matches!(
+            write_keyfile(&path, &file),
+            Err(WalletError::Exists { .. })
+        ));
+        let read = read_keyfile(&path).unwrap();
+        assert_eq!(read.public_key().0, from_phrase.public_key().0);
+
+        // Phrase only (no seed) reads too; a seed that does not match the public key is refused.
+        let phrase_only = Keyfile {
+            secret_seed: None,
+            ..file.clone()
+        };
+        std::fs::write(
+            dir.path().join("p"),
+            serde_json::to_string(&phrase_only).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            read_keyfile(&dir.path().join("p")).unwrap().public_key().0,
+            from_phrase.public_key().0
+        );
+        let wrong = Keyfile {
+            secret_seed: Some(format!("0x{}", "11".repeat(32))),
+            ..file
+        };
+        std::fs::write(dir.path().join("w"), serde_json::to_string(&wrong).unwrap()).unwrap();
+        assert!(matches!(
+            read_keyfile(&dir.path().join("w")),
+            Err(WalletError::Invalid { .. })
+        ));
+        std::fs::write(dir.path().join("e"), "$NACL...").unwrap();
+        assert!(matches!(
+            read_keyfile(&dir.path().join("e")),
+            Err(WalletError::Encrypted { .. })
+        ));
+    }
+
+    #[test]
+    fn a_new_wallet_has_a_coldkey_and_its_hotkey_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let created = create_wallet(dir.path(), "miner", "default").unwrap();
+        assert!(created.coldkey.is_some());
+        assert!(dir.path().join("miner/coldkeypub.txt").exists());
+        let hot = load_hotkey(dir.path(), "miner", "default").unwrap();
+        assert_eq!(
+            AccountId::from(&hot).to_string(),
+            created.hotkey.ss58_address
+        );
+        // A second hotkey reuses the coldkey.
+        let second = create_wallet(dir.path(), "miner", "second").unwrap();
+        assert!(second.coldkey.is_none());
+        assert!(matches!(
+            load_hotkey(dir.path(), "miner", "absent"),
+            Err(WalletError::Missing { .. })
+        ));
+    }
+}
