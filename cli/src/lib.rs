@@ -3,6 +3,7 @@
 
 pub mod chain_admin;
 pub mod localnet;
+pub mod plot;
 pub mod replay;
 
 /// The task the localnet trains by default.

@@ -60,6 +60,9 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Also draw the held-out loss and the weight shares over windows to this PNG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
     /// Bittensor wallets: create one.
     Wallet {
@@ -523,9 +526,12 @@ async fn main() -> anyhow::Result<()> {
                 "The keyfiles are unencrypted (mode 600): write the mnemonics down, and keep real funds on an encrypted coldkey."
             );
         }
-        Command::Replay { dir, scoring, json } => {
-            subnet_cli::replay::run(&dir, scoring.as_deref(), json)?
-        }
+        Command::Replay {
+            dir,
+            scoring,
+            json,
+            plot,
+        } => subnet_cli::replay::run(&dir, scoring.as_deref(), json, plot.as_deref())?,
         Command::Task {
             command: TaskCommand::Check { file },
         } => {

@@ -82,7 +82,12 @@ pub fn recorded_scoring(dir: &Path) -> anyhow::Result<ScoringParams> {
         .with_context(|| format!("{} has no recorded window yet", dir.display()))
 }
 
-pub fn run(dir: &Path, scoring: Option<&Path>, json: bool) -> anyhow::Result<()> {
+pub fn run(
+    dir: &Path,
+    scoring: Option<&Path>,
+    json: bool,
+    plot: Option<&Path>,
+) -> anyhow::Result<()> {
     let what_if = match scoring {
         Some(file) => Some(load_scoring(file, &recorded_scoring(dir)?)?),
         None => None,
@@ -96,6 +101,12 @@ pub fn run(dir: &Path, scoring: Option<&Path>, json: bool) -> anyhow::Result<()>
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_summary(&report);
+    }
+    if let Some(path) = plot {
+        crate::plot::plot(&report, path)?;
+        if !json {
+            println!("plot written to {}", path.display());
+        }
     }
     Ok(())
 }
