@@ -1,9 +1,11 @@
 //! The miner: syncs the global checkpoint from a validator, trains its assigned pages for a window,
 //! and serves the signed pseudo-gradient over gRPC to validators that hold a permit.
 
+pub mod metrics;
 mod service;
 mod sync;
 
+pub use metrics::Metrics;
 pub use service::MinerService;
 
 use chain_client::{AccountId, Chain, ChainError, Metagraph};
@@ -78,6 +80,7 @@ struct Inner<C> {
     hotkey: Keypair,
     engine: Arc<TaskEngine>,
     state: RwLock<MinerState>,
+    metrics: Arc<Metrics>,
     /// Error feedback: what compression left out of earlier windows' gradients.
     residual: std::sync::Mutex<Option<Vec<f32>>>,
 }
@@ -100,9 +103,14 @@ impl<C: Chain> Miner<C> {
                 hotkey,
                 engine,
                 state: RwLock::default(),
+                metrics: Arc::default(),
                 residual: std::sync::Mutex::new(None),
             }),
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     pub fn hotkey(&self) -> AccountId {
@@ -189,6 +197,7 @@ impl<C: Chain> Miner<C> {
         let started = Instant::now();
         let start = checkpoint.params.clone();
         let steps = engine.spec().training.inner_steps;
+        let tokens_per_step = engine.spec().training.batch_size * engine.spec().model.seq_len;
         let outcome = tokio::task::spawn_blocking(move || {
             engine.train_window::<CpuTrainBackend>(
                 &Default::default(),
@@ -197,7 +206,21 @@ impl<C: Chain> Miner<C> {
                 window_seed,
                 uid,
                 |step, loss| {
-                    tracing::debug!(window, uid, step = step + 1, steps, loss, "inner step");
+                    let done = step + 1;
+                    // Progress four times a window; every step at debug level.
+                    if done % steps.div_ceil(4).max(1) == 0 || done == steps {
+                        let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+                        tracing::info!(
+                            window,
+                            step = done,
+                            steps,
+                            loss,
+                            tokens_per_s = (done * tokens_per_step) as f64 / elapsed,
+                            "training"
+                        );
+                    } else {
+                        tracing::debug!(window, uid, step = done, steps, loss, "inner step");
+                    }
                 },
             )
         })
@@ -226,6 +249,9 @@ impl<C: Chain> Miner<C> {
             payload_bytes: payload.len(),
         };
         self.publish(window, commitment, payload, Some(dense));
+        self.inner
+            .metrics
+            .window_trained(window, report.tokens_per_second());
         tracing::info!(
             window,
             uid,

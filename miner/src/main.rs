@@ -46,6 +46,10 @@ enum Command {
         /// chains, or a mnemonic.
         #[arg(long, env = "MINER_HOTKEY_URI", conflicts_with = "wallet")]
         hotkey_uri: Option<String>,
+        /// Serve Prometheus metrics (windows trained, tokens/s, gradients served, requests rejected
+        /// by reason) on this address.
+        #[arg(long, env = "MINER_METRICS")]
+        metrics: Option<String>,
         /// Address the gRPC server listens on; its port is announced on chain.
         #[arg(long, env = "MINER_LISTEN", default_value = "127.0.0.1:0")]
         listen: String,
@@ -67,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
         hotkey,
         wallet_path,
         hotkey_uri,
+        metrics,
         listen,
     } = Cli::parse().command;
     let spec = TaskSpec::from_file(&task)?;
@@ -86,6 +91,13 @@ async fn main() -> anyhow::Result<()> {
             hotkey: miner.hotkey().to_string(),
             netuid
         });
+    }
+    if let Some(addr) = metrics {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics");
+        tokio::spawn(miner.metrics().clone().serve(listener));
     }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

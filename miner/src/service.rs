@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 pub struct MinerService<C> {
     miner: Miner<C>,
     nonces: NonceCache,
+    limiter: limits::RateLimiter,
 }
 
 impl<C: Chain> MinerService<C> {
@@ -22,6 +23,7 @@ impl<C: Chain> MinerService<C> {
         Self {
             miner,
             nonces: NonceCache::default(),
+            limiter: limits::RateLimiter::default(),
         }
     }
 
@@ -42,11 +44,28 @@ impl<C: Chain> MinerService<C> {
             .await
     }
 
+    /// Checks the signature, then the caller's rate limit.
     fn authenticate<M: auth::Authenticated>(&self, request: &M) -> Result<AccountId, Status> {
         let receiver = self.miner.hotkey().0;
-        auth::verify(request, &receiver, &self.nonces)
+        let caller = auth::verify(request, &receiver, &self.nonces)
             .map(AccountId)
-            .map_err(|e| e.to_status())
+            .map_err(|e| {
+                self.reject(match e {
+                    auth::AuthError::Missing | auth::AuthError::BadSignature(_) => "bad_signature",
+                    auth::AuthError::Malformed(_) => "malformed",
+                    auth::AuthError::Stale { .. } => "stale",
+                    auth::AuthError::Replay { .. } => "replayed_nonce",
+                });
+                e.to_status()
+            })?;
+        self.limiter
+            .admit(&caller.0)
+            .inspect_err(|_| self.reject("rate_limited"))?;
+        Ok(caller)
+    }
+
+    fn reject(&self, reason: &'static str) {
+        self.miner.metrics().rejected(reason);
     }
 
     /// Only hotkeys with a validator permit on this subnet may fetch gradients.
@@ -57,7 +76,7 @@ impl<C: Chain> MinerService<C> {
             .metagraph(self.miner.netuid())
             .await
             .map_err(|e| Status::unavailable(format!("cannot read the metagraph: {e}")))?;
-        match metagraph.by_hotkey(caller) {
+        let outcome = match metagraph.by_hotkey(caller) {
             None => Err(Status::permission_denied(format!(
                 "hotkey {caller} is not registered on subnet {}",
                 self.miner.netuid()
@@ -68,7 +87,8 @@ impl<C: Chain> MinerService<C> {
                 self.miner.netuid()
             ))),
             Some(_) => Ok(()),
-        }
+        };
+        outcome.inspect_err(|_| self.reject("no_validator_permit"))
     }
 }
 
@@ -102,6 +122,7 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
         let request = request.into_inner();
         let caller = self.authenticate(&request)?;
         if request.task_digest.as_slice() != self.miner.engine().digest().as_slice() {
+            self.reject("other_task");
             return Err(Status::failed_precondition(format!(
                 "task digest {} differs from this miner's task {}: both sides must load the same task file",
                 hex::encode(&request.task_digest),
@@ -110,6 +131,7 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
         }
         self.require_validator(&caller).await?;
         let gradient = self.miner.gradient(request.window).ok_or_else(|| {
+            self.reject("unknown_window");
             Status::not_found(format!(
                 "no gradient for window {} (latest: {})",
                 request.window,
@@ -140,6 +162,7 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
             })
         }));
         tracing::debug!(caller = %caller.short(), bytes = payload.len(), dense = request.dense, "serving gradient");
+        self.miner.metrics().gradient_served();
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 }

@@ -207,5 +207,50 @@ async fn refused_callers_get_distinct_codes() {
     );
     let e = fetch(&mut s.client, other).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
+
+    // Every refusal is counted by reason in the miner's metrics.
+    let metrics = s.miner.metrics().render();
+    for line in [
+        "miner_requests_rejected_total{reason=\"bad_signature\"} 1",
+        "miner_requests_rejected_total{reason=\"replayed_nonce\"} 1",
+        "miner_requests_rejected_total{reason=\"no_validator_permit\"} 3",
+        "miner_requests_rejected_total{reason=\"unknown_window\"} 1",
+        "miner_requests_rejected_total{reason=\"other_task\"} 1",
+        "miner_gradients_served_total 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    let _ = s.stop.send(());
+}
+
+#[tokio::test]
+async fn one_caller_over_its_rate_limit_does_not_starve_another() {
+    let mut s = setup().await;
+    let engine = s.miner.engine().clone();
+    let mut limited = None;
+    for i in 0..=subnet_proto::limits::REQUESTS_PER_WINDOW {
+        // Dave is not registered: each request is still signed, checked and counted.
+        match fetch(&mut s.client, request(&dev::dave(), 3, &engine)).await {
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                limited = Some((i, e));
+                break;
+            }
+            Err(e) => assert_eq!(e.code(), Code::PermissionDenied),
+            Ok(_) => panic!("Dave has no permit"),
+        }
+    }
+    let (i, e) = limited.expect("the rate limit applies");
+    assert_eq!(i, subnet_proto::limits::REQUESTS_PER_WINDOW);
+    assert!(e.message().contains("retry in"), "{e:?}");
+    // Alice, a permit holder, is served meanwhile.
+    fetch(&mut s.client, request(&dev::alice(), 3, &engine))
+        .await
+        .unwrap();
+    assert!(
+        s.miner
+            .metrics()
+            .render()
+            .contains("miner_requests_rejected_total{reason=\"rate_limited\"} 1")
+    );
     let _ = s.stop.send(());
 }

@@ -14,6 +14,8 @@ use tonic::{Request, Response, Status};
 pub struct ValidatorService<C> {
     validator: Validator<C>,
     nonces: NonceCache,
+    /// Miners poll for the next checkpoint: a generous per-caller budget.
+    limiter: limits::RateLimiter,
 }
 
 impl<C: Chain> ValidatorService<C> {
@@ -21,6 +23,7 @@ impl<C: Chain> ValidatorService<C> {
         Self {
             validator,
             nonces: NonceCache::default(),
+            limiter: limits::RateLimiter::new(100, std::time::Duration::from_secs(10)),
         }
     }
 
@@ -45,6 +48,7 @@ impl<C: Chain> ValidatorService<C> {
         let caller = auth::verify(request, &self.validator.hotkey().0, &self.nonces)
             .map(AccountId)
             .map_err(|e| e.to_status())?;
+        self.limiter.admit(&caller.0)?;
         let metagraph = self
             .validator
             .chain()
