@@ -16,7 +16,7 @@ use subnet_proto::{codec, commitment, pb};
 use subxt_signer::sr25519::Keypair;
 use task::assignment::AssignmentError;
 use task::checkpoint::CheckpointError;
-use task::{Checkpoint, CpuTrainBackend, TaskEngine};
+use task::{Checkpoint, TaskEngine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MinerError {
@@ -81,6 +81,7 @@ struct Inner<C> {
     engine: Arc<TaskEngine>,
     state: RwLock<MinerState>,
     metrics: Arc<Metrics>,
+    device: task::Device,
     /// Error feedback: what compression left out of earlier windows' gradients.
     residual: std::sync::Mutex<Option<Vec<f32>>>,
 }
@@ -95,7 +96,19 @@ pub struct Miner<C> {
 const KEPT_WINDOWS: usize = 3;
 
 impl<C: Chain> Miner<C> {
+    /// A miner that trains on the CPU.
     pub fn new(chain: C, netuid: u16, hotkey: Keypair, engine: Arc<TaskEngine>) -> Self {
+        Self::on_device(chain, netuid, hotkey, engine, task::Device::Cpu)
+    }
+
+    /// A miner that trains on `device`.
+    pub fn on_device(
+        chain: C,
+        netuid: u16,
+        hotkey: Keypair,
+        engine: Arc<TaskEngine>,
+        device: task::Device,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 chain,
@@ -104,9 +117,14 @@ impl<C: Chain> Miner<C> {
                 engine,
                 state: RwLock::default(),
                 metrics: Arc::default(),
+                device,
                 residual: std::sync::Mutex::new(None),
             }),
         }
+    }
+
+    pub fn device(&self) -> task::Device {
+        self.inner.device
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -196,33 +214,27 @@ impl<C: Chain> Miner<C> {
         let pages = engine.spec().shards.pages_per_miner;
         let started = Instant::now();
         let start = checkpoint.params.clone();
+        let device = self.inner.device;
         let steps = engine.spec().training.inner_steps;
         let tokens_per_step = engine.spec().training.batch_size * engine.spec().model.seq_len;
         let outcome = tokio::task::spawn_blocking(move || {
-            engine.train_window::<CpuTrainBackend>(
-                &Default::default(),
-                &start,
-                window,
-                window_seed,
-                uid,
-                |step, loss| {
-                    let done = step + 1;
-                    // Progress four times a window; every step at debug level.
-                    if done % steps.div_ceil(4).max(1) == 0 || done == steps {
-                        let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-                        tracing::info!(
-                            window,
-                            step = done,
-                            steps,
-                            loss,
-                            tokens_per_s = (done * tokens_per_step) as f64 / elapsed,
-                            "training"
-                        );
-                    } else {
-                        tracing::debug!(window, uid, step = done, steps, loss, "inner step");
-                    }
-                },
-            )
+            engine.train_window_on(device, &start, window, window_seed, uid, |step, loss| {
+                let done = step + 1;
+                // Progress four times a window; every step at debug level.
+                if done % steps.div_ceil(4).max(1) == 0 || done == steps {
+                    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+                    tracing::info!(
+                        window,
+                        step = done,
+                        steps,
+                        loss,
+                        tokens_per_s = (done * tokens_per_step) as f64 / elapsed,
+                        "training"
+                    );
+                } else {
+                    tracing::debug!(window, uid, step = done, steps, loss, "inner step");
+                }
+            })
         })
         .await
         .map_err(|e| MinerError::Training(e.to_string()))??;

@@ -46,6 +46,9 @@ enum Command {
         /// chains, or a mnemonic.
         #[arg(long, env = "MINER_HOTKEY_URI", conflicts_with = "wallet")]
         hotkey_uri: Option<String>,
+        /// Where to train: cpu, cuda:N (a build with --features cuda) or wgpu (--features wgpu).
+        #[arg(long, env = "MINER_DEVICE", default_value = "cpu")]
+        device: task::Device,
         /// Serve Prometheus metrics (windows trained, tokens/s, gradients served, requests rejected
         /// by reason) on this address.
         #[arg(long, env = "MINER_METRICS")]
@@ -71,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         hotkey,
         wallet_path,
         hotkey_uri,
+        device,
         metrics,
         listen,
     } = Cli::parse().command;
@@ -84,7 +88,8 @@ async fn main() -> anyhow::Result<()> {
         &hotkey,
         wallet_path.as_deref(),
     )?;
-    let miner = Miner::new(chain.clone(), netuid, hotkey.clone(), engine);
+    let miner = Miner::on_device(chain.clone(), netuid, hotkey.clone(), engine, device);
+    tracing::info!(%device, "training device");
     let metagraph = chain.metagraph(netuid).await?;
     if metagraph.by_hotkey(&miner.hotkey()).is_none() {
         bail!(MinerError::NotRegistered {

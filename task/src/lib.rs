@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod assignment;
 pub mod checkpoint;
 pub mod corpus;
+pub mod device;
 pub mod engine;
 pub mod model;
 pub mod params;
@@ -12,5 +13,6 @@ pub mod rng;
 pub mod spec;
 
 pub use checkpoint::Checkpoint;
+pub use device::Device;
 pub use engine::{Batch, CpuBackend, CpuTrainBackend, Span, TaskEngine, TrainOutcome, Trainer};
 pub use spec::TaskSpec;
