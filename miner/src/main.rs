@@ -102,7 +102,11 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "metrics");
-        tokio::spawn(miner.metrics().clone().serve(listener));
+        let metrics = miner.metrics().clone();
+        tokio::spawn(subnet_proto::metrics_http::serve(
+            listener,
+            Arc::new(move || metrics.render()),
+        ));
     }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod codec;
 pub mod commitment;
 pub mod limits;
+pub mod metrics_http;
 
 /// Generated from proto/subnet.proto.
 pub mod pb {

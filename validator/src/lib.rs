@@ -3,6 +3,7 @@
 //! global checkpoint and serves that checkpoint to miners.
 
 pub mod evaluate;
+pub mod metrics;
 mod probe;
 pub mod record;
 pub mod replay;

@@ -49,6 +49,10 @@ enum Command {
         hotkey_uri: Option<String>,
         #[arg(long, env = "VALIDATOR_LISTEN", default_value = "127.0.0.1:0")]
         listen: String,
+        /// Serve Prometheus metrics (windows scored, checkpoint loss, verdicts, weights set, fraud
+        /// reports) on this address.
+        #[arg(long, env = "VALIDATOR_METRICS")]
+        metrics: Option<String>,
         /// Data directory: the state a restart resumes from (global checkpoint, moving averages),
         /// checkpoints and gradients, and the replay log that `subnet replay` checks.
         #[arg(long, env = "VALIDATOR_DATA")]
@@ -72,8 +76,21 @@ async fn main() -> anyhow::Result<()> {
         wallet_path,
         hotkey_uri,
         listen,
+        metrics,
         data,
     } = Cli::parse().command;
+    let counters = Arc::new(validator::metrics::Metrics::default());
+    if let Some(addr) = metrics {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics");
+        let counters = counters.clone();
+        tokio::spawn(subnet_proto::metrics_http::serve(
+            listener,
+            Arc::new(move || counters.render()),
+        ));
+    }
     let spec = TaskSpec::from_file(&task)?;
     let engine = Arc::new(TaskEngine::new(spec));
     let blocks = engine.spec().window.blocks;
@@ -147,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             outcome = validator.run_window(next, seed) => outcome?,
         };
+        counters.window(&outcome);
         for r in &outcome.results {
             match &r.verdict {
                 Verdict::Earned => tracing::info!(

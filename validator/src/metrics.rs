@@ -1,0 +1,137 @@
+//! The validator's Prometheus metrics, served as text on `--metrics ADDR`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Counts {
+    windows_scored: u64,
+    last_window: u64,
+    checkpoint_loss: f64,
+    weights_set: u64,
+    weights_not_set: u64,
+    fraud_reports: u64,
+    verdicts: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    counts: Mutex<Counts>,
+}
+
+impl Metrics {
+    /// Counts one scored window.
+    pub fn window(&self, outcome: &crate::WindowOutcome) {
+        let mut c = self.counts.lock().expect("metrics lock");
+        c.windows_scored += 1;
+        c.last_window = outcome.window;
+        c.checkpoint_loss = outcome.base_loss;
+        if outcome.weights_set.is_ok() {
+            c.weights_set += 1;
+        } else {
+            c.weights_not_set += 1;
+        }
+        c.fraud_reports += outcome.fraud_reports.len() as u64;
+        for r in &outcome.results {
+            let kind = match r.verdict {
+                scoring::Verdict::Earned => "earned",
+                scoring::Verdict::Refused { .. } => "refused",
+                scoring::Verdict::Harmful { .. } => "harmful",
+                scoring::Verdict::WrongPages { .. } => "wrong_pages",
+                scoring::Verdict::Copy { .. } => "copy",
+                scoring::Verdict::Fraud { .. } => "fraud",
+            };
+            *c.verdicts.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let c = self.counts.lock().expect("metrics lock");
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            "validator_windows_scored_total",
+            "counter",
+            "Windows scored.",
+            c.windows_scored.to_string(),
+        );
+        metric(
+            "validator_last_window",
+            "gauge",
+            "The latest window scored.",
+            c.last_window.to_string(),
+        );
+        metric(
+            "validator_checkpoint_loss",
+            "gauge",
+            "Held-out loss of the latest window's global checkpoint.",
+            format!("{:.6}", c.checkpoint_loss),
+        );
+        metric(
+            "validator_weights_set_total",
+            "counter",
+            "Windows whose weights were set on chain.",
+            c.weights_set.to_string(),
+        );
+        metric(
+            "validator_weights_not_set_total",
+            "counter",
+            "Windows whose weights were not set.",
+            c.weights_not_set.to_string(),
+        );
+        metric(
+            "validator_fraud_reports_total",
+            "counter",
+            "Miners reported for fraud.",
+            c.fraud_reports.to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP validator_miner_verdicts_total Miner outcomes per window, by verdict.\n# TYPE validator_miner_verdicts_total counter"
+        );
+        for (verdict, n) in &c.verdicts {
+            let _ = writeln!(
+                out,
+                "validator_miner_verdicts_total{{verdict=\"{verdict}\"}} {n}"
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scored_window_shows_in_the_exposition() {
+        let metrics = Metrics::default();
+        metrics.window(&crate::WindowOutcome {
+            window: 7,
+            eval_seed: 1,
+            base_loss: 1.25,
+            checkpoint_before: [0; 32],
+            checkpoint_after: [1; 32],
+            results: Vec::new(),
+            aggregated: Vec::new(),
+            weights_set: Err("no miner has earned weight yet".into()),
+            fraud_reports: Vec::new(),
+        });
+        let text = metrics.render();
+        for line in [
+            "validator_windows_scored_total 1",
+            "validator_last_window 7",
+            "validator_checkpoint_loss 1.250000",
+            "validator_weights_not_set_total 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+}
