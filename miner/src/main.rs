@@ -98,15 +98,10 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     if let Some(addr) = metrics {
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "metrics");
         let metrics = miner.metrics().clone();
-        tokio::spawn(subnet_proto::metrics_http::serve(
-            listener,
-            Arc::new(move || metrics.render()),
-        ));
+        let addr =
+            subnet_proto::metrics_http::spawn(&addr, Arc::new(move || metrics.render())).await?;
+        tracing::info!(%addr, "metrics");
     }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

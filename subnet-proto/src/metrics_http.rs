@@ -4,6 +4,19 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// Binds `addr` and serves `render()` there in a background task; returns the bound address.
+pub async fn spawn(
+    addr: &str,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot serve metrics on {addr}: {e}"))
+    })?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(serve(listener, render));
+    Ok(bound)
+}
+
 /// Serves `render()` to every connection on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, render: Arc<dyn Fn() -> String + Send + Sync>) {
     loop {

@@ -81,15 +81,10 @@ async fn main() -> anyhow::Result<()> {
     } = Cli::parse().command;
     let counters = Arc::new(validator::metrics::Metrics::default());
     if let Some(addr) = metrics {
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "metrics");
         let counters = counters.clone();
-        tokio::spawn(subnet_proto::metrics_http::serve(
-            listener,
-            Arc::new(move || counters.render()),
-        ));
+        let addr =
+            subnet_proto::metrics_http::spawn(&addr, Arc::new(move || counters.render())).await?;
+        tracing::info!(%addr, "metrics");
     }
     let spec = TaskSpec::from_file(&task)?;
     let engine = Arc::new(TaskEngine::new(spec));
