@@ -172,6 +172,26 @@ pub fn clip_columns(weights: &Array2<f64>, consensus: &[f64]) -> Array2<f64> {
 /// One epoch. `state` holds the previous epoch's permits and bonds (shorter vectors are padded, as
 /// when the subnet grew).
 pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> EpochOutput {
+    epoch_over(params, state, input, Rows::ThatCanCarryWeight)
+}
+
+/// Which rows of the weight and bond matrices an epoch computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    /// Every uid, as the chain lays the matrices out: the reference.
+    All,
+    /// Only uids with a validator permit or old bonds: every other row is zero throughout the epoch
+    /// (no permit, no weights; no permit last epoch, no bonds), so the result is the same.
+    ThatCanCarryWeight,
+}
+
+/// One epoch computed over the chosen rows; `epoch` uses the compact form.
+pub fn epoch_over(
+    params: &YumaParams,
+    state: &YumaState,
+    input: &EpochInput<'_>,
+    rows: Rows,
+) -> EpochOutput {
     let n = input.stake.len();
     assert!(
         input.weights.len() == n
@@ -212,31 +232,49 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
     }));
     normalize(&mut active_stake);
 
+    // The rows computed: `rows[r]` is the uid of matrix row r.
+    let rows: Vec<usize> = match rows {
+        Rows::All => (0..n).collect(),
+        Rows::ThatCanCarryWeight => (0..n)
+            .filter(|&i| {
+                permit[i]
+                    || state
+                        .bonds
+                        .get(i)
+                        .is_some_and(|row| row.iter().any(|&b| b > 0))
+            })
+            .collect(),
+    };
+    let m = rows.len();
+    let row_stake = Array1::from_iter(rows.iter().map(|&i| active_stake[i]));
+
     // Step 5: weights; non-permitted rows, the diagonal and weights set before the target registered
     // are removed; rows normalized.
     // Entries are tracked as present (explicit zeros included), which sparse Yuma3 bonds depend on.
-    let mut w = Array2::<f64>::zeros((n, n));
-    let mut present = Array2::<bool>::from_elem((n, n), false);
-    for (i, row) in input.weights.iter().enumerate() {
+    let mut w = Array2::<f64>::zeros((m, n));
+    let mut present = Array2::<bool>::from_elem((m, n), false);
+    for (r, &i) in rows.iter().enumerate() {
         if !permit[i] {
             continue;
         }
-        for &(j, v) in row {
+        for &(j, v) in &input.weights[i] {
             let j = j as usize;
             if j < n && j != i && input.last_update[i] > input.block_at_registration[j] {
-                w[[i, j]] = v as f64 / 65535.0;
-                present[[i, j]] = true;
+                w[[r, j]] = v as f64 / 65535.0;
+                present[[r, j]] = true;
             }
         }
     }
     normalize_rows(&mut w);
 
     // Steps 6-9: consensus, clipping, validator trust, rank and incentive.
-    let consensus =
-        weighted_median_columns(active_stake.as_slice().expect("contiguous"), &w, kappa);
+    let consensus = weighted_median_columns(row_stake.as_slice().expect("contiguous"), &w, kappa);
     let clipped = clip_columns(&w, &consensus);
-    let validator_trust = clipped.sum_axis(Axis(1));
-    let mut incentive = clipped.t().dot(&active_stake);
+    let mut validator_trust = Array1::<f64>::zeros(n);
+    for (r, t) in clipped.sum_axis(Axis(1)).into_iter().enumerate() {
+        validator_trust[rows[r]] = t;
+    }
+    let mut incentive = clipped.t().dot(&row_stake);
     normalize(&mut incentive);
 
     // Step 10: bond weights.
@@ -249,15 +287,18 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
         .last_epoch_block
         .map(|b| b + 1)
         .unwrap_or(input.block.saturating_sub(params.tempo));
-    let mut old = Array2::<f64>::zeros((n, n));
-    for (i, row) in state.bonds.iter().enumerate().take(n) {
+    let mut old = Array2::<f64>::zeros((m, n));
+    for (r, &i) in rows.iter().enumerate() {
+        let Some(row) = state.bonds.get(i) else {
+            continue;
+        };
         for (j, &b) in row.iter().enumerate().take(n) {
             if input.block_at_registration[j] < since {
-                old[[i, j]] = b as f64 / 65535.0;
+                old[[r, j]] = b as f64 / 65535.0;
             }
         }
     }
-    let (bonds, mut dividends) = if params.yuma3_enabled {
+    let (bonds, row_dividends) = if params.yuma3_enabled {
         yuma3_bonds(
             params,
             &old,
@@ -265,13 +306,13 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
             &bond_weights,
             &present,
             &consensus,
-            &active_stake,
+            &row_stake,
             &incentive,
         )
     } else {
         // Step 11 (original): column-normalized EMA of stake-scaled bond weights.
         normalize_columns(&mut old);
-        let mut delta = &bond_weights * &active_stake.clone().insert_axis(Axis(1));
+        let mut delta = &bond_weights * &row_stake.clone().insert_axis(Axis(1));
         normalize_columns(&mut delta);
         let a = 1.0 - params.bonds_moving_average as f64 / 1_000_000.0;
         let mut bonds = &delta * a + &old * (1.0 - a);
@@ -279,6 +320,10 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
         let dividends = bonds.dot(&incentive);
         (bonds, dividends)
     };
+    let mut dividends = Array1::<f64>::zeros(n);
+    for (r, d) in row_dividends.into_iter().enumerate() {
+        dividends[rows[r]] = d;
+    }
     normalize(&mut dividends);
 
     // Step 13: emission split between incentive and dividends; both zero falls back to active stake.
@@ -304,7 +349,8 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
         } else {
             max_upscale_to_u16(&col.to_vec())
         };
-        for (i, v) in column.into_iter().enumerate() {
+        for (r, v) in column.into_iter().enumerate() {
+            let i = rows[r];
             stored[i][j] = if new_permit[i] { v } else { 0 };
         }
     }
@@ -340,15 +386,15 @@ fn yuma3_bonds(
     active_stake: &Array1<f64>,
     incentive: &Array1<f64>,
 ) -> (Array2<f64>, Array1<f64>) {
-    let n = weights.nrows();
+    let (m, n) = weights.dim();
     let fixed_alpha = 1.0 - params.bonds_moving_average as f64 / 1_000_000.0;
     let (low, high) = (
         params.alpha_low as f64 / 65535.0,
         params.alpha_high as f64 / 65535.0,
     );
     let steepness = params.alpha_sigmoid_steepness as f64 / 100.0;
-    let mut bonds = Array2::<f64>::zeros((n, n));
-    for i in 0..n {
+    let mut bonds = Array2::<f64>::zeros((m, n));
+    for i in 0..m {
         for j in 0..n {
             if !present[[i, j]] {
                 continue;
@@ -370,8 +416,77 @@ fn yuma3_bonds(
     let mut normalized = bonds.clone();
     normalize_columns(&mut normalized);
     let dividends =
-        Array1::from_iter((0..n).map(|i| active_stake[i] * normalized.row(i).dot(incentive)));
+        Array1::from_iter((0..m).map(|i| active_stake[i] * normalized.row(i).dot(incentive)));
     (bonds, dividends)
+}
+
+/// A synthetic subnet for benchmarks and equivalence tests: `validators` staked uids (the rest hold
+/// no stake) that each weigh `per_row` random miners, drawn from a seeded generator.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub stake: Vec<u64>,
+    pub weights: Vec<Vec<(u16, u16)>>,
+    pub last_update: Vec<u64>,
+    pub block_at_registration: Vec<u64>,
+}
+
+impl Scenario {
+    pub fn random(n: usize, validators: usize, per_row: usize, seed: u64) -> Self {
+        assert!(
+            validators <= n && n <= 1 << 16,
+            "at most 65536 uids, validators among them"
+        );
+        // splitmix64: small, seedable and good enough to spread weights.
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let stake = (0..n)
+            .map(|i| {
+                if i < validators {
+                    1_000 + next() % 1_000_000
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let weights = (0..n)
+            .map(|i| {
+                if i >= validators {
+                    return vec![];
+                }
+                let mut row: Vec<(u16, u16)> = (0..per_row)
+                    .map(|_| ((next() % n as u64) as u16, (next() % 65536) as u16))
+                    .collect();
+                row.sort_by_key(|e| e.0);
+                row.dedup_by_key(|e| e.0);
+                row
+            })
+            .collect();
+        let last_update = (0..n).map(|_| 1_000 + next() % 1_000).collect();
+        let block_at_registration = (0..n).map(|_| next() % 1_500).collect();
+        Self {
+            stake,
+            weights,
+            last_update,
+            block_at_registration,
+        }
+    }
+
+    pub fn input(&self, block: u64, emission: u64) -> EpochInput<'_> {
+        EpochInput {
+            block,
+            emission,
+            stake: &self.stake,
+            weights: &self.weights,
+            last_update: &self.last_update,
+            block_at_registration: &self.block_at_registration,
+        }
+    }
 }
 
 impl YumaState {
@@ -537,6 +652,38 @@ mod tests {
         assert_eq!(out.emission[1], 0);
         assert_eq!(out.emission[3], 0);
         assert_eq!(out.emission[0] + out.emission[2], 1_000_000);
+    }
+
+    /// The compact epoch (rows of permitted uids only) equals the full-matrix reference, bit for bit,
+    /// over several epochs of random subnets (so bonds and permits carry), in every Yuma variant;
+    /// some permitted uids fall inactive and some targets register between epochs.
+    #[test]
+    fn compact_rows_match_the_full_matrix() {
+        for (variant, (yuma3, liquid)) in [(false, false), (true, false), (true, true)]
+            .into_iter()
+            .enumerate()
+        {
+            let params = YumaParams {
+                tempo: 100,
+                max_allowed_validators: 12,
+                yuma3_enabled: yuma3,
+                liquid_alpha_enabled: liquid,
+                ..Default::default()
+            };
+            let (mut compact, mut full) = (YumaState::default(), YumaState::default());
+            for k in 0..4u64 {
+                let scenario = Scenario::random(64, 20, 10, 7 * variant as u64 + k);
+                let block = 2_000 + 100 * k;
+                let input = scenario.input(block, 1_000_000_000);
+                let a = epoch_over(&params, &compact, &input, Rows::ThatCanCarryWeight);
+                let b = epoch_over(&params, &full, &input, Rows::All);
+                assert_eq!(a, b, "variant {variant}, epoch {k}");
+                // The first epoch has no permits yet, so nothing is emitted.
+                assert_eq!(a.emission.iter().sum::<u64>() > 0, k > 0);
+                compact.advance(block, &a);
+                full.advance(block, &b);
+            }
+        }
     }
 
     /// With no permits yet (first epoch), nobody's weights count: both sums are zero and there is no
