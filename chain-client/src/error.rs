@@ -8,6 +8,22 @@ pub enum ChainError {
         "CommitRevealEnabled: subnet {netuid} requires commit_weights/reveal_weights, not set_weights"
     )]
     CommitRevealEnabled { netuid: u16 },
+    #[error("CommitRevealDisabled: subnet {netuid} takes set_weights; commit-reveal is off")]
+    CommitRevealDisabled { netuid: u16 },
+    #[error("NoWeightsCommitFound: this hotkey has no weight commit on subnet {netuid}")]
+    NoWeightsCommitFound { netuid: u16 },
+    #[error(
+        "InvalidRevealCommitHashNotMatch: the revealed weights, salt and version key hash to none of this hotkey's commits"
+    )]
+    InvalidRevealCommitHashNotMatch,
+    #[error("RevealTooEarly: the commit can be revealed in epoch {epoch}, now is epoch {now}")]
+    RevealTooEarly { epoch: u64, now: u64 },
+    #[error(
+        "ExpiredWeightCommit: the commit had to be revealed in epoch {epoch}, now is epoch {now}"
+    )]
+    ExpiredWeightCommit { epoch: u64, now: u64 },
+    #[error("TooManyUnrevealedCommits: {pending} commits wait to be revealed (at most 10)")]
+    TooManyUnrevealedCommits { pending: usize },
     #[error("WeightVecNotEqualSize: {uids} uids but {weights} weights")]
     WeightVecNotEqualSize { uids: usize, weights: usize },
     #[error("UidsLengthExceedUidsInSubNet: {len} weights for a subnet of {n} uids")]

@@ -8,8 +8,8 @@ pub mod types;
 pub mod wallet;
 
 pub use error::{ChainError, Result};
-pub use local::{BlockClock, LocalChain};
-pub use types::{AccountId, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams};
+pub use local::{BlockClock, LocalChain, MAX_UNREVEALED_COMMITS, weights_commit_hash};
+pub use types::{AccountId, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams, WeightsReveal};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,6 +40,21 @@ pub trait Chain: Clone + Send + Sync + 'static {
         uids: Vec<u16>,
         values: Vec<u16>,
         version_key: u64,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Commit-reveal v2: commits the hash (`weights_commit_hash`) of weights revealed later.
+    fn commit_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        hash: [u8; 32],
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Commit-reveal v2: reveals committed weights with their salt; the chain checks the hash and the
+    /// reveal epoch, then applies set_weights' rules.
+    fn reveal_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        reveal: WeightsReveal,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Reports a miner for fraud in `window`, naming the evidence by digest. The local chain slashes
     /// once enough validator stake agrees; subtensor has no stake slashing, so a subtensor backend
@@ -116,6 +131,31 @@ impl Chain for LocalChain {
     ) -> Result<()> {
         let (chain, hotkey) = (self.clone(), AccountId::from(hotkey));
         blocking(move || chain.set_weights_sync(hotkey, netuid, &uids, &values, version_key)).await
+    }
+
+    async fn commit_weights(&self, hotkey: &Keypair, netuid: u16, hash: [u8; 32]) -> Result<()> {
+        let (chain, hotkey) = (self.clone(), AccountId::from(hotkey));
+        blocking(move || chain.commit_weights_sync(hotkey, netuid, hash)).await
+    }
+
+    async fn reveal_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        reveal: WeightsReveal,
+    ) -> Result<()> {
+        let (chain, hotkey) = (self.clone(), AccountId::from(hotkey));
+        blocking(move || {
+            chain.reveal_weights_sync(
+                hotkey,
+                netuid,
+                &reveal.uids,
+                &reveal.values,
+                &reveal.salt,
+                reveal.version_key,
+            )
+        })
+        .await
     }
 
     async fn report_fraud(

@@ -65,6 +65,8 @@ pub struct SubnetParams {
     /// Registration cost, in rao, burned from the coldkey.
     pub burn: u64,
     pub commit_reveal_weights_enabled: bool,
+    /// Commit-reveal v2: weights committed in epoch e are revealed in epoch e + this.
+    pub reveal_period_epochs: u64,
     /// Local-chain extension (subtensor has no stake slashing): the share of a miner's stake, per
     /// million, burned when validators holding at least kappa of the permitted stake report it for
     /// fraud in the same window.
@@ -91,6 +93,7 @@ impl Default for SubnetParams {
             stake_threshold: 0,
             burn: 1_000_000_000,
             commit_reveal_weights_enabled: true,
+            reveal_period_epochs: 1,
             slash_per_million: 100_000,
         }
     }
@@ -177,4 +180,27 @@ pub enum FraudOutcome {
     Slashed { amount: u64 },
     /// The miner was already slashed for this window (or the reporter had already reported it).
     AlreadyHandled,
+}
+
+/// Weights committed under commit-reveal v2 and what it takes to reveal them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightsReveal {
+    pub uids: Vec<u16>,
+    pub values: Vec<u16>,
+    pub salt: Vec<u16>,
+    pub version_key: u64,
+}
+
+impl WeightsReveal {
+    /// The hash to commit for `hotkey` on `netuid`.
+    pub fn hash(&self, hotkey: &AccountId, netuid: u16) -> [u8; 32] {
+        crate::local::weights_commit_hash(
+            hotkey,
+            netuid,
+            &self.uids,
+            &self.values,
+            &self.salt,
+            self.version_key,
+        )
+    }
 }

@@ -1,6 +1,11 @@
 //! The local chain against subtensor's rules, on a real SQLite file in a temp dir.
 
-use chain_client::{AccountId, BlockClock, ChainError, LocalChain, SubnetParams};
+use blake2::{Blake2b, Digest, digest::consts::U32};
+use chain_client::{
+    AccountId, BlockClock, ChainError, LocalChain, MAX_UNREVEALED_COMMITS, SubnetParams,
+    WeightsReveal, weights_commit_hash,
+};
+use parity_scale_codec::Encode;
 use subxt_signer::sr25519::{Keypair, dev};
 
 const TOKEN: u64 = 1_000_000_000;
@@ -132,6 +137,120 @@ fn commit_reveal_subnets_refuse_plain_set_weights() {
         .set_weights_sync(id(&dev::alice()), *netuid, &[1, 2], &[1, 1], 3)
         .unwrap_err();
     assert!(matches!(e, ChainError::CommitRevealEnabled { .. }), "{e}");
+}
+
+/// The commit hash against an independent encoder: parity-scale-codec (subtensor's own) encodes the
+/// tuple, blake2 hashes it. 70 salt entries take the two-byte compact length.
+#[test]
+fn commit_hash_is_blake2_256_of_the_scale_encoded_tuple() {
+    let hotkey = id(&dev::alice());
+    let (uids, values) = (vec![0u16, 1, 300], vec![65535u16, 0, 12]);
+    let salt: Vec<u16> = (0..70u16).map(|i| i.wrapping_mul(997)).collect();
+    let encoded = (hotkey.0, 3u16, &uids, &values, &salt, 7u64).encode();
+    let expected: [u8; 32] = Blake2b::<U32>::digest(&encoded).into();
+    assert_eq!(
+        weights_commit_hash(&hotkey, 3, &uids, &values, &salt, 7),
+        expected
+    );
+    // Any field changes the hash.
+    assert_ne!(
+        weights_commit_hash(&hotkey, 3, &uids, &values, &salt, 8),
+        expected
+    );
+}
+
+/// Commit-reveal v2 by subtensor's rules: tempo 10, reveal one epoch after the commit.
+#[test]
+fn commit_reveal_v2_reveals_in_the_next_epoch_only() {
+    let Net { chain, netuid, .. } = &net(SubnetParams {
+        commit_reveal_weights_enabled: true,
+        ..params()
+    });
+    let netuid = *netuid;
+    let alice = id(&dev::alice());
+    let reveal = WeightsReveal {
+        uids: vec![1, 2],
+        values: vec![65535, 21845],
+        salt: vec![9, 8, 7, 6],
+        version_key: 3,
+    };
+    let reveal_it = |r: &WeightsReveal| {
+        chain.reveal_weights_sync(alice, netuid, &r.uids, &r.values, &r.salt, r.version_key)
+    };
+    assert!(matches!(
+        reveal_it(&reveal).unwrap_err(),
+        ChainError::NoWeightsCommitFound { .. }
+    ));
+    chain.advance_blocks(12).unwrap(); // epoch at 10 hands out permits; now epoch 1
+    chain
+        .commit_weights_sync(alice, netuid, reveal.hash(&alice, netuid))
+        .unwrap();
+    let e = reveal_it(&reveal).unwrap_err();
+    assert!(
+        matches!(e, ChainError::RevealTooEarly { epoch: 2, now: 1 }),
+        "{e}"
+    );
+    chain.advance_blocks(10).unwrap(); // block 22, epoch 2
+    let wrong_salt = WeightsReveal {
+        salt: vec![9, 8, 7, 5],
+        ..reveal.clone()
+    };
+    assert!(matches!(
+        reveal_it(&wrong_salt).unwrap_err(),
+        ChainError::InvalidRevealCommitHashNotMatch
+    ));
+    reveal_it(&reveal).unwrap();
+    let mg = chain.metagraph_sync(netuid).unwrap();
+    assert_eq!(mg.by_uid(0).unwrap().weights, vec![(1, 65535), (2, 21845)]);
+    assert_eq!(mg.by_uid(0).unwrap().last_update, 22);
+    // A commit is revealed once.
+    assert!(matches!(
+        reveal_it(&reveal).unwrap_err(),
+        ChainError::NoWeightsCommitFound { .. }
+    ));
+
+    // A commit not revealed in its epoch expires.
+    let late = WeightsReveal {
+        salt: vec![1],
+        ..reveal.clone()
+    };
+    chain
+        .commit_weights_sync(alice, netuid, late.hash(&alice, netuid))
+        .unwrap();
+    chain.advance_blocks(20).unwrap(); // epoch 4: the reveal epoch was 3
+    let e = reveal_it(&late).unwrap_err();
+    assert!(
+        matches!(e, ChainError::ExpiredWeightCommit { epoch: 3, now: 4 }),
+        "{e}"
+    );
+
+    // At most ten unrevealed commits.
+    for i in 0..MAX_UNREVEALED_COMMITS as u16 {
+        chain
+            .commit_weights_sync(alice, netuid, [i as u8; 32])
+            .unwrap();
+    }
+    assert!(matches!(
+        chain
+            .commit_weights_sync(alice, netuid, [99; 32])
+            .unwrap_err(),
+        ChainError::TooManyUnrevealedCommits { pending: 10 }
+    ));
+    // Plain set_weights stays refused; a subnet without commit-reveal refuses commits.
+    assert!(matches!(
+        chain
+            .set_weights_sync(alice, netuid, &[1, 2], &[1, 1], 3)
+            .unwrap_err(),
+        ChainError::CommitRevealEnabled { .. }
+    ));
+    let plain = net(params());
+    assert!(matches!(
+        plain
+            .chain
+            .commit_weights_sync(alice, plain.netuid, [0; 32])
+            .unwrap_err(),
+        ChainError::CommitRevealDisabled { .. }
+    ));
 }
 
 #[test]

@@ -45,13 +45,13 @@ pub fn open(dir: &Path) -> anyhow::Result<LocalChain> {
 }
 
 /// Subnet parameters for a task: one epoch per window, weights at most twice a window (a validator's
-/// timing jitters from window to window), no commit-reveal.
-pub fn params_for_window(blocks: u64, version_key: u64) -> SubnetParams {
+/// timing jitters from window to window), commit-reveal v2 when asked.
+pub fn params_for_window(blocks: u64, version_key: u64, commit_reveal: bool) -> SubnetParams {
     SubnetParams {
         tempo: blocks,
         weights_rate_limit: (blocks / 2).max(1),
         min_allowed_weights: 1,
-        commit_reveal_weights_enabled: false,
+        commit_reveal_weights_enabled: commit_reveal,
         weights_version_key: version_key,
         ..SubnetParams::default()
     }

@@ -26,6 +26,8 @@ pub struct LocalnetConfig {
     /// Where the chain file goes; a fresh temporary directory when None.
     pub dir: Option<PathBuf>,
     pub task: TaskSpec,
+    /// Commit-reveal v2: weights are committed in a window and revealed in the next.
+    pub commit_reveal: bool,
 }
 
 /// One miner's line item in a window.
@@ -48,7 +50,10 @@ pub struct WindowLine {
     /// Emissions paid so far, in rao.
     pub miner_emission: u64,
     pub validator_emission: u64,
+    /// Validators that set (or, under commit-reveal, committed) weights this window.
     pub weights_set: usize,
+    /// Earlier commits revealed on chain this window (commit-reveal only).
+    pub weights_revealed: usize,
     pub train_tokens_per_s: f64,
 }
 
@@ -104,14 +109,14 @@ pub async fn run(
     let spec = engine.spec().clone();
     let blocks = spec.window.blocks;
 
-    // The subnet: one epoch per window, weights once per window, no commit-reveal on the local chain.
+    // The subnet: one epoch per window, weights once per window.
     let owner = dev_key("//localnet//owner")?;
     let params = SubnetParams {
         tempo: blocks,
         weights_rate_limit: blocks,
         min_allowed_weights: 1,
         max_allowed_validators: config.validators as u16,
-        commit_reveal_weights_enabled: false,
+        commit_reveal_weights_enabled: config.commit_reveal,
         weights_version_key: spec.task.version,
         ..SubnetParams::default()
     };
@@ -264,6 +269,11 @@ pub async fn run(
             miner_emission: emission_of(&miner_uids),
             validator_emission: emission_of(&validator_uids),
             weights_set: outcomes.iter().filter(|o| o.weights_set.is_ok()).count(),
+            weights_revealed: outcomes
+                .iter()
+                .flat_map(|o| &o.reveals)
+                .filter(|r| r.1.is_ok())
+                .count(),
             train_tokens_per_s: tokens_per_s,
         };
         on_window(&line);
@@ -300,8 +310,13 @@ pub fn format_line(line: &WindowLine) -> String {
             _ => format!("uid {} score {:.4} weight {:.3}", m.uid, m.score, m.weight),
         })
         .collect();
+    let reveals = if line.weights_revealed > 0 {
+        format!(" | {} earlier commit(s) revealed", line.weights_revealed)
+    } else {
+        String::new()
+    };
     format!(
-        "window {:>3} | held-out loss {:.4} | {} | emissions: miners {:.3} τ, validators {:.3} τ",
+        "window {:>3} | held-out loss {:.4} | {}{reveals} | emissions: miners {:.3} τ, validators {:.3} τ",
         line.window,
         line.heldout_loss,
         miners.join(", "),

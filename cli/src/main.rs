@@ -38,6 +38,10 @@ enum Command {
         /// Task file (the built-in localnet task if not given).
         #[arg(long, env = "SUBNET_TASK")]
         task: Option<PathBuf>,
+        /// Run the subnet with commit-reveal v2: validators commit each window's weights and reveal
+        /// them in the next epoch, as on subtensor subnets that enable it.
+        #[arg(long, env = "SUBNET_COMMIT_REVEAL")]
+        commit_reveal: bool,
     },
     /// Run Yuma consensus epochs from a JSON file (or - for stdin) and print the results.
     Yuma {
@@ -273,6 +277,9 @@ enum ChainCommand {
         /// The owner's coldkey (receives the owner cut).
         #[arg(long, default_value = "//owner")]
         owner_uri: String,
+        /// Validators must commit weights and reveal them an epoch later (commit-reveal v2).
+        #[arg(long)]
+        commit_reveal: bool,
     },
     /// Credit tokens to a coldkey (a local-chain faucet).
     Fund {
@@ -339,11 +346,16 @@ fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Result<()>
                 block_time_ms
             );
         }
-        ChainCommand::CreateSubnet { task, owner_uri } => {
+        ChainCommand::CreateSubnet {
+            task,
+            owner_uri,
+            commit_reveal,
+        } => {
             let spec = load_task(Some(&task))?;
             let chain = admin::open(dir)?;
             let owner = admin::keypair(&owner_uri)?;
-            let params = admin::params_for_window(spec.window.blocks, spec.task.version);
+            let params =
+                admin::params_for_window(spec.window.blocks, spec.task.version, commit_reveal);
             let netuid = chain.create_subnet(admin::account(&owner), params)?;
             println!(
                 "created subnet {netuid} for task {} (tempo {} blocks)",
@@ -458,6 +470,7 @@ async fn main() -> anyhow::Result<()> {
             windows,
             dir,
             task,
+            commit_reveal,
         } => {
             let task = load_task(task.as_ref())?;
             let engine = task::TaskEngine::new(task.clone());
@@ -478,6 +491,7 @@ async fn main() -> anyhow::Result<()> {
                 windows,
                 dir,
                 task,
+                commit_reveal,
             };
             let report =
                 localnet::run(config, |line| println!("{}", localnet::format_line(line))).await?;

@@ -11,19 +11,28 @@ fn localnet_task() -> TaskSpec {
     TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK).unwrap()
 }
 
+/// With commit-reveal v2 on: each window's weights are committed, revealed in the next window's
+/// epoch, and paid out at the epoch after that, so three windows show the whole cycle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_windows_lower_the_loss_and_pay_the_miners() {
+async fn three_windows_lower_the_loss_and_pay_the_miners_through_commit_reveal() {
     let dir = tempfile::tempdir().unwrap();
     let config = LocalnetConfig {
         miners: 3,
         validators: 1,
-        windows: 2,
+        windows: 3,
         dir: Some(dir.path().to_path_buf()),
         task: localnet_task(),
+        commit_reveal: true,
     };
     let report = localnet::run(config, |_| {}).await.unwrap();
 
-    assert_eq!(report.windows.len(), 2);
+    assert_eq!(report.windows.len(), 3);
+    let revealed: Vec<usize> = report.windows.iter().map(|w| w.weights_revealed).collect();
+    assert_eq!(
+        revealed,
+        vec![0, 1, 1],
+        "each commit is revealed in the next window"
+    );
     let losses: Vec<f64> = report.windows.iter().map(|w| w.heldout_loss).collect();
     assert!(
         losses[0] < report.initial_loss,
@@ -40,7 +49,7 @@ async fn two_windows_lower_the_loss_and_pay_the_miners() {
     for window in &report.windows {
         assert_eq!(
             window.weights_set, 1,
-            "the validator set weights in window {}",
+            "the validator committed weights in window {}",
             window.window
         );
         for miner in &window.miners {
@@ -70,7 +79,11 @@ async fn two_windows_lower_the_loss_and_pay_the_miners() {
         assert!(miner.total_emission > 0, "miner {uid} earned nothing");
         assert!(miner.incentive > 0);
     }
-    assert!(report.windows[1].miner_emission > 0);
+    assert_eq!(
+        report.windows[1].miner_emission, 0,
+        "nothing is revealed before window 1's epoch"
+    );
+    assert!(report.windows[2].miner_emission > 0);
     let epochs = chain.epochs(report.netuid).unwrap();
     assert!(
         epochs.len() >= 3,

@@ -13,9 +13,9 @@ pub mod store;
 pub use probe::Rejection;
 pub use record::{GradientRecord, SpotCheckRecord, WeightsRecord, WindowRecord};
 pub use service::ValidatorService;
-pub use store::{DataDir, SavedState, StoreError};
+pub use store::{DataDir, PendingReveal, SavedState, StoreError};
 
-use chain_client::{AccountId, Chain, ChainError, FraudOutcome};
+use chain_client::{AccountId, Chain, ChainError, FraudOutcome, WeightsReveal};
 use scoring::checks::{pairwise_similarity, relative_difference, reproduces};
 use scoring::decide::averages_after;
 use scoring::{
@@ -79,6 +79,11 @@ pub struct WindowOutcome {
     pub aggregated: Vec<u16>,
     /// Set on chain (uids, u16 values), or why not.
     pub weights_set: Result<(Vec<u16>, Vec<u16>), String>,
+    /// The subnet runs commit-reveal: `weights_set` was committed, to be revealed an epoch later.
+    pub weights_committed: bool,
+    /// Earlier windows' commits revealed in this window, by the window that committed them, with
+    /// what the chain said.
+    pub reveals: Vec<(u64, Result<(), String>)>,
     /// Miners reported to the chain for fraud, with what the chain did.
     pub fraud_reports: Vec<(u16, Result<FraudOutcome, String>)>,
 }
@@ -97,6 +102,8 @@ struct ValidatorState {
     recent: BTreeMap<u64, Checkpoint>,
     /// Moving average of scores per uid, with the hotkey it belongs to (reset when a uid changes hands).
     averages: Averages,
+    /// Weights committed under commit-reveal and not yet revealed.
+    pending_reveals: Vec<PendingReveal>,
 }
 
 struct Inner<C> {
@@ -144,6 +151,7 @@ impl<C: Chain> Validator<C> {
             checkpoint,
             window,
             Averages::new(),
+            Vec::new(),
             None,
         )
     }
@@ -160,7 +168,7 @@ impl<C: Chain> Validator<C> {
         window: u64,
         store: DataDir,
     ) -> Result<Self, ValidatorError> {
-        let (checkpoint, window, averages) = match store.load_state()? {
+        let (checkpoint, window, averages, pending) = match store.load_state()? {
             Some(saved) => {
                 let digest = subnet_proto::bytes32(
                     "checkpoint",
@@ -182,9 +190,14 @@ impl<C: Chain> Validator<C> {
                     message: e.to_string(),
                 })?;
                 tracing::info!(window = saved.window, checkpoint = %checkpoint.short_digest(), miners = saved.averages.len(), "resumed from the data directory");
-                (checkpoint, saved.window, saved.averages)
+                (
+                    checkpoint,
+                    saved.window,
+                    saved.averages,
+                    saved.pending_reveals,
+                )
             }
-            None => (checkpoint, window, Averages::new()),
+            None => (checkpoint, window, Averages::new(), Vec::new()),
         };
         let validator = Self::build(
             chain,
@@ -194,6 +207,7 @@ impl<C: Chain> Validator<C> {
             checkpoint,
             window,
             averages,
+            pending,
             Some(store),
         );
         validator.save_state()?;
@@ -209,6 +223,7 @@ impl<C: Chain> Validator<C> {
         checkpoint: Checkpoint,
         window: u64,
         averages: Averages,
+        pending_reveals: Vec<PendingReveal>,
         store: Option<DataDir>,
     ) -> Self {
         let recent = BTreeMap::from([(window, checkpoint.clone())]);
@@ -218,6 +233,7 @@ impl<C: Chain> Validator<C> {
             checkpoint_window: window,
             recent,
             averages,
+            pending_reveals,
         };
         Self {
             inner: Arc::new(Inner {
@@ -240,12 +256,13 @@ impl<C: Chain> Validator<C> {
         let Some(store) = &self.inner.store else {
             return Ok(());
         };
-        let (checkpoint, window, averages) = {
+        let (checkpoint, window, averages, pending_reveals) = {
             let state = self.inner.state.read().expect("validator state lock");
             (
                 state.checkpoint.clone(),
                 state.checkpoint_window,
                 state.averages.clone(),
+                state.pending_reveals.clone(),
             )
         };
         store.put_blob(&checkpoint.to_bytes())?;
@@ -253,6 +270,7 @@ impl<C: Chain> Validator<C> {
             checkpoint: hex::encode(checkpoint.digest),
             window,
             averages,
+            pending_reveals,
         })?;
         Ok(())
     }
@@ -583,22 +601,25 @@ impl<C: Chain> Validator<C> {
         }
 
         // Weights: normalized moving averages under the max-weight limit, in the SDK's u16 form.
+        // Under commit-reveal, earlier commits due now are revealed first.
+        let reveals = self.reveal_due_weights().await;
+        let mut weights_committed = false;
         let weights_set = if decisions.iter().any(|d| d.weight > 0.0) {
             let uids: Vec<u16> = decisions.iter().map(|d| d.uid).collect();
             let weights: Vec<f64> = decisions.iter().map(|d| d.weight).collect();
             match weights_to_u16(&uids, &weights) {
-                Ok((set_uids, values)) => self
-                    .chain()
-                    .set_weights(
-                        &self.inner.hotkey,
-                        self.netuid(),
-                        set_uids.clone(),
-                        values.clone(),
-                        spec.task.version,
-                    )
-                    .await
-                    .map(|()| (set_uids, values))
-                    .map_err(|e| e.to_string()),
+                Ok((set_uids, values)) => {
+                    match self
+                        .submit_weights(window, set_uids.clone(), values.clone(), spec.task.version)
+                        .await
+                    {
+                        Ok(committed) => {
+                            weights_committed = committed;
+                            Ok((set_uids, values))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 Err(e) => Err(e.to_string()),
             }
         } else {
@@ -673,6 +694,7 @@ impl<C: Chain> Validator<C> {
                     uids,
                     values,
                     error,
+                    committed: weights_committed,
                 },
             })?;
         }
@@ -701,11 +723,87 @@ impl<C: Chain> Validator<C> {
             results,
             aggregated,
             weights_set,
+            weights_committed,
+            reveals,
             fraud_reports,
         };
         self.advance(window + 1, next);
         self.save_state()?;
         Ok(outcome)
+    }
+
+    /// Sets weights, or commits them when the subnet runs commit-reveal (they are revealed by a later
+    /// window's `reveal_due_weights`). Ok(true) means committed.
+    async fn submit_weights(
+        &self,
+        window: u64,
+        uids: Vec<u16>,
+        values: Vec<u16>,
+        version_key: u64,
+    ) -> Result<bool, String> {
+        let (hotkey, netuid) = (&self.inner.hotkey, self.netuid());
+        match self
+            .chain()
+            .set_weights(hotkey, netuid, uids.clone(), values.clone(), version_key)
+            .await
+        {
+            Ok(()) => Ok(false),
+            Err(ChainError::CommitRevealEnabled { .. }) => {
+                let mut salt = [0u8; 16];
+                getrandom::fill(&mut salt).map_err(|e| format!("no randomness for a salt: {e}"))?;
+                let reveal = WeightsReveal {
+                    uids,
+                    values,
+                    salt: salt
+                        .chunks(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                        .collect(),
+                    version_key,
+                };
+                let hash = reveal.hash(&AccountId::from(hotkey), netuid);
+                self.chain()
+                    .commit_weights(hotkey, netuid, hash)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(window, hash = %hex::encode(hash), "weights committed");
+                let mut state = self.inner.state.write().expect("validator state lock");
+                state.pending_reveals.push(PendingReveal { window, reveal });
+                Ok(true)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Reveals committed weights whose reveal epoch has come, oldest first. A commit the chain says
+    /// is too early stays for a later window; any other answer ends it.
+    async fn reveal_due_weights(&self) -> Vec<(u64, Result<(), String>)> {
+        let pending = {
+            let state = self.inner.state.read().expect("validator state lock");
+            state.pending_reveals.clone()
+        };
+        let mut done = Vec::new();
+        let mut keep = Vec::new();
+        for p in pending {
+            match self
+                .chain()
+                .reveal_weights(&self.inner.hotkey, self.netuid(), p.reveal.clone())
+                .await
+            {
+                Err(ChainError::RevealTooEarly { .. }) => keep.push(p),
+                outcome => {
+                    match &outcome {
+                        Ok(()) => tracing::info!(committed_in = p.window, "weights revealed"),
+                        Err(e) => {
+                            tracing::warn!(committed_in = p.window, error = %e, "reveal failed")
+                        }
+                    }
+                    done.push((p.window, outcome.map_err(|e| e.to_string())));
+                }
+            }
+        }
+        let mut state = self.inner.state.write().expect("validator state lock");
+        state.pending_reveals = keep;
+        done
     }
 
     /// Makes `checkpoint` the global model from `window` on.

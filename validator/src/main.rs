@@ -188,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
                 window = next,
                 base_loss = outcome.base_loss,
                 weights = uids.len(),
+                committed = outcome.weights_committed,
                 "window done"
             ),
             Err(e) => tracing::warn!(window = next, error = %e, "weights not set"),

@@ -11,6 +11,8 @@ struct Counts {
     checkpoint_loss: f64,
     weights_set: u64,
     weights_not_set: u64,
+    weights_revealed: u64,
+    reveals_failed: u64,
     fraud_reports: u64,
     verdicts: BTreeMap<&'static str, u64>,
 }
@@ -31,6 +33,12 @@ impl Metrics {
             c.weights_set += 1;
         } else {
             c.weights_not_set += 1;
+        }
+        for (_, r) in &outcome.reveals {
+            match r {
+                Ok(()) => c.weights_revealed += 1,
+                Err(_) => c.reveals_failed += 1,
+            }
         }
         c.fraud_reports += outcome.fraud_reports.len() as u64;
         for r in &outcome.results {
@@ -77,7 +85,7 @@ impl Metrics {
         metric(
             "validator_weights_set_total",
             "counter",
-            "Windows whose weights were set on chain.",
+            "Windows whose weights were set on chain (committed, under commit-reveal).",
             c.weights_set.to_string(),
         );
         metric(
@@ -85,6 +93,18 @@ impl Metrics {
             "counter",
             "Windows whose weights were not set.",
             c.weights_not_set.to_string(),
+        );
+        metric(
+            "validator_weights_revealed_total",
+            "counter",
+            "Committed weights revealed on chain (commit-reveal).",
+            c.weights_revealed.to_string(),
+        );
+        metric(
+            "validator_weight_reveals_failed_total",
+            "counter",
+            "Committed weights the chain refused to reveal (expired or mismatched).",
+            c.reveals_failed.to_string(),
         );
         metric(
             "validator_fraud_reports_total",
@@ -122,6 +142,8 @@ mod tests {
             results: Vec::new(),
             aggregated: Vec::new(),
             weights_set: Err("no miner has earned weight yet".into()),
+            weights_committed: false,
+            reveals: vec![(6, Ok(()))],
             fraud_reports: Vec::new(),
         });
         let text = metrics.render();
@@ -130,6 +152,7 @@ mod tests {
             "validator_last_window 7",
             "validator_checkpoint_loss 1.250000",
             "validator_weights_not_set_total 1",
+            "validator_weights_revealed_total 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

@@ -59,4 +59,7 @@ pub struct WeightsRecord {
     pub uids: Vec<u16>,
     pub values: Vec<u16>,
     pub error: Option<String>,
+    /// Committed under commit-reveal (revealed an epoch later) rather than set.
+    #[serde(default)]
+    pub committed: bool,
 }

@@ -51,6 +51,16 @@ pub struct SavedState {
     pub checkpoint: String,
     pub window: u64,
     pub averages: Averages,
+    /// Weights committed under commit-reveal, still to be revealed.
+    #[serde(default)]
+    pub pending_reveals: Vec<PendingReveal>,
+}
+
+/// Weights committed in `window`, with the salt that reveals them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingReveal {
+    pub window: u64,
+    pub reveal: chain_client::WeightsReveal,
 }
 
 /// An open data directory.
