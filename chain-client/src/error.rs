@@ -78,6 +78,10 @@ pub enum ChainError {
     NoNeuronIdAvailable { netuid: u16 },
     #[error("NonAssociatedColdKey: hotkey {hotkey} belongs to another coldkey")]
     NonAssociatedColdKey { hotkey: String },
+    #[error("cannot reach the subtensor node at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the node refused {call}: {reason}")]
+    Rejected { call: &'static str, reason: String },
     #[error("the local chain's database failed: {0}")]
     Database(#[from] rusqlite::Error),
     #[error("the local chain's stored data is corrupt: {0}")]

@@ -3,12 +3,14 @@
 
 pub mod error;
 pub mod local;
+pub mod node;
 pub mod subtensor;
 pub mod types;
 pub mod wallet;
 
 pub use error::{ChainError, Result};
 pub use local::{BlockClock, LocalChain, MAX_UNREVEALED_COMMITS, weights_commit_hash};
+pub use node::SubtensorChain;
 pub use types::{AccountId, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams, WeightsReveal};
 
 use std::future::Future;
@@ -79,13 +81,88 @@ pub fn keypair_from_uri(uri: &str) -> Result<Keypair> {
         .map_err(|e| ChainError::Unsupported(format!("cannot derive a key from `{uri}`: {e}")))
 }
 
-/// Opens the chain a `--chain` flag names: `local:PATH` for a local chain file.
-pub fn open_chain(spec: &str) -> Result<LocalChain> {
-    match spec.strip_prefix("local:") {
-        Some(path) => LocalChain::open(path),
-        None => Err(ChainError::Unsupported(format!(
-            "unsupported chain `{spec}`: use local:PATH (subtensor endpoints are not wired into the binaries yet)"
-        ))),
+/// Either backend, chosen at run time by a `--chain` flag.
+#[derive(Clone)]
+pub enum AnyChain {
+    Local(LocalChain),
+    Subtensor(SubtensorChain),
+}
+
+/// Opens the chain a `--chain` flag names: `local:PATH` for a local chain file, `ws://HOST:PORT` or
+/// `wss://...` for a subtensor node.
+pub async fn open_chain(spec: &str) -> Result<AnyChain> {
+    if let Some(path) = spec.strip_prefix("local:") {
+        return Ok(AnyChain::Local(LocalChain::open(path)?));
+    }
+    if spec.starts_with("ws://") || spec.starts_with("wss://") {
+        return Ok(AnyChain::Subtensor(SubtensorChain::connect(spec).await?));
+    }
+    Err(ChainError::Unsupported(format!(
+        "unsupported chain `{spec}`: use local:PATH for a local chain file, or ws://HOST:PORT \
+         (wss:// for TLS) for a subtensor node"
+    )))
+}
+
+/// Runs `$call` on whichever backend `$chain` holds.
+macro_rules! on_backend {
+    ($chain:expr, $c:ident => $call:expr) => {
+        match $chain {
+            AnyChain::Local($c) => $call.await,
+            AnyChain::Subtensor($c) => $call.await,
+        }
+    };
+}
+
+impl Chain for AnyChain {
+    async fn current_block(&self) -> Result<u64> {
+        on_backend!(self, c => c.current_block())
+    }
+
+    async fn block_hash(&self, block: u64) -> Result<[u8; 32]> {
+        on_backend!(self, c => c.block_hash(block))
+    }
+
+    async fn metagraph(&self, netuid: u16) -> Result<Metagraph> {
+        on_backend!(self, c => c.metagraph(netuid))
+    }
+
+    async fn serve_axon(&self, hotkey: &Keypair, netuid: u16, addr: SocketAddr) -> Result<()> {
+        on_backend!(self, c => c.serve_axon(hotkey, netuid, addr))
+    }
+
+    async fn set_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        uids: Vec<u16>,
+        values: Vec<u16>,
+        version_key: u64,
+    ) -> Result<()> {
+        on_backend!(self, c => c.set_weights(hotkey, netuid, uids, values, version_key))
+    }
+
+    async fn commit_weights(&self, hotkey: &Keypair, netuid: u16, hash: [u8; 32]) -> Result<()> {
+        on_backend!(self, c => c.commit_weights(hotkey, netuid, hash))
+    }
+
+    async fn reveal_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        reveal: WeightsReveal,
+    ) -> Result<()> {
+        on_backend!(self, c => c.reveal_weights(hotkey, netuid, reveal))
+    }
+
+    async fn report_fraud(
+        &self,
+        reporter: &Keypair,
+        netuid: u16,
+        offender: AccountId,
+        window: u64,
+        evidence: [u8; 32],
+    ) -> Result<FraudOutcome> {
+        on_backend!(self, c => c.report_fraud(reporter, netuid, offender, window, evidence))
     }
 }
 

@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     let spec = TaskSpec::from_file(&task)?;
     let engine = Arc::new(TaskEngine::new(spec));
     let blocks = engine.spec().window.blocks;
-    let chain = open_chain(&chain)?;
+    let chain = open_chain(&chain).await?;
     let hotkey = choose_hotkey(
         hotkey_uri.as_deref(),
         wallet.as_deref(),
