@@ -323,6 +323,9 @@ enum ChainCommand {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Read it from a subtensor node (ws://HOST:PORT or wss://...) instead of the local chain.
+        #[arg(long, env = "SUBNET_NODE")]
+        node: Option<String>,
     },
     /// Emissions paid at each epoch.
     Emissions {
@@ -331,6 +334,15 @@ enum ChainCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn print_metagraph(metagraph: &chain_client::Metagraph, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(metagraph)?);
+    } else {
+        print!("{}", admin::format_metagraph(metagraph));
+    }
+    Ok(())
 }
 
 fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Result<()> {
@@ -418,13 +430,8 @@ fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Result<()>
             let block = admin::open(dir)?.advance_blocks(blocks)?;
             println!("block {block}");
         }
-        ChainCommand::Metagraph { netuid, json } => {
-            let metagraph = admin::open(dir)?.metagraph_sync(netuid)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&metagraph)?);
-            } else {
-                print!("{}", admin::format_metagraph(&metagraph));
-            }
+        ChainCommand::Metagraph { netuid, json, .. } => {
+            print_metagraph(&admin::open(dir)?.metagraph_sync(netuid)?, json)?;
         }
         ChainCommand::Emissions { netuid, json } => {
             let epochs = admin::open(dir)?.epochs(netuid)?;
@@ -507,6 +514,19 @@ async fn main() -> anyhow::Result<()> {
                 report.loss_floor,
                 report.chain_path.display()
             );
+        }
+        Command::Chain {
+            command:
+                ChainCommand::Metagraph {
+                    netuid,
+                    json,
+                    node: Some(url),
+                },
+            ..
+        } => {
+            let chain = chain_client::SubtensorChain::connect(&url).await?;
+            let metagraph = chain_client::Chain::metagraph(&chain, netuid).await?;
+            print_metagraph(&metagraph, json)?;
         }
         Command::Chain { dir, command } => run_chain(&dir, command)?,
         Command::Yuma { file, json } => run_yuma(&file, json)?,
