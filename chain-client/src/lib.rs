@@ -27,6 +27,21 @@ pub trait Chain: Clone + Send + Sync + 'static {
     /// The hash of `block`; window seeds are derived from the hash at a window's first block.
     fn block_hash(&self, block: u64) -> impl Future<Output = Result<[u8; 32]>> + Send;
     fn metagraph(&self, netuid: u16) -> impl Future<Output = Result<Metagraph>> + Send;
+    /// burned_register: the coldkey pays the subnet's burn and `hotkey` gets a uid (returned).
+    fn burned_register(
+        &self,
+        coldkey: &Keypair,
+        netuid: u16,
+        hotkey: AccountId,
+    ) -> impl Future<Output = Result<u16>> + Send;
+    /// add_stake: moves `amount` rao from the coldkey's balance to its hotkey's stake.
+    fn add_stake(
+        &self,
+        coldkey: &Keypair,
+        hotkey: AccountId,
+        netuid: u16,
+        amount: u64,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Announces where the hotkey's gRPC server listens.
     fn serve_axon(
         &self,
@@ -126,6 +141,25 @@ impl Chain for AnyChain {
         on_backend!(self, c => c.metagraph(netuid))
     }
 
+    async fn burned_register(
+        &self,
+        coldkey: &Keypair,
+        netuid: u16,
+        hotkey: AccountId,
+    ) -> Result<u16> {
+        on_backend!(self, c => Chain::burned_register(c, coldkey, netuid, hotkey))
+    }
+
+    async fn add_stake(
+        &self,
+        coldkey: &Keypair,
+        hotkey: AccountId,
+        netuid: u16,
+        amount: u64,
+    ) -> Result<()> {
+        on_backend!(self, c => Chain::add_stake(c, coldkey, hotkey, netuid, amount))
+    }
+
     async fn serve_axon(&self, hotkey: &Keypair, netuid: u16, addr: SocketAddr) -> Result<()> {
         on_backend!(self, c => c.serve_axon(hotkey, netuid, addr))
     }
@@ -181,6 +215,28 @@ impl Chain for LocalChain {
     async fn current_block(&self) -> Result<u64> {
         let chain = self.clone();
         blocking(move || chain.transact(|_, block| Ok(block))).await
+    }
+
+    async fn burned_register(
+        &self,
+        coldkey: &Keypair,
+        netuid: u16,
+        hotkey: AccountId,
+    ) -> Result<u16> {
+        let (chain, coldkey) = (self.clone(), AccountId::from(coldkey));
+        blocking(move || LocalChain::burned_register(&chain, coldkey, netuid, hotkey)).await
+    }
+
+    async fn add_stake(
+        &self,
+        coldkey: &Keypair,
+        hotkey: AccountId,
+        netuid: u16,
+        amount: u64,
+    ) -> Result<()> {
+        let (chain, coldkey) = (self.clone(), AccountId::from(coldkey));
+        blocking(move || LocalChain::add_stake(&chain, coldkey, hotkey, netuid, amount).map(|_| ()))
+            .await
     }
 
     async fn block_hash(&self, block: u64) -> Result<[u8; 32]> {

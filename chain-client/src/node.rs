@@ -223,6 +223,38 @@ impl crate::Chain for SubtensorChain {
         })
     }
 
+    async fn burned_register(
+        &self,
+        coldkey: &Keypair,
+        netuid: u16,
+        hotkey: AccountId,
+    ) -> Result<u16> {
+        self.submit(coldkey, Call::BurnedRegister { netuid, hotkey })
+            .await?;
+        let at = self.at().await?;
+        self.fetch(&at, "Uids", (netuid, hotkey.0))
+            .await?
+            .ok_or_else(|| ChainError::HotKeyNotRegisteredInSubNet {
+                hotkey: hotkey.to_string(),
+                netuid,
+            })
+    }
+
+    async fn add_stake(
+        &self,
+        coldkey: &Keypair,
+        hotkey: AccountId,
+        netuid: u16,
+        amount: u64,
+    ) -> Result<()> {
+        let call = Call::AddStake {
+            hotkey,
+            netuid,
+            amount_staked: amount,
+        };
+        self.submit(coldkey, call).await
+    }
+
     async fn serve_axon(&self, hotkey: &Keypair, netuid: u16, addr: SocketAddr) -> Result<()> {
         let call = Call::ServeAxon {
             netuid,

@@ -216,8 +216,9 @@ pub const CALLS: [&str; 6] = [
     "burned_register",
     "add_stake",
 ];
-pub const STORAGE: [&str; 24] = [
+pub const STORAGE: [&str; 25] = [
     "SubnetworkN",
+    "Uids",
     "NetworksAdded",
     "Keys",
     "Owner",

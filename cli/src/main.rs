@@ -294,6 +294,9 @@ enum ChainCommand {
         netuid: u16,
         #[command(flatten)]
         keys: KeyArgs,
+        /// Register on a subtensor node (ws://HOST:PORT) instead of the local chain.
+        #[arg(long, env = "SUBNET_NODE")]
+        node: Option<String>,
     },
     /// add_stake from a coldkey to its hotkey.
     Stake {
@@ -303,6 +306,9 @@ enum ChainCommand {
         keys: KeyArgs,
         #[arg(long)]
         tokens: f64,
+        /// Stake on a subtensor node (ws://HOST:PORT) instead of the local chain.
+        #[arg(long, env = "SUBNET_NODE")]
+        node: Option<String>,
     },
     /// Fraud slashes on a subnet (a local-chain extension).
     Slashes {
@@ -382,7 +388,7 @@ fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Result<()>
                 balance as f64 / localnet::RAO_PER_TOKEN as f64
             );
         }
-        ChainCommand::Register { netuid, keys } => {
+        ChainCommand::Register { netuid, keys, .. } => {
             let coldkey = admin::account(&keys.coldkey()?);
             let hotkey = admin::account(&keys.hotkey()?);
             let uid = admin::open(dir)?.burned_register(coldkey, netuid, hotkey)?;
@@ -392,6 +398,7 @@ fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Result<()>
             netuid,
             keys,
             tokens,
+            ..
         } => {
             let coldkey = admin::account(&keys.coldkey()?);
             let hotkey = admin::account(&keys.hotkey()?);
@@ -527,6 +534,38 @@ async fn main() -> anyhow::Result<()> {
             let chain = chain_client::SubtensorChain::connect(&url).await?;
             let metagraph = chain_client::Chain::metagraph(&chain, netuid).await?;
             print_metagraph(&metagraph, json)?;
+        }
+        Command::Chain {
+            command:
+                ChainCommand::Register {
+                    netuid,
+                    keys,
+                    node: Some(url),
+                },
+            ..
+        } => {
+            let chain = chain_client::SubtensorChain::connect(&url).await?;
+            let hotkey = admin::account(&keys.hotkey()?);
+            let uid =
+                chain_client::Chain::burned_register(&chain, &keys.coldkey()?, netuid, hotkey)
+                    .await?;
+            println!("registered {hotkey} as uid {uid} on subnet {netuid} at {url}");
+        }
+        Command::Chain {
+            command:
+                ChainCommand::Stake {
+                    netuid,
+                    keys,
+                    tokens,
+                    node: Some(url),
+                },
+            ..
+        } => {
+            let chain = chain_client::SubtensorChain::connect(&url).await?;
+            let hotkey = admin::account(&keys.hotkey()?);
+            let rao = admin::tokens_to_rao(tokens)?;
+            chain_client::Chain::add_stake(&chain, &keys.coldkey()?, hotkey, netuid, rao).await?;
+            println!("staked {tokens} to {hotkey} on subnet {netuid} at {url}");
         }
         Command::Chain { dir, command } => run_chain(&dir, command)?,
         Command::Yuma { file, json } => run_yuma(&file, json)?,
