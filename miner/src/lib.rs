@@ -2,6 +2,8 @@
 //! and serves the signed pseudo-gradient over gRPC to validators that hold a permit.
 
 pub mod metrics;
+pub mod progress;
+pub mod residual;
 mod service;
 mod sync;
 
@@ -9,7 +11,9 @@ pub use metrics::Metrics;
 pub use service::MinerService;
 
 use chain_client::{AccountId, Chain, ChainError, Metagraph};
+use residual::Residual;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use subnet_proto::{codec, commitment, pb};
@@ -39,6 +43,8 @@ pub enum MinerError {
     Assignment(#[from] AssignmentError),
     #[error("training task failed: {0}")]
     Training(String),
+    #[error("compression residual: {0}")]
+    Residual(String),
 }
 
 /// A gradient ready to serve: the commitment first, then the payload it commits to.
@@ -83,8 +89,24 @@ struct Inner<C> {
     metrics: Arc<Metrics>,
     device: task::Device,
     /// Error feedback: what compression left out of earlier windows' gradients.
-    residual: std::sync::Mutex<Option<Vec<f32>>>,
+    residual: std::sync::Mutex<Option<Residual>>,
+    /// Where the residual is kept across restarts, if anywhere.
+    residual_file: Option<PathBuf>,
+    /// Called after every inner step (a terminal progress bar).
+    on_progress: Option<ProgressHook>,
 }
+
+/// Where a window's training stands, after each inner step.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub window: u64,
+    pub step: usize,
+    pub steps: usize,
+    pub loss: f32,
+    pub tokens_per_s: f64,
+}
+
+pub type ProgressHook = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 /// A miner; cheap to clone (shared state).
 #[derive(Clone)]
@@ -119,8 +141,34 @@ impl<C: Chain> Miner<C> {
                 metrics: Arc::default(),
                 device,
                 residual: std::sync::Mutex::new(None),
+                residual_file: None,
+                on_progress: None,
             }),
         }
+    }
+
+    fn configure(mut self, f: impl FnOnce(&mut Inner<C>)) -> Self {
+        f(Arc::get_mut(&mut self.inner).expect("configure a miner before cloning it"));
+        self
+    }
+
+    /// Keeps the error-feedback residual in `path` (written after every window, read now), so a
+    /// restarted miner carries on with it. A file for another task or model size is an error.
+    pub fn with_residual_file(self, path: PathBuf) -> Result<Self, MinerError> {
+        let loaded = residual::load(&path, &self.engine().digest(), self.engine().num_params())
+            .map_err(MinerError::Residual)?;
+        if let Some(r) = &loaded {
+            tracing::info!(window = r.window, path = %path.display(), "resuming the compression residual");
+        }
+        Ok(self.configure(|inner| {
+            inner.residual = std::sync::Mutex::new(loaded);
+            inner.residual_file = Some(path);
+        }))
+    }
+
+    /// Calls `hook` after every inner step instead of logging progress lines.
+    pub fn with_progress(self, hook: ProgressHook) -> Self {
+        self.configure(|inner| inner.on_progress = Some(hook))
     }
 
     pub fn device(&self) -> task::Device {
@@ -217,12 +265,22 @@ impl<C: Chain> Miner<C> {
         let device = self.inner.device;
         let steps = engine.spec().training.inner_steps;
         let tokens_per_step = engine.spec().training.batch_size * engine.spec().model.seq_len;
+        let hook = self.inner.on_progress.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             engine.train_window_on(device, &start, window, window_seed, uid, |step, loss| {
                 let done = step + 1;
-                // Progress four times a window; every step at debug level.
-                if done % steps.div_ceil(4).max(1) == 0 || done == steps {
-                    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+                let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+                if let Some(hook) = &hook {
+                    hook(&Progress {
+                        window,
+                        step: done,
+                        steps,
+                        loss,
+                        tokens_per_s: (done * tokens_per_step) as f64 / elapsed,
+                    });
+                    tracing::debug!(window, uid, step = done, steps, loss, "inner step");
+                } else if done % steps.div_ceil(4).max(1) == 0 || done == steps {
+                    // Progress four times a window; every step at debug level.
                     tracing::info!(
                         window,
                         step = done,
@@ -241,7 +299,7 @@ impl<C: Chain> Miner<C> {
         let seconds = started.elapsed().as_secs_f64();
         let delta = outcome.pseudo_gradient(&checkpoint.params);
         let dense = codec::encode_dense(&delta);
-        let payload = self.compress(delta);
+        let payload = self.compress(window, delta);
         let commitment = commitment::commit(
             &self.inner.hotkey,
             window,
@@ -275,14 +333,20 @@ impl<C: Chain> Miner<C> {
         Ok(report)
     }
 
-    /// Encodes a pseudo-gradient as the task asks, carrying what top-k leaves out to the next window.
-    pub fn compress(&self, delta: Vec<f32>) -> Vec<u8> {
+    /// Encodes `window`'s pseudo-gradient as the task asks, carrying what top-k leaves out to the
+    /// next window (and to disk, with a residual file).
+    pub fn compress(&self, window: u64, delta: Vec<f32>) -> Vec<u8> {
         let spec = &self.engine().spec().compression;
         if spec.top_k == 0 {
             return codec::encode_dense(&delta);
         }
         let mut residual = self.inner.residual.lock().expect("residual lock");
-        let carried = residual.take().unwrap_or_else(|| vec![0.0; delta.len()]);
+        let carried = residual
+            .as_ref()
+            .and_then(|r| r.carried_into(window))
+            .filter(|r| r.len() == delta.len())
+            .map(<[f32]>::to_vec)
+            .unwrap_or_else(|| vec![0.0; delta.len()]);
         let feedback = spec.error_feedback as f32;
         let accumulated: Vec<f32> = delta
             .iter()
@@ -290,7 +354,17 @@ impl<C: Chain> Miner<C> {
             .map(|(d, r)| d + feedback * r)
             .collect();
         let (payload, sent) = codec::encode_top_k(&accumulated, spec.chunk, spec.top_k);
-        *residual = Some(accumulated.iter().zip(&sent).map(|(a, s)| a - s).collect());
+        let next = Residual {
+            window,
+            before: carried,
+            after: accumulated.iter().zip(&sent).map(|(a, s)| a - s).collect(),
+        };
+        if let Some(path) = &self.inner.residual_file
+            && let Err(e) = residual::save(path, &self.engine().digest(), &next)
+        {
+            tracing::warn!(window, path = %path.display(), error = %e, "cannot save the compression residual");
+        }
+        *residual = Some(next);
         payload
     }
 

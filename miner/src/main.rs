@@ -4,11 +4,14 @@ use anyhow::{Context, bail};
 use chain_client::wallet::choose_hotkey;
 use chain_client::{Chain, open_chain, window_seed};
 use clap::{Parser, Subcommand};
+use miner::progress::{TerminalBar, format_bar};
 use miner::{Miner, MinerError, MinerService};
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use task::{TaskEngine, TaskSpec};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Parser)]
 #[command(
@@ -28,7 +31,7 @@ enum Command {
         /// Task file shared with the validators.
         #[arg(long, env = "MINER_TASK")]
         task: PathBuf,
-        /// The chain: `local:PATH` for a local chain file.
+        /// The chain: `local:PATH` for a local chain file, `ws://HOST:PORT` for a subtensor node.
         #[arg(long, env = "MINER_CHAIN")]
         chain: String,
         #[arg(long, env = "MINER_NETUID")]
@@ -56,16 +59,48 @@ enum Command {
         /// Address the gRPC server listens on; its port is announced on chain.
         #[arg(long, env = "MINER_LISTEN", default_value = "127.0.0.1:0")]
         listen: String,
+        /// Directory for state that outlives a restart (the compression residual).
+        #[arg(long, env = "MINER_DATA")]
+        data: Option<PathBuf>,
+        /// Progress display: a bar on terminals (auto), or log lines (plain).
+        #[arg(long, env = "MINER_PROGRESS", default_value = "auto")]
+        progress: ProgressMode,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ProgressMode {
+    Auto,
+    Plain,
+}
+
+/// Estimates when the current window ends from how fast blocks have come since the miner started.
+struct BlockRate {
+    first: Option<(Instant, u64)>,
+}
+
+impl BlockRate {
+    fn observe(&mut self, block: u64) {
+        if self.first.is_none() {
+            self.first = Some((Instant::now(), block));
+        }
+    }
+
+    fn window_end(&self, block: u64, end_block: u64) -> Option<Instant> {
+        let (start, first) = self.first?;
+        if block <= first {
+            return None;
+        }
+        let per_block = start.elapsed().as_secs_f64() / (block - first) as f64;
+        Some(
+            Instant::now()
+                + Duration::from_secs_f64(per_block * end_block.saturating_sub(block) as f64),
+        )
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let Command::Run {
         task,
         chain,
@@ -77,7 +112,21 @@ async fn main() -> anyhow::Result<()> {
         device,
         metrics,
         listen,
+        data,
+        progress,
     } = Cli::parse().command;
+    let bar = (progress == ProgressMode::Auto && std::io::stderr().is_terminal())
+        .then(TerminalBar::stderr);
+    let writer = match &bar {
+        Some(bar) => BoxMakeWriter::new(bar.clone()),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(writer)
+        .init();
     let spec = TaskSpec::from_file(&task)?;
     let engine = Arc::new(TaskEngine::new(spec));
     let blocks = engine.spec().window.blocks;
@@ -88,7 +137,22 @@ async fn main() -> anyhow::Result<()> {
         &hotkey,
         wallet_path.as_deref(),
     )?;
-    let miner = Miner::on_device(chain.clone(), netuid, hotkey.clone(), engine, device);
+    let mut miner = Miner::on_device(chain.clone(), netuid, hotkey.clone(), engine, device);
+    if let Some(dir) = &data {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        miner = miner.with_residual_file(dir.join("residual.bin"))?;
+    }
+    let window_end: Arc<Mutex<Option<Instant>>> = Arc::default();
+    if let Some(bar) = &bar {
+        let (bar, window_end) = (bar.clone(), window_end.clone());
+        miner = miner.with_progress(Arc::new(move |p| {
+            let left = window_end
+                .lock()
+                .expect("window end lock")
+                .map(|end| end.saturating_duration_since(Instant::now()));
+            bar.draw(format_bar(p, left, 30));
+        }));
+    }
     tracing::info!(%device, "training device");
     let metagraph = chain.metagraph(netuid).await?;
     if metagraph.by_hotkey(&miner.hotkey()).is_none() {
@@ -117,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let mut last_trained: Option<u64> = None;
+    let mut rate = BlockRate { first: None };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -124,7 +189,10 @@ async fn main() -> anyhow::Result<()> {
             _ = tick.tick() => {}
         }
         let block = chain.current_block().await?;
+        rate.observe(block);
         let window = block / blocks;
+        *window_end.lock().expect("window end lock") =
+            rate.window_end(block, (window + 1) * blocks);
         if last_trained.is_some_and(|w| w >= window) {
             continue;
         }
@@ -143,6 +211,9 @@ async fn main() -> anyhow::Result<()> {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             report = training => {
+                if let Some(bar) = &bar {
+                    bar.clear();
+                }
                 let report = report?;
                 let now = chain.current_block().await?;
                 if now / blocks > window {

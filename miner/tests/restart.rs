@@ -1,6 +1,7 @@
 //! The `miner` program killed with SIGKILL in the middle of a window and started again: it resumes at
 //! the current window, and the validator accepts the gradients it serves for that window and the
-//! next. Real processes, a real local chain file shared between them, real gRPC.
+//! next. Killed again between windows, it carries its compression residual over the restart. Real
+//! processes, a real local chain file shared between them, real gRPC.
 
 use chain_client::{AccountId, BlockClock, Chain, LocalChain, SubnetParams, window_seed};
 use std::io::{BufRead, BufReader};
@@ -39,10 +40,16 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-fn start_miner(task: &std::path::Path, chain: &std::path::Path) -> MinerProcess {
+fn start_miner(
+    task: &std::path::Path,
+    chain: &std::path::Path,
+    data: &std::path::Path,
+) -> MinerProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_miner"))
         .args(["run", "--task"])
         .arg(task)
+        .arg("--data")
+        .arg(data)
         .arg("--chain")
         .arg(format!("local:{}", chain.display()))
         .args([
@@ -155,13 +162,20 @@ async fn a_miner_killed_mid_window_serves_the_next_window_after_a_restart() {
     );
 
     // Killed while window 1 is open, mid-training or just after.
-    let first = start_miner(&task_path, &chain_path);
+    let data = dir.path().join("miner");
+    let residual_file = data.join("residual.bin");
+    let read_residual = || {
+        miner::residual::load(&residual_file, &engine.digest(), engine.num_params())
+            .unwrap()
+            .unwrap()
+    };
+    let first = start_miner(&task_path, &chain_path, &data);
     first.wait_for(&["serving"], Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(700));
     drop(first);
 
     // Restarted in the same window: it trains window 1 again and serves it.
-    let second = start_miner(&task_path, &chain_path);
+    let second = start_miner(&task_path, &chain_path, &data);
     second.wait_for(&["window served", "window=1"], Duration::from_secs(120));
     chain.advance_blocks(blocks).unwrap();
     let seed = window_seed(&chain.block_hash(blocks).await.unwrap());
@@ -186,5 +200,20 @@ async fn a_miner_killed_mid_window_serves_the_next_window_after_a_restart() {
     let r = w2.result(uid).unwrap();
     assert!(r.rejection.is_none(), "{r:?}");
     assert!(w2.fraud_reports.is_empty());
+
+    // Killed between windows and started again: window 3 starts from the residual window 2 left.
+    let after_window_2 = read_residual();
+    assert_eq!(after_window_2.window, 2);
+    assert!(after_window_2.after.iter().any(|&x| x != 0.0));
+    drop(second);
+    let third = start_miner(&task_path, &chain_path, &data);
+    third.wait_for(&["resuming the compression residual", "window=2"], Duration::from_secs(60));
+    third.wait_for(&["window served", "window=3"], Duration::from_secs(120));
+    let after_window_3 = read_residual();
+    assert_eq!(after_window_3.window, 3);
+    assert!(
+        after_window_3.before == after_window_2.after,
+        "window 3 did not start from window 2's residual"
+    );
     let _ = stop.send(true);
 }

@@ -185,7 +185,7 @@ async fn honest_work_earns_cheats_earn_nothing_and_replay_confirms_every_loss() 
     );
     // This miner trains real work, but on another uid's pages than its own.
     let wrong_dense = train_on(&engine, &genesis, 0, seed0, 200);
-    let wrong = miner(WRONG_PAGES).compress(wrong_dense.clone());
+    let wrong = miner(WRONG_PAGES).compress(0, wrong_dense.clone());
     publish(
         miner(WRONG_PAGES),
         key(WRONG_PAGES),
@@ -196,7 +196,7 @@ async fn honest_work_earns_cheats_earn_nothing_and_replay_confirms_every_loss() 
     );
     // The stale miner trains window 0 honestly but serves nothing until window 1.
     let stale_dense = train_on(&engine, &genesis, 0, seed0, STALE);
-    let stale = miner(STALE).compress(stale_dense.clone());
+    let stale = miner(STALE).compress(0, stale_dense.clone());
 
     // Window 0 is scored without spot checks, so that each other check shows on its own.
     validator.set_spot_check_probability(0.0);
@@ -276,7 +276,7 @@ async fn honest_work_earns_cheats_earn_nothing_and_replay_confirms_every_loss() 
             )
             .pseudo_gradient(&checkpoint1.params)
     };
-    let lazy = miner(LAZY).compress(lazy_dense.clone());
+    let lazy = miner(LAZY).compress(1, lazy_dense.clone());
     publish(
         miner(LAZY),
         key(LAZY),
