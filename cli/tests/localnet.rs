@@ -12,16 +12,20 @@ fn localnet_task() -> TaskSpec {
 }
 
 /// With commit-reveal v2 on: each window's weights are committed, revealed in the next window's
-/// epoch, and paid out at the epoch after that, so three windows show the whole cycle.
+/// epoch, and paid out at the epoch after that, so three windows show the whole cycle. The outer
+/// step is DiLoCo's Nesterov momentum, whose buffer the validator records and a replay confirms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_windows_lower_the_loss_and_pay_the_miners_through_commit_reveal() {
     let dir = tempfile::tempdir().unwrap();
+    let mut task = localnet_task();
+    task.training.outer_lr = 0.7;
+    task.training.outer_momentum = 0.9;
     let config = LocalnetConfig {
         miners: 3,
         validators: 1,
         windows: 3,
         dir: Some(dir.path().to_path_buf()),
-        task: localnet_task(),
+        task,
         commit_reveal: true,
     };
     let report = localnet::run(config, |_| {}).await.unwrap();
@@ -90,4 +94,15 @@ async fn three_windows_lower_the_loss_and_pay_the_miners_through_commit_reveal()
         "expected an epoch per window plus the first, got {}",
         epochs.len()
     );
+
+    // The validator's replay log confirms every loss, the momentum buffer and each next checkpoint.
+    let replayed =
+        validator::replay::replay(&dir.path().join("validator-0"), None, |_| {}).unwrap();
+    assert_eq!(replayed.windows.len(), 3);
+    assert!(replayed.losses_checked > 0);
+    let (store, _) = validator::DataDir::open_existing(dir.path().join("validator-0")).unwrap();
+    let (records, _) = store.records().unwrap();
+    assert!(records[0].momentum_before.is_none());
+    assert!(records.iter().all(|r| r.momentum_after.is_some()));
+    assert_eq!(records[1].momentum_before, records[0].momentum_after);
 }

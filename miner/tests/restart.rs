@@ -207,7 +207,10 @@ async fn a_miner_killed_mid_window_serves_the_next_window_after_a_restart() {
     assert!(after_window_2.after.iter().any(|&x| x != 0.0));
     drop(second);
     let third = start_miner(&task_path, &chain_path, &data);
-    third.wait_for(&["resuming the compression residual", "window=2"], Duration::from_secs(60));
+    third.wait_for(
+        &["resuming the compression residual", "window=2"],
+        Duration::from_secs(60),
+    );
     third.wait_for(&["window served", "window=3"], Duration::from_secs(120));
     let after_window_3 = read_residual();
     assert_eq!(after_window_3.window, 3);

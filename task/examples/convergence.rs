@@ -2,10 +2,10 @@
 //! their own pages each window; the median-clipped mean of their pseudo-gradients takes an outer
 //! step. Prints the held-out loss per window against the corpus's loss floor.
 //!
-//! `cargo run --release -p task --example convergence -- TASK.toml WINDOWS WORKERS [fresh|persistent] [LR] [STEPS]`
+//! `cargo run --release -p task --example convergence -- TASK.toml WINDOWS WORKERS [fresh|persistent] [LR] [STEPS] [OUTER_LR] [OUTER_MOMENTUM]`
 
 use std::time::Instant;
-use task::aggregate::{aggregate_median_clipped, outer_sgd_step};
+use task::aggregate::{aggregate_median_clipped, outer_nesterov_step};
 use task::{CpuBackend, CpuTrainBackend, TaskEngine, TaskSpec};
 
 fn main() {
@@ -25,6 +25,12 @@ fn main() {
     }
     if let Some(steps) = args.get(6).and_then(|a| a.parse().ok()) {
         spec.training.inner_steps = steps;
+    }
+    if let Some(lr) = args.get(7).and_then(|a| a.parse().ok()) {
+        spec.training.outer_lr = lr;
+    }
+    if let Some(mu) = args.get(8).and_then(|a| a.parse().ok()) {
+        spec.training.outer_momentum = mu;
     }
     let engine = TaskEngine::new(spec);
     let device = Default::default();
@@ -48,6 +54,7 @@ fn main() {
         if persistent { "persistent" } else { "fresh" },
         engine.spec().training.lr
     );
+    let mut momentum: Vec<f32> = Vec::new();
     let started = Instant::now();
     for window in 0..windows {
         let seed = task::rng::derive_seed(&[window, 99]);
@@ -70,7 +77,9 @@ fn main() {
             .collect();
         let refs: Vec<&[f32]> = deltas.iter().map(Vec::as_slice).collect();
         let mean = aggregate_median_clipped(&refs).unwrap();
-        params = outer_sgd_step(&params, &mean, engine.spec().training.outer_lr);
+        let t = &engine.spec().training;
+        (params, momentum) =
+            outer_nesterov_step(&params, &mean, &momentum, t.outer_lr, t.outer_momentum);
         println!(
             "window {window:>3}  held-out {:.4}  ({:.0} s)",
             loss(&params),

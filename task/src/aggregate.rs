@@ -1,5 +1,6 @@
 //! Turning several pseudo-gradients into one outer step: clip each to the median norm so no single
-//! contributor dominates (Templar clips to the median across peers), average, and step with SGD.
+//! contributor dominates (Templar clips to the median across peers), average, and step with SGD or
+//! with Nesterov momentum (DiLoCo's outer optimizer).
 
 /// Euclidean norm, accumulated in f64.
 pub fn l2_norm(v: &[f32]) -> f64 {
@@ -49,6 +50,37 @@ pub fn outer_sgd_step(theta: &[f32], delta: &[f32], lr: f64) -> Vec<f32> {
         .collect()
 }
 
+/// One outer step with Nesterov momentum `mu`, as PyTorch's SGD(nesterov=True) takes it:
+/// `m <- mu * m + delta; theta <- theta - lr * (delta + mu * m)`. `momentum` is the buffer before the
+/// step (empty: zeros); returns the new parameters and buffer. With `mu = 0` this is `outer_sgd_step`.
+pub fn outer_nesterov_step(
+    theta: &[f32],
+    delta: &[f32],
+    momentum: &[f32],
+    lr: f64,
+    mu: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    assert!(
+        momentum.is_empty() || momentum.len() == delta.len(),
+        "momentum buffer of another length"
+    );
+    let buffer: Vec<f32> = delta
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            let m = momentum.get(i).copied().unwrap_or(0.0) as f64;
+            (mu * m + d as f64) as f32
+        })
+        .collect();
+    let params = theta
+        .iter()
+        .zip(delta)
+        .zip(&buffer)
+        .map(|((&t, &d), &m)| (t as f64 - lr * (d as f64 + mu * m as f64)) as f32)
+        .collect();
+    (params, buffer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +102,25 @@ mod tests {
         let end = [0.5f32, 2.5];
         let delta: Vec<f32> = start.iter().zip(&end).map(|(s, e)| s - e).collect();
         assert_eq!(outer_sgd_step(&start, &delta, 1.0), end);
+    }
+
+    /// A constant pseudo-gradient g: the buffer after k steps is g (1 - mu^k) / (1 - mu), and the
+    /// parameters move by lr * g * (1 + mu (1 - mu^k) / (1 - mu)) at step k (closed form).
+    #[test]
+    fn nesterov_matches_the_closed_form_for_a_constant_gradient() {
+        let (lr, mu, g) = (0.5f64, 0.9f64, 0.25f32);
+        let mut theta = vec![1.0f32];
+        let mut momentum = Vec::new();
+        let mut expected = 1.0f64;
+        for k in 1..=5 {
+            (theta, momentum) = outer_nesterov_step(&theta, &[g], &momentum, lr, mu);
+            let geometric = (1.0 - mu.powi(k)) / (1.0 - mu);
+            assert!((momentum[0] as f64 - g as f64 * geometric).abs() < 1e-6);
+            expected -= lr * g as f64 * (1.0 + mu * geometric);
+            assert!((theta[0] as f64 - expected).abs() < 1e-5, "step {k}");
+        }
+        // mu = 0 is plain SGD.
+        let (sgd, _) = outer_nesterov_step(&[1.0, 2.0], &[0.5, -0.5], &[], 1.0, 0.0);
+        assert_eq!(sgd, outer_sgd_step(&[1.0, 2.0], &[0.5, -0.5], 1.0));
     }
 }

@@ -78,8 +78,11 @@ pub struct TrainingSpec {
     pub weight_decay: f64,
     /// Clip the norm of each parameter tensor's gradient at every inner step (0 disables).
     pub grad_clip: f64,
-    /// Outer SGD learning rate applied to the aggregated pseudo-gradient.
+    /// Outer learning rate applied to the aggregated pseudo-gradient.
     pub outer_lr: f64,
+    /// Outer Nesterov momentum (DiLoCo uses 0.9 with outer_lr 0.7); 0 is plain SGD.
+    #[serde(default)]
+    pub outer_momentum: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -336,6 +339,11 @@ impl TaskSpec {
             t.outer_lr > 0.0 && t.outer_lr.is_finite(),
             "training.outer_lr",
             "must be positive".into(),
+        );
+        check(
+            (0.0..1.0).contains(&t.outer_momentum),
+            "training.outer_momentum",
+            format!("= {} must be in [0, 1)", t.outer_momentum),
         );
         check(
             self.window.blocks > 0,

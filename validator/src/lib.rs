@@ -27,7 +27,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use subnet_proto::{codec, pb};
 use subxt_signer::sr25519::Keypair;
-use task::aggregate::{aggregate_median_clipped, outer_sgd_step};
+use task::aggregate::{aggregate_median_clipped, outer_nesterov_step, outer_sgd_step};
 use task::{Checkpoint, TaskEngine};
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,8 @@ struct ValidatorState {
     averages: Averages,
     /// Weights committed under commit-reveal and not yet revealed.
     pending_reveals: Vec<PendingReveal>,
+    /// The outer Nesterov momentum buffer (empty: zeros, or plain SGD).
+    momentum: Vec<f32>,
 }
 
 struct Inner<C> {
@@ -152,6 +154,7 @@ impl<C: Chain> Validator<C> {
             window,
             Averages::new(),
             Vec::new(),
+            Vec::new(),
             None,
         )
     }
@@ -168,7 +171,7 @@ impl<C: Chain> Validator<C> {
         window: u64,
         store: DataDir,
     ) -> Result<Self, ValidatorError> {
-        let (checkpoint, window, averages, pending) = match store.load_state()? {
+        let (checkpoint, window, averages, pending, momentum) = match store.load_state()? {
             Some(saved) => {
                 let digest = subnet_proto::bytes32(
                     "checkpoint",
@@ -190,14 +193,23 @@ impl<C: Chain> Validator<C> {
                     message: e.to_string(),
                 })?;
                 tracing::info!(window = saved.window, checkpoint = %checkpoint.short_digest(), miners = saved.averages.len(), "resumed from the data directory");
+                let momentum = match &saved.momentum {
+                    Some(hex_digest) => load_momentum(&store, hex_digest, engine.num_params())
+                        .map_err(|message| ValidatorError::SavedCheckpoint {
+                            dir: store.root().display().to_string(),
+                            message,
+                        })?,
+                    None => Vec::new(),
+                };
                 (
                     checkpoint,
                     saved.window,
                     saved.averages,
                     saved.pending_reveals,
+                    momentum,
                 )
             }
-            None => (checkpoint, window, Averages::new(), Vec::new()),
+            None => (checkpoint, window, Averages::new(), Vec::new(), Vec::new()),
         };
         let validator = Self::build(
             chain,
@@ -208,6 +220,7 @@ impl<C: Chain> Validator<C> {
             window,
             averages,
             pending,
+            momentum,
             Some(store),
         );
         validator.save_state()?;
@@ -224,6 +237,7 @@ impl<C: Chain> Validator<C> {
         window: u64,
         averages: Averages,
         pending_reveals: Vec<PendingReveal>,
+        momentum: Vec<f32>,
         store: Option<DataDir>,
     ) -> Self {
         let recent = BTreeMap::from([(window, checkpoint.clone())]);
@@ -234,6 +248,7 @@ impl<C: Chain> Validator<C> {
             recent,
             averages,
             pending_reveals,
+            momentum,
         };
         Self {
             inner: Arc::new(Inner {
@@ -256,13 +271,14 @@ impl<C: Chain> Validator<C> {
         let Some(store) = &self.inner.store else {
             return Ok(());
         };
-        let (checkpoint, window, averages, pending_reveals) = {
+        let (checkpoint, window, averages, pending_reveals, momentum) = {
             let state = self.inner.state.read().expect("validator state lock");
             (
                 state.checkpoint.clone(),
                 state.checkpoint_window,
                 state.averages.clone(),
                 state.pending_reveals.clone(),
+                state.momentum.clone(),
             )
         };
         store.put_blob(&checkpoint.to_bytes())?;
@@ -271,6 +287,9 @@ impl<C: Chain> Validator<C> {
             window,
             averages,
             pending_reveals,
+            momentum: momentum_blob(&momentum)
+                .map(|bytes| store.put_blob(&bytes).map(hex::encode))
+                .transpose()?,
         })?;
         Ok(())
     }
@@ -649,12 +668,16 @@ impl<C: Chain> Validator<C> {
 
         // Aggregate the best earning gradients into the next global checkpoint.
         let aggregated = aggregation_order(&decisions, spec.scoring.aggregate_top);
-        let next = {
+        let momentum_before = {
+            let state = self.inner.state.read().expect("validator state lock");
+            state.momentum.clone()
+        };
+        let (next, momentum_after) = {
             let deltas: Vec<&[f32]> = aggregated
                 .iter()
                 .map(|u| gradients[u].values.as_slice())
                 .collect();
-            next_checkpoint(&engine, &checkpoint, &deltas)
+            next_checkpoint(&engine, &checkpoint, &momentum_before, &deltas)
         };
 
         if let Some(store) = &self.inner.store {
@@ -684,6 +707,12 @@ impl<C: Chain> Validator<C> {
                 task_digest: hex::encode(engine.digest()),
                 checkpoint_before: hex::encode(checkpoint.digest),
                 checkpoint_after: hex::encode(next.digest),
+                momentum_before: momentum_blob(&momentum_before)
+                    .map(|b| store.put_blob(&b).map(hex::encode))
+                    .transpose()?,
+                momentum_after: momentum_blob(&momentum_after)
+                    .map(|b| store.put_blob(&b).map(hex::encode))
+                    .transpose()?,
                 scoring: params,
                 evidence,
                 gradients: records,
@@ -728,6 +757,10 @@ impl<C: Chain> Validator<C> {
             fraud_reports,
         };
         self.advance(window + 1, next);
+        {
+            let mut state = self.inner.state.write().expect("validator state lock");
+            state.momentum = momentum_after;
+        }
         self.save_state()?;
         Ok(outcome)
     }
@@ -830,20 +863,48 @@ pub fn aggregation_order(decisions: &[MinerDecision], top: usize) -> Vec<u16> {
     earning.into_iter().map(|(uid, _)| uid).collect()
 }
 
-/// The next global checkpoint: the median-clipped mean of `deltas` applied with the outer step, or
-/// the same checkpoint when nothing earned.
+/// The next global checkpoint and outer momentum: the median-clipped mean of `deltas` applied with
+/// the outer step (Nesterov momentum when the task sets `training.outer_momentum`; `momentum` is
+/// the buffer before, empty for zeros), or both unchanged when nothing earned.
 pub fn next_checkpoint(
     engine: &TaskEngine,
     checkpoint: &Checkpoint,
+    momentum: &[f32],
     deltas: &[&[f32]],
-) -> Checkpoint {
+) -> (Checkpoint, Vec<f32>) {
+    let t = &engine.spec().training;
     match aggregate_median_clipped(deltas) {
-        Some(mean) => Checkpoint::new(
-            engine.digest(),
-            outer_sgd_step(&checkpoint.params, &mean, engine.spec().training.outer_lr),
+        Some(mean) if t.outer_momentum > 0.0 => {
+            let (params, buffer) = outer_nesterov_step(
+                &checkpoint.params,
+                &mean,
+                momentum,
+                t.outer_lr,
+                t.outer_momentum,
+            );
+            (Checkpoint::new(engine.digest(), params), buffer)
+        }
+        Some(mean) => (
+            Checkpoint::new(
+                engine.digest(),
+                outer_sgd_step(&checkpoint.params, &mean, t.outer_lr),
+            ),
+            Vec::new(),
         ),
-        None => checkpoint.clone(),
+        None => (checkpoint.clone(), momentum.to_vec()),
     }
+}
+
+/// The blob bytes of an outer momentum buffer (the dense codec form), None for an empty buffer.
+pub fn momentum_blob(momentum: &[f32]) -> Option<Vec<u8>> {
+    (!momentum.is_empty()).then(|| codec::encode_dense(momentum))
+}
+
+/// Reads the momentum buffer stored as the blob `hex_digest`.
+pub fn load_momentum(store: &DataDir, hex_digest: &str, params: usize) -> Result<Vec<f32>, String> {
+    let digest = subnet_proto::bytes32("momentum", &hex::decode(hex_digest).unwrap_or_default())?;
+    let bytes = store.blob(&digest).map_err(|e| e.to_string())?;
+    codec::decode(&bytes, params).map_err(|e| format!("momentum {hex_digest}: {e}"))
 }
 
 /// Runs CPU-bound work off the async runtime.

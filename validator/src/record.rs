@@ -17,6 +17,12 @@ pub struct WindowRecord {
     pub task_digest: String,
     pub checkpoint_before: String,
     pub checkpoint_after: String,
+    /// Digests of the outer Nesterov momentum buffer before and after the window (blobs); None for
+    /// a zero buffer or plain SGD.
+    #[serde(default)]
+    pub momentum_before: Option<String>,
+    #[serde(default)]
+    pub momentum_after: Option<String>,
     pub scoring: ScoringParams,
     pub evidence: WindowEvidence,
     /// How each evaluated gradient can be found again .

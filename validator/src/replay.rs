@@ -343,7 +343,22 @@ fn replay_window(
         });
     }
     let deltas: Vec<&[f32]> = aggregated.iter().map(|u| gradients[u].as_slice()).collect();
-    let next = crate::next_checkpoint(engine, &checkpoint, &deltas);
+    let momentum = match &record.momentum_before {
+        Some(digest) => crate::load_momentum(store, digest, engine.num_params())
+            .map_err(|what| ReplayError::Invalid { window, what })?,
+        None => Vec::new(),
+    };
+    let (next, momentum_after) = crate::next_checkpoint(engine, &checkpoint, &momentum, &deltas);
+    let replayed_momentum =
+        crate::momentum_blob(&momentum_after).map(|b| hex::encode(subnet_proto::digest(&b)));
+    if replayed_momentum != record.momentum_after {
+        return Err(ReplayError::Mismatch {
+            window,
+            what: "outer momentum".into(),
+            recorded: format!("{:?}", record.momentum_after),
+            replayed: format!("{replayed_momentum:?}"),
+        });
+    }
     if hex::encode(next.digest) != record.checkpoint_after {
         return Err(ReplayError::Mismatch {
             window,

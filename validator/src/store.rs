@@ -54,6 +54,9 @@ pub struct SavedState {
     /// Weights committed under commit-reveal, still to be revealed.
     #[serde(default)]
     pub pending_reveals: Vec<PendingReveal>,
+    /// The outer momentum buffer (a blob), None for zeros or plain SGD.
+    #[serde(default)]
+    pub momentum: Option<String>,
 }
 
 /// Weights committed in `window`, with the salt that reveals them.
