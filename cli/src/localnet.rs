@@ -60,8 +60,9 @@ pub struct WindowLine {
 #[derive(Clone, Debug)]
 pub struct LocalnetReport {
     pub initial_loss: f64,
-    pub loss_floor: f64,
-    pub entropy_rate: f64,
+    /// Known for the synthetic corpus only.
+    pub loss_floor: Option<f64>,
+    pub entropy_rate: Option<f64>,
     pub windows: Vec<WindowLine>,
     pub chain_path: PathBuf,
     pub netuid: u16,
@@ -289,7 +290,7 @@ pub async fn run(
     Ok(LocalnetReport {
         initial_loss,
         loss_floor: engine.loss_floor(),
-        entropy_rate: engine.corpus().entropy_rate(),
+        entropy_rate: engine.markov().map(|c| c.entropy_rate()),
         windows: lines,
         chain_path,
         netuid,

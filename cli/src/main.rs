@@ -203,11 +203,23 @@ fn check_task(file: &std::path::Path) -> anyhow::Result<bool> {
             dense as f64 / compressed as f64
         );
     }
-    println!(
-        "  corpus          entropy rate {:.4} nats/byte, lowest loss on a sequence {:.4}",
-        engine.corpus().entropy_rate(),
-        engine.loss_floor()
-    );
+    match (engine.markov(), engine.loss_floor()) {
+        (Some(markov), Some(floor)) => println!(
+            "  corpus          synthetic: entropy rate {:.4} nats/token, lowest loss on a sequence {floor:.4}",
+            markov.entropy_rate(),
+        ),
+        _ => {
+            if let task::engine::Corpus::Text(text) = engine.corpus() {
+                println!(
+                    "  corpus          {} tokens from {} ({} pages of {})",
+                    text.len(),
+                    spec.data.text.as_ref().map(|t| t.path.as_str()).unwrap_or(""),
+                    text.len() / spec.data.page_len,
+                    spec.data.page_len
+                );
+            }
+        }
+    }
     Ok(true)
 }
 
@@ -493,12 +505,13 @@ async fn main() -> anyhow::Result<()> {
                 task.task.name,
                 engine.num_params()
             );
-            println!(
-                "corpus entropy rate {:.4} nats/byte; lowest reachable loss on {}-byte sequences {:.4}",
-                engine.corpus().entropy_rate(),
-                task.model.seq_len,
-                engine.loss_floor()
-            );
+            if let (Some(markov), Some(floor)) = (engine.markov(), engine.loss_floor()) {
+                println!(
+                    "corpus entropy rate {:.4} nats/byte; lowest reachable loss on {}-byte sequences {floor:.4}",
+                    markov.entropy_rate(),
+                    task.model.seq_len,
+                );
+            }
             let config = LocalnetConfig {
                 miners,
                 validators,
@@ -514,11 +527,13 @@ async fn main() -> anyhow::Result<()> {
                 .last()
                 .map(|w| w.heldout_loss)
                 .unwrap_or(report.initial_loss);
+            let floor = report
+                .loss_floor
+                .map(|f| format!(" (floor {f:.4})"))
+                .unwrap_or_default();
             println!(
-                "done: held-out loss {:.4} -> {:.4} (floor {:.4}); chain at {}",
+                "done: held-out loss {:.4} -> {last:.4}{floor}; chain at {}",
                 report.initial_loss,
-                last,
-                report.loss_floor,
                 report.chain_path.display()
             );
         }

@@ -49,7 +49,7 @@ fn main() {
         .collect();
     println!(
         "floor {:.4}, start {:.4}, {} optimizer state, lr {}",
-        engine.loss_floor(),
+        engine.loss_floor().unwrap_or(f64::NAN),
         loss(&params),
         if persistent { "persistent" } else { "fresh" },
         engine.spec().training.lr

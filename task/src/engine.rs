@@ -6,6 +6,7 @@
 use crate::assignment::{AssignmentError, WindowAssignment, assign_pages};
 use crate::checkpoint::Checkpoint;
 use crate::corpus::MarkovCorpus;
+use crate::text::TextCorpus;
 use crate::model::ByteTransformer;
 use crate::params::{ParamLayout, read_params, write_params};
 use crate::rng::{SeededRng, salt};
@@ -109,18 +110,31 @@ impl<B: AutodiffBackend> Trainer<B> {
     }
 }
 
+/// Where a task's tokens come from.
+#[derive(Clone, Debug)]
+pub enum Corpus {
+    Markov(MarkovCorpus),
+    Text(TextCorpus),
+}
+
 /// A task, ready to train and evaluate.
 #[derive(Clone, Debug)]
 pub struct TaskEngine {
     spec: TaskSpec,
     digest: [u8; 32],
-    corpus: MarkovCorpus,
+    corpus: Corpus,
     layout: ParamLayout,
 }
 
 impl TaskEngine {
     pub fn new(spec: TaskSpec) -> Self {
-        let corpus = MarkovCorpus::new(spec.data.markov.clone());
+        let corpus = match (&spec.data.markov, &spec.data.text) {
+            (Some(markov), _) => Corpus::Markov(MarkovCorpus::new(markov.clone())),
+            (None, Some(text)) => Corpus::Text(
+                TextCorpus::load(text).expect("a validated task spec's corpus file loads"),
+            ),
+            (None, None) => panic!("a validated task spec has a corpus"),
+        };
         let model = ByteTransformer::<CpuBackend>::new(&spec.model, &Default::default());
         let (layout, _) = read_params(&model);
         Self {
@@ -139,8 +153,16 @@ impl TaskEngine {
         self.digest
     }
 
-    pub fn corpus(&self) -> &MarkovCorpus {
+    pub fn corpus(&self) -> &Corpus {
         &self.corpus
+    }
+
+    /// The synthetic corpus, when the task uses one (it knows its entropy rate).
+    pub fn markov(&self) -> Option<&MarkovCorpus> {
+        match &self.corpus {
+            Corpus::Markov(c) => Some(c),
+            Corpus::Text(_) => None,
+        }
     }
 
     pub fn layout(&self) -> &ParamLayout {
@@ -229,10 +251,19 @@ impl TaskEngine {
         let mut inputs = Vec::with_capacity(spans.len() * seq);
         let mut targets = Vec::with_capacity(spans.len() * seq);
         for span in spans {
-            let bytes = self.corpus.page(span.page, span.offset + seq + 1);
-            let window = &bytes[span.offset..span.offset + seq + 1];
-            inputs.extend(window[..seq].iter().map(|&b| b as i32));
-            targets.extend(window[1..].iter().map(|&b| b as i32));
+            let end = span.offset + seq + 1;
+            let tokens: Vec<i32> = match &self.corpus {
+                Corpus::Markov(c) => c.page(span.page, end)[span.offset..]
+                    .iter()
+                    .map(|&b| b as i32)
+                    .collect(),
+                Corpus::Text(c) => c.page(span.page, self.spec.data.page_len, end)[span.offset..]
+                    .iter()
+                    .map(|&t| t as i32)
+                    .collect(),
+            };
+            inputs.extend_from_slice(&tokens[..seq]);
+            targets.extend_from_slice(&tokens[1..]);
         }
         Batch {
             inputs,
@@ -439,9 +470,11 @@ impl TaskEngine {
             .collect()
     }
 
-    /// The lowest mean loss any model can reach on this task's training sequences.
-    pub fn loss_floor(&self) -> f64 {
-        self.corpus.min_sequence_loss(self.spec.model.seq_len)
+    /// The lowest mean loss any model can reach on this task's training sequences, known for the
+    /// synthetic corpus only.
+    pub fn loss_floor(&self) -> Option<f64> {
+        self.markov()
+            .map(|c| c.min_sequence_loss(self.spec.model.seq_len))
     }
 }
 

@@ -1,4 +1,4 @@
-//! Tasks and the engine that runs them: specs, the synthetic corpus, the model, page assignment,
+//! Tasks and the engine that runs them: specs, the synthetic corpus and real corpus files, the model, page assignment,
 //! training, evaluation, checkpoints and aggregation. No networking, no chain.
 
 pub mod aggregate;
@@ -11,6 +11,7 @@ pub mod model;
 pub mod params;
 pub mod rng;
 pub mod spec;
+pub mod text;
 
 pub use checkpoint::Checkpoint;
 pub use device::Device;

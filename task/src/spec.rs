@@ -3,6 +3,7 @@
 //! different task files refuse each other.
 
 use crate::corpus::MarkovSpec;
+use crate::text::{TextCorpus, TextFormat, TextSpec};
 use blake2::{Blake2b, Digest, digest::consts::U32};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -46,7 +47,12 @@ pub struct ModelSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
-    pub markov: MarkovSpec,
+    /// The synthetic Markov corpus (known entropy rate) ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub markov: Option<MarkovSpec>,
+    /// ... or a real corpus file. Exactly one of the two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextSpec>,
     /// Bytes per page, the unit of assignment.
     pub page_len: usize,
     /// Pages [0, train_pages) form the training split.
@@ -211,11 +217,26 @@ impl TaskSpec {
             "task.name",
             "must not be empty".into(),
         );
-        check(
-            m.vocab == 256,
-            "model.vocab",
-            format!("= {} but the model is byte-level: use 256", m.vocab),
-        );
+        let d = &self.data;
+        let text = d.text.as_ref().map(TextCorpus::load);
+        match (&d.text, &text) {
+            (Some(TextSpec { format: TextFormat::U16, .. }), Some(Ok(corpus))) => check(
+                m.vocab > corpus.max_token() as usize,
+                "model.vocab",
+                format!(
+                    "= {} but data.text holds token {}: use at least {}",
+                    m.vocab,
+                    corpus.max_token(),
+                    corpus.max_token() as usize + 1
+                ),
+            ),
+            (Some(TextSpec { format: TextFormat::U16, .. }), _) => {}
+            _ => check(
+                m.vocab == 256,
+                "model.vocab",
+                format!("= {} but the data are bytes: use 256", m.vocab),
+            ),
+        }
         check(m.d_model > 0, "model.d_model", "must be positive".into());
         check(m.n_layers > 0, "model.n_layers", "must be positive".into());
         check(m.n_heads > 0, "model.n_heads", "must be positive".into());
@@ -238,8 +259,36 @@ impl TaskSpec {
             "model.init_std",
             format!("= {} must be positive", m.init_std),
         );
-        let d = &self.data;
-        let mk = &d.markov;
+        check(
+            d.markov.is_some() != d.text.is_some(),
+            "data",
+            "needs exactly one corpus: [data.markov] (synthetic) or [data.text] (a file)".into(),
+        );
+        if let Some(Err(e)) = &text {
+            check(false, "data.text", e.clone());
+        }
+        if let Some(Ok(corpus)) = &text {
+            let pages = (corpus.len() / d.page_len.max(1)) as u64;
+            check(
+                d.train_pages + d.heldout_pages <= pages,
+                "data.train_pages",
+                format!(
+                    "+ data.heldout_pages = {} pages of {} tokens, but {} holds {} tokens ({pages} pages)",
+                    d.train_pages + d.heldout_pages,
+                    d.page_len,
+                    d.text.as_ref().map(|t| t.path.as_str()).unwrap_or(""),
+                    corpus.len()
+                ),
+            );
+        }
+        let default_markov = MarkovSpec {
+            seed: 0,
+            alphabet: 2,
+            successors: 1,
+            skew: 0.0,
+            context_skew: 0.0,
+        };
+        let mk = d.markov.as_ref().unwrap_or(&default_markov);
         check(
             (2..=64).contains(&mk.alphabet),
             "data.markov.alphabet",
