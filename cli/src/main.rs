@@ -213,7 +213,11 @@ fn check_task(file: &std::path::Path) -> anyhow::Result<bool> {
                 println!(
                     "  corpus          {} tokens from {} ({} pages of {})",
                     text.len(),
-                    spec.data.text.as_ref().map(|t| t.path.as_str()).unwrap_or(""),
+                    spec.data
+                        .text
+                        .as_ref()
+                        .map(|t| t.path.as_str())
+                        .unwrap_or(""),
                     text.len() / spec.data.page_len,
                     spec.data.page_len
                 );

@@ -6,11 +6,11 @@
 use crate::assignment::{AssignmentError, WindowAssignment, assign_pages};
 use crate::checkpoint::Checkpoint;
 use crate::corpus::MarkovCorpus;
-use crate::text::TextCorpus;
 use crate::model::ByteTransformer;
 use crate::params::{ParamLayout, read_params, write_params};
 use crate::rng::{SeededRng, salt};
 use crate::spec::TaskSpec;
+use crate::text::TextCorpus;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{
     AdamW, AdamWConfig, GradientsParams, Optimizer, grad_clipping::GradientClippingConfig,

@@ -182,7 +182,15 @@ pub enum SpecError {
 impl TaskSpec {
     /// Parses and validates; every problem is reported at once.
     pub fn from_toml_str(text: &str) -> Result<Self, SpecError> {
-        let spec: TaskSpec = toml::from_str(text)?;
+        Self::parse(text, None)
+    }
+
+    /// Parses with relative corpus paths resolved against `base` (the task file's directory).
+    fn parse(text: &str, base: Option<&std::path::Path>) -> Result<Self, SpecError> {
+        let mut spec: TaskSpec = toml::from_str(text)?;
+        if let (Some(t), Some(base)) = (&mut spec.data.text, base) {
+            t.base_dir = Some(base.to_path_buf());
+        }
         let problems = spec.validate();
         if problems.is_empty() {
             Ok(spec)
@@ -198,7 +206,7 @@ impl TaskSpec {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml_str(&text)
+        Self::parse(&text, path.parent())
     }
 
     pub fn validate(&self) -> Vec<SpecProblem> {
@@ -220,7 +228,13 @@ impl TaskSpec {
         let d = &self.data;
         let text = d.text.as_ref().map(TextCorpus::load);
         match (&d.text, &text) {
-            (Some(TextSpec { format: TextFormat::U16, .. }), Some(Ok(corpus))) => check(
+            (
+                Some(TextSpec {
+                    format: TextFormat::U16,
+                    ..
+                }),
+                Some(Ok(corpus)),
+            ) => check(
                 m.vocab > corpus.max_token() as usize,
                 "model.vocab",
                 format!(
@@ -230,7 +244,13 @@ impl TaskSpec {
                     corpus.max_token() as usize + 1
                 ),
             ),
-            (Some(TextSpec { format: TextFormat::U16, .. }), _) => {}
+            (
+                Some(TextSpec {
+                    format: TextFormat::U16,
+                    ..
+                }),
+                _,
+            ) => {}
             _ => check(
                 m.vocab == 256,
                 "model.vocab",
