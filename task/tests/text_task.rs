@@ -96,7 +96,7 @@ fn u16_token_files_load_and_broken_text_tasks_list_every_problem() {
         engine.losses::<CpuBackend>(
             &Default::default(),
             &engine.genesis().params,
-            &[batch.clone()]
+            std::slice::from_ref(batch)
         )[0]
         .is_finite()
     );
