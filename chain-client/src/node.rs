@@ -272,6 +272,15 @@ impl crate::Chain for SubtensorChain {
         values: Vec<u16>,
         version_key: u64,
     ) -> Result<()> {
+        // The runtime would refuse it with CommitRevealEnabled; answering here lets the validator
+        // commit instead without spending a transaction.
+        let at = self.at().await?;
+        if self
+            .value::<bool, _>(&at, "CommitRevealWeightsEnabled", (netuid,))
+            .await?
+        {
+            return Err(ChainError::CommitRevealEnabled { netuid });
+        }
         let call = Call::SetWeights {
             netuid,
             dests: uids,
@@ -282,6 +291,15 @@ impl crate::Chain for SubtensorChain {
     }
 
     async fn commit_weights(&self, hotkey: &Keypair, netuid: u16, hash: [u8; 32]) -> Result<()> {
+        let at = self.at().await?;
+        let version: u16 = self.value(&at, "CommitRevealWeightsVersion", ()).await?;
+        if version >= 3 {
+            return Err(ChainError::Unsupported(format!(
+                "this runtime runs commit-reveal version {version} (timelocked, drand-revealed \
+                 commits), which this validator does not support yet; subnets without \
+                 commit-reveal, or on version 2, work"
+            )));
+        }
         let call = Call::CommitWeights {
             netuid,
             commit_hash: hash,

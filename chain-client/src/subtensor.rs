@@ -243,7 +243,8 @@ pub const STORAGE: [&str; 25] = [
     "MaxWeightsLimit",
     "ImmunityPeriod",
 ];
-pub const MORE_STORAGE: [&str; 9] = [
+pub const MORE_STORAGE: [&str; 10] = [
+    "CommitRevealWeightsVersion",
     "ActivityCutoff",
     "MaxAllowedUids",
     "MaxAllowedValidators",

@@ -339,6 +339,16 @@ fn storage_values_decode_through_the_metadata_types() {
     // Missing keys read as the entry's default, as the runtime reads them.
     let tempo: u16 = default_value(&metadata, "Tempo").unwrap();
     assert_eq!(tempo, TEMPO_DEFAULT);
+    // The commit-reveal version a validator checks before committing, against its raw default.
+    let raw = metadata
+        .pallet_by_name("SubtensorModule")
+        .and_then(|p| p.storage())
+        .and_then(|s| s.entry_by_name("CommitRevealWeightsVersion"))
+        .and_then(|e| e.default_value())
+        .unwrap()
+        .to_vec();
+    let version: u16 = default_value(&metadata, "CommitRevealWeightsVersion").unwrap();
+    assert_eq!(version, u16::from_le_bytes([raw[0], raw[1]]));
 
     let weights = vec![(0u16, 65535u16), (4, 12)];
     let decoded: Vec<(u16, u16)> = decode_value(&metadata, "Weights", &weights.encode()).unwrap();
