@@ -9,9 +9,12 @@ pub mod types;
 pub mod wallet;
 
 pub use error::{ChainError, Result};
-pub use local::{BlockClock, LocalChain, MAX_UNREVEALED_COMMITS, weights_commit_hash};
+pub use local::{BlockClock, LocalChain, MAX_UNREVEALED_COMMITS};
 pub use node::SubtensorChain;
-pub use types::{AccountId, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams, WeightsReveal};
+pub use types::{
+    AccountId, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams, WeightsReveal,
+    weights_commit_hash,
+};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -278,17 +281,7 @@ impl Chain for LocalChain {
         reveal: WeightsReveal,
     ) -> Result<()> {
         let (chain, hotkey) = (self.clone(), AccountId::from(hotkey));
-        blocking(move || {
-            chain.reveal_weights_sync(
-                hotkey,
-                netuid,
-                &reveal.uids,
-                &reveal.values,
-                &reveal.salt,
-                reveal.version_key,
-            )
-        })
-        .await
+        blocking(move || chain.reveal_weights_sync(hotkey, netuid, &reveal)).await
     }
 
     async fn report_fraud(

@@ -5,7 +5,9 @@
 //! atomic and durable.
 
 use crate::error::{ChainError, Result};
-use crate::types::{AccountId, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams};
+use crate::types::{
+    AccountId, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams, WeightsReveal,
+};
 use blake2::{Blake2b, Digest, digest::consts::U32};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use scoring::yuma::{self, EpochInput, YumaState};
@@ -112,37 +114,6 @@ CREATE TABLE IF NOT EXISTS events (
 
 /// Subtensor's limit on a hotkey's unrevealed weight commits per subnet.
 pub const MAX_UNREVEALED_COMMITS: usize = 10;
-
-/// The commit-reveal v2 hash: BlakeTwo256 of the SCALE encoding of
-/// `(hotkey, netuid, uids, values, salt, version_key)`.
-pub fn weights_commit_hash(
-    hotkey: &AccountId,
-    netuid: u16,
-    uids: &[u16],
-    values: &[u16],
-    salt: &[u16],
-    version_key: u64,
-) -> [u8; 32] {
-    fn compact_len(out: &mut Vec<u8>, n: usize) {
-        // SCALE compact integers: 1, 2 or 4 bytes with the mode in the low two bits.
-        match n {
-            0..=0x3f => out.push((n as u8) << 2),
-            0x40..=0x3fff => out.extend_from_slice(&(((n as u16) << 2) | 1).to_le_bytes()),
-            _ => out.extend_from_slice(&(((n as u32) << 2) | 2).to_le_bytes()),
-        }
-    }
-    let mut bytes = Vec::with_capacity(32 + 2 + 2 * (uids.len() + values.len() + salt.len()) + 20);
-    bytes.extend_from_slice(&hotkey.0);
-    bytes.extend_from_slice(&netuid.to_le_bytes());
-    for list in [uids, values, salt] {
-        compact_len(&mut bytes, list.len());
-        for v in list {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    bytes.extend_from_slice(&version_key.to_le_bytes());
-    Blake2b::<U32>::digest(&bytes).into()
-}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -464,7 +435,7 @@ impl LocalChain {
             if uid_of(tx, netuid, &hotkey)?.is_none() {
                 return Err(ChainError::HotKeyNotRegisteredInSubNet { hotkey: hotkey.to_string(), netuid });
             }
-            let epoch = block / params.tempo.max(1);
+            let epoch = epoch_of(block, &params);
             // Commits whose reveal epoch has passed can never be revealed: drop them first.
             tx.execute(
                 "DELETE FROM weight_commits WHERE netuid = ?1 AND hotkey = ?2 AND epoch + ?3 < ?4",
@@ -489,17 +460,16 @@ impl LocalChain {
     /// Commit-reveal v2, second half: the revealed weights must hash (`weights_commit_hash`) to one
     /// of the hotkey's commits and arrive in its reveal epoch; they are then checked and stored as
     /// `set_weights` would.
-    #[allow(clippy::too_many_arguments)]
     pub fn reveal_weights_sync(
         &self,
         hotkey: AccountId,
         netuid: u16,
-        uids: &[u16],
-        values: &[u16],
-        salt: &[u16],
-        version_key: u64,
+        reveal: &WeightsReveal,
     ) -> Result<()> {
         self.transact(|tx, block| {
+            if netuid == 0 {
+                return Err(ChainError::CanNotSetRootNetworkWeights);
+            }
             let params = subnet_params(tx, netuid)?;
             if !params.commit_reveal_weights_enabled {
                 return Err(ChainError::CommitRevealDisabled { netuid });
@@ -516,9 +486,9 @@ impl LocalChain {
             if commits.is_empty() {
                 return Err(ChainError::NoWeightsCommitFound { netuid });
             }
-            let epoch = block / params.tempo.max(1);
+            let epoch = epoch_of(block, &params);
             let period = params.reveal_period_epochs;
-            let hash = weights_commit_hash(&hotkey, netuid, uids, values, salt, version_key);
+            let hash = reveal.hash(&hotkey, netuid);
             let Some(&(id, _, committed)) = commits.iter().find(|c| c.1 == hash) else {
                 if commits.iter().all(|c| c.2 + period < epoch) {
                     return Err(ChainError::ExpiredWeightCommit { epoch: commits[commits.len() - 1].2 + period, now: epoch });
@@ -531,10 +501,16 @@ impl LocalChain {
             if epoch > committed + period {
                 return Err(ChainError::ExpiredWeightCommit { epoch: committed + period, now: epoch });
             }
-            if netuid == 0 {
-                return Err(ChainError::CanNotSetRootNetworkWeights);
-            }
-            apply_weights(tx, block, &params, hotkey, netuid, uids, values, version_key)?;
+            apply_weights(
+                tx,
+                block,
+                &params,
+                hotkey,
+                netuid,
+                &reveal.uids,
+                &reveal.values,
+                reveal.version_key,
+            )?;
             tx.execute("DELETE FROM weight_commits WHERE id = ?1", [id])?;
             Ok(())
         })
@@ -803,8 +779,11 @@ fn uid_of(tx: &rusqlite::Transaction<'_>, netuid: u16, hotkey: &AccountId) -> Re
         .optional()?)
 }
 
-/// Runs every epoch whose block (a multiple of the subnet's tempo) is past the subnet's last epoch and
-/// not after `block`.
+/// The commit-reveal epoch of `block`.
+fn epoch_of(block: u64, params: &SubnetParams) -> u64 {
+    block / params.tempo.max(1)
+}
+
 /// set_weights' checks after the commit-reveal one, in subtensor's order, then the stored row.
 #[allow(clippy::too_many_arguments)]
 fn apply_weights(
@@ -909,6 +888,8 @@ fn apply_weights(
     )
 }
 
+/// Runs every epoch whose block (a multiple of the subnet's tempo) is past the subnet's last epoch and
+/// not after `block`.
 fn run_due_epochs(tx: &rusqlite::Transaction<'_>, block: u64) -> Result<()> {
     let subnets: Vec<(u16, String, i64)> = {
         let mut stmt =

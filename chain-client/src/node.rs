@@ -47,10 +47,6 @@ impl SubtensorChain {
         Ok(chain)
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     async fn at(&self) -> Result<AtBlock> {
         self.client
             .at_current_block()
@@ -148,27 +144,31 @@ impl SubtensorChain {
         let registered_at: u64 = self.value(at, "BlockAtRegistration", (netuid, uid)).await?;
         let weights: Vec<(u16, u16)> = self.value(at, "Weights", (netuid, uid)).await?;
         let i = uid as usize;
-        let at_u16 = |v: &Vec<u16>| v.get(i).copied().unwrap_or(0);
         Ok(Neuron {
             uid,
             hotkey: AccountId(hotkey),
             coldkey: AccountId(coldkey),
             stake,
             axon: axon.and_then(|a| a.addr()),
-            validator_permit: rows.permit.get(i).copied().unwrap_or(false),
-            active: rows.active.get(i).copied().unwrap_or(false),
-            last_update: rows.last_update.get(i).copied().unwrap_or(0),
+            validator_permit: nth(&rows.permit, i),
+            active: nth(&rows.active, i),
+            last_update: nth(&rows.last_update, i),
             registered_at,
-            consensus: at_u16(&rows.consensus),
-            incentive: at_u16(&rows.incentive),
-            dividends: at_u16(&rows.dividends),
-            validator_trust: at_u16(&rows.validator_trust),
-            emission: rows.emission.get(i).copied().unwrap_or(0),
+            consensus: nth(&rows.consensus, i),
+            incentive: nth(&rows.incentive, i),
+            dividends: nth(&rows.dividends, i),
+            validator_trust: nth(&rows.validator_trust, i),
+            emission: nth(&rows.emission, i),
             // Not kept by subtensor per uid.
             total_emission: 0,
             weights,
         })
     }
+}
+
+/// Entry `i` of a per-uid vector; a uid past its end reads as the default, as on chain.
+fn nth<T: Copy + Default>(v: &[T], i: usize) -> T {
+    v.get(i).copied().unwrap_or_default()
 }
 
 /// The per-subnet vectors indexed by uid.

@@ -66,7 +66,7 @@ pub enum Call {
 }
 
 /// An axon address in subtensor's encoding: (ip as u128, ip_type 4 or 6).
-pub fn axon_ip(addr: &SocketAddr) -> (u128, u8) {
+fn axon_ip(addr: &SocketAddr) -> (u128, u8) {
     match addr.ip() {
         IpAddr::V4(v4) => (u32::from(v4) as u128, 4),
         IpAddr::V6(v6) => (u128::from(v6), 6),
@@ -173,39 +173,6 @@ impl Call {
     }
 }
 
-/// SubtensorModule.set_weights(netuid, dests, weights, version_key), SCALE-encoded with its pallet
-/// and call indices.
-pub fn set_weights_call_data(
-    metadata: &subxt::Metadata,
-    netuid: u16,
-    dests: &[u16],
-    weights: &[u16],
-    version_key: u64,
-) -> Result<Vec<u8>> {
-    Call::SetWeights {
-        netuid,
-        dests: dests.to_vec(),
-        weights: weights.to_vec(),
-        version_key,
-    }
-    .call_data(metadata)
-}
-
-/// SubtensorModule.serve_axon(netuid, version, ip, port, ip_type, protocol, placeholder1, placeholder2).
-pub fn serve_axon_call_data(
-    metadata: &subxt::Metadata,
-    netuid: u16,
-    version: u32,
-    addr: SocketAddr,
-) -> Result<Vec<u8>> {
-    Call::ServeAxon {
-        netuid,
-        version,
-        addr,
-    }
-    .call_data(metadata)
-}
-
 /// The calls and storage entries this backend uses: a runtime must agree with the bundled metadata on
 /// every one of them.
 pub const CALLS: [&str; 6] = [
@@ -216,7 +183,7 @@ pub const CALLS: [&str; 6] = [
     "burned_register",
     "add_stake",
 ];
-pub const STORAGE: [&str; 25] = [
+pub const STORAGE: [&str; 35] = [
     "SubnetworkN",
     "Uids",
     "NetworksAdded",
@@ -242,8 +209,6 @@ pub const STORAGE: [&str; 25] = [
     "MinAllowedWeights",
     "MaxWeightsLimit",
     "ImmunityPeriod",
-];
-pub const MORE_STORAGE: [&str; 10] = [
     "CommitRevealWeightsVersion",
     "ActivityCutoff",
     "MaxAllowedUids",
@@ -260,36 +225,26 @@ pub const MORE_STORAGE: [&str; 10] = [
 /// backend uses (subxt's per-item hashes cover names, argument and value types). The error names
 /// what differs and what to do.
 pub fn check_compatible(node: &subxt::Metadata, bundled: &subxt::Metadata) -> Result<()> {
-    let pallet = |m: &'_ subxt::Metadata| {
-        m.pallet_by_name(PALLET).map(|p| {
-            let calls: Vec<_> = CALLS.iter().map(|c| p.call_hash(c)).collect();
-            let storage: Vec<_> = STORAGE
-                .iter()
-                .chain(&MORE_STORAGE)
-                .map(|e| p.storage_hash(e))
-                .collect();
-            (calls, storage)
-        })
-    };
-    let Some((node_calls, node_storage)) = pallet(node) else {
-        return Err(ChainError::Unsupported(format!(
+    let theirs = node.pallet_by_name(PALLET).ok_or_else(|| {
+        ChainError::Unsupported(format!(
             "the node's runtime has no {PALLET} pallet: is it a subtensor node?"
-        )));
-    };
-    let (calls, storage) = pallet(bundled).ok_or_else(|| {
+        ))
+    })?;
+    let ours = bundled.pallet_by_name(PALLET).ok_or_else(|| {
         ChainError::Unsupported(format!("the bundled metadata has no {PALLET} pallet"))
     })?;
-    let mut differs: Vec<String> = Vec::new();
-    for (i, name) in CALLS.iter().enumerate() {
-        if node_calls[i].is_none() || node_calls[i] != calls[i] {
-            differs.push(format!("call {name}"));
-        }
-    }
-    for (i, name) in STORAGE.iter().chain(&MORE_STORAGE).enumerate() {
-        if node_storage[i].is_none() || node_storage[i] != storage[i] {
-            differs.push(format!("storage {name}"));
-        }
-    }
+    // A missing item hashes to None on the node's side: it differs too.
+    let calls = CALLS
+        .iter()
+        .filter(|c| theirs.call_hash(c).is_none() || theirs.call_hash(c) != ours.call_hash(c))
+        .map(|c| format!("call {c}"));
+    let storage = STORAGE
+        .iter()
+        .filter(|e| {
+            theirs.storage_hash(e).is_none() || theirs.storage_hash(e) != ours.storage_hash(e)
+        })
+        .map(|e| format!("storage {e}"));
+    let differs: Vec<String> = calls.chain(storage).collect();
     if differs.is_empty() {
         return Ok(());
     }
@@ -342,9 +297,8 @@ pub fn default_value<T: DecodeAsType>(metadata: &subxt::Metadata, entry: &str) -
         .and_then(|p| p.storage())
         .and_then(|s| s.entry_by_name(entry))
         .and_then(|e| e.default_value())
-        .ok_or_else(|| ChainError::Unsupported(format!("{PALLET}.{entry} has no default value")))?
-        .to_vec();
-    decode_value(metadata, entry, &bytes)
+        .ok_or_else(|| ChainError::Unsupported(format!("{PALLET}.{entry} has no default value")))?;
+    decode_value(metadata, entry, bytes)
 }
 
 pub use axon::AxonInfo;
@@ -392,7 +346,14 @@ mod tests {
     #[test]
     fn set_weights_matches_the_golden_call_data() {
         let metadata = bundled_metadata().unwrap();
-        let bytes = set_weights_call_data(&metadata, 1, &[0, 1], &[65535, 32767], 0).unwrap();
+        let bytes = Call::SetWeights {
+            netuid: 1,
+            dests: vec![0, 1],
+            weights: vec![65535, 32767],
+            version_key: 0,
+        }
+        .call_data(&metadata)
+        .unwrap();
         assert_eq!(
             hex::encode(bytes),
             "07000100080000010008ffffff7f0000000000000000"
@@ -402,8 +363,13 @@ mod tests {
     #[test]
     fn serve_axon_encodes_pallet_call_and_arguments() {
         let metadata = bundled_metadata().unwrap();
-        let bytes =
-            serve_axon_call_data(&metadata, 3, 1, "127.0.0.1:8091".parse().unwrap()).unwrap();
+        let bytes = Call::ServeAxon {
+            netuid: 3,
+            version: 1,
+            addr: "127.0.0.1:8091".parse().unwrap(),
+        }
+        .call_data(&metadata)
+        .unwrap();
         // pallet 7, call 4, netuid u16 LE, version u32 LE, ip u128 LE, port u16 LE, ip_type, protocol,
         // two placeholders.
         let mut expected = vec![7u8, 4, 3, 0, 1, 0, 0, 0];

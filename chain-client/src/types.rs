@@ -191,10 +191,26 @@ pub struct WeightsReveal {
     pub version_key: u64,
 }
 
+/// The commit-reveal v2 hash: BlakeTwo256 of the SCALE encoding of
+/// `(hotkey, netuid, uids, values, salt, version_key)`, as subtensor computes it.
+pub fn weights_commit_hash(
+    hotkey: &AccountId,
+    netuid: u16,
+    uids: &[u16],
+    values: &[u16],
+    salt: &[u16],
+    version_key: u64,
+) -> [u8; 32] {
+    use blake2::{Blake2b, Digest, digest::consts::U32};
+    use subxt::ext::codec::Encode;
+    let encoded = (&hotkey.0, netuid, uids, values, salt, version_key).encode();
+    Blake2b::<U32>::digest(&encoded).into()
+}
+
 impl WeightsReveal {
     /// The hash to commit for `hotkey` on `netuid`.
     pub fn hash(&self, hotkey: &AccountId, netuid: u16) -> [u8; 32] {
-        crate::local::weights_commit_hash(
+        weights_commit_hash(
             hotkey,
             netuid,
             &self.uids,

@@ -174,9 +174,7 @@ fn commit_reveal_v2_reveals_in_the_next_epoch_only() {
         salt: vec![9, 8, 7, 6],
         version_key: 3,
     };
-    let reveal_it = |r: &WeightsReveal| {
-        chain.reveal_weights_sync(alice, netuid, &r.uids, &r.values, &r.salt, r.version_key)
-    };
+    let reveal_it = |r: &WeightsReveal| chain.reveal_weights_sync(alice, netuid, r);
     assert!(matches!(
         reveal_it(&reveal).unwrap_err(),
         ChainError::NoWeightsCommitFound { .. }

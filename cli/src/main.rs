@@ -203,26 +203,23 @@ fn check_task(file: &std::path::Path) -> anyhow::Result<bool> {
             dense as f64 / compressed as f64
         );
     }
-    match (engine.markov(), engine.loss_floor()) {
-        (Some(markov), Some(floor)) => println!(
-            "  corpus          synthetic: entropy rate {:.4} nats/token, lowest loss on a sequence {floor:.4}",
+    match engine.corpus() {
+        task::engine::Corpus::Markov(markov) => println!(
+            "  corpus          synthetic: entropy rate {:.4} nats/token, lowest loss on a sequence {:.4}",
             markov.entropy_rate(),
+            markov.min_sequence_loss(spec.model.seq_len),
         ),
-        _ => {
-            if let task::engine::Corpus::Text(text) = engine.corpus() {
-                println!(
-                    "  corpus          {} tokens from {} ({} pages of {})",
-                    text.len(),
-                    spec.data
-                        .text
-                        .as_ref()
-                        .map(|t| t.path.as_str())
-                        .unwrap_or(""),
-                    text.len() / spec.data.page_len,
-                    spec.data.page_len
-                );
-            }
-        }
+        task::engine::Corpus::Text(text) => println!(
+            "  corpus          {} tokens from {} ({} pages of {})",
+            text.len(),
+            spec.data
+                .text
+                .as_ref()
+                .map(|t| t.path.as_str())
+                .unwrap_or(""),
+            text.len() / spec.data.page_len,
+            spec.data.page_len
+        ),
     }
     Ok(true)
 }
@@ -358,16 +355,15 @@ enum ChainCommand {
     },
 }
 
-fn print_metagraph(metagraph: &chain_client::Metagraph, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(metagraph)?);
-    } else {
-        print!("{}", admin::format_metagraph(metagraph));
-    }
-    Ok(())
+/// The subtensor node a `--node` flag names, connected.
+async fn node(url: &str) -> anyhow::Result<chain_client::SubtensorChain> {
+    Ok(chain_client::SubtensorChain::connect(url).await?)
 }
 
-fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Result<()> {
+/// `subnet chain ...`: the local chain in `dir`, or for register, stake and metagraph with `--node`,
+/// a subtensor node.
+async fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Result<()> {
+    use chain_client::Chain;
     match command {
         ChainCommand::Init {
             block_time_ms,
@@ -404,30 +400,52 @@ fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Result<()>
                 balance as f64 / localnet::RAO_PER_TOKEN as f64
             );
         }
-        ChainCommand::Register { netuid, keys, .. } => {
-            let coldkey = admin::account(&keys.coldkey()?);
+        ChainCommand::Register {
+            netuid,
+            keys,
+            node: url,
+        } => {
+            let coldkey = keys.coldkey()?;
             let hotkey = admin::account(&keys.hotkey()?);
-            let uid = admin::open(dir)?.burned_register(coldkey, netuid, hotkey)?;
+            let uid = match &url {
+                Some(url) => {
+                    node(url)
+                        .await?
+                        .burned_register(&coldkey, netuid, hotkey)
+                        .await?
+                }
+                None => {
+                    admin::open(dir)?.burned_register(admin::account(&coldkey), netuid, hotkey)?
+                }
+            };
             println!("registered {hotkey} as uid {uid} on subnet {netuid}");
         }
         ChainCommand::Stake {
             netuid,
             keys,
             tokens,
-            ..
+            node: url,
         } => {
-            let coldkey = admin::account(&keys.coldkey()?);
+            let coldkey = keys.coldkey()?;
             let hotkey = admin::account(&keys.hotkey()?);
-            let stake = admin::open(dir)?.add_stake(
-                coldkey,
-                hotkey,
-                netuid,
-                admin::tokens_to_rao(tokens)?,
-            )?;
-            println!(
-                "{hotkey} stake {:.3} τ on subnet {netuid}",
-                stake as f64 / localnet::RAO_PER_TOKEN as f64
-            );
+            let rao = admin::tokens_to_rao(tokens)?;
+            match &url {
+                Some(url) => {
+                    node(url)
+                        .await?
+                        .add_stake(&coldkey, hotkey, netuid, rao)
+                        .await?;
+                    println!("staked {tokens} τ to {hotkey} on subnet {netuid} at {url}");
+                }
+                None => {
+                    let chain = admin::open(dir)?;
+                    let stake = chain.add_stake(admin::account(&coldkey), hotkey, netuid, rao)?;
+                    println!(
+                        "{hotkey} stake {:.3} τ on subnet {netuid}",
+                        stake as f64 / localnet::RAO_PER_TOKEN as f64
+                    );
+                }
+            }
         }
         ChainCommand::Slashes { netuid, json } => {
             let slashes = admin::open(dir)?.slashes(netuid)?;
@@ -453,8 +471,20 @@ fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Result<()>
             let block = admin::open(dir)?.advance_blocks(blocks)?;
             println!("block {block}");
         }
-        ChainCommand::Metagraph { netuid, json, .. } => {
-            print_metagraph(&admin::open(dir)?.metagraph_sync(netuid)?, json)?;
+        ChainCommand::Metagraph {
+            netuid,
+            json,
+            node: url,
+        } => {
+            let metagraph = match &url {
+                Some(url) => node(url).await?.metagraph(netuid).await?,
+                None => admin::open(dir)?.metagraph_sync(netuid)?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&metagraph)?);
+            } else {
+                print!("{}", admin::format_metagraph(&metagraph));
+            }
         }
         ChainCommand::Emissions { netuid, json } => {
             let epochs = admin::open(dir)?.epochs(netuid)?;
@@ -541,52 +571,7 @@ async fn main() -> anyhow::Result<()> {
                 report.chain_path.display()
             );
         }
-        Command::Chain {
-            command:
-                ChainCommand::Metagraph {
-                    netuid,
-                    json,
-                    node: Some(url),
-                },
-            ..
-        } => {
-            let chain = chain_client::SubtensorChain::connect(&url).await?;
-            let metagraph = chain_client::Chain::metagraph(&chain, netuid).await?;
-            print_metagraph(&metagraph, json)?;
-        }
-        Command::Chain {
-            command:
-                ChainCommand::Register {
-                    netuid,
-                    keys,
-                    node: Some(url),
-                },
-            ..
-        } => {
-            let chain = chain_client::SubtensorChain::connect(&url).await?;
-            let hotkey = admin::account(&keys.hotkey()?);
-            let uid =
-                chain_client::Chain::burned_register(&chain, &keys.coldkey()?, netuid, hotkey)
-                    .await?;
-            println!("registered {hotkey} as uid {uid} on subnet {netuid} at {url}");
-        }
-        Command::Chain {
-            command:
-                ChainCommand::Stake {
-                    netuid,
-                    keys,
-                    tokens,
-                    node: Some(url),
-                },
-            ..
-        } => {
-            let chain = chain_client::SubtensorChain::connect(&url).await?;
-            let hotkey = admin::account(&keys.hotkey()?);
-            let rao = admin::tokens_to_rao(tokens)?;
-            chain_client::Chain::add_stake(&chain, &keys.coldkey()?, hotkey, netuid, rao).await?;
-            println!("staked {tokens} to {hotkey} on subnet {netuid} at {url}");
-        }
-        Command::Chain { dir, command } => run_chain(&dir, command)?,
+        Command::Chain { dir, command } => run_chain(&dir, command).await?,
         Command::Yuma { file, json } => run_yuma(&file, json)?,
         Command::Wallet {
             command:

@@ -110,6 +110,13 @@ impl<B: AutodiffBackend> Trainer<B> {
     }
 }
 
+/// Appends a sequence of `seq + 1` tokens as inputs (all but the last) and targets (all but the first).
+fn push_sequence<T: Copy + Into<i32>>(tokens: &[T], inputs: &mut Vec<i32>, targets: &mut Vec<i32>) {
+    let seq = tokens.len() - 1;
+    inputs.extend(tokens[..seq].iter().map(|&t| t.into()));
+    targets.extend(tokens[1..].iter().map(|&t| t.into()));
+}
+
 /// Where a task's tokens come from.
 #[derive(Clone, Debug)]
 pub enum Corpus {
@@ -131,7 +138,8 @@ impl TaskEngine {
         let corpus = match (&spec.data.markov, &spec.data.text) {
             (Some(markov), _) => Corpus::Markov(MarkovCorpus::new(markov.clone())),
             (None, Some(text)) => Corpus::Text(
-                TextCorpus::load(text).expect("a validated task spec's corpus file loads"),
+                text.corpus()
+                    .expect("a validated task spec's corpus file loads"),
             ),
             (None, None) => panic!("a validated task spec has a corpus"),
         };
@@ -252,18 +260,16 @@ impl TaskEngine {
         let mut targets = Vec::with_capacity(spans.len() * seq);
         for span in spans {
             let end = span.offset + seq + 1;
-            let tokens: Vec<i32> = match &self.corpus {
-                Corpus::Markov(c) => c.page(span.page, end)[span.offset..]
-                    .iter()
-                    .map(|&b| b as i32)
-                    .collect(),
-                Corpus::Text(c) => c.page(span.page, self.spec.data.page_len, end)[span.offset..]
-                    .iter()
-                    .map(|&t| t as i32)
-                    .collect(),
-            };
-            inputs.extend_from_slice(&tokens[..seq]);
-            targets.extend_from_slice(&tokens[1..]);
+            match &self.corpus {
+                Corpus::Markov(c) => {
+                    let bytes = c.page(span.page, end);
+                    push_sequence(&bytes[span.offset..], &mut inputs, &mut targets);
+                }
+                Corpus::Text(c) => {
+                    let tokens = c.page(span.page, self.spec.data.page_len, end);
+                    push_sequence(&tokens[span.offset..], &mut inputs, &mut targets);
+                }
+            }
         }
         Batch {
             inputs,

@@ -3,7 +3,7 @@
 //! different task files refuse each other.
 
 use crate::corpus::MarkovSpec;
-use crate::text::{TextCorpus, TextFormat, TextSpec};
+use crate::text::{TextFormat, TextSpec};
 use blake2::{Blake2b, Digest, digest::consts::U32};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -226,15 +226,10 @@ impl TaskSpec {
             "must not be empty".into(),
         );
         let d = &self.data;
-        let text = d.text.as_ref().map(TextCorpus::load);
-        match (&d.text, &text) {
-            (
-                Some(TextSpec {
-                    format: TextFormat::U16,
-                    ..
-                }),
-                Some(Ok(corpus)),
-            ) => check(
+        let text = d.text.as_ref().map(TextSpec::corpus);
+        let u16_tokens = d.text.as_ref().map(|t| t.format) == Some(TextFormat::U16);
+        match (u16_tokens, &text) {
+            (true, Some(Ok(corpus))) => check(
                 m.vocab > corpus.max_token() as usize,
                 "model.vocab",
                 format!(
@@ -244,14 +239,8 @@ impl TaskSpec {
                     corpus.max_token() as usize + 1
                 ),
             ),
-            (
-                Some(TextSpec {
-                    format: TextFormat::U16,
-                    ..
-                }),
-                _,
-            ) => {}
-            _ => check(
+            (true, _) => {}
+            (false, _) => check(
                 m.vocab == 256,
                 "model.vocab",
                 format!("= {} but the data are bytes: use 256", m.vocab),
@@ -301,37 +290,31 @@ impl TaskSpec {
                 ),
             );
         }
-        let default_markov = MarkovSpec {
-            seed: 0,
-            alphabet: 2,
-            successors: 1,
-            skew: 0.0,
-            context_skew: 0.0,
-        };
-        let mk = d.markov.as_ref().unwrap_or(&default_markov);
-        check(
-            (2..=64).contains(&mk.alphabet),
-            "data.markov.alphabet",
-            format!("= {} must be in 2..=64", mk.alphabet),
-        );
-        check(
-            (1..=mk.alphabet).contains(&mk.successors),
-            "data.markov.successors",
-            format!(
-                "= {} must be in 1..=data.markov.alphabet ({})",
-                mk.successors, mk.alphabet
-            ),
-        );
-        check(
-            mk.skew.is_finite() && mk.skew >= 0.0,
-            "data.markov.skew",
-            "must be finite and >= 0".into(),
-        );
-        check(
-            mk.context_skew.is_finite() && mk.context_skew >= 0.0,
-            "data.markov.context_skew",
-            "must be finite and >= 0".into(),
-        );
+        if let Some(mk) = &d.markov {
+            check(
+                (2..=64).contains(&mk.alphabet),
+                "data.markov.alphabet",
+                format!("= {} must be in 2..=64", mk.alphabet),
+            );
+            check(
+                (1..=mk.alphabet).contains(&mk.successors),
+                "data.markov.successors",
+                format!(
+                    "= {} must be in 1..=data.markov.alphabet ({})",
+                    mk.successors, mk.alphabet
+                ),
+            );
+            check(
+                mk.skew.is_finite() && mk.skew >= 0.0,
+                "data.markov.skew",
+                "must be finite and >= 0".into(),
+            );
+            check(
+                mk.context_skew.is_finite() && mk.context_skew >= 0.0,
+                "data.markov.context_skew",
+                "must be finite and >= 0".into(),
+            );
+        }
         check(
             d.page_len > m.seq_len,
             "data.page_len",

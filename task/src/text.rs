@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -30,9 +30,27 @@ pub struct TextSpec {
     /// digest pins the content, wherever the file lives).
     #[serde(skip)]
     pub base_dir: Option<std::path::PathBuf>,
+    /// The file, read once: validation and the engine share it (clones of the spec too).
+    #[serde(skip)]
+    loaded: Loaded,
+}
+
+/// A memo of the loaded corpus; not part of what the spec says, so it compares equal.
+#[derive(Clone, Debug, Default)]
+struct Loaded(Arc<OnceLock<Result<TextCorpus, String>>>);
+
+impl PartialEq for Loaded {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl TextSpec {
+    /// The corpus, read and checked on first use (`TextCorpus::load`).
+    pub fn corpus(&self) -> Result<TextCorpus, String> {
+        self.loaded.0.get_or_init(|| TextCorpus::load(self)).clone()
+    }
+
     /// The file to read.
     pub fn resolved_path(&self) -> std::path::PathBuf {
         let path = Path::new(&self.path);

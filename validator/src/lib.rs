@@ -287,9 +287,7 @@ impl<C: Chain> Validator<C> {
             window,
             averages,
             pending_reveals,
-            momentum: momentum_blob(&momentum)
-                .map(|bytes| store.put_blob(&bytes).map(hex::encode))
-                .transpose()?,
+            momentum: store_momentum(store, &momentum)?,
         })?;
         Ok(())
     }
@@ -627,18 +625,13 @@ impl<C: Chain> Validator<C> {
             let uids: Vec<u16> = decisions.iter().map(|d| d.uid).collect();
             let weights: Vec<f64> = decisions.iter().map(|d| d.weight).collect();
             match weights_to_u16(&uids, &weights) {
-                Ok((set_uids, values)) => {
-                    match self
-                        .submit_weights(window, set_uids.clone(), values.clone(), spec.task.version)
-                        .await
-                    {
-                        Ok(committed) => {
-                            weights_committed = committed;
-                            Ok((set_uids, values))
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
+                Ok((set_uids, values)) => self
+                    .submit_weights(window, set_uids.clone(), values.clone(), spec.task.version)
+                    .await
+                    .map(|committed| {
+                        weights_committed = committed;
+                        (set_uids, values)
+                    }),
                 Err(e) => Err(e.to_string()),
             }
         } else {
@@ -707,12 +700,8 @@ impl<C: Chain> Validator<C> {
                 task_digest: hex::encode(engine.digest()),
                 checkpoint_before: hex::encode(checkpoint.digest),
                 checkpoint_after: hex::encode(next.digest),
-                momentum_before: momentum_blob(&momentum_before)
-                    .map(|b| store.put_blob(&b).map(hex::encode))
-                    .transpose()?,
-                momentum_after: momentum_blob(&momentum_after)
-                    .map(|b| store.put_blob(&b).map(hex::encode))
-                    .transpose()?,
+                momentum_before: store_momentum(store, &momentum_before)?,
+                momentum_after: store_momentum(store, &momentum_after)?,
                 scoring: params,
                 evidence,
                 gradients: records,
@@ -898,6 +887,13 @@ pub fn next_checkpoint(
 /// The blob bytes of an outer momentum buffer (the dense codec form), None for an empty buffer.
 pub fn momentum_blob(momentum: &[f32]) -> Option<Vec<u8>> {
     (!momentum.is_empty()).then(|| codec::encode_dense(momentum))
+}
+
+/// Stores a momentum buffer as a blob; its hex digest, or None for an empty buffer.
+fn store_momentum(store: &DataDir, momentum: &[f32]) -> Result<Option<String>, StoreError> {
+    momentum_blob(momentum)
+        .map(|bytes| store.put_blob(&bytes).map(hex::encode))
+        .transpose()
 }
 
 /// Reads the momentum buffer stored as the blob `hex_digest`.
