@@ -180,15 +180,22 @@ fn check_task(file: &std::path::Path) -> anyhow::Result<bool> {
     );
     println!("  digest          {}", hex_digest(&spec.digest()));
     println!(
-        "  model           {} parameters ({} layers, d_model {}, {} heads, sequence {})",
-        n, spec.model.n_layers, spec.model.d_model, spec.model.n_heads, spec.model.seq_len
+        "  model           {n} parameters ({})",
+        spec.model.summary()
     );
+    let unit = if spec.data.table.is_some() {
+        "rows"
+    } else {
+        "tokens"
+    };
     println!(
-        "  tokens/window   {} per miner ({} steps x {} x {})",
+        "  {unit}/window{:width$}{} per miner ({} steps x {} x {})",
+        "",
         spec.tokens_per_miner_window(),
         spec.training.inner_steps,
         spec.training.batch_size,
-        spec.model.seq_len
+        spec.targets_per_example(),
+        width = 9 - unit.len(),
     );
     let dense = subnet_proto::codec::encode_dense(&vec![0.0; n]).len();
     let c = &spec.compression;
@@ -207,8 +214,28 @@ fn check_task(file: &std::path::Path) -> anyhow::Result<bool> {
         task::engine::Corpus::Markov(markov) => println!(
             "  corpus          synthetic: entropy rate {:.4} nats/token, lowest loss on a sequence {:.4}",
             markov.entropy_rate(),
-            markov.min_sequence_loss(spec.model.seq_len),
+            engine.loss_floor().unwrap_or(f64::NAN),
         ),
+        task::engine::Corpus::Table(table) => {
+            let train = spec.data.train_pages as usize * spec.data.page_len;
+            println!(
+                "  data            {}: {} rows of {} features, {} classes (labels {:?}); {} training rows",
+                spec.data
+                    .table
+                    .as_ref()
+                    .map(|t| t.source.name())
+                    .unwrap_or(""),
+                table.rows(),
+                table.features(),
+                table.classes(),
+                table.labels(),
+                train,
+            );
+            println!(
+                "  baseline        {:.4} nats: the loss of predicting the training rows' class frequencies",
+                table.prior_entropy(0..train)
+            );
+        }
         task::engine::Corpus::Text(text) => println!(
             "  corpus          {} tokens from {} ({} pages of {})",
             text.len(),
@@ -543,7 +570,7 @@ async fn main() -> anyhow::Result<()> {
                 println!(
                     "corpus entropy rate {:.4} nats/byte; lowest reachable loss on {}-byte sequences {floor:.4}",
                     markov.entropy_rate(),
-                    task.model.seq_len,
+                    task.targets_per_example(),
                 );
             }
             let config = LocalnetConfig {

@@ -264,7 +264,8 @@ impl<C: Chain> Miner<C> {
         let start = checkpoint.params.clone();
         let device = self.inner.device;
         let steps = engine.spec().training.inner_steps;
-        let tokens_per_step = engine.spec().training.batch_size * engine.spec().model.seq_len;
+        let tokens_per_step =
+            engine.spec().training.batch_size * engine.spec().targets_per_example();
         let hook = self.inner.on_progress.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             engine.train_window_on(device, &start, window, window_seed, uid, |step, loss| {

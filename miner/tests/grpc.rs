@@ -14,9 +14,10 @@ const TOKEN: u64 = 1_000_000_000;
 
 fn engine() -> Arc<TaskEngine> {
     let mut spec = TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap();
-    spec.model.d_model = 16;
-    spec.model.n_layers = 1;
-    spec.model.seq_len = 16;
+    let model = spec.model.transformer_mut().unwrap();
+    model.d_model = 16;
+    model.n_layers = 1;
+    model.seq_len = 16;
     spec.training.inner_steps = 2;
     spec.training.batch_size = 2;
     Arc::new(TaskEngine::new(spec))

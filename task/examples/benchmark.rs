@@ -31,7 +31,7 @@ fn tokens_per_second<B: burn::tensor::backend::AutodiffBackend>(
         .collect();
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    (engine.spec().training.batch_size * engine.spec().model.seq_len) as f64 / median
+    (engine.spec().training.batch_size * engine.spec().targets_per_example()) as f64 / median
 }
 
 /// GFLOP/s of a 1024 x 1024 f32 matmul on `B`.

@@ -47,9 +47,11 @@ fn main() {
     let mut trainers: Vec<_> = (0..workers)
         .map(|_| engine.trainer::<CpuTrainBackend>(&device))
         .collect();
+    let floor = engine
+        .loss_floor()
+        .map_or("unknown".to_string(), |f| format!("{f:.4}"));
     println!(
-        "floor {:.4}, start {:.4}, {} optimizer state, lr {}",
-        engine.loss_floor().unwrap_or(f64::NAN),
+        "floor {floor}, start {:.4}, {} optimizer state, lr {}",
         loss(&params),
         if persistent { "persistent" } else { "fresh" },
         engine.spec().training.lr

@@ -3,13 +3,14 @@
 //! batches. Models are created, loaded and read as flat vectors (see `params`), so checkpoints and
 //! pseudo-gradients are backend-independent.
 
+use crate::architecture::TaskModel;
 use crate::assignment::{AssignmentError, WindowAssignment, assign_pages};
 use crate::checkpoint::Checkpoint;
 use crate::corpus::MarkovCorpus;
-use crate::model::ByteTransformer;
 use crate::params::{ParamLayout, read_params, write_params};
 use crate::rng::{SeededRng, salt};
 use crate::spec::TaskSpec;
+use crate::table::TableCorpus;
 use crate::text::TextCorpus;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{
@@ -25,26 +26,64 @@ pub type CpuBackend = burn::backend::Flex;
 /// The CPU backend for training.
 pub type CpuTrainBackend = burn::backend::Autodiff<CpuBackend>;
 
-/// Token sequences: `inputs[i]` predicts `targets[i]`, both `batch * seq` long, row-major.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One training or evaluation batch of `rows` examples.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
-    pub inputs: Vec<i32>,
+    pub inputs: Inputs,
+    /// Token sequences: the next token of each input position, `rows * seq` long, row-major.
+    /// Tables: the class of each row.
     pub targets: Vec<i32>,
-    pub batch: usize,
-    pub seq: usize,
+    pub rows: usize,
+}
+
+/// What a model reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Inputs {
+    /// Token ids, `rows * seq`, row-major; `inputs[i]` predicts `targets[i]`.
+    Tokens(Vec<i32>),
+    /// Standardized features, `rows * width`, row-major.
+    Features(Vec<f32>),
 }
 
 impl Batch {
-    fn tensors<B: Backend>(&self, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
-        let shape = [self.batch, self.seq];
+    /// The token ids of a batch of sequences.
+    pub fn tokens(&self) -> Option<&[i32]> {
+        match &self.inputs {
+            Inputs::Tokens(t) => Some(t),
+            Inputs::Features(_) => None,
+        }
+    }
+
+    /// Inputs and targets [rows, seq] of a batch of token sequences.
+    pub fn token_tensors<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+        let tokens = self.tokens().expect("a language model reads token batches");
+        let shape = [self.rows, self.targets.len() / self.rows];
         (
-            Tensor::from_data(TensorData::new(self.inputs.clone(), shape), device),
+            Tensor::from_data(TensorData::new(tokens.to_vec(), shape), device),
             Tensor::from_data(TensorData::new(self.targets.clone(), shape), device),
+        )
+    }
+
+    /// Features [rows, width] and classes [rows] of a batch of table rows.
+    pub fn feature_tensors<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
+        let Inputs::Features(values) = &self.inputs else {
+            panic!("a classifier reads table rows")
+        };
+        let shape = [self.rows, values.len() / self.rows];
+        (
+            Tensor::from_data(TensorData::new(values.clone(), shape), device),
+            Tensor::from_data(TensorData::new(self.targets.clone(), [self.rows]), device),
         )
     }
 }
 
-/// Where a sequence is cut: `seq_len + 1` bytes of page `page` from `offset` on.
+/// Where an example is cut: `example_len` items (tokens or rows) of page `page` from `offset` on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span {
     pub page: u64,
@@ -69,8 +108,8 @@ impl TrainOutcome {
 /// same parameters (keeping their ids), so the optimizer's moments carry over from one window to the
 /// next, as a DiLoCo worker's inner optimizer does.
 pub struct Trainer<B: AutodiffBackend> {
-    model: Option<ByteTransformer<B>>,
-    optimizer: OptimizerAdaptor<AdamW, ByteTransformer<B>, B>,
+    model: Option<TaskModel<B>>,
+    optimizer: OptimizerAdaptor<AdamW, TaskModel<B>, B>,
     device: B::Device,
     num_params: usize,
 }
@@ -96,8 +135,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         );
         let mut losses = Vec::with_capacity(batches.len());
         for (step, batch) in batches.iter().enumerate() {
-            let (inputs, targets) = batch.tensors::<B>(&self.device);
-            let loss = model.loss(inputs, targets);
+            let loss = model.loss(batch, &self.device);
             let value = loss.clone().into_scalar().elem::<f32>();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = self.optimizer.step(lr, model, grads);
@@ -117,11 +155,12 @@ fn push_sequence<T: Copy + Into<i32>>(tokens: &[T], inputs: &mut Vec<i32>, targe
     targets.extend(tokens[1..].iter().map(|&t| t.into()));
 }
 
-/// Where a task's tokens come from.
+/// Where a task's examples come from.
 #[derive(Clone, Debug)]
 pub enum Corpus {
     Markov(MarkovCorpus),
     Text(TextCorpus),
+    Table(TableCorpus),
 }
 
 /// A task, ready to train and evaluate.
@@ -131,22 +170,30 @@ pub struct TaskEngine {
     digest: [u8; 32],
     corpus: Corpus,
     layout: ParamLayout,
+    /// Items of a page per example (see `Architecture::example_len`).
+    example_len: usize,
 }
 
 impl TaskEngine {
     pub fn new(spec: TaskSpec) -> Self {
-        let corpus = match (&spec.data.markov, &spec.data.text) {
-            (Some(markov), _) => Corpus::Markov(MarkovCorpus::new(markov.clone())),
-            (None, Some(text)) => Corpus::Text(
+        let d = &spec.data;
+        let corpus = match (&d.markov, &d.text, &d.table) {
+            (Some(markov), _, _) => Corpus::Markov(MarkovCorpus::new(markov.clone())),
+            (None, Some(text), _) => Corpus::Text(
                 text.corpus()
                     .expect("a validated task spec's corpus file loads"),
             ),
-            (None, None) => panic!("a validated task spec has a corpus"),
+            (None, None, Some(table)) => Corpus::Table(TableCorpus::load(
+                table,
+                d.train_pages as usize * d.page_len,
+            )),
+            (None, None, None) => panic!("a validated task spec has a corpus"),
         };
-        let model = ByteTransformer::<CpuBackend>::new(&spec.model, &Default::default());
+        let model = TaskModel::<CpuBackend>::new(&spec.model, &Default::default());
         let (layout, _) = read_params(&model);
         Self {
             digest: spec.digest(),
+            example_len: spec.model.example_len(),
             spec,
             corpus,
             layout,
@@ -169,7 +216,7 @@ impl TaskEngine {
     pub fn markov(&self) -> Option<&MarkovCorpus> {
         match &self.corpus {
             Corpus::Markov(c) => Some(c),
-            Corpus::Text(_) => None,
+            _ => None,
         }
     }
 
@@ -185,11 +232,11 @@ impl TaskEngine {
     /// LayerNorm shifts 0, everything else normal(0, init_std), drawn parameter by parameter from
     /// (init_seed, parameter index).
     pub fn genesis(&self) -> Checkpoint {
-        let std = self.spec.model.init_std;
+        let (std, init_seed) = self.spec.model.init();
         let mut params = Vec::with_capacity(self.layout.total);
         for (i, entry) in self.layout.entries.iter().enumerate() {
             let leaf = entry.name.rsplit('.').next().unwrap_or("");
-            let mut rng = SeededRng::derived(&[self.spec.model.init_seed, salt::INIT, i as u64]);
+            let mut rng = SeededRng::derived(&[init_seed, salt::INIT, i as u64]);
             params.extend((0..entry.len).map(|_| match leaf {
                 "gamma" => 1.0,
                 "beta" | "bias" => 0.0,
@@ -237,15 +284,14 @@ impl TaskEngine {
         batch_size: usize,
     ) -> Vec<Vec<Span>> {
         assert!(!pages.is_empty(), "no pages to draw batches from");
-        let seq = self.spec.model.seq_len;
-        let page_len = self.spec.data.page_len;
+        let starts = (self.spec.data.page_len + 1 - self.example_len) as u64;
         let mut rng = SeededRng::new(seed);
         (0..count)
             .map(|_| {
                 (0..batch_size)
                     .map(|_| {
                         let page = pages[rng.below(pages.len() as u64) as usize];
-                        let offset = rng.below((page_len - seq) as u64) as usize;
+                        let offset = rng.below(starts) as usize;
                         Span { page, offset }
                     })
                     .collect()
@@ -253,35 +299,50 @@ impl TaskEngine {
             .collect()
     }
 
-    /// The batch of the sequences at `spans`.
+    /// The batch of the examples at `spans`.
     pub fn batch(&self, spans: &[Span]) -> Batch {
-        let seq = self.spec.model.seq_len;
-        let mut inputs = Vec::with_capacity(spans.len() * seq);
-        let mut targets = Vec::with_capacity(spans.len() * seq);
-        for span in spans {
-            let end = span.offset + seq + 1;
-            match &self.corpus {
-                Corpus::Markov(c) => {
-                    let bytes = c.page(span.page, end);
-                    push_sequence(&bytes[span.offset..], &mut inputs, &mut targets);
+        let page_len = self.spec.data.page_len;
+        let end = |span: &Span| span.offset + self.example_len;
+        let mut targets = Vec::with_capacity(spans.len() * self.example_len);
+        let inputs = match &self.corpus {
+            Corpus::Table(c) => {
+                let mut features = Vec::with_capacity(spans.len() * c.features());
+                for span in spans {
+                    let (row, class) = c.row(span.page as usize * page_len + span.offset);
+                    features.extend_from_slice(row);
+                    targets.push(class);
                 }
-                Corpus::Text(c) => {
-                    let tokens = c.page(span.page, self.spec.data.page_len, end);
-                    push_sequence(&tokens[span.offset..], &mut inputs, &mut targets);
-                }
+                Inputs::Features(features)
             }
-        }
+            corpus => {
+                let mut inputs = Vec::with_capacity(spans.len() * self.example_len);
+                for span in spans {
+                    match corpus {
+                        Corpus::Markov(c) => {
+                            let bytes = c.page(span.page, end(span));
+                            push_sequence(&bytes[span.offset..], &mut inputs, &mut targets);
+                        }
+                        Corpus::Text(c) => {
+                            let tokens = c.page(span.page, page_len, end(span));
+                            push_sequence(&tokens[span.offset..], &mut inputs, &mut targets);
+                        }
+                        Corpus::Table(_) => unreachable!("tables are handled above"),
+                    }
+                }
+                Inputs::Tokens(inputs)
+            }
+        };
         Batch {
             inputs,
             targets,
-            batch: spans.len(),
-            seq,
+            rows: spans.len(),
         }
     }
 
-    /// Slots of a page: the page cut into back-to-back sequences of `seq_len + 1` bytes.
+    /// Slots of a page: the page cut into back-to-back examples (sequences of `seq_len + 1`
+    /// tokens, or single table rows).
     fn slots_per_page(&self) -> usize {
-        self.spec.data.page_len / (self.spec.model.seq_len + 1)
+        self.spec.data.page_len / self.example_len
     }
 
     /// Whether slot `slot` of `page` is held back from training in the window of `window_seed`.
@@ -299,7 +360,7 @@ impl TaskEngine {
 
     /// The held-back partner of each training span (the other slot of its pair).
     pub fn held_back_partners(&self, spans: &[Span]) -> Vec<Span> {
-        let stride = self.spec.model.seq_len + 1;
+        let stride = self.example_len;
         spans
             .iter()
             .map(|s| Span {
@@ -347,7 +408,7 @@ impl TaskEngine {
         count: usize,
         batch_size: usize,
     ) -> Vec<Vec<Span>> {
-        let stride = self.spec.model.seq_len + 1;
+        let stride = self.example_len;
         let slots: Vec<(u64, Vec<usize>)> = pages
             .iter()
             .map(|&page| (page, self.slots(window_seed, page, held_back)))
@@ -395,13 +456,13 @@ impl TaskEngine {
         )
     }
 
-    fn model<B: Backend>(&self, device: &B::Device, params: &[f32]) -> ByteTransformer<B> {
+    fn model<B: Backend>(&self, device: &B::Device, params: &[f32]) -> TaskModel<B> {
         assert_eq!(
             params.len(),
             self.layout.total,
             "parameter vector does not match the task's model"
         );
-        write_params(ByteTransformer::new(&self.spec.model, device), params)
+        write_params(TaskModel::new(&self.spec.model, device), params)
     }
 
     /// A miner's whole window: `inner_steps` AdamW steps with a fresh optimizer from `start` on the
@@ -439,7 +500,7 @@ impl TaskEngine {
             .with_grad_clipping(clipping)
             .init();
         Trainer {
-            model: Some(ByteTransformer::new(&self.spec.model, device)),
+            model: Some(TaskModel::new(&self.spec.model, device)),
             optimizer,
             device: device.clone(),
             num_params: self.layout.total,
@@ -469,10 +530,7 @@ impl TaskEngine {
         let model = self.model::<B>(device, params);
         batches
             .iter()
-            .map(|batch| {
-                let (inputs, targets) = batch.tensors::<B>(device);
-                model.loss(inputs, targets).into_scalar().elem::<f32>()
-            })
+            .map(|batch| model.loss(batch, device).into_scalar().elem::<f32>())
             .collect()
     }
 
@@ -480,7 +538,7 @@ impl TaskEngine {
     /// synthetic corpus only.
     pub fn loss_floor(&self) -> Option<f64> {
         self.markov()
-            .map(|c| c.min_sequence_loss(self.spec.model.seq_len))
+            .map(|c| c.min_sequence_loss(self.example_len - 1))
     }
 }
 
@@ -491,9 +549,10 @@ mod tests {
     pub(crate) fn tiny_spec() -> TaskSpec {
         let mut spec =
             TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap();
-        spec.model.d_model = 32;
-        spec.model.seq_len = 32;
-        spec.model.n_layers = 1;
+        let model = spec.model.transformer_mut().unwrap();
+        model.d_model = 32;
+        model.seq_len = 32;
+        model.n_layers = 1;
         spec.training.batch_size = 8;
         spec.training.inner_steps = 12;
         spec.scoring.eval_batch_size = 8;

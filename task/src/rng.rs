@@ -65,6 +65,7 @@ pub mod salt {
     pub const INIT: u64 = 0x494E_4954;
     pub const CORPUS: u64 = 0x434F_5250;
     pub const PAGE: u64 = 0x5041_4745;
+    pub const TABLE_ROWS: u64 = 0x5441_424C;
 }
 
 #[cfg(test)]

@@ -2,7 +2,11 @@
 //! digest (Blake2b-256 of its canonical TOML) is part of every request and commitment, so parties with
 //! different task files refuse each other.
 
+use crate::architecture::DataShape;
+pub use crate::architecture::mlp::MlpSpec;
+pub use crate::architecture::transformer::TransformerSpec;
 use crate::corpus::MarkovSpec;
+use crate::table::TableSpec;
 use crate::text::{TextFormat, TextSpec};
 use blake2::{Blake2b, Digest, digest::consts::U32};
 use serde::{Deserialize, Serialize};
@@ -29,19 +33,30 @@ pub struct Identity {
     pub version: u64,
 }
 
-/// A byte-level decoder-only transformer (pre-LayerNorm, learned positions, GELU MLP, untied head).
+/// The `[model]` table: `architecture = "..."` picks one of the registered architectures (see
+/// `crate::architecture`), the other keys are that architecture's own.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSpec {
-    pub vocab: usize,
-    pub d_model: usize,
-    pub n_layers: usize,
-    pub n_heads: usize,
-    pub mlp_ratio: usize,
-    pub seq_len: usize,
-    /// Standard deviation of the normal initialization of weight matrices and embeddings.
-    pub init_std: f64,
-    pub init_seed: u64,
+#[serde(tag = "architecture", rename_all = "snake_case")]
+pub enum ModelSpec {
+    Transformer(TransformerSpec),
+    Mlp(MlpSpec),
+}
+
+impl ModelSpec {
+    /// The transformer's table, for tasks that use one.
+    pub fn transformer(&self) -> Option<&TransformerSpec> {
+        match self {
+            ModelSpec::Transformer(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn transformer_mut(&mut self) -> Option<&mut TransformerSpec> {
+        match self {
+            ModelSpec::Transformer(t) => Some(t),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,10 +65,13 @@ pub struct DataSpec {
     /// The synthetic Markov corpus (known entropy rate) ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub markov: Option<MarkovSpec>,
-    /// ... or a real corpus file. Exactly one of the two.
+    /// ... or a real corpus file ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextSpec>,
-    /// Bytes per page, the unit of assignment.
+    /// ... or a table of features and classes. Exactly one of the three.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableSpec>,
+    /// Tokens (or table rows) per page, the unit of assignment.
     pub page_len: usize,
     /// Pages [0, train_pages) form the training split.
     pub train_pages: u64,
@@ -153,6 +171,22 @@ impl ScoringSpec {
     }
 }
 
+/// The problems found so far in a task file.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<SpecProblem>);
+
+impl Problems {
+    /// Records `message` under `key` unless `ok`.
+    pub fn check(&mut self, ok: bool, key: &str, message: String) {
+        if !ok {
+            self.0.push(SpecProblem {
+                key: key.to_string(),
+                message,
+            });
+        }
+    }
+}
+
 /// One problem in a task file, with the key path it concerns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpecProblem {
@@ -210,93 +244,81 @@ impl TaskSpec {
     }
 
     pub fn validate(&self) -> Vec<SpecProblem> {
-        let mut p = Vec::new();
-        let mut check = |ok: bool, key: &str, message: String| {
-            if !ok {
-                p.push(SpecProblem {
-                    key: key.to_string(),
-                    message,
-                });
-            }
-        };
-        let m = &self.model;
-        check(
+        let mut problems = Problems::default();
+        let p = &mut problems;
+        p.check(
             !self.task.name.trim().is_empty(),
             "task.name",
             "must not be empty".into(),
         );
         let d = &self.data;
-        let text = d.text.as_ref().map(TextSpec::corpus);
-        let u16_tokens = d.text.as_ref().map(|t| t.format) == Some(TextFormat::U16);
-        match (u16_tokens, &text) {
-            (true, Some(Ok(corpus))) => check(
-                m.vocab > corpus.max_token() as usize,
-                "model.vocab",
-                format!(
-                    "= {} but data.text holds token {}: use at least {}",
-                    m.vocab,
-                    corpus.max_token(),
-                    corpus.max_token() as usize + 1
-                ),
-            ),
-            (true, _) => {}
-            (false, _) => check(
-                m.vocab == 256,
-                "model.vocab",
-                format!("= {} but the data are bytes: use 256", m.vocab),
-            ),
-        }
-        check(m.d_model > 0, "model.d_model", "must be positive".into());
-        check(m.n_layers > 0, "model.n_layers", "must be positive".into());
-        check(m.n_heads > 0, "model.n_heads", "must be positive".into());
-        check(
-            m.n_heads == 0 || m.d_model.is_multiple_of(m.n_heads),
-            "model.n_heads",
-            format!(
-                "= {} does not divide model.d_model = {}",
-                m.n_heads, m.d_model
-            ),
-        );
-        check(
-            m.mlp_ratio > 0,
-            "model.mlp_ratio",
-            "must be positive".into(),
-        );
-        check(m.seq_len > 0, "model.seq_len", "must be positive".into());
-        check(
-            m.init_std > 0.0 && m.init_std.is_finite(),
-            "model.init_std",
-            format!("= {} must be positive", m.init_std),
-        );
-        check(
-            d.markov.is_some() != d.text.is_some(),
+        let table = d.table.as_ref().map(|t| {
+            crate::table::TableCorpus::load(t, (d.train_pages as usize).saturating_mul(d.page_len))
+        });
+        let shape = match (&d.text, &table) {
+            (_, Some(table)) => DataShape::Table {
+                features: table.features(),
+                classes: table.classes(),
+                page_len: d.page_len,
+            },
+            (Some(text), None) if text.format == TextFormat::U16 => DataShape::Tokens {
+                bytes: false,
+                vocab: text.corpus().ok().map(|c| c.max_token() as usize + 1),
+                page_len: d.page_len,
+            },
+            _ => DataShape::Tokens {
+                bytes: true,
+                vocab: Some(256),
+                page_len: d.page_len,
+            },
+        };
+        self.model.check(&shape, p);
+        let corpora = [d.markov.is_some(), d.text.is_some(), d.table.is_some()];
+        p.check(
+            corpora.iter().filter(|&&c| c).count() == 1,
             "data",
-            "needs exactly one corpus: [data.markov] (synthetic) or [data.text] (a file)".into(),
+            "needs exactly one source: [data.markov] (synthetic), [data.text] (a file) or [data.table] (a data set)".into(),
         );
-        if let Some(Err(e)) = &text {
-            check(false, "data.text", e.clone());
+        if let Some(text) = &d.text {
+            match text.corpus() {
+                Err(e) => p.check(false, "data.text", e),
+                Ok(corpus) => {
+                    let pages = (corpus.len() / d.page_len.max(1)) as u64;
+                    p.check(
+                        d.train_pages + d.heldout_pages <= pages,
+                        "data.train_pages",
+                        format!(
+                            "+ data.heldout_pages = {} pages of {} tokens, but {} holds {} tokens ({pages} pages)",
+                            d.train_pages + d.heldout_pages,
+                            d.page_len,
+                            text.path,
+                            corpus.len()
+                        ),
+                    );
+                }
+            }
         }
-        if let Some(Ok(corpus)) = &text {
-            let pages = (corpus.len() / d.page_len.max(1)) as u64;
-            check(
+        if let (Some(t), Some(table)) = (&d.table, &table) {
+            let pages = (table.rows() / d.page_len.max(1)) as u64;
+            p.check(
                 d.train_pages + d.heldout_pages <= pages,
                 "data.train_pages",
                 format!(
-                    "+ data.heldout_pages = {} pages of {} tokens, but {} holds {} tokens ({pages} pages)",
+                    "+ data.heldout_pages = {} pages of {} rows, but {} has {} rows ({pages} pages)",
                     d.train_pages + d.heldout_pages,
                     d.page_len,
-                    d.text.as_ref().map(|t| t.path.as_str()).unwrap_or(""),
-                    corpus.len()
+                    t.source.name(),
+                    table.rows()
                 ),
             );
         }
         if let Some(mk) = &d.markov {
-            check(
+            p.check(
                 (2..=64).contains(&mk.alphabet),
                 "data.markov.alphabet",
                 format!("= {} must be in 2..=64", mk.alphabet),
             );
-            check(
+            p.check(
                 (1..=mk.alphabet).contains(&mk.successors),
                 "data.markov.successors",
                 format!(
@@ -304,31 +326,23 @@ impl TaskSpec {
                     mk.successors, mk.alphabet
                 ),
             );
-            check(
+            p.check(
                 mk.skew.is_finite() && mk.skew >= 0.0,
                 "data.markov.skew",
                 "must be finite and >= 0".into(),
             );
-            check(
+            p.check(
                 mk.context_skew.is_finite() && mk.context_skew >= 0.0,
                 "data.markov.context_skew",
                 "must be finite and >= 0".into(),
             );
         }
-        check(
-            d.page_len > m.seq_len,
-            "data.page_len",
-            format!(
-                "= {} must exceed model.seq_len = {} (a sequence needs seq_len + 1 bytes)",
-                d.page_len, m.seq_len
-            ),
-        );
-        check(
+        p.check(
             d.heldout_pages > 0,
             "data.heldout_pages",
             "must be positive".into(),
         );
-        check(
+        p.check(
             d.train_pages >= self.shards.pages_per_miner as u64,
             "data.train_pages",
             format!(
@@ -336,84 +350,84 @@ impl TaskSpec {
                 d.train_pages, self.shards.pages_per_miner
             ),
         );
-        check(
+        p.check(
             self.shards.pages_per_miner > 0,
             "shards.pages_per_miner",
             "must be positive".into(),
         );
         let t = &self.training;
-        check(
+        p.check(
             t.inner_steps > 0,
             "training.inner_steps",
             "must be positive".into(),
         );
-        check(
+        p.check(
             t.batch_size > 0,
             "training.batch_size",
             "must be positive".into(),
         );
-        check(
+        p.check(
             t.lr > 0.0 && t.lr.is_finite(),
             "training.lr",
             format!("= {} must be positive", t.lr),
         );
-        check(
+        p.check(
             t.min_lr >= 0.0 && t.min_lr <= t.lr,
             "training.min_lr",
             format!("= {} must be in [0, training.lr = {}]", t.min_lr, t.lr),
         );
-        check(
+        p.check(
             (0.0..1.0).contains(&t.beta1),
             "training.beta1",
             format!("= {} must be in [0, 1)", t.beta1),
         );
-        check(
+        p.check(
             (0.0..1.0).contains(&t.beta2),
             "training.beta2",
             format!("= {} must be in [0, 1)", t.beta2),
         );
-        check(
+        p.check(
             t.epsilon > 0.0,
             "training.epsilon",
             "must be positive".into(),
         );
-        check(
+        p.check(
             t.weight_decay >= 0.0,
             "training.weight_decay",
             "must be >= 0".into(),
         );
-        check(
+        p.check(
             t.grad_clip >= 0.0,
             "training.grad_clip",
             "must be >= 0 (0 disables)".into(),
         );
-        check(
+        p.check(
             t.outer_lr > 0.0 && t.outer_lr.is_finite(),
             "training.outer_lr",
             "must be positive".into(),
         );
-        check(
+        p.check(
             (0.0..1.0).contains(&t.outer_momentum),
             "training.outer_momentum",
             format!("= {} must be in [0, 1)", t.outer_momentum),
         );
-        check(
+        p.check(
             self.window.blocks > 0,
             "window.blocks",
             "must be positive".into(),
         );
         let c = &self.compression;
-        check(
+        p.check(
             (1..=65536).contains(&c.chunk),
             "compression.chunk",
             format!("= {} must be in 1..=65536 (positions are 16-bit)", c.chunk),
         );
-        check(
+        p.check(
             c.top_k <= c.chunk,
             "compression.top_k",
             format!("= {} exceeds compression.chunk = {}", c.top_k, c.chunk),
         );
-        check(
+        p.check(
             c.value_bits == 8,
             "compression.value_bits",
             format!(
@@ -421,13 +435,13 @@ impl TaskSpec {
                 c.value_bits
             ),
         );
-        check(
+        p.check(
             (0.0..=1.0).contains(&c.error_feedback),
             "compression.error_feedback",
             format!("= {} must be in [0, 1]", c.error_feedback),
         );
         let s = &self.scoring;
-        check(
+        p.check(
             s.eval_batches >= 2,
             "scoring.eval_batches",
             format!(
@@ -435,27 +449,27 @@ impl TaskSpec {
                 s.eval_batches
             ),
         );
-        check(
+        p.check(
             s.eval_batch_size > 0,
             "scoring.eval_batch_size",
             "must be positive".into(),
         );
-        check(
+        p.check(
             s.moving_average > 0.0 && s.moving_average <= 1.0,
             "scoring.moving_average",
             format!("= {} must be in (0, 1]", s.moving_average),
         );
-        check(
+        p.check(
             s.aggregate_top > 0,
             "scoring.aggregate_top",
             "must be positive".into(),
         );
-        check(
+        p.check(
             s.max_weight > 0.0 && s.max_weight <= 1.0,
             "scoring.max_weight",
             format!("= {} must be in (0, 1]", s.max_weight),
         );
-        check(
+        p.check(
             s.assignment_batches >= 2 && s.assignment_batches <= self.training.inner_steps,
             "scoring.assignment_batches",
             format!(
@@ -463,27 +477,27 @@ impl TaskSpec {
                 s.assignment_batches, self.training.inner_steps
             ),
         );
-        check(
+        p.check(
             s.assignment_p_value > 0.0 && s.assignment_p_value < 1.0,
             "scoring.assignment_p_value",
             format!("= {} must be in (0, 1)", s.assignment_p_value),
         );
-        check(
+        p.check(
             s.copy_cosine > 0.0 && s.copy_cosine <= 1.0,
             "scoring.copy_cosine",
             format!("= {} must be in (0, 1]", s.copy_cosine),
         );
-        check(
+        p.check(
             (0.0..=1.0).contains(&s.spot_check_probability),
             "scoring.spot_check_probability",
             format!("= {} must be in [0, 1]", s.spot_check_probability),
         );
-        check(
+        p.check(
             s.spot_check_tolerance >= 0.0,
             "scoring.spot_check_tolerance",
             format!("= {} must not be negative", s.spot_check_tolerance),
         );
-        p
+        problems.0
     }
 
     /// Canonical bytes: the spec re-serialized, so formatting and comments in the file do not matter.
@@ -505,9 +519,19 @@ impl TaskSpec {
         t.min_lr + (t.lr - t.min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 
-    /// Tokens one miner trains on per window.
+    /// How many predictions one training example holds: `seq_len` next tokens of a sequence, one
+    /// class of a table row.
+    pub fn targets_per_example(&self) -> usize {
+        if self.data.table.is_some() {
+            1
+        } else {
+            self.model.example_len() - 1
+        }
+    }
+
+    /// Tokens (table rows) one miner trains on per window.
     pub fn tokens_per_miner_window(&self) -> usize {
-        self.training.inner_steps * self.training.batch_size * self.model.seq_len
+        self.training.inner_steps * self.training.batch_size * self.targets_per_example()
     }
 }
 
@@ -529,7 +553,11 @@ mod tests {
 
     #[test]
     fn every_shipped_task_is_valid() {
-        for text in [LOCALNET, include_str!("../../tasks/tiny-lm.toml")] {
+        for text in [
+            LOCALNET,
+            include_str!("../../tasks/tiny-lm.toml"),
+            include_str!("../../tasks/wine-quality.toml"),
+        ] {
             let spec = TaskSpec::from_toml_str(text).unwrap();
             assert!(spec.validate().is_empty());
         }
@@ -538,8 +566,9 @@ mod tests {
     #[test]
     fn every_problem_is_reported_with_its_key() {
         let mut spec = TaskSpec::from_toml_str(LOCALNET).unwrap();
-        spec.model.n_heads = 5;
-        spec.model.d_model = 64;
+        let model = spec.model.transformer_mut().unwrap();
+        model.n_heads = 5;
+        model.d_model = 64;
         spec.training.lr = -1.0;
         spec.scoring.eval_batches = 1;
         let text = toml::to_string(&spec).unwrap();

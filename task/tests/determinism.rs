@@ -10,9 +10,10 @@ const CHILD: &str = "SUBNET_DETERMINISM_OUT";
 /// Bits of the training delta and of the held-out losses after applying it, as hex lines.
 fn fingerprint() -> String {
     let mut spec = TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap();
-    spec.model.d_model = 32;
-    spec.model.n_layers = 1;
-    spec.model.seq_len = 32;
+    let model = spec.model.transformer_mut().unwrap();
+    model.d_model = 32;
+    model.n_layers = 1;
+    model.seq_len = 32;
     spec.training.inner_steps = 3;
     spec.training.batch_size = 4;
     spec.scoring.eval_batch_size = 4;

@@ -88,7 +88,8 @@ fn u16_token_files_load_and_broken_text_tasks_list_every_problem() {
     let batch = &engine.heldout_batches(3, 1)[0];
     assert!(
         batch
-            .inputs
+            .tokens()
+            .unwrap()
             .iter()
             .all(|&t| (1000..=max as i32).contains(&t))
     );
@@ -125,7 +126,7 @@ fn u16_token_files_load_and_broken_text_tasks_list_every_problem() {
         .to_string();
     assert!(e.contains(&digest), "{e}");
 
-    // Both corpora at once, or neither: one problem that says so.
+    // Two sources at once: one problem that says so.
     let both = base
         .replace(
             "path = \"data/gpl-3.0.txt\"",
@@ -136,5 +137,5 @@ fn u16_token_files_load_and_broken_text_tasks_list_every_problem() {
             "[data.markov]\nseed = 1\nalphabet = 8\nsuccessors = 2\nskew = 1.0\ncontext_skew = 0.0\n\n[shards]",
         );
     let e = TaskSpec::from_toml_str(&both).unwrap_err().to_string();
-    assert!(e.contains("exactly one corpus"), "{e}");
+    assert!(e.contains("exactly one source"), "{e}");
 }

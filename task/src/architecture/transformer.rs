@@ -1,11 +1,130 @@
 //! The byte-level decoder-only transformer: token and learned position embeddings, pre-LayerNorm
 //! blocks of causal self-attention and a GELU MLP, a final LayerNorm and an untied output head.
 
-use crate::spec::ModelSpec;
+use super::{Architecture, DataShape};
+use crate::engine::Batch;
+use crate::spec::Problems;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, log_softmax, softmax};
+use serde::{Deserialize, Serialize};
+
+/// `architecture = "transformer"`: a byte- or token-level decoder-only transformer (pre-LayerNorm,
+/// learned positions, GELU MLP, untied head).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerSpec {
+    pub vocab: usize,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub mlp_ratio: usize,
+    pub seq_len: usize,
+    /// Standard deviation of the normal initialization of weight matrices and embeddings.
+    pub init_std: f64,
+    pub init_seed: u64,
+}
+
+impl Architecture for TransformerSpec {
+    type Model<B: Backend> = ByteTransformer<B>;
+
+    fn check(&self, data: &DataShape, p: &mut Problems) {
+        match *data {
+            DataShape::Tokens {
+                bytes,
+                vocab,
+                page_len,
+            } => {
+                if bytes {
+                    p.check(
+                        self.vocab == 256,
+                        "model.vocab",
+                        format!("= {} but the data are bytes: use 256", self.vocab),
+                    );
+                } else if let Some(needed) = vocab {
+                    p.check(
+                        self.vocab >= needed,
+                        "model.vocab",
+                        format!(
+                            "= {} but data.text holds token {}: use at least {needed}",
+                            self.vocab,
+                            needed - 1
+                        ),
+                    );
+                }
+                p.check(
+                    page_len > self.seq_len,
+                    "data.page_len",
+                    format!(
+                        "= {page_len} must exceed model.seq_len = {} (a sequence needs seq_len + 1 tokens)",
+                        self.seq_len
+                    ),
+                );
+            }
+            DataShape::Table { .. } => p.check(
+                false,
+                "model.architecture",
+                "= \"transformer\" needs token data ([data.markov] or [data.text]), not a table"
+                    .into(),
+            ),
+        }
+        p.check(self.d_model > 0, "model.d_model", "must be positive".into());
+        p.check(
+            self.n_layers > 0,
+            "model.n_layers",
+            "must be positive".into(),
+        );
+        p.check(self.n_heads > 0, "model.n_heads", "must be positive".into());
+        p.check(
+            self.n_heads == 0 || self.d_model.is_multiple_of(self.n_heads),
+            "model.n_heads",
+            format!(
+                "= {} does not divide model.d_model = {}",
+                self.n_heads, self.d_model
+            ),
+        );
+        p.check(
+            self.mlp_ratio > 0,
+            "model.mlp_ratio",
+            "must be positive".into(),
+        );
+        p.check(self.seq_len > 0, "model.seq_len", "must be positive".into());
+        p.check(
+            self.init_std > 0.0 && self.init_std.is_finite(),
+            "model.init_std",
+            format!("= {} must be positive", self.init_std),
+        );
+    }
+
+    fn example_len(&self) -> usize {
+        self.seq_len + 1
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "transformer: {} layers, d_model {}, {} heads, sequence {}, vocab {}",
+            self.n_layers, self.d_model, self.n_heads, self.seq_len, self.vocab
+        )
+    }
+
+    fn init(&self) -> (f64, u64) {
+        (self.init_std, self.init_seed)
+    }
+
+    fn build<B: Backend>(&self, device: &B::Device) -> ByteTransformer<B> {
+        ByteTransformer::new(self, device)
+    }
+
+    fn loss<B: Backend>(
+        model: &ByteTransformer<B>,
+        batch: &Batch,
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let (inputs, targets) = batch.token_tensors::<B>(device);
+        model.loss(inputs, targets)
+    }
+}
 
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
@@ -29,7 +148,7 @@ pub struct ByteTransformer<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
-    fn new(spec: &ModelSpec, device: &B::Device) -> Self {
+    fn new(spec: &TransformerSpec, device: &B::Device) -> Self {
         let d = spec.d_model;
         Self {
             attn_norm: LayerNormConfig::new(d).init(device),
@@ -72,7 +191,7 @@ impl<B: Backend> Block<B> {
 }
 
 impl<B: Backend> ByteTransformer<B> {
-    pub fn new(spec: &ModelSpec, device: &B::Device) -> Self {
+    pub fn new(spec: &TransformerSpec, device: &B::Device) -> Self {
         Self {
             token_embedding: EmbeddingConfig::new(spec.vocab, spec.d_model).init(device),
             position_embedding: EmbeddingConfig::new(spec.seq_len, spec.d_model).init(device),
