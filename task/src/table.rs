@@ -193,4 +193,19 @@ mod tests {
         let h = table.prior_entropy(0..1599);
         assert!(h > 0.9 && h < 6f64.ln(), "{h}");
     }
+
+    #[test]
+    fn iris_loads_with_three_balanced_classes() {
+        let spec = TableSpec {
+            source: TableSource::Iris,
+            shuffle_seed: 1,
+        };
+        let table = TableCorpus::load(&spec, 120);
+        assert_eq!(
+            (table.rows(), table.features(), table.classes()),
+            (150, 4, 3)
+        );
+        // 50 flowers of each species: the class prior over all rows is ln 3.
+        assert!((table.prior_entropy(0..150) - 3f64.ln()).abs() < 1e-12);
+    }
 }
