@@ -573,6 +573,7 @@ async fn main() -> anyhow::Result<()> {
                     task.targets_per_example(),
                 );
             }
+            let kept = dir.is_some();
             let config = LocalnetConfig {
                 miners,
                 validators,
@@ -592,10 +593,19 @@ async fn main() -> anyhow::Result<()> {
                 .loss_floor
                 .map(|f| format!(" (floor {f:.4})"))
                 .unwrap_or_default();
+            let kept = if kept {
+                format!(
+                    "chain at {}; replay with `subnet replay {}`",
+                    report.chain_path.display(),
+                    report.chain_path.with_file_name("validator-0").display()
+                )
+            } else {
+                "the temporary directory is removed (--dir DIR keeps the chain and the validators' records)"
+                    .to_string()
+            };
             println!(
-                "done: held-out loss {:.4} -> {last:.4}{floor}; chain at {}",
+                "done: held-out loss {:.4} -> {last:.4}{floor}; {kept}",
                 report.initial_loss,
-                report.chain_path.display()
             );
         }
         Command::Chain { dir, command } => run_chain(&dir, command).await?,
