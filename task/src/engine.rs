@@ -302,35 +302,29 @@ impl TaskEngine {
     /// The batch of the examples at `spans`.
     pub fn batch(&self, spans: &[Span]) -> Batch {
         let page_len = self.spec.data.page_len;
-        let end = |span: &Span| span.offset + self.example_len;
+        let (mut tokens, mut features) = (Vec::new(), Vec::new());
         let mut targets = Vec::with_capacity(spans.len() * self.example_len);
-        let inputs = match &self.corpus {
-            Corpus::Table(c) => {
-                let mut features = Vec::with_capacity(spans.len() * c.features());
-                for span in spans {
+        for span in spans {
+            let end = span.offset + self.example_len;
+            match &self.corpus {
+                Corpus::Markov(c) => {
+                    let bytes = c.page(span.page, end);
+                    push_sequence(&bytes[span.offset..], &mut tokens, &mut targets);
+                }
+                Corpus::Text(c) => {
+                    let ids = c.page(span.page, page_len, end);
+                    push_sequence(&ids[span.offset..], &mut tokens, &mut targets);
+                }
+                Corpus::Table(c) => {
                     let (row, class) = c.row(span.page as usize * page_len + span.offset);
                     features.extend_from_slice(row);
                     targets.push(class);
                 }
-                Inputs::Features(features)
             }
-            corpus => {
-                let mut inputs = Vec::with_capacity(spans.len() * self.example_len);
-                for span in spans {
-                    match corpus {
-                        Corpus::Markov(c) => {
-                            let bytes = c.page(span.page, end(span));
-                            push_sequence(&bytes[span.offset..], &mut inputs, &mut targets);
-                        }
-                        Corpus::Text(c) => {
-                            let tokens = c.page(span.page, page_len, end(span));
-                            push_sequence(&tokens[span.offset..], &mut inputs, &mut targets);
-                        }
-                        Corpus::Table(_) => unreachable!("tables are handled above"),
-                    }
-                }
-                Inputs::Tokens(inputs)
-            }
+        }
+        let inputs = match self.corpus {
+            Corpus::Table(_) => Inputs::Features(features),
+            Corpus::Markov(_) | Corpus::Text(_) => Inputs::Tokens(tokens),
         };
         Batch {
             inputs,
