@@ -57,6 +57,11 @@ pub struct WindowLine {
     pub train_tokens_per_s: f64,
 }
 
+/// Validator `i`'s data directory (its replay log and blobs) in the localnet directory `dir`.
+pub fn validator_dir(dir: &std::path::Path, i: usize) -> PathBuf {
+    dir.join(format!("validator-{i}"))
+}
+
 #[derive(Clone, Debug)]
 pub struct LocalnetReport {
     pub initial_loss: f64,
@@ -64,6 +69,7 @@ pub struct LocalnetReport {
     pub loss_floor: Option<f64>,
     pub entropy_rate: Option<f64>,
     pub windows: Vec<WindowLine>,
+    /// The chain file; the validators' data directories are beside it (`validator_dir`).
     pub chain_path: PathBuf,
     pub netuid: u16,
     pub miner_uids: Vec<u16>,
@@ -167,8 +173,7 @@ pub async fn run(
     let mut validators = Vec::new();
     for (i, (hotkey, _)) in validator_keys.iter().enumerate() {
         // Each validator keeps its replay log in the directory: `subnet replay DIR/validator-I`.
-        let data =
-            validator::DataDir::open(dir.join(format!("validator-{i}")), &spec.canonical_toml())?;
+        let data = validator::DataDir::open(validator_dir(&dir, i), &spec.canonical_toml())?;
         let v = Validator::with_store(
             chain.clone(),
             netuid,

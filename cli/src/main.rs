@@ -189,13 +189,12 @@ fn check_task(file: &std::path::Path) -> anyhow::Result<bool> {
         "tokens"
     };
     println!(
-        "  {unit}/window{:width$}{} per miner ({} steps x {} x {})",
-        "",
+        "  {:<16}{} per miner ({} steps x {} x {})",
+        format!("{unit}/window"),
         spec.tokens_per_miner_window(),
         spec.training.inner_steps,
         spec.training.batch_size,
         spec.targets_per_example(),
-        width = 9 - unit.len(),
     );
     let dense = subnet_proto::codec::encode_dense(&vec![0.0; n]).len();
     let c = &spec.compression;
@@ -214,10 +213,10 @@ fn check_task(file: &std::path::Path) -> anyhow::Result<bool> {
         task::engine::Corpus::Markov(markov) => println!(
             "  corpus          synthetic: entropy rate {:.4} nats/token, lowest loss on a sequence {:.4}",
             markov.entropy_rate(),
-            engine.loss_floor().unwrap_or(f64::NAN),
+            markov.min_sequence_loss(spec.targets_per_example()),
         ),
         task::engine::Corpus::Table(table) => {
-            let train = spec.data.train_pages as usize * spec.data.page_len;
+            let train = spec.data.training_items();
             println!(
                 "  data            {}: {} rows of {} features, {} classes (labels {:?}); {} training rows",
                 spec.data
@@ -573,7 +572,7 @@ async fn main() -> anyhow::Result<()> {
                     task.targets_per_example(),
                 );
             }
-            let kept = dir.is_some();
+            let kept = dir.clone();
             let config = LocalnetConfig {
                 miners,
                 validators,
@@ -593,15 +592,14 @@ async fn main() -> anyhow::Result<()> {
                 .loss_floor
                 .map(|f| format!(" (floor {f:.4})"))
                 .unwrap_or_default();
-            let kept = if kept {
-                format!(
+            let kept = match kept {
+                Some(dir) => format!(
                     "chain at {}; replay with `subnet replay {}`",
                     report.chain_path.display(),
-                    report.chain_path.with_file_name("validator-0").display()
-                )
-            } else {
-                "the temporary directory is removed (--dir DIR keeps the chain and the validators' records)"
-                    .to_string()
+                    localnet::validator_dir(&dir, 0).display()
+                ),
+                None => "the temporary directory is removed (--dir DIR keeps the chain and the validators' records)"
+                    .to_string(),
             };
             println!(
                 "done: held-out loss {:.4} -> {last:.4}{floor}; {kept}",

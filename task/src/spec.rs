@@ -72,6 +72,13 @@ pub struct DataSpec {
     pub heldout_pages: u64,
 }
 
+impl DataSpec {
+    /// Tokens (or table rows) in the training split.
+    pub fn training_items(&self) -> usize {
+        (self.train_pages as usize).saturating_mul(self.page_len)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardSpec {
@@ -245,9 +252,10 @@ impl TaskSpec {
             "must not be empty".into(),
         );
         let d = &self.data;
-        let table = d.table.as_ref().map(|t| {
-            crate::table::TableCorpus::load(t, (d.train_pages as usize).saturating_mul(d.page_len))
-        });
+        let table = d
+            .table
+            .as_ref()
+            .map(|t| crate::table::TableCorpus::load(t, d.training_items()));
         let shape = match (&d.text, &table) {
             (_, Some(table)) => DataShape::Table {
                 features: table.features(),
@@ -272,36 +280,27 @@ impl TaskSpec {
             "data",
             "needs exactly one source: [data.markov] (synthetic), [data.text] (a file) or [data.table] (a data set)".into(),
         );
-        if let Some(text) = &d.text {
-            match text.corpus() {
-                Err(e) => p.check(false, "data.text", e),
-                Ok(corpus) => {
-                    let pages = (corpus.len() / d.page_len.max(1)) as u64;
-                    p.check(
-                        d.train_pages + d.heldout_pages <= pages,
-                        "data.train_pages",
-                        format!(
-                            "+ data.heldout_pages = {} pages of {} tokens, but {} holds {} tokens ({pages} pages)",
-                            d.train_pages + d.heldout_pages,
-                            d.page_len,
-                            text.path,
-                            corpus.len()
-                        ),
-                    );
+        // A file or table holds a known number of items: both splits must fit in it.
+        let size = match (&d.text, &d.table, &table) {
+            (Some(text), _, _) => match text.corpus() {
+                Err(e) => {
+                    p.check(false, "data.text", e);
+                    None
                 }
-            }
-        }
-        if let (Some(t), Some(table)) = (&d.table, &table) {
-            let pages = (table.rows() / d.page_len.max(1)) as u64;
+                Ok(corpus) => Some((text.path.as_str(), "tokens", "holds", corpus.len())),
+            },
+            (None, Some(t), Some(table)) => Some((t.source.name(), "rows", "has", table.rows())),
+            _ => None,
+        };
+        if let Some((source, unit, verb, len)) = size {
+            let pages = (len / d.page_len.max(1)) as u64;
             p.check(
                 d.train_pages + d.heldout_pages <= pages,
                 "data.train_pages",
                 format!(
-                    "+ data.heldout_pages = {} pages of {} rows, but {} has {} rows ({pages} pages)",
+                    "+ data.heldout_pages = {} pages of {} {unit}, but {source} {verb} {len} {unit} ({pages} pages)",
                     d.train_pages + d.heldout_pages,
                     d.page_len,
-                    t.source.name(),
-                    table.rows()
                 ),
             );
         }

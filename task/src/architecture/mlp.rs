@@ -41,6 +41,16 @@ impl<B: Backend> Mlp<B> {
     }
 }
 
+impl MlpSpec {
+    /// Layer widths from the inputs to the classes.
+    fn widths(&self) -> Vec<usize> {
+        std::iter::once(self.inputs)
+            .chain(self.hidden.iter().copied())
+            .chain(std::iter::once(self.classes))
+            .collect()
+    }
+}
+
 impl Architecture for MlpSpec {
     type Model<B: Backend> = Mlp<B>;
 
@@ -86,11 +96,7 @@ impl Architecture for MlpSpec {
     }
 
     fn summary(&self) -> String {
-        let widths: Vec<String> = std::iter::once(self.inputs)
-            .chain(self.hidden.iter().copied())
-            .chain(std::iter::once(self.classes))
-            .map(|w| w.to_string())
-            .collect();
+        let widths: Vec<String> = self.widths().iter().map(|w| w.to_string()).collect();
         format!("mlp: {} (ReLU)", widths.join(" -> "))
     }
 
@@ -99,12 +105,9 @@ impl Architecture for MlpSpec {
     }
 
     fn build<B: Backend>(&self, device: &B::Device) -> Mlp<B> {
-        let widths: Vec<usize> = std::iter::once(self.inputs)
-            .chain(self.hidden.iter().copied())
-            .chain(std::iter::once(self.classes))
-            .collect();
         Mlp {
-            layers: widths
+            layers: self
+                .widths()
                 .windows(2)
                 .map(|w| LinearConfig::new(w[0], w[1]).init(device))
                 .collect(),
