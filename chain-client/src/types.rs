@@ -153,6 +153,28 @@ impl Metagraph {
     pub fn by_uid(&self, uid: u16) -> Option<&Neuron> {
         self.neurons.iter().find(|n| n.uid == uid)
     }
+
+    /// The validators that serve an axon, most stake first (ties to the lower uid). The first is the
+    /// lead: its checkpoint is the subnet's model, which miners train from and the other validators
+    /// adopt once they have recomputed it.
+    pub fn validators_by_stake(&self) -> Vec<&Neuron> {
+        let mut validators: Vec<&Neuron> = self
+            .neurons
+            .iter()
+            .filter(|n| n.validator_permit && n.axon.is_some())
+            .collect();
+        validators.sort_by(|a, b| b.stake.cmp(&a.stake).then(a.uid.cmp(&b.uid)));
+        validators
+    }
+
+    /// One more than the highest uid: the uids whose page ranges the window assignment covers.
+    pub fn uid_slots(&self) -> u64 {
+        self.neurons
+            .iter()
+            .map(|n| n.uid as u64 + 1)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// A miner's stake burned for fraud on the local chain.

@@ -47,12 +47,25 @@ pub enum MinerError {
     Residual(String),
 }
 
-/// A gradient ready to serve: the commitment first, then the payload it commits to.
+/// A window's committed artefacts: the commitment, the payload it commits to, and (codec dense form)
+/// the dense pseudo-gradient and the incoming residual it names, which validators ask for when they
+/// re-execute the window.
 pub struct ServedGradient {
     pub commitment: pb::Commitment,
     pub payload: Arc<Vec<u8>>,
-    /// The dense pseudo-gradient (codec dense form) whose digest the commitment names.
-    pub dense: Option<Arc<Vec<u8>>>,
+    pub dense: Arc<Vec<u8>>,
+    pub residual_in: Arc<Vec<u8>>,
+}
+
+impl ServedGradient {
+    /// The bytes of one part.
+    pub fn part(&self, part: pb::GradientPart) -> &Arc<Vec<u8>> {
+        match part {
+            pb::GradientPart::Payload => &self.payload,
+            pb::GradientPart::Dense => &self.dense,
+            pb::GradientPart::Residual => &self.residual_in,
+        }
+    }
 }
 
 /// What one window of training did.
@@ -299,16 +312,7 @@ impl<C: Chain> Miner<C> {
         .map_err(|e| MinerError::Training(e.to_string()))??;
         let seconds = started.elapsed().as_secs_f64();
         let delta = outcome.pseudo_gradient(&checkpoint.params);
-        let dense = codec::encode_dense(&delta);
-        let payload = self.compress(window, delta);
-        let commitment = commitment::commit(
-            &self.inner.hotkey,
-            window,
-            self.engine().digest(),
-            checkpoint.digest,
-            &payload,
-            subnet_proto::digest(&dense),
-        );
+        let served = self.commit_work(window, checkpoint.digest, &delta);
         let report = TrainReport {
             window,
             uid,
@@ -317,9 +321,9 @@ impl<C: Chain> Miner<C> {
             last_loss: outcome.losses.last().copied().unwrap_or(f32::NAN),
             tokens: self.engine().spec().tokens_per_miner_window(),
             seconds,
-            payload_bytes: payload.len(),
+            payload_bytes: served.payload.len(),
         };
-        self.publish(window, commitment, payload, Some(dense));
+        self.publish(window, served);
         self.inner
             .metrics
             .window_trained(window, report.tokens_per_second());
@@ -334,59 +338,76 @@ impl<C: Chain> Miner<C> {
         Ok(report)
     }
 
-    /// Encodes `window`'s pseudo-gradient as the task asks, carrying what top-k leaves out to the
-    /// next window (and to disk, with a residual file).
-    pub fn compress(&self, window: u64, delta: Vec<f32>) -> Vec<u8> {
-        let spec = &self.engine().spec().compression;
-        if spec.top_k == 0 {
-            return codec::encode_dense(&delta);
-        }
-        let mut residual = self.inner.residual.lock().expect("residual lock");
-        let carried = residual
-            .as_ref()
-            .and_then(|r| r.carried_into(window))
-            .filter(|r| r.len() == delta.len())
-            .map(<[f32]>::to_vec)
-            .unwrap_or_else(|| vec![0.0; delta.len()]);
-        let feedback = spec.error_feedback as f32;
-        let accumulated: Vec<f32> = delta
-            .iter()
-            .zip(&carried)
-            .map(|(d, r)| d + feedback * r)
-            .collect();
-        let (payload, sent) = codec::encode_top_k(&accumulated, spec.chunk, spec.top_k);
-        let next = Residual {
-            window,
-            before: carried,
-            after: accumulated.iter().zip(&sent).map(|(a, s)| a - s).collect(),
-        };
-        if let Some(path) = &self.inner.residual_file
-            && let Err(e) = residual::save(path, &self.engine().digest(), &next)
-        {
-            tracing::warn!(window, path = %path.display(), error = %e, "cannot save the compression residual");
-        }
-        *residual = Some(next);
-        payload
-    }
-
-    /// Makes a gradient servable for `window` (with the dense pseudo-gradient it was compressed from,
-    /// for validators' spot checks), forgetting the oldest beyond the kept ones.
-    pub fn publish(
+    /// Compresses `window`'s pseudo-gradient `delta` (trained from the checkpoint `checkpoint`) with
+    /// the error-feedback residual carried into the window, signs the commitment to all of it and
+    /// keeps the residual that comes out for the next window (and on disk, with a residual file).
+    pub fn commit_work(
         &self,
         window: u64,
-        commitment: pb::Commitment,
-        payload: Vec<u8>,
-        dense: Option<Vec<u8>>,
-    ) {
-        let mut state = self.inner.state.write().expect("miner state lock");
-        state.gradients.insert(
-            window,
-            Arc::new(ServedGradient {
-                commitment,
-                payload: Arc::new(payload),
-                dense: dense.map(Arc::new),
-            }),
+        checkpoint: [u8; 32],
+        delta: &[f32],
+    ) -> ServedGradient {
+        let engine = self.engine();
+        let spec = &engine.spec().compression;
+        let mut residual = self.inner.residual.lock().expect("residual lock");
+        let (residual_in, source_window) = residual
+            .as_ref()
+            .and_then(|r| r.carried_into(window))
+            .filter(|(r, _)| r.len() == delta.len())
+            .map(|(r, source)| (r.to_vec(), source))
+            .unwrap_or_else(|| (vec![0.0; delta.len()], 0));
+        let compressed = codec::compress(
+            delta,
+            &residual_in,
+            codec::Layout::of_task(spec.chunk, spec.top_k),
+            spec.error_feedback as f32,
         );
+        let dense = codec::encode_dense(delta);
+        let residual_in_bytes = codec::encode_dense(&residual_in);
+        let commitment = commitment::commit(
+            &self.inner.hotkey,
+            &commitment::Claims {
+                window,
+                task_digest: engine.digest(),
+                checkpoint_digest: checkpoint,
+                payload_digest: subnet_proto::digest(&compressed.payload),
+                payload_len: compressed.payload.len() as u64,
+                dense_digest: subnet_proto::digest(&dense),
+                residual_in_digest: subnet_proto::digest(&residual_in_bytes),
+                residual_window: source_window,
+                residual_out_digest: subnet_proto::digest(&codec::encode_dense(
+                    &compressed.residual_out,
+                )),
+            },
+        );
+        let next = Residual {
+            window,
+            source_window,
+            before: residual_in,
+            after: compressed.residual_out,
+        };
+        if let Some(path) = &self.inner.residual_file
+            && let Err(e) = residual::save(path, &engine.digest(), &next)
+        {
+            // A stale file would restart this miner from a residual its commitments no longer
+            // continue, which validators treat as fraud; an empty residual is always accepted.
+            let removed = std::fs::remove_file(path);
+            tracing::warn!(window, path = %path.display(), error = %e, removed = removed.is_ok(), "cannot save the compression residual; the file is removed so that a restart starts from an empty residual");
+        }
+        *residual = Some(next);
+        ServedGradient {
+            commitment,
+            payload: Arc::new(compressed.payload),
+            dense: Arc::new(dense),
+            residual_in: Arc::new(residual_in_bytes),
+        }
+    }
+
+    /// Makes a window's committed artefacts servable (the commitment at once, the rest once the
+    /// window has closed), forgetting the oldest beyond the kept ones.
+    pub fn publish(&self, window: u64, served: ServedGradient) {
+        let mut state = self.inner.state.write().expect("miner state lock");
+        state.gradients.insert(window, Arc::new(served));
         while state.gradients.len() > KEPT_WINDOWS {
             state.gradients.pop_first();
         }

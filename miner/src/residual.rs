@@ -1,36 +1,43 @@
 //! The error-feedback residual on disk, so a restarted miner carries on with it.
 //!
-//! The file holds the residual that went into window `w`'s compression and the one that came out
-//! of it. A miner restarted mid-window retrains that window from the residual that went in (the one
-//! that came out already subtracted what window `w` sent); any later window takes the one that came
-//! out. Layout: `MAGIC | task digest (32) | window u64 LE | n u64 LE | before f32 LE x n |
-//! after f32 LE x n | Blake2b-256 of everything before (32)`, written to a temporary file, synced
-//! and renamed, so a crash leaves the old file or the new one.
+//! The file holds the residual that went into window `w`'s compression (with the window it came out
+//! of) and the one that came out of it. A miner restarted mid-window retrains that window from the
+//! residual that went in (the one that came out already subtracted what window `w` sent); any later
+//! window takes the one that came out. Commitments name both residuals and the window each came
+//! from, so validators can follow the chain from window to window. Layout: `MAGIC | task digest
+//! (32) | window u64 LE | source window u64 LE | n u64 LE | before f32 LE x n | after f32 LE x n |
+//! Blake2b-256 of everything before (32)`, written to a temporary file, synced and renamed, so a
+//! crash leaves the old file or the new one.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 
-const MAGIC: &[u8; 8] = b"SNRESID1";
+const MAGIC: &[u8; 8] = b"SNRESID2";
 
 /// The residuals around one window's compression.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Residual {
     pub window: u64,
+    /// The window whose compression left `before` (0 when `before` is zero).
+    pub source_window: u64,
     pub before: Vec<f32>,
     pub after: Vec<f32>,
 }
 
 impl Residual {
-    /// The residual to add to `window`'s pseudo-gradient, if this one applies to it.
-    pub fn carried_into(&self, window: u64) -> Option<&[f32]> {
+    /// The residual to add to `window`'s pseudo-gradient and the window that left it, if this one
+    /// applies to it.
+    pub fn carried_into(&self, window: u64) -> Option<(&[f32], u64)> {
         match window.cmp(&self.window) {
-            std::cmp::Ordering::Greater => Some(&self.after),
-            std::cmp::Ordering::Equal => Some(&self.before),
+            std::cmp::Ordering::Greater => Some((&self.after, self.window)),
+            std::cmp::Ordering::Equal => Some((&self.before, self.source_window)),
             std::cmp::Ordering::Less => None,
         }
     }
 }
+
+const HEADER: usize = 8 + 32 + 24;
 
 fn floats(out: &mut Vec<u8>, values: &[f32]) {
     for v in values {
@@ -46,10 +53,11 @@ pub fn save(path: &Path, task: &[u8; 32], residual: &Residual) -> io::Result<()>
         n,
         "before and after have one entry per parameter"
     );
-    let mut bytes = Vec::with_capacity(8 + 32 + 16 + 8 * n + 32);
+    let mut bytes = Vec::with_capacity(HEADER + 8 * n + 32);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(task);
     bytes.extend_from_slice(&residual.window.to_le_bytes());
+    bytes.extend_from_slice(&residual.source_window.to_le_bytes());
     bytes.extend_from_slice(&(n as u64).to_le_bytes());
     floats(&mut bytes, &residual.before);
     floats(&mut bytes, &residual.after);
@@ -78,7 +86,10 @@ pub fn load(path: &Path, task: &[u8; 32], params: usize) -> Result<Option<Residu
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
     let bad = |why: &str| Err(format!("{}: {why}", path.display()));
-    let header = 8 + 32 + 16;
+    let header = HEADER;
+    if bytes.len() >= 8 && &bytes[..8] == b"SNRESID1" {
+        return bad("written by an older miner; remove it to start with an empty residual");
+    }
     if bytes.len() < header + 32 || &bytes[..8] != MAGIC {
         return bad("not a residual file");
     }
@@ -89,8 +100,8 @@ pub fn load(path: &Path, task: &[u8; 32], params: usize) -> Result<Option<Residu
     if &body[8..40] != task {
         return bad("written for another task; remove it to start with an empty residual");
     }
-    let window = u64::from_le_bytes(body[40..48].try_into().expect("8 bytes"));
-    let n = u64::from_le_bytes(body[48..56].try_into().expect("8 bytes")) as usize;
+    let word = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+    let (window, source_window, n) = (word(40), word(48), word(56) as usize);
     if n != params || body.len() != header + 8 * n {
         return bad(&format!("holds {n} parameters, the task has {params}"));
     }
@@ -102,6 +113,7 @@ pub fn load(path: &Path, task: &[u8; 32], params: usize) -> Result<Option<Residu
     };
     Ok(Some(Residual {
         window,
+        source_window,
         before: read(header),
         after: read(header + 4 * n),
     }))
@@ -119,13 +131,14 @@ mod tests {
         assert_eq!(load(&path, &task, 3).unwrap(), None);
         let r = Residual {
             window: 12,
+            source_window: 10,
             before: vec![0.5, -1.0, 0.0],
             after: vec![0.25, f32::MIN_POSITIVE, -3.5],
         };
         save(&path, &task, &r).unwrap();
         assert_eq!(load(&path, &task, 3).unwrap(), Some(r.clone()));
-        assert_eq!(r.carried_into(12), Some(&r.before[..]));
-        assert_eq!(r.carried_into(13), Some(&r.after[..]));
+        assert_eq!(r.carried_into(12), Some((&r.before[..], 10)));
+        assert_eq!(r.carried_into(13), Some((&r.after[..], 12)));
         assert_eq!(r.carried_into(11), None);
 
         let e = load(&path, &[8u8; 32], 3).unwrap_err();

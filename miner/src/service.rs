@@ -1,5 +1,7 @@
-//! The miner's gRPC service: `Info` and `GetGradient`, served only to signed requests from hotkeys
-//! that the metagraph shows with a validator permit.
+//! The miner's gRPC service: `Info`, `GetCommitment` and `GetGradient`, served only to signed
+//! requests from hotkeys that the metagraph shows with a validator permit. A window's commitment is
+//! served as soon as it is signed; its payload, dense gradient and residual only once the window has
+//! closed on chain, so that no one can build on another miner's work of the same window.
 
 use crate::Miner;
 use chain_client::{AccountId, Chain};
@@ -68,6 +70,32 @@ impl<C: Chain> MinerService<C> {
         self.miner.metrics().rejected(reason);
     }
 
+    fn check_task(&self, task_digest: &[u8]) -> Result<(), Status> {
+        let ours = self.miner.engine().digest();
+        if task_digest == ours.as_slice() {
+            return Ok(());
+        }
+        self.reject("other_task");
+        Err(Status::failed_precondition(format!(
+            "task digest {} differs from this miner's task {}: both sides must load the same task file",
+            hex::encode(task_digest),
+            hex::encode(ours)
+        )))
+    }
+
+    fn window_gradient(&self, window: u64) -> Result<std::sync::Arc<crate::ServedGradient>, Status> {
+        self.miner.gradient(window).ok_or_else(|| {
+            self.reject("unknown_window");
+            Status::not_found(format!(
+                "no gradient for window {window} (latest: {})",
+                self.miner
+                    .latest_window()
+                    .map(|w| w.to_string())
+                    .unwrap_or_else(|| "none".into())
+            ))
+        })
+    }
+
     /// Only hotkeys with a validator permit on this subnet may fetch gradients.
     async fn require_validator(&self, caller: &AccountId) -> Result<(), Status> {
         let metagraph = self
@@ -112,6 +140,19 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(window = request.get_ref().window))]
+    async fn get_commitment(
+        &self,
+        request: Request<pb::CommitmentRequest>,
+    ) -> Result<Response<pb::Commitment>, Status> {
+        let request = request.into_inner();
+        let caller = self.authenticate(&request)?;
+        self.check_task(&request.task_digest)?;
+        self.require_validator(&caller).await?;
+        let gradient = self.window_gradient(request.window)?;
+        Ok(Response::new(gradient.commitment.clone()))
+    }
+
     type GetGradientStream = ChunkStream;
 
     #[tracing::instrument(skip_all, fields(window = request.get_ref().window))]
@@ -121,47 +162,39 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
     ) -> Result<Response<ChunkStream>, Status> {
         let request = request.into_inner();
         let caller = self.authenticate(&request)?;
-        if request.task_digest.as_slice() != self.miner.engine().digest().as_slice() {
-            self.reject("other_task");
+        self.check_task(&request.task_digest)?;
+        self.require_validator(&caller).await?;
+        let part = pb::GradientPart::try_from(request.part).map_err(|_| {
+            self.reject("malformed");
+            Status::invalid_argument(format!("unknown gradient part {}", request.part))
+        })?;
+        let gradient = self.window_gradient(request.window)?;
+        let close = self.miner.engine().spec().window.close_block(request.window);
+        let now = self
+            .miner
+            .chain()
+            .current_block()
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot read the chain: {e}")))?;
+        if now < close {
+            self.reject("window_open");
             return Err(Status::failed_precondition(format!(
-                "task digest {} differs from this miner's task {}: both sides must load the same task file",
-                hex::encode(&request.task_digest),
-                hex::encode(self.miner.engine().digest())
+                "window {} closes at block {close} (now {now}): its gradient is served once it has closed",
+                request.window
             )));
         }
-        self.require_validator(&caller).await?;
-        let gradient = self.miner.gradient(request.window).ok_or_else(|| {
-            self.reject("unknown_window");
-            Status::not_found(format!(
-                "no gradient for window {} (latest: {})",
-                request.window,
-                self.miner
-                    .latest_window()
-                    .map(|w| w.to_string())
-                    .unwrap_or_else(|| "none".into())
-            ))
-        })?;
-        let payload = if request.dense {
-            gradient.dense.clone().ok_or_else(|| {
-                Status::not_found(format!(
-                    "no dense gradient kept for window {}",
-                    request.window
-                ))
-            })?
-        } else {
-            gradient.payload.clone()
-        };
+        let bytes = gradient.part(part).clone();
         let mut chunks = vec![Ok(pb::GradientChunk {
             part: Some(pb::gradient_chunk::Part::Commitment(
                 gradient.commitment.clone(),
             )),
         })];
-        chunks.extend(payload.chunks(limits::CHUNK_BYTES).map(|c| {
+        chunks.extend(bytes.chunks(limits::CHUNK_BYTES).map(|c| {
             Ok(pb::GradientChunk {
                 part: Some(pb::gradient_chunk::Part::Data(c.to_vec())),
             })
         }));
-        tracing::debug!(caller = %caller.short(), bytes = payload.len(), dense = request.dense, "serving gradient");
+        tracing::debug!(caller = %caller.short(), bytes = bytes.len(), ?part, "serving gradient");
         self.miner.metrics().gradient_served();
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }

@@ -57,12 +57,15 @@ pub fn reproduces(relative_difference: f64, tolerance: f64) -> bool {
 ///
 /// Each window holds back half of every page from training. A gradient trained on the miner's pages
 /// lowers the loss on the very sequences it trained on more than on held-back sequences of the same
-/// pages, and more than a control does: the mean of the other miners' gradients (or no step at all
-/// when there are none). The double difference per batch i,
+/// pages, and more than a control does: the validator's own training of the window on pages no miner
+/// was assigned, which nobody else can influence (so no one can frame a miner by training on its
+/// pages). The double difference per batch i,
 /// `(control_own[i] - after_own[i]) - (control_held_back[i] - after_held_back[i])`, cancels how much
 /// any gradient teaches about this text in general and how hard the pages are, leaving what the
 /// gradient learned from the miner's own training text; a gradient trained elsewhere (or a copy of
-/// another miner's) shows none.
+/// another miner's) shows none. The batches are drawn by the validator's secret seed, and a gradient
+/// that raises the loss on the held-back sequences (it memorized its own instead of learning) fails
+/// too.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AssignmentEvidence {
     /// Losses on the miner's own training batches after the control is applied.
@@ -73,6 +76,8 @@ pub struct AssignmentEvidence {
     pub control_held_back: Vec<f32>,
     /// The same held-back batches after the miner's gradient.
     pub after_held_back: Vec<f32>,
+    /// The held-back batches under the checkpoint itself.
+    pub base_held_back: Vec<f32>,
 }
 
 /// The outcome of the assignment check: a one-sided paired t-test of "the gradient learned nothing
@@ -84,6 +89,10 @@ pub struct AssignmentCheck {
     pub standard_error: f64,
     pub p_value: f64,
     pub batches: usize,
+    /// Mean loss drop on the held-back batches (nats; negative when the gradient raised it).
+    pub held_back_gain: f64,
+    /// One-sided p-value of "the gradient raises the held-back loss".
+    pub held_back_harm_p: f64,
 }
 
 impl AssignmentEvidence {
@@ -92,9 +101,14 @@ impl AssignmentEvidence {
         assert!(
             self.control_own.len() == n
                 && self.control_held_back.len() == n
-                && self.after_held_back.len() == n,
+                && self.after_held_back.len() == n
+                && self.base_held_back.len() == n,
             "assignment evidence must pair equally many batches"
         );
+        let held_back_gains: Vec<f64> = (0..n)
+            .map(|i| self.base_held_back[i] as f64 - self.after_held_back[i] as f64)
+            .collect();
+        let (held_back_gain, held_back_se) = mean_and_standard_error(&held_back_gains);
         let diffs: Vec<f64> = (0..n)
             .map(|i| {
                 (self.control_own[i] as f64 - self.after_own[i] as f64)
@@ -107,13 +121,16 @@ impl AssignmentEvidence {
             standard_error,
             p_value: one_sided_p_value(mean, standard_error, n),
             batches: n,
+            held_back_gain,
+            held_back_harm_p: one_sided_p_value(-held_back_gain, held_back_se, n),
         }
     }
 }
 
 impl AssignmentCheck {
+    /// It learned its own pages, and did not do so at the cost of the text around them.
     pub fn passed(&self, max_p_value: f64) -> bool {
-        self.p_value <= max_p_value
+        self.p_value <= max_p_value && self.held_back_harm_p > max_p_value
     }
 }
 
@@ -203,6 +220,7 @@ mod tests {
         let evidence = AssignmentEvidence {
             control_own,
             after_own,
+            base_held_back: control_held_back.iter().map(|c| c + 0.01).collect(),
             control_held_back,
             after_held_back,
         };
@@ -218,9 +236,28 @@ mod tests {
                 .iter()
                 .map(|c| c - 0.02)
                 .collect(),
-            ..evidence
+            ..evidence.clone()
         };
         assert!(!lazy.check().passed(0.01), "{:?}", lazy.check());
+
+        // A gradient that memorized its own sequences and made the text around them worse fails.
+        let memorizer = AssignmentEvidence {
+            after_held_back: evidence
+                .base_held_back
+                .iter()
+                .zip([0.3, 0.31, 0.29, 0.3, 0.32, 0.3])
+                .map(|(b, d)| b + d)
+                .collect(),
+            control_held_back: evidence
+                .base_held_back
+                .iter()
+                .zip([0.3, 0.31, 0.29, 0.3, 0.32, 0.3])
+                .map(|(b, d)| b + d - 0.001)
+                .collect(),
+            ..evidence
+        };
+        let check = memorizer.check();
+        assert!(check.p_value < 0.01 && !check.passed(0.01), "{check:?}");
     }
 
     #[test]

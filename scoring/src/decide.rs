@@ -1,9 +1,17 @@
 //! One window's decisions from its evidence: which miners earn, their moving averages and weights.
 //! A validator calls this with what it just measured; a replay calls it with what was recorded, under
 //! the recorded or other scoring parameters.
+//!
+//! A window is decided in two stages. `screen` sorts out, miner by miner, the gradients that cannot
+//! earn (refused, banned, fraud, oversized, harmful on their own, not trained on their pages); the
+//! rest are the window's candidates. Each candidate then scores what it adds to the aggregate of
+//! all candidates, at the step the aggregate really takes: the relative held-out loss drop between
+//! the aggregate without it and the aggregate with it (leave-one-out). Near-duplicate candidates,
+//! which under commit-before-reveal can only be one training run served by several identities,
+//! share one score.
 
 use crate::checks::{AssignmentCheck, AssignmentEvidence, Similarity};
-use crate::usefulness::UsefulnessScore;
+use crate::usefulness::{UsefulnessScore, mean_and_standard_error};
 use crate::weights::{moving_average, normalize_max_weight};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -17,8 +25,13 @@ pub struct ScoringParams {
     pub max_weight: f64,
     /// The assignment check passes at or below this one-sided p-value.
     pub assignment_p_value: f64,
-    /// Gradients at least this similar (cosine) are one gradient served twice.
+    /// Candidates at least this similar (cosine) are one training run: they share one score.
     pub copy_cosine: f64,
+    /// A gradient whose norm exceeds this multiple of the reference norm (the validator's own
+    /// training of the window) is refused.
+    pub max_norm_ratio: f64,
+    /// Windows after a fraud in which the miner's hotkey earns nothing.
+    pub fraud_ban_windows: u64,
 }
 
 /// What a validator saw of one miner in one window.
@@ -26,38 +39,69 @@ pub struct ScoringParams {
 pub struct MinerEvidence {
     pub uid: u16,
     pub hotkey: String,
-    /// The commitment's timestamp, when a gradient was fetched.
-    pub committed_at_ms: Option<u64>,
     /// Why the gradient was refused before evaluation (absent, late, malformed, ...).
     pub refused: Option<String>,
-    /// Losses on the window's held-out batches after the gradient is applied (empty when refused).
+    /// L2 norm of the decoded gradient (0 when refused).
+    pub norm: f64,
+    /// Losses on the window's eval batches after the gradient, clipped to the reference norm, is
+    /// applied alone at the evaluation step (empty when refused).
     pub after: Vec<f32>,
-    /// The assignment check's losses, for gradients that help.
+    /// The assignment check's losses, for gradients that help on their own.
     pub assignment: Option<AssignmentEvidence>,
-    /// A spot re-execution that did not reproduce the miner's training, with what differed.
+    /// What showed the miner did not do or serve the work it committed to (a failed re-execution,
+    /// a payload that is not the codec of its committed artefacts, a broken residual chain).
     pub fraud: Option<String>,
+    /// The last window of a ban from an earlier fraud, if the hotkey is banned.
+    pub banned_until: Option<u64>,
+    /// For candidates: losses on the eval batches of the aggregate of every other candidate, with
+    /// this one left out (empty for non-candidates).
+    pub without: Vec<f32>,
 }
 
 /// Everything a window's decisions rest on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WindowEvidence {
-    /// Losses of the window's checkpoint on the held-out batches.
+    pub window: u64,
+    /// Losses of the window's checkpoint on the eval batches.
     pub base: Vec<f32>,
+    /// Norm of the compressed gradient of the validator's own training of the window (on pages no
+    /// miner was assigned): what honest work of this window looks like.
+    pub reference_norm: f64,
     pub miners: Vec<MinerEvidence>,
-    /// Cosine similarity of every pair of evaluated gradients.
+    /// Cosine similarity of every pair of candidates.
     pub similarities: Vec<Similarity>,
+    /// Losses on the eval batches of the aggregate of every candidate (empty without candidates).
+    pub aggregate: Vec<f32>,
 }
 
-/// Why a miner earned nothing this window.
+/// Why a miner earned nothing this window, or that it earned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Verdict {
     Earned,
     Refused { reason: String },
+    Banned { until: u64 },
+    Fraud { reason: String },
+    Oversized { ratio: f64 },
     Harmful { mean_relative_drop: f64 },
     WrongPages { p_value: f64 },
-    Copy { of: u16, cosine: f64 },
-    Fraud { reason: String },
+    NoContribution { relative: f64 },
+}
+
+impl Verdict {
+    /// A stable one-word name (metrics labels, tables).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Verdict::Earned => "earned",
+            Verdict::Refused { .. } => "refused",
+            Verdict::Banned { .. } => "banned",
+            Verdict::Fraud { .. } => "fraud",
+            Verdict::Oversized { .. } => "oversized",
+            Verdict::Harmful { .. } => "harmful",
+            Verdict::WrongPages { .. } => "wrong_pages",
+            Verdict::NoContribution { .. } => "no_contribution",
+        }
+    }
 }
 
 impl std::fmt::Display for Verdict {
@@ -65,6 +109,14 @@ impl std::fmt::Display for Verdict {
         match self {
             Verdict::Earned => write!(f, "earned"),
             Verdict::Refused { reason } => write!(f, "refused: {reason}"),
+            Verdict::Banned { until } => {
+                write!(f, "banned after a fraud, through window {until}")
+            }
+            Verdict::Fraud { reason } => write!(f, "fraud: {reason}"),
+            Verdict::Oversized { ratio } => write!(
+                f,
+                "gradient norm is {ratio:.2} times what honest training of this window gives"
+            ),
             Verdict::Harmful { mean_relative_drop } => write!(
                 f,
                 "does not help: held-out loss changes by {:+.4}%",
@@ -74,10 +126,11 @@ impl std::fmt::Display for Verdict {
                 f,
                 "not trained on its assigned pages (assignment check p = {p_value:.3})"
             ),
-            Verdict::Copy { of, cosine } => {
-                write!(f, "copy of uid {of}'s gradient (cosine {cosine:.4})")
-            }
-            Verdict::Fraud { reason } => write!(f, "fraud: {reason}"),
+            Verdict::NoContribution { relative } => write!(
+                f,
+                "adds nothing to the other gradients (leave-one-out {:+.4}%)",
+                100.0 * relative
+            ),
         }
     }
 }
@@ -87,10 +140,16 @@ impl std::fmt::Display for Verdict {
 pub struct MinerDecision {
     pub uid: u16,
     pub hotkey: String,
+    /// Usefulness of the gradient alone, when it was evaluated.
     pub usefulness: Option<UsefulnessScore>,
     pub assignment: Option<AssignmentCheck>,
+    /// What the candidate adds to the aggregate (mean relative loss drop), when it was one.
+    pub contribution: Option<f64>,
+    /// Other candidates it is a near-duplicate of (it shares its score with them).
+    pub duplicates: Vec<u16>,
     pub verdict: Verdict,
-    /// This window's score: the usefulness of an earning gradient, else 0.
+    /// This window's score: the contribution of an earning gradient (shared among duplicates),
+    /// else 0.
     pub score: f64,
     pub moving_average: f64,
     /// Normalized weight (0 for all when nobody has earned yet).
@@ -100,42 +159,176 @@ pub struct MinerDecision {
 /// Moving averages per uid, with the hotkey each belongs to.
 pub type Averages = BTreeMap<u16, (String, f64)>;
 
+/// Bans per uid: the hotkey and the last window it is banned through.
+pub type Bans = BTreeMap<u16, (String, u64)>;
+
+/// The lower median of the values (the smaller middle one for an even count): one outlier cannot
+/// move it past an honest value. None when empty.
+pub fn lower_median(values: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    (!sorted.is_empty()).then(|| sorted[(sorted.len() - 1) / 2])
+}
+
+/// Whether a miner's gradient cannot earn this window, and why (None: it is a candidate).
+pub fn screen(
+    m: &MinerEvidence,
+    window: u64,
+    base: &[f32],
+    reference_norm: f64,
+    params: &ScoringParams,
+) -> Option<Verdict> {
+    if let Some(until) = m.banned_until.filter(|&until| until >= window) {
+        return Some(Verdict::Banned { until });
+    }
+    if let Some(reason) = &m.refused {
+        return Some(Verdict::Refused {
+            reason: reason.clone(),
+        });
+    }
+    if let Some(reason) = &m.fraud {
+        return Some(Verdict::Fraud {
+            reason: reason.clone(),
+        });
+    }
+    let ratio = if reference_norm > 0.0 {
+        m.norm / reference_norm
+    } else {
+        f64::INFINITY
+    };
+    if !(ratio <= params.max_norm_ratio) {
+        return Some(Verdict::Oversized { ratio });
+    }
+    let usefulness = UsefulnessScore::from_losses(base, &m.after);
+    if usefulness.score() <= 0.0 {
+        return Some(Verdict::Harmful {
+            mean_relative_drop: usefulness.mean_relative_drop,
+        });
+    }
+    match m.assignment.as_ref().map(AssignmentEvidence::check) {
+        Some(a) if a.passed(params.assignment_p_value) => None,
+        Some(a) => Some(Verdict::WrongPages { p_value: a.p_value }),
+        None => Some(Verdict::WrongPages { p_value: 1.0 }),
+    }
+}
+
+/// The uids of the window's candidates under `params`.
+pub fn candidates(evidence: &WindowEvidence, params: &ScoringParams) -> Vec<u16> {
+    evidence
+        .miners
+        .iter()
+        .filter(|m| {
+            screen(
+                m,
+                evidence.window,
+                &evidence.base,
+                evidence.reference_norm,
+                params,
+            )
+            .is_none()
+        })
+        .map(|m| m.uid)
+        .collect()
+}
+
+/// Mean relative loss drop from `without` to `with`, per eval batch against the checkpoint's loss.
+fn relative_gain(base: &[f32], without: &[f32], with: &[f32]) -> f64 {
+    let gains: Vec<f64> = base
+        .iter()
+        .zip(without.iter().zip(with))
+        .map(|(&b, (&wo, &w))| {
+            if b > 0.0 {
+                (wo as f64 - w as f64) / b as f64
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let (mean, _) = mean_and_standard_error(&gains);
+    if mean.is_finite() { mean } else { 0.0 }
+}
+
+/// Groups of candidates joined by near-duplicate pairs (cosine at least `threshold`), per uid.
+fn duplicate_groups(
+    candidates: &[u16],
+    similarities: &[Similarity],
+    threshold: f64,
+) -> BTreeMap<u16, Vec<u16>> {
+    let mut group: BTreeMap<u16, u16> = candidates.iter().map(|&u| (u, u)).collect();
+    fn root(group: &BTreeMap<u16, u16>, mut u: u16) -> u16 {
+        while group[&u] != u {
+            u = group[&u];
+        }
+        u
+    }
+    for s in similarities {
+        if s.cosine >= threshold && group.contains_key(&s.a) && group.contains_key(&s.b) {
+            let (ra, rb) = (root(&group, s.a), root(&group, s.b));
+            group.insert(ra.max(rb), ra.min(rb));
+        }
+    }
+    let mut members: BTreeMap<u16, Vec<u16>> = BTreeMap::new();
+    for &u in candidates {
+        members.entry(root(&group, u)).or_default().push(u);
+    }
+    candidates
+        .iter()
+        .map(|&u| {
+            let others = members[&root(&group, u)]
+                .iter()
+                .copied()
+                .filter(|&o| o != u)
+                .collect();
+            (u, others)
+        })
+        .collect()
+}
+
 /// Decides a window. `previous` holds the moving averages before it; a uid whose hotkey changed
-/// starts over, and a miner that was absent or refused scores 0, so its average decays.
+/// starts over, a miner that was absent or refused scores 0, so its average decays, and a fraud or
+/// a ban clears it.
 pub fn decide(
     evidence: &WindowEvidence,
     params: &ScoringParams,
     previous: &Averages,
 ) -> Vec<MinerDecision> {
+    let candidates = candidates(evidence, params);
+    let groups = duplicate_groups(&candidates, &evidence.similarities, params.copy_cosine);
     let mut decisions: Vec<MinerDecision> = evidence
         .miners
         .iter()
         .map(|m| {
-            let usefulness = m
-                .refused
-                .is_none()
-                .then(|| UsefulnessScore::from_losses(&evidence.base, &m.after));
+            let screened = screen(
+                m,
+                evidence.window,
+                &evidence.base,
+                evidence.reference_norm,
+                params,
+            );
+            let evaluated = m.refused.is_none() && m.after.len() == evidence.base.len();
+            let usefulness =
+                evaluated.then(|| UsefulnessScore::from_losses(&evidence.base, &m.after));
             let assignment = m.assignment.as_ref().map(AssignmentEvidence::check);
-            let verdict = if let Some(reason) = &m.refused {
-                Verdict::Refused {
-                    reason: reason.clone(),
-                }
-            } else if let Some(reason) = &m.fraud {
-                Verdict::Fraud {
-                    reason: reason.clone(),
-                }
-            } else {
-                let u = usefulness.as_ref().expect("evaluated when not refused");
-                if u.score() <= 0.0 {
-                    Verdict::Harmful {
-                        mean_relative_drop: u.mean_relative_drop,
-                    }
-                } else {
-                    match &assignment {
-                        Some(a) if a.passed(params.assignment_p_value) => Verdict::Earned,
-                        Some(a) => Verdict::WrongPages { p_value: a.p_value },
-                        None => Verdict::WrongPages { p_value: 1.0 },
-                    }
+            let (verdict, contribution, duplicates, score) = match screened {
+                Some(verdict) => (verdict, None, Vec::new(), 0.0),
+                None => {
+                    let contribution =
+                        if m.without.len() == evidence.base.len() && !evidence.aggregate.is_empty()
+                        {
+                            relative_gain(&evidence.base, &m.without, &evidence.aggregate)
+                        } else {
+                            0.0
+                        };
+                    let duplicates = groups.get(&m.uid).cloned().unwrap_or_default();
+                    let score = contribution.max(0.0) / (1 + duplicates.len()) as f64;
+                    let verdict = if score > 0.0 {
+                        Verdict::Earned
+                    } else {
+                        Verdict::NoContribution {
+                            relative: contribution,
+                        }
+                    };
+                    (verdict, Some(contribution), duplicates, score)
                 }
             };
             MinerDecision {
@@ -143,68 +336,26 @@ pub fn decide(
                 hotkey: m.hotkey.clone(),
                 usefulness,
                 assignment,
+                contribution,
+                duplicates,
                 verdict,
-                score: 0.0,
+                score,
                 moving_average: 0.0,
                 weight: 0.0,
             }
         })
         .collect();
 
-    // Copies: of a near-duplicate pair, the one that did not learn its own pages is the copy; when
-    // that does not tell them apart, the later commitment (then the higher uid) is.
-    let index: BTreeMap<u16, usize> = decisions
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.uid, i))
-        .collect();
-    let learned = |d: &MinerDecision| {
-        d.assignment
-            .as_ref()
-            .is_some_and(|a| a.passed(params.assignment_p_value))
-    };
-    let mut copies: Vec<(usize, u16, f64)> = Vec::new();
-    for s in &evidence.similarities {
-        if s.cosine < params.copy_cosine {
-            continue;
-        }
-        let (Some(&ia), Some(&ib)) = (index.get(&s.a), index.get(&s.b)) else {
-            continue;
-        };
-        let (a, b) = (&decisions[ia], &decisions[ib]);
-        let later_is_b = {
-            let time = |i: usize| evidence.miners[i].committed_at_ms.unwrap_or(u64::MAX);
-            (time(ib), b.uid) > (time(ia), a.uid)
-        };
-        let b_is_copy = match (learned(a), learned(b)) {
-            (true, false) => true,
-            (false, true) => false,
-            _ => later_is_b,
-        };
-        if b_is_copy {
-            copies.push((ib, a.uid, s.cosine));
-        } else {
-            copies.push((ia, b.uid, s.cosine));
-        }
-    }
-    for (i, of, cosine) in copies {
-        if matches!(
-            decisions[i].verdict,
-            Verdict::Earned | Verdict::WrongPages { .. }
-        ) {
-            decisions[i].verdict = Verdict::Copy { of, cosine };
-        }
-    }
-
     for d in &mut decisions {
-        if d.verdict == Verdict::Earned {
-            d.score = d.usefulness.as_ref().map_or(0.0, UsefulnessScore::score);
-        }
         let before = previous
             .get(&d.uid)
             .filter(|(hotkey, _)| *hotkey == d.hotkey)
             .map(|(_, a)| *a);
-        d.moving_average = moving_average(before, d.score, params.moving_average);
+        d.moving_average = match d.verdict {
+            // Whatever a cheater earned before is forgotten at once.
+            Verdict::Fraud { .. } | Verdict::Banned { .. } => 0.0,
+            _ => moving_average(before, d.score, params.moving_average),
+        };
     }
     let averages: Vec<f64> = decisions.iter().map(|d| d.moving_average).collect();
     if averages.iter().any(|&a| a > 0.0) {
@@ -224,6 +375,55 @@ pub fn averages_after(decisions: &[MinerDecision]) -> Averages {
         .collect()
 }
 
+/// The bans after a window's decisions: a fraud bans the hotkey for `fraud_ban_windows` windows
+/// after this one; bans that ended, or whose uid changed hands, are dropped.
+pub fn bans_after(
+    previous: &Bans,
+    decisions: &[MinerDecision],
+    window: u64,
+    params: &ScoringParams,
+) -> Bans {
+    let mut bans: Bans = previous
+        .iter()
+        .filter(|(uid, (hotkey, until))| {
+            *until > window
+                && decisions
+                    .iter()
+                    .find(|d| d.uid == **uid)
+                    .is_none_or(|d| d.hotkey == *hotkey)
+        })
+        .map(|(uid, ban)| (*uid, ban.clone()))
+        .collect();
+    for d in decisions {
+        if matches!(d.verdict, Verdict::Fraud { .. }) {
+            bans.insert(
+                d.uid,
+                (d.hotkey.clone(), window.saturating_add(params.fraud_ban_windows)),
+            );
+        }
+    }
+    bans
+}
+
+/// The uids to aggregate: the best `top` earners by score (ties to the lower uid), in uid order (the
+/// order every party sums them in); none when fewer than `min` earned, so that the model never moves
+/// by the say of fewer miners.
+pub fn aggregation_order(decisions: &[MinerDecision], top: usize, min: usize) -> Vec<u16> {
+    let mut earning: Vec<(u16, f64)> = decisions
+        .iter()
+        .filter(|d| d.verdict == Verdict::Earned && d.score > 0.0)
+        .map(|d| (d.uid, d.score))
+        .collect();
+    if earning.len() < min.max(1) {
+        return Vec::new();
+    }
+    earning.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    earning.truncate(top);
+    let mut uids: Vec<u16> = earning.into_iter().map(|(uid, _)| uid).collect();
+    uids.sort_unstable();
+    uids
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +433,8 @@ mod tests {
         max_weight: 1.0,
         assignment_p_value: 0.01,
         copy_cosine: 0.95,
+        max_norm_ratio: 2.0,
+        fraud_ban_windows: 10,
     };
 
     fn learned(own_gain: f32) -> AssignmentEvidence {
@@ -250,125 +452,185 @@ mod tests {
                 .zip(jitter)
                 .map(|(c, j)| c + j)
                 .collect(),
+            base_held_back: control_held_back.iter().map(|c| c + 0.01).collect(),
             control_own,
             control_held_back,
         }
     }
 
-    fn miner(uid: u16, after: Vec<f32>, own_gain: f32, at: u64) -> MinerEvidence {
+    /// A candidate-looking miner whose leave-one-out losses are `without`.
+    fn miner(uid: u16, after: Vec<f32>, own_gain: f32, without: Vec<f32>) -> MinerEvidence {
         MinerEvidence {
             uid,
             hotkey: format!("hotkey{uid}"),
-            committed_at_ms: Some(at),
             refused: None,
+            norm: 1.0,
             after,
             assignment: Some(learned(own_gain)),
             fraud: None,
+            banned_until: None,
+            without,
+        }
+    }
+
+    fn window(miners: Vec<MinerEvidence>, similarities: Vec<Similarity>) -> WindowEvidence {
+        WindowEvidence {
+            window: 5,
+            base: vec![2.0; 3],
+            reference_norm: 1.0,
+            miners,
+            similarities,
+            aggregate: vec![1.7; 3],
         }
     }
 
     #[test]
     fn useful_work_on_own_pages_earns_and_cheats_do_not() {
-        let base = vec![2.0, 2.0, 2.0];
-        let evidence = WindowEvidence {
-            base: base.clone(),
-            miners: vec![
-                miner(1, vec![1.8, 1.82, 1.79], 0.05, 10),
+        let helps = vec![1.8, 1.82, 1.79];
+        let evidence = window(
+            vec![
+                miner(1, helps.clone(), 0.05, vec![1.8; 3]),
                 // Helps, but learned nothing of its own pages.
-                miner(2, vec![1.8, 1.81, 1.8], 0.0, 10),
+                miner(2, helps.clone(), 0.0, vec![1.8; 3]),
                 // Harmful.
-                miner(3, vec![2.1, 2.2, 2.05], 0.05, 10),
+                miner(3, vec![2.1, 2.2, 2.05], 0.05, Vec::new()),
                 MinerEvidence {
                     refused: Some("no axon served on chain".into()),
                     after: Vec::new(),
                     assignment: None,
-                    ..miner(4, Vec::new(), 0.0, 0)
+                    norm: 0.0,
+                    ..miner(4, Vec::new(), 0.0, Vec::new())
                 },
                 MinerEvidence {
                     fraud: Some("re-execution differs".into()),
-                    ..miner(5, vec![1.8, 1.8, 1.8], 0.05, 10)
+                    ..miner(5, helps.clone(), 0.05, Vec::new())
+                },
+                // Scaled up far beyond honest work.
+                MinerEvidence {
+                    norm: 2.5,
+                    ..miner(6, helps.clone(), 0.05, Vec::new())
+                },
+                MinerEvidence {
+                    banned_until: Some(5),
+                    ..miner(7, helps, 0.05, Vec::new())
                 },
             ],
-            similarities: Vec::new(),
-        };
+            Vec::new(),
+        );
+        assert_eq!(candidates(&evidence, &PARAMS), vec![1]);
         let d = decide(&evidence, &PARAMS, &Averages::new());
         assert_eq!(d[0].verdict, Verdict::Earned);
         assert!(matches!(d[1].verdict, Verdict::WrongPages { .. }));
         assert!(matches!(d[2].verdict, Verdict::Harmful { .. }));
         assert!(matches!(d[3].verdict, Verdict::Refused { .. }));
         assert!(matches!(d[4].verdict, Verdict::Fraud { .. }));
-        assert!(d[0].score > 0.09 && d[0].weight == 1.0, "{:?}", d[0]);
+        assert!(matches!(d[5].verdict, Verdict::Oversized { ratio } if ratio == 2.5));
+        assert_eq!(d[6].verdict, Verdict::Banned { until: 5 });
+        // Leave-one-out: (1.8 - 1.7) / 2.0.
+        assert!((d[0].score - 0.05).abs() < 1e-6 && d[0].weight == 1.0, "{:?}", d[0]);
         for other in &d[1..] {
             assert_eq!((other.score, other.weight), (0.0, 0.0), "{other:?}");
         }
     }
 
     #[test]
-    fn the_later_or_unlearned_duplicate_is_the_copy() {
-        let after = vec![1.8, 1.82, 1.79];
-        let similarities = vec![Similarity {
-            a: 1,
-            b: 2,
-            cosine: 0.999,
-        }];
-        // Both learned (the copy's pages are the original's): the later commitment is the copy.
-        let evidence = WindowEvidence {
-            base: vec![2.0; 3],
-            miners: vec![
-                miner(1, after.clone(), 0.05, 20),
-                miner(2, after.clone(), 0.05, 10),
+    fn a_candidate_that_adds_nothing_to_the_others_earns_nothing() {
+        let helps = vec![1.8, 1.82, 1.79];
+        // Without uid 2 the aggregate is as good as with it (or better).
+        let evidence = window(
+            vec![
+                miner(1, helps.clone(), 0.05, vec![1.8; 3]),
+                miner(2, helps, 0.05, vec![1.69; 3]),
             ],
-            similarities: similarities.clone(),
-        };
-        let d = decide(&evidence, &PARAMS, &Averages::new());
-        assert_eq!(d[1].verdict, Verdict::Earned);
-        assert_eq!(
-            d[0].verdict,
-            Verdict::Copy {
-                of: 2,
-                cosine: 0.999
-            }
+            Vec::new(),
         );
-
-        // A backdated copy that did not learn its own pages is still the copy.
-        let evidence = WindowEvidence {
-            miners: vec![miner(1, after.clone(), 0.05, 20), miner(2, after, 0.0, 1)],
-            ..evidence
-        };
         let d = decide(&evidence, &PARAMS, &Averages::new());
         assert_eq!(d[0].verdict, Verdict::Earned);
-        assert_eq!(
-            d[1].verdict,
-            Verdict::Copy {
-                of: 1,
-                cosine: 0.999
-            }
-        );
-        assert_eq!(d[0].weight, 1.0);
+        assert!(matches!(d[1].verdict, Verdict::NoContribution { relative } if relative < 0.0));
+        assert_eq!(d[1].weight, 0.0);
     }
 
     #[test]
-    fn averages_decay_for_absent_miners_and_restart_for_new_hotkeys() {
+    fn near_duplicates_share_one_score_whatever_their_order() {
+        let helps = vec![1.8, 1.82, 1.79];
+        let similarities = vec![
+            Similarity {
+                a: 1,
+                b: 2,
+                cosine: 0.999,
+            },
+            Similarity {
+                a: 2,
+                b: 3,
+                cosine: 0.97,
+            },
+            Similarity {
+                a: 1,
+                b: 4,
+                cosine: 0.5,
+            },
+        ];
+        let evidence = window(
+            (1..=4)
+                .map(|uid| miner(uid, helps.clone(), 0.05, vec![1.8; 3]))
+                .collect(),
+            similarities,
+        );
+        let d = decide(&evidence, &PARAMS, &Averages::new());
+        // Uids 1, 2 and 3 are one training run: together they earn what one of them adds.
+        for i in 0..3 {
+            assert!((d[i].score - 0.05 / 3.0).abs() < 1e-6, "{:?}", d[i]);
+            assert_eq!(d[i].duplicates.len(), 2);
+        }
+        assert!((d[3].score - 0.05).abs() < 1e-6);
+        let group: f64 = d[..3].iter().map(|d| d.weight).sum();
+        assert!((group - d[3].weight).abs() < 1e-9, "{d:?}");
+        // All four are aggregated, in uid order; with a minimum of five, none is.
+        assert_eq!(aggregation_order(&d, 8, 2), vec![1, 2, 3, 4]);
+        assert_eq!(aggregation_order(&d, 2, 2), vec![1, 4]);
+        assert!(aggregation_order(&d, 8, 5).is_empty());
+    }
+
+    #[test]
+    fn averages_decay_for_absent_miners_and_restart_for_new_hotkeys_and_fraud() {
         let previous = Averages::from([
             (1, ("hotkey1".to_string(), 0.2)),
             (2, ("someone else".to_string(), 0.4)),
+            (3, ("hotkey3".to_string(), 0.4)),
         ]);
-        let evidence = WindowEvidence {
-            base: vec![2.0; 3],
-            miners: vec![
+        let evidence = window(
+            vec![
                 MinerEvidence {
                     refused: Some("unreachable".into()),
                     after: Vec::new(),
-                    ..miner(1, Vec::new(), 0.0, 0)
+                    ..miner(1, Vec::new(), 0.0, Vec::new())
                 },
-                miner(2, vec![1.9, 1.9, 1.9], 0.05, 1),
+                miner(2, vec![1.9, 1.9, 1.9], 0.05, vec![1.75; 3]),
+                MinerEvidence {
+                    fraud: Some("payload is not the codec of its dense gradient".into()),
+                    ..miner(3, vec![1.9; 3], 0.05, Vec::new())
+                },
             ],
-            similarities: Vec::new(),
-        };
+            Vec::new(),
+        );
         let d = decide(&evidence, &PARAMS, &previous);
         assert!((d[0].moving_average - 0.1).abs() < 1e-12, "{:?}", d[0]);
         // uid 2 changed hands: the old hotkey's 0.4 is not inherited.
-        assert!((d[1].moving_average - 0.025).abs() < 1e-7, "{:?}", d[1]);
+        assert!((d[1].moving_average - 0.0125).abs() < 1e-7, "{:?}", d[1]);
+        // The fraud's 0.4 is gone at once.
+        assert_eq!(d[2].moving_average, 0.0);
         assert!((d[0].weight + d[1].weight - 1.0).abs() < 1e-12);
+        let bans = bans_after(&Bans::new(), &d, 5, &PARAMS);
+        assert_eq!(bans, Bans::from([(3, ("hotkey3".to_string(), 15))]));
+        // The ban ends after its last window; a new hotkey on the uid is not banned.
+        assert!(bans_after(&bans, &[], 15, &PARAMS).is_empty());
+        assert_eq!(bans_after(&bans, &[], 14, &PARAMS), bans);
+    }
+
+    #[test]
+    fn lower_median_ignores_one_outlier() {
+        assert_eq!(lower_median(&[1.0, 100.0]), Some(1.0));
+        assert_eq!(lower_median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(lower_median(&[]), None);
     }
 }

@@ -11,7 +11,8 @@ pub mod yuma;
 
 pub use checks::{AssignmentCheck, AssignmentEvidence, Similarity};
 pub use decide::{
-    Averages, MinerDecision, MinerEvidence, ScoringParams, Verdict, WindowEvidence, decide,
+    Averages, Bans, MinerDecision, MinerEvidence, ScoringParams, Verdict, WindowEvidence,
+    aggregation_order, averages_after, bans_after, candidates, decide, screen,
 };
 pub use usefulness::UsefulnessScore;
 pub use weights::{moving_average, normalize_max_weight, weights_to_u16};

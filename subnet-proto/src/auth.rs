@@ -248,6 +248,7 @@ macro_rules! authenticated {
 
 authenticated! {
     InfoRequest => "subnet.v1.Miner/Info",
+    CommitmentRequest => "subnet.v1.Miner/GetCommitment",
     GradientRequest => "subnet.v1.Miner/GetGradient",
     LatestCheckpointRequest => "subnet.v1.Validator/LatestCheckpoint",
     CheckpointRequest => "subnet.v1.Validator/GetCheckpoint",

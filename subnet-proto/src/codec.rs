@@ -7,6 +7,11 @@
 //! `chunk` parameters (the last may be shorter, and keeps min(k, its length) entries): the scale
 //! (f32 LE), the kept positions within the chunk (u16 LE each), and the values quantized to i8
 //! (value = q / 127 * scale).
+//!
+//! `compress` is the one definition of what a miner serves: the payload is the task's encoding of the
+//! dense pseudo-gradient plus the error-feedback residual, and the next residual is what the payload
+//! left out. Miners call it to make their payload; validators call it to check, byte for byte, that a
+//! served payload is what the committed dense gradient and residual produce.
 
 const MAGIC: &[u8; 4] = b"SNG1";
 const HEADER_LEN: usize = 4 + 1 + 8;
@@ -30,6 +35,99 @@ pub enum CodecError {
     WrongLength { expected: usize, found: usize },
     #[error("top-k layout is invalid: {0}")]
     BadLayout(String),
+    #[error("not the task's gradient layout: {0}")]
+    OtherLayout(String),
+}
+
+/// The one encoding a task's gradients use (its `[compression]` section): a validator decodes
+/// exactly this layout and refuses any other, so a miner cannot choose a denser or sparser form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    DenseF32,
+    TopK { chunk: usize, k: usize },
+}
+
+impl Layout {
+    /// The layout of a task's `[compression]` (`top_k = 0` sends dense f32).
+    pub fn of_task(chunk: usize, top_k: usize) -> Self {
+        if top_k == 0 {
+            Layout::DenseF32
+        } else {
+            Layout::TopK { chunk, k: top_k }
+        }
+    }
+
+    /// Exact bytes of a payload for `n` parameters.
+    pub fn payload_len(&self, n: usize) -> usize {
+        match *self {
+            Layout::DenseF32 => HEADER_LEN + 4 * n,
+            Layout::TopK { chunk, k } => top_k_len(n, chunk, k),
+        }
+    }
+}
+
+/// A window's payload and the residual it leaves for the next window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Compressed {
+    pub payload: Vec<u8>,
+    pub residual_out: Vec<f32>,
+}
+
+/// Compresses `dense + feedback * residual_in` into `layout`; the residual that comes out is
+/// `dense + feedback * residual_in - decode(payload)` (zero for dense payloads). Deterministic: the
+/// same inputs give the same bytes on every machine.
+pub fn compress(dense: &[f32], residual_in: &[f32], layout: Layout, feedback: f32) -> Compressed {
+    assert_eq!(
+        dense.len(),
+        residual_in.len(),
+        "residual of another length than the gradient"
+    );
+    let accumulated: Vec<f32> = dense
+        .iter()
+        .zip(residual_in)
+        .map(|(d, r)| d + feedback * r)
+        .collect();
+    let (payload, sent) = match layout {
+        Layout::DenseF32 => (encode_dense(&accumulated), accumulated.clone()),
+        Layout::TopK { chunk, k } => encode_top_k(&accumulated, chunk, k),
+    };
+    let residual_out = accumulated.iter().zip(&sent).map(|(a, s)| a - s).collect();
+    Compressed {
+        payload,
+        residual_out,
+    }
+}
+
+/// Decodes a payload that must be in `layout` for a model of `n` parameters: another encoding, chunk
+/// size or k is refused before any value is read.
+pub fn decode_as(bytes: &[u8], n: usize, layout: Layout) -> Result<Vec<f32>, CodecError> {
+    if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
+        return Err(CodecError::NotAGradient(bytes.len()));
+    }
+    let (encoding, params) = match layout {
+        Layout::DenseF32 => (Encoding::DenseF32, None),
+        Layout::TopK { chunk, k } => (Encoding::TopK, Some((chunk, k))),
+    };
+    if bytes[4] != encoding as u8 {
+        return Err(CodecError::OtherLayout(format!(
+            "encoding {} where the task sends encoding {}",
+            bytes[4], encoding as u8
+        )));
+    }
+    if let Some((chunk, k)) = params {
+        let field = |at: usize| {
+            bytes
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        };
+        let found = (field(HEADER_LEN), field(HEADER_LEN + 4));
+        if found != (Some(chunk), Some(k)) {
+            return Err(CodecError::OtherLayout(format!(
+                "chunk and k {found:?} where the task sends chunk {chunk}, k {k}"
+            )));
+        }
+    }
+    decode(bytes, n)
 }
 
 fn header(encoding: Encoding, n: usize, capacity: usize) -> Vec<u8> {
@@ -225,6 +323,50 @@ mod tests {
         assert_eq!(decoded[1], -0.9);
         assert_eq!(decoded[4], 2.0);
         assert!((decoded[2] - 0.3).abs() <= 0.9 / 127.0 / 2.0 + 1e-7);
+    }
+
+    #[test]
+    fn only_the_tasks_layout_decodes() {
+        let v = [1.0f32, -2.0, 3.0, 0.5, 0.25];
+        let task = Layout::TopK { chunk: 4, k: 2 };
+        let (bytes, decoded) = encode_top_k(&v, 4, 2);
+        assert_eq!(bytes.len(), task.payload_len(5));
+        assert_eq!(decode_as(&bytes, 5, task).unwrap(), decoded);
+        // A denser top-k, a different chunk, or dense f32 all decode in general but not as the task's.
+        for other in [
+            encode_top_k(&v, 4, 3).0,
+            encode_top_k(&v, 2, 2).0,
+            encode_dense(&v),
+        ] {
+            assert!(
+                matches!(decode_as(&other, 5, task), Err(CodecError::OtherLayout(_))),
+                "{:?}",
+                decode_as(&other, 5, task)
+            );
+            assert!(decode(&other, 5).is_ok());
+        }
+        assert!(matches!(
+            decode_as(&bytes, 5, Layout::DenseF32),
+            Err(CodecError::OtherLayout(_))
+        ));
+    }
+
+    #[test]
+    fn compress_leaves_exactly_what_it_did_not_send() {
+        let dense = [0.5f32, -0.1, 0.02, 0.3, -0.7, 0.05];
+        let residual = [0.1f32, 0.2, -0.3, 0.0, 0.01, 0.4];
+        let layout = Layout::TopK { chunk: 3, k: 1 };
+        let out = compress(&dense, &residual, layout, 1.0);
+        let sent = decode_as(&out.payload, 6, layout).unwrap();
+        for i in 0..6 {
+            let accumulated = dense[i] + residual[i];
+            assert_eq!(out.residual_out[i], accumulated - sent[i], "position {i}");
+        }
+        // The same inputs give the same bytes: a validator can recompute the payload.
+        assert_eq!(compress(&dense, &residual, layout, 1.0), out);
+        // Dense payloads carry everything and leave nothing.
+        let dense_out = compress(&dense, &residual, Layout::DenseF32, 1.0);
+        assert!(dense_out.residual_out.iter().all(|&r| r == 0.0));
     }
 
     #[test]

@@ -1,46 +1,66 @@
-//! A miner's signed commitment to one gradient payload: the validator checks it before it reads or
-//! decodes anything, and the signature binds the payload to (hotkey, window, task, checkpoint).
+//! A miner's signed commitment to one window's gradient: the validator checks it before it reads or
+//! decodes anything. The signature binds the payload, the dense pseudo-gradient it was compressed
+//! from and the error-feedback residuals around the compression to (hotkey, window, task,
+//! checkpoint); no field is a time the miner chooses.
 
 use crate::pb::Commitment;
 use subxt_signer::sr25519::{Keypair, PublicKey, Signature, verify};
 
 fn signing_payload(c: &Commitment) -> [u8; 32] {
-    let mut bytes = Vec::with_capacity(200);
-    bytes.extend_from_slice(b"subnet-commitment-v2");
+    let mut bytes = Vec::with_capacity(300);
+    bytes.extend_from_slice(b"subnet-commitment-v3");
     bytes.extend_from_slice(&c.hotkey);
     bytes.extend_from_slice(&c.window.to_le_bytes());
     bytes.extend_from_slice(&c.task_digest);
     bytes.extend_from_slice(&c.checkpoint_digest);
     bytes.extend_from_slice(&c.payload_digest);
     bytes.extend_from_slice(&c.payload_len.to_le_bytes());
-    bytes.extend_from_slice(&c.committed_at_ms.to_le_bytes());
     bytes.extend_from_slice(&c.dense_digest);
+    bytes.extend_from_slice(&c.residual_in_digest);
+    bytes.extend_from_slice(&c.residual_window.to_le_bytes());
+    bytes.extend_from_slice(&c.residual_out_digest);
     crate::digest(&bytes)
 }
 
-/// Commits to `payload` for `window`, trained from `checkpoint_digest`, under `task_digest`, and
-/// compressed from the dense pseudo-gradient whose codec bytes have digest `dense_digest`.
-pub fn commit(
-    keypair: &Keypair,
-    window: u64,
-    task_digest: [u8; 32],
-    checkpoint_digest: [u8; 32],
-    payload: &[u8],
-    dense_digest: [u8; 32],
-) -> Commitment {
+/// What a commitment names (digests of codec bytes: the payload, and the dense forms of the
+/// pseudo-gradient and residuals).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claims {
+    pub window: u64,
+    pub task_digest: [u8; 32],
+    pub checkpoint_digest: [u8; 32],
+    pub payload_digest: [u8; 32],
+    pub payload_len: u64,
+    pub dense_digest: [u8; 32],
+    pub residual_in_digest: [u8; 32],
+    /// The window whose residual_out is residual_in (0 for a zero residual).
+    pub residual_window: u64,
+    pub residual_out_digest: [u8; 32],
+}
+
+/// Signs `claims` with the miner's hotkey.
+pub fn commit(keypair: &Keypair, claims: &Claims) -> Commitment {
     let mut c = Commitment {
         hotkey: keypair.public_key().0.to_vec(),
-        window,
-        task_digest: task_digest.to_vec(),
-        checkpoint_digest: checkpoint_digest.to_vec(),
-        payload_digest: crate::digest(payload).to_vec(),
-        payload_len: payload.len() as u64,
+        window: claims.window,
+        task_digest: claims.task_digest.to_vec(),
+        checkpoint_digest: claims.checkpoint_digest.to_vec(),
+        payload_digest: claims.payload_digest.to_vec(),
+        payload_len: claims.payload_len,
         signature: Vec::new(),
-        committed_at_ms: crate::auth::now_ms(),
-        dense_digest: dense_digest.to_vec(),
+        dense_digest: claims.dense_digest.to_vec(),
+        residual_in_digest: claims.residual_in_digest.to_vec(),
+        residual_out_digest: claims.residual_out_digest.to_vec(),
+        residual_window: claims.residual_window,
     };
     c.signature = keypair.sign(&signing_payload(&c)).0.to_vec();
     c
+}
+
+/// Whether two commitments make the same claims under the same hotkey (sr25519 signatures are
+/// randomized, so a miner that signs the same claims twice gives two signatures).
+pub fn same_claims(a: &Commitment, b: &Commitment) -> bool {
+    signing_payload(a) == signing_payload(b)
 }
 
 /// Why a commitment or its payload was refused.
@@ -56,8 +76,8 @@ pub enum CommitmentError {
     WrongTask { expected: String, found: String },
     #[error("gradient was trained from checkpoint {found}, the window's checkpoint is {expected}")]
     WrongCheckpoint { expected: String, found: String },
-    #[error("payload of {len} bytes exceeds the limit of {limit} bytes")]
-    TooLarge { len: u64, limit: u64 },
+    #[error("commits to a payload of {len} bytes; the task's encoding is exactly {expected} bytes")]
+    PayloadLength { len: u64, expected: u64 },
     #[error("payload is {found} bytes, the commitment says {expected}")]
     WrongLength { expected: u64, found: u64 },
     #[error("payload digest {found} does not match the committed digest {expected}")]
@@ -70,7 +90,8 @@ pub struct Expected<'a> {
     pub window: u64,
     pub task_digest: &'a [u8; 32],
     pub checkpoint_digest: &'a [u8; 32],
-    pub max_len: u64,
+    /// The exact payload length of the task's encoding.
+    pub payload_len: u64,
 }
 
 /// Checks everything about a commitment that can be checked before the payload arrives.
@@ -111,10 +132,10 @@ pub fn verify_commitment(c: &Commitment, expected: &Expected<'_>) -> Result<(), 
             found: hex::encode(&c.checkpoint_digest),
         });
     }
-    if c.payload_len > expected.max_len {
-        return Err(CommitmentError::TooLarge {
+    if c.payload_len != expected.payload_len {
+        return Err(CommitmentError::PayloadLength {
             len: c.payload_len,
-            limit: expected.max_len,
+            expected: expected.payload_len,
         });
     }
     Ok(())
@@ -147,13 +168,37 @@ mod tests {
     fn commitments_bind_payload_window_task_and_checkpoint() {
         let miner = dev::alice();
         let hotkey = miner.public_key().0;
-        let c = commit(&miner, 7, [1; 32], [2; 32], b"gradient", [3; 32]);
+        let claims = Claims {
+            window: 7,
+            task_digest: [1; 32],
+            checkpoint_digest: [2; 32],
+            payload_digest: crate::digest(b"gradient"),
+            payload_len: 8,
+            dense_digest: [3; 32],
+            residual_in_digest: [4; 32],
+            residual_window: 6,
+            residual_out_digest: [5; 32],
+        };
+        let c = commit(&miner, &claims);
+        let again = commit(&miner, &claims);
+        assert_ne!(c.signature, again.signature);
+        assert!(same_claims(&c, &again));
+        assert!(!same_claims(
+            &c,
+            &commit(
+                &miner,
+                &Claims {
+                    residual_window: 5,
+                    ..claims.clone()
+                }
+            )
+        ));
         let ok = Expected {
             hotkey: &hotkey,
             window: 7,
             task_digest: &[1; 32],
             checkpoint_digest: &[2; 32],
-            max_len: 100,
+            payload_len: 8,
         };
         verify_commitment(&c, &ok).unwrap();
         verify_payload(&c, b"gradient").unwrap();
@@ -176,15 +221,23 @@ mod tests {
             Err(CommitmentError::WrongCheckpoint { .. })
         ));
         assert!(matches!(
-            verify_commitment(&c, &Expected { max_len: 3, ..ok }),
-            Err(CommitmentError::TooLarge { .. })
+            verify_commitment(&c, &Expected { payload_len: 3, ..ok }),
+            Err(CommitmentError::PayloadLength { .. })
         ));
-        let mut forged = c.clone();
-        forged.payload_len += 1;
-        assert_eq!(
-            verify_commitment(&forged, &ok),
-            Err(CommitmentError::BadSignature)
-        );
+        for forge in [
+            |c: &mut Commitment| c.payload_len += 1,
+            |c: &mut Commitment| c.residual_in_digest[0] ^= 1,
+            |c: &mut Commitment| c.residual_out_digest[0] ^= 1,
+            |c: &mut Commitment| c.residual_window += 1,
+            |c: &mut Commitment| c.dense_digest[0] ^= 1,
+        ] {
+            let mut forged = c.clone();
+            forge(&mut forged);
+            assert_eq!(
+                verify_commitment(&forged, &ok),
+                Err(CommitmentError::BadSignature)
+            );
+        }
         let bob = dev::bob().public_key().0;
         assert!(matches!(
             verify_commitment(&c, &Expected { hotkey: &bob, ..ok }),

@@ -1,6 +1,7 @@
-//! Turning several pseudo-gradients into one outer step: clip each to the median norm so no single
-//! contributor dominates (Templar clips to the median across peers), average, and step with SGD or
-//! with Nesterov momentum (DiLoCo's outer optimizer).
+//! Turning several pseudo-gradients into one outer step: clip each to a norm no single contributor
+//! can move (a validator clips to the norm of its own training of the window; Templar clips to the
+//! median across peers), average in the order given, and step with SGD or with Nesterov momentum
+//! (DiLoCo's outer optimizer).
 
 /// Euclidean norm, accumulated in f64.
 pub fn l2_norm(v: &[f32]) -> f64 {
@@ -20,25 +21,45 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-/// Mean of the deltas after scaling each down to at most the median norm. Empty input gives None.
-pub fn aggregate_median_clipped(deltas: &[&[f32]]) -> Option<Vec<f32>> {
+/// The factor that scales a vector of norm `norm` down to at most `cap` (1 when it is within).
+pub fn clip_scale(norm: f64, cap: f64) -> f64 {
+    if norm > cap && norm > 0.0 {
+        cap / norm
+    } else {
+        1.0
+    }
+}
+
+/// `delta` scaled down to at most `cap` in L2 norm.
+pub fn clipped(delta: &[f32], cap: f64) -> Vec<f32> {
+    let scale = clip_scale(l2_norm(delta), cap);
+    delta.iter().map(|&x| (scale * x as f64) as f32).collect()
+}
+
+/// Mean of the deltas after scaling each down to at most `cap`, summed in the order given (in f64),
+/// so every party that aggregates the same deltas in the same order gets the same bits. Empty input
+/// gives None.
+pub fn aggregate_clipped(deltas: &[&[f32]], cap: f64) -> Option<Vec<f32>> {
     let first = deltas.first()?;
-    let norms: Vec<f64> = deltas.iter().map(|d| l2_norm(d)).collect();
-    let cap = median(norms.clone());
     let mut sum = vec![0f64; first.len()];
-    for (delta, norm) in deltas.iter().zip(&norms) {
+    for delta in deltas {
         assert_eq!(delta.len(), sum.len(), "deltas of different lengths");
-        let scale = if *norm > cap && *norm > 0.0 {
-            cap / norm
-        } else {
-            1.0
-        };
+        let scale = clip_scale(l2_norm(delta), cap);
         for (s, &x) in sum.iter_mut().zip(delta.iter()) {
             *s += scale * x as f64;
         }
     }
     let n = deltas.len() as f64;
     Some(sum.into_iter().map(|s| (s / n) as f32).collect())
+}
+
+/// Mean of the deltas after scaling each down to at most the median norm. Empty input gives None.
+pub fn aggregate_median_clipped(deltas: &[&[f32]]) -> Option<Vec<f32>> {
+    let norms: Vec<f64> = deltas.iter().map(|d| l2_norm(d)).collect();
+    if norms.is_empty() {
+        return None;
+    }
+    aggregate_clipped(deltas, median(norms))
 }
 
 /// theta <- theta - lr * delta (delta is start - end, so lr = 1 lands where the miners ended).

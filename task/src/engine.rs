@@ -449,6 +449,147 @@ impl TaskEngine {
         )
     }
 
+    /// Training pages that no miner trains in the window of `window_seed`: positions of the window's
+    /// permutation past those of the first `assigned_uids` uids, drawn by `seed`. Empty when the
+    /// miners take the whole training split.
+    pub fn unassigned_pages(
+        &self,
+        window_seed: u64,
+        assigned_uids: u64,
+        seed: u64,
+        count: usize,
+    ) -> Vec<u64> {
+        let train = self.spec.data.train_pages;
+        let first_free = assigned_uids.saturating_mul(self.spec.shards.pages_per_miner as u64);
+        if first_free >= train {
+            return Vec::new();
+        }
+        let key = crate::rng::derive_seed(&[window_seed, salt::ASSIGNMENT]);
+        let mut rng = SeededRng::derived(&[seed, salt::UNASSIGNED]);
+        (0..count)
+            .map(|_| {
+                crate::assignment::permute(first_free + rng.below(train - first_free), train, key)
+            })
+            .collect()
+    }
+
+    /// Pages of the synthetic corpus beyond both splits, drawn by `seed`: text nobody has seen,
+    /// straight from the generator. Empty for other corpora.
+    pub fn fresh_pages(&self, seed: u64, count: usize) -> Vec<u64> {
+        if self.markov().is_none() {
+            return Vec::new();
+        }
+        let data = &self.spec.data;
+        let first = data.train_pages + data.heldout_pages;
+        let mut rng = SeededRng::derived(&[seed, salt::FRESH]);
+        (0..count).map(|_| first + rng.below(1 << 40)).collect()
+    }
+
+    /// The batches a validator scores a window's gradients on, drawn by its secret `seed` so that no
+    /// miner can prepare for them: in turn from the held-out split, from training pages no miner is
+    /// assigned this window and, for the synthetic corpus, from fresh text.
+    pub fn eval_batches(
+        &self,
+        window_seed: u64,
+        assigned_uids: u64,
+        seed: u64,
+        count: usize,
+    ) -> Vec<Batch> {
+        let data = &self.spec.data;
+        let draws = count * 4;
+        let mut rng = SeededRng::derived(&[seed, salt::EVAL_BATCHES]);
+        let heldout: Vec<u64> = (0..draws)
+            .map(|_| data.train_pages + rng.below(data.heldout_pages))
+            .collect();
+        let sources = [
+            heldout,
+            self.unassigned_pages(window_seed, assigned_uids, rng.next_u64(), draws),
+            self.fresh_pages(rng.next_u64(), draws),
+        ];
+        let sources: Vec<&Vec<u64>> = sources.iter().filter(|s| !s.is_empty()).collect();
+        let pages: Vec<u64> = (0..draws)
+            .map(|i| sources[i % sources.len()][i / sources.len()])
+            .collect();
+        self.page_batches(
+            &pages,
+            rng.next_u64(),
+            count,
+            self.spec.scoring.eval_batch_size,
+        )
+    }
+
+    /// Pages for a validator's own training of a window (its reference for the norm of honest work
+    /// and its assignment-check control), drawn by its secret `seed` from pages no miner trains:
+    /// unassigned training pages, else fresh text, else held-out pages.
+    pub fn reference_pages(&self, window_seed: u64, assigned_uids: u64, seed: u64) -> Vec<u64> {
+        let count = self.spec.shards.pages_per_miner;
+        let unassigned = self.unassigned_pages(window_seed, assigned_uids, seed, count);
+        if !unassigned.is_empty() {
+            return unassigned;
+        }
+        let fresh = self.fresh_pages(seed, count);
+        if !fresh.is_empty() {
+            return fresh;
+        }
+        let data = &self.spec.data;
+        let mut rng = SeededRng::derived(&[seed, salt::UNASSIGNED]);
+        (0..count)
+            .map(|_| data.train_pages + rng.below(data.heldout_pages))
+            .collect()
+    }
+
+    /// The validator's own training of the window: what a miner assigned `pages` would do, with
+    /// batches drawn by `seed`.
+    pub fn train_reference<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+        start: &[f32],
+        window: u64,
+        window_seed: u64,
+        pages: &[u64],
+        seed: u64,
+    ) -> TrainOutcome {
+        let t = &self.spec.training;
+        let batches: Vec<Batch> = self
+            .slot_spans(pages, window_seed, false, seed, t.inner_steps, t.batch_size)
+            .iter()
+            .map(|spans| self.batch(spans))
+            .collect();
+        self.trainer::<B>(device)
+            .train_from(start, &batches, self.spec.inner_lr(window), |_, _| {})
+    }
+
+    /// The assignment check's batches for `assignment`: `count` batches of sequences the miner
+    /// trained on, drawn by the validator's secret `seed`, and for each the batch of their held-back
+    /// neighbours (same pages, adjacent slots).
+    pub fn assignment_check_batches(
+        &self,
+        assignment: &WindowAssignment,
+        window_seed: u64,
+        seed: u64,
+        count: usize,
+    ) -> (Vec<Batch>, Vec<Batch>) {
+        let trained: Vec<Span> = self
+            .training_spans(assignment, window_seed)
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut rng = SeededRng::derived(&[seed, salt::ASSIGNMENT_CHECK, assignment.uid as u64]);
+        let size = self.spec.training.batch_size;
+        let own: Vec<Vec<Span>> = (0..count)
+            .map(|_| {
+                (0..size)
+                    .map(|_| trained[rng.below(trained.len() as u64) as usize])
+                    .collect()
+            })
+            .collect();
+        let held_back = own
+            .iter()
+            .map(|spans| self.batch(&self.held_back_partners(spans)))
+            .collect();
+        (own.iter().map(|s| self.batch(s)).collect(), held_back)
+    }
+
     fn model<B: Backend>(&self, device: &B::Device, params: &[f32]) -> TaskModel<B> {
         assert_eq!(
             params.len(),

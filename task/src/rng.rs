@@ -62,6 +62,9 @@ pub mod salt {
     pub const TRAIN_BATCHES: u64 = 0x0054_5241_494E;
     pub const HELD_BACK_SLOTS: u64 = 0x0048_454C_4442;
     pub const EVAL_BATCHES: u64 = 0x4556_414C;
+    pub const UNASSIGNED: u64 = 0x554E_4153;
+    pub const FRESH: u64 = 0x4652_4553;
+    pub const ASSIGNMENT_CHECK: u64 = 0x4143_484B;
     pub const INIT: u64 = 0x494E_4954;
     pub const CORPUS: u64 = 0x434F_5250;
     pub const PAGE: u64 = 0x5041_4745;

@@ -116,6 +116,24 @@ pub struct WindowSpec {
     pub blocks: u64,
 }
 
+impl WindowSpec {
+    /// The window that `block` falls in: window w is blocks [w * blocks, (w + 1) * blocks).
+    pub fn of_block(&self, block: u64) -> u64 {
+        block / self.blocks.max(1)
+    }
+
+    /// The first block of `window`, whose hash seeds it.
+    pub fn first_block(&self, window: u64) -> u64 {
+        window * self.blocks.max(1)
+    }
+
+    /// The block at which `window` has closed: from here on its gradients may be served, and a
+    /// commitment arriving now is late.
+    pub fn close_block(&self, window: u64) -> u64 {
+        self.first_block(window + 1)
+    }
+}
+
 /// How a miner compresses its pseudo-gradient: the `top_k` largest-magnitude values of every
 /// `chunk` consecutive parameters, quantized to `value_bits`, with error feedback (what was not sent
 /// is kept, scaled by `error_feedback`, and added to the next window's gradient). `top_k = 0` sends
@@ -143,6 +161,9 @@ pub struct ScoringSpec {
     pub moving_average: f64,
     /// How many of the best gradients the validator aggregates.
     pub aggregate_top: usize,
+    /// Fewer earning gradients than this are not aggregated (the checkpoint stays): the model never
+    /// moves by one miner's say alone.
+    pub aggregate_min: usize,
     /// No miner's weight may exceed this share (0..=1).
     pub max_weight: f64,
     /// How many of a miner's own training batches the assignment check replays (at most
@@ -150,10 +171,16 @@ pub struct ScoringSpec {
     pub assignment_batches: usize,
     /// The assignment check passes at or below this one-sided p-value.
     pub assignment_p_value: f64,
-    /// Two gradients at least this similar (cosine) are one gradient served twice.
+    /// Gradients at least this similar (cosine) are one training run: they share one score.
     pub copy_cosine: f64,
-    /// Chance per miner and window that the validator re-executes the miner's training.
-    pub spot_check_probability: f64,
+    /// A gradient whose norm exceeds this multiple of the norm of the validator's own training of
+    /// the window is refused (scale alone never pays).
+    pub max_norm_ratio: f64,
+    /// Every validator re-executes every miner's window once per this many windows, at a window
+    /// drawn from its own secret (0: never).
+    pub audit_period: u64,
+    /// Windows after a fraud in which the hotkey earns nothing from the validator that caught it.
+    pub fraud_ban_windows: u64,
     /// Largest relative L2 difference between a miner's dense pseudo-gradient and the validator's
     /// re-execution that counts as backend noise rather than fraud.
     pub spot_check_tolerance: f64,
@@ -167,6 +194,8 @@ impl ScoringSpec {
             max_weight: self.max_weight,
             assignment_p_value: self.assignment_p_value,
             copy_cosine: self.copy_cosine,
+            max_norm_ratio: self.max_norm_ratio,
+            fraud_ban_windows: self.fraud_ban_windows,
         }
     }
 }
@@ -480,9 +509,20 @@ impl TaskSpec {
             format!("= {} must be in (0, 1]", s.copy_cosine),
         );
         p.check(
-            (0.0..=1.0).contains(&s.spot_check_probability),
-            "scoring.spot_check_probability",
-            format!("= {} must be in [0, 1]", s.spot_check_probability),
+            s.aggregate_min >= 1 && s.aggregate_min <= s.aggregate_top,
+            "scoring.aggregate_min",
+            format!(
+                "= {} must be at least 1 and at most scoring.aggregate_top = {}",
+                s.aggregate_min, s.aggregate_top
+            ),
+        );
+        p.check(
+            s.max_norm_ratio >= 1.0,
+            "scoring.max_norm_ratio",
+            format!(
+                "= {} must be at least 1 (honest work has the reference's norm)",
+                s.max_norm_ratio
+            ),
         );
         p.check(
             s.spot_check_tolerance >= 0.0,

@@ -2,46 +2,68 @@
 //! replays: on the CPU backend they give the same losses bit for bit wherever they run.
 
 use scoring::AssignmentEvidence;
-use task::aggregate::{aggregate_median_clipped, outer_sgd_step};
+use task::aggregate::{clip_scale, clipped, l2_norm, outer_sgd_step};
 use task::{Batch, CpuBackend, CpuTrainBackend, TaskEngine};
 
-/// Held-out losses of `params` on `batches`.
+/// Losses of `params` on `batches`.
 pub fn losses(engine: &TaskEngine, params: &[f32], batches: &[Batch]) -> Vec<f32> {
     engine.losses::<CpuBackend>(&Default::default(), params, batches)
 }
 
-/// Losses on `batches` after `gradient` is applied to `params` at the task's evaluation step.
+/// Losses on `batches` after `gradient`, clipped to `clip_norm`, is applied alone to `params` at the
+/// task's evaluation step.
 pub fn losses_after(
     engine: &TaskEngine,
     params: &[f32],
     gradient: &[f32],
+    clip_norm: f64,
     batches: &[Batch],
 ) -> Vec<f32> {
-    let moved = outer_sgd_step(params, gradient, engine.spec().scoring.eval_step);
+    let moved = outer_sgd_step(
+        params,
+        &clipped(gradient, clip_norm),
+        engine.spec().scoring.eval_step,
+    );
     losses(engine, &moved, batches)
 }
 
-/// The miner's own training batches the assignment check replays, and for each the batch of the
-/// held-back neighbours of its sequences (same pages, adjacent slots).
-pub fn assignment_batches(
+/// The window's eval batches for a validator's secret `eval_seed` (see `TaskEngine::eval_batches`).
+pub fn eval_batches(
     engine: &TaskEngine,
+    window_seed: u64,
+    assigned_uids: u64,
+    eval_seed: u64,
+) -> Vec<Batch> {
+    engine.eval_batches(
+        window_seed,
+        assigned_uids,
+        eval_seed,
+        engine.spec().scoring.eval_batches,
+    )
+}
+
+/// The validator's own training of the window, on pages no miner was assigned, drawn by its secret
+/// seed: its pseudo-gradient. Its norm is what honest work of the window looks like, and it is the
+/// assignment check's control.
+pub fn reference(
+    engine: &TaskEngine,
+    start: &[f32],
     window: u64,
     window_seed: u64,
-    uid: u16,
-) -> Option<(Vec<Batch>, Vec<Batch>)> {
-    let spec = engine.spec();
-    let count = spec
-        .scoring
-        .assignment_batches
-        .min(spec.training.inner_steps);
-    let assignment = engine.assignment(window, window_seed, uid).ok()?;
-    let mut own = engine.training_spans(&assignment, window_seed);
-    own.truncate(count);
-    let held_back = own
-        .iter()
-        .map(|spans| engine.batch(&engine.held_back_partners(spans)))
-        .collect();
-    Some((own.iter().map(|s| engine.batch(s)).collect(), held_back))
+    assigned_uids: u64,
+    eval_seed: u64,
+) -> Vec<f32> {
+    let pages = engine.reference_pages(window_seed, assigned_uids, eval_seed);
+    engine
+        .train_reference::<CpuTrainBackend>(
+            &Default::default(),
+            start,
+            window,
+            window_seed,
+            &pages,
+            eval_seed,
+        )
+        .pseudo_gradient(start)
 }
 
 /// A miner's window re-executed on the CPU: its pseudo-gradient, or None when the uid has no
@@ -66,25 +88,76 @@ pub fn reexecute(
         .map(|outcome| outcome.pseudo_gradient(start))
 }
 
-/// The control an assignment check compares a gradient against: the median-clipped mean of other
-/// miners' gradients (none: a zero gradient, i.e. the checkpoint itself).
-pub fn control_gradient(gradients: &[&[f32]], len: usize) -> Vec<f32> {
-    aggregate_median_clipped(gradients).unwrap_or_else(|| vec![0.0; len])
-}
-
-/// The losses behind a miner's assignment check.
+/// The losses behind a miner's assignment check, on batches drawn by the validator's secret seed
+/// (`None` when the uid has no assignment).
+#[allow(clippy::too_many_arguments)]
 pub fn assignment_evidence(
     engine: &TaskEngine,
     params: &[f32],
     gradient: &[f32],
     control: &[f32],
-    own: &[Batch],
-    held_back: &[Batch],
-) -> AssignmentEvidence {
-    AssignmentEvidence {
-        control_own: losses_after(engine, params, control, own),
-        after_own: losses_after(engine, params, gradient, own),
-        control_held_back: losses_after(engine, params, control, held_back),
-        after_held_back: losses_after(engine, params, gradient, held_back),
+    clip_norm: f64,
+    window: u64,
+    window_seed: u64,
+    eval_seed: u64,
+    uid: u16,
+) -> Option<AssignmentEvidence> {
+    let assignment = engine.assignment(window, window_seed, uid).ok()?;
+    let (own, held_back) = engine.assignment_check_batches(
+        &assignment,
+        window_seed,
+        eval_seed,
+        engine.spec().scoring.assignment_batches,
+    );
+    Some(AssignmentEvidence {
+        control_own: losses_after(engine, params, control, clip_norm, &own),
+        after_own: losses_after(engine, params, gradient, clip_norm, &own),
+        control_held_back: losses_after(engine, params, control, clip_norm, &held_back),
+        after_held_back: losses_after(engine, params, gradient, clip_norm, &held_back),
+        base_held_back: losses(engine, params, &held_back),
+    })
+}
+
+/// Leave-one-out losses of the candidates' aggregate: the aggregate steps `outer_lr / n` times the
+/// sum of the candidates clipped to `clip_norm` (in the order given). Returns the losses with every
+/// candidate, and for each candidate the losses with it left out (the others keep their share).
+pub fn leave_one_out(
+    engine: &TaskEngine,
+    params: &[f32],
+    candidates: &[&[f32]],
+    clip_norm: f64,
+    batches: &[Batch],
+) -> (Vec<f32>, Vec<Vec<f32>>) {
+    if candidates.is_empty() {
+        return (Vec::new(), Vec::new());
     }
+    let share = engine.spec().training.outer_lr / candidates.len() as f64;
+    let scales: Vec<f64> = candidates
+        .iter()
+        .map(|g| clip_scale(l2_norm(g), clip_norm))
+        .collect();
+    let mut sum = vec![0f64; params.len()];
+    for (g, scale) in candidates.iter().zip(&scales) {
+        for (s, &x) in sum.iter_mut().zip(g.iter()) {
+            *s += scale * x as f64;
+        }
+    }
+    let step = |leave_out: Option<usize>| -> Vec<f32> {
+        params
+            .iter()
+            .enumerate()
+            .map(|(p, &theta)| {
+                let mut total = sum[p];
+                if let Some(i) = leave_out {
+                    total -= scales[i] * candidates[i][p] as f64;
+                }
+                (theta as f64 - share * total) as f32
+            })
+            .collect()
+    };
+    let with_all = losses(engine, &step(None), batches);
+    let without = (0..candidates.len())
+        .map(|i| losses(engine, &step(Some(i)), batches))
+        .collect();
+    (with_all, without)
 }

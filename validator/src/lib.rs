@@ -1,33 +1,46 @@
-//! The validator: probes every miner for its window gradient, scores usefulness on held-out batches
-//! the miners could not know, sets weights on chain, aggregates the best gradients into the next
-//! global checkpoint and serves that checkpoint to miners.
+//! The validator: collects every miner's signed commitment while a window is open, fetches the work
+//! those commitments name once the window has closed, scores what each gradient adds on batches the
+//! miners could not know, audits miners by re-executing their windows, sets weights on chain,
+//! aggregates the earning gradients into the next global checkpoint and serves that checkpoint.
+//!
+//! A window is scored in the protocol's steps (`run_window`): follow the lead's checkpoint, gather,
+//! measure, audit, decide (a pure function in `scoring`), put weights on chain, report fraud,
+//! aggregate, record. Each step lives in its own module; this file holds the validator's state and
+//! the order of the steps.
 
+pub mod aggregation;
+pub mod audit;
 pub mod evaluate;
+mod gather;
 pub mod metrics;
-mod probe;
 pub mod record;
 pub mod replay;
 mod service;
 pub mod store;
+mod weights;
 
-pub use probe::Rejection;
-pub use record::{GradientRecord, SpotCheckRecord, WeightsRecord, WindowRecord};
+pub use aggregation::Recipe;
+pub use gather::Rejection;
+pub use record::{AuditRecord, GradientRecord, WeightsRecord, WindowRecord};
 pub use service::ValidatorService;
 pub use store::{DataDir, PendingReveal, SavedState, StoreError};
 
-use chain_client::{AccountId, Chain, ChainError, FraudOutcome, WeightsReveal};
+use aggregation::{Recomputation, next_checkpoint, recompute, store_momentum};
+use audit::{ResidualLedger, audited, verify_artefacts, zero_residual_digest};
+use chain_client::{AccountId, Chain, ChainError, FraudOutcome, Metagraph, Neuron};
+use gather::Gatherer;
 use scoring::checks::{pairwise_similarity, relative_difference, reproduces};
-use scoring::decide::averages_after;
 use scoring::{
-    AssignmentCheck, Averages, MinerDecision, MinerEvidence, UsefulnessScore, Verdict,
-    WindowEvidence, decide, weights_to_u16,
+    AssignmentCheck, Averages, Bans, MinerEvidence, UsefulnessScore, Verdict, WindowEvidence,
+    aggregation_order, averages_after, bans_after, candidates, decide, screen, weights_to_u16,
 };
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use subnet_proto::checkpoints::CheckpointClient;
 use subnet_proto::{codec, pb};
 use subxt_signer::sr25519::Keypair;
-use task::aggregate::{aggregate_median_clipped, outer_nesterov_step, outer_sgd_step};
+use task::aggregate::l2_norm;
 use task::{Checkpoint, TaskEngine};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,19 +64,32 @@ pub enum ValidatorError {
 pub struct MinerResult {
     pub uid: u16,
     pub hotkey: AccountId,
-    /// Usefulness on the held-out batches, when the gradient was evaluated.
+    /// Usefulness of the gradient alone, when it was evaluated.
     pub usefulness: Option<UsefulnessScore>,
-    /// The assignment check, for gradients that help.
+    /// The assignment check, for gradients that help on their own.
     pub assignment: Option<AssignmentCheck>,
+    /// What it added to the other candidates, when it was one.
+    pub contribution: Option<f64>,
     /// Why the gradient was refused before evaluation.
     pub rejection: Option<Rejection>,
+    /// Whether this validator re-executed the miner's window.
+    pub audited: bool,
     /// Earned, or why not.
     pub verdict: Verdict,
-    /// This window's score (0 for refused, harmful, copied or wrongly trained gradients).
+    /// This window's score (0 unless it earned).
     pub score: f64,
     pub moving_average: f64,
     /// Normalized weight this validator gave the uid this window.
     pub weight: f64,
+}
+
+/// A lead validator's checkpoint this validator took as the window's starting point.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adoption {
+    pub lead: u16,
+    pub digest: [u8; 32],
+    /// Recomputed here from the lead's recipe (else some gradient of it was not gathered here).
+    pub verified: bool,
 }
 
 /// What a validator did in one window.
@@ -71,8 +97,10 @@ pub struct MinerResult {
 pub struct WindowOutcome {
     pub window: u64,
     pub eval_seed: u64,
-    /// Mean held-out loss of the window's starting checkpoint on the eval batches.
+    /// Mean loss of the window's starting checkpoint on the eval batches.
     pub base_loss: f64,
+    /// Norm of the validator's own training of the window.
+    pub reference_norm: f64,
     pub checkpoint_before: [u8; 32],
     pub checkpoint_after: [u8; 32],
     pub results: Vec<MinerResult>,
@@ -86,6 +114,8 @@ pub struct WindowOutcome {
     pub reveals: Vec<(u64, Result<(), String>)>,
     /// Miners reported to the chain for fraud, with what the chain did.
     pub fraud_reports: Vec<(u16, Result<FraudOutcome, String>)>,
+    /// The lead's checkpoint, when this validator adopted it for the window.
+    pub adopted: Option<Adoption>,
 }
 
 impl WindowOutcome {
@@ -94,18 +124,36 @@ impl WindowOutcome {
     }
 }
 
+/// What a scored window leaves for recomputing the lead's next checkpoint.
+struct Scored {
+    window: u64,
+    checkpoint: Checkpoint,
+    momentum: Vec<f32>,
+    gathered: BTreeMap<u16, (pb::Commitment, Vec<f32>)>,
+}
+
 struct ValidatorState {
     /// The global checkpoint at the start of the current window, and that window.
     checkpoint: Checkpoint,
     checkpoint_window: u64,
-    /// Recent checkpoints by digest, so miners a window behind can still sync.
+    /// How `checkpoint` was made, for other validators to recompute (None at genesis or after a
+    /// restart).
+    recipe: Option<Recipe>,
+    /// Recent checkpoints by window, so miners a window behind can still sync.
     recent: BTreeMap<u64, Checkpoint>,
     /// Moving average of scores per uid, with the hotkey it belongs to (reset when a uid changes hands).
     averages: Averages,
+    bans: Bans,
     /// Weights committed under commit-reveal and not yet revealed.
     pending_reveals: Vec<PendingReveal>,
     /// The outer Nesterov momentum buffer (empty: zeros, or plain SGD).
     momentum: Vec<f32>,
+    ledger: ResidualLedger,
+    pending_audits: BTreeMap<u16, String>,
+    audit_secret: u64,
+    /// Commitments collected while their window was open, by window and uid.
+    collected: BTreeMap<u64, BTreeMap<u16, pb::Commitment>>,
+    scored: Option<Scored>,
 }
 
 struct Inner<C> {
@@ -113,9 +161,9 @@ struct Inner<C> {
     netuid: u16,
     hotkey: Keypair,
     engine: Arc<TaskEngine>,
-    probe_deadline: Duration,
-    /// Chance per miner and window of a spot check (f64 bits); the task's value unless overridden.
-    spot_check_probability: std::sync::atomic::AtomicU64,
+    deadline: Duration,
+    /// Overrides the task's `scoring.audit_period` (a local policy; the record says who was audited).
+    audit_period: Mutex<Option<u64>>,
     state: RwLock<ValidatorState>,
     store: Option<DataDir>,
 }
@@ -126,14 +174,24 @@ pub struct Validator<C> {
     inner: Arc<Inner<C>>,
 }
 
-/// A gradient that arrived intact, with what the replay log keeps of it.
+const KEPT_CHECKPOINTS: usize = 4;
+const KEPT_COLLECTIONS: usize = 4;
+
+/// A gradient that arrived intact.
 struct Fetched {
     commitment: pb::Commitment,
     payload: Vec<u8>,
     values: Vec<f32>,
 }
 
-const KEPT_CHECKPOINTS: usize = 4;
+/// What an audit found.
+struct AuditFinding {
+    record: AuditRecord,
+    /// The artefacts as served, to keep as blobs.
+    blobs: Vec<Vec<u8>>,
+    /// The miner could not be reached: audit it again next window.
+    incomplete: bool,
+}
 
 impl<C: Chain> Validator<C> {
     /// A validator starting from `checkpoint` as the global model of `window`, keeping nothing on disk.
@@ -145,23 +203,13 @@ impl<C: Chain> Validator<C> {
         checkpoint: Checkpoint,
         window: u64,
     ) -> Self {
-        Self::build(
-            chain,
-            netuid,
-            hotkey,
-            engine,
-            checkpoint,
-            window,
-            Averages::new(),
-            Vec::new(),
-            Vec::new(),
-            None,
-        )
+        let saved = fresh_state(&checkpoint, window);
+        Self::build(chain, netuid, hotkey, engine, checkpoint, saved, Vec::new(), None)
     }
 
     /// A validator that keeps its state, checkpoints and replay log in `store`: it resumes from the
-    /// saved checkpoint, window and moving averages when there are any, else starts from
-    /// `checkpoint` at `window`.
+    /// saved checkpoint, window, moving averages, bans and residual ledger when there are any, else
+    /// starts from `checkpoint` at `window`.
     pub fn with_store(
         chain: C,
         netuid: u16,
@@ -171,16 +219,17 @@ impl<C: Chain> Validator<C> {
         window: u64,
         store: DataDir,
     ) -> Result<Self, ValidatorError> {
-        let (checkpoint, window, averages, pending, momentum) = match store.load_state()? {
+        let saved_error = |message: String| ValidatorError::SavedCheckpoint {
+            dir: store.root().display().to_string(),
+            message,
+        };
+        let (checkpoint, saved, momentum) = match store.load_state()? {
             Some(saved) => {
                 let digest = subnet_proto::bytes32(
                     "checkpoint",
                     &hex::decode(&saved.checkpoint).unwrap_or_default(),
                 )
-                .map_err(|message| ValidatorError::SavedCheckpoint {
-                    dir: store.root().display().to_string(),
-                    message,
-                })?;
+                .map_err(saved_error)?;
                 let bytes = store.blob(&digest)?;
                 let checkpoint = Checkpoint::from_bytes(
                     &bytes,
@@ -188,28 +237,21 @@ impl<C: Chain> Validator<C> {
                     engine.num_params(),
                     Some(&digest),
                 )
-                .map_err(|e| ValidatorError::SavedCheckpoint {
-                    dir: store.root().display().to_string(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| saved_error(e.to_string()))?;
                 tracing::info!(window = saved.window, checkpoint = %checkpoint.short_digest(), miners = saved.averages.len(), "resumed from the data directory");
                 let momentum = match &saved.momentum {
-                    Some(hex_digest) => load_momentum(&store, hex_digest, engine.num_params())
-                        .map_err(|message| ValidatorError::SavedCheckpoint {
-                            dir: store.root().display().to_string(),
-                            message,
-                        })?,
+                    Some(hex_digest) => {
+                        aggregation::load_momentum(&store, hex_digest, engine.num_params())
+                            .map_err(saved_error)?
+                    }
                     None => Vec::new(),
                 };
-                (
-                    checkpoint,
-                    saved.window,
-                    saved.averages,
-                    saved.pending_reveals,
-                    momentum,
-                )
+                (checkpoint, saved, momentum)
             }
-            None => (checkpoint, window, Averages::new(), Vec::new(), Vec::new()),
+            None => {
+                let saved = fresh_state(&checkpoint, window);
+                (checkpoint, saved, Vec::new())
+            }
         };
         let validator = Self::build(
             chain,
@@ -217,9 +259,7 @@ impl<C: Chain> Validator<C> {
             hotkey,
             engine,
             checkpoint,
-            window,
-            averages,
-            pending,
+            saved,
             momentum,
             Some(store),
         );
@@ -234,21 +274,25 @@ impl<C: Chain> Validator<C> {
         hotkey: Keypair,
         engine: Arc<TaskEngine>,
         checkpoint: Checkpoint,
-        window: u64,
-        averages: Averages,
-        pending_reveals: Vec<PendingReveal>,
+        saved: SavedState,
         momentum: Vec<f32>,
         store: Option<DataDir>,
     ) -> Self {
-        let recent = BTreeMap::from([(window, checkpoint.clone())]);
-        let spot_check_probability = engine.spec().scoring.spot_check_probability;
+        let window = saved.window;
         let state = ValidatorState {
+            recent: BTreeMap::from([(window, checkpoint.clone())]),
             checkpoint,
             checkpoint_window: window,
-            recent,
-            averages,
-            pending_reveals,
+            recipe: None,
+            averages: saved.averages,
+            bans: saved.bans,
+            pending_reveals: saved.pending_reveals,
             momentum,
+            ledger: saved.ledger,
+            pending_audits: saved.pending_audits,
+            audit_secret: saved.audit_secret.unwrap_or_else(random_u64),
+            collected: BTreeMap::new(),
+            scored: None,
         };
         Self {
             inner: Arc::new(Inner {
@@ -256,67 +300,73 @@ impl<C: Chain> Validator<C> {
                 netuid,
                 hotkey,
                 engine,
-                probe_deadline: Duration::from_secs(60),
-                spot_check_probability: std::sync::atomic::AtomicU64::new(
-                    spot_check_probability.to_bits(),
-                ),
+                deadline: Duration::from_secs(60),
+                audit_period: Mutex::new(None),
                 state: RwLock::new(state),
                 store,
             }),
         }
     }
 
-    /// Writes the current checkpoint, window and moving averages to the data directory, if any.
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, ValidatorState> {
+        self.inner.state.read().expect("validator state lock")
+    }
+
+    fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, ValidatorState> {
+        self.inner.state.write().expect("validator state lock")
+    }
+
+    /// Writes what a restart resumes from to the data directory, if any.
     fn save_state(&self) -> Result<(), ValidatorError> {
         let Some(store) = &self.inner.store else {
             return Ok(());
         };
-        let (checkpoint, window, averages, pending_reveals, momentum) = {
-            let state = self.inner.state.read().expect("validator state lock");
+        let (checkpoint, momentum, mut saved) = {
+            let state = self.state();
             (
                 state.checkpoint.clone(),
-                state.checkpoint_window,
-                state.averages.clone(),
-                state.pending_reveals.clone(),
                 state.momentum.clone(),
+                SavedState {
+                    checkpoint: hex::encode(state.checkpoint.digest),
+                    window: state.checkpoint_window,
+                    averages: state.averages.clone(),
+                    pending_reveals: state.pending_reveals.clone(),
+                    momentum: None,
+                    bans: state.bans.clone(),
+                    ledger: state.ledger.clone(),
+                    pending_audits: state.pending_audits.clone(),
+                    audit_secret: Some(state.audit_secret),
+                },
             )
         };
         store.put_blob(&checkpoint.to_bytes())?;
-        store.save_state(&SavedState {
-            checkpoint: hex::encode(checkpoint.digest),
-            window,
-            averages,
-            pending_reveals,
-            momentum: store_momentum(store, &momentum)?,
-        })?;
+        saved.momentum = store_momentum(store, &momentum)?;
+        store.save_state(&saved)?;
         Ok(())
     }
 
-    /// Overrides the task's spot-check probability for this validator (a local policy: replays do
-    /// not depend on it, the record says which miners were checked).
-    pub fn set_spot_check_probability(&self, probability: f64) {
-        self.inner.spot_check_probability.store(
-            probability.clamp(0.0, 1.0).to_bits(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+    /// Overrides the task's audit period for this validator: `Some(0)` never audits, `Some(1)`
+    /// audits every miner every window, `None` goes back to the task's `scoring.audit_period`.
+    pub fn set_audit_period(&self, period: Option<u64>) {
+        *self.inner.audit_period.lock().expect("audit period lock") = period;
     }
 
-    fn spot_check_probability(&self) -> f64 {
-        f64::from_bits(
-            self.inner
-                .spot_check_probability
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
+    fn audit_period(&self) -> u64 {
+        self.inner
+            .audit_period
+            .lock()
+            .expect("audit period lock")
+            .unwrap_or(self.engine().spec().scoring.audit_period)
     }
 
     /// The moving averages per uid (with the hotkey each belongs to).
     pub fn averages(&self) -> Averages {
-        self.inner
-            .state
-            .read()
-            .expect("validator state lock")
-            .averages
-            .clone()
+        self.state().averages.clone()
+    }
+
+    /// Hotkeys banned after a fraud, through a window.
+    pub fn bans(&self) -> Bans {
+        self.state().bans.clone()
     }
 
     pub fn hotkey(&self) -> AccountId {
@@ -341,17 +391,29 @@ impl<C: Chain> Validator<C> {
 
     /// The current global checkpoint and the window it starts.
     pub fn checkpoint(&self) -> (Checkpoint, u64) {
-        let state = self.inner.state.read().expect("validator state lock");
+        let state = self.state();
         (state.checkpoint.clone(), state.checkpoint_window)
     }
 
+    /// How the current checkpoint was made, when this validator made it.
+    pub fn recipe(&self) -> Option<Recipe> {
+        self.state().recipe.clone()
+    }
+
     pub(crate) fn checkpoint_by_digest(&self, digest: &[u8]) -> Option<Checkpoint> {
-        let state = self.inner.state.read().expect("validator state lock");
-        state
+        self.state()
             .recent
             .values()
             .find(|c| c.digest.as_slice() == digest)
             .cloned()
+    }
+
+    fn gatherer(&self) -> Gatherer<'_> {
+        Gatherer {
+            keypair: &self.inner.hotkey,
+            engine: &self.inner.engine,
+            deadline: self.inner.deadline,
+        }
     }
 
     /// A per-window eval seed that miners cannot predict: derived from a (randomized) sr25519
@@ -364,9 +426,69 @@ impl<C: Chain> Validator<C> {
         u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
     }
 
-    /// Probes every miner for `window`, gathers the evidence (usefulness, similarity, assignment
-    /// checks), decides scores and weights, sets them on chain, advances the global checkpoint and
-    /// appends the window to the replay log.
+    /// Collects the commitments of `window` from every miner that has not given one yet; call it
+    /// while the window is open (again and again: miners commit when they finish training). A
+    /// commitment that arrives once the window has closed on chain is dropped. Returns how many
+    /// commitments are held for the window.
+    pub async fn collect_commitments(&self, window: u64) -> Result<usize, ValidatorError> {
+        let metagraph = self.chain().metagraph(self.netuid()).await?;
+        let me = self.own_uid(&metagraph)?;
+        let held: Vec<u16> = self
+            .state()
+            .collected
+            .get(&window)
+            .map(|c| c.keys().copied().collect())
+            .unwrap_or_default();
+        let missing: Vec<&Neuron> = metagraph
+            .neurons
+            .iter()
+            .filter(|n| n.uid != me && n.axon.is_some() && !held.contains(&n.uid))
+            .collect();
+        let gatherer = Gatherer {
+            deadline: Duration::from_secs(5),
+            ..self.gatherer()
+        };
+        let fetched = futures::future::join_all(
+            missing
+                .iter()
+                .map(|n| async { (n.uid, gatherer.commitment(n, window).await) }),
+        )
+        .await;
+        let close = self.engine().spec().window.close_block(window);
+        if self.chain().current_block().await? >= close {
+            tracing::debug!(window, "commitments arrived after the window closed");
+            return Ok(held.len());
+        }
+        let mut state = self.state_mut();
+        let collected = state.collected.entry(window).or_default();
+        for (uid, outcome) in fetched {
+            match outcome {
+                Ok(c) => {
+                    collected.entry(uid).or_insert(c);
+                }
+                Err(e) => tracing::debug!(window, uid, reason = %e, "no commitment yet"),
+            }
+        }
+        let count = collected.len();
+        while state.collected.len() > KEPT_COLLECTIONS {
+            state.collected.pop_first();
+        }
+        Ok(count)
+    }
+
+    fn own_uid(&self, metagraph: &Metagraph) -> Result<u16, ValidatorError> {
+        metagraph
+            .by_hotkey(&self.hotkey())
+            .map(|n| n.uid)
+            .ok_or_else(|| ValidatorError::NotRegistered {
+                hotkey: self.hotkey().to_string(),
+                netuid: self.netuid(),
+            })
+    }
+
+    /// Scores `window` (closed on chain), in the protocol's steps: follow the lead's checkpoint,
+    /// gather the committed work, measure it, audit, decide, set weights, report fraud, aggregate,
+    /// record.
     #[tracing::instrument(skip(self), fields(hotkey = %self.hotkey().short()))]
     pub async fn run_window(
         &self,
@@ -375,68 +497,80 @@ impl<C: Chain> Validator<C> {
     ) -> Result<WindowOutcome, ValidatorError> {
         let engine = self.engine().clone();
         let spec = engine.spec().clone();
+        let params = spec.scoring.params();
         let metagraph = self.chain().metagraph(self.netuid()).await?;
-        let me = metagraph
-            .by_hotkey(&self.hotkey())
-            .ok_or_else(|| ValidatorError::NotRegistered {
-                hotkey: self.hotkey().to_string(),
-                netuid: self.netuid(),
-            })?
-            .uid;
+        let me = self.own_uid(&metagraph)?;
+        let adopted = self.follow_lead(window, &metagraph).await;
         let (checkpoint, _) = self.checkpoint();
         let eval_seed = self.eval_seed(window, window_seed);
-        let batches = Arc::new(engine.heldout_batches(eval_seed, spec.scoring.eval_batches));
-        let base = {
-            let (engine, params, batches) =
-                (engine.clone(), checkpoint.params.clone(), batches.clone());
-            blocking(move || evaluate::losses(&engine, &params, &batches)).await?
+        let assigned_uids = metagraph.uid_slots();
+
+        // Measure the window's starting point and the validator's own training of it.
+        let (batches, base, reference) = {
+            let (engine, params) = (engine.clone(), checkpoint.params.clone());
+            blocking(move || {
+                let batches = evaluate::eval_batches(&engine, window_seed, assigned_uids, eval_seed);
+                let base = evaluate::losses(&engine, &params, &batches);
+                let reference = evaluate::reference(
+                    &engine,
+                    &params,
+                    window,
+                    window_seed,
+                    assigned_uids,
+                    eval_seed,
+                );
+                (Arc::new(batches), base, reference)
+            })
+            .await?
         };
+        let reference_norm = l2_norm(&reference);
         let base_loss = base.iter().map(|&l| l as f64).sum::<f64>() / base.len().max(1) as f64;
 
-        // Fetch every miner's gradient concurrently, each under its own deadline.
-        let miners: Vec<_> = metagraph
+        // Gather: the payloads of the commitments collected before the close.
+        let miners: Vec<Neuron> = metagraph
             .neurons
             .iter()
             .filter(|n| n.uid != me)
             .cloned()
             .collect();
-        let fetches = miners.iter().map(|n| {
-            let neuron = n.clone();
-            let digest = checkpoint.digest;
-            async move {
-                let fetched = match tokio::time::timeout(
-                    self.inner.probe_deadline,
-                    self.fetch_gradient(&neuron, window, &digest, false),
-                )
-                .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(Rejection::Timeout {
-                        seconds: self.inner.probe_deadline.as_secs(),
-                    }),
-                };
-                (neuron, fetched)
-            }
-        });
-        let fetched = futures::future::join_all(fetches).await;
+        let collected = self
+            .state()
+            .collected
+            .get(&window)
+            .cloned()
+            .unwrap_or_default();
+        let fetched = self
+            .gather(&miners, window, &checkpoint.digest, &collected)
+            .await;
 
-        // Usefulness on the held-out batches, on the CPU backend, one gradient after another.
-        let mut evidence = Vec::with_capacity(fetched.len());
+        // Measure each gradient alone, and check its residual chain.
+        let (bans_before, ledger) = {
+            let state = self.state();
+            (state.bans.clone(), state.ledger.clone())
+        };
+        let zero = zero_residual_digest(engine.num_params());
+        let mut evidence = Vec::with_capacity(miners.len());
         let mut gradients: BTreeMap<u16, Fetched> = BTreeMap::new();
-        let mut rejections: HashMap<u16, Rejection> = HashMap::new();
-        for (neuron, fetched) in fetched {
+        let mut rejections: BTreeMap<u16, Rejection> = BTreeMap::new();
+        for (neuron, outcome) in fetched {
+            let hotkey = neuron.hotkey.to_string();
             let mut miner = MinerEvidence {
                 uid: neuron.uid,
-                hotkey: neuron.hotkey.to_string(),
-                committed_at_ms: None,
+                hotkey: hotkey.clone(),
                 refused: None,
+                norm: 0.0,
                 after: Vec::new(),
                 assignment: None,
                 fraud: None,
+                banned_until: bans_before
+                    .get(&neuron.uid)
+                    .filter(|(h, _)| *h == hotkey)
+                    .map(|(_, until)| *until),
+                without: Vec::new(),
             };
-            match fetched {
+            match outcome {
                 Ok(f) => {
-                    miner.committed_at_ms = Some(f.commitment.committed_at_ms);
+                    miner.fraud = ledger.check(neuron.uid, &hotkey, &f.commitment, &zero);
                     let (engine, params, batches, values) = (
                         engine.clone(),
                         checkpoint.params.clone(),
@@ -444,17 +578,18 @@ impl<C: Chain> Validator<C> {
                         Arc::new(f.values),
                     );
                     let v = values.clone();
-                    let after =
-                        blocking(move || evaluate::losses_after(&engine, &params, &v, &batches))
-                            .await?;
+                    let after = blocking(move || {
+                        evaluate::losses_after(&engine, &params, &v, reference_norm, &batches)
+                    })
+                    .await?;
+                    let values = Arc::try_unwrap(values).unwrap_or_else(|v| (*v).clone());
                     if after.iter().all(|l| l.is_finite()) {
+                        miner.norm = l2_norm(&values);
                         miner.after = after;
-                        let values = Arc::try_unwrap(values).unwrap_or_else(|v| (*v).clone());
                         gradients.insert(neuron.uid, Fetched { values, ..f });
                     } else {
-                        let rejection = Rejection::NonFiniteLoss;
-                        miner.refused = Some(rejection.to_string());
-                        rejections.insert(neuron.uid, rejection);
+                        miner.refused = Some(Rejection::NonFiniteLoss.to_string());
+                        rejections.insert(neuron.uid, Rejection::NonFiniteLoss);
                     }
                 }
                 Err(rejection) => {
@@ -466,127 +601,61 @@ impl<C: Chain> Validator<C> {
             evidence.push(miner);
         }
 
-        // Near-duplicates among the evaluated gradients.
-        let similarities = {
-            let pairs: Vec<(u16, &[f32])> = gradients
-                .iter()
-                .map(|(uid, g)| (*uid, g.values.as_slice()))
-                .collect();
-            pairwise_similarity(&pairs)
-        };
-
-        // Spot checks: re-execute some miners' windows and compare with the dense pseudo-gradient
-        // they committed to.
-        let mut spot_checks = Vec::new();
-        let mut dense_blobs = Vec::new();
+        // Audits: re-execute the miners due this window and check their artefacts fit together.
+        let audits = self
+            .audit(&miners, window, window_seed, &checkpoint, &gradients)
+            .await?;
         let mut frauds: Vec<(u16, AccountId, [u8; 32])> = Vec::new();
-        for m in evidence.iter_mut() {
-            let Some(fetched) = gradients.get(&m.uid) else {
-                continue;
-            };
-            if !spot_checked(eval_seed, m.uid, self.spot_check_probability()) {
-                continue;
+        for finding in &audits {
+            let uid = finding.record.uid;
+            if let Some(m) = evidence.iter_mut().find(|m| m.uid == uid) {
+                if finding.incomplete {
+                    m.refused = finding.record.failure.clone();
+                } else if let Some(reason) = &finding.record.failure {
+                    m.fraud = Some(reason.clone());
+                }
             }
-            let neuron = miners
-                .iter()
-                .find(|n| n.uid == m.uid)
-                .expect("evidence comes from the metagraph")
-                .clone();
-            let dense = match tokio::time::timeout(
-                self.inner.probe_deadline,
-                self.fetch_gradient(&neuron, window, &checkpoint.digest, true),
-            )
-            .await
-            {
-                Ok(Ok(dense)) if dense.commitment.signature == fetched.commitment.signature => {
-                    dense
-                }
-                Ok(Ok(_)) => {
-                    m.refused =
-                        Some("spot check: the dense gradient came with another commitment".into());
-                    continue;
-                }
-                Ok(Err(rejection)) => {
-                    m.refused = Some(format!(
-                        "spot check: dense gradient not served: {rejection}"
-                    ));
-                    continue;
-                }
-                Err(_) => {
-                    m.refused = Some("spot check: dense gradient not served in time".into());
-                    continue;
-                }
-            };
-            let uid = m.uid;
-            let (engine, params) = (engine.clone(), checkpoint.params.clone());
-            let reexecuted =
-                blocking(move || evaluate::reexecute(&engine, &params, window, window_seed, uid))
-                    .await?;
-            let Some(reexecuted) = reexecuted else {
-                continue;
-            };
-            let difference = relative_difference(&dense.values, &reexecuted);
-            tracing::info!(uid, relative_difference = difference, "spot check");
-            if !reproduces(difference, spec.scoring.spot_check_tolerance) {
-                m.fraud = Some(format!(
-                    "its dense gradient differs from the re-executed training by {difference:.3e} (relative L2), beyond the backend tolerance {}",
-                    spec.scoring.spot_check_tolerance
-                ));
-                let mut bytes = fetched.commitment.signature.clone();
-                bytes.extend_from_slice(&fetched.commitment.dense_digest);
-                bytes.extend_from_slice(&subnet_proto::digest(&codec::encode_dense(&reexecuted)));
-                frauds.push((uid, neuron.hotkey, subnet_proto::digest(&bytes)));
+        }
+        for m in &evidence {
+            if let (Some(reason), Some(g)) = (&m.fraud, gradients.get(&m.uid)) {
+                let mut bytes = g.commitment.signature.clone();
+                bytes.extend_from_slice(reason.as_bytes());
+                let offender = miners
+                    .iter()
+                    .find(|n| n.uid == m.uid)
+                    .expect("evidence comes from the metagraph")
+                    .hotkey;
+                frauds.push((m.uid, offender, subnet_proto::digest(&bytes)));
             }
-            spot_checks.push(SpotCheckRecord {
-                uid,
-                dense_digest: hex::encode(&dense.commitment.dense_digest),
-                relative_difference: difference,
-            });
-            dense_blobs.push(dense.payload);
         }
 
-        // Assignment checks for the gradients that help, each against the mean of the other helpful
-        // gradients that are not its near-duplicates.
-        let helpful: Vec<u16> = evidence
-            .iter()
-            .filter(|m| {
-                m.refused.is_none() && UsefulnessScore::from_losses(&base, &m.after).score() > 0.0
-            })
-            .map(|m| m.uid)
-            .collect();
-        let mut controls: HashMap<u16, Vec<u16>> = HashMap::new();
+        // Assignment checks for the gradients that pass every earlier gate, against the
+        // validator's own training as the control.
+        let reference = Arc::new(reference);
         for m in evidence.iter_mut() {
-            if !helpful.contains(&m.uid) {
+            let gate = screen(m, window, &base, reference_norm, &params);
+            if !matches!(gate, Some(Verdict::WrongPages { .. })) {
                 continue;
             }
             let uid = m.uid;
-            let control_uids: Vec<u16> = helpful
-                .iter()
-                .copied()
-                .filter(|&other| {
-                    other != uid
-                        && !similarities.iter().any(|s| {
-                            s.cosine >= spec.scoring.copy_cosine
-                                && ((s.a, s.b) == (uid, other) || (s.a, s.b) == (other, uid))
-                        })
-                })
-                .collect();
-            let control = {
-                let refs: Vec<&[f32]> = control_uids
-                    .iter()
-                    .map(|u| gradients[u].values.as_slice())
-                    .collect();
-                evaluate::control_gradient(&refs, engine.num_params())
-            };
-            controls.insert(uid, control_uids);
             let gradient = gradients[&uid].values.clone();
-            let (engine, params) = (engine.clone(), checkpoint.params.clone());
+            let (engine, params, control) = (
+                engine.clone(),
+                checkpoint.params.clone(),
+                reference.clone(),
+            );
             let assignment = blocking(move || {
-                let (own, held_back) =
-                    evaluate::assignment_batches(&engine, window, window_seed, uid)?;
-                Some(evaluate::assignment_evidence(
-                    &engine, &params, &gradient, &control, &own, &held_back,
-                ))
+                evaluate::assignment_evidence(
+                    &engine,
+                    &params,
+                    &gradient,
+                    &control,
+                    reference_norm,
+                    window,
+                    window_seed,
+                    eval_seed,
+                    uid,
+                )
             })
             .await?;
             m.assignment = assignment.filter(|a| {
@@ -595,82 +664,103 @@ impl<C: Chain> Validator<C> {
                     &a.after_own,
                     &a.control_held_back,
                     &a.after_held_back,
+                    &a.base_held_back,
                 ]
                 .iter()
                 .all(|v| v.iter().all(|l| l.is_finite()))
             });
         }
 
-        let evidence = WindowEvidence {
+        // What each candidate adds to the others, at the aggregate's own step.
+        let mut window_evidence = WindowEvidence {
+            window,
             base,
+            reference_norm,
             miners: evidence,
-            similarities,
+            similarities: Vec::new(),
+            aggregate: Vec::new(),
         };
-        let params = spec.scoring.params();
-        let averages_before = {
-            let state = self.inner.state.read().expect("validator state lock");
-            state.averages.clone()
+        let candidate_uids = candidates(&window_evidence, &params);
+        let candidate_values: Vec<Vec<f32>> = candidate_uids
+            .iter()
+            .map(|u| gradients[u].values.clone())
+            .collect();
+        window_evidence.similarities = {
+            let pairs: Vec<(u16, &[f32])> = candidate_uids
+                .iter()
+                .zip(&candidate_values)
+                .map(|(u, v)| (*u, v.as_slice()))
+                .collect();
+            pairwise_similarity(&pairs)
         };
-        let decisions = decide(&evidence, &params, &averages_before);
-        {
-            let mut state = self.inner.state.write().expect("validator state lock");
-            state.averages = averages_after(&decisions);
-        }
-
-        // Weights: normalized moving averages under the max-weight limit, in the SDK's u16 form.
-        // Under commit-reveal, earlier commits due now are revealed first.
-        let reveals = self.reveal_due_weights().await;
-        let mut weights_committed = false;
-        let weights_set = if decisions.iter().any(|d| d.weight > 0.0) {
-            let uids: Vec<u16> = decisions.iter().map(|d| d.uid).collect();
-            let weights: Vec<f64> = decisions.iter().map(|d| d.weight).collect();
-            match weights_to_u16(&uids, &weights) {
-                Ok((set_uids, values)) => self
-                    .submit_weights(window, set_uids.clone(), values.clone(), spec.task.version)
-                    .await
-                    .map(|committed| {
-                        weights_committed = committed;
-                        (set_uids, values)
-                    }),
-                Err(e) => Err(e.to_string()),
+        let (aggregate, without) = {
+            let (engine, params, batches) =
+                (engine.clone(), checkpoint.params.clone(), batches.clone());
+            blocking(move || {
+                let refs: Vec<&[f32]> = candidate_values.iter().map(Vec::as_slice).collect();
+                evaluate::leave_one_out(&engine, &params, &refs, reference_norm, &batches)
+            })
+            .await?
+        };
+        window_evidence.aggregate = aggregate;
+        for (uid, losses) in candidate_uids.iter().zip(without) {
+            if let Some(m) = window_evidence.miners.iter_mut().find(|m| m.uid == *uid) {
+                m.without = losses;
             }
-        } else {
-            Err("no miner has earned weight yet".to_string())
-        };
-        if let Err(e) = &weights_set {
-            tracing::warn!(window, error = %e, "weights not set");
         }
 
-        // Fraud goes to the chain (on the local chain, enough reports slash the miner's stake).
-        let mut fraud_reports = Vec::new();
-        for (uid, offender, evidence_digest) in frauds {
-            let outcome = self
-                .chain()
-                .report_fraud(
-                    &self.inner.hotkey,
-                    self.netuid(),
-                    offender,
-                    window,
-                    evidence_digest,
-                )
-                .await
-                .map_err(|e| e.to_string());
-            tracing::warn!(window, uid, outcome = ?outcome, "reported fraud");
-            fraud_reports.push((uid, outcome));
+        // Decide (pure), then the state that carries over: averages, bans, the residual ledger.
+        let averages_before = self.averages();
+        let decisions = decide(&window_evidence, &params, &averages_before);
+        {
+            let mut state = self.state_mut();
+            state.averages = averages_after(&decisions);
+            state.bans = bans_after(&bans_before, &decisions, window, &params);
+            for (uid, c) in &collected {
+                if let Some(n) = miners.iter().find(|n| n.uid == *uid) {
+                    state.ledger.record(*uid, &n.hotkey.to_string(), c);
+                }
+            }
+            for finding in &audits {
+                let uid = finding.record.uid;
+                if finding.incomplete {
+                    let hotkey = window_evidence
+                        .miners
+                        .iter()
+                        .find(|m| m.uid == uid)
+                        .map(|m| m.hotkey.clone())
+                        .unwrap_or_default();
+                    state.pending_audits.insert(uid, hotkey);
+                } else {
+                    state.pending_audits.remove(&uid);
+                }
+            }
         }
 
-        // Aggregate the best earning gradients into the next global checkpoint.
-        let aggregated = aggregation_order(&decisions, spec.scoring.aggregate_top);
-        let momentum_before = {
-            let state = self.inner.state.read().expect("validator state lock");
-            state.momentum.clone()
-        };
+        // Weights on chain (earlier commits due now are revealed first), then fraud reports.
+        let (reveals, weights_set, weights_committed) =
+            self.put_weights(window, &decisions, spec.task.version).await;
+        let fraud_reports = self.report_frauds(window, frauds).await;
+
+        // Aggregate the earners, clipped to the reference norm and summed in uid order.
+        let aggregated = aggregation_order(
+            &decisions,
+            spec.scoring.aggregate_top,
+            spec.scoring.aggregate_min,
+        );
+        let momentum_before = self.state().momentum.clone();
         let (next, momentum_after) = {
             let deltas: Vec<&[f32]> = aggregated
                 .iter()
                 .map(|u| gradients[u].values.as_slice())
                 .collect();
-            next_checkpoint(&engine, &checkpoint, &momentum_before, &deltas)
+            next_checkpoint(
+                &engine,
+                &checkpoint,
+                &momentum_before,
+                &deltas,
+                reference_norm,
+            )
         };
 
         if let Some(store) = &self.inner.store {
@@ -681,12 +771,15 @@ impl<C: Chain> Validator<C> {
                     uid: *uid,
                     payload_digest: hex::encode(&g.commitment.payload_digest),
                     commitment_signature: hex::encode(&g.commitment.signature),
-                    control: controls.get(uid).cloned(),
+                    residual_out_digest: hex::encode(&g.commitment.residual_out_digest),
                 });
             }
-            for dense in &dense_blobs {
-                store.put_blob(dense)?;
+            for finding in &audits {
+                for blob in &finding.blobs {
+                    store.put_blob(blob)?;
+                }
             }
+            let reference_blob = store.put_blob(&codec::encode_dense(&reference))?;
             store.put_blob(&checkpoint.to_bytes())?;
             store.put_blob(&next.to_bytes())?;
             let (uids, values, error) = match &weights_set {
@@ -697,16 +790,19 @@ impl<C: Chain> Validator<C> {
                 window,
                 window_seed,
                 eval_seed,
+                assigned_uids,
+                reference: hex::encode(reference_blob),
                 task_digest: hex::encode(engine.digest()),
                 checkpoint_before: hex::encode(checkpoint.digest),
                 checkpoint_after: hex::encode(next.digest),
                 momentum_before: store_momentum(store, &momentum_before)?,
                 momentum_after: store_momentum(store, &momentum_after)?,
-                scoring: params,
-                evidence,
+                scoring: params.clone(),
+                evidence: window_evidence.clone(),
                 gradients: records,
-                spot_checks,
                 averages_before,
+                bans_before,
+                audits: audits.iter().map(|f| f.record.clone()).collect(),
                 aggregated: aggregated.clone(),
                 weights: WeightsRecord {
                     uids,
@@ -717,6 +813,7 @@ impl<C: Chain> Validator<C> {
             })?;
         }
 
+        let audited_uids: Vec<u16> = audits.iter().map(|f| f.record.uid).collect();
         let results = decisions
             .into_iter()
             .zip(&miners)
@@ -725,17 +822,28 @@ impl<C: Chain> Validator<C> {
                 hotkey: n.hotkey,
                 usefulness: d.usefulness,
                 assignment: d.assignment,
+                contribution: d.contribution,
                 rejection: rejections.remove(&d.uid),
+                audited: audited_uids.contains(&d.uid),
                 verdict: d.verdict,
                 score: d.score,
                 moving_average: d.moving_average,
                 weight: d.weight,
             })
             .collect();
+        let recipe = Recipe {
+            previous: checkpoint.digest,
+            aggregated: aggregated
+                .iter()
+                .map(|u| (*u, gradients[u].commitment.clone()))
+                .collect(),
+            clip_norm: reference_norm,
+        };
         let outcome = WindowOutcome {
             window,
             eval_seed,
             base_loss,
+            reference_norm,
             checkpoint_before: checkpoint.digest,
             checkpoint_after: next.digest,
             results,
@@ -744,163 +852,373 @@ impl<C: Chain> Validator<C> {
             weights_committed,
             reveals,
             fraud_reports,
+            adopted,
         };
-        self.advance(window + 1, next);
         {
-            let mut state = self.inner.state.write().expect("validator state lock");
+            let mut state = self.state_mut();
+            state.scored = Some(Scored {
+                window,
+                checkpoint: checkpoint.clone(),
+                momentum: momentum_before,
+                gathered: gradients
+                    .into_iter()
+                    .map(|(u, f)| (u, (f.commitment, f.values)))
+                    .collect(),
+            });
             state.momentum = momentum_after;
+            state.collected.remove(&window);
         }
+        self.advance(window + 1, next, Some(recipe));
         self.save_state()?;
         Ok(outcome)
     }
 
-    /// Sets weights, or commits them when the subnet runs commit-reveal (they are revealed by a later
-    /// window's `reveal_due_weights`). Ok(true) means committed.
-    async fn submit_weights(
+    /// Fetches the payload of every miner's collected commitment, concurrently.
+    async fn gather(
+        &self,
+        miners: &[Neuron],
+        window: u64,
+        checkpoint: &[u8; 32],
+        collected: &BTreeMap<u16, pb::Commitment>,
+    ) -> Vec<(Neuron, Result<Fetched, Rejection>)> {
+        let gatherer = self.gatherer();
+        let fetches = miners.iter().map(|neuron| {
+            let gatherer = &gatherer;
+            async move {
+                let fetched = async {
+                    let commitment = collected.get(&neuron.uid).ok_or(Rejection::NotCommitted)?;
+                    if commitment.checkpoint_digest.as_slice() != checkpoint {
+                        return Err(Rejection::Commitment(
+                            subnet_proto::commitment::CommitmentError::WrongCheckpoint {
+                                expected: hex::encode(checkpoint),
+                                found: hex::encode(&commitment.checkpoint_digest),
+                            },
+                        ));
+                    }
+                    let payload = gatherer
+                        .part(neuron, window, pb::GradientPart::Payload, commitment)
+                        .await?;
+                    let values = gatherer.decode(&payload)?;
+                    Ok(Fetched {
+                        commitment: commitment.clone(),
+                        payload,
+                        values,
+                    })
+                }
+                .await;
+                (neuron.clone(), fetched)
+            }
+        });
+        futures::future::join_all(fetches).await
+    }
+
+    /// Audits the miners due this window (and those whose last audit could not complete): each
+    /// serves its dense gradient and incoming residual, which must give its payload byte for byte,
+    /// and the dense gradient must match the re-executed window.
+    async fn audit(
+        &self,
+        miners: &[Neuron],
+        window: u64,
+        window_seed: u64,
+        checkpoint: &Checkpoint,
+        gradients: &BTreeMap<u16, Fetched>,
+    ) -> Result<Vec<AuditFinding>, ValidatorError> {
+        let (secret, pending) = {
+            let state = self.state();
+            (state.audit_secret, state.pending_audits.clone())
+        };
+        let period = self.audit_period();
+        let tolerance = self.engine().spec().scoring.spot_check_tolerance;
+        let mut findings = Vec::new();
+        for (uid, fetched) in gradients {
+            let neuron = miners
+                .iter()
+                .find(|n| n.uid == *uid)
+                .expect("gradients come from the metagraph");
+            let due = audited(secret, *uid, window, period)
+                || (period > 0
+                    && pending
+                        .get(uid)
+                        .is_some_and(|h| *h == neuron.hotkey.to_string()));
+            if !due {
+                continue;
+            }
+            let gatherer = self.gatherer();
+            let c = &fetched.commitment;
+            let served = async {
+                let dense = gatherer
+                    .part(neuron, window, pb::GradientPart::Dense, c)
+                    .await?;
+                let residual = gatherer
+                    .part(neuron, window, pb::GradientPart::Residual, c)
+                    .await?;
+                Ok::<_, Rejection>((dense, residual))
+            }
+            .await;
+            let mut record = AuditRecord {
+                uid: *uid,
+                dense_digest: None,
+                residual_digest: None,
+                relative_difference: None,
+                failure: None,
+            };
+            let (dense_bytes, residual_bytes) = match served {
+                Ok(parts) => parts,
+                Err(e @ (Rejection::Unreachable(_) | Rejection::Timeout { .. })) => {
+                    record.failure = Some(format!(
+                        "audit: its dense gradient and residual could not be fetched ({e}); audited again next window"
+                    ));
+                    findings.push(AuditFinding {
+                        record,
+                        blobs: Vec::new(),
+                        incomplete: true,
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    record.failure = Some(format!(
+                        "audit: it did not serve the dense gradient and residual it committed to ({e})"
+                    ));
+                    findings.push(AuditFinding {
+                        record,
+                        blobs: Vec::new(),
+                        incomplete: false,
+                    });
+                    continue;
+                }
+            };
+            record.dense_digest = Some(hex::encode(subnet_proto::digest(&dense_bytes)));
+            record.residual_digest = Some(hex::encode(subnet_proto::digest(&residual_bytes)));
+            let (engine, params, c, payload) = (
+                self.engine().clone(),
+                checkpoint.params.clone(),
+                c.clone(),
+                fetched.payload.clone(),
+            );
+            let uid = *uid;
+            let (dense, residual_blob) = (dense_bytes.clone(), residual_bytes.clone());
+            let checked = blocking(move || {
+                let dense = verify_artefacts(&engine, &c, &payload, &dense, &residual_blob)?;
+                let reexecuted = evaluate::reexecute(&engine, &params, window, window_seed, uid)
+                    .ok_or_else(|| format!("uid {uid} has no assignment"))?;
+                Ok::<f64, String>(relative_difference(&dense, &reexecuted))
+            })
+            .await?;
+            match checked {
+                Ok(difference) => {
+                    record.relative_difference = Some(difference);
+                    tracing::info!(uid, relative_difference = difference, "audit");
+                    if !reproduces(difference, tolerance) {
+                        record.failure = Some(format!(
+                            "audit: its dense gradient differs from the re-executed training by {difference:.3e} (relative L2), beyond the backend tolerance {tolerance}"
+                        ));
+                    }
+                }
+                Err(reason) => record.failure = Some(format!("audit: {reason}")),
+            }
+            findings.push(AuditFinding {
+                record,
+                blobs: vec![dense_bytes, residual_bytes],
+                incomplete: false,
+            });
+        }
+        Ok(findings)
+    }
+
+    /// Sets (or commits) the window's weights after revealing earlier commits that are due.
+    async fn put_weights(
         &self,
         window: u64,
-        uids: Vec<u16>,
-        values: Vec<u16>,
+        decisions: &[scoring::MinerDecision],
         version_key: u64,
-    ) -> Result<bool, String> {
+    ) -> (
+        Vec<(u64, Result<(), String>)>,
+        Result<(Vec<u16>, Vec<u16>), String>,
+        bool,
+    ) {
         let (hotkey, netuid) = (&self.inner.hotkey, self.netuid());
-        match self
-            .chain()
-            .set_weights(hotkey, netuid, uids.clone(), values.clone(), version_key)
-            .await
-        {
-            Ok(()) => Ok(false),
-            Err(ChainError::CommitRevealEnabled { .. }) => {
-                let mut salt = [0u8; 16];
-                getrandom::fill(&mut salt).map_err(|e| format!("no randomness for a salt: {e}"))?;
-                let reveal = WeightsReveal {
-                    uids,
-                    values,
-                    salt: salt
-                        .chunks(2)
-                        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                        .collect(),
-                    version_key,
-                };
-                let hash = reveal.hash(&AccountId::from(hotkey), netuid);
-                self.chain()
-                    .commit_weights(hotkey, netuid, hash)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tracing::info!(window, hash = %hex::encode(hash), "weights committed");
-                let mut state = self.inner.state.write().expect("validator state lock");
-                state.pending_reveals.push(PendingReveal { window, reveal });
-                Ok(true)
+        let pending = std::mem::take(&mut self.state_mut().pending_reveals);
+        let (reveals, mut keep) = weights::reveal_due(self.chain(), hotkey, netuid, pending).await;
+        let mut committed = false;
+        let weights_set = if decisions.iter().any(|d| d.weight > 0.0) {
+            let uids: Vec<u16> = decisions.iter().map(|d| d.uid).collect();
+            let weights: Vec<f64> = decisions.iter().map(|d| d.weight).collect();
+            match weights_to_u16(&uids, &weights) {
+                Ok(row) => {
+                    match weights::submit(self.chain(), hotkey, netuid, window, row.clone(), version_key)
+                        .await
+                    {
+                        Ok(commit) => {
+                            committed = commit.is_some();
+                            keep.extend(commit);
+                            Ok(row)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
             }
-            Err(e) => Err(e.to_string()),
+        } else {
+            Err("no miner has earned weight yet".to_string())
+        };
+        if let Err(e) = &weights_set {
+            tracing::warn!(window, error = %e, "weights not set");
         }
+        self.state_mut().pending_reveals = keep;
+        (reveals, weights_set, committed)
     }
 
-    /// Reveals committed weights whose reveal epoch has come, oldest first. A commit the chain says
-    /// is too early stays for a later window; any other answer ends it.
-    async fn reveal_due_weights(&self) -> Vec<(u64, Result<(), String>)> {
-        let pending = {
-            let state = self.inner.state.read().expect("validator state lock");
-            state.pending_reveals.clone()
-        };
-        let mut done = Vec::new();
-        let mut keep = Vec::new();
-        for p in pending {
-            match self
+    /// Reports each fraud to the chain (on the local chain, enough reports slash the miner's stake).
+    async fn report_frauds(
+        &self,
+        window: u64,
+        frauds: Vec<(u16, AccountId, [u8; 32])>,
+    ) -> Vec<(u16, Result<FraudOutcome, String>)> {
+        let mut reports = Vec::new();
+        for (uid, offender, evidence) in frauds {
+            let outcome = self
                 .chain()
-                .reveal_weights(&self.inner.hotkey, self.netuid(), p.reveal.clone())
+                .report_fraud(&self.inner.hotkey, self.netuid(), offender, window, evidence)
                 .await
-            {
-                Err(ChainError::RevealTooEarly { .. }) => keep.push(p),
-                outcome => {
-                    match &outcome {
-                        Ok(()) => tracing::info!(committed_in = p.window, "weights revealed"),
-                        Err(e) => {
-                            tracing::warn!(committed_in = p.window, error = %e, "reveal failed")
-                        }
+                .map_err(|e| e.to_string());
+            tracing::warn!(window, uid, outcome = ?outcome, "reported fraud");
+            reports.push((uid, outcome));
+        }
+        reports
+    }
+
+    /// With several validators, the lead's checkpoint (most stake) is the one miners trained
+    /// `window` from. A validator that is not the lead takes it, after recomputing it from the
+    /// gradients it gathered itself in the window before; it refuses a checkpoint whose recipe gives
+    /// another one, and takes it unverified (logged) when it did not gather every gradient the recipe
+    /// names.
+    async fn follow_lead(&self, window: u64, metagraph: &Metagraph) -> Option<Adoption> {
+        let lead = *metagraph.validators_by_stake().first()?;
+        if lead.hotkey == self.hotkey() {
+            return None;
+        }
+        let addr = lead.axon?;
+        let adopt = async {
+            let mut client = CheckpointClient::connect(addr, self.keypair(), lead.hotkey.0).await?;
+            let latest = client.latest().await?;
+            let digest = subnet_proto::bytes32("digest", &latest.digest)?;
+            if latest.window != window {
+                return Err(format!(
+                    "the lead's checkpoint is for window {}, not {window}",
+                    latest.window
+                ));
+            }
+            let (own, own_window) = self.checkpoint();
+            if own.digest == digest && own_window == window {
+                return Ok(None);
+            }
+            let recipe = recipe_of(&latest)?;
+            let recomputed = {
+                let state = self.state();
+                match (&state.scored, &recipe) {
+                    (Some(s), Some(r)) if s.window + 1 == window && s.checkpoint.digest == r.previous => {
+                        Some(recompute(self.engine(), &s.checkpoint, &s.momentum, r, &s.gathered, &digest))
                     }
-                    done.push((p.window, outcome.map_err(|e| e.to_string())));
+                    _ => None,
+                }
+            };
+            let engine = self.engine();
+            let (checkpoint, momentum, verified) = match recomputed {
+                Some(Recomputation::Confirmed(checkpoint, momentum)) => (checkpoint, Some(momentum), true),
+                Some(Recomputation::Differs { recomputed }) => {
+                    return Err(format!(
+                        "its recipe gives checkpoint {}, not the {} it serves: not adopted",
+                        hex::encode(recomputed),
+                        hex::encode(digest)
+                    ));
+                }
+                Some(Recomputation::Missing(_)) | None => {
+                    let bytes = client.download(&digest, latest.len).await?;
+                    let checkpoint = Checkpoint::from_bytes(&bytes, &engine.digest(), engine.num_params(), Some(&digest))
+                        .map_err(|e| e.to_string())?;
+                    (checkpoint, None, false)
+                }
+            };
+            {
+                let mut state = self.state_mut();
+                if let Some(momentum) = momentum {
+                    state.momentum = momentum;
                 }
             }
+            self.advance(window, checkpoint, None);
+            Ok(Some(Adoption {
+                lead: lead.uid,
+                digest,
+                verified,
+            }))
+        };
+        match adopt.await {
+            Ok(adoption) => {
+                if let Some(a) = &adoption {
+                    tracing::info!(window, lead = a.lead, checkpoint = %hex::encode(&a.digest[..4]), verified = a.verified, "adopted the lead's checkpoint");
+                }
+                adoption
+            }
+            Err(e) => {
+                tracing::warn!(window, lead = lead.uid, error = %e, "keeping this validator's own checkpoint");
+                None
+            }
         }
-        let mut state = self.inner.state.write().expect("validator state lock");
-        state.pending_reveals = keep;
-        done
     }
 
-    /// Makes `checkpoint` the global model from `window` on.
-    pub fn advance(&self, window: u64, checkpoint: Checkpoint) {
-        let mut state = self.inner.state.write().expect("validator state lock");
+    /// Makes `checkpoint` the global model from `window` on; `recipe` says how it was made here.
+    pub fn advance(&self, window: u64, checkpoint: Checkpoint, recipe: Option<Recipe>) {
+        let mut state = self.state_mut();
         state.recent.insert(window, checkpoint.clone());
         while state.recent.len() > KEPT_CHECKPOINTS {
             state.recent.pop_first();
         }
         state.checkpoint = checkpoint;
         state.checkpoint_window = window;
+        state.recipe = recipe;
     }
 }
 
-/// The earning uids, best score first (ties by uid), at most `top` of them.
-pub fn aggregation_order(decisions: &[MinerDecision], top: usize) -> Vec<u16> {
-    let mut earning: Vec<(u16, f64)> = decisions
-        .iter()
-        .filter(|d| d.verdict == Verdict::Earned && d.score > 0.0)
-        .map(|d| (d.uid, d.score))
-        .collect();
-    earning.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    earning.truncate(top);
-    earning.into_iter().map(|(uid, _)| uid).collect()
+/// The recipe a lead announced with its checkpoint, if it announced one.
+fn recipe_of(latest: &pb::LatestCheckpointResponse) -> Result<Option<Recipe>, String> {
+    if latest.previous_digest.is_empty() {
+        return Ok(None);
+    }
+    let mut aggregated = Vec::with_capacity(latest.aggregated.len());
+    for a in &latest.aggregated {
+        let uid = u16::try_from(a.uid).map_err(|_| format!("uid {} in the recipe", a.uid))?;
+        let c = a
+            .commitment
+            .clone()
+            .ok_or_else(|| format!("uid {uid} in the recipe has no commitment"))?;
+        aggregated.push((uid, c));
+    }
+    Ok(Some(Recipe {
+        previous: subnet_proto::bytes32("previous digest", &latest.previous_digest)?,
+        aggregated,
+        clip_norm: latest.clip_norm,
+    }))
 }
 
-/// The next global checkpoint and outer momentum: the median-clipped mean of `deltas` applied with
-/// the outer step (Nesterov momentum when the task sets `training.outer_momentum`; `momentum` is
-/// the buffer before, empty for zeros), or both unchanged when nothing earned.
-pub fn next_checkpoint(
-    engine: &TaskEngine,
-    checkpoint: &Checkpoint,
-    momentum: &[f32],
-    deltas: &[&[f32]],
-) -> (Checkpoint, Vec<f32>) {
-    let t = &engine.spec().training;
-    match aggregate_median_clipped(deltas) {
-        Some(mean) if t.outer_momentum > 0.0 => {
-            let (params, buffer) = outer_nesterov_step(
-                &checkpoint.params,
-                &mean,
-                momentum,
-                t.outer_lr,
-                t.outer_momentum,
-            );
-            (Checkpoint::new(engine.digest(), params), buffer)
-        }
-        Some(mean) => (
-            Checkpoint::new(
-                engine.digest(),
-                outer_sgd_step(&checkpoint.params, &mean, t.outer_lr),
-            ),
-            Vec::new(),
-        ),
-        None => (checkpoint.clone(), momentum.to_vec()),
+/// The state of a validator that has never run: `checkpoint` at `window`.
+fn fresh_state(checkpoint: &Checkpoint, window: u64) -> SavedState {
+    SavedState {
+        checkpoint: hex::encode(checkpoint.digest),
+        window,
+        averages: Averages::new(),
+        pending_reveals: Vec::new(),
+        momentum: None,
+        bans: Bans::new(),
+        ledger: ResidualLedger::default(),
+        pending_audits: BTreeMap::new(),
+        audit_secret: None,
     }
 }
 
-/// The blob bytes of an outer momentum buffer (the dense codec form), None for an empty buffer.
-pub fn momentum_blob(momentum: &[f32]) -> Option<Vec<u8>> {
-    (!momentum.is_empty()).then(|| codec::encode_dense(momentum))
-}
-
-/// Stores a momentum buffer as a blob; its hex digest, or None for an empty buffer.
-fn store_momentum(store: &DataDir, momentum: &[f32]) -> Result<Option<String>, StoreError> {
-    momentum_blob(momentum)
-        .map(|bytes| store.put_blob(&bytes).map(hex::encode))
-        .transpose()
-}
-
-/// Reads the momentum buffer stored as the blob `hex_digest`.
-pub fn load_momentum(store: &DataDir, hex_digest: &str, params: usize) -> Result<Vec<f32>, String> {
-    let digest = subnet_proto::bytes32("momentum", &hex::decode(hex_digest).unwrap_or_default())?;
-    let bytes = store.blob(&digest).map_err(|e| e.to_string())?;
-    codec::decode(&bytes, params).map_err(|e| format!("momentum {hex_digest}: {e}"))
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system gives randomness");
+    u64::from_le_bytes(bytes)
 }
 
 /// Runs CPU-bound work off the async runtime.
@@ -911,11 +1229,3 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ValidatorError::Evaluation(e.to_string()))
 }
-
-/// Whether the validator re-executes `uid`'s window: a draw with `probability` from its secret seed.
-pub fn spot_checked(eval_seed: u64, uid: u16, probability: f64) -> bool {
-    let draw = task::rng::derive_seed(&[eval_seed, SPOT_CHECK, uid as u64]);
-    (draw as f64 / 2f64.powi(64)) < probability
-}
-
-const SPOT_CHECK: u64 = 0x7370_6f74;

@@ -42,15 +42,7 @@ impl Metrics {
         }
         c.fraud_reports += outcome.fraud_reports.len() as u64;
         for r in &outcome.results {
-            let kind = match r.verdict {
-                scoring::Verdict::Earned => "earned",
-                scoring::Verdict::Refused { .. } => "refused",
-                scoring::Verdict::Harmful { .. } => "harmful",
-                scoring::Verdict::WrongPages { .. } => "wrong_pages",
-                scoring::Verdict::Copy { .. } => "copy",
-                scoring::Verdict::Fraud { .. } => "fraud",
-            };
-            *c.verdicts.entry(kind).or_default() += 1;
+            *c.verdicts.entry(r.verdict.kind()).or_default() += 1;
         }
     }
 

@@ -2,7 +2,7 @@
 //! the CPU and confirm each loss bit for bit, and to re-decide the window under other scoring
 //! parameters.
 
-use scoring::{Averages, ScoringParams, WindowEvidence};
+use scoring::{Averages, Bans, ScoringParams, WindowEvidence};
 use serde::{Deserialize, Serialize};
 
 /// One window, as the validator saw and decided it.
@@ -11,8 +11,14 @@ pub struct WindowRecord {
     pub window: u64,
     /// The chain's seed for the window (it fixes every miner's assignment).
     pub window_seed: u64,
-    /// The validator's own seed for its held-out batches and unassigned-page batches.
+    /// The validator's own seed for its eval batches, its reference training and its
+    /// assignment-check batches.
     pub eval_seed: u64,
+    /// The uids whose page ranges the window's assignment covered (the eval batches and the
+    /// reference training draw from pages past them).
+    pub assigned_uids: u64,
+    /// The validator's own training of the window (a blob, codec dense form).
+    pub reference: String,
     /// Hex digests of the task and of the checkpoints before and after the window (blobs).
     pub task_digest: String,
     pub checkpoint_before: String,
@@ -25,13 +31,14 @@ pub struct WindowRecord {
     pub momentum_after: Option<String>,
     pub scoring: ScoringParams,
     pub evidence: WindowEvidence,
-    /// How each evaluated gradient can be found again .
+    /// How each evaluated gradient can be found again.
     pub gradients: Vec<GradientRecord>,
-    /// Moving averages before the window.
+    /// Moving averages and bans before the window.
     pub averages_before: Averages,
+    pub bans_before: Bans,
     /// The miners whose training was re-executed this window.
-    pub spot_checks: Vec<SpotCheckRecord>,
-    /// The uids aggregated into the next checkpoint, best first.
+    pub audits: Vec<AuditRecord>,
+    /// The uids aggregated into the next checkpoint, in uid order.
     pub aggregated: Vec<u16>,
     pub weights: WeightsRecord,
 }
@@ -43,19 +50,22 @@ pub struct GradientRecord {
     pub payload_digest: String,
     /// The commitment's signature, so anyone can check the miner signed this payload.
     pub commitment_signature: String,
-    /// The uids whose gradients formed this miner's assignment-check control (empty: the checkpoint
-    /// itself), when the check ran.
-    pub control: Option<Vec<u16>>,
+    /// The outgoing residual the commitment names (an audit checks the payload leaves exactly it).
+    pub residual_out_digest: String,
 }
 
-/// A spot check: the miner's dense pseudo-gradient (the blob `dense_digest`) against the
-/// validator's re-execution of its window.
+/// An audit: the miner's dense pseudo-gradient and incoming residual (blobs), checked against its
+/// payload and against the validator's re-execution of its window.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SpotCheckRecord {
+pub struct AuditRecord {
     pub uid: u16,
-    pub dense_digest: String,
-    /// Relative L2 difference between the two.
-    pub relative_difference: f64,
+    /// The artefacts as served (None when the miner did not serve them).
+    pub dense_digest: Option<String>,
+    pub residual_digest: Option<String>,
+    /// Relative L2 difference between the dense gradient and the re-execution, when both exist.
+    pub relative_difference: Option<f64>,
+    /// Why the audit failed, if it did.
+    pub failure: Option<String>,
 }
 
 /// The weights a validator set on chain (uids and u16 values, as the SDK converts them), or why none

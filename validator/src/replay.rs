@@ -1,17 +1,22 @@
 //! Offline replay of a validator's data directory: every recorded loss is recomputed on the CPU from
-//! the recorded checkpoints and gradients and must match bit for bit; every decision is re-derived
-//! and must give the recorded weights and the recorded next checkpoint. Optionally the same evidence
-//! is re-decided under other scoring parameters ("what if").
+//! the recorded checkpoints and gradients and must match bit for bit, the validator's own reference
+//! training and every audit are run again, and every decision is re-derived and must give the
+//! recorded weights and the recorded next checkpoint. Optionally the same window is re-decided under
+//! other scoring parameters ("what if"; when they change which gradients are candidates, what each
+//! adds to the others is evaluated again).
 
-use crate::evaluate;
 use crate::record::WindowRecord;
 use crate::store::{DataDir, StoreError};
-use scoring::decide::averages_after;
-use scoring::{Averages, MinerDecision, ScoringParams, decide, weights_to_u16};
+use crate::{audit, evaluate};
+use scoring::checks::{pairwise_similarity, relative_difference, reproduces};
+use scoring::{
+    Averages, MinerDecision, ScoringParams, WindowEvidence, averages_after, decide, weights_to_u16,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
-use subnet_proto::codec;
+use subnet_proto::codec::{self, Layout};
+use task::aggregate::l2_norm;
 use task::{Checkpoint, TaskEngine, TaskSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -115,11 +120,12 @@ pub fn replay(
     let mut what_if_averages: Option<Averages> = None;
     let mut losses_checked = 0;
     for record in &records {
-        let mut replayed = replay_window(&store, &engine, record)?;
+        let (mut replayed, inputs) = replay_window(&store, &engine, record)?;
         losses_checked += replayed.losses_checked;
         if let Some(params) = &what_if {
             let before = what_if_averages.get_or_insert_with(|| record.averages_before.clone());
-            let decisions = decide(&record.evidence, params, before);
+            let evidence = evidence_under(&engine, record, &inputs, params);
+            let decisions = decide(&evidence, params, before);
             *before = averages_after(&decisions);
             replayed.what_if = Some(decisions);
         }
@@ -135,22 +141,64 @@ pub fn replay(
     })
 }
 
+/// What a replayed window's evaluations need again for a what-if.
+struct WindowInputs {
+    checkpoint: Checkpoint,
+    batches: Vec<task::Batch>,
+    gradients: BTreeMap<u16, Vec<f32>>,
+}
+
+/// The window's evidence as it would have been under `params`: when they change which gradients
+/// are candidates, the similarities and leave-one-out losses are recomputed for the new set.
+fn evidence_under(
+    engine: &TaskEngine,
+    record: &WindowRecord,
+    inputs: &WindowInputs,
+    params: &ScoringParams,
+) -> WindowEvidence {
+    let mut evidence = record.evidence.clone();
+    let candidates = scoring::candidates(&evidence, params);
+    if candidates == scoring::candidates(&evidence, &record.scoring) {
+        return evidence;
+    }
+    let values: Vec<&[f32]> = candidates
+        .iter()
+        .map(|u| inputs.gradients[u].as_slice())
+        .collect();
+    let (aggregate, without) = evaluate::leave_one_out(
+        engine,
+        &inputs.checkpoint.params,
+        &values,
+        evidence.reference_norm,
+        &inputs.batches,
+    );
+    evidence.similarities = pairwise_similarity(&candidates.iter().copied().zip(values).collect::<Vec<_>>());
+    evidence.aggregate = aggregate;
+    for m in &mut evidence.miners {
+        m.without = Vec::new();
+    }
+    for (uid, losses) in candidates.iter().zip(without) {
+        if let Some(m) = evidence.miners.iter_mut().find(|m| m.uid == *uid) {
+            m.without = losses;
+        }
+    }
+    evidence
+}
+
 fn replay_window(
     store: &DataDir,
     engine: &TaskEngine,
     record: &WindowRecord,
-) -> Result<ReplayedWindow, ReplayError> {
+) -> Result<(ReplayedWindow, WindowInputs), ReplayError> {
     let window = record.window;
     let spec = engine.spec();
+    let invalid = |what: String| ReplayError::Invalid { window, what };
     if record.task_digest != hex::encode(engine.digest()) {
-        return Err(ReplayError::Invalid {
-            window,
-            what: format!(
-                "recorded for task {}, the directory's task is {}",
-                record.task_digest,
-                hex::encode(engine.digest())
-            ),
-        });
+        return Err(invalid(format!(
+            "recorded for task {}, the directory's task is {}",
+            record.task_digest,
+            hex::encode(engine.digest())
+        )));
     }
     let before_digest = digest_field(window, "checkpoint_before", &record.checkpoint_before)?;
     let checkpoint = Checkpoint::from_bytes(
@@ -159,12 +207,14 @@ fn replay_window(
         engine.num_params(),
         Some(&before_digest),
     )
-    .map_err(|e| ReplayError::Invalid {
-        window,
-        what: format!("checkpoint {}: {e}", record.checkpoint_before),
-    })?;
+    .map_err(|e| invalid(format!("checkpoint {}: {e}", record.checkpoint_before)))?;
     let evidence = &record.evidence;
-    let batches = engine.heldout_batches(record.eval_seed, spec.scoring.eval_batches);
+    let batches = evaluate::eval_batches(
+        engine,
+        record.window_seed,
+        record.assigned_uids,
+        record.eval_seed,
+    );
     let mut checked = confirm(
         window,
         "checkpoint loss",
@@ -172,75 +222,85 @@ fn replay_window(
         &evaluate::losses(engine, &checkpoint.params, &batches),
     )?;
 
+    // The validator's own training of the window, trained again.
+    let reference = evaluate::reference(
+        engine,
+        &checkpoint.params,
+        window,
+        record.window_seed,
+        record.assigned_uids,
+        record.eval_seed,
+    );
+    let reference_digest = hex::encode(subnet_proto::digest(&codec::encode_dense(&reference)));
+    if reference_digest != record.reference {
+        return Err(ReplayError::Mismatch {
+            window,
+            what: "the validator's reference training".into(),
+            recorded: record.reference.clone(),
+            replayed: reference_digest,
+        });
+    }
+    if l2_norm(&reference).to_bits() != evidence.reference_norm.to_bits() {
+        return Err(invalid("the reference norm differs from the record".into()));
+    }
+    checked += 1;
+
+    let layout = {
+        let c = &spec.compression;
+        Layout::of_task(c.chunk, c.top_k)
+    };
     let mut gradients: BTreeMap<u16, Vec<f32>> = BTreeMap::new();
+    let mut payloads: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
     for g in &record.gradients {
         let digest = digest_field(window, "payload_digest", &g.payload_digest)?;
         let payload = store.blob(&digest)?;
-        let values =
-            codec::decode(&payload, engine.num_params()).map_err(|e| ReplayError::Invalid {
-                window,
-                what: format!("uid {}'s gradient does not decode: {e}", g.uid),
-            })?;
+        let values = codec::decode_as(&payload, engine.num_params(), layout)
+            .map_err(|e| invalid(format!("uid {}'s gradient does not decode: {e}", g.uid)))?;
         gradients.insert(g.uid, values);
+        payloads.insert(g.uid, payload);
     }
-    for g in &record.gradients {
-        let miner = evidence
+    let miner_of = |uid: u16| {
+        evidence
             .miners
             .iter()
-            .find(|m| m.uid == g.uid)
-            .ok_or_else(|| ReplayError::Invalid {
-                window,
-                what: format!("a gradient is recorded for uid {} but no evidence", g.uid),
-            })?;
-        let values = &gradients[&g.uid];
+            .find(|m| m.uid == uid)
+            .ok_or_else(|| invalid(format!("a gradient is recorded for uid {uid} but no evidence")))
+    };
+    for (uid, values) in &gradients {
+        let miner = miner_of(*uid)?;
+        if l2_norm(values).to_bits() != miner.norm.to_bits() {
+            return Err(invalid(format!("uid {uid}'s norm differs from the record")));
+        }
         checked += confirm(
             window,
-            &format!("uid {} held-out loss", g.uid),
+            &format!("uid {uid} held-out loss"),
             &miner.after,
-            &evaluate::losses_after(engine, &checkpoint.params, values, &batches),
+            &evaluate::losses_after(
+                engine,
+                &checkpoint.params,
+                values,
+                evidence.reference_norm,
+                &batches,
+            ),
         )?;
-        let (Some(recorded), Some(control_uids)) = (&miner.assignment, &g.control) else {
+        let Some(recorded) = &miner.assignment else {
             continue;
         };
-        let refs = control_uids
-            .iter()
-            .map(|u| {
-                gradients
-                    .get(u)
-                    .map(Vec::as_slice)
-                    .ok_or_else(|| ReplayError::Invalid {
-                        window,
-                        what: format!("control uid {u} has no recorded gradient"),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let control = evaluate::control_gradient(&refs, engine.num_params());
-        let (own, held_back) =
-            evaluate::assignment_batches(engine, window, record.window_seed, g.uid).ok_or_else(
-                || ReplayError::Invalid {
-                    window,
-                    what: format!("uid {} has no assignment", g.uid),
-                },
-            )?;
         let replayed = evaluate::assignment_evidence(
             engine,
             &checkpoint.params,
             values,
-            &control,
-            &own,
-            &held_back,
-        );
+            &reference,
+            evidence.reference_norm,
+            window,
+            record.window_seed,
+            record.eval_seed,
+            *uid,
+        )
+        .ok_or_else(|| invalid(format!("uid {uid} has no assignment")))?;
         let parts = [
-            (
-                "control on own batches",
-                &recorded.control_own,
-                &replayed.control_own,
-            ),
-            (
-                "gradient on own batches",
-                &recorded.after_own,
-                &replayed.after_own,
-            ),
+            ("control on own batches", &recorded.control_own, &replayed.control_own),
+            ("gradient on own batches", &recorded.after_own, &replayed.after_own),
             (
                 "control on held-back batches",
                 &recorded.control_held_back,
@@ -251,68 +311,108 @@ fn replay_window(
                 &recorded.after_held_back,
                 &replayed.after_held_back,
             ),
+            (
+                "checkpoint on held-back batches",
+                &recorded.base_held_back,
+                &replayed.base_held_back,
+            ),
         ];
         for (part, recorded, replayed) in parts {
-            let what = format!("uid {} assignment check, {part}", g.uid);
+            let what = format!("uid {uid} assignment check, {part}");
             checked += confirm(window, &what, recorded, replayed)?;
         }
     }
-    for spot in &record.spot_checks {
-        let digest = digest_field(window, "dense_digest", &spot.dense_digest)?;
-        let dense = codec::decode(&store.blob(&digest)?, engine.num_params()).map_err(|e| {
-            ReplayError::Invalid {
-                window,
-                what: format!("uid {}'s dense gradient does not decode: {e}", spot.uid),
+
+    // Audits: the served artefacts against the payload, and the re-executed window.
+    for audit in &record.audits {
+        let (Some(dense), Some(residual)) = (&audit.dense_digest, &audit.residual_digest) else {
+            continue;
+        };
+        let dense = store.blob(&digest_field(window, "dense_digest", dense)?)?;
+        let residual = store.blob(&digest_field(window, "residual_digest", residual)?)?;
+        let uid = audit.uid;
+        let payload = payloads
+            .get(&uid)
+            .ok_or_else(|| invalid(format!("uid {uid} was audited but has no recorded payload")))?;
+        let commitment = subnet_proto::pb::Commitment {
+            residual_out_digest: residual_out_claim(record, uid)?,
+            ..Default::default()
+        };
+        let replayed = audit::verify_artefacts(engine, &commitment, payload, &dense, &residual)
+            .map(|dense| {
+                let reexecuted = evaluate::reexecute(
+                    engine,
+                    &checkpoint.params,
+                    window,
+                    record.window_seed,
+                    uid,
+                );
+                reexecuted.map(|r| relative_difference(&dense, &r))
+            });
+        match (replayed, audit.relative_difference) {
+            (Ok(Some(difference)), Some(recorded)) if difference.to_bits() == recorded.to_bits() => {
+                let fraud = !reproduces(difference, spec.scoring.spot_check_tolerance);
+                if fraud != audit.failure.is_some() {
+                    return Err(invalid(format!(
+                        "uid {uid}'s audit differs by {difference:e}, but the record {} it a failure",
+                        if audit.failure.is_some() { "calls" } else { "does not call" }
+                    )));
+                }
             }
-        })?;
-        let reexecuted = evaluate::reexecute(
-            engine,
-            &checkpoint.params,
-            window,
-            record.window_seed,
-            spot.uid,
-        )
-        .ok_or_else(|| ReplayError::Invalid {
-            window,
-            what: format!("uid {} has no assignment", spot.uid),
-        })?;
-        let difference = scoring::checks::relative_difference(&dense, &reexecuted);
-        if difference.to_bits() != spot.relative_difference.to_bits() {
-            return Err(ReplayError::Mismatch {
-                window,
-                what: format!("uid {} spot check", spot.uid),
-                recorded: format!("{:e}", spot.relative_difference),
-                replayed: format!("{difference:e}"),
-            });
-        }
-        let fraud = !scoring::checks::reproduces(difference, spec.scoring.spot_check_tolerance);
-        let recorded_fraud = evidence
-            .miners
-            .iter()
-            .any(|m| m.uid == spot.uid && m.fraud.is_some());
-        if fraud != recorded_fraud {
-            return Err(ReplayError::Invalid {
-                window,
-                what: format!(
-                    "uid {}'s spot check differs by {difference:e}, but the record {} it fraud",
-                    spot.uid,
-                    if recorded_fraud {
-                        "calls"
-                    } else {
-                        "does not call"
-                    }
-                ),
-            });
+            (Err(_), None) if audit.failure.is_some() => {}
+            (replayed, recorded) => {
+                return Err(ReplayError::Mismatch {
+                    window,
+                    what: format!("uid {uid}'s audit"),
+                    recorded: format!("{recorded:?} ({:?})", audit.failure),
+                    replayed: format!("{replayed:?}"),
+                });
+            }
         }
         checked += 1;
     }
-    let pairs: Vec<(u16, &[f32])> = gradients.iter().map(|(u, g)| (*u, g.as_slice())).collect();
-    let similarities = scoring::checks::pairwise_similarity(&pairs);
-    if similarities != evidence.similarities {
-        return Err(ReplayError::Invalid {
+
+    // Candidates, their similarities and what each adds to the others.
+    let candidates = scoring::candidates(evidence, &record.scoring);
+    let recorded_candidates: Vec<u16> = evidence
+        .miners
+        .iter()
+        .filter(|m| !m.without.is_empty())
+        .map(|m| m.uid)
+        .collect();
+    if candidates != recorded_candidates {
+        return Err(ReplayError::Mismatch {
             window,
-            what: "gradient similarities differ from the record".into(),
+            what: "candidates".into(),
+            recorded: format!("{recorded_candidates:?}"),
+            replayed: format!("{candidates:?}"),
         });
+    }
+    let values: Vec<&[f32]> = candidates
+        .iter()
+        .map(|u| {
+            gradients
+                .get(u)
+                .map(Vec::as_slice)
+                .ok_or_else(|| invalid(format!("candidate uid {u} has no recorded gradient")))
+        })
+        .collect::<Result<_, _>>()?;
+    let similarities =
+        pairwise_similarity(&candidates.iter().copied().zip(values.iter().copied()).collect::<Vec<_>>());
+    if similarities != evidence.similarities {
+        return Err(invalid("gradient similarities differ from the record".into()));
+    }
+    let (aggregate, without) = evaluate::leave_one_out(
+        engine,
+        &checkpoint.params,
+        &values,
+        evidence.reference_norm,
+        &batches,
+    );
+    checked += confirm(window, "aggregate", &evidence.aggregate, &aggregate)?;
+    for (uid, losses) in candidates.iter().zip(&without) {
+        let what = format!("aggregate without uid {uid}");
+        checked += confirm(window, &what, &miner_of(*uid)?.without, losses)?;
     }
 
     // The decisions must give the recorded weights, aggregation and next checkpoint.
@@ -320,10 +420,7 @@ fn replay_window(
     if record.weights.error.is_none() {
         let uids: Vec<u16> = decisions.iter().map(|d| d.uid).collect();
         let weights: Vec<f64> = decisions.iter().map(|d| d.weight).collect();
-        let (u, v) = weights_to_u16(&uids, &weights).map_err(|e| ReplayError::Invalid {
-            window,
-            what: e.to_string(),
-        })?;
+        let (u, v) = weights_to_u16(&uids, &weights).map_err(|e| invalid(e.to_string()))?;
         if (&u, &v) != (&record.weights.uids, &record.weights.values) {
             return Err(ReplayError::Mismatch {
                 window,
@@ -333,7 +430,11 @@ fn replay_window(
             });
         }
     }
-    let aggregated = crate::aggregation_order(&decisions, spec.scoring.aggregate_top);
+    let aggregated = scoring::aggregation_order(
+        &decisions,
+        spec.scoring.aggregate_top,
+        spec.scoring.aggregate_min,
+    );
     if aggregated != record.aggregated {
         return Err(ReplayError::Mismatch {
             window,
@@ -344,13 +445,19 @@ fn replay_window(
     }
     let deltas: Vec<&[f32]> = aggregated.iter().map(|u| gradients[u].as_slice()).collect();
     let momentum = match &record.momentum_before {
-        Some(digest) => crate::load_momentum(store, digest, engine.num_params())
-            .map_err(|what| ReplayError::Invalid { window, what })?,
+        Some(digest) => crate::aggregation::load_momentum(store, digest, engine.num_params())
+            .map_err(invalid)?,
         None => Vec::new(),
     };
-    let (next, momentum_after) = crate::next_checkpoint(engine, &checkpoint, &momentum, &deltas);
-    let replayed_momentum =
-        crate::momentum_blob(&momentum_after).map(|b| hex::encode(subnet_proto::digest(&b)));
+    let (next, momentum_after) = crate::aggregation::next_checkpoint(
+        engine,
+        &checkpoint,
+        &momentum,
+        &deltas,
+        evidence.reference_norm,
+    );
+    let replayed_momentum = crate::aggregation::momentum_blob(&momentum_after)
+        .map(|b| hex::encode(subnet_proto::digest(&b)));
     if replayed_momentum != record.momentum_after {
         return Err(ReplayError::Mismatch {
             window,
@@ -371,13 +478,33 @@ fn replay_window(
         None => Ok((record.weights.uids.clone(), record.weights.values.clone())),
         Some(e) => Err(e.clone()),
     };
-    Ok(ReplayedWindow {
-        window,
-        base_loss: evidence.base.iter().map(|&l| l as f64).sum::<f64>()
-            / evidence.base.len().max(1) as f64,
-        losses_checked: checked,
-        decisions,
-        weights,
-        what_if: None,
-    })
+    Ok((
+        ReplayedWindow {
+            window,
+            base_loss: evidence.base.iter().map(|&l| l as f64).sum::<f64>()
+                / evidence.base.len().max(1) as f64,
+            losses_checked: checked,
+            decisions,
+            weights,
+            what_if: None,
+        },
+        WindowInputs {
+            checkpoint,
+            batches,
+            gradients,
+        },
+    ))
+}
+
+/// The outgoing residual digest the audited miner's commitment claimed (kept in the record).
+fn residual_out_claim(record: &WindowRecord, uid: u16) -> Result<Vec<u8>, ReplayError> {
+    record
+        .gradients
+        .iter()
+        .find(|g| g.uid == uid)
+        .and_then(|g| hex::decode(&g.residual_out_digest).ok())
+        .ok_or_else(|| ReplayError::Invalid {
+            window: record.window,
+            what: format!("uid {uid} was audited but its commitment is not recorded"),
+        })
 }

@@ -75,10 +75,28 @@ impl<C: Chain> pb::validator_server::Validator for ValidatorService<C> {
     ) -> Result<Response<pb::LatestCheckpointResponse>, Status> {
         self.authenticate(request.get_ref()).await?;
         let (checkpoint, window) = self.validator.checkpoint();
+        let recipe = self.validator.recipe();
         Ok(Response::new(pb::LatestCheckpointResponse {
             digest: checkpoint.digest.to_vec(),
             window,
             len: checkpoint.encoded_len() as u64,
+            previous_digest: recipe
+                .as_ref()
+                .map(|r| r.previous.to_vec())
+                .unwrap_or_default(),
+            aggregated: recipe
+                .as_ref()
+                .map(|r| {
+                    r.aggregated
+                        .iter()
+                        .map(|(uid, c)| pb::AggregatedGradient {
+                            uid: *uid as u32,
+                            commitment: Some(c.clone()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            clip_norm: recipe.map_or(0.0, |r| r.clip_norm),
         }))
     }
 

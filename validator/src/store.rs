@@ -8,8 +8,10 @@
 //! names; a torn frame at the end (a crash mid-append) is detected on open and cut off, and nothing
 //! before it is lost.
 
+use crate::audit::ResidualLedger;
 use crate::record::WindowRecord;
-use scoring::Averages;
+use scoring::{Averages, Bans};
+use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -57,6 +59,19 @@ pub struct SavedState {
     /// The outer momentum buffer (a blob), None for zeros or plain SGD.
     #[serde(default)]
     pub momentum: Option<String>,
+    /// Hotkeys banned after a fraud, through a window.
+    #[serde(default)]
+    pub bans: Bans,
+    /// The outgoing residuals of the commitments collected, for the residual chain.
+    #[serde(default)]
+    pub ledger: ResidualLedger,
+    /// Miners whose audit could not complete (they were unreachable): audited again every window
+    /// until it does.
+    #[serde(default)]
+    pub pending_audits: BTreeMap<u16, String>,
+    /// The secret that draws this validator's audit windows.
+    #[serde(default)]
+    pub audit_secret: Option<u64>,
 }
 
 /// Weights committed in `window`, with the salt that reveals them.

@@ -1,0 +1,111 @@
+//! The next global checkpoint: the earning gradients, clipped to the norm of the validator's own
+//! training of the window and summed in uid order, applied with the outer optimizer. With several
+//! validators the lead's checkpoint (most stake, see `Metagraph::validators_by_stake`) is the
+//! subnet's model: it publishes how it made it (`Recipe`), and the others recompute it from the
+//! gradients they gathered themselves before adopting it.
+
+use crate::store::{DataDir, StoreError};
+use subnet_proto::{codec, commitment, pb};
+use task::aggregate::{aggregate_clipped, outer_nesterov_step, outer_sgd_step};
+use task::{Checkpoint, TaskEngine};
+
+/// How a checkpoint was made from the one before it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipe {
+    pub previous: [u8; 32],
+    /// The aggregated gradients in uid order, each named by its miner's signed commitment.
+    pub aggregated: Vec<(u16, pb::Commitment)>,
+    pub clip_norm: f64,
+}
+
+/// The next global checkpoint and outer momentum: the mean of `deltas` (in the order given) after
+/// clipping each to `clip_norm`, applied with the outer step (Nesterov momentum when the task sets
+/// `training.outer_momentum`; `momentum` is the buffer before, empty for zeros), or both unchanged
+/// when nothing is aggregated.
+pub fn next_checkpoint(
+    engine: &TaskEngine,
+    checkpoint: &Checkpoint,
+    momentum: &[f32],
+    deltas: &[&[f32]],
+    clip_norm: f64,
+) -> (Checkpoint, Vec<f32>) {
+    let t = &engine.spec().training;
+    match aggregate_clipped(deltas, clip_norm) {
+        Some(mean) if t.outer_momentum > 0.0 => {
+            let (params, buffer) = outer_nesterov_step(
+                &checkpoint.params,
+                &mean,
+                momentum,
+                t.outer_lr,
+                t.outer_momentum,
+            );
+            (Checkpoint::new(engine.digest(), params), buffer)
+        }
+        Some(mean) => (
+            Checkpoint::new(
+                engine.digest(),
+                outer_sgd_step(&checkpoint.params, &mean, t.outer_lr),
+            ),
+            Vec::new(),
+        ),
+        None => (checkpoint.clone(), momentum.to_vec()),
+    }
+}
+
+/// Why a lead's checkpoint was not adopted as recomputed.
+#[derive(Debug, PartialEq)]
+pub enum Recomputation {
+    /// The recipe gives the lead's checkpoint: adopt it, with this momentum.
+    Confirmed(Checkpoint, Vec<f32>),
+    /// A gradient of the recipe was not gathered here (or under other claims): it cannot be checked.
+    Missing(u16),
+    /// The recipe does not give the checkpoint the lead serves.
+    Differs { recomputed: [u8; 32] },
+}
+
+/// Recomputes the checkpoint `digest` from `recipe`, with `previous` and `momentum` the checkpoint
+/// and buffer the recipe starts from and `gathered` this validator's decoded gradients of that
+/// window with their commitments.
+pub fn recompute(
+    engine: &TaskEngine,
+    previous: &Checkpoint,
+    momentum: &[f32],
+    recipe: &Recipe,
+    gathered: &std::collections::BTreeMap<u16, (pb::Commitment, Vec<f32>)>,
+    digest: &[u8; 32],
+) -> Recomputation {
+    let mut deltas = Vec::with_capacity(recipe.aggregated.len());
+    for (uid, claimed) in &recipe.aggregated {
+        match gathered.get(uid) {
+            Some((c, values)) if commitment::same_claims(c, claimed) => deltas.push(values.as_slice()),
+            _ => return Recomputation::Missing(*uid),
+        }
+    }
+    let (next, momentum) = next_checkpoint(engine, previous, momentum, &deltas, recipe.clip_norm);
+    if next.digest == *digest {
+        Recomputation::Confirmed(next, momentum)
+    } else {
+        Recomputation::Differs {
+            recomputed: next.digest,
+        }
+    }
+}
+
+/// The blob bytes of an outer momentum buffer (the dense codec form), None for an empty buffer.
+pub fn momentum_blob(momentum: &[f32]) -> Option<Vec<u8>> {
+    (!momentum.is_empty()).then(|| codec::encode_dense(momentum))
+}
+
+/// Stores a momentum buffer as a blob; its hex digest, or None for an empty buffer.
+pub fn store_momentum(store: &DataDir, momentum: &[f32]) -> Result<Option<String>, StoreError> {
+    momentum_blob(momentum)
+        .map(|bytes| store.put_blob(&bytes).map(hex::encode))
+        .transpose()
+}
+
+/// Reads the momentum buffer stored as the blob `hex_digest`.
+pub fn load_momentum(store: &DataDir, hex_digest: &str, params: usize) -> Result<Vec<f32>, String> {
+    let digest = subnet_proto::bytes32("momentum", &hex::decode(hex_digest).unwrap_or_default())?;
+    let bytes = store.blob(&digest).map_err(|e| e.to_string())?;
+    codec::decode(&bytes, params).map_err(|e| format!("momentum {hex_digest}: {e}"))
+}

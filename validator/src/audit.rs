@@ -1,0 +1,217 @@
+//! Binding what is scored to what is verified.
+//!
+//! A commitment names the payload, the dense pseudo-gradient it was compressed from and the
+//! error-feedback residuals around the compression. Three checks tie them together:
+//! - the residual chain, for every miner every window and from commitments alone: the residual that
+//!   went into a window is zero or the one that came out of the window the commitment names, and a
+//!   miner cannot skip over a window of its own that this validator saw (`ResidualLedger`);
+//! - an audit, for each miner once per `scoring.audit_period` windows at a window drawn from the
+//!   validator's secret (`audited`): the miner serves its dense gradient and incoming residual, the
+//!   payload must be, byte for byte, the task's codec applied to them and must leave exactly the
+//!   committed outgoing residual (`verify_artefacts`), and the dense gradient must match the
+//!   validator's re-execution of the window within the backend tolerance;
+//! - a miner that does not serve, under an audit, what it committed to is treated as one whose
+//!   artefacts do not check out.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use subnet_proto::codec::{self, Layout};
+use subnet_proto::pb;
+use task::TaskEngine;
+
+/// Windows of residual history kept per miner.
+const KEPT_WINDOWS: usize = 16;
+
+/// The outgoing residual digests of the commitments this validator collected, per uid and hotkey.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResidualLedger {
+    miners: BTreeMap<u16, LedgerEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct LedgerEntry {
+    hotkey: String,
+    /// Window -> hex digest of the residual its compression left.
+    residual_out: BTreeMap<u64, String>,
+}
+
+impl ResidualLedger {
+    /// Whether `c`'s incoming residual continues what this validator saw `hotkey` commit before:
+    /// None when it does (or when nothing seen can tell), else how it breaks the chain. A zero
+    /// residual (a restart without the residual file) always continues it.
+    pub fn check(
+        &self,
+        uid: u16,
+        hotkey: &str,
+        c: &pb::Commitment,
+        zero_digest: &[u8; 32],
+    ) -> Option<String> {
+        if c.residual_in_digest.as_slice() == zero_digest {
+            return None;
+        }
+        if c.residual_window >= c.window {
+            return Some(format!(
+                "its window {} residual is said to come from window {}, which is not before it",
+                c.window, c.residual_window
+            ));
+        }
+        let entry = self.miners.get(&uid).filter(|e| e.hotkey == hotkey)?;
+        if let Some(out) = entry.residual_out.get(&c.residual_window)
+            && out != &hex::encode(&c.residual_in_digest)
+        {
+            return Some(format!(
+                "its window {} residual {} is not the residual {out} its window {} commitment left",
+                c.window,
+                hex::encode(&c.residual_in_digest),
+                c.residual_window
+            ));
+        }
+        if let Some((skipped, _)) = entry
+            .residual_out
+            .range(c.residual_window + 1..c.window)
+            .next()
+        {
+            return Some(format!(
+                "its window {} residual skips the one its own window {skipped} commitment left",
+                c.window
+            ));
+        }
+        None
+    }
+
+    /// Records a commitment collected before its window closed.
+    pub fn record(&mut self, uid: u16, hotkey: &str, c: &pb::Commitment) {
+        let entry = self.miners.entry(uid).or_insert_with(|| LedgerEntry {
+            hotkey: hotkey.to_string(),
+            residual_out: BTreeMap::new(),
+        });
+        if entry.hotkey != hotkey {
+            entry.hotkey = hotkey.to_string();
+            entry.residual_out.clear();
+        }
+        entry
+            .residual_out
+            .insert(c.window, hex::encode(&c.residual_out_digest));
+        while entry.residual_out.len() > KEPT_WINDOWS {
+            entry.residual_out.pop_first();
+        }
+    }
+}
+
+/// Digest of the zero residual of a model with `n` parameters (codec dense form).
+pub fn zero_residual_digest(n: usize) -> [u8; 32] {
+    subnet_proto::digest(&codec::encode_dense(&vec![0.0; n]))
+}
+
+/// Whether a validator whose secret is `secret` audits `uid` in `window`: once in every run of
+/// `period` windows, at a position of the run drawn from the secret (period 0: never).
+pub fn audited(secret: u64, uid: u16, window: u64, period: u64) -> bool {
+    if period == 0 {
+        return false;
+    }
+    let run = window / period;
+    task::rng::derive_seed(&[secret, AUDIT, uid as u64, run]) % period == window % period
+}
+
+const AUDIT: u64 = 0x4155_4449;
+
+/// Checks an audited miner's artefacts against each other: the payload must be the task's codec of
+/// the dense gradient and incoming residual, byte for byte, and must leave exactly the committed
+/// outgoing residual. Returns the dense gradient, or why the artefacts do not fit together.
+pub fn verify_artefacts(
+    engine: &TaskEngine,
+    commitment: &pb::Commitment,
+    payload: &[u8],
+    dense: &[u8],
+    residual_in: &[u8],
+) -> Result<Vec<f32>, String> {
+    let n = engine.num_params();
+    let read = |bytes: &[u8], what: &str| {
+        codec::decode_as(bytes, n, Layout::DenseF32).map_err(|e| format!("its {what}: {e}"))
+    };
+    let dense = read(dense, "dense gradient")?;
+    let residual = read(residual_in, "residual")?;
+    if let Some(i) = dense.iter().chain(&residual).position(|v| !v.is_finite()) {
+        return Err(format!("its dense gradient or residual holds a non-finite value at {i}"));
+    }
+    let c = &engine.spec().compression;
+    let recomputed = codec::compress(
+        &dense,
+        &residual,
+        Layout::of_task(c.chunk, c.top_k),
+        c.error_feedback as f32,
+    );
+    if recomputed.payload != payload {
+        let first = recomputed
+            .payload
+            .iter()
+            .zip(payload)
+            .position(|(a, b)| a != b)
+            .unwrap_or(payload.len().min(recomputed.payload.len()));
+        return Err(format!(
+            "its payload is not the codec of its committed dense gradient and residual (first difference at byte {first})"
+        ));
+    }
+    let residual_out = subnet_proto::digest(&codec::encode_dense(&recomputed.residual_out));
+    if residual_out.as_slice() != commitment.residual_out_digest.as_slice() {
+        return Err(format!(
+            "its committed outgoing residual {} is not the {} its compression leaves",
+            hex::encode(&commitment.residual_out_digest),
+            hex::encode(residual_out)
+        ));
+    }
+    Ok(dense)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commitment(window: u64, residual_in: u8, from: u64, residual_out: u8) -> pb::Commitment {
+        pb::Commitment {
+            window,
+            residual_in_digest: vec![residual_in; 32],
+            residual_window: from,
+            residual_out_digest: vec![residual_out; 32],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_residual_chain_follows_what_was_seen() {
+        let zero = [0u8; 32];
+        let mut ledger = ResidualLedger::default();
+        ledger.record(3, "a", &commitment(10, 0, 0, 1));
+        ledger.record(3, "a", &commitment(11, 1, 10, 2));
+        // Continues window 11.
+        assert_eq!(ledger.check(3, "a", &commitment(12, 2, 11, 3), &zero), None);
+        // A zero residual always continues.
+        assert_eq!(ledger.check(3, "a", &commitment(12, 0, 0, 3), &zero), None);
+        // Another residual than window 11 left.
+        assert!(ledger.check(3, "a", &commitment(12, 9, 11, 3), &zero).is_some());
+        // Skips window 11, which this validator saw.
+        let skip = ledger.check(3, "a", &commitment(12, 1, 10, 3), &zero).unwrap();
+        assert!(skip.contains("skips"), "{skip}");
+        // A source window this validator did not see, after the last it saw, cannot be judged.
+        assert_eq!(ledger.check(3, "a", &commitment(14, 7, 13, 3), &zero), None);
+        // Not from an earlier window.
+        assert!(ledger.check(3, "a", &commitment(12, 7, 12, 3), &zero).is_some());
+        // Another hotkey on the uid starts a new chain.
+        assert_eq!(ledger.check(3, "b", &commitment(12, 9, 11, 3), &zero), None);
+    }
+
+    #[test]
+    fn every_miner_is_audited_once_per_period() {
+        for period in [1u64, 2, 4, 7] {
+            for uid in 0..20u16 {
+                for run in 0..5u64 {
+                    let audits = (run * period..(run + 1) * period)
+                        .filter(|&w| audited(99, uid, w, period))
+                        .count();
+                    assert_eq!(audits, 1, "uid {uid}, period {period}, run {run}");
+                }
+            }
+        }
+        assert!(!(0..10).any(|w| audited(99, 1, w, 0)));
+    }
+}

@@ -1,0 +1,260 @@
+//! Gathering a window's work from the miners: their signed commitments while the window is open, and
+//! after it has closed the artefacts those commitments name. Every check that needs no evaluation
+//! happens here, before anything is decoded: the signature and claims of the commitment, that a
+//! streamed artefact comes under the very commitment collected before the close, its exact length
+//! while streaming, its digest, and the task's one gradient layout.
+
+use chain_client::Neuron;
+use std::fmt;
+use std::time::Duration;
+use subnet_proto::codec::{self, CodecError, Layout};
+use subnet_proto::commitment::{self, CommitmentError, Expected};
+use subnet_proto::{auth, limits, pb};
+use subxt_signer::sr25519::Keypair;
+use task::TaskEngine;
+use tonic::transport::Endpoint;
+
+/// Why a miner's gradient earned nothing this window.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rejection {
+    NoAxon,
+    Unreachable(String),
+    Refused {
+        code: tonic::Code,
+        message: String,
+    },
+    /// No commitment was collected from the miner before the window closed.
+    NotCommitted,
+    /// The artefact came under another commitment than the one collected before the close.
+    OtherCommitment,
+    NoCommitment,
+    Commitment(CommitmentError),
+    Oversized {
+        limit: u64,
+    },
+    Codec(CodecError),
+    NonFinite {
+        count: usize,
+    },
+    Timeout {
+        seconds: u64,
+    },
+    /// Applying the gradient made a held-out loss NaN or infinite.
+    NonFiniteLoss,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::NoAxon => write!(f, "no axon served on chain"),
+            Rejection::Unreachable(e) => write!(f, "unreachable: {e}"),
+            Rejection::Refused { code, message } => write!(f, "refused ({code:?}): {message}"),
+            Rejection::NotCommitted => {
+                write!(f, "no commitment collected before the window closed")
+            }
+            Rejection::OtherCommitment => write!(
+                f,
+                "served under another commitment than the one collected before the window closed"
+            ),
+            Rejection::NoCommitment => write!(f, "stream did not start with a commitment"),
+            Rejection::Commitment(e) => write!(f, "{e}"),
+            Rejection::Oversized { limit } => write!(
+                f,
+                "sent more than its committed length (limit {limit} bytes)"
+            ),
+            Rejection::Codec(e) => write!(f, "malformed gradient: {e}"),
+            Rejection::NonFinite { count } => {
+                write!(f, "{count} non-finite values (NaN or infinity)")
+            }
+            Rejection::Timeout { seconds } => write!(f, "no complete gradient within {seconds} s"),
+            Rejection::NonFiniteLoss => write!(f, "applying it makes the held-out loss non-finite"),
+        }
+    }
+}
+
+/// Signed requests from one validator to the miners of its task.
+pub(crate) struct Gatherer<'a> {
+    pub keypair: &'a Keypair,
+    pub engine: &'a TaskEngine,
+    pub deadline: Duration,
+}
+
+impl Gatherer<'_> {
+    fn layout(&self) -> Layout {
+        let c = &self.engine.spec().compression;
+        Layout::of_task(c.chunk, c.top_k)
+    }
+
+    async fn client(
+        &self,
+        neuron: &Neuron,
+    ) -> Result<pb::miner_client::MinerClient<tonic::transport::Channel>, Rejection> {
+        let addr = neuron.axon.ok_or(Rejection::NoAxon)?;
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Rejection::Unreachable(e.to_string()))?
+            .timeout(limits::REQUEST_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| Rejection::Unreachable(e.to_string()))?;
+        Ok(pb::miner_client::MinerClient::new(channel)
+            .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(limits::MAX_MESSAGE_BYTES))
+    }
+
+    /// Everything about a commitment that holds whatever the checkpoint: signed by the miner's
+    /// hotkey, for this window and task, committing to exactly the task's payload length.
+    fn verify(
+        &self,
+        c: &pb::Commitment,
+        neuron: &Neuron,
+        window: u64,
+        checkpoint: &[u8; 32],
+    ) -> Result<(), CommitmentError> {
+        let n = self.engine.num_params();
+        commitment::verify_commitment(
+            c,
+            &Expected {
+                hotkey: &neuron.hotkey.0,
+                window,
+                task_digest: &self.engine.digest(),
+                checkpoint_digest: checkpoint,
+                payload_len: self.layout().payload_len(n) as u64,
+            },
+        )
+    }
+
+    /// A miner's commitment for `window`, checked (its checkpoint is checked once the window is
+    /// scored, against the checkpoint the window started from).
+    pub async fn commitment(
+        &self,
+        neuron: &Neuron,
+        window: u64,
+    ) -> Result<pb::Commitment, Rejection> {
+        let fetch = async {
+            let mut client = self.client(neuron).await?;
+            let request = auth::sign(
+                pb::CommitmentRequest {
+                    auth: None,
+                    window,
+                    task_digest: self.engine.digest().to_vec(),
+                },
+                self.keypair,
+                &neuron.hotkey.0,
+            );
+            let c = client
+                .get_commitment(request)
+                .await
+                .map_err(refused)?
+                .into_inner();
+            let claimed: [u8; 32] = c.checkpoint_digest.as_slice().try_into().map_err(|_| {
+                Rejection::Commitment(CommitmentError::WrongCheckpoint {
+                    expected: "32 bytes".into(),
+                    found: hex::encode(&c.checkpoint_digest),
+                })
+            })?;
+            self.verify(&c, neuron, window, &claimed)
+                .map_err(Rejection::Commitment)?;
+            Ok(c)
+        };
+        self.within_deadline(fetch).await
+    }
+
+    /// One artefact of `window` that `collected` (the commitment collected before the close) names:
+    /// streamed under a commitment with the same claims, exactly as long as the task's form of it,
+    /// and matching its committed digest.
+    pub async fn part(
+        &self,
+        neuron: &Neuron,
+        window: u64,
+        part: pb::GradientPart,
+        collected: &pb::Commitment,
+    ) -> Result<Vec<u8>, Rejection> {
+        let fetch = async {
+            let mut client = self.client(neuron).await?;
+            let request = auth::sign(
+                pb::GradientRequest {
+                    auth: None,
+                    window,
+                    task_digest: self.engine.digest().to_vec(),
+                    part: part as i32,
+                },
+                self.keypair,
+                &neuron.hotkey.0,
+            );
+            let mut stream = client
+                .get_gradient(request)
+                .await
+                .map_err(refused)?
+                .into_inner();
+            let Some(pb::GradientChunk {
+                part: Some(pb::gradient_chunk::Part::Commitment(c)),
+            }) = stream.message().await.map_err(refused)?
+            else {
+                return Err(Rejection::NoCommitment);
+            };
+            if !commitment::same_claims(&c, collected) {
+                return Err(Rejection::OtherCommitment);
+            }
+            let n = self.engine.num_params();
+            let (limit, digest) = match part {
+                pb::GradientPart::Payload => (collected.payload_len, &collected.payload_digest),
+                pb::GradientPart::Dense => (
+                    Layout::DenseF32.payload_len(n) as u64,
+                    &collected.dense_digest,
+                ),
+                pb::GradientPart::Residual => (
+                    Layout::DenseF32.payload_len(n) as u64,
+                    &collected.residual_in_digest,
+                ),
+            };
+            let mut bytes = Vec::with_capacity(limit as usize);
+            while let Some(chunk) = stream.message().await.map_err(refused)? {
+                let Some(pb::gradient_chunk::Part::Data(data)) = chunk.part else {
+                    return Err(Rejection::NoCommitment);
+                };
+                if (bytes.len() + data.len()) as u64 > limit {
+                    return Err(Rejection::Oversized { limit });
+                }
+                bytes.extend_from_slice(&data);
+            }
+            let found = subnet_proto::digest(&bytes);
+            if bytes.len() as u64 != limit || found.as_slice() != digest.as_slice() {
+                return Err(Rejection::Commitment(CommitmentError::DigestMismatch {
+                    expected: hex::encode(digest),
+                    found: hex::encode(found),
+                }));
+            }
+            Ok(bytes)
+        };
+        self.within_deadline(fetch).await
+    }
+
+    /// Decodes a payload in the task's layout and refuses non-finite values.
+    pub fn decode(&self, payload: &[u8]) -> Result<Vec<f32>, Rejection> {
+        let values = codec::decode_as(payload, self.engine.num_params(), self.layout())
+            .map_err(Rejection::Codec)?;
+        let non_finite = values.iter().filter(|v| !v.is_finite()).count();
+        if non_finite > 0 {
+            return Err(Rejection::NonFinite { count: non_finite });
+        }
+        Ok(values)
+    }
+
+    async fn within_deadline<T>(
+        &self,
+        fetch: impl Future<Output = Result<T, Rejection>>,
+    ) -> Result<T, Rejection> {
+        tokio::time::timeout(self.deadline, fetch)
+            .await
+            .unwrap_or(Err(Rejection::Timeout {
+                seconds: self.deadline.as_secs(),
+            }))
+    }
+}
+
+fn refused(s: tonic::Status) -> Rejection {
+    Rejection::Refused {
+        code: s.code(),
+        message: s.message().to_string(),
+    }
+}
