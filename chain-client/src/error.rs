@@ -54,6 +54,10 @@ pub enum ChainError {
     WeightVecLengthIsLow { len: usize, min: usize },
     #[error("MaxWeightExceeded: weight {max} exceeds the subnet's limit {limit}")]
     MaxWeightExceeded { max: u16, limit: u16 },
+    #[error(
+        "FraudReportOutOfRange: window {window} is not a recently closed window (closed windows {first}..={last} can be reported)"
+    )]
+    FraudReportOutOfRange { window: u64, first: u64, last: u64 },
     #[error("SubnetNotExists: subnet {netuid} does not exist")]
     SubnetNotExists { netuid: u16 },
     #[error("SubnetAlreadyExists: subnet {netuid} already exists")]

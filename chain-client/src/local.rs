@@ -517,8 +517,10 @@ impl LocalChain {
     }
 
     /// A validator reports `offender` for fraud in `window`, naming the evidence by digest. A local
-    /// chain extension: once validators holding at least kappa of the subnet's permitted stake have
-    /// reported the same miner for the same window, `slash_per_million` of its stake is burned, once.
+    /// chain extension: only one of the last `fraud_report_windows` closed windows (a window is
+    /// `tempo` blocks) can be reported, each reporter once per (miner, window); once validators
+    /// holding at least kappa of the subnet's permitted stake have reported the same miner for any of
+    /// those windows, `slash_per_million` of its stake is burned, once for all of them.
     pub fn report_fraud_sync(
         &self,
         reporter: AccountId,
@@ -543,14 +545,20 @@ impl LocalChain {
             let Some(offender_uid) = uid_of(tx, netuid, &offender)? else {
                 return Err(ChainError::HotKeyNotRegisteredInSubNet { hotkey: offender.to_string(), netuid });
             };
+            // Windows [first, last] have closed and are recent enough to report.
+            let current = block / params.tempo.max(1);
+            let first = current.saturating_sub(params.fraud_report_windows);
+            if current == 0 || window < first || window >= current {
+                return Err(ChainError::FraudReportOutOfRange { window, first, last: current.saturating_sub(1) });
+            }
             let inserted = tx.execute(
                 "INSERT OR IGNORE INTO fraud_reports (netuid, offender, window, reporter, evidence, block)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![netuid, blob(&offender), window as i64, blob(&reporter), &evidence[..], block as i64],
             )?;
             let slashed: bool = tx.query_row(
-                "SELECT COUNT(*) > 0 FROM slashes WHERE netuid = ?1 AND offender = ?2 AND window = ?3",
-                params![netuid, blob(&offender), window as i64],
+                "SELECT COUNT(*) > 0 FROM slashes WHERE netuid = ?1 AND offender = ?2 AND window >= ?3",
+                params![netuid, blob(&offender), first as i64],
                 |r| r.get(0),
             )?;
             if inserted == 0 || slashed {
@@ -560,14 +568,15 @@ impl LocalChain {
                 "uid {reporter_uid} reports uid {offender_uid} for window {window} (evidence {})",
                 hex::encode(evidence)
             ))?;
-            // Stake of the reporters that hold a permit now, against all permitted stake.
+            // Stake of the reporters (of any recent window) that hold a permit now, against all
+            // permitted stake.
             let (reported, permitted): (i64, i64) = tx.query_row(
                 "SELECT
                    COALESCE(SUM(CASE WHEN hotkey IN (SELECT reporter FROM fraud_reports
-                       WHERE netuid = ?1 AND offender = ?2 AND window = ?3) THEN stake ELSE 0 END), 0),
+                       WHERE netuid = ?1 AND offender = ?2 AND window >= ?3) THEN stake ELSE 0 END), 0),
                    COALESCE(SUM(stake), 0)
                  FROM neurons WHERE netuid = ?1 AND validator_permit = 1",
-                params![netuid, blob(&offender), window as i64],
+                params![netuid, blob(&offender), first as i64],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             let share = if permitted > 0 { (reported as f64 / permitted as f64 * 65535.0).floor() as u16 } else { 0 };
@@ -586,9 +595,9 @@ impl LocalChain {
             )?;
             let reporters: Vec<String> = {
                 let mut stmt = tx.prepare(
-                    "SELECT reporter FROM fraud_reports WHERE netuid = ?1 AND offender = ?2 AND window = ?3 ORDER BY block, reporter",
+                    "SELECT DISTINCT reporter FROM fraud_reports WHERE netuid = ?1 AND offender = ?2 AND window >= ?3 ORDER BY reporter",
                 )?;
-                let rows = stmt.query_map(params![netuid, blob(&offender), window as i64], |r| r.get::<_, Vec<u8>>(0))?;
+                let rows = stmt.query_map(params![netuid, blob(&offender), first as i64], |r| r.get::<_, Vec<u8>>(0))?;
                 rows.map(|r| r.map(hex::encode)).collect::<rusqlite::Result<_>>()?
             };
             tx.execute(

@@ -60,7 +60,8 @@ pub struct SubnetParams {
     pub weights_version_key: u64,
     pub immunity_period: u64,
     pub activity_cutoff: u64,
-    /// Minimum stake, in rao, to set weights.
+    /// Minimum stake, in rao, to set weights and to hold a validator permit (stake below it counts
+    /// as zero in the epoch), so that miners who earn do not become validators by default.
     pub stake_threshold: u64,
     /// Registration cost, in rao, burned from the coldkey.
     pub burn: u64,
@@ -68,9 +69,17 @@ pub struct SubnetParams {
     /// Commit-reveal v2: weights committed in epoch e are revealed in epoch e + this.
     pub reveal_period_epochs: u64,
     /// Local-chain extension (subtensor has no stake slashing): the share of a miner's stake, per
-    /// million, burned when validators holding at least kappa of the permitted stake report it for
-    /// fraud in the same window.
+    /// million, burned when validators holding at least kappa of the permitted stake have reported
+    /// it for fraud within the last `fraud_report_windows` windows.
     pub slash_per_million: u64,
+    /// Local-chain extension: fraud can be reported for the last this many closed windows (a
+    /// window is `tempo` blocks), and reports within them add up to a quorum.
+    #[serde(default = "default_fraud_report_windows")]
+    pub fraud_report_windows: u64,
+}
+
+fn default_fraud_report_windows() -> u64 {
+    8
 }
 
 impl Default for SubnetParams {
@@ -90,11 +99,12 @@ impl Default for SubnetParams {
             weights_version_key: 0,
             immunity_period: 4096,
             activity_cutoff: 5000,
-            stake_threshold: 0,
+            stake_threshold: 100_000_000_000,
             burn: 1_000_000_000,
             commit_reveal_weights_enabled: true,
             reveal_period_epochs: 1,
-            slash_per_million: 100_000,
+            slash_per_million: 1_000_000,
+            fraud_report_windows: default_fraud_report_windows(),
         }
     }
 }
@@ -108,6 +118,7 @@ impl SubnetParams {
             bonds_penalty: self.bonds_penalty,
             max_allowed_validators: self.max_allowed_validators,
             activity_cutoff: self.activity_cutoff,
+            stake_threshold: self.stake_threshold,
             ..scoring::YumaParams::default()
         }
     }

@@ -1,11 +1,13 @@
 //! `subnet localnet`: a whole subnet in one process tree. An embedded local chain in a directory,
 //! validators and miners registered and staked on it, each a real gRPC server on 127.0.0.1 (ports
-//! chosen by the OS), and a number of windows run end to end: miners sync the checkpoint and train,
-//! the window closes on chain, validators probe, score, set weights and aggregate, and the chain runs
-//! Yuma at each tempo boundary.
+//! chosen by the OS), and a number of windows run end to end: miners sync the lead validator's
+//! checkpoint and train (or misbehave, for the adversaries asked for), validators collect their
+//! commitments, the window closes on chain, validators fetch the work, score it, set weights and
+//! aggregate, and the chain runs Yuma at each tempo boundary.
 
 use anyhow::{Context, bail};
 use chain_client::{AccountId, BlockClock, Chain, LocalChain, SubnetParams, window_seed};
+use miner::adversary::{self, Adversary, Peers};
 use miner::{Miner, MinerService};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,17 +30,59 @@ pub struct LocalnetConfig {
     pub task: TaskSpec,
     /// Commit-reveal v2: weights are committed in a window and revealed in the next.
     pub commit_reveal: bool,
+    /// Misbehaving miners registered after the honest ones (test-only modes of the miner).
+    pub adversaries: Vec<Adversary>,
+    /// Overrides the task's audit period for every validator (`Some(1)`: audit every miner every
+    /// window).
+    pub audit_period: Option<u64>,
+}
+
+impl LocalnetConfig {
+    /// `miners` honest miners and `validators` validators on `task`, nothing else.
+    pub fn honest(task: TaskSpec, miners: usize, validators: usize, windows: u64) -> Self {
+        Self {
+            miners,
+            validators,
+            windows,
+            dir: None,
+            task,
+            commit_reveal: false,
+            adversaries: Vec::new(),
+            audit_period: None,
+        }
+    }
+}
+
+/// What a miner of the localnet is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MinerKind {
+    Honest,
+    Adversary(Adversary),
+}
+
+impl std::fmt::Display for MinerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MinerKind::Honest => f.write_str("honest"),
+            MinerKind::Adversary(a) => write!(f, "{a}"),
+        }
+    }
 }
 
 /// One miner's line item in a window.
 #[derive(Clone, Debug)]
 pub struct MinerLine {
     pub uid: u16,
+    pub kind: MinerKind,
+    /// The lead validator's verdict.
+    pub verdict: String,
     /// Mean over validators of this window's usefulness score.
     pub score: f64,
     /// Mean over validators of the weight given this window.
     pub weight: f64,
     pub rejection: Option<String>,
+    /// Its stake now, in rao (what it earned, less what was slashed).
+    pub stake: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -73,7 +117,27 @@ pub struct LocalnetReport {
     pub chain_path: PathBuf,
     pub netuid: u16,
     pub miner_uids: Vec<u16>,
+    pub miner_kinds: Vec<MinerKind>,
     pub validator_uids: Vec<u16>,
+    /// Every validator's outcome of every window.
+    pub outcomes: Vec<Vec<WindowOutcome>>,
+}
+
+impl LocalnetReport {
+    /// The stake each miner holds at the end (rao), by uid.
+    pub fn final_stakes(&self) -> Vec<(u16, MinerKind, u64)> {
+        let last = self.windows.last();
+        self.miner_uids
+            .iter()
+            .zip(&self.miner_kinds)
+            .map(|(&uid, &kind)| {
+                let stake = last
+                    .and_then(|w| w.miners.iter().find(|m| m.uid == uid))
+                    .map_or(0, |m| m.stake);
+                (uid, kind, stake)
+            })
+            .collect()
+    }
 }
 
 fn dev_key(path: &str) -> anyhow::Result<Keypair> {
@@ -85,7 +149,7 @@ pub async fn run(
     config: LocalnetConfig,
     mut on_window: impl FnMut(&WindowLine),
 ) -> anyhow::Result<LocalnetReport> {
-    if config.miners == 0 || config.validators == 0 {
+    if config.miners + config.adversaries.len() == 0 || config.validators == 0 {
         bail!(
             "a localnet needs at least one miner and one validator (got --miners {} --validators {})",
             config.miners,
@@ -116,7 +180,8 @@ pub async fn run(
     let spec = engine.spec().clone();
     let blocks = spec.window.blocks;
 
-    // The subnet: one epoch per window, weights once per window.
+    // The subnet: one epoch per window, weights once per window; validators need 100 tokens of
+    // stake for a permit, which miners do not reach by earning.
     let owner = dev_key("//localnet//owner")?;
     let params = SubnetParams {
         tempo: blocks,
@@ -153,13 +218,17 @@ pub async fn run(
             (1000 - 100 * i as u64 % 900) * RAO_PER_TOKEN,
         )?);
     }
+    let kinds: Vec<MinerKind> = std::iter::repeat_n(MinerKind::Honest, config.miners)
+        .chain(config.adversaries.iter().map(|a| MinerKind::Adversary(*a)))
+        .collect();
     let mut miner_keys = Vec::new();
-    for i in 0..config.miners {
+    for i in 0..kinds.len() {
         miner_keys.push(register("miner", i, 0)?);
     }
     // Permits are granted at an epoch: run one before the first window.
     chain.advance_blocks(blocks)?;
     chain.metagraph(netuid).await?;
+    let first_window = spec.window.of_block(chain.current_block().await?);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown = || {
@@ -180,9 +249,10 @@ pub async fn run(
             hotkey.clone(),
             engine.clone(),
             genesis.clone(),
-            0,
+            first_window,
             data,
         )?;
+        v.set_audit_period(config.audit_period);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         chain
             .serve_axon(hotkey, netuid, listener.local_addr()?)
@@ -193,17 +263,47 @@ pub async fn run(
         validators.push(v);
     }
     let mut miners = Vec::new();
-    for (hotkey, _) in &miner_keys {
+    for ((hotkey, _), kind) in miner_keys.iter().zip(&kinds) {
         let m = Miner::new(chain.clone(), netuid, hotkey.clone(), engine.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        chain
-            .serve_axon(hotkey, netuid, listener.local_addr()?)
-            .await?;
-        servers.push(tokio::spawn(
-            MinerService::new(m.clone()).serve(listener, shutdown()),
-        ));
+        if *kind != MinerKind::Adversary(Adversary::Silent) {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            chain
+                .serve_axon(hotkey, netuid, listener.local_addr()?)
+                .await?;
+            servers.push(tokio::spawn(
+                MinerService::new(m.clone()).serve(listener, shutdown()),
+            ));
+        }
         miners.push(m);
     }
+    let miner_uids: Vec<u16> = miner_keys.iter().map(|k| k.1).collect();
+    let validator_uids: Vec<u16> = validator_keys.iter().map(|k| k.1).collect();
+    // Copying modes take the first honest miner's work; Sybils pair up in order.
+    let victim = kinds
+        .iter()
+        .position(|k| *k == MinerKind::Honest)
+        .map_or(miner_uids[0], |i| miner_uids[i]);
+    let sybils: Vec<u16> = kinds
+        .iter()
+        .zip(&miner_uids)
+        .filter(|(k, _)| **k == MinerKind::Adversary(Adversary::Sybil))
+        .map(|(_, u)| *u)
+        .collect();
+    let peers_of = |i: usize| Peers {
+        miners: miner_uids
+            .iter()
+            .copied()
+            .zip(&miners)
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, m)| m)
+            .collect(),
+        victim,
+        partner: sybils
+            .iter()
+            .position(|u| *u == miner_uids[i])
+            .and_then(|p| sybils.get(p ^ 1).copied()),
+    };
 
     // A fixed held-out set for the loss curve, separate from the validators' secret eval batches.
     let report_batches = Arc::new(engine.heldout_batches(0xC0FFEE, 8));
@@ -218,26 +318,43 @@ pub async fn run(
         }
     };
     let initial_loss = heldout_loss(genesis.params.clone()).await?;
-    let miner_uids: Vec<u16> = miner_keys.iter().map(|k| k.1).collect();
-    let validator_uids: Vec<u16> = validator_keys.iter().map(|k| k.1).collect();
 
     let mut lines = Vec::new();
-    for window in 0..config.windows {
-        let start_block = chain.current_block().await?;
+    let mut outcomes_by_validator: Vec<Vec<WindowOutcome>> = vec![Vec::new(); validators.len()];
+    for window in first_window..first_window + config.windows {
+        let start_block = spec.window.first_block(window);
         let seed = window_seed(&chain.block_hash(start_block).await?);
-        let training = miners.iter().map(|m| async move {
-            m.sync_checkpoint().await?;
-            m.train_window(window, seed).await
+        // While the window is open: miners train (or misbehave) and commit, validators collect.
+        let training = miners.iter().zip(&kinds).enumerate().map(|(i, (m, kind))| {
+            let peers = peers_of(i);
+            async move {
+                m.sync_checkpoint().await?;
+                match kind {
+                    MinerKind::Honest => m.train_window(window, seed).await.map(Some),
+                    MinerKind::Adversary(a) => adversary::act(m, *a, &peers, window, seed)
+                        .await
+                        .map(|()| None),
+                }
+            }
         });
         let reports = futures::future::join_all(training).await;
         let mut tokens_per_s = 0.0;
         for report in reports {
             match report {
-                Ok(r) => tokens_per_s += r.tokens_per_second(),
+                Ok(Some(r)) => tokens_per_s += r.tokens_per_second(),
+                Ok(None) => {}
                 Err(e) => tracing::warn!(window, error = %e, "a miner did not train this window"),
             }
         }
+        futures::future::try_join_all(validators.iter().map(|v| v.collect_commitments(window)))
+            .await?;
+        // The window closes; now its work is served.
         chain.advance_blocks(blocks)?;
+        for (i, (m, kind)) in miners.iter().zip(&kinds).enumerate() {
+            if let MinerKind::Adversary(a) = kind {
+                adversary::after_close(m, *a, &peers_of(i), window);
+            }
+        }
         let outcomes: Vec<WindowOutcome> =
             futures::future::try_join_all(validators.iter().map(|v| v.run_window(window, seed)))
                 .await?;
@@ -252,7 +369,8 @@ pub async fn run(
         };
         let per_miner = miner_uids
             .iter()
-            .map(|&uid| {
+            .zip(&kinds)
+            .map(|(&uid, &kind)| {
                 let results: Vec<_> = outcomes
                     .iter()
                     .filter_map(|o| o.results.iter().find(|r| r.uid == uid))
@@ -260,11 +378,17 @@ pub async fn run(
                 let n = results.len().max(1) as f64;
                 MinerLine {
                     uid,
+                    kind,
+                    verdict: results
+                        .first()
+                        .map(|r| r.verdict.to_string())
+                        .unwrap_or_default(),
                     score: results.iter().map(|r| r.score).sum::<f64>() / n,
                     weight: results.iter().map(|r| r.weight).sum::<f64>() / n,
                     rejection: results
                         .iter()
                         .find_map(|r| r.rejection.as_ref().map(|x| x.to_string())),
+                    stake: metagraph.by_uid(uid).map_or(0, |n| n.stake),
                 }
             })
             .collect();
@@ -284,6 +408,9 @@ pub async fn run(
         };
         on_window(&line);
         lines.push(line);
+        for (all, outcome) in outcomes_by_validator.iter_mut().zip(outcomes) {
+            all.push(outcome);
+        }
     }
     let _ = shutdown_tx.send(true);
     for server in servers {
@@ -300,7 +427,9 @@ pub async fn run(
         chain_path,
         netuid,
         miner_uids,
+        miner_kinds: kinds,
         validator_uids,
+        outcomes: outcomes_by_validator,
     })
 }
 
@@ -309,11 +438,16 @@ pub fn format_line(line: &WindowLine) -> String {
     let miners: Vec<String> = line
         .miners
         .iter()
-        .map(|m| match &m.rejection {
-            Some(reason) if m.score == 0.0 => {
-                format!("uid {} score 0 weight {:.3} ({reason})", m.uid, m.weight)
+        .map(|m| {
+            let kind = match m.kind {
+                MinerKind::Honest => String::new(),
+                MinerKind::Adversary(a) => format!(" [{a}]"),
+            };
+            if m.score > 0.0 {
+                format!("uid {}{kind} score {:.4} weight {:.3}", m.uid, m.score, m.weight)
+            } else {
+                format!("uid {}{kind} weight {:.3} ({})", m.uid, m.weight, m.verdict)
             }
-            _ => format!("uid {} score {:.4} weight {:.3}", m.uid, m.score, m.weight),
         })
         .collect();
     let reveals = if line.weights_revealed > 0 {

@@ -23,11 +23,11 @@ enum Command {
     /// Run a whole subnet on this machine: a local chain, miners and validators over gRPC, for a
     /// number of windows, printing one line per window.
     Localnet {
-        /// Number of miners.
-        #[arg(long, env = "SUBNET_MINERS", default_value_t = 3)]
+        /// Number of honest miners.
+        #[arg(long, env = "SUBNET_MINERS", default_value_t = 4)]
         miners: usize,
-        /// Number of validators.
-        #[arg(long, env = "SUBNET_VALIDATORS", default_value_t = 1)]
+        /// Number of validators (of different stake; the one with the most leads the model).
+        #[arg(long, env = "SUBNET_VALIDATORS", default_value_t = 2)]
         validators: usize,
         /// Windows to run before exiting.
         #[arg(long, env = "SUBNET_WINDOWS", default_value_t = 20)]
@@ -42,6 +42,15 @@ enum Command {
         /// them in the next epoch, as on subtensor subnets that enable it.
         #[arg(long, env = "SUBNET_COMMIT_REVEAL")]
         commit_reveal: bool,
+        /// Misbehaving miners to add, comma-separated: random, nan, copier, noisy-copier,
+        /// free-rider, stale, amplified, scaled, lazy, silent, heldout, mixer, residual-forger,
+        /// sybil (test-only modes of the miner; `miner run` has none of them).
+        #[arg(long, env = "SUBNET_ADVERSARIES", value_delimiter = ',')]
+        adversaries: Vec<miner::adversary::Adversary>,
+        /// Audit every miner once per this many windows (the task's scoring.audit_period if not
+        /// given; 1 audits every miner every window).
+        #[arg(long, env = "SUBNET_AUDIT_PERIOD")]
+        audit_period: Option<u64>,
     },
     /// Run Yuma consensus epochs from a JSON file (or - for stdin) and print the results.
     Yuma {
@@ -557,13 +566,21 @@ async fn main() -> anyhow::Result<()> {
             dir,
             task,
             commit_reveal,
+            adversaries,
+            audit_period,
         } => {
             let task = load_task(task.as_ref())?;
             let engine = task::TaskEngine::new(task.clone());
             println!(
-                "localnet: task {} ({} parameters), {miners} miners, {validators} validator(s), {windows} windows",
+                "localnet: task {} ({} parameters), {miners} honest miners{}, {validators} validator(s), {windows} windows",
                 task.task.name,
-                engine.num_params()
+                engine.num_params(),
+                if adversaries.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<String> = adversaries.iter().map(|a| a.to_string()).collect();
+                    format!(" and {} adversaries ({})", adversaries.len(), names.join(", "))
+                }
             );
             if let (Some(markov), Some(floor)) = (engine.markov(), engine.loss_floor()) {
                 println!(
@@ -580,6 +597,8 @@ async fn main() -> anyhow::Result<()> {
                 dir,
                 task,
                 commit_reveal,
+                adversaries,
+                audit_period,
             };
             let report =
                 localnet::run(config, |line| println!("{}", localnet::format_line(line))).await?;

@@ -1,6 +1,7 @@
 //! The miner: syncs the global checkpoint from a validator, trains its assigned pages for a window,
 //! and serves the signed pseudo-gradient over gRPC to validators that hold a permit.
 
+pub mod adversary;
 pub mod metrics;
 pub mod progress;
 pub mod residual;
@@ -248,6 +249,12 @@ impl<C: Chain> Miner<C> {
             .keys()
             .next_back()
             .copied()
+    }
+
+    /// This miner's uid on the subnet.
+    pub async fn uid(&self) -> Result<u16, MinerError> {
+        let metagraph = self.chain().metagraph(self.netuid()).await?;
+        self.own_uid(&metagraph)
     }
 
     fn own_uid(&self, metagraph: &Metagraph) -> Result<u16, MinerError> {

@@ -27,8 +27,7 @@ pub struct ScoringParams {
     pub assignment_p_value: f64,
     /// Candidates at least this similar (cosine) are one training run: they share one score.
     pub copy_cosine: f64,
-    /// A gradient whose norm exceeds this multiple of the reference norm (the validator's own
-    /// training of the window) is refused.
+    /// A gradient whose norm exceeds this multiple of the window's clip norm is refused.
     pub max_norm_ratio: f64,
     /// Windows after a fraud in which the miner's hotkey earns nothing.
     pub fraud_ban_windows: u64,
@@ -41,7 +40,7 @@ pub struct MinerEvidence {
     pub hotkey: String,
     /// Why the gradient was refused before evaluation (absent, late, malformed, ...).
     pub refused: Option<String>,
-    /// L2 norm of the decoded gradient (0 when refused).
+    /// L2 norm of the decoded gradient (0 when none was decoded).
     pub norm: f64,
     /// Losses on the window's eval batches after the gradient, clipped to the reference norm, is
     /// applied alone at the evaluation step (empty when refused).
@@ -64,8 +63,9 @@ pub struct WindowEvidence {
     pub window: u64,
     /// Losses of the window's checkpoint on the eval batches.
     pub base: Vec<f32>,
-    /// Norm of the compressed gradient of the validator's own training of the window (on pages no
-    /// miner was assigned): what honest work of this window looks like.
+    /// Norm of the validator's own training of the window (on pages no miner was assigned),
+    /// compressed as a miner with an empty residual sends it: what honest work of this window looks
+    /// like, without the mass error feedback carries. The clip norm never falls below it.
     pub reference_norm: f64,
     pub miners: Vec<MinerEvidence>,
     /// Cosine similarity of every pair of candidates.
@@ -115,7 +115,7 @@ impl std::fmt::Display for Verdict {
             Verdict::Fraud { reason } => write!(f, "fraud: {reason}"),
             Verdict::Oversized { ratio } => write!(
                 f,
-                "gradient norm is {ratio:.2} times what honest training of this window gives"
+                "gradient norm is {ratio:.2} times the window's clip norm"
             ),
             Verdict::Harmful { mean_relative_drop } => write!(
                 f,
@@ -170,12 +170,26 @@ pub fn lower_median(values: &[f64]) -> Option<f64> {
     (!sorted.is_empty()).then(|| sorted[(sorted.len() - 1) / 2])
 }
 
+/// The norm every gradient of the window is clipped to before it is scored or aggregated: the lower
+/// median of the decoded gradients' norms (honest miners' error-feedback payloads, when they are the
+/// majority), never below the reference norm (so that small gradients cannot pull it under honest
+/// work). One large gradient cannot move it, so scale alone never pays.
+pub fn clip_norm(miners: &[MinerEvidence], reference_norm: f64) -> f64 {
+    let norms: Vec<f64> = miners
+        .iter()
+        .filter(|m| m.norm > 0.0)
+        .map(|m| m.norm)
+        .collect();
+    lower_median(&norms).map_or(reference_norm, |median| median.max(reference_norm))
+}
+
 /// Whether a miner's gradient cannot earn this window, and why (None: it is a candidate).
+/// `clip_norm` is the window's `clip_norm`.
 pub fn screen(
     m: &MinerEvidence,
     window: u64,
     base: &[f32],
-    reference_norm: f64,
+    clip_norm: f64,
     params: &ScoringParams,
 ) -> Option<Verdict> {
     if let Some(until) = m.banned_until.filter(|&until| until >= window) {
@@ -191,8 +205,8 @@ pub fn screen(
             reason: reason.clone(),
         });
     }
-    let ratio = if reference_norm > 0.0 {
-        m.norm / reference_norm
+    let ratio = if clip_norm > 0.0 {
+        m.norm / clip_norm
     } else {
         f64::INFINITY
     };
@@ -212,21 +226,20 @@ pub fn screen(
     }
 }
 
+impl WindowEvidence {
+    /// The window's clip norm (see `clip_norm`).
+    pub fn clip_norm(&self) -> f64 {
+        clip_norm(&self.miners, self.reference_norm)
+    }
+}
+
 /// The uids of the window's candidates under `params`.
 pub fn candidates(evidence: &WindowEvidence, params: &ScoringParams) -> Vec<u16> {
+    let clip = evidence.clip_norm();
     evidence
         .miners
         .iter()
-        .filter(|m| {
-            screen(
-                m,
-                evidence.window,
-                &evidence.base,
-                evidence.reference_norm,
-                params,
-            )
-            .is_none()
-        })
+        .filter(|m| screen(m, evidence.window, &evidence.base, clip, params).is_none())
         .map(|m| m.uid)
         .collect()
 }
@@ -294,17 +307,12 @@ pub fn decide(
 ) -> Vec<MinerDecision> {
     let candidates = candidates(evidence, params);
     let groups = duplicate_groups(&candidates, &evidence.similarities, params.copy_cosine);
+    let clip = evidence.clip_norm();
     let mut decisions: Vec<MinerDecision> = evidence
         .miners
         .iter()
         .map(|m| {
-            let screened = screen(
-                m,
-                evidence.window,
-                &evidence.base,
-                evidence.reference_norm,
-                params,
-            );
+            let screened = screen(m, evidence.window, &evidence.base, clip, params);
             let evaluated = m.refused.is_none() && m.after.len() == evidence.base.len();
             let usefulness =
                 evaluated.then(|| UsefulnessScore::from_losses(&evidence.base, &m.after));
@@ -625,6 +633,25 @@ mod tests {
         // The ban ends after its last window; a new hotkey on the uid is not banned.
         assert!(bans_after(&bans, &[], 15, &PARAMS).is_empty());
         assert_eq!(bans_after(&bans, &[], 14, &PARAMS), bans);
+    }
+
+    #[test]
+    fn the_clip_norm_follows_the_majority_and_never_falls_below_the_reference() {
+        let with_norms = |norms: &[f64]| -> Vec<MinerEvidence> {
+            norms
+                .iter()
+                .enumerate()
+                .map(|(i, &norm)| MinerEvidence {
+                    norm,
+                    ..miner(i as u16, vec![1.8; 3], 0.05, Vec::new())
+                })
+                .collect()
+        };
+        // Honest payloads carry error feedback (1.8 here); one amplified gradient does not move it.
+        assert_eq!(clip_norm(&with_norms(&[1.8, 1.8, 1.9, 4.5]), 1.0), 1.8);
+        // Tiny gradients cannot pull it under the reference.
+        assert_eq!(clip_norm(&with_norms(&[0.1, 0.1, 0.1, 1.8]), 1.0), 1.0);
+        assert_eq!(clip_norm(&[], 1.0), 1.0);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct YumaParams {
     pub bonds_penalty: u16,
     pub max_allowed_validators: u16,
     pub activity_cutoff: u64,
+    /// Stake below this (rao) counts as zero: no say in consensus and no validator permit.
+    pub stake_threshold: u64,
     /// Yuma3: bonds are per-entry EMAs of bond weights, kept as proportions.
     pub yuma3_enabled: bool,
     /// Yuma3 with liquid alpha: the EMA rate of each bond depends on how far the weight is from
@@ -37,6 +39,7 @@ impl Default for YumaParams {
             bonds_penalty: 65535,
             max_allowed_validators: 128,
             activity_cutoff: 5000,
+            stake_threshold: 0,
             yuma3_enabled: false,
             liquid_alpha_enabled: false,
             alpha_low: 45875,
@@ -206,14 +209,19 @@ pub fn epoch_over(
         .map(|i| input.last_update[i] + params.activity_cutoff >= input.block)
         .collect();
 
-    // Step 2: stake, normalized.
-    let mut stake = Array1::from_iter(input.stake.iter().map(|&s| s as f64));
+    // Step 2: stake, zeroed below the stake threshold, normalized.
+    let raw_stake: Vec<u64> = input
+        .stake
+        .iter()
+        .map(|&s| if s >= params.stake_threshold { s } else { 0 })
+        .collect();
+    let mut stake = Array1::from_iter(raw_stake.iter().map(|&s| s as f64));
     normalize(&mut stake);
 
     // Step 3: new permits are the top-k nonzero stakes (ties to the higher uid); this epoch uses the
     // previous epoch's permits.
-    let mut by_stake: Vec<usize> = (0..n).filter(|&i| input.stake[i] > 0).collect();
-    by_stake.sort_by(|&a, &b| input.stake[b].cmp(&input.stake[a]).then(b.cmp(&a)));
+    let mut by_stake: Vec<usize> = (0..n).filter(|&i| raw_stake[i] > 0).collect();
+    by_stake.sort_by(|&a, &b| raw_stake[b].cmp(&raw_stake[a]).then(b.cmp(&a)));
     let mut new_permit = vec![false; n];
     for &i in by_stake.iter().take(params.max_allowed_validators as usize) {
         new_permit[i] = true;

@@ -2,6 +2,7 @@
 //! replays: on the CPU backend they give the same losses bit for bit wherever they run.
 
 use scoring::AssignmentEvidence;
+use subnet_proto::codec::{self, Layout};
 use task::aggregate::{clip_scale, clipped, l2_norm, outer_sgd_step};
 use task::{Batch, CpuBackend, CpuTrainBackend, TaskEngine};
 
@@ -64,6 +65,15 @@ pub fn reference(
             eval_seed,
         )
         .pseudo_gradient(start)
+}
+
+/// The reference as a miner would send it with an empty residual: the task's codec applied and
+/// decoded. Its norm bounds and clips the miners' payloads, and it is the assignment check's control.
+pub fn compressed(engine: &TaskEngine, dense: &[f32]) -> Vec<f32> {
+    let c = &engine.spec().compression;
+    let layout = Layout::of_task(c.chunk, c.top_k);
+    let out = codec::compress(dense, &vec![0.0; dense.len()], layout, c.error_feedback as f32);
+    codec::decode_as(&out.payload, dense.len(), layout).expect("the codec decodes its own output")
 }
 
 /// A miner's window re-executed on the CPU: its pseudo-gradient, or None when the uid has no

@@ -519,11 +519,13 @@ impl<C: Chain> Validator<C> {
                     assigned_uids,
                     eval_seed,
                 );
-                (Arc::new(batches), base, reference)
+                let sent = evaluate::compressed(&engine, &reference);
+                (Arc::new(batches), base, (reference, sent))
             })
             .await?
         };
-        let reference_norm = l2_norm(&reference);
+        let (reference, reference_sent) = reference;
+        let reference_norm = l2_norm(&reference_sent);
         let base_loss = base.iter().map(|&l| l as f64).sum::<f64>() / base.len().max(1) as f64;
 
         // Gather: the payloads of the commitments collected before the close.
@@ -571,26 +573,8 @@ impl<C: Chain> Validator<C> {
             match outcome {
                 Ok(f) => {
                     miner.fraud = ledger.check(neuron.uid, &hotkey, &f.commitment, &zero);
-                    let (engine, params, batches, values) = (
-                        engine.clone(),
-                        checkpoint.params.clone(),
-                        batches.clone(),
-                        Arc::new(f.values),
-                    );
-                    let v = values.clone();
-                    let after = blocking(move || {
-                        evaluate::losses_after(&engine, &params, &v, reference_norm, &batches)
-                    })
-                    .await?;
-                    let values = Arc::try_unwrap(values).unwrap_or_else(|v| (*v).clone());
-                    if after.iter().all(|l| l.is_finite()) {
-                        miner.norm = l2_norm(&values);
-                        miner.after = after;
-                        gradients.insert(neuron.uid, Fetched { values, ..f });
-                    } else {
-                        miner.refused = Some(Rejection::NonFiniteLoss.to_string());
-                        rejections.insert(neuron.uid, Rejection::NonFiniteLoss);
-                    }
+                    miner.norm = l2_norm(&f.values);
+                    gradients.insert(neuron.uid, f);
                 }
                 Err(rejection) => {
                     tracing::info!(uid = neuron.uid, reason = %rejection, "gradient refused");
@@ -599,6 +583,30 @@ impl<C: Chain> Validator<C> {
                 }
             }
             evidence.push(miner);
+        }
+        let clip = scoring::decide::clip_norm(&evidence, reference_norm);
+        for m in evidence.iter_mut() {
+            let Some(g) = gradients.get(&m.uid) else {
+                continue;
+            };
+            tracing::info!(uid = m.uid, norm_ratio = m.norm / clip, "gradient measured");
+            let (engine, params, batches, values) = (
+                engine.clone(),
+                checkpoint.params.clone(),
+                batches.clone(),
+                g.values.clone(),
+            );
+            let after = blocking(move || {
+                evaluate::losses_after(&engine, &params, &values, clip, &batches)
+            })
+            .await?;
+            if after.iter().all(|l| l.is_finite()) {
+                m.after = after;
+            } else {
+                gradients.remove(&m.uid);
+                m.refused = Some(Rejection::NonFiniteLoss.to_string());
+                rejections.insert(m.uid, Rejection::NonFiniteLoss);
+            }
         }
 
         // Audits: re-execute the miners due this window and check their artefacts fit together.
@@ -631,9 +639,9 @@ impl<C: Chain> Validator<C> {
 
         // Assignment checks for the gradients that pass every earlier gate, against the
         // validator's own training as the control.
-        let reference = Arc::new(reference);
+        let control = Arc::new(reference_sent);
         for m in evidence.iter_mut() {
-            let gate = screen(m, window, &base, reference_norm, &params);
+            let gate = screen(m, window, &base, clip, &params);
             if !matches!(gate, Some(Verdict::WrongPages { .. })) {
                 continue;
             }
@@ -642,7 +650,7 @@ impl<C: Chain> Validator<C> {
             let (engine, params, control) = (
                 engine.clone(),
                 checkpoint.params.clone(),
-                reference.clone(),
+                control.clone(),
             );
             let assignment = blocking(move || {
                 evaluate::assignment_evidence(
@@ -650,7 +658,7 @@ impl<C: Chain> Validator<C> {
                     &params,
                     &gradient,
                     &control,
-                    reference_norm,
+                    clip,
                     window,
                     window_seed,
                     eval_seed,
@@ -698,7 +706,7 @@ impl<C: Chain> Validator<C> {
                 (engine.clone(), checkpoint.params.clone(), batches.clone());
             blocking(move || {
                 let refs: Vec<&[f32]> = candidate_values.iter().map(Vec::as_slice).collect();
-                evaluate::leave_one_out(&engine, &params, &refs, reference_norm, &batches)
+                evaluate::leave_one_out(&engine, &params, &refs, clip, &batches)
             })
             .await?
         };
@@ -754,13 +762,7 @@ impl<C: Chain> Validator<C> {
                 .iter()
                 .map(|u| gradients[u].values.as_slice())
                 .collect();
-            next_checkpoint(
-                &engine,
-                &checkpoint,
-                &momentum_before,
-                &deltas,
-                reference_norm,
-            )
+            next_checkpoint(&engine, &checkpoint, &momentum_before, &deltas, clip)
         };
 
         if let Some(store) = &self.inner.store {
@@ -837,7 +839,7 @@ impl<C: Chain> Validator<C> {
                 .iter()
                 .map(|u| (*u, gradients[u].commitment.clone()))
                 .collect(),
-            clip_norm: reference_norm,
+            clip_norm: clip,
         };
         let outcome = WindowOutcome {
             window,

@@ -169,7 +169,7 @@ fn evidence_under(
         engine,
         &inputs.checkpoint.params,
         &values,
-        evidence.reference_norm,
+        evidence.clip_norm(),
         &inputs.batches,
     );
     evidence.similarities = pairwise_similarity(&candidates.iter().copied().zip(values).collect::<Vec<_>>());
@@ -240,10 +240,12 @@ fn replay_window(
             replayed: reference_digest,
         });
     }
+    let reference = evaluate::compressed(engine, &reference);
     if l2_norm(&reference).to_bits() != evidence.reference_norm.to_bits() {
         return Err(invalid("the reference norm differs from the record".into()));
     }
     checked += 1;
+    let clip = evidence.clip_norm();
 
     let layout = {
         let c = &spec.compression;
@@ -275,13 +277,7 @@ fn replay_window(
             window,
             &format!("uid {uid} held-out loss"),
             &miner.after,
-            &evaluate::losses_after(
-                engine,
-                &checkpoint.params,
-                values,
-                evidence.reference_norm,
-                &batches,
-            ),
+            &evaluate::losses_after(engine, &checkpoint.params, values, clip, &batches),
         )?;
         let Some(recorded) = &miner.assignment else {
             continue;
@@ -291,7 +287,7 @@ fn replay_window(
             &checkpoint.params,
             values,
             &reference,
-            evidence.reference_norm,
+            clip,
             window,
             record.window_seed,
             record.eval_seed,
@@ -402,13 +398,8 @@ fn replay_window(
     if similarities != evidence.similarities {
         return Err(invalid("gradient similarities differ from the record".into()));
     }
-    let (aggregate, without) = evaluate::leave_one_out(
-        engine,
-        &checkpoint.params,
-        &values,
-        evidence.reference_norm,
-        &batches,
-    );
+    let (aggregate, without) =
+        evaluate::leave_one_out(engine, &checkpoint.params, &values, clip, &batches);
     checked += confirm(window, "aggregate", &evidence.aggregate, &aggregate)?;
     for (uid, losses) in candidates.iter().zip(&without) {
         let what = format!("aggregate without uid {uid}");
@@ -454,7 +445,7 @@ fn replay_window(
         &checkpoint,
         &momentum,
         &deltas,
-        evidence.reference_norm,
+        clip,
     );
     let replayed_momentum = crate::aggregation::momentum_blob(&momentum_after)
         .map(|b| hex::encode(subnet_proto::digest(&b)));

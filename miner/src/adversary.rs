@@ -1,0 +1,440 @@
+//! Misbehaving miners, for the tests and the localnet showcase: each mode is what a miner who has
+//! read the validators' code might serve instead of its assigned work. None is reachable from
+//! `miner run`; the localnet and the tests drive them through `act` (while the window is open) and
+//! `after_close` (once it has closed, when every miner's work of the window is served).
+//!
+//! Where a mode needs other miners' work it reads what they serve (`peers`), and only what the
+//! protocol lets a caller with a validator permit fetch: a window's artefacts once it has closed.
+
+use crate::{Miner, MinerError, ServedGradient};
+use chain_client::Chain;
+use std::fmt;
+use std::str::FromStr;
+use subnet_proto::{codec, commitment, pb};
+use task::rng::SeededRng;
+use task::{Batch, CpuTrainBackend, TaskEngine};
+
+/// Extra scale of the amplified modes: far past the norm bound, and just under it.
+const AMPLIFIED: f32 = 2.5;
+const SCALED: f32 = 1.3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Adversary {
+    /// Gaussian noise of an honest gradient's norm.
+    Random,
+    /// NaN everywhere.
+    Nan,
+    /// Commits to the victim's previous window, then after the close serves the victim's payload of
+    /// this window under a fresh commitment.
+    Copier,
+    /// The victim's gradient of the previous window (the newest one it can see before committing)
+    /// plus noise, so that its cosine stays below the duplicate threshold.
+    NoisyCopier,
+    /// Trains honestly, but on another uid's pages.
+    FreeRider,
+    /// Serves its previous window's gradient again.
+    Stale,
+    /// Trains honestly and serves 2.5 times its gradient (committing its honest dense gradient).
+    Amplified,
+    /// Trains honestly and serves 1.3 times its gradient: under the norm bound.
+    Scaled,
+    /// Trains a third of its steps and says it trained them all.
+    Lazy,
+    /// Registers and never serves an axon.
+    Silent,
+    /// Trains its pages, then as many steps again on held-out pages.
+    Heldout,
+    /// Trains honestly, commits its own dense gradient and residual, but serves the codec of its
+    /// gradient plus the mean of the other miners' gradients of the previous window.
+    Mixer,
+    /// Trains honestly and serves 2.5 times its gradient, claiming the extra came in as its
+    /// error-feedback residual.
+    ResidualForger,
+    /// One training run over the pages of two identities, served by both (this identity and its
+    /// partner, the next Sybil of the localnet).
+    Sybil,
+}
+
+impl Adversary {
+    pub const ALL: [Adversary; 14] = [
+        Adversary::Random,
+        Adversary::Nan,
+        Adversary::Copier,
+        Adversary::NoisyCopier,
+        Adversary::FreeRider,
+        Adversary::Stale,
+        Adversary::Amplified,
+        Adversary::Scaled,
+        Adversary::Lazy,
+        Adversary::Silent,
+        Adversary::Heldout,
+        Adversary::Mixer,
+        Adversary::ResidualForger,
+        Adversary::Sybil,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Adversary::Random => "random",
+            Adversary::Nan => "nan",
+            Adversary::Copier => "copier",
+            Adversary::NoisyCopier => "noisy-copier",
+            Adversary::FreeRider => "free-rider",
+            Adversary::Stale => "stale",
+            Adversary::Amplified => "amplified",
+            Adversary::Scaled => "scaled",
+            Adversary::Lazy => "lazy",
+            Adversary::Silent => "silent",
+            Adversary::Heldout => "heldout",
+            Adversary::Mixer => "mixer",
+            Adversary::ResidualForger => "residual-forger",
+            Adversary::Sybil => "sybil",
+        }
+    }
+
+    /// Whether the mode serves an axon at all.
+    pub fn serves(self) -> bool {
+        self != Adversary::Silent
+    }
+}
+
+impl fmt::Display for Adversary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Adversary {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Adversary::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Adversary::ALL.iter().map(|a| a.name()).collect();
+                format!("unknown adversary `{s}`: one of {}", names.join(", "))
+            })
+    }
+}
+
+/// The other miners of the process, as an attacker with a validator permit sees them over gRPC.
+pub struct Peers<'a, C> {
+    /// Every other miner, by uid.
+    pub miners: Vec<(u16, &'a Miner<C>)>,
+    /// The uid whose work copying modes take (the first honest miner).
+    pub victim: u16,
+    /// The Sybil partner's uid, for `Sybil`.
+    pub partner: Option<u16>,
+}
+
+impl<C: Chain> Peers<'_, C> {
+    fn served(&self, uid: u16, window: u64) -> Option<std::sync::Arc<ServedGradient>> {
+        self.miners
+            .iter()
+            .find(|(u, _)| *u == uid)
+            .and_then(|(_, m)| m.gradient(window))
+    }
+}
+
+fn decoded(engine: &TaskEngine, served: &ServedGradient) -> Option<Vec<f32>> {
+    codec::decode(&served.payload, engine.num_params()).ok()
+}
+
+fn scaled(values: &[f32], factor: f32) -> Vec<f32> {
+    values.iter().map(|v| v * factor).collect()
+}
+
+/// Trains `batches` from `start` at the window's inner rate: the pseudo-gradient.
+fn train(engine: &TaskEngine, start: &[f32], batches: &[Batch], window: u64) -> Vec<f32> {
+    engine
+        .trainer::<CpuTrainBackend>(&Default::default())
+        .train_from(start, batches, engine.spec().inner_lr(window), |_, _| {})
+        .pseudo_gradient(start)
+}
+
+/// Signs and publishes a payload with whatever claims the attacker chooses.
+fn publish_claims(
+    miner: &Miner<impl Chain>,
+    window: u64,
+    checkpoint: [u8; 32],
+    payload: Vec<u8>,
+    dense: &[f32],
+    residual_in: (&[f32], u64),
+    residual_out: &[f32],
+) {
+    let engine = miner.engine();
+    let dense = codec::encode_dense(dense);
+    let residual = codec::encode_dense(residual_in.0);
+    let commitment = commitment::commit(
+        miner.keypair(),
+        &commitment::Claims {
+            window,
+            task_digest: engine.digest(),
+            checkpoint_digest: checkpoint,
+            payload_digest: subnet_proto::digest(&payload),
+            payload_len: payload.len() as u64,
+            dense_digest: subnet_proto::digest(&dense),
+            residual_in_digest: subnet_proto::digest(&residual),
+            residual_window: residual_in.1,
+            residual_out_digest: subnet_proto::digest(&codec::encode_dense(residual_out)),
+        },
+    );
+    miner.publish(
+        window,
+        ServedGradient {
+            commitment,
+            payload: std::sync::Arc::new(payload),
+            dense: std::sync::Arc::new(dense),
+            residual_in: std::sync::Arc::new(residual),
+        },
+    );
+}
+
+/// A payload of `values` in the task's layout, from an empty residual (what the attacker serves
+/// when it has no honest chain to follow), with the residual it leaves.
+fn encode(engine: &TaskEngine, values: &[f32]) -> codec::Compressed {
+    let c = &engine.spec().compression;
+    codec::compress(
+        values,
+        &vec![0.0; values.len()],
+        codec::Layout::of_task(c.chunk, c.top_k),
+        c.error_feedback as f32,
+    )
+}
+
+/// What the adversary does while `window` is open, in place of `Miner::train_window`.
+pub async fn act<C: Chain>(
+    miner: &Miner<C>,
+    adversary: Adversary,
+    peers: &Peers<'_, C>,
+    window: u64,
+    window_seed: u64,
+) -> Result<(), MinerError> {
+    if adversary == Adversary::Silent {
+        return Ok(());
+    }
+    let checkpoint = miner.checkpoint().ok_or(MinerError::NoCheckpoint)?;
+    let uid = miner.uid().await?;
+    let engine = miner.engine().clone();
+    let start = checkpoint.params.clone();
+    let n = engine.num_params();
+    let own_batches = |uid: u16| -> Result<Vec<Batch>, MinerError> {
+        let assignment = engine.assignment(window, window_seed, uid)?;
+        Ok(engine.training_batches(&assignment, window_seed))
+    };
+    let honest = || -> Result<Vec<f32>, MinerError> {
+        Ok(train(&engine, &start, &own_batches(uid)?, window))
+    };
+    let zero = vec![0.0; n];
+    match adversary {
+        Adversary::Silent => {}
+        Adversary::Random | Adversary::Nan => {
+            let values = if adversary == Adversary::Nan {
+                vec![f32::NAN; n]
+            } else {
+                // Noise of an honest gradient's norm (it trains once to learn the norm).
+                let norm = task::aggregate::l2_norm(&honest()?);
+                let mut rng = SeededRng::derived(&[window, uid as u64, 0x4E4F_4953]);
+                let noise: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+                scaled(&noise, (norm / task::aggregate::l2_norm(&noise)) as f32)
+            };
+            let out = encode(&engine, &values);
+            publish_claims(miner, window, checkpoint.digest, out.payload, &values, (&zero, 0), &out.residual_out);
+        }
+        Adversary::Copier | Adversary::NoisyCopier => {
+            // Before the close only the victim's previous window can be seen.
+            let seen = window
+                .checked_sub(1)
+                .and_then(|w| peers.served(peers.victim, w))
+                .and_then(|s| decoded(&engine, &s))
+                .unwrap_or_else(|| zero.clone());
+            let values = if adversary == Adversary::NoisyCopier {
+                let norm = task::aggregate::l2_norm(&seen).max(1e-6);
+                let mut rng = SeededRng::derived(&[window, uid as u64, 0x434F_5059]);
+                let noise: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+                let noise_norm = task::aggregate::l2_norm(&noise);
+                seen.iter()
+                    .zip(&noise)
+                    .map(|(s, z)| s + z * (0.4 * norm / noise_norm) as f32)
+                    .collect()
+            } else {
+                seen
+            };
+            let out = encode(&engine, &values);
+            publish_claims(miner, window, checkpoint.digest, out.payload, &values, (&zero, 0), &out.residual_out);
+        }
+        Adversary::FreeRider => {
+            let other = uid.wrapping_add(97);
+            let values = train(&engine, &start, &own_batches(other)?, window);
+            let served = miner.commit_work(window, checkpoint.digest, &values);
+            miner.publish(window, served);
+        }
+        Adversary::Stale => {
+            let previous = window.checked_sub(1).and_then(|w| miner.gradient(w));
+            match previous {
+                Some(old) => {
+                    let values = decoded(&engine, &old).unwrap_or_else(|| zero.clone());
+                    let out = encode(&engine, &values);
+                    publish_claims(miner, window, checkpoint.digest, out.payload, &values, (&zero, 0), &out.residual_out);
+                }
+                None => {
+                    // The first window: honest work, served again in the next.
+                    let served = miner.commit_work(window, checkpoint.digest, &honest()?);
+                    miner.publish(window, served);
+                }
+            }
+        }
+        Adversary::Amplified | Adversary::Scaled | Adversary::Mixer => {
+            let dense = honest()?;
+            let honest_work = miner.commit_work(window, checkpoint.digest, &dense);
+            let mut sent = decoded(&engine, &honest_work).unwrap_or_else(|| zero.clone());
+            match adversary {
+                Adversary::Amplified => sent = scaled(&sent, AMPLIFIED),
+                Adversary::Scaled => sent = scaled(&sent, SCALED),
+                _ => {
+                    let others: Vec<Vec<f32>> = window
+                        .checked_sub(1)
+                        .map(|w| {
+                            peers
+                                .miners
+                                .iter()
+                                .filter_map(|(u, _)| peers.served(*u, w))
+                                .filter_map(|s| decoded(&engine, &s))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if !others.is_empty() {
+                        for (i, s) in sent.iter_mut().enumerate() {
+                            let mean: f32 =
+                                others.iter().map(|o| o[i]).sum::<f32>() / others.len() as f32;
+                            *s = 0.5 * *s + 0.5 * mean;
+                        }
+                    }
+                }
+            }
+            // The payload changes; every claim stays the honest one.
+            let c = &engine.spec().compression;
+            let (payload, _) = codec::encode_top_k(&sent, c.chunk, c.top_k.max(1));
+            let payload = if c.top_k == 0 {
+                codec::encode_dense(&sent)
+            } else {
+                payload
+            };
+            let mut commitment = honest_work.commitment.clone();
+            commitment.payload_digest = subnet_proto::digest(&payload).to_vec();
+            commitment.payload_len = payload.len() as u64;
+            let commitment = resign(miner, commitment);
+            miner.publish(
+                window,
+                ServedGradient {
+                    commitment,
+                    payload: std::sync::Arc::new(payload),
+                    dense: honest_work.dense.clone(),
+                    residual_in: honest_work.residual_in.clone(),
+                },
+            );
+        }
+        Adversary::ResidualForger => {
+            // payload = codec(dense + residual) holds for the forged residual 1.5 x dense, said to
+            // come from the previous window.
+            let dense = honest()?;
+            let forged = scaled(&dense, AMPLIFIED - 1.0);
+            let c = &engine.spec().compression;
+            let out = codec::compress(
+                &dense,
+                &forged,
+                codec::Layout::of_task(c.chunk, c.top_k),
+                c.error_feedback as f32,
+            );
+            publish_claims(
+                miner,
+                window,
+                checkpoint.digest,
+                out.payload,
+                &dense,
+                (&forged, window.saturating_sub(1)),
+                &out.residual_out,
+            );
+        }
+        Adversary::Lazy => {
+            let batches = own_batches(uid)?;
+            let values = train(&engine, &start, &batches[..batches.len().div_ceil(3)], window);
+            let served = miner.commit_work(window, checkpoint.digest, &values);
+            miner.publish(window, served);
+        }
+        Adversary::Heldout => {
+            let mut batches = own_batches(uid)?;
+            let heldout = engine.heldout_batches(window_seed ^ uid as u64, batches.len());
+            batches.extend(heldout);
+            let values = train(&engine, &start, &batches, window);
+            let served = miner.commit_work(window, checkpoint.digest, &values);
+            miner.publish(window, served);
+        }
+        Adversary::Sybil => {
+            // One run over both identities' pages: half the steps from each, interleaved. Both
+            // identities compute the same run (lower uid's pages first), so they serve one gradient.
+            let partner = peers.partner.unwrap_or(uid);
+            let (a, b) = (uid.min(partner), uid.max(partner));
+            let (pa, pb) = (own_batches(a)?, own_batches(b)?);
+            let steps = engine.spec().training.inner_steps;
+            let batches: Vec<Batch> = (0..steps)
+                .map(|i| if i % 2 == 0 { pa[i / 2].clone() } else { pb[i / 2].clone() })
+                .collect();
+            let values = train(&engine, &start, &batches, window);
+            let served = miner.commit_work(window, checkpoint.digest, &values);
+            miner.publish(window, served);
+        }
+    }
+    Ok(())
+}
+
+/// What the adversary does once `window` has closed (every miner's work is served now).
+pub fn after_close<C: Chain>(
+    miner: &Miner<C>,
+    adversary: Adversary,
+    peers: &Peers<'_, C>,
+    window: u64,
+) {
+    if adversary != Adversary::Copier {
+        return;
+    }
+    let Some(victim) = peers.served(peers.victim, window) else {
+        return;
+    };
+    let Some(mine) = miner.gradient(window) else {
+        return;
+    };
+    // The victim's payload and claims, under the copier's own (new) signature.
+    let mut commitment = victim.commitment.clone();
+    commitment.hotkey = mine.commitment.hotkey.clone();
+    let commitment = resign(miner, commitment);
+    miner.publish(
+        window,
+        ServedGradient {
+            commitment,
+            payload: victim.payload.clone(),
+            dense: victim.dense.clone(),
+            residual_in: victim.residual_in.clone(),
+        },
+    );
+}
+
+/// Signs `c`'s claims again with the miner's key.
+fn resign(miner: &Miner<impl Chain>, c: pb::Commitment) -> pb::Commitment {
+    let digest32 = |b: &[u8]| <[u8; 32]>::try_from(b).unwrap_or([0; 32]);
+    commitment::commit(
+        miner.keypair(),
+        &commitment::Claims {
+            window: c.window,
+            task_digest: digest32(&c.task_digest),
+            checkpoint_digest: digest32(&c.checkpoint_digest),
+            payload_digest: digest32(&c.payload_digest),
+            payload_len: c.payload_len,
+            dense_digest: digest32(&c.dense_digest),
+            residual_in_digest: digest32(&c.residual_in_digest),
+            residual_window: c.residual_window,
+            residual_out_digest: digest32(&c.residual_out_digest),
+        },
+    )
+}
