@@ -789,6 +789,10 @@ fn uid_of(tx: &rusqlite::Transaction<'_>, netuid: u16, hotkey: &AccountId) -> Re
 }
 
 /// The commit-reveal epoch of `block`.
+fn tempo_of(params: &SubnetParams) -> u64 {
+    params.tempo.max(1)
+}
+
 fn epoch_of(block: u64, params: &SubnetParams) -> u64 {
     block / params.tempo.max(1)
 }
@@ -929,6 +933,7 @@ fn run_epoch(
 ) -> Result<()> {
     struct Row {
         uid: u16,
+        hotkey: Vec<u8>,
         stake: u64,
         weights: Vec<(u16, u16)>,
         last_update: u64,
@@ -936,11 +941,12 @@ fn run_epoch(
     }
     let rows: Vec<Row> = {
         let mut stmt =
-            tx.prepare("SELECT uid, stake, weights, last_update, registered_at FROM neurons WHERE netuid = ?1 ORDER BY uid")?;
+            tx.prepare("SELECT uid, stake, weights, last_update, registered_at, hotkey FROM neurons WHERE netuid = ?1 ORDER BY uid")?;
         stmt.query_map([netuid], |r| {
             let weights: String = r.get(2)?;
             Ok(Row {
                 uid: r.get(0)?,
+                hotkey: r.get(5)?,
                 stake: r.get::<_, i64>(1)? as u64,
                 weights: serde_json::from_str(&weights).unwrap_or_default(),
                 last_update: r.get::<_, i64>(3)? as u64,
@@ -973,7 +979,21 @@ fn run_epoch(
             block_at_registration: &registered,
         },
     );
+    // A miner slashed within the recent fraud span earns nothing meanwhile: its emission is burned.
+    let slashed: Vec<Vec<u8>> = {
+        let since = (block / tempo_of(params)).saturating_sub(params.fraud_report_windows);
+        let mut stmt = tx.prepare(
+            "SELECT DISTINCT offender FROM slashes WHERE netuid = ?1 AND window >= ?2",
+        )?;
+        stmt.query_map(params![netuid, since as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
     for (i, row) in rows.iter().enumerate() {
+        let emission = if slashed.contains(&row.hotkey) {
+            0
+        } else {
+            out.emission[i]
+        };
         tx.execute(
             "UPDATE neurons SET active = ?1, consensus = ?2, incentive = ?3, dividends = ?4, validator_trust = ?5,
                  validator_permit = ?6, emission = ?7, total_emission = total_emission + ?7, stake = stake + ?7
@@ -985,7 +1005,7 @@ fn run_epoch(
                 out.dividends[i],
                 out.validator_trust[i],
                 out.validator_permit[i],
-                out.emission[i] as i64,
+                emission as i64,
                 netuid,
                 row.uid
             ],

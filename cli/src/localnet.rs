@@ -289,6 +289,8 @@ pub async fn run(
         .filter(|(k, _)| **k == MinerKind::Adversary(Adversary::Sybil))
         .map(|(_, u)| *u)
         .collect();
+    let stashes: Vec<std::sync::Mutex<Option<Vec<f32>>>> =
+        kinds.iter().map(|_| std::sync::Mutex::new(None)).collect();
     let peers_of = |i: usize| Peers {
         miners: miner_uids
             .iter()
@@ -303,6 +305,7 @@ pub async fn run(
             .iter()
             .position(|u| *u == miner_uids[i])
             .and_then(|p| sybils.get(p ^ 1).copied()),
+        stash: &stashes[i],
     };
 
     // A fixed held-out set for the loss curve, separate from the validators' secret eval batches.

@@ -27,6 +27,8 @@ async fn three_windows_lower_the_loss_and_pay_the_miners_through_commit_reveal()
         dir: Some(dir.path().to_path_buf()),
         task,
         commit_reveal: true,
+        adversaries: Vec::new(),
+        audit_period: None,
     };
     let report = localnet::run(config, |_| {}).await.unwrap();
 

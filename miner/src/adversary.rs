@@ -32,7 +32,8 @@ pub enum Adversary {
     NoisyCopier,
     /// Trains honestly, but on another uid's pages.
     FreeRider,
-    /// Serves its previous window's gradient again.
+    /// Always a window late: trains each window honestly, but serves the previous window's
+    /// gradient under the current window's commitment.
     Stale,
     /// Trains honestly and serves 2.5 times its gradient (committing its honest dense gradient).
     Amplified,
@@ -126,6 +127,8 @@ pub struct Peers<'a, C> {
     pub victim: u16,
     /// The Sybil partner's uid, for `Sybil`.
     pub partner: Option<u16>,
+    /// What the adversary keeps from one window to the next (`Stale`'s late gradient).
+    pub stash: &'a std::sync::Mutex<Option<Vec<f32>>>,
 }
 
 impl<C: Chain> Peers<'_, C> {
@@ -271,18 +274,15 @@ pub async fn act<C: Chain>(
             miner.publish(window, served);
         }
         Adversary::Stale => {
-            let previous = window.checked_sub(1).and_then(|w| miner.gradient(w));
-            match previous {
-                Some(old) => {
-                    let values = decoded(&engine, &old).unwrap_or_else(|| zero.clone());
-                    let out = encode(&engine, &values);
-                    publish_claims(miner, window, checkpoint.digest, out.payload, &values, (&zero, 0), &out.residual_out);
-                }
-                None => {
-                    // The first window: honest work, served again in the next.
-                    let served = miner.commit_work(window, checkpoint.digest, &honest()?);
-                    miner.publish(window, served);
-                }
+            let fresh = honest()?;
+            let late = peers
+                .stash
+                .lock()
+                .expect("stash lock")
+                .replace(fresh);
+            if let Some(late) = late {
+                let served = miner.commit_work(window, checkpoint.digest, &late);
+                miner.publish(window, served);
             }
         }
         Adversary::Amplified | Adversary::Scaled | Adversary::Mixer => {

@@ -1,8 +1,9 @@
-//! The miner's gRPC surface on 127.0.0.1:0 with a real local chain: who may fetch a gradient, and the
+//! The miner's gRPC surface on 127.0.0.1:0 with a real local chain: who may fetch a gradient and
+//! when (its commitment while the window is open, the artefacts once it has closed), and the
 //! distinct error each refused caller gets.
 
 use chain_client::{AccountId, BlockClock, Chain, LocalChain, SubnetParams};
-use miner::{Miner, MinerService};
+use miner::{Miner, MinerService, ServedGradient};
 use std::sync::Arc;
 use subnet_proto::{auth, commitment, pb};
 use subxt_signer::sr25519::{Keypair, dev};
@@ -46,12 +47,12 @@ async fn setup() -> Setup {
     let net1 = chain.create_subnet(owner, params.clone()).unwrap();
     let net2 = chain.create_subnet(owner, params).unwrap();
     for (k, net, stake) in [
-        (dev::alice(), net1, 10),
+        (dev::alice(), net1, 200),
         (dev::bob(), net1, 0),
-        (dev::charlie(), net2, 10),
+        (dev::charlie(), net2, 200),
     ] {
         let id = AccountId::from(&k);
-        chain.fund(id, 100 * TOKEN).unwrap();
+        chain.fund(id, 1000 * TOKEN).unwrap();
         chain.burned_register(id, net, id).unwrap();
         if stake > 0 {
             chain.add_stake(id, id, net, stake * TOKEN).unwrap();
@@ -60,17 +61,9 @@ async fn setup() -> Setup {
     chain.advance_blocks(5).unwrap();
     let engine = engine();
     let miner = Miner::new(chain.clone(), net1, dev::bob(), engine.clone());
-    // A published gradient for window 3.
-    let payload = subnet_proto::codec::encode_dense(&vec![0.5; engine.num_params()]);
-    let c = commitment::commit(
-        &dev::bob(),
-        3,
-        engine.digest(),
-        engine.genesis().digest,
-        &payload,
-        subnet_proto::digest(&payload),
-    );
-    miner.publish(3, c, payload.clone(), Some(payload));
+    // A published gradient for window 3 (blocks 30..40 of the task's 10-block windows).
+    let served = miner.commit_work(3, engine.genesis().digest, &vec![0.5; engine.num_params()]);
+    miner.publish(3, served);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     chain.serve_axon(&dev::bob(), net1, addr).await.unwrap();
@@ -96,7 +89,7 @@ fn request(caller: &Keypair, window: u64, engine: &TaskEngine) -> pb::GradientRe
     auth::sign(
         pb::GradientRequest {
             auth: None,
-            dense: false,
+            part: pb::GradientPart::Payload as i32,
             window,
             task_digest: engine.digest().to_vec(),
         },
@@ -117,10 +110,38 @@ async fn fetch(
     Ok(chunks)
 }
 
+/// Window 3 closes at block 40.
+fn close_window_3(chain: &LocalChain) {
+    let now = chain.transact(|_, block| Ok(block)).unwrap();
+    chain.advance_blocks(40 - now).unwrap();
+}
+
 #[tokio::test]
-async fn a_permit_holder_gets_a_gradient_that_verifies() {
+async fn the_commitment_is_served_at_once_and_the_gradient_after_the_close() {
     let mut s = setup().await;
     let engine = s.miner.engine().clone();
+    let committed: pb::Commitment = s
+        .client
+        .get_commitment(auth::sign(
+            pb::CommitmentRequest {
+                auth: None,
+                window: 3,
+                task_digest: engine.digest().to_vec(),
+            },
+            &dev::alice(),
+            &dev::bob().public_key().0,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(committed, s.miner.gradient(3).unwrap().commitment);
+    let e = fetch(&mut s.client, request(&dev::alice(), 3, &engine))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("closes at block 40"), "{e:?}");
+
+    close_window_3(&s.chain);
     let chunks = fetch(&mut s.client, request(&dev::alice(), 3, &engine))
         .await
         .unwrap();
@@ -140,14 +161,28 @@ async fn a_permit_holder_gets_a_gradient_that_verifies() {
         window: 3,
         task_digest: &engine.digest(),
         checkpoint_digest: &engine.genesis().digest,
-        max_len: 1 << 30,
+        payload_len: payload.len() as u64,
     };
     commitment::verify_commitment(c, &expected).unwrap();
     commitment::verify_payload(c, &payload).unwrap();
-    assert_eq!(
-        subnet_proto::codec::decode(&payload, engine.num_params()).unwrap()[0],
-        0.5
-    );
+    assert!(commitment::same_claims(c, &committed));
+    let served: &ServedGradient = &s.miner.gradient(3).unwrap();
+    assert_eq!(&payload, served.payload.as_ref());
+    // The dense gradient and the residual come under the same commitment.
+    for part in [pb::GradientPart::Dense, pb::GradientPart::Residual] {
+        let mut r = request(&dev::alice(), 3, &engine);
+        r.part = part as i32;
+        let r = auth::sign(r, &dev::alice(), &dev::bob().public_key().0);
+        let chunks = fetch(&mut s.client, r).await.unwrap();
+        let bytes: Vec<u8> = chunks[1..]
+            .iter()
+            .flat_map(|c| match &c.part {
+                Some(pb::gradient_chunk::Part::Data(d)) => d.clone(),
+                _ => panic!("data expected"),
+            })
+            .collect();
+        assert_eq!(&bytes, served.part(part).as_ref());
+    }
     let _ = s.stop.send(());
     drop(s.chain);
 }
@@ -156,6 +191,7 @@ async fn a_permit_holder_gets_a_gradient_that_verifies() {
 async fn refused_callers_get_distinct_codes() {
     let mut s = setup().await;
     let engine = s.miner.engine().clone();
+    close_window_3(&s.chain);
 
     // Not registered anywhere.
     let e = fetch(&mut s.client, request(&dev::dave(), 3, &engine))
@@ -199,7 +235,7 @@ async fn refused_callers_get_distinct_codes() {
     let other = auth::sign(
         pb::GradientRequest {
             auth: None,
-            dense: false,
+            part: pb::GradientPart::Payload as i32,
             window: 3,
             task_digest: vec![0; 32],
         },
@@ -228,6 +264,7 @@ async fn refused_callers_get_distinct_codes() {
 async fn one_caller_over_its_rate_limit_does_not_starve_another() {
     let mut s = setup().await;
     let engine = s.miner.engine().clone();
+    close_window_3(&s.chain);
     let mut limited = None;
     for i in 0..=subnet_proto::limits::REQUESTS_PER_WINDOW {
         // Dave is not registered: each request is still signed, checked and counted.

@@ -111,7 +111,7 @@ impl Drop for MinerProcess {
 async fn a_miner_killed_mid_window_serves_the_next_window_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap();
-    spec.scoring.spot_check_probability = 1.0;
+    spec.scoring.audit_period = 1;
     let task_path = dir.path().join("task.toml");
     std::fs::write(&task_path, spec.canonical_toml()).unwrap();
     let engine = Arc::new(TaskEngine::new(spec));
@@ -130,9 +130,9 @@ async fn a_miner_killed_mid_window_serves_the_next_window_after_a_restart() {
         .create_subnet(AccountId::from(&dev::ferdie()), params)
         .unwrap();
     let miner_key = chain_client::keypair_from_uri(MINER_URI).unwrap();
-    for (key, stake) in [(dev::alice(), 10 * TOKEN), (miner_key.clone(), 0)] {
+    for (key, stake) in [(dev::alice(), 200 * TOKEN), (miner_key.clone(), 0)] {
         let id = AccountId::from(&key);
-        chain.fund(id, 100 * TOKEN).unwrap();
+        chain.fund(id, 1000 * TOKEN).unwrap();
         chain.burned_register(id, netuid, id).unwrap();
         if stake > 0 {
             chain.add_stake(id, id, netuid, stake).unwrap();
@@ -177,6 +177,7 @@ async fn a_miner_killed_mid_window_serves_the_next_window_after_a_restart() {
     // Restarted in the same window: it trains window 1 again and serves it.
     let second = start_miner(&task_path, &chain_path, &data);
     second.wait_for(&["window served", "window=1"], Duration::from_secs(120));
+    assert_eq!(validator.collect_commitments(1).await.unwrap(), 1);
     chain.advance_blocks(blocks).unwrap();
     let seed = window_seed(&chain.block_hash(blocks).await.unwrap());
     let w1 = validator.run_window(1, seed).await.unwrap();
@@ -187,19 +188,21 @@ async fn a_miner_killed_mid_window_serves_the_next_window_after_a_restart() {
         r.usefulness.as_ref().unwrap().mean_relative_drop > 0.0,
         "{r:?}"
     );
+    assert!(r.audited, "{r:?}");
     assert!(
         w1.fraud_reports.is_empty(),
-        "the spot check reproduces its training"
+        "the audit reproduces its training and its payload"
     );
 
     // The next window, from the checkpoint the validator just aggregated.
     second.wait_for(&["window served", "window=2"], Duration::from_secs(120));
+    assert_eq!(validator.collect_commitments(2).await.unwrap(), 1);
     chain.advance_blocks(blocks).unwrap();
     let seed = window_seed(&chain.block_hash(2 * blocks).await.unwrap());
     let w2 = validator.run_window(2, seed).await.unwrap();
     let r = w2.result(uid).unwrap();
     assert!(r.rejection.is_none(), "{r:?}");
-    assert!(w2.fraud_reports.is_empty());
+    assert!(r.audited && w2.fraud_reports.is_empty(), "{r:?}");
 
     // Killed between windows and started again: window 3 starts from the residual window 2 left.
     let after_window_2 = read_residual();
@@ -215,8 +218,18 @@ async fn a_miner_killed_mid_window_serves_the_next_window_after_a_restart() {
     let after_window_3 = read_residual();
     assert_eq!(after_window_3.window, 3);
     assert!(
-        after_window_3.before == after_window_2.after,
+        after_window_3.before == after_window_2.after && after_window_3.source_window == 2,
         "window 3 did not start from window 2's residual"
+    );
+    // Its window 3 commitment continues the residual chain the validator saw.
+    assert_eq!(validator.collect_commitments(3).await.unwrap(), 1);
+    chain.advance_blocks(blocks).unwrap();
+    let seed = window_seed(&chain.block_hash(3 * blocks).await.unwrap());
+    let w3 = validator.run_window(3, seed).await.unwrap();
+    let r = w3.result(uid).unwrap();
+    assert!(
+        r.rejection.is_none() && r.audited && w3.fraud_reports.is_empty(),
+        "{r:?}"
     );
     let _ = stop.send(true);
 }

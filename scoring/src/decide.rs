@@ -72,6 +72,10 @@ pub struct WindowEvidence {
     pub similarities: Vec<Similarity>,
     /// Losses on the eval batches of the aggregate of every candidate (empty without candidates).
     pub aggregate: Vec<f32>,
+    /// Whether the assignment check applies: not from the genesis checkpoint, where compressed
+    /// gradients carry almost nothing page-specific (measured: one honest miner in sixteen showed
+    /// none at all), so the check would fail honest work.
+    pub assignment_required: bool,
 }
 
 /// Why a miner earned nothing this window, or that it earned.
@@ -184,12 +188,14 @@ pub fn clip_norm(miners: &[MinerEvidence], reference_norm: f64) -> f64 {
 }
 
 /// Whether a miner's gradient cannot earn this window, and why (None: it is a candidate).
-/// `clip_norm` is the window's `clip_norm`.
+/// `clip_norm` is the window's `clip_norm`; without `assignment_required` the assignment check
+/// does not apply.
 pub fn screen(
     m: &MinerEvidence,
     window: u64,
     base: &[f32],
     clip_norm: f64,
+    assignment_required: bool,
     params: &ScoringParams,
 ) -> Option<Verdict> {
     if let Some(until) = m.banned_until.filter(|&until| until >= window) {
@@ -219,6 +225,9 @@ pub fn screen(
             mean_relative_drop: usefulness.mean_relative_drop,
         });
     }
+    if !assignment_required {
+        return None;
+    }
     match m.assignment.as_ref().map(AssignmentEvidence::check) {
         Some(a) if a.passed(params.assignment_p_value) => None,
         Some(a) => Some(Verdict::WrongPages { p_value: a.p_value }),
@@ -239,7 +248,17 @@ pub fn candidates(evidence: &WindowEvidence, params: &ScoringParams) -> Vec<u16>
     evidence
         .miners
         .iter()
-        .filter(|m| screen(m, evidence.window, &evidence.base, clip, params).is_none())
+        .filter(|m| {
+            screen(
+                m,
+                evidence.window,
+                &evidence.base,
+                clip,
+                evidence.assignment_required,
+                params,
+            )
+            .is_none()
+        })
         .map(|m| m.uid)
         .collect()
 }
@@ -312,7 +331,14 @@ pub fn decide(
         .miners
         .iter()
         .map(|m| {
-            let screened = screen(m, evidence.window, &evidence.base, clip, params);
+            let screened = screen(
+                m,
+                evidence.window,
+                &evidence.base,
+                clip,
+                evidence.assignment_required,
+                params,
+            );
             let evaluated = m.refused.is_none() && m.after.len() == evidence.base.len();
             let usefulness =
                 evaluated.then(|| UsefulnessScore::from_losses(&evidence.base, &m.after));
@@ -489,6 +515,7 @@ mod tests {
             miners,
             similarities,
             aggregate: vec![1.7; 3],
+            assignment_required: true,
         }
     }
 

@@ -45,7 +45,34 @@ pub enum Inputs {
     Features(Vec<f32>),
 }
 
+/// Examples per forward pass when evaluating.
+const EVAL_ROWS: usize = 128;
+
 impl Batch {
+    /// The batches' examples, in order, as one batch (all of one kind, as a task's batches are).
+    pub fn concat(batches: &[Batch]) -> Batch {
+        let mut targets = Vec::new();
+        let mut rows = 0;
+        let mut inputs = match batches.first().map(|b| &b.inputs) {
+            Some(Inputs::Features(_)) => Inputs::Features(Vec::new()),
+            _ => Inputs::Tokens(Vec::new()),
+        };
+        for b in batches {
+            match (&mut inputs, &b.inputs) {
+                (Inputs::Tokens(all), Inputs::Tokens(t)) => all.extend_from_slice(t),
+                (Inputs::Features(all), Inputs::Features(f)) => all.extend_from_slice(f),
+                _ => panic!("batches of one task hold one kind of input"),
+            }
+            targets.extend_from_slice(&b.targets);
+            rows += b.rows;
+        }
+        Batch {
+            inputs,
+            targets,
+            rows,
+        }
+    }
+
     /// The token ids of a batch of sequences.
     pub fn tokens(&self) -> Option<&[i32]> {
         match &self.inputs {
@@ -172,6 +199,7 @@ pub struct TaskEngine {
     layout: ParamLayout,
     /// Items of a page per example (see `Architecture::example_len`).
     example_len: usize,
+    genesis_digest: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl TaskEngine {
@@ -196,6 +224,7 @@ impl TaskEngine {
             spec,
             corpus,
             layout,
+            genesis_digest: std::sync::OnceLock::new(),
         }
     }
 
@@ -243,6 +272,11 @@ impl TaskEngine {
             }));
         }
         Checkpoint::new(self.digest, params)
+    }
+
+    /// The digest of `genesis()`, computed once.
+    pub fn genesis_digest(&self) -> [u8; 32] {
+        *self.genesis_digest.get_or_init(|| self.genesis().digest)
     }
 
     pub fn assignment(
@@ -559,9 +593,10 @@ impl TaskEngine {
             .train_from(start, &batches, self.spec.inner_lr(window), |_, _| {})
     }
 
-    /// The assignment check's batches for `assignment`: `count` batches of sequences the miner
-    /// trained on, drawn by the validator's secret `seed`, and for each the batch of their held-back
-    /// neighbours (same pages, adjacent slots).
+    /// The assignment check's batches for `assignment`: up to `count` batches of distinct sequences
+    /// the miner trained on, chosen and ordered by the validator's secret `seed`, and for each the
+    /// batch of their held-back neighbours (same pages, adjacent slots). Each trained sequence is
+    /// used at most once, so that the batches are independent samples of the miner's pages.
     pub fn assignment_check_batches(
         &self,
         assignment: &WindowAssignment,
@@ -569,19 +604,22 @@ impl TaskEngine {
         seed: u64,
         count: usize,
     ) -> (Vec<Batch>, Vec<Batch>) {
-        let trained: Vec<Span> = self
+        let mut trained: Vec<Span> = self
             .training_spans(assignment, window_seed)
             .into_iter()
             .flatten()
             .collect();
+        trained.sort_by_key(|s| (s.page, s.offset));
+        trained.dedup();
         let mut rng = SeededRng::derived(&[seed, salt::ASSIGNMENT_CHECK, assignment.uid as u64]);
+        for i in (1..trained.len()).rev() {
+            trained.swap(i, rng.below(i as u64 + 1) as usize);
+        }
         let size = self.spec.training.batch_size;
-        let own: Vec<Vec<Span>> = (0..count)
-            .map(|_| {
-                (0..size)
-                    .map(|_| trained[rng.below(trained.len() as u64) as usize])
-                    .collect()
-            })
+        let own: Vec<Vec<Span>> = trained
+            .chunks_exact(size)
+            .take(count)
+            .map(<[Span]>::to_vec)
             .collect();
         let held_back = own
             .iter()
@@ -654,7 +692,9 @@ impl TaskEngine {
             .train_from(start, batches, self.spec.training.lr, on_step)
     }
 
-    /// Loss of `params` on each batch, in order.
+    /// Mean loss of `params` on each batch, in order. Consecutive batches run as one forward pass
+    /// of up to `EVAL_ROWS` examples (small models are bound by per-call overhead), and each batch's
+    /// mean is taken over its examples' losses in f64: the same batches give the same bits.
     pub fn losses<B: Backend>(
         &self,
         device: &B::Device,
@@ -662,10 +702,31 @@ impl TaskEngine {
         batches: &[Batch],
     ) -> Vec<f32> {
         let model = self.model::<B>(device, params);
-        batches
-            .iter()
-            .map(|batch| model.loss(batch, device).into_scalar().elem::<f32>())
-            .collect()
+        let mut out = Vec::with_capacity(batches.len());
+        let mut start = 0;
+        while start < batches.len() {
+            let mut end = start + 1;
+            let mut rows = batches[start].rows;
+            while end < batches.len() && rows + batches[end].rows <= EVAL_ROWS {
+                rows += batches[end].rows;
+                end += 1;
+            }
+            let merged = Batch::concat(&batches[start..end]);
+            let row_losses = model
+                .row_losses(&merged, device)
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("row losses are f32");
+            let mut at = 0;
+            for batch in &batches[start..end] {
+                let rows = &row_losses[at..at + batch.rows];
+                out.push((rows.iter().map(|&l| l as f64).sum::<f64>() / batch.rows as f64) as f32);
+                at += batch.rows;
+            }
+            start = end;
+        }
+        out
     }
 
     /// The lowest mean loss any model can reach on this task's training sequences, known for the

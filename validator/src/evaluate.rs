@@ -67,13 +67,28 @@ pub fn reference(
         .pseudo_gradient(start)
 }
 
-/// The reference as a miner would send it with an empty residual: the task's codec applied and
-/// decoded. Its norm bounds and clips the miners' payloads, and it is the assignment check's control.
-pub fn compressed(engine: &TaskEngine, dense: &[f32]) -> Vec<f32> {
+/// The reference as a miner would send it, with the validator's own error-feedback residual
+/// `residual_in` (empty: zero): the decoded payload, and the residual it leaves. The payload's
+/// norm is the floor of the clip norm, and it is the assignment check's control: it carries older
+/// windows' learning the way honest miners' payloads do.
+pub fn reference_payload(
+    engine: &TaskEngine,
+    dense: &[f32],
+    residual_in: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
     let c = &engine.spec().compression;
     let layout = Layout::of_task(c.chunk, c.top_k);
-    let out = codec::compress(dense, &vec![0.0; dense.len()], layout, c.error_feedback as f32);
-    codec::decode_as(&out.payload, dense.len(), layout).expect("the codec decodes its own output")
+    let zero;
+    let residual_in = if residual_in.is_empty() {
+        zero = vec![0.0; dense.len()];
+        &zero
+    } else {
+        residual_in
+    };
+    let out = codec::compress(dense, residual_in, layout, c.error_feedback as f32);
+    let sent = codec::decode_as(&out.payload, dense.len(), layout)
+        .expect("the codec decodes its own output");
+    (sent, out.residual_out)
 }
 
 /// A miner's window re-executed on the CPU: its pseudo-gradient, or None when the uid has no

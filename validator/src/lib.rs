@@ -116,6 +116,26 @@ pub struct WindowOutcome {
     pub fraud_reports: Vec<(u16, Result<FraudOutcome, String>)>,
     /// The lead's checkpoint, when this validator adopted it for the window.
     pub adopted: Option<Adoption>,
+    /// Seconds each step of the window took.
+    pub timings: Vec<(&'static str, f64)>,
+}
+
+/// Seconds spent per step of a window.
+#[derive(Debug)]
+struct Timings(Vec<(&'static str, f64)>, std::time::Instant);
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self(Vec::new(), std::time::Instant::now())
+    }
+}
+
+impl Timings {
+    /// Closes the step `name` (it ran since the previous step closed).
+    fn lap(&mut self, name: &'static str) {
+        self.0.push((name, self.1.elapsed().as_secs_f64()));
+        self.1 = std::time::Instant::now();
+    }
 }
 
 impl WindowOutcome {
@@ -148,6 +168,8 @@ struct ValidatorState {
     pending_reveals: Vec<PendingReveal>,
     /// The outer Nesterov momentum buffer (empty: zeros, or plain SGD).
     momentum: Vec<f32>,
+    /// The error-feedback residual of the validator's own reference training (empty: zero).
+    reference_residual: Vec<f32>,
     ledger: ResidualLedger,
     pending_audits: BTreeMap<u16, String>,
     audit_secret: u64,
@@ -204,7 +226,16 @@ impl<C: Chain> Validator<C> {
         window: u64,
     ) -> Self {
         let saved = fresh_state(&checkpoint, window);
-        Self::build(chain, netuid, hotkey, engine, checkpoint, saved, Vec::new(), None)
+        Self::build(
+            chain,
+            netuid,
+            hotkey,
+            engine,
+            checkpoint,
+            saved,
+            (Vec::new(), Vec::new()),
+            None,
+        )
     }
 
     /// A validator that keeps its state, checkpoints and replay log in `store`: it resumes from the
@@ -223,7 +254,7 @@ impl<C: Chain> Validator<C> {
             dir: store.root().display().to_string(),
             message,
         };
-        let (checkpoint, saved, momentum) = match store.load_state()? {
+        let (checkpoint, saved, momentum, reference_residual) = match store.load_state()? {
             Some(saved) => {
                 let digest = subnet_proto::bytes32(
                     "checkpoint",
@@ -246,11 +277,18 @@ impl<C: Chain> Validator<C> {
                     }
                     None => Vec::new(),
                 };
-                (checkpoint, saved, momentum)
+                let reference_residual = match &saved.reference_residual {
+                    Some(hex_digest) => {
+                        aggregation::load_momentum(&store, hex_digest, engine.num_params())
+                            .map_err(saved_error)?
+                    }
+                    None => Vec::new(),
+                };
+                (checkpoint, saved, momentum, reference_residual)
             }
             None => {
                 let saved = fresh_state(&checkpoint, window);
-                (checkpoint, saved, Vec::new())
+                (checkpoint, saved, Vec::new(), Vec::new())
             }
         };
         let validator = Self::build(
@@ -260,7 +298,7 @@ impl<C: Chain> Validator<C> {
             engine,
             checkpoint,
             saved,
-            momentum,
+            (momentum, reference_residual),
             Some(store),
         );
         validator.save_state()?;
@@ -275,7 +313,7 @@ impl<C: Chain> Validator<C> {
         engine: Arc<TaskEngine>,
         checkpoint: Checkpoint,
         saved: SavedState,
-        momentum: Vec<f32>,
+        (momentum, reference_residual): (Vec<f32>, Vec<f32>),
         store: Option<DataDir>,
     ) -> Self {
         let window = saved.window;
@@ -288,6 +326,7 @@ impl<C: Chain> Validator<C> {
             bans: saved.bans,
             pending_reveals: saved.pending_reveals,
             momentum,
+            reference_residual,
             ledger: saved.ledger,
             pending_audits: saved.pending_audits,
             audit_secret: saved.audit_secret.unwrap_or_else(random_u64),
@@ -321,11 +360,12 @@ impl<C: Chain> Validator<C> {
         let Some(store) = &self.inner.store else {
             return Ok(());
         };
-        let (checkpoint, momentum, mut saved) = {
+        let (checkpoint, momentum, reference_residual, mut saved) = {
             let state = self.state();
             (
                 state.checkpoint.clone(),
                 state.momentum.clone(),
+                state.reference_residual.clone(),
                 SavedState {
                     checkpoint: hex::encode(state.checkpoint.digest),
                     window: state.checkpoint_window,
@@ -336,11 +376,13 @@ impl<C: Chain> Validator<C> {
                     ledger: state.ledger.clone(),
                     pending_audits: state.pending_audits.clone(),
                     audit_secret: Some(state.audit_secret),
+                    reference_residual: None,
                 },
             )
         };
         store.put_blob(&checkpoint.to_bytes())?;
         saved.momentum = store_momentum(store, &momentum)?;
+        saved.reference_residual = store_momentum(store, &reference_residual)?;
         store.save_state(&saved)?;
         Ok(())
     }
@@ -505,9 +547,15 @@ impl<C: Chain> Validator<C> {
         let eval_seed = self.eval_seed(window, window_seed);
         let assigned_uids = metagraph.uid_slots();
 
+        let mut timings = Timings::default();
         // Measure the window's starting point and the validator's own training of it.
+        let reference_residual_in = self.state().reference_residual.clone();
         let (batches, base, reference) = {
-            let (engine, params) = (engine.clone(), checkpoint.params.clone());
+            let (engine, params, residual) = (
+                engine.clone(),
+                checkpoint.params.clone(),
+                reference_residual_in.clone(),
+            );
             blocking(move || {
                 let batches = evaluate::eval_batches(&engine, window_seed, assigned_uids, eval_seed);
                 let base = evaluate::losses(&engine, &params, &batches);
@@ -519,15 +567,17 @@ impl<C: Chain> Validator<C> {
                     assigned_uids,
                     eval_seed,
                 );
-                let sent = evaluate::compressed(&engine, &reference);
-                (Arc::new(batches), base, (reference, sent))
+                let (sent, residual_out) =
+                    evaluate::reference_payload(&engine, &reference, &residual);
+                (Arc::new(batches), base, (reference, sent, residual_out))
             })
             .await?
         };
-        let (reference, reference_sent) = reference;
+        let (reference, reference_sent, reference_residual_out) = reference;
         let reference_norm = l2_norm(&reference_sent);
         let base_loss = base.iter().map(|&l| l as f64).sum::<f64>() / base.len().max(1) as f64;
 
+        timings.lap("reference");
         // Gather: the payloads of the commitments collected before the close.
         let miners: Vec<Neuron> = metagraph
             .neurons
@@ -545,6 +595,7 @@ impl<C: Chain> Validator<C> {
             .gather(&miners, window, &checkpoint.digest, &collected)
             .await;
 
+        timings.lap("gather");
         // Measure each gradient alone, and check its residual chain.
         let (bans_before, ledger) = {
             let state = self.state();
@@ -609,6 +660,7 @@ impl<C: Chain> Validator<C> {
             }
         }
 
+        timings.lap("usefulness");
         // Audits: re-execute the miners due this window and check their artefacts fit together.
         let audits = self
             .audit(&miners, window, window_seed, &checkpoint, &gradients)
@@ -637,11 +689,13 @@ impl<C: Chain> Validator<C> {
             }
         }
 
+        timings.lap("audits");
         // Assignment checks for the gradients that pass every earlier gate, against the
         // validator's own training as the control.
         let control = Arc::new(reference_sent);
+        let assignment_required = checkpoint.digest != engine.genesis_digest();
         for m in evidence.iter_mut() {
-            let gate = screen(m, window, &base, clip, &params);
+            let gate = screen(m, window, &base, clip, assignment_required, &params);
             if !matches!(gate, Some(Verdict::WrongPages { .. })) {
                 continue;
             }
@@ -679,6 +733,7 @@ impl<C: Chain> Validator<C> {
             });
         }
 
+        timings.lap("assignment");
         // What each candidate adds to the others, at the aggregate's own step.
         let mut window_evidence = WindowEvidence {
             window,
@@ -687,6 +742,7 @@ impl<C: Chain> Validator<C> {
             miners: evidence,
             similarities: Vec::new(),
             aggregate: Vec::new(),
+            assignment_required,
         };
         let candidate_uids = candidates(&window_evidence, &params);
         let candidate_values: Vec<Vec<f32>> = candidate_uids
@@ -717,6 +773,7 @@ impl<C: Chain> Validator<C> {
             }
         }
 
+        timings.lap("contribution");
         // Decide (pure), then the state that carries over: averages, bans, the residual ledger.
         let averages_before = self.averages();
         let decisions = decide(&window_evidence, &params, &averages_before);
@@ -750,6 +807,7 @@ impl<C: Chain> Validator<C> {
             self.put_weights(window, &decisions, spec.task.version).await;
         let fraud_reports = self.report_frauds(window, frauds).await;
 
+        timings.lap("chain");
         // Aggregate the earners, clipped to the reference norm and summed in uid order.
         let aggregated = aggregation_order(
             &decisions,
@@ -782,6 +840,7 @@ impl<C: Chain> Validator<C> {
                 }
             }
             let reference_blob = store.put_blob(&codec::encode_dense(&reference))?;
+            let reference_residual = store_momentum(store, &reference_residual_in)?;
             store.put_blob(&checkpoint.to_bytes())?;
             store.put_blob(&next.to_bytes())?;
             let (uids, values, error) = match &weights_set {
@@ -794,6 +853,7 @@ impl<C: Chain> Validator<C> {
                 eval_seed,
                 assigned_uids,
                 reference: hex::encode(reference_blob),
+                reference_residual,
                 task_digest: hex::encode(engine.digest()),
                 checkpoint_before: hex::encode(checkpoint.digest),
                 checkpoint_after: hex::encode(next.digest),
@@ -815,6 +875,8 @@ impl<C: Chain> Validator<C> {
             })?;
         }
 
+        timings.lap("aggregate and record");
+        tracing::info!(window, seconds = ?timings.0, "window scored");
         let audited_uids: Vec<u16> = audits.iter().map(|f| f.record.uid).collect();
         let results = decisions
             .into_iter()
@@ -855,6 +917,7 @@ impl<C: Chain> Validator<C> {
             reveals,
             fraud_reports,
             adopted,
+            timings: timings.0,
         };
         {
             let mut state = self.state_mut();
@@ -868,6 +931,7 @@ impl<C: Chain> Validator<C> {
                     .collect(),
             });
             state.momentum = momentum_after;
+            state.reference_residual = reference_residual_out;
             state.collected.remove(&window);
         }
         self.advance(window + 1, next, Some(recipe));
@@ -1214,6 +1278,7 @@ fn fresh_state(checkpoint: &Checkpoint, window: u64) -> SavedState {
         ledger: ResidualLedger::default(),
         pending_audits: BTreeMap::new(),
         audit_secret: None,
+        reference_residual: None,
     }
 }
 

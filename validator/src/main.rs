@@ -142,6 +142,28 @@ async fn main() -> anyhow::Result<()> {
         },
     ));
 
+    // While a window is open, its miners' commitments are collected (again and again: miners
+    // commit when they finish training); a commitment that comes after the close is not taken.
+    let collector = {
+        let (validator, chain) = (validator.clone(), chain.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1000));
+            loop {
+                tick.tick().await;
+                let window = match chain.current_block().await {
+                    Ok(block) => block / blocks,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the chain to collect commitments");
+                        continue;
+                    }
+                };
+                if let Err(e) = validator.collect_commitments(window).await {
+                    tracing::warn!(window, error = %e, "collecting commitments failed");
+                }
+            }
+        })
+    };
+
     // Window w is scored once it has closed, i.e. from block (w + 1) * blocks on.
     let mut next = resumed_window.max(first_window);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -197,6 +219,7 @@ async fn main() -> anyhow::Result<()> {
         next = (next + 1).max(block / blocks - 1);
     }
     tracing::info!("shutting down");
+    collector.abort();
     let _ = stop_tx.send(true);
     server.await??;
     Ok(())

@@ -137,6 +137,9 @@ mod tests {
             weights_committed: false,
             reveals: vec![(6, Ok(()))],
             fraud_reports: Vec::new(),
+            adopted: None,
+            reference_norm: 1.0,
+            timings: Vec::new(),
         });
         let text = metrics.render();
         for line in [

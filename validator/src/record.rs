@@ -19,6 +19,9 @@ pub struct WindowRecord {
     pub assigned_uids: u64,
     /// The validator's own training of the window (a blob, codec dense form).
     pub reference: String,
+    /// The error-feedback residual its reference payload was compressed with (a blob), None for
+    /// zero.
+    pub reference_residual: Option<String>,
     /// Hex digests of the task and of the checkpoints before and after the window (blobs).
     pub task_digest: String,
     pub checkpoint_before: String,

@@ -209,6 +209,11 @@ fn replay_window(
     )
     .map_err(|e| invalid(format!("checkpoint {}: {e}", record.checkpoint_before)))?;
     let evidence = &record.evidence;
+    if evidence.assignment_required != (checkpoint.digest != engine.genesis_digest()) {
+        return Err(invalid(
+            "the record applies the assignment check exactly where it does not (only the genesis window is exempt)".into(),
+        ));
+    }
     let batches = evaluate::eval_batches(
         engine,
         record.window_seed,
@@ -240,7 +245,12 @@ fn replay_window(
             replayed: reference_digest,
         });
     }
-    let reference = evaluate::compressed(engine, &reference);
+    let residual = match &record.reference_residual {
+        Some(digest) => crate::aggregation::load_momentum(store, digest, engine.num_params())
+            .map_err(invalid)?,
+        None => Vec::new(),
+    };
+    let (reference, _) = evaluate::reference_payload(engine, &reference, &residual);
     if l2_norm(&reference).to_bits() != evidence.reference_norm.to_bits() {
         return Err(invalid("the reference norm differs from the record".into()));
     }

@@ -72,6 +72,9 @@ pub struct SavedState {
     /// The secret that draws this validator's audit windows.
     #[serde(default)]
     pub audit_secret: Option<u64>,
+    /// The error-feedback residual of the validator's reference training (a blob), None for zero.
+    #[serde(default)]
+    pub reference_residual: Option<String>,
 }
 
 /// Weights committed in `window`, with the salt that reveals them.

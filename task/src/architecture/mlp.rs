@@ -115,11 +115,15 @@ impl Architecture for MlpSpec {
     }
 
     fn loss<B: Backend>(model: &Mlp<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
+        Self::row_losses(model, batch, device).mean()
+    }
+
+    fn row_losses<B: Backend>(model: &Mlp<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
         let (features, classes) = batch.feature_tensors::<B>(device);
         let [rows] = classes.dims();
         log_softmax(model.forward(features), 1)
             .gather(1, classes.reshape([rows, 1]))
-            .mean()
+            .reshape([rows])
             .neg()
     }
 }

@@ -54,6 +54,14 @@ pub trait Architecture {
 
     /// Mean loss of `model` on `batch`, in nats.
     fn loss<B: Backend>(model: &Self::Model<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1>;
+
+    /// Loss of `model` on each example of `batch` (`[rows]`, nats): evaluation runs many small
+    /// batches as one forward pass and splits the result.
+    fn row_losses<B: Backend>(
+        model: &Self::Model<B>,
+        batch: &Batch,
+        device: &B::Device,
+    ) -> Tensor<B, 1>;
 }
 
 /// The model of any registered architecture, as one burn module (so one optimizer type serves all).
@@ -78,6 +86,13 @@ impl<B: Backend> TaskModel<B> {
         match self {
             TaskModel::Transformer(m) => transformer::TransformerSpec::loss(m, batch, device),
             TaskModel::Mlp(m) => mlp::MlpSpec::loss(m, batch, device),
+        }
+    }
+
+    pub fn row_losses(&self, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
+        match self {
+            TaskModel::Transformer(m) => transformer::TransformerSpec::row_losses(m, batch, device),
+            TaskModel::Mlp(m) => mlp::MlpSpec::row_losses(m, batch, device),
         }
     }
 }

@@ -124,6 +124,15 @@ impl Architecture for TransformerSpec {
         let (inputs, targets) = batch.token_tensors::<B>(device);
         model.loss(inputs, targets)
     }
+
+    fn row_losses<B: Backend>(
+        model: &ByteTransformer<B>,
+        batch: &Batch,
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let (inputs, targets) = batch.token_tensors::<B>(device);
+        model.row_losses(inputs, targets)
+    }
 }
 
 #[derive(Module, Debug)]
@@ -221,14 +230,25 @@ impl<B: Backend> ByteTransformer<B> {
 
     /// Mean next-byte cross-entropy in nats: `inputs` [b, t] predict `targets` [b, t].
     pub fn loss(&self, inputs: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        self.target_log_probs(inputs, targets).mean().neg()
+    }
+
+    /// Mean loss of each sequence: `[b]`.
+    pub fn row_losses(&self, inputs: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        let [b, t] = inputs.dims();
+        self.target_log_probs(inputs, targets)
+            .reshape([b, t])
+            .mean_dim(1)
+            .reshape([b])
+            .neg()
+    }
+
+    /// Log-probability of each target: `[b * t, 1]`.
+    fn target_log_probs(&self, inputs: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         let [b, t] = inputs.dims();
         let logits = self.forward(inputs);
         let vocab = logits.dims()[2];
-        let log_probs = log_softmax(logits.reshape([b * t, vocab]), 1);
-        log_probs
-            .gather(1, targets.reshape([b * t, 1]))
-            .mean()
-            .neg()
+        log_softmax(logits.reshape([b * t, vocab]), 1).gather(1, targets.reshape([b * t, 1]))
     }
 }
 

@@ -1,0 +1,363 @@
+//! The proof of useful work against its adversaries: every attack is a test-only mode of the miner,
+//! run beside four honest miners over real gRPC on a real local chain, with two validators of
+//! different stake (the larger leads the model; the other recomputes and adopts it), each auditing
+//! every miner once per two windows. Two subnets run once each (`first` and `second`, three windows)
+//! and every test reads them: each attacker ends with at most a quarter of the stake of the weakest
+//! honest miner (what it was paid, less what was slashed), no honest miner is ever accused, the
+//! validators agree on every checkpoint, and a replay confirms the follower's decisions.
+
+use chain_client::LocalChain;
+use miner::adversary::Adversary;
+use scoring::Verdict;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use subnet_cli::localnet::{self, LocalnetConfig, LocalnetReport, MinerKind};
+use task::TaskSpec;
+use validator::Rejection;
+
+struct Run {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    report: LocalnetReport,
+}
+
+fn run(adversaries: Vec<Adversary>) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LocalnetConfig {
+        dir: Some(dir.path().to_path_buf()),
+        adversaries,
+        audit_period: Some(2),
+        ..LocalnetConfig::honest(
+            TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK).unwrap(),
+            4,
+            2,
+            3,
+        )
+    };
+    let report = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(localnet::run(config, |line| {
+            println!("{}", localnet::format_line(line))
+        }))
+        .unwrap();
+    Run {
+        dir: dir.path().to_path_buf(),
+        _dir: dir,
+        report,
+    }
+}
+
+/// Attacks that need no audit to fail, and attacks on the copy and assignment checks.
+fn first() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(|| {
+        run(vec![
+            Adversary::Random,
+            Adversary::Nan,
+            Adversary::Copier,
+            Adversary::NoisyCopier,
+            Adversary::FreeRider,
+            Adversary::Stale,
+            Adversary::Amplified,
+            Adversary::Silent,
+        ])
+    })
+}
+
+/// Attacks on what the payload is: doing less, more or other work than assigned, or serving more
+/// than the work gave.
+fn second() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(|| {
+        run(vec![
+            Adversary::Scaled,
+            Adversary::Lazy,
+            Adversary::Heldout,
+            Adversary::Mixer,
+            Adversary::ResidualForger,
+            Adversary::Sybil,
+            Adversary::Sybil,
+        ])
+    })
+}
+
+fn uids_of(run: &Run, kind: MinerKind) -> Vec<u16> {
+    run.report
+        .final_stakes()
+        .into_iter()
+        .filter(|(_, k, _)| *k == kind)
+        .map(|(uid, _, _)| uid)
+        .collect()
+}
+
+fn stake_of(run: &Run, uid: u16) -> u64 {
+    run.report
+        .final_stakes()
+        .into_iter()
+        .find(|(u, _, _)| *u == uid)
+        .unwrap()
+        .2
+}
+
+/// Every verdict the validators gave `uid`, window by window.
+fn verdicts(run: &Run, uid: u16) -> Vec<Verdict> {
+    run.report
+        .outcomes
+        .iter()
+        .flatten()
+        .filter_map(|o| o.result(uid))
+        .map(|r| r.verdict.clone())
+        .collect()
+}
+
+/// The adversary ends with at most a quarter of the stake of the weakest honest miner.
+fn earns_at_most_a_quarter(run: &Run, adversary: Adversary) {
+    let weakest = uids_of(run, MinerKind::Honest)
+        .into_iter()
+        .map(|uid| stake_of(run, uid))
+        .min()
+        .unwrap();
+    assert!(weakest > 0, "honest miners earned nothing");
+    for uid in uids_of(run, MinerKind::Adversary(adversary)) {
+        let stake = stake_of(run, uid);
+        assert!(
+            4 * stake <= weakest,
+            "{adversary} (uid {uid}) holds {stake} rao, the weakest honest miner {weakest}; its verdicts: {:?}",
+            verdicts(run, uid)
+        );
+    }
+}
+
+fn slashed(run: &Run, uid: u16) -> bool {
+    let chain = LocalChain::open(&run.report.chain_path).unwrap();
+    let hotkey = chain_client::Chain::metagraph(&chain, run.report.netuid);
+    let metagraph = futures::executor::block_on(hotkey).unwrap();
+    let hotkey = metagraph.by_uid(uid).unwrap().hotkey;
+    chain
+        .slashes(run.report.netuid)
+        .unwrap()
+        .iter()
+        .any(|s| s.hotkey == hotkey)
+}
+
+fn the_adversary(run: &Run, adversary: Adversary) -> u16 {
+    uids_of(run, MinerKind::Adversary(adversary))[0]
+}
+
+#[test]
+fn random_noise_earns_nothing() {
+    let run = first();
+    earns_at_most_a_quarter(run, Adversary::Random);
+}
+
+#[test]
+fn nan_is_refused() {
+    let run = first();
+    earns_at_most_a_quarter(run, Adversary::Nan);
+    let uid = the_adversary(run, Adversary::Nan);
+    for o in run.report.outcomes.iter().flatten() {
+        assert!(
+            matches!(
+                o.result(uid).unwrap().rejection,
+                Some(Rejection::NonFinite { .. })
+            ),
+            "{:?}",
+            o.result(uid)
+        );
+    }
+}
+
+#[test]
+fn a_copy_made_after_the_close_is_refused() {
+    let run = first();
+    earns_at_most_a_quarter(run, Adversary::Copier);
+    let uid = the_adversary(run, Adversary::Copier);
+    for o in run.report.outcomes.iter().flatten() {
+        assert_eq!(
+            o.result(uid).unwrap().rejection,
+            Some(Rejection::OtherCommitment),
+            "{:?}",
+            o.result(uid)
+        );
+    }
+}
+
+#[test]
+fn a_noisy_copy_of_the_last_window_earns_nothing() {
+    earns_at_most_a_quarter(first(), Adversary::NoisyCopier);
+}
+
+#[test]
+fn training_pages_it_was_not_assigned_earns_nothing() {
+    let run = first();
+    earns_at_most_a_quarter(run, Adversary::FreeRider);
+    assert!(slashed(run, the_adversary(run, Adversary::FreeRider)));
+}
+
+#[test]
+fn a_window_late_earns_nothing() {
+    earns_at_most_a_quarter(first(), Adversary::Stale);
+}
+
+#[test]
+fn an_amplified_gradient_is_refused_every_window() {
+    let run = first();
+    earns_at_most_a_quarter(run, Adversary::Amplified);
+    let uid = the_adversary(run, Adversary::Amplified);
+    let first_window: Vec<Verdict> = run
+        .report
+        .outcomes
+        .iter()
+        .map(|o| o[0].result(uid).unwrap().verdict.clone())
+        .collect();
+    assert!(
+        first_window
+            .iter()
+            .all(|v| matches!(v, Verdict::Oversized { .. })),
+        "{first_window:?}"
+    );
+    assert!(
+        verdicts(run, uid)
+            .iter()
+            .all(|v| !matches!(v, Verdict::Earned)),
+        "{:?}",
+        verdicts(run, uid)
+    );
+}
+
+#[test]
+fn a_silent_miner_earns_nothing() {
+    let run = first();
+    earns_at_most_a_quarter(run, Adversary::Silent);
+    let uid = the_adversary(run, Adversary::Silent);
+    assert!(
+        run.report
+            .outcomes
+            .iter()
+            .flatten()
+            .all(|o| o.result(uid).unwrap().rejection == Some(Rejection::NoAxon))
+    );
+}
+
+#[test]
+fn scale_under_the_norm_bound_is_caught_by_the_audit() {
+    let run = second();
+    earns_at_most_a_quarter(run, Adversary::Scaled);
+    assert!(slashed(run, the_adversary(run, Adversary::Scaled)));
+}
+
+#[test]
+fn skipping_steps_is_caught_by_the_audit() {
+    let run = second();
+    earns_at_most_a_quarter(run, Adversary::Lazy);
+    assert!(slashed(run, the_adversary(run, Adversary::Lazy)));
+}
+
+#[test]
+fn training_on_the_heldout_split_is_caught_by_the_audit() {
+    let run = second();
+    earns_at_most_a_quarter(run, Adversary::Heldout);
+    assert!(slashed(run, the_adversary(run, Adversary::Heldout)));
+}
+
+#[test]
+fn mixing_in_other_miners_work_is_caught_by_the_audit() {
+    let run = second();
+    earns_at_most_a_quarter(run, Adversary::Mixer);
+    assert!(slashed(run, the_adversary(run, Adversary::Mixer)));
+}
+
+#[test]
+fn a_forged_residual_breaks_the_chain() {
+    let run = second();
+    earns_at_most_a_quarter(run, Adversary::ResidualForger);
+    let uid = the_adversary(run, Adversary::ResidualForger);
+    // Refused for its size where no earlier commitment was seen; from the second window on the
+    // residual it claims contradicts what its own last commitment left.
+    let later: Vec<Verdict> = run
+        .report
+        .outcomes
+        .iter()
+        .flat_map(|o| o[1..].iter().map(|w| w.result(uid).unwrap().verdict.clone()))
+        .collect();
+    assert!(
+        later.iter().all(|v| matches!(v, Verdict::Fraud { reason } if reason.contains("residual"))
+            || matches!(v, Verdict::Banned { .. })),
+        "{later:?}"
+    );
+    assert!(slashed(run, uid));
+}
+
+#[test]
+fn two_identities_sharing_one_training_run_earn_nothing() {
+    let run = second();
+    earns_at_most_a_quarter(run, Adversary::Sybil);
+}
+
+#[test]
+fn no_honest_miner_is_ever_accused() {
+    for run in [first(), second()] {
+        for uid in uids_of(run, MinerKind::Honest) {
+            for v in verdicts(run, uid) {
+                assert!(
+                    matches!(v, Verdict::Earned | Verdict::NoContribution { .. }),
+                    "honest uid {uid}: {v:?}"
+                );
+            }
+            assert!(stake_of(run, uid) > 0);
+            assert!(!slashed(run, uid));
+        }
+    }
+}
+
+#[test]
+fn both_validators_score_the_checkpoint_the_miners_trained_from() {
+    for run in [first(), second()] {
+        let (lead, follower) = (&run.report.outcomes[0], &run.report.outcomes[1]);
+        for (l, f) in lead.iter().zip(follower) {
+            assert_eq!(l.checkpoint_before, f.checkpoint_before, "window {}", l.window);
+            if l.window > run.report.windows[0].window {
+                let adopted = f.adopted.as_ref();
+                // The follower adopts the lead's checkpoint after recomputing it, unless its own
+                // aggregate already was the same.
+                assert!(
+                    adopted.is_none_or(|a| a.verified && a.digest == l.checkpoint_before),
+                    "window {}: {adopted:?}",
+                    l.window
+                );
+            }
+        }
+        let losses: Vec<f64> = run.report.windows.iter().map(|w| w.heldout_loss).collect();
+        assert!(
+            losses.windows(2).all(|w| w[1] < w[0]) && losses[0] < run.report.initial_loss,
+            "the model did not learn: {} then {losses:?}",
+            run.report.initial_loss
+        );
+    }
+}
+
+#[test]
+fn a_replay_confirms_the_followers_decisions() {
+    let run = first();
+    let dir = localnet::validator_dir(&run.dir, 1);
+    let report = validator::replay::replay(&dir, None, |_| {}).unwrap();
+    assert_eq!(report.windows.len(), 3);
+    assert!(report.losses_checked > 500, "{}", report.losses_checked);
+    // What if the moving average had no memory: the weights follow the last window alone.
+    let what_if = scoring::ScoringParams {
+        moving_average: 1.0,
+        ..TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK)
+            .unwrap()
+            .scoring
+            .params()
+    };
+    let report = validator::replay::replay(&dir, Some(what_if), |_| {}).unwrap();
+    let last = report.windows.last().unwrap();
+    for (d, w) in last.decisions.iter().zip(last.what_if.as_ref().unwrap()) {
+        assert_eq!(d.score, w.score, "uid {}", d.uid);
+        assert_eq!(w.moving_average, w.score, "uid {}", d.uid);
+    }
+}
