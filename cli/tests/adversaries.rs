@@ -133,8 +133,7 @@ fn earns_at_most_a_quarter(run: &Run, adversary: Adversary) {
 
 fn slashed(run: &Run, uid: u16) -> bool {
     let chain = LocalChain::open(&run.report.chain_path).unwrap();
-    let hotkey = chain_client::Chain::metagraph(&chain, run.report.netuid);
-    let metagraph = futures::executor::block_on(hotkey).unwrap();
+    let metagraph = chain.metagraph_sync(run.report.netuid).unwrap();
     let hotkey = metagraph.by_uid(uid).unwrap().hotkey;
     chain
         .slashes(run.report.netuid)
@@ -162,7 +161,7 @@ fn nan_is_refused() {
         assert!(
             matches!(
                 o.result(uid).unwrap().rejection,
-                Some(Rejection::NonFinite { .. })
+                Some(Rejection::Codec(_) | Rejection::NonFinite { .. })
             ),
             "{:?}",
             o.result(uid)
@@ -207,17 +206,14 @@ fn an_amplified_gradient_is_refused_every_window() {
     let run = first();
     earns_at_most_a_quarter(run, Adversary::Amplified);
     let uid = the_adversary(run, Adversary::Amplified);
-    let first_window: Vec<Verdict> = run
-        .report
-        .outcomes
-        .iter()
-        .map(|o| o[0].result(uid).unwrap().verdict.clone())
-        .collect();
+    // Too large for the clip norm wherever it is not caught by an audit or banned already.
     assert!(
-        first_window
-            .iter()
-            .all(|v| matches!(v, Verdict::Oversized { .. })),
-        "{first_window:?}"
+        verdicts(run, uid).iter().all(|v| matches!(
+            v,
+            Verdict::Oversized { .. } | Verdict::Fraud { .. } | Verdict::Banned { .. }
+        )),
+        "{:?}",
+        verdicts(run, uid)
     );
     assert!(
         verdicts(run, uid)
@@ -238,7 +234,7 @@ fn a_silent_miner_earns_nothing() {
             .outcomes
             .iter()
             .flatten()
-            .all(|o| o.result(uid).unwrap().rejection == Some(Rejection::NoAxon))
+            .all(|o| o.result(uid).unwrap().rejection == Some(Rejection::NotCommitted))
     );
 }
 

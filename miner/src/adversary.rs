@@ -232,10 +232,24 @@ pub async fn act<C: Chain>(
     let zero = vec![0.0; n];
     match adversary {
         Adversary::Silent => {}
-        Adversary::Random | Adversary::Nan => {
-            let values = if adversary == Adversary::Nan {
-                vec![f32::NAN; n]
+        Adversary::Nan => {
+            // An honest payload whose values are NaN: in a top-k payload that is a chunk scale.
+            let mut served = miner.commit_work(window, checkpoint.digest, &honest()?);
+            let mut payload = served.payload.to_vec();
+            if engine.spec().compression.top_k > 0 {
+                // After the header (magic, encoding, count: 13 bytes), chunk size and k (8).
+                payload[21..25].copy_from_slice(&f32::NAN.to_le_bytes());
             } else {
+                payload[13..17].copy_from_slice(&f32::NAN.to_le_bytes());
+            }
+            let mut commitment = served.commitment.clone();
+            commitment.payload_digest = subnet_proto::digest(&payload).to_vec();
+            served.commitment = resign(miner, commitment);
+            served.payload = std::sync::Arc::new(payload);
+            miner.publish(window, served);
+        }
+        Adversary::Random => {
+            let values = {
                 // Noise of an honest gradient's norm (it trains once to learn the norm).
                 let norm = task::aggregate::l2_norm(&honest()?);
                 let mut rng = SeededRng::derived(&[window, uid as u64, 0x4E4F_4953]);

@@ -52,6 +52,10 @@ pub struct MinerEvidence {
     pub fraud: Option<String>,
     /// The last window of a ban from an earlier fraud, if the hotkey is banned.
     pub banned_until: Option<u64>,
+    /// An audit this window reproduced the miner's work (its artefacts fit together and the
+    /// re-executed window matches): the assignment check does not apply.
+    #[serde(default)]
+    pub audited_clean: bool,
     /// For candidates: losses on the eval batches of the aggregate of every other candidate, with
     /// this one left out (empty for non-candidates).
     pub without: Vec<f32>,
@@ -72,10 +76,6 @@ pub struct WindowEvidence {
     pub similarities: Vec<Similarity>,
     /// Losses on the eval batches of the aggregate of every candidate (empty without candidates).
     pub aggregate: Vec<f32>,
-    /// Whether the assignment check applies: not from the genesis checkpoint, where compressed
-    /// gradients carry almost nothing page-specific (measured: one honest miner in sixteen showed
-    /// none at all), so the check would fail honest work.
-    pub assignment_required: bool,
 }
 
 /// Why a miner earned nothing this window, or that it earned.
@@ -188,14 +188,13 @@ pub fn clip_norm(miners: &[MinerEvidence], reference_norm: f64) -> f64 {
 }
 
 /// Whether a miner's gradient cannot earn this window, and why (None: it is a candidate).
-/// `clip_norm` is the window's `clip_norm`; without `assignment_required` the assignment check
-/// does not apply.
+/// `clip_norm` is the window's `clip_norm`. The assignment check is statistical: a miner that fails
+/// it is audited in the same window, and an audit that reproduces its work clears it.
 pub fn screen(
     m: &MinerEvidence,
     window: u64,
     base: &[f32],
     clip_norm: f64,
-    assignment_required: bool,
     params: &ScoringParams,
 ) -> Option<Verdict> {
     if let Some(until) = m.banned_until.filter(|&until| until >= window) {
@@ -225,7 +224,7 @@ pub fn screen(
             mean_relative_drop: usefulness.mean_relative_drop,
         });
     }
-    if !assignment_required {
+    if m.audited_clean {
         return None;
     }
     match m.assignment.as_ref().map(AssignmentEvidence::check) {
@@ -254,7 +253,6 @@ pub fn candidates(evidence: &WindowEvidence, params: &ScoringParams) -> Vec<u16>
                 evidence.window,
                 &evidence.base,
                 clip,
-                evidence.assignment_required,
                 params,
             )
             .is_none()
@@ -336,7 +334,6 @@ pub fn decide(
                 evidence.window,
                 &evidence.base,
                 clip,
-                evidence.assignment_required,
                 params,
             );
             let evaluated = m.refused.is_none() && m.after.len() == evidence.base.len();
@@ -503,6 +500,7 @@ mod tests {
             assignment: Some(learned(own_gain)),
             fraud: None,
             banned_until: None,
+            audited_clean: false,
             without,
         }
     }
@@ -515,7 +513,6 @@ mod tests {
             miners,
             similarities,
             aggregate: vec![1.7; 3],
-            assignment_required: true,
         }
     }
 
@@ -547,12 +544,17 @@ mod tests {
                 },
                 MinerEvidence {
                     banned_until: Some(5),
-                    ..miner(7, helps, 0.05, Vec::new())
+                    ..miner(7, helps.clone(), 0.05, Vec::new())
+                },
+                // Failed the assignment check, but an audit reproduced its work.
+                MinerEvidence {
+                    audited_clean: true,
+                    ..miner(8, helps, 0.0, vec![1.8; 3])
                 },
             ],
             Vec::new(),
         );
-        assert_eq!(candidates(&evidence, &PARAMS), vec![1]);
+        assert_eq!(candidates(&evidence, &PARAMS), vec![1, 8]);
         let d = decide(&evidence, &PARAMS, &Averages::new());
         assert_eq!(d[0].verdict, Verdict::Earned);
         assert!(matches!(d[1].verdict, Verdict::WrongPages { .. }));
@@ -561,9 +563,10 @@ mod tests {
         assert!(matches!(d[4].verdict, Verdict::Fraud { .. }));
         assert!(matches!(d[5].verdict, Verdict::Oversized { ratio } if ratio == 2.5));
         assert_eq!(d[6].verdict, Verdict::Banned { until: 5 });
+        assert_eq!(d[7].verdict, Verdict::Earned);
         // Leave-one-out: (1.8 - 1.7) / 2.0.
-        assert!((d[0].score - 0.05).abs() < 1e-6 && d[0].weight == 1.0, "{:?}", d[0]);
-        for other in &d[1..] {
+        assert!((d[0].score - 0.05).abs() < 1e-6 && d[0].weight == 0.5, "{:?}", d[0]);
+        for other in &d[1..7] {
             assert_eq!((other.score, other.weight), (0.0, 0.0), "{other:?}");
         }
     }

@@ -20,6 +20,8 @@ fn main() {
         let mut residuals = vec![vec![0.0f32; n]; 6];
         let mut ref_residual = vec![0.0f32; n];
         for window in 1..5u64 {
+            let seed_w = task::rng::derive_seed(&[seed, window]);
+            let seed = seed_w;
             let reference = evaluate::reference(&engine, &params, window, seed, 8, 999 + window);
             let (plain, _) = evaluate::reference_payload(&engine, &reference, &[]);
             let chained = send(&reference, &mut ref_residual);
@@ -30,14 +32,14 @@ fn main() {
                 let g = evaluate::reexecute(&engine, &params, window, seed, uid).unwrap();
                 let sent = send(&g, &mut residuals[uid as usize]);
                 for control in [&plain, &chained] {
-                    let a = evaluate::assignment_evidence(&engine, &params, &sent, control, clip, window, seed, 77 + seed * 10 + uid as u64, uid).unwrap();
+                    let a = evaluate::assignment_evidence(&engine, &params, &sent, control, clip, window, seed, 77 + uid as u64, uid).unwrap();
                     line += &format!(" {:.4}", a.check().p_value);
                 }
                 line += " |";
                 grads.push(sent);
             }
             for control in [&plain, &chained] {
-                let a = evaluate::assignment_evidence(&engine, &params, &grads[0], control, clip, window, seed, 5, 7).unwrap();
+                let a = evaluate::assignment_evidence(&engine, &params, &grads[0], control, clip, window, seed, 5 + window, 7).unwrap();
                 line += &format!(" fr {:.4}", a.check().p_value);
             }
             println!("{line}");

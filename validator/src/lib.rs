@@ -619,6 +619,7 @@ impl<C: Chain> Validator<C> {
                     .get(&neuron.uid)
                     .filter(|(h, _)| *h == hotkey)
                     .map(|(_, until)| *until),
+                audited_clean: false,
                 without: Vec::new(),
             };
             match outcome {
@@ -662,46 +663,26 @@ impl<C: Chain> Validator<C> {
 
         timings.lap("usefulness");
         // Audits: re-execute the miners due this window and check their artefacts fit together.
-        let audits = self
-            .audit(&miners, window, window_seed, &checkpoint, &gradients)
+        let due = self.due_audits(window, &miners, &gradients);
+        let mut audits = self
+            .audit(&miners, window, window_seed, &checkpoint, &gradients, &due)
             .await?;
-        let mut frauds: Vec<(u16, AccountId, [u8; 32])> = Vec::new();
-        for finding in &audits {
-            let uid = finding.record.uid;
-            if let Some(m) = evidence.iter_mut().find(|m| m.uid == uid) {
-                if finding.incomplete {
-                    m.refused = finding.record.failure.clone();
-                } else if let Some(reason) = &finding.record.failure {
-                    m.fraud = Some(reason.clone());
-                }
-            }
-        }
-        for m in &evidence {
-            if let (Some(reason), Some(g)) = (&m.fraud, gradients.get(&m.uid)) {
-                let mut bytes = g.commitment.signature.clone();
-                bytes.extend_from_slice(reason.as_bytes());
-                let offender = miners
-                    .iter()
-                    .find(|n| n.uid == m.uid)
-                    .expect("evidence comes from the metagraph")
-                    .hotkey;
-                frauds.push((m.uid, offender, subnet_proto::digest(&bytes)));
-            }
-        }
-
+        apply_audits(&mut evidence, &audits);
         timings.lap("audits");
+
         // Assignment checks for the gradients that pass every earlier gate, against the
-        // validator's own training as the control.
+        // validator's own training as the control; a miner that fails one is audited at once, and
+        // only the audit decides.
         let control = Arc::new(reference_sent);
-        let assignment_required = checkpoint.digest != engine.genesis_digest();
+        let mut suspects = Vec::new();
         for m in evidence.iter_mut() {
-            let gate = screen(m, window, &base, clip, assignment_required, &params);
+            let gate = screen(m, window, &base, clip, &params);
             if !matches!(gate, Some(Verdict::WrongPages { .. })) {
                 continue;
             }
             let uid = m.uid;
             let gradient = gradients[&uid].values.clone();
-            let (engine, params, control) = (
+            let (engine, start, control) = (
                 engine.clone(),
                 checkpoint.params.clone(),
                 control.clone(),
@@ -709,7 +690,7 @@ impl<C: Chain> Validator<C> {
             let assignment = blocking(move || {
                 evaluate::assignment_evidence(
                     &engine,
-                    &params,
+                    &start,
                     &gradient,
                     &control,
                     clip,
@@ -731,9 +712,37 @@ impl<C: Chain> Validator<C> {
                 .iter()
                 .all(|v| v.iter().all(|l| l.is_finite()))
             });
+            if matches!(
+                screen(m, window, &base, clip, &params),
+                Some(Verdict::WrongPages { .. })
+            ) {
+                suspects.push(uid);
+            }
         }
-
         timings.lap("assignment");
+        if !suspects.is_empty() {
+            tracing::info!(window, ?suspects, "auditing the miners that failed the assignment check");
+            let found = self
+                .audit(&miners, window, window_seed, &checkpoint, &gradients, &suspects)
+                .await?;
+            apply_audits(&mut evidence, &found);
+            audits.extend(found);
+        }
+        let mut frauds: Vec<(u16, AccountId, [u8; 32])> = Vec::new();
+        for m in &evidence {
+            if let (Some(reason), Some(g)) = (&m.fraud, gradients.get(&m.uid)) {
+                let mut bytes = g.commitment.signature.clone();
+                bytes.extend_from_slice(reason.as_bytes());
+                let offender = miners
+                    .iter()
+                    .find(|n| n.uid == m.uid)
+                    .expect("evidence comes from the metagraph")
+                    .hotkey;
+                frauds.push((m.uid, offender, subnet_proto::digest(&bytes)));
+            }
+        }
+        timings.lap("audits of suspects");
+
         // What each candidate adds to the others, at the aggregate's own step.
         let mut window_evidence = WindowEvidence {
             window,
@@ -742,7 +751,6 @@ impl<C: Chain> Validator<C> {
             miners: evidence,
             similarities: Vec::new(),
             aggregate: Vec::new(),
-            assignment_required,
         };
         let candidate_uids = candidates(&window_evidence, &params);
         let candidate_values: Vec<Vec<f32>> = candidate_uids
@@ -978,9 +986,36 @@ impl<C: Chain> Validator<C> {
         futures::future::join_all(fetches).await
     }
 
-    /// Audits the miners due this window (and those whose last audit could not complete): each
-    /// serves its dense gradient and incoming residual, which must give its payload byte for byte,
-    /// and the dense gradient must match the re-executed window.
+    /// The miners with a gradient this window that are due an audit: once per audit period at a
+    /// window drawn from the validator's secret, and every window while an earlier audit could not
+    /// complete.
+    fn due_audits(
+        &self,
+        window: u64,
+        miners: &[Neuron],
+        gradients: &BTreeMap<u16, Fetched>,
+    ) -> Vec<u16> {
+        let (secret, pending) = {
+            let state = self.state();
+            (state.audit_secret, state.pending_audits.clone())
+        };
+        let period = self.audit_period();
+        gradients
+            .keys()
+            .filter(|uid| {
+                let hotkey = miners
+                    .iter()
+                    .find(|n| n.uid == **uid)
+                    .map(|n| n.hotkey.to_string());
+                audited(secret, **uid, window, period)
+                    || (period > 0 && pending.get(uid).is_some_and(|h| Some(h) == hotkey.as_ref()))
+            })
+            .copied()
+            .collect()
+    }
+
+    /// Audits `uids`: each serves its dense gradient and incoming residual, which must give its
+    /// payload byte for byte, and the dense gradient must match the re-executed window.
     async fn audit(
         &self,
         miners: &[Neuron],
@@ -988,27 +1023,15 @@ impl<C: Chain> Validator<C> {
         window_seed: u64,
         checkpoint: &Checkpoint,
         gradients: &BTreeMap<u16, Fetched>,
+        uids: &[u16],
     ) -> Result<Vec<AuditFinding>, ValidatorError> {
-        let (secret, pending) = {
-            let state = self.state();
-            (state.audit_secret, state.pending_audits.clone())
-        };
-        let period = self.audit_period();
         let tolerance = self.engine().spec().scoring.spot_check_tolerance;
         let mut findings = Vec::new();
-        for (uid, fetched) in gradients {
+        for (uid, fetched) in gradients.iter().filter(|(uid, _)| uids.contains(uid)) {
             let neuron = miners
                 .iter()
                 .find(|n| n.uid == *uid)
                 .expect("gradients come from the metagraph");
-            let due = audited(secret, *uid, window, period)
-                || (period > 0
-                    && pending
-                        .get(uid)
-                        .is_some_and(|h| *h == neuron.hotkey.to_string()));
-            if !due {
-                continue;
-            }
             let gatherer = self.gatherer();
             let c = &fetched.commitment;
             let served = async {
@@ -1242,6 +1265,21 @@ impl<C: Chain> Validator<C> {
         state.checkpoint = checkpoint;
         state.checkpoint_window = window;
         state.recipe = recipe;
+    }
+}
+
+/// Puts what audits found into the evidence: a failed audit is fraud, one that could not complete
+/// refuses the gradient for this window, one that reproduced the work clears the miner.
+fn apply_audits(evidence: &mut [MinerEvidence], findings: &[AuditFinding]) {
+    for finding in findings {
+        let Some(m) = evidence.iter_mut().find(|m| m.uid == finding.record.uid) else {
+            continue;
+        };
+        match (&finding.record.failure, finding.incomplete) {
+            (Some(reason), true) => m.refused = Some(reason.clone()),
+            (Some(reason), false) => m.fraud = Some(reason.clone()),
+            (None, _) => m.audited_clean = true,
+        }
     }
 }
 

@@ -209,11 +209,6 @@ fn replay_window(
     )
     .map_err(|e| invalid(format!("checkpoint {}: {e}", record.checkpoint_before)))?;
     let evidence = &record.evidence;
-    if evidence.assignment_required != (checkpoint.digest != engine.genesis_digest()) {
-        return Err(invalid(
-            "the record applies the assignment check exactly where it does not (only the genesis window is exempt)".into(),
-        ));
-    }
     let batches = evaluate::eval_batches(
         engine,
         record.window_seed,
@@ -329,7 +324,21 @@ fn replay_window(
         }
     }
 
-    // Audits: the served artefacts against the payload, and the re-executed window.
+    // Audits: the served artefacts against the payload, and the re-executed window. Only an audit
+    // that found nothing clears a miner.
+    for m in &evidence.miners {
+        let clean = record
+            .audits
+            .iter()
+            .any(|a| a.uid == m.uid && a.failure.is_none());
+        if m.audited_clean != clean {
+            return Err(invalid(format!(
+                "uid {} is recorded as {}cleared by an audit",
+                m.uid,
+                if m.audited_clean { "" } else { "not " }
+            )));
+        }
+    }
     for audit in &record.audits {
         let (Some(dense), Some(residual)) = (&audit.dense_digest, &audit.residual_digest) else {
             continue;
