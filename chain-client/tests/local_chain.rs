@@ -2,7 +2,7 @@
 
 use blake2::{Blake2b, Digest, digest::consts::U32};
 use chain_client::{
-    AccountId, BlockClock, ChainError, LocalChain, MAX_UNREVEALED_COMMITS, SubnetParams,
+    AccountId, BlockClock, ChainError, FraudOutcome, LocalChain, MAX_UNREVEALED_COMMITS, SubnetParams,
     WeightsReveal, weights_commit_hash,
 };
 use parity_scale_codec::Encode;
@@ -27,11 +27,11 @@ fn net(params: SubnetParams) -> Net {
         LocalChain::open_or_create(dir.path().join("chain.sqlite"), BlockClock::Manual, 1).unwrap();
     let netuid = chain.create_subnet(id(&dev::ferdie()), params).unwrap();
     for k in [dev::alice(), dev::bob(), dev::charlie()] {
-        chain.fund(id(&k), 100 * TOKEN).unwrap();
+        chain.fund(id(&k), 1000 * TOKEN).unwrap();
         chain.burned_register(id(&k), netuid, id(&k)).unwrap();
     }
     chain
-        .add_stake(id(&dev::alice()), id(&dev::alice()), netuid, 50 * TOKEN)
+        .add_stake(id(&dev::alice()), id(&dev::alice()), netuid, 200 * TOKEN)
         .unwrap();
     Net {
         _dir: dir,
@@ -114,7 +114,14 @@ fn set_weights_enforces_subtensors_checks_with_their_names() {
         set(&[1], &[1], 3),
         Err(ChainError::WeightVecLengthIsLow { len: 1, min: 2 })
     ));
-    // Bob has no permit.
+    // Bob has too little stake; with enough he still has no permit (Alice holds the only one).
+    assert!(matches!(
+        chain.set_weights_sync(id(&dev::bob()), *netuid, &[0, 2], &[1, 1], 3),
+        Err(ChainError::NotEnoughStakeToSetWeights { stake: 0, .. })
+    ));
+    chain
+        .add_stake(id(&dev::bob()), id(&dev::bob()), *netuid, 150 * TOKEN)
+        .unwrap();
     assert!(matches!(
         chain.set_weights_sync(id(&dev::bob()), *netuid, &[0, 2], &[1, 1], 3),
         Err(ChainError::NeuronNoValidatorPermit { uid: 1, .. })
@@ -357,4 +364,78 @@ fn concurrent_handles_share_one_chain() {
         .map(|e| e.0)
         .collect();
     assert_eq!(blocks, (1..=10).map(|i| i * 10).collect::<Vec<_>>());
+}
+
+/// Fraud, a local-chain extension: only recently closed windows can be reported, each reporter
+/// once per miner and window; reports within the span add up to a quorum of the permitted stake,
+/// the slash burns all of the miner's stake, and its emission is burned until the span has passed.
+/// Miners that earn stay below the stake threshold and get no validator permit.
+#[test]
+fn fraud_quorum_over_recent_windows_slashes_once_and_burns_emission() {
+    let Net { chain, netuid, .. } = &net(SubnetParams {
+        max_allowed_validators: 2,
+        min_allowed_weights: 1,
+        fraud_report_windows: 3,
+        ..params()
+    });
+    let (alice, bob, charlie, dave) = (
+        id(&dev::alice()),
+        id(&dev::bob()),
+        id(&dev::charlie()),
+        id(&dev::dave()),
+    );
+    chain.fund(dave, 1000 * TOKEN).unwrap();
+    chain.burned_register(dave, *netuid, dave).unwrap();
+    chain.add_stake(dave, dave, *netuid, 300 * TOKEN).unwrap();
+    chain.advance_blocks(10).unwrap(); // permits for Alice (200) and Dave (300)
+    for validator in [alice, dave] {
+        chain
+            .set_weights_sync(validator, *netuid, &[1, 2], &[1, 1], 3)
+            .unwrap();
+    }
+    chain.advance_blocks(10).unwrap(); // block 20: window 2 is open, windows 0 and 1 closed
+    let mg = chain.metagraph_sync(*netuid).unwrap();
+    let earned = mg.by_uid(1).unwrap().stake;
+    assert!(earned > 0 && !mg.by_uid(1).unwrap().validator_permit);
+    assert!(!mg.by_uid(2).unwrap().validator_permit);
+
+    let report = |reporter, window| chain.report_fraud_sync(reporter, *netuid, bob, window, [7; 32]);
+    assert!(matches!(
+        report(alice, 2),
+        Err(ChainError::FraudReportOutOfRange {
+            window: 2,
+            first: 0,
+            last: 1
+        })
+    ));
+    // Alice alone holds 40% of the permitted stake, short of kappa; a second report of hers changes
+    // nothing.
+    assert!(matches!(
+        report(alice, 1).unwrap(),
+        FraudOutcome::Recorded { .. }
+    ));
+    assert_eq!(report(alice, 1).unwrap(), FraudOutcome::AlreadyHandled);
+    assert_eq!(chain.metagraph_sync(*netuid).unwrap().by_uid(1).unwrap().stake, earned);
+    // Dave's report of another recent window makes the quorum: everything Bob holds is burned.
+    assert_eq!(
+        report(dave, 0).unwrap(),
+        FraudOutcome::Slashed { amount: earned }
+    );
+    assert_eq!(report(dave, 1).unwrap(), FraudOutcome::AlreadyHandled);
+    let slashes = chain.slashes(*netuid).unwrap();
+    assert_eq!(slashes.len(), 1);
+    assert_eq!((slashes[0].hotkey, slashes[0].reporters.len()), (bob, 2));
+
+    // The weights still name Bob, but his emission is burned while the slash is recent.
+    chain.advance_blocks(10).unwrap();
+    let mg = chain.metagraph_sync(*netuid).unwrap();
+    assert_eq!(mg.by_uid(1).unwrap().stake, 0);
+    assert_eq!(mg.by_uid(1).unwrap().emission, 0);
+    assert!(mg.by_uid(2).unwrap().emission > 0);
+    // Long after, window 0 can no longer be reported.
+    chain.advance_blocks(40).unwrap();
+    assert!(matches!(
+        report(alice, 0),
+        Err(ChainError::FraudReportOutOfRange { .. })
+    ));
 }

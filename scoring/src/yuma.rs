@@ -694,6 +694,32 @@ mod tests {
         }
     }
 
+    /// Stake below the threshold counts as zero: such a uid gets no permit however few others
+    /// compete for one.
+    #[test]
+    fn stake_below_the_threshold_earns_no_permit() {
+        let params = YumaParams {
+            tempo: 10,
+            max_allowed_validators: 3,
+            stake_threshold: 100,
+            ..Default::default()
+        };
+        let weights = vec![vec![], vec![], vec![]];
+        let out = epoch(
+            &params,
+            &YumaState::default(),
+            &EpochInput {
+                block: 10,
+                emission: 1000,
+                stake: &[500, 99, 0],
+                weights: &weights,
+                last_update: &[9, 9, 9],
+                block_at_registration: &[0, 0, 0],
+            },
+        );
+        assert_eq!(out.validator_permit, vec![true, false, false]);
+    }
+
     /// With no permits yet (first epoch), nobody's weights count: both sums are zero and there is no
     /// active stake, so nothing is emitted, and the top-stake uids get permits for the next epoch.
     #[test]
