@@ -982,9 +982,8 @@ fn run_epoch(
     // A miner slashed within the recent fraud span earns nothing meanwhile: its emission is burned.
     let slashed: Vec<Vec<u8>> = {
         let since = (block / tempo_of(params)).saturating_sub(params.fraud_report_windows);
-        let mut stmt = tx.prepare(
-            "SELECT DISTINCT offender FROM slashes WHERE netuid = ?1 AND window >= ?2",
-        )?;
+        let mut stmt =
+            tx.prepare("SELECT DISTINCT offender FROM slashes WHERE netuid = ?1 AND window >= ?2")?;
         stmt.query_map(params![netuid, since as i64], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?
     };

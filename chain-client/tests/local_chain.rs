@@ -2,8 +2,8 @@
 
 use blake2::{Blake2b, Digest, digest::consts::U32};
 use chain_client::{
-    AccountId, BlockClock, ChainError, FraudOutcome, LocalChain, MAX_UNREVEALED_COMMITS, SubnetParams,
-    WeightsReveal, weights_commit_hash,
+    AccountId, BlockClock, ChainError, FraudOutcome, LocalChain, MAX_UNREVEALED_COMMITS,
+    SubnetParams, WeightsReveal, weights_commit_hash,
 };
 use parity_scale_codec::Encode;
 use subxt_signer::sr25519::{Keypair, dev};
@@ -378,12 +378,7 @@ fn fraud_quorum_over_recent_windows_slashes_once_and_burns_emission() {
         fraud_report_windows: 3,
         ..params()
     });
-    let (alice, bob, charlie, dave) = (
-        id(&dev::alice()),
-        id(&dev::bob()),
-        id(&dev::charlie()),
-        id(&dev::dave()),
-    );
+    let (alice, bob, dave) = (id(&dev::alice()), id(&dev::bob()), id(&dev::dave()));
     chain.fund(dave, 1000 * TOKEN).unwrap();
     chain.burned_register(dave, *netuid, dave).unwrap();
     chain.add_stake(dave, dave, *netuid, 300 * TOKEN).unwrap();
@@ -399,7 +394,8 @@ fn fraud_quorum_over_recent_windows_slashes_once_and_burns_emission() {
     assert!(earned > 0 && !mg.by_uid(1).unwrap().validator_permit);
     assert!(!mg.by_uid(2).unwrap().validator_permit);
 
-    let report = |reporter, window| chain.report_fraud_sync(reporter, *netuid, bob, window, [7; 32]);
+    let report =
+        |reporter, window| chain.report_fraud_sync(reporter, *netuid, bob, window, [7; 32]);
     assert!(matches!(
         report(alice, 2),
         Err(ChainError::FraudReportOutOfRange {
@@ -415,7 +411,15 @@ fn fraud_quorum_over_recent_windows_slashes_once_and_burns_emission() {
         FraudOutcome::Recorded { .. }
     ));
     assert_eq!(report(alice, 1).unwrap(), FraudOutcome::AlreadyHandled);
-    assert_eq!(chain.metagraph_sync(*netuid).unwrap().by_uid(1).unwrap().stake, earned);
+    assert_eq!(
+        chain
+            .metagraph_sync(*netuid)
+            .unwrap()
+            .by_uid(1)
+            .unwrap()
+            .stake,
+        earned
+    );
     // Dave's report of another recent window makes the quorum: everything Bob holds is burned.
     assert_eq!(
         report(dave, 0).unwrap(),

@@ -35,6 +35,8 @@ pub struct LocalnetConfig {
     /// Overrides the task's audit period for every validator (`Some(1)`: audit every miner every
     /// window).
     pub audit_period: Option<u64>,
+    /// Seed of the local chain's block hashes, hence of every window's seed and assignment.
+    pub seed: u64,
 }
 
 impl LocalnetConfig {
@@ -49,9 +51,13 @@ impl LocalnetConfig {
             commit_reveal: false,
             adversaries: Vec::new(),
             audit_period: None,
+            seed: DEFAULT_SEED,
         }
     }
 }
+
+/// The localnet's chain seed unless `--seed` says otherwise.
+pub const DEFAULT_SEED: u64 = 0x5EED;
 
 /// What a miner of the localnet is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,10 +68,10 @@ pub enum MinerKind {
 
 impl std::fmt::Display for MinerKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MinerKind::Honest => f.write_str("honest"),
-            MinerKind::Adversary(a) => write!(f, "{a}"),
-        }
+        f.pad(match self {
+            MinerKind::Honest => "honest",
+            MinerKind::Adversary(a) => a.name(),
+        })
     }
 }
 
@@ -175,7 +181,7 @@ pub async fn run(
             chain_path.display()
         );
     }
-    let chain = LocalChain::open_or_create(&chain_path, BlockClock::Manual, 0x5EED)?;
+    let chain = LocalChain::open_or_create(&chain_path, BlockClock::Manual, config.seed)?;
     let engine = Arc::new(TaskEngine::new(config.task.clone()));
     let spec = engine.spec().clone();
     let blocks = spec.window.blocks;
@@ -436,6 +442,32 @@ pub async fn run(
     })
 }
 
+/// One line per miner: its kind, the stake it holds at the end and whether it was slashed.
+pub fn format_stakes(report: &LocalnetReport) -> Vec<String> {
+    let slashed: Vec<AccountId> = LocalChain::open(&report.chain_path)
+        .and_then(|c| c.slashes(report.netuid))
+        .map(|s| s.into_iter().map(|s| s.hotkey).collect())
+        .unwrap_or_default();
+    let hotkeys = LocalChain::open(&report.chain_path)
+        .and_then(|c| c.metagraph_sync(report.netuid))
+        .ok();
+    report
+        .final_stakes()
+        .into_iter()
+        .map(|(uid, kind, stake)| {
+            let was_slashed = hotkeys
+                .as_ref()
+                .and_then(|m| m.by_uid(uid))
+                .is_some_and(|n| slashed.contains(&n.hotkey));
+            format!(
+                "uid {uid:>3} {kind:<16} {:>9.4} τ{}",
+                stake as f64 / RAO_PER_TOKEN as f64,
+                if was_slashed { "  (slashed)" } else { "" }
+            )
+        })
+        .collect()
+}
+
 /// The line `subnet localnet` prints for a window.
 pub fn format_line(line: &WindowLine) -> String {
     let miners: Vec<String> = line
@@ -447,7 +479,10 @@ pub fn format_line(line: &WindowLine) -> String {
                 MinerKind::Adversary(a) => format!(" [{a}]"),
             };
             if m.score > 0.0 {
-                format!("uid {}{kind} score {:.4} weight {:.3}", m.uid, m.score, m.weight)
+                format!(
+                    "uid {}{kind} score {:.4} weight {:.3}",
+                    m.uid, m.score, m.weight
+                )
             } else {
                 format!("uid {}{kind} weight {:.3} ({})", m.uid, m.weight, m.verdict)
             }

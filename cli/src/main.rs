@@ -51,6 +51,9 @@ enum Command {
         /// given; 1 audits every miner every window).
         #[arg(long, env = "SUBNET_AUDIT_PERIOD")]
         audit_period: Option<u64>,
+        /// Seed of the local chain (its block hashes seed every window's assignment).
+        #[arg(long, env = "SUBNET_SEED", default_value_t = localnet::DEFAULT_SEED)]
+        seed: u64,
     },
     /// Run Yuma consensus epochs from a JSON file (or - for stdin) and print the results.
     Yuma {
@@ -568,6 +571,7 @@ async fn main() -> anyhow::Result<()> {
             commit_reveal,
             adversaries,
             audit_period,
+            seed,
         } => {
             let task = load_task(task.as_ref())?;
             let engine = task::TaskEngine::new(task.clone());
@@ -579,7 +583,11 @@ async fn main() -> anyhow::Result<()> {
                     String::new()
                 } else {
                     let names: Vec<String> = adversaries.iter().map(|a| a.to_string()).collect();
-                    format!(" and {} adversaries ({})", adversaries.len(), names.join(", "))
+                    format!(
+                        " and {} adversaries ({})",
+                        adversaries.len(),
+                        names.join(", ")
+                    )
                 }
             );
             if let (Some(markov), Some(floor)) = (engine.markov(), engine.loss_floor()) {
@@ -599,6 +607,7 @@ async fn main() -> anyhow::Result<()> {
                 commit_reveal,
                 adversaries,
                 audit_period,
+                seed,
             };
             let report =
                 localnet::run(config, |line| println!("{}", localnet::format_line(line))).await?;
@@ -620,6 +629,10 @@ async fn main() -> anyhow::Result<()> {
                 None => "the temporary directory is removed (--dir DIR keeps the chain and the validators' records)"
                     .to_string(),
             };
+            println!("stake held at the end (what each miner was paid, less slashes):");
+            for line in localnet::format_stakes(&report) {
+                println!("  {line}");
+            }
             println!(
                 "done: held-out loss {:.4} -> {last:.4}{floor}; {kept}",
                 report.initial_loss,

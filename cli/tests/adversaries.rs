@@ -277,11 +277,17 @@ fn a_forged_residual_breaks_the_chain() {
         .report
         .outcomes
         .iter()
-        .flat_map(|o| o[1..].iter().map(|w| w.result(uid).unwrap().verdict.clone()))
+        .flat_map(|o| {
+            o[1..]
+                .iter()
+                .map(|w| w.result(uid).unwrap().verdict.clone())
+        })
         .collect();
     assert!(
-        later.iter().all(|v| matches!(v, Verdict::Fraud { reason } if reason.contains("residual"))
-            || matches!(v, Verdict::Banned { .. })),
+        later.iter().all(
+            |v| matches!(v, Verdict::Fraud { reason } if reason.contains("residual"))
+                || matches!(v, Verdict::Banned { .. })
+        ),
         "{later:?}"
     );
     assert!(slashed(run, uid));
@@ -314,7 +320,11 @@ fn both_validators_score_the_checkpoint_the_miners_trained_from() {
     for run in [first(), second()] {
         let (lead, follower) = (&run.report.outcomes[0], &run.report.outcomes[1]);
         for (l, f) in lead.iter().zip(follower) {
-            assert_eq!(l.checkpoint_before, f.checkpoint_before, "window {}", l.window);
+            assert_eq!(
+                l.checkpoint_before, f.checkpoint_before,
+                "window {}",
+                l.window
+            );
             if l.window > run.report.windows[0].window {
                 let adopted = f.adopted.as_ref();
                 // The follower adopts the lead's checkpoint after recomputing it, unless its own

@@ -29,6 +29,7 @@ async fn three_windows_lower_the_loss_and_pay_the_miners_through_commit_reveal()
         commit_reveal: true,
         adversaries: Vec::new(),
         audit_period: None,
+        seed: localnet::DEFAULT_SEED,
     };
     let report = localnet::run(config, |_| {}).await.unwrap();
 

@@ -257,7 +257,15 @@ pub async fn act<C: Chain>(
                 scaled(&noise, (norm / task::aggregate::l2_norm(&noise)) as f32)
             };
             let out = encode(&engine, &values);
-            publish_claims(miner, window, checkpoint.digest, out.payload, &values, (&zero, 0), &out.residual_out);
+            publish_claims(
+                miner,
+                window,
+                checkpoint.digest,
+                out.payload,
+                &values,
+                (&zero, 0),
+                &out.residual_out,
+            );
         }
         Adversary::Copier | Adversary::NoisyCopier => {
             // Before the close only the victim's previous window can be seen.
@@ -279,7 +287,15 @@ pub async fn act<C: Chain>(
                 seen
             };
             let out = encode(&engine, &values);
-            publish_claims(miner, window, checkpoint.digest, out.payload, &values, (&zero, 0), &out.residual_out);
+            publish_claims(
+                miner,
+                window,
+                checkpoint.digest,
+                out.payload,
+                &values,
+                (&zero, 0),
+                &out.residual_out,
+            );
         }
         Adversary::FreeRider => {
             let other = uid.wrapping_add(97);
@@ -289,11 +305,7 @@ pub async fn act<C: Chain>(
         }
         Adversary::Stale => {
             let fresh = honest()?;
-            let late = peers
-                .stash
-                .lock()
-                .expect("stash lock")
-                .replace(fresh);
+            let late = peers.stash.lock().expect("stash lock").replace(fresh);
             if let Some(late) = late {
                 let served = miner.commit_work(window, checkpoint.digest, &late);
                 miner.publish(window, served);
@@ -373,7 +385,12 @@ pub async fn act<C: Chain>(
         }
         Adversary::Lazy => {
             let batches = own_batches(uid)?;
-            let values = train(&engine, &start, &batches[..batches.len().div_ceil(3)], window);
+            let values = train(
+                &engine,
+                &start,
+                &batches[..batches.len().div_ceil(3)],
+                window,
+            );
             let served = miner.commit_work(window, checkpoint.digest, &values);
             miner.publish(window, served);
         }
@@ -393,7 +410,13 @@ pub async fn act<C: Chain>(
             let (pa, pb) = (own_batches(a)?, own_batches(b)?);
             let steps = engine.spec().training.inner_steps;
             let batches: Vec<Batch> = (0..steps)
-                .map(|i| if i % 2 == 0 { pa[i / 2].clone() } else { pb[i / 2].clone() })
+                .map(|i| {
+                    if i % 2 == 0 {
+                        pa[i / 2].clone()
+                    } else {
+                        pb[i / 2].clone()
+                    }
+                })
                 .collect();
             let values = train(&engine, &start, &batches, window);
             let served = miner.commit_work(window, checkpoint.digest, &values);

@@ -348,19 +348,23 @@ impl<C: Chain> Miner<C> {
     /// Compresses `window`'s pseudo-gradient `delta` (trained from the checkpoint `checkpoint`) with
     /// the error-feedback residual carried into the window, signs the commitment to all of it and
     /// keeps the residual that comes out for the next window (and on disk, with a residual file).
-    pub fn commit_work(
-        &self,
-        window: u64,
-        checkpoint: [u8; 32],
-        delta: &[f32],
-    ) -> ServedGradient {
+    pub fn commit_work(&self, window: u64, checkpoint: [u8; 32], delta: &[f32]) -> ServedGradient {
         let engine = self.engine();
         let spec = &engine.spec().compression;
         let mut residual = self.inner.residual.lock().expect("residual lock");
+        // When the global model did not move since the window the residual came from, nothing that
+        // window sent was applied: carrying the residual on would only pile up mass that the next
+        // payloads then send too large. The error feedback starts over from zero instead.
+        let stalled = |source: u64| {
+            source != window
+                && self
+                    .gradient(source)
+                    .is_some_and(|g| g.commitment.checkpoint_digest == checkpoint)
+        };
         let (residual_in, source_window) = residual
             .as_ref()
             .and_then(|r| r.carried_into(window))
-            .filter(|(r, _)| r.len() == delta.len())
+            .filter(|(r, source)| r.len() == delta.len() && !stalled(*source))
             .map(|(r, source)| (r.to_vec(), source))
             .unwrap_or_else(|| (vec![0.0; delta.len()], 0));
         let compressed = codec::compress(

@@ -83,7 +83,10 @@ impl<C: Chain> MinerService<C> {
         )))
     }
 
-    fn window_gradient(&self, window: u64) -> Result<std::sync::Arc<crate::ServedGradient>, Status> {
+    fn window_gradient(
+        &self,
+        window: u64,
+    ) -> Result<std::sync::Arc<crate::ServedGradient>, Status> {
         self.miner.gradient(window).ok_or_else(|| {
             self.reject("unknown_window");
             Status::not_found(format!(
@@ -169,7 +172,12 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
             Status::invalid_argument(format!("unknown gradient part {}", request.part))
         })?;
         let gradient = self.window_gradient(request.window)?;
-        let close = self.miner.engine().spec().window.close_block(request.window);
+        let close = self
+            .miner
+            .engine()
+            .spec()
+            .window
+            .close_block(request.window);
         let now = self
             .miner
             .chain()

@@ -215,7 +215,8 @@ pub fn screen(
     } else {
         f64::INFINITY
     };
-    if !(ratio <= params.max_norm_ratio) {
+    // NaN is oversized too.
+    if ratio.is_nan() || ratio > params.max_norm_ratio {
         return Some(Verdict::Oversized { ratio });
     }
     let usefulness = UsefulnessScore::from_losses(base, &m.after);
@@ -247,16 +248,7 @@ pub fn candidates(evidence: &WindowEvidence, params: &ScoringParams) -> Vec<u16>
     evidence
         .miners
         .iter()
-        .filter(|m| {
-            screen(
-                m,
-                evidence.window,
-                &evidence.base,
-                clip,
-                params,
-            )
-            .is_none()
-        })
+        .filter(|m| screen(m, evidence.window, &evidence.base, clip, params).is_none())
         .map(|m| m.uid)
         .collect()
 }
@@ -329,13 +321,7 @@ pub fn decide(
         .miners
         .iter()
         .map(|m| {
-            let screened = screen(
-                m,
-                evidence.window,
-                &evidence.base,
-                clip,
-                params,
-            );
+            let screened = screen(m, evidence.window, &evidence.base, clip, params);
             let evaluated = m.refused.is_none() && m.after.len() == evidence.base.len();
             let usefulness =
                 evaluated.then(|| UsefulnessScore::from_losses(&evidence.base, &m.after));
@@ -343,13 +329,13 @@ pub fn decide(
             let (verdict, contribution, duplicates, score) = match screened {
                 Some(verdict) => (verdict, None, Vec::new(), 0.0),
                 None => {
-                    let contribution =
-                        if m.without.len() == evidence.base.len() && !evidence.aggregate.is_empty()
-                        {
-                            relative_gain(&evidence.base, &m.without, &evidence.aggregate)
-                        } else {
-                            0.0
-                        };
+                    let contribution = if m.without.len() == evidence.base.len()
+                        && !evidence.aggregate.is_empty()
+                    {
+                        relative_gain(&evidence.base, &m.without, &evidence.aggregate)
+                    } else {
+                        0.0
+                    };
                     let duplicates = groups.get(&m.uid).cloned().unwrap_or_default();
                     let score = contribution.max(0.0) / (1 + duplicates.len()) as f64;
                     let verdict = if score > 0.0 {
@@ -429,7 +415,10 @@ pub fn bans_after(
         if matches!(d.verdict, Verdict::Fraud { .. }) {
             bans.insert(
                 d.uid,
-                (d.hotkey.clone(), window.saturating_add(params.fraud_ban_windows)),
+                (
+                    d.hotkey.clone(),
+                    window.saturating_add(params.fraud_ban_windows),
+                ),
             );
         }
     }
@@ -565,7 +554,11 @@ mod tests {
         assert_eq!(d[6].verdict, Verdict::Banned { until: 5 });
         assert_eq!(d[7].verdict, Verdict::Earned);
         // Leave-one-out: (1.8 - 1.7) / 2.0.
-        assert!((d[0].score - 0.05).abs() < 1e-6 && d[0].weight == 0.5, "{:?}", d[0]);
+        assert!(
+            (d[0].score - 0.05).abs() < 1e-6 && d[0].weight == 0.5,
+            "{:?}",
+            d[0]
+        );
         for other in &d[1..7] {
             assert_eq!((other.score, other.weight), (0.0, 0.0), "{other:?}");
         }
@@ -616,9 +609,9 @@ mod tests {
         );
         let d = decide(&evidence, &PARAMS, &Averages::new());
         // Uids 1, 2 and 3 are one training run: together they earn what one of them adds.
-        for i in 0..3 {
-            assert!((d[i].score - 0.05 / 3.0).abs() < 1e-6, "{:?}", d[i]);
-            assert_eq!(d[i].duplicates.len(), 2);
+        for member in &d[..3] {
+            assert!((member.score - 0.05 / 3.0).abs() < 1e-6, "{member:?}");
+            assert_eq!(member.duplicates.len(), 2);
         }
         assert!((d[3].score - 0.05).abs() < 1e-6);
         let group: f64 = d[..3].iter().map(|d| d.weight).sum();

@@ -4,6 +4,7 @@
 
 pub mod checks;
 pub mod decide;
+pub mod economics;
 pub mod simulate;
 pub mod usefulness;
 pub mod weights;

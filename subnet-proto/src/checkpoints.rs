@@ -73,7 +73,11 @@ impl<'a> CheckpointClient<'a> {
             .map_err(|e| e.message().to_string())?
             .into_inner();
         let mut bytes = Vec::with_capacity(len as usize);
-        while let Some(chunk) = stream.message().await.map_err(|e| e.message().to_string())? {
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|e| e.message().to_string())?
+        {
             if bytes.len() + chunk.data.len() > len as usize {
                 return Err("validator sent more bytes than it announced".into());
             }

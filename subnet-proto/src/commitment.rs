@@ -221,7 +221,13 @@ mod tests {
             Err(CommitmentError::WrongCheckpoint { .. })
         ));
         assert!(matches!(
-            verify_commitment(&c, &Expected { payload_len: 3, ..ok }),
+            verify_commitment(
+                &c,
+                &Expected {
+                    payload_len: 3,
+                    ..ok
+                }
+            ),
             Err(CommitmentError::PayloadLength { .. })
         ));
         for forge in [

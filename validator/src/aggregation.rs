@@ -77,7 +77,9 @@ pub fn recompute(
     let mut deltas = Vec::with_capacity(recipe.aggregated.len());
     for (uid, claimed) in &recipe.aggregated {
         match gathered.get(uid) {
-            Some((c, values)) if commitment::same_claims(c, claimed) => deltas.push(values.as_slice()),
+            Some((c, values)) if commitment::same_claims(c, claimed) => {
+                deltas.push(values.as_slice())
+            }
             _ => return Recomputation::Missing(*uid),
         }
     }

@@ -132,7 +132,9 @@ pub fn verify_artefacts(
     let dense = read(dense, "dense gradient")?;
     let residual = read(residual_in, "residual")?;
     if let Some(i) = dense.iter().chain(&residual).position(|v| !v.is_finite()) {
-        return Err(format!("its dense gradient or residual holds a non-finite value at {i}"));
+        return Err(format!(
+            "its dense gradient or residual holds a non-finite value at {i}"
+        ));
     }
     let c = &engine.spec().compression;
     let recomputed = codec::compress(
@@ -188,14 +190,24 @@ mod tests {
         // A zero residual always continues.
         assert_eq!(ledger.check(3, "a", &commitment(12, 0, 0, 3), &zero), None);
         // Another residual than window 11 left.
-        assert!(ledger.check(3, "a", &commitment(12, 9, 11, 3), &zero).is_some());
+        assert!(
+            ledger
+                .check(3, "a", &commitment(12, 9, 11, 3), &zero)
+                .is_some()
+        );
         // Skips window 11, which this validator saw.
-        let skip = ledger.check(3, "a", &commitment(12, 1, 10, 3), &zero).unwrap();
+        let skip = ledger
+            .check(3, "a", &commitment(12, 1, 10, 3), &zero)
+            .unwrap();
         assert!(skip.contains("skips"), "{skip}");
         // A source window this validator did not see, after the last it saw, cannot be judged.
         assert_eq!(ledger.check(3, "a", &commitment(14, 7, 13, 3), &zero), None);
         // Not from an earlier window.
-        assert!(ledger.check(3, "a", &commitment(12, 7, 12, 3), &zero).is_some());
+        assert!(
+            ledger
+                .check(3, "a", &commitment(12, 7, 12, 3), &zero)
+                .is_some()
+        );
         // Another hotkey on the uid starts a new chain.
         assert_eq!(ledger.check(3, "b", &commitment(12, 9, 11, 3), &zero), None);
     }

@@ -557,7 +557,8 @@ impl<C: Chain> Validator<C> {
                 reference_residual_in.clone(),
             );
             blocking(move || {
-                let batches = evaluate::eval_batches(&engine, window_seed, assigned_uids, eval_seed);
+                let batches =
+                    evaluate::eval_batches(&engine, window_seed, assigned_uids, eval_seed);
                 let base = evaluate::losses(&engine, &params, &batches);
                 let reference = evaluate::reference(
                     &engine,
@@ -648,10 +649,9 @@ impl<C: Chain> Validator<C> {
                 batches.clone(),
                 g.values.clone(),
             );
-            let after = blocking(move || {
-                evaluate::losses_after(&engine, &params, &values, clip, &batches)
-            })
-            .await?;
+            let after =
+                blocking(move || evaluate::losses_after(&engine, &params, &values, clip, &batches))
+                    .await?;
             if after.iter().all(|l| l.is_finite()) {
                 m.after = after;
             } else {
@@ -682,11 +682,8 @@ impl<C: Chain> Validator<C> {
             }
             let uid = m.uid;
             let gradient = gradients[&uid].values.clone();
-            let (engine, start, control) = (
-                engine.clone(),
-                checkpoint.params.clone(),
-                control.clone(),
-            );
+            let (engine, start, control) =
+                (engine.clone(), checkpoint.params.clone(), control.clone());
             let assignment = blocking(move || {
                 evaluate::assignment_evidence(
                     &engine,
@@ -721,9 +718,20 @@ impl<C: Chain> Validator<C> {
         }
         timings.lap("assignment");
         if !suspects.is_empty() {
-            tracing::info!(window, ?suspects, "auditing the miners that failed the assignment check");
+            tracing::info!(
+                window,
+                ?suspects,
+                "auditing the miners that failed the assignment check"
+            );
             let found = self
-                .audit(&miners, window, window_seed, &checkpoint, &gradients, &suspects)
+                .audit(
+                    &miners,
+                    window,
+                    window_seed,
+                    &checkpoint,
+                    &gradients,
+                    &suspects,
+                )
                 .await?;
             apply_audits(&mut evidence, &found);
             audits.extend(found);
@@ -811,8 +819,9 @@ impl<C: Chain> Validator<C> {
         }
 
         // Weights on chain (earlier commits due now are revealed first), then fraud reports.
-        let (reveals, weights_set, weights_committed) =
-            self.put_weights(window, &decisions, spec.task.version).await;
+        let (reveals, weights_set, weights_committed) = self
+            .put_weights(window, &decisions, spec.task.version)
+            .await;
         let fraud_reports = self.report_frauds(window, frauds).await;
 
         timings.lap("chain");
@@ -939,7 +948,12 @@ impl<C: Chain> Validator<C> {
                     .collect(),
             });
             state.momentum = momentum_after;
-            state.reference_residual = reference_residual_out;
+            // As a miner does, the reference's error feedback starts over when the model did not move.
+            state.reference_residual = if next.digest == checkpoint.digest {
+                Vec::new()
+            } else {
+                reference_residual_out
+            };
             state.collected.remove(&window);
         }
         self.advance(window + 1, next, Some(recipe));
@@ -1134,8 +1148,15 @@ impl<C: Chain> Validator<C> {
             let weights: Vec<f64> = decisions.iter().map(|d| d.weight).collect();
             match weights_to_u16(&uids, &weights) {
                 Ok(row) => {
-                    match weights::submit(self.chain(), hotkey, netuid, window, row.clone(), version_key)
-                        .await
+                    match weights::submit(
+                        self.chain(),
+                        hotkey,
+                        netuid,
+                        window,
+                        row.clone(),
+                        version_key,
+                    )
+                    .await
                     {
                         Ok(commit) => {
                             committed = commit.is_some();
@@ -1167,7 +1188,13 @@ impl<C: Chain> Validator<C> {
         for (uid, offender, evidence) in frauds {
             let outcome = self
                 .chain()
-                .report_fraud(&self.inner.hotkey, self.netuid(), offender, window, evidence)
+                .report_fraud(
+                    &self.inner.hotkey,
+                    self.netuid(),
+                    offender,
+                    window,
+                    evidence,
+                )
                 .await
                 .map_err(|e| e.to_string());
             tracing::warn!(window, uid, outcome = ?outcome, "reported fraud");
@@ -1205,15 +1232,26 @@ impl<C: Chain> Validator<C> {
             let recomputed = {
                 let state = self.state();
                 match (&state.scored, &recipe) {
-                    (Some(s), Some(r)) if s.window + 1 == window && s.checkpoint.digest == r.previous => {
-                        Some(recompute(self.engine(), &s.checkpoint, &s.momentum, r, &s.gathered, &digest))
+                    (Some(s), Some(r))
+                        if s.window + 1 == window && s.checkpoint.digest == r.previous =>
+                    {
+                        Some(recompute(
+                            self.engine(),
+                            &s.checkpoint,
+                            &s.momentum,
+                            r,
+                            &s.gathered,
+                            &digest,
+                        ))
                     }
                     _ => None,
                 }
             };
             let engine = self.engine();
             let (checkpoint, momentum, verified) = match recomputed {
-                Some(Recomputation::Confirmed(checkpoint, momentum)) => (checkpoint, Some(momentum), true),
+                Some(Recomputation::Confirmed(checkpoint, momentum)) => {
+                    (checkpoint, Some(momentum), true)
+                }
                 Some(Recomputation::Differs { recomputed }) => {
                     return Err(format!(
                         "its recipe gives checkpoint {}, not the {} it serves: not adopted",
@@ -1223,8 +1261,13 @@ impl<C: Chain> Validator<C> {
                 }
                 Some(Recomputation::Missing(_)) | None => {
                     let bytes = client.download(&digest, latest.len).await?;
-                    let checkpoint = Checkpoint::from_bytes(&bytes, &engine.digest(), engine.num_params(), Some(&digest))
-                        .map_err(|e| e.to_string())?;
+                    let checkpoint = Checkpoint::from_bytes(
+                        &bytes,
+                        &engine.digest(),
+                        engine.num_params(),
+                        Some(&digest),
+                    )
+                    .map_err(|e| e.to_string())?;
                     (checkpoint, None, false)
                 }
             };

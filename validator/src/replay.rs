@@ -172,7 +172,8 @@ fn evidence_under(
         evidence.clip_norm(),
         &inputs.batches,
     );
-    evidence.similarities = pairwise_similarity(&candidates.iter().copied().zip(values).collect::<Vec<_>>());
+    evidence.similarities =
+        pairwise_similarity(&candidates.iter().copied().zip(values).collect::<Vec<_>>());
     evidence.aggregate = aggregate;
     for m in &mut evidence.miners {
         m.without = Vec::new();
@@ -271,7 +272,11 @@ fn replay_window(
             .miners
             .iter()
             .find(|m| m.uid == uid)
-            .ok_or_else(|| invalid(format!("a gradient is recorded for uid {uid} but no evidence")))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "a gradient is recorded for uid {uid} but no evidence"
+                ))
+            })
     };
     for (uid, values) in &gradients {
         let miner = miner_of(*uid)?;
@@ -300,8 +305,16 @@ fn replay_window(
         )
         .ok_or_else(|| invalid(format!("uid {uid} has no assignment")))?;
         let parts = [
-            ("control on own batches", &recorded.control_own, &replayed.control_own),
-            ("gradient on own batches", &recorded.after_own, &replayed.after_own),
+            (
+                "control on own batches",
+                &recorded.control_own,
+                &replayed.control_own,
+            ),
+            (
+                "gradient on own batches",
+                &recorded.after_own,
+                &replayed.after_own,
+            ),
             (
                 "control on held-back batches",
                 &recorded.control_held_back,
@@ -365,12 +378,18 @@ fn replay_window(
                 reexecuted.map(|r| relative_difference(&dense, &r))
             });
         match (replayed, audit.relative_difference) {
-            (Ok(Some(difference)), Some(recorded)) if difference.to_bits() == recorded.to_bits() => {
+            (Ok(Some(difference)), Some(recorded))
+                if difference.to_bits() == recorded.to_bits() =>
+            {
                 let fraud = !reproduces(difference, spec.scoring.spot_check_tolerance);
                 if fraud != audit.failure.is_some() {
                     return Err(invalid(format!(
                         "uid {uid}'s audit differs by {difference:e}, but the record {} it a failure",
-                        if audit.failure.is_some() { "calls" } else { "does not call" }
+                        if audit.failure.is_some() {
+                            "calls"
+                        } else {
+                            "does not call"
+                        }
                     )));
                 }
             }
@@ -412,10 +431,17 @@ fn replay_window(
                 .ok_or_else(|| invalid(format!("candidate uid {u} has no recorded gradient")))
         })
         .collect::<Result<_, _>>()?;
-    let similarities =
-        pairwise_similarity(&candidates.iter().copied().zip(values.iter().copied()).collect::<Vec<_>>());
+    let similarities = pairwise_similarity(
+        &candidates
+            .iter()
+            .copied()
+            .zip(values.iter().copied())
+            .collect::<Vec<_>>(),
+    );
     if similarities != evidence.similarities {
-        return Err(invalid("gradient similarities differ from the record".into()));
+        return Err(invalid(
+            "gradient similarities differ from the record".into(),
+        ));
     }
     let (aggregate, without) =
         evaluate::leave_one_out(engine, &checkpoint.params, &values, clip, &batches);
@@ -459,13 +485,8 @@ fn replay_window(
             .map_err(invalid)?,
         None => Vec::new(),
     };
-    let (next, momentum_after) = crate::aggregation::next_checkpoint(
-        engine,
-        &checkpoint,
-        &momentum,
-        &deltas,
-        clip,
-    );
+    let (next, momentum_after) =
+        crate::aggregation::next_checkpoint(engine, &checkpoint, &momentum, &deltas, clip);
     let replayed_momentum = crate::aggregation::momentum_blob(&momentum_after)
         .map(|b| hex::encode(subnet_proto::digest(&b)));
     if replayed_momentum != record.momentum_after {

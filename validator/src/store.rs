@@ -11,8 +11,8 @@
 use crate::audit::ResidualLedger;
 use crate::record::WindowRecord;
 use scoring::{Averages, Bans};
-use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

@@ -142,7 +142,12 @@ async fn honest_work_earns_late_or_misshapen_work_does_not_and_the_record_replay
         for uid in HONEST {
             miner(uid).train_window(window, seed).await.unwrap();
         }
-        publish_dense(miner(DENSE), &keys[DENSE as usize], window, checkpoint.digest);
+        publish_dense(
+            miner(DENSE),
+            &keys[DENSE as usize],
+            window,
+            checkpoint.digest,
+        );
         assert_eq!(validator.collect_commitments(window).await.unwrap(), 3);
         chain.advance_blocks(blocks).unwrap();
         // Trained and committed only once the window has closed.

@@ -234,7 +234,11 @@ impl<B: Backend> ByteTransformer<B> {
     }
 
     /// Mean loss of each sequence: `[b]`.
-    pub fn row_losses(&self, inputs: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    pub fn row_losses(
+        &self,
+        inputs: Tensor<B, 2, Int>,
+        targets: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 1> {
         let [b, t] = inputs.dims();
         self.target_log_probs(inputs, targets)
             .reshape([b, t])
@@ -244,7 +248,11 @@ impl<B: Backend> ByteTransformer<B> {
     }
 
     /// Log-probability of each target: `[b * t, 1]`.
-    fn target_log_probs(&self, inputs: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+    fn target_log_probs(
+        &self,
+        inputs: Tensor<B, 2, Int>,
+        targets: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 2> {
         let [b, t] = inputs.dims();
         let logits = self.forward(inputs);
         let vocab = logits.dims()[2];
