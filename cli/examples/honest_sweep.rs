@@ -1,9 +1,9 @@
 //! A seeded sweep of localnets: for each chain seed, honest miners beside the given adversaries, two
 //! validators, and the verdicts every honest miner got in every window from every validator. An
-//! honest miner must never be accused (refused, fraud, banned, oversized, harmful, or not trained on
-//! its pages); a window in which its gradient added nothing to the others' (`no_contribution`) is
-//! counted apart, and so are the honest miners a failed assignment check sent to an audit that then
-//! cleared them.
+//! honest miner must never be accused (refused, fraud, banned, oversized, or not trained on its
+//! pages); a window in which its gradient did not help (`harmful`, as every gradient of a window that
+//! overshoots) or added nothing to the others' (`no_contribution`) is no accusation and is counted
+//! apart, and so are the honest miners a failed assignment check sent to an audit that cleared them.
 //!
 //! cargo run --release -p subnet-cli --example honest_sweep -- SEEDS WINDOWS [ADVERSARY,...]
 
@@ -52,7 +52,10 @@ async fn main() -> anyhow::Result<()> {
                 if r.assignment.as_ref().is_some_and(|a| a.p_value > threshold) && r.audited {
                     suspected += 1;
                 }
-                if !matches!(r.verdict, Verdict::Earned | Verdict::NoContribution { .. }) {
+                if !matches!(
+                    r.verdict,
+                    Verdict::Earned | Verdict::NoContribution { .. } | Verdict::Harmful { .. }
+                ) {
                     accused.push(format!(
                         "seed {seed} window {} uid {}: {}",
                         outcome.window, r.uid, r.verdict

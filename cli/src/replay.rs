@@ -27,6 +27,7 @@ pub fn load_scoring(file: &Path, recorded: &ScoringParams) -> anyhow::Result<Sco
             "max_weight" => &mut params.max_weight,
             "assignment_p_value" => &mut params.assignment_p_value,
             "copy_cosine" => &mut params.copy_cosine,
+            "max_norm_ratio" => &mut params.max_norm_ratio,
             // Parameters that change what was evaluated cannot be replayed as a what-if.
             _ => continue,
         };
@@ -64,6 +65,12 @@ pub fn load_scoring(file: &Path, recorded: &ScoringParams) -> anyhow::Result<Sco
         problems.push(format!(
             "scoring.copy_cosine = {} must be in (0, 1]",
             params.copy_cosine
+        ));
+    }
+    if !(params.max_norm_ratio >= 1.0) {
+        problems.push(format!(
+            "scoring.max_norm_ratio = {} must be at least 1",
+            params.max_norm_ratio
         ));
     }
     if !problems.is_empty() {

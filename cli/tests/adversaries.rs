@@ -305,7 +305,10 @@ fn no_honest_miner_is_ever_accused() {
         for uid in uids_of(run, MinerKind::Honest) {
             for v in verdicts(run, uid) {
                 assert!(
-                    matches!(v, Verdict::Earned | Verdict::NoContribution { .. }),
+                    matches!(
+                        v,
+                        Verdict::Earned | Verdict::NoContribution { .. } | Verdict::Harmful { .. }
+                    ),
                     "honest uid {uid}: {v:?}"
                 );
             }

@@ -102,4 +102,13 @@ mod tests {
         assert!((audit_chance_per_window(4, 2) - 7.0 / 16.0).abs() < 1e-12);
         assert_eq!(audit_chance_per_window(0, 2), 0.0);
     }
+
+    /// The figures the README gives.
+    #[test]
+    fn the_documented_figures() {
+        // K = 4, two validators, full slash: 1/16 after three windows.
+        assert!((cheater_share(4, 2, 1.0, 1.0, 3) - 1.0 / 16.0).abs() < 1e-12);
+        // No slash: 14/16 of a window earned before the first audit, over 40 windows.
+        assert!((cheater_share(4, 2, 0.0, 1.0, 40) - 0.875 / 40.0).abs() < 1e-12);
+    }
 }
