@@ -67,7 +67,7 @@ pub fn load_scoring(file: &Path, recorded: &ScoringParams) -> anyhow::Result<Sco
             params.copy_cosine
         ));
     }
-    if !(params.max_norm_ratio >= 1.0) {
+    if params.max_norm_ratio.is_nan() || params.max_norm_ratio < 1.0 {
         problems.push(format!(
             "scoring.max_norm_ratio = {} must be at least 1",
             params.max_norm_ratio

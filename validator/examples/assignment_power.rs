@@ -42,10 +42,19 @@ fn main() {
             let mut line = format!("seed {seed} window {window}: honest");
             let mut sent = Vec::new();
             for (i, uid) in (2..6u16).enumerate() {
-                let dense = evaluate::reexecute(&engine, &params, window, window_seed, uid).unwrap();
+                let dense =
+                    evaluate::reexecute(&engine, &params, window, window_seed, uid).unwrap();
                 let payload = send(&dense, &mut residuals[i]);
                 let p = evaluate::assignment_evidence(
-                    &engine, &params, &payload, &control, clip, window, window_seed, eval_seed, uid,
+                    &engine,
+                    &params,
+                    &payload,
+                    &control,
+                    clip,
+                    window,
+                    window_seed,
+                    eval_seed,
+                    uid,
                 )
                 .unwrap()
                 .check()
@@ -56,7 +65,15 @@ fn main() {
                 sent.push(payload);
             }
             let p = evaluate::assignment_evidence(
-                &engine, &params, &sent[0], &control, clip, window, window_seed, eval_seed, 9,
+                &engine,
+                &params,
+                &sent[0],
+                &control,
+                clip,
+                window,
+                window_seed,
+                eval_seed,
+                9,
             )
             .unwrap()
             .check()

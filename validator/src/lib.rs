@@ -31,8 +31,9 @@ use chain_client::{AccountId, Chain, ChainError, FraudOutcome, Metagraph, Neuron
 use gather::Gatherer;
 use scoring::checks::{pairwise_similarity, relative_difference, reproduces};
 use scoring::{
-    AssignmentCheck, Averages, Bans, MinerEvidence, UsefulnessScore, Verdict, WindowEvidence,
-    aggregation_order, averages_after, bans_after, candidates, decide, screen, weights_to_u16,
+    AssignmentCheck, Averages, Bans, MinerDecision, MinerEvidence, UsefulnessScore, Verdict,
+    WindowEvidence, aggregation_order, averages_after, bans_after, candidates, decide, screen,
+    weights_to_u16,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -83,6 +84,9 @@ pub struct MinerResult {
     pub weight: f64,
 }
 
+/// Weights set (or committed) on chain as uids and u16 values, or why none were.
+pub type WeightsSet = Result<(Vec<u16>, Vec<u16>), String>;
+
 /// A lead validator's checkpoint this validator took as the window's starting point.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Adoption {
@@ -106,7 +110,7 @@ pub struct WindowOutcome {
     pub results: Vec<MinerResult>,
     pub aggregated: Vec<u16>,
     /// Set on chain (uids, u16 values), or why not.
-    pub weights_set: Result<(Vec<u16>, Vec<u16>), String>,
+    pub weights_set: WeightsSet,
     /// The subnet runs commit-reveal: `weights_set` was committed, to be revealed an epoch later.
     pub weights_committed: bool,
     /// Earlier windows' commits revealed in this window, by the window that committed them, with
@@ -198,6 +202,92 @@ pub struct Validator<C> {
 
 const KEPT_CHECKPOINTS: usize = 4;
 const KEPT_COLLECTIONS: usize = 4;
+
+/// What every step of a window's scoring reads.
+struct WindowContext {
+    window: u64,
+    window_seed: u64,
+    eval_seed: u64,
+    /// The uids whose page ranges the window's assignment covers.
+    assigned_uids: u64,
+    params: scoring::ScoringParams,
+    checkpoint: Checkpoint,
+    /// Every registered uid but this validator's.
+    miners: Vec<Neuron>,
+    /// The commitments collected before the window closed.
+    collected: BTreeMap<u16, pb::Commitment>,
+    bans: Bans,
+    ledger: ResidualLedger,
+    batches: Arc<Vec<task::Batch>>,
+    /// The checkpoint's losses on `batches`.
+    base: Vec<f32>,
+    reference: Reference,
+}
+
+/// The validator's own training of the window.
+struct Reference {
+    dense: Vec<f32>,
+    /// As a miner sends it: compressed with the validator's own error-feedback residual.
+    sent: Arc<Vec<f32>>,
+    residual_in: Vec<f32>,
+    residual_out: Vec<f32>,
+}
+
+/// The window's work as measured and checked so far.
+#[derive(Default)]
+struct Work {
+    evidence: Vec<MinerEvidence>,
+    gradients: BTreeMap<u16, Fetched>,
+    rejections: BTreeMap<u16, Rejection>,
+    /// The norm every gradient is clipped to (`scoring::decide::clip_norm`).
+    clip: f64,
+    audits: Vec<AuditFinding>,
+}
+
+impl Work {
+    /// The frauds to report: uid, hotkey and the digest of (commitment signature, reason).
+    fn frauds(&self, ctx: &WindowContext) -> Vec<(u16, AccountId, [u8; 32])> {
+        self.evidence
+            .iter()
+            .filter_map(|m| {
+                let (reason, g) = (m.fraud.as_ref()?, self.gradients.get(&m.uid)?);
+                let mut bytes = g.commitment.signature.clone();
+                bytes.extend_from_slice(reason.as_bytes());
+                let offender = ctx.miners.iter().find(|n| n.uid == m.uid)?.hotkey;
+                Some((m.uid, offender, subnet_proto::digest(&bytes)))
+            })
+            .collect()
+    }
+
+    /// Each miner's result, from its decision.
+    fn results(&mut self, ctx: &WindowContext, decisions: Vec<MinerDecision>) -> Vec<MinerResult> {
+        decisions
+            .into_iter()
+            .zip(&ctx.miners)
+            .map(|(d, n)| MinerResult {
+                uid: d.uid,
+                hotkey: n.hotkey,
+                usefulness: d.usefulness,
+                assignment: d.assignment,
+                contribution: d.contribution,
+                rejection: self.rejections.remove(&d.uid),
+                audited: self.audits.iter().any(|f| f.record.uid == d.uid),
+                verdict: d.verdict,
+                score: d.score,
+                moving_average: d.moving_average,
+                weight: d.weight,
+            })
+            .collect()
+    }
+}
+
+/// The window's outer step.
+struct Step {
+    aggregated: Vec<u16>,
+    next: Checkpoint,
+    momentum_before: Vec<f32>,
+    momentum_after: Vec<f32>,
+}
 
 /// A gradient that arrived intact.
 struct Fetched {
@@ -529,38 +619,95 @@ impl<C: Chain> Validator<C> {
     }
 
     /// Scores `window` (closed on chain), in the protocol's steps: follow the lead's checkpoint,
-    /// gather the committed work, measure it, audit, decide, set weights, report fraud, aggregate,
-    /// record.
+    /// measure the window's start and train the reference, gather the committed work, measure each
+    /// gradient, check the work (audits, residual chains, assignment), score what each adds,
+    /// decide, put weights and fraud reports on chain, aggregate, record.
     #[tracing::instrument(skip(self), fields(hotkey = %self.hotkey().short()))]
     pub async fn run_window(
         &self,
         window: u64,
         window_seed: u64,
     ) -> Result<WindowOutcome, ValidatorError> {
-        let engine = self.engine().clone();
-        let spec = engine.spec().clone();
-        let params = spec.scoring.params();
+        let mut timings = Timings::default();
         let metagraph = self.chain().metagraph(self.netuid()).await?;
-        let me = self.own_uid(&metagraph)?;
         let adopted = self.follow_lead(window, &metagraph).await;
+        let ctx = self.start_window(window, window_seed, &metagraph).await?;
+        timings.lap("reference");
+        let fetched = self.gather(&ctx).await;
+        timings.lap("gather");
+        let mut work = self.measure(&ctx, fetched).await?;
+        timings.lap("usefulness");
+        self.check_work(&ctx, &mut work).await?;
+        timings.lap("audits and assignment");
+        let evidence = self.contributions(&ctx, &work).await?;
+        timings.lap("contribution");
+        let averages_before = self.averages();
+        let decisions = decide(&evidence, &ctx.params, &averages_before);
+        self.carry_over(&ctx, &work, &decisions);
+        let version = self.engine().spec().task.version;
+        let (reveals, weights_set, weights_committed) =
+            self.put_weights(window, &decisions, version).await;
+        let fraud_reports = self.report_frauds(window, work.frauds(&ctx)).await;
+        timings.lap("chain");
+        let step = self.aggregate(&ctx, &work, &decisions);
+        self.record(
+            &ctx,
+            &work,
+            &evidence,
+            &step,
+            averages_before,
+            (&weights_set, weights_committed),
+        )?;
+        timings.lap("aggregate and record");
+        tracing::info!(window, seconds = ?timings.0, "window scored");
+
+        let outcome = WindowOutcome {
+            window,
+            eval_seed: ctx.eval_seed,
+            base_loss: ctx.base.iter().map(|&l| l as f64).sum::<f64>()
+                / ctx.base.len().max(1) as f64,
+            reference_norm: evidence.reference_norm,
+            checkpoint_before: ctx.checkpoint.digest,
+            checkpoint_after: step.next.digest,
+            results: work.results(&ctx, decisions),
+            aggregated: step.aggregated.clone(),
+            weights_set,
+            weights_committed,
+            reveals,
+            fraud_reports,
+            adopted,
+            timings: timings.0,
+        };
+        self.close_window(ctx, work, step)?;
+        Ok(outcome)
+    }
+
+    /// The window's starting point: its checkpoint, the miners, the eval batches drawn by the
+    /// validator's secret seed and the checkpoint's losses on them, and the validator's own
+    /// training of the window.
+    async fn start_window(
+        &self,
+        window: u64,
+        window_seed: u64,
+        metagraph: &Metagraph,
+    ) -> Result<WindowContext, ValidatorError> {
+        let me = self.own_uid(metagraph)?;
+        let engine = self.engine().clone();
         let (checkpoint, _) = self.checkpoint();
         let eval_seed = self.eval_seed(window, window_seed);
         let assigned_uids = metagraph.uid_slots();
-
-        let mut timings = Timings::default();
-        // Measure the window's starting point and the validator's own training of it.
-        let reference_residual_in = self.state().reference_residual.clone();
+        let residual_in = self.state().reference_residual.clone();
         let (batches, base, reference) = {
             let (engine, params, residual) = (
                 engine.clone(),
                 checkpoint.params.clone(),
-                reference_residual_in.clone(),
+                residual_in.clone(),
             );
             blocking(move || {
                 let batches =
                     evaluate::eval_batches(&engine, window_seed, assigned_uids, eval_seed);
                 let base = evaluate::losses(&engine, &params, &batches);
-                let reference = evaluate::reference(
+                let dense = evaluate::reference(
                     &engine,
                     &params,
                     window,
@@ -568,44 +715,60 @@ impl<C: Chain> Validator<C> {
                     assigned_uids,
                     eval_seed,
                 );
-                let (sent, residual_out) =
-                    evaluate::reference_payload(&engine, &reference, &residual);
-                (Arc::new(batches), base, (reference, sent, residual_out))
+                let (sent, residual_out) = evaluate::reference_payload(&engine, &dense, &residual);
+                (
+                    Arc::new(batches),
+                    base,
+                    Reference {
+                        dense,
+                        sent: Arc::new(sent),
+                        residual_in: residual,
+                        residual_out,
+                    },
+                )
             })
             .await?
         };
-        let (reference, reference_sent, reference_residual_out) = reference;
-        let reference_norm = l2_norm(&reference_sent);
-        let base_loss = base.iter().map(|&l| l as f64).sum::<f64>() / base.len().max(1) as f64;
-
-        timings.lap("reference");
-        // Gather: the payloads of the commitments collected before the close.
-        let miners: Vec<Neuron> = metagraph
-            .neurons
-            .iter()
-            .filter(|n| n.uid != me)
-            .cloned()
-            .collect();
-        let collected = self
-            .state()
-            .collected
-            .get(&window)
-            .cloned()
-            .unwrap_or_default();
-        let fetched = self
-            .gather(&miners, window, &checkpoint.digest, &collected)
-            .await;
-
-        timings.lap("gather");
-        // Measure each gradient alone, and check its residual chain.
-        let (bans_before, ledger) = {
+        let (collected, bans, ledger) = {
             let state = self.state();
-            (state.bans.clone(), state.ledger.clone())
+            (
+                state.collected.get(&window).cloned().unwrap_or_default(),
+                state.bans.clone(),
+                state.ledger.clone(),
+            )
         };
+        Ok(WindowContext {
+            window,
+            window_seed,
+            eval_seed,
+            assigned_uids,
+            params: engine.spec().scoring.params(),
+            checkpoint,
+            miners: metagraph
+                .neurons
+                .iter()
+                .filter(|n| n.uid != me)
+                .cloned()
+                .collect(),
+            collected,
+            bans,
+            ledger,
+            batches,
+            base,
+            reference,
+        })
+    }
+
+    /// Each gathered gradient's norm, residual chain and loss on its own (clipped to the window's
+    /// clip norm, at the evaluation step).
+    async fn measure(
+        &self,
+        ctx: &WindowContext,
+        fetched: Vec<(Neuron, Result<Fetched, Rejection>)>,
+    ) -> Result<Work, ValidatorError> {
+        let engine = self.engine();
         let zero = zero_residual_digest(engine.num_params());
-        let mut evidence = Vec::with_capacity(miners.len());
-        let mut gradients: BTreeMap<u16, Fetched> = BTreeMap::new();
-        let mut rejections: BTreeMap<u16, Rejection> = BTreeMap::new();
+        let mut work = Work::default();
         for (neuron, outcome) in fetched {
             let hotkey = neuron.hotkey.to_string();
             let mut miner = MinerEvidence {
@@ -616,7 +779,8 @@ impl<C: Chain> Validator<C> {
                 after: Vec::new(),
                 assignment: None,
                 fraud: None,
-                banned_until: bans_before
+                banned_until: ctx
+                    .bans
                     .get(&neuron.uid)
                     .filter(|(h, _)| *h == hotkey)
                     .map(|(_, until)| *until),
@@ -625,28 +789,29 @@ impl<C: Chain> Validator<C> {
             };
             match outcome {
                 Ok(f) => {
-                    miner.fraud = ledger.check(neuron.uid, &hotkey, &f.commitment, &zero);
+                    miner.fraud = ctx.ledger.check(neuron.uid, &hotkey, &f.commitment, &zero);
                     miner.norm = l2_norm(&f.values);
-                    gradients.insert(neuron.uid, f);
+                    work.gradients.insert(neuron.uid, f);
                 }
                 Err(rejection) => {
                     tracing::info!(uid = neuron.uid, reason = %rejection, "gradient refused");
                     miner.refused = Some(rejection.to_string());
-                    rejections.insert(neuron.uid, rejection);
+                    work.rejections.insert(neuron.uid, rejection);
                 }
             }
-            evidence.push(miner);
+            work.evidence.push(miner);
         }
-        let clip = scoring::decide::clip_norm(&evidence, reference_norm);
-        for m in evidence.iter_mut() {
-            let Some(g) = gradients.get(&m.uid) else {
+        work.clip = scoring::decide::clip_norm(&work.evidence, l2_norm(&ctx.reference.sent));
+        let clip = work.clip;
+        for m in work.evidence.iter_mut() {
+            let Some(g) = work.gradients.get(&m.uid) else {
                 continue;
             };
             tracing::info!(uid = m.uid, norm_ratio = m.norm / clip, "gradient measured");
             let (engine, params, batches, values) = (
                 engine.clone(),
-                checkpoint.params.clone(),
-                batches.clone(),
+                ctx.checkpoint.params.clone(),
+                ctx.batches.clone(),
                 g.values.clone(),
             );
             let after =
@@ -655,35 +820,38 @@ impl<C: Chain> Validator<C> {
             if after.iter().all(|l| l.is_finite()) {
                 m.after = after;
             } else {
-                gradients.remove(&m.uid);
+                work.gradients.remove(&m.uid);
                 m.refused = Some(Rejection::NonFiniteLoss.to_string());
-                rejections.insert(m.uid, Rejection::NonFiniteLoss);
+                work.rejections.insert(m.uid, Rejection::NonFiniteLoss);
             }
         }
+        Ok(work)
+    }
 
-        timings.lap("usefulness");
-        // Audits: re-execute the miners due this window and check their artefacts fit together.
-        let due = self.due_audits(window, &miners, &gradients);
-        let mut audits = self
-            .audit(&miners, window, window_seed, &checkpoint, &gradients, &due)
-            .await?;
-        apply_audits(&mut evidence, &audits);
-        timings.lap("audits");
+    /// Audits the miners due this window, runs the assignment check on the rest that pass every
+    /// earlier gate (against the validator's own training as the control), and audits at once any
+    /// miner that fails it: only the audit decides.
+    async fn check_work(&self, ctx: &WindowContext, work: &mut Work) -> Result<(), ValidatorError> {
+        let due = self.due_audits(ctx.window, &ctx.miners, &work.gradients);
+        let found = self.audit(ctx, &work.gradients, &due).await?;
+        apply_audits(&mut work.evidence, &found);
+        work.audits.extend(found);
 
-        // Assignment checks for the gradients that pass every earlier gate, against the
-        // validator's own training as the control; a miner that fails one is audited at once, and
-        // only the audit decides.
-        let control = Arc::new(reference_sent);
+        let (window, clip, params) = (ctx.window, work.clip, &ctx.params);
         let mut suspects = Vec::new();
-        for m in evidence.iter_mut() {
-            let gate = screen(m, window, &base, clip, &params);
+        for m in work.evidence.iter_mut() {
+            let gate = screen(m, window, &ctx.base, clip, params);
             if !matches!(gate, Some(Verdict::WrongPages { .. })) {
                 continue;
             }
             let uid = m.uid;
-            let gradient = gradients[&uid].values.clone();
-            let (engine, start, control) =
-                (engine.clone(), checkpoint.params.clone(), control.clone());
+            let (engine, start, gradient, control) = (
+                self.engine().clone(),
+                ctx.checkpoint.params.clone(),
+                work.gradients[&uid].values.clone(),
+                ctx.reference.sent.clone(),
+            );
+            let (window_seed, eval_seed) = (ctx.window_seed, ctx.eval_seed);
             let assignment = blocking(move || {
                 evaluate::assignment_evidence(
                     &engine,
@@ -710,267 +878,231 @@ impl<C: Chain> Validator<C> {
                 .all(|v| v.iter().all(|l| l.is_finite()))
             });
             if matches!(
-                screen(m, window, &base, clip, &params),
+                screen(m, window, &ctx.base, clip, params),
                 Some(Verdict::WrongPages { .. })
             ) {
                 suspects.push(uid);
             }
         }
-        timings.lap("assignment");
         if !suspects.is_empty() {
             tracing::info!(
                 window,
                 ?suspects,
                 "auditing the miners that failed the assignment check"
             );
-            let found = self
-                .audit(
-                    &miners,
-                    window,
-                    window_seed,
-                    &checkpoint,
-                    &gradients,
-                    &suspects,
-                )
-                .await?;
-            apply_audits(&mut evidence, &found);
-            audits.extend(found);
+            let found = self.audit(ctx, &work.gradients, &suspects).await?;
+            apply_audits(&mut work.evidence, &found);
+            work.audits.extend(found);
         }
-        let mut frauds: Vec<(u16, AccountId, [u8; 32])> = Vec::new();
-        for m in &evidence {
-            if let (Some(reason), Some(g)) = (&m.fraud, gradients.get(&m.uid)) {
-                let mut bytes = g.commitment.signature.clone();
-                bytes.extend_from_slice(reason.as_bytes());
-                let offender = miners
-                    .iter()
-                    .find(|n| n.uid == m.uid)
-                    .expect("evidence comes from the metagraph")
-                    .hotkey;
-                frauds.push((m.uid, offender, subnet_proto::digest(&bytes)));
-            }
-        }
-        timings.lap("audits of suspects");
+        Ok(())
+    }
 
-        // What each candidate adds to the others, at the aggregate's own step.
-        let mut window_evidence = WindowEvidence {
-            window,
-            base,
-            reference_norm,
-            miners: evidence,
+    /// The window's evidence, with what each candidate adds to the aggregate of all of them at the
+    /// aggregate's own step, and the candidates' similarities.
+    async fn contributions(
+        &self,
+        ctx: &WindowContext,
+        work: &Work,
+    ) -> Result<WindowEvidence, ValidatorError> {
+        let mut evidence = WindowEvidence {
+            window: ctx.window,
+            base: ctx.base.clone(),
+            reference_norm: l2_norm(&ctx.reference.sent),
+            miners: work.evidence.clone(),
             similarities: Vec::new(),
             aggregate: Vec::new(),
         };
-        let candidate_uids = candidates(&window_evidence, &params);
-        let candidate_values: Vec<Vec<f32>> = candidate_uids
+        let uids = candidates(&evidence, &ctx.params);
+        let values: Vec<Vec<f32>> = uids
             .iter()
-            .map(|u| gradients[u].values.clone())
+            .map(|u| work.gradients[u].values.clone())
             .collect();
-        window_evidence.similarities = {
-            let pairs: Vec<(u16, &[f32])> = candidate_uids
+        evidence.similarities = pairwise_similarity(
+            &uids
                 .iter()
-                .zip(&candidate_values)
+                .zip(&values)
                 .map(|(u, v)| (*u, v.as_slice()))
-                .collect();
-            pairwise_similarity(&pairs)
-        };
-        let (aggregate, without) = {
-            let (engine, params, batches) =
-                (engine.clone(), checkpoint.params.clone(), batches.clone());
-            blocking(move || {
-                let refs: Vec<&[f32]> = candidate_values.iter().map(Vec::as_slice).collect();
-                evaluate::leave_one_out(&engine, &params, &refs, clip, &batches)
-            })
-            .await?
-        };
-        window_evidence.aggregate = aggregate;
-        for (uid, losses) in candidate_uids.iter().zip(without) {
-            if let Some(m) = window_evidence.miners.iter_mut().find(|m| m.uid == *uid) {
+                .collect::<Vec<_>>(),
+        );
+        let (engine, params, batches, clip) = (
+            self.engine().clone(),
+            ctx.checkpoint.params.clone(),
+            ctx.batches.clone(),
+            work.clip,
+        );
+        let (aggregate, without) = blocking(move || {
+            let refs: Vec<&[f32]> = values.iter().map(Vec::as_slice).collect();
+            evaluate::leave_one_out(&engine, &params, &refs, clip, &batches)
+        })
+        .await?;
+        evidence.aggregate = aggregate;
+        for (uid, losses) in uids.iter().zip(without) {
+            if let Some(m) = evidence.miners.iter_mut().find(|m| m.uid == *uid) {
                 m.without = losses;
             }
         }
+        Ok(evidence)
+    }
 
-        timings.lap("contribution");
-        // Decide (pure), then the state that carries over: averages, bans, the residual ledger.
-        let averages_before = self.averages();
-        let decisions = decide(&window_evidence, &params, &averages_before);
-        {
-            let mut state = self.state_mut();
-            state.averages = averages_after(&decisions);
-            state.bans = bans_after(&bans_before, &decisions, window, &params);
-            for (uid, c) in &collected {
-                if let Some(n) = miners.iter().find(|n| n.uid == *uid) {
-                    state.ledger.record(*uid, &n.hotkey.to_string(), c);
-                }
+    /// What carries over to the next window: moving averages, bans, the residual ledger and the
+    /// audits still to complete.
+    fn carry_over(&self, ctx: &WindowContext, work: &Work, decisions: &[MinerDecision]) {
+        let mut state = self.state_mut();
+        state.averages = averages_after(decisions);
+        state.bans = bans_after(&ctx.bans, decisions, ctx.window, &ctx.params);
+        for (uid, c) in &ctx.collected {
+            if let Some(n) = ctx.miners.iter().find(|n| n.uid == *uid) {
+                state.ledger.record(*uid, &n.hotkey.to_string(), c);
             }
-            for finding in &audits {
-                let uid = finding.record.uid;
-                if finding.incomplete {
-                    let hotkey = window_evidence
-                        .miners
-                        .iter()
-                        .find(|m| m.uid == uid)
-                        .map(|m| m.hotkey.clone())
-                        .unwrap_or_default();
-                    state.pending_audits.insert(uid, hotkey);
-                } else {
+        }
+        for finding in &work.audits {
+            let uid = finding.record.uid;
+            match ctx.miners.iter().find(|n| n.uid == uid) {
+                Some(n) if finding.incomplete => {
+                    state.pending_audits.insert(uid, n.hotkey.to_string());
+                }
+                _ => {
                     state.pending_audits.remove(&uid);
                 }
             }
         }
+    }
 
-        // Weights on chain (earlier commits due now are revealed first), then fraud reports.
-        let (reveals, weights_set, weights_committed) = self
-            .put_weights(window, &decisions, spec.task.version)
-            .await;
-        let fraud_reports = self.report_frauds(window, frauds).await;
-
-        timings.lap("chain");
-        // Aggregate the earners, clipped to the reference norm and summed in uid order.
-        let aggregated = aggregation_order(
-            &decisions,
-            spec.scoring.aggregate_top,
-            spec.scoring.aggregate_min,
-        );
+    /// The next checkpoint: the earners (at most `aggregate_top`, none if fewer than
+    /// `aggregate_min`) clipped to the clip norm and summed in uid order, with the outer step.
+    fn aggregate(&self, ctx: &WindowContext, work: &Work, decisions: &[MinerDecision]) -> Step {
+        let scoring = &self.engine().spec().scoring;
+        let aggregated = aggregation_order(decisions, scoring.aggregate_top, scoring.aggregate_min);
         let momentum_before = self.state().momentum.clone();
-        let (next, momentum_after) = {
-            let deltas: Vec<&[f32]> = aggregated
-                .iter()
-                .map(|u| gradients[u].values.as_slice())
-                .collect();
-            next_checkpoint(&engine, &checkpoint, &momentum_before, &deltas, clip)
-        };
-
-        if let Some(store) = &self.inner.store {
-            let mut records = Vec::new();
-            for (uid, g) in &gradients {
-                store.put_blob(&g.payload)?;
-                records.push(GradientRecord {
-                    uid: *uid,
-                    payload_digest: hex::encode(&g.commitment.payload_digest),
-                    commitment_signature: hex::encode(&g.commitment.signature),
-                    residual_out_digest: hex::encode(&g.commitment.residual_out_digest),
-                });
-            }
-            for finding in &audits {
-                for blob in &finding.blobs {
-                    store.put_blob(blob)?;
-                }
-            }
-            let reference_blob = store.put_blob(&codec::encode_dense(&reference))?;
-            let reference_residual = store_momentum(store, &reference_residual_in)?;
-            store.put_blob(&checkpoint.to_bytes())?;
-            store.put_blob(&next.to_bytes())?;
-            let (uids, values, error) = match &weights_set {
-                Ok((u, v)) => (u.clone(), v.clone(), None),
-                Err(e) => (Vec::new(), Vec::new(), Some(e.clone())),
-            };
-            store.append_record(&WindowRecord {
-                window,
-                window_seed,
-                eval_seed,
-                assigned_uids,
-                reference: hex::encode(reference_blob),
-                reference_residual,
-                task_digest: hex::encode(engine.digest()),
-                checkpoint_before: hex::encode(checkpoint.digest),
-                checkpoint_after: hex::encode(next.digest),
-                momentum_before: store_momentum(store, &momentum_before)?,
-                momentum_after: store_momentum(store, &momentum_after)?,
-                scoring: params.clone(),
-                evidence: window_evidence.clone(),
-                gradients: records,
-                averages_before,
-                bans_before,
-                audits: audits.iter().map(|f| f.record.clone()).collect(),
-                aggregated: aggregated.clone(),
-                weights: WeightsRecord {
-                    uids,
-                    values,
-                    error,
-                    committed: weights_committed,
-                },
-            })?;
-        }
-
-        timings.lap("aggregate and record");
-        tracing::info!(window, seconds = ?timings.0, "window scored");
-        let audited_uids: Vec<u16> = audits.iter().map(|f| f.record.uid).collect();
-        let results = decisions
-            .into_iter()
-            .zip(&miners)
-            .map(|(d, n)| MinerResult {
-                uid: d.uid,
-                hotkey: n.hotkey,
-                usefulness: d.usefulness,
-                assignment: d.assignment,
-                contribution: d.contribution,
-                rejection: rejections.remove(&d.uid),
-                audited: audited_uids.contains(&d.uid),
-                verdict: d.verdict,
-                score: d.score,
-                moving_average: d.moving_average,
-                weight: d.weight,
-            })
+        let deltas: Vec<&[f32]> = aggregated
+            .iter()
+            .map(|u| work.gradients[u].values.as_slice())
             .collect();
-        let recipe = Recipe {
-            previous: checkpoint.digest,
-            aggregated: aggregated
-                .iter()
-                .map(|u| (*u, gradients[u].commitment.clone()))
-                .collect(),
-            clip_norm: clip,
-        };
-        let outcome = WindowOutcome {
-            window,
-            eval_seed,
-            base_loss,
-            reference_norm,
-            checkpoint_before: checkpoint.digest,
-            checkpoint_after: next.digest,
-            results,
+        let (next, momentum_after) = next_checkpoint(
+            self.engine(),
+            &ctx.checkpoint,
+            &momentum_before,
+            &deltas,
+            work.clip,
+        );
+        Step {
             aggregated,
-            weights_set,
-            weights_committed,
-            reveals,
-            fraud_reports,
-            adopted,
-            timings: timings.0,
+            next,
+            momentum_before,
+            momentum_after,
+        }
+    }
+
+    /// Appends the window to the replay log, after the blobs it names.
+    fn record(
+        &self,
+        ctx: &WindowContext,
+        work: &Work,
+        evidence: &WindowEvidence,
+        step: &Step,
+        averages_before: Averages,
+        (weights_set, committed): (&WeightsSet, bool),
+    ) -> Result<(), ValidatorError> {
+        let Some(store) = &self.inner.store else {
+            return Ok(());
+        };
+        let mut gradients = Vec::new();
+        for (uid, g) in &work.gradients {
+            store.put_blob(&g.payload)?;
+            gradients.push(GradientRecord {
+                uid: *uid,
+                payload_digest: hex::encode(&g.commitment.payload_digest),
+                commitment_signature: hex::encode(&g.commitment.signature),
+                residual_out_digest: hex::encode(&g.commitment.residual_out_digest),
+            });
+        }
+        for blob in work.audits.iter().flat_map(|f| &f.blobs) {
+            store.put_blob(blob)?;
+        }
+        let reference = store.put_blob(&codec::encode_dense(&ctx.reference.dense))?;
+        store.put_blob(&ctx.checkpoint.to_bytes())?;
+        store.put_blob(&step.next.to_bytes())?;
+        let (uids, values, error) = match weights_set {
+            Ok((u, v)) => (u.clone(), v.clone(), None),
+            Err(e) => (Vec::new(), Vec::new(), Some(e.clone())),
+        };
+        store.append_record(&WindowRecord {
+            window: ctx.window,
+            window_seed: ctx.window_seed,
+            eval_seed: ctx.eval_seed,
+            assigned_uids: ctx.assigned_uids,
+            reference: hex::encode(reference),
+            reference_residual: store_momentum(store, &ctx.reference.residual_in)?,
+            task_digest: hex::encode(self.engine().digest()),
+            checkpoint_before: hex::encode(ctx.checkpoint.digest),
+            checkpoint_after: hex::encode(step.next.digest),
+            momentum_before: store_momentum(store, &step.momentum_before)?,
+            momentum_after: store_momentum(store, &step.momentum_after)?,
+            scoring: ctx.params.clone(),
+            evidence: evidence.clone(),
+            gradients,
+            averages_before,
+            bans_before: ctx.bans.clone(),
+            audits: work.audits.iter().map(|f| f.record.clone()).collect(),
+            aggregated: step.aggregated.clone(),
+            weights: WeightsRecord {
+                uids,
+                values,
+                error,
+                committed,
+            },
+        })?;
+        Ok(())
+    }
+
+    /// Makes the window's next checkpoint current, keeps what the next window's lead check needs,
+    /// and saves the state.
+    fn close_window(
+        &self,
+        ctx: WindowContext,
+        work: Work,
+        step: Step,
+    ) -> Result<(), ValidatorError> {
+        let recipe = Recipe {
+            previous: ctx.checkpoint.digest,
+            aggregated: step
+                .aggregated
+                .iter()
+                .map(|u| (*u, work.gradients[u].commitment.clone()))
+                .collect(),
+            clip_norm: work.clip,
         };
         {
             let mut state = self.state_mut();
+            // As a miner does, the reference's error feedback starts over when the model did not
+            // move.
+            state.reference_residual = if step.next.digest == ctx.checkpoint.digest {
+                Vec::new()
+            } else {
+                ctx.reference.residual_out
+            };
+            state.momentum = step.momentum_after;
+            state.collected.remove(&ctx.window);
             state.scored = Some(Scored {
-                window,
-                checkpoint: checkpoint.clone(),
-                momentum: momentum_before,
-                gathered: gradients
+                window: ctx.window,
+                checkpoint: ctx.checkpoint,
+                momentum: step.momentum_before,
+                gathered: work
+                    .gradients
                     .into_iter()
                     .map(|(u, f)| (u, (f.commitment, f.values)))
                     .collect(),
             });
-            state.momentum = momentum_after;
-            // As a miner does, the reference's error feedback starts over when the model did not move.
-            state.reference_residual = if next.digest == checkpoint.digest {
-                Vec::new()
-            } else {
-                reference_residual_out
-            };
-            state.collected.remove(&window);
         }
-        self.advance(window + 1, next, Some(recipe));
-        self.save_state()?;
-        Ok(outcome)
+        self.advance(ctx.window + 1, step.next, Some(recipe));
+        self.save_state()
     }
 
     /// Fetches the payload of every miner's collected commitment, concurrently.
-    async fn gather(
-        &self,
-        miners: &[Neuron],
-        window: u64,
-        checkpoint: &[u8; 32],
-        collected: &BTreeMap<u16, pb::Commitment>,
-    ) -> Vec<(Neuron, Result<Fetched, Rejection>)> {
+    async fn gather(&self, ctx: &WindowContext) -> Vec<(Neuron, Result<Fetched, Rejection>)> {
         let gatherer = self.gatherer();
-        let fetches = miners.iter().map(|neuron| {
+        let (window, checkpoint, collected) = (ctx.window, &ctx.checkpoint.digest, &ctx.collected);
+        let fetches = ctx.miners.iter().map(|neuron| {
             let gatherer = &gatherer;
             async move {
                 let fetched = async {
@@ -1032,13 +1164,12 @@ impl<C: Chain> Validator<C> {
     /// payload byte for byte, and the dense gradient must match the re-executed window.
     async fn audit(
         &self,
-        miners: &[Neuron],
-        window: u64,
-        window_seed: u64,
-        checkpoint: &Checkpoint,
+        ctx: &WindowContext,
         gradients: &BTreeMap<u16, Fetched>,
         uids: &[u16],
     ) -> Result<Vec<AuditFinding>, ValidatorError> {
+        let (miners, window, window_seed, checkpoint) =
+            (&ctx.miners, ctx.window, ctx.window_seed, &ctx.checkpoint);
         let tolerance = self.engine().spec().scoring.spot_check_tolerance;
         let mut findings = Vec::new();
         for (uid, fetched) in gradients.iter().filter(|(uid, _)| uids.contains(uid)) {
@@ -1134,11 +1265,7 @@ impl<C: Chain> Validator<C> {
         window: u64,
         decisions: &[scoring::MinerDecision],
         version_key: u64,
-    ) -> (
-        Vec<(u64, Result<(), String>)>,
-        Result<(Vec<u16>, Vec<u16>), String>,
-        bool,
-    ) {
+    ) -> (Vec<(u64, Result<(), String>)>, WeightsSet, bool) {
         let (hotkey, netuid) = (&self.inner.hotkey, self.netuid());
         let pending = std::mem::take(&mut self.state_mut().pending_reveals);
         let (reveals, mut keep) = weights::reveal_due(self.chain(), hotkey, netuid, pending).await;
