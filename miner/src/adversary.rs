@@ -194,16 +194,33 @@ fn publish_claims(
     );
 }
 
-/// A payload of `values` in the task's layout, from an empty residual (what the attacker serves
-/// when it has no honest chain to follow), with the residual it leaves.
-fn encode(engine: &TaskEngine, values: &[f32]) -> codec::Compressed {
-    let c = &engine.spec().compression;
-    codec::compress(
+/// Publishes `values` as if they were its dense gradient, compressed from an empty residual (what
+/// the attacker serves when it has no honest chain to follow).
+fn publish_as_dense(miner: &Miner<impl Chain>, window: u64, checkpoint: [u8; 32], values: &[f32]) {
+    let c = &miner.engine().spec().compression;
+    let zero = vec![0.0; values.len()];
+    let out = codec::compress(
         values,
-        &vec![0.0; values.len()],
+        &zero,
         codec::Layout::of_task(c.chunk, c.top_k),
         c.error_feedback as f32,
-    )
+    );
+    publish_claims(
+        miner,
+        window,
+        checkpoint,
+        out.payload,
+        values,
+        (&zero, 0),
+        &out.residual_out,
+    );
+}
+
+/// Gaussian noise of L2 norm `norm`, drawn from `seed`.
+fn noise(n: usize, norm: f64, seed: &[u64]) -> Vec<f32> {
+    let mut rng = SeededRng::derived(seed);
+    let raw: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+    scaled(&raw, (norm / task::aggregate::l2_norm(&raw)) as f32)
 }
 
 /// What the adversary does while `window` is open, in place of `Miner::train_window`.
@@ -249,23 +266,10 @@ pub async fn act<C: Chain>(
             miner.publish(window, served);
         }
         Adversary::Random => {
-            let values = {
-                // Noise of an honest gradient's norm (it trains once to learn the norm).
-                let norm = task::aggregate::l2_norm(&honest()?);
-                let mut rng = SeededRng::derived(&[window, uid as u64, 0x4E4F_4953]);
-                let noise: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
-                scaled(&noise, (norm / task::aggregate::l2_norm(&noise)) as f32)
-            };
-            let out = encode(&engine, &values);
-            publish_claims(
-                miner,
-                window,
-                checkpoint.digest,
-                out.payload,
-                &values,
-                (&zero, 0),
-                &out.residual_out,
-            );
+            // Noise of an honest gradient's norm (it trains once to learn the norm).
+            let norm = task::aggregate::l2_norm(&honest()?);
+            let values = noise(n, norm, &[window, uid as u64, 0x4E4F_4953]);
+            publish_as_dense(miner, window, checkpoint.digest, &values);
         }
         Adversary::Copier | Adversary::NoisyCopier => {
             // Before the close only the victim's previous window can be seen.
@@ -275,27 +279,13 @@ pub async fn act<C: Chain>(
                 .and_then(|s| decoded(&engine, &s))
                 .unwrap_or_else(|| zero.clone());
             let values = if adversary == Adversary::NoisyCopier {
-                let norm = task::aggregate::l2_norm(&seen).max(1e-6);
-                let mut rng = SeededRng::derived(&[window, uid as u64, 0x434F_5059]);
-                let noise: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
-                let noise_norm = task::aggregate::l2_norm(&noise);
-                seen.iter()
-                    .zip(&noise)
-                    .map(|(s, z)| s + z * (0.4 * norm / noise_norm) as f32)
-                    .collect()
+                let norm = 0.4 * task::aggregate::l2_norm(&seen).max(1e-6);
+                let noise = noise(n, norm, &[window, uid as u64, 0x434F_5059]);
+                seen.iter().zip(&noise).map(|(s, z)| s + z).collect()
             } else {
                 seen
             };
-            let out = encode(&engine, &values);
-            publish_claims(
-                miner,
-                window,
-                checkpoint.digest,
-                out.payload,
-                &values,
-                (&zero, 0),
-                &out.residual_out,
-            );
+            publish_as_dense(miner, window, checkpoint.digest, &values);
         }
         Adversary::FreeRider => {
             let other = uid.wrapping_add(97);

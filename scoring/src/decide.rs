@@ -11,7 +11,7 @@
 //! share one score.
 
 use crate::checks::{AssignmentCheck, AssignmentEvidence, Similarity};
-use crate::usefulness::{UsefulnessScore, mean_and_standard_error};
+use crate::usefulness::{UsefulnessScore, mean_and_standard_error, relative_drops};
 use crate::weights::{moving_average, normalize_max_weight};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -255,18 +255,7 @@ pub fn candidates(evidence: &WindowEvidence, params: &ScoringParams) -> Vec<u16>
 
 /// Mean relative loss drop from `without` to `with`, per eval batch against the checkpoint's loss.
 fn relative_gain(base: &[f32], without: &[f32], with: &[f32]) -> f64 {
-    let gains: Vec<f64> = base
-        .iter()
-        .zip(without.iter().zip(with))
-        .map(|(&b, (&wo, &w))| {
-            if b > 0.0 {
-                (wo as f64 - w as f64) / b as f64
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let (mean, _) = mean_and_standard_error(&gains);
+    let (mean, _) = mean_and_standard_error(&relative_drops(base, without, with));
     if mean.is_finite() { mean } else { 0.0 }
 }
 

@@ -16,22 +16,7 @@ pub struct UsefulnessScore {
 impl UsefulnessScore {
     /// `before[b]` and `after[b]` are the losses on batch b without and with the gradient applied.
     pub fn from_losses(before: &[f32], after: &[f32]) -> Self {
-        assert_eq!(
-            before.len(),
-            after.len(),
-            "paired losses must have equal length"
-        );
-        let drops: Vec<f64> = before
-            .iter()
-            .zip(after)
-            .map(|(&b, &a)| {
-                if b > 0.0 {
-                    (b as f64 - a as f64) / b as f64
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let drops = relative_drops(before, before, after);
         let (mean, standard_error) = mean_and_standard_error(&drops);
         Self {
             mean_relative_drop: mean,
@@ -68,6 +53,25 @@ impl UsefulnessScore {
             0.0
         }
     }
+}
+
+/// Per batch, the loss drop from `from` to `to` relative to the batch's loss `base` (0 where the base
+/// loss is not positive).
+pub fn relative_drops(base: &[f32], from: &[f32], to: &[f32]) -> Vec<f64> {
+    assert!(
+        base.len() == from.len() && from.len() == to.len(),
+        "paired losses must have equal length"
+    );
+    base.iter()
+        .zip(from.iter().zip(to))
+        .map(|(&b, (&f, &t))| {
+            if b > 0.0 {
+                (f as f64 - t as f64) / b as f64
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 /// Sample mean and its standard error (sample standard deviation / sqrt(n)); n < 2 gives an infinite
