@@ -5,6 +5,7 @@ pub mod chain_admin;
 pub mod localnet;
 pub mod plot;
 pub mod replay;
+pub mod report;
 
 /// The task the localnet trains by default.
 pub const LOCALNET_TASK: &str = include_str!("../../tasks/localnet-lm.toml");

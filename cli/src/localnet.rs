@@ -89,6 +89,9 @@ pub struct MinerLine {
     pub rejection: Option<String>,
     /// Its stake now, in rao (what it earned, less what was slashed).
     pub stake: u64,
+    /// Everything emitted to it so far, in rao.
+    pub emission: u64,
+    pub slashed: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -370,6 +373,11 @@ pub async fn run(
         let (checkpoint, _) = validators[0].checkpoint();
         let loss = heldout_loss(checkpoint.params.clone()).await?;
         let metagraph = chain.metagraph(netuid).await?;
+        let slashed: Vec<AccountId> = chain
+            .slashes(netuid)?
+            .into_iter()
+            .map(|s| s.hotkey)
+            .collect();
         let emission_of = |uids: &[u16]| {
             uids.iter()
                 .filter_map(|u| metagraph.by_uid(*u))
@@ -398,6 +406,10 @@ pub async fn run(
                         .iter()
                         .find_map(|r| r.rejection.as_ref().map(|x| x.to_string())),
                     stake: metagraph.by_uid(uid).map_or(0, |n| n.stake),
+                    emission: metagraph.by_uid(uid).map_or(0, |n| n.total_emission),
+                    slashed: metagraph
+                        .by_uid(uid)
+                        .is_some_and(|n| slashed.contains(&n.hotkey)),
                 }
             })
             .collect();
@@ -442,30 +454,42 @@ pub async fn run(
     })
 }
 
-/// One line per miner: its kind, the stake it holds at the end and whether it was slashed.
-pub fn format_stakes(report: &LocalnetReport) -> Vec<String> {
-    let slashed: Vec<AccountId> = LocalChain::open(&report.chain_path)
-        .and_then(|c| c.slashes(report.netuid))
-        .map(|s| s.into_iter().map(|s| s.hotkey).collect())
+/// The table `subnet localnet` prints for a window: the loss and its distance to the floor, then
+/// per miner its kind, score, weight, what it has been paid and the lead validator's verdict.
+pub fn format_table(line: &WindowLine, floor: Option<f64>) -> Vec<String> {
+    let tau = |rao: u64| rao as f64 / RAO_PER_TOKEN as f64;
+    let gap = floor
+        .map(|f| format!(" ({:+.4} over the floor {f:.4})", line.heldout_loss - f))
         .unwrap_or_default();
-    let hotkeys = LocalChain::open(&report.chain_path)
-        .and_then(|c| c.metagraph_sync(report.netuid))
-        .ok();
-    report
-        .final_stakes()
-        .into_iter()
-        .map(|(uid, kind, stake)| {
-            let was_slashed = hotkeys
-                .as_ref()
-                .and_then(|m| m.by_uid(uid))
-                .is_some_and(|n| slashed.contains(&n.hotkey));
-            format!(
-                "uid {uid:>3} {kind:<16} {:>9.4} τ{}",
-                stake as f64 / RAO_PER_TOKEN as f64,
-                if was_slashed { "  (slashed)" } else { "" }
-            )
-        })
-        .collect()
+    let mut out = vec![format!(
+        "window {:>3} | held-out loss {:.4}{gap} | paid so far: miners {:.3} τ, validators {:.3} τ{}",
+        line.window,
+        line.heldout_loss,
+        tau(line.miner_emission),
+        tau(line.validator_emission),
+        if line.weights_revealed > 0 {
+            format!(" | {} earlier commit(s) revealed", line.weights_revealed)
+        } else {
+            String::new()
+        }
+    )];
+    out.push(format!(
+        "  {:>4} {:<16} {:>7} {:>7} {:>10}  verdict",
+        "uid", "kind", "score", "weight", "paid τ"
+    ));
+    for m in &line.miners {
+        out.push(format!(
+            "  {:>4} {:<16} {:>7.4} {:>7.3} {:>10.4}  {}{}",
+            m.uid,
+            m.kind.to_string(),
+            m.score,
+            m.weight,
+            tau(m.emission),
+            m.verdict,
+            if m.slashed { " (slashed)" } else { "" }
+        ));
+    }
+    out
 }
 
 /// The line `subnet localnet` prints for a window.

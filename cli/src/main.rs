@@ -42,11 +42,16 @@ enum Command {
         /// them in the next epoch, as on subtensor subnets that enable it.
         #[arg(long, env = "SUBNET_COMMIT_REVEAL")]
         commit_reveal: bool,
-        /// Misbehaving miners to add, comma-separated: random, nan, copier, noisy-copier,
-        /// free-rider, stale, amplified, scaled, lazy, silent, heldout, mixer, residual-forger,
-        /// sybil (test-only modes of the miner; `miner run` has none of them).
-        #[arg(long, env = "SUBNET_ADVERSARIES", value_delimiter = ',')]
-        adversaries: Vec<miner::adversary::Adversary>,
+        /// Misbehaving miners to add beside the honest ones, comma-separated (`none` for an
+        /// honest-only run): random, nan, copier, noisy-copier, free-rider, stale, amplified,
+        /// scaled, lazy, silent, heldout, mixer, residual-forger, sybil (test-only modes of the
+        /// miner; `miner run` has none of them).
+        #[arg(long, env = "SUBNET_ADVERSARIES", default_value = "lazy,copier", value_parser = parse_adversaries)]
+        adversaries: Adversaries,
+        /// Keep the temporary run directory (chain, validators' records, report) when no --dir is
+        /// given.
+        #[arg(long)]
+        keep: bool,
         /// Audit every miner once per this many windows (the task's scoring.audit_period if not
         /// given; 1 audits every miner every window).
         #[arg(long, env = "SUBNET_AUDIT_PERIOD")]
@@ -546,6 +551,20 @@ async fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Resu
     Ok(())
 }
 
+/// Adversary modes from `--adversaries` (`none`: no adversary).
+#[derive(Clone, Debug)]
+struct Adversaries(Vec<miner::adversary::Adversary>);
+
+fn parse_adversaries(list: &str) -> Result<Adversaries, String> {
+    if list.trim().is_empty() || list == "none" {
+        return Ok(Adversaries(Vec::new()));
+    }
+    list.split(',')
+        .map(|a| a.trim().parse())
+        .collect::<Result<_, _>>()
+        .map(Adversaries)
+}
+
 fn load_task(path: Option<&PathBuf>) -> anyhow::Result<TaskSpec> {
     match path {
         Some(p) => Ok(TaskSpec::from_file(p)?),
@@ -569,9 +588,10 @@ async fn main() -> anyhow::Result<()> {
             dir,
             task,
             commit_reveal,
-            adversaries,
+            adversaries: Adversaries(adversaries),
             audit_period,
             seed,
+            keep,
         } => {
             let task = load_task(task.as_ref())?;
             let engine = task::TaskEngine::new(task.clone());
@@ -597,46 +617,53 @@ async fn main() -> anyhow::Result<()> {
                     task.targets_per_example(),
                 );
             }
-            let kept = dir.clone();
+            // The run directory: --dir, or a temporary one (kept with --keep).
+            let temp = match &dir {
+                Some(_) => None,
+                None => Some(tempfile::tempdir().context("cannot create a temporary directory")?),
+            };
+            let run_dir = dir
+                .clone()
+                .unwrap_or_else(|| temp.as_ref().expect("made above").path().to_path_buf());
+            let task_name = task.task.name.clone();
             let config = LocalnetConfig {
                 miners,
                 validators,
                 windows,
-                dir,
+                dir: Some(run_dir.clone()),
                 task,
                 commit_reveal,
                 adversaries,
                 audit_period,
                 seed,
             };
-            let report =
-                localnet::run(config, |line| println!("{}", localnet::format_line(line))).await?;
-            let last = report
-                .windows
-                .last()
-                .map(|w| w.heldout_loss)
-                .unwrap_or(report.initial_loss);
-            let floor = report
-                .loss_floor
-                .map(|f| format!(" (floor {f:.4})"))
-                .unwrap_or_default();
-            let kept = match kept {
-                Some(dir) => format!(
-                    "chain at {}; replay with `subnet replay {}`",
-                    report.chain_path.display(),
-                    localnet::validator_dir(&dir, 0).display()
-                ),
-                None => "the temporary directory is removed (--dir DIR keeps the chain and the validators' records)"
-                    .to_string(),
-            };
-            println!("stake held at the end (what each miner was paid, less slashes):");
-            for line in localnet::format_stakes(&report) {
-                println!("  {line}");
+            let floor = engine.loss_floor();
+            let report = localnet::run(config, |line| {
+                for row in localnet::format_table(line, floor) {
+                    println!("{row}");
+                }
+            })
+            .await?;
+            let run = subnet_cli::report::build(&task_name, &report)?;
+            subnet_cli::report::write(&run, &report, &run_dir)?;
+            for line in subnet_cli::report::summary(&run) {
+                println!("{line}");
             }
-            println!(
-                "done: held-out loss {:.4} -> {last:.4}{floor}; {kept}",
-                report.initial_loss,
-            );
+            let kept = match (dir, temp) {
+                (None, Some(temp)) if !keep => {
+                    drop(temp);
+                    "the temporary run directory is removed (--keep or --dir DIR keeps the chain, the validators' records and report.json/report.png)".to_string()
+                }
+                (_, temp) => {
+                    let kept = temp.map(|t| t.keep()).unwrap_or(run_dir);
+                    format!(
+                        "run directory {}: report.json, report.png, the chain, and each validator's records (`subnet replay {}`)",
+                        kept.display(),
+                        localnet::validator_dir(&kept, 0).display()
+                    )
+                }
+            };
+            println!("done; {kept}");
         }
         Command::Chain { dir, command } => run_chain(&dir, command).await?,
         Command::Yuma { file, json } => run_yuma(&file, json)?,

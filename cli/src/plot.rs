@@ -143,19 +143,81 @@ impl Canvas {
     }
 }
 
+/// A figure: a loss curve on top (with the lowest reachable loss, where known), stacked shares
+/// below (weights, or emission), one band per miner.
+pub struct Chart {
+    pub first_window: u64,
+    pub losses: Vec<f64>,
+    pub floor: Option<f64>,
+    pub shares_title: String,
+    /// Per band: its label, its colour and its share in each window.
+    pub bands: Vec<(String, [u8; 3], Vec<f64>)>,
+}
+
+/// The colour of band `k` among the honest (blues and greens) or the others (reds and oranges).
+pub fn band_color(k: usize, honest: bool) -> [u8; 3] {
+    const HONEST: [[u8; 3]; 4] = [[31, 119, 180], [44, 160, 44], [23, 190, 207], [127, 127, 127]];
+    const OTHER: [[u8; 3]; 4] = [[214, 39, 40], [255, 127, 14], [227, 119, 194], [140, 86, 75]];
+    if honest {
+        HONEST[k % HONEST.len()]
+    } else {
+        OTHER[k % OTHER.len()]
+    }
+}
+
 /// Draws the replayed windows: held-out loss of each window's checkpoint on top, each uid's weight
 /// share as stacked areas below.
 pub fn plot(report: &ReplayReport, path: &Path) -> anyhow::Result<()> {
     anyhow::ensure!(!report.windows.is_empty(), "no windows to plot");
+    let mut uids: Vec<u16> = report
+        .windows
+        .iter()
+        .flat_map(|w| w.decisions.iter().map(|d| d.uid))
+        .collect();
+    uids.sort_unstable();
+    uids.dedup();
+    let bands = uids
+        .iter()
+        .enumerate()
+        .map(|(k, &uid)| {
+            let shares = report
+                .windows
+                .iter()
+                .map(|w| {
+                    w.decisions
+                        .iter()
+                        .find(|d| d.uid == uid)
+                        .map_or(0.0, |d| d.weight)
+                })
+                .collect();
+            (format!("uid {uid}"), PALETTE[k % PALETTE.len()], shares)
+        })
+        .collect();
+    draw(
+        &Chart {
+            first_window: report.windows[0].window,
+            losses: report.windows.iter().map(|w| w.base_loss).collect(),
+            floor: None,
+            shares_title: "weight share".into(),
+            bands,
+        },
+        path,
+    )
+}
+
+/// Draws `chart` to a PNG file.
+pub fn draw(chart: &Chart, path: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(!chart.losses.is_empty(), "no windows to plot");
     let mut canvas = Canvas::new();
-    let n = report.windows.len();
+    let n = chart.losses.len();
     let x_max = (n.max(2) - 1) as f64;
     let width = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
 
-    // Loss panel.
-    let losses: Vec<f64> = report.windows.iter().map(|w| w.base_loss).collect();
+    // Loss panel, with the floor as a dashed line.
+    let losses = &chart.losses;
     let (lo, hi) = losses
         .iter()
+        .chain(&chart.floor)
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &l| {
             (a.min(l), b.max(l))
         });
@@ -173,6 +235,20 @@ pub fn plot(report: &ReplayReport, path: &Path) -> anyhow::Result<()> {
         .map(|i| loss_panel.y_min + (loss_panel.y_max - loss_panel.y_min) * i as f64 / 4.0)
         .collect();
     canvas.frame(&loss_panel, "held-out loss", &ticks);
+    if let Some(floor) = chart.floor {
+        let y = loss_panel.y(floor);
+        for px in (0..width).step_by(12) {
+            let x = (loss_panel.left + px) as f64;
+            canvas.line((x, y), (x + 6.0, y), PALETTE[3], 1);
+        }
+        canvas.text(
+            loss_panel.left + width + 8,
+            (y as usize).saturating_sub(3),
+            "floor",
+            PALETTE[3],
+            1,
+        );
+    }
     for (i, pair) in losses.windows(2).enumerate() {
         canvas.line(
             (loss_panel.x(i as f64), loss_panel.y(pair[0])),
@@ -182,22 +258,8 @@ pub fn plot(report: &ReplayReport, path: &Path) -> anyhow::Result<()> {
         );
     }
 
-    // Weight-share panel: stacked areas per uid, in uid order.
-    let mut uids: Vec<u16> = report
-        .windows
-        .iter()
-        .flat_map(|w| w.decisions.iter().map(|d| d.uid))
-        .collect();
-    uids.sort_unstable();
-    uids.dedup();
-    let share = |w: usize, uid: u16| {
-        report.windows[w]
-            .decisions
-            .iter()
-            .find(|d| d.uid == uid)
-            .map_or(0.0, |d| d.weight)
-    };
-    let weight_panel = Panel {
+    // Share panel: stacked areas, one band each, in order.
+    let share_panel = Panel {
         left: MARGIN_LEFT,
         top: 350,
         width,
@@ -206,40 +268,45 @@ pub fn plot(report: &ReplayReport, path: &Path) -> anyhow::Result<()> {
         y_min: 0.0,
         y_max: 1.0,
     };
-    canvas.frame(&weight_panel, "weight share", &[0.0, 0.25, 0.5, 0.75, 1.0]);
+    canvas.frame(&share_panel, &chart.shares_title, &[0.0, 0.25, 0.5, 0.75, 1.0]);
+    let share = |w: usize, band: &[f64]| band.get(w).copied().unwrap_or(0.0);
     for px in 0..=width {
         let x = px as f64 / width as f64 * x_max;
         let (i, t) = (x.floor() as usize, x - x.floor());
         let mut bottom = 0.0;
-        for (k, &uid) in uids.iter().enumerate() {
-            let a = share(i.min(n - 1), uid);
-            let b = share((i + 1).min(n - 1), uid);
+        for (_, color, values) in &chart.bands {
+            let a = share(i.min(n - 1), values);
+            let b = share((i + 1).min(n - 1), values);
             let value = a + t * (b - a);
             if value > 0.0 {
                 canvas.column(
-                    (weight_panel.left + px) as i64,
-                    weight_panel.y(bottom + value),
-                    weight_panel.y(bottom),
-                    PALETTE[k % PALETTE.len()],
+                    (share_panel.left + px) as i64,
+                    share_panel.y(bottom + value),
+                    share_panel.y(bottom),
+                    *color,
                 );
             }
             bottom += value;
         }
     }
-    for (k, uid) in uids.iter().enumerate().take(20) {
-        let y = weight_panel.top + 10 + 14 * k;
+    for (k, (label, color, _)) in chart.bands.iter().enumerate().take(20) {
+        let y = share_panel.top + 10 + 14 * k;
         let x = WIDTH - MARGIN_RIGHT + 12;
         for dy in 0..8 {
             canvas.line(
                 (x as f64, (y + dy) as f64),
                 ((x + 10) as f64, (y + dy) as f64),
-                PALETTE[k % PALETTE.len()],
+                *color,
                 1,
             );
         }
-        canvas.text(x + 16, y, &format!("uid {uid}"), INK, 1);
+        canvas.text(x + 16, y, label, INK, 1);
     }
-    let label = format!("window 0 to {}", n - 1);
+    let label = format!(
+        "window {} to {}",
+        chart.first_window,
+        chart.first_window + n as u64 - 1
+    );
     canvas.text(MARGIN_LEFT, HEIGHT - 30, &label, INK, 2);
     canvas.text(MARGIN_LEFT, 290, &label, INK, 1);
     canvas.write(path)
@@ -261,6 +328,18 @@ fn glyph(c: char) -> [u8; 7] {
         '.' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C],
         '-' => [0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00],
         'a' => [0x00, 0x00, 0x0E, 0x01, 0x0F, 0x11, 0x0F],
+        'b' => [0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x1E],
+        'c' => [0x00, 0x00, 0x0E, 0x10, 0x10, 0x11, 0x0E],
+        'f' => [0x06, 0x09, 0x08, 0x1C, 0x08, 0x08, 0x08],
+        'j' => [0x02, 0x00, 0x06, 0x02, 0x02, 0x12, 0x0C],
+        'k' => [0x10, 0x10, 0x12, 0x14, 0x18, 0x14, 0x12],
+        'm' => [0x00, 0x00, 0x1A, 0x15, 0x15, 0x11, 0x11],
+        'p' => [0x00, 0x00, 0x1E, 0x11, 0x1E, 0x10, 0x10],
+        'q' => [0x00, 0x00, 0x0D, 0x13, 0x0F, 0x01, 0x01],
+        'v' => [0x00, 0x00, 0x11, 0x11, 0x11, 0x0A, 0x04],
+        'x' => [0x00, 0x00, 0x11, 0x0A, 0x04, 0x0A, 0x11],
+        'y' => [0x00, 0x00, 0x11, 0x11, 0x0F, 0x01, 0x0E],
+        'z' => [0x00, 0x00, 0x1F, 0x02, 0x04, 0x08, 0x1F],
         'd' => [0x01, 0x01, 0x0D, 0x13, 0x11, 0x11, 0x0F],
         'e' => [0x00, 0x00, 0x0E, 0x11, 0x1F, 0x10, 0x0E],
         'g' => [0x00, 0x0F, 0x11, 0x11, 0x0F, 0x01, 0x0E],

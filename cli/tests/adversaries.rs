@@ -370,3 +370,20 @@ fn a_replay_confirms_the_followers_decisions() {
         assert_eq!(w.moving_average, w.score, "uid {}", d.uid);
     }
 }
+
+#[test]
+fn honest_miners_receive_the_emission_and_every_adversary_reaches_zero_weight() {
+    for run in [first(), second()] {
+        let report = subnet_cli::report::build("localnet-lm", &run.report).unwrap();
+        let share = report.honest_emission_share.unwrap();
+        assert!(share >= 0.9, "honest miners received {share}");
+        for m in report.miners.iter().filter(|m| m.kind != "honest") {
+            assert!(
+                m.zero_weight_since.is_some() && m.caught.is_some(),
+                "{} (uid {}): {m:?}",
+                m.kind,
+                m.uid
+            );
+        }
+    }
+}

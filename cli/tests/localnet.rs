@@ -1,86 +1,110 @@
-//! Two windows of the whole subnet in process: a real local chain in a temp dir, real gRPC on
-//! 127.0.0.1, real training of the localnet task's model.
+//! Three windows of the whole subnet in process, honest miners only: a real local chain in a temp
+//! dir, real gRPC on 127.0.0.1, real training of the localnet task's model, two validators of
+//! different stake that agree, and the run's report.
 
 use chain_client::{Chain, LocalChain};
 use subnet_cli::localnet::{self, LocalnetConfig};
 use task::TaskSpec;
 
-/// The shipped localnet task as it is: smaller models learn too little of their own pages in one
-/// window to pass the validator's assignment check.
-fn localnet_task() -> TaskSpec {
-    TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK).unwrap()
+/// Spearman's rank correlation of two equally long vectors (ties ranked by position).
+fn rank_correlation(a: &[f64], b: &[f64]) -> f64 {
+    let ranks = |v: &[f64]| {
+        let mut order: Vec<usize> = (0..v.len()).collect();
+        order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+        let mut r = vec![0.0; v.len()];
+        for (rank, i) in order.into_iter().enumerate() {
+            r[i] = rank as f64;
+        }
+        r
+    };
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f64;
+    let d2: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - y).powi(2)).sum();
+    1.0 - 6.0 * d2 / (n * (n * n - 1.0))
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
 }
 
 /// With commit-reveal v2 on: each window's weights are committed, revealed in the next window's
 /// epoch, and paid out at the epoch after that, so three windows show the whole cycle. The outer
-/// step is DiLoCo's Nesterov momentum, whose buffer the validator records and a replay confirms.
+/// step is DiLoCo's Nesterov momentum, whose buffer the follower recomputes with the lead's
+/// checkpoint and a replay confirms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_windows_lower_the_loss_and_pay_the_miners_through_commit_reveal() {
+async fn three_honest_windows_learn_pay_through_commit_reveal_and_both_validators_agree() {
     let dir = tempfile::tempdir().unwrap();
-    let mut task = localnet_task();
+    let mut task = TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK).unwrap();
     task.training.outer_lr = 0.7;
     task.training.outer_momentum = 0.9;
     let config = LocalnetConfig {
-        miners: 3,
-        validators: 1,
-        windows: 3,
         dir: Some(dir.path().to_path_buf()),
-        task,
         commit_reveal: true,
-        adversaries: Vec::new(),
-        audit_period: None,
-        seed: localnet::DEFAULT_SEED,
+        ..LocalnetConfig::honest(task, 3, 2, 3)
     };
-    let report = localnet::run(config, |_| {}).await.unwrap();
+    let report = localnet::run(config, |line| {
+        println!("{}", localnet::format_line(line))
+    })
+    .await
+    .unwrap();
 
     assert_eq!(report.windows.len(), 3);
     let revealed: Vec<usize> = report.windows.iter().map(|w| w.weights_revealed).collect();
     assert_eq!(
         revealed,
-        vec![0, 1, 1],
-        "each commit is revealed in the next window"
+        vec![0, 2, 2],
+        "each validator's commit is revealed in the next window"
     );
     let losses: Vec<f64> = report.windows.iter().map(|w| w.heldout_loss).collect();
     assert!(
-        losses[0] < report.initial_loss,
-        "window 0 did not lower the loss: {} -> {}",
-        report.initial_loss,
-        losses[0]
-    );
-    assert!(
-        losses[1] < report.initial_loss,
-        "loss after two windows {} is not below the start {}",
-        losses[1],
+        losses[0] < report.initial_loss && losses[2] < losses[0],
+        "the loss did not fall: {} then {losses:?}",
         report.initial_loss
     );
     for window in &report.windows {
-        assert_eq!(
-            window.weights_set, 1,
-            "the validator committed weights in window {}",
-            window.window
-        );
+        assert_eq!(window.weights_set, 2, "window {}", window.window);
         for miner in &window.miners {
             assert!(
-                miner.weight > 0.0,
-                "honest miner {} got no weight in window {}: {miner:?}",
+                miner.weight > 0.0 && miner.rejection.is_none(),
+                "honest miner {} in window {}: {miner:?}",
                 miner.uid,
                 window.window
             );
-            assert!(
-                miner.rejection.is_none(),
-                "honest miner {} was refused: {miner:?}",
-                miner.uid
-            );
         }
     }
+    // Both validators scored the checkpoint the miners trained from, window after window.
+    let (lead, follower) = (&report.outcomes[0], &report.outcomes[1]);
+    for (l, f) in lead.iter().zip(follower) {
+        assert_eq!(l.checkpoint_before, f.checkpoint_before, "window {}", l.window);
+    }
 
-    // The chain recorded the validator's weights and paid emissions to the miners.
+    // The chain recorded both validators' weights, which agree, and paid the miners.
     let chain = LocalChain::open(&report.chain_path).unwrap();
     let metagraph = chain.metagraph(report.netuid).await.unwrap();
-    let validator = metagraph.by_uid(report.validator_uids[0]).unwrap();
-    let weighted: Vec<u16> = validator.weights.iter().map(|(uid, _)| *uid).collect();
-    assert_eq!(weighted, report.miner_uids);
-    assert!(validator.validator_permit);
+    let rows: Vec<Vec<f64>> = report
+        .validator_uids
+        .iter()
+        .map(|&v| {
+            let validator = metagraph.by_uid(v).unwrap();
+            assert!(validator.validator_permit);
+            report
+                .miner_uids
+                .iter()
+                .map(|m| {
+                    validator
+                        .weights
+                        .iter()
+                        .find(|(uid, _)| uid == m)
+                        .map_or(0.0, |(_, w)| *w as f64)
+                })
+                .collect()
+        })
+        .collect();
+    let (agreement, ranks) = (cosine(&rows[0], &rows[1]), rank_correlation(&rows[0], &rows[1]));
+    println!("the validators' weights: cosine {agreement:.4}, rank correlation {ranks:.2}");
+    assert!(agreement > 0.95, "{rows:?}");
     for uid in &report.miner_uids {
         let miner = metagraph.by_uid(*uid).unwrap();
         assert!(miner.total_emission > 0, "miner {uid} earned nothing");
@@ -88,24 +112,36 @@ async fn three_windows_lower_the_loss_and_pay_the_miners_through_commit_reveal()
     }
     assert_eq!(
         report.windows[1].miner_emission, 0,
-        "nothing is revealed before window 1's epoch"
+        "nothing is revealed before the second window's epoch"
     );
     assert!(report.windows[2].miner_emission > 0);
-    let epochs = chain.epochs(report.netuid).unwrap();
-    assert!(
-        epochs.len() >= 3,
-        "expected an epoch per window plus the first, got {}",
-        epochs.len()
-    );
 
-    // The validator's replay log confirms every loss, the momentum buffer and each next checkpoint.
-    let replayed =
-        validator::replay::replay(&dir.path().join("validator-0"), None, |_| {}).unwrap();
-    assert_eq!(replayed.windows.len(), 3);
-    assert!(replayed.losses_checked > 0);
-    let (store, _) = validator::DataDir::open_existing(dir.path().join("validator-0")).unwrap();
-    let (records, _) = store.records().unwrap();
-    assert!(records[0].momentum_before.is_none());
-    assert!(records.iter().all(|r| r.momentum_after.is_some()));
-    assert_eq!(records[1].momentum_before, records[0].momentum_after);
+    // Each validator's replay log confirms every loss, the momentum buffer and each checkpoint.
+    for i in 0..2 {
+        let data = localnet::validator_dir(dir.path(), i);
+        let replayed = validator::replay::replay(&data, None, |_| {}).unwrap();
+        assert_eq!(replayed.windows.len(), 3);
+        assert!(replayed.losses_checked > 0);
+        let (store, _) = validator::DataDir::open_existing(&data).unwrap();
+        let (records, _) = store.records().unwrap();
+        assert!(records[0].momentum_before.is_none());
+        assert!(records.iter().all(|r| r.momentum_after.is_some()));
+        assert_eq!(records[1].momentum_before, records[0].momentum_after);
+    }
+
+    // The report: every field a reader looks for, and all emission to honest miners.
+    let run = subnet_cli::report::build("localnet-lm", &report).unwrap();
+    subnet_cli::report::write(&run, &report, dir.path()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    assert!(json["entropy_rate"].as_f64().unwrap() > 0.8);
+    assert_eq!(json["windows"].as_array().unwrap().len(), 3);
+    assert_eq!(json["honest_emission_share"].as_f64(), Some(1.0));
+    for miner in json["miners"].as_array().unwrap() {
+        assert_eq!(miner["kind"], "honest");
+        assert_eq!(miner["slashed"], false);
+        assert!(miner["zero_weight_since"].is_null(), "{miner}");
+    }
+    assert_eq!(json["validators"].as_array().unwrap().len(), 2);
+    assert!(std::fs::metadata(dir.path().join("report.png")).unwrap().len() > 1000);
 }

@@ -1324,7 +1324,10 @@ impl<C: Chain> Validator<C> {
                 )
                 .await
                 .map_err(|e| e.to_string());
-            tracing::warn!(window, uid, outcome = ?outcome, "reported fraud");
+            match &outcome {
+                Ok(outcome) => tracing::info!(window, uid, ?outcome, "reported fraud"),
+                Err(e) => tracing::warn!(window, uid, error = %e, "fraud report refused"),
+            }
             reports.push((uid, outcome));
         }
         reports
