@@ -156,8 +156,18 @@ pub struct Chart {
 
 /// The colour of band `k` among the honest (blues and greens) or the others (reds and oranges).
 pub fn band_color(k: usize, honest: bool) -> [u8; 3] {
-    const HONEST: [[u8; 3]; 4] = [[31, 119, 180], [44, 160, 44], [23, 190, 207], [127, 127, 127]];
-    const OTHER: [[u8; 3]; 4] = [[214, 39, 40], [255, 127, 14], [227, 119, 194], [140, 86, 75]];
+    const HONEST: [[u8; 3]; 4] = [
+        [31, 119, 180],
+        [44, 160, 44],
+        [23, 190, 207],
+        [127, 127, 127],
+    ];
+    const OTHER: [[u8; 3]; 4] = [
+        [214, 39, 40],
+        [255, 127, 14],
+        [227, 119, 194],
+        [140, 86, 75],
+    ];
     if honest {
         HONEST[k % HONEST.len()]
     } else {
@@ -268,7 +278,11 @@ pub fn draw(chart: &Chart, path: &Path) -> anyhow::Result<()> {
         y_min: 0.0,
         y_max: 1.0,
     };
-    canvas.frame(&share_panel, &chart.shares_title, &[0.0, 0.25, 0.5, 0.75, 1.0]);
+    canvas.frame(
+        &share_panel,
+        &chart.shares_title,
+        &[0.0, 0.25, 0.5, 0.75, 1.0],
+    );
     let share = |w: usize, band: &[f64]| band.get(w).copied().unwrap_or(0.0);
     for px in 0..=width {
         let x = px as f64 / width as f64 * x_max;

@@ -110,7 +110,9 @@ pub fn build(task: &str, report: &LocalnetReport) -> anyhow::Result<RunReport> {
             let zero_weight_since = windows
                 .iter()
                 .rposition(|&w| weight_in(w) > 0.0)
-                .map_or(windows.first().copied(), |last| windows.get(last + 1).copied());
+                .map_or(windows.first().copied(), |last| {
+                    windows.get(last + 1).copied()
+                });
             let caught = windows.iter().find_map(|&w| {
                 report
                     .outcomes
@@ -266,7 +268,11 @@ pub fn write(run: &RunReport, report: &LocalnetReport, dir: &Path) -> anyhow::Re
                 .windows
                 .iter()
                 .map(|w| {
-                    let total = w.miners.iter().find(|m| m.uid == uid).map_or(0, |m| m.emission);
+                    let total = w
+                        .miners
+                        .iter()
+                        .find(|m| m.uid == uid)
+                        .map_or(0, |m| m.emission);
                     let paid = total.saturating_sub(previous);
                     previous = total;
                     paid

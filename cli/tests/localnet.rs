@@ -44,11 +44,9 @@ async fn three_honest_windows_learn_pay_through_commit_reveal_and_both_validator
         commit_reveal: true,
         ..LocalnetConfig::honest(task, 3, 2, 3)
     };
-    let report = localnet::run(config, |line| {
-        println!("{}", localnet::format_line(line))
-    })
-    .await
-    .unwrap();
+    let report = localnet::run(config, |line| println!("{}", localnet::format_line(line)))
+        .await
+        .unwrap();
 
     assert_eq!(report.windows.len(), 3);
     let revealed: Vec<usize> = report.windows.iter().map(|w| w.weights_revealed).collect();
@@ -77,7 +75,11 @@ async fn three_honest_windows_learn_pay_through_commit_reveal_and_both_validator
     // Both validators scored the checkpoint the miners trained from, window after window.
     let (lead, follower) = (&report.outcomes[0], &report.outcomes[1]);
     for (l, f) in lead.iter().zip(follower) {
-        assert_eq!(l.checkpoint_before, f.checkpoint_before, "window {}", l.window);
+        assert_eq!(
+            l.checkpoint_before, f.checkpoint_before,
+            "window {}",
+            l.window
+        );
     }
 
     // The chain recorded both validators' weights, which agree, and paid the miners.
@@ -102,7 +104,10 @@ async fn three_honest_windows_learn_pay_through_commit_reveal_and_both_validator
                 .collect()
         })
         .collect();
-    let (agreement, ranks) = (cosine(&rows[0], &rows[1]), rank_correlation(&rows[0], &rows[1]));
+    let (agreement, ranks) = (
+        cosine(&rows[0], &rows[1]),
+        rank_correlation(&rows[0], &rows[1]),
+    );
     println!("the validators' weights: cosine {agreement:.4}, rank correlation {ranks:.2}");
     assert!(agreement > 0.95, "{rows:?}");
     for uid in &report.miner_uids {
@@ -143,5 +148,10 @@ async fn three_honest_windows_learn_pay_through_commit_reveal_and_both_validator
         assert!(miner["zero_weight_since"].is_null(), "{miner}");
     }
     assert_eq!(json["validators"].as_array().unwrap().len(), 2);
-    assert!(std::fs::metadata(dir.path().join("report.png")).unwrap().len() > 1000);
+    assert!(
+        std::fs::metadata(dir.path().join("report.png"))
+            .unwrap()
+            .len()
+            > 1000
+    );
 }
