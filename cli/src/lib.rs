@@ -4,6 +4,7 @@
 pub mod chain_admin;
 pub mod localnet;
 pub mod plot;
+pub mod processes;
 pub mod replay;
 pub mod report;
 

@@ -153,11 +153,35 @@ fn dev_key(path: &str) -> anyhow::Result<Keypair> {
     Ok(chain_client::keypair_from_uri(path)?)
 }
 
-/// Runs the localnet; `on_window` sees each window's line as soon as it is done.
-pub async fn run(
-    config: LocalnetConfig,
-    mut on_window: impl FnMut(&WindowLine),
-) -> anyhow::Result<LocalnetReport> {
+/// A subnet ready to run: the chain with its subnet, every participant registered (validators
+/// staked), and the validators' permits granted.
+pub(crate) struct Prepared {
+    pub chain: LocalChain,
+    pub chain_path: PathBuf,
+    pub netuid: u16,
+    pub engine: Arc<TaskEngine>,
+    /// Hotkeys and uids, the validators in decreasing stake.
+    pub validators: Vec<(Keypair, u16)>,
+    pub miners: Vec<(Keypair, u16)>,
+    pub kinds: Vec<MinerKind>,
+    pub first_window: u64,
+}
+
+impl Prepared {
+    pub fn miner_uids(&self) -> Vec<u16> {
+        self.miners.iter().map(|k| k.1).collect()
+    }
+
+    pub fn validator_uids(&self) -> Vec<u16> {
+        self.validators.iter().map(|k| k.1).collect()
+    }
+}
+
+/// Checks the configuration and makes the run directory: `config.dir`, or a temporary one (the
+/// second value, removed when dropped).
+pub(crate) fn run_dir(
+    config: &LocalnetConfig,
+) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
     if config.miners + config.adversaries.len() == 0 || config.validators == 0 {
         bail!(
             "a localnet needs at least one miner and one validator (got --miners {} --validators {})",
@@ -165,25 +189,35 @@ pub async fn run(
             config.validators
         );
     }
-    let temp;
-    let dir = match &config.dir {
+    let (dir, temp) = match &config.dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            dir.clone()
+            (dir.clone(), None)
         }
         None => {
-            temp = tempfile::tempdir().context("cannot create a temporary directory")?;
-            temp.path().to_path_buf()
+            let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+            (temp.path().to_path_buf(), Some(temp))
         }
     };
-    let chain_path = dir.join("chain.sqlite");
-    if chain_path.exists() {
+    if dir.join("chain.sqlite").exists() {
         bail!(
             "{} already holds a chain; pass another --dir or remove it",
-            chain_path.display()
+            dir.join("chain.sqlite").display()
         );
     }
+    Ok((dir, temp))
+}
+
+/// Creates the chain in `dir` and the subnet on it, registers every participant with the
+/// (coldkey, hotkey) `keys` gives for its role and index, stakes the validators and runs the epoch
+/// that grants their permits.
+pub(crate) async fn prepare(
+    config: &LocalnetConfig,
+    dir: &std::path::Path,
+    keys: impl Fn(&str, usize) -> anyhow::Result<(Keypair, Keypair)>,
+) -> anyhow::Result<Prepared> {
+    let chain_path = dir.join("chain.sqlite");
     let chain = LocalChain::open_or_create(&chain_path, BlockClock::Manual, config.seed)?;
     let engine = Arc::new(TaskEngine::new(config.task.clone()));
     let spec = engine.spec().clone();
@@ -204,8 +238,7 @@ pub async fn run(
     let netuid = chain.create_subnet(AccountId::from(&owner), params)?;
 
     let register = |role: &str, i: usize, stake: u64| -> anyhow::Result<(Keypair, u16)> {
-        let coldkey = dev_key(&format!("//localnet//{role}-{i}"))?;
-        let hotkey = dev_key(&format!("//localnet//{role}-{i}//hotkey"))?;
+        let (coldkey, hotkey) = keys(role, i)?;
         chain.fund(AccountId::from(&coldkey), 10_000 * RAO_PER_TOKEN)?;
         let uid =
             chain.burned_register(AccountId::from(&coldkey), netuid, AccountId::from(&hotkey))?;
@@ -219,9 +252,9 @@ pub async fn run(
         }
         Ok((hotkey, uid))
     };
-    let mut validator_keys = Vec::new();
+    let mut validators = Vec::new();
     for i in 0..config.validators {
-        validator_keys.push(register(
+        validators.push(register(
             "validator",
             i,
             (1000 - 100 * i as u64 % 900) * RAO_PER_TOKEN,
@@ -230,14 +263,77 @@ pub async fn run(
     let kinds: Vec<MinerKind> = std::iter::repeat_n(MinerKind::Honest, config.miners)
         .chain(config.adversaries.iter().map(|a| MinerKind::Adversary(*a)))
         .collect();
-    let mut miner_keys = Vec::new();
+    let mut miners = Vec::new();
     for i in 0..kinds.len() {
-        miner_keys.push(register("miner", i, 0)?);
+        miners.push(register("miner", i, 0)?);
     }
     // Permits are granted at an epoch: run one before the first window.
     chain.advance_blocks(blocks)?;
     chain.metagraph(netuid).await?;
     let first_window = spec.window.of_block(chain.current_block().await?);
+    Ok(Prepared {
+        chain,
+        chain_path,
+        netuid,
+        engine,
+        validators,
+        miners,
+        kinds,
+        first_window,
+    })
+}
+
+/// The dev keys of the in-process localnet: `//localnet//ROLE-I` and its `//hotkey`.
+fn dev_keys(role: &str, i: usize) -> anyhow::Result<(Keypair, Keypair)> {
+    Ok((
+        dev_key(&format!("//localnet//{role}-{i}"))?,
+        dev_key(&format!("//localnet//{role}-{i}//hotkey"))?,
+    ))
+}
+
+/// The loss curve's yardstick: a fixed held-out set, separate from the validators' secret eval
+/// batches.
+#[derive(Clone)]
+pub(crate) struct ReportLoss {
+    engine: Arc<TaskEngine>,
+    batches: Arc<Vec<task::Batch>>,
+}
+
+impl ReportLoss {
+    pub fn new(engine: Arc<TaskEngine>) -> Self {
+        let batches = Arc::new(engine.heldout_batches(0xC0FFEE, 8));
+        Self { engine, batches }
+    }
+
+    /// Mean loss of `params` on the set.
+    pub async fn of(&self, params: Arc<Vec<f32>>) -> anyhow::Result<f64> {
+        let (engine, batches) = (self.engine.clone(), self.batches.clone());
+        let losses = tokio::task::spawn_blocking(move || {
+            engine.losses::<CpuBackend>(&Default::default(), &params, &batches)
+        })
+        .await?;
+        Ok(losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64)
+    }
+}
+
+/// Runs the localnet; `on_window` sees each window's line as soon as it is done.
+pub async fn run(
+    config: LocalnetConfig,
+    mut on_window: impl FnMut(&WindowLine),
+) -> anyhow::Result<LocalnetReport> {
+    let (dir, _temp) = run_dir(&config)?;
+    let Prepared {
+        chain,
+        chain_path,
+        netuid,
+        engine,
+        validators: validator_keys,
+        miners: miner_keys,
+        kinds,
+        first_window,
+    } = prepare(&config, &dir, dev_keys).await?;
+    let spec = engine.spec().clone();
+    let blocks = spec.window.blocks;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown = || {
@@ -317,19 +413,8 @@ pub async fn run(
         stash: &stashes[i],
     };
 
-    // A fixed held-out set for the loss curve, separate from the validators' secret eval batches.
-    let report_batches = Arc::new(engine.heldout_batches(0xC0FFEE, 8));
-    let heldout_loss = |params: Arc<Vec<f32>>| {
-        let (engine, batches) = (engine.clone(), report_batches.clone());
-        async move {
-            let losses = tokio::task::spawn_blocking(move || {
-                engine.losses::<CpuBackend>(&Default::default(), &params, &batches)
-            })
-            .await?;
-            anyhow::Ok(losses.iter().map(|&l| l as f64).sum::<f64>() / losses.len() as f64)
-        }
-    };
-    let initial_loss = heldout_loss(genesis.params.clone()).await?;
+    let report_loss = ReportLoss::new(engine.clone());
+    let initial_loss = report_loss.of(genesis.params.clone()).await?;
 
     let mut lines = Vec::new();
     let mut outcomes_by_validator: Vec<Vec<WindowOutcome>> = vec![Vec::new(); validators.len()];
@@ -371,61 +456,19 @@ pub async fn run(
             futures::future::try_join_all(validators.iter().map(|v| v.run_window(window, seed)))
                 .await?;
         let (checkpoint, _) = validators[0].checkpoint();
-        let loss = heldout_loss(checkpoint.params.clone()).await?;
-        let metagraph = chain.metagraph(netuid).await?;
-        let slashed: Vec<AccountId> = chain
-            .slashes(netuid)?
-            .into_iter()
-            .map(|s| s.hotkey)
-            .collect();
-        let emission_of = |uids: &[u16]| {
-            uids.iter()
-                .filter_map(|u| metagraph.by_uid(*u))
-                .map(|n| n.total_emission)
-                .sum::<u64>()
-        };
-        let per_miner = miner_uids
-            .iter()
-            .zip(&kinds)
-            .map(|(&uid, &kind)| {
-                let results: Vec<_> = outcomes
-                    .iter()
-                    .filter_map(|o| o.results.iter().find(|r| r.uid == uid))
-                    .collect();
-                let n = results.len().max(1) as f64;
-                MinerLine {
-                    uid,
-                    kind,
-                    verdict: results
-                        .first()
-                        .map(|r| r.verdict.to_string())
-                        .unwrap_or_default(),
-                    score: results.iter().map(|r| r.score).sum::<f64>() / n,
-                    weight: results.iter().map(|r| r.weight).sum::<f64>() / n,
-                    rejection: results
-                        .iter()
-                        .find_map(|r| r.rejection.as_ref().map(|x| x.to_string())),
-                    stake: metagraph.by_uid(uid).map_or(0, |n| n.stake),
-                    emission: metagraph.by_uid(uid).map_or(0, |n| n.total_emission),
-                    slashed: metagraph
-                        .by_uid(uid)
-                        .is_some_and(|n| slashed.contains(&n.hotkey)),
-                }
-            })
-            .collect();
+        let loss = report_loss.of(checkpoint.params.clone()).await?;
+        let line = window_line(
+            &chain,
+            netuid,
+            (window, loss),
+            &outcomes,
+            (&miner_uids, &kinds),
+            &validator_uids,
+        )
+        .await?;
         let line = WindowLine {
-            window,
-            heldout_loss: loss,
-            miners: per_miner,
-            miner_emission: emission_of(&miner_uids),
-            validator_emission: emission_of(&validator_uids),
-            weights_set: outcomes.iter().filter(|o| o.weights_set.is_ok()).count(),
-            weights_revealed: outcomes
-                .iter()
-                .flat_map(|o| &o.reveals)
-                .filter(|r| r.1.is_ok())
-                .count(),
             train_tokens_per_s: tokens_per_s,
+            ..line
         };
         on_window(&line);
         lines.push(line);
@@ -451,6 +494,73 @@ pub async fn run(
         miner_kinds: kinds,
         validator_uids,
         outcomes: outcomes_by_validator,
+    })
+}
+
+/// A window's line: the checkpoint's held-out loss, each miner's verdict, score and weight from the
+/// validators' `outcomes`, and what the chain holds now (stake, emission, slashes).
+pub(crate) async fn window_line(
+    chain: &LocalChain,
+    netuid: u16,
+    (window, loss): (u64, f64),
+    outcomes: &[WindowOutcome],
+    (miner_uids, kinds): (&[u16], &[MinerKind]),
+    validator_uids: &[u16],
+) -> anyhow::Result<WindowLine> {
+    let metagraph = chain.metagraph(netuid).await?;
+    let slashed: Vec<AccountId> = chain
+        .slashes(netuid)?
+        .into_iter()
+        .map(|s| s.hotkey)
+        .collect();
+    let emission_of = |uids: &[u16]| {
+        uids.iter()
+            .filter_map(|u| metagraph.by_uid(*u))
+            .map(|n| n.total_emission)
+            .sum::<u64>()
+    };
+    let per_miner = miner_uids
+        .iter()
+        .zip(kinds)
+        .map(|(&uid, &kind)| {
+            let results: Vec<_> = outcomes
+                .iter()
+                .filter_map(|o| o.results.iter().find(|r| r.uid == uid))
+                .collect();
+            let n = results.len().max(1) as f64;
+            MinerLine {
+                uid,
+                kind,
+                verdict: results
+                    .first()
+                    .map(|r| r.verdict.to_string())
+                    .unwrap_or_default(),
+                score: results.iter().map(|r| r.score).sum::<f64>() / n,
+                weight: results.iter().map(|r| r.weight).sum::<f64>() / n,
+                rejection: results
+                    .iter()
+                    .find_map(|r| r.rejection.as_ref().map(|x| x.to_string())),
+                stake: metagraph.by_uid(uid).map_or(0, |n| n.stake),
+                emission: metagraph.by_uid(uid).map_or(0, |n| n.total_emission),
+                slashed: metagraph
+                    .by_uid(uid)
+                    .is_some_and(|n| slashed.contains(&n.hotkey)),
+            }
+        })
+        .collect();
+    Ok(WindowLine {
+        window,
+        heldout_loss: loss,
+        miners: per_miner,
+        miner_emission: emission_of(miner_uids),
+        validator_emission: emission_of(validator_uids),
+        weights_set: outcomes.iter().filter(|o| o.weights_set.is_ok()).count(),
+        weights_revealed: outcomes
+            .iter()
+            .flat_map(|o| &o.reveals)
+            .filter(|r| r.1.is_ok())
+            .count(),
+        train_tokens_per_s: 0.0,
     })
 }
 

@@ -45,9 +45,10 @@ enum Command {
         /// Misbehaving miners to add beside the honest ones, comma-separated (`none` for an
         /// honest-only run): random, nan, copier, noisy-copier, free-rider, stale, amplified,
         /// scaled, lazy, silent, heldout, mixer, residual-forger, sybil (test-only modes of the
-        /// miner; `miner run` has none of them).
-        #[arg(long, env = "SUBNET_ADVERSARIES", default_value = "lazy,copier", value_parser = parse_adversaries)]
-        adversaries: Adversaries,
+        /// miner; `miner run` has none of them). Default: lazy,copier (lazy,random with
+        /// --processes).
+        #[arg(long, env = "SUBNET_ADVERSARIES", value_parser = parse_adversaries)]
+        adversaries: Option<Adversaries>,
         /// Keep the temporary run directory (chain, validators' records, report) when no --dir is
         /// given.
         #[arg(long)]
@@ -59,6 +60,36 @@ enum Command {
         /// Seed of the local chain (its block hashes seed every window's assignment).
         #[arg(long, env = "SUBNET_SEED", default_value_t = localnet::DEFAULT_SEED)]
         seed: u64,
+        /// Run every validator and miner as a separate process of the real `validator` and `miner`
+        /// programs (found beside this one) on the shared chain file, with wallets in the run
+        /// directory and each process's log in its `logs/`. The copier, noisy-copier and mixer
+        /// modes read other miners' work inside one process and are not available here.
+        #[arg(long)]
+        processes: bool,
+    },
+    /// A miner in a test-only misbehaving mode, as its own process (what `subnet localnet
+    /// --processes` starts for its adversaries).
+    #[command(hide = true)]
+    Adversary {
+        #[arg(value_parser = parse_adversary)]
+        mode: miner::adversary::Adversary,
+        #[arg(long)]
+        task: PathBuf,
+        #[arg(long)]
+        chain: String,
+        #[arg(long)]
+        netuid: u16,
+        #[arg(long)]
+        wallet: String,
+        #[arg(long, default_value = "default")]
+        hotkey: String,
+        #[arg(long)]
+        wallet_path: Option<PathBuf>,
+        #[arg(long)]
+        metrics: Option<String>,
+        /// The Sybil partner's uid.
+        #[arg(long)]
+        partner: Option<u16>,
     },
     /// Run Yuma consensus epochs from a JSON file (or - for stdin) and print the results.
     Yuma {
@@ -565,6 +596,10 @@ fn parse_adversaries(list: &str) -> Result<Adversaries, String> {
         .map(Adversaries)
 }
 
+fn parse_adversary(name: &str) -> Result<miner::adversary::Adversary, String> {
+    name.parse()
+}
+
 fn load_task(path: Option<&PathBuf>) -> anyhow::Result<TaskSpec> {
     match path {
         Some(p) => Ok(TaskSpec::from_file(p)?),
@@ -588,11 +623,17 @@ async fn main() -> anyhow::Result<()> {
             dir,
             task,
             commit_reveal,
-            adversaries: Adversaries(adversaries),
+            adversaries,
             audit_period,
             seed,
             keep,
+            processes,
         } => {
+            let Adversaries(adversaries) = match adversaries {
+                Some(list) => list,
+                None if processes => parse_adversaries("lazy,random").expect("known modes"),
+                None => parse_adversaries("lazy,copier").expect("known modes"),
+            };
             let task = load_task(task.as_ref())?;
             let engine = task::TaskEngine::new(task.clone());
             println!(
@@ -638,12 +679,17 @@ async fn main() -> anyhow::Result<()> {
                 seed,
             };
             let floor = engine.loss_floor();
-            let report = localnet::run(config, |line| {
+            let print = |line: &localnet::WindowLine| {
                 for row in localnet::format_table(line, floor) {
                     println!("{row}");
                 }
-            })
-            .await?;
+            };
+            let report = if processes {
+                let bins = subnet_cli::processes::Binaries::beside_this_program()?;
+                subnet_cli::processes::run(config, &bins, print).await?
+            } else {
+                localnet::run(config, print).await?
+            };
             let run = subnet_cli::report::build(&task_name, &report)?;
             subnet_cli::report::write(&run, &report, &run_dir)?;
             for line in subnet_cli::report::summary(&run) {
@@ -664,6 +710,29 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             println!("done; {kept}");
+        }
+        Command::Adversary {
+            mode,
+            task,
+            chain,
+            netuid,
+            wallet,
+            hotkey,
+            wallet_path,
+            metrics,
+            partner,
+        } => {
+            let root = wallet_path.unwrap_or_else(chain_client::wallet::default_wallet_root);
+            subnet_cli::processes::run_adversary(subnet_cli::processes::AdversaryProcess {
+                mode,
+                task,
+                chain,
+                netuid,
+                hotkey: chain_client::wallet::load_hotkey(&root, &wallet, &hotkey)?,
+                metrics,
+                partner,
+            })
+            .await?
         }
         Command::Chain { dir, command } => run_chain(&dir, command).await?,
         Command::Yuma { file, json } => run_yuma(&file, json)?,

@@ -1,7 +1,7 @@
 //! The proof of useful work against its adversaries: every attack is a test-only mode of the miner,
 //! run beside four honest miners over real gRPC on a real local chain, with two validators of
 //! different stake (the larger leads the model; the other recomputes and adopts it), each auditing
-//! every miner once per two windows. Two subnets run once each (`first` and `second`, three windows)
+//! every miner in its first window and then once per two windows. Two subnets run once each (`first` and `second`, three windows)
 //! and every test reads them: each attacker ends with at most a quarter of the stake of the weakest
 //! honest miner (what it was paid, less what was slashed), no honest miner is ever accused, the
 //! validators agree on every checkpoint, and a replay confirms the follower's decisions.
@@ -385,5 +385,19 @@ fn honest_miners_receive_the_emission_and_every_adversary_reaches_zero_weight() 
                 m.uid
             );
         }
+    }
+    // Every validator audits a hotkey in the first window it contributes to, so a miner that
+    // cheats from the start is caught there, whatever the validators' audit secrets drew.
+    let run = second();
+    let report = subnet_cli::report::build("localnet-lm", &run.report).unwrap();
+    let first_window = run.report.windows[0].window;
+    for m in report.miners.iter().filter(|m| m.kind != "honest") {
+        assert_eq!(
+            m.caught.as_ref().map(|c| c.window),
+            Some(first_window),
+            "{} (uid {}): {m:?}",
+            m.kind,
+            m.uid
+        );
     }
 }

@@ -10,6 +10,9 @@
 //! hotkey; the chain burns its emission while the slash is recent). Until then it earns
 //! `reward_ratio` times what an honest miner earns per window (1 is the cheater's best case: work
 //! that scores as well as honest work).
+//!
+//! A hotkey is also audited by every validator in the first window it contributes to, so a cheater
+//! has to do that window honestly; the figures here count the windows after it.
 
 /// Probability that a given window of a miner is audited by at least one validator.
 pub fn audit_chance_per_window(audit_period: u64, validators: u32) -> f64 {

@@ -93,21 +93,23 @@ pub fn recompute(
     }
 }
 
-/// The blob bytes of an outer momentum buffer (the dense codec form), None for an empty buffer.
-pub fn momentum_blob(momentum: &[f32]) -> Option<Vec<u8>> {
-    (!momentum.is_empty()).then(|| codec::encode_dense(momentum))
+/// The blob bytes of a parameter-sized vector (an outer momentum buffer, a residual: the dense codec
+/// form), None for an empty one (zero).
+pub fn vector_blob(values: &[f32]) -> Option<Vec<u8>> {
+    (!values.is_empty()).then(|| codec::encode_dense(values))
 }
 
-/// Stores a momentum buffer as a blob; its hex digest, or None for an empty buffer.
-pub fn store_momentum(store: &DataDir, momentum: &[f32]) -> Result<Option<String>, StoreError> {
-    momentum_blob(momentum)
+/// Stores a parameter-sized vector as a blob; its hex digest, or None for an empty one.
+pub fn store_vector(store: &DataDir, values: &[f32]) -> Result<Option<String>, StoreError> {
+    vector_blob(values)
         .map(|bytes| store.put_blob(&bytes).map(hex::encode))
         .transpose()
 }
 
-/// Reads the momentum buffer stored as the blob `hex_digest`.
-pub fn load_momentum(store: &DataDir, hex_digest: &str, params: usize) -> Result<Vec<f32>, String> {
-    let digest = subnet_proto::bytes32("momentum", &hex::decode(hex_digest).unwrap_or_default())?;
+/// Reads the vector stored as the blob `hex_digest`.
+pub fn load_vector(store: &DataDir, hex_digest: &str, params: usize) -> Result<Vec<f32>, String> {
+    let digest =
+        subnet_proto::bytes32("blob digest", &hex::decode(hex_digest).unwrap_or_default())?;
     let bytes = store.blob(&digest).map_err(|e| e.to_string())?;
-    codec::decode(&bytes, params).map_err(|e| format!("momentum {hex_digest}: {e}"))
+    codec::decode(&bytes, params).map_err(|e| format!("blob {hex_digest}: {e}"))
 }

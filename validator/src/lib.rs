@@ -25,7 +25,7 @@ pub use record::{AuditRecord, GradientRecord, WeightsRecord, WindowRecord};
 pub use service::ValidatorService;
 pub use store::{DataDir, PendingReveal, SavedState, StoreError};
 
-use aggregation::{Recomputation, next_checkpoint, recompute, store_momentum};
+use aggregation::{Recomputation, next_checkpoint, recompute, store_vector};
 use audit::{ResidualLedger, audited, verify_artefacts, zero_residual_digest};
 use chain_client::{AccountId, Chain, ChainError, FraudOutcome, Metagraph, Neuron};
 use gather::Gatherer;
@@ -146,6 +146,55 @@ impl WindowOutcome {
     pub fn result(&self, uid: u16) -> Option<&MinerResult> {
         self.results.iter().find(|r| r.uid == uid)
     }
+
+    /// The outcome of a window as its record in a validator's replay log tells it (what another
+    /// process can learn of a validator's window): the decisions are re-derived from the recorded
+    /// evidence, hotkeys come from `metagraph`. What the record does not keep (refusals as typed
+    /// rejections, reveals, fraud reports, adoption, timings) is left empty.
+    pub fn from_record(record: &WindowRecord, metagraph: &Metagraph) -> Result<Self, String> {
+        let digest = |what: &str, hex_digest: &str| {
+            let bytes = hex::decode(hex_digest).map_err(|e| format!("{what}: {e}"))?;
+            subnet_proto::bytes32(what, &bytes)
+        };
+        let decisions = decide(&record.evidence, &record.scoring, &record.averages_before);
+        let base = &record.evidence.base;
+        Ok(Self {
+            window: record.window,
+            eval_seed: record.eval_seed,
+            base_loss: base.iter().map(|&l| l as f64).sum::<f64>() / base.len().max(1) as f64,
+            reference_norm: record.evidence.reference_norm,
+            checkpoint_before: digest("checkpoint before", &record.checkpoint_before)?,
+            checkpoint_after: digest("checkpoint after", &record.checkpoint_after)?,
+            results: decisions
+                .into_iter()
+                .map(|d| MinerResult {
+                    uid: d.uid,
+                    hotkey: metagraph
+                        .by_uid(d.uid)
+                        .map_or(AccountId([0; 32]), |n| n.hotkey),
+                    usefulness: d.usefulness,
+                    assignment: d.assignment,
+                    contribution: d.contribution,
+                    rejection: None,
+                    audited: record.audits.iter().any(|a| a.uid == d.uid),
+                    verdict: d.verdict,
+                    score: d.score,
+                    moving_average: d.moving_average,
+                    weight: d.weight,
+                })
+                .collect(),
+            aggregated: record.aggregated.clone(),
+            weights_set: match &record.weights.error {
+                Some(e) => Err(e.clone()),
+                None => Ok((record.weights.uids.clone(), record.weights.values.clone())),
+            },
+            weights_committed: false,
+            reveals: Vec::new(),
+            fraud_reports: Vec::new(),
+            adopted: None,
+            timings: Vec::new(),
+        })
+    }
 }
 
 /// What a scored window leaves for recomputing the lead's next checkpoint.
@@ -176,6 +225,8 @@ struct ValidatorState {
     reference_residual: Vec<f32>,
     ledger: ResidualLedger,
     pending_audits: BTreeMap<u16, String>,
+    /// The hotkey on each uid whose audit this validator has completed at least once.
+    audited_hotkeys: BTreeMap<u16, String>,
     audit_secret: u64,
     /// Commitments collected while their window was open, by window and uid.
     collected: BTreeMap<u64, BTreeMap<u16, pb::Commitment>>,
@@ -362,14 +413,14 @@ impl<C: Chain> Validator<C> {
                 tracing::info!(window = saved.window, checkpoint = %checkpoint.short_digest(), miners = saved.averages.len(), "resumed from the data directory");
                 let momentum = match &saved.momentum {
                     Some(hex_digest) => {
-                        aggregation::load_momentum(&store, hex_digest, engine.num_params())
+                        aggregation::load_vector(&store, hex_digest, engine.num_params())
                             .map_err(saved_error)?
                     }
                     None => Vec::new(),
                 };
                 let reference_residual = match &saved.reference_residual {
                     Some(hex_digest) => {
-                        aggregation::load_momentum(&store, hex_digest, engine.num_params())
+                        aggregation::load_vector(&store, hex_digest, engine.num_params())
                             .map_err(saved_error)?
                     }
                     None => Vec::new(),
@@ -419,6 +470,7 @@ impl<C: Chain> Validator<C> {
             reference_residual,
             ledger: saved.ledger,
             pending_audits: saved.pending_audits,
+            audited_hotkeys: saved.audited_hotkeys,
             audit_secret: saved.audit_secret.unwrap_or_else(random_u64),
             collected: BTreeMap::new(),
             scored: None,
@@ -465,14 +517,15 @@ impl<C: Chain> Validator<C> {
                     bans: state.bans.clone(),
                     ledger: state.ledger.clone(),
                     pending_audits: state.pending_audits.clone(),
+                    audited_hotkeys: state.audited_hotkeys.clone(),
                     audit_secret: Some(state.audit_secret),
                     reference_residual: None,
                 },
             )
         };
         store.put_blob(&checkpoint.to_bytes())?;
-        saved.momentum = store_momentum(store, &momentum)?;
-        saved.reference_residual = store_momentum(store, &reference_residual)?;
+        saved.momentum = store_vector(store, &momentum)?;
+        saved.reference_residual = store_vector(store, &reference_residual)?;
         store.save_state(&saved)?;
         Ok(())
     }
@@ -961,7 +1014,11 @@ impl<C: Chain> Validator<C> {
                 Some(n) if finding.incomplete => {
                     state.pending_audits.insert(uid, n.hotkey.to_string());
                 }
-                _ => {
+                Some(n) => {
+                    state.pending_audits.remove(&uid);
+                    state.audited_hotkeys.insert(uid, n.hotkey.to_string());
+                }
+                None => {
                     state.pending_audits.remove(&uid);
                 }
             }
@@ -1032,12 +1089,12 @@ impl<C: Chain> Validator<C> {
             eval_seed: ctx.eval_seed,
             assigned_uids: ctx.assigned_uids,
             reference: hex::encode(reference),
-            reference_residual: store_momentum(store, &ctx.reference.residual_in)?,
+            reference_residual: store_vector(store, &ctx.reference.residual_in)?,
             task_digest: hex::encode(self.engine().digest()),
             checkpoint_before: hex::encode(ctx.checkpoint.digest),
             checkpoint_after: hex::encode(step.next.digest),
-            momentum_before: store_momentum(store, &step.momentum_before)?,
-            momentum_after: store_momentum(store, &step.momentum_after)?,
+            momentum_before: store_vector(store, &step.momentum_before)?,
+            momentum_after: store_vector(store, &step.momentum_after)?,
             scoring: ctx.params.clone(),
             evidence: evidence.clone(),
             gradients,
@@ -1132,20 +1189,27 @@ impl<C: Chain> Validator<C> {
         futures::future::join_all(fetches).await
     }
 
-    /// The miners with a gradient this window that are due an audit: once per audit period at a
-    /// window drawn from the validator's secret, and every window while an earlier audit could not
-    /// complete.
+    /// The miners with a gradient this window that are due an audit: a hotkey in the first window
+    /// it contributes to, then once per audit period at a window drawn from the validator's secret,
+    /// and every window while an earlier audit could not complete.
     fn due_audits(
         &self,
         window: u64,
         miners: &[Neuron],
         gradients: &BTreeMap<u16, Fetched>,
     ) -> Vec<u16> {
-        let (secret, pending) = {
+        let (secret, pending, audited_before) = {
             let state = self.state();
-            (state.audit_secret, state.pending_audits.clone())
+            (
+                state.audit_secret,
+                state.pending_audits.clone(),
+                state.audited_hotkeys.clone(),
+            )
         };
         let period = self.audit_period();
+        if period == 0 {
+            return Vec::new();
+        }
         gradients
             .keys()
             .filter(|uid| {
@@ -1153,8 +1217,11 @@ impl<C: Chain> Validator<C> {
                     .iter()
                     .find(|n| n.uid == **uid)
                     .map(|n| n.hotkey.to_string());
+                // A hotkey is audited in the first window it contributes to, then at a random
+                // window of each period, and again every window while an audit could not complete.
                 audited(secret, **uid, window, period)
-                    || (period > 0 && pending.get(uid).is_some_and(|h| Some(h) == hotkey.as_ref()))
+                    || audited_before.get(uid) != hotkey.as_ref()
+                    || pending.get(uid).is_some_and(|h| Some(h) == hotkey.as_ref())
             })
             .copied()
             .collect()
@@ -1488,6 +1555,7 @@ fn fresh_state(checkpoint: &Checkpoint, window: u64) -> SavedState {
         bans: Bans::new(),
         ledger: ResidualLedger::default(),
         pending_audits: BTreeMap::new(),
+        audited_hotkeys: BTreeMap::new(),
         audit_secret: None,
         reference_residual: None,
     }

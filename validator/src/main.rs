@@ -57,6 +57,10 @@ enum Command {
         /// checkpoints and gradients, and the replay log that `subnet replay` checks.
         #[arg(long, env = "VALIDATOR_DATA")]
         data: Option<PathBuf>,
+        /// Audit every miner once per this many windows (besides its first window), instead of the
+        /// task's scoring.audit_period; 0 turns audits off.
+        #[arg(long, env = "VALIDATOR_AUDIT_PERIOD")]
+        audit_period: Option<u64>,
     },
 }
 
@@ -78,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         listen,
         metrics,
         data,
+        audit_period,
     } = Cli::parse().command;
     let counters = Arc::new(validator::metrics::Metrics::default());
     if let Some(addr) = metrics {
@@ -116,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
             first_window,
         ),
     };
+    validator.set_audit_period(audit_period);
     let (_, resumed_window) = validator.checkpoint();
     if chain
         .metagraph(netuid)
@@ -145,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
     // While a window is open, its miners' commitments are collected (again and again: miners
     // commit when they finish training); a commitment that comes after the close is not taken.
     let collector = {
-        let (validator, chain) = (validator.clone(), chain.clone());
+        let (validator, chain, counters) = (validator.clone(), chain.clone(), counters.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(1000));
             loop {
@@ -157,8 +163,9 @@ async fn main() -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                if let Err(e) = validator.collect_commitments(window).await {
-                    tracing::warn!(window, error = %e, "collecting commitments failed");
+                match validator.collect_commitments(window).await {
+                    Ok(held) => counters.collected(window, held),
+                    Err(e) => tracing::warn!(window, error = %e, "collecting commitments failed"),
                 }
             }
         })

@@ -14,6 +14,8 @@ struct Counts {
     weights_revealed: u64,
     reveals_failed: u64,
     fraud_reports: u64,
+    collecting_window: u64,
+    commitments_collected: usize,
     verdicts: BTreeMap<&'static str, u64>,
 }
 
@@ -44,6 +46,13 @@ impl Metrics {
         for r in &outcome.results {
             *c.verdicts.entry(r.verdict.kind()).or_default() += 1;
         }
+    }
+
+    /// Notes how many commitments are held for the open window `window`.
+    pub fn collected(&self, window: u64, commitments: usize) {
+        let mut c = self.counts.lock().expect("metrics lock");
+        c.collecting_window = window;
+        c.commitments_collected = commitments;
     }
 
     /// The Prometheus text exposition of every metric.
@@ -103,6 +112,18 @@ impl Metrics {
             "counter",
             "Miners reported for fraud.",
             c.fraud_reports.to_string(),
+        );
+        metric(
+            "validator_collecting_window",
+            "gauge",
+            "The open window whose commitments are being collected.",
+            c.collecting_window.to_string(),
+        );
+        metric(
+            "validator_commitments_collected",
+            "gauge",
+            "Commitments held for the open window.",
+            c.commitments_collected.to_string(),
         );
         let _ = writeln!(
             out,

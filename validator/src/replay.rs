@@ -57,7 +57,7 @@ pub struct ReplayReport {
     pub task: String,
     pub windows: Vec<ReplayedWindow>,
     pub losses_checked: usize,
-    /// Bytes of a torn record cut from the end of the log (a crash mid-append).
+    /// Bytes of a torn record at the end of the log (a crash or an append in progress), skipped.
     pub torn_bytes: u64,
     pub what_if: Option<ScoringParams>,
 }
@@ -242,8 +242,9 @@ fn replay_window(
         });
     }
     let residual = match &record.reference_residual {
-        Some(digest) => crate::aggregation::load_momentum(store, digest, engine.num_params())
-            .map_err(invalid)?,
+        Some(digest) => {
+            crate::aggregation::load_vector(store, digest, engine.num_params()).map_err(invalid)?
+        }
         None => Vec::new(),
     };
     let (reference, _) = evaluate::reference_payload(engine, &reference, &residual);
@@ -481,13 +482,14 @@ fn replay_window(
     }
     let deltas: Vec<&[f32]> = aggregated.iter().map(|u| gradients[u].as_slice()).collect();
     let momentum = match &record.momentum_before {
-        Some(digest) => crate::aggregation::load_momentum(store, digest, engine.num_params())
-            .map_err(invalid)?,
+        Some(digest) => {
+            crate::aggregation::load_vector(store, digest, engine.num_params()).map_err(invalid)?
+        }
         None => Vec::new(),
     };
     let (next, momentum_after) =
         crate::aggregation::next_checkpoint(engine, &checkpoint, &momentum, &deltas, clip);
-    let replayed_momentum = crate::aggregation::momentum_blob(&momentum_after)
+    let replayed_momentum = crate::aggregation::vector_blob(&momentum_after)
         .map(|b| hex::encode(subnet_proto::digest(&b)));
     if replayed_momentum != record.momentum_after {
         return Err(ReplayError::Mismatch {

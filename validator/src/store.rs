@@ -5,8 +5,8 @@
 //! `blobs/<hex digest>`. Blobs and the state are written to a temporary file, synced and renamed, so
 //! a crash leaves either the old or the new file. A replay-log record is one frame,
 //! `len: u32 LE | digest(body): 32 bytes | body (JSON)`, appended and synced after the blobs it
-//! names; a torn frame at the end (a crash mid-append) is detected on open and cut off, and nothing
-//! before it is lost.
+//! names; a torn frame at the end (a crash mid-append) is skipped by readers and cut off when the
+//! validator opens the directory again, and nothing before it is lost.
 
 use crate::audit::ResidualLedger;
 use crate::record::WindowRecord;
@@ -14,7 +14,7 @@ use scoring::{Averages, Bans};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,10 @@ pub struct SavedState {
     /// until it does.
     #[serde(default)]
     pub pending_audits: BTreeMap<u16, String>,
+    /// The hotkey on each uid whose audit has completed at least once; a hotkey not here is
+    /// audited in the first window it contributes to.
+    #[serde(default)]
+    pub audited_hotkeys: BTreeMap<u16, String>,
     /// The secret that draws this validator's audit windows.
     #[serde(default)]
     pub audit_secret: Option<u64>,
@@ -117,6 +121,7 @@ impl DataDir {
             }
             Err(e) => return Err(io_err(&task_path)(e)),
         }
+        dir.repair_log()?;
         Ok(dir)
     }
 
@@ -209,34 +214,44 @@ impl DataDir {
         file.sync_data().map_err(io_err(&path))
     }
 
-    /// Every complete record in the log. A torn or corrupt frame at the end is cut off (its length
-    /// is returned as the second value); corruption followed by valid frames is an error.
+    /// Every complete record in the log, read only: a torn or corrupt frame at the end (a crash
+    /// mid-append, or an append in progress) is left out and its length returned as the second
+    /// value; corruption followed by valid frames is an error.
     pub fn records(&self) -> Result<(Vec<WindowRecord>, u64), StoreError> {
         let path = self.root.join(LOG_FILE);
-        let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
-            Ok(f) => f,
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io_err(&path))?;
         let (records, good) = parse_frames(&bytes).map_err(|message| StoreError::Corrupt {
             path: path.clone(),
             message,
         })?;
-        let torn = bytes.len() as u64 - good;
-        if torn > 0 {
-            tracing::warn!(
-                path = %path.display(),
-                offset = good,
-                bytes = torn,
-                "dropping a torn record at the end of the replay log"
-            );
-            file.set_len(good).map_err(io_err(&path))?;
-            file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
-            file.sync_data().map_err(io_err(&path))?;
+        Ok((records, bytes.len() as u64 - good))
+    }
+
+    /// Cuts a torn frame off the end of the log, so the next append follows the last whole record.
+    /// Only the directory's writer calls it, when it opens the directory.
+    fn repair_log(&self) -> Result<(), StoreError> {
+        let path = self.root.join(LOG_FILE);
+        let (_, torn) = self.records()?;
+        if torn == 0 {
+            return Ok(());
         }
-        Ok((records, torn))
+        let len = fs::metadata(&path).map_err(io_err(&path))?.len();
+        tracing::warn!(
+            path = %path.display(),
+            offset = len - torn,
+            bytes = torn,
+            "cutting a torn record off the end of the replay log"
+        );
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        file.set_len(len - torn).map_err(io_err(&path))?;
+        file.sync_data().map_err(io_err(&path))
     }
 }
 

@@ -207,5 +207,10 @@ async fn honest_work_earns_late_or_misshapen_work_does_not_and_the_record_replay
     std::fs::write(&log, [&bytes[..], &bytes[..100]].concat()).unwrap();
     let (records, torn) = DataDir::open_existing(&data).unwrap().0.records().unwrap();
     assert_eq!((records.len(), torn), (2, 100));
+    // Reading leaves the file alone (a validator may be appending); its writer cuts the tail.
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), len + 100);
+    let (dir, task) = DataDir::open_existing(&data).unwrap();
+    drop(dir);
+    DataDir::open(&data, &task).unwrap();
     assert_eq!(std::fs::metadata(&log).unwrap().len(), len);
 }
