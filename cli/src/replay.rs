@@ -176,7 +176,7 @@ fn print_summary(report: &ReplayReport) {
     );
     if report.torn_bytes > 0 {
         println!(
-            "dropped a torn record of {} bytes at the end of the log (a crash mid-append)",
+            "skipped a torn record of {} bytes at the end of the log (a crash mid-append, or an append in progress)",
             report.torn_bytes
         );
     }
