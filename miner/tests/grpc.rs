@@ -245,12 +245,19 @@ async fn refused_callers_get_distinct_codes() {
     let e = fetch(&mut s.client, other).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
 
+    // A request over the size cap is refused before it is decoded.
+    let mut big = request(&dev::alice(), 3, &engine);
+    big.task_digest = vec![0; subnet_proto::limits::MAX_REQUEST_BYTES + 1];
+    let e = fetch(&mut s.client, big).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+
     // Every refusal is counted by reason in the miner's metrics.
     let metrics = s.miner.metrics().render();
     for line in [
         "miner_requests_rejected_total{reason=\"bad_signature\"} 1",
         "miner_requests_rejected_total{reason=\"replayed_nonce\"} 1",
-        "miner_requests_rejected_total{reason=\"no_validator_permit\"} 3",
+        "miner_requests_rejected_total{reason=\"unregistered\"} 2",
+        "miner_requests_rejected_total{reason=\"no_validator_permit\"} 1",
         "miner_requests_rejected_total{reason=\"unknown_window\"} 1",
         "miner_requests_rejected_total{reason=\"other_task\"} 1",
         "miner_gradients_served_total 1",
@@ -267,14 +274,15 @@ async fn one_caller_over_its_rate_limit_does_not_starve_another() {
     close_window_3(&s.chain);
     let mut limited = None;
     for i in 0..=subnet_proto::limits::REQUESTS_PER_WINDOW {
-        // Dave is not registered: each request is still signed, checked and counted.
-        match fetch(&mut s.client, request(&dev::dave(), 3, &engine)).await {
+        // Bob is registered without a permit: each request is signed, checked and counted against
+        // his own limit (an unregistered caller is refused before it has one).
+        match fetch(&mut s.client, request(&dev::bob(), 3, &engine)).await {
             Err(e) if e.code() == Code::ResourceExhausted => {
                 limited = Some((i, e));
                 break;
             }
             Err(e) => assert_eq!(e.code(), Code::PermissionDenied),
-            Ok(_) => panic!("Dave has no permit"),
+            Ok(_) => panic!("Bob has no permit"),
         }
     }
     let (i, e) = limited.expect("the rate limit applies");

@@ -120,6 +120,15 @@ struct NonceState {
 }
 
 impl NonceCache {
+    /// Pairs remembered now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("nonce cache lock").seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Records the nonce; an already-seen one is a replay.
     pub fn check_and_insert(
         &self,
@@ -268,13 +277,28 @@ pub fn sign<M: Authenticated>(mut request: M, keypair: &Keypair, receiver: &[u8;
     request
 }
 
-/// Verifies signature, skew and nonce freshness of `request` received by `receiver`; returns the
-/// caller's hotkey.
-pub fn verify<M: Authenticated>(
+/// A request whose signature and timestamp hold, its nonce not yet checked.
+#[derive(Clone, Copy, Debug)]
+pub struct Signed {
+    pub hotkey: [u8; 32],
+    nonce: u64,
+    at_ms: u64,
+}
+
+impl Signed {
+    /// Records the nonce; one seen before is a replay. Servers call it once they know the caller
+    /// belongs (an unknown caller leaves no state behind).
+    pub fn fresh(&self, nonces: &NonceCache) -> Result<[u8; 32], AuthError> {
+        nonces.check_and_insert(self.hotkey, self.nonce, self.at_ms, crate::limits::MAX_SKEW)?;
+        Ok(self.hotkey)
+    }
+}
+
+/// Verifies the signature and skew of `request` received by `receiver`, keeping no state.
+pub fn verify_signature<M: Authenticated>(
     request: &M,
     receiver: &[u8; 32],
-    nonces: &NonceCache,
-) -> Result<[u8; 32], AuthError> {
+) -> Result<Signed, AuthError> {
     let mut body = request.clone();
     let auth = body.auth_mut().take();
     let now = now_ms();
@@ -286,13 +310,21 @@ pub fn verify<M: Authenticated>(
         now,
         crate::limits::MAX_SKEW,
     )?;
-    nonces.check_and_insert(
+    Ok(Signed {
         hotkey,
-        auth.map(|a| a.nonce).unwrap_or_default(),
-        now,
-        crate::limits::MAX_SKEW,
-    )?;
-    Ok(hotkey)
+        nonce: auth.map(|a| a.nonce).unwrap_or_default(),
+        at_ms: now,
+    })
+}
+
+/// Verifies signature, skew and nonce freshness of `request` received by `receiver`; returns the
+/// caller's hotkey.
+pub fn verify<M: Authenticated>(
+    request: &M,
+    receiver: &[u8; 32],
+    nonces: &NonceCache,
+) -> Result<[u8; 32], AuthError> {
+    verify_signature(request, receiver)?.fresh(nonces)
 }
 
 impl AuthError {

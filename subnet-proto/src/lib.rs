@@ -2,6 +2,7 @@
 //! verification, signed gradient commitments, the gradient payload codec and the size limits.
 
 pub mod auth;
+pub mod backoff;
 pub mod checkpoints;
 pub mod codec;
 pub mod commitment;

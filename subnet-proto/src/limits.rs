@@ -10,6 +10,8 @@ pub const MAX_CHECKPOINT_BYTES: usize = 1 << 30;
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// Largest single gRPC message either side decodes.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Largest request a server decodes: every request is a few small fields and a signature.
+pub const MAX_REQUEST_BYTES: usize = 16 << 10;
 /// Clock skew a receiver tolerates on signed requests.
 pub const MAX_SKEW: Duration = Duration::from_secs(30);
 /// Per-request timeout of clients.
@@ -42,6 +44,11 @@ impl RateLimiter {
             per_second: capacity as f64 / period.as_secs_f64(),
             buckets: Default::default(),
         }
+    }
+
+    /// Callers with a bucket now.
+    pub fn callers(&self) -> usize {
+        self.buckets.lock().expect("rate limiter lock").len()
     }
 
     /// Takes one request from `caller`'s bucket, or says how long until one is available.

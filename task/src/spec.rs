@@ -525,6 +525,14 @@ impl TaskSpec {
             ),
         );
         p.check(
+            s.eval_step > 0.0 && s.eval_step <= 1.0,
+            "scoring.eval_step",
+            format!(
+                "= {} must be in (0, 1] (the fraction of a full step a gradient is scored at)",
+                s.eval_step
+            ),
+        );
+        p.check(
             s.spot_check_tolerance >= 0.0,
             "scoring.spot_check_tolerance",
             format!("= {} must not be negative", s.spot_check_tolerance),
@@ -596,6 +604,26 @@ mod tests {
     }
 
     #[test]
+    fn a_page_holds_a_trained_and_a_held_back_example() {
+        let mut spec = TaskSpec::from_toml_str(LOCALNET).unwrap();
+        let seq_len = spec.model.transformer_mut().unwrap().seq_len;
+        spec.data.page_len = 2 * (seq_len + 1) - 1;
+        let Err(SpecError::Invalid(problems)) =
+            TaskSpec::from_toml_str(&toml::to_string(&spec).unwrap())
+        else {
+            panic!("accepted a page of one sequence")
+        };
+        assert_eq!(problems[0].key, "data.page_len", "{problems:?}");
+        // The smallest page the check allows gives every miner training batches.
+        spec.data.page_len = 2 * (seq_len + 1);
+        let spec = TaskSpec::from_toml_str(&toml::to_string(&spec).unwrap()).unwrap();
+        let engine = crate::TaskEngine::new(spec);
+        let assignment = engine.assignment(1, 7, 3).unwrap();
+        let batches = engine.training_batches(&assignment, 7);
+        assert_eq!(batches.len(), engine.spec().training.inner_steps);
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_key() {
         let mut spec = TaskSpec::from_toml_str(LOCALNET).unwrap();
         let model = spec.model.transformer_mut().unwrap();
@@ -603,6 +631,7 @@ mod tests {
         model.d_model = 64;
         spec.training.lr = -1.0;
         spec.scoring.eval_batches = 1;
+        spec.scoring.eval_step = f64::NAN;
         let text = toml::to_string(&spec).unwrap();
         let Err(SpecError::Invalid(problems)) = TaskSpec::from_toml_str(&text) else {
             panic!("accepted a broken spec")
@@ -614,7 +643,8 @@ mod tests {
                 "model.n_heads",
                 "training.lr",
                 "training.min_lr",
-                "scoring.eval_batches"
+                "scoring.eval_batches",
+                "scoring.eval_step"
             ]
         );
         assert_eq!(

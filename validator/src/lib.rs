@@ -432,6 +432,15 @@ impl<C: Chain> Validator<C> {
                 (checkpoint, saved, Vec::new(), Vec::new())
             }
         };
+        // The commits still to reveal are kept apart as soon as they are made: they may be newer
+        // than the state.
+        let saved = match store.load_reveals()? {
+            Some(pending_reveals) => SavedState {
+                pending_reveals,
+                ..saved
+            },
+            None => saved,
+        };
         let validator = Self::build(
             chain,
             netuid,
@@ -534,6 +543,11 @@ impl<C: Chain> Validator<C> {
     /// audits every miner every window, `None` goes back to the task's `scoring.audit_period`.
     pub fn set_audit_period(&self, period: Option<u64>) {
         *self.inner.audit_period.lock().expect("audit period lock") = period;
+    }
+
+    /// Weights committed under commit-reveal and not yet revealed.
+    pub fn pending_reveals(&self) -> Vec<PendingReveal> {
+        self.state().pending_reveals.clone()
     }
 
     fn audit_period(&self) -> u64 {
@@ -1342,6 +1356,11 @@ impl<C: Chain> Validator<C> {
             let weights: Vec<f64> = decisions.iter().map(|d| d.weight).collect();
             match weights_to_u16(&uids, &weights) {
                 Ok(row) => {
+                    let persist = |commit: &PendingReveal| {
+                        let all: Vec<PendingReveal> =
+                            keep.iter().cloned().chain([commit.clone()]).collect();
+                        self.save_reveals(&all)
+                    };
                     match weights::submit(
                         self.chain(),
                         hotkey,
@@ -1349,6 +1368,7 @@ impl<C: Chain> Validator<C> {
                         window,
                         row.clone(),
                         version_key,
+                        persist,
                     )
                     .await
                     {
@@ -1368,8 +1388,19 @@ impl<C: Chain> Validator<C> {
         if let Err(e) = &weights_set {
             tracing::warn!(window, error = %e, "weights not set");
         }
+        if let Err(e) = self.save_reveals(&keep) {
+            tracing::warn!(window, error = %e, "cannot save the pending reveals");
+        }
         self.state_mut().pending_reveals = keep;
         (reveals, weights_set, committed)
+    }
+
+    /// Keeps the commits still to reveal in the data directory (when there is one).
+    fn save_reveals(&self, reveals: &[PendingReveal]) -> Result<(), String> {
+        match &self.inner.store {
+            Some(store) => store.save_reveals(reveals).map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
     }
 
     /// Reports each fraud to the chain (on the local chain, enough reports slash the miner's stake).

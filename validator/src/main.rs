@@ -8,6 +8,7 @@ use scoring::Verdict;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use subnet_proto::backoff::Backoff;
 use task::{TaskEngine, TaskSpec};
 use validator::{DataDir, Validator, ValidatorError, ValidatorService};
 
@@ -171,22 +172,46 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
-    // Window w is scored once it has closed, i.e. from block (w + 1) * blocks on.
+    // Window w is scored once it has closed, i.e. from block (w + 1) * blocks on. A failed chain
+    // read or window is logged and tried again after a growing pause; the validator keeps going.
     let mut next = resumed_window.max(first_window);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut backoff = Backoff::default();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = tick.tick() => {}
         }
-        let block = chain.current_block().await?;
+        let block = match chain.current_block().await {
+            Ok(block) => block,
+            Err(e) => {
+                if backoff.pause("cannot read the chain", &e).await.is_break() {
+                    break;
+                }
+                continue;
+            }
+        };
         if block < (next + 1) * blocks {
             continue;
         }
-        let seed = window_seed(&chain.block_hash(next * blocks).await?);
         let outcome = tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            outcome = validator.run_window(next, seed) => outcome?,
+            outcome = score(&validator, &chain, next, blocks) => outcome,
+        };
+        let outcome = match outcome {
+            Ok(outcome) => {
+                backoff.succeeded();
+                outcome
+            }
+            Err(e) => {
+                let what = format!("window {next} failed");
+                if backoff.pause(&what, &e).await.is_break() {
+                    break;
+                }
+                // A window that closed long ago is skipped, as below.
+                next = next.max((block / blocks).saturating_sub(1));
+                continue;
+            }
         };
         counters.window(&outcome);
         for r in &outcome.results {
@@ -230,4 +255,15 @@ async fn main() -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     server.await??;
     Ok(())
+}
+
+/// Scores closed window `window`.
+async fn score<C: Chain>(
+    validator: &Validator<C>,
+    chain: &C,
+    window: u64,
+    blocks: u64,
+) -> anyhow::Result<validator::WindowOutcome> {
+    let seed = window_seed(&chain.block_hash(window * blocks).await?);
+    Ok(validator.run_window(window, seed).await?)
 }

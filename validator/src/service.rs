@@ -2,6 +2,7 @@
 //! registered on the subnet.
 
 use crate::Validator;
+use chain_client::membership::MetagraphCache;
 use chain_client::{AccountId, Chain};
 use futures::Stream;
 use std::pin::Pin;
@@ -13,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 pub struct ValidatorService<C> {
     validator: Validator<C>,
+    members: MetagraphCache<C>,
     nonces: NonceCache,
     /// Miners poll for the next checkpoint: a generous per-caller budget.
     limiter: limits::RateLimiter,
@@ -21,6 +23,7 @@ pub struct ValidatorService<C> {
 impl<C: Chain> ValidatorService<C> {
     pub fn new(validator: Validator<C>) -> Self {
         Self {
+            members: MetagraphCache::new(validator.chain().clone(), validator.netuid()),
             validator,
             nonces: NonceCache::default(),
             limiter: limits::RateLimiter::new(100, std::time::Duration::from_secs(10)),
@@ -34,7 +37,7 @@ impl<C: Chain> ValidatorService<C> {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
         let server = pb::validator_server::ValidatorServer::new(self)
-            .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
             .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
         tonic::transport::Server::builder()
             .timeout(limits::REQUEST_TIMEOUT)
@@ -44,15 +47,16 @@ impl<C: Chain> ValidatorService<C> {
             .await
     }
 
+    /// Checks the signature, that the caller is registered on the subnet, its nonce and its rate
+    /// limit, in that order: a caller that does not belong leaves no state behind, and the
+    /// metagraph is read at most once per block whoever asks.
     async fn authenticate<M: auth::Authenticated>(&self, request: &M) -> Result<AccountId, Status> {
-        let caller = auth::verify(request, &self.validator.hotkey().0, &self.nonces)
-            .map(AccountId)
+        let signed = auth::verify_signature(request, &self.validator.hotkey().0)
             .map_err(|e| e.to_status())?;
-        self.limiter.admit(&caller.0)?;
+        let caller = AccountId(signed.hotkey);
         let metagraph = self
-            .validator
-            .chain()
-            .metagraph(self.validator.netuid())
+            .members
+            .for_caller(&caller)
             .await
             .map_err(|e| Status::unavailable(format!("cannot read the metagraph: {e}")))?;
         if metagraph.by_hotkey(&caller).is_none() {
@@ -61,6 +65,8 @@ impl<C: Chain> ValidatorService<C> {
                 self.validator.netuid()
             )));
         }
+        signed.fresh(&self.nonces).map_err(|e| e.to_status())?;
+        self.limiter.admit(&caller.0)?;
         Ok(caller)
     }
 }

@@ -2,7 +2,9 @@
 //! state a restart resumes from, and the append-only replay log.
 //!
 //! Layout: `task.toml` (the task the directory belongs to), `state.json`, `replay.log`,
-//! `blobs/<hex digest>`. Blobs and the state are written to a temporary file, synced and renamed, so
+//! `blobs/<hex digest>`, `reveals.json` (the weight commits still to reveal, with their salts, saved
+//! before each commit is sent), and `lock`, which the one validator writing the directory holds locked
+//! (readers such as `subnet replay` take no lock and write nothing). Blobs and the state are written to a temporary file, synced and renamed, so
 //! a crash leaves either the old or the new file. A replay-log record is one frame,
 //! `len: u32 LE | digest(body): 32 bytes | body (JSON)`, appended and synced after the blobs it
 //! names; a torn frame at the end (a crash mid-append) is skipped by readers and cut off when the
@@ -16,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,6 +40,10 @@ pub enum StoreError {
     },
     #[error("blob {digest} is missing from {dir}")]
     MissingBlob { dir: PathBuf, digest: String },
+    #[error(
+        "{path} is in use by another validator (one writer per data directory): stop it, or use another --data directory"
+    )]
+    InUse { path: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -92,20 +99,40 @@ pub struct PendingReveal {
 #[derive(Clone, Debug)]
 pub struct DataDir {
     root: PathBuf,
+    /// The writer's exclusive lock on `lock`, held while any clone lives (None for readers).
+    _lock: Option<Arc<File>>,
 }
 
 const TASK_FILE: &str = "task.toml";
 const STATE_FILE: &str = "state.json";
 const LOG_FILE: &str = "replay.log";
+const LOCK_FILE: &str = "lock";
+const REVEALS_FILE: &str = "reveals.json";
 const FRAME_HEADER: usize = 4 + 32;
 
 impl DataDir {
     /// Opens (creating it if needed) the data directory of a validator for the task whose canonical
-    /// text is `task_toml`; a directory written for another task is refused.
+    /// text is `task_toml`, as its one writer: a directory another writer holds, or one written for
+    /// another task, is refused.
     pub fn open(root: impl Into<PathBuf>, task_toml: &str) -> Result<Self, StoreError> {
         let root = root.into();
         fs::create_dir_all(root.join("blobs")).map_err(io_err(&root))?;
-        let dir = Self { root };
+        let lock_path = root.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::InUse { path: root }),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
+        let dir = Self {
+            root,
+            _lock: Some(Arc::new(lock)),
+        };
         let task_path = dir.root.join(TASK_FILE);
         match fs::read_to_string(&task_path) {
             Ok(existing) if existing == task_toml => {}
@@ -133,7 +160,7 @@ impl DataDir {
             path: root.clone(),
             message: format!("not a validator data directory ({TASK_FILE}: {e})"),
         })?;
-        Ok((Self { root }, task))
+        Ok((Self { root, _lock: None }, task))
     }
 
     pub fn root(&self) -> &Path {
@@ -181,20 +208,19 @@ impl DataDir {
         write_atomic(&self.root.join(STATE_FILE), &json)
     }
 
+    /// Keeps the weight commits still to reveal (their salts), written before each commit is sent.
+    pub fn save_reveals(&self, reveals: &[PendingReveal]) -> Result<(), StoreError> {
+        let json = serde_json::to_vec_pretty(reveals).expect("reveals serialize");
+        write_atomic(&self.root.join(REVEALS_FILE), &json)
+    }
+
+    /// The commits still to reveal, if they were ever kept.
+    pub fn load_reveals(&self) -> Result<Option<Vec<PendingReveal>>, StoreError> {
+        read_json(&self.root.join(REVEALS_FILE))
+    }
+
     pub fn load_state(&self) -> Result<Option<SavedState>, StoreError> {
-        let path = self.root.join(STATE_FILE);
-        match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| StoreError::Corrupt {
-                        path,
-                        message: e.to_string(),
-                    })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(&path)(e)),
-        }
+        read_json(&self.root.join(STATE_FILE))
     }
 
     /// Appends one window's record to the replay log and syncs it.
@@ -282,6 +308,20 @@ fn parse_frames(bytes: &[u8]) -> Result<(Vec<WindowRecord>, u64), String> {
         at += FRAME_HEADER + len;
     }
     Ok((records, at as u64))
+}
+
+/// The JSON value in `path`, None if there is no such file.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.

@@ -121,11 +121,17 @@ async fn honest_work_earns_late_or_misshapen_work_does_not_and_the_record_replay
         .await
         .unwrap();
     let mut rx = stop.subscribe();
-    tokio::spawn(
-        validator::ValidatorService::new(validator.clone()).serve(listener, async move {
+    let server = tokio::spawn(validator::ValidatorService::new(validator.clone()).serve(
+        listener,
+        async move {
             let _ = rx.wait_for(|s| *s).await;
-        }),
-    );
+        },
+    ));
+    // One writer per data directory.
+    assert!(matches!(
+        DataDir::open(&data, &engine.spec().canonical_toml()),
+        Err(validator::StoreError::InUse { .. })
+    ));
 
     let mut outcomes = Vec::new();
     for window in 1..=2u64 {
@@ -175,6 +181,24 @@ async fn honest_work_earns_late_or_misshapen_work_does_not_and_the_record_replay
     assert_eq!(outcomes[1].checkpoint_before, outcomes[0].checkpoint_after);
     assert_ne!(outcomes[0].checkpoint_after, outcomes[0].checkpoint_before);
     let _ = stop.send(true);
+    server.await.unwrap().unwrap();
+    let averages = validator.averages();
+    drop(validator);
+    // A weight commit kept after the state was last saved (its salt is written before the commit is
+    // sent) is still revealed after a restart.
+    let kept = validator::PendingReveal {
+        window: 2,
+        reveal: chain_client::WeightsReveal {
+            uids: vec![1],
+            values: vec![u16::MAX],
+            salt: vec![7; 8],
+            version_key: 0,
+        },
+    };
+    {
+        let dir = DataDir::open(&data, &engine.spec().canonical_toml()).unwrap();
+        dir.save_reveals(std::slice::from_ref(&kept)).unwrap();
+    }
 
     // A restarted validator resumes from the data directory.
     let resumed = Validator::with_store(
@@ -189,7 +213,9 @@ async fn honest_work_earns_late_or_misshapen_work_does_not_and_the_record_replay
     .unwrap();
     assert_eq!(resumed.checkpoint().0.digest, outcomes[1].checkpoint_after);
     assert_eq!(resumed.checkpoint().1, 3);
-    assert_eq!(resumed.averages(), validator.averages());
+    assert_eq!(resumed.averages(), averages);
+    assert_eq!(resumed.pending_reveals(), [kept]);
+    drop(resumed);
 
     // Replay: every loss recomputed bit for bit, the same weights and checkpoints.
     let report = validator::replay::replay(&data, None, |_| {}).unwrap();

@@ -61,7 +61,13 @@ impl Architecture for MlpSpec {
                 classes,
                 page_len,
             } => {
-                p.check(page_len > 0, "data.page_len", "must be positive".into());
+                p.check(
+                    page_len >= 2,
+                    "data.page_len",
+                    format!(
+                        "= {page_len} must hold two rows: each pair of a page's rows has one trained and one held back"
+                    ),
+                );
                 p.check(
                     self.inputs == features,
                     "model.inputs",

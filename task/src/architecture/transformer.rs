@@ -54,11 +54,12 @@ impl Architecture for TransformerSpec {
                     );
                 }
                 p.check(
-                    page_len > self.seq_len,
+                    page_len >= 2 * (self.seq_len + 1),
                     "data.page_len",
                     format!(
-                        "= {page_len} must exceed model.seq_len = {} (a sequence needs seq_len + 1 tokens)",
-                        self.seq_len
+                        "= {page_len} must hold two sequences of model.seq_len + 1 = {} tokens (at least {}): each pair of a page's sequences has one trained and one held back",
+                        self.seq_len + 1,
+                        2 * (self.seq_len + 1)
                     ),
                 );
             }
