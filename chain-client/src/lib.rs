@@ -6,6 +6,7 @@ pub mod local;
 pub mod membership;
 pub mod node;
 pub mod subtensor;
+pub mod tlock;
 pub mod types;
 pub mod wallet;
 
