@@ -24,6 +24,16 @@ pub enum ChainError {
     ExpiredWeightCommit { epoch: u64, now: u64 },
     #[error("TooManyUnrevealedCommits: {pending} commits wait to be revealed (at most 10)")]
     TooManyUnrevealedCommits { pending: usize },
+    #[error(
+        "IncorrectCommitRevealVersion: the commit says version {given}, the chain runs version {required}"
+    )]
+    IncorrectCommitRevealVersion { given: u16, required: u16 },
+    #[error(
+        "InvalidRevealRound: round {round} is already public (the beacon is at round {latest}); target a later one"
+    )]
+    InvalidRevealRound { round: u64, latest: u64 },
+    #[error("CommitTooLong: a timelocked commit of {len} bytes exceeds the chain's bound of {max}")]
+    CommitTooLong { len: usize, max: usize },
     #[error("WeightVecNotEqualSize: {uids} uids but {weights} weights")]
     WeightVecNotEqualSize { uids: usize, weights: usize },
     #[error("UidsLengthExceedUidsInSubNet: {len} weights for a subnet of {n} uids")]

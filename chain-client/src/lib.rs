@@ -13,8 +13,9 @@ pub mod wallet;
 pub use error::{ChainError, Result};
 pub use local::{BlockClock, LocalChain, MAX_UNREVEALED_COMMITS};
 pub use node::SubtensorChain;
+pub use tlock::TimelockTarget;
 pub use types::{
-    AccountId, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams, WeightsReveal,
+    AccountId, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams, TimelockReveal, WeightsReveal,
     weights_commit_hash,
 };
 
@@ -78,6 +79,20 @@ pub trait Chain: Clone + Send + Sync + 'static {
         netuid: u16,
         reveal: WeightsReveal,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Commit-reveal v4: what a timelocked commit made now must target (the beacon's key, the round
+    /// whose pulse opens it in the reveal epoch, the chain's commit-reveal version).
+    fn timelock_target(&self, netuid: u16)
+    -> impl Future<Output = Result<TimelockTarget>> + Send;
+    /// Commit-reveal v4: weights encrypted to a beacon round (`tlock::commit_weights`); the chain
+    /// opens the commit with the round's pulse in the reveal epoch and applies it as set_weights.
+    fn commit_timelocked_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        commit: Vec<u8>,
+        reveal_round: u64,
+        commit_reveal_version: u16,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Reports a miner for fraud in `window`, naming the evidence by digest. The local chain slashes
     /// once enough validator stake agrees; subtensor has no stake slashing, so a subtensor backend
     /// answers with an `Unsupported` error.
@@ -121,6 +136,22 @@ pub async fn open_chain(spec: &str) -> Result<AnyChain> {
         "unsupported chain `{spec}`: use local:PATH for a local chain file, or ws://HOST:PORT \
          (wss:// for TLS) for a subtensor node"
     )))
+}
+
+impl AnyChain {
+    /// The chain handle that sets weights for mechanism `mecid` of a subnet (0, the default, is the
+    /// subnet itself). Subtensor checks at each weights call that the subnet declares it; the local
+    /// chain runs one mechanism per subnet.
+    pub fn for_mechanism(self, mecid: u8) -> Result<Self> {
+        match self {
+            AnyChain::Local(_) if mecid != 0 => Err(ChainError::Unsupported(format!(
+                "the local chain runs one mechanism per subnet (mechanism 0); mechanism {mecid} \
+                 needs a subtensor node"
+            ))),
+            AnyChain::Subtensor(c) => Ok(AnyChain::Subtensor(c.for_mechanism(mecid))),
+            local => Ok(local),
+        }
+    }
 }
 
 /// Runs `$call` on whichever backend `$chain` holds.
@@ -191,6 +222,21 @@ impl Chain for AnyChain {
         reveal: WeightsReveal,
     ) -> Result<()> {
         on_backend!(self, c => c.reveal_weights(hotkey, netuid, reveal))
+    }
+
+    async fn timelock_target(&self, netuid: u16) -> Result<TimelockTarget> {
+        on_backend!(self, c => c.timelock_target(netuid))
+    }
+
+    async fn commit_timelocked_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        commit: Vec<u8>,
+        reveal_round: u64,
+        commit_reveal_version: u16,
+    ) -> Result<()> {
+        on_backend!(self, c => c.commit_timelocked_weights(hotkey, netuid, commit, reveal_round, commit_reveal_version))
     }
 
     async fn report_fraud(
@@ -284,6 +330,32 @@ impl Chain for LocalChain {
     ) -> Result<()> {
         let (chain, hotkey) = (self.clone(), AccountId::from(hotkey));
         blocking(move || chain.reveal_weights_sync(hotkey, netuid, &reveal)).await
+    }
+
+    async fn timelock_target(&self, netuid: u16) -> Result<TimelockTarget> {
+        let chain = self.clone();
+        blocking(move || chain.timelock_target_sync(netuid)).await
+    }
+
+    async fn commit_timelocked_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        commit: Vec<u8>,
+        reveal_round: u64,
+        commit_reveal_version: u16,
+    ) -> Result<()> {
+        let (chain, hotkey) = (self.clone(), AccountId::from(hotkey));
+        blocking(move || {
+            chain.commit_timelocked_weights_sync(
+                hotkey,
+                netuid,
+                &commit,
+                reveal_round,
+                commit_reveal_version,
+            )
+        })
+        .await
     }
 
     async fn report_fraud(

@@ -6,8 +6,9 @@
 
 use crate::error::{ChainError, Result};
 use crate::types::{
-    AccountId, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams, WeightsReveal,
+    AccountId, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams, TimelockReveal, WeightsReveal,
 };
+use crate::tlock::{self, Beacon, TimelockTarget};
 use blake2::{Blake2b, Digest, digest::consts::U32};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use scoring::yuma::{self, EpochInput, YumaState};
@@ -103,6 +104,27 @@ CREATE TABLE IF NOT EXISTS weight_commits (
     epoch INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS weight_commits_by_hotkey ON weight_commits (netuid, hotkey);
+CREATE TABLE IF NOT EXISTS beacon (id INTEGER PRIMARY KEY CHECK (id = 0), secret BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pulses (round INTEGER PRIMARY KEY, signature BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS timelocked_commits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    netuid INTEGER NOT NULL,
+    hotkey BLOB NOT NULL,
+    commit_bytes BLOB NOT NULL,
+    reveal_round INTEGER NOT NULL,
+    block INTEGER NOT NULL,
+    epoch INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS timelocked_commits_by_epoch ON timelocked_commits (netuid, epoch);
+CREATE TABLE IF NOT EXISTS timelocked_reveals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    netuid INTEGER NOT NULL,
+    block INTEGER NOT NULL,
+    hotkey BLOB NOT NULL,
+    commit_block INTEGER NOT NULL,
+    reveal_round INTEGER NOT NULL,
+    failure TEXT
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     block INTEGER NOT NULL,
@@ -155,6 +177,15 @@ impl LocalChain {
             "INSERT OR IGNORE INTO chain (id, seed, genesis_unix_ms, block_time_ms, manual_block) VALUES (0, ?1, ?2, ?3, 0)",
             params![seed as i64, now_ms() as i64, block_time_ms as i64],
         )?;
+        // The chain's randomness beacon: one BLS key per chain file, made with the chain.
+        let has_beacon: bool =
+            conn.query_row("SELECT COUNT(*) > 0 FROM beacon", [], |r| r.get(0))?;
+        if !has_beacon {
+            conn.execute(
+                "INSERT OR IGNORE INTO beacon (id, secret) VALUES (0, ?1)",
+                [Beacon::generate()?.to_bytes()],
+            )?;
+        }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path,
@@ -192,6 +223,7 @@ impl LocalChain {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let block = current_block(&tx)?;
         run_due_epochs(&tx, block)?;
+        reveal_due_commits(&tx, block)?;
         let out = f(&tx, block)?;
         tx.commit()?;
         Ok(out)
@@ -527,6 +559,102 @@ impl LocalChain {
         })
     }
 
+    /// What a timelocked commit made now must target: this chain's beacon key, the round of the
+    /// first block of the reveal epoch (the beacon signs round r at block r), and the version.
+    pub fn timelock_target_sync(&self, netuid: u16) -> Result<TimelockTarget> {
+        self.transact(|tx, block| {
+            let params = subnet_params(tx, netuid)?;
+            if !params.commit_reveal_weights_enabled {
+                return Err(ChainError::CommitRevealDisabled { netuid });
+            }
+            let reveal_epoch = epoch_of(block, &params) + params.reveal_period_epochs;
+            Ok(TimelockTarget {
+                beacon_public_key: beacon(tx)?.public_key(),
+                reveal_round: (reveal_epoch * tempo_of(&params)).max(block + 1),
+                commit_reveal_version: params.commit_reveal_version,
+            })
+        })
+    }
+
+    /// commit_timelocked_weights: stores a ciphertext the chain opens with its beacon's pulse for
+    /// `reveal_round` during epoch `commit epoch + reveal_period_epochs`, and applies what it holds
+    /// as the committer's weights (`set_weights`' rules). Checks as subtensor's pool and call make
+    /// them, with its error names.
+    pub fn commit_timelocked_weights_sync(
+        &self,
+        hotkey: AccountId,
+        netuid: u16,
+        commit: &[u8],
+        reveal_round: u64,
+        commit_reveal_version: u16,
+    ) -> Result<()> {
+        self.transact(|tx, block| {
+            if commit.len() > tlock::MAX_COMMIT_BYTES {
+                return Err(ChainError::CommitTooLong { len: commit.len(), max: tlock::MAX_COMMIT_BYTES });
+            }
+            // The beacon's latest round is the current block's.
+            if reveal_round < block {
+                return Err(ChainError::InvalidRevealRound { round: reveal_round, latest: block });
+            }
+            let params = subnet_params(tx, netuid)?;
+            if !params.commit_reveal_weights_enabled {
+                return Err(ChainError::CommitRevealDisabled { netuid });
+            }
+            if commit_reveal_version != params.commit_reveal_version {
+                return Err(ChainError::IncorrectCommitRevealVersion {
+                    given: commit_reveal_version,
+                    required: params.commit_reveal_version,
+                });
+            }
+            if uid_of(tx, netuid, &hotkey)?.is_none() {
+                return Err(ChainError::HotKeyNotRegisteredInSubNet { hotkey: hotkey.to_string(), netuid });
+            }
+            let pending: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM timelocked_commits WHERE netuid = ?1 AND hotkey = ?2",
+                params![netuid, blob(&hotkey)],
+                |r| r.get(0),
+            )?;
+            if pending as usize >= MAX_UNREVEALED_COMMITS {
+                return Err(ChainError::TooManyUnrevealedCommits { pending: pending as usize });
+            }
+            tx.execute(
+                "INSERT INTO timelocked_commits (netuid, hotkey, commit_bytes, reveal_round, block, epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![netuid, blob(&hotkey), commit, reveal_round as i64, block as i64, epoch_of(block, &params) as i64],
+            )?;
+            event(tx, block, Some(netuid), "TimelockedWeightsCommitted", &format!("{} round {reveal_round}", hotkey.short()))
+        })
+    }
+
+    /// The beacon's pulse for `round`, once the chain has reached it (round r at block r).
+    pub fn beacon_pulse(&self, round: u64) -> Result<Option<[u8; 48]>> {
+        self.transact(|tx, block| {
+            if round > block {
+                return Ok(None);
+            }
+            pulse(tx, round).map(Some)
+        })
+    }
+
+    /// Every timelocked commit the chain has opened or dropped on `netuid`, in order.
+    pub fn timelock_reveals(&self, netuid: u16) -> Result<Vec<TimelockReveal>> {
+        self.transact(|tx, _| {
+            let mut stmt = tx.prepare(
+                "SELECT block, hotkey, commit_block, reveal_round, failure FROM timelocked_reveals WHERE netuid = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([netuid], |r| {
+                let failure: Option<String> = r.get(4)?;
+                Ok(TimelockReveal {
+                    block: r.get::<_, i64>(0)? as u64,
+                    hotkey: account(r.get(1)?)?,
+                    commit_block: r.get::<_, i64>(2)? as u64,
+                    reveal_round: r.get::<_, i64>(3)? as u64,
+                    outcome: failure.map_or(Ok(()), Err),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
     /// A validator reports `offender` for fraud in `window`, naming the evidence by digest. A local
     /// chain extension: only one of the last `fraud_report_windows` closed windows (a window is
     /// `tempo` blocks) can be reported, each reporter once per (miner, window); once validators
@@ -799,6 +927,95 @@ fn uid_of(tx: &rusqlite::Transaction<'_>, netuid: u16, hotkey: &AccountId) -> Re
         .optional()?)
 }
 
+fn beacon(tx: &rusqlite::Transaction<'_>) -> Result<Beacon> {
+    let secret: Vec<u8> = tx.query_row("SELECT secret FROM beacon", [], |r| r.get(0))?;
+    Beacon::from_bytes(&secret).map_err(ChainError::Corrupt)
+}
+
+/// The beacon's signature for `round`, signed once and kept.
+fn pulse(tx: &rusqlite::Transaction<'_>, round: u64) -> Result<[u8; 48]> {
+    let stored: Option<Vec<u8>> = tx
+        .query_row("SELECT signature FROM pulses WHERE round = ?1", [round as i64], |r| r.get(0))
+        .optional()?;
+    if let Some(signature) = stored {
+        return signature.try_into().map_err(|_| corrupt(format!("the pulse of round {round} is not 48 bytes")));
+    }
+    let signature = beacon(tx)?.sign(round);
+    tx.execute(
+        "INSERT INTO pulses (round, signature) VALUES (?1, ?2)",
+        params![round as i64, &signature[..]],
+    )?;
+    Ok(signature)
+}
+
+/// Opens the timelocked commits due at `block`, as subtensor's reveal does each block of a reveal
+/// epoch: commits of epoch `current - reveal_period_epochs` whose round the beacon has reached are
+/// decrypted, checked to name their committer and applied as its weights; a commit that fails is
+/// dropped with its reason; one whose round is still ahead waits (within the epoch); commits of
+/// earlier epochs can no longer be revealed and are dropped.
+fn reveal_commits_at(
+    tx: &rusqlite::Transaction<'_>,
+    netuid: u16,
+    params: &SubnetParams,
+    block: u64,
+) -> Result<()> {
+    let due_epoch = epoch_of(block, params).checked_sub(params.reveal_period_epochs);
+    type Commit = (i64, Vec<u8>, Vec<u8>, u64, u64, u64);
+    let commits: Vec<Commit> = {
+        let mut stmt = tx.prepare(
+            "SELECT id, hotkey, commit_bytes, reveal_round, block, epoch FROM timelocked_commits WHERE netuid = ?1 AND epoch <= ?2 ORDER BY id",
+        )?;
+        let last = due_epoch.map_or(-1, |e| e as i64);
+        stmt.query_map(params![netuid, last], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64, r.get::<_, i64>(4)? as u64, r.get::<_, i64>(5)? as u64))
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    for (id, hotkey, commit, round, commit_block, epoch) in commits {
+        let hotkey = account(hotkey)?;
+        let failure = if Some(epoch) != due_epoch {
+            Some(format!("expired: its reveal epoch {} passed without the pulse of round {round}", epoch + params.reveal_period_epochs))
+        } else if round > block {
+            continue;
+        } else {
+            let opened = tlock::open_weights(&commit, &pulse(tx, round)?, &hotkey);
+            match opened {
+                Ok((uids, values, version_key)) => {
+                    match apply_weights(tx, block, params, hotkey, netuid, &uids, &values, version_key) {
+                        Ok(()) => None,
+                        Err(ChainError::Database(e)) => return Err(ChainError::Database(e)),
+                        Err(e) => Some(e.to_string()),
+                    }
+                }
+                Err(reason) => Some(reason),
+            }
+        };
+        tx.execute("DELETE FROM timelocked_commits WHERE id = ?1", [id])?;
+        tx.execute(
+            "INSERT INTO timelocked_reveals (netuid, block, hotkey, commit_block, reveal_round, failure) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![netuid, block as i64, blob(&hotkey), commit_block as i64, round as i64, failure],
+        )?;
+        let (kind, detail) = match &failure {
+            None => ("TimelockedWeightsRevealed", hotkey.short()),
+            Some(reason) => ("TimelockedRevealFailed", format!("{}: {reason}", hotkey.short())),
+        };
+        event(tx, block, Some(netuid), kind, &detail)?;
+    }
+    Ok(())
+}
+
+/// Opens the timelocked commits due at `block` on every subnet.
+fn reveal_due_commits(tx: &rusqlite::Transaction<'_>, block: u64) -> Result<()> {
+    let pending: Vec<u16> = {
+        let mut stmt = tx.prepare("SELECT DISTINCT netuid FROM timelocked_commits")?;
+        stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+    };
+    for netuid in pending {
+        reveal_commits_at(tx, netuid, &subnet_params(tx, netuid)?, block)?;
+    }
+    Ok(())
+}
+
 /// The commit-reveal epoch of `block`.
 fn tempo_of(params: &SubnetParams) -> u64 {
     params.tempo.max(1)
@@ -927,6 +1144,8 @@ fn run_due_epochs(tx: &rusqlite::Transaction<'_>, block: u64) -> Result<()> {
         let mut last = last as u64;
         let mut next = (last / tempo + 1) * tempo;
         while next <= block {
+            // Commits due before this epoch's block are opened first, as the blocks went by.
+            reveal_commits_at(tx, netuid, &params, next - 1)?;
             run_epoch(tx, netuid, &params, next, next - last)?;
             last = next;
             next += tempo;

@@ -4,8 +4,10 @@
 
 use crate::error::{ChainError, Result};
 use crate::subtensor::{
-    AxonInfo, Call, bundled_metadata, check_compatible, decode_value, default_value, storage_key,
+    AxonInfo, Call, bundled_metadata, check_compatible, decode_value, default_value, has_storage,
+    storage_key,
 };
+use crate::tlock::{self, TimelockTarget, quicknet};
 use crate::types::{AccountId, FraudOutcome, Metagraph, Neuron, SubnetParams, WeightsReveal};
 use std::net::SocketAddr;
 use subxt::client::{ClientAtBlock, OnlineClientAtBlockImpl};
@@ -23,6 +25,8 @@ type AtBlock = ClientAtBlock<SubstrateConfig, OnlineClientAtBlockImpl<SubstrateC
 pub struct SubtensorChain {
     client: OnlineClient<SubstrateConfig>,
     url: String,
+    /// The mechanism whose weights this handle sets (0: the subnet's own).
+    mecid: u8,
 }
 
 impl SubtensorChain {
@@ -39,12 +43,35 @@ impl SubtensorChain {
         let chain = Self {
             client,
             url: url.to_string(),
+            mecid: 0,
         };
         let at = chain.at().await?;
         check_compatible(at.metadata_ref(), &bundled_metadata()?).map_err(|e| {
             ChainError::Unsupported(format!("{url} (spec_version {}): {e}", at.spec_version()))
         })?;
         Ok(chain)
+    }
+
+    /// This handle, setting weights for mechanism `mecid` of a subnet.
+    pub fn for_mechanism(self, mecid: u8) -> Self {
+        Self { mecid, ..self }
+    }
+
+    /// The mechanism this handle's weights go to, checked against what the subnet declares.
+    async fn mechanism(&self, at: &AtBlock, netuid: u16) -> Result<Option<u8>> {
+        if self.mecid == 0 {
+            return Ok(None);
+        }
+        let count: u8 = self.value(at, "MechanismCountCurrent", (netuid,)).await?;
+        if self.mecid >= count {
+            return Err(ChainError::Unsupported(format!(
+                "subnet {netuid} declares {count} mechanism(s) (0 to {}); mechanism {} does not \
+                 exist there",
+                count.saturating_sub(1),
+                self.mecid
+            )));
+        }
+        Ok(Some(self.mecid))
     }
 
     async fn at(&self) -> Result<AtBlock> {
@@ -130,6 +157,7 @@ impl SubtensorChain {
             stake_threshold: self.value(at, "StakeThreshold", ()).await?,
             burn: u64_of("Burn").await?,
             commit_reveal_weights_enabled: self.value(at, "CommitRevealWeightsEnabled", k).await?,
+            commit_reveal_version: self.value(at, "CommitRevealWeightsVersion", ()).await?,
             reveal_period_epochs: u64_of("RevealPeriodEpochs").await?,
             // Subtensor has no stake slashing.
             slash_per_million: 0,
@@ -282,28 +310,37 @@ impl crate::Chain for SubtensorChain {
         {
             return Err(ChainError::CommitRevealEnabled { netuid });
         }
-        let call = Call::SetWeights {
-            netuid,
-            dests: uids,
-            weights: values,
-            version_key,
+        let call = match self.mechanism(&at, netuid).await? {
+            None => Call::SetWeights {
+                netuid,
+                dests: uids,
+                weights: values,
+                version_key,
+            },
+            Some(mecid) => Call::SetMechanismWeights {
+                netuid,
+                mecid,
+                dests: uids,
+                weights: values,
+                version_key,
+            },
         };
         self.submit(hotkey, call).await
     }
 
     async fn commit_weights(&self, hotkey: &Keypair, netuid: u16, hash: [u8; 32]) -> Result<()> {
+        // Hash commits are accepted at every commit-reveal version.
         let at = self.at().await?;
-        let version: u16 = self.value(&at, "CommitRevealWeightsVersion", ()).await?;
-        if version >= 3 {
-            return Err(ChainError::Unsupported(format!(
-                "this runtime runs commit-reveal version {version} (timelocked, drand-revealed \
-                 commits), which this validator does not support yet; subnets without \
-                 commit-reveal, or on version 2, work"
-            )));
-        }
-        let call = Call::CommitWeights {
-            netuid,
-            commit_hash: hash,
+        let call = match self.mechanism(&at, netuid).await? {
+            None => Call::CommitWeights {
+                netuid,
+                commit_hash: hash,
+            },
+            Some(mecid) => Call::CommitMechanismWeights {
+                netuid,
+                mecid,
+                commit_hash: hash,
+            },
         };
         self.submit(hotkey, call).await
     }
@@ -314,12 +351,86 @@ impl crate::Chain for SubtensorChain {
         netuid: u16,
         reveal: WeightsReveal,
     ) -> Result<()> {
-        let call = Call::RevealWeights {
-            netuid,
-            uids: reveal.uids,
-            values: reveal.values,
-            salt: reveal.salt,
-            version_key: reveal.version_key,
+        let at = self.at().await?;
+        let call = match self.mechanism(&at, netuid).await? {
+            None => Call::RevealWeights {
+                netuid,
+                uids: reveal.uids,
+                values: reveal.values,
+                salt: reveal.salt,
+                version_key: reveal.version_key,
+            },
+            Some(mecid) => Call::RevealMechanismWeights {
+                netuid,
+                mecid,
+                uids: reveal.uids,
+                values: reveal.values,
+                salt: reveal.salt,
+                version_key: reveal.version_key,
+            },
+        };
+        self.submit(hotkey, call).await
+    }
+
+    /// The round follows the Python SDK: on runtimes that number epochs from the block
+    /// (`(block + netuid + 1) / (tempo + 1)`, through spec 422) exactly its formula; on runtimes with
+    /// a stored epoch counter (`SubnetEpochIndex`, read from the node's own metadata) the reveal
+    /// epoch starts `reveal_period * (tempo + 1)` blocks after the subnet's last epoch block, and
+    /// the target is three blocks into it (the chain retries a commit every block of its reveal
+    /// epoch, so a few blocks of schedule drift do not lose it).
+    async fn timelock_target(&self, netuid: u16) -> Result<TimelockTarget> {
+        let at = self.at().await?;
+        let k = (netuid,);
+        if !self
+            .value::<bool, _>(&at, "CommitRevealWeightsEnabled", k)
+            .await?
+        {
+            return Err(ChainError::CommitRevealDisabled { netuid });
+        }
+        let version: u16 = self.value(&at, "CommitRevealWeightsVersion", ()).await?;
+        let tempo = self.value::<u16, _>(&at, "Tempo", k).await? as u64;
+        let period: u64 = self.value(&at, "RevealPeriodEpochs", k).await?;
+        let block = at.block_number();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let reveal_round = if has_storage(at.metadata_ref(), "SubnetEpochIndex") {
+            let last: u64 = self.value(&at, "LastMechansimStepBlock", k).await?;
+            tlock::reveal_round_at(now, block, last + period * (tempo + 1) + 3)
+        } else {
+            tlock::sdk_reveal_round(now, block, netuid, tempo, period)
+        };
+        Ok(TimelockTarget {
+            beacon_public_key: quicknet::public_key(),
+            reveal_round,
+            commit_reveal_version: version,
+        })
+    }
+
+    async fn commit_timelocked_weights(
+        &self,
+        hotkey: &Keypair,
+        netuid: u16,
+        commit: Vec<u8>,
+        reveal_round: u64,
+        commit_reveal_version: u16,
+    ) -> Result<()> {
+        let at = self.at().await?;
+        let call = match self.mechanism(&at, netuid).await? {
+            None => Call::CommitTimelockedWeights {
+                netuid,
+                commit,
+                reveal_round,
+                commit_reveal_version,
+            },
+            Some(mecid) => Call::CommitTimelockedMechanismWeights {
+                netuid,
+                mecid,
+                commit,
+                reveal_round,
+                commit_reveal_version,
+            },
         };
         self.submit(hotkey, call).await
     }

@@ -42,6 +42,41 @@ pub enum Call {
         netuid: u16,
         commit_hash: [u8; 32],
     },
+    /// Commit-reveal v4: weights encrypted to a drand round (`tlock::commit_weights`).
+    CommitTimelockedWeights {
+        netuid: u16,
+        commit: Vec<u8>,
+        reveal_round: u64,
+        commit_reveal_version: u16,
+    },
+    /// The `*_mechanism_*` variants address mechanism `mecid` of a subnet (0 is the subnet's own).
+    SetMechanismWeights {
+        netuid: u16,
+        mecid: u8,
+        dests: Vec<u16>,
+        weights: Vec<u16>,
+        version_key: u64,
+    },
+    CommitMechanismWeights {
+        netuid: u16,
+        mecid: u8,
+        commit_hash: [u8; 32],
+    },
+    RevealMechanismWeights {
+        netuid: u16,
+        mecid: u8,
+        uids: Vec<u16>,
+        values: Vec<u16>,
+        salt: Vec<u16>,
+        version_key: u64,
+    },
+    CommitTimelockedMechanismWeights {
+        netuid: u16,
+        mecid: u8,
+        commit: Vec<u8>,
+        reveal_round: u64,
+        commit_reveal_version: u16,
+    },
     RevealWeights {
         netuid: u16,
         uids: Vec<u16>,
@@ -79,6 +114,11 @@ impl Call {
         match self {
             Call::SetWeights { .. } => "set_weights",
             Call::CommitWeights { .. } => "commit_weights",
+            Call::CommitTimelockedWeights { .. } => "commit_timelocked_weights",
+            Call::SetMechanismWeights { .. } => "set_mechanism_weights",
+            Call::CommitMechanismWeights { .. } => "commit_mechanism_weights",
+            Call::RevealMechanismWeights { .. } => "reveal_mechanism_weights",
+            Call::CommitTimelockedMechanismWeights { .. } => "commit_timelocked_mechanism_weights",
             Call::RevealWeights { .. } => "reveal_weights",
             Call::ServeAxon { .. } => "serve_axon",
             Call::BurnedRegister { .. } => "burned_register",
@@ -104,6 +144,67 @@ impl Call {
                 netuid,
                 commit_hash,
             } => vec![n(*netuid as u128), Value::from_bytes(commit_hash)],
+            Call::CommitTimelockedWeights {
+                netuid,
+                commit,
+                reveal_round,
+                commit_reveal_version,
+            } => vec![
+                n(*netuid as u128),
+                Value::from_bytes(commit),
+                n(*reveal_round as u128),
+                n(*commit_reveal_version as u128),
+            ],
+            Call::SetMechanismWeights {
+                netuid,
+                mecid,
+                dests,
+                weights,
+                version_key,
+            } => vec![
+                n(*netuid as u128),
+                n(*mecid as u128),
+                u16s(dests),
+                u16s(weights),
+                n(*version_key as u128),
+            ],
+            Call::CommitMechanismWeights {
+                netuid,
+                mecid,
+                commit_hash,
+            } => vec![
+                n(*netuid as u128),
+                n(*mecid as u128),
+                Value::from_bytes(commit_hash),
+            ],
+            Call::RevealMechanismWeights {
+                netuid,
+                mecid,
+                uids,
+                values,
+                salt,
+                version_key,
+            } => vec![
+                n(*netuid as u128),
+                n(*mecid as u128),
+                u16s(uids),
+                u16s(values),
+                u16s(salt),
+                n(*version_key as u128),
+            ],
+            Call::CommitTimelockedMechanismWeights {
+                netuid,
+                mecid,
+                commit,
+                reveal_round,
+                commit_reveal_version,
+            } => vec![
+                n(*netuid as u128),
+                n(*mecid as u128),
+                Value::from_bytes(commit),
+                n(*reveal_round as u128),
+                n(*commit_reveal_version as u128),
+            ],
             Call::RevealWeights {
                 netuid,
                 uids,
@@ -175,15 +276,22 @@ impl Call {
 
 /// The calls and storage entries this backend uses: a runtime must agree with the bundled metadata on
 /// every one of them.
-pub const CALLS: [&str; 6] = [
+pub const CALLS: [&str; 11] = [
     "set_weights",
     "commit_weights",
     "reveal_weights",
+    "commit_timelocked_weights",
+    "set_mechanism_weights",
+    "commit_mechanism_weights",
+    "reveal_mechanism_weights",
+    "commit_timelocked_mechanism_weights",
     "serve_axon",
     "burned_register",
     "add_stake",
 ];
-pub const STORAGE: [&str; 35] = [
+pub const STORAGE: [&str; 37] = [
+    "MechanismCountCurrent",
+    "LastMechansimStepBlock",
     "SubnetworkN",
     "Uids",
     "NetworksAdded",
@@ -288,6 +396,15 @@ pub fn decode_value<T: DecodeAsType>(
         return Err(bad(format!("{} bytes left over", cursor.len())));
     }
     Ok(value)
+}
+
+/// Whether the runtime described by `metadata` has storage `entry` in SubtensorModule.
+pub fn has_storage(metadata: &subxt::Metadata, entry: &str) -> bool {
+    metadata
+        .pallet_by_name(PALLET)
+        .and_then(|p| p.storage())
+        .and_then(|s| s.entry_by_name(entry))
+        .is_some()
 }
 
 /// The default value of `entry` (what the chain returns for a missing key), decoded.

@@ -66,6 +66,10 @@ pub struct SubnetParams {
     /// Registration cost, in rao, burned from the coldkey.
     pub burn: u64,
     pub commit_reveal_weights_enabled: bool,
+    /// Subtensor's `CommitRevealWeightsVersion` (global there): 4 means timelocked commits
+    /// (`commit_timelocked_weights`), opened by the chain with its beacon's pulses. Hash commits
+    /// (`commit_weights`/`reveal_weights`) are accepted at any version.
+    pub commit_reveal_version: u16,
     /// Commit-reveal v2: weights committed in epoch e are revealed in epoch e + this.
     pub reveal_period_epochs: u64,
     /// Local-chain extension (subtensor has no stake slashing): the share of a miner's stake, per
@@ -102,6 +106,7 @@ impl Default for SubnetParams {
             stake_threshold: 100_000_000_000,
             burn: 1_000_000_000,
             commit_reveal_weights_enabled: true,
+            commit_reveal_version: 4,
             reveal_period_epochs: 1,
             slash_per_million: 1_000_000,
             fraud_report_windows: default_fraud_report_windows(),
@@ -252,4 +257,15 @@ impl WeightsReveal {
             self.version_key,
         )
     }
+}
+
+/// What the chain did with one timelocked commit when its reveal came: applied it as the committer's
+/// weights, or dropped it and why (subtensor only logs the reason; the local chain keeps it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelockReveal {
+    pub block: u64,
+    pub hotkey: AccountId,
+    pub commit_block: u64,
+    pub reveal_round: u64,
+    pub outcome: std::result::Result<(), String>,
 }

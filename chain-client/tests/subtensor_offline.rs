@@ -53,6 +53,39 @@ fn calls() -> Vec<Call> {
             version: 1,
             addr: "10.1.2.3:8091".parse().unwrap(),
         },
+        Call::CommitTimelockedWeights {
+            netuid: 3,
+            commit: (0..=255u8).cycle().take(700).collect(),
+            reveal_round: 23_456_789,
+            commit_reveal_version: 4,
+        },
+        Call::SetMechanismWeights {
+            netuid: 3,
+            mecid: 1,
+            dests: vec![0, 4],
+            weights: vec![65535, 2],
+            version_key: 42,
+        },
+        Call::CommitMechanismWeights {
+            netuid: 3,
+            mecid: 1,
+            commit_hash: [0xcd; 32],
+        },
+        Call::RevealMechanismWeights {
+            netuid: 3,
+            mecid: 1,
+            uids: vec![5],
+            values: vec![65535],
+            salt: vec![1, 2, 3, 4, 5, 6, 7, 8],
+            version_key: 42,
+        },
+        Call::CommitTimelockedMechanismWeights {
+            netuid: 3,
+            mecid: 2,
+            commit: vec![9; 300],
+            reveal_round: 99,
+            commit_reveal_version: 4,
+        },
         Call::BurnedRegister {
             netuid: 3,
             hotkey: bob(),
@@ -154,6 +187,96 @@ fn every_call_signs_offline_and_decodes_back_with_its_arguments() {
                 assert_eq!(&arg::<Vec<u16>>(&bytes, &ext, "values"), values);
                 assert_eq!(&arg::<Vec<u16>>(&bytes, &ext, "salt"), salt);
                 assert_eq!(arg::<u64>(&bytes, &ext, "version_key"), *version_key);
+            }
+            Call::CommitTimelockedWeights {
+                netuid,
+                commit,
+                reveal_round,
+                commit_reveal_version,
+            } => {
+                assert_eq!(
+                    names,
+                    ["netuid", "commit", "reveal_round", "commit_reveal_version"]
+                );
+                assert_eq!(ext.call_index(), 113);
+                assert_eq!(arg::<u16>(&bytes, &ext, "netuid"), *netuid);
+                assert_eq!(&arg::<Vec<u8>>(&bytes, &ext, "commit"), commit);
+                assert_eq!(arg::<u64>(&bytes, &ext, "reveal_round"), *reveal_round);
+                assert_eq!(
+                    arg::<u16>(&bytes, &ext, "commit_reveal_version"),
+                    *commit_reveal_version
+                );
+            }
+            Call::SetMechanismWeights {
+                netuid,
+                mecid,
+                dests,
+                weights,
+                version_key,
+            } => {
+                assert_eq!(names, ["netuid", "mecid", "dests", "weights", "version_key"]);
+                assert_eq!(ext.call_index(), 119);
+                assert_eq!(arg::<u16>(&bytes, &ext, "netuid"), *netuid);
+                assert_eq!(arg::<u8>(&bytes, &ext, "mecid"), *mecid);
+                assert_eq!(&arg::<Vec<u16>>(&bytes, &ext, "dests"), dests);
+                assert_eq!(&arg::<Vec<u16>>(&bytes, &ext, "weights"), weights);
+                assert_eq!(arg::<u64>(&bytes, &ext, "version_key"), *version_key);
+            }
+            Call::CommitMechanismWeights {
+                netuid,
+                mecid,
+                commit_hash,
+            } => {
+                assert_eq!(names, ["netuid", "mecid", "commit_hash"]);
+                assert_eq!(arg::<u16>(&bytes, &ext, "netuid"), *netuid);
+                assert_eq!(arg::<u8>(&bytes, &ext, "mecid"), *mecid);
+                assert_eq!(&arg::<[u8; 32]>(&bytes, &ext, "commit_hash"), commit_hash);
+            }
+            Call::RevealMechanismWeights {
+                netuid,
+                mecid,
+                uids,
+                values,
+                salt,
+                version_key,
+            } => {
+                assert_eq!(
+                    names,
+                    ["netuid", "mecid", "uids", "values", "salt", "version_key"]
+                );
+                assert_eq!(arg::<u16>(&bytes, &ext, "netuid"), *netuid);
+                assert_eq!(arg::<u8>(&bytes, &ext, "mecid"), *mecid);
+                assert_eq!(&arg::<Vec<u16>>(&bytes, &ext, "uids"), uids);
+                assert_eq!(&arg::<Vec<u16>>(&bytes, &ext, "values"), values);
+                assert_eq!(&arg::<Vec<u16>>(&bytes, &ext, "salt"), salt);
+                assert_eq!(arg::<u64>(&bytes, &ext, "version_key"), *version_key);
+            }
+            Call::CommitTimelockedMechanismWeights {
+                netuid,
+                mecid,
+                commit,
+                reveal_round,
+                commit_reveal_version,
+            } => {
+                assert_eq!(
+                    names,
+                    [
+                        "netuid",
+                        "mecid",
+                        "commit",
+                        "reveal_round",
+                        "commit_reveal_version"
+                    ]
+                );
+                assert_eq!(ext.call_index(), 118);
+                assert_eq!(arg::<u16>(&bytes, &ext, "netuid"), *netuid);
+                assert_eq!(arg::<u8>(&bytes, &ext, "mecid"), *mecid);
+                assert_eq!(&arg::<Vec<u8>>(&bytes, &ext, "commit"), commit);
+                assert_eq!(arg::<u64>(&bytes, &ext, "reveal_round"), *reveal_round);
+                assert_eq!(
+                    arg::<u16>(&bytes, &ext, "commit_reveal_version"),
+                    *commit_reveal_version
+                );
             }
             Call::ServeAxon {
                 netuid,
@@ -414,7 +537,7 @@ fn a_runtime_that_changed_a_call_is_refused_by_name() {
         e.contains("chain-client/metadata/subtensor-finney.scale"),
         "{e}"
     );
-    assert_eq!(CALLS.len(), 6);
+    assert_eq!(CALLS.len(), 11);
 }
 
 #[tokio::test]
