@@ -3,7 +3,7 @@
 use blake2::{Blake2b, Digest, digest::consts::U32};
 use chain_client::{
     AccountId, BlockClock, ChainError, FraudOutcome, LocalChain, MAX_UNREVEALED_COMMITS,
-    SubnetParams, WeightsReveal, weights_commit_hash,
+    SubnetParams, WeightsReveal, tlock, weights_commit_hash,
 };
 use parity_scale_codec::Encode;
 use subxt_signer::sr25519::{Keypair, dev};
@@ -256,6 +256,91 @@ fn commit_reveal_v2_reveals_in_the_next_epoch_only() {
             .unwrap_err(),
         ChainError::CommitRevealDisabled { .. }
     ));
+}
+
+/// Commit-reveal v4 on the local chain: the chain's own beacon opens each commit with the pulse of
+/// its round in the reveal epoch and applies it as the committer's weights; the epoch after pays.
+#[test]
+fn timelocked_commits_open_with_the_beacons_pulse_in_the_reveal_epoch() {
+    let Net { chain, netuid, .. } = &net(SubnetParams {
+        commit_reveal_weights_enabled: true,
+        ..params()
+    });
+    let netuid = *netuid;
+    let (alice, bob, charlie) = (id(&dev::alice()), id(&dev::bob()), id(&dev::charlie()));
+    chain.advance_blocks(12).unwrap(); // the epoch at 10 hands out permits; now epoch 1
+    let target = chain.timelock_target_sync(netuid).unwrap();
+    assert_eq!(target.reveal_round, 20, "the first block of epoch 2");
+    assert_eq!(target.commit_reveal_version, 4);
+    let commit = tlock::commit_weights(&target, &alice, &[1, 2], &[65535, 21845], 3).unwrap();
+    let send = |who: AccountId, bytes: &[u8], round: u64, version: u16| {
+        chain.commit_timelocked_weights_sync(who, netuid, bytes, round, version)
+    };
+    // Refused as subtensor refuses them.
+    let e = send(alice, &commit, 20, 3).unwrap_err();
+    assert!(matches!(e, ChainError::IncorrectCommitRevealVersion { given: 3, required: 4 }), "{e}");
+    let e = send(alice, &commit, 11, 4).unwrap_err();
+    assert!(matches!(e, ChainError::InvalidRevealRound { round: 11, latest: 12 }), "{e}");
+    let e = send(alice, &vec![0; tlock::MAX_COMMIT_BYTES + 1], 20, 4).unwrap_err();
+    assert!(matches!(e, ChainError::CommitTooLong { .. }), "{e}");
+    let e = send(id(&dev::dave()), &commit, 20, 4).unwrap_err();
+    assert!(matches!(e, ChainError::HotKeyNotRegisteredInSubNet { .. }), "{e}");
+    let plain = net(params());
+    let e = plain
+        .chain
+        .commit_timelocked_weights_sync(alice, plain.netuid, &commit, 20, 4)
+        .unwrap_err();
+    assert!(matches!(e, ChainError::CommitRevealDisabled { .. }), "{e}");
+
+    send(alice, &commit, 20, 4).unwrap();
+    // Bob replays Alice's ciphertext as his own; Charlie commits bytes that are no ciphertext.
+    send(bob, &commit, 20, 4).unwrap();
+    send(charlie, &[1, 2, 3], 20, 4).unwrap();
+    assert_eq!(chain.beacon_pulse(20).unwrap(), None, "round 20 is not public yet");
+    chain.advance_blocks(7).unwrap(); // block 19: still epoch 1
+    assert!(chain.timelock_reveals(netuid).unwrap().is_empty());
+    assert!(chain.metagraph_sync(netuid).unwrap().by_uid(0).unwrap().weights.is_empty());
+
+    chain.advance_blocks(1).unwrap(); // block 20: epoch 2, round 20 is signed
+    let mg = chain.metagraph_sync(netuid).unwrap();
+    assert_eq!(mg.by_uid(0).unwrap().weights, vec![(1, 65535), (2, 21845)]);
+    assert_eq!(mg.by_uid(0).unwrap().last_update, 20);
+    let reveals = chain.timelock_reveals(netuid).unwrap();
+    let outcome = |who: AccountId| reveals.iter().find(|r| r.hotkey == who).unwrap().outcome.clone();
+    assert_eq!(outcome(alice), Ok(()));
+    assert!(outcome(bob).unwrap_err().contains("another hotkey"));
+    assert!(outcome(charlie).unwrap_err().contains("does not deserialize"));
+    assert!(reveals.iter().all(|r| r.block == 20 && r.reveal_round == 20 && r.commit_block == 12));
+    // The published pulse opens the commit for anyone now.
+    let pulse = chain.beacon_pulse(20).unwrap().unwrap();
+    assert_eq!(
+        tlock::open_weights(&commit, &pulse, &alice).unwrap(),
+        (vec![1, 2], vec![65535, 21845], 3)
+    );
+    // The epoch at 20 ran before the reveal and paid the miners nothing; the one at 30 pays them.
+    let miners_paid = |block: u64| {
+        let epochs = chain.epochs(netuid).unwrap();
+        let (_, emission, _) = epochs.iter().find(|e| e.0 == block).unwrap().clone();
+        emission[1] + emission[2]
+    };
+    assert_eq!(miners_paid(20), 0);
+    chain.advance_blocks(10).unwrap();
+    chain.metagraph_sync(netuid).unwrap();
+    assert!(miners_paid(30) > 0);
+
+    // A commit whose round comes after its reveal epoch can never open: it is dropped when the
+    // epoch ends.
+    let far = tlock::TimelockTarget {
+        reveal_round: 1_000,
+        ..chain.timelock_target_sync(netuid).unwrap()
+    };
+    let commit = tlock::commit_weights(&far, &alice, &[1, 2], &[1, 1], 3).unwrap();
+    send(alice, &commit, 1_000, 4).unwrap(); // block 30, epoch 3: to reveal in epoch 4
+    chain.advance_blocks(20).unwrap(); // block 50, epoch 5
+    chain.metagraph_sync(netuid).unwrap();
+    let last = chain.timelock_reveals(netuid).unwrap().pop().unwrap();
+    assert!(last.outcome.unwrap_err().starts_with("expired"));
+    assert_eq!(last.block, 50, "dropped at the first block after its reveal epoch");
 }
 
 #[test]

@@ -45,7 +45,7 @@ pub fn open(dir: &Path) -> anyhow::Result<LocalChain> {
 }
 
 /// Subnet parameters for a task: one epoch per window, weights at most twice a window (a validator's
-/// timing jitters from window to window), commit-reveal v2 when asked.
+/// timing jitters from window to window), commit-reveal (timelocked, version 4) when asked.
 pub fn params_for_window(blocks: u64, version_key: u64, commit_reveal: bool) -> SubnetParams {
     SubnetParams {
         tempo: blocks,

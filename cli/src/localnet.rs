@@ -105,9 +105,12 @@ pub struct WindowLine {
     pub validator_emission: u64,
     /// Validators that set (or, under commit-reveal, committed) weights this window.
     pub weights_set: usize,
-    /// Earlier commits revealed on chain this window (commit-reveal only).
+    /// Earlier commits revealed on chain this window (commit-reveal only): hash commits revealed by
+    /// their validators, timelocked ones opened by the chain.
     pub weights_revealed: usize,
     pub train_tokens_per_s: f64,
+    /// The chain's block when the line was taken.
+    pub block: u64,
 }
 
 /// Validator `i`'s data directory (its replay log and blobs) in the localnet directory `dir`.
@@ -457,9 +460,10 @@ pub async fn run(
                 .await?;
         let (checkpoint, _) = validators[0].checkpoint();
         let loss = report_loss.of(checkpoint.params.clone()).await?;
+        let since = lines.last().map_or(0, |l: &WindowLine| l.block);
         let line = window_line(
             &chain,
-            netuid,
+            (netuid, since),
             (window, loss),
             &outcomes,
             (&miner_uids, &kinds),
@@ -501,7 +505,7 @@ pub async fn run(
 /// validators' `outcomes`, and what the chain holds now (stake, emission, slashes).
 pub(crate) async fn window_line(
     chain: &LocalChain,
-    netuid: u16,
+    (netuid, since_block): (u16, u64),
     (window, loss): (u64, f64),
     outcomes: &[WindowOutcome],
     (miner_uids, kinds): (&[u16], &[MinerKind]),
@@ -559,8 +563,14 @@ pub(crate) async fn window_line(
             .iter()
             .flat_map(|o| &o.reveals)
             .filter(|r| r.1.is_ok())
-            .count(),
+            .count()
+            + chain
+                .timelock_reveals(netuid)?
+                .iter()
+                .filter(|r| r.block > since_block && r.block <= metagraph.block && r.outcome.is_ok())
+                .count(),
         train_tokens_per_s: 0.0,
+        block: metagraph.block,
     })
 }
 

@@ -38,8 +38,9 @@ enum Command {
         /// Task file (the built-in localnet task if not given).
         #[arg(long, env = "SUBNET_TASK")]
         task: Option<PathBuf>,
-        /// Run the subnet with commit-reveal v2: validators commit each window's weights and reveal
-        /// them in the next epoch, as on subtensor subnets that enable it.
+        /// Run the subnet with commit-reveal, as subtensor does today (version 4): validators commit
+        /// each window's weights encrypted to a round of the chain's randomness beacon, and the
+        /// chain opens and applies them in the next epoch.
         #[arg(long, env = "SUBNET_COMMIT_REVEAL")]
         commit_reveal: bool,
         /// Misbehaving miners to add beside the honest ones, comma-separated (`none` for an
@@ -364,9 +365,14 @@ enum ChainCommand {
         /// The owner's coldkey (receives the owner cut).
         #[arg(long, default_value = "//owner")]
         owner_uri: String,
-        /// Validators must commit weights and reveal them an epoch later (commit-reveal v2).
+        /// Validators must commit weights, to be revealed an epoch later: timelocked to the chain's
+        /// beacon and opened by the chain (`--commit-reveal-version 4`, subtensor's default), or
+        /// hashed and revealed by each validator (version 2).
         #[arg(long)]
         commit_reveal: bool,
+        /// The commit-reveal version the subnet runs (subtensor's CommitRevealWeightsVersion).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(2..=4))]
+        commit_reveal_version: u16,
     },
     /// Credit tokens to a coldkey (a local-chain faucet).
     Fund {
@@ -454,12 +460,15 @@ async fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Resu
             task,
             owner_uri,
             commit_reveal,
+            commit_reveal_version,
         } => {
             let spec = load_task(Some(&task))?;
             let chain = admin::open(dir)?;
             let owner = admin::keypair(&owner_uri)?;
-            let params =
-                admin::params_for_window(spec.window.blocks, spec.task.version, commit_reveal);
+            let params = chain_client::SubnetParams {
+                commit_reveal_version,
+                ..admin::params_for_window(spec.window.blocks, spec.task.version, commit_reveal)
+            };
             let netuid = chain.create_subnet(admin::account(&owner), params)?;
             println!(
                 "created subnet {netuid} for task {} (tempo {} blocks)",

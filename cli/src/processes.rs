@@ -389,9 +389,10 @@ pub async fn run(
         )
         .map_err(|e| anyhow::anyhow!("the lead's checkpoint of window {window}: {e}"))?;
         let loss = report_loss.of(checkpoint.params.clone()).await?;
+        let since = lines.last().map_or(0, |l: &WindowLine| l.block);
         let line = window_line(
             chain,
-            netuid,
+            (netuid, since),
             (window, loss),
             &outcomes,
             (&miner_uids, kinds),

@@ -29,8 +29,9 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
     dot / (norm(a) * norm(b))
 }
 
-/// With commit-reveal v2 on: each window's weights are committed, revealed in the next window's
-/// epoch, and paid out at the epoch after that, so three windows show the whole cycle. The outer
+/// With commit-reveal on (timelocked, version 4): each window's weights are committed encrypted to
+/// the chain's beacon, opened by the chain in the next window's epoch, and paid out at the epoch
+/// after that, so three windows show the whole cycle. The outer
 /// step is DiLoCo's Nesterov momentum, whose buffer the follower recomputes with the lead's
 /// checkpoint and a replay confirms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +54,7 @@ async fn three_honest_windows_learn_pay_through_commit_reveal_and_both_validator
     assert_eq!(
         revealed,
         vec![0, 2, 2],
-        "each validator's commit is revealed in the next window"
+        "the chain opens each validator's commit in the next window"
     );
     let losses: Vec<f64> = report.windows.iter().map(|w| w.heldout_loss).collect();
     assert!(

@@ -1372,9 +1372,11 @@ impl<C: Chain> Validator<C> {
                     )
                     .await
                     {
-                        Ok(commit) => {
-                            committed = commit.is_some();
-                            keep.extend(commit);
+                        Ok(submitted) => {
+                            committed = submitted != weights::Submitted::Set;
+                            if let weights::Submitted::Committed(commit) = submitted {
+                                keep.push(commit);
+                            }
                             Ok(row)
                         }
                         Err(e) => Err(e),

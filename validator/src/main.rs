@@ -30,11 +30,16 @@ enum Command {
     Run {
         #[arg(long, env = "VALIDATOR_TASK")]
         task: PathBuf,
-        /// The chain: `local:PATH` for a local chain file.
+        /// The chain: `local:PATH` for a local chain file, `ws://HOST:PORT` (or `wss://`) for a
+        /// subtensor node.
         #[arg(long, env = "VALIDATOR_CHAIN")]
         chain: String,
         #[arg(long, env = "VALIDATOR_NETUID")]
         netuid: u16,
+        /// The subnet mechanism whose weights this validator sets (0, the subnet itself, unless the
+        /// subnet declares more on subtensor).
+        #[arg(long, env = "VALIDATOR_MECHANISM", default_value_t = 0)]
+        mechanism: u8,
         /// Bittensor wallet holding the hotkey (`~/.bittensor/wallets/NAME`, or under --wallet-path).
         #[arg(long, env = "VALIDATOR_WALLET")]
         wallet: Option<String>,
@@ -76,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         task,
         chain,
         netuid,
+        mechanism,
         wallet,
         hotkey,
         wallet_path,
@@ -95,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
     let spec = TaskSpec::from_file(&task)?;
     let engine = Arc::new(TaskEngine::new(spec));
     let blocks = engine.spec().window.blocks;
-    let chain = open_chain(&chain).await?;
+    let chain = open_chain(&chain).await?.for_mechanism(mechanism)?;
     let hotkey = choose_hotkey(
         hotkey_uri.as_deref(),
         wallet.as_deref(),

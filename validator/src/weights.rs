@@ -1,13 +1,27 @@
-//! Putting a window's weights on chain: set them, or under commit-reveal commit them now and reveal
-//! them in a later window.
+//! Putting a window's weights on chain: set them, or under commit-reveal commit them now, encrypted
+//! to a beacon round the chain opens itself (version 4), or hashed, to be revealed by this validator
+//! in a later window (earlier versions).
 
 use crate::store::PendingReveal;
-use chain_client::{AccountId, Chain, ChainError, WeightsReveal};
+use chain_client::{AccountId, Chain, ChainError, WeightsReveal, tlock};
 use subxt_signer::sr25519::Keypair;
 
-/// Sets the weights, or commits them when the subnet runs commit-reveal. Ok(Some) is the commit to
-/// reveal later; `persist` keeps it (its salt above all) before the commit is sent, so that a
-/// validator that stops right after can still reveal it.
+/// The commit-reveal version from which commits are timelocked.
+const TIMELOCKED_VERSION: u16 = 4;
+
+/// How a window's weights went on chain.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Submitted {
+    Set,
+    /// Encrypted to `reveal_round`; the chain opens and applies them in the reveal epoch.
+    Timelocked { reveal_round: u64 },
+    /// Hash-committed: this validator reveals them later.
+    Committed(PendingReveal),
+}
+
+/// Sets the weights, or commits them when the subnet runs commit-reveal: timelocked where the chain
+/// runs version 4 or later, otherwise by hash. A hash commit's salt is kept by `persist` before the
+/// commit is sent, so that a validator that stops right after can still reveal it.
 pub(crate) async fn submit<C: Chain>(
     chain: &C,
     hotkey: &Keypair,
@@ -16,13 +30,40 @@ pub(crate) async fn submit<C: Chain>(
     (uids, values): (Vec<u16>, Vec<u16>),
     version_key: u64,
     persist: impl FnOnce(&PendingReveal) -> Result<(), String>,
-) -> Result<Option<PendingReveal>, String> {
+) -> Result<Submitted, String> {
     match chain
         .set_weights(hotkey, netuid, uids.clone(), values.clone(), version_key)
         .await
     {
-        Ok(()) => Ok(None),
+        Ok(()) => Ok(Submitted::Set),
         Err(ChainError::CommitRevealEnabled { .. }) => {
+            let target = chain
+                .timelock_target(netuid)
+                .await
+                .map_err(|e| e.to_string())?;
+            if target.commit_reveal_version >= TIMELOCKED_VERSION {
+                let me = AccountId::from(hotkey);
+                let commit = tlock::commit_weights(&target, &me, &uids, &values, version_key)
+                    .map_err(|e| e.to_string())?;
+                chain
+                    .commit_timelocked_weights(
+                        hotkey,
+                        netuid,
+                        commit,
+                        target.reveal_round,
+                        target.commit_reveal_version,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(
+                    window,
+                    reveal_round = target.reveal_round,
+                    "weights committed, timelocked"
+                );
+                return Ok(Submitted::Timelocked {
+                    reveal_round: target.reveal_round,
+                });
+            }
             let mut salt = [0u8; 16];
             getrandom::fill(&mut salt).map_err(|e| format!("no randomness for a salt: {e}"))?;
             let reveal = WeightsReveal {
@@ -42,7 +83,7 @@ pub(crate) async fn submit<C: Chain>(
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!(window, hash = %hex::encode(hash), "weights committed");
-            Ok(Some(pending))
+            Ok(Submitted::Committed(pending))
         }
         Err(e) => Err(e.to_string()),
     }
@@ -79,8 +120,9 @@ mod tests {
     use super::*;
     use chain_client::{BlockClock, LocalChain, SubnetParams};
 
-    #[tokio::test]
-    async fn the_salt_is_kept_before_the_commit_is_sent() {
+    /// A commit-reveal subnet of tempo 10 at `version`, at block 10: a staked validator (uid 0,
+    /// with a permit from the epoch at block 10) and a miner (uid 1).
+    fn subnet(version: u16) -> (tempfile::TempDir, LocalChain, u16, Keypair) {
         let dir = tempfile::tempdir().unwrap();
         let chain =
             LocalChain::open_or_create(dir.path().join("chain.sqlite"), BlockClock::Manual, 1)
@@ -90,7 +132,9 @@ mod tests {
         let params = SubnetParams {
             tempo: 10,
             commit_reveal_weights_enabled: true,
+            commit_reveal_version: version,
             min_allowed_weights: 1,
+            weights_rate_limit: 5,
             ..SubnetParams::default()
         };
         let netuid = chain
@@ -111,6 +155,33 @@ mod tests {
             )
             .unwrap();
         chain.advance_blocks(10).unwrap();
+        (dir, chain, netuid, validator)
+    }
+
+    #[tokio::test]
+    async fn version_4_commits_are_timelocked_and_the_chain_reveals_them_itself() {
+        let (_dir, chain, netuid, validator) = subnet(4);
+        let submitted = submit(
+            &chain,
+            &validator,
+            netuid,
+            1,
+            (vec![1], vec![u16::MAX]),
+            0,
+            |_| panic!("a timelocked commit has no salt to keep"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(submitted, Submitted::Timelocked { reveal_round: 20 });
+        let weights = |chain: &LocalChain| chain.metagraph_sync(netuid).unwrap().neurons[0].weights.clone();
+        assert!(weights(&chain).is_empty());
+        chain.advance_blocks(10).unwrap();
+        assert_eq!(weights(&chain), vec![(1, u16::MAX)]);
+    }
+
+    #[tokio::test]
+    async fn the_salt_is_kept_before_the_commit_is_sent() {
+        let (_dir, chain, netuid, validator) = subnet(2);
         let mut kept = None;
         let committed = submit(
             &chain,
@@ -133,13 +204,13 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(committed, kept);
+        let Submitted::Committed(committed) = committed else {
+            panic!("a version 2 subnet takes hash commits: {committed:?}");
+        };
+        assert_eq!(Some(committed.clone()), kept);
         // Now it is, to be revealed in a later epoch.
-        let reveal = chain.reveal_weights_sync(
-            AccountId::from(&validator),
-            netuid,
-            &committed.unwrap().reveal,
-        );
+        let reveal =
+            chain.reveal_weights_sync(AccountId::from(&validator), netuid, &committed.reveal);
         assert!(
             matches!(reveal, Err(ChainError::RevealTooEarly { .. })),
             "{reveal:?}"
