@@ -1100,8 +1100,7 @@ fn apply_weights(
             min,
         });
     }
-    let floats: Vec<f64> = values.iter().map(|&v| v as f64).collect();
-    let upscaled = yuma::max_upscale_to_u16(&floats);
+    let upscaled = yuma::max_upscale_to_u16(values);
     let max = upscaled.iter().copied().max().unwrap_or(0);
     if max > params.max_weights_limit {
         return Err(ChainError::MaxWeightExceeded {
@@ -1197,6 +1196,30 @@ fn run_epoch(
     let weights: Vec<Vec<(u16, u16)>> = rows.iter().map(|r| r.weights.clone()).collect();
     let last_update: Vec<u64> = rows.iter().map(|r| r.last_update).collect();
     let registered: Vec<u64> = rows.iter().map(|r| r.registered_at).collect();
+    // Under commit-reveal, weights committed before their target registered do not count for it.
+    let earliest_commit = if params.commit_reveal_weights_enabled {
+        let current = epoch_of(block, params);
+        let mut earliest = vec![u64::MAX; rows.len()];
+        for table in ["weight_commits", "timelocked_commits"] {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT hotkey, MIN(block) FROM {table} WHERE netuid = ?1 AND epoch + ?2 >= ?3 GROUP BY hotkey"
+            ))?;
+            let commits: Vec<(Vec<u8>, i64)> = stmt
+                .query_map(
+                    params![netuid, params.reveal_period_epochs as i64, current as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            for (hotkey, committed) in commits {
+                if let Some(i) = rows.iter().position(|r| r.hotkey == hotkey) {
+                    earliest[i] = earliest[i].min(committed as u64);
+                }
+            }
+        }
+        Some(earliest)
+    } else {
+        None
+    };
     let out = yuma::epoch(
         &params.yuma(),
         &state,
@@ -1207,6 +1230,7 @@ fn run_epoch(
             weights: &weights,
             last_update: &last_update,
             block_at_registration: &registered,
+            earliest_commit: earliest_commit.as_deref(),
         },
     );
     // A miner slashed within the recent fraud span earns nothing meanwhile: its emission is burned.

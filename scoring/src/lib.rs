@@ -5,6 +5,7 @@
 pub mod checks;
 pub mod decide;
 pub mod economics;
+pub mod fixed_math;
 pub mod simulate;
 pub mod usefulness;
 pub mod weights;

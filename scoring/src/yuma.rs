@@ -1,9 +1,10 @@
-//! Yuma consensus, one epoch, as subtensor runs it (original Yuma). Plain f64 over ndarray; the chain
-//! uses fixed point, and results agree to well below one u16 step before the final conversion.
-//! Step numbers refer to the epoch walk-through in REFERENCE.md.
+//! Yuma consensus, one epoch, as subtensor runs it (original Yuma, Yuma3, liquid alpha), in the
+//! chain's own fixed-point types and order of operations (`fixed_math`), so that outputs equal the
+//! chain's to the unit. Step numbers refer to the epoch walk-through in REFERENCE.md.
 
-use ndarray::{Array1, Array2, Axis};
+use crate::fixed_math::{self as fm, Fixed, SparseMatrix};
 use serde::{Deserialize, Serialize};
+use substrate_fixed::types::{I64F64, I96F32};
 
 /// Hyperparameters in the chain's own integer units.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,6 +68,9 @@ pub struct EpochInput<'a> {
     pub weights: &'a [Vec<(u16, u16)>],
     pub last_update: &'a [u64],
     pub block_at_registration: &'a [u64],
+    /// Under commit-reveal: per uid, the block of its earliest commit that has not expired
+    /// (u64::MAX for none); weights toward a uid registered after that commit are dropped.
+    pub earliest_commit: Option<&'a [u64]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,92 +88,13 @@ pub struct EpochOutput {
 
 /// Stored u16 form of a proportion: floor(x * 65535), saturating.
 pub fn proportion_to_u16(x: f64) -> u16 {
-    (x * 65535.0).clamp(0.0, 65535.0) as u16
+    fm::proportion_to_u16(Fixed::saturating_from_num(x))
 }
 
-/// Scales so the largest entry is 65535, rounding to nearest (subtensor's max-upscale).
-pub fn max_upscale_to_u16(x: &[f64]) -> Vec<u16> {
-    let max = x.iter().cloned().fold(0.0, f64::max);
-    if max <= 0.0 {
-        return vec![0; x.len()];
-    }
-    x.iter()
-        .map(|&v| (v / max * 65535.0).round().clamp(0.0, 65535.0) as u16)
-        .collect()
-}
-
-fn normalize(v: &mut Array1<f64>) {
-    let sum = v.sum();
-    if sum > 0.0 {
-        *v /= sum;
-    }
-}
-
-fn normalize_rows(m: &mut Array2<f64>) {
-    for mut row in m.rows_mut() {
-        let sum = row.sum();
-        if sum > 0.0 {
-            row /= sum;
-        }
-    }
-}
-
-fn normalize_columns(m: &mut Array2<f64>) {
-    for mut col in m.columns_mut() {
-        let sum = col.sum();
-        if sum > 0.0 {
-            col /= sum;
-        }
-    }
-}
-
-/// Stake-weighted median with majority `kappa` (step 6): the largest w such that the stake of
-/// entries >= w is at least kappa. Only entries with positive stake take part; stake is renormalized
-/// over them.
-pub fn weighted_median(stake: &[f64], scores: &[f64], kappa: f64) -> f64 {
-    let mut pairs: Vec<(f64, f64)> = stake
-        .iter()
-        .zip(scores)
-        .filter(|(s, _)| **s > 0.0)
-        .map(|(&s, &w)| (s, w))
-        .collect();
-    let total: f64 = pairs.iter().map(|p| p.0).sum();
-    if total <= 0.0 {
-        return 0.0;
-    }
-    pairs.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let mut cumulative = 0.0;
-    let mut i = 0;
-    while i < pairs.len() {
-        let value = pairs[i].1;
-        while i < pairs.len() && pairs[i].1 == value {
-            cumulative += pairs[i].0 / total;
-            i += 1;
-        }
-        // Tolerance for the f64 sum of stakes that are exactly kappa in fixed point.
-        if cumulative >= kappa - 1e-12 {
-            return value;
-        }
-    }
-    0.0
-}
-
-/// Column-wise weighted median (step 6) over a dense matrix.
-pub fn weighted_median_columns(stake: &[f64], weights: &Array2<f64>, kappa: f64) -> Vec<f64> {
-    weights
-        .columns()
-        .into_iter()
-        .map(|col| weighted_median(stake, &col.to_vec(), kappa))
-        .collect()
-}
-
-/// Clips each column to its consensus (step 7).
-pub fn clip_columns(weights: &Array2<f64>, consensus: &[f64]) -> Array2<f64> {
-    let mut clipped = weights.clone();
-    for (mut col, &c) in clipped.columns_mut().into_iter().zip(consensus) {
-        col.mapv_inplace(|w| w.min(c));
-    }
-    clipped
+/// How set_weights stores a row: scaled so the largest value is 65535, rounding to nearest, in
+/// subtensor's fixed point.
+pub fn max_upscale_to_u16(values: &[u16]) -> Vec<u16> {
+    fm::u16_max_upscale_to_u16(values)
 }
 
 /// One epoch. `state` holds the previous epoch's permits and bonds (shorter vectors are padded, as
@@ -178,17 +103,38 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
     epoch_over(params, state, input, Rows::ThatCanCarryWeight)
 }
 
-/// Which rows of the weight and bond matrices an epoch computes.
+/// Which rows of the weight and bond matrices the steps that densify rows (bond weights, the bonds
+/// EMA) compute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rows {
-    /// Every uid, as the chain lays the matrices out: the reference.
+    /// Every uid, as the chain does: the reference.
     All,
-    /// Only uids with a validator permit or old bonds: every other row is zero throughout the epoch
-    /// (no permit, no weights; no permit last epoch, no bonds), so the result is the same.
+    /// Only rows holding a weight or a bond: every other row stays empty through those steps, so the
+    /// result is the same.
     ThatCanCarryWeight,
 }
 
-/// One epoch computed over the chosen rows; `epoch` uses the compact form.
+fn sparse_u16(row: &[u16]) -> Vec<(u16, Fixed)> {
+    row.iter()
+        .enumerate()
+        .filter(|(_, b)| **b > 0)
+        .map(|(j, &b)| (j as u16, Fixed::saturating_from_num(b)))
+        .collect()
+}
+
+/// The rows `rows` asks for: all of them, or those with an entry in `a` or `b`.
+fn rows_of(rows: Rows, a: &[Vec<(u16, Fixed)>], b: &[Vec<(u16, Fixed)>]) -> Vec<usize> {
+    match rows {
+        Rows::All => (0..a.len()).collect(),
+        Rows::ThatCanCarryWeight => (0..a.len())
+            .filter(|&i| !a[i].is_empty() || b.get(i).is_some_and(|r| !r.is_empty()))
+            .collect(),
+    }
+}
+
+/// One epoch as subtensor's `epoch` computes it (sparse, in I32F32 with I64F64 stake and I96F32
+/// emission, in the same order of operations), for a subnet with no owner hotkey among its uids.
+/// Step numbers refer to REFERENCE.md.
 pub fn epoch_over(
     params: &YumaParams,
     state: &YumaState,
@@ -199,233 +145,234 @@ pub fn epoch_over(
     assert!(
         input.weights.len() == n
             && input.last_update.len() == n
-            && input.block_at_registration.len() == n,
-        "epoch input vectors must all have one entry per uid"
+            && input.block_at_registration.len() == n
+            && n <= u16::MAX as usize,
+        "epoch input vectors must all have one entry per uid (at most 65535 uids)"
     );
-    let kappa = params.kappa as f64 / 65535.0;
+    let columns = n as u16;
 
     // Step 1: activity.
-    let active: Vec<bool> = (0..n)
-        .map(|i| input.last_update[i] + params.activity_cutoff >= input.block)
+    let active: Vec<bool> = input
+        .last_update
+        .iter()
+        .map(|&u| u.saturating_add(params.activity_cutoff) >= input.block)
         .collect();
+    let inactive: Vec<bool> = active.iter().map(|a| !a).collect();
 
-    // Step 2: stake, zeroed below the stake threshold, normalized.
-    let raw_stake: Vec<u64> = input
+    // Step 2: stake below the threshold counts as zero; normalized in I64F64, then I32F32.
+    let mut filtered: Vec<I64F64> = input
         .stake
         .iter()
-        .map(|&s| if s >= params.stake_threshold { s } else { 0 })
+        .map(|&s| {
+            let s = I64F64::saturating_from_num(s);
+            if s.saturating_to_num::<u64>() < params.stake_threshold {
+                I64F64::from_num(0)
+            } else {
+                s
+            }
+        })
         .collect();
-    let mut stake = Array1::from_iter(raw_stake.iter().map(|&s| s as f64));
-    normalize(&mut stake);
+    fm::inplace_normalize_64(&mut filtered);
+    let stake: Vec<Fixed> = filtered
+        .into_iter()
+        .map(Fixed::saturating_from_num)
+        .collect();
 
-    // Step 3: new permits are the top-k nonzero stakes (ties to the higher uid); this epoch uses the
-    // previous epoch's permits.
-    let mut by_stake: Vec<usize> = (0..n).filter(|&i| raw_stake[i] > 0).collect();
-    by_stake.sort_by(|&a, &b| raw_stake[b].cmp(&raw_stake[a]).then(b.cmp(&a)));
-    let mut new_permit = vec![false; n];
-    for &i in by_stake.iter().take(params.max_allowed_validators as usize) {
-        new_permit[i] = true;
-    }
+    // Step 3: this epoch uses the previous epoch's permits; the new ones are the top-k non-zero
+    // stakes (ties to the higher uid).
     let permit: Vec<bool> = (0..n)
         .map(|i| state.validator_permit.get(i).copied().unwrap_or(false))
         .collect();
+    let forbids: Vec<bool> = permit.iter().map(|p| !p).collect();
+    let new_permit = fm::is_topk_nonzero(&stake, params.max_allowed_validators as usize);
 
     // Step 4: active stake.
-    let mut active_stake = Array1::from_iter((0..n).map(|i| {
-        if active[i] && permit[i] {
-            stake[i]
-        } else {
-            0.0
-        }
-    }));
-    normalize(&mut active_stake);
+    let mut active_stake = stake.clone();
+    fm::inplace_mask_vector(&inactive, &mut active_stake);
+    fm::inplace_mask_vector(&forbids, &mut active_stake);
+    fm::inplace_normalize(&mut active_stake);
 
-    // The rows computed: `rows[r]` is the uid of matrix row r.
-    let rows: Vec<usize> = match rows {
-        Rows::All => (0..n).collect(),
-        Rows::ThatCanCarryWeight => (0..n)
-            .filter(|&i| {
-                permit[i]
-                    || state
-                        .bonds
-                        .get(i)
-                        .is_some_and(|row| row.iter().any(|&b| b > 0))
-            })
-            .collect(),
-    };
-    let m = rows.len();
-    let row_stake = Array1::from_iter(rows.iter().map(|&i| active_stake[i]));
-
-    // Step 5: weights; non-permitted rows, the diagonal and weights set before the target registered
-    // are removed; rows normalized.
-    // Entries are tracked as present (explicit zeros included), which sparse Yuma3 bonds depend on.
-    let mut w = Array2::<f64>::zeros((m, n));
-    let mut present = Array2::<bool>::from_elem((m, n), false);
-    for (r, &i) in rows.iter().enumerate() {
-        if !permit[i] {
-            continue;
-        }
-        for &(j, v) in &input.weights[i] {
-            let j = j as usize;
-            if j < n && j != i && input.last_update[i] > input.block_at_registration[j] {
-                w[[r, j]] = v as f64 / 65535.0;
-                present[[r, j]] = true;
-            }
-        }
+    // Step 5: weights of permitted rows, no diagonal, none set before the target registered (or
+    // committed before it, under commit-reveal), rows normalized.
+    let raw: SparseMatrix = input
+        .weights
+        .iter()
+        .map(|row| {
+            row.iter()
+                .filter(|(j, _)| (*j as usize) < n)
+                .map(|&(j, w)| (j, Fixed::saturating_from_num(w)))
+                .collect()
+        })
+        .collect();
+    let mut weights = fm::mask_rows_sparse(&forbids, &raw);
+    weights = fm::mask_diag_sparse(&weights);
+    weights = fm::vec_mask_sparse_matrix(
+        &weights,
+        input.last_update,
+        input.block_at_registration,
+        |updated, registered| updated <= registered,
+    );
+    if let Some(commit_blocks) = input.earliest_commit {
+        weights = fm::vec_mask_sparse_matrix(
+            &weights,
+            commit_blocks,
+            input.block_at_registration,
+            |committed, registered| committed < registered,
+        );
     }
-    normalize_rows(&mut w);
+    fm::inplace_row_normalize_sparse(&mut weights);
 
     // Steps 6-9: consensus, clipping, validator trust, rank and incentive.
-    let consensus = weighted_median_columns(row_stake.as_slice().expect("contiguous"), &w, kappa);
-    let clipped = clip_columns(&w, &consensus);
-    let mut validator_trust = Array1::<f64>::zeros(n);
-    for (r, t) in clipped.sum_axis(Axis(1)).into_iter().enumerate() {
-        validator_trust[rows[r]] = t;
-    }
-    let mut incentive = clipped.t().dot(&row_stake);
-    normalize(&mut incentive);
+    let kappa = fm::u16_proportion(params.kappa);
+    let consensus = fm::weighted_median_col_sparse(&active_stake, &weights, columns, kappa);
+    let clipped = fm::col_clip_sparse(&weights, &consensus);
+    let validator_trust = fm::row_sum_sparse(&clipped);
+    let mut incentive = fm::matmul_sparse(&clipped, &active_stake, columns);
+    fm::inplace_normalize(&mut incentive);
 
     // Step 10: bond weights.
-    let beta = params.bonds_penalty as f64 / 65535.0;
-    let bond_weights = &w + &((&clipped - &w) * beta);
+    let penalty = fm::u16_proportion(params.bonds_penalty);
+    let weights_for_bonds = fm::interpolate_sparse(
+        &weights,
+        &clipped,
+        columns,
+        penalty,
+        &rows_of(rows, &weights, &clipped),
+    );
 
     // Old bonds toward targets registered since the last epoch belong to the uid's previous
     // occupant and are dropped.
-    let since = state
-        .last_epoch_block
-        .map(|b| b + 1)
-        .unwrap_or(input.block.saturating_sub(params.tempo));
-    let mut old = Array2::<f64>::zeros((m, n));
-    for (r, &i) in rows.iter().enumerate() {
-        let Some(row) = state.bonds.get(i) else {
-            continue;
+    let last_tempo = match state.last_epoch_block.unwrap_or(0) {
+        0 => input.block.saturating_sub(params.tempo),
+        last => last.saturating_add(1),
+    };
+    let stored: SparseMatrix = (0..n)
+        .map(|i| state.bonds.get(i).map_or_else(Vec::new, |r| sparse_u16(r)))
+        .map(|mut row| {
+            row.retain(|(j, _)| (*j as usize) < n);
+            row
+        })
+        .collect();
+    let bma = I64F64::saturating_from_num(params.bonds_moving_average)
+        .checked_div(I64F64::saturating_from_num(1_000_000))
+        .unwrap_or_default();
+    let alpha = fm::one().saturating_sub(Fixed::saturating_from_num(bma));
+
+    let (ema_bonds, mut dividends) = if params.yuma3_enabled {
+        // Step 12: bonds kept as proportions, each an EMA of its bond weight.
+        let mut bonds = stored;
+        for row in bonds.iter_mut() {
+            for (_, b) in row.iter_mut() {
+                *b = fm::div32(*b, Fixed::saturating_from_num(u16::MAX));
+            }
+        }
+        let bonds = fm::scalar_vec_mask_sparse_matrix(
+            &bonds,
+            last_tempo,
+            input.block_at_registration,
+            |last, registered| last <= registered,
+        );
+        let liquid = params.liquid_alpha_enabled
+            && !consensus.is_empty()
+            && consensus.iter().any(|&c| c != fm::zero());
+        let ema = if liquid {
+            let alphas = fm::liquid_alpha_values_sparse(
+                &weights_for_bonds,
+                &bonds,
+                &consensus,
+                (
+                    fm::u16_proportion(params.alpha_low),
+                    fm::u16_proportion(params.alpha_high),
+                    Fixed::saturating_from_num(params.alpha_sigmoid_steepness),
+                ),
+            );
+            fm::mat_ema_alpha_sparse(&weights_for_bonds, &bonds, &alphas)
+        } else {
+            fm::mat_ema_sparse(
+                &weights_for_bonds,
+                &bonds,
+                alpha,
+                &rows_of(rows, &weights_for_bonds, &bonds),
+            )
         };
-        for (j, &b) in row.iter().enumerate().take(n) {
-            if input.block_at_registration[j] < since {
-                old[[r, j]] = b as f64 / 65535.0;
+        let mut normalized = ema.clone();
+        fm::inplace_col_normalize_sparse(&mut normalized, columns);
+        let per_validator =
+            fm::row_sum_sparse(&fm::mat_vec_mul_sparse(&normalized, &incentive));
+        let mut dividends = fm::vec_mul(&per_validator, &active_stake);
+        fm::inplace_normalize(&mut dividends);
+        (ema, dividends)
+    } else {
+        // Step 11: the column-normalized EMA of stake-scaled bond weights.
+        let mut bonds = fm::scalar_vec_mask_sparse_matrix(
+            &stored,
+            last_tempo,
+            input.block_at_registration,
+            |last, registered| last <= registered,
+        );
+        fm::inplace_col_normalize_sparse(&mut bonds, columns);
+        let mut delta = fm::row_hadamard_sparse(&weights_for_bonds, &active_stake);
+        fm::inplace_col_normalize_sparse(&mut delta, columns);
+        let mut ema = fm::mat_ema_sparse(&delta, &bonds, alpha, &rows_of(rows, &delta, &bonds));
+        fm::inplace_col_normalize_sparse(&mut ema, columns);
+        let mut dividends = fm::matmul_transpose_sparse(&ema, &incentive);
+        fm::inplace_normalize(&mut dividends);
+        fm::inplace_col_max_upscale_sparse(&mut ema, columns);
+        (ema, dividends)
+    };
+    if dividends.len() < n {
+        dividends.resize(n, fm::zero());
+    }
+
+    // Step 13: miners get incentive, validators dividends, over their joint sum; when that is zero
+    // (no weights, outdated weights, self-weights only) validators get it all by active stake, or
+    // by stake when no stake is active.
+    let emission_sum: Fixed = incentive
+        .iter()
+        .zip(&dividends)
+        .map(|(i, d)| i.saturating_add(*d))
+        .sum();
+    let mut server = incentive.clone();
+    let mut validator = dividends.clone();
+    fm::inplace_normalize_using_sum(&mut server, emission_sum);
+    fm::inplace_normalize_using_sum(&mut validator, emission_sum);
+    if emission_sum == fm::zero() {
+        validator = if fm::is_zero(&active_stake) {
+            stake.clone()
+        } else {
+            active_stake.clone()
+        };
+    }
+    let rao = I96F32::saturating_from_num(input.emission);
+    let to_rao = |share: Fixed| {
+        I96F32::saturating_from_num(share)
+            .saturating_mul(rao)
+            .saturating_to_num::<u64>()
+    };
+    let emission = (0..n)
+        .map(|i| to_rao(server[i]).saturating_add(to_rao(validator[i])))
+        .collect();
+
+    // Bonds are stored for uids that hold a permit from now on; the others' rows are cleared.
+    let mut bonds = vec![vec![0u16; n]; n];
+    for (i, row) in ema_bonds.iter().enumerate() {
+        if new_permit[i] {
+            for &(j, b) in row {
+                bonds[i][j as usize] = fm::proportion_to_u16(b);
             }
         }
     }
-    let (bonds, row_dividends) = if params.yuma3_enabled {
-        yuma3_bonds(
-            params,
-            &old,
-            &w,
-            &bond_weights,
-            &present,
-            &consensus,
-            &row_stake,
-            &incentive,
-        )
-    } else {
-        // Step 11 (original): column-normalized EMA of stake-scaled bond weights.
-        normalize_columns(&mut old);
-        let mut delta = &bond_weights * &row_stake.clone().insert_axis(Axis(1));
-        normalize_columns(&mut delta);
-        let a = 1.0 - params.bonds_moving_average as f64 / 1_000_000.0;
-        let mut bonds = &delta * a + &old * (1.0 - a);
-        normalize_columns(&mut bonds);
-        let dividends = bonds.dot(&incentive);
-        (bonds, dividends)
-    };
-    let mut dividends = Array1::<f64>::zeros(n);
-    for (r, d) in row_dividends.into_iter().enumerate() {
-        dividends[rows[r]] = d;
-    }
-    normalize(&mut dividends);
-
-    // Step 13: emission split between incentive and dividends; both zero falls back to active stake.
-    let (sum_i, sum_d) = (incentive.sum(), dividends.sum());
-    let shares: Vec<f64> = if sum_i + sum_d > 0.0 {
-        (0..n)
-            .map(|i| (incentive[i] + dividends[i]) / (sum_i + sum_d))
-            .collect()
-    } else {
-        active_stake.to_vec()
-    };
-    let emission = shares
-        .iter()
-        .map(|s| (s * input.emission as f64).floor() as u64)
-        .collect();
-
-    // Original bonds are stored column max-upscaled, Yuma3 bonds as proportions; rows of uids
-    // without a new permit are cleared.
-    let mut stored = vec![vec![0u16; n]; n];
-    for (j, col) in bonds.columns().into_iter().enumerate() {
-        let column = if params.yuma3_enabled {
-            col.iter().map(|&b| proportion_to_u16(b)).collect()
-        } else {
-            max_upscale_to_u16(&col.to_vec())
-        };
-        for (r, v) in column.into_iter().enumerate() {
-            let i = rows[r];
-            stored[i][j] = if new_permit[i] { v } else { 0 };
-        }
-    }
-
-    let to_u16 = |v: &[f64]| {
-        v.iter()
-            .map(|&x| proportion_to_u16(x))
-            .collect::<Vec<u16>>()
-    };
+    let to_u16 = |v: &[Fixed]| v.iter().map(|&x| fm::proportion_to_u16(x)).collect::<Vec<u16>>();
     EpochOutput {
         active,
         consensus: to_u16(&consensus),
-        incentive: to_u16(incentive.as_slice().expect("contiguous")),
-        dividends: to_u16(dividends.as_slice().expect("contiguous")),
-        validator_trust: to_u16(validator_trust.as_slice().expect("contiguous")),
+        incentive: to_u16(&incentive),
+        dividends: to_u16(&dividends),
+        validator_trust: to_u16(&validator_trust),
         validator_permit: new_permit,
-        bonds: stored,
+        bonds,
         emission,
     }
-}
-
-/// Step 12 (Yuma3): each present entry's bond moves toward its bond weight at rate alpha, capped at 1;
-/// entries absent from the weight row lose their bond. Dividends are proportional to active stake
-/// times column-normalized bonds times incentive.
-#[allow(clippy::too_many_arguments)]
-fn yuma3_bonds(
-    params: &YumaParams,
-    old: &Array2<f64>,
-    weights: &Array2<f64>,
-    bond_weights: &Array2<f64>,
-    present: &Array2<bool>,
-    consensus: &[f64],
-    active_stake: &Array1<f64>,
-    incentive: &Array1<f64>,
-) -> (Array2<f64>, Array1<f64>) {
-    let (m, n) = weights.dim();
-    let fixed_alpha = 1.0 - params.bonds_moving_average as f64 / 1_000_000.0;
-    let (low, high) = (
-        params.alpha_low as f64 / 65535.0,
-        params.alpha_high as f64 / 65535.0,
-    );
-    let steepness = params.alpha_sigmoid_steepness as f64 / 100.0;
-    let mut bonds = Array2::<f64>::zeros((m, n));
-    for i in 0..m {
-        for j in 0..n {
-            if !present[[i, j]] {
-                continue;
-            }
-            let (w, b) = (weights[[i, j]], old[[i, j]]);
-            let alpha = if params.liquid_alpha_enabled {
-                let diff = if w >= b {
-                    (w - consensus[j]).clamp(0.0, 1.0)
-                } else {
-                    (b - w).clamp(0.0, 1.0)
-                };
-                low + (high - low) / (1.0 + (-steepness * (diff - 0.5)).exp())
-            } else {
-                fixed_alpha
-            };
-            bonds[[i, j]] = ((1.0 - alpha) * b + alpha * bond_weights[[i, j]].max(0.0)).min(1.0);
-        }
-    }
-    let mut normalized = bonds.clone();
-    normalize_columns(&mut normalized);
-    let dividends =
-        Array1::from_iter((0..m).map(|i| active_stake[i] * normalized.row(i).dot(incentive)));
-    (bonds, dividends)
 }
 
 /// A synthetic subnet for benchmarks and equivalence tests: `validators` staked uids (the rest hold
@@ -493,6 +440,7 @@ impl Scenario {
             weights: &self.weights,
             last_update: &self.last_update,
             block_at_registration: &self.block_at_registration,
+            earliest_commit: None,
         }
     }
 }
@@ -509,81 +457,7 @@ impl YumaState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::array;
 
-    // Public vectors from subtensor's math tests (REFERENCE.md).
-    #[test]
-    fn weighted_median_vectors() {
-        assert_eq!(
-            weighted_median(&[0.49, 0.01, 0.5], &[0.5, 0.7, 1.0], 0.51),
-            0.7
-        );
-        assert_eq!(
-            weighted_median(&[0.2; 5], &[0.8, 0.2, 1.0, 0.6, 0.4], 0.51),
-            0.6
-        );
-        assert_eq!(weighted_median(&[0.51, 0.49], &[0.5, 1.0], 0.51), 0.5);
-        assert_eq!(weighted_median(&[0.49, 0.51], &[0.5, 1.0], 0.51), 1.0);
-    }
-
-    #[test]
-    fn column_median_vectors() {
-        let stake = [0.0, 0.75, 0.25, 0.0];
-        let w = array![
-            [0.0, 0.1, 0.0],
-            [0.0, 0.2, 0.4],
-            [0.0, 0.3, 0.1],
-            [0.0, 0.4, 0.5]
-        ];
-        assert_eq!(
-            weighted_median_columns(&stake, &w, 0.24),
-            vec![0.0, 0.3, 0.4]
-        );
-        assert_eq!(
-            weighted_median_columns(&stake, &w, 0.26),
-            vec![0.0, 0.2, 0.4]
-        );
-        assert_eq!(
-            weighted_median_columns(&stake, &w, 0.76),
-            vec![0.0, 0.2, 0.1]
-        );
-    }
-
-    #[test]
-    fn column_clip_vector() {
-        let w = array![
-            [0.0, 2.0, 3.0],
-            [4.0, 5.0, 6.0],
-            [7.0, 8.0, 9.0],
-            [10.0, 11.0, 12.0]
-        ];
-        let clipped = clip_columns(&w, &[0.0, 5.0, 12.0]);
-        assert_eq!(
-            clipped,
-            array![
-                [0.0, 2.0, 3.0],
-                [0.0, 5.0, 6.0],
-                [0.0, 5.0, 9.0],
-                [0.0, 5.0, 12.0]
-            ]
-        );
-    }
-
-    #[test]
-    fn max_upscale_vector() {
-        let x = [
-            0.000001, 0.000006, 0.000007, 0.0001, 0.001, 0.01, 0.1, 0.2, 0.3, 0.4,
-        ];
-        assert_eq!(
-            max_upscale_to_u16(&x),
-            vec![0, 1, 1, 16, 164, 1638, 16384, 32768, 49151, 65535]
-        );
-    }
-
-    /// Two validators (uids 0, 1) with permits from a previous epoch and two miners (2, 3). Both
-    /// validators weight the miners 3:1, so consensus equals the weights, nothing is clipped, and the
-    /// miners' incentive is 0.75 / 0.25; each validator's bonds are proportional to its stake, so its
-    /// dividends are too; emission splits 50/50 between miners and validators.
     #[test]
     fn agreeing_validators_split_emission_by_the_book() {
         let params = YumaParams {
@@ -611,13 +485,16 @@ mod tests {
                 weights: &weights,
                 last_update: &[19, 19, 0, 0],
                 block_at_registration: &[0, 0, 0, 0],
+                earliest_commit: None,
             },
         );
         assert_eq!(out.incentive[2], proportion_to_u16(0.75));
         assert_eq!(out.incentive[3], proportion_to_u16(0.25));
         assert_eq!(out.dividends[0], proportion_to_u16(0.75));
         assert_eq!(out.dividends[1], proportion_to_u16(0.25));
-        assert_eq!(out.emission, vec![375_000, 125_000, 375_000, 125_000]);
+        // In the chain's fixed point the smaller validator's share of the dividends comes out a hair
+        // under a quarter, and truncation to rao takes the unit.
+        assert_eq!(out.emission, vec![375_000, 124_999, 375_000, 125_000]);
         assert_eq!(out.validator_trust[0], 65535);
         assert_eq!(out.validator_permit, vec![true, true, false, false]);
     }
@@ -651,6 +528,7 @@ mod tests {
                 weights: &weights,
                 last_update: &[19, 19, 0, 0],
                 block_at_registration: &[0, 0, 0, 0],
+                earliest_commit: None,
             },
         );
         assert_eq!(out.consensus[2], 65535);
@@ -686,8 +564,8 @@ mod tests {
                 let a = epoch_over(&params, &compact, &input, Rows::ThatCanCarryWeight);
                 let b = epoch_over(&params, &full, &input, Rows::All);
                 assert_eq!(a, b, "variant {variant}, epoch {k}");
-                // The first epoch has no permits yet, so nothing is emitted.
-                assert_eq!(a.emission.iter().sum::<u64>() > 0, k > 0);
+                // The first epoch has no permits yet: its emission goes by stake.
+                assert!(a.emission.iter().sum::<u64>() > 0);
                 compact.advance(block, &a);
                 full.advance(block, &b);
             }
@@ -715,13 +593,15 @@ mod tests {
                 weights: &weights,
                 last_update: &[9, 9, 9],
                 block_at_registration: &[0, 0, 0],
+                earliest_commit: None,
             },
         );
         assert_eq!(out.validator_permit, vec![true, false, false]);
     }
 
     /// With no permits yet (first epoch), nobody's weights count: both sums are zero and there is no
-    /// active stake, so nothing is emitted, and the top-stake uids get permits for the next epoch.
+    /// active stake, so the emission goes by stake (as subtensor pays it), and the top-stake uids get
+    /// permits for the next epoch.
     #[test]
     fn first_epoch_has_no_permits() {
         let params = YumaParams {
@@ -740,9 +620,10 @@ mod tests {
                 weights: &weights,
                 last_update: &[9, 0],
                 block_at_registration: &[0, 0],
+                earliest_commit: None,
             },
         );
-        assert_eq!(out.emission, vec![0, 0]);
+        assert_eq!(out.emission, vec![500, 500], "no weight counts: paid by stake");
         assert_eq!(
             out.validator_permit,
             vec![false, true],
