@@ -81,8 +81,7 @@ pub trait Chain: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Commit-reveal v4: what a timelocked commit made now must target (the beacon's key, the round
     /// whose pulse opens it in the reveal epoch, the chain's commit-reveal version).
-    fn timelock_target(&self, netuid: u16)
-    -> impl Future<Output = Result<TimelockTarget>> + Send;
+    fn timelock_target(&self, netuid: u16) -> impl Future<Output = Result<TimelockTarget>> + Send;
     /// Commit-reveal v4: weights encrypted to a beacon round (`tlock::commit_weights`); the chain
     /// opens the commit with the round's pulse in the reveal epoch and applies it as set_weights.
     fn commit_timelocked_weights(

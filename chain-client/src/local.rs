@@ -5,10 +5,10 @@
 //! atomic and durable.
 
 use crate::error::{ChainError, Result};
+use crate::tlock::{self, Beacon, TimelockTarget};
 use crate::types::{
     AccountId, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams, TimelockReveal, WeightsReveal,
 };
-use crate::tlock::{self, Beacon, TimelockTarget};
 use blake2::{Blake2b, Digest, digest::consts::U32};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use scoring::yuma::{self, EpochInput, YumaState};
@@ -935,10 +935,16 @@ fn beacon(tx: &rusqlite::Transaction<'_>) -> Result<Beacon> {
 /// The beacon's signature for `round`, signed once and kept.
 fn pulse(tx: &rusqlite::Transaction<'_>, round: u64) -> Result<[u8; 48]> {
     let stored: Option<Vec<u8>> = tx
-        .query_row("SELECT signature FROM pulses WHERE round = ?1", [round as i64], |r| r.get(0))
+        .query_row(
+            "SELECT signature FROM pulses WHERE round = ?1",
+            [round as i64],
+            |r| r.get(0),
+        )
         .optional()?;
     if let Some(signature) = stored {
-        return signature.try_into().map_err(|_| corrupt(format!("the pulse of round {round} is not 48 bytes")));
+        return signature
+            .try_into()
+            .map_err(|_| corrupt(format!("the pulse of round {round} is not 48 bytes")));
     }
     let signature = beacon(tx)?.sign(round);
     tx.execute(
@@ -967,21 +973,40 @@ fn reveal_commits_at(
         )?;
         let last = due_epoch.map_or(-1, |e| e as i64);
         stmt.query_map(params![netuid, last], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64, r.get::<_, i64>(4)? as u64, r.get::<_, i64>(5)? as u64))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get::<_, i64>(3)? as u64,
+                r.get::<_, i64>(4)? as u64,
+                r.get::<_, i64>(5)? as u64,
+            ))
         })?
         .collect::<rusqlite::Result<_>>()?
     };
     for (id, hotkey, commit, round, commit_block, epoch) in commits {
         let hotkey = account(hotkey)?;
         let failure = if Some(epoch) != due_epoch {
-            Some(format!("expired: its reveal epoch {} passed without the pulse of round {round}", epoch + params.reveal_period_epochs))
+            Some(format!(
+                "expired: its reveal epoch {} passed without the pulse of round {round}",
+                epoch + params.reveal_period_epochs
+            ))
         } else if round > block {
             continue;
         } else {
             let opened = tlock::open_weights(&commit, &pulse(tx, round)?, &hotkey);
             match opened {
                 Ok((uids, values, version_key)) => {
-                    match apply_weights(tx, block, params, hotkey, netuid, &uids, &values, version_key) {
+                    match apply_weights(
+                        tx,
+                        block,
+                        params,
+                        hotkey,
+                        netuid,
+                        &uids,
+                        &values,
+                        version_key,
+                    ) {
                         Ok(()) => None,
                         Err(ChainError::Database(e)) => return Err(ChainError::Database(e)),
                         Err(e) => Some(e.to_string()),
@@ -997,7 +1022,10 @@ fn reveal_commits_at(
         )?;
         let (kind, detail) = match &failure {
             None => ("TimelockedWeightsRevealed", hotkey.short()),
-            Some(reason) => ("TimelockedRevealFailed", format!("{}: {reason}", hotkey.short())),
+            Some(reason) => (
+                "TimelockedRevealFailed",
+                format!("{}: {reason}", hotkey.short()),
+            ),
         };
         event(tx, block, Some(netuid), kind, &detail)?;
     }
@@ -1008,7 +1036,8 @@ fn reveal_commits_at(
 fn reveal_due_commits(tx: &rusqlite::Transaction<'_>, block: u64) -> Result<()> {
     let pending: Vec<u16> = {
         let mut stmt = tx.prepare("SELECT DISTINCT netuid FROM timelocked_commits")?;
-        stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+        stmt.query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
     };
     for netuid in pending {
         reveal_commits_at(tx, netuid, &subnet_params(tx, netuid)?, block)?;

@@ -84,10 +84,11 @@ fn random_seed() -> Result<[u8; 32]> {
 /// Encrypts `message` to `round` of the beacon whose public key is `beacon_public_key`; the result
 /// is the serialized ciphertext a timelocked commit carries.
 pub fn encrypt(beacon_public_key: &[u8; 96], round: u64, message: &[u8]) -> Result<Vec<u8>> {
-    let key = <TinyBLS381 as EngineBLS>::PublicKeyGroup::deserialize_compressed(
-        &beacon_public_key[..],
-    )
-    .map_err(|e| ChainError::Unsupported(format!("the beacon's public key does not decode: {e}")))?;
+    let key =
+        <TinyBLS381 as EngineBLS>::PublicKeyGroup::deserialize_compressed(&beacon_public_key[..])
+            .map_err(|e| {
+            ChainError::Unsupported(format!("the beacon's public key does not decode: {e}"))
+        })?;
     let ephemeral = random_seed()?;
     let rng = ChaCha20Rng::from_seed(random_seed()?);
     let ciphertext = tle::<TinyBLS381, AESGCMStreamCipherProvider, _>(
@@ -162,14 +163,15 @@ pub fn open_weights(
             .map_err(|e| format!("the decrypted payload does not decode: {e}"))
     };
     match WeightsTlockPayload::decode(&mut &plain[..]) {
-        Ok(payload) => match <[u8; 32]>::try_from(&payload.hotkey[..32.min(payload.hotkey.len())])
-        {
-            Ok(hotkey) if hotkey == committer.0 => {
-                Ok((payload.uids, payload.values, payload.version_key))
+        Ok(payload) => {
+            match <[u8; 32]>::try_from(&payload.hotkey[..32.min(payload.hotkey.len())]) {
+                Ok(hotkey) if hotkey == committer.0 => {
+                    Ok((payload.uids, payload.values, payload.version_key))
+                }
+                Ok(_) => Err("the payload names another hotkey than the committer".into()),
+                Err(_) => legacy(),
             }
-            Ok(_) => Err("the payload names another hotkey than the committer".into()),
-            Err(_) => legacy(),
-        },
+        }
         Err(_) => legacy(),
     }
 }
@@ -213,9 +215,7 @@ impl Beacon {
 
     /// The round's signature (the pulse): the secret times the hash of the round's identity in G1.
     pub fn sign(&self, round: u64) -> [u8; 48] {
-        let signature = round_identity(round)
-            .extract::<TinyBLS381>(self.secret)
-            .0;
+        let signature = round_identity(round).extract::<TinyBLS381>(self.secret).0;
         let mut out = [0u8; 48];
         signature
             .serialize_compressed(&mut out[..])

@@ -278,13 +278,34 @@ fn timelocked_commits_open_with_the_beacons_pulse_in_the_reveal_epoch() {
     };
     // Refused as subtensor refuses them.
     let e = send(alice, &commit, 20, 3).unwrap_err();
-    assert!(matches!(e, ChainError::IncorrectCommitRevealVersion { given: 3, required: 4 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ChainError::IncorrectCommitRevealVersion {
+                given: 3,
+                required: 4
+            }
+        ),
+        "{e}"
+    );
     let e = send(alice, &commit, 11, 4).unwrap_err();
-    assert!(matches!(e, ChainError::InvalidRevealRound { round: 11, latest: 12 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ChainError::InvalidRevealRound {
+                round: 11,
+                latest: 12
+            }
+        ),
+        "{e}"
+    );
     let e = send(alice, &vec![0; tlock::MAX_COMMIT_BYTES + 1], 20, 4).unwrap_err();
     assert!(matches!(e, ChainError::CommitTooLong { .. }), "{e}");
     let e = send(id(&dev::dave()), &commit, 20, 4).unwrap_err();
-    assert!(matches!(e, ChainError::HotKeyNotRegisteredInSubNet { .. }), "{e}");
+    assert!(
+        matches!(e, ChainError::HotKeyNotRegisteredInSubNet { .. }),
+        "{e}"
+    );
     let plain = net(params());
     let e = plain
         .chain
@@ -296,21 +317,48 @@ fn timelocked_commits_open_with_the_beacons_pulse_in_the_reveal_epoch() {
     // Bob replays Alice's ciphertext as his own; Charlie commits bytes that are no ciphertext.
     send(bob, &commit, 20, 4).unwrap();
     send(charlie, &[1, 2, 3], 20, 4).unwrap();
-    assert_eq!(chain.beacon_pulse(20).unwrap(), None, "round 20 is not public yet");
+    assert_eq!(
+        chain.beacon_pulse(20).unwrap(),
+        None,
+        "round 20 is not public yet"
+    );
     chain.advance_blocks(7).unwrap(); // block 19: still epoch 1
     assert!(chain.timelock_reveals(netuid).unwrap().is_empty());
-    assert!(chain.metagraph_sync(netuid).unwrap().by_uid(0).unwrap().weights.is_empty());
+    assert!(
+        chain
+            .metagraph_sync(netuid)
+            .unwrap()
+            .by_uid(0)
+            .unwrap()
+            .weights
+            .is_empty()
+    );
 
     chain.advance_blocks(1).unwrap(); // block 20: epoch 2, round 20 is signed
     let mg = chain.metagraph_sync(netuid).unwrap();
     assert_eq!(mg.by_uid(0).unwrap().weights, vec![(1, 65535), (2, 21845)]);
     assert_eq!(mg.by_uid(0).unwrap().last_update, 20);
     let reveals = chain.timelock_reveals(netuid).unwrap();
-    let outcome = |who: AccountId| reveals.iter().find(|r| r.hotkey == who).unwrap().outcome.clone();
+    let outcome = |who: AccountId| {
+        reveals
+            .iter()
+            .find(|r| r.hotkey == who)
+            .unwrap()
+            .outcome
+            .clone()
+    };
     assert_eq!(outcome(alice), Ok(()));
     assert!(outcome(bob).unwrap_err().contains("another hotkey"));
-    assert!(outcome(charlie).unwrap_err().contains("does not deserialize"));
-    assert!(reveals.iter().all(|r| r.block == 20 && r.reveal_round == 20 && r.commit_block == 12));
+    assert!(
+        outcome(charlie)
+            .unwrap_err()
+            .contains("does not deserialize")
+    );
+    assert!(
+        reveals
+            .iter()
+            .all(|r| r.block == 20 && r.reveal_round == 20 && r.commit_block == 12)
+    );
     // The published pulse opens the commit for anyone now.
     let pulse = chain.beacon_pulse(20).unwrap().unwrap();
     assert_eq!(
@@ -340,7 +388,10 @@ fn timelocked_commits_open_with_the_beacons_pulse_in_the_reveal_epoch() {
     chain.metagraph_sync(netuid).unwrap();
     let last = chain.timelock_reveals(netuid).unwrap().pop().unwrap();
     assert!(last.outcome.unwrap_err().starts_with("expired"));
-    assert_eq!(last.block, 50, "dropped at the first block after its reveal epoch");
+    assert_eq!(
+        last.block, 50,
+        "dropped at the first block after its reveal epoch"
+    );
 }
 
 #[test]

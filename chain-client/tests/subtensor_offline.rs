@@ -214,7 +214,10 @@ fn every_call_signs_offline_and_decodes_back_with_its_arguments() {
                 weights,
                 version_key,
             } => {
-                assert_eq!(names, ["netuid", "mecid", "dests", "weights", "version_key"]);
+                assert_eq!(
+                    names,
+                    ["netuid", "mecid", "dests", "weights", "version_key"]
+                );
                 assert_eq!(ext.call_index(), 119);
                 assert_eq!(arg::<u16>(&bytes, &ext, "netuid"), *netuid);
                 assert_eq!(arg::<u8>(&bytes, &ext, "mecid"), *mecid);

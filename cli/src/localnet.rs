@@ -567,7 +567,9 @@ pub(crate) async fn window_line(
             + chain
                 .timelock_reveals(netuid)?
                 .iter()
-                .filter(|r| r.block > since_block && r.block <= metagraph.block && r.outcome.is_ok())
+                .filter(|r| {
+                    r.block > since_block && r.block <= metagraph.block && r.outcome.is_ok()
+                })
                 .count(),
         train_tokens_per_s: 0.0,
         block: metagraph.block,

@@ -1,6 +1,6 @@
 //! Times one Yuma epoch on a subnet the size of Bittensor's largest: 4096 uids, 256 validators that
-//! each weigh about 2,600 uids (4096 random draws). The compact epoch (rows of permitted uids) runs
-//! beside the full n x n reference in the same process, and both must agree.
+//! each weigh about 2,600 uids (4096 random draws). The compact epoch (rows holding weights or bonds)
+//! runs beside the chain's own row-by-row work in the same process, and both must agree.
 //!
 //! `cargo run --release -p scoring --example yuma_bench [UIDS VALIDATORS]`
 
@@ -23,7 +23,7 @@ fn main() {
     );
     println!(
         "{:<22} {:>14} {:>14} {:>8}",
-        "variant", "compact (ms)", "full n x n (ms)", "speedup"
+        "variant", "compact (ms)", "chain (ms)", "speedup"
     );
     for (name, yuma3, liquid) in [
         ("original Yuma", false, false),

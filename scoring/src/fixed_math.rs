@@ -27,7 +27,10 @@ pub fn div64(x: I64F64, y: I64F64) -> I64F64 {
 
 /// A u16 over 65535 as a proportion.
 pub fn u16_proportion(x: u16) -> Fixed {
-    div32(Fixed::saturating_from_num(x), Fixed::saturating_from_num(u16::MAX))
+    div32(
+        Fixed::saturating_from_num(x),
+        Fixed::saturating_from_num(u16::MAX),
+    )
 }
 
 /// A proportion stored as u16: x * 65535, truncated, saturating.
@@ -147,7 +150,12 @@ pub fn mask_rows_sparse(mask: &[bool], m: &[Vec<(u16, Fixed)>]) -> SparseMatrix 
 pub fn mask_diag_sparse(m: &[Vec<(u16, Fixed)>]) -> SparseMatrix {
     m.iter()
         .enumerate()
-        .map(|(i, row)| row.iter().filter(|(j, _)| i != *j as usize).copied().collect())
+        .map(|(i, row)| {
+            row.iter()
+                .filter(|(j, _)| i != *j as usize)
+                .copied()
+                .collect()
+        })
         .collect()
 }
 
@@ -197,7 +205,9 @@ pub fn inplace_row_normalize_sparse(m: &mut [Vec<(u16, Fixed)>]) {
 }
 
 pub fn row_sum_sparse(m: &[Vec<(u16, Fixed)>]) -> Vec<Fixed> {
-    m.iter().map(|row| row.iter().map(|(_, v)| v).sum()).collect()
+    m.iter()
+        .map(|row| row.iter().map(|(_, v)| v).sum())
+        .collect()
 }
 
 pub fn inplace_col_normalize_sparse(m: &mut [Vec<(u16, Fixed)>], columns: u16) {
@@ -270,7 +280,12 @@ pub fn matmul_transpose_sparse(m: &[Vec<(u16, Fixed)>], v: &[Fixed]) -> Vec<Fixe
     m.iter()
         .map(|row| {
             row.iter().fold(zero(), |acc, &(j, x)| {
-                acc.saturating_add(v.get(j as usize).copied().unwrap_or(zero()).saturating_mul(x))
+                acc.saturating_add(
+                    v.get(j as usize)
+                        .copied()
+                        .unwrap_or(zero())
+                        .saturating_mul(x),
+                )
             })
         })
         .collect()
@@ -409,7 +424,8 @@ pub fn interpolate_sparse(
             }
         }
         for j in 0..columns as usize {
-            let interp = row_a[j].saturating_add(ratio.saturating_mul(row_b[j].saturating_sub(row_a[j])));
+            let interp =
+                row_a[j].saturating_add(ratio.saturating_mul(row_b[j].saturating_sub(row_a[j])));
             if zero() < interp {
                 result[i].push((j as u16, interp));
             }
@@ -532,11 +548,13 @@ pub fn alpha_sigmoid(
     let diff_buy = clamp(weight.saturating_sub(consensus), zero(), one());
     let diff_sell = clamp(bond.saturating_sub(weight), zero(), one());
     let diff = if weight >= bond { diff_buy } else { diff_sell };
-    let sigmoid = one().saturating_div(one().saturating_add(exp_safe(
-        steepness
-            .saturating_div(Fixed::from_num(-100))
-            .saturating_mul(diff.saturating_sub(Fixed::from_num(0.5))),
-    )));
+    let sigmoid = one().saturating_div(
+        one().saturating_add(exp_safe(
+            steepness
+                .saturating_div(Fixed::from_num(-100))
+                .saturating_mul(diff.saturating_sub(Fixed::from_num(0.5))),
+        )),
+    );
     let alpha = low.saturating_add(sigmoid.saturating_mul(high.saturating_sub(low)));
     clamp(alpha, low, high)
 }
@@ -558,24 +576,53 @@ pub fn liquid_alpha_values_sparse(
                 .enumerate()
                 .map(|(j, &c)| {
                     let j = j as u16;
-                    let take = |it: &mut std::iter::Peekable<std::slice::Iter<'_, (u16, Fixed)>>| {
-                        let mut value = zero();
-                        while let Some(&&(i, v)) = it.peek() {
-                            if i < j {
-                                it.next();
-                            } else {
-                                if i == j {
-                                    value = v;
+                    let take =
+                        |it: &mut std::iter::Peekable<std::slice::Iter<'_, (u16, Fixed)>>| {
+                            let mut value = zero();
+                            while let Some(&&(i, v)) = it.peek() {
+                                if i < j {
+                                    it.next();
+                                } else {
+                                    if i == j {
+                                        value = v;
+                                    }
+                                    break;
                                 }
-                                break;
                             }
-                        }
-                        value
-                    };
+                            value
+                        };
                     let (weight, bond) = (take(&mut w_it), take(&mut b_it));
                     alpha_sigmoid(c, weight, bond, low, high, steepness)
                 })
                 .collect()
+        })
+        .collect()
+}
+
+/// The liquid alphas `mat_ema_alpha_sparse` reads: those at the entries of `weights` (its `new`);
+/// the others stay zero. Equal there to `liquid_alpha_values_sparse`, at a fraction of the work.
+pub fn liquid_alpha_values_at_entries(
+    weights: &[Vec<(u16, Fixed)>],
+    bonds: &[Vec<(u16, Fixed)>],
+    consensus: &[Fixed],
+    (low, high, steepness): (Fixed, Fixed, Fixed),
+) -> Vec<Vec<Fixed>> {
+    weights
+        .iter()
+        .zip(bonds)
+        .map(|(w_row, b_row)| {
+            let mut alphas = vec![zero(); if w_row.is_empty() { 0 } else { consensus.len() }];
+            for &(j, w) in w_row {
+                let Some(&c) = consensus.get(j as usize) else {
+                    continue;
+                };
+                // Rows are sorted by column: the bond at j, or zero.
+                let b = b_row
+                    .binary_search_by_key(&j, |e| e.0)
+                    .map_or(zero(), |k| b_row[k].1);
+                alphas[j as usize] = alpha_sigmoid(c, w, b, low, high, steepness);
+            }
+            alphas
         })
         .collect()
 }
@@ -604,17 +651,19 @@ mod tests {
     #[test]
     fn weighted_median_vectors() {
         assert_eq!(median(&[0.49, 0.01, 0.5], &[0.5, 0.7, 1.0], 0.51), f(0.7));
-        assert_eq!(
-            median(&[0.2; 5], &[0.8, 0.2, 1.0, 0.6, 0.4], 0.51),
-            f(0.6)
-        );
+        assert_eq!(median(&[0.2; 5], &[0.8, 0.2, 1.0, 0.6, 0.4], 0.51), f(0.6));
         assert_eq!(median(&[0.51, 0.49], &[0.5, 1.0], 0.51), f(0.5));
         assert_eq!(median(&[0.49, 0.51], &[0.5, 1.0], 0.51), f(1.0));
     }
 
     #[test]
     fn column_median_vectors() {
-        let rows = [[0.0, 0.1, 0.0], [0.0, 0.2, 0.4], [0.0, 0.3, 0.1], [0.0, 0.4, 0.5]];
+        let rows = [
+            [0.0, 0.1, 0.0],
+            [0.0, 0.2, 0.4],
+            [0.0, 0.3, 0.1],
+            [0.0, 0.4, 0.5],
+        ];
         let sparse: SparseMatrix = rows
             .iter()
             .map(|r| {
@@ -641,10 +690,20 @@ mod tests {
 
     #[test]
     fn column_clip_vector() {
-        let m: SparseMatrix = [[0.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0], [10.0, 11.0, 12.0]]
-            .iter()
-            .map(|r| r.iter().enumerate().map(|(j, &v)| (j as u16, f(v))).collect())
-            .collect();
+        let m: SparseMatrix = [
+            [0.0, 2.0, 3.0],
+            [4.0, 5.0, 6.0],
+            [7.0, 8.0, 9.0],
+            [10.0, 11.0, 12.0],
+        ]
+        .iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(j, &v)| (j as u16, f(v)))
+                .collect()
+        })
+        .collect();
         let clipped = col_clip_sparse(&m, &fs(&[0.0, 5.0, 12.0]));
         let dense: Vec<Vec<f64>> = clipped
             .iter()
@@ -669,7 +728,9 @@ mod tests {
 
     #[test]
     fn max_upscale_vector() {
-        let v = fs(&[0.000001, 0.000006, 0.000007, 0.0001, 0.001, 0.01, 0.1, 0.2, 0.3, 0.4]);
+        let v = fs(&[
+            0.000001, 0.000006, 0.000007, 0.0001, 0.001, 0.01, 0.1, 0.2, 0.3, 0.4,
+        ]);
         assert_eq!(
             max_upscale_to_u16(&v),
             vec![0, 1, 1, 16, 164, 1638, 16384, 32768, 49151, 65535]

@@ -136,7 +136,11 @@ mod tests {
         .unwrap();
         assert_eq!(out.epochs[0].emission, vec![750, 250, 0]);
         assert_eq!(out.epochs[0].validator_permit, vec![true, true, false]);
-        assert_eq!(out.epochs[1].emission, vec![375, 124, 500], "fixed point truncates a unit");
+        assert_eq!(
+            out.epochs[1].emission,
+            vec![375, 124, 500],
+            "fixed point truncates a unit"
+        );
         assert_eq!(out.epochs[1].incentive[2], 65535);
     }
 
@@ -196,7 +200,10 @@ mod tests {
         assert!(b1[2] > 0 && b1[2] < b1[1], "explicit zero decays: {b1:?}");
         assert_eq!(b1[3], 0, "absent entry clears: {b1:?}");
         let b1 = bonds(false);
-        assert!(b1[3] > 0 && b1[3] < b1[2] && b1[2] < b1[1], "both decay: {b1:?}");
+        assert!(
+            b1[3] > 0 && b1[3] < b1[2] && b1[2] < b1[1],
+            "both decay: {b1:?}"
+        );
     }
 
     #[test]

@@ -104,13 +104,13 @@ pub fn epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> 
 }
 
 /// Which rows of the weight and bond matrices the steps that densify rows (bond weights, the bonds
-/// EMA) compute.
+/// EMA, liquid alphas) compute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rows {
     /// Every uid, as the chain does: the reference.
     All,
-    /// Only rows holding a weight or a bond: every other row stays empty through those steps, so the
-    /// result is the same.
+    /// Only rows holding a weight or a bond, and liquid alphas only where the EMA reads them: every
+    /// other row stays empty through those steps, so the result is the same.
     ThatCanCarryWeight,
 }
 
@@ -276,16 +276,22 @@ pub fn epoch_over(
             && !consensus.is_empty()
             && consensus.iter().any(|&c| c != fm::zero());
         let ema = if liquid {
-            let alphas = fm::liquid_alpha_values_sparse(
-                &weights_for_bonds,
-                &bonds,
-                &consensus,
-                (
-                    fm::u16_proportion(params.alpha_low),
-                    fm::u16_proportion(params.alpha_high),
-                    Fixed::saturating_from_num(params.alpha_sigmoid_steepness),
-                ),
+            let curve = (
+                fm::u16_proportion(params.alpha_low),
+                fm::u16_proportion(params.alpha_high),
+                Fixed::saturating_from_num(params.alpha_sigmoid_steepness),
             );
+            let alphas = match rows {
+                Rows::All => {
+                    fm::liquid_alpha_values_sparse(&weights_for_bonds, &bonds, &consensus, curve)
+                }
+                Rows::ThatCanCarryWeight => fm::liquid_alpha_values_at_entries(
+                    &weights_for_bonds,
+                    &bonds,
+                    &consensus,
+                    curve,
+                ),
+            };
             fm::mat_ema_alpha_sparse(&weights_for_bonds, &bonds, &alphas)
         } else {
             fm::mat_ema_sparse(
@@ -297,8 +303,7 @@ pub fn epoch_over(
         };
         let mut normalized = ema.clone();
         fm::inplace_col_normalize_sparse(&mut normalized, columns);
-        let per_validator =
-            fm::row_sum_sparse(&fm::mat_vec_mul_sparse(&normalized, &incentive));
+        let per_validator = fm::row_sum_sparse(&fm::mat_vec_mul_sparse(&normalized, &incentive));
         let mut dividends = fm::vec_mul(&per_validator, &active_stake);
         fm::inplace_normalize(&mut dividends);
         (ema, dividends)
@@ -324,33 +329,32 @@ pub fn epoch_over(
         dividends.resize(n, fm::zero());
     }
 
-    // Step 13: miners get incentive, validators dividends, over their joint sum; when that is zero
-    // (no weights, outdated weights, self-weights only) validators get it all by active stake, or
-    // by stake when no stake is active.
-    let emission_sum: Fixed = incentive
+    // Step 13: each uid's share of incentive plus dividends (miners are paid incentive and
+    // validators dividends, each over the joint sum); when that sum is zero (no weights, outdated
+    // weights, self-weights only) it goes by active stake, or by stake when no stake is active.
+    // `emission` is what the chain stores as Emission: the share in I96F32 times the rao, truncated.
+    let mut shares: Vec<Fixed> = incentive
         .iter()
         .zip(&dividends)
         .map(|(i, d)| i.saturating_add(*d))
-        .sum();
-    let mut server = incentive.clone();
-    let mut validator = dividends.clone();
-    fm::inplace_normalize_using_sum(&mut server, emission_sum);
-    fm::inplace_normalize_using_sum(&mut validator, emission_sum);
-    if emission_sum == fm::zero() {
-        validator = if fm::is_zero(&active_stake) {
+        .collect();
+    if fm::is_zero(&shares) {
+        shares = if fm::is_zero(&active_stake) {
             stake.clone()
         } else {
             active_stake.clone()
         };
+    } else {
+        fm::inplace_normalize(&mut shares);
     }
     let rao = I96F32::saturating_from_num(input.emission);
-    let to_rao = |share: Fixed| {
-        I96F32::saturating_from_num(share)
-            .saturating_mul(rao)
-            .saturating_to_num::<u64>()
-    };
-    let emission = (0..n)
-        .map(|i| to_rao(server[i]).saturating_add(to_rao(validator[i])))
+    let emission = shares
+        .iter()
+        .map(|&share| {
+            I96F32::saturating_from_num(share)
+                .saturating_mul(rao)
+                .saturating_to_num::<u64>()
+        })
         .collect();
 
     // Bonds are stored for uids that hold a permit from now on; the others' rows are cleared.
@@ -362,7 +366,11 @@ pub fn epoch_over(
             }
         }
     }
-    let to_u16 = |v: &[Fixed]| v.iter().map(|&x| fm::proportion_to_u16(x)).collect::<Vec<u16>>();
+    let to_u16 = |v: &[Fixed]| {
+        v.iter()
+            .map(|&x| fm::proportion_to_u16(x))
+            .collect::<Vec<u16>>()
+    };
     EpochOutput {
         active,
         consensus: to_u16(&consensus),
@@ -623,7 +631,11 @@ mod tests {
                 earliest_commit: None,
             },
         );
-        assert_eq!(out.emission, vec![500, 500], "no weight counts: paid by stake");
+        assert_eq!(
+            out.emission,
+            vec![500, 500],
+            "no weight counts: paid by stake"
+        );
         assert_eq!(
             out.validator_permit,
             vec![false, true],

@@ -14,7 +14,9 @@ const TIMELOCKED_VERSION: u16 = 4;
 pub(crate) enum Submitted {
     Set,
     /// Encrypted to `reveal_round`; the chain opens and applies them in the reveal epoch.
-    Timelocked { reveal_round: u64 },
+    Timelocked {
+        reveal_round: u64,
+    },
     /// Hash-committed: this validator reveals them later.
     Committed(PendingReveal),
 }
@@ -173,7 +175,11 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(submitted, Submitted::Timelocked { reveal_round: 20 });
-        let weights = |chain: &LocalChain| chain.metagraph_sync(netuid).unwrap().neurons[0].weights.clone();
+        let weights = |chain: &LocalChain| {
+            chain.metagraph_sync(netuid).unwrap().neurons[0]
+                .weights
+                .clone()
+        };
         assert!(weights(&chain).is_empty());
         chain.advance_blocks(10).unwrap();
         assert_eq!(weights(&chain), vec![(1, u16::MAX)]);
