@@ -115,4 +115,39 @@ pub enum ChainError {
     Task(String),
 }
 
+impl ChainError {
+    /// Whether this is subtensor's error `name`: a local-chain rule violation carries the name
+    /// first in its message, a subtensor node's dispatch error names it in the reason.
+    pub fn is_named(&self, name: &str) -> bool {
+        match self {
+            ChainError::Rejected { reason, .. } => reason.contains(name),
+            ChainError::Unreachable { .. }
+            | ChainError::Database(_)
+            | ChainError::Corrupt(_)
+            | ChainError::Unsupported(_)
+            | ChainError::Task(_) => false,
+            rule => rule.to_string().starts_with(&format!("{name}:")),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, ChainError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_known_by_its_subtensor_name_from_either_backend() {
+        let local = ChainError::RevealTooEarly { epoch: 3, now: 2 };
+        assert!(local.is_named("RevealTooEarly"));
+        assert!(!local.is_named("Reveal"));
+        let node = ChainError::Rejected {
+            call: "reveal_weights",
+            reason: "Module error: SubtensorModule::RevealTooEarly".into(),
+        };
+        assert!(node.is_named("RevealTooEarly"));
+        assert!(!node.is_named("ExpiredWeightCommit"));
+        assert!(!ChainError::Corrupt("RevealTooEarly: no".into()).is_named("RevealTooEarly"));
+    }
+}

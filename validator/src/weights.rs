@@ -38,7 +38,7 @@ pub(crate) async fn submit<C: Chain>(
         .await
     {
         Ok(()) => Ok(Submitted::Set),
-        Err(ChainError::CommitRevealEnabled { .. }) => {
+        Err(e) if e.is_named("CommitRevealEnabled") => {
             let target = chain
                 .timelock_target(netuid)
                 .await
@@ -104,7 +104,8 @@ pub(crate) async fn reveal_due<C: Chain>(
     let mut keep = Vec::new();
     for p in pending {
         match chain.reveal_weights(hotkey, netuid, p.reveal.clone()).await {
-            Err(ChainError::RevealTooEarly { .. }) => keep.push(p),
+            // Too early on the local chain or on a subtensor node alike: keep it for a later window.
+            Err(e) if e.is_named("RevealTooEarly") => keep.push(p),
             outcome => {
                 match &outcome {
                     Ok(()) => tracing::info!(committed_in = p.window, "weights revealed"),
