@@ -3,7 +3,7 @@
 //! in a later window (earlier versions).
 
 use crate::store::PendingReveal;
-use chain_client::{AccountId, Chain, ChainError, WeightsReveal, tlock};
+use chain_client::{AccountId, Chain, WeightsReveal, tlock};
 use subxt_signer::sr25519::Keypair;
 
 /// The commit-reveal version from which commits are timelocked.
@@ -121,7 +121,7 @@ pub(crate) async fn reveal_due<C: Chain>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chain_client::{BlockClock, LocalChain, SubnetParams};
+    use chain_client::{BlockClock, ChainError, LocalChain, SubnetParams};
 
     /// A commit-reveal subnet of tempo 10 at `version`, at block 10: a staked validator (uid 0,
     /// with a permit from the epoch at block 10) and a miner (uid 1).
