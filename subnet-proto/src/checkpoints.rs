@@ -3,9 +3,58 @@
 //! checkpoint with it.
 
 use crate::{auth, bytes32, limits, pb};
+use prost::Message;
 use std::net::SocketAddr;
-use subxt_signer::sr25519::Keypair;
+use subxt_signer::sr25519::{self, Keypair, PublicKey, Signature};
 use tonic::transport::{Channel, Endpoint};
+
+/// What a validator signs when it announces its checkpoint: Blake2b-256 of "subnet-checkpoint-v1"
+/// and of the announcement encoded without its signature.
+fn announcement_payload(latest: &pb::LatestCheckpointResponse) -> [u8; 32] {
+    let unsigned = pb::LatestCheckpointResponse {
+        signature: Vec::new(),
+        ..latest.clone()
+    };
+    let mut bytes = b"subnet-checkpoint-v1".to_vec();
+    bytes.extend_from_slice(&crate::digest(&unsigned.encode_to_vec()));
+    crate::digest(&bytes)
+}
+
+/// Signs a checkpoint announcement with the validator's hotkey.
+pub fn sign_announcement(
+    latest: pb::LatestCheckpointResponse,
+    keypair: &Keypair,
+) -> pb::LatestCheckpointResponse {
+    let signature = keypair.sign(&announcement_payload(&latest)).0.to_vec();
+    pb::LatestCheckpointResponse {
+        signature,
+        ..latest
+    }
+}
+
+/// Checks that `validator` signed the announcement (digest, window, length and recipe alike).
+pub fn verify_announcement(
+    latest: &pb::LatestCheckpointResponse,
+    validator: &[u8; 32],
+) -> Result<(), String> {
+    let signature: [u8; 64] = latest.signature.as_slice().try_into().map_err(|_| {
+        format!(
+            "the checkpoint announcement is not signed ({} signature bytes)",
+            latest.signature.len()
+        )
+    })?;
+    if !sr25519::verify(
+        &Signature(signature),
+        announcement_payload(latest),
+        &PublicKey(*validator),
+    ) {
+        return Err(format!(
+            "the checkpoint announcement is not signed by validator {}: refusing its digest",
+            hex::encode(validator)
+        ));
+    }
+    Ok(())
+}
 
 /// A signed connection to one validator's checkpoint service.
 pub struct CheckpointClient<'a> {
@@ -36,7 +85,8 @@ impl<'a> CheckpointClient<'a> {
         })
     }
 
-    /// The validator's latest checkpoint: digest, window, length and how it was made.
+    /// The validator's latest checkpoint: digest, window, length and how it was made, as the
+    /// validator signed them (an announcement it did not sign is refused).
     pub async fn latest(&mut self) -> Result<pb::LatestCheckpointResponse, String> {
         let request = auth::sign(
             pb::LatestCheckpointRequest { auth: None },
@@ -50,6 +100,7 @@ impl<'a> CheckpointClient<'a> {
             .map_err(|e| e.message().to_string())?
             .into_inner();
         bytes32("digest", &latest.digest)?;
+        verify_announcement(&latest, &self.validator)?;
         Ok(latest)
     }
 
@@ -84,5 +135,44 @@ impl<'a> CheckpointClient<'a> {
             bytes.extend_from_slice(&chunk.data);
         }
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use subxt_signer::sr25519::dev;
+
+    fn announcement() -> pb::LatestCheckpointResponse {
+        pb::LatestCheckpointResponse {
+            digest: vec![5; 32],
+            window: 7,
+            len: 1234,
+            previous_digest: vec![4; 32],
+            aggregated: Vec::new(),
+            clip_norm: 0.5,
+            signature: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_the_validators_own_signature_over_the_whole_announcement_is_accepted() {
+        let (validator, other) = (dev::alice(), dev::bob());
+        let signed = sign_announcement(announcement(), &validator);
+        verify_announcement(&signed, &validator.public_key().0).unwrap();
+        // Unsigned, signed by someone else, or altered in any field after signing.
+        assert!(verify_announcement(&announcement(), &validator.public_key().0).is_err());
+        let forged = sign_announcement(announcement(), &other);
+        assert!(verify_announcement(&forged, &validator.public_key().0).is_err());
+        let substituted = pb::LatestCheckpointResponse {
+            digest: vec![6; 32],
+            ..signed.clone()
+        };
+        assert!(verify_announcement(&substituted, &validator.public_key().0).is_err());
+        let recipe = pb::LatestCheckpointResponse {
+            clip_norm: 50.0,
+            ..signed
+        };
+        assert!(verify_announcement(&recipe, &validator.public_key().0).is_err());
     }
 }

@@ -27,6 +27,8 @@ pub enum CheckpointError {
         "checkpoint digest is {found}, expected {expected}: the bytes were corrupted or substituted"
     )]
     DigestMismatch { expected: String, found: String },
+    #[error("checkpoint parameter {index} is {value}: a model holds finite numbers only")]
+    NonFinite { index: usize, value: String },
 }
 
 impl Checkpoint {
@@ -85,10 +87,16 @@ impl Checkpoint {
                 found: hex::encode(digest),
             });
         }
-        let params = bytes[HEADER_LEN..]
+        let params: Vec<f32> = bytes[HEADER_LEN..]
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
             .collect();
+        if let Some((index, &value)) = params.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(CheckpointError::NonFinite {
+                index,
+                value: value.to_string(),
+            });
+        }
         Ok(Self {
             task_digest: found_task,
             params: Arc::new(params),
@@ -140,5 +148,20 @@ mod tests {
             Checkpoint::from_bytes(&bytes, &task, 4, None),
             Err(CheckpointError::WrongLength { .. })
         ));
+    }
+
+    /// Bytes that hash to the digest a validator signed but hold a NaN or an infinity are still no
+    /// model: the digest only proves who sent them.
+    #[test]
+    fn non_finite_parameters_are_refused_even_under_the_right_digest() {
+        let task = [7u8; 32];
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let ck = Checkpoint::new(task, vec![1.0, bad, 3.0]);
+            let refused = Checkpoint::from_bytes(&ck.to_bytes(), &task, 3, Some(&ck.digest));
+            assert!(
+                matches!(refused, Err(CheckpointError::NonFinite { index: 1, .. })),
+                "{refused:?}"
+            );
+        }
     }
 }

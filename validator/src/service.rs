@@ -82,7 +82,7 @@ impl<C: Chain> pb::validator_server::Validator for ValidatorService<C> {
         self.authenticate(request.get_ref()).await?;
         let (checkpoint, window) = self.validator.checkpoint();
         let recipe = self.validator.recipe();
-        Ok(Response::new(pb::LatestCheckpointResponse {
+        let announcement = pb::LatestCheckpointResponse {
             digest: checkpoint.digest.to_vec(),
             window,
             len: checkpoint.encoded_len() as u64,
@@ -103,7 +103,12 @@ impl<C: Chain> pb::validator_server::Validator for ValidatorService<C> {
                 })
                 .unwrap_or_default(),
             clip_norm: recipe.map_or(0.0, |r| r.clip_norm),
-        }))
+            signature: Vec::new(),
+        };
+        Ok(Response::new(subnet_proto::checkpoints::sign_announcement(
+            announcement,
+            self.validator.keypair(),
+        )))
     }
 
     type GetCheckpointStream = ChunkStream;
