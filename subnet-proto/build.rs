@@ -8,6 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = proto_dir.join("subnet.proto");
     println!("cargo:rerun-if-changed={}", file.display());
     let descriptors = protox::compile([&file], [&proto_dir])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // Streamed chunks are slices of one shared buffer, never copies of it.
+    tonic_prost_build::configure()
+        .bytes(".subnet.v1.GradientChunk.data")
+        .bytes(".subnet.v1.CheckpointChunk.data")
+        .compile_fds(descriptors)?;
     Ok(())
 }

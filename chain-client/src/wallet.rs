@@ -84,6 +84,12 @@ pub fn read_keyfile(path: &Path) -> Result<Keypair, WalletError> {
         path: path.to_path_buf(),
         source,
     })?;
+    parse_keyfile(path, &text)
+}
+
+/// The keypair of a keyfile's text (read from `path`, which errors name), checked against the
+/// public key the file states.
+pub fn parse_keyfile(path: &Path, text: &str) -> Result<Keypair, WalletError> {
     let trimmed = text.trim_start();
     if trimmed.starts_with("$NACL")
         || trimmed.starts_with("$ANSIBLE_VAULT")
@@ -93,7 +99,7 @@ pub fn read_keyfile(path: &Path) -> Result<Keypair, WalletError> {
             path: path.to_path_buf(),
         });
     }
-    let file: Keyfile = serde_json::from_str(&text).map_err(|e| invalid(path, e.to_string()))?;
+    let file: Keyfile = serde_json::from_str(text).map_err(|e| invalid(path, e.to_string()))?;
     let keypair = if let Some(seed) = &file.secret_seed {
         let bytes = hex::decode(seed.trim_start_matches("0x"))
             .ok()

@@ -10,9 +10,8 @@ use futures::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
 use subnet_proto::auth::{self, NonceCache};
-use subnet_proto::{limits, pb};
+use subnet_proto::{limits, pb, server, stream};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 /// The gRPC face of a miner.
@@ -21,6 +20,7 @@ pub struct MinerService<C> {
     members: MetagraphCache<C>,
     nonces: NonceCache,
     limiter: limits::RateLimiter,
+    connections: Arc<server::ConnectionLimits>,
 }
 
 impl<C: Chain> MinerService<C> {
@@ -30,7 +30,19 @@ impl<C: Chain> MinerService<C> {
             miner,
             nonces: NonceCache::default(),
             limiter: limits::RateLimiter::default(),
+            connections: server::ConnectionLimits::new(server::MAX_CONNECTIONS_PER_ADDRESS),
         }
+    }
+
+    /// Connections per address this server accepts (`server::MAX_CONNECTIONS_PER_ADDRESS` unless
+    /// set), and how many it closed on arrival.
+    pub fn with_connections_per_address(mut self, limit: usize) -> Self {
+        self.connections = server::ConnectionLimits::new(limit);
+        self
+    }
+
+    pub fn connections(&self) -> Arc<server::ConnectionLimits> {
+        self.connections.clone()
     }
 
     /// Serves on `listener` until `shutdown` completes.
@@ -39,14 +51,13 @@ impl<C: Chain> MinerService<C> {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
-        let server = pb::miner_server::MinerServer::new(self)
+        let incoming = server::incoming(listener, self.connections.clone());
+        let service = pb::miner_server::MinerServer::new(self)
             .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
             .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
-        tonic::transport::Server::builder()
-            .timeout(limits::REQUEST_TIMEOUT)
-            .concurrency_limit_per_connection(16)
-            .add_service(server)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }
 
@@ -211,20 +222,22 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
                 request.window
             )));
         }
-        let bytes = gradient.part(part).clone();
-        let mut chunks = vec![Ok(pb::GradientChunk {
+        let bytes = stream::shared(gradient.part(part).clone());
+        tracing::debug!(caller = %caller.short(), bytes = bytes.len(), ?part, "serving gradient");
+        let commitment = pb::GradientChunk {
             part: Some(pb::gradient_chunk::Part::Commitment(
                 gradient.commitment.clone(),
             )),
-        })];
-        chunks.extend(bytes.chunks(limits::CHUNK_BYTES).map(|c| {
-            Ok(pb::GradientChunk {
-                part: Some(pb::gradient_chunk::Part::Data(c.to_vec())),
-            })
-        }));
-        tracing::debug!(caller = %caller.short(), bytes = bytes.len(), ?part, "serving gradient");
+        };
+        let data = stream::slices(bytes, limits::CHUNK_BYTES).map(|data| pb::GradientChunk {
+            part: Some(pb::gradient_chunk::Part::Data(data)),
+        });
+        let chunks = tokio_stream::iter(std::iter::once(commitment).chain(data).map(Ok));
         self.miner.metrics().gradient_served();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        Ok(Response::new(Box::pin(stream::Deadline::new(
+            chunks,
+            stream::STREAM_DEADLINE,
+        ))))
     }
 }
 

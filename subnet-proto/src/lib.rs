@@ -8,6 +8,8 @@ pub mod codec;
 pub mod commitment;
 pub mod limits;
 pub mod metrics_http;
+pub mod server;
+pub mod stream;
 
 /// Generated from proto/subnet.proto.
 pub mod pb {

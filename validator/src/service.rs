@@ -2,14 +2,15 @@
 //! registered on the subnet.
 
 use crate::Validator;
+use bytes::Bytes;
 use chain_client::membership::MetagraphCache;
 use chain_client::{AccountId, Chain};
 use futures::Stream;
 use std::pin::Pin;
+use std::sync::Arc;
 use subnet_proto::auth::{self, NonceCache};
-use subnet_proto::{limits, pb};
+use subnet_proto::{limits, pb, server, stream};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 pub struct ValidatorService<C> {
@@ -18,6 +19,9 @@ pub struct ValidatorService<C> {
     nonces: NonceCache,
     /// Miners poll for the next checkpoint: a generous per-caller budget.
     limiter: limits::RateLimiter,
+    connections: Arc<server::ConnectionLimits>,
+    /// The last checkpoint served, encoded once: every download streams slices of it.
+    encoded: std::sync::Mutex<Option<([u8; 32], Bytes)>>,
 }
 
 impl<C: Chain> ValidatorService<C> {
@@ -27,7 +31,33 @@ impl<C: Chain> ValidatorService<C> {
             validator,
             nonces: NonceCache::default(),
             limiter: limits::RateLimiter::new(100, std::time::Duration::from_secs(10)),
+            connections: server::ConnectionLimits::new(server::MAX_CONNECTIONS_PER_ADDRESS),
+            encoded: Default::default(),
         }
+    }
+
+    /// The encoding of `checkpoint`, made once while it is the one being downloaded.
+    fn encoded(&self, checkpoint: &task::Checkpoint) -> Bytes {
+        let mut memo = self.encoded.lock().expect("checkpoint memo lock");
+        match &*memo {
+            Some((digest, bytes)) if *digest == checkpoint.digest => bytes.clone(),
+            _ => {
+                let bytes = Bytes::from(checkpoint.to_bytes());
+                *memo = Some((checkpoint.digest, bytes.clone()));
+                bytes
+            }
+        }
+    }
+
+    /// Connections per address this server accepts (`server::MAX_CONNECTIONS_PER_ADDRESS` unless
+    /// set), and how many it closed on arrival.
+    pub fn with_connections_per_address(mut self, limit: usize) -> Self {
+        self.connections = server::ConnectionLimits::new(limit);
+        self
+    }
+
+    pub fn connections(&self) -> Arc<server::ConnectionLimits> {
+        self.connections.clone()
     }
 
     /// Serves on `listener` until `shutdown` completes.
@@ -36,14 +66,13 @@ impl<C: Chain> ValidatorService<C> {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
-        let server = pb::validator_server::ValidatorServer::new(self)
+        let incoming = server::incoming(listener, self.connections.clone());
+        let service = pb::validator_server::ValidatorServer::new(self)
             .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
             .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
-        tonic::transport::Server::builder()
-            .timeout(limits::REQUEST_TIMEOUT)
-            .concurrency_limit_per_connection(16)
-            .add_service(server)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }
 
@@ -128,11 +157,13 @@ impl<C: Chain> pb::validator_server::Validator for ValidatorService<C> {
                     hex::encode(&request.digest)
                 ))
             })?;
-        let bytes = checkpoint.to_bytes();
-        let chunks: Vec<_> = bytes
-            .chunks(limits::CHUNK_BYTES)
-            .map(|c| Ok(pb::CheckpointChunk { data: c.to_vec() }))
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        let bytes = self.encoded(&checkpoint);
+        let chunks = tokio_stream::iter(
+            stream::slices(bytes, limits::CHUNK_BYTES).map(|data| Ok(pb::CheckpointChunk { data })),
+        );
+        Ok(Response::new(Box::pin(stream::Deadline::new(
+            chunks,
+            stream::STREAM_DEADLINE,
+        ))))
     }
 }

@@ -250,7 +250,7 @@ impl DataDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let (records, good) = parse_frames(&bytes).map_err(|message| StoreError::Corrupt {
+        let (records, good) = parse_log(&bytes).map_err(|message| StoreError::Corrupt {
             path: path.clone(),
             message,
         })?;
@@ -281,8 +281,10 @@ impl DataDir {
     }
 }
 
-/// Parses frames from the start; returns the records and the length of the valid prefix.
-fn parse_frames(bytes: &[u8]) -> Result<(Vec<WindowRecord>, u64), String> {
+/// Parses a replay log's frames from the start; returns the records and the length of the valid
+/// prefix (a torn or corrupt last frame is not part of it). Corruption followed by whole frames is
+/// an error.
+pub fn parse_log(bytes: &[u8]) -> Result<(Vec<WindowRecord>, u64), String> {
     let mut records = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {
