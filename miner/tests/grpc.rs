@@ -29,6 +29,8 @@ struct Setup {
     chain: LocalChain,
     miner: Miner<LocalChain>,
     client: pb::miner_client::MinerClient<tonic::transport::Channel>,
+    addr: std::net::SocketAddr,
+    connections: Arc<subnet_proto::server::ConnectionLimits>,
     stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -68,11 +70,11 @@ async fn setup() -> Setup {
     let addr = listener.local_addr().unwrap();
     chain.serve_axon(&dev::bob(), net1, addr).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        MinerService::new(miner.clone()).serve(listener, async move {
-            let _ = stopped.await;
-        }),
-    );
+    let service = MinerService::new(miner.clone());
+    let connections = service.connections();
+    tokio::spawn(service.serve(listener, async move {
+        let _ = stopped.await;
+    }));
     let client = pb::miner_client::MinerClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
@@ -81,6 +83,8 @@ async fn setup() -> Setup {
         chain,
         miner,
         client,
+        addr,
+        connections,
         stop,
     }
 }
@@ -298,5 +302,174 @@ async fn one_caller_over_its_rate_limit_does_not_starve_another() {
             .render()
             .contains("miner_requests_rejected_total{reason=\"rate_limited\"} 1")
     );
+    let _ = s.stop.send(());
+}
+
+/// A client of the miner whose connection comes from `ip` (any of 127.0.0.0/8 reaches the
+/// loopback interface, so each group of callers below has an address of its own).
+async fn client_from(
+    addr: std::net::SocketAddr,
+    ip: &str,
+) -> pb::miner_client::MinerClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .local_address(Some(ip.parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    pb::miner_client::MinerClient::new(channel)
+}
+
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A bounded load test. While 200 connections that never speak try to hold the miner open from one
+/// address, a thousand keys that are not on the subnet ask for commitments, a registered key without
+/// a permit floods it, and a permit holder opens gradient streams it never reads, the honest
+/// validator (from an address of its own) fetches the commitment, payload and dense gradient six
+/// times, every time served, and within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_honest_validator_is_served_through_a_flood() {
+    let s = setup().await;
+    let engine = s.miner.engine().clone();
+    let receiver = dev::bob().public_key().0;
+    // Eve holds a permit too: she is the one who opens streams and never reads them.
+    let eve = AccountId::from(&dev::eve());
+    s.chain.fund(eve, 1000 * TOKEN).unwrap();
+    s.chain.burned_register(eve, 1, eve).unwrap();
+    s.chain.add_stake(eve, eve, 1, 100 * TOKEN).unwrap();
+    close_window_3(&s.chain);
+    let rss_before = peak_rss_kib();
+
+    // Idle connections from 127.0.0.2: only MAX_CONNECTIONS_PER_ADDRESS of them are kept.
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        idle.push(socket.connect(s.addr).await.unwrap());
+    }
+
+    let strangers = async {
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            clients.push(client_from(s.addr, "127.0.0.3").await);
+        }
+        let calls = (0..1000u32).map(|k| {
+            let mut client = clients[k as usize % clients.len()].clone();
+            let mut seed = [7u8; 32];
+            seed[..4].copy_from_slice(&k.to_le_bytes());
+            let key = Keypair::from_secret_key(seed).unwrap();
+            let request = auth::sign(
+                pb::CommitmentRequest {
+                    auth: None,
+                    window: 3,
+                    task_digest: engine.digest().to_vec(),
+                },
+                &key,
+                &receiver,
+            );
+            async move { client.get_commitment(request).await.map(|_| ()) }
+        });
+        futures::future::join_all(calls).await
+    };
+    let no_permit = async {
+        let client = client_from(s.addr, "127.0.0.4").await;
+        let calls = (0..500).map(|_| {
+            let mut client = client.clone();
+            let request = request(&dev::bob(), 3, &engine);
+            async move { fetch(&mut client, request).await.map(|_| ()) }
+        });
+        futures::future::join_all(calls).await
+    };
+    let unread_streams = async {
+        let mut client = client_from(s.addr, "127.0.0.5").await;
+        let mut held = Vec::new();
+        for _ in 0..10 {
+            let response = client.get_gradient(request(&dev::eve(), 3, &engine)).await;
+            held.push(response.map(|r| r.into_inner()));
+        }
+        held
+    };
+    let honest = async {
+        let mut client = client_from(s.addr, "127.0.0.1").await;
+        let mut latencies = Vec::new();
+        for _ in 0..6 {
+            for part in [pb::GradientPart::Payload, pb::GradientPart::Dense] {
+                let started = std::time::Instant::now();
+                let mut r = request(&dev::alice(), 3, &engine);
+                r.part = part as i32;
+                r = auth::sign(r, &dev::alice(), &receiver);
+                let chunks = fetch(&mut client, r)
+                    .await
+                    .expect("the honest fetch is served");
+                assert!(chunks.len() >= 2, "a commitment and the data");
+                latencies.push(started.elapsed());
+            }
+            let started = std::time::Instant::now();
+            client
+                .get_commitment(auth::sign(
+                    pb::CommitmentRequest {
+                        auth: None,
+                        window: 3,
+                        task_digest: engine.digest().to_vec(),
+                    },
+                    &dev::alice(),
+                    &receiver,
+                ))
+                .await
+                .expect("the honest commitment request is served");
+            latencies.push(started.elapsed());
+        }
+        latencies
+    };
+    let (strangers, no_permit, held, mut latencies) =
+        tokio::join!(strangers, no_permit, unread_streams, honest);
+
+    let denied = |results: &[Result<(), tonic::Status>], code: Code| {
+        results
+            .iter()
+            .filter(|r| matches!(r, Err(e) if e.code() == code))
+            .count()
+    };
+    assert_eq!(denied(&strangers, Code::PermissionDenied), 1000);
+    let limited = denied(&no_permit, Code::ResourceExhausted);
+    let refused = denied(&no_permit, Code::PermissionDenied);
+    assert_eq!(
+        limited + refused,
+        500,
+        "every request of the key without a permit is refused"
+    );
+    assert!(
+        held.iter().all(|r| r.is_ok()),
+        "the permit holder's streams were opened"
+    );
+    latencies.sort();
+    let worst = *latencies.last().unwrap();
+    assert!(
+        worst < std::time::Duration::from_secs(1),
+        "the honest validator waited {worst:?}"
+    );
+    let connections = s.connections.refused();
+    assert_eq!(
+        connections,
+        200 - subnet_proto::server::MAX_CONNECTIONS_PER_ADDRESS as u64
+    );
+    println!(
+        "load: 200 idle connections ({connections} closed on arrival), 1000 stranger requests \
+         (1000 PermissionDenied), 500 requests without a permit ({refused} PermissionDenied, \
+         {limited} ResourceExhausted), 10 unread gradient streams held; honest validator: {} \
+         requests served, median {:?}, worst {worst:?}; peak RSS {} -> {} KiB",
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        rss_before,
+        peak_rss_kib()
+    );
+    drop((idle, held));
     let _ = s.stop.send(());
 }
