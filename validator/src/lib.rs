@@ -253,6 +253,9 @@ pub struct Validator<C> {
 
 const KEPT_CHECKPOINTS: usize = 4;
 const KEPT_COLLECTIONS: usize = 4;
+/// Payloads fetched at once: the bytes in flight are bounded by this many payloads, while commitments
+/// (a few hundred bytes each) are all asked for at once.
+const MAX_CONCURRENT_FETCHES: usize = 32;
 
 /// What every step of a window's scoring reads.
 struct WindowContext {
@@ -1169,7 +1172,8 @@ impl<C: Chain> Validator<C> {
         self.save_state()
     }
 
-    /// Fetches the payload of every miner's collected commitment, concurrently.
+    /// Fetches the payload of every miner's collected commitment, `MAX_CONCURRENT_FETCHES` at a time
+    /// (results in the miners' order).
     async fn gather(&self, ctx: &WindowContext) -> Vec<(Neuron, Result<Fetched, Rejection>)> {
         let gatherer = self.gatherer();
         let (window, checkpoint, collected) = (ctx.window, &ctx.checkpoint.digest, &ctx.collected);
@@ -1200,7 +1204,11 @@ impl<C: Chain> Validator<C> {
                 (neuron.clone(), fetched)
             }
         });
-        futures::future::join_all(fetches).await
+        futures::StreamExt::collect(futures::StreamExt::buffered(
+            futures::stream::iter(fetches),
+            MAX_CONCURRENT_FETCHES,
+        ))
+        .await
     }
 
     /// The miners with a gradient this window that are due an audit: a hotkey in the first window
