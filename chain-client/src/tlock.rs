@@ -140,6 +140,14 @@ pub fn commit_weights(
 pub fn decrypt(commit: &[u8], signature: &[u8]) -> std::result::Result<Vec<u8>, String> {
     let ciphertext = TLECiphertext::<TinyBLS381>::deserialize_compressed(commit)
         .map_err(|e| format!("the commit does not deserialize: {e}"))?;
+    // The IBE header's masked key and message are 32 bytes each as `encrypt` makes them; the
+    // `timelock` crate indexes past the end of a 32-byte hash for any other length and panics.
+    let (v, w) = (ciphertext.header.v.len(), ciphertext.header.w.len());
+    if (v, w) != (32, 32) {
+        return Err(format!(
+            "the commit's key header is malformed ({v} and {w} bytes where 32 and 32 are expected)"
+        ));
+    }
     let signature = <TinyBLS381 as EngineBLS>::SignatureGroup::deserialize_compressed(signature)
         .map_err(|e| format!("the beacon signature does not deserialize: {e}"))?;
     tld::<TinyBLS381, AESGCMStreamCipherProvider>(ciphertext, signature)
@@ -284,6 +292,29 @@ mod tests {
             open_weights(&commit, &signature_1000(), &hotkey).unwrap(),
             (uids, values, 7)
         );
+    }
+
+    /// Found by the `timelock_commit` fuzz target (kept in fuzz/regressions/): a committer could
+    /// stop the chain's reveal with a header of another length.
+    #[test]
+    fn a_commit_with_a_malformed_key_header_is_refused_not_a_panic() {
+        let target = TimelockTarget {
+            beacon_public_key: quicknet::public_key(),
+            reveal_round: 1000,
+            commit_reveal_version: 4,
+        };
+        let hotkey = AccountId([7; 32]);
+        let commit = commit_weights(&target, &hotkey, &[1], &[2], 3).unwrap();
+        for (v, w) in [(99, 32), (32, 99), (31, 32), (32, 0)] {
+            let mut ciphertext =
+                TLECiphertext::<TinyBLS381>::deserialize_compressed(&commit[..]).unwrap();
+            ciphertext.header.v.resize(v, 1);
+            ciphertext.header.w.resize(w, 1);
+            let mut bytes = Vec::new();
+            ciphertext.serialize_compressed(&mut bytes).unwrap();
+            let refused = open_weights(&bytes, &signature_1000(), &hotkey).unwrap_err();
+            assert!(refused.contains("malformed"), "{refused}");
+        }
     }
 
     #[test]

@@ -99,24 +99,26 @@ mod tests {
         assert_eq!(slices(Bytes::new(), 1000).count(), 0);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_stream_still_going_at_its_deadline_ends_with_deadline_exceeded() {
-        let ticks = futures::stream::unfold(0u32, |k| async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            Some((Ok::<_, Status>(k), k + 1))
-        });
-        let mut stream = Deadline::new(Box::pin(ticks), Duration::from_millis(3500));
-        let mut seen = Vec::new();
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(k) => seen.push(k),
-                Err(status) => {
-                    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
-                    seen.push(u32::MAX);
-                }
+        // A peer that never lets the stream finish: endless items, or none at all.
+        let endless = futures::stream::repeat_with(|| Ok::<_, Status>(1u8));
+        let silent = futures::stream::pending::<Result<u8, Status>>();
+        for stream in [
+            Box::pin(endless) as Pin<Box<dyn Stream<Item = Result<u8, Status>> + Send>>,
+            Box::pin(silent),
+        ] {
+            let started = tokio::time::Instant::now();
+            let mut stream = Deadline::new(stream, Duration::from_millis(100));
+            let mut last = None;
+            while let Some(item) = stream.next().await {
+                last = Some(item);
+                tokio::task::yield_now().await;
             }
+            let status = last.expect("an item").expect_err("ends with an error");
+            assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+            assert!(started.elapsed() >= Duration::from_millis(100));
         }
-        assert_eq!(seen, [0, 1, 2, u32::MAX]);
         // A stream that finishes in time is left as it is.
         let quick = futures::stream::iter([Ok::<_, Status>(1), Ok(2)]);
         let items: Vec<_> = Deadline::new(quick, Duration::from_secs(1)).collect().await;
