@@ -285,13 +285,19 @@ pub fn replay_log(data: &[u8]) -> bool {
 }
 
 /// A validator's data directory: the input is split at `0xFF` bytes into `task.toml`, `state.json`,
-/// `reveals.json` and `replay.log`. Reading never writes; the writer's open cuts only a torn tail, so
+/// `reveals.json`, `commitments.json` and `replay.log`. Reading never writes; the writer's open cuts only a torn tail, so
 /// every record a reader saw is still there.
 pub fn data_dir(data: &[u8]) -> bool {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let log = dir.path().join("replay.log");
-    let mut parts = data.splitn(4, |&b| b == 0xFF);
-    for name in ["task.toml", "state.json", "reveals.json", "replay.log"] {
+    let mut parts = data.splitn(5, |&b| b == 0xFF);
+    for name in [
+        "task.toml",
+        "state.json",
+        "reveals.json",
+        "commitments.json",
+        "replay.log",
+    ] {
         if let Some(part) = parts.next() {
             std::fs::write(dir.path().join(name), part).expect("write a part");
         }
@@ -301,6 +307,7 @@ pub fn data_dir(data: &[u8]) -> bool {
     };
     let state = reader.load_state();
     let reveals = reader.load_reveals();
+    let _ = reader.load_commitments();
     let before = std::fs::read(&log).ok();
     let seen = reader.records();
     assert_eq!(std::fs::read(&log).ok(), before, "a reader wrote the log");

@@ -444,6 +444,7 @@ impl<C: Chain> Validator<C> {
             },
             None => saved,
         };
+        let collected = load_commitments(&store, saved.window)?;
         let validator = Self::build(
             chain,
             netuid,
@@ -454,6 +455,7 @@ impl<C: Chain> Validator<C> {
             (momentum, reference_residual),
             Some(store),
         );
+        validator.state_mut().collected = collected;
         validator.save_state()?;
         Ok(validator)
     }
@@ -675,7 +677,33 @@ impl<C: Chain> Validator<C> {
         while state.collected.len() > KEPT_COLLECTIONS {
             state.collected.pop_first();
         }
+        if count > held.len()
+            && let Some(store) = &self.inner.store
+        {
+            let kept = state
+                .collected
+                .iter()
+                .map(|(w, c)| {
+                    let c = c
+                        .iter()
+                        .map(|(uid, c)| (*uid, hex::encode(prost::Message::encode_to_vec(c))))
+                        .collect();
+                    (*w, c)
+                })
+                .collect();
+            drop(state);
+            store.save_commitments(&kept)?;
+        }
         Ok(count)
+    }
+
+    /// Whether commitments for `window` were collected (in this run, or kept in the data directory
+    /// by an earlier one).
+    pub fn holds_commitments(&self, window: u64) -> bool {
+        self.state()
+            .collected
+            .get(&window)
+            .is_some_and(|c| !c.is_empty())
     }
 
     fn own_uid(&self, metagraph: &Metagraph) -> Result<u16, ValidatorError> {
@@ -1586,6 +1614,34 @@ fn recipe_of(latest: &pb::LatestCheckpointResponse) -> Result<Option<Recipe>, St
 }
 
 /// The state of a validator that has never run: `checkpoint` at `window`.
+/// The commitments a data directory kept for `from` and later windows.
+fn load_commitments(
+    store: &DataDir,
+    from: u64,
+) -> Result<BTreeMap<u64, BTreeMap<u16, pb::Commitment>>, ValidatorError> {
+    let Some(kept) = store.load_commitments()? else {
+        return Ok(BTreeMap::new());
+    };
+    let corrupt = |message: String| {
+        ValidatorError::Store(StoreError::Corrupt {
+            path: store.root().join("commitments.json"),
+            message,
+        })
+    };
+    let mut collected = BTreeMap::new();
+    for (window, by_uid) in kept.into_iter().filter(|(w, _)| *w >= from) {
+        let mut commitments = BTreeMap::new();
+        for (uid, encoded) in by_uid {
+            let bytes = hex::decode(&encoded).map_err(|e| corrupt(e.to_string()))?;
+            let c = <pb::Commitment as prost::Message>::decode(&bytes[..])
+                .map_err(|e| corrupt(format!("window {window}, uid {uid}: {e}")))?;
+            commitments.insert(uid, c);
+        }
+        collected.insert(window, commitments);
+    }
+    Ok(collected)
+}
+
 fn fresh_state(checkpoint: &Checkpoint, window: u64) -> SavedState {
     SavedState {
         checkpoint: hex::encode(checkpoint.digest),

@@ -180,7 +180,14 @@ async fn main() -> anyhow::Result<()> {
 
     // Window w is scored once it has closed, i.e. from block (w + 1) * blocks on. A failed chain
     // read or window is logged and tried again after a growing pause; the validator keeps going.
-    let mut next = resumed_window.max(first_window);
+    // A validator stopped while it scored the window that has just closed scores it again, from
+    // the commitments its data directory kept; otherwise it starts at the open window.
+    let mut next =
+        if resumed_window + 1 == first_window && validator.holds_commitments(resumed_window) {
+            resumed_window
+        } else {
+            resumed_window.max(first_window)
+        };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut backoff = Backoff::default();
     loop {

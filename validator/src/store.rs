@@ -3,7 +3,8 @@
 //!
 //! Layout: `task.toml` (the task the directory belongs to), `state.json`, `replay.log`,
 //! `blobs/<hex digest>`, `reveals.json` (the weight commits still to reveal, with their salts, saved
-//! before each commit is sent), and `lock`, which the one validator writing the directory holds locked
+//! before each commit is sent), `commitments.json` (the commitments collected while recent windows
+//! were open), and `lock`, which the one validator writing the directory holds locked
 //! (readers such as `subnet replay` take no lock and write nothing). Blobs and the state are written to a temporary file, synced and renamed, so
 //! a crash leaves either the old or the new file. A replay-log record is one frame,
 //! `len: u32 LE | digest(body): 32 bytes | body (JSON)`, appended and synced after the blobs it
@@ -108,6 +109,11 @@ const STATE_FILE: &str = "state.json";
 const LOG_FILE: &str = "replay.log";
 const LOCK_FILE: &str = "lock";
 const REVEALS_FILE: &str = "reveals.json";
+
+/// Collected commitments as `commitments.json` keeps them: hex of each encoded commitment, by window
+/// and uid.
+pub type KeptCommitments = BTreeMap<u64, BTreeMap<u16, String>>;
+const COMMITMENTS_FILE: &str = "commitments.json";
 const FRAME_HEADER: usize = 4 + 32;
 
 impl DataDir {
@@ -217,6 +223,18 @@ impl DataDir {
     /// The commits still to reveal, if they were ever kept.
     pub fn load_reveals(&self) -> Result<Option<Vec<PendingReveal>>, StoreError> {
         read_json(&self.root.join(REVEALS_FILE))
+    }
+
+    /// Keeps the commitments collected while windows were open (hex of each encoded commitment, by
+    /// window and uid), so that a validator restarted after a window closed can still score it.
+    pub fn save_commitments(&self, collected: &KeptCommitments) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(collected).expect("commitments serialize");
+        write_atomic(&self.root.join(COMMITMENTS_FILE), &json)
+    }
+
+    /// The commitments kept by `save_commitments`, if any.
+    pub fn load_commitments(&self) -> Result<Option<KeptCommitments>, StoreError> {
+        read_json(&self.root.join(COMMITMENTS_FILE))
     }
 
     pub fn load_state(&self) -> Result<Option<SavedState>, StoreError> {
