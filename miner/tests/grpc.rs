@@ -249,6 +249,31 @@ async fn refused_callers_get_distinct_codes() {
     let e = fetch(&mut s.client, other).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
 
+    // Signed by a permit holder whose clock is 31 s behind, or 31 s ahead.
+    for skew in [-31_000i64, 31_000] {
+        let body = pb::GradientRequest {
+            auth: None,
+            part: pb::GradientPart::Payload as i32,
+            window: 3,
+            task_digest: engine.digest().to_vec(),
+        };
+        let at = auth::now_ms().saturating_add_signed(skew);
+        let signed = pb::GradientRequest {
+            auth: Some(auth::sign_request_at(
+                &dev::alice(),
+                <pb::GradientRequest as auth::Authenticated>::METHOD,
+                &prost::Message::encode_to_vec(&body),
+                &dev::bob().public_key().0,
+                auth::fresh_nonce(),
+                at,
+            )),
+            ..body
+        };
+        let e = fetch(&mut s.client, signed).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("stale request"), "{e:?}");
+    }
+
     // A request over the size cap is refused before it is decoded.
     let mut big = request(&dev::alice(), 3, &engine);
     big.task_digest = vec![0; subnet_proto::limits::MAX_REQUEST_BYTES + 1];
@@ -260,6 +285,7 @@ async fn refused_callers_get_distinct_codes() {
     for line in [
         "miner_requests_rejected_total{reason=\"bad_signature\"} 1",
         "miner_requests_rejected_total{reason=\"replayed_nonce\"} 1",
+        "miner_requests_rejected_total{reason=\"stale\"} 2",
         "miner_requests_rejected_total{reason=\"unregistered\"} 2",
         "miner_requests_rejected_total{reason=\"no_validator_permit\"} 1",
         "miner_requests_rejected_total{reason=\"unknown_window\"} 1",

@@ -41,7 +41,18 @@ pub fn sign_request(
     receiver: &[u8; 32],
     nonce: u64,
 ) -> RequestAuth {
-    let timestamp_ms = now_ms();
+    sign_request_at(keypair, method, body, receiver, nonce, now_ms())
+}
+
+/// `sign_request` with the timestamp given (a client whose clock is off, in tests).
+pub fn sign_request_at(
+    keypair: &Keypair,
+    method: &str,
+    body: &[u8],
+    receiver: &[u8; 32],
+    nonce: u64,
+    timestamp_ms: u64,
+) -> RequestAuth {
     let payload = signing_payload(method, body, timestamp_ms, nonce, receiver);
     RequestAuth {
         hotkey: keypair.public_key().0.to_vec(),

@@ -1,0 +1,121 @@
+//! How much memory and time one validator window takes with N miners: N miner services on
+//! 127.0.0.1 (in this process), each serving a gradient for window 1 on a fresh local chain, and one
+//! validator collecting, fetching, auditing, scoring and aggregating them.
+//!
+//! `cargo run --release -p validator --example window_memory -- MINERS [TASK_FILE]`
+//! (default: 64 miners, tasks/localnet-lm.toml). Prints the process's resident memory before the
+//! window (chain, miners and their payloads, the validator at rest) and its peak during it.
+
+use chain_client::{AccountId, BlockClock, Chain, LocalChain, SubnetParams, keypair_from_uri};
+use miner::{Miner, MinerService};
+use std::sync::Arc;
+use std::time::Instant;
+use task::{TaskEngine, TaskSpec};
+use tokio::net::TcpListener;
+use validator::Validator;
+
+const TOKEN: u64 = 1_000_000_000;
+
+/// (VmRSS, VmHWM) of this process in MiB.
+fn memory_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Starts the peak-memory count afresh (Linux: writing 5 to clear_refs resets VmHWM).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let miners: usize = args.next().map_or(Ok(64), |a| a.parse())?;
+    let task = args
+        .next()
+        .unwrap_or_else(|| "tasks/localnet-lm.toml".into());
+    let engine = Arc::new(TaskEngine::new(TaskSpec::from_file(&task)?));
+    let blocks = engine.spec().window.blocks;
+    let dir = tempfile::tempdir()?;
+    let chain = LocalChain::open_or_create(dir.path().join("chain.sqlite"), BlockClock::Manual, 1)?;
+    let params = SubnetParams {
+        tempo: blocks,
+        weights_rate_limit: 1,
+        min_allowed_weights: 1,
+        max_allowed_uids: (miners + 1) as u16,
+        commit_reveal_weights_enabled: false,
+        ..SubnetParams::default()
+    };
+    let netuid = chain.create_subnet(AccountId::from(&keypair_from_uri("//Owner")?), params)?;
+    let validator_key = keypair_from_uri("//MemoryValidator")?;
+    let miner_keys: Vec<_> = (0..miners)
+        .map(|k| keypair_from_uri(&format!("//MemoryMiner{k}")))
+        .collect::<Result<_, _>>()?;
+    for key in std::iter::once(&validator_key).chain(&miner_keys) {
+        let id = AccountId::from(key);
+        chain.fund(id, 1000 * TOKEN)?;
+        chain.burned_register(id, netuid, id)?;
+    }
+    let id = AccountId::from(&validator_key);
+    chain.add_stake(id, id, netuid, 500 * TOKEN)?;
+    chain.advance_blocks(blocks)?; // window 1; the epoch grants the permit
+
+    let genesis = engine.genesis();
+    let (stop, _) = tokio::sync::watch::channel(false);
+    for (k, key) in miner_keys.iter().enumerate() {
+        let miner = Miner::new(chain.clone(), netuid, key.clone(), engine.clone());
+        // A small step of a different direction for each miner.
+        let delta: Vec<f32> = (0..engine.num_params())
+            .map(|i| 1e-4 * (((i * 31 + k * 17) % 13) as f32 - 6.0))
+            .collect();
+        miner.publish(1, miner.commit_work(1, genesis.digest, &delta));
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        chain
+            .serve_axon(key, netuid, listener.local_addr()?)
+            .await?;
+        let mut rx = stop.subscribe();
+        tokio::spawn(MinerService::new(miner).serve(listener, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+    }
+    let validator = Validator::new(
+        chain.clone(),
+        netuid,
+        validator_key,
+        engine.clone(),
+        genesis,
+        1,
+    );
+    let collected = validator.collect_commitments(1).await?;
+    chain.advance_blocks(blocks)?;
+    let seed = chain_client::window_seed(&chain.block_hash(blocks).await?);
+
+    let (before, _) = memory_mib();
+    reset_peak();
+    let started = Instant::now();
+    let outcome = validator.run_window(1, seed).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let (_, peak) = memory_mib();
+    let scored = outcome
+        .results
+        .iter()
+        .filter(|r| r.usefulness.is_some())
+        .count();
+    println!(
+        "{task}: {} parameters, {miners} miners ({collected} commitments collected, {scored} scored, \
+         {} audited): window {seconds:.1} s; resident before the window {before:.0} MiB, peak during \
+         it {peak:.0} MiB (+{:.0} MiB)",
+        engine.num_params(),
+        outcome.results.iter().filter(|r| r.audited).count(),
+        peak - before
+    );
+    let _ = stop.send(true);
+    Ok(())
+}
