@@ -60,6 +60,16 @@ enum Command {
         /// Address the gRPC server listens on; its port is announced on chain.
         #[arg(long, env = "MINER_LISTEN", default_value = "127.0.0.1:0")]
         listen: String,
+        /// Serve TLS with this PEM certificate chain (with --tls-key); peers must trust its issuer.
+        #[arg(long, env = "MINER_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, env = "MINER_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Reach peers over TLS, trusting the certificates this PEM authority issued (their
+        /// certificates must name their axon's IP address).
+        #[arg(long, env = "MINER_TLS_CA")]
+        tls_ca: Option<PathBuf>,
         /// Directory for state that outlives a restart (the compression residual).
         #[arg(long, env = "MINER_DATA")]
         data: Option<PathBuf>,
@@ -113,9 +123,21 @@ async fn main() -> anyhow::Result<()> {
         device,
         metrics,
         listen,
+        tls_cert,
+        tls_key,
+        tls_ca,
         data,
         progress,
     } = Cli::parse().command;
+    subnet_proto::tls::configure(
+        subnet_proto::tls::TlsFiles::read(
+            tls_cert.as_deref(),
+            tls_key.as_deref(),
+            tls_ca.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?,
+    )
+    .map_err(anyhow::Error::msg)?;
     let bar = (progress == ProgressMode::Auto && std::io::stderr().is_terminal())
         .then(TerminalBar::stderr);
     let writer = match &bar {

@@ -55,7 +55,7 @@ impl<C: Chain> MinerService<C> {
         let service = pb::miner_server::MinerServer::new(self)
             .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
             .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
-        server::builder()
+        server::builder()?
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await

@@ -6,7 +6,7 @@ use crate::{auth, bytes32, limits, pb};
 use prost::Message;
 use std::net::SocketAddr;
 use subxt_signer::sr25519::{self, Keypair, PublicKey, Signature};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// What a validator signs when it announces its checkpoint: Blake2b-256 of "subnet-checkpoint-v1"
 /// and of the announcement encoded without its signature.
@@ -69,7 +69,7 @@ impl<'a> CheckpointClient<'a> {
         keypair: &'a Keypair,
         validator: [u8; 32],
     ) -> Result<Self, String> {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let channel = crate::tls::endpoint(&addr.to_string())
             .map_err(|e| e.to_string())?
             .timeout(limits::REQUEST_TIMEOUT)
             .connect()

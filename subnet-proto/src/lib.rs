@@ -10,6 +10,7 @@ pub mod limits;
 pub mod metrics_http;
 pub mod server;
 pub mod stream;
+pub mod tls;
 
 /// Generated from proto/subnet.proto.
 pub mod pb {

@@ -122,14 +122,19 @@ pub fn incoming(
     })
 }
 
-/// The server builder every service uses: request timeout, per-connection concurrency and keepalive.
-pub fn builder() -> tonic::transport::Server {
-    tonic::transport::Server::builder()
+/// The server builder every service uses: request timeout, per-connection concurrency, keepalive,
+/// and TLS when the process serves it (`crate::tls`).
+pub fn builder() -> Result<tonic::transport::Server, tonic::transport::Error> {
+    let server = tonic::transport::Server::builder()
         .timeout(crate::limits::REQUEST_TIMEOUT)
         .concurrency_limit_per_connection(16)
         .tcp_keepalive(Some(KEEPALIVE))
         .http2_keepalive_interval(Some(KEEPALIVE))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    match crate::tls::server_config() {
+        Some(tls) => server.tls_config(tls),
+        None => Ok(server),
+    }
 }
 
 impl Connected for Admitted {

@@ -12,7 +12,6 @@ use subnet_proto::commitment::{self, CommitmentError, Expected};
 use subnet_proto::{auth, limits, pb};
 use subxt_signer::sr25519::Keypair;
 use task::TaskEngine;
-use tonic::transport::Endpoint;
 
 /// Why a miner's gradient earned nothing this window.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,7 +89,7 @@ impl Gatherer<'_> {
         neuron: &Neuron,
     ) -> Result<pb::miner_client::MinerClient<tonic::transport::Channel>, Rejection> {
         let addr = neuron.axon.ok_or(Rejection::NoAxon)?;
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let channel = subnet_proto::tls::endpoint(&addr.to_string())
             .map_err(|e| Rejection::Unreachable(e.to_string()))?
             .timeout(limits::REQUEST_TIMEOUT)
             .connect()

@@ -55,6 +55,16 @@ enum Command {
         hotkey_uri: Option<String>,
         #[arg(long, env = "VALIDATOR_LISTEN", default_value = "127.0.0.1:0")]
         listen: String,
+        /// Serve TLS with this PEM certificate chain (with --tls-key); peers must trust its issuer.
+        #[arg(long, env = "VALIDATOR_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, env = "VALIDATOR_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Reach peers over TLS, trusting the certificates this PEM authority issued (their
+        /// certificates must name their axon's IP address).
+        #[arg(long, env = "VALIDATOR_TLS_CA")]
+        tls_ca: Option<PathBuf>,
         /// Serve Prometheus metrics (windows scored, checkpoint loss, verdicts, weights set, fraud
         /// reports) on this address.
         #[arg(long, env = "VALIDATOR_METRICS")]
@@ -87,10 +97,22 @@ async fn main() -> anyhow::Result<()> {
         wallet_path,
         hotkey_uri,
         listen,
+        tls_cert,
+        tls_key,
+        tls_ca,
         metrics,
         data,
         audit_period,
     } = Cli::parse().command;
+    subnet_proto::tls::configure(
+        subnet_proto::tls::TlsFiles::read(
+            tls_cert.as_deref(),
+            tls_key.as_deref(),
+            tls_ca.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?,
+    )
+    .map_err(anyhow::Error::msg)?;
     let counters = Arc::new(validator::metrics::Metrics::default());
     if let Some(addr) = metrics {
         let counters = counters.clone();

@@ -70,7 +70,7 @@ impl<C: Chain> ValidatorService<C> {
         let service = pb::validator_server::ValidatorServer::new(self)
             .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
             .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
-        server::builder()
+        server::builder()?
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
