@@ -58,7 +58,12 @@ async fn a_tls_miner_serves_clients_that_trust_its_authority_only() {
     }
     let mut spec = TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap();
     spec.model.transformer_mut().unwrap().n_layers = 1;
-    let miner = Miner::new(chain.clone(), netuid, dev::bob(), Arc::new(TaskEngine::new(spec)));
+    let miner = Miner::new(
+        chain.clone(),
+        netuid,
+        dev::bob(),
+        Arc::new(TaskEngine::new(spec)),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     chain.serve_axon(&dev::bob(), netuid, addr).await.unwrap();

@@ -353,8 +353,6 @@ struct Fetched {
 /// What an audit found.
 struct AuditFinding {
     record: AuditRecord,
-    /// The artefacts as served, to keep as blobs.
-    blobs: Vec<Vec<u8>>,
     /// The miner could not be reached: audit it again next window.
     incomplete: bool,
 }
@@ -1118,9 +1116,6 @@ impl<C: Chain> Validator<C> {
                 residual_out_digest: hex::encode(&g.commitment.residual_out_digest),
             });
         }
-        for blob in work.audits.iter().flat_map(|f| &f.blobs) {
-            store.put_blob(blob)?;
-        }
         let reference = store.put_blob(&codec::encode_dense(&ctx.reference.dense))?;
         store.put_blob(&ctx.checkpoint.to_bytes())?;
         store.put_blob(&step.next.to_bytes())?;
@@ -1321,7 +1316,6 @@ impl<C: Chain> Validator<C> {
                     ));
                     findings.push(AuditFinding {
                         record,
-                        blobs: Vec::new(),
                         incomplete: true,
                     });
                     continue;
@@ -1332,7 +1326,6 @@ impl<C: Chain> Validator<C> {
                     ));
                     findings.push(AuditFinding {
                         record,
-                        blobs: Vec::new(),
                         incomplete: false,
                     });
                     continue;
@@ -1340,6 +1333,12 @@ impl<C: Chain> Validator<C> {
             };
             record.dense_digest = Some(hex::encode(subnet_proto::digest(&dense_bytes)));
             record.residual_digest = Some(hex::encode(subnet_proto::digest(&residual_bytes)));
+            // Kept as blobs now (the record that names them is appended later), so that a window
+            // holds one miner's audit artefacts at a time.
+            if let Some(store) = &self.inner.store {
+                store.put_blob(&dense_bytes)?;
+                store.put_blob(&residual_bytes)?;
+            }
             let (engine, params, c, payload) = (
                 self.engine().clone(),
                 checkpoint.params.clone(),
@@ -1347,9 +1346,8 @@ impl<C: Chain> Validator<C> {
                 fetched.payload.clone(),
             );
             let uid = *uid;
-            let (dense, residual_blob) = (dense_bytes.clone(), residual_bytes.clone());
             let checked = blocking(move || {
-                let dense = verify_artefacts(&engine, &c, &payload, &dense, &residual_blob)?;
+                let dense = verify_artefacts(&engine, &c, &payload, &dense_bytes, &residual_bytes)?;
                 let reexecuted = evaluate::reexecute(&engine, &params, window, window_seed, uid)
                     .ok_or_else(|| format!("uid {uid} has no assignment"))?;
                 Ok::<f64, String>(relative_difference(&dense, &reexecuted))
@@ -1369,7 +1367,6 @@ impl<C: Chain> Validator<C> {
             }
             findings.push(AuditFinding {
                 record,
-                blobs: vec![dense_bytes, residual_bytes],
                 incomplete: false,
             });
         }
