@@ -30,12 +30,12 @@ impl<C: Chain> MinerService<C> {
             miner,
             nonces: NonceCache::default(),
             limiter: limits::RateLimiter::default(),
-            connections: server::ConnectionLimits::new(server::MAX_CONNECTIONS_PER_ADDRESS),
+            connections: server::ConnectionLimits::remote(server::MAX_CONNECTIONS_PER_ADDRESS),
         }
     }
 
-    /// Connections per address this server accepts (`server::MAX_CONNECTIONS_PER_ADDRESS` unless
-    /// set), and how many it closed on arrival.
+    /// Limits every address to `limit` open connections, loopback ones included (by default
+    /// `server::MAX_CONNECTIONS_PER_ADDRESS` for every address but loopback).
     pub fn with_connections_per_address(mut self, limit: usize) -> Self {
         self.connections = server::ConnectionLimits::new(limit);
         self

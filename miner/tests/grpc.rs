@@ -70,7 +70,9 @@ async fn setup() -> Setup {
     let addr = listener.local_addr().unwrap();
     chain.serve_axon(&dev::bob(), net1, addr).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = MinerService::new(miner.clone());
+    // Each group of callers below connects from its own loopback address, limited as remote ones.
+    let service = MinerService::new(miner.clone())
+        .with_connections_per_address(subnet_proto::server::MAX_CONNECTIONS_PER_ADDRESS);
     let connections = service.connections();
     tokio::spawn(service.serve(listener, async move {
         let _ = stopped.await;

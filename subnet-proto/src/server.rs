@@ -1,7 +1,8 @@
 //! What every gRPC server of the subnet accepts before a request is decoded: at most
 //! `MAX_CONNECTIONS_PER_ADDRESS` open connections from one IP address (one more is closed as soon as
-//! it is accepted, and counted), TCP keepalive, and HTTP/2 keepalive pings that drop peers which
-//! stopped answering.
+//! it is accepted, and counted; this machine's own loopback addresses, where a local subnet runs its
+//! miners and validators side by side, are not limited unless asked), TCP keepalive, and HTTP/2
+//! keepalive pings that drop peers which stopped answering.
 
 use futures::Stream;
 use std::collections::HashMap;
@@ -26,12 +27,23 @@ pub const KEEPALIVE: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub struct ConnectionLimits {
     per_address: usize,
+    limit_loopback: bool,
     open: Mutex<HashMap<IpAddr, usize>>,
     refused: AtomicU64,
 }
 
 impl ConnectionLimits {
+    /// `per_address` open connections for every address, this machine's own included.
     pub fn new(per_address: usize) -> Arc<Self> {
+        Arc::new(Self {
+            per_address,
+            limit_loopback: true,
+            ..Self::default()
+        })
+    }
+
+    /// `per_address` open connections for every address but loopback ones.
+    pub fn remote(per_address: usize) -> Arc<Self> {
         Arc::new(Self {
             per_address,
             ..Self::default()
@@ -49,7 +61,14 @@ impl ConnectionLimits {
         open.get(&address).copied().unwrap_or(0)
     }
 
+    /// None when `address` holds its limit already, else its place while the connection is open.
     fn admit(self: &Arc<Self>, address: IpAddr) -> Option<Slot> {
+        if address.is_loopback() && !self.limit_loopback {
+            return Some(Slot {
+                limits: self.clone(),
+                address: None,
+            });
+        }
         let mut open = self.open.lock().expect("connection count lock");
         let count = open.entry(address).or_default();
         if *count >= self.per_address {
@@ -59,24 +78,28 @@ impl ConnectionLimits {
         *count += 1;
         Some(Slot {
             limits: self.clone(),
-            address,
+            address: Some(address),
         })
     }
 }
 
-/// One admitted connection's place in its address's count, given back when the connection closes.
+/// One admitted connection's place in its address's count (None for an address not counted), given
+/// back when the connection closes.
 struct Slot {
     limits: Arc<ConnectionLimits>,
-    address: IpAddr,
+    address: Option<IpAddr>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        let Some(address) = self.address else {
+            return;
+        };
         let mut open = self.limits.open.lock().expect("connection count lock");
-        if let Some(count) = open.get_mut(&self.address) {
+        if let Some(count) = open.get_mut(&address) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.address);
+                open.remove(&address);
             }
         }
     }
@@ -219,5 +242,14 @@ mod tests {
             matches!(read, Ok(0) | Err(_)),
             "the refused connection is closed"
         );
+
+        // Limits for remote addresses leave this machine's own alone.
+        let remote = ConnectionLimits::remote(1);
+        let kept: Vec<_> = (0..3).map(|_| remote.admit(loopback)).collect();
+        assert!(kept.iter().all(Option::is_some));
+        assert_eq!((remote.open(loopback), remote.refused()), (0, 0));
+        let elsewhere: IpAddr = "192.0.2.7".parse().unwrap();
+        let first = remote.admit(elsewhere);
+        assert!(first.is_some() && remote.admit(elsewhere).is_none());
     }
 }

@@ -31,7 +31,7 @@ impl<C: Chain> ValidatorService<C> {
             validator,
             nonces: NonceCache::default(),
             limiter: limits::RateLimiter::new(100, std::time::Duration::from_secs(10)),
-            connections: server::ConnectionLimits::new(server::MAX_CONNECTIONS_PER_ADDRESS),
+            connections: server::ConnectionLimits::remote(server::MAX_CONNECTIONS_PER_ADDRESS),
             encoded: Default::default(),
         }
     }
@@ -49,8 +49,8 @@ impl<C: Chain> ValidatorService<C> {
         }
     }
 
-    /// Connections per address this server accepts (`server::MAX_CONNECTIONS_PER_ADDRESS` unless
-    /// set), and how many it closed on arrival.
+    /// Limits every address to `limit` open connections, loopback ones included (by default
+    /// `server::MAX_CONNECTIONS_PER_ADDRESS` for every address but loopback).
     pub fn with_connections_per_address(mut self, limit: usize) -> Self {
         self.connections = server::ConnectionLimits::new(limit);
         self

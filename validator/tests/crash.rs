@@ -26,23 +26,6 @@ struct ValidatorProcess {
     lines: Receiver<String>,
 }
 
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn start_validator(task: &Path, chain: &Path, data: &Path) -> ValidatorProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_validator"))
         .args(["run", "--task"])
@@ -53,6 +36,7 @@ fn start_validator(task: &Path, chain: &Path, data: &Path) -> ValidatorProcess {
         .arg(format!("local:{}", chain.display()))
         .args(["--netuid", "1", "--hotkey-uri", VALIDATOR_URI])
         .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .env_remove("RUST_BACKTRACE")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -66,7 +50,7 @@ fn start_validator(task: &Path, chain: &Path, data: &Path) -> ValidatorProcess {
         let tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = tx.send(strip_ansi(&line));
+                let _ = tx.send(line);
             }
         });
     }
