@@ -104,6 +104,18 @@ fn request(caller: &Keypair, window: u64, engine: &TaskEngine) -> pb::GradientRe
     )
 }
 
+fn commitment_request(caller: &Keypair, window: u64, engine: &TaskEngine) -> pb::CommitmentRequest {
+    auth::sign(
+        pb::CommitmentRequest {
+            auth: None,
+            window,
+            task_digest: engine.digest().to_vec(),
+        },
+        caller,
+        &dev::bob().public_key().0,
+    )
+}
+
 async fn fetch(
     client: &mut pb::miner_client::MinerClient<tonic::transport::Channel>,
     r: pb::GradientRequest,
@@ -128,15 +140,7 @@ async fn the_commitment_is_served_at_once_and_the_gradient_after_the_close() {
     let engine = s.miner.engine().clone();
     let committed: pb::Commitment = s
         .client
-        .get_commitment(auth::sign(
-            pb::CommitmentRequest {
-                auth: None,
-                window: 3,
-                task_digest: engine.digest().to_vec(),
-            },
-            &dev::alice(),
-            &dev::bob().public_key().0,
-        ))
+        .get_commitment(commitment_request(&dev::alice(), 3, &engine))
         .await
         .unwrap()
         .into_inner();
@@ -393,15 +397,7 @@ async fn the_honest_validator_is_served_through_a_flood() {
             let mut seed = [7u8; 32];
             seed[..4].copy_from_slice(&k.to_le_bytes());
             let key = Keypair::from_secret_key(seed).unwrap();
-            let request = auth::sign(
-                pb::CommitmentRequest {
-                    auth: None,
-                    window: 3,
-                    task_digest: engine.digest().to_vec(),
-                },
-                &key,
-                &receiver,
-            );
+            let request = commitment_request(&key, 3, &engine);
             async move { client.get_commitment(request).await.map(|_| ()) }
         });
         futures::future::join_all(calls).await
@@ -441,15 +437,7 @@ async fn the_honest_validator_is_served_through_a_flood() {
             }
             let started = std::time::Instant::now();
             client
-                .get_commitment(auth::sign(
-                    pb::CommitmentRequest {
-                        auth: None,
-                        window: 3,
-                        task_digest: engine.digest().to_vec(),
-                    },
-                    &dev::alice(),
-                    &receiver,
-                ))
+                .get_commitment(commitment_request(&dev::alice(), 3, &engine))
                 .await
                 .expect("the honest commitment request is served");
             latencies.push(started.elapsed());

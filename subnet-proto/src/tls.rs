@@ -47,6 +47,15 @@ pub fn configure(files: TlsFiles) -> Result<(), String> {
         .map_err(|_| "TLS is configured once per process".to_string())
 }
 
+/// Reads the files named on the command line and sets this process's TLS from them.
+pub fn configure_from_files(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    ca: Option<&Path>,
+) -> Result<(), String> {
+    configure(TlsFiles::read(cert, key, ca)?)
+}
+
 fn config() -> &'static TlsFiles {
     CONFIG.get_or_init(TlsFiles::default)
 }

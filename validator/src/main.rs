@@ -104,13 +104,10 @@ async fn main() -> anyhow::Result<()> {
         data,
         audit_period,
     } = Cli::parse().command;
-    subnet_proto::tls::configure(
-        subnet_proto::tls::TlsFiles::read(
-            tls_cert.as_deref(),
-            tls_key.as_deref(),
-            tls_ca.as_deref(),
-        )
-        .map_err(anyhow::Error::msg)?,
+    subnet_proto::tls::configure_from_files(
+        tls_cert.as_deref(),
+        tls_key.as_deref(),
+        tls_ca.as_deref(),
     )
     .map_err(anyhow::Error::msg)?;
     let counters = Arc::new(validator::metrics::Metrics::default());
