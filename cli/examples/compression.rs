@@ -22,14 +22,13 @@ fn main() {
     let engine = TaskEngine::new(spec);
     let c = engine.spec().compression.clone();
     let n = engine.num_params();
-    let dense_len = codec::encode_dense(&vec![0.0; n]).len();
-    let sparse_len = codec::top_k_len(n, c.chunk, c.top_k);
+    let layout = codec::Layout::of_task(c.chunk, c.top_k, c.value_bits);
     println!(
-        "{}: {n} parameters; dense {dense_len} bytes, top-{} of {} at 8 bits {sparse_len} bytes ({:.1}x smaller)",
+        "{}: {n} parameters; dense {} bytes, {layout} {} bytes ({:.1}x smaller)",
         engine.spec().task.name,
-        c.top_k,
-        c.chunk,
-        dense_len as f64 / sparse_len as f64
+        codec::Layout::DenseF32.payload_len(n),
+        layout.payload_len(n),
+        layout.ratio(n)
     );
     let device = Default::default();
     let heldout = engine.heldout_batches(0xE7A1, engine.spec().scoring.eval_batches);
@@ -50,7 +49,7 @@ fn main() {
             .zip(&residual)
             .map(|(d, r)| d + c.error_feedback as f32 * r)
             .collect();
-        let (_, sent) = codec::encode_top_k(&accumulated, c.chunk, c.top_k);
+        let (_, sent) = layout.encode(&accumulated);
         residual = accumulated.iter().zip(&sent).map(|(a, s)| a - s).collect();
         let base = engine.losses::<CpuBackend>(&device, &params, &heldout);
         let usefulness = |g: &[f32]| {

@@ -45,7 +45,7 @@ fn a_broken_task_fails_with_every_problem() {
     let text = std::fs::read_to_string(tasks_dir().join("tiny-lm.toml"))
         .unwrap()
         .replace("n_heads = 4", "n_heads = 5")
-        .replace("value_bits = 8", "value_bits = 4");
+        .replace("value_bits = 8", "value_bits = 9");
     let file = dir.path().join("broken.toml");
     std::fs::write(&file, text).unwrap();
     let (code, out, err) = check(&file);
@@ -56,7 +56,7 @@ fn a_broken_task_fails_with_every_problem() {
         "{err}"
     );
     assert!(
-        err.contains("compression.value_bits: = 4 is not supported"),
+        err.contains("compression.value_bits: = 9 is not supported"),
         "{err}"
     );
 }

@@ -153,18 +153,24 @@ fn commitment_answer(c: &pb::Commitment, payload: &[u8]) -> bool {
 }
 
 /// A gradient payload as a validator decodes it: two bytes give the model's size, three the task's
-/// layout, the rest is the payload. A payload that decodes has one value per parameter, and one
+/// layout (dense, top-k or packed top-k), the rest is the payload. A payload that decodes has one value per parameter, and one
 /// byte fewer or more is refused.
 pub fn gradient_payload(data: &[u8]) -> bool {
     if data.len() < 5 {
         return false;
     }
     let n = u16::from_le_bytes([data[0], data[1]]) as usize;
+    let field = u16::from_le_bytes([data[3], data[4]]) as usize;
     let layout = match data[2] {
         0..128 => codec::Layout::DenseF32,
-        k => codec::Layout::TopK {
-            chunk: 1 + u16::from_le_bytes([data[3], data[4]]) as usize,
+        k @ 128..192 => codec::Layout::TopK {
+            chunk: 1 + field,
             k: (k - 127) as usize,
+        },
+        k => codec::Layout::PackedTopK {
+            chunk: 2 + (field >> 3),
+            k: (k - 191) as usize,
+            bits: 1 + (field & 7) as u8 % 7,
         },
     };
     let payload = &data[5..];
@@ -188,11 +194,17 @@ pub fn gradient_roundtrip(data: &[u8]) -> bool {
     if data.len() < 4 {
         return false;
     }
+    let field = u16::from_le_bytes([data[1], data[2]]) as usize;
     let layout = match data[0] {
         0..64 => codec::Layout::DenseF32,
-        k => codec::Layout::TopK {
-            chunk: 1 + u16::from_le_bytes([data[1], data[2]]) as usize % 4096,
+        k @ 64..160 => codec::Layout::TopK {
+            chunk: 1 + field % 4096,
             k: 1 + (k as usize - 64) % 64,
+        },
+        k => codec::Layout::PackedTopK {
+            chunk: 2 + field % 4095,
+            k: 1 + (k as usize - 160) % 32,
+            bits: 1 + (field >> 12) as u8 % 7,
         },
     };
     let feedback = data[3] as f32 / 255.0;

@@ -145,6 +145,15 @@ fn gradients() -> Vec<(&'static str, Vec<u8>)> {
     let chunk_bytes = ((chunk - 1) as u16).to_le_bytes();
     let mut roundtrip = vec![64 + k as u8 - 1, chunk_bytes[0], chunk_bytes[1], 200];
     roundtrip.extend(values.iter().chain(&values).flat_map(|v| v.to_le_bytes()));
+    // Packed: chunk 2 + (field >> 3) = 16, bits 1 + (field & 7) = 3, k = 3.
+    let bits = 3u8;
+    let (packed, _) = codec::encode_packed(&values, chunk, k, bits);
+    let packed_field = (((chunk - 2) << 3) as u16 | (bits - 1) as u16).to_le_bytes();
+    // Round trip: chunk 2 + field % 4095 = 16, bits 1 + (field >> 12) % 7 = 2, k = 3.
+    let mut packed_roundtrip = vec![160 + k as u8 - 1];
+    packed_roundtrip.extend((((chunk - 2) | 1 << 12) as u16).to_le_bytes());
+    packed_roundtrip.push(255);
+    packed_roundtrip.extend(values.iter().chain(&values).flat_map(|v| v.to_le_bytes()));
     let mut dense_roundtrip = vec![0, 0, 0, 128];
     dense_roundtrip.extend(values.iter().chain(&values).flat_map(|v| v.to_le_bytes()));
     vec![
@@ -153,7 +162,12 @@ fn gradients() -> Vec<(&'static str, Vec<u8>)> {
             "gradient_payload",
             [&n[..], &[127 + k as u8], &chunk_bytes, &top_k].concat(),
         ),
+        (
+            "gradient_payload",
+            [&n[..], &[191 + k as u8], &packed_field, &packed].concat(),
+        ),
         ("gradient_roundtrip", roundtrip),
+        ("gradient_roundtrip", packed_roundtrip),
         ("gradient_roundtrip", dense_roundtrip),
     ]
 }

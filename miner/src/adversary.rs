@@ -202,7 +202,7 @@ fn publish_as_dense(miner: &Miner<impl Chain>, window: u64, checkpoint: [u8; 32]
     let out = codec::compress(
         values,
         &zero,
-        codec::Layout::of_task(c.chunk, c.top_k),
+        codec::Layout::of_task(c.chunk, c.top_k, c.value_bits),
         c.error_feedback as f32,
     );
     publish_claims(
@@ -331,12 +331,7 @@ pub async fn act<C: Chain>(
             }
             // The payload changes; every claim stays the honest one.
             let c = &engine.spec().compression;
-            let (payload, _) = codec::encode_top_k(&sent, c.chunk, c.top_k.max(1));
-            let payload = if c.top_k == 0 {
-                codec::encode_dense(&sent)
-            } else {
-                payload
-            };
+            let (payload, _) = codec::Layout::of_task(c.chunk, c.top_k, c.value_bits).encode(&sent);
             let mut commitment = honest_work.commitment.clone();
             commitment.payload_digest = subnet_proto::digest(&payload).to_vec();
             commitment.payload_len = payload.len() as u64;
@@ -360,7 +355,7 @@ pub async fn act<C: Chain>(
             let out = codec::compress(
                 &dense,
                 &forged,
-                codec::Layout::of_task(c.chunk, c.top_k),
+                codec::Layout::of_task(c.chunk, c.top_k, c.value_bits),
                 c.error_feedback as f32,
             );
             publish_claims(

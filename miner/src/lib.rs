@@ -370,7 +370,7 @@ impl<C: Chain> Miner<C> {
         let compressed = codec::compress(
             delta,
             &residual_in,
-            codec::Layout::of_task(spec.chunk, spec.top_k),
+            codec::Layout::of_task(spec.chunk, spec.top_k, spec.value_bits),
             spec.error_feedback as f32,
         );
         let dense = codec::encode_dense(delta);

@@ -3,10 +3,19 @@
 //! before reading a value, and reads the payload in place (borrowed slices, no intermediate copies)
 //! straight into the dense output.
 //!
-//! Top-k layout, after the header: chunk size (u32 LE) and k (u32 LE), then for each chunk of
-//! `chunk` parameters (the last may be shorter, and keeps min(k, its length) entries): the scale
-//! (f32 LE), the kept positions within the chunk (u16 LE each), and the values quantized to i8
+//! Top-k layout (8-bit values), after the header: chunk size (u32 LE) and k (u32 LE), then for each
+//! chunk of `chunk` parameters (the last may be shorter, and keeps min(k, its length) entries): the
+//! scale (f32 LE), the kept positions within the chunk (u16 LE each), and the values quantized to i8
 //! (value = q / 127 * scale).
+//!
+//! Packed top-k layout (1 to 7 bits a value), after the header: chunk size (u32 LE), k (u32 LE) and
+//! the value bits b (u8), then for each chunk: its scale as bfloat16 (u16 LE), then one bit stream
+//! (least significant bit first) of the kept positions in increasing order, each in
+//! `index_bits(chunk)` bits (12 for chunks of 4096), followed by the kept values, each a sign bit
+//! (1: negative) and b - 1 magnitude bits m, padded with zero bits to a whole byte. A value is
+//! `scale * (m + 1) / 2^(b-1)`: with one bit every kept value is +-scale (the mean kept magnitude),
+//! with more the scale is the largest kept magnitude. Positions out of order, repeated or past the
+//! chunk, and padding bits that are not zero, are refused: a payload has one reading.
 //!
 //! `compress` is the one definition of what a miner serves: the payload is the task's encoding of the
 //! dense pseudo-gradient plus the error-feedback residual, and the next residual is what the payload
@@ -21,6 +30,7 @@ const HEADER_LEN: usize = 4 + 1 + 8;
 pub enum Encoding {
     DenseF32 = 0,
     TopK = 1,
+    PackedTopK = 2,
 }
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,15 +55,21 @@ pub enum CodecError {
 pub enum Layout {
     DenseF32,
     TopK { chunk: usize, k: usize },
+    PackedTopK { chunk: usize, k: usize, bits: u8 },
 }
 
 impl Layout {
-    /// The layout of a task's `[compression]` (`top_k = 0` sends dense f32).
-    pub fn of_task(chunk: usize, top_k: usize) -> Self {
-        if top_k == 0 {
-            Layout::DenseF32
-        } else {
-            Layout::TopK { chunk, k: top_k }
+    /// The layout of a task's `[compression]`: `top_k = 0` sends dense f32, 8 value bits the top-k
+    /// layout, fewer the packed one.
+    pub fn of_task(chunk: usize, top_k: usize, value_bits: u32) -> Self {
+        match (top_k, value_bits) {
+            (0, _) => Layout::DenseF32,
+            (k, 8) => Layout::TopK { chunk, k },
+            (k, bits) => Layout::PackedTopK {
+                chunk,
+                k,
+                bits: bits as u8,
+            },
         }
     }
 
@@ -62,6 +78,37 @@ impl Layout {
         match *self {
             Layout::DenseF32 => HEADER_LEN + 4 * n,
             Layout::TopK { chunk, k } => top_k_len(n, chunk, k),
+            Layout::PackedTopK { chunk, k, bits } => packed_len(n, chunk, k, bits),
+        }
+    }
+
+    /// How many times smaller than dense f32 a payload for `n` parameters is.
+    pub fn ratio(&self, n: usize) -> f64 {
+        Layout::DenseF32.payload_len(n) as f64 / self.payload_len(n) as f64
+    }
+
+    /// Encodes `values` in this layout: the payload and the dense vector it decodes to.
+    pub fn encode(&self, values: &[f32]) -> (Vec<u8>, Vec<f32>) {
+        match *self {
+            Layout::DenseF32 => (encode_dense(values), values.to_vec()),
+            Layout::TopK { chunk, k } => encode_top_k(values, chunk, k),
+            Layout::PackedTopK { chunk, k, bits } => encode_packed(values, chunk, k, bits),
+        }
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Layout::DenseF32 => write!(f, "dense f32"),
+            Layout::TopK { chunk, k } => write!(f, "top-{k} of {chunk}, 8 bits"),
+            Layout::PackedTopK { chunk, k, bits } => {
+                write!(
+                    f,
+                    "top-{k} of {chunk}, {bits} bit{}",
+                    if bits == 1 { "" } else { "s" }
+                )
+            }
         }
     }
 }
@@ -87,10 +134,7 @@ pub fn compress(dense: &[f32], residual_in: &[f32], layout: Layout, feedback: f3
         .zip(residual_in)
         .map(|(d, r)| d + feedback * r)
         .collect();
-    let (payload, sent) = match layout {
-        Layout::DenseF32 => (encode_dense(&accumulated), accumulated.clone()),
-        Layout::TopK { chunk, k } => encode_top_k(&accumulated, chunk, k),
-    };
+    let (payload, sent) = layout.encode(&accumulated);
     let residual_out = accumulated.iter().zip(&sent).map(|(a, s)| a - s).collect();
     Compressed {
         payload,
@@ -107,6 +151,7 @@ pub fn decode_as(bytes: &[u8], n: usize, layout: Layout) -> Result<Vec<f32>, Cod
     let (encoding, params) = match layout {
         Layout::DenseF32 => (Encoding::DenseF32, None),
         Layout::TopK { chunk, k } => (Encoding::TopK, Some((chunk, k))),
+        Layout::PackedTopK { chunk, k, .. } => (Encoding::PackedTopK, Some((chunk, k))),
     };
     if bytes[4] != encoding as u8 {
         return Err(CodecError::OtherLayout(format!(
@@ -124,6 +169,14 @@ pub fn decode_as(bytes: &[u8], n: usize, layout: Layout) -> Result<Vec<f32>, Cod
         if found != (Some(chunk), Some(k)) {
             return Err(CodecError::OtherLayout(format!(
                 "chunk and k {found:?} where the task sends chunk {chunk}, k {k}"
+            )));
+        }
+    }
+    if let Layout::PackedTopK { bits, .. } = layout {
+        let found = bytes.get(HEADER_LEN + 8).copied();
+        if found != Some(bits) {
+            return Err(CodecError::OtherLayout(format!(
+                "{found:?} value bits where the task sends {bits}"
             )));
         }
     }
@@ -170,19 +223,9 @@ pub fn encode_top_k(values: &[f32], chunk: usize, k: usize) -> (Vec<u8>, Vec<f32
     out.extend_from_slice(&(chunk as u32).to_le_bytes());
     out.extend_from_slice(&(k as u32).to_le_bytes());
     let mut decoded = vec![0f32; values.len()];
-    let mut order: Vec<u16> = Vec::with_capacity(chunk);
+    let mut kept: Vec<u16> = Vec::with_capacity(chunk);
     for (c, block) in values.chunks(chunk).enumerate() {
-        let keep = k.min(block.len());
-        order.clear();
-        order.extend(0..block.len() as u16);
-        order.select_nth_unstable_by(keep - 1, |&a, &b| {
-            block[b as usize]
-                .abs()
-                .total_cmp(&block[a as usize].abs())
-                .then(a.cmp(&b))
-        });
-        let kept = &mut order[..keep];
-        kept.sort_unstable();
+        top_positions(block, k, &mut kept);
         let scale = kept
             .iter()
             .map(|&i| block[i as usize].abs())
@@ -234,6 +277,7 @@ pub fn decode(bytes: &[u8], expected_len: usize) -> Result<Vec<f32>, CodecError>
                 .collect())
         }
         1 => decode_top_k(body, expected_len, bytes.len()),
+        2 => decode_packed(body, expected_len, bytes.len()),
         other => Err(CodecError::UnknownEncoding(other)),
     }
 }
@@ -276,6 +320,240 @@ fn decode_top_k(body: &[u8], n: usize, total: usize) -> Result<Vec<f32>, CodecEr
             *slot = q as i8 as f32 / 127.0 * scale;
         }
         at += 4 + 3 * keep;
+    }
+    Ok(out)
+}
+
+/// Bits of a position within a chunk of `chunk` values (at least one).
+pub fn index_bits(chunk: usize) -> u32 {
+    (usize::BITS - (chunk.max(2) - 1).leading_zeros()).max(1)
+}
+
+/// Bytes of one chunk of `len` values in the packed layout.
+fn packed_chunk_len(len: usize, chunk: usize, k: usize, bits: u8) -> usize {
+    let keep = k.min(len);
+    2 + (keep * (index_bits(chunk) as usize + bits as usize)).div_ceil(8)
+}
+
+/// Bytes of a packed top-k payload for `n` parameters.
+pub fn packed_len(n: usize, chunk: usize, k: usize, bits: u8) -> usize {
+    let full = n / chunk;
+    let rest = n % chunk;
+    HEADER_LEN
+        + 9
+        + full * packed_chunk_len(chunk, chunk, k, bits)
+        + if rest > 0 {
+            packed_chunk_len(rest, chunk, k, bits)
+        } else {
+            0
+        }
+}
+
+/// The bfloat16 nearest `x` (ties to even), saturating at the largest finite value; for finite,
+/// non-negative scales.
+fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let rounded = ((bits as u64 + 0x7FFF + ((bits >> 16) & 1) as u64) >> 16) as u16;
+    if f32::from_bits((rounded as u32) << 16).is_finite() {
+        rounded
+    } else {
+        0x7F7F
+    }
+}
+
+fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// Appends values of up to 32 bits to a byte vector, least significant bit first.
+struct BitWriter<'a> {
+    out: &'a mut Vec<u8>,
+    acc: u64,
+    filled: u32,
+}
+
+impl BitWriter<'_> {
+    fn put(&mut self, value: u32, bits: u32) {
+        self.acc |= (value as u64) << self.filled;
+        self.filled += bits;
+        while self.filled >= 8 {
+            self.out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.filled -= 8;
+        }
+    }
+
+    /// Pads with zero bits to a whole byte.
+    fn finish(self) {
+        if self.filled > 0 {
+            self.out.push(self.acc as u8);
+        }
+    }
+}
+
+/// Reads what `BitWriter` wrote.
+struct BitReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    acc: u64,
+    filled: u32,
+}
+
+impl BitReader<'_> {
+    fn get(&mut self, bits: u32) -> u32 {
+        while self.filled < bits {
+            self.acc |= (self.bytes[self.at] as u64) << self.filled;
+            self.at += 1;
+            self.filled += 8;
+        }
+        let value = (self.acc & ((1u64 << bits) - 1)) as u32;
+        self.acc >>= bits;
+        self.filled -= bits;
+        value
+    }
+
+    /// Whether the bits left before the end of the stream are all zero.
+    fn padding_is_zero(&self) -> bool {
+        self.acc == 0 && self.at == self.bytes.len()
+    }
+}
+
+/// Positions (sorted) of the `k` largest-magnitude values of `block`, ties to the lower position.
+fn top_positions(block: &[f32], k: usize, order: &mut Vec<u16>) {
+    let keep = k.min(block.len());
+    order.clear();
+    order.extend(0..block.len() as u16);
+    order.select_nth_unstable_by(keep - 1, |&a, &b| {
+        block[b as usize]
+            .abs()
+            .total_cmp(&block[a as usize].abs())
+            .then(a.cmp(&b))
+    });
+    order.truncate(keep);
+    order.sort_unstable();
+}
+
+/// Keeps the `k` largest-magnitude values of each `chunk`-sized chunk (ties to the lower position)
+/// at `bits` bits each, positions packed (see the module's layout). Returns the payload and the dense
+/// vector it decodes to, which error feedback subtracts.
+pub fn encode_packed(values: &[f32], chunk: usize, k: usize, bits: u8) -> (Vec<u8>, Vec<f32>) {
+    assert!(
+        (2..=1 << 16).contains(&chunk) && k > 0 && (1..=7).contains(&bits),
+        "chunk must be in 2..=65536, k positive and bits in 1..=7"
+    );
+    let n = values.len();
+    let mut out = header(
+        Encoding::PackedTopK,
+        n,
+        packed_len(n, chunk, k, bits) - HEADER_LEN,
+    );
+    out.extend_from_slice(&(chunk as u32).to_le_bytes());
+    out.extend_from_slice(&(k as u32).to_le_bytes());
+    out.push(bits);
+    let index_bits = index_bits(chunk);
+    let levels = 1u32 << (bits - 1);
+    let mut decoded = vec![0f32; n];
+    let mut kept: Vec<u16> = Vec::with_capacity(chunk);
+    for (c, block) in values.chunks(chunk).enumerate() {
+        top_positions(block, k, &mut kept);
+        let magnitudes = kept.iter().map(|&i| block[i as usize].abs());
+        let raw = if bits == 1 {
+            (magnitudes.map(f64::from).sum::<f64>() / kept.len() as f64) as f32
+        } else {
+            magnitudes.fold(0f32, f32::max)
+        };
+        let scale_bits = to_bf16(raw);
+        let scale = from_bf16(scale_bits);
+        out.extend_from_slice(&scale_bits.to_le_bytes());
+        let mut writer = BitWriter {
+            out: &mut out,
+            acc: 0,
+            filled: 0,
+        };
+        for &i in &kept {
+            writer.put(i as u32, index_bits);
+        }
+        for &i in &kept {
+            let x = block[i as usize];
+            let m = if scale > 0.0 {
+                ((x.abs() / scale * levels as f32).round() as i64 - 1).clamp(0, levels as i64 - 1)
+                    as u32
+            } else {
+                0
+            };
+            let negative = x < 0.0;
+            writer.put(m << 1 | negative as u32, bits as u32);
+            let magnitude = scale * (m + 1) as f32 / levels as f32;
+            decoded[c * chunk + i as usize] = if negative { -magnitude } else { magnitude };
+        }
+        writer.finish();
+    }
+    (out, decoded)
+}
+
+fn decode_packed(body: &[u8], n: usize, total: usize) -> Result<Vec<f32>, CodecError> {
+    if body.len() < 9 {
+        return Err(CodecError::BadLayout(
+            "missing chunk size, k and value bits".into(),
+        ));
+    }
+    let chunk = u32::from_le_bytes(body[..4].try_into().expect("4 bytes")) as usize;
+    let k = u32::from_le_bytes(body[4..8].try_into().expect("4 bytes")) as usize;
+    let bits = body[8];
+    if !(2..=1 << 16).contains(&chunk) || k == 0 || !(1..=7).contains(&bits) {
+        return Err(CodecError::BadLayout(format!(
+            "chunk {chunk} must be in 2..=65536, k {k} positive and value bits {bits} in 1..=7"
+        )));
+    }
+    let expected = packed_len(n, chunk, k, bits);
+    if total != expected {
+        return Err(CodecError::WrongLength {
+            expected,
+            found: total,
+        });
+    }
+    let index_bits = index_bits(chunk);
+    let levels = 1u32 << (bits - 1);
+    let mut out = vec![0f32; n];
+    let mut at = 9;
+    let mut positions: Vec<usize> = Vec::with_capacity(k.min(chunk));
+    for (c, dense) in out.chunks_mut(chunk).enumerate() {
+        let len = packed_chunk_len(dense.len(), chunk, k, bits);
+        let scale = from_bf16(u16::from_le_bytes([body[at], body[at + 1]]));
+        if !scale.is_finite() || scale.is_sign_negative() {
+            return Err(CodecError::BadLayout(format!(
+                "chunk {c} has scale {scale}"
+            )));
+        }
+        let mut reader = BitReader {
+            bytes: &body[at + 2..at + len],
+            at: 0,
+            acc: 0,
+            filled: 0,
+        };
+        positions.clear();
+        for _ in 0..k.min(dense.len()) {
+            let i = reader.get(index_bits) as usize;
+            if i >= dense.len() || positions.last().is_some_and(|&p| p >= i) {
+                return Err(CodecError::BadLayout(format!(
+                    "chunk {c} names position {i} after {:?} (positions increase and stay below {})",
+                    positions.last(),
+                    dense.len()
+                )));
+            }
+            positions.push(i);
+        }
+        for &i in &positions {
+            let code = reader.get(bits as u32);
+            let magnitude = scale * ((code >> 1) + 1) as f32 / levels as f32;
+            dense[i] = if code & 1 == 1 { -magnitude } else { magnitude };
+        }
+        if !reader.padding_is_zero() {
+            return Err(CodecError::BadLayout(format!(
+                "chunk {c} has padding bits that are not zero"
+            )));
+        }
+        at += len;
     }
     Ok(out)
 }
@@ -383,5 +661,154 @@ mod tests {
         let (mut bytes, _) = encode_top_k(&[1.0, 2.0, 3.0, 4.0], 4, 2);
         bytes[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&f32::NAN.to_le_bytes());
         assert!(matches!(decode(&bytes, 4), Err(CodecError::BadLayout(_))));
+    }
+
+    /// Deterministic pseudo-random values with a few large ones, as a pseudo-gradient has.
+    fn gradient_like(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let u = (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+                (u * u * u * 8.0) as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packed_top_k_round_trips_at_every_width_and_is_its_own_canonical_form() {
+        for bits in 1..=7u8 {
+            for (n, chunk, k) in [(10_000, 4096, 8), (777, 64, 5), (5, 4, 4), (3, 16, 8)] {
+                let v = gradient_like(n, bits as u64 * 1000 + n as u64);
+                let layout = Layout::PackedTopK { chunk, k, bits };
+                let (bytes, decoded) = layout.encode(&v);
+                assert_eq!(bytes.len(), layout.payload_len(n), "{layout} n {n}");
+                let back = decode_as(&bytes, n, layout).unwrap();
+                // Bit for bit what the encoder reported, and re-encoding it gives the same bytes.
+                assert!(
+                    back.iter()
+                        .zip(&decoded)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                );
+                assert_eq!(layout.encode(&back).0, bytes, "{layout} n {n}");
+                // Each chunk keeps min(k, len) values with the signs of the originals.
+                for (block, original) in back.chunks(chunk).zip(v.chunks(chunk)) {
+                    let kept: Vec<usize> = (0..block.len()).filter(|&i| block[i] != 0.0).collect();
+                    assert_eq!(kept.len(), k.min(block.len()));
+                    for i in kept {
+                        assert_eq!(block[i].signum(), original[i].signum());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packed_values_are_within_half_a_level_of_the_kept_ones() {
+        let v = gradient_like(4096, 7);
+        for bits in 2..=7u8 {
+            let (_, decoded) = encode_packed(&v, 4096, 64, bits);
+            let largest = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let level = largest / (1u32 << (bits - 1)) as f32;
+            for (x, d) in v.iter().zip(&decoded) {
+                if *d != 0.0 && x.abs() >= level {
+                    assert!(
+                        (x - d).abs() <= level * 0.5 * 1.01,
+                        "{bits} bits: {x} as {d}"
+                    );
+                }
+            }
+        }
+        // One bit: every kept value is the mean kept magnitude with its sign.
+        let (_, decoded) = encode_packed(&v, 4096, 64, 1);
+        let kept: Vec<f32> = decoded.iter().copied().filter(|d| *d != 0.0).collect();
+        assert_eq!(kept.len(), 64);
+        assert!(kept.iter().all(|d| d.abs() == kept[0].abs()));
+    }
+
+    #[test]
+    fn tiny_lm_at_eight_values_a_chunk_and_two_bits_is_over_a_thousand_times_smaller() {
+        let n = 3_323_648;
+        let layout = Layout::of_task(4096, 8, 2);
+        assert_eq!(index_bits(4096), 12);
+        // A chunk: a 2-byte scale and 8 x (12 + 2) bits = 14 bytes.
+        assert_eq!(packed_chunk_len(4096, 4096, 8, 2), 16);
+        assert!(layout.ratio(n) > 1000.0, "{}", layout.ratio(n));
+    }
+
+    #[test]
+    fn malformed_packed_payloads_are_refused() {
+        let v = [0.5f32, -1.0, 0.25, 2.0, 0.0, -0.75];
+        let layout = Layout::PackedTopK {
+            chunk: 4,
+            k: 2,
+            bits: 3,
+        };
+        let (good, _) = layout.encode(&v);
+        assert!(decode(&good, 6).is_ok());
+        let refused = |bytes: &[u8]| decode(bytes, 6).unwrap_err();
+        // One byte fewer or more.
+        assert!(matches!(
+            refused(&good[..good.len() - 1]),
+            CodecError::WrongLength { .. }
+        ));
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(matches!(refused(&longer), CodecError::WrongLength { .. }));
+        // Chunk 0's stream: positions 1 and 3 (2 bits each), then two 3-bit values, 10 bits in 2 bytes.
+        let stream = HEADER_LEN + 9 + 2;
+        let body = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = good.clone();
+            edit(&mut b);
+            b
+        };
+        // Positions out of order (3 then 1) and repeated (3 then 3).
+        let swapped = body(&|b| b[stream] = (b[stream] & !0b1111) | 0b0111);
+        assert!(matches!(refused(&swapped), CodecError::BadLayout(_)));
+        let repeated = body(&|b| b[stream] = (b[stream] & !0b1111) | 0b1111);
+        assert!(matches!(refused(&repeated), CodecError::BadLayout(_)));
+        // A padding bit set.
+        let padded = body(&|b| b[stream + 1] |= 0x80);
+        assert!(matches!(refused(&padded), CodecError::BadLayout(_)));
+        // A negative or infinite scale.
+        for scale in [0xBF80u16, 0x7F80] {
+            let bad = body(&|b| b[stream - 2..stream].copy_from_slice(&scale.to_le_bytes()));
+            assert!(
+                matches!(refused(&bad), CodecError::BadLayout(_)),
+                "{scale:x}"
+            );
+        }
+        // Value bits outside 1..=7, and another width than the task's.
+        let wide = body(&|b| b[HEADER_LEN + 8] = 8);
+        assert!(matches!(refused(&wide), CodecError::BadLayout(_)));
+        let (other, _) = Layout::PackedTopK {
+            chunk: 4,
+            k: 2,
+            bits: 2,
+        }
+        .encode(&v);
+        assert!(matches!(
+            decode_as(&other, 6, layout),
+            Err(CodecError::OtherLayout(_))
+        ));
+        // The tail chunk (2 values) keeps 2: a position past its end is refused.
+        let tail = good.len() - 2;
+        let past = body(&|b| b[tail] = (b[tail] & !0b11) | 0b10);
+        assert!(
+            matches!(refused(&past), CodecError::BadLayout(_)),
+            "{:?}",
+            decode(&past, 6)
+        );
+    }
+
+    #[test]
+    fn bfloat16_scales_round_to_nearest_and_saturate() {
+        assert_eq!(from_bf16(to_bf16(1.0)), 1.0);
+        assert_eq!(from_bf16(to_bf16(0.0)), 0.0);
+        let x = 0.123_456f32;
+        assert!((from_bf16(to_bf16(x)) - x).abs() <= x / 256.0);
+        assert!(from_bf16(to_bf16(f32::MAX)).is_finite());
     }
 }

@@ -107,6 +107,14 @@ pub struct TrainingSpec {
     /// Outer Nesterov momentum (DiLoCo uses 0.9 with outer_lr 0.7); 0 is plain SGD.
     #[serde(default)]
     pub outer_momentum: f64,
+    /// Inner steps over which each window's learning rate rises linearly to the window's rate (the
+    /// optimizer state is fresh every window, and Adam's first steps are the largest); 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warmup_steps: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -135,7 +143,8 @@ impl WindowSpec {
 }
 
 /// How a miner compresses its pseudo-gradient: the `top_k` largest-magnitude values of every
-/// `chunk` consecutive parameters, quantized to `value_bits`, with error feedback (what was not sent
+/// `chunk` consecutive parameters, quantized to `value_bits` (8: a signed byte against the chunk's
+/// largest value; 1 to 7: a sign and magnitude bits, positions packed), with error feedback (what was not sent
 /// is kept, scaled by `error_feedback`, and added to the next window's gradient). `top_k = 0` sends
 /// the dense f32 gradient.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -428,6 +437,14 @@ impl TaskSpec {
             "must be positive".into(),
         );
         p.check(
+            t.warmup_steps <= t.inner_steps,
+            "training.warmup_steps",
+            format!(
+                "= {} exceeds training.inner_steps = {}",
+                t.warmup_steps, t.inner_steps
+            ),
+        );
+        p.check(
             (0.0..1.0).contains(&t.outer_momentum),
             "training.outer_momentum",
             format!("= {} must be in [0, 1)", t.outer_momentum),
@@ -449,12 +466,17 @@ impl TaskSpec {
             format!("= {} exceeds compression.chunk = {}", c.top_k, c.chunk),
         );
         p.check(
-            c.value_bits == 8,
+            (1..=8).contains(&c.value_bits),
             "compression.value_bits",
             format!(
-                "= {} is not supported: values are quantized to 8 bits",
+                "= {} is not supported: values take 1 to 8 bits",
                 c.value_bits
             ),
+        );
+        p.check(
+            c.value_bits == 8 || c.top_k == 0 || c.chunk >= 2,
+            "compression.chunk",
+            format!("= {} must be at least 2 for packed values", c.chunk),
         );
         p.check(
             (0.0..=1.0).contains(&c.error_feedback),

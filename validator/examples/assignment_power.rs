@@ -20,7 +20,7 @@ fn main() {
     let threshold = spec.scoring.assignment_p_value;
     let c = spec.compression.clone();
     let engine = TaskEngine::new(spec);
-    let layout = Layout::of_task(c.chunk, c.top_k);
+    let layout = Layout::of_task(c.chunk, c.top_k, c.value_bits);
     let n = engine.num_params();
     let send = |dense: &[f32], residual: &mut Vec<f32>| {
         let out = codec::compress(dense, residual, layout, c.error_feedback as f32);

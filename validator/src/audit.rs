@@ -140,7 +140,7 @@ pub fn verify_artefacts(
     let recomputed = codec::compress(
         &dense,
         &residual,
-        Layout::of_task(c.chunk, c.top_k),
+        Layout::of_task(c.chunk, c.top_k, c.value_bits),
         c.error_feedback as f32,
     );
     if recomputed.payload != payload {

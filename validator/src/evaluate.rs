@@ -77,7 +77,7 @@ pub fn reference_payload(
     residual_in: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     let c = &engine.spec().compression;
-    let layout = Layout::of_task(c.chunk, c.top_k);
+    let layout = Layout::of_task(c.chunk, c.top_k, c.value_bits);
     let zero;
     let residual_in = if residual_in.is_empty() {
         zero = vec![0.0; dense.len()];

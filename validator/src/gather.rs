@@ -81,7 +81,7 @@ pub(crate) struct Gatherer<'a> {
 impl Gatherer<'_> {
     fn layout(&self) -> Layout {
         let c = &self.engine.spec().compression;
-        Layout::of_task(c.chunk, c.top_k)
+        Layout::of_task(c.chunk, c.top_k, c.value_bits)
     }
 
     async fn client(

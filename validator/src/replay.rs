@@ -256,7 +256,7 @@ fn replay_window(
 
     let layout = {
         let c = &spec.compression;
-        Layout::of_task(c.chunk, c.top_k)
+        Layout::of_task(c.chunk, c.top_k, c.value_bits)
     };
     let mut gradients: BTreeMap<u16, Vec<f32>> = BTreeMap::new();
     let mut payloads: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
