@@ -1,7 +1,7 @@
 //! Turning several pseudo-gradients into one outer step: clip each to a norm no single contributor
 //! can move (a validator clips to the norm of its own training of the window; Templar clips to the
-//! median across peers), average in the order given, and step with SGD or with Nesterov momentum
-//! (DiLoCo's outer optimizer).
+//! median across peers), average each parameter over the gradients that carry it, in the order
+//! given, and step with SGD or with Nesterov momentum (DiLoCo's outer optimizer).
 
 /// Euclidean norm, accumulated in f64.
 pub fn l2_norm(v: &[f32]) -> f64 {
@@ -36,21 +36,32 @@ pub fn clipped(delta: &[f32], cap: f64) -> Vec<f32> {
     delta.iter().map(|&x| (scale * x as f64) as f32).collect()
 }
 
-/// Mean of the deltas after scaling each down to at most `cap`, summed in the order given (in f64),
-/// so every party that aggregates the same deltas in the same order gets the same bits. Empty input
-/// gives None.
+/// The deltas after scaling each down to at most `cap`, averaged per parameter over the deltas that
+/// carry it (a nonzero value there), summed in the order given (in f64), so every party that
+/// aggregates the same deltas in the same order gets the same bits. For dense deltas this is their
+/// mean; for sparse (top-k) ones a parameter that one miner sent moves as that miner's gradient
+/// alone would move it, which is how each gradient was scored, instead of being divided by every
+/// miner that did not send it. Empty input gives None.
 pub fn aggregate_clipped(deltas: &[&[f32]], cap: f64) -> Option<Vec<f32>> {
     let first = deltas.first()?;
     let mut sum = vec![0f64; first.len()];
+    let mut carriers = vec![0u32; first.len()];
     for delta in deltas {
         assert_eq!(delta.len(), sum.len(), "deltas of different lengths");
         let scale = clip_scale(l2_norm(delta), cap);
-        for (s, &x) in sum.iter_mut().zip(delta.iter()) {
-            *s += scale * x as f64;
+        for ((s, c), &x) in sum.iter_mut().zip(carriers.iter_mut()).zip(delta.iter()) {
+            if x != 0.0 {
+                *s += scale * x as f64;
+                *c += 1;
+            }
         }
     }
-    let n = deltas.len() as f64;
-    Some(sum.into_iter().map(|s| (s / n) as f32).collect())
+    Some(
+        sum.into_iter()
+            .zip(carriers)
+            .map(|(s, c)| if c == 0 { 0.0 } else { (s / c as f64) as f32 })
+            .collect(),
+    )
 }
 
 /// Mean of the deltas after scaling each down to at most the median norm. Empty input gives None.
@@ -112,9 +123,21 @@ mod tests {
         let b = [0.0f32, 5.0]; // norm 5
         let c = [600.0f32, 800.0]; // norm 1000, clipped to 5
         let mean = aggregate_median_clipped(&[&a, &b, &c]).unwrap();
-        assert!((mean[0] - (3.0 + 0.0 + 3.0) / 3.0).abs() < 1e-6);
+        // b carries nothing at parameter 0: the mean there is over a and c.
+        assert!((mean[0] - (3.0 + 3.0) / 2.0).abs() < 1e-6);
         assert!((mean[1] - (4.0 + 5.0 + 4.0) / 3.0).abs() < 1e-6);
         assert!(aggregate_median_clipped(&[]).is_none());
+    }
+
+    #[test]
+    fn sparse_deltas_average_over_the_ones_that_carry_each_parameter() {
+        let a = [1.0f32, 0.0, 0.0, 2.0];
+        let b = [0.0f32, -4.0, 0.0, 4.0];
+        let mean = aggregate_clipped(&[&a, &b], 100.0).unwrap();
+        assert_eq!(mean, vec![1.0, -4.0, 0.0, 3.0]);
+        // Clipping applies before: b (norm 5.66) at cap 2.83 is halved.
+        let half = aggregate_clipped(&[&a, &b], 32f64.sqrt() / 2.0).unwrap();
+        assert_eq!(half, vec![1.0, -2.0, 0.0, 2.0]);
     }
 
     #[test]
