@@ -132,18 +132,20 @@ impl TrainOutcome {
 }
 
 /// A model and its inner optimizer. Each call to `train_from` loads a new starting point into the
-/// same parameters (keeping their ids), so the optimizer's moments carry over from one window to the
-/// next, as a DiLoCo worker's inner optimizer does.
+/// same parameters (keeping their ids), so the optimizer's moments carry over from one call to the
+/// next; miners and validators make a fresh trainer every window (`TaskEngine::train_window`), so
+/// that a window's training is a function of its inputs alone.
 pub struct Trainer<B: AutodiffBackend> {
     model: Option<TaskModel<B>>,
     optimizer: OptimizerAdaptor<AdamW, TaskModel<B>, B>,
     device: B::Device,
     num_params: usize,
+    warmup_steps: usize,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
-    /// H inner steps from `start` at learning rate `lr`, one batch per step; `on_step(step, loss)`
-    /// after each.
+    /// H inner steps from `start` at learning rate `lr` (rising linearly over the task's
+    /// `warmup_steps` first), one batch per step; `on_step(step, loss)` after each.
     pub fn train_from(
         &mut self,
         start: &[f32],
@@ -165,7 +167,12 @@ impl<B: AutodiffBackend> Trainer<B> {
             let loss = model.loss(batch, &self.device);
             let value = loss.clone().into_scalar().elem::<f32>();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = self.optimizer.step(lr, model, grads);
+            let warm = if step < self.warmup_steps {
+                (step + 1) as f64 / (self.warmup_steps + 1) as f64
+            } else {
+                1.0
+            };
+            model = self.optimizer.step(lr * warm, model, grads);
             losses.push(value);
             on_step(step, value);
         }
@@ -676,6 +683,7 @@ impl TaskEngine {
             optimizer,
             device: device.clone(),
             num_params: self.layout.total,
+            warmup_steps: t.warmup_steps,
         }
     }
 
