@@ -2,6 +2,7 @@
 //! offline replays. The binary only parses arguments.
 
 pub mod chain_admin;
+pub mod efficacy;
 pub mod localnet;
 pub mod plot;
 pub mod processes;

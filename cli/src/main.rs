@@ -117,6 +117,36 @@ enum Command {
         #[arg(long)]
         plot: Option<PathBuf>,
     },
+    /// Training efficacy on equal tokens: one machine with AdamW against the subnet with dense
+    /// gradients and with compressed ones (the task's layout and any given), from genesis. Prints the
+    /// held-out loss per window and a table; writes efficacy.md, efficacy.csv and efficacy.png.
+    Efficacy {
+        /// Task file.
+        #[arg(long, default_value = "tasks/tiny-lm.toml")]
+        task: PathBuf,
+        /// Honest miners.
+        #[arg(long, default_value_t = 4)]
+        miners: u16,
+        /// Windows to train.
+        #[arg(long, default_value_t = 10)]
+        windows: u64,
+        /// More compression layouts to compare, CHUNK:K:BITS (bits 8: byte values with 16-bit
+        /// positions; 1 to 7: packed), comma-separated.
+        #[arg(long, value_delimiter = ',', value_parser = subnet_cli::efficacy::parse_layout)]
+        layouts: Vec<subnet_proto::codec::Layout>,
+        /// Override the task's inner steps per window.
+        #[arg(long)]
+        inner_steps: Option<usize>,
+        /// Held-out batches the loss is measured on.
+        #[arg(long, default_value_t = 16)]
+        heldout_batches: usize,
+        /// Where to write the table, the CSV and the plot.
+        #[arg(long, default_value = "efficacy")]
+        out: PathBuf,
+        /// Run only the compressed layouts, not the two references (for sweeps).
+        #[arg(long)]
+        compressed_only: bool,
+    },
     /// Bittensor wallets: create one.
     Wallet {
         #[command(subcommand)]
@@ -250,12 +280,11 @@ fn check_task(file: &std::path::Path) -> anyhow::Result<bool> {
     if c.top_k == 0 {
         println!("  gradient        {dense} bytes (dense f32)");
     } else {
-        let compressed = subnet_proto::codec::top_k_len(n, c.chunk, c.top_k);
+        let layout = subnet_proto::codec::Layout::of_task(c.chunk, c.top_k, c.value_bits);
         println!(
-            "  gradient        {compressed} bytes (top {} of every {} values, 8-bit), {:.1}x smaller than dense f32 ({dense} bytes)",
-            c.top_k,
-            c.chunk,
-            dense as f64 / compressed as f64
+            "  gradient        {} bytes ({layout}), {:.1}x smaller than dense f32 ({dense} bytes)",
+            layout.payload_len(n),
+            layout.ratio(n)
         );
     }
     match engine.corpus() {
@@ -774,6 +803,41 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "The keyfiles are unencrypted (mode 600): write the mnemonics down, and keep real funds on an encrypted coldkey."
             );
+        }
+        Command::Efficacy {
+            task,
+            miners,
+            windows,
+            layouts,
+            inner_steps,
+            heldout_batches,
+            out,
+            compressed_only,
+        } => {
+            let mut spec =
+                TaskSpec::from_file(&task).with_context(|| format!("task {}", task.display()))?;
+            if let Some(steps) = inner_steps {
+                spec.training.inner_steps = steps;
+            }
+            let c = &spec.compression;
+            let own = subnet_proto::codec::Layout::of_task(c.chunk, c.top_k, c.value_bits);
+            let layouts = std::iter::once(own)
+                .filter(|l| *l != subnet_proto::codec::Layout::DenseF32)
+                .chain(layouts.into_iter().filter(|l| *l != own))
+                .collect();
+            let comparison = subnet_cli::efficacy::compare(
+                spec,
+                subnet_cli::efficacy::Setup {
+                    miners,
+                    windows,
+                    layouts,
+                    heldout_batches,
+                    compressed_only,
+                },
+            )?;
+            comparison.write(&out)?;
+            println!("{}", comparison.table());
+            println!("written to {}/efficacy.{{md,csv,png}}", out.display());
         }
         Command::Replay {
             dir,

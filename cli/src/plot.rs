@@ -326,6 +326,85 @@ pub fn draw(chart: &Chart, path: &Path) -> anyhow::Result<()> {
     canvas.write(path)
 }
 
+/// Draws several curves over windows (index 0 first) in one panel, with the lowest reachable value
+/// dashed where known and a legend below, to a PNG file.
+pub fn curves(
+    title: &str,
+    series: &[(String, Vec<f64>)],
+    floor: Option<f64>,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let n = series.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+    anyhow::ensure!(n > 0, "no values to plot");
+    let (lo, hi) = series
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .chain(&floor)
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &l| {
+            (a.min(l), b.max(l))
+        });
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    let width = WIDTH - MARGIN_LEFT - 40;
+    let panel = Panel {
+        left: MARGIN_LEFT,
+        top: 40,
+        width,
+        height: 420,
+        x_max: (n.max(2) - 1) as f64,
+        y_min: lo - pad,
+        y_max: hi + pad,
+    };
+    let mut canvas = Canvas::new();
+    let ticks: Vec<f64> = (0..=6)
+        .map(|i| panel.y_min + (panel.y_max - panel.y_min) * i as f64 / 6.0)
+        .collect();
+    canvas.frame(&panel, title, &ticks);
+    if let Some(floor) = floor {
+        let y = panel.y(floor);
+        for px in (0..width).step_by(12) {
+            let x = (panel.left + px) as f64;
+            canvas.line((x, y), (x + 6.0, y), INK, 1);
+        }
+        canvas.text(
+            panel.left + 4,
+            (y as usize).saturating_sub(10),
+            "floor",
+            INK,
+            1,
+        );
+    }
+    for (k, (label, values)) in series.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        for (i, pair) in values.windows(2).enumerate() {
+            canvas.line(
+                (panel.x(i as f64), panel.y(pair[0])),
+                (panel.x(i as f64 + 1.0), panel.y(pair[1])),
+                color,
+                2,
+            );
+        }
+        let y = panel.top + panel.height + 40 + 16 * k;
+        for dy in 0..8 {
+            canvas.line(
+                (MARGIN_LEFT as f64, (y + dy) as f64),
+                ((MARGIN_LEFT + 14) as f64, (y + dy) as f64),
+                color,
+                1,
+            );
+        }
+        canvas.text(MARGIN_LEFT + 22, y, label, INK, 1);
+    }
+    canvas.text(
+        MARGIN_LEFT,
+        panel.top + panel.height + 12,
+        &format!("window 0 to {}", n - 1),
+        INK,
+        1,
+    );
+    canvas.write(path)
+}
+
 /// 5x7 glyphs, one row per byte, high bit on the left; unknown characters are blank.
 fn glyph(c: char) -> [u8; 7] {
     match c.to_ascii_lowercase() {
@@ -340,6 +419,11 @@ fn glyph(c: char) -> [u8; 7] {
         '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
         '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
         '.' => [0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C],
+        ',' => [0x00, 0x00, 0x00, 0x00, 0x0C, 0x04, 0x08],
+        ':' => [0x00, 0x0C, 0x0C, 0x00, 0x0C, 0x0C, 0x00],
+        '(' => [0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02],
+        ')' => [0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08],
+        '/' => [0x01, 0x01, 0x02, 0x04, 0x08, 0x10, 0x10],
         '-' => [0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00],
         'a' => [0x00, 0x00, 0x0E, 0x01, 0x0F, 0x11, 0x0F],
         'b' => [0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x1E],

@@ -1,0 +1,437 @@
+//! `subnet efficacy`: what the subnet's training loses to compression and to training apart, on equal
+//! tokens. Runs, from the task's genesis, the same windows of the same miners' pages
+//! - as one machine: AdamW with its state kept across windows, each step on the batches the miners
+//!   take at that step put together (the synchronous data-parallel reference),
+//! - as the subnet with dense f32 gradients, and
+//! - as the subnet with each compression layout asked for (the task's first),
+//!
+//! where a subnet window is what the validator does with honest miners: each miner trains the
+//! window from the checkpoint with a fresh optimizer (`TaskEngine::train_window`), sends its
+//! pseudo-gradient through the codec with its own error-feedback residual, and the validator scores
+//! every decoded gradient on its eval batches at the task's evaluation step (clipped to the lower
+//! median norm), aggregates the helpful ones (at most `aggregate_top`, none if fewer than
+//! `aggregate_min`) and takes the outer step. It prints the held-out loss of every run after every
+//! window, a table, and writes both and a plot.
+
+use anyhow::Context;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+use subnet_proto::codec::{self, Layout};
+use task::aggregate::{aggregate_clipped, l2_norm};
+use task::{Batch, CpuBackend, CpuTrainBackend, TaskEngine, TaskSpec};
+
+/// What to compare.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub miners: u16,
+    pub windows: u64,
+    /// Compression layouts besides dense f32, the task's own first.
+    pub layouts: Vec<Layout>,
+    /// Held-out batches the loss is measured on.
+    pub heldout_batches: usize,
+    /// Run only the compressed layouts (for sweeps: the references do not change with them).
+    pub compressed_only: bool,
+}
+
+/// One run's held-out loss after each window (index 0: genesis) and what its windows did.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub name: String,
+    /// Payload bytes per miner and window (0 for the single machine).
+    pub bytes: usize,
+    pub losses: Vec<f64>,
+    /// Windows in which no gradient scored as helpful, so nothing was aggregated.
+    pub idle_windows: Vec<u64>,
+    /// Windows whose aggregate raised the held-out loss.
+    pub worse_windows: Vec<u64>,
+}
+
+impl Run {
+    fn last(&self) -> f64 {
+        *self.losses.last().expect("genesis loss at least")
+    }
+}
+
+/// Parses `CHUNK:K:BITS` (bits 8 for the byte layout, 1 to 7 for the packed one).
+pub fn parse_layout(text: &str) -> Result<Layout, String> {
+    let parts: Vec<usize> = text
+        .split(':')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("`{text}` is not CHUNK:K:BITS"))?;
+    match parts[..] {
+        [chunk, k, bits] if (2..=65536).contains(&chunk) && (1..=chunk).contains(&k) => {
+            match bits {
+                1..=8 => Ok(Layout::of_task(chunk, k, bits as u32)),
+                _ => Err(format!("`{text}`: bits must be in 1..=8")),
+            }
+        }
+        _ => Err(format!(
+            "`{text}`: CHUNK in 2..=65536, K in 1..=CHUNK and BITS in 1..=8"
+        )),
+    }
+}
+
+/// The window seed of `window` in these runs (every run sees the same pages).
+fn window_seed(window: u64) -> u64 {
+    task::rng::derive_seed(&[window, 0xEFF1CAC7])
+}
+
+struct Measure<'a> {
+    engine: &'a TaskEngine,
+    heldout: Vec<Batch>,
+}
+
+impl Measure<'_> {
+    fn loss(&self, params: &[f32]) -> f64 {
+        mean(
+            &self
+                .engine
+                .losses::<CpuBackend>(&Default::default(), params, &self.heldout),
+        )
+    }
+}
+
+fn mean(xs: &[f32]) -> f64 {
+    xs.iter().map(|&x| x as f64).sum::<f64>() / xs.len().max(1) as f64
+}
+
+/// The single machine: the miners' batches of each step put together, AdamW state kept.
+fn single_machine(engine: &TaskEngine, setup: &Setup, measure: &Measure) -> Run {
+    let device = Default::default();
+    let mut params = engine.genesis().params.to_vec();
+    let mut trainer = engine.trainer::<CpuTrainBackend>(&device);
+    let mut losses = vec![measure.loss(&params)];
+    for window in 0..setup.windows {
+        let seed = window_seed(window);
+        let per_miner: Vec<Vec<Batch>> = (0..setup.miners)
+            .map(|uid| {
+                let a = engine
+                    .assignment(window, seed, uid)
+                    .expect("uid fits the window");
+                engine.training_batches(&a, seed)
+            })
+            .collect();
+        let steps = per_miner[0].len();
+        let batches: Vec<Batch> = (0..steps)
+            .map(|s| Batch::concat(&per_miner.iter().map(|b| b[s].clone()).collect::<Vec<_>>()))
+            .collect();
+        params = trainer
+            .train_from(&params, &batches, engine.spec().inner_lr(window), |_, _| {})
+            .end;
+        losses.push(measure.loss(&params));
+        progress("single machine", window, &losses);
+    }
+    Run {
+        name: "one machine, AdamW (same tokens)".into(),
+        bytes: 0,
+        losses,
+        idle_windows: Vec::new(),
+        worse_windows: Vec::new(),
+    }
+}
+
+/// The subnet with honest miners sending in `layout`.
+fn subnet(engine: &TaskEngine, setup: &Setup, measure: &Measure, layout: Layout) -> Run {
+    let device = Default::default();
+    let n = engine.num_params();
+    let scoring = &engine.spec().scoring;
+    let feedback = engine.spec().compression.error_feedback as f32;
+    let mut checkpoint = engine.genesis();
+    let mut momentum: Vec<f32> = Vec::new();
+    let mut residuals = vec![vec![0f32; n]; setup.miners as usize];
+    let mut run = Run {
+        name: format!("subnet, {layout} ({:.1}x)", layout.ratio(n)),
+        bytes: layout.payload_len(n),
+        losses: vec![measure.loss(&checkpoint.params)],
+        idle_windows: Vec::new(),
+        worse_windows: Vec::new(),
+    };
+    for window in 0..setup.windows {
+        let seed = window_seed(window);
+        let mut sent = Vec::with_capacity(setup.miners as usize);
+        for uid in 0..setup.miners {
+            let outcome = engine
+                .train_window::<CpuTrainBackend>(
+                    &device,
+                    &checkpoint.params,
+                    window,
+                    seed,
+                    uid,
+                    |_, _| {},
+                )
+                .expect("uid fits the window");
+            let dense = outcome.pseudo_gradient(&checkpoint.params);
+            let out = codec::compress(&dense, &residuals[uid as usize], layout, feedback);
+            residuals[uid as usize] = out.residual_out;
+            sent.push(codec::decode_as(&out.payload, n, layout).expect("own payload decodes"));
+        }
+        let mut norms: Vec<f64> = sent.iter().map(|g| l2_norm(g)).collect();
+        norms.sort_by(f64::total_cmp);
+        let clip = norms[(norms.len() - 1) / 2];
+        let eval = engine.eval_batches(
+            seed,
+            setup.miners as u64,
+            seed ^ 0x5EED,
+            scoring.eval_batches,
+        );
+        let base = engine.losses::<CpuBackend>(&device, &checkpoint.params, &eval);
+        let mut helpful: Vec<(f64, u16)> = sent
+            .iter()
+            .enumerate()
+            .filter_map(|(uid, g)| {
+                let after =
+                    validator::evaluate::losses_after(engine, &checkpoint.params, g, clip, &eval);
+                let score = scoring::UsefulnessScore::from_losses(&base, &after);
+                (score.mean_relative_drop > 0.0).then_some((score.mean_relative_drop, uid as u16))
+            })
+            .collect();
+        helpful.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        helpful.truncate(scoring.aggregate_top);
+        let mut aggregated: Vec<u16> = helpful.iter().map(|&(_, uid)| uid).collect();
+        aggregated.sort_unstable();
+        let before = run.last();
+        if aggregated.len() >= scoring.aggregate_min.max(1) {
+            let deltas: Vec<&[f32]> = aggregated
+                .iter()
+                .map(|&u| sent[u as usize].as_slice())
+                .collect();
+            debug_assert!(aggregate_clipped(&deltas, clip).is_some());
+            (checkpoint, momentum) = validator::aggregation::next_checkpoint(
+                engine,
+                &checkpoint,
+                &momentum,
+                &deltas,
+                clip,
+            );
+        } else {
+            run.idle_windows.push(window);
+        }
+        run.losses.push(measure.loss(&checkpoint.params));
+        if run.last() > before {
+            run.worse_windows.push(window);
+        }
+        progress(&run.name, window, &run.losses);
+    }
+    run
+}
+
+fn progress(name: &str, window: u64, losses: &[f64]) {
+    eprintln!(
+        "  {name}: window {window} held-out loss {:.4}",
+        losses.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+/// Everything `subnet efficacy` measured.
+pub struct Comparison {
+    pub task: String,
+    pub params: usize,
+    pub setup: Setup,
+    pub floor: Option<f64>,
+    pub tokens_per_window: usize,
+    pub runs: Vec<Run>,
+    pub seconds: f64,
+}
+
+/// Runs the comparison for `spec`.
+pub fn compare(spec: TaskSpec, setup: Setup) -> anyhow::Result<Comparison> {
+    anyhow::ensure!(setup.miners >= 1, "at least one miner");
+    anyhow::ensure!(setup.windows >= 1, "at least one window");
+    let engine = TaskEngine::new(spec);
+    let started = Instant::now();
+    let measure = Measure {
+        engine: &engine,
+        heldout: engine.heldout_batches(0x0004_E1D0_u64, setup.heldout_batches),
+    };
+    eprintln!(
+        "{}: {} parameters, {} miners, {} windows",
+        engine.spec().task.name,
+        engine.num_params(),
+        setup.miners,
+        setup.windows
+    );
+    let mut runs = Vec::new();
+    if !setup.compressed_only {
+        runs.push(single_machine(&engine, &setup, &measure));
+        runs.push(subnet(&engine, &setup, &measure, Layout::DenseF32));
+    }
+    for &layout in &setup.layouts {
+        runs.push(subnet(&engine, &setup, &measure, layout));
+    }
+    Ok(Comparison {
+        task: engine.spec().task.name.clone(),
+        params: engine.num_params(),
+        floor: engine.loss_floor(),
+        tokens_per_window: engine.spec().tokens_per_miner_window() * setup.miners as usize,
+        setup,
+        runs,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+impl Comparison {
+    /// The table: one row per run, gaps against the dense subnet and the single machine.
+    pub fn table(&self) -> String {
+        let (single, dense) = if self.setup.compressed_only {
+            (f64::NAN, f64::NAN)
+        } else {
+            (self.runs[0].last(), self.runs[1].last())
+        };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{}, {} parameters, {} miners, {} windows ({} training tokens), held-out loss after the last window{}:\n",
+            self.task,
+            self.params,
+            self.setup.miners,
+            self.setup.windows,
+            self.tokens_per_window as u64 * self.setup.windows,
+            self.floor
+                .map_or(String::new(), |f| format!(" (lowest reachable {f:.4})"))
+        );
+        out.push_str("| run | bytes per gradient | vs dense f32 | held-out loss | vs dense subnet | vs one machine | idle windows | windows the aggregate made worse |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|\n");
+        let dense_bytes = Layout::DenseF32.payload_len(self.params) as f64;
+        for run in &self.runs {
+            let last = run.last();
+            let ratio = if run.bytes == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}x smaller", dense_bytes / run.bytes as f64)
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {ratio} | {last:.4} | {:+.1}% | {:+.1}% | {} | {} |",
+                run.name,
+                if run.bytes == 0 {
+                    "-".to_string()
+                } else {
+                    run.bytes.to_string()
+                },
+                100.0 * (last / dense - 1.0),
+                100.0 * (last / single - 1.0),
+                list(&run.idle_windows),
+                list(&run.worse_windows),
+            );
+        }
+        let _ = writeln!(out, "\n({:.0} s on this machine.)", self.seconds);
+        out
+    }
+
+    /// The held-out loss of every run after every window, as CSV.
+    pub fn csv(&self) -> String {
+        let mut out = String::from("window");
+        for run in &self.runs {
+            let _ = write!(out, ",\"{}\"", run.name);
+        }
+        out.push('\n');
+        for w in 0..=self.setup.windows as usize {
+            let _ = write!(out, "{w}");
+            for run in &self.runs {
+                let _ = write!(out, ",{:.6}", run.losses[w]);
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Writes `efficacy.md`, `efficacy.csv` and `efficacy.png` to `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::write(dir.join("efficacy.md"), self.table())?;
+        std::fs::write(dir.join("efficacy.csv"), self.csv())?;
+        let series: Vec<(String, Vec<f64>)> = self
+            .runs
+            .iter()
+            .map(|r| (r.name.clone(), r.losses.clone()))
+            .collect();
+        crate::plot::curves(
+            "held-out loss by window",
+            &series,
+            self.floor,
+            &dir.join("efficacy.png"),
+        )
+    }
+}
+
+fn list(windows: &[u64]) -> String {
+    if windows.is_empty() {
+        "none".into()
+    } else {
+        windows
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_parse_from_chunk_k_and_bits() {
+        assert_eq!(
+            parse_layout("4096:8:2"),
+            Ok(Layout::PackedTopK {
+                chunk: 4096,
+                k: 8,
+                bits: 2
+            })
+        );
+        assert_eq!(
+            parse_layout("1024:128:8"),
+            Ok(Layout::TopK {
+                chunk: 1024,
+                k: 128
+            })
+        );
+        for bad in ["4096:8", "4096:0:2", "4096:8:9", "1:1:2", "a:b:c"] {
+            assert!(parse_layout(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The whole comparison on a small table task: every run learns from genesis, the compressed
+    /// one sends what its layout says, and the table, CSV and plot are written.
+    #[test]
+    fn the_comparison_trains_every_run_and_writes_its_figures() {
+        let spec = TaskSpec::from_toml_str(include_str!("../../tasks/wine-quality.toml")).unwrap();
+        let packed = Layout::PackedTopK {
+            chunk: 512,
+            k: 32,
+            bits: 2,
+        };
+        let setup = Setup {
+            miners: 2,
+            windows: 2,
+            layouts: vec![packed],
+            heldout_batches: 4,
+            compressed_only: false,
+        };
+        let c = compare(spec, setup).unwrap();
+        assert_eq!(c.runs.len(), 3);
+        for run in &c.runs {
+            assert_eq!(run.losses.len(), 3, "{}", run.name);
+            assert!(run.losses.iter().all(|l| l.is_finite()), "{}", run.name);
+        }
+        let (single, dense) = (&c.runs[0], &c.runs[1]);
+        assert!(single.last() < single.losses[0], "{:?}", single.losses);
+        assert!(dense.last() < dense.losses[0], "{:?}", dense.losses);
+        assert_eq!(c.runs[2].bytes, packed.payload_len(c.params));
+        let dir = tempfile::tempdir().unwrap();
+        c.write(dir.path()).unwrap();
+        let table = std::fs::read_to_string(dir.path().join("efficacy.md")).unwrap();
+        assert!(table.contains("top-32 of 512, 2 bits"), "{table}");
+        let csv = std::fs::read_to_string(dir.path().join("efficacy.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 4, "{csv}");
+        assert!(
+            std::fs::metadata(dir.path().join("efficacy.png"))
+                .unwrap()
+                .len()
+                > 1000
+        );
+    }
+}
