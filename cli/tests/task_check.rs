@@ -45,7 +45,16 @@ fn a_broken_task_fails_with_every_problem() {
     let text = std::fs::read_to_string(tasks_dir().join("tiny-lm.toml"))
         .unwrap()
         .replace("n_heads = 4", "n_heads = 5")
-        .replace("value_bits = 8", "value_bits = 9");
+        .lines()
+        .map(|line| {
+            if line.starts_with("value_bits") {
+                "value_bits = 9"
+            } else {
+                line
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     let file = dir.path().join("broken.toml");
     std::fs::write(&file, text).unwrap();
     let (code, out, err) = check(&file);
