@@ -89,6 +89,7 @@ impl Device {
 
 impl TaskEngine {
     /// `train_window` on `device`.
+    #[allow(clippy::too_many_arguments)]
     pub fn train_window_on(
         &self,
         device: Device,
@@ -96,6 +97,7 @@ impl TaskEngine {
         window: u64,
         window_seed: u64,
         uid: u16,
+        trainable: std::ops::Range<usize>,
         on_step: impl FnMut(usize, f32),
     ) -> Result<TrainOutcome, AssignmentError> {
         match device {
@@ -105,6 +107,7 @@ impl TaskEngine {
                 window,
                 window_seed,
                 uid,
+                trainable,
                 on_step,
             ),
             #[cfg(feature = "cuda")]
@@ -115,6 +118,7 @@ impl TaskEngine {
                     window,
                     window_seed,
                     uid,
+                    trainable,
                     on_step,
                 ),
             #[cfg(feature = "wgpu")]
@@ -124,6 +128,7 @@ impl TaskEngine {
                 window,
                 window_seed,
                 uid,
+                trainable,
                 on_step,
             ),
         }

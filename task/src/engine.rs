@@ -7,7 +7,8 @@ use crate::architecture::TaskModel;
 use crate::assignment::{AssignmentError, WindowAssignment, assign_pages};
 use crate::checkpoint::Checkpoint;
 use crate::corpus::MarkovCorpus;
-use crate::params::{ParamLayout, read_params, write_params};
+use crate::groups::{NoGroupFits, ParamGroup, ParamGroups};
+use crate::params::{ParamLayout, read_params, write_params, write_params_trainable};
 use crate::rng::{SeededRng, salt};
 use crate::spec::TaskSpec;
 use crate::table::TableCorpus;
@@ -141,6 +142,8 @@ pub struct Trainer<B: AutodiffBackend> {
     device: B::Device,
     num_params: usize,
     warmup_steps: usize,
+    /// The parameters this trainer updates; the rest of the model is frozen.
+    trainable: std::ops::Range<usize>,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -158,9 +161,10 @@ impl<B: AutodiffBackend> Trainer<B> {
             self.num_params,
             "parameter vector does not match the task's model"
         );
-        let mut model = write_params(
+        let mut model = write_params_trainable(
             self.model.take().expect("a trainer always holds its model"),
             start,
+            self.trainable.clone(),
         );
         let mut losses = Vec::with_capacity(batches.len());
         for (step, batch) in batches.iter().enumerate() {
@@ -204,6 +208,7 @@ pub struct TaskEngine {
     digest: [u8; 32],
     corpus: Corpus,
     layout: ParamLayout,
+    groups: ParamGroups,
     /// Items of a page per example (see `Architecture::example_len`).
     example_len: usize,
     genesis_digest: std::sync::OnceLock<[u8; 32]>,
@@ -225,7 +230,9 @@ impl TaskEngine {
         };
         let model = TaskModel::<CpuBackend>::new(&spec.model, &Default::default());
         let (layout, _) = read_params(&model);
+        let groups = ParamGroups::balanced(&layout, spec.shards.groups);
         Self {
+            groups,
             digest: spec.digest(),
             example_len: spec.model.example_len(),
             spec,
@@ -257,6 +264,22 @@ impl TaskEngine {
 
     pub fn layout(&self) -> &ParamLayout {
         &self.layout
+    }
+
+    /// The model's parameter groups (one, the whole model, unless the task asks for more).
+    pub fn groups(&self) -> &ParamGroups {
+        &self.groups
+    }
+
+    /// The parameter group `uid` trains in the window with `window_seed` when it holds at most
+    /// `capacity` parameters (0: any).
+    pub fn group(
+        &self,
+        window_seed: u64,
+        uid: u16,
+        capacity: u64,
+    ) -> Result<&ParamGroup, NoGroupFits> {
+        self.groups.assigned(window_seed, uid, capacity)
     }
 
     pub fn num_params(&self) -> usize {
@@ -645,8 +668,11 @@ impl TaskEngine {
     }
 
     /// A miner's whole window: `inner_steps` AdamW steps with a fresh optimizer from `start` on the
-    /// training batches of `uid`'s pages, at the window's inner learning rate. A pure function of its
-    /// arguments, so a validator can re-execute any miner's window and compare.
+    /// training batches of `uid`'s pages, at the window's inner learning rate, updating only the
+    /// parameters in `trainable` (its group; the rest stays frozen and the pseudo-gradient is zero
+    /// there). A pure function of its arguments, so a validator can re-execute any miner's window
+    /// and compare.
+    #[allow(clippy::too_many_arguments)]
     pub fn train_window<B: AutodiffBackend>(
         &self,
         device: &B::Device,
@@ -654,11 +680,14 @@ impl TaskEngine {
         window: u64,
         window_seed: u64,
         uid: u16,
+        trainable: std::ops::Range<usize>,
         on_step: impl FnMut(usize, f32),
     ) -> Result<TrainOutcome, AssignmentError> {
         let assignment = self.assignment(window, window_seed, uid)?;
         let batches = self.training_batches(&assignment, window_seed);
-        Ok(self.trainer::<B>(device).train_from(
+        let mut trainer = self.trainer::<B>(device);
+        trainer.trainable = trainable;
+        Ok(trainer.train_from(
             start,
             &batches,
             self.spec.inner_lr(window),
@@ -684,6 +713,7 @@ impl TaskEngine {
             device: device.clone(),
             num_params: self.layout.total,
             warmup_steps: t.warmup_steps,
+            trainable: 0..self.layout.total,
         }
     }
 
@@ -799,5 +829,45 @@ mod tests {
             engine.losses::<CpuBackend>(&device, &moved, &heldout),
             engine.losses::<CpuBackend>(&device, &moved, &heldout)
         );
+    }
+
+    #[test]
+    fn a_group_miner_moves_only_its_group_and_its_gradient_still_helps() {
+        let mut spec = tiny_spec();
+        spec.shards.groups = 3;
+        let engine = TaskEngine::new(spec);
+        assert_eq!(engine.groups().len(), 3);
+        let start = engine.genesis();
+        let device = Default::default();
+        let heldout = engine.heldout_batches(5, 4);
+        let before: f32 = engine
+            .losses::<CpuBackend>(&device, &start.params, &heldout)
+            .iter()
+            .sum();
+        for group in engine.groups().groups() {
+            let outcome = engine
+                .train_window::<CpuTrainBackend>(
+                    &device,
+                    &start.params,
+                    0,
+                    11,
+                    0,
+                    group.range.clone(),
+                    |_, _| {},
+                )
+                .unwrap();
+            let delta = outcome.pseudo_gradient(&start.params);
+            let (inside, outside): (Vec<(usize, &f32)>, Vec<(usize, &f32)>) =
+                delta.iter().enumerate().partition(|(i, _)| group.range.contains(i));
+            assert!(outside.iter().all(|(_, d)| **d == 0.0), "group {}", group.index);
+            let moved_inside = inside.iter().filter(|(_, d)| **d != 0.0).count();
+            assert!(moved_inside > 0);
+            let moved = crate::aggregate::outer_sgd_step(&start.params, &delta, 1.0);
+            let after: f32 = engine
+                .losses::<CpuBackend>(&device, &moved, &heldout)
+                .iter()
+                .sum();
+            assert!(after < before, "group {}: {before} -> {after}", group.index);
+        }
     }
 }

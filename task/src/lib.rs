@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod corpus;
 pub mod device;
 pub mod engine;
+pub mod groups;
 pub mod params;
 pub mod rng;
 pub mod spec;

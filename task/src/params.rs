@@ -62,6 +62,9 @@ pub fn read_params<B: Backend, M: Module<B>>(module: &M) -> (ParamLayout, Vec<f3
 struct Writer<'a> {
     values: &'a [f32],
     offset: usize,
+    /// Parameters whose tensors lie inside this range keep tracking gradients; the others are
+    /// frozen (None: every tensor keeps its setting).
+    trainable: Option<std::ops::Range<usize>>,
 }
 
 impl<B: Backend> ModuleMapper<B> for Writer<'_> {
@@ -70,10 +73,14 @@ impl<B: Backend> ModuleMapper<B> for Writer<'_> {
         let shape = tensor.shape();
         let n = shape.num_elements();
         let slice = &self.values[self.offset..self.offset + n];
+        let trains = match &self.trainable {
+            Some(range) => range.start <= self.offset && self.offset + n <= range.end,
+            None => tensor.is_require_grad(),
+        };
         self.offset += n;
         let mut replaced =
             Tensor::<B, D>::from_data(TensorData::new(slice.to_vec(), shape), &tensor.device());
-        if tensor.is_require_grad() {
+        if trains {
             replaced = replaced.require_grad();
         }
         Param::from_mapped_value(id, replaced, mapper)
@@ -83,7 +90,29 @@ impl<B: Backend> ModuleMapper<B> for Writer<'_> {
 /// Replaces every float parameter of `module` with the matching slice of `values` (visit order).
 /// Panics if the lengths disagree: callers check against the layout first.
 pub fn write_params<B: Backend, M: Module<B>>(module: M, values: &[f32]) -> M {
-    let mut writer = Writer { values, offset: 0 };
+    write(module, values, None)
+}
+
+/// `write_params`, and only the tensors inside `trainable` track gradients: the others are frozen,
+/// so backpropagation computes no gradient for them and an optimizer keeps no state for them.
+pub fn write_params_trainable<B: Backend, M: Module<B>>(
+    module: M,
+    values: &[f32],
+    trainable: std::ops::Range<usize>,
+) -> M {
+    write(module, values, Some(trainable))
+}
+
+fn write<B: Backend, M: Module<B>>(
+    module: M,
+    values: &[f32],
+    trainable: Option<std::ops::Range<usize>>,
+) -> M {
+    let mut writer = Writer {
+        values,
+        offset: 0,
+        trainable,
+    };
     let module = module.map(&mut writer);
     assert_eq!(
         writer.offset,

@@ -69,6 +69,7 @@ pub mod salt {
     pub const CORPUS: u64 = 0x434F_5250;
     pub const PAGE: u64 = 0x5041_4745;
     pub const TABLE_ROWS: u64 = 0x5441_424C;
+    pub const GROUPS: u64 = 0x4752_5053;
 }
 
 #[cfg(test)]

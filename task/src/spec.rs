@@ -12,6 +12,9 @@ use blake2::{Blake2b, Digest, digest::consts::U32};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The most parameter groups a task may declare.
+pub const MAX_GROUPS: usize = 256;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
@@ -83,6 +86,10 @@ impl DataSpec {
 #[serde(deny_unknown_fields)]
 pub struct ShardSpec {
     pub pages_per_miner: usize,
+    /// How many balanced parameter groups the model is cut into (`task::groups`): each window a
+    /// miner trains one group that fits what it declared it can hold. 0 or 1: the whole model.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub groups: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -384,6 +391,11 @@ impl TaskSpec {
             self.shards.pages_per_miner > 0,
             "shards.pages_per_miner",
             "must be positive".into(),
+        );
+        p.check(
+            self.shards.groups <= MAX_GROUPS,
+            "shards.groups",
+            format!("must be at most {MAX_GROUPS}"),
         );
         let t = &self.training;
         p.check(
