@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 use subnet_proto::codec::{self, Layout};
-use task::aggregate::{aggregate_clipped, l2_norm};
+use task::aggregate::l2_norm;
 use task::{Batch, CpuBackend, CpuTrainBackend, TaskEngine, TaskSpec};
 
 /// What to compare.
@@ -159,6 +159,7 @@ fn subnet(engine: &TaskEngine, setup: &Setup, measure: &Measure, layout: Layout)
                     window,
                     seed,
                     uid,
+                    0..n,
                     |_, _| {},
                 )
                 .expect("uid fits the window");
@@ -197,13 +198,12 @@ fn subnet(engine: &TaskEngine, setup: &Setup, measure: &Measure, layout: Layout)
                 .iter()
                 .map(|&u| sent[u as usize].as_slice())
                 .collect();
-            debug_assert!(aggregate_clipped(&deltas, clip).is_some());
             (checkpoint, momentum) = validator::aggregation::next_checkpoint(
                 engine,
                 &checkpoint,
                 &momentum,
                 &deltas,
-                clip,
+                &vec![clip; deltas.len()],
             );
         } else {
             run.idle_windows.push(window);

@@ -82,6 +82,7 @@ fn signed_commitment() -> pb::Commitment {
             residual_in_digest: [0; 32],
             residual_window: 0,
             residual_out_digest: [0; 32],
+            group_capacity: 0,
         },
     )
 }
@@ -98,6 +99,7 @@ fn responses() -> Vec<Vec<u8>> {
             aggregated: vec![pb::AggregatedGradient {
                 uid: 1,
                 commitment: Some(c.clone()),
+                clip_norm: 0.0,
             }],
             clip_norm: 1.5,
             signature: Vec::new(),

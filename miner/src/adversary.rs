@@ -181,6 +181,7 @@ fn publish_claims(
             residual_in_digest: subnet_proto::digest(&residual),
             residual_window: residual_in.1,
             residual_out_digest: subnet_proto::digest(&codec::encode_dense(residual_out)),
+            group_capacity: miner.group_capacity(),
         },
     );
     miner.publish(
@@ -457,6 +458,7 @@ fn resign(miner: &Miner<impl Chain>, c: pb::Commitment) -> pb::Commitment {
             residual_in_digest: digest32(&c.residual_in_digest),
             residual_window: c.residual_window,
             residual_out_digest: digest32(&c.residual_out_digest),
+            group_capacity: c.group_capacity,
         },
     )
 }

@@ -42,6 +42,8 @@ pub enum MinerError {
     },
     #[error(transparent)]
     Assignment(#[from] AssignmentError),
+    #[error(transparent)]
+    Group(#[from] task::groups::NoGroupFits),
     #[error("training task failed: {0}")]
     Training(String),
     #[error("compression residual: {0}")]
@@ -74,6 +76,8 @@ impl ServedGradient {
 pub struct TrainReport {
     pub window: u64,
     pub uid: u16,
+    /// The parameter group trained (0 where the task trains the whole model).
+    pub group: usize,
     pub pages: usize,
     pub first_loss: f32,
     pub last_loss: f32,
@@ -108,6 +112,8 @@ struct Inner<C> {
     residual_file: Option<PathBuf>,
     /// Called after every inner step (a terminal progress bar).
     on_progress: Option<ProgressHook>,
+    /// The most parameters of a group this miner holds (0: any).
+    group_capacity: u64,
 }
 
 /// Where a window's training stands, after each inner step.
@@ -157,6 +163,7 @@ impl<C: Chain> Miner<C> {
                 residual: std::sync::Mutex::new(None),
                 residual_file: None,
                 on_progress: None,
+                group_capacity: 0,
             }),
         }
     }
@@ -183,6 +190,16 @@ impl<C: Chain> Miner<C> {
     /// Calls `hook` after every inner step instead of logging progress lines.
     pub fn with_progress(self, hook: ProgressHook) -> Self {
         self.configure(|inner| inner.on_progress = Some(hook))
+    }
+
+    /// Declares that this miner holds groups of at most `params` parameters (0: any): where the task
+    /// cuts the model into groups, it is only given groups that fit. Its commitments carry the figure.
+    pub fn with_group_capacity(self, params: u64) -> Self {
+        self.configure(|inner| inner.group_capacity = params)
+    }
+
+    pub fn group_capacity(&self) -> u64 {
+        self.inner.group_capacity
     }
 
     pub fn device(&self) -> task::Device {
@@ -279,6 +296,10 @@ impl<C: Chain> Miner<C> {
         let metagraph = self.chain().metagraph(self.netuid()).await?;
         let uid = self.own_uid(&metagraph)?;
         let engine = self.engine().clone();
+        let group = engine
+            .group(window_seed, uid, self.group_capacity())?
+            .clone();
+        let trainable = group.range.clone();
         let pages = engine.spec().shards.pages_per_miner;
         let started = Instant::now();
         let start = checkpoint.params.clone();
@@ -288,41 +309,50 @@ impl<C: Chain> Miner<C> {
             engine.spec().training.batch_size * engine.spec().targets_per_example();
         let hook = self.inner.on_progress.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            engine.train_window_on(device, &start, window, window_seed, uid, |step, loss| {
-                let done = step + 1;
-                let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-                if let Some(hook) = &hook {
-                    hook(&Progress {
-                        window,
-                        step: done,
-                        steps,
-                        loss,
-                        tokens_per_s: (done * tokens_per_step) as f64 / elapsed,
-                    });
-                    tracing::debug!(window, uid, step = done, steps, loss, "inner step");
-                } else if done % steps.div_ceil(4).max(1) == 0 || done == steps {
-                    // Progress four times a window; every step at debug level.
-                    tracing::info!(
-                        window,
-                        step = done,
-                        steps,
-                        loss,
-                        tokens_per_s = (done * tokens_per_step) as f64 / elapsed,
-                        "training"
-                    );
-                } else {
-                    tracing::debug!(window, uid, step = done, steps, loss, "inner step");
-                }
-            })
+            engine.train_window_on(
+                device,
+                &start,
+                window,
+                window_seed,
+                uid,
+                trainable,
+                |step, loss| {
+                    let done = step + 1;
+                    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+                    if let Some(hook) = &hook {
+                        hook(&Progress {
+                            window,
+                            step: done,
+                            steps,
+                            loss,
+                            tokens_per_s: (done * tokens_per_step) as f64 / elapsed,
+                        });
+                        tracing::debug!(window, uid, step = done, steps, loss, "inner step");
+                    } else if done % steps.div_ceil(4).max(1) == 0 || done == steps {
+                        // Progress four times a window; every step at debug level.
+                        tracing::info!(
+                            window,
+                            step = done,
+                            steps,
+                            loss,
+                            tokens_per_s = (done * tokens_per_step) as f64 / elapsed,
+                            "training"
+                        );
+                    } else {
+                        tracing::debug!(window, uid, step = done, steps, loss, "inner step");
+                    }
+                },
+            )
         })
         .await
         .map_err(|e| MinerError::Training(e.to_string()))??;
         let seconds = started.elapsed().as_secs_f64();
         let delta = outcome.pseudo_gradient(&checkpoint.params);
-        let served = self.commit_work(window, checkpoint.digest, &delta);
+        let served = self.commit_work_in(window, checkpoint.digest, &delta, group.range.clone());
         let report = TrainReport {
             window,
             uid,
+            group: group.index,
             pages,
             first_loss: outcome.losses.first().copied().unwrap_or(f32::NAN),
             last_loss: outcome.losses.last().copied().unwrap_or(f32::NAN),
@@ -349,6 +379,19 @@ impl<C: Chain> Miner<C> {
     /// the error-feedback residual carried into the window, signs the commitment to all of it and
     /// keeps the residual that comes out for the next window (and on disk, with a residual file).
     pub fn commit_work(&self, window: u64, checkpoint: [u8; 32], delta: &[f32]) -> ServedGradient {
+        self.commit_work_in(window, checkpoint, delta, 0..delta.len())
+    }
+
+    /// `commit_work` for a window that trained the parameter group `range`: the payload encodes
+    /// only that group (`codec::compress_range`), and the residual keeps what the other groups
+    /// carry for later windows.
+    pub fn commit_work_in(
+        &self,
+        window: u64,
+        checkpoint: [u8; 32],
+        delta: &[f32],
+        range: std::ops::Range<usize>,
+    ) -> ServedGradient {
         let engine = self.engine();
         let spec = &engine.spec().compression;
         let mut residual = self.inner.residual.lock().expect("residual lock");
@@ -367,11 +410,12 @@ impl<C: Chain> Miner<C> {
             .filter(|(r, source)| r.len() == delta.len() && !stalled(*source))
             .map(|(r, source)| (r.to_vec(), source))
             .unwrap_or_else(|| (vec![0.0; delta.len()], 0));
-        let compressed = codec::compress(
+        let compressed = codec::compress_range(
             delta,
             &residual_in,
             codec::Layout::of_task(spec.chunk, spec.top_k, spec.value_bits),
             spec.error_feedback as f32,
+            range,
         );
         let dense = codec::encode_dense(delta);
         let residual_in_bytes = codec::encode_dense(&residual_in);
@@ -389,6 +433,7 @@ impl<C: Chain> Miner<C> {
                 residual_out_digest: subnet_proto::digest(&codec::encode_dense(
                     &compressed.residual_out,
                 )),
+                group_capacity: self.group_capacity(),
             },
         );
         let next = Residual {

@@ -59,6 +59,13 @@ pub struct MinerEvidence {
     /// For candidates: losses on the eval batches of the aggregate of every other candidate, with
     /// this one left out (empty for non-candidates).
     pub without: Vec<f32>,
+    /// The parameter group the gradient covers (0 where the task trains the whole model).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub group: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Everything a window's decisions rest on.
@@ -71,6 +78,10 @@ pub struct WindowEvidence {
     /// compressed as a miner with an empty residual sends it: what honest work of this window looks
     /// like, without the mass error feedback carries. The clip norm never falls below it.
     pub reference_norm: f64,
+    /// Where the task cuts the model into parameter groups: the reference's norm over each group
+    /// (empty for a whole-model task). Each group's clip norm never falls below its entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reference_group_norms: Vec<f64>,
     pub miners: Vec<MinerEvidence>,
     /// Cosine similarity of every pair of candidates.
     pub similarities: Vec<Similarity>,
@@ -235,20 +246,55 @@ pub fn screen(
     }
 }
 
+/// The clip norm of each parameter group: `clip_norm` over the gradients of that group, floored by
+/// the reference's norm over it. A whole-model task (no group norms) has one.
+pub fn group_clip_norms(
+    miners: &[MinerEvidence],
+    reference_norm: f64,
+    reference_group_norms: &[f64],
+) -> Vec<f64> {
+    if reference_group_norms.is_empty() {
+        return vec![clip_norm(miners, reference_norm)];
+    }
+    reference_group_norms
+        .iter()
+        .enumerate()
+        .map(|(group, &floor)| {
+            let members: Vec<MinerEvidence> = miners
+                .iter()
+                .filter(|m| m.group == group)
+                .cloned()
+                .collect();
+            clip_norm(&members, floor)
+        })
+        .collect()
+}
+
 impl WindowEvidence {
-    /// The window's clip norm (see `clip_norm`).
-    pub fn clip_norm(&self) -> f64 {
-        clip_norm(&self.miners, self.reference_norm)
+    /// The window's clip norm per parameter group (see `group_clip_norms`).
+    pub fn clip_norms(&self) -> Vec<f64> {
+        group_clip_norms(
+            &self.miners,
+            self.reference_norm,
+            &self.reference_group_norms,
+        )
+    }
+
+    /// The norm `m`'s gradient is clipped to: its group's (0 for a group the task does not have,
+    /// which no gradient fits under).
+    pub fn clip_of(&self, m: &MinerEvidence) -> f64 {
+        self.clip_norms().get(m.group).copied().unwrap_or(0.0)
     }
 }
 
 /// The uids of the window's candidates under `params`.
 pub fn candidates(evidence: &WindowEvidence, params: &ScoringParams) -> Vec<u16> {
-    let clip = evidence.clip_norm();
+    let clips = evidence.clip_norms();
+    let clip = |m: &MinerEvidence| clips.get(m.group).copied().unwrap_or(0.0);
     evidence
         .miners
         .iter()
-        .filter(|m| screen(m, evidence.window, &evidence.base, clip, params).is_none())
+        .filter(|m| screen(m, evidence.window, &evidence.base, clip(m), params).is_none())
         .map(|m| m.uid)
         .collect()
 }
@@ -305,11 +351,12 @@ pub fn decide(
 ) -> Vec<MinerDecision> {
     let candidates = candidates(evidence, params);
     let groups = duplicate_groups(&candidates, &evidence.similarities, params.copy_cosine);
-    let clip = evidence.clip_norm();
+    let clips = evidence.clip_norms();
     let mut decisions: Vec<MinerDecision> = evidence
         .miners
         .iter()
         .map(|m| {
+            let clip = clips.get(m.group).copied().unwrap_or(0.0);
             let screened = screen(m, evidence.window, &evidence.base, clip, params);
             let evaluated = m.refused.is_none() && m.after.len() == evidence.base.len();
             let usefulness =
@@ -480,6 +527,7 @@ mod tests {
             banned_until: None,
             audited_clean: false,
             without,
+            group: 0,
         }
     }
 
@@ -488,6 +536,7 @@ mod tests {
             window: 5,
             base: vec![2.0; 3],
             reference_norm: 1.0,
+            reference_group_norms: Vec::new(),
             miners,
             similarities,
             aggregate: vec![1.7; 3],
@@ -664,6 +713,51 @@ mod tests {
         // Tiny gradients cannot pull it under the reference.
         assert_eq!(clip_norm(&with_norms(&[0.1, 0.1, 0.1, 1.8]), 1.0), 1.0);
         assert_eq!(clip_norm(&[], 1.0), 1.0);
+    }
+
+    #[test]
+    fn each_parameter_group_has_its_own_clip_norm_and_scale_does_not_pay_across_groups() {
+        // Group 1 is small: its honest gradients have small norms. A miner of group 1 that scales
+        // its gradient up to group 0's norms is oversized against its own group's clip norm.
+        let in_group = |uid: u16, group: usize, norm: f64| MinerEvidence {
+            norm,
+            group,
+            ..miner(uid, vec![1.8; 3], 0.05, vec![1.9; 3])
+        };
+        let evidence = WindowEvidence {
+            reference_group_norms: vec![1.0, 0.1],
+            ..window(
+                vec![
+                    in_group(1, 0, 2.0),
+                    in_group(2, 0, 2.1),
+                    in_group(3, 1, 0.2),
+                    in_group(4, 1, 0.21),
+                    in_group(5, 1, 2.0),
+                ],
+                Vec::new(),
+            )
+        };
+        assert_eq!(evidence.clip_norms(), vec![2.0, 0.21]);
+        let decisions = decide(&evidence, &PARAMS, &Averages::new());
+        let verdict = |uid: u16| &decisions.iter().find(|d| d.uid == uid).unwrap().verdict;
+        assert!(
+            matches!(verdict(5), Verdict::Oversized { .. }),
+            "{:?}",
+            verdict(5)
+        );
+        assert!(!matches!(verdict(1), Verdict::Oversized { .. }));
+        assert!(!matches!(verdict(3), Verdict::Oversized { .. }));
+        // A group the task does not have clips to zero: the gradient cannot earn.
+        let stray = WindowEvidence {
+            reference_group_norms: vec![1.0, 0.1],
+            ..window(vec![in_group(6, 7, 0.1)], Vec::new())
+        };
+        assert_eq!(stray.clip_of(&stray.miners[0]), 0.0);
+        assert!(scoring_candidates_are_empty(&stray));
+    }
+
+    fn scoring_candidates_are_empty(evidence: &WindowEvidence) -> bool {
+        candidates(evidence, &PARAMS).is_empty()
     }
 
     #[test]

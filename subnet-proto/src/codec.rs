@@ -124,21 +124,37 @@ pub struct Compressed {
 /// `dense + feedback * residual_in - decode(payload)` (zero for dense payloads). Deterministic: the
 /// same inputs give the same bytes on every machine.
 pub fn compress(dense: &[f32], residual_in: &[f32], layout: Layout, feedback: f32) -> Compressed {
+    compress_range(dense, residual_in, layout, feedback, 0..dense.len())
+}
+
+/// `compress` for a miner that trained one parameter group: the payload encodes only the values in
+/// `range` of `dense + feedback * residual_in`, and the residual that comes out is that sum less
+/// what the payload sends there (outside `range` it is the sum itself, kept for a later window).
+pub fn compress_range(
+    dense: &[f32],
+    residual_in: &[f32],
+    layout: Layout,
+    feedback: f32,
+    range: std::ops::Range<usize>,
+) -> Compressed {
     assert_eq!(
         dense.len(),
         residual_in.len(),
         "residual of another length than the gradient"
     );
-    let accumulated: Vec<f32> = dense
+    assert!(range.end <= dense.len(), "range outside the gradient");
+    let mut accumulated: Vec<f32> = dense
         .iter()
         .zip(residual_in)
         .map(|(d, r)| d + feedback * r)
         .collect();
-    let (payload, sent) = layout.encode(&accumulated);
-    let residual_out = accumulated.iter().zip(&sent).map(|(a, s)| a - s).collect();
+    let (payload, sent) = layout.encode(&accumulated[range.clone()]);
+    for (a, s) in accumulated[range].iter_mut().zip(&sent) {
+        *a -= s;
+    }
     Compressed {
         payload,
-        residual_out,
+        residual_out: accumulated,
     }
 }
 

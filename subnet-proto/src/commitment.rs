@@ -8,7 +8,7 @@ use subxt_signer::sr25519::{Keypair, PublicKey, Signature, verify};
 
 fn signing_payload(c: &Commitment) -> [u8; 32] {
     let mut bytes = Vec::with_capacity(300);
-    bytes.extend_from_slice(b"subnet-commitment-v3");
+    bytes.extend_from_slice(b"subnet-commitment-v4");
     bytes.extend_from_slice(&c.hotkey);
     bytes.extend_from_slice(&c.window.to_le_bytes());
     bytes.extend_from_slice(&c.task_digest);
@@ -19,6 +19,7 @@ fn signing_payload(c: &Commitment) -> [u8; 32] {
     bytes.extend_from_slice(&c.residual_in_digest);
     bytes.extend_from_slice(&c.residual_window.to_le_bytes());
     bytes.extend_from_slice(&c.residual_out_digest);
+    bytes.extend_from_slice(&c.group_capacity.to_le_bytes());
     crate::digest(&bytes)
 }
 
@@ -36,6 +37,8 @@ pub struct Claims {
     /// The window whose residual_out is residual_in (0 for a zero residual).
     pub residual_window: u64,
     pub residual_out_digest: [u8; 32],
+    /// The most parameters of a group the miner holds (0: any; see `task::groups`).
+    pub group_capacity: u64,
 }
 
 /// Signs `claims` with the miner's hotkey.
@@ -52,6 +55,7 @@ pub fn commit(keypair: &Keypair, claims: &Claims) -> Commitment {
         residual_in_digest: claims.residual_in_digest.to_vec(),
         residual_out_digest: claims.residual_out_digest.to_vec(),
         residual_window: claims.residual_window,
+        group_capacity: claims.group_capacity,
     };
     c.signature = keypair.sign(&signing_payload(&c)).0.to_vec();
     c
@@ -78,6 +82,10 @@ pub enum CommitmentError {
     WrongCheckpoint { expected: String, found: String },
     #[error("commits to a payload of {len} bytes; the task's encoding is exactly {expected} bytes")]
     PayloadLength { len: u64, expected: u64 },
+    #[error(
+        "declares it holds parameter groups of at most {capacity} parameters, and no group of the task is that small"
+    )]
+    NoGroupFits { capacity: u64 },
     #[error("payload is {found} bytes, the commitment says {expected}")]
     WrongLength { expected: u64, found: u64 },
     #[error("payload digest {found} does not match the committed digest {expected}")]
@@ -178,6 +186,7 @@ mod tests {
             residual_in_digest: [4; 32],
             residual_window: 6,
             residual_out_digest: [5; 32],
+            group_capacity: 0,
         };
         let c = commit(&miner, &claims);
         let again = commit(&miner, &claims);

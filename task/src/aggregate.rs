@@ -43,10 +43,16 @@ pub fn clipped(delta: &[f32], cap: f64) -> Vec<f32> {
 /// alone would move it, which is how each gradient was scored, instead of being divided by every
 /// miner that did not send it. Empty input gives None.
 pub fn aggregate_clipped(deltas: &[&[f32]], cap: f64) -> Option<Vec<f32>> {
+    aggregate_clipped_each(deltas, &vec![cap; deltas.len()])
+}
+
+/// `aggregate_clipped` with a cap of its own for each delta (its parameter group's clip norm).
+pub fn aggregate_clipped_each(deltas: &[&[f32]], caps: &[f64]) -> Option<Vec<f32>> {
+    assert_eq!(deltas.len(), caps.len(), "one cap per delta");
     let first = deltas.first()?;
     let mut sum = vec![0f64; first.len()];
     let mut carriers = vec![0u32; first.len()];
-    for delta in deltas {
+    for (delta, &cap) in deltas.iter().zip(caps) {
         assert_eq!(delta.len(), sum.len(), "deltas of different lengths");
         let scale = clip_scale(l2_norm(delta), cap);
         for ((s, c), &x) in sum.iter_mut().zip(carriers.iter_mut()).zip(delta.iter()) {

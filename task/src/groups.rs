@@ -72,7 +72,10 @@ impl ParamGroups {
             }
             runs
         };
-        let (mut low, mut high) = (entries.iter().map(|e| e.len).max().unwrap_or(0), layout.total);
+        let (mut low, mut high) = (
+            entries.iter().map(|e| e.len).max().unwrap_or(0),
+            layout.total,
+        );
         while low < high {
             let mid = low + (high - low) / 2;
             if runs_needed(mid) <= count {
@@ -167,7 +170,11 @@ pub fn masked(values: &[f32], range: &Range<usize>) -> Vec<f32> {
 
 /// A vector of `total` zeros with `part` written at `range`.
 pub fn scattered(part: &[f32], total: usize, range: &Range<usize>) -> Vec<f32> {
-    assert_eq!(part.len(), range.len(), "part of another length than its range");
+    assert_eq!(
+        part.len(),
+        range.len(),
+        "part of another length than its range"
+    );
     let mut out = vec![0.0; total];
     out[range.clone()].copy_from_slice(part);
     out
@@ -218,7 +225,10 @@ mod tests {
         assert_eq!(sizes(&ParamGroups::balanced(&l, 20)).len(), 8);
         // Many small tensors after a large one still give the count asked for.
         let skewed = layout(&[100, 1, 1, 1]);
-        assert_eq!(sizes(&ParamGroups::balanced(&skewed, 4)), vec![100, 1, 1, 1]);
+        assert_eq!(
+            sizes(&ParamGroups::balanced(&skewed, 4)),
+            vec![100, 1, 1, 1]
+        );
         assert_eq!(sizes(&ParamGroups::balanced(&skewed, 2)), vec![100, 3]);
     }
 
@@ -242,7 +252,11 @@ mod tests {
         let over_windows: std::collections::HashSet<usize> = (0..20u64)
             .map(|seed| g.assigned(seed, 7, 0).unwrap().index)
             .collect();
-        assert_eq!(over_windows.len(), 3, "a miner's group changes over windows");
+        assert_eq!(
+            over_windows.len(),
+            3,
+            "a miner's group changes over windows"
+        );
         assert_eq!(
             g.assigned(1, 0, 19),
             Err(NoGroupFits {
@@ -254,7 +268,10 @@ mod tests {
 
     #[test]
     fn masks_and_scatters() {
-        assert_eq!(masked(&[1.0, 2.0, 3.0, 4.0], &(1..3)), vec![0.0, 2.0, 3.0, 0.0]);
+        assert_eq!(
+            masked(&[1.0, 2.0, 3.0, 4.0], &(1..3)),
+            vec![0.0, 2.0, 3.0, 0.0]
+        );
         assert_eq!(scattered(&[5.0, 6.0], 4, &(2..4)), vec![0.0, 0.0, 5.0, 6.0]);
     }
 }

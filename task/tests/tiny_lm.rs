@@ -18,7 +18,15 @@ fn tiny_lm_trains_one_window_at_full_size() {
     let start = engine.genesis();
     let before = mean(&engine.losses::<CpuBackend>(&device, &start.params, &heldout));
     let outcome = engine
-        .train_window::<CpuTrainBackend>(&device, &start.params, 0, 17, 0, 0..start.params.len(), |_, _| {})
+        .train_window::<CpuTrainBackend>(
+            &device,
+            &start.params,
+            0,
+            17,
+            0,
+            0..start.params.len(),
+            |_, _| {},
+        )
         .unwrap();
     assert_eq!(outcome.losses.len(), engine.spec().training.inner_steps);
     let moved = outer_sgd_step(

@@ -43,7 +43,7 @@ fn main() {
             let mut sent = Vec::new();
             for (i, uid) in (2..6u16).enumerate() {
                 let dense =
-                    evaluate::reexecute(&engine, &params, window, window_seed, uid).unwrap();
+                    evaluate::reexecute(&engine, &params, window, window_seed, uid, 0..params.len()).unwrap();
                 let payload = send(&dense, &mut residuals[i]);
                 let p = evaluate::assignment_evidence(
                     &engine,

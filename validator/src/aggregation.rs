@@ -6,7 +6,7 @@
 
 use crate::store::{DataDir, StoreError};
 use subnet_proto::{codec, commitment, pb};
-use task::aggregate::{aggregate_clipped, outer_nesterov_step, outer_sgd_step};
+use task::aggregate::{aggregate_clipped_each, outer_nesterov_step, outer_sgd_step};
 use task::{Checkpoint, TaskEngine};
 
 /// How a checkpoint was made from the one before it.
@@ -16,10 +16,24 @@ pub struct Recipe {
     /// The aggregated gradients in uid order, each named by its miner's signed commitment.
     pub aggregated: Vec<(u16, pb::Commitment)>,
     pub clip_norm: f64,
+    /// The norm each aggregated gradient was clipped to (its parameter group's); empty: `clip_norm`
+    /// for every one.
+    pub clip_norms: Vec<f64>,
+}
+
+impl Recipe {
+    /// The clip norm of each aggregated gradient, in order.
+    pub fn caps(&self) -> Vec<f64> {
+        if self.clip_norms.len() == self.aggregated.len() {
+            self.clip_norms.clone()
+        } else {
+            vec![self.clip_norm; self.aggregated.len()]
+        }
+    }
 }
 
 /// The next global checkpoint and outer momentum: the mean of `deltas` (in the order given) after
-/// clipping each to `clip_norm`, applied with the outer step (Nesterov momentum when the task sets
+/// clipping each to its entry of `caps`, applied with the outer step (Nesterov momentum when the task sets
 /// `training.outer_momentum`; `momentum` is the buffer before, empty for zeros), or both unchanged
 /// when nothing is aggregated.
 pub fn next_checkpoint(
@@ -27,10 +41,10 @@ pub fn next_checkpoint(
     checkpoint: &Checkpoint,
     momentum: &[f32],
     deltas: &[&[f32]],
-    clip_norm: f64,
+    caps: &[f64],
 ) -> (Checkpoint, Vec<f32>) {
     let t = &engine.spec().training;
-    match aggregate_clipped(deltas, clip_norm) {
+    match aggregate_clipped_each(deltas, caps) {
         Some(mean) if t.outer_momentum > 0.0 => {
             let (params, buffer) = outer_nesterov_step(
                 &checkpoint.params,
@@ -83,7 +97,7 @@ pub fn recompute(
             _ => return Recomputation::Missing(*uid),
         }
     }
-    let (next, momentum) = next_checkpoint(engine, previous, momentum, &deltas, recipe.clip_norm);
+    let (next, momentum) = next_checkpoint(engine, previous, momentum, &deltas, &recipe.caps());
     if next.digest == *digest {
         Recomputation::Confirmed(next, momentum)
     } else {

@@ -116,14 +116,17 @@ pub fn audited(secret: u64, uid: u16, window: u64, period: u64) -> bool {
 const AUDIT: u64 = 0x4155_4449;
 
 /// Checks an audited miner's artefacts against each other: the payload must be the task's codec of
-/// the dense gradient and incoming residual, byte for byte, and must leave exactly the committed
-/// outgoing residual. Returns the dense gradient, or why the artefacts do not fit together.
+/// the dense gradient and incoming residual over the miner's parameter group `range`, byte for
+/// byte, and must leave exactly the committed outgoing residual; the dense gradient must be zero
+/// outside the group (the rest of the model was frozen). Returns the dense gradient, or why the
+/// artefacts do not fit together.
 pub fn verify_artefacts(
     engine: &TaskEngine,
     commitment: &pb::Commitment,
     payload: &[u8],
     dense: &[u8],
     residual_in: &[u8],
+    range: &std::ops::Range<usize>,
 ) -> Result<Vec<f32>, String> {
     let n = engine.num_params();
     let read = |bytes: &[u8], what: &str| {
@@ -136,12 +139,22 @@ pub fn verify_artefacts(
             "its dense gradient or residual holds a non-finite value at {i}"
         ));
     }
+    if let Some(i) = dense
+        .iter()
+        .enumerate()
+        .position(|(i, v)| *v != 0.0 && !range.contains(&i))
+    {
+        return Err(format!(
+            "its dense gradient moves parameter {i}, outside its group {range:?}"
+        ));
+    }
     let c = &engine.spec().compression;
-    let recomputed = codec::compress(
+    let recomputed = codec::compress_range(
         &dense,
         &residual,
         Layout::of_task(c.chunk, c.top_k, c.value_bits),
         c.error_feedback as f32,
+        range.clone(),
     );
     if recomputed.payload != payload {
         let first = recomputed

@@ -91,6 +91,19 @@ pub fn reference_payload(
     (sent, out.residual_out)
 }
 
+/// The norm of `v` over each of the task's parameter groups (empty for a whole-model task).
+pub fn group_norms(engine: &TaskEngine, v: &[f32]) -> Vec<f64> {
+    let groups = engine.groups();
+    if groups.is_whole() {
+        return Vec::new();
+    }
+    groups
+        .groups()
+        .iter()
+        .map(|g| l2_norm(&v[g.range.clone()]))
+        .collect()
+}
+
 /// A miner's window re-executed on the CPU: its pseudo-gradient, or None when the uid has no
 /// assignment.
 pub fn reexecute(
@@ -99,6 +112,7 @@ pub fn reexecute(
     window: u64,
     window_seed: u64,
     uid: u16,
+    trainable: std::ops::Range<usize>,
 ) -> Option<Vec<f32>> {
     engine
         .train_window::<CpuTrainBackend>(
@@ -107,6 +121,7 @@ pub fn reexecute(
             window,
             window_seed,
             uid,
+            trainable,
             |_, _| {},
         )
         .ok()
@@ -144,22 +159,24 @@ pub fn assignment_evidence(
 }
 
 /// Leave-one-out losses of the candidates' aggregate: the aggregate steps `outer_lr / n` times the
-/// sum of the candidates clipped to `clip_norm` (in the order given). Returns the losses with every
+/// sum of the candidates, each clipped to its entry of `caps` (in the order given). Returns the losses with every
 /// candidate, and for each candidate the losses with it left out (the others keep their share).
 pub fn leave_one_out(
     engine: &TaskEngine,
     params: &[f32],
     candidates: &[&[f32]],
-    clip_norm: f64,
+    caps: &[f64],
     batches: &[Batch],
 ) -> (Vec<f32>, Vec<Vec<f32>>) {
+    assert_eq!(candidates.len(), caps.len(), "one cap per candidate");
     if candidates.is_empty() {
         return (Vec::new(), Vec::new());
     }
     let share = engine.spec().training.outer_lr / candidates.len() as f64;
     let scales: Vec<f64> = candidates
         .iter()
-        .map(|g| clip_scale(l2_norm(g), clip_norm))
+        .zip(caps)
+        .map(|(g, &cap)| clip_scale(l2_norm(g), cap))
         .collect();
     let mut sum = vec![0f64; params.len()];
     for (g, scale) in candidates.iter().zip(&scales) {

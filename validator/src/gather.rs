@@ -6,6 +6,7 @@
 
 use chain_client::Neuron;
 use std::fmt;
+use std::ops::Range;
 use std::time::Duration;
 use subnet_proto::codec::{self, CodecError, Layout};
 use subnet_proto::commitment::{self, CommitmentError, Expected};
@@ -109,7 +110,24 @@ impl Gatherer<'_> {
         window: u64,
         checkpoint: &[u8; 32],
     ) -> Result<(), CommitmentError> {
-        let n = self.engine.num_params();
+        // The payload encodes the miner's parameter group, which the window seed picks among the
+        // groups that fit its declared capacity: any of their lengths is accepted here, and the
+        // exact one once the window is scored (`Gatherer::group_of`).
+        let lengths: Vec<u64> = self
+            .engine
+            .groups()
+            .groups()
+            .iter()
+            .filter(|g| c.group_capacity == 0 || g.len() as u64 <= c.group_capacity)
+            .map(|g| self.layout().payload_len(g.len()) as u64)
+            .collect();
+        let payload_len = if lengths.contains(&c.payload_len) {
+            c.payload_len
+        } else {
+            *lengths.first().ok_or(CommitmentError::NoGroupFits {
+                capacity: c.group_capacity,
+            })?
+        };
         commitment::verify_commitment(
             c,
             &Expected {
@@ -117,9 +135,35 @@ impl Gatherer<'_> {
                 window,
                 task_digest: &self.engine.digest(),
                 checkpoint_digest: checkpoint,
-                payload_len: self.layout().payload_len(n) as u64,
+                payload_len,
             },
         )
+    }
+
+    /// The parameter group `uid` trained in the window with `window_seed` under commitment `c`,
+    /// with the payload length the task's layout gives it exactly.
+    pub fn group_of(
+        &self,
+        window_seed: u64,
+        uid: u16,
+        c: &pb::Commitment,
+    ) -> Result<task::groups::ParamGroup, Rejection> {
+        let group = self
+            .engine
+            .group(window_seed, uid, c.group_capacity)
+            .map_err(|_| {
+                Rejection::Commitment(CommitmentError::NoGroupFits {
+                    capacity: c.group_capacity,
+                })
+            })?;
+        let expected = self.layout().payload_len(group.len()) as u64;
+        if c.payload_len != expected {
+            return Err(Rejection::Commitment(CommitmentError::PayloadLength {
+                len: c.payload_len,
+                expected,
+            }));
+        }
+        Ok(group.clone())
     }
 
     /// A miner's commitment for `window`, checked (its checkpoint is checked once the window is
@@ -228,15 +272,20 @@ impl Gatherer<'_> {
         self.within_deadline(fetch).await
     }
 
-    /// Decodes a payload in the task's layout and refuses non-finite values.
-    pub fn decode(&self, payload: &[u8]) -> Result<Vec<f32>, Rejection> {
-        let values = codec::decode_as(payload, self.engine.num_params(), self.layout())
-            .map_err(Rejection::Codec)?;
+    /// Decodes a payload of the parameters `range` in the task's layout, refuses non-finite values,
+    /// and places it in a whole-model vector (zero outside `range`).
+    pub fn decode(&self, payload: &[u8], range: &Range<usize>) -> Result<Vec<f32>, Rejection> {
+        let values =
+            codec::decode_as(payload, range.len(), self.layout()).map_err(Rejection::Codec)?;
         let non_finite = values.iter().filter(|v| !v.is_finite()).count();
         if non_finite > 0 {
             return Err(Rejection::NonFinite { count: non_finite });
         }
-        Ok(values)
+        Ok(task::groups::scattered(
+            &values,
+            self.engine.num_params(),
+            range,
+        ))
     }
 
     async fn within_deadline<T>(

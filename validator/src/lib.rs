@@ -285,6 +285,8 @@ struct Reference {
     sent: Arc<Vec<f32>>,
     residual_in: Vec<f32>,
     residual_out: Vec<f32>,
+    /// The norm of `sent` over each parameter group (empty for a whole-model task).
+    group_norms: Vec<f64>,
 }
 
 /// The window's work as measured and checked so far.
@@ -293,8 +295,9 @@ struct Work {
     evidence: Vec<MinerEvidence>,
     gradients: BTreeMap<u16, Fetched>,
     rejections: BTreeMap<u16, Rejection>,
-    /// The norm every gradient is clipped to (`scoring::decide::clip_norm`).
-    clip: f64,
+    /// The norm every gradient of each parameter group is clipped to
+    /// (`scoring::decide::group_clip_norms`).
+    clips: Vec<f64>,
     audits: Vec<AuditFinding>,
 }
 
@@ -338,6 +341,8 @@ impl Work {
 /// The window's outer step.
 struct Step {
     aggregated: Vec<u16>,
+    /// The clip norm of each aggregated gradient (its group's).
+    caps: Vec<f64>,
     next: Checkpoint,
     momentum_before: Vec<f32>,
     momentum_after: Vec<f32>,
@@ -347,7 +352,10 @@ struct Step {
 struct Fetched {
     commitment: pb::Commitment,
     payload: Vec<u8>,
+    /// The decoded payload as a whole-model vector (zero outside the miner's group).
     values: Vec<f32>,
+    /// The parameter group the miner trained this window.
+    group: task::groups::ParamGroup,
 }
 
 /// What an audit found.
@@ -812,6 +820,7 @@ impl<C: Chain> Validator<C> {
                     eval_seed,
                 );
                 let (sent, residual_out) = evaluate::reference_payload(&engine, &dense, &residual);
+                let group_norms = evaluate::group_norms(&engine, &sent);
                 (
                     Arc::new(batches),
                     base,
@@ -820,6 +829,7 @@ impl<C: Chain> Validator<C> {
                         sent: Arc::new(sent),
                         residual_in: residual,
                         residual_out,
+                        group_norms,
                     },
                 )
             })
@@ -882,11 +892,13 @@ impl<C: Chain> Validator<C> {
                     .map(|(_, until)| *until),
                 audited_clean: false,
                 without: Vec::new(),
+                group: 0,
             };
             match outcome {
                 Ok(f) => {
                     miner.fraud = ctx.ledger.check(neuron.uid, &hotkey, &f.commitment, &zero);
                     miner.norm = l2_norm(&f.values);
+                    miner.group = f.group.index;
                     work.gradients.insert(neuron.uid, f);
                 }
                 Err(rejection) => {
@@ -897,12 +909,16 @@ impl<C: Chain> Validator<C> {
             }
             work.evidence.push(miner);
         }
-        work.clip = scoring::decide::clip_norm(&work.evidence, l2_norm(&ctx.reference.sent));
-        let clip = work.clip;
+        work.clips = scoring::decide::group_clip_norms(
+            &work.evidence,
+            l2_norm(&ctx.reference.sent),
+            &ctx.reference.group_norms,
+        );
         for m in work.evidence.iter_mut() {
             let Some(g) = work.gradients.get(&m.uid) else {
                 continue;
             };
+            let clip = work.clips[m.group];
             tracing::info!(uid = m.uid, norm_ratio = m.norm / clip, "gradient measured");
             let (engine, params, batches, values) = (
                 engine.clone(),
@@ -933,19 +949,29 @@ impl<C: Chain> Validator<C> {
         apply_audits(&mut work.evidence, &found);
         work.audits.extend(found);
 
-        let (window, clip, params) = (ctx.window, work.clip, &ctx.params);
+        let (window, params) = (ctx.window, &ctx.params);
         let mut suspects = Vec::new();
         for m in work.evidence.iter_mut() {
+            let clip = work.clips.get(m.group).copied().unwrap_or(0.0);
             let gate = screen(m, window, &ctx.base, clip, params);
             if !matches!(gate, Some(Verdict::WrongPages { .. })) {
                 continue;
             }
             let uid = m.uid;
-            let (engine, start, gradient, control) = (
+            let fetched = &work.gradients[&uid];
+            // The control is the validator's training over the same group as the miner's.
+            let control = if self.engine().groups().is_whole() {
+                ctx.reference.sent.clone()
+            } else {
+                Arc::new(task::groups::masked(
+                    &ctx.reference.sent,
+                    &fetched.group.range,
+                ))
+            };
+            let (engine, start, gradient) = (
                 self.engine().clone(),
                 ctx.checkpoint.params.clone(),
-                work.gradients[&uid].values.clone(),
-                ctx.reference.sent.clone(),
+                fetched.values.clone(),
             );
             let (window_seed, eval_seed) = (ctx.window_seed, ctx.eval_seed);
             let assignment = blocking(move || {
@@ -1004,6 +1030,7 @@ impl<C: Chain> Validator<C> {
             window: ctx.window,
             base: ctx.base.clone(),
             reference_norm: l2_norm(&ctx.reference.sent),
+            reference_group_norms: ctx.reference.group_norms.clone(),
             miners: work.evidence.clone(),
             similarities: Vec::new(),
             aggregate: Vec::new(),
@@ -1020,15 +1047,18 @@ impl<C: Chain> Validator<C> {
                 .map(|(u, v)| (*u, v.as_slice()))
                 .collect::<Vec<_>>(),
         );
-        let (engine, params, batches, clip) = (
+        let caps: Vec<f64> = uids
+            .iter()
+            .map(|u| work.clips[work.gradients[u].group.index])
+            .collect();
+        let (engine, params, batches) = (
             self.engine().clone(),
             ctx.checkpoint.params.clone(),
             ctx.batches.clone(),
-            work.clip,
         );
         let (aggregate, without) = blocking(move || {
             let refs: Vec<&[f32]> = values.iter().map(Vec::as_slice).collect();
-            evaluate::leave_one_out(&engine, &params, &refs, clip, &batches)
+            evaluate::leave_one_out(&engine, &params, &refs, &caps, &batches)
         })
         .await?;
         evidence.aggregate = aggregate;
@@ -1078,15 +1108,20 @@ impl<C: Chain> Validator<C> {
             .iter()
             .map(|u| work.gradients[u].values.as_slice())
             .collect();
+        let caps: Vec<f64> = aggregated
+            .iter()
+            .map(|u| work.clips[work.gradients[u].group.index])
+            .collect();
         let (next, momentum_after) = next_checkpoint(
             self.engine(),
             &ctx.checkpoint,
             &momentum_before,
             &deltas,
-            work.clip,
+            &caps,
         );
         Step {
             aggregated,
+            caps,
             next,
             momentum_before,
             momentum_after,
@@ -1114,6 +1149,7 @@ impl<C: Chain> Validator<C> {
                 payload_digest: hex::encode(&g.commitment.payload_digest),
                 commitment_signature: hex::encode(&g.commitment.signature),
                 residual_out_digest: hex::encode(&g.commitment.residual_out_digest),
+                group_capacity: g.commitment.group_capacity,
             });
         }
         let reference = store.put_blob(&codec::encode_dense(&ctx.reference.dense))?;
@@ -1167,7 +1203,8 @@ impl<C: Chain> Validator<C> {
                 .iter()
                 .map(|u| (*u, work.gradients[u].commitment.clone()))
                 .collect(),
-            clip_norm: work.clip,
+            clip_norm: work.clips[0],
+            clip_norms: step.caps.clone(),
         };
         {
             let mut state = self.state_mut();
@@ -1200,6 +1237,7 @@ impl<C: Chain> Validator<C> {
     async fn gather(&self, ctx: &WindowContext) -> Vec<(Neuron, Result<Fetched, Rejection>)> {
         let gatherer = self.gatherer();
         let (window, checkpoint, collected) = (ctx.window, &ctx.checkpoint.digest, &ctx.collected);
+        let window_seed = ctx.window_seed;
         let fetches = ctx.miners.iter().map(|neuron| {
             let gatherer = &gatherer;
             async move {
@@ -1213,14 +1251,16 @@ impl<C: Chain> Validator<C> {
                             },
                         ));
                     }
+                    let group = gatherer.group_of(window_seed, neuron.uid, commitment)?;
                     let payload = gatherer
                         .part(neuron, window, pb::GradientPart::Payload, commitment)
                         .await?;
-                    let values = gatherer.decode(&payload)?;
+                    let values = gatherer.decode(&payload, &group.range)?;
                     Ok(Fetched {
                         commitment: commitment.clone(),
                         payload,
                         values,
+                        group,
                     })
                 }
                 .await;
@@ -1339,17 +1379,20 @@ impl<C: Chain> Validator<C> {
                 store.put_blob(&dense_bytes)?;
                 store.put_blob(&residual_bytes)?;
             }
-            let (engine, params, c, payload) = (
+            let (engine, params, c, payload, range) = (
                 self.engine().clone(),
                 checkpoint.params.clone(),
                 c.clone(),
                 fetched.payload.clone(),
+                fetched.group.range.clone(),
             );
             let uid = *uid;
             let checked = blocking(move || {
-                let dense = verify_artefacts(&engine, &c, &payload, &dense_bytes, &residual_bytes)?;
-                let reexecuted = evaluate::reexecute(&engine, &params, window, window_seed, uid)
-                    .ok_or_else(|| format!("uid {uid} has no assignment"))?;
+                let dense =
+                    verify_artefacts(&engine, &c, &payload, &dense_bytes, &residual_bytes, &range)?;
+                let reexecuted =
+                    evaluate::reexecute(&engine, &params, window, window_seed, uid, range)
+                        .ok_or_else(|| format!("uid {uid} has no assignment"))?;
                 Ok::<f64, String>(relative_difference(&dense, &reexecuted))
             })
             .await?;
@@ -1595,6 +1638,7 @@ fn recipe_of(latest: &pb::LatestCheckpointResponse) -> Result<Option<Recipe>, St
         return Ok(None);
     }
     let mut aggregated = Vec::with_capacity(latest.aggregated.len());
+    let mut clip_norms = Vec::with_capacity(latest.aggregated.len());
     for a in &latest.aggregated {
         let uid = u16::try_from(a.uid).map_err(|_| format!("uid {} in the recipe", a.uid))?;
         let c = a
@@ -1602,11 +1646,17 @@ fn recipe_of(latest: &pb::LatestCheckpointResponse) -> Result<Option<Recipe>, St
             .clone()
             .ok_or_else(|| format!("uid {uid} in the recipe has no commitment"))?;
         aggregated.push((uid, c));
+        clip_norms.push(if a.clip_norm > 0.0 {
+            a.clip_norm
+        } else {
+            latest.clip_norm
+        });
     }
     Ok(Some(Recipe {
         previous: subnet_proto::bytes32("previous digest", &latest.previous_digest)?,
         aggregated,
         clip_norm: latest.clip_norm,
+        clip_norms,
     }))
 }
 

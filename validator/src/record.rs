@@ -55,6 +55,14 @@ pub struct GradientRecord {
     pub commitment_signature: String,
     /// The outgoing residual the commitment names (an audit checks the payload leaves exactly it).
     pub residual_out_digest: String,
+    /// The group capacity the commitment declares (with the window seed it fixes the miner's
+    /// parameter group, which the payload encodes).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub group_capacity: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// An audit: the miner's dense pseudo-gradient and incoming residual (blobs), checked against its

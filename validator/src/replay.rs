@@ -165,11 +165,21 @@ fn evidence_under(
         .iter()
         .map(|u| inputs.gradients[u].as_slice())
         .collect();
+    let caps: Vec<f64> = candidates
+        .iter()
+        .map(|u| {
+            evidence
+                .miners
+                .iter()
+                .find(|m| m.uid == *u)
+                .map_or(0.0, |m| evidence.clip_of(m))
+        })
+        .collect();
     let (aggregate, without) = evaluate::leave_one_out(
         engine,
         &inputs.checkpoint.params,
         &values,
-        evidence.clip_norm(),
+        &caps,
         &inputs.batches,
     );
     evidence.similarities =
@@ -251,8 +261,18 @@ fn replay_window(
     if l2_norm(&reference).to_bits() != evidence.reference_norm.to_bits() {
         return Err(invalid("the reference norm differs from the record".into()));
     }
+    let group_norms = evaluate::group_norms(engine, &reference);
+    if group_norms.len() != evidence.reference_group_norms.len()
+        || group_norms
+            .iter()
+            .zip(&evidence.reference_group_norms)
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+    {
+        return Err(invalid(
+            "the reference's parameter-group norms differ from the record".into(),
+        ));
+    }
     checked += 1;
-    let clip = evidence.clip_norm();
 
     let layout = {
         let c = &spec.compression;
@@ -260,13 +280,21 @@ fn replay_window(
     };
     let mut gradients: BTreeMap<u16, Vec<f32>> = BTreeMap::new();
     let mut payloads: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
+    let mut ranges: BTreeMap<u16, std::ops::Range<usize>> = BTreeMap::new();
     for g in &record.gradients {
         let digest = digest_field(window, "payload_digest", &g.payload_digest)?;
         let payload = store.blob(&digest)?;
-        let values = codec::decode_as(&payload, engine.num_params(), layout)
+        let group = engine
+            .group(record.window_seed, g.uid, g.group_capacity)
+            .map_err(|e| invalid(format!("uid {}: {e}", g.uid)))?;
+        let values = codec::decode_as(&payload, group.len(), layout)
             .map_err(|e| invalid(format!("uid {}'s gradient does not decode: {e}", g.uid)))?;
-        gradients.insert(g.uid, values);
+        gradients.insert(
+            g.uid,
+            task::groups::scattered(&values, engine.num_params(), &group.range),
+        );
         payloads.insert(g.uid, payload);
+        ranges.insert(g.uid, group.range.clone());
     }
     let miner_of = |uid: u16| {
         evidence
@@ -284,6 +312,19 @@ fn replay_window(
         if l2_norm(values).to_bits() != miner.norm.to_bits() {
             return Err(invalid(format!("uid {uid}'s norm differs from the record")));
         }
+        let range = &ranges[uid];
+        if engine.groups().get(miner.group).map(|g| &g.range) != Some(range) {
+            return Err(invalid(format!(
+                "uid {uid} is recorded in parameter group {}, its commitment gives another",
+                miner.group
+            )));
+        }
+        let clip = evidence.clip_of(miner);
+        let control = if engine.groups().is_whole() {
+            reference.clone()
+        } else {
+            task::groups::masked(&reference, range)
+        };
         checked += confirm(
             window,
             &format!("uid {uid} held-out loss"),
@@ -297,7 +338,7 @@ fn replay_window(
             engine,
             &checkpoint.params,
             values,
-            &reference,
+            &control,
             clip,
             window,
             record.window_seed,
@@ -367,17 +408,21 @@ fn replay_window(
             residual_out_digest: residual_out_claim(record, uid)?,
             ..Default::default()
         };
-        let replayed = audit::verify_artefacts(engine, &commitment, payload, &dense, &residual)
-            .map(|dense| {
-                let reexecuted = evaluate::reexecute(
-                    engine,
-                    &checkpoint.params,
-                    window,
-                    record.window_seed,
-                    uid,
-                );
-                reexecuted.map(|r| relative_difference(&dense, &r))
-            });
+        let range = ranges[&uid].clone();
+        let replayed =
+            audit::verify_artefacts(engine, &commitment, payload, &dense, &residual, &range).map(
+                |dense| {
+                    let reexecuted = evaluate::reexecute(
+                        engine,
+                        &checkpoint.params,
+                        window,
+                        record.window_seed,
+                        uid,
+                        range,
+                    );
+                    reexecuted.map(|r| relative_difference(&dense, &r))
+                },
+            );
         match (replayed, audit.relative_difference) {
             (Ok(Some(difference)), Some(recorded))
                 if difference.to_bits() == recorded.to_bits() =>
@@ -444,8 +489,10 @@ fn replay_window(
             "gradient similarities differ from the record".into(),
         ));
     }
+    let cap_of = |uid: &u16| miner_of(*uid).map(|m| evidence.clip_of(m));
+    let caps: Vec<f64> = candidates.iter().map(cap_of).collect::<Result<_, _>>()?;
     let (aggregate, without) =
-        evaluate::leave_one_out(engine, &checkpoint.params, &values, clip, &batches);
+        evaluate::leave_one_out(engine, &checkpoint.params, &values, &caps, &batches);
     checked += confirm(window, "aggregate", &evidence.aggregate, &aggregate)?;
     for (uid, losses) in candidates.iter().zip(&without) {
         let what = format!("aggregate without uid {uid}");
@@ -487,8 +534,9 @@ fn replay_window(
         }
         None => Vec::new(),
     };
+    let caps: Vec<f64> = aggregated.iter().map(cap_of).collect::<Result<_, _>>()?;
     let (next, momentum_after) =
-        crate::aggregation::next_checkpoint(engine, &checkpoint, &momentum, &deltas, clip);
+        crate::aggregation::next_checkpoint(engine, &checkpoint, &momentum, &deltas, &caps);
     let replayed_momentum = crate::aggregation::vector_blob(&momentum_after)
         .map(|b| hex::encode(subnet_proto::digest(&b)));
     if replayed_momentum != record.momentum_after {

@@ -124,9 +124,11 @@ impl<C: Chain> pb::validator_server::Validator for ValidatorService<C> {
                 .map(|r| {
                     r.aggregated
                         .iter()
-                        .map(|(uid, c)| pb::AggregatedGradient {
+                        .zip(r.caps())
+                        .map(|((uid, c), clip_norm)| pb::AggregatedGradient {
                             uid: *uid as u32,
                             commitment: Some(c.clone()),
+                            clip_norm,
                         })
                         .collect()
                 })

@@ -42,6 +42,7 @@ fn publish_dense(miner: &Miner<LocalChain>, key: &Keypair, window: u64, checkpoi
             residual_in_digest: subnet_proto::digest(&zero),
             residual_window: 0,
             residual_out_digest: subnet_proto::digest(&zero),
+            group_capacity: 0,
         },
     );
     miner.publish(
