@@ -37,6 +37,9 @@ pub struct LocalnetConfig {
     pub audit_period: Option<u64>,
     /// Seed of the local chain's block hashes, hence of every window's seed and assignment.
     pub seed: u64,
+    /// The most parameters of a group each honest miner holds, in order (0 or missing: any).
+    /// Where the task cuts the model into parameter groups, a miner is only given groups that fit.
+    pub group_capacities: Vec<u64>,
 }
 
 impl LocalnetConfig {
@@ -52,6 +55,7 @@ impl LocalnetConfig {
             adversaries: Vec::new(),
             audit_period: None,
             seed: DEFAULT_SEED,
+            group_capacities: Vec::new(),
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct MinerLine {
     /// Everything emitted to it so far, in rao.
     pub emission: u64,
     pub slashed: bool,
+    /// The parameter group it trained this window (honest miners that trained).
+    pub group: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -371,8 +377,14 @@ pub async fn run(
         validators.push(v);
     }
     let mut miners = Vec::new();
+    let mut honest = 0;
     for ((hotkey, _), kind) in miner_keys.iter().zip(&kinds) {
-        let m = Miner::new(chain.clone(), netuid, hotkey.clone(), engine.clone());
+        let mut m = Miner::new(chain.clone(), netuid, hotkey.clone(), engine.clone());
+        if *kind == MinerKind::Honest {
+            let capacity = config.group_capacities.get(honest).copied().unwrap_or(0);
+            m = m.with_group_capacity(capacity);
+            honest += 1;
+        }
         if *kind != MinerKind::Adversary(Adversary::Silent) {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             chain
@@ -439,9 +451,13 @@ pub async fn run(
         });
         let reports = futures::future::join_all(training).await;
         let mut tokens_per_s = 0.0;
+        let mut groups = Vec::new();
         for report in reports {
             match report {
-                Ok(Some(r)) => tokens_per_s += r.tokens_per_second(),
+                Ok(Some(r)) => {
+                    tokens_per_s += r.tokens_per_second();
+                    groups.push((r.uid, r.group));
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(window, error = %e, "a miner did not train this window"),
             }
@@ -470,10 +486,13 @@ pub async fn run(
             &validator_uids,
         )
         .await?;
-        let line = WindowLine {
+        let mut line = WindowLine {
             train_tokens_per_s: tokens_per_s,
             ..line
         };
+        for m in &mut line.miners {
+            m.group = groups.iter().find(|(uid, _)| *uid == m.uid).map(|g| g.1);
+        }
         on_window(&line);
         lines.push(line);
         for (all, outcome) in outcomes_by_validator.iter_mut().zip(outcomes) {
@@ -549,6 +568,7 @@ pub(crate) async fn window_line(
                 slashed: metagraph
                     .by_uid(uid)
                     .is_some_and(|n| slashed.contains(&n.hotkey)),
+                group: None,
             }
         })
         .collect();
@@ -595,13 +615,24 @@ pub fn format_table(line: &WindowLine, floor: Option<f64>) -> Vec<String> {
             String::new()
         }
     )];
+    let grouped = line.miners.iter().any(|m| m.group.is_some_and(|g| g > 0));
     out.push(format!(
-        "  {:>4} {:<16} {:>7} {:>7} {:>10}  verdict",
-        "uid", "kind", "score", "weight", "paid τ"
+        "  {:>4} {:<16}{} {:>7} {:>7} {:>10}  verdict",
+        "uid",
+        "kind",
+        if grouped { " group" } else { "" },
+        "score",
+        "weight",
+        "paid τ"
     ));
     for m in &line.miners {
+        let group = match (grouped, m.group) {
+            (false, _) => String::new(),
+            (true, Some(g)) => format!(" {g:>5}"),
+            (true, None) => format!(" {:>5}", "-"),
+        };
         out.push(format!(
-            "  {:>4} {:<16} {:>7.4} {:>7.3} {:>10.4}  {}{}",
+            "  {:>4} {:<16}{group} {:>7.4} {:>7.3} {:>10.4}  {}{}",
             m.uid,
             m.kind.to_string(),
             m.score,

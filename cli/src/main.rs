@@ -67,6 +67,10 @@ enum Command {
         /// modes read other miners' work inside one process and are not available here.
         #[arg(long)]
         processes: bool,
+        /// The most parameters of a group each honest miner holds, comma-separated in miner order
+        /// (0: any; miners past the list hold any). Only matters for a task with parameter groups.
+        #[arg(long, value_delimiter = ',')]
+        group_capacities: Vec<u64>,
     },
     /// A miner in a test-only misbehaving mode, as its own process (what `subnet localnet
     /// --processes` starts for its adversaries).
@@ -252,6 +256,15 @@ fn check_task(file: &std::path::Path) -> anyhow::Result<bool> {
     };
     let engine = task::TaskEngine::new(spec.clone());
     let n = engine.num_params();
+    if engine.groups().len() < spec.shards.groups {
+        eprintln!(
+            "{}: shards.groups = {} but the model has only {} parameter tensors to group",
+            file.display(),
+            spec.shards.groups,
+            engine.groups().len()
+        );
+        return Ok(false);
+    }
     println!("{}: ok", file.display());
     println!(
         "  task            {} version {}",
@@ -285,6 +298,35 @@ fn check_task(file: &std::path::Path) -> anyhow::Result<bool> {
             "  gradient        {} bytes ({layout}), {:.1}x smaller than dense f32 ({dense} bytes)",
             layout.payload_len(n),
             layout.ratio(n)
+        );
+    }
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let groups = engine.groups();
+    if groups.is_whole() {
+        println!(
+            "  memory          {:.1} MiB of parameters, gradients and AdamW moments (16 B a parameter), before activations",
+            mib(16 * n as u64)
+        );
+    } else {
+        println!(
+            "  groups          {} parameter groups; a miner holds every parameter (4 B) and its group's gradients and AdamW moments (12 B a parameter), before activations:",
+            groups.len()
+        );
+        let layout = subnet_proto::codec::Layout::of_task(c.chunk, c.top_k, c.value_bits);
+        for g in groups.groups() {
+            println!(
+                "    {:>3}  {:>11} parameters  {:>7.1} MiB  payload {:>9} bytes  {} .. {}",
+                g.index,
+                g.len(),
+                mib(g.state_bytes(n)),
+                layout.payload_len(g.len()),
+                g.first,
+                g.last
+            );
+        }
+        println!(
+            "                  (training the whole model: {:.1} MiB; `miner run --max-group-params N` takes only groups of at most N parameters)",
+            mib(16 * n as u64)
         );
     }
     match engine.corpus() {
@@ -666,6 +708,7 @@ async fn main() -> anyhow::Result<()> {
             seed,
             keep,
             processes,
+            group_capacities,
         } => {
             let Adversaries(adversaries) = match adversaries {
                 Some(list) => list,
@@ -715,6 +758,7 @@ async fn main() -> anyhow::Result<()> {
                 adversaries,
                 audit_period,
                 seed,
+                group_capacities,
             };
             let floor = engine.loss_floor();
             let print = |line: &localnet::WindowLine| {

@@ -258,6 +258,7 @@ pub async fn run(
         .collect();
     // Each running miner's process index, uid and kind.
     let mut running = Vec::new();
+    let mut honest = 0;
     for (i, (kind, uid)) in kinds.iter().zip(&miner_uids).enumerate() {
         let name = format!("miner-{i}");
         let (program, mut args) = match kind {
@@ -281,6 +282,10 @@ pub async fn run(
                 "--progress".into(),
                 "plain".into(),
             ]);
+            if let Some(capacity) = config.group_capacities.get(honest) {
+                args.extend(["--max-group-params".into(), capacity.to_string()]);
+            }
+            honest += 1;
         }
         running.push((procs.len(), *uid, *kind));
         procs.push(Proc::spawn(&name, program, &args, &logs)?);

@@ -173,3 +173,85 @@ async fn three_honest_windows_learn_pay_through_commit_reveal_and_both_validator
             > 1000
     );
 }
+
+/// A task cut into two parameter groups: each miner trains the half of the model the window seed
+/// gives it, one miner declares it holds only the smaller half and is never given the larger, both
+/// halves are trained every window, the validator audits (first windows) and aggregates them, the
+/// model learns, and the replay log confirms every window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_in_parameter_groups_learns_and_a_small_miner_gets_only_groups_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = TaskSpec::from_file(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tasks/localnet-lm-groups.toml"),
+    )
+    .unwrap();
+    let engine = task::TaskEngine::new(task.clone());
+    let groups = engine.groups().clone();
+    assert_eq!(groups.len(), 2);
+    let capacity = groups.groups().iter().map(|g| g.len()).min().unwrap() as u64;
+    let config = LocalnetConfig {
+        dir: Some(dir.path().to_path_buf()),
+        group_capacities: vec![0, 0, 0, capacity],
+        ..LocalnetConfig::honest(task, 4, 1, 3)
+    };
+    let report = localnet::run(config, |line| println!("{}", localnet::format_line(line)))
+        .await
+        .unwrap();
+    let small = report.miner_uids[3];
+    for window in &report.windows {
+        let trained: Vec<(u16, usize)> = window
+            .miners
+            .iter()
+            .map(|m| (m.uid, m.group.expect("every honest miner trained")))
+            .collect();
+        println!("window {}: groups {trained:?}", window.window);
+        for (uid, group) in &trained {
+            let size = groups.get(*group).unwrap().len() as u64;
+            assert!(
+                *uid != small || size <= capacity,
+                "window {}: the small miner got group {group} of {size} parameters",
+                window.window
+            );
+        }
+        for g in 0..2 {
+            assert!(
+                trained.iter().any(|(_, group)| *group == g),
+                "window {}: nobody trained group {g}",
+                window.window
+            );
+        }
+        for m in &window.miners {
+            assert!(
+                m.rejection.is_none(),
+                "window {}: uid {} refused: {m:?}",
+                window.window,
+                m.uid
+            );
+        }
+    }
+    let losses: Vec<f64> = report.windows.iter().map(|w| w.heldout_loss).collect();
+    assert!(
+        losses[0] < report.initial_loss && losses[2] < losses[0],
+        "the loss did not fall: {} then {losses:?}",
+        report.initial_loss
+    );
+    let data = localnet::validator_dir(dir.path(), 0);
+    let replayed = validator::replay::replay(&data, None, |_| {}).unwrap();
+    assert_eq!(replayed.windows.len(), 3);
+    let (store, _) = validator::DataDir::open_existing(&data).unwrap();
+    let records = store.records().unwrap().0;
+    assert!(
+        records[0].audits.iter().all(|a| a.failure.is_none()) && !records[0].audits.is_empty(),
+        "{:?}",
+        records[0].audits
+    );
+    assert!(
+        records
+            .iter()
+            .flat_map(|r| &r.evidence.miners)
+            .any(|m| m.group == 1)
+            && records
+                .iter()
+                .all(|r| r.evidence.reference_group_norms.len() == 2)
+    );
+}

@@ -76,6 +76,11 @@ enum Command {
         /// Progress display: a bar on terminals (auto), or log lines (plain).
         #[arg(long, env = "MINER_PROGRESS", default_value = "auto")]
         progress: ProgressMode,
+        /// The most parameters of a group this machine can train (0: any). Where the task cuts the
+        /// model into parameter groups (`shards.groups`), the miner is only given groups of at most
+        /// this size; `subnet task check` prints each group's size and memory need.
+        #[arg(long, env = "MINER_MAX_GROUP_PARAMS", default_value_t = 0)]
+        max_group_params: u64,
     },
 }
 
@@ -128,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
         tls_ca,
         data,
         progress,
+        max_group_params,
     } = Cli::parse().command;
     subnet_proto::tls::configure_from_files(
         tls_cert.as_deref(),
@@ -157,7 +163,26 @@ async fn main() -> anyhow::Result<()> {
         &hotkey,
         wallet_path.as_deref(),
     )?;
-    let mut miner = Miner::on_device(chain.clone(), netuid, hotkey.clone(), engine, device);
+    if max_group_params > 0 {
+        let fits = engine
+            .groups()
+            .groups()
+            .iter()
+            .filter(|g| g.len() as u64 <= max_group_params)
+            .count();
+        anyhow::ensure!(
+            fits > 0,
+            "--max-group-params {max_group_params}: no parameter group of task {} is that small (`subnet task check` lists them)",
+            engine.spec().task.name
+        );
+        tracing::info!(
+            max_group_params,
+            groups = fits,
+            "training only the parameter groups that fit"
+        );
+    }
+    let mut miner = Miner::on_device(chain.clone(), netuid, hotkey.clone(), engine, device)
+        .with_group_capacity(max_group_params);
     if let Some(dir) = &data {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         miner = miner.with_residual_file(dir.join("residual.bin"))?;

@@ -42,8 +42,15 @@ fn main() {
             let mut line = format!("seed {seed} window {window}: honest");
             let mut sent = Vec::new();
             for (i, uid) in (2..6u16).enumerate() {
-                let dense =
-                    evaluate::reexecute(&engine, &params, window, window_seed, uid, 0..params.len()).unwrap();
+                let dense = evaluate::reexecute(
+                    &engine,
+                    &params,
+                    window,
+                    window_seed,
+                    uid,
+                    0..params.len(),
+                )
+                .unwrap();
                 let payload = send(&dense, &mut residuals[i]);
                 let p = evaluate::assignment_evidence(
                     &engine,
