@@ -82,6 +82,11 @@ pub struct WindowEvidence {
     /// (empty for a whole-model task). Each group's clip norm never falls below its entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reference_group_norms: Vec<f64>,
+    /// Where the task cuts the model into parameter groups: the mean relative loss drop on the eval
+    /// batches that the reference's own training over each group gives alone, at the evaluation
+    /// step (empty for a whole-model task). It prices the groups: see `group_values`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reference_group_gains: Vec<f64>,
     pub miners: Vec<MinerEvidence>,
     /// Cosine similarity of every pair of candidates.
     pub similarities: Vec<Similarity>,
@@ -270,6 +275,30 @@ pub fn group_clip_norms(
         .collect()
 }
 
+/// A group's gain is never taken below this fraction of the mean gain, so no group's value exceeds
+/// 1 / this.
+pub const MIN_GROUP_GAIN_FRACTION: f64 = 0.25;
+
+/// What a unit of contribution to each parameter group is worth: the mean of the reference's group
+/// gains over the group's own (floored at `MIN_GROUP_GAIN_FRACTION` of the mean). Groups differ in
+/// how much a window of training on them lowers the loss; without this, a miner that declares a
+/// capacity only the most valuable group fits would be paid more for the same work. The prices
+/// come from the validator's own training on secret pages and batches, so no miner moves them.
+/// All 1 when the reference gained nothing on average (or for a whole-model task: empty).
+pub fn group_values(gains: &[f64]) -> Vec<f64> {
+    if gains.is_empty() {
+        return Vec::new();
+    }
+    let mean = gains.iter().sum::<f64>() / gains.len() as f64;
+    if !(mean.is_finite() && mean > 0.0) || gains.iter().any(|g| !g.is_finite()) {
+        return vec![1.0; gains.len()];
+    }
+    gains
+        .iter()
+        .map(|&g| mean / g.max(MIN_GROUP_GAIN_FRACTION * mean))
+        .collect()
+}
+
 impl WindowEvidence {
     /// The window's clip norm per parameter group (see `group_clip_norms`).
     pub fn clip_norms(&self) -> Vec<f64> {
@@ -352,11 +381,13 @@ pub fn decide(
     let candidates = candidates(evidence, params);
     let groups = duplicate_groups(&candidates, &evidence.similarities, params.copy_cosine);
     let clips = evidence.clip_norms();
+    let values = group_values(&evidence.reference_group_gains);
     let mut decisions: Vec<MinerDecision> = evidence
         .miners
         .iter()
         .map(|m| {
             let clip = clips.get(m.group).copied().unwrap_or(0.0);
+            let value = values.get(m.group).copied().unwrap_or(1.0);
             let screened = screen(m, evidence.window, &evidence.base, clip, params);
             let evaluated = m.refused.is_none() && m.after.len() == evidence.base.len();
             let usefulness =
@@ -373,7 +404,7 @@ pub fn decide(
                         0.0
                     };
                     let duplicates = groups.get(&m.uid).cloned().unwrap_or_default();
-                    let score = contribution.max(0.0) / (1 + duplicates.len()) as f64;
+                    let score = value * contribution.max(0.0) / (1 + duplicates.len()) as f64;
                     let verdict = if score > 0.0 {
                         Verdict::Earned
                     } else {
@@ -537,6 +568,7 @@ mod tests {
             base: vec![2.0; 3],
             reference_norm: 1.0,
             reference_group_norms: Vec::new(),
+            reference_group_gains: Vec::new(),
             miners,
             similarities,
             aggregate: vec![1.7; 3],
@@ -754,6 +786,29 @@ mod tests {
         };
         assert_eq!(stray.clip_of(&stray.miners[0]), 0.0);
         assert!(scoring_candidates_are_empty(&stray));
+    }
+
+    #[test]
+    fn groups_are_priced_by_the_reference_so_the_same_work_pays_the_same_in_any_group() {
+        assert_eq!(group_values(&[]), Vec::<f64>::new());
+        assert_eq!(group_values(&[0.02, 0.04]), vec![1.5, 0.75]);
+        // A group the reference barely moved is worth at most 1 / MIN_GROUP_GAIN_FRACTION.
+        assert_eq!(group_values(&[0.0, 0.08]), vec![4.0, 0.5]);
+        assert_eq!(group_values(&[-0.01, -0.02]), vec![1.0, 1.0]);
+        assert_eq!(group_values(&[f64::NAN, 0.02]), vec![1.0, 1.0]);
+        // Two miners whose contributions are in proportion to their groups' gains score the same.
+        let in_group = |uid: u16, group: usize, without: f32| MinerEvidence {
+            group,
+            ..miner(uid, vec![1.8; 3], 0.05, vec![without; 3])
+        };
+        let evidence = WindowEvidence {
+            reference_group_norms: vec![1.0, 1.0],
+            reference_group_gains: vec![0.02, 0.04],
+            ..window(vec![in_group(1, 0, 1.72), in_group(2, 1, 1.74)], Vec::new())
+        };
+        let decisions = decide(&evidence, &PARAMS, &Averages::new());
+        let (a, b) = (decisions[0].score, decisions[1].score);
+        assert!(a > 0.0 && (a - b).abs() < 1e-12, "{a} {b}");
     }
 
     fn scoring_candidates_are_empty(evidence: &WindowEvidence) -> bool {

@@ -104,6 +104,31 @@ pub fn group_norms(engine: &TaskEngine, v: &[f32]) -> Vec<f64> {
         .collect()
 }
 
+/// The mean relative loss drop on `batches` (whose losses under `params` are `base`) that `v`
+/// restricted to each of the task's parameter groups gives alone at the evaluation step (empty for a
+/// whole-model task): the prices of the groups (`scoring::decide::group_values`).
+pub fn group_gains(
+    engine: &TaskEngine,
+    params: &[f32],
+    v: &[f32],
+    base: &[f32],
+    batches: &[Batch],
+) -> Vec<f64> {
+    let groups = engine.groups();
+    if groups.is_whole() {
+        return Vec::new();
+    }
+    groups
+        .groups()
+        .iter()
+        .map(|g| {
+            let part = task::groups::masked(v, &g.range);
+            let after = losses_after(engine, params, &part, f64::INFINITY, batches);
+            scoring::UsefulnessScore::from_losses(base, &after).mean_relative_drop
+        })
+        .collect()
+}
+
 /// A miner's window re-executed on the CPU: its pseudo-gradient, or None when the uid has no
 /// assignment.
 pub fn reexecute(

@@ -287,6 +287,9 @@ struct Reference {
     residual_out: Vec<f32>,
     /// The norm of `sent` over each parameter group (empty for a whole-model task).
     group_norms: Vec<f64>,
+    /// What `sent` over each parameter group gains alone on the eval batches (empty for a
+    /// whole-model task).
+    group_gains: Vec<f64>,
 }
 
 /// The window's work as measured and checked so far.
@@ -821,6 +824,7 @@ impl<C: Chain> Validator<C> {
                 );
                 let (sent, residual_out) = evaluate::reference_payload(&engine, &dense, &residual);
                 let group_norms = evaluate::group_norms(&engine, &sent);
+                let group_gains = evaluate::group_gains(&engine, &params, &sent, &base, &batches);
                 (
                     Arc::new(batches),
                     base,
@@ -830,6 +834,7 @@ impl<C: Chain> Validator<C> {
                         residual_in: residual,
                         residual_out,
                         group_norms,
+                        group_gains,
                     },
                 )
             })
@@ -1031,6 +1036,7 @@ impl<C: Chain> Validator<C> {
             base: ctx.base.clone(),
             reference_norm: l2_norm(&ctx.reference.sent),
             reference_group_norms: ctx.reference.group_norms.clone(),
+            reference_group_gains: ctx.reference.group_gains.clone(),
             miners: work.evidence.clone(),
             similarities: Vec::new(),
             aggregate: Vec::new(),

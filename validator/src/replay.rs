@@ -272,6 +272,23 @@ fn replay_window(
             "the reference's parameter-group norms differ from the record".into(),
         ));
     }
+    let group_gains = evaluate::group_gains(
+        engine,
+        &checkpoint.params,
+        &reference,
+        &evidence.base,
+        &batches,
+    );
+    if group_gains.len() != evidence.reference_group_gains.len()
+        || group_gains
+            .iter()
+            .zip(&evidence.reference_group_gains)
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+    {
+        return Err(invalid(
+            "the reference's parameter-group gains differ from the record".into(),
+        ));
+    }
     checked += 1;
 
     let layout = {
