@@ -33,7 +33,22 @@ fn every_shipped_task_passes_with_a_summary() {
         }
     }
     names.sort();
-    assert_eq!(names, ["localnet-lm", "text-lm", "tiny-lm", "wine-quality"]);
+    assert_eq!(
+        names,
+        [
+            "localnet-lm",
+            "localnet-lm-groups",
+            "text-lm",
+            "tiny-lm",
+            "wine-quality"
+        ]
+    );
+    let (_, out, _) = check(&tasks_dir().join("localnet-lm-groups.toml"));
+    assert!(out.contains("2 parameter groups"), "{out}");
+    assert!(
+        out.contains("70400 parameters") && out.contains("66816 parameters"),
+        "{out}"
+    );
     let (_, out, _) = check(&tasks_dir().join("wine-quality.toml"));
     assert!(out.contains("mlp: 11 -> 64 -> 64 -> 6"), "{out}");
     assert!(out.contains("1599 rows of 11 features, 6 classes"), "{out}");
@@ -68,4 +83,23 @@ fn a_broken_task_fails_with_every_problem() {
         err.contains("compression.value_bits: = 9 is not supported"),
         "{err}"
     );
+}
+
+#[test]
+fn more_groups_than_the_model_has_tensors_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(tasks_dir().join("localnet-lm-groups.toml")).unwrap();
+    for (groups, expected) in [
+        ("groups = 200", "the model has only"),
+        ("groups = 300", "shards.groups"),
+    ] {
+        let file = dir.path().join("groups.toml");
+        std::fs::write(&file, text.replace("groups = 2", groups)).unwrap();
+        let (code, out, err) = check(&file);
+        assert_eq!(code, 1, "{groups}: {out}{err}");
+        assert!(
+            err.contains(expected) || out.contains(expected),
+            "{groups}: {out}{err}"
+        );
+    }
 }

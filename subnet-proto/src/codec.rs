@@ -664,6 +664,30 @@ mod tests {
     }
 
     #[test]
+    fn a_group_payload_encodes_its_range_and_the_residual_keeps_the_rest() {
+        let dense = [0.0f32, 0.0, 0.02, 0.3, -0.7, 0.0];
+        let residual = [0.1f32, 0.2, -0.3, 0.0, 0.01, 0.4];
+        let layout = Layout::TopK { chunk: 3, k: 1 };
+        let out = compress_range(&dense, &residual, layout, 0.5, 2..5);
+        assert_eq!(out.payload.len(), layout.payload_len(3));
+        let sent = decode_as(&out.payload, 3, layout).unwrap();
+        for i in 0..6 {
+            let accumulated = dense[i] + 0.5 * residual[i];
+            let sent = if (2..5).contains(&i) {
+                sent[i - 2]
+            } else {
+                0.0
+            };
+            assert_eq!(out.residual_out[i], accumulated - sent, "position {i}");
+        }
+        // The whole range is `compress`.
+        assert_eq!(
+            compress_range(&dense, &residual, layout, 0.5, 0..6),
+            compress(&dense, &residual, layout, 0.5)
+        );
+    }
+
+    #[test]
     fn malformed_top_k_payloads_are_refused() {
         let (mut bytes, _) = encode_top_k(&[1.0, 2.0, 3.0, 4.0], 4, 2);
         assert!(matches!(

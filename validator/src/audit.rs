@@ -182,6 +182,49 @@ pub fn verify_artefacts(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_group_miners_artefacts_fit_only_over_its_group() {
+        let spec =
+            task::TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm-groups.toml"))
+                .unwrap();
+        let engine = TaskEngine::new(spec);
+        let n = engine.num_params();
+        let (own, other) = (
+            engine.groups().get(1).unwrap().range.clone(),
+            engine.groups().get(0).unwrap().range.clone(),
+        );
+        let mut dense = vec![0.0f32; n];
+        for i in own.clone() {
+            dense[i] = ((i % 7) as f32 - 3.0) * 1e-3;
+        }
+        let residual: Vec<f32> = (0..n).map(|i| ((i % 5) as f32 - 2.0) * 1e-4).collect();
+        let c = &engine.spec().compression;
+        let layout = Layout::of_task(c.chunk, c.top_k, c.value_bits);
+        let feedback = c.error_feedback as f32;
+        let out = codec::compress_range(&dense, &residual, layout, feedback, own.clone());
+        let commitment = pb::Commitment {
+            residual_out_digest: subnet_proto::digest(&codec::encode_dense(&out.residual_out))
+                .to_vec(),
+            ..Default::default()
+        };
+        let (dense_bytes, residual_bytes) =
+            (codec::encode_dense(&dense), codec::encode_dense(&residual));
+        let check = |payload: &[u8], dense: &[u8], range: &std::ops::Range<usize>| {
+            verify_artefacts(&engine, &commitment, payload, dense, &residual_bytes, range)
+        };
+        assert_eq!(check(&out.payload, &dense_bytes, &own), Ok(dense.clone()));
+        // It moved a parameter of a group it was not given (the rest of the model is frozen).
+        let mut moved = dense.clone();
+        moved[other.start] = 1e-3;
+        let err = check(&out.payload, &codec::encode_dense(&moved), &own).unwrap_err();
+        assert!(err.contains("outside its group"), "{err}");
+        // A payload over another group than the one the window gave it.
+        let elsewhere = codec::compress_range(&dense, &residual, layout, feedback, other.clone());
+        assert!(check(&elsewhere.payload, &dense_bytes, &own).is_err());
+        // The same artefacts read as another group's do not fit either.
+        assert!(check(&out.payload, &dense_bytes, &other).is_err());
+    }
+
     fn commitment(window: u64, residual_in: u8, from: u64, residual_out: u8) -> pb::Commitment {
         pb::Commitment {
             window,
