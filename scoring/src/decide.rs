@@ -174,6 +174,9 @@ pub struct MinerDecision {
     pub moving_average: f64,
     /// Normalized weight (0 for all when nobody has earned yet).
     pub weight: f64,
+    /// The parameter group its gradient covers (0 where the task trains the whole model).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub group: usize,
 }
 
 /// Moving averages per uid, with the hotkey each belongs to.
@@ -426,6 +429,7 @@ pub fn decide(
                 score,
                 moving_average: 0.0,
                 weight: 0.0,
+                group: m.group,
             }
         })
         .collect();
@@ -492,21 +496,28 @@ pub fn bans_after(
     bans
 }
 
-/// The uids to aggregate: the best `top` earners by score (ties to the lower uid), in uid order (the
-/// order every party sums them in); none when fewer than `min` earned, so that the model never moves
-/// by the say of fewer miners.
+/// The uids to aggregate: the best `top` earners by score (ties to the lower uid) of each parameter
+/// group (the whole model is one), in uid order (the order every party sums them in); none when
+/// fewer than `min` earned, so that the model never moves by the say of fewer miners.
 pub fn aggregation_order(decisions: &[MinerDecision], top: usize, min: usize) -> Vec<u16> {
-    let mut earning: Vec<(u16, f64)> = decisions
+    let mut earning: Vec<(usize, u16, f64)> = decisions
         .iter()
         .filter(|d| d.verdict == Verdict::Earned && d.score > 0.0)
-        .map(|d| (d.uid, d.score))
+        .map(|d| (d.group, d.uid, d.score))
         .collect();
     if earning.len() < min.max(1) {
         return Vec::new();
     }
-    earning.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    earning.truncate(top);
-    let mut uids: Vec<u16> = earning.into_iter().map(|(uid, _)| uid).collect();
+    earning.sort_by(|a, b| a.0.cmp(&b.0).then(b.2.total_cmp(&a.2)).then(a.1.cmp(&b.1)));
+    let mut uids = Vec::new();
+    let mut taken: BTreeMap<usize, usize> = BTreeMap::new();
+    for (group, uid, _) in earning {
+        let count = taken.entry(group).or_default();
+        if *count < top {
+            *count += 1;
+            uids.push(uid);
+        }
+    }
     uids.sort_unstable();
     uids
 }
@@ -690,6 +701,14 @@ mod tests {
         assert_eq!(aggregation_order(&d, 8, 2), vec![1, 2, 3, 4]);
         assert_eq!(aggregation_order(&d, 2, 2), vec![1, 4]);
         assert!(aggregation_order(&d, 8, 5).is_empty());
+        // With parameter groups, the best of each group.
+        let mut grouped = d.clone();
+        for x in grouped.iter_mut().filter(|x| x.uid == 2 || x.uid == 3) {
+            x.group = 1;
+        }
+        // Group 0 holds uids 1 and 4 (4 scores more), group 1 uids 2 and 3 (a tie: the lower uid).
+        assert_eq!(aggregation_order(&grouped, 1, 2), vec![2, 4]);
+        assert_eq!(aggregation_order(&grouped, 2, 2), vec![1, 2, 3, 4]);
     }
 
     #[test]
