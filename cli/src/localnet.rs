@@ -406,7 +406,7 @@ pub async fn run(
     let sybils: Vec<u16> = kinds
         .iter()
         .zip(&miner_uids)
-        .filter(|(k, _)| **k == MinerKind::Adversary(Adversary::Sybil))
+        .filter(|(k, _)| matches!(k, MinerKind::Adversary(a) if a.pairs()))
         .map(|(_, u)| *u)
         .collect();
     let stashes: Vec<std::sync::Mutex<Option<Vec<f32>>>> =

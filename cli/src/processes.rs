@@ -253,7 +253,7 @@ pub async fn run(
     let sybils: Vec<u16> = kinds
         .iter()
         .zip(&miner_uids)
-        .filter(|(k, _)| **k == MinerKind::Adversary(Adversary::Sybil))
+        .filter(|(k, _)| matches!(k, MinerKind::Adversary(a) if a.pairs()))
         .map(|(_, u)| *u)
         .collect();
     // Each running miner's process index, uid and kind.

@@ -80,6 +80,8 @@ fn second() -> &'static Run {
             Adversary::ResidualForger,
             Adversary::Sybil,
             Adversary::Sybil,
+            Adversary::Splitter,
+            Adversary::Splitter,
         ])
     })
 }
@@ -297,6 +299,25 @@ fn a_forged_residual_breaks_the_chain() {
 fn two_identities_sharing_one_training_run_earn_nothing() {
     let run = second();
     earns_at_most_a_quarter(run, Adversary::Sybil);
+}
+
+/// Splitting one run's gradient into halves with disjoint supports escapes the near-duplicate check
+/// (and under the per-parameter mean each half would move its parameters fully), but each half must
+/// be its identity's own assigned training: the audit re-executes it and slashes both.
+#[test]
+fn two_identities_splitting_one_training_run_earn_nothing_and_are_slashed() {
+    let run = second();
+    earns_at_most_a_quarter(run, Adversary::Splitter);
+    for uid in uids_of(run, MinerKind::Adversary(Adversary::Splitter)) {
+        assert!(
+            verdicts(run, uid)
+                .iter()
+                .any(|v| matches!(v, Verdict::Fraud { .. } | Verdict::Banned { .. })),
+            "uid {uid}: {:?}",
+            verdicts(run, uid)
+        );
+        assert!(slashed(run, uid), "uid {uid}");
+    }
 }
 
 #[test]

@@ -54,10 +54,22 @@ pub enum Adversary {
     /// One training run over the pages of two identities, served by both (this identity and its
     /// partner, the next Sybil of the localnet).
     Sybil,
+    /// One training run over the pages of two identities, split between them: the lower uid serves
+    /// the even chunks of the compression layout and the higher the odd ones, so the two payloads
+    /// have disjoint supports (cosine 0: not near-duplicates) and each parameter's aggregate takes
+    /// one of them whole.
+    Splitter,
 }
 
 impl Adversary {
-    pub const ALL: [Adversary; 14] = [
+    /// Whether the mode pairs up with the next identity of the same mode.
+    pub fn pairs(self) -> bool {
+        matches!(self, Adversary::Sybil | Adversary::Splitter)
+    }
+}
+
+impl Adversary {
+    pub const ALL: [Adversary; 15] = [
         Adversary::Random,
         Adversary::Nan,
         Adversary::Copier,
@@ -72,6 +84,7 @@ impl Adversary {
         Adversary::Mixer,
         Adversary::ResidualForger,
         Adversary::Sybil,
+        Adversary::Splitter,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +103,7 @@ impl Adversary {
             Adversary::Mixer => "mixer",
             Adversary::ResidualForger => "residual-forger",
             Adversary::Sybil => "sybil",
+            Adversary::Splitter => "splitter",
         }
     }
 
@@ -125,7 +139,7 @@ pub struct Peers<'a, C> {
     pub miners: Vec<(u16, &'a Miner<C>)>,
     /// The uid whose work copying modes take (the first honest miner).
     pub victim: u16,
-    /// The Sybil partner's uid, for `Sybil`.
+    /// The partner's uid, for the modes that pair up (`Adversary::pairs`).
     pub partner: Option<u16>,
     /// What the adversary keeps from one window to the next (`Stale`'s late gradient).
     pub stash: &'a std::sync::Mutex<Option<Vec<f32>>>,
@@ -388,9 +402,10 @@ pub async fn act<C: Chain>(
             let served = miner.commit_work(window, checkpoint.digest, &values);
             miner.publish(window, served);
         }
-        Adversary::Sybil => {
+        Adversary::Sybil | Adversary::Splitter => {
             // One run over both identities' pages: half the steps from each, interleaved. Both
-            // identities compute the same run (lower uid's pages first), so they serve one gradient.
+            // identities compute the same run (lower uid's pages first), so they serve one gradient
+            // (a Splitter serves its half of it).
             let partner = peers.partner.unwrap_or(uid);
             let (a, b) = (uid.min(partner), uid.max(partner));
             let (pa, pb) = (own_batches(a)?, own_batches(b)?);
@@ -404,7 +419,16 @@ pub async fn act<C: Chain>(
                     }
                 })
                 .collect();
-            let values = train(&engine, &start, &batches, window);
+            let mut values = train(&engine, &start, &batches, window);
+            if adversary == Adversary::Splitter {
+                let chunk = engine.spec().compression.chunk.max(1);
+                let parity = usize::from(uid != a);
+                for (i, v) in values.iter_mut().enumerate() {
+                    if (i / chunk) % 2 != parity {
+                        *v = 0.0;
+                    }
+                }
+            }
             let served = miner.commit_work(window, checkpoint.digest, &values);
             miner.publish(window, served);
         }
