@@ -239,6 +239,12 @@ pub struct Comparison {
 pub fn compare(spec: TaskSpec, setup: Setup) -> anyhow::Result<Comparison> {
     anyhow::ensure!(setup.miners >= 1, "at least one miner");
     anyhow::ensure!(setup.windows >= 1, "at least one window");
+    anyhow::ensure!(
+        spec.shards.groups <= 1,
+        "task {} cuts its model into {} parameter groups; the comparison trains whole models (set shards.groups = 0 in a copy of the file)",
+        spec.task.name,
+        spec.shards.groups
+    );
     let engine = TaskEngine::new(spec);
     let started = Instant::now();
     let measure = Measure {
