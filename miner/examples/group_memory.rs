@@ -81,7 +81,7 @@ fn main() -> anyhow::Result<()> {
             |_, _| {},
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let delta = outcome.pseudo_gradient(&start.params);
+    let delta = outcome.into_pseudo_gradient(&start.params);
     let c = &engine.spec().compression;
     let residual = vec![0.0; n];
     let out = codec::compress_range(

@@ -347,15 +347,19 @@ impl<C: Chain> Miner<C> {
         .await
         .map_err(|e| MinerError::Training(e.to_string()))??;
         let seconds = started.elapsed().as_secs_f64();
-        let delta = outcome.pseudo_gradient(&checkpoint.params);
+        let (first_loss, last_loss) = (
+            outcome.losses.first().copied().unwrap_or(f32::NAN),
+            outcome.losses.last().copied().unwrap_or(f32::NAN),
+        );
+        let delta = outcome.into_pseudo_gradient(&checkpoint.params);
         let served = self.commit_work_in(window, checkpoint.digest, &delta, group.range.clone());
         let report = TrainReport {
             window,
             uid,
             group: group.index,
             pages,
-            first_loss: outcome.losses.first().copied().unwrap_or(f32::NAN),
-            last_loss: outcome.losses.last().copied().unwrap_or(f32::NAN),
+            first_loss,
+            last_loss,
             tokens: self.engine().spec().tokens_per_miner_window(),
             seconds,
             payload_bytes: served.payload.len(),

@@ -130,6 +130,15 @@ impl TrainOutcome {
     pub fn pseudo_gradient(&self, start: &[f32]) -> Vec<f32> {
         start.iter().zip(&self.end).map(|(s, e)| s - e).collect()
     }
+
+    /// `pseudo_gradient`, written over the trained parameters (one whole-model vector less).
+    pub fn into_pseudo_gradient(self, start: &[f32]) -> Vec<f32> {
+        let mut delta = self.end;
+        for (d, s) in delta.iter_mut().zip(start) {
+            *d = s - *d;
+        }
+        delta
+    }
 }
 
 /// A model and its inner optimizer. Each call to `train_from` loads a new starting point into the
