@@ -91,17 +91,18 @@ pub fn reference_payload(
     (sent, out.residual_out)
 }
 
-/// The norm of `v` over each of the task's parameter groups (empty for a whole-model task).
-pub fn group_norms(engine: &TaskEngine, v: &[f32]) -> Vec<f64> {
+/// `f` of each of the task's parameter groups (empty for a whole-model task).
+fn per_group(engine: &TaskEngine, f: impl Fn(&task::groups::ParamGroup) -> f64) -> Vec<f64> {
     let groups = engine.groups();
     if groups.is_whole() {
         return Vec::new();
     }
-    groups
-        .groups()
-        .iter()
-        .map(|g| l2_norm(&v[g.range.clone()]))
-        .collect()
+    groups.groups().iter().map(f).collect()
+}
+
+/// The norm of `v` over each of the task's parameter groups (empty for a whole-model task).
+pub fn group_norms(engine: &TaskEngine, v: &[f32]) -> Vec<f64> {
+    per_group(engine, |g| l2_norm(&v[g.range.clone()]))
 }
 
 /// The mean relative loss drop on `batches` (whose losses under `params` are `base`) that `v`
@@ -114,19 +115,11 @@ pub fn group_gains(
     base: &[f32],
     batches: &[Batch],
 ) -> Vec<f64> {
-    let groups = engine.groups();
-    if groups.is_whole() {
-        return Vec::new();
-    }
-    groups
-        .groups()
-        .iter()
-        .map(|g| {
-            let part = task::groups::masked(v, &g.range);
-            let after = losses_after(engine, params, &part, f64::INFINITY, batches);
-            scoring::UsefulnessScore::from_losses(base, &after).mean_relative_drop
-        })
-        .collect()
+    per_group(engine, |g| {
+        let part = task::groups::masked(v, &g.range);
+        let after = losses_after(engine, params, &part, f64::INFINITY, batches);
+        scoring::UsefulnessScore::from_losses(base, &after).mean_relative_drop
+    })
 }
 
 /// A miner's window re-executed on the CPU: its pseudo-gradient, or None when the uid has no

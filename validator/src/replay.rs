@@ -261,13 +261,13 @@ fn replay_window(
     if l2_norm(&reference).to_bits() != evidence.reference_norm.to_bits() {
         return Err(invalid("the reference norm differs from the record".into()));
     }
-    let group_norms = evaluate::group_norms(engine, &reference);
-    if group_norms.len() != evidence.reference_group_norms.len()
-        || group_norms
-            .iter()
-            .zip(&evidence.reference_group_norms)
-            .any(|(a, b)| a.to_bits() != b.to_bits())
-    {
+    let same_bits = |a: &[f64], b: &[f64]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    };
+    if !same_bits(
+        &evaluate::group_norms(engine, &reference),
+        &evidence.reference_group_norms,
+    ) {
         return Err(invalid(
             "the reference's parameter-group norms differ from the record".into(),
         ));
@@ -279,12 +279,7 @@ fn replay_window(
         &evidence.base,
         &batches,
     );
-    if group_gains.len() != evidence.reference_group_gains.len()
-        || group_gains
-            .iter()
-            .zip(&evidence.reference_group_gains)
-            .any(|(a, b)| a.to_bits() != b.to_bits())
-    {
+    if !same_bits(&group_gains, &evidence.reference_group_gains) {
         return Err(invalid(
             "the reference's parameter-group gains differ from the record".into(),
         ));
