@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# tiny-lm training throughput on burn's CPU backends beside the same model and training step in
-# PyTorch, in one run, on the same number of threads, plus the single-precision matmul rate; writes
-# the figures to BENCHMARKS.md. PyTorch goes into a local virtual environment (.venv-bench) on the
-# first run. Usage: bash bench/run.sh   (THREADS=N and STEPS=N override the defaults)
+# Every benchmark of the project in one run, each beside its reference measured in the same run, and
+# BENCHMARKS.md's generated section rewritten with the medians and spreads:
+#   1. tiny-lm training tokens/s per CPU backend against PyTorch (same threads), and achieved FLOP/s
+#      (6 x parameters x tokens/s) against a single-precision matmul measured in the same run;
+#   2. the gradient codec: size against dense f32, compress and decode GB/s;
+#   3. transport: payloads over loopback gRPC against a plain TCP copy, and 64 miners at once;
+#   4. validator throughput: one window with 1 to 256 miners;
+#   5. Yuma epoch time for 256, 1024 and 4096 uids with 64 and 256 validators;
+#   6. peak resident memory of a miner window and a validator window on tiny-lm.
+# PyTorch goes into a local virtual environment (.venv-bench) on the first run; nothing here runs in
+# CI. Usage: bash bench/run.sh [--quick]   (THREADS=N, RUNS=N override the defaults)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
 THREADS=${THREADS:-$(nproc)}
-STEPS=${STEPS:-20}
+if [ $QUICK = 1 ]; then RUNS=${RUNS:-2}; STEPS=8; MINERS="1 8 64"; else RUNS=${RUNS:-5}; STEPS=20; MINERS="1 8 64 256"; fi
 VENV=.venv-bench
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
 
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "installing PyTorch into $VENV (once)" >&2
@@ -18,9 +29,33 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import torch" 2>/dev/
 fi
 
 export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
-cargo build --release -p task --example benchmark --features ndarray >&2
-echo "burn: $STEPS timed steps on $THREADS threads" >&2
-burn=$(target/release/examples/benchmark "$STEPS")
-echo "PyTorch: $STEPS timed steps on $THREADS threads" >&2
-torch=$("$VENV/bin/python" bench/tiny_lm.py "$THREADS" "$STEPS")
-"$VENV/bin/python" bench/report.py "$burn" "$torch" "$THREADS" BENCHMARKS.md
+echo "building the benchmarks (release)" >&2
+cargo build --release -q -p task --example benchmark --features ndarray
+cargo build --release -q -p subnet-proto --example codec_bench --example transport_bench
+cargo build --release -q -p scoring --example yuma_bench
+cargo build --release -q -p validator --example window_memory
+cargo build --release -q -p miner --example group_memory
+bin=target/release/examples
+
+# The last line of each program is its JSON figure; its other lines go to the terminal.
+last() { "$@" | tee /dev/stderr | tail -n 1; }
+
+for run in $(seq "$RUNS"); do
+  echo "== run $run of $RUNS ==" >&2
+  last "$bin/benchmark" "$STEPS" >> "$OUT/train-burn.jsonl"
+  last "$VENV/bin/python" bench/tiny_lm.py "$THREADS" "$STEPS" >> "$OUT/train-torch.jsonl"
+  last "$bin/codec_bench" 3323648 5 >> "$OUT/codec.jsonl"
+  last "$bin/transport_bench" 5 >> "$OUT/transport.jsonl"
+  last "$bin/group_memory" tasks/tiny-lm.toml --whole >> "$OUT/miner-memory.jsonl"
+done
+for n in 256 1024 4096; do
+  for v in 64 256; do
+    last "$bin/yuma_bench" "$n" "$v" >> "$OUT/yuma.jsonl"
+  done
+done
+for m in $MINERS; do
+  last "$bin/window_memory" "$m" tasks/localnet-lm.toml >> "$OUT/validator-localnet-lm.jsonl"
+done
+last "$bin/window_memory" 8 tasks/tiny-lm.toml >> "$OUT/validator-tiny-lm.jsonl"
+
+"$VENV/bin/python" bench/report.py "$OUT" "$THREADS" "$RUNS" BENCHMARKS.md

@@ -102,5 +102,11 @@ fn main() -> anyhow::Result<()> {
         out.payload.len(),
         began.elapsed().as_secs_f64()
     );
+    println!(
+        "{{\"parameters\": {n}, \"trained\": {}, \"peak_mib\": {:.1}, \"before_mib\": {:.1}}}",
+        range.len(),
+        mib(peak),
+        mib(before)
+    );
     Ok(())
 }

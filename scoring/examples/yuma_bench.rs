@@ -1,6 +1,7 @@
 //! Times one Yuma epoch on a subnet the size of Bittensor's largest: 4096 uids, 256 validators that
 //! each weigh about 2,600 uids (4096 random draws). The compact epoch (rows holding weights or bonds)
-//! runs beside the chain's own row-by-row work in the same process, and both must agree.
+//! runs beside the chain's own row-by-row work in the same process, and both must agree. The last
+//! line is one JSON object for `bench/run.sh`.
 //!
 //! `cargo run --release -p scoring --example yuma_bench [UIDS VALIDATORS]`
 
@@ -21,6 +22,7 @@ fn main() {
         "{n} uids, {validators} validators, {} weights set",
         scenario.weights.iter().map(Vec::len).sum::<usize>()
     );
+    let mut rows = Vec::new();
     println!(
         "{:<22} {:>14} {:>14} {:>8}",
         "variant", "compact (ms)", "chain (ms)", "speedup"
@@ -61,5 +63,12 @@ fn main() {
             "{name:<22} {compact_ms:>14.0} {full_ms:>14.0} {:>7.1}x",
             full_ms / compact_ms
         );
+        rows.push(format!(
+            "{{\"variant\": \"{name}\", \"compact_ms\": {compact_ms:.3}, \"chain_ms\": {full_ms:.3}}}"
+        ));
     }
+    println!(
+        "{{\"uids\": {n}, \"validators\": {validators}, \"variants\": [{}]}}",
+        rows.join(", ")
+    );
 }

@@ -13,6 +13,7 @@ use crate::rng::{SeededRng, salt};
 use crate::spec::TaskSpec;
 use crate::table::TableCorpus;
 use crate::text::TextCorpus;
+use burn::module::{ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{
     AdamW, AdamWConfig, GradientsParams, Optimizer, grad_clipping::GradientClippingConfig,
@@ -72,6 +73,39 @@ impl Batch {
             targets,
             rows,
         }
+    }
+
+    /// The batch cut into at most `parts` consecutive runs of rows, as equal as rows allow (the
+    /// first ones one row longer), none empty.
+    pub fn split(&self, parts: usize) -> Vec<Batch> {
+        let parts = parts.clamp(1, self.rows.max(1));
+        if parts == 1 {
+            return vec![self.clone()];
+        }
+        let per_row = self.targets.len() / self.rows;
+        let mut out = Vec::with_capacity(parts);
+        let mut row = 0;
+        for i in 0..parts {
+            let rows = self.rows / parts + usize::from(i < self.rows % parts);
+            let (a, b) = (row, row + rows);
+            let inputs = match &self.inputs {
+                Inputs::Tokens(t) => {
+                    let w = t.len() / self.rows;
+                    Inputs::Tokens(t[a * w..b * w].to_vec())
+                }
+                Inputs::Features(f) => {
+                    let w = f.len() / self.rows;
+                    Inputs::Features(f[a * w..b * w].to_vec())
+                }
+            };
+            out.push(Batch {
+                inputs,
+                targets: self.targets[a * per_row..b * per_row].to_vec(),
+                rows,
+            });
+            row = b;
+        }
+        out
     }
 
     /// The token ids of a batch of sequences.
@@ -153,9 +187,22 @@ pub struct Trainer<B: AutodiffBackend> {
     warmup_steps: usize,
     /// The parameters this trainer updates; the rest of the model is frozen.
     trainable: std::ops::Range<usize>,
+    /// Parts a step's batch is cut into: `STEP_SHARDS` on the CPU backend (whose bits every
+    /// validator must reproduce), 1 elsewhere (a GPU gains nothing by parts; its results are
+    /// compared with a tolerance anyway).
+    parts: usize,
+    /// Whether a step's parts run on threads of their own (the CPU backend on several cores).
+    parallel: bool,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
+    /// Whether a step's parts may run on threads of their own (by default: on the CPU backend with
+    /// more than one core). The results are the same bits either way.
+    pub fn with_threads(mut self, parallel: bool) -> Self {
+        self.parallel = parallel;
+        self
+    }
+
     /// H inner steps from `start` at learning rate `lr` (rising linearly over the task's
     /// `warmup_steps` first), one batch per step; `on_step(step, loss)` after each.
     pub fn train_from(
@@ -177,9 +224,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         );
         let mut losses = Vec::with_capacity(batches.len());
         for (step, batch) in batches.iter().enumerate() {
-            let loss = model.loss(batch, &self.device);
-            let value = loss.clone().into_scalar().elem::<f32>();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let (value, grads) = self.gradients(&model, batch);
             let warm = if step < self.warmup_steps {
                 (step + 1) as f64 / (self.warmup_steps + 1) as f64
             } else {
@@ -192,6 +237,99 @@ impl<B: AutodiffBackend> Trainer<B> {
         let (_, end) = read_params(&model);
         self.model = Some(model);
         TrainOutcome { end, losses }
+    }
+
+    /// The mean loss of `model` on `batch` and its gradients: the batch is cut into `self.parts`
+    /// parts, each part's gradients are computed apart (on threads of their own where the backend
+    /// is the CPU's) and they are averaged, weighted by rows, in the parts' order. The bits depend
+    /// on the batch alone, not on the threads that computed them.
+    fn gradients(&self, model: &TaskModel<B>, batch: &Batch) -> (f32, GradientsParams) {
+        let parts = batch.split(self.parts);
+        if parts.len() == 1 {
+            return part_gradients(model, batch, &self.device);
+        }
+        let results: Vec<(f32, GradientsParams)> = if self.parallel {
+            std::thread::scope(|scope| {
+                let others: Vec<_> = parts[1..]
+                    .iter()
+                    .map(|part| {
+                        // A fork has a graph of its own: threads sharing one deadlock in burn.
+                        let fork = model.clone().fork(&self.device);
+                        let device = self.device.clone();
+                        scope.spawn(move || part_gradients(&fork, part, &device))
+                    })
+                    .collect();
+                let first = part_gradients(model, &parts[0], &self.device);
+                std::iter::once(first)
+                    .chain(others.into_iter().map(|h| {
+                        h.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    }))
+                    .collect()
+            })
+        } else {
+            parts
+                .iter()
+                .map(|part| part_gradients(model, part, &self.device))
+                .collect()
+        };
+        let weights: Vec<f64> = parts
+            .iter()
+            .map(|p| p.rows as f64 / batch.rows as f64)
+            .collect();
+        let loss = results
+            .iter()
+            .zip(&weights)
+            .map(|((l, _), w)| *l as f64 * w)
+            .sum::<f64>() as f32;
+        let mut merge = MergeGradients {
+            parts: results.into_iter().map(|(_, g)| g).collect(),
+            weights,
+            merged: GradientsParams::new(),
+        };
+        model.visit(&mut merge);
+        (loss, merge.merged)
+    }
+}
+
+/// Parts each step's batch is cut into for its gradients on the CPU backend (see
+/// `Trainer::gradients`). Part of what a window's training computes there: changing it changes
+/// every trained bit.
+pub const STEP_SHARDS: usize = 2;
+
+/// The mean loss of `model` on `batch` and its gradients.
+fn part_gradients<B: AutodiffBackend>(
+    model: &TaskModel<B>,
+    batch: &Batch,
+    device: &B::Device,
+) -> (f32, GradientsParams) {
+    let loss = model.loss(batch, device);
+    let value = loss.clone().into_scalar().elem::<f32>();
+    (value, GradientsParams::from_grads(loss.backward(), model))
+}
+
+/// Sums each parameter's gradients over the parts, each times its weight, in the parts' order.
+struct MergeGradients {
+    parts: Vec<GradientsParams>,
+    weights: Vec<f64>,
+    merged: GradientsParams,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for MergeGradients {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let mut sum: Option<Tensor<B::InnerBackend, D>> = None;
+        for (grads, &w) in self.parts.iter_mut().zip(&self.weights) {
+            if let Some(g) = grads.remove::<B::InnerBackend, D>(param.id) {
+                let g = g.mul_scalar(w);
+                sum = Some(match sum {
+                    Some(s) => s + g,
+                    None => g,
+                });
+            }
+        }
+        if let Some(sum) = sum {
+            self.merged.register::<B::InnerBackend, D>(param.id, sum);
+        }
     }
 }
 
@@ -711,6 +849,8 @@ impl TaskEngine {
             .with_weight_decay(t.weight_decay as f32)
             .with_grad_clipping(clipping)
             .init();
+        let on_cpu =
+            std::any::TypeId::of::<B::InnerBackend>() == std::any::TypeId::of::<CpuBackend>();
         Trainer {
             model: Some(TaskModel::new(&self.spec.model, device)),
             optimizer,
@@ -718,6 +858,8 @@ impl TaskEngine {
             num_params: self.layout.total,
             warmup_steps: t.warmup_steps,
             trainable: 0..self.layout.total,
+            parts: if on_cpu { STEP_SHARDS } else { 1 },
+            parallel: on_cpu && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
         }
     }
 
@@ -794,6 +936,55 @@ mod tests {
         spec.training.inner_steps = 12;
         spec.scoring.eval_batch_size = 8;
         spec
+    }
+
+    #[test]
+    fn a_batch_splits_into_its_rows_in_order() {
+        let engine = TaskEngine::new(tiny_spec());
+        let assignment = engine.assignment(0, 3, 0).unwrap();
+        let batch = engine.training_batches(&assignment, 3).remove(0);
+        for parts in [1, 2, 3, 8, 20] {
+            let split = batch.split(parts);
+            assert_eq!(split.len(), parts.min(batch.rows));
+            assert!(split.iter().all(|p| p.rows > 0));
+            assert!(split.windows(2).all(|w| w[0].rows >= w[1].rows));
+            assert_eq!(Batch::concat(&split), batch, "{parts} parts");
+        }
+    }
+
+    #[test]
+    fn a_step_in_parts_is_the_whole_batch_step_up_to_rounding() {
+        let engine = TaskEngine::new(tiny_spec());
+        let start = engine.genesis();
+        let assignment = engine.assignment(0, 5, 0).unwrap();
+        let batches = &engine.training_batches(&assignment, 5)[..2];
+        let device = Default::default();
+        let run = |parts: usize, parallel: bool| {
+            let mut trainer = engine.trainer::<CpuTrainBackend>(&device);
+            trainer.parts = parts;
+            trainer.parallel = parallel;
+            trainer.train_from(&start.params, batches, 1e-3, |_, _| {})
+        };
+        let whole = run(1, false);
+        let threads = run(STEP_SHARDS, true);
+        let in_turn = run(STEP_SHARDS, false);
+        assert_eq!(threads.end, in_turn.end, "threads change no bit");
+        assert_eq!(threads.losses, in_turn.losses);
+        for (a, b) in whole.losses.iter().zip(&threads.losses) {
+            assert!((a - b).abs() < 1e-5, "loss {a} against {b}");
+        }
+        let moved = |o: &TrainOutcome| o.pseudo_gradient(&start.params);
+        let (a, b) = (moved(&whole), moved(&threads));
+        // Adam divides by the gradients' size, so an entry whose gradient is near zero may round
+        // either way: compare the whole moves.
+        let norm =
+            |v: &mut dyn Iterator<Item = f32>| v.map(|x| (x as f64).powi(2)).sum::<f64>().sqrt();
+        let diff = norm(&mut a.iter().zip(&b).map(|(x, y)| x - y));
+        let size = norm(&mut a.iter().copied());
+        assert!(
+            diff < 1e-2 * size,
+            "parts moved the weights {diff} away (move {size})"
+        );
     }
 
     #[test]

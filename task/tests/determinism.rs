@@ -1,5 +1,6 @@
 //! On the CPU backend, training a window and evaluating the result give the same bits in another
-//! process with another thread count: what lets anyone replay a validator's evaluations.
+//! process with another thread count, whether a training step's parts run on threads of their own
+//! or one after the other: what lets anyone replay a validator's evaluations.
 
 use std::process::Command;
 use task::aggregate::outer_sgd_step;
@@ -7,8 +8,9 @@ use task::{CpuBackend, CpuTrainBackend, TaskEngine, TaskSpec};
 
 const CHILD: &str = "SUBNET_DETERMINISM_OUT";
 
-/// Bits of the training delta and of the held-out losses after applying it, as hex lines.
-fn fingerprint() -> String {
+/// Bits of the training delta and of the held-out losses after applying it, as hex lines; each
+/// step's parts on threads of their own or one after the other.
+fn fingerprint(threads: bool) -> String {
     let mut spec = TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap();
     let model = spec.model.transformer_mut().unwrap();
     model.d_model = 32;
@@ -22,7 +24,15 @@ fn fingerprint() -> String {
     let start = engine.genesis();
     let assignment = engine.assignment(2, 99, 1).unwrap();
     let batches = engine.training_batches(&assignment, 99);
-    let outcome = engine.train::<CpuTrainBackend>(&device, &start.params, &batches, |_, _| {});
+    let outcome = engine
+        .trainer::<CpuTrainBackend>(&device)
+        .with_threads(threads)
+        .train_from(
+            &start.params,
+            &batches,
+            engine.spec().training.lr,
+            |_, _| {},
+        );
     let delta = outcome.pseudo_gradient(&start.params);
     let delta_bytes: Vec<u8> = delta.iter().flat_map(|x| x.to_le_bytes()).collect();
     let moved = outer_sgd_step(&start.params, &delta, 0.5);
@@ -41,7 +51,7 @@ fn fingerprint() -> String {
 #[test]
 fn training_and_evaluation_are_bit_identical_across_processes() {
     if let Ok(path) = std::env::var(CHILD) {
-        std::fs::write(path, fingerprint()).unwrap();
+        std::fs::write(path, fingerprint(false)).unwrap();
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -58,7 +68,7 @@ fn training_and_evaluation_are_bit_identical_across_processes() {
         .status()
         .unwrap();
     assert!(status.success(), "child process failed");
-    let here = fingerprint();
+    let here = fingerprint(true);
     let there = std::fs::read_to_string(&path).unwrap();
     assert_eq!(here, there, "results differ between processes");
     assert!(here.lines().filter(|l| l.starts_with("loss")).count() == 3);

@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p validator --example window_memory -- MINERS [TASK_FILE]`
 //! (default: 64 miners, tasks/localnet-lm.toml). Prints the process's resident memory before the
-//! window (chain, miners and their payloads, the validator at rest) and its peak during it.
+//! window (chain, miners and their payloads, the validator at rest) and its peak during it; the last
+//! line is the same as one JSON object for `bench/run.sh`.
 
 use chain_client::{AccountId, BlockClock, Chain, LocalChain, SubnetParams, keypair_from_uri};
 use miner::{Miner, MinerService};
@@ -115,6 +116,10 @@ async fn main() -> anyhow::Result<()> {
         engine.num_params(),
         outcome.results.iter().filter(|r| r.audited).count(),
         peak - before
+    );
+    println!(
+        "{{\"parameters\": {}, \"miners\": {miners}, \"scored\": {scored}, \"window_s\": {seconds:.3}, \"before_mib\": {before:.1}, \"peak_mib\": {peak:.1}}}",
+        engine.num_params()
     );
     let _ = stop.send(true);
     Ok(())
