@@ -38,7 +38,7 @@ cargo build --release -q -p miner --example group_memory
 bin=target/release/examples
 
 # The last line of each program is its JSON figure; its other lines go to the terminal.
-last() { "$@" | tee /dev/stderr | tail -n 1; }
+last() { "$@" | tee -a /dev/stderr | tail -n 1; }
 
 for run in $(seq "$RUNS"); do
   echo "== run $run of $RUNS ==" >&2

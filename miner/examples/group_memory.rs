@@ -12,6 +12,10 @@ use std::time::Instant;
 use subnet_proto::codec;
 use task::{CpuTrainBackend, TaskEngine, TaskSpec};
 
+/// The allocator the binaries use (see the `miner` binary).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A field of /proc/self/status in KiB (VmHWM: the peak resident set; VmRSS: now).
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")

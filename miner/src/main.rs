@@ -115,6 +115,11 @@ impl BlockRate {
     }
 }
 
+/// mimalloc: training allocates and frees a tensor per operation, and the system allocator's
+/// returns to the kernel cost a measured 18-34% of tiny-lm's CPU training throughput (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Command::Run {

@@ -6,6 +6,10 @@ use burn::prelude::*;
 use std::time::Instant;
 use task::{TaskEngine, TaskSpec};
 
+/// The allocator the binaries use (see the `miner` binary).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Median training tokens/s over `steps` steps after two warm-up steps.
 fn tokens_per_second<B: burn::tensor::backend::AutodiffBackend>(
     engine: &TaskEngine,

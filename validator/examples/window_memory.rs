@@ -15,6 +15,10 @@ use task::{TaskEngine, TaskSpec};
 use tokio::net::TcpListener;
 use validator::Validator;
 
+/// The allocator the binaries use (see the `validator` binary).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TOKEN: u64 = 1_000_000_000;
 
 /// (VmRSS, VmHWM) of this process in MiB.
