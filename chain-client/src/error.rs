@@ -107,6 +107,10 @@ pub enum ChainError {
     Rejected { call: &'static str, reason: String },
     #[error("the local chain's database failed: {0}")]
     Database(#[from] rusqlite::Error),
+    #[error("no local chain at {path}: create one with `subnet chain init --dir {dir}`")]
+    NoChainFile { path: String, dir: String },
+    #[error("the local chain's handle is unusable: a call on it panicked in this process")]
+    Poisoned,
     #[error("the local chain's stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("{0}")]
@@ -124,6 +128,8 @@ impl ChainError {
             ChainError::Unreachable { .. }
             | ChainError::Database(_)
             | ChainError::Corrupt(_)
+            | ChainError::NoChainFile { .. }
+            | ChainError::Poisoned
             | ChainError::Unsupported(_)
             | ChainError::Task(_) => false,
             rule => rule.to_string().starts_with(&format!("{name}:")),

@@ -232,17 +232,13 @@ pub(crate) async fn prepare(
     let spec = engine.spec().clone();
     let blocks = spec.window.blocks;
 
-    // The subnet: one epoch per window, weights once per window; validators need 100 tokens of
-    // stake for a permit, which miners do not reach by earning.
+    // The subnet: the parameters `subnet chain create-subnet` gives the task, with a permit for
+    // each validator; validators need 100 tokens of stake for a permit, which miners do not reach
+    // by earning.
     let owner = dev_key("//localnet//owner")?;
     let params = SubnetParams {
-        tempo: blocks,
-        weights_rate_limit: blocks,
-        min_allowed_weights: 1,
         max_allowed_validators: config.validators as u16,
-        commit_reveal_weights_enabled: config.commit_reveal,
-        weights_version_key: spec.task.version,
-        ..SubnetParams::default()
+        ..crate::chain_admin::params_for_window(blocks, spec.task.version, config.commit_reveal)
     };
     let netuid = chain.create_subnet(AccountId::from(&owner), params)?;
 

@@ -309,8 +309,8 @@ impl<C: Chain> Miner<C> {
             engine.spec().training.batch_size * engine.spec().targets_per_example();
         let hook = self.inner.on_progress.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            engine.train_window_on(
-                device,
+            device.train_window(
+                &engine,
                 &start,
                 window,
                 window_seed,

@@ -32,7 +32,8 @@ enum Command {
         /// Task file shared with the validators.
         #[arg(long, env = "MINER_TASK")]
         task: PathBuf,
-        /// The chain: `local:PATH` for a local chain file, `ws://HOST:PORT` for a subtensor node.
+        /// The chain: `local:PATH` for a local chain file, `ws://HOST:PORT` (or `wss://`) for a
+        /// subtensor node.
         #[arg(long, env = "MINER_CHAIN")]
         chain: String,
         #[arg(long, env = "MINER_NETUID")]

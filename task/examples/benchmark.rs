@@ -25,7 +25,7 @@ fn tokens_per_second<B: burn::tensor::backend::AutodiffBackend>(
     );
     let mut stamps = vec![Instant::now()];
     let device = Default::default();
-    engine.train::<B>(&device, &start.params, &batches, |_, _| {
+    engine.train::<B>(&device, &start.params, 0, &batches, |_, _| {
         stamps.push(Instant::now())
     });
     let mut times: Vec<f64> = stamps

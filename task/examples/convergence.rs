@@ -72,7 +72,7 @@ fn main() {
                         |_, _| {},
                     )
                 } else {
-                    engine.train::<CpuTrainBackend>(&device, &params, &batches, |_, _| {})
+                    engine.train::<CpuTrainBackend>(&device, &params, window, &batches, |_, _| {})
                 };
                 out.pseudo_gradient(&params)
             })

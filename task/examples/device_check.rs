@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
         for window in 0..windows {
             let began = Instant::now();
             let outcome =
-                engine.train_window_on(device, &start, window, 7, 1, 0..start.len(), |_, _| {})?;
+                device.train_window(&engine, &start, window, 7, 1, 0..start.len(), |_, _| {})?;
             let seconds = began.elapsed().as_secs_f64();
             println!(
                 "  {device}: window {window} in {seconds:.2} s, {:.0} tokens/s, last loss {:.4}",

@@ -2,7 +2,8 @@
 //! `wgpu` feature. Evaluation and replays always run on the CPU, whose results are reproducible.
 
 use crate::assignment::AssignmentError;
-use crate::engine::{CpuTrainBackend, TaskEngine, TrainOutcome};
+use crate::engine::TaskEngine;
+use crate::trainer::{CpuTrainBackend, TrainOutcome};
 use std::fmt;
 use std::str::FromStr;
 
@@ -87,12 +88,12 @@ impl Device {
     }
 }
 
-impl TaskEngine {
-    /// `train_window` on `device`.
+impl Device {
+    /// `engine.train_window` on this device.
     #[allow(clippy::too_many_arguments)]
-    pub fn train_window_on(
-        &self,
-        device: Device,
+    pub fn train_window(
+        self,
+        engine: &TaskEngine,
         start: &[f32],
         window: u64,
         window_seed: u64,
@@ -100,8 +101,8 @@ impl TaskEngine {
         trainable: std::ops::Range<usize>,
         on_step: impl FnMut(usize, f32),
     ) -> Result<TrainOutcome, AssignmentError> {
-        match device {
-            Device::Cpu => self.train_window::<CpuTrainBackend>(
+        match self {
+            Device::Cpu => engine.train_window::<CpuTrainBackend>(
                 &Default::default(),
                 start,
                 window,
@@ -111,7 +112,7 @@ impl TaskEngine {
                 on_step,
             ),
             #[cfg(feature = "cuda")]
-            Device::Cuda(index) => self
+            Device::Cuda(index) => engine
                 .train_window::<burn::backend::Autodiff<burn::backend::Cuda>>(
                     &burn::backend::cuda::CudaDevice { index },
                     start,
@@ -122,7 +123,7 @@ impl TaskEngine {
                     on_step,
                 ),
             #[cfg(feature = "wgpu")]
-            Device::Wgpu => self.train_window::<burn::backend::Autodiff<burn::backend::Wgpu>>(
+            Device::Wgpu => engine.train_window::<burn::backend::Autodiff<burn::backend::Wgpu>>(
                 &burn::backend::wgpu::WgpuDevice::DefaultDevice,
                 start,
                 window,

@@ -5,20 +5,23 @@
 pub mod aggregate;
 pub mod architecture;
 pub mod assignment;
+pub mod batch;
 pub mod checkpoint;
 pub mod corpus;
 pub mod device;
 pub mod engine;
 pub mod groups;
 pub mod params;
+pub mod problems;
 pub mod rng;
 pub mod spec;
 pub mod table;
 pub mod text;
+pub mod trainer;
 
+pub use batch::{Batch, Inputs, Span};
 pub use checkpoint::Checkpoint;
 pub use device::Device;
-pub use engine::{
-    Batch, CpuBackend, CpuTrainBackend, Inputs, Span, TaskEngine, TrainOutcome, Trainer,
-};
+pub use engine::{Corpus, TaskEngine};
 pub use spec::TaskSpec;
+pub use trainer::{CpuBackend, CpuTrainBackend, TrainOutcome, Trainer};

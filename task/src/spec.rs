@@ -2,15 +2,13 @@
 //! digest (Blake2b-256 of its canonical TOML) is part of every request and commitment, so parties with
 //! different task files refuse each other.
 
-use crate::architecture::DataShape;
-pub use crate::architecture::mlp::MlpSpec;
-pub use crate::architecture::transformer::TransformerSpec;
+use crate::architecture::ModelSpec;
 use crate::corpus::MarkovSpec;
+use crate::problems::{Problems, SpecError, SpecProblem};
 use crate::table::TableSpec;
-use crate::text::{TextFormat, TextSpec};
+use crate::text::TextSpec;
 use blake2::{Blake2b, Digest, digest::consts::U32};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// The most parameter groups a task may declare.
 pub const MAX_GROUPS: usize = 256;
@@ -34,25 +32,6 @@ pub struct Identity {
     pub name: String,
     /// Becomes the chain's weights version key.
     pub version: u64,
-}
-
-/// The `[model]` table: `architecture = "..."` picks one of the registered architectures (see
-/// `crate::architecture`), the other keys are that architecture's own.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "architecture", rename_all = "snake_case")]
-pub enum ModelSpec {
-    Transformer(TransformerSpec),
-    Mlp(MlpSpec),
-}
-
-impl ModelSpec {
-    /// The transformer's table, for tasks that use one (tests shrink it).
-    pub fn transformer_mut(&mut self) -> Option<&mut TransformerSpec> {
-        match self {
-            ModelSpec::Transformer(t) => Some(t),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -216,48 +195,6 @@ impl ScoringSpec {
     }
 }
 
-/// The problems found so far in a task file.
-#[derive(Debug, Default)]
-pub struct Problems(Vec<SpecProblem>);
-
-impl Problems {
-    /// Records `message` under `key` unless `ok`.
-    pub fn check(&mut self, ok: bool, key: &str, message: String) {
-        if !ok {
-            self.0.push(SpecProblem {
-                key: key.to_string(),
-                message,
-            });
-        }
-    }
-}
-
-/// One problem in a task file, with the key path it concerns.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpecProblem {
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for SpecProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SpecError {
-    #[error("cannot read task file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot parse the task file: {0}")]
-    Parse(#[from] toml::de::Error),
-    #[error("the task file has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid(Vec<SpecProblem>),
-}
-
 impl TaskSpec {
     /// Parses and validates; every problem is reported at once.
     pub fn from_toml_str(text: &str) -> Result<Self, SpecError> {
@@ -288,6 +225,7 @@ impl TaskSpec {
         Self::parse(&text, path.parent())
     }
 
+    /// Every problem of the spec, section by section.
     pub fn validate(&self) -> Vec<SpecProblem> {
         let mut problems = Problems::default();
         let p = &mut problems;
@@ -301,277 +239,14 @@ impl TaskSpec {
             .table
             .as_ref()
             .map(|t| crate::table::TableCorpus::load(t, d.training_items()));
-        let shape = match (&d.text, &table) {
-            (_, Some(table)) => DataShape::Table {
-                features: table.features(),
-                classes: table.classes(),
-                page_len: d.page_len,
-            },
-            (Some(text), None) if text.format == TextFormat::U16 => DataShape::Tokens {
-                bytes: false,
-                vocab: text.corpus().ok().map(|c| c.max_token() as usize + 1),
-                page_len: d.page_len,
-            },
-            _ => DataShape::Tokens {
-                bytes: true,
-                vocab: Some(256),
-                page_len: d.page_len,
-            },
-        };
-        self.model.check(&shape, p);
-        let corpora = [d.markov.is_some(), d.text.is_some(), d.table.is_some()];
-        p.check(
-            corpora.iter().filter(|&&c| c).count() == 1,
-            "data",
-            "needs exactly one source: [data.markov] (synthetic), [data.text] (a file) or [data.table] (a data set)".into(),
-        );
-        // A file or table holds a known number of items: both splits must fit in it.
-        let size = match (&d.text, &d.table, &table) {
-            (Some(text), _, _) => match text.corpus() {
-                Err(e) => {
-                    p.check(false, "data.text", e);
-                    None
-                }
-                Ok(corpus) => Some((text.path.as_str(), "tokens", "holds", corpus.len())),
-            },
-            (None, Some(t), Some(table)) => Some((t.source.name(), "rows", "has", table.rows())),
-            _ => None,
-        };
-        if let Some((source, unit, verb, len)) = size {
-            let pages = (len / d.page_len.max(1)) as u64;
-            p.check(
-                d.train_pages + d.heldout_pages <= pages,
-                "data.train_pages",
-                format!(
-                    "+ data.heldout_pages = {} pages of {} {unit}, but {source} {verb} {len} {unit} ({pages} pages)",
-                    d.train_pages + d.heldout_pages,
-                    d.page_len,
-                ),
-            );
-        }
-        if let Some(mk) = &d.markov {
-            p.check(
-                (2..=64).contains(&mk.alphabet),
-                "data.markov.alphabet",
-                format!("= {} must be in 2..=64", mk.alphabet),
-            );
-            p.check(
-                (1..=mk.alphabet).contains(&mk.successors),
-                "data.markov.successors",
-                format!(
-                    "= {} must be in 1..=data.markov.alphabet ({})",
-                    mk.successors, mk.alphabet
-                ),
-            );
-            p.check(
-                mk.skew.is_finite() && mk.skew >= 0.0,
-                "data.markov.skew",
-                "must be finite and >= 0".into(),
-            );
-            p.check(
-                mk.context_skew.is_finite() && mk.context_skew >= 0.0,
-                "data.markov.context_skew",
-                "must be finite and >= 0".into(),
-            );
-        }
-        p.check(
-            d.heldout_pages > 0,
-            "data.heldout_pages",
-            "must be positive".into(),
-        );
-        p.check(
-            d.train_pages >= self.shards.pages_per_miner as u64,
-            "data.train_pages",
-            format!(
-                "= {} is fewer than shards.pages_per_miner = {}",
-                d.train_pages, self.shards.pages_per_miner
-            ),
-        );
-        p.check(
-            self.shards.pages_per_miner > 0,
-            "shards.pages_per_miner",
-            "must be positive".into(),
-        );
-        p.check(
-            self.shards.groups <= MAX_GROUPS,
-            "shards.groups",
-            format!("must be at most {MAX_GROUPS}"),
-        );
-        let t = &self.training;
-        p.check(
-            t.inner_steps > 0,
-            "training.inner_steps",
-            "must be positive".into(),
-        );
-        p.check(
-            t.batch_size > 0,
-            "training.batch_size",
-            "must be positive".into(),
-        );
-        p.check(
-            t.lr > 0.0 && t.lr.is_finite(),
-            "training.lr",
-            format!("= {} must be positive", t.lr),
-        );
-        p.check(
-            t.min_lr >= 0.0 && t.min_lr <= t.lr,
-            "training.min_lr",
-            format!("= {} must be in [0, training.lr = {}]", t.min_lr, t.lr),
-        );
-        p.check(
-            (0.0..1.0).contains(&t.beta1),
-            "training.beta1",
-            format!("= {} must be in [0, 1)", t.beta1),
-        );
-        p.check(
-            (0.0..1.0).contains(&t.beta2),
-            "training.beta2",
-            format!("= {} must be in [0, 1)", t.beta2),
-        );
-        p.check(
-            t.epsilon > 0.0,
-            "training.epsilon",
-            "must be positive".into(),
-        );
-        p.check(
-            t.weight_decay >= 0.0,
-            "training.weight_decay",
-            "must be >= 0".into(),
-        );
-        p.check(
-            t.grad_clip >= 0.0,
-            "training.grad_clip",
-            "must be >= 0 (0 disables)".into(),
-        );
-        p.check(
-            t.outer_lr > 0.0 && t.outer_lr.is_finite(),
-            "training.outer_lr",
-            "must be positive".into(),
-        );
-        p.check(
-            t.warmup_steps <= t.inner_steps,
-            "training.warmup_steps",
-            format!(
-                "= {} exceeds training.inner_steps = {}",
-                t.warmup_steps, t.inner_steps
-            ),
-        );
-        p.check(
-            (0.0..1.0).contains(&t.outer_momentum),
-            "training.outer_momentum",
-            format!("= {} must be in [0, 1)", t.outer_momentum),
-        );
-        p.check(
-            self.window.blocks > 0,
-            "window.blocks",
-            "must be positive".into(),
-        );
-        let c = &self.compression;
-        p.check(
-            (1..=65536).contains(&c.chunk),
-            "compression.chunk",
-            format!("= {} must be in 1..=65536 (positions are 16-bit)", c.chunk),
-        );
-        p.check(
-            c.top_k <= c.chunk,
-            "compression.top_k",
-            format!("= {} exceeds compression.chunk = {}", c.top_k, c.chunk),
-        );
-        p.check(
-            (1..=8).contains(&c.value_bits),
-            "compression.value_bits",
-            format!(
-                "= {} is not supported: values take 1 to 8 bits",
-                c.value_bits
-            ),
-        );
-        p.check(
-            c.value_bits == 8 || c.top_k == 0 || c.chunk >= 2,
-            "compression.chunk",
-            format!("= {} must be at least 2 for packed values", c.chunk),
-        );
-        p.check(
-            (0.0..=1.0).contains(&c.error_feedback),
-            "compression.error_feedback",
-            format!("= {} must be in [0, 1]", c.error_feedback),
-        );
-        let s = &self.scoring;
-        p.check(
-            s.eval_batches >= 2,
-            "scoring.eval_batches",
-            format!(
-                "= {} must be at least 2 (a standard error needs two)",
-                s.eval_batches
-            ),
-        );
-        p.check(
-            s.eval_batch_size > 0,
-            "scoring.eval_batch_size",
-            "must be positive".into(),
-        );
-        p.check(
-            s.moving_average > 0.0 && s.moving_average <= 1.0,
-            "scoring.moving_average",
-            format!("= {} must be in (0, 1]", s.moving_average),
-        );
-        p.check(
-            s.aggregate_top > 0,
-            "scoring.aggregate_top",
-            "must be positive".into(),
-        );
-        p.check(
-            s.max_weight > 0.0 && s.max_weight <= 1.0,
-            "scoring.max_weight",
-            format!("= {} must be in (0, 1]", s.max_weight),
-        );
-        p.check(
-            s.assignment_batches >= 2,
-            "scoring.assignment_batches",
-            format!(
-                "= {} must be at least 2 (a standard error needs two)",
-                s.assignment_batches
-            ),
-        );
-        p.check(
-            s.assignment_p_value > 0.0 && s.assignment_p_value < 1.0,
-            "scoring.assignment_p_value",
-            format!("= {} must be in (0, 1)", s.assignment_p_value),
-        );
-        p.check(
-            s.copy_cosine > 0.0 && s.copy_cosine <= 1.0,
-            "scoring.copy_cosine",
-            format!("= {} must be in (0, 1]", s.copy_cosine),
-        );
-        p.check(
-            s.aggregate_min >= 1 && s.aggregate_min <= s.aggregate_top,
-            "scoring.aggregate_min",
-            format!(
-                "= {} must be at least 1 and at most scoring.aggregate_top = {}",
-                s.aggregate_min, s.aggregate_top
-            ),
-        );
-        p.check(
-            s.max_norm_ratio >= 1.0,
-            "scoring.max_norm_ratio",
-            format!(
-                "= {} must be at least 1 (honest work has the reference's norm)",
-                s.max_norm_ratio
-            ),
-        );
-        p.check(
-            s.eval_step > 0.0 && s.eval_step <= 1.0,
-            "scoring.eval_step",
-            format!(
-                "= {} must be in (0, 1] (the fraction of a full step a gradient is scored at)",
-                s.eval_step
-            ),
-        );
-        p.check(
-            s.spot_check_tolerance >= 0.0,
-            "scoring.spot_check_tolerance",
-            format!("= {} must not be negative", s.spot_check_tolerance),
-        );
-        problems.0
+        self.model.check(&d.shape(table.as_ref()), p);
+        d.check(table.as_ref(), self.shards.pages_per_miner, p);
+        self.shards.check(p);
+        self.training.check(p);
+        self.window.check(p);
+        self.compression.check(p);
+        self.scoring.check(p);
+        problems.into_problems()
     }
 
     /// Canonical bytes: the spec re-serialized, so formatting and comments in the file do not matter.
@@ -609,81 +284,6 @@ impl TaskSpec {
     }
 }
 
+mod checks;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LOCALNET: &str = include_str!("../../tasks/localnet-lm.toml");
-
-    #[test]
-    fn shipped_task_parses_and_digest_ignores_formatting() {
-        let spec = TaskSpec::from_toml_str(LOCALNET).unwrap();
-        let reformatted = TaskSpec::from_toml_str(&spec.canonical_toml()).unwrap();
-        assert_eq!(spec.digest(), reformatted.digest());
-        let mut other = spec.clone();
-        other.training.lr *= 2.0;
-        assert_ne!(spec.digest(), other.digest());
-    }
-
-    #[test]
-    fn every_shipped_task_is_valid() {
-        for text in [
-            LOCALNET,
-            include_str!("../../tasks/tiny-lm.toml"),
-            include_str!("../../tasks/wine-quality.toml"),
-        ] {
-            let spec = TaskSpec::from_toml_str(text).unwrap();
-            assert!(spec.validate().is_empty());
-        }
-    }
-
-    #[test]
-    fn a_page_holds_a_trained_and_a_held_back_example() {
-        let mut spec = TaskSpec::from_toml_str(LOCALNET).unwrap();
-        let seq_len = spec.model.transformer_mut().unwrap().seq_len;
-        spec.data.page_len = 2 * (seq_len + 1) - 1;
-        let Err(SpecError::Invalid(problems)) =
-            TaskSpec::from_toml_str(&toml::to_string(&spec).unwrap())
-        else {
-            panic!("accepted a page of one sequence")
-        };
-        assert_eq!(problems[0].key, "data.page_len", "{problems:?}");
-        // The smallest page the check allows gives every miner training batches.
-        spec.data.page_len = 2 * (seq_len + 1);
-        let spec = TaskSpec::from_toml_str(&toml::to_string(&spec).unwrap()).unwrap();
-        let engine = crate::TaskEngine::new(spec);
-        let assignment = engine.assignment(1, 7, 3).unwrap();
-        let batches = engine.training_batches(&assignment, 7);
-        assert_eq!(batches.len(), engine.spec().training.inner_steps);
-    }
-
-    #[test]
-    fn every_problem_is_reported_with_its_key() {
-        let mut spec = TaskSpec::from_toml_str(LOCALNET).unwrap();
-        let model = spec.model.transformer_mut().unwrap();
-        model.n_heads = 5;
-        model.d_model = 64;
-        spec.training.lr = -1.0;
-        spec.scoring.eval_batches = 1;
-        spec.scoring.eval_step = f64::NAN;
-        let text = toml::to_string(&spec).unwrap();
-        let Err(SpecError::Invalid(problems)) = TaskSpec::from_toml_str(&text) else {
-            panic!("accepted a broken spec")
-        };
-        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "model.n_heads",
-                "training.lr",
-                "training.min_lr",
-                "scoring.eval_batches",
-                "scoring.eval_step"
-            ]
-        );
-        assert_eq!(
-            problems[0].to_string(),
-            "model.n_heads: = 5 does not divide model.d_model = 64"
-        );
-    }
-}
+mod tests;

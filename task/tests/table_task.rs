@@ -4,7 +4,7 @@
 
 use task::aggregate::{aggregate_median_clipped, outer_sgd_step};
 use task::engine::Corpus;
-use task::spec::SpecError;
+use task::problems::SpecError;
 use task::{CpuBackend, CpuTrainBackend, Inputs, TaskEngine, TaskSpec};
 
 const WINE: &str = include_str!("../../tasks/wine-quality.toml");
@@ -64,7 +64,7 @@ fn wine_quality_trains_and_beats_the_class_prior_on_held_out_rows() {
                 let batches = engine.training_batches(&a, seed);
                 trained += batches.iter().map(|b| b.rows).sum::<usize>();
                 engine
-                    .train::<CpuTrainBackend>(&device, &params, &batches, |_, _| {})
+                    .train::<CpuTrainBackend>(&device, &params, window, &batches, |_, _| {})
                     .pseudo_gradient(&params)
             })
             .collect();

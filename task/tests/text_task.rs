@@ -36,7 +36,7 @@ fn text_lm_trains_on_the_gpl_and_its_held_out_loss_falls() {
                 assert!(a.pages.iter().all(|&p| p < train_pages));
                 let batches = engine.training_batches(&a, seed);
                 engine
-                    .train::<CpuTrainBackend>(&device, &params, &batches, |_, _| {})
+                    .train::<CpuTrainBackend>(&device, &params, window, &batches, |_, _| {})
                     .pseudo_gradient(&params)
             })
             .collect();
@@ -104,7 +104,7 @@ fn u16_token_files_load_and_broken_text_tasks_list_every_problem() {
 
     // Too small a vocab and too many pages: both reported, with the key and what to use.
     let problems = match TaskSpec::from_toml_str(&with(256, 70, &digest)) {
-        Err(task::spec::SpecError::Invalid(p)) => p,
+        Err(task::problems::SpecError::Invalid(p)) => p,
         other => panic!("expected problems, got {other:?}"),
     };
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();

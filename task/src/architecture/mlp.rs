@@ -2,8 +2,8 @@
 //! ReLU between linear layers, trained on cross-entropy.
 
 use super::{Architecture, DataShape};
-use crate::engine::Batch;
-use crate::spec::Problems;
+use crate::batch::Batch;
+use crate::problems::Problems;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;

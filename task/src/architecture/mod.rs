@@ -1,15 +1,38 @@
 //! Model architectures. An architecture is one module with one implementation of [`Architecture`]:
 //! the serde struct of its `[model]` table (which implements the trait), the burn module it builds,
 //! and that module's loss on a batch. To add one, write the module, then give it a variant in
-//! [`ModelSpec`](crate::spec::ModelSpec) (its `architecture = "..."` name) and in [`TaskModel`], and
+//! [`ModelSpec`] (its `architecture = "..."` name) and in [`TaskModel`], and
 //! an arm in each match below.
 
 pub mod mlp;
 pub mod transformer;
 
-use crate::engine::Batch;
-use crate::spec::{ModelSpec, Problems};
+use crate::batch::Batch;
+use crate::problems::Problems;
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+pub use mlp::MlpSpec;
+pub use transformer::TransformerSpec;
+
+/// The `[model]` table: `architecture = "..."` picks one of the registered architectures (see
+/// this module), the other keys are that architecture's own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "architecture", rename_all = "snake_case")]
+pub enum ModelSpec {
+    Transformer(TransformerSpec),
+    Mlp(MlpSpec),
+}
+
+impl ModelSpec {
+    /// The transformer's table, for tasks that use one (tests shrink it).
+    pub fn transformer_mut(&mut self) -> Option<&mut TransformerSpec> {
+        match self {
+            ModelSpec::Transformer(t) => Some(t),
+            _ => None,
+        }
+    }
+}
 
 /// What a task's data look like, for an architecture to check its `[model]` table against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! blocks of causal self-attention and a GELU MLP, a final LayerNorm and an untied output head.
 
 use super::{Architecture, DataShape};
-use crate::engine::Batch;
-use crate::spec::Problems;
+use crate::batch::Batch;
+use crate::problems::Problems;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;

@@ -1,0 +1,145 @@
+//! The local chain's tables, and the kinds of event it records.
+
+/// Every table, created if missing when a chain file is opened.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS chain (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    seed INTEGER NOT NULL,
+    genesis_unix_ms INTEGER NOT NULL,
+    block_time_ms INTEGER NOT NULL,
+    manual_block INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS balances (coldkey BLOB PRIMARY KEY, free INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS subnets (
+    netuid INTEGER PRIMARY KEY,
+    owner BLOB NOT NULL,
+    params TEXT NOT NULL,
+    yuma_state TEXT NOT NULL,
+    last_epoch_block INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS neurons (
+    netuid INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    hotkey BLOB NOT NULL,
+    coldkey BLOB NOT NULL,
+    stake INTEGER NOT NULL DEFAULT 0,
+    axon TEXT,
+    registered_at INTEGER NOT NULL,
+    last_update INTEGER NOT NULL,
+    weights TEXT NOT NULL DEFAULT '[]',
+    validator_permit INTEGER NOT NULL DEFAULT 0,
+    active INTEGER NOT NULL DEFAULT 1,
+    consensus INTEGER NOT NULL DEFAULT 0,
+    incentive INTEGER NOT NULL DEFAULT 0,
+    dividends INTEGER NOT NULL DEFAULT 0,
+    validator_trust INTEGER NOT NULL DEFAULT 0,
+    emission INTEGER NOT NULL DEFAULT 0,
+    total_emission INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (netuid, uid)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS neurons_by_hotkey ON neurons (netuid, hotkey);
+CREATE TABLE IF NOT EXISTS epochs (
+    netuid INTEGER NOT NULL,
+    block INTEGER NOT NULL,
+    emission TEXT NOT NULL,
+    owner_cut INTEGER NOT NULL,
+    PRIMARY KEY (netuid, block)
+);
+CREATE TABLE IF NOT EXISTS fraud_reports (
+    netuid INTEGER NOT NULL,
+    offender BLOB NOT NULL,
+    window INTEGER NOT NULL,
+    reporter BLOB NOT NULL,
+    evidence BLOB NOT NULL,
+    block INTEGER NOT NULL,
+    PRIMARY KEY (netuid, offender, window, reporter)
+);
+CREATE TABLE IF NOT EXISTS slashes (
+    netuid INTEGER NOT NULL,
+    offender BLOB NOT NULL,
+    window INTEGER NOT NULL,
+    block INTEGER NOT NULL,
+    amount INTEGER NOT NULL,
+    evidence BLOB NOT NULL,
+    reporters TEXT NOT NULL,
+    PRIMARY KEY (netuid, offender, window)
+);
+CREATE TABLE IF NOT EXISTS weight_commits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    netuid INTEGER NOT NULL,
+    hotkey BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    block INTEGER NOT NULL,
+    epoch INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS weight_commits_by_hotkey ON weight_commits (netuid, hotkey);
+CREATE TABLE IF NOT EXISTS beacon (id INTEGER PRIMARY KEY CHECK (id = 0), secret BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pulses (round INTEGER PRIMARY KEY, signature BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS timelocked_commits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    netuid INTEGER NOT NULL,
+    hotkey BLOB NOT NULL,
+    commit_bytes BLOB NOT NULL,
+    reveal_round INTEGER NOT NULL,
+    block INTEGER NOT NULL,
+    epoch INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS timelocked_commits_by_epoch ON timelocked_commits (netuid, epoch);
+CREATE TABLE IF NOT EXISTS timelocked_reveals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    netuid INTEGER NOT NULL,
+    block INTEGER NOT NULL,
+    hotkey BLOB NOT NULL,
+    commit_block INTEGER NOT NULL,
+    reveal_round INTEGER NOT NULL,
+    failure TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    block INTEGER NOT NULL,
+    netuid INTEGER,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+";
+
+/// What an event row records (the `kind` column of `events`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Funded,
+    NetworkAdded,
+    NeuronRegistered,
+    NeuronPruned,
+    StakeAdded,
+    AxonServed,
+    WeightsSet,
+    WeightsCommitted,
+    TimelockedWeightsCommitted,
+    TimelockedWeightsRevealed,
+    TimelockedRevealFailed,
+    FraudReported,
+    Slashed,
+    EpochRun,
+}
+
+impl EventKind {
+    /// The name stored in the `kind` column (subtensor's event name where it has one).
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Funded => "Funded",
+            EventKind::NetworkAdded => "NetworkAdded",
+            EventKind::NeuronRegistered => "NeuronRegistered",
+            EventKind::NeuronPruned => "NeuronPruned",
+            EventKind::StakeAdded => "StakeAdded",
+            EventKind::AxonServed => "AxonServed",
+            EventKind::WeightsSet => "WeightsSet",
+            EventKind::WeightsCommitted => "WeightsCommitted",
+            EventKind::TimelockedWeightsCommitted => "TimelockedWeightsCommitted",
+            EventKind::TimelockedWeightsRevealed => "TimelockedWeightsRevealed",
+            EventKind::TimelockedRevealFailed => "TimelockedRevealFailed",
+            EventKind::FraudReported => "FraudReported",
+            EventKind::Slashed => "Slashed",
+            EventKind::EpochRun => "EpochRun",
+        }
+    }
+}
