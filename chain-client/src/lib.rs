@@ -12,6 +12,7 @@ pub mod wallet;
 
 pub use error::{ChainError, Result};
 pub use local::{BlockClock, LocalChain, MAX_UNREVEALED_COMMITS};
+pub use membership::{Membership, NotRegistered, UidError};
 pub use node::SubtensorChain;
 pub use tlock::TimelockTarget;
 pub use types::{

@@ -2,10 +2,84 @@
 //! it, and a full metagraph read per request (on subtensor several storage reads per uid, on the
 //! local chain a transaction) would let anyone who can send requests make a server read the chain.
 
-use crate::{AccountId, Chain, Metagraph, Result};
+use crate::{AccountId, Chain, ChainError, Metagraph, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use subxt_signer::sr25519::Keypair;
+
+/// Who a miner or validator acts as: its hotkey on one subnet of one chain.
+#[derive(Clone)]
+pub struct Membership<C> {
+    chain: C,
+    netuid: u16,
+    hotkey: Keypair,
+}
+
+/// A hotkey that is not (or no longer) on the subnet.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "hotkey {hotkey} is not registered on subnet {netuid}: register first with `subnet chain register`"
+)]
+pub struct NotRegistered {
+    pub hotkey: String,
+    pub netuid: u16,
+}
+
+/// Why a member's uid could not be told: the chain did not answer, or the hotkey is not on the
+/// subnet.
+#[derive(Debug, thiserror::Error)]
+pub enum UidError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    NotRegistered(#[from] NotRegistered),
+}
+
+impl<C: Chain> Membership<C> {
+    pub fn new(chain: C, netuid: u16, hotkey: Keypair) -> Self {
+        Self {
+            chain,
+            netuid,
+            hotkey,
+        }
+    }
+
+    pub fn chain(&self) -> &C {
+        &self.chain
+    }
+
+    pub fn netuid(&self) -> u16 {
+        self.netuid
+    }
+
+    /// The hotkey's keypair, to sign with.
+    pub fn keypair(&self) -> &Keypair {
+        &self.hotkey
+    }
+
+    pub fn hotkey(&self) -> AccountId {
+        AccountId::from(&self.hotkey)
+    }
+
+    /// The member's uid in `metagraph`.
+    pub fn uid_in(&self, metagraph: &Metagraph) -> std::result::Result<u16, NotRegistered> {
+        let hotkey = self.hotkey();
+        metagraph
+            .by_hotkey(&hotkey)
+            .map(|n| n.uid)
+            .ok_or_else(|| NotRegistered {
+                hotkey: hotkey.to_string(),
+                netuid: self.netuid,
+            })
+    }
+
+    /// The member's uid now, read from the chain.
+    pub async fn uid(&self) -> std::result::Result<u16, UidError> {
+        let metagraph = self.chain.metagraph(self.netuid).await?;
+        Ok(self.uid_in(&metagraph)?)
+    }
+}
 
 /// The metagraph of one subnet, cached for the block it was read at.
 pub struct MetagraphCache<C> {

@@ -1,11 +1,11 @@
 //! `miner run`: train the assigned shard each window and serve the signed pseudo-gradient.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chain_client::wallet::choose_hotkey;
 use chain_client::{Chain, open_chain, window_seed};
 use clap::{Parser, Subcommand};
 use miner::progress::{TerminalBar, format_bar};
-use miner::{Miner, MinerError, MinerService};
+use miner::{Miner, MinerService};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -205,13 +205,7 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
     tracing::info!(%device, "training device");
-    let metagraph = chain.metagraph(netuid).await?;
-    if metagraph.by_hotkey(&miner.hotkey()).is_none() {
-        bail!(MinerError::NotRegistered {
-            hotkey: miner.hotkey().to_string(),
-            netuid
-        });
-    }
+    miner.uid().await?;
     if let Some(addr) = metrics {
         let metrics = miner.metrics().clone();
         let addr =

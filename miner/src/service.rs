@@ -51,14 +51,11 @@ impl<C: Chain> MinerService<C> {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
-        let incoming = server::incoming(listener, self.connections.clone());
+        let connections = self.connections.clone();
         let service = pb::miner_server::MinerServer::new(self)
             .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
             .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
-        server::builder()?
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
+        server::serve(service, listener, connections, shutdown).await
     }
 
     /// Checks the signature, that the caller is registered on the subnet, its nonce and its rate

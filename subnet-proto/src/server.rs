@@ -160,6 +160,33 @@ pub fn builder() -> Result<tonic::transport::Server, tonic::transport::Error> {
     }
 }
 
+/// Serves one gRPC service on `listener` until `shutdown` completes: the project's builder
+/// (`builder`), connections admitted under `limits` (`incoming`). Miners and validators both serve
+/// through it.
+pub async fn serve<S>(
+    service: S,
+    listener: TcpListener,
+    limits: Arc<ConnectionLimits>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    builder()?
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming(listener, limits), shutdown)
+        .await
+}
+
 impl Connected for Admitted {
     type ConnectInfo = TcpConnectInfo;
 

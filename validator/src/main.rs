@@ -1,6 +1,6 @@
 //! `validator run`: score every miner's gradient each window, set weights, advance the global model.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chain_client::wallet::choose_hotkey;
 use chain_client::{Chain, open_chain, window_seed};
 use clap::{Parser, Subcommand};
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use subnet_proto::backoff::Backoff;
 use task::{TaskEngine, TaskSpec};
-use validator::{DataDir, Validator, ValidatorError, ValidatorService};
+use validator::{DataDir, Validator, ValidatorService};
 
 #[derive(Parser)]
 #[command(
@@ -154,17 +154,9 @@ async fn main() -> anyhow::Result<()> {
     };
     validator.set_audit_period(audit_period);
     let (_, resumed_window) = validator.checkpoint();
-    if chain
-        .metagraph(netuid)
-        .await?
-        .by_hotkey(&validator.hotkey())
-        .is_none()
-    {
-        bail!(ValidatorError::NotRegistered {
-            hotkey: validator.hotkey().to_string(),
-            netuid
-        });
-    }
+    chain_client::Membership::new(chain.clone(), netuid, hotkey.clone())
+        .uid()
+        .await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -1,7 +1,7 @@
 //! Fetching the global checkpoint from validators: ask for the latest digest, download it by digest
 //! if it differs from ours, verify and load.
 
-use crate::{Miner, MinerError};
+use super::{Miner, MinerError};
 use chain_client::Chain;
 use subnet_proto::checkpoints::CheckpointClient;
 use task::Checkpoint;

@@ -1,0 +1,456 @@
+//! The miner's state and its window: train the assigned pages, compress with error feedback, sign
+//! and keep the commitment and what it names for validators. `sync` fetches the checkpoint.
+
+mod sync;
+
+use crate::Metrics;
+use crate::residual::{self, Residual};
+use chain_client::{AccountId, Chain, ChainError, Membership, Metagraph, NotRegistered};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use subnet_proto::{codec, commitment, pb};
+use subxt_signer::sr25519::Keypair;
+use task::assignment::AssignmentError;
+use task::checkpoint::CheckpointError;
+use task::{Checkpoint, TaskEngine};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MinerError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    NotRegistered(#[from] NotRegistered),
+    #[error("no global checkpoint yet: sync from a validator before training")]
+    NoCheckpoint,
+    #[error("no validator serves a checkpoint: {0}")]
+    NoValidator(String),
+    #[error("checkpoint from validator {validator} refused: {source}")]
+    Checkpoint {
+        validator: String,
+        source: CheckpointError,
+    },
+    #[error(transparent)]
+    Assignment(#[from] AssignmentError),
+    #[error(transparent)]
+    Group(#[from] task::groups::NoGroupFits),
+    #[error("training task failed: {0}")]
+    Training(String),
+    #[error("compression residual: {0}")]
+    Residual(String),
+}
+
+/// A window's committed artefacts: the commitment, the payload it commits to, and (codec dense form)
+/// the dense pseudo-gradient and the incoming residual it names, which validators ask for when they
+/// re-execute the window.
+pub struct ServedGradient {
+    pub commitment: pb::Commitment,
+    pub payload: Arc<Vec<u8>>,
+    pub dense: Arc<Vec<u8>>,
+    pub residual_in: Arc<Vec<u8>>,
+}
+
+impl ServedGradient {
+    /// The bytes of one part.
+    pub fn part(&self, part: pb::GradientPart) -> &Arc<Vec<u8>> {
+        match part {
+            pb::GradientPart::Payload => &self.payload,
+            pb::GradientPart::Dense => &self.dense,
+            pb::GradientPart::Residual => &self.residual_in,
+        }
+    }
+}
+
+/// What one window of training did.
+#[derive(Clone, Debug)]
+pub struct TrainReport {
+    pub window: u64,
+    pub uid: u16,
+    /// The parameter group trained (0 where the task trains the whole model).
+    pub group: usize,
+    pub pages: usize,
+    pub first_loss: f32,
+    pub last_loss: f32,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub payload_bytes: usize,
+}
+
+impl TrainReport {
+    pub fn tokens_per_second(&self) -> f64 {
+        self.tokens as f64 / self.seconds.max(1e-9)
+    }
+}
+
+#[derive(Default)]
+struct MinerState {
+    checkpoint: Option<Checkpoint>,
+    gradients: BTreeMap<u64, Arc<ServedGradient>>,
+}
+
+struct Inner<C> {
+    member: Membership<C>,
+    engine: Arc<TaskEngine>,
+    state: RwLock<MinerState>,
+    metrics: Arc<Metrics>,
+    device: task::Device,
+    /// Error feedback: what compression left out of earlier windows' gradients.
+    residual: std::sync::Mutex<Option<Residual>>,
+    /// Where the residual is kept across restarts, if anywhere.
+    residual_file: Option<PathBuf>,
+    /// Called after every inner step (a terminal progress bar).
+    on_progress: Option<ProgressHook>,
+    /// The most parameters of a group this miner holds (0: any).
+    group_capacity: u64,
+}
+
+/// Where a window's training stands, after each inner step.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub window: u64,
+    pub step: usize,
+    pub steps: usize,
+    pub loss: f32,
+    pub tokens_per_s: f64,
+}
+
+pub type ProgressHook = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// A miner; cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Miner<C> {
+    inner: Arc<Inner<C>>,
+}
+
+/// How many past windows' gradients a miner keeps serving.
+const KEPT_WINDOWS: usize = 3;
+
+impl<C: Chain> Miner<C> {
+    /// A miner that trains on the CPU.
+    pub fn new(chain: C, netuid: u16, hotkey: Keypair, engine: Arc<TaskEngine>) -> Self {
+        Self::on_device(chain, netuid, hotkey, engine, task::Device::Cpu)
+    }
+
+    /// A miner that trains on `device`.
+    pub fn on_device(
+        chain: C,
+        netuid: u16,
+        hotkey: Keypair,
+        engine: Arc<TaskEngine>,
+        device: task::Device,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                member: Membership::new(chain, netuid, hotkey),
+                engine,
+                state: RwLock::default(),
+                metrics: Arc::default(),
+                device,
+                residual: std::sync::Mutex::new(None),
+                residual_file: None,
+                on_progress: None,
+                group_capacity: 0,
+            }),
+        }
+    }
+
+    fn configure(mut self, f: impl FnOnce(&mut Inner<C>)) -> Self {
+        f(Arc::get_mut(&mut self.inner).expect("configure a miner before cloning it"));
+        self
+    }
+
+    /// Keeps the error-feedback residual in `path` (written after every window, read now), so a
+    /// restarted miner carries on with it. A file for another task or model size is an error.
+    pub fn with_residual_file(self, path: PathBuf) -> Result<Self, MinerError> {
+        let loaded = residual::load(&path, &self.engine().digest(), self.engine().num_params())
+            .map_err(MinerError::Residual)?;
+        if let Some(r) = &loaded {
+            tracing::info!(window = r.window, path = %path.display(), "resuming the compression residual");
+        }
+        Ok(self.configure(|inner| {
+            inner.residual = std::sync::Mutex::new(loaded);
+            inner.residual_file = Some(path);
+        }))
+    }
+
+    /// Calls `hook` after every inner step instead of logging progress lines.
+    pub fn with_progress(self, hook: ProgressHook) -> Self {
+        self.configure(|inner| inner.on_progress = Some(hook))
+    }
+
+    /// Declares that this miner holds groups of at most `params` parameters (0: any): where the task
+    /// cuts the model into groups, it is only given groups that fit. Its commitments carry the figure.
+    pub fn with_group_capacity(self, params: u64) -> Self {
+        self.configure(|inner| inner.group_capacity = params)
+    }
+
+    pub fn group_capacity(&self) -> u64 {
+        self.inner.group_capacity
+    }
+
+    pub fn device(&self) -> task::Device {
+        self.inner.device
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    pub fn hotkey(&self) -> AccountId {
+        self.inner.member.hotkey()
+    }
+
+    pub fn engine(&self) -> &Arc<TaskEngine> {
+        &self.inner.engine
+    }
+
+    pub fn chain(&self) -> &C {
+        self.inner.member.chain()
+    }
+
+    pub fn netuid(&self) -> u16 {
+        self.inner.member.netuid()
+    }
+
+    pub(crate) fn keypair(&self) -> &Keypair {
+        self.inner.member.keypair()
+    }
+
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        self.inner
+            .state
+            .read()
+            .expect("miner state lock")
+            .checkpoint
+            .clone()
+    }
+
+    pub(crate) fn set_checkpoint(&self, checkpoint: Checkpoint) {
+        self.inner
+            .state
+            .write()
+            .expect("miner state lock")
+            .checkpoint = Some(checkpoint);
+    }
+
+    pub fn gradient(&self, window: u64) -> Option<Arc<ServedGradient>> {
+        self.inner
+            .state
+            .read()
+            .expect("miner state lock")
+            .gradients
+            .get(&window)
+            .cloned()
+    }
+
+    pub fn latest_window(&self) -> Option<u64> {
+        self.inner
+            .state
+            .read()
+            .expect("miner state lock")
+            .gradients
+            .keys()
+            .next_back()
+            .copied()
+    }
+
+    /// This miner's uid on the subnet.
+    pub async fn uid(&self) -> Result<u16, MinerError> {
+        let metagraph = self.chain().metagraph(self.netuid()).await?;
+        self.own_uid(&metagraph)
+    }
+
+    fn own_uid(&self, metagraph: &Metagraph) -> Result<u16, MinerError> {
+        Ok(self.inner.member.uid_in(metagraph)?)
+    }
+
+    /// Trains the window on this miner's assigned pages from the current checkpoint and makes the
+    /// signed pseudo-gradient available to validators.
+    #[tracing::instrument(skip(self), fields(hotkey = %self.hotkey().short()))]
+    pub async fn train_window(
+        &self,
+        window: u64,
+        window_seed: u64,
+    ) -> Result<TrainReport, MinerError> {
+        let checkpoint = self.checkpoint().ok_or(MinerError::NoCheckpoint)?;
+        let metagraph = self.chain().metagraph(self.netuid()).await?;
+        let uid = self.own_uid(&metagraph)?;
+        let engine = self.engine().clone();
+        let group = engine
+            .group(window_seed, uid, self.group_capacity())?
+            .clone();
+        let trainable = group.range.clone();
+        let pages = engine.spec().shards.pages_per_miner;
+        let started = Instant::now();
+        let start = checkpoint.params.clone();
+        let device = self.inner.device;
+        let steps = engine.spec().training.inner_steps;
+        let tokens_per_step =
+            engine.spec().training.batch_size * engine.spec().targets_per_example();
+        let hook = self.inner.on_progress.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            device.train_window(
+                &engine,
+                &start,
+                window,
+                window_seed,
+                uid,
+                trainable,
+                |step, loss| {
+                    let done = step + 1;
+                    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+                    if let Some(hook) = &hook {
+                        hook(&Progress {
+                            window,
+                            step: done,
+                            steps,
+                            loss,
+                            tokens_per_s: (done * tokens_per_step) as f64 / elapsed,
+                        });
+                        tracing::debug!(window, uid, step = done, steps, loss, "inner step");
+                    } else if done % steps.div_ceil(4).max(1) == 0 || done == steps {
+                        // Progress four times a window; every step at debug level.
+                        tracing::info!(
+                            window,
+                            step = done,
+                            steps,
+                            loss,
+                            tokens_per_s = (done * tokens_per_step) as f64 / elapsed,
+                            "training"
+                        );
+                    } else {
+                        tracing::debug!(window, uid, step = done, steps, loss, "inner step");
+                    }
+                },
+            )
+        })
+        .await
+        .map_err(|e| MinerError::Training(e.to_string()))??;
+        let seconds = started.elapsed().as_secs_f64();
+        let (first_loss, last_loss) = (
+            outcome.losses.first().copied().unwrap_or(f32::NAN),
+            outcome.losses.last().copied().unwrap_or(f32::NAN),
+        );
+        let delta = outcome.into_pseudo_gradient(&checkpoint.params);
+        let served = self.commit_work_in(window, checkpoint.digest, &delta, group.range.clone());
+        let report = TrainReport {
+            window,
+            uid,
+            group: group.index,
+            pages,
+            first_loss,
+            last_loss,
+            tokens: self.engine().spec().tokens_per_miner_window(),
+            seconds,
+            payload_bytes: served.payload.len(),
+        };
+        self.publish(window, served);
+        self.inner
+            .metrics
+            .window_trained(window, report.tokens_per_second());
+        tracing::info!(
+            window,
+            uid,
+            loss = report.last_loss,
+            first_loss = report.first_loss,
+            tokens_per_s = report.tokens_per_second() as u64,
+            "trained window"
+        );
+        Ok(report)
+    }
+
+    /// Compresses `window`'s pseudo-gradient `delta` (trained from the checkpoint `checkpoint`) with
+    /// the error-feedback residual carried into the window, signs the commitment to all of it and
+    /// keeps the residual that comes out for the next window (and on disk, with a residual file).
+    pub fn commit_work(&self, window: u64, checkpoint: [u8; 32], delta: &[f32]) -> ServedGradient {
+        self.commit_work_in(window, checkpoint, delta, 0..delta.len())
+    }
+
+    /// `commit_work` for a window that trained the parameter group `range`: the payload encodes
+    /// only that group (`codec::compress_range`), and the residual keeps what the other groups
+    /// carry for later windows.
+    pub fn commit_work_in(
+        &self,
+        window: u64,
+        checkpoint: [u8; 32],
+        delta: &[f32],
+        range: std::ops::Range<usize>,
+    ) -> ServedGradient {
+        let engine = self.engine();
+        let spec = &engine.spec().compression;
+        let mut residual = self.inner.residual.lock().expect("residual lock");
+        // When the global model did not move since the window the residual came from, nothing that
+        // window sent was applied: carrying the residual on would only pile up mass that the next
+        // payloads then send too large. The error feedback starts over from zero instead.
+        let stalled = |source: u64| {
+            source != window
+                && self
+                    .gradient(source)
+                    .is_some_and(|g| g.commitment.checkpoint_digest == checkpoint)
+        };
+        let (residual_in, source_window) = residual
+            .as_ref()
+            .and_then(|r| r.carried_into(window))
+            .filter(|(r, source)| r.len() == delta.len() && !stalled(*source))
+            .map(|(r, source)| (r.to_vec(), source))
+            .unwrap_or_else(|| (vec![0.0; delta.len()], 0));
+        let compressed = codec::compress_range(
+            delta,
+            &residual_in,
+            codec::Layout::of_task(spec.chunk, spec.top_k, spec.value_bits),
+            spec.error_feedback as f32,
+            range,
+        );
+        let dense = codec::encode_dense(delta);
+        let residual_in_bytes = codec::encode_dense(&residual_in);
+        let commitment = commitment::commit(
+            self.inner.member.keypair(),
+            &commitment::Claims {
+                window,
+                task_digest: engine.digest(),
+                checkpoint_digest: checkpoint,
+                payload_digest: subnet_proto::digest(&compressed.payload),
+                payload_len: compressed.payload.len() as u64,
+                dense_digest: subnet_proto::digest(&dense),
+                residual_in_digest: subnet_proto::digest(&residual_in_bytes),
+                residual_window: source_window,
+                residual_out_digest: subnet_proto::digest(&codec::encode_dense(
+                    &compressed.residual_out,
+                )),
+                group_capacity: self.group_capacity(),
+            },
+        );
+        let next = Residual {
+            window,
+            source_window,
+            before: residual_in,
+            after: compressed.residual_out,
+        };
+        if let Some(path) = &self.inner.residual_file
+            && let Err(e) = residual::save(path, &engine.digest(), &next)
+        {
+            // A stale file would restart this miner from a residual its commitments no longer
+            // continue, which validators treat as fraud; an empty residual is always accepted.
+            let removed = std::fs::remove_file(path);
+            tracing::warn!(window, path = %path.display(), error = %e, removed = removed.is_ok(), "cannot save the compression residual; the file is removed so that a restart starts from an empty residual");
+        }
+        *residual = Some(next);
+        ServedGradient {
+            commitment,
+            payload: Arc::new(compressed.payload),
+            dense: Arc::new(dense),
+            residual_in: Arc::new(residual_in_bytes),
+        }
+    }
+
+    /// Makes a window's committed artefacts servable (the commitment at once, the rest once the
+    /// window has closed), forgetting the oldest beyond the kept ones.
+    pub fn publish(&self, window: u64, served: ServedGradient) {
+        let mut state = self.inner.state.write().expect("miner state lock");
+        state.gradients.insert(window, Arc::new(served));
+        while state.gradients.len() > KEPT_WINDOWS {
+            state.gradients.pop_first();
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Weights on chain (set, or committed for a later reveal) and fraud reports.
+
+use super::*;
+
+impl<C: Chain> Validator<C> {
+    /// Sets (or commits) the window's weights after revealing earlier commits that are due.
+    pub(super) async fn put_weights(
+        &self,
+        window: u64,
+        decisions: &[scoring::MinerDecision],
+        version_key: u64,
+    ) -> (Vec<(u64, Result<(), String>)>, WeightsSet, bool) {
+        let (hotkey, netuid) = (self.keypair(), self.netuid());
+        let pending = std::mem::take(&mut self.state_mut().pending_reveals);
+        let (reveals, mut keep) = weights::reveal_due(self.chain(), hotkey, netuid, pending).await;
+        let mut committed = false;
+        let weights_set = if decisions.iter().any(|d| d.weight > 0.0) {
+            let uids: Vec<u16> = decisions.iter().map(|d| d.uid).collect();
+            let weights: Vec<f64> = decisions.iter().map(|d| d.weight).collect();
+            match weights_to_u16(&uids, &weights) {
+                Ok(row) => {
+                    let persist = |commit: &PendingReveal| {
+                        let all: Vec<PendingReveal> =
+                            keep.iter().cloned().chain([commit.clone()]).collect();
+                        self.save_reveals(&all)
+                    };
+                    match weights::submit(
+                        self.chain(),
+                        hotkey,
+                        netuid,
+                        window,
+                        row.clone(),
+                        version_key,
+                        persist,
+                    )
+                    .await
+                    {
+                        Ok(submitted) => {
+                            committed = submitted != weights::Submitted::Set;
+                            if let weights::Submitted::Committed(commit) = submitted {
+                                keep.push(commit);
+                            }
+                            Ok(row)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            Err("no miner has earned weight yet".to_string())
+        };
+        if let Err(e) = &weights_set {
+            tracing::warn!(window, error = %e, "weights not set");
+        }
+        if let Err(e) = self.save_reveals(&keep) {
+            tracing::warn!(window, error = %e, "cannot save the pending reveals");
+        }
+        self.state_mut().pending_reveals = keep;
+        (reveals, weights_set, committed)
+    }
+
+    /// Keeps the commits still to reveal in the data directory (when there is one).
+    pub(super) fn save_reveals(&self, reveals: &[PendingReveal]) -> Result<(), String> {
+        match &self.inner.store {
+            Some(store) => store.save_reveals(reveals).map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Reports each fraud to the chain (on the local chain, enough reports slash the miner's stake).
+    pub(super) async fn report_frauds(
+        &self,
+        window: u64,
+        frauds: Vec<(u16, AccountId, [u8; 32])>,
+    ) -> Vec<(u16, Result<FraudOutcome, String>)> {
+        let mut reports = Vec::new();
+        for (uid, offender, evidence) in frauds {
+            let outcome = self
+                .chain()
+                .report_fraud(self.keypair(), self.netuid(), offender, window, evidence)
+                .await
+                .map_err(|e| e.to_string());
+            match &outcome {
+                Ok(outcome) => tracing::info!(window, uid, ?outcome, "reported fraud"),
+                Err(e) => tracing::warn!(window, uid, error = %e, "fraud report refused"),
+            }
+            reports.push((uid, outcome));
+        }
+        reports
+    }
+}

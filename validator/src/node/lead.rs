@@ -1,0 +1,140 @@
+//! Following the lead validator's checkpoint, and moving to the next one.
+
+use super::*;
+
+impl<C: Chain> Validator<C> {
+    /// With several validators, the lead's checkpoint (most stake) is the one miners trained
+    /// `window` from. A validator that is not the lead takes it, after recomputing it from the
+    /// gradients it gathered itself in the window before; it refuses a checkpoint whose recipe gives
+    /// another one, and takes it unverified (logged) when it did not gather every gradient the recipe
+    /// names.
+    pub(super) async fn follow_lead(&self, window: u64, metagraph: &Metagraph) -> Option<Adoption> {
+        let lead = *metagraph.validators_by_stake().first()?;
+        if lead.hotkey == self.hotkey() {
+            return None;
+        }
+        let addr = lead.axon?;
+        let adopt = async {
+            let mut client = CheckpointClient::connect(addr, self.keypair(), lead.hotkey.0).await?;
+            let latest = client.latest().await?;
+            let digest = subnet_proto::bytes32("digest", &latest.digest)?;
+            if latest.window != window {
+                return Err(format!(
+                    "the lead's checkpoint is for window {}, not {window}",
+                    latest.window
+                ));
+            }
+            let (own, own_window) = self.checkpoint();
+            if own.digest == digest && own_window == window {
+                return Ok(None);
+            }
+            let recipe = recipe_of(&latest)?;
+            let recomputed = {
+                let state = self.state();
+                match (&state.scored, &recipe) {
+                    (Some(s), Some(r))
+                        if s.window + 1 == window && s.checkpoint.digest == r.previous =>
+                    {
+                        Some(recompute(
+                            self.engine(),
+                            &s.checkpoint,
+                            &s.momentum,
+                            r,
+                            &s.gathered,
+                            &digest,
+                        ))
+                    }
+                    _ => None,
+                }
+            };
+            let engine = self.engine();
+            let (checkpoint, momentum, verified) = match recomputed {
+                Some(Recomputation::Confirmed(checkpoint, momentum)) => {
+                    (checkpoint, Some(momentum), true)
+                }
+                Some(Recomputation::Differs { recomputed }) => {
+                    return Err(format!(
+                        "its recipe gives checkpoint {}, not the {} it serves: not adopted",
+                        hex::encode(recomputed),
+                        hex::encode(digest)
+                    ));
+                }
+                Some(Recomputation::Missing(_)) | None => {
+                    let bytes = client.download(&digest, latest.len).await?;
+                    let checkpoint = Checkpoint::from_bytes(
+                        &bytes,
+                        &engine.digest(),
+                        engine.num_params(),
+                        Some(&digest),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    (checkpoint, None, false)
+                }
+            };
+            {
+                let mut state = self.state_mut();
+                if let Some(momentum) = momentum {
+                    state.momentum = momentum;
+                }
+            }
+            self.advance(window, checkpoint, None);
+            Ok(Some(Adoption {
+                lead: lead.uid,
+                digest,
+                verified,
+            }))
+        };
+        match adopt.await {
+            Ok(adoption) => {
+                if let Some(a) = &adoption {
+                    tracing::info!(window, lead = a.lead, checkpoint = %hex::encode(&a.digest[..4]), verified = a.verified, "adopted the lead's checkpoint");
+                }
+                adoption
+            }
+            Err(e) => {
+                tracing::warn!(window, lead = lead.uid, error = %e, "keeping this validator's own checkpoint");
+                None
+            }
+        }
+    }
+
+    /// Makes `checkpoint` the global model from `window` on; `recipe` says how it was made here.
+    pub fn advance(&self, window: u64, checkpoint: Checkpoint, recipe: Option<Recipe>) {
+        let mut state = self.state_mut();
+        state.recent.insert(window, checkpoint.clone());
+        while state.recent.len() > KEPT_CHECKPOINTS {
+            state.recent.pop_first();
+        }
+        state.checkpoint = checkpoint;
+        state.checkpoint_window = window;
+        state.recipe = recipe;
+    }
+}
+
+/// The recipe a lead announced with its checkpoint, if it announced one.
+pub(super) fn recipe_of(latest: &pb::LatestCheckpointResponse) -> Result<Option<Recipe>, String> {
+    if latest.previous_digest.is_empty() {
+        return Ok(None);
+    }
+    let mut aggregated = Vec::with_capacity(latest.aggregated.len());
+    let mut clip_norms = Vec::with_capacity(latest.aggregated.len());
+    for a in &latest.aggregated {
+        let uid = u16::try_from(a.uid).map_err(|_| format!("uid {} in the recipe", a.uid))?;
+        let c = a
+            .commitment
+            .clone()
+            .ok_or_else(|| format!("uid {uid} in the recipe has no commitment"))?;
+        aggregated.push((uid, c));
+        clip_norms.push(if a.clip_norm > 0.0 {
+            a.clip_norm
+        } else {
+            latest.clip_norm
+        });
+    }
+    Ok(Some(Recipe {
+        previous: subnet_proto::bytes32("previous digest", &latest.previous_digest)?,
+        aggregated,
+        clip_norm: latest.clip_norm,
+        clip_norms,
+    }))
+}

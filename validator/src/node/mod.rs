@@ -1,0 +1,527 @@
+//! The validator's state and handle, and the window's working types. The window's steps are the
+//! submodules: `commitments` (collected while a window is open), `lead` (the lead's checkpoint),
+//! `window` (the order of the steps, aggregation and the record), `measure` (gathering and
+//! scoring gradients), `audits` (re-executing miners' windows) and `chain_calls` (weights and
+//! fraud reports).
+
+mod audits;
+mod chain_calls;
+mod commitments;
+mod lead;
+mod measure;
+mod window;
+
+use audits::apply_audits;
+use commitments::load_commitments;
+
+use crate::Recipe;
+use crate::aggregation::{Recomputation, next_checkpoint, recompute, store_vector};
+use crate::audit::{ResidualLedger, audited, verify_artefacts, zero_residual_digest};
+use crate::error::ValidatorError;
+use crate::gather::{Gatherer, Rejection};
+use crate::outcome::{Adoption, MinerResult, WeightsSet, WindowOutcome};
+use crate::record::{AuditRecord, GradientRecord, WeightsRecord, WindowRecord};
+use crate::store::{DataDir, PendingReveal, SavedState, StoreError};
+use crate::{aggregation, evaluate, weights};
+use chain_client::{AccountId, Chain, FraudOutcome, Membership, Metagraph, Neuron};
+use scoring::checks::{pairwise_similarity, relative_difference, reproduces};
+use scoring::{
+    Averages, Bans, MinerDecision, MinerEvidence, Verdict, WindowEvidence, aggregation_order,
+    averages_after, bans_after, candidates, decide, screen, weights_to_u16,
+};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use subnet_proto::checkpoints::CheckpointClient;
+use subnet_proto::{codec, pb};
+use subxt_signer::sr25519::Keypair;
+use task::aggregate::l2_norm;
+use task::{Checkpoint, TaskEngine};
+
+/// Seconds spent per step of a window.
+#[derive(Debug)]
+struct Timings(Vec<(&'static str, f64)>, std::time::Instant);
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self(Vec::new(), std::time::Instant::now())
+    }
+}
+
+impl Timings {
+    /// Closes the step `name` (it ran since the previous step closed).
+    fn lap(&mut self, name: &'static str) {
+        self.0.push((name, self.1.elapsed().as_secs_f64()));
+        self.1 = std::time::Instant::now();
+    }
+}
+
+/// What a scored window leaves for recomputing the lead's next checkpoint.
+struct Scored {
+    window: u64,
+    checkpoint: Checkpoint,
+    momentum: Vec<f32>,
+    gathered: BTreeMap<u16, (pb::Commitment, Vec<f32>)>,
+}
+
+struct ValidatorState {
+    /// The global checkpoint at the start of the current window, and that window.
+    checkpoint: Checkpoint,
+    checkpoint_window: u64,
+    /// How `checkpoint` was made, for other validators to recompute (None at genesis or after a
+    /// restart).
+    recipe: Option<Recipe>,
+    /// Recent checkpoints by window, so miners a window behind can still sync.
+    recent: BTreeMap<u64, Checkpoint>,
+    /// Moving average of scores per uid, with the hotkey it belongs to (reset when a uid changes hands).
+    averages: Averages,
+    bans: Bans,
+    /// Weights committed under commit-reveal and not yet revealed.
+    pending_reveals: Vec<PendingReveal>,
+    /// The outer Nesterov momentum buffer (empty: zeros, or plain SGD).
+    momentum: Vec<f32>,
+    /// The error-feedback residual of the validator's own reference training (empty: zero).
+    reference_residual: Vec<f32>,
+    ledger: ResidualLedger,
+    pending_audits: BTreeMap<u16, String>,
+    /// The hotkey on each uid whose audit this validator has completed at least once.
+    audited_hotkeys: BTreeMap<u16, String>,
+    audit_secret: u64,
+    /// Commitments collected while their window was open, by window and uid.
+    collected: BTreeMap<u64, BTreeMap<u16, pb::Commitment>>,
+    scored: Option<Scored>,
+}
+
+struct Inner<C> {
+    member: Membership<C>,
+    engine: Arc<TaskEngine>,
+    deadline: Duration,
+    /// Overrides the task's `scoring.audit_period` (a local policy; the record says who was audited).
+    audit_period: Mutex<Option<u64>>,
+    state: RwLock<ValidatorState>,
+    store: Option<DataDir>,
+}
+
+/// A validator; cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Validator<C> {
+    inner: Arc<Inner<C>>,
+}
+
+const KEPT_CHECKPOINTS: usize = 4;
+const KEPT_COLLECTIONS: usize = 4;
+/// Payloads fetched at once: the bytes in flight are bounded by this many payloads, while commitments
+/// (a few hundred bytes each) are all asked for at once.
+const MAX_CONCURRENT_FETCHES: usize = 32;
+
+/// What every step of a window's scoring reads.
+struct WindowContext {
+    window: u64,
+    window_seed: u64,
+    eval_seed: u64,
+    /// The uids whose page ranges the window's assignment covers.
+    assigned_uids: u64,
+    params: scoring::ScoringParams,
+    checkpoint: Checkpoint,
+    /// Every registered uid but this validator's.
+    miners: Vec<Neuron>,
+    /// The commitments collected before the window closed.
+    collected: BTreeMap<u16, pb::Commitment>,
+    bans: Bans,
+    ledger: ResidualLedger,
+    batches: Arc<Vec<task::Batch>>,
+    /// The checkpoint's losses on `batches`.
+    base: Vec<f32>,
+    reference: Reference,
+}
+
+/// The validator's own training of the window.
+struct Reference {
+    dense: Vec<f32>,
+    /// As a miner sends it: compressed with the validator's own error-feedback residual.
+    sent: Arc<Vec<f32>>,
+    residual_in: Vec<f32>,
+    residual_out: Vec<f32>,
+    /// The norm of `sent` over each parameter group (empty for a whole-model task).
+    group_norms: Vec<f64>,
+    /// What `sent` over each parameter group gains alone on the eval batches (empty for a
+    /// whole-model task).
+    group_gains: Vec<f64>,
+}
+
+/// The window's work as measured and checked so far.
+#[derive(Default)]
+struct Work {
+    evidence: Vec<MinerEvidence>,
+    gradients: BTreeMap<u16, Fetched>,
+    rejections: BTreeMap<u16, Rejection>,
+    /// The norm every gradient of each parameter group is clipped to
+    /// (`scoring::decide::group_clip_norms`).
+    clips: Vec<f64>,
+    audits: Vec<AuditFinding>,
+}
+
+impl Work {
+    /// The frauds to report: uid, hotkey and the digest of (commitment signature, reason).
+    fn frauds(&self, ctx: &WindowContext) -> Vec<(u16, AccountId, [u8; 32])> {
+        self.evidence
+            .iter()
+            .filter_map(|m| {
+                let (reason, g) = (m.fraud.as_ref()?, self.gradients.get(&m.uid)?);
+                let mut bytes = g.commitment.signature.clone();
+                bytes.extend_from_slice(reason.as_bytes());
+                let offender = ctx.miners.iter().find(|n| n.uid == m.uid)?.hotkey;
+                Some((m.uid, offender, subnet_proto::digest(&bytes)))
+            })
+            .collect()
+    }
+
+    /// Each miner's result, from its decision.
+    fn results(&mut self, ctx: &WindowContext, decisions: Vec<MinerDecision>) -> Vec<MinerResult> {
+        decisions
+            .into_iter()
+            .zip(&ctx.miners)
+            .map(|(d, n)| MinerResult {
+                uid: d.uid,
+                hotkey: n.hotkey,
+                usefulness: d.usefulness,
+                assignment: d.assignment,
+                contribution: d.contribution,
+                rejection: self.rejections.remove(&d.uid),
+                audited: self.audits.iter().any(|f| f.record.uid == d.uid),
+                verdict: d.verdict,
+                score: d.score,
+                moving_average: d.moving_average,
+                weight: d.weight,
+            })
+            .collect()
+    }
+}
+
+/// The window's outer step.
+struct Step {
+    aggregated: Vec<u16>,
+    /// The clip norm of each aggregated gradient (its group's).
+    caps: Vec<f64>,
+    next: Checkpoint,
+    momentum_before: Vec<f32>,
+    momentum_after: Vec<f32>,
+}
+
+/// A gradient that arrived intact.
+struct Fetched {
+    commitment: pb::Commitment,
+    payload: Vec<u8>,
+    /// The decoded payload as a whole-model vector (zero outside the miner's group).
+    values: Vec<f32>,
+    /// The parameter group the miner trained this window.
+    group: task::groups::ParamGroup,
+}
+
+/// What an audit found.
+struct AuditFinding {
+    record: AuditRecord,
+    /// The miner could not be reached: audit it again next window.
+    incomplete: bool,
+}
+
+impl<C: Chain> Validator<C> {
+    /// A validator starting from `checkpoint` as the global model of `window`, keeping nothing on disk.
+    pub fn new(
+        chain: C,
+        netuid: u16,
+        hotkey: Keypair,
+        engine: Arc<TaskEngine>,
+        checkpoint: Checkpoint,
+        window: u64,
+    ) -> Self {
+        let saved = fresh_state(&checkpoint, window);
+        Self::build(
+            chain,
+            netuid,
+            hotkey,
+            engine,
+            checkpoint,
+            saved,
+            (Vec::new(), Vec::new()),
+            None,
+        )
+    }
+
+    /// A validator that keeps its state, checkpoints and replay log in `store`: it resumes from the
+    /// saved checkpoint, window, moving averages, bans and residual ledger when there are any, else
+    /// starts from `checkpoint` at `window`.
+    pub fn with_store(
+        chain: C,
+        netuid: u16,
+        hotkey: Keypair,
+        engine: Arc<TaskEngine>,
+        checkpoint: Checkpoint,
+        window: u64,
+        store: DataDir,
+    ) -> Result<Self, ValidatorError> {
+        let saved_error = |message: String| ValidatorError::SavedCheckpoint {
+            dir: store.root().display().to_string(),
+            message,
+        };
+        let (checkpoint, saved, momentum, reference_residual) = match store.load_state()? {
+            Some(saved) => {
+                let digest = subnet_proto::bytes32(
+                    "checkpoint",
+                    &hex::decode(&saved.checkpoint).unwrap_or_default(),
+                )
+                .map_err(saved_error)?;
+                let bytes = store.blob(&digest)?;
+                let checkpoint = Checkpoint::from_bytes(
+                    &bytes,
+                    &engine.digest(),
+                    engine.num_params(),
+                    Some(&digest),
+                )
+                .map_err(|e| saved_error(e.to_string()))?;
+                tracing::info!(window = saved.window, checkpoint = %checkpoint.short_digest(), miners = saved.averages.len(), "resumed from the data directory");
+                let momentum = match &saved.momentum {
+                    Some(hex_digest) => {
+                        aggregation::load_vector(&store, hex_digest, engine.num_params())
+                            .map_err(saved_error)?
+                    }
+                    None => Vec::new(),
+                };
+                let reference_residual = match &saved.reference_residual {
+                    Some(hex_digest) => {
+                        aggregation::load_vector(&store, hex_digest, engine.num_params())
+                            .map_err(saved_error)?
+                    }
+                    None => Vec::new(),
+                };
+                (checkpoint, saved, momentum, reference_residual)
+            }
+            None => {
+                let saved = fresh_state(&checkpoint, window);
+                (checkpoint, saved, Vec::new(), Vec::new())
+            }
+        };
+        // The commits still to reveal are kept apart as soon as they are made: they may be newer
+        // than the state.
+        let saved = match store.load_reveals()? {
+            Some(pending_reveals) => SavedState {
+                pending_reveals,
+                ..saved
+            },
+            None => saved,
+        };
+        let collected = load_commitments(&store, saved.window)?;
+        let validator = Self::build(
+            chain,
+            netuid,
+            hotkey,
+            engine,
+            checkpoint,
+            saved,
+            (momentum, reference_residual),
+            Some(store),
+        );
+        validator.state_mut().collected = collected;
+        validator.save_state()?;
+        Ok(validator)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        chain: C,
+        netuid: u16,
+        hotkey: Keypair,
+        engine: Arc<TaskEngine>,
+        checkpoint: Checkpoint,
+        saved: SavedState,
+        (momentum, reference_residual): (Vec<f32>, Vec<f32>),
+        store: Option<DataDir>,
+    ) -> Self {
+        let window = saved.window;
+        let state = ValidatorState {
+            recent: BTreeMap::from([(window, checkpoint.clone())]),
+            checkpoint,
+            checkpoint_window: window,
+            recipe: None,
+            averages: saved.averages,
+            bans: saved.bans,
+            pending_reveals: saved.pending_reveals,
+            momentum,
+            reference_residual,
+            ledger: saved.ledger,
+            pending_audits: saved.pending_audits,
+            audited_hotkeys: saved.audited_hotkeys,
+            audit_secret: saved.audit_secret.unwrap_or_else(random_u64),
+            collected: BTreeMap::new(),
+            scored: None,
+        };
+        Self {
+            inner: Arc::new(Inner {
+                member: Membership::new(chain, netuid, hotkey),
+                engine,
+                deadline: Duration::from_secs(60),
+                audit_period: Mutex::new(None),
+                state: RwLock::new(state),
+                store,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, ValidatorState> {
+        self.inner.state.read().expect("validator state lock")
+    }
+
+    fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, ValidatorState> {
+        self.inner.state.write().expect("validator state lock")
+    }
+
+    /// Writes what a restart resumes from to the data directory, if any.
+    fn save_state(&self) -> Result<(), ValidatorError> {
+        let Some(store) = &self.inner.store else {
+            return Ok(());
+        };
+        let (checkpoint, momentum, reference_residual, mut saved) = {
+            let state = self.state();
+            (
+                state.checkpoint.clone(),
+                state.momentum.clone(),
+                state.reference_residual.clone(),
+                SavedState {
+                    checkpoint: hex::encode(state.checkpoint.digest),
+                    window: state.checkpoint_window,
+                    averages: state.averages.clone(),
+                    pending_reveals: state.pending_reveals.clone(),
+                    momentum: None,
+                    bans: state.bans.clone(),
+                    ledger: state.ledger.clone(),
+                    pending_audits: state.pending_audits.clone(),
+                    audited_hotkeys: state.audited_hotkeys.clone(),
+                    audit_secret: Some(state.audit_secret),
+                    reference_residual: None,
+                },
+            )
+        };
+        store.put_blob(&checkpoint.to_bytes())?;
+        saved.momentum = store_vector(store, &momentum)?;
+        saved.reference_residual = store_vector(store, &reference_residual)?;
+        store.save_state(&saved)?;
+        Ok(())
+    }
+
+    /// Overrides the task's audit period for this validator: `Some(0)` never audits, `Some(1)`
+    /// audits every miner every window, `None` goes back to the task's `scoring.audit_period`.
+    pub fn set_audit_period(&self, period: Option<u64>) {
+        *self.inner.audit_period.lock().expect("audit period lock") = period;
+    }
+
+    /// Weights committed under commit-reveal and not yet revealed.
+    pub fn pending_reveals(&self) -> Vec<PendingReveal> {
+        self.state().pending_reveals.clone()
+    }
+
+    fn audit_period(&self) -> u64 {
+        self.inner
+            .audit_period
+            .lock()
+            .expect("audit period lock")
+            .unwrap_or(self.engine().spec().scoring.audit_period)
+    }
+
+    /// The moving averages per uid (with the hotkey each belongs to).
+    pub fn averages(&self) -> Averages {
+        self.state().averages.clone()
+    }
+
+    /// Hotkeys banned after a fraud, through a window.
+    pub fn bans(&self) -> Bans {
+        self.state().bans.clone()
+    }
+
+    pub fn hotkey(&self) -> AccountId {
+        self.inner.member.hotkey()
+    }
+
+    pub fn engine(&self) -> &Arc<TaskEngine> {
+        &self.inner.engine
+    }
+
+    pub fn chain(&self) -> &C {
+        self.inner.member.chain()
+    }
+
+    pub fn netuid(&self) -> u16 {
+        self.inner.member.netuid()
+    }
+
+    pub(crate) fn keypair(&self) -> &Keypair {
+        self.inner.member.keypair()
+    }
+
+    /// The current global checkpoint and the window it starts.
+    pub fn checkpoint(&self) -> (Checkpoint, u64) {
+        let state = self.state();
+        (state.checkpoint.clone(), state.checkpoint_window)
+    }
+
+    /// How the current checkpoint was made, when this validator made it.
+    pub fn recipe(&self) -> Option<Recipe> {
+        self.state().recipe.clone()
+    }
+
+    pub(crate) fn checkpoint_by_digest(&self, digest: &[u8]) -> Option<Checkpoint> {
+        self.state()
+            .recent
+            .values()
+            .find(|c| c.digest.as_slice() == digest)
+            .cloned()
+    }
+
+    fn gatherer(&self) -> Gatherer<'_> {
+        Gatherer {
+            keypair: self.inner.member.keypair(),
+            engine: &self.inner.engine,
+            deadline: self.inner.deadline,
+        }
+    }
+
+    /// A per-window eval seed that miners cannot predict: derived from a (randomized) sr25519
+    /// signature of this validator over the window.
+    fn eval_seed(&self, window: u64, window_seed: u64) -> u64 {
+        let mut message = b"subnet-eval-seed".to_vec();
+        message.extend_from_slice(&window.to_le_bytes());
+        message.extend_from_slice(&window_seed.to_le_bytes());
+        let digest = subnet_proto::digest(&self.inner.member.keypair().sign(&message).0);
+        u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+    }
+}
+
+fn fresh_state(checkpoint: &Checkpoint, window: u64) -> SavedState {
+    SavedState {
+        checkpoint: hex::encode(checkpoint.digest),
+        window,
+        averages: Averages::new(),
+        pending_reveals: Vec::new(),
+        momentum: None,
+        bans: Bans::new(),
+        ledger: ResidualLedger::default(),
+        pending_audits: BTreeMap::new(),
+        audited_hotkeys: BTreeMap::new(),
+        audit_secret: None,
+        reference_residual: None,
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the operating system gives randomness");
+    u64::from_le_bytes(bytes)
+}
+
+/// Runs CPU-bound work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ValidatorError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ValidatorError::Evaluation(e.to_string()))
+}
