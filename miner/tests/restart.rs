@@ -161,7 +161,7 @@ async fn a_miner_killed_mid_window_serves_the_next_window_after_a_restart() {
         }),
     );
 
-    // Killed while window 1 is open, mid-training or just after.
+    // Killed while window 1 is open, once it reports its first quarter of training.
     let data = dir.path().join("miner");
     let residual_file = data.join("residual.bin");
     let read_residual = || {
@@ -171,7 +171,7 @@ async fn a_miner_killed_mid_window_serves_the_next_window_after_a_restart() {
     };
     let first = start_miner(&task_path, &chain_path, &data);
     first.wait_for(&["serving"], Duration::from_secs(60));
-    std::thread::sleep(Duration::from_millis(700));
+    first.wait_for(&["training", "window=1"], Duration::from_secs(60));
     drop(first);
 
     // Restarted in the same window: it trains window 1 again and serves it.

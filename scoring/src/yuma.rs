@@ -132,6 +132,154 @@ fn rows_of(rows: Rows, a: &[Vec<(u16, Fixed)>], b: &[Vec<(u16, Fixed)>]) -> Vec<
     }
 }
 
+/// Step 2: stake below the threshold counts as zero; normalized in I64F64, then I32F32.
+fn normalized_stake(params: &YumaParams, stake: &[u64]) -> Vec<Fixed> {
+    let mut filtered: Vec<I64F64> = stake
+        .iter()
+        .map(|&s| {
+            let s = I64F64::saturating_from_num(s);
+            if s.saturating_to_num::<u64>() < params.stake_threshold {
+                I64F64::from_num(0)
+            } else {
+                s
+            }
+        })
+        .collect();
+    fm::inplace_normalize_64(&mut filtered);
+    filtered
+        .into_iter()
+        .map(Fixed::saturating_from_num)
+        .collect()
+}
+
+/// Step 5: the weight rows of permitted validators, with no diagonal, none set before their target
+/// registered (or committed before it, under commit-reveal), each row normalized.
+fn masked_weights(input: &EpochInput<'_>, forbids: &[bool]) -> SparseMatrix {
+    let n = input.stake.len();
+    let raw: SparseMatrix = input
+        .weights
+        .iter()
+        .map(|row| {
+            row.iter()
+                .filter(|(j, _)| (*j as usize) < n)
+                .map(|&(j, w)| (j, Fixed::saturating_from_num(w)))
+                .collect()
+        })
+        .collect();
+    let mut weights = fm::mask_rows_sparse(forbids, &raw);
+    weights = fm::mask_diag_sparse(&weights);
+    weights = fm::vec_mask_sparse_matrix(
+        &weights,
+        input.last_update,
+        input.block_at_registration,
+        |updated, registered| updated <= registered,
+    );
+    if let Some(commit_blocks) = input.earliest_commit {
+        weights = fm::vec_mask_sparse_matrix(
+            &weights,
+            commit_blocks,
+            input.block_at_registration,
+            |committed, registered| committed < registered,
+        );
+    }
+    fm::inplace_row_normalize_sparse(&mut weights);
+    weights
+}
+
+/// The bonds the chain stored, as proportions of u16, within the uids that exist.
+fn stored_bonds(state: &YumaState, n: usize) -> SparseMatrix {
+    (0..n)
+        .map(|i| state.bonds.get(i).map_or_else(Vec::new, |r| sparse_u16(r)))
+        .map(|mut row| {
+            row.retain(|(j, _)| (*j as usize) < n);
+            row
+        })
+        .collect()
+}
+
+/// What the bond update reads: this epoch's bond weights and the stored bonds, with what
+/// dividends are paid from.
+struct BondInputs<'a> {
+    weights: &'a SparseMatrix,
+    stored: SparseMatrix,
+    /// Bonds toward targets registered after this block belong to a previous occupant.
+    last_tempo: u64,
+    registered: &'a [u64],
+    consensus: &'a [Fixed],
+    incentive: &'a [Fixed],
+    active_stake: &'a [Fixed],
+    alpha: Fixed,
+    columns: u16,
+    rows: Rows,
+}
+
+/// Step 12 (Yuma 3): bonds kept as proportions, each an EMA of its bond weight (with liquid alpha
+/// where enabled); dividends from the column-normalized bonds. Returns (bonds, dividends).
+fn yuma3_bonds(params: &YumaParams, b: BondInputs<'_>) -> (SparseMatrix, Vec<Fixed>) {
+    let mut bonds = b.stored;
+    for row in bonds.iter_mut() {
+        for (_, b) in row.iter_mut() {
+            *b = fm::div32(*b, Fixed::saturating_from_num(u16::MAX));
+        }
+    }
+    let bonds = fm::scalar_vec_mask_sparse_matrix(
+        &bonds,
+        b.last_tempo,
+        b.registered,
+        |last, registered| last <= registered,
+    );
+    let liquid = params.liquid_alpha_enabled
+        && !b.consensus.is_empty()
+        && b.consensus.iter().any(|&c| c != fm::zero());
+    let ema = if liquid {
+        let curve = (
+            fm::u16_proportion(params.alpha_low),
+            fm::u16_proportion(params.alpha_high),
+            Fixed::saturating_from_num(params.alpha_sigmoid_steepness),
+        );
+        let alphas = match b.rows {
+            Rows::All => fm::liquid_alpha_values_sparse(b.weights, &bonds, b.consensus, curve),
+            Rows::ThatCanCarryWeight => {
+                fm::liquid_alpha_values_at_entries(b.weights, &bonds, b.consensus, curve)
+            }
+        };
+        fm::mat_ema_alpha_sparse(b.weights, &bonds, &alphas)
+    } else {
+        fm::mat_ema_sparse(
+            b.weights,
+            &bonds,
+            b.alpha,
+            &rows_of(b.rows, b.weights, &bonds),
+        )
+    };
+    let mut normalized = ema.clone();
+    fm::inplace_col_normalize_sparse(&mut normalized, b.columns);
+    let per_validator = fm::row_sum_sparse(&fm::mat_vec_mul_sparse(&normalized, b.incentive));
+    let mut dividends = fm::vec_mul(&per_validator, b.active_stake);
+    fm::inplace_normalize(&mut dividends);
+    (ema, dividends)
+}
+
+/// Step 11 (classic Yuma): the column-normalized EMA of stake-scaled bond weights; dividends from
+/// it before it is max-upscaled for storage. Returns (bonds, dividends).
+fn classic_bonds(b: BondInputs<'_>) -> (SparseMatrix, Vec<Fixed>) {
+    let mut bonds = fm::scalar_vec_mask_sparse_matrix(
+        &b.stored,
+        b.last_tempo,
+        b.registered,
+        |last, registered| last <= registered,
+    );
+    fm::inplace_col_normalize_sparse(&mut bonds, b.columns);
+    let mut delta = fm::row_hadamard_sparse(b.weights, b.active_stake);
+    fm::inplace_col_normalize_sparse(&mut delta, b.columns);
+    let mut ema = fm::mat_ema_sparse(&delta, &bonds, b.alpha, &rows_of(b.rows, &delta, &bonds));
+    fm::inplace_col_normalize_sparse(&mut ema, b.columns);
+    let mut dividends = fm::matmul_transpose_sparse(&ema, b.incentive);
+    fm::inplace_normalize(&mut dividends);
+    fm::inplace_col_max_upscale_sparse(&mut ema, b.columns);
+    (ema, dividends)
+}
+
 /// One epoch as subtensor's `epoch` computes it (sparse, in I32F32 with I64F64 stake and I96F32
 /// emission, in the same order of operations), for a subnet with no owner hotkey among its uids.
 /// Step numbers refer to REFERENCE.md.
@@ -159,24 +307,8 @@ pub fn epoch_over(
         .collect();
     let inactive: Vec<bool> = active.iter().map(|a| !a).collect();
 
-    // Step 2: stake below the threshold counts as zero; normalized in I64F64, then I32F32.
-    let mut filtered: Vec<I64F64> = input
-        .stake
-        .iter()
-        .map(|&s| {
-            let s = I64F64::saturating_from_num(s);
-            if s.saturating_to_num::<u64>() < params.stake_threshold {
-                I64F64::from_num(0)
-            } else {
-                s
-            }
-        })
-        .collect();
-    fm::inplace_normalize_64(&mut filtered);
-    let stake: Vec<Fixed> = filtered
-        .into_iter()
-        .map(Fixed::saturating_from_num)
-        .collect();
+    // Step 2: stake below the threshold counts as zero.
+    let stake = normalized_stake(params, input.stake);
 
     // Step 3: this epoch uses the previous epoch's permits; the new ones are the top-k non-zero
     // stakes (ties to the higher uid).
@@ -194,33 +326,7 @@ pub fn epoch_over(
 
     // Step 5: weights of permitted rows, no diagonal, none set before the target registered (or
     // committed before it, under commit-reveal), rows normalized.
-    let raw: SparseMatrix = input
-        .weights
-        .iter()
-        .map(|row| {
-            row.iter()
-                .filter(|(j, _)| (*j as usize) < n)
-                .map(|&(j, w)| (j, Fixed::saturating_from_num(w)))
-                .collect()
-        })
-        .collect();
-    let mut weights = fm::mask_rows_sparse(&forbids, &raw);
-    weights = fm::mask_diag_sparse(&weights);
-    weights = fm::vec_mask_sparse_matrix(
-        &weights,
-        input.last_update,
-        input.block_at_registration,
-        |updated, registered| updated <= registered,
-    );
-    if let Some(commit_blocks) = input.earliest_commit {
-        weights = fm::vec_mask_sparse_matrix(
-            &weights,
-            commit_blocks,
-            input.block_at_registration,
-            |committed, registered| committed < registered,
-        );
-    }
-    fm::inplace_row_normalize_sparse(&mut weights);
+    let weights = masked_weights(input, &forbids);
 
     // Steps 6-9: consensus, clipping, validator trust, rank and incentive.
     let kappa = fm::u16_proportion(params.kappa);
@@ -246,84 +352,28 @@ pub fn epoch_over(
         0 => input.block.saturating_sub(params.tempo),
         last => last.saturating_add(1),
     };
-    let stored: SparseMatrix = (0..n)
-        .map(|i| state.bonds.get(i).map_or_else(Vec::new, |r| sparse_u16(r)))
-        .map(|mut row| {
-            row.retain(|(j, _)| (*j as usize) < n);
-            row
-        })
-        .collect();
+    let stored = stored_bonds(state, n);
     let bma = I64F64::saturating_from_num(params.bonds_moving_average)
         .checked_div(I64F64::saturating_from_num(1_000_000))
         .unwrap_or_default();
     let alpha = fm::one().saturating_sub(Fixed::saturating_from_num(bma));
 
+    let bonds = BondInputs {
+        weights: &weights_for_bonds,
+        stored,
+        last_tempo,
+        registered: input.block_at_registration,
+        consensus: &consensus,
+        incentive: &incentive,
+        active_stake: &active_stake,
+        alpha,
+        columns,
+        rows,
+    };
     let (ema_bonds, mut dividends) = if params.yuma3_enabled {
-        // Step 12: bonds kept as proportions, each an EMA of its bond weight.
-        let mut bonds = stored;
-        for row in bonds.iter_mut() {
-            for (_, b) in row.iter_mut() {
-                *b = fm::div32(*b, Fixed::saturating_from_num(u16::MAX));
-            }
-        }
-        let bonds = fm::scalar_vec_mask_sparse_matrix(
-            &bonds,
-            last_tempo,
-            input.block_at_registration,
-            |last, registered| last <= registered,
-        );
-        let liquid = params.liquid_alpha_enabled
-            && !consensus.is_empty()
-            && consensus.iter().any(|&c| c != fm::zero());
-        let ema = if liquid {
-            let curve = (
-                fm::u16_proportion(params.alpha_low),
-                fm::u16_proportion(params.alpha_high),
-                Fixed::saturating_from_num(params.alpha_sigmoid_steepness),
-            );
-            let alphas = match rows {
-                Rows::All => {
-                    fm::liquid_alpha_values_sparse(&weights_for_bonds, &bonds, &consensus, curve)
-                }
-                Rows::ThatCanCarryWeight => fm::liquid_alpha_values_at_entries(
-                    &weights_for_bonds,
-                    &bonds,
-                    &consensus,
-                    curve,
-                ),
-            };
-            fm::mat_ema_alpha_sparse(&weights_for_bonds, &bonds, &alphas)
-        } else {
-            fm::mat_ema_sparse(
-                &weights_for_bonds,
-                &bonds,
-                alpha,
-                &rows_of(rows, &weights_for_bonds, &bonds),
-            )
-        };
-        let mut normalized = ema.clone();
-        fm::inplace_col_normalize_sparse(&mut normalized, columns);
-        let per_validator = fm::row_sum_sparse(&fm::mat_vec_mul_sparse(&normalized, &incentive));
-        let mut dividends = fm::vec_mul(&per_validator, &active_stake);
-        fm::inplace_normalize(&mut dividends);
-        (ema, dividends)
+        yuma3_bonds(params, bonds)
     } else {
-        // Step 11: the column-normalized EMA of stake-scaled bond weights.
-        let mut bonds = fm::scalar_vec_mask_sparse_matrix(
-            &stored,
-            last_tempo,
-            input.block_at_registration,
-            |last, registered| last <= registered,
-        );
-        fm::inplace_col_normalize_sparse(&mut bonds, columns);
-        let mut delta = fm::row_hadamard_sparse(&weights_for_bonds, &active_stake);
-        fm::inplace_col_normalize_sparse(&mut delta, columns);
-        let mut ema = fm::mat_ema_sparse(&delta, &bonds, alpha, &rows_of(rows, &delta, &bonds));
-        fm::inplace_col_normalize_sparse(&mut ema, columns);
-        let mut dividends = fm::matmul_transpose_sparse(&ema, &incentive);
-        fm::inplace_normalize(&mut dividends);
-        fm::inplace_col_max_upscale_sparse(&mut ema, columns);
-        (ema, dividends)
+        classic_bonds(bonds)
     };
     if dividends.len() < n {
         dividends.resize(n, fm::zero());

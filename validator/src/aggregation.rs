@@ -6,6 +6,7 @@
 
 use crate::store::{DataDir, StoreError};
 use subnet_proto::{codec, commitment, pb};
+use task::Digest;
 use task::aggregate::{aggregate_clipped_each, outer_nesterov_step, outer_sgd_step};
 use task::{Checkpoint, TaskEngine};
 
@@ -114,16 +115,14 @@ pub fn vector_blob(values: &[f32]) -> Option<Vec<u8>> {
 }
 
 /// Stores a parameter-sized vector as a blob; its hex digest, or None for an empty one.
-pub fn store_vector(store: &DataDir, values: &[f32]) -> Result<Option<String>, StoreError> {
+pub fn store_vector(store: &DataDir, values: &[f32]) -> Result<Option<Digest>, StoreError> {
     vector_blob(values)
-        .map(|bytes| store.put_blob(&bytes).map(hex::encode))
+        .map(|bytes| store.put_blob(&bytes).map(Digest))
         .transpose()
 }
 
-/// Reads the vector stored as the blob `hex_digest`.
-pub fn load_vector(store: &DataDir, hex_digest: &str, params: usize) -> Result<Vec<f32>, String> {
-    let digest =
-        subnet_proto::bytes32("blob digest", &hex::decode(hex_digest).unwrap_or_default())?;
-    let bytes = store.blob(&digest).map_err(|e| e.to_string())?;
-    codec::decode(&bytes, params).map_err(|e| format!("blob {hex_digest}: {e}"))
+/// Reads the vector stored as the blob `digest`.
+pub fn load_vector(store: &DataDir, digest: &Digest, params: usize) -> Result<Vec<f32>, String> {
+    let bytes = store.blob(digest.bytes()).map_err(|e| e.to_string())?;
+    codec::decode(&bytes, params).map_err(|e| format!("blob {digest}: {e}"))
 }

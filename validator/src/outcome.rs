@@ -80,10 +80,6 @@ impl WindowOutcome {
     /// evidence, hotkeys come from `metagraph`. What the record does not keep (refusals as typed
     /// rejections, reveals, fraud reports, adoption, timings) is left empty.
     pub fn from_record(record: &WindowRecord, metagraph: &Metagraph) -> Result<Self, String> {
-        let digest = |what: &str, hex_digest: &str| {
-            let bytes = hex::decode(hex_digest).map_err(|e| format!("{what}: {e}"))?;
-            subnet_proto::bytes32(what, &bytes)
-        };
         let decisions = decide(&record.evidence, &record.scoring, &record.averages_before);
         let base = &record.evidence.base;
         Ok(Self {
@@ -91,8 +87,8 @@ impl WindowOutcome {
             eval_seed: record.eval_seed,
             base_loss: base.iter().map(|&l| l as f64).sum::<f64>() / base.len().max(1) as f64,
             reference_norm: record.evidence.reference_norm,
-            checkpoint_before: digest("checkpoint before", &record.checkpoint_before)?,
-            checkpoint_after: digest("checkpoint after", &record.checkpoint_after)?,
+            checkpoint_before: record.checkpoint_before.0,
+            checkpoint_after: record.checkpoint_after.0,
             results: decisions
                 .into_iter()
                 .map(|d| MinerResult {

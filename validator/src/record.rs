@@ -4,6 +4,7 @@
 
 use scoring::{Averages, Bans, ScoringParams, WindowEvidence};
 use serde::{Deserialize, Serialize};
+use task::Digest;
 
 /// One window, as the validator saw and decided it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -18,20 +19,20 @@ pub struct WindowRecord {
     /// reference training draw from pages past them).
     pub assigned_uids: u64,
     /// The validator's own training of the window (a blob, codec dense form).
-    pub reference: String,
+    pub reference: Digest,
     /// The error-feedback residual its reference payload was compressed with (a blob), None for
     /// zero.
-    pub reference_residual: Option<String>,
+    pub reference_residual: Option<Digest>,
     /// Hex digests of the task and of the checkpoints before and after the window (blobs).
-    pub task_digest: String,
-    pub checkpoint_before: String,
-    pub checkpoint_after: String,
+    pub task_digest: Digest,
+    pub checkpoint_before: Digest,
+    pub checkpoint_after: Digest,
     /// Digests of the outer Nesterov momentum buffer before and after the window (blobs); None for
     /// a zero buffer or plain SGD.
     #[serde(default)]
-    pub momentum_before: Option<String>,
+    pub momentum_before: Option<Digest>,
     #[serde(default)]
-    pub momentum_after: Option<String>,
+    pub momentum_after: Option<Digest>,
     pub scoring: ScoringParams,
     pub evidence: WindowEvidence,
     /// How each evaluated gradient can be found again.
@@ -50,11 +51,11 @@ pub struct WindowRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GradientRecord {
     pub uid: u16,
-    pub payload_digest: String,
+    pub payload_digest: Digest,
     /// The commitment's signature, so anyone can check the miner signed this payload.
     pub commitment_signature: String,
     /// The outgoing residual the commitment names (an audit checks the payload leaves exactly it).
-    pub residual_out_digest: String,
+    pub residual_out_digest: Digest,
     /// The group capacity the commitment declares (with the window seed it fixes the miner's
     /// parameter group, which the payload encodes).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -71,8 +72,8 @@ fn is_zero(n: &u64) -> bool {
 pub struct AuditRecord {
     pub uid: u16,
     /// The artefacts as served (None when the miner did not serve them).
-    pub dense_digest: Option<String>,
-    pub residual_digest: Option<String>,
+    pub dense_digest: Option<Digest>,
+    pub residual_digest: Option<Digest>,
     /// Relative L2 difference between the dense gradient and the re-execution, when both exist.
     pub relative_difference: Option<f64>,
     /// Why the audit failed, if it did.

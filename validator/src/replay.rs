@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use subnet_proto::codec::{self, Layout};
 use task::aggregate::l2_norm;
-use task::{Checkpoint, TaskEngine, TaskSpec};
+use task::{Checkpoint, Digest, TaskEngine, TaskSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -94,16 +94,6 @@ fn confirm(
         }
     }
     Ok(recorded.len())
-}
-
-fn digest_field(window: u64, what: &str, hex_digest: &str) -> Result<[u8; 32], ReplayError> {
-    hex::decode(hex_digest)
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| ReplayError::Invalid {
-            window,
-            what: format!("{what} {hex_digest:?} is not a 32-byte hex digest"),
-        })
 }
 
 /// Replays every window recorded in `dir`; `on_window` sees each as it is confirmed.
@@ -204,14 +194,14 @@ fn replay_window(
     let window = record.window;
     let spec = engine.spec();
     let invalid = |what: String| ReplayError::Invalid { window, what };
-    if record.task_digest != hex::encode(engine.digest()) {
+    if record.task_digest != Digest(engine.digest()) {
         return Err(invalid(format!(
             "recorded for task {}, the directory's task is {}",
             record.task_digest,
             hex::encode(engine.digest())
         )));
     }
-    let before_digest = digest_field(window, "checkpoint_before", &record.checkpoint_before)?;
+    let before_digest = record.checkpoint_before.0;
     let checkpoint = Checkpoint::from_bytes(
         &store.blob(&before_digest)?,
         &engine.digest(),
@@ -242,13 +232,13 @@ fn replay_window(
         record.assigned_uids,
         record.eval_seed,
     );
-    let reference_digest = hex::encode(subnet_proto::digest(&codec::encode_dense(&reference)));
+    let reference_digest = Digest(subnet_proto::digest(&codec::encode_dense(&reference)));
     if reference_digest != record.reference {
         return Err(ReplayError::Mismatch {
             window,
             what: "the validator's reference training".into(),
-            recorded: record.reference.clone(),
-            replayed: reference_digest,
+            recorded: record.reference.to_string(),
+            replayed: reference_digest.to_string(),
         });
     }
     let residual = match &record.reference_residual {
@@ -294,7 +284,7 @@ fn replay_window(
     let mut payloads: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
     let mut ranges: BTreeMap<u16, std::ops::Range<usize>> = BTreeMap::new();
     for g in &record.gradients {
-        let digest = digest_field(window, "payload_digest", &g.payload_digest)?;
+        let digest = g.payload_digest.0;
         let payload = store.blob(&digest)?;
         let group = engine
             .group(record.window_seed, g.uid, g.group_capacity)
@@ -410,8 +400,8 @@ fn replay_window(
         let (Some(dense), Some(residual)) = (&audit.dense_digest, &audit.residual_digest) else {
             continue;
         };
-        let dense = store.blob(&digest_field(window, "dense_digest", dense)?)?;
-        let residual = store.blob(&digest_field(window, "residual_digest", residual)?)?;
+        let dense = store.blob(&dense.0)?;
+        let residual = store.blob(&residual.0)?;
         let uid = audit.uid;
         let payload = payloads
             .get(&uid)
@@ -549,8 +539,8 @@ fn replay_window(
     let caps: Vec<f64> = aggregated.iter().map(cap_of).collect::<Result<_, _>>()?;
     let (next, momentum_after) =
         crate::aggregation::next_checkpoint(engine, &checkpoint, &momentum, &deltas, &caps);
-    let replayed_momentum = crate::aggregation::vector_blob(&momentum_after)
-        .map(|b| hex::encode(subnet_proto::digest(&b)));
+    let replayed_momentum =
+        crate::aggregation::vector_blob(&momentum_after).map(|b| Digest(subnet_proto::digest(&b)));
     if replayed_momentum != record.momentum_after {
         return Err(ReplayError::Mismatch {
             window,
@@ -559,12 +549,12 @@ fn replay_window(
             replayed: format!("{replayed_momentum:?}"),
         });
     }
-    if hex::encode(next.digest) != record.checkpoint_after {
+    if Digest(next.digest) != record.checkpoint_after {
         return Err(ReplayError::Mismatch {
             window,
             what: "next checkpoint".into(),
-            recorded: record.checkpoint_after.clone(),
-            replayed: hex::encode(next.digest),
+            recorded: record.checkpoint_after.to_string(),
+            replayed: Digest(next.digest).to_string(),
         });
     }
     let weights = match &record.weights.error {
@@ -595,7 +585,7 @@ fn residual_out_claim(record: &WindowRecord, uid: u16) -> Result<Vec<u8>, Replay
         .gradients
         .iter()
         .find(|g| g.uid == uid)
-        .and_then(|g| hex::decode(&g.residual_out_digest).ok())
+        .map(|g| g.residual_out_digest.0.to_vec())
         .ok_or_else(|| ReplayError::Invalid {
             window: record.window,
             what: format!("uid {uid} was audited but its commitment is not recorded"),

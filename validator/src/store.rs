@@ -20,6 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use task::Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,7 +59,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SavedState {
     /// The global checkpoint (a blob) and the window it starts.
-    pub checkpoint: String,
+    pub checkpoint: Digest,
     pub window: u64,
     pub averages: Averages,
     /// Weights committed under commit-reveal, still to be revealed.
@@ -66,7 +67,7 @@ pub struct SavedState {
     pub pending_reveals: Vec<PendingReveal>,
     /// The outer momentum buffer (a blob), None for zeros or plain SGD.
     #[serde(default)]
-    pub momentum: Option<String>,
+    pub momentum: Option<Digest>,
     /// Hotkeys banned after a fraud, through a window.
     #[serde(default)]
     pub bans: Bans,
@@ -86,7 +87,7 @@ pub struct SavedState {
     pub audit_secret: Option<u64>,
     /// The error-feedback residual of the validator's reference training (a blob), None for zero.
     #[serde(default)]
-    pub reference_residual: Option<String>,
+    pub reference_residual: Option<Digest>,
 }
 
 /// Weights committed in `window`, with the salt that reveals them.

@@ -100,8 +100,8 @@ impl<C: Chain> Validator<C> {
                     continue;
                 }
             };
-            record.dense_digest = Some(hex::encode(subnet_proto::digest(&dense_bytes)));
-            record.residual_digest = Some(hex::encode(subnet_proto::digest(&residual_bytes)));
+            record.dense_digest = Some(Digest(subnet_proto::digest(&dense_bytes)));
+            record.residual_digest = Some(Digest(subnet_proto::digest(&residual_bytes)));
             // Kept as blobs now (the record that names them is appended later), so that a window
             // holds one miner's audit artefacts at a time.
             if let Some(store) = &self.inner.store {

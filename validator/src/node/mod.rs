@@ -35,6 +35,7 @@ use std::time::Duration;
 use subnet_proto::checkpoints::CheckpointClient;
 use subnet_proto::{codec, pb};
 use subxt_signer::sr25519::Keypair;
+use task::Digest;
 use task::aggregate::l2_norm;
 use task::{Checkpoint, TaskEngine};
 
@@ -266,11 +267,7 @@ impl<C: Chain> Validator<C> {
         };
         let (checkpoint, saved, momentum, reference_residual) = match store.load_state()? {
             Some(saved) => {
-                let digest = subnet_proto::bytes32(
-                    "checkpoint",
-                    &hex::decode(&saved.checkpoint).unwrap_or_default(),
-                )
-                .map_err(saved_error)?;
+                let digest = saved.checkpoint.0;
                 let bytes = store.blob(&digest)?;
                 let checkpoint = Checkpoint::from_bytes(
                     &bytes,
@@ -281,17 +278,13 @@ impl<C: Chain> Validator<C> {
                 .map_err(|e| saved_error(e.to_string()))?;
                 tracing::info!(window = saved.window, checkpoint = %checkpoint.short_digest(), miners = saved.averages.len(), "resumed from the data directory");
                 let momentum = match &saved.momentum {
-                    Some(hex_digest) => {
-                        aggregation::load_vector(&store, hex_digest, engine.num_params())
-                            .map_err(saved_error)?
-                    }
+                    Some(digest) => aggregation::load_vector(&store, digest, engine.num_params())
+                        .map_err(saved_error)?,
                     None => Vec::new(),
                 };
                 let reference_residual = match &saved.reference_residual {
-                    Some(hex_digest) => {
-                        aggregation::load_vector(&store, hex_digest, engine.num_params())
-                            .map_err(saved_error)?
-                    }
+                    Some(digest) => aggregation::load_vector(&store, digest, engine.num_params())
+                        .map_err(saved_error)?,
                     None => Vec::new(),
                 };
                 (checkpoint, saved, momentum, reference_residual)
@@ -387,7 +380,7 @@ impl<C: Chain> Validator<C> {
                 state.momentum.clone(),
                 state.reference_residual.clone(),
                 SavedState {
-                    checkpoint: hex::encode(state.checkpoint.digest),
+                    checkpoint: Digest(state.checkpoint.digest),
                     window: state.checkpoint_window,
                     averages: state.averages.clone(),
                     pending_reveals: state.pending_reveals.clone(),
@@ -497,7 +490,7 @@ impl<C: Chain> Validator<C> {
 
 fn fresh_state(checkpoint: &Checkpoint, window: u64) -> SavedState {
     SavedState {
-        checkpoint: hex::encode(checkpoint.digest),
+        checkpoint: Digest(checkpoint.digest),
         window,
         averages: Averages::new(),
         pending_reveals: Vec::new(),

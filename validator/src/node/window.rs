@@ -229,9 +229,15 @@ impl<C: Chain> Validator<C> {
             store.put_blob(&g.payload)?;
             gradients.push(GradientRecord {
                 uid: *uid,
-                payload_digest: hex::encode(&g.commitment.payload_digest),
+                payload_digest: Digest(
+                    subnet_proto::bytes32("payload digest", &g.commitment.payload_digest)
+                        .expect("a gathered commitment's digests are 32 bytes"),
+                ),
                 commitment_signature: hex::encode(&g.commitment.signature),
-                residual_out_digest: hex::encode(&g.commitment.residual_out_digest),
+                residual_out_digest: Digest(
+                    subnet_proto::bytes32("residual digest", &g.commitment.residual_out_digest)
+                        .expect("a gathered commitment's digests are 32 bytes"),
+                ),
                 group_capacity: g.commitment.group_capacity,
             });
         }
@@ -247,11 +253,11 @@ impl<C: Chain> Validator<C> {
             window_seed: ctx.window_seed,
             eval_seed: ctx.eval_seed,
             assigned_uids: ctx.assigned_uids,
-            reference: hex::encode(reference),
+            reference: Digest(reference),
             reference_residual: store_vector(store, &ctx.reference.residual_in)?,
-            task_digest: hex::encode(self.engine().digest()),
-            checkpoint_before: hex::encode(ctx.checkpoint.digest),
-            checkpoint_after: hex::encode(step.next.digest),
+            task_digest: Digest(self.engine().digest()),
+            checkpoint_before: Digest(ctx.checkpoint.digest),
+            checkpoint_after: Digest(step.next.digest),
             momentum_before: store_vector(store, &step.momentum_before)?,
             momentum_after: store_vector(store, &step.momentum_after)?,
             scoring: ctx.params.clone(),
