@@ -347,51 +347,17 @@ pub async fn run(
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-    let mut servers = Vec::new();
     let genesis = engine.genesis();
-    let mut validators = Vec::new();
-    for (i, (hotkey, _)) in validator_keys.iter().enumerate() {
-        // Each validator keeps its replay log in the directory: `subnet replay DIR/validator-I`.
-        let data = validator::DataDir::open(validator_dir(&dir, i), &spec.canonical_toml())?;
-        let v = Validator::with_store(
-            chain.clone(),
-            netuid,
-            hotkey.clone(),
-            engine.clone(),
-            genesis.clone(),
-            first_window,
-            data,
-        )?;
-        v.set_audit_period(config.audit_period);
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        chain
-            .serve_axon(hotkey, netuid, listener.local_addr()?)
-            .await?;
-        servers.push(tokio::spawn(
-            ValidatorService::new(v.clone()).serve(listener, shutdown()),
-        ));
-        validators.push(v);
-    }
-    let mut miners = Vec::new();
-    let mut honest = 0;
-    for ((hotkey, _), kind) in miner_keys.iter().zip(&kinds) {
-        let mut m = Miner::new(chain.clone(), netuid, hotkey.clone(), engine.clone());
-        if *kind == MinerKind::Honest {
-            let capacity = config.group_capacities.get(honest).copied().unwrap_or(0);
-            m = m.with_group_capacity(capacity);
-            honest += 1;
-        }
-        if *kind != MinerKind::Adversary(Adversary::Silent) {
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
-            chain
-                .serve_axon(hotkey, netuid, listener.local_addr()?)
-                .await?;
-            servers.push(tokio::spawn(
-                MinerService::new(m.clone()).serve(listener, shutdown()),
-            ));
-        }
-        miners.push(m);
-    }
+    let net = Net {
+        chain: &chain,
+        netuid,
+        engine: &engine,
+        shutdown: &shutdown,
+    };
+    let (validators, mut servers) =
+        start_validators(&net, &validator_keys, &dir, &genesis, first_window, &config).await?;
+    let (miners, miner_servers) = start_miners(&net, &miner_keys, &kinds, &config).await?;
+    servers.extend(miner_servers);
     let miner_uids: Vec<u16> = miner_keys.iter().map(|k| k.1).collect();
     let validator_uids: Vec<u16> = validator_keys.iter().map(|k| k.1).collect();
     // Copying modes take the first honest miner's work; Sybils pair up in order.
@@ -433,31 +399,7 @@ pub async fn run(
         let start_block = spec.window.first_block(window);
         let seed = window_seed(&chain.block_hash(start_block).await?);
         // While the window is open: miners train (or misbehave) and commit, validators collect.
-        let training = miners.iter().zip(&kinds).enumerate().map(|(i, (m, kind))| {
-            let peers = peers_of(i);
-            async move {
-                m.sync_checkpoint().await?;
-                match kind {
-                    MinerKind::Honest => m.train_window(window, seed).await.map(Some),
-                    MinerKind::Adversary(a) => adversary::act(m, *a, &peers, window, seed)
-                        .await
-                        .map(|()| None),
-                }
-            }
-        });
-        let reports = futures::future::join_all(training).await;
-        let mut tokens_per_s = 0.0;
-        let mut groups = Vec::new();
-        for report in reports {
-            match report {
-                Ok(Some(r)) => {
-                    tokens_per_s += r.tokens_per_second();
-                    groups.push((r.uid, r.group));
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(window, error = %e, "a miner did not train this window"),
-            }
-        }
+        let (tokens_per_s, groups) = train_round(&miners, &kinds, &peers_of, window, seed).await;
         futures::future::try_join_all(validators.iter().map(|v| v.collect_commitments(window)))
             .await?;
         // The window closes; now its work is served.
@@ -514,6 +456,131 @@ pub async fn run(
         validator_uids,
         outcomes: outcomes_by_validator,
     })
+}
+
+/// What the localnet's nodes share: the chain, the subnet, the task, and the signal that stops
+/// their servers.
+struct Net<'a, S> {
+    chain: &'a LocalChain,
+    netuid: u16,
+    engine: &'a Arc<TaskEngine>,
+    shutdown: &'a S,
+}
+
+type Servers = Vec<tokio::task::JoinHandle<anyhow::Result<()>>>;
+
+/// The validators, each with its data directory and serving on loopback.
+async fn start_validators<S, F>(
+    net: &Net<'_, S>,
+    keys: &[(Keypair, u16)],
+    dir: &std::path::Path,
+    genesis: &task::Checkpoint,
+    first_window: u64,
+    config: &LocalnetConfig,
+) -> anyhow::Result<(Vec<Validator<LocalChain>>, Servers)>
+where
+    S: Fn() -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let spec = net.engine.spec();
+    let (mut validators, mut servers) = (Vec::new(), Vec::new());
+    for (i, (hotkey, _)) in keys.iter().enumerate() {
+        // Each validator keeps its replay log in the directory: `subnet replay DIR/validator-I`.
+        let data = validator::DataDir::open(validator_dir(dir, i), &spec.canonical_toml())?;
+        let v = Validator::with_store(
+            net.chain.clone(),
+            net.netuid,
+            hotkey.clone(),
+            net.engine.clone(),
+            genesis.clone(),
+            first_window,
+            data,
+        )?;
+        v.set_audit_period(config.audit_period);
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        net.chain
+            .serve_axon(hotkey, net.netuid, listener.local_addr()?)
+            .await?;
+        let serving = ValidatorService::new(v.clone()).serve(listener, (net.shutdown)());
+        servers.push(tokio::spawn(async move { Ok(serving.await?) }));
+        validators.push(v);
+    }
+    Ok((validators, servers))
+}
+
+/// The miners, honest ones with their group capacities, each serving on loopback but the silent.
+async fn start_miners<S, F>(
+    net: &Net<'_, S>,
+    keys: &[(Keypair, u16)],
+    kinds: &[MinerKind],
+    config: &LocalnetConfig,
+) -> anyhow::Result<(Vec<Miner<LocalChain>>, Servers)>
+where
+    S: Fn() -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (mut miners, mut servers) = (Vec::new(), Vec::new());
+    let mut honest = 0;
+    for ((hotkey, _), kind) in keys.iter().zip(kinds) {
+        let mut m = Miner::new(
+            net.chain.clone(),
+            net.netuid,
+            hotkey.clone(),
+            net.engine.clone(),
+        );
+        if *kind == MinerKind::Honest {
+            let capacity = config.group_capacities.get(honest).copied().unwrap_or(0);
+            m = m.with_group_capacity(capacity);
+            honest += 1;
+        }
+        if *kind != MinerKind::Adversary(Adversary::Silent) {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            net.chain
+                .serve_axon(hotkey, net.netuid, listener.local_addr()?)
+                .await?;
+            let serving = MinerService::new(m.clone()).serve(listener, (net.shutdown)());
+            servers.push(tokio::spawn(async move { Ok(serving.await?) }));
+        }
+        miners.push(m);
+    }
+    Ok((miners, servers))
+}
+
+/// Every miner's window at once: honest ones train and commit, adversaries act. Returns the
+/// honest miners' summed tokens per second and the group each trained.
+async fn train_round<'p>(
+    miners: &[Miner<LocalChain>],
+    kinds: &[MinerKind],
+    peers_of: &impl Fn(usize) -> Peers<'p, LocalChain>,
+    window: u64,
+    seed: u64,
+) -> (f64, Vec<(u16, usize)>) {
+    let training = miners.iter().zip(kinds).enumerate().map(|(i, (m, kind))| {
+        let peers = peers_of(i);
+        async move {
+            m.sync_checkpoint().await?;
+            match kind {
+                MinerKind::Honest => m.train_window(window, seed).await.map(Some),
+                MinerKind::Adversary(a) => adversary::act(m, *a, &peers, window, seed)
+                    .await
+                    .map(|()| None),
+            }
+        }
+    });
+    let reports = futures::future::join_all(training).await;
+    let mut tokens_per_s = 0.0;
+    let mut groups = Vec::new();
+    for report in reports {
+        match report {
+            Ok(Some(r)) => {
+                tokens_per_s += r.tokens_per_second();
+                groups.push((r.uid, r.group));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(window, error = %e, "a miner did not train this window"),
+        }
+    }
+    (tokens_per_s, groups)
 }
 
 /// A window's line: the checkpoint's held-out loss, each miner's verdict, score and weight from the

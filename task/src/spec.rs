@@ -235,10 +235,7 @@ impl TaskSpec {
             "must not be empty".into(),
         );
         let d = &self.data;
-        let table = d
-            .table
-            .as_ref()
-            .map(|t| crate::table::TableCorpus::load(t, d.training_items()));
+        let table = d.table.as_ref().map(|t| t.corpus(d.training_items()));
         self.model.check(&d.shape(table.as_ref()), p);
         d.check(table.as_ref(), self.shards.pages_per_miner, p);
         self.shards.check(p);

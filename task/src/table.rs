@@ -6,7 +6,7 @@
 
 use crate::rng::{SeededRng, salt};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The data sets that ship inside linfa-datasets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +34,40 @@ pub struct TableSpec {
     pub source: TableSource,
     /// Seed of the one shuffle of the rows.
     pub shuffle_seed: u64,
+    /// The table, loaded once: validation and the engine share it (clones of the spec too).
+    #[serde(skip)]
+    loaded: Loaded,
+}
+
+/// A memo of the loaded table with what it was loaded for (source, seed, training rows); not part
+/// of what the spec says, so it compares equal.
+#[derive(Clone, Debug, Default)]
+struct Loaded(Arc<Mutex<Option<(LoadedFor, TableCorpus)>>>);
+
+/// What a table was loaded for: its source, its shuffle seed and its training rows.
+type LoadedFor = (TableSource, u64, usize);
+
+impl PartialEq for Loaded {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl TableSpec {
+    /// The table standardized on its first `train_rows` rows (`TableCorpus::load`), loaded on
+    /// first use.
+    pub fn corpus(&self, train_rows: usize) -> TableCorpus {
+        let key = (self.source, self.shuffle_seed, train_rows);
+        let mut memo = self.loaded.0.lock().unwrap_or_else(|e| e.into_inner());
+        match memo.as_ref() {
+            Some((loaded, table)) if *loaded == key => table.clone(),
+            _ => {
+                let table = TableCorpus::load(self, train_rows);
+                *memo = Some((key, table.clone()));
+                table
+            }
+        }
+    }
 }
 
 /// The shuffled, standardized table.
@@ -166,6 +200,7 @@ mod tests {
         let spec = TableSpec {
             source: TableSource::WineQuality,
             shuffle_seed: 7,
+            loaded: Loaded::default(),
         };
         let table = TableCorpus::load(&spec, 1200);
         assert_eq!((table.rows(), table.features()), (1599, 11));
@@ -199,6 +234,7 @@ mod tests {
         let spec = TableSpec {
             source: TableSource::Iris,
             shuffle_seed: 1,
+            loaded: Loaded::default(),
         };
         let table = TableCorpus::load(&spec, 120);
         assert_eq!(

@@ -1,8 +1,8 @@
 //! Fraud reports and slashing, a local chain extension (subtensor has no stake slashing).
 
-use super::{EventKind, LocalChain, account, blob, corrupt, event, subnet_params, uid_of};
+use super::{EventKind, LocalChain, Tx, account, blob, corrupt, event, subnet_params, uid_of};
 use crate::error::{ChainError, Result};
-use crate::types::{AccountId, FraudOutcome, Slash};
+use crate::types::{AccountId, FraudOutcome, Slash, SubnetParams};
 use rusqlite::params;
 
 impl LocalChain {
@@ -58,48 +58,11 @@ impl LocalChain {
                 "uid {reporter_uid} reports uid {offender_uid} for window {window} (evidence {})",
                 hex::encode(evidence)
             ))?;
-            // Stake of the reporters (of any recent window) that hold a permit now, against all
-            // permitted stake.
-            let (reported, permitted): (i64, i64) = tx.query_row(
-                "SELECT
-                   COALESCE(SUM(CASE WHEN hotkey IN (SELECT reporter FROM fraud_reports
-                       WHERE netuid = ?1 AND offender = ?2 AND window >= ?3) THEN stake ELSE 0 END), 0),
-                   COALESCE(SUM(stake), 0)
-                 FROM neurons WHERE netuid = ?1 AND validator_permit = 1",
-                params![netuid, blob(&offender), first as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let share = if permitted > 0 { (reported as f64 / permitted as f64 * 65535.0).floor() as u16 } else { 0 };
+            let share = reported_share(tx, netuid, &offender, first)?;
             if share < params.kappa {
                 return Ok(FraudOutcome::Recorded { reported_share: share });
             }
-            let stake: i64 = tx.query_row(
-                "SELECT stake FROM neurons WHERE netuid = ?1 AND uid = ?2",
-                params![netuid, offender_uid],
-                |r| r.get(0),
-            )?;
-            let amount = (stake as u128 * params.slash_per_million as u128 / 1_000_000) as u64;
-            tx.execute(
-                "UPDATE neurons SET stake = stake - ?1 WHERE netuid = ?2 AND uid = ?3",
-                params![amount as i64, netuid, offender_uid],
-            )?;
-            let reporters: Vec<String> = {
-                let mut stmt = tx.prepare(
-                    "SELECT DISTINCT reporter FROM fraud_reports WHERE netuid = ?1 AND offender = ?2 AND window >= ?3 ORDER BY reporter",
-                )?;
-                let rows = stmt.query_map(params![netuid, blob(&offender), first as i64], |r| r.get::<_, Vec<u8>>(0))?;
-                rows.map(|r| r.map(hex::encode)).collect::<rusqlite::Result<_>>()?
-            };
-            tx.execute(
-                "INSERT INTO slashes (netuid, offender, window, block, amount, evidence, reporters)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![netuid, blob(&offender), window as i64, block as i64, amount as i64, &evidence[..],
-                        serde_json::to_string(&reporters).map_err(corrupt)?],
-            )?;
-            event(tx, block, Some(netuid), EventKind::Slashed, &format!(
-                "uid {offender_uid} loses {amount} rao for window {window} (evidence {})",
-                hex::encode(evidence)
-            ))?;
+            let amount = slash(tx, block, netuid, &params, (&offender, offender_uid), window, evidence, first)?;
             Ok(FraudOutcome::Slashed { amount })
         })
     }
@@ -148,4 +111,84 @@ impl LocalChain {
             Ok(out)
         })
     }
+}
+
+/// The share (of u16::MAX) of the subnet's permitted stake held by validators that hold a permit now
+/// and reported `offender` for a window from `first` on.
+fn reported_share(tx: &Tx<'_>, netuid: u16, offender: &AccountId, first: u64) -> Result<u16> {
+    // Stake of the reporters (of any recent window) that hold a permit now, against all
+    // permitted stake.
+    let (reported, permitted): (i64, i64) = tx.query_row(
+        "SELECT
+           COALESCE(SUM(CASE WHEN hotkey IN (SELECT reporter FROM fraud_reports
+               WHERE netuid = ?1 AND offender = ?2 AND window >= ?3) THEN stake ELSE 0 END), 0),
+           COALESCE(SUM(stake), 0)
+         FROM neurons WHERE netuid = ?1 AND validator_permit = 1",
+        params![netuid, blob(offender), first as i64],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(if permitted > 0 {
+        (reported as f64 / permitted as f64 * 65535.0).floor() as u16
+    } else {
+        0
+    })
+}
+
+/// Burns `slash_per_million` of the offender's stake, once for its recent windows, and records the
+/// slash with its reporters. Returns the rao burned.
+#[allow(clippy::too_many_arguments)]
+fn slash(
+    tx: &Tx<'_>,
+    block: u64,
+    netuid: u16,
+    params: &SubnetParams,
+    (offender, offender_uid): (&AccountId, u16),
+    window: u64,
+    evidence: [u8; 32],
+    first: u64,
+) -> Result<u64> {
+    let stake: i64 = tx.query_row(
+        "SELECT stake FROM neurons WHERE netuid = ?1 AND uid = ?2",
+        params![netuid, offender_uid],
+        |r| r.get(0),
+    )?;
+    let amount = (stake as u128 * params.slash_per_million as u128 / 1_000_000) as u64;
+    tx.execute(
+        "UPDATE neurons SET stake = stake - ?1 WHERE netuid = ?2 AND uid = ?3",
+        params![amount as i64, netuid, offender_uid],
+    )?;
+    let reporters: Vec<String> = {
+        let mut stmt = tx.prepare(
+            "SELECT DISTINCT reporter FROM fraud_reports WHERE netuid = ?1 AND offender = ?2 AND window >= ?3 ORDER BY reporter",
+        )?;
+        let rows = stmt.query_map(params![netuid, blob(offender), first as i64], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })?;
+        rows.map(|r| r.map(hex::encode))
+            .collect::<rusqlite::Result<_>>()?
+    };
+    tx.execute(
+        "INSERT INTO slashes (netuid, offender, window, block, amount, evidence, reporters)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            netuid,
+            blob(offender),
+            window as i64,
+            block as i64,
+            amount as i64,
+            &evidence[..],
+            serde_json::to_string(&reporters).map_err(corrupt)?
+        ],
+    )?;
+    event(
+        tx,
+        block,
+        Some(netuid),
+        EventKind::Slashed,
+        &format!(
+            "uid {offender_uid} loses {amount} rao for window {window} (evidence {})",
+            hex::encode(evidence)
+        ),
+    )?;
+    Ok(amount)
 }

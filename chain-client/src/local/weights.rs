@@ -201,6 +201,38 @@ pub(super) fn apply_weights(
     if !permit && !self_weight_only {
         return Err(ChainError::NeuronNoValidatorPermit { uid, netuid });
     }
+    let upscaled = check_row(params, netuid, n, uids, values, self_weight_only)?;
+    let mut row: Vec<(u16, u16)> = uids.iter().copied().zip(upscaled).collect();
+    row.sort_unstable();
+    tx.execute(
+        "UPDATE neurons SET weights = ?1, last_update = ?2 WHERE netuid = ?3 AND uid = ?4",
+        params![
+            serde_json::to_string(&row).map_err(corrupt)?,
+            block as i64,
+            netuid,
+            uid
+        ],
+    )?;
+    event(
+        tx,
+        block,
+        Some(netuid),
+        EventKind::WeightsSet,
+        &format!("uid {uid} {} weights", row.len()),
+    )
+}
+
+/// The row's own checks, in subtensor's order: no uid twice, every uid on the subnet, enough
+/// weights (unless the row is a self-weight), none above the limit once max-upscaled. Returns the
+/// upscaled values.
+fn check_row(
+    params: &SubnetParams,
+    netuid: u16,
+    n: usize,
+    uids: &[u16],
+    values: &[u16],
+    self_weight_only: bool,
+) -> Result<Vec<u16>> {
     let mut seen = std::collections::HashSet::new();
     if let Some(&dup) = uids.iter().find(|u| !seen.insert(**u)) {
         return Err(ChainError::DuplicateUids { uid: dup });
@@ -223,22 +255,5 @@ pub(super) fn apply_weights(
             limit: params.max_weights_limit,
         });
     }
-    let mut row: Vec<(u16, u16)> = uids.iter().copied().zip(upscaled).collect();
-    row.sort_unstable();
-    tx.execute(
-        "UPDATE neurons SET weights = ?1, last_update = ?2 WHERE netuid = ?3 AND uid = ?4",
-        params![
-            serde_json::to_string(&row).map_err(corrupt)?,
-            block as i64,
-            netuid,
-            uid
-        ],
-    )?;
-    event(
-        tx,
-        block,
-        Some(netuid),
-        EventKind::WeightsSet,
-        &format!("uid {uid} {} weights", row.len()),
-    )
+    Ok(upscaled)
 }

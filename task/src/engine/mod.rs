@@ -58,9 +58,7 @@ impl TaskEngine {
                 text.corpus()
                     .expect("a validated task spec's corpus file loads"),
             ),
-            (None, None, Some(table)) => {
-                Corpus::Table(TableCorpus::load(table, d.training_items()))
-            }
+            (None, None, Some(table)) => Corpus::Table(table.corpus(d.training_items())),
             (None, None, None) => panic!("a validated task spec has a corpus"),
         };
         let model = TaskModel::<CpuBackend>::new(&spec.model, &Default::default());

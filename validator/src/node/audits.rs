@@ -49,100 +49,107 @@ impl<C: Chain> Validator<C> {
         gradients: &BTreeMap<u16, Fetched>,
         uids: &[u16],
     ) -> Result<Vec<AuditFinding>, ValidatorError> {
-        let (miners, window, window_seed, checkpoint) =
-            (&ctx.miners, ctx.window, ctx.window_seed, &ctx.checkpoint);
-        let tolerance = self.engine().spec().scoring.spot_check_tolerance;
         let mut findings = Vec::new();
         for (uid, fetched) in gradients.iter().filter(|(uid, _)| uids.contains(uid)) {
-            let neuron = miners
+            let neuron = ctx
+                .miners
                 .iter()
                 .find(|n| n.uid == *uid)
                 .expect("gradients come from the metagraph");
-            let gatherer = self.gatherer();
-            let c = &fetched.commitment;
-            let served = async {
-                let dense = gatherer
-                    .part(neuron, window, pb::GradientPart::Dense, c)
-                    .await?;
-                let residual = gatherer
-                    .part(neuron, window, pb::GradientPart::Residual, c)
-                    .await?;
-                Ok::<_, Rejection>((dense, residual))
-            }
-            .await;
-            let mut record = AuditRecord {
-                uid: *uid,
-                dense_digest: None,
-                residual_digest: None,
-                relative_difference: None,
-                failure: None,
-            };
-            let (dense_bytes, residual_bytes) = match served {
-                Ok(parts) => parts,
-                Err(e @ (Rejection::Unreachable(_) | Rejection::Timeout { .. })) => {
-                    record.failure = Some(format!(
-                        "audit: its dense gradient and residual could not be fetched ({e}); audited again next window"
-                    ));
-                    findings.push(AuditFinding {
-                        record,
-                        incomplete: true,
-                    });
-                    continue;
-                }
-                Err(e) => {
-                    record.failure = Some(format!(
-                        "audit: it did not serve the dense gradient and residual it committed to ({e})"
-                    ));
-                    findings.push(AuditFinding {
-                        record,
-                        incomplete: false,
-                    });
-                    continue;
-                }
-            };
-            record.dense_digest = Some(Digest(subnet_proto::digest(&dense_bytes)));
-            record.residual_digest = Some(Digest(subnet_proto::digest(&residual_bytes)));
-            // Kept as blobs now (the record that names them is appended later), so that a window
-            // holds one miner's audit artefacts at a time.
-            if let Some(store) = &self.inner.store {
-                store.put_blob(&dense_bytes)?;
-                store.put_blob(&residual_bytes)?;
-            }
-            let (engine, params, c, payload, range) = (
-                self.engine().clone(),
-                checkpoint.params.clone(),
-                c.clone(),
-                fetched.payload.clone(),
-                fetched.group.range.clone(),
-            );
-            let uid = *uid;
-            let checked = blocking(move || {
-                let dense =
-                    verify_artefacts(&engine, &c, &payload, &dense_bytes, &residual_bytes, &range)?;
-                let reexecuted =
-                    evaluate::reexecute(&engine, &params, window, window_seed, uid, range)
-                        .ok_or_else(|| format!("uid {uid} has no assignment"))?;
-                Ok::<f64, String>(relative_difference(&dense, &reexecuted))
-            })
-            .await?;
-            match checked {
-                Ok(difference) => {
-                    record.relative_difference = Some(difference);
-                    tracing::info!(uid, relative_difference = difference, "audit");
-                    if !reproduces(difference, tolerance) {
-                        record.failure = Some(format!(
-                            "audit: its dense gradient differs from the re-executed training by {difference:.3e} (relative L2), beyond the backend tolerance {tolerance}"
-                        ));
-                    }
-                }
-                Err(reason) => record.failure = Some(format!("audit: {reason}")),
-            }
-            findings.push(AuditFinding {
-                record,
-                incomplete: false,
-            });
+            findings.push(self.audit_one(ctx, neuron, fetched).await?);
         }
         Ok(findings)
+    }
+
+    /// One miner's audit: fetch its artefacts, keep them, check them against its payload and the
+    /// re-executed window.
+    async fn audit_one(
+        &self,
+        ctx: &WindowContext,
+        neuron: &Neuron,
+        fetched: &Fetched,
+    ) -> Result<AuditFinding, ValidatorError> {
+        let (window, window_seed, uid) = (ctx.window, ctx.window_seed, neuron.uid);
+        let tolerance = self.engine().spec().scoring.spot_check_tolerance;
+        let gatherer = self.gatherer();
+        let c = &fetched.commitment;
+        let served = async {
+            let dense = gatherer
+                .part(neuron, window, pb::GradientPart::Dense, c)
+                .await?;
+            let residual = gatherer
+                .part(neuron, window, pb::GradientPart::Residual, c)
+                .await?;
+            Ok::<_, Rejection>((dense, residual))
+        }
+        .await;
+        let mut record = AuditRecord {
+            uid,
+            dense_digest: None,
+            residual_digest: None,
+            relative_difference: None,
+            failure: None,
+        };
+        let (dense_bytes, residual_bytes) = match served {
+            Ok(parts) => parts,
+            Err(e @ (Rejection::Unreachable(_) | Rejection::Timeout { .. })) => {
+                record.failure = Some(format!(
+                    "audit: its dense gradient and residual could not be fetched ({e}); audited again next window"
+                ));
+                return Ok(AuditFinding {
+                    record,
+                    incomplete: true,
+                });
+            }
+            Err(e) => {
+                record.failure = Some(format!(
+                    "audit: it did not serve the dense gradient and residual it committed to ({e})"
+                ));
+                return Ok(AuditFinding {
+                    record,
+                    incomplete: false,
+                });
+            }
+        };
+        record.dense_digest = Some(Digest(subnet_proto::digest(&dense_bytes)));
+        record.residual_digest = Some(Digest(subnet_proto::digest(&residual_bytes)));
+        // Kept as blobs now (the record that names them is appended later), so that a window
+        // holds one miner's audit artefacts at a time.
+        if let Some(store) = &self.inner.store {
+            store.put_blob(&dense_bytes)?;
+            store.put_blob(&residual_bytes)?;
+        }
+        let (engine, params, c, payload, range) = (
+            self.engine().clone(),
+            ctx.checkpoint.params.clone(),
+            c.clone(),
+            fetched.payload.clone(),
+            fetched.group.range.clone(),
+        );
+        let checked = blocking(move || {
+            let dense =
+                verify_artefacts(&engine, &c, &payload, &dense_bytes, &residual_bytes, &range)?;
+            let reexecuted = evaluate::reexecute(&engine, &params, window, window_seed, uid, range)
+                .ok_or_else(|| format!("uid {uid} has no assignment"))?;
+            Ok::<f64, String>(relative_difference(&dense, &reexecuted))
+        })
+        .await?;
+        match checked {
+            Ok(difference) => {
+                record.relative_difference = Some(difference);
+                tracing::info!(uid, relative_difference = difference, "audit");
+                if !reproduces(difference, tolerance) {
+                    record.failure = Some(format!(
+                        "audit: its dense gradient differs from the re-executed training by {difference:.3e} (relative L2), beyond the backend tolerance {tolerance}"
+                    ));
+                }
+            }
+            Err(reason) => record.failure = Some(format!("audit: {reason}")),
+        }
+        Ok(AuditFinding {
+            record,
+            incomplete: false,
+        })
     }
 }
 

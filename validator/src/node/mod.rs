@@ -177,14 +177,16 @@ impl Work {
             .collect()
     }
 
-    /// Each miner's result, from its decision.
+    /// Each miner's result, from its decision (paired with its miner by uid: the decisions are
+    /// made over the window's miners, one each).
     fn results(&mut self, ctx: &WindowContext, decisions: Vec<MinerDecision>) -> Vec<MinerResult> {
+        let hotkeys: BTreeMap<u16, AccountId> =
+            ctx.miners.iter().map(|n| (n.uid, n.hotkey)).collect();
         decisions
             .into_iter()
-            .zip(&ctx.miners)
-            .map(|(d, n)| MinerResult {
+            .map(|d| MinerResult {
                 uid: d.uid,
-                hotkey: n.hotkey,
+                hotkey: hotkeys[&d.uid],
                 usefulness: d.usefulness,
                 assignment: d.assignment,
                 contribution: d.contribution,
