@@ -126,6 +126,8 @@ impl Call {
         }
     }
 
+    /// The call's arguments in the metadata's order: one arm per call, as long as the calls are
+    /// many.
     fn fields(&self) -> Vec<Value> {
         let n = |v: u128| Value::u128(v);
         match self {

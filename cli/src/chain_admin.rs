@@ -6,7 +6,8 @@ use chain_client::{AccountId, BlockClock, LocalChain, Metagraph, SubnetParams};
 use std::path::{Path, PathBuf};
 use subxt_signer::sr25519::Keypair;
 
-use crate::localnet::RAO_PER_TOKEN;
+/// One token is 1e9 rao.
+pub const RAO_PER_TOKEN: u64 = 1_000_000_000;
 
 /// The chain file inside a chain directory.
 pub fn chain_file(dir: &Path) -> PathBuf {

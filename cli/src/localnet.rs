@@ -5,6 +5,7 @@
 //! commitments, the window closes on chain, validators fetch the work, score it, set weights and
 //! aggregate, and the chain runs Yuma at each tempo boundary.
 
+use crate::chain_admin::RAO_PER_TOKEN;
 use anyhow::{Context, bail};
 use chain_client::{AccountId, BlockClock, Chain, LocalChain, SubnetParams, window_seed};
 use miner::adversary::{self, Adversary, Peers};
@@ -16,9 +17,6 @@ use task::{CpuBackend, TaskEngine, TaskSpec};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use validator::{Validator, ValidatorService, WindowOutcome};
-
-/// One token is 1e9 rao.
-pub const RAO_PER_TOKEN: u64 = 1_000_000_000;
 
 #[derive(Clone, Debug)]
 pub struct LocalnetConfig {
@@ -360,35 +358,8 @@ pub async fn run(
     servers.extend(miner_servers);
     let miner_uids: Vec<u16> = miner_keys.iter().map(|k| k.1).collect();
     let validator_uids: Vec<u16> = validator_keys.iter().map(|k| k.1).collect();
-    // Copying modes take the first honest miner's work; Sybils pair up in order.
-    let victim = kinds
-        .iter()
-        .position(|k| *k == MinerKind::Honest)
-        .map_or(miner_uids[0], |i| miner_uids[i]);
-    let sybils: Vec<u16> = kinds
-        .iter()
-        .zip(&miner_uids)
-        .filter(|(k, _)| matches!(k, MinerKind::Adversary(a) if a.pairs()))
-        .map(|(_, u)| *u)
-        .collect();
-    let stashes: Vec<std::sync::Mutex<Option<Vec<f32>>>> =
-        kinds.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    let peers_of = |i: usize| Peers {
-        miners: miner_uids
-            .iter()
-            .copied()
-            .zip(&miners)
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, m)| m)
-            .collect(),
-        victim,
-        partner: sybils
-            .iter()
-            .position(|u| *u == miner_uids[i])
-            .and_then(|p| sybils.get(p ^ 1).copied()),
-        stash: &stashes[i],
-    };
+    let crowd = Crowd::new(&miner_uids, &kinds);
+    let peers_of = |i: usize| crowd.peers_of(&miners, i);
 
     let report_loss = ReportLoss::new(engine.clone());
     let initial_loss = report_loss.of(genesis.params.clone()).await?;
@@ -456,6 +427,58 @@ pub async fn run(
         validator_uids,
         outcomes: outcomes_by_validator,
     })
+}
+
+/// What adversaries may read of each other: copying modes take the first honest miner's work,
+/// Sybils pair up in order, a stale miner keeps last window's work.
+struct Crowd<'a> {
+    miner_uids: &'a [u16],
+    victim: u16,
+    sybils: Vec<u16>,
+    stashes: Vec<std::sync::Mutex<Option<Vec<f32>>>>,
+}
+
+impl<'a> Crowd<'a> {
+    fn new(miner_uids: &'a [u16], kinds: &[MinerKind]) -> Self {
+        let victim = kinds
+            .iter()
+            .position(|k| *k == MinerKind::Honest)
+            .map_or(miner_uids[0], |i| miner_uids[i]);
+        let sybils = kinds
+            .iter()
+            .zip(miner_uids)
+            .filter(|(k, _)| matches!(k, MinerKind::Adversary(a) if a.pairs()))
+            .map(|(_, u)| *u)
+            .collect();
+        Self {
+            miner_uids,
+            victim,
+            sybils,
+            stashes: kinds.iter().map(|_| std::sync::Mutex::new(None)).collect(),
+        }
+    }
+
+    /// What the `i`th miner sees of the others.
+    fn peers_of<'m>(&'m self, miners: &'m [Miner<LocalChain>], i: usize) -> Peers<'m, LocalChain> {
+        Peers {
+            miners: self
+                .miner_uids
+                .iter()
+                .copied()
+                .zip(miners)
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, m)| m)
+                .collect(),
+            victim: self.victim,
+            partner: self
+                .sybils
+                .iter()
+                .position(|u| *u == self.miner_uids[i])
+                .and_then(|p| self.sybils.get(p ^ 1).copied()),
+            stash: &self.stashes[i],
+        }
+    }
 }
 
 /// What the localnet's nodes share: the chain, the subnet, the task, and the signal that stops

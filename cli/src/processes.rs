@@ -220,76 +220,15 @@ pub async fn run(
         .with_context(|| format!("cannot write {}", task_file.display()))?;
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let common = |name: &str| -> Vec<String> {
-        vec![
-            "--task".into(),
-            task_file.display().to_string(),
-            "--chain".into(),
-            format!("local:{}", chain_path.display()),
-            "--netuid".into(),
-            netuid.to_string(),
-            "--wallet".into(),
-            name.into(),
-            "--wallet-path".into(),
-            wallets.display().to_string(),
-        ]
+    let common = CommonArgs {
+        task_file: &task_file,
+        chain_path,
+        netuid,
+        wallets: &wallets,
     };
 
     // The validators first, then the miners that answer (a silent one never starts).
-    let mut procs = Vec::new();
-    for i in 0..config.validators {
-        let name = format!("validator-{i}");
-        let mut args = vec!["run".to_string()];
-        args.extend(common(&name));
-        args.extend([
-            "--data".into(),
-            validator_dir(&dir, i).display().to_string(),
-        ]);
-        if let Some(period) = config.audit_period {
-            args.extend(["--audit-period".into(), period.to_string()]);
-        }
-        procs.push(Proc::spawn(&name, &bins.validator, &args, &logs)?);
-    }
-    let sybils: Vec<u16> = kinds
-        .iter()
-        .zip(&miner_uids)
-        .filter(|(k, _)| matches!(k, MinerKind::Adversary(a) if a.pairs()))
-        .map(|(_, u)| *u)
-        .collect();
-    // Each running miner's process index, uid and kind.
-    let mut running = Vec::new();
-    let mut honest = 0;
-    for (i, (kind, uid)) in kinds.iter().zip(&miner_uids).enumerate() {
-        let name = format!("miner-{i}");
-        let (program, mut args) = match kind {
-            MinerKind::Honest => (&bins.miner, vec!["run".to_string()]),
-            MinerKind::Adversary(Adversary::Silent) => continue,
-            MinerKind::Adversary(a) => {
-                let mut args = vec!["adversary".to_string(), a.to_string()];
-                if let Some(p) = sybils.iter().position(|u| u == uid)
-                    && let Some(partner) = sybils.get(p ^ 1)
-                {
-                    args.extend(["--partner".into(), partner.to_string()]);
-                }
-                (&bins.subnet, args)
-            }
-        };
-        args.extend(common(&name));
-        if *kind == MinerKind::Honest {
-            args.extend([
-                "--data".into(),
-                dir.join(&name).display().to_string(),
-                "--progress".into(),
-                "plain".into(),
-            ]);
-            if let Some(capacity) = config.group_capacities.get(honest) {
-                args.extend(["--max-group-params".into(), capacity.to_string()]);
-            }
-            honest += 1;
-        }
-        running.push((procs.len(), *uid, *kind));
-        procs.push(Proc::spawn(&name, program, &args, &logs)?);
-    }
+    let (procs, running) = spawn_processes(&config, bins, &dir, &common, (kinds, &miner_uids))?;
 
     // Every process announces its axon on chain before the first window opens.
     let answering: Vec<u16> = validator_uids
@@ -313,78 +252,17 @@ pub async fn run(
     let mut lines = Vec::new();
     let mut outcomes_by_validator: Vec<Vec<WindowOutcome>> = vec![Vec::new(); config.validators];
     for (n, window) in (first_window..first_window + config.windows).enumerate() {
-        // The window is open: every miner trains (or misbehaves) and serves it.
+        // The window is open: every miner trains (or misbehaves) and serves it, the validators
+        // collect; then it closes and they score it.
         let served = n as f64 + 1.0;
-        wait_until(
-            &format!("the miners to serve window {window}"),
-            &procs,
-            || {
-                let (procs, running) = (&procs, &running);
-                async move {
-                    let mut all = true;
-                    for (i, _, kind) in running {
-                        let m = procs[*i].metrics().await;
-                        let acted = match kind {
-                            MinerKind::Honest => m.get("miner_windows_trained_total"),
-                            MinerKind::Adversary(_) => m.get("adversary_windows_acted_total"),
-                        };
-                        all &= acted.is_some_and(|v| *v >= served);
-                    }
-                    Ok(all)
-                }
-            },
-        )
-        .await?;
-        // ... and every validator holds every commitment served.
-        let published = count_published(&procs, &running, window).await;
-        wait_until(
-            &format!("the validators to collect window {window}'s commitments"),
-            &procs,
-            || {
-                let procs = &procs;
-                async move {
-                    let mut all = true;
-                    for v in &procs[..config.validators] {
-                        let m = v.metrics().await;
-                        all &= m.get("validator_collecting_window") == Some(&(window as f64))
-                            && m.get("validator_commitments_collected")
-                                .is_some_and(|c| *c >= published as f64);
-                    }
-                    Ok(all)
-                }
-            },
-        )
-        .await?;
-        // The window closes; the validators score it and record it.
-        chain.advance_blocks(blocks)?;
-        wait_until(
-            &format!("the validators to score window {window}"),
-            &procs,
-            || {
-                let data_dirs = &data_dirs;
-                async move {
-                    Ok(data_dirs.iter().all(|d| {
-                        d.records()
-                            .is_ok_and(|(r, _)| r.iter().any(|r| r.window == window))
-                    }))
-                }
-            },
-        )
-        .await?;
-        let metagraph = chain.metagraph(netuid).await?;
-        let mut outcomes = Vec::new();
-        for d in &data_dirs {
-            let (records, _) = d.records()?;
-            let record = records
-                .iter()
-                .find(|r| r.window == window)
-                .context("the record was there a moment ago")?;
-            outcomes.push(
-                WindowOutcome::from_record(record, &metagraph).map_err(|e| {
-                    anyhow::anyhow!("window {window} in {}: {e}", d.root().display())
-                })?,
-            );
-        }
+        let nodes = Nodes {
+            procs: &procs,
+            running: &running,
+            validators: config.validators,
+            data_dirs: &data_dirs,
+        };
+        run_window(&nodes, chain, blocks, window, served).await?;
+        let outcomes = recorded_outcomes(&data_dirs, &chain.metagraph(netuid).await?, window)?;
         let lead = data_dirs[0].blob(&outcomes[0].checkpoint_after)?;
         let checkpoint = task::Checkpoint::from_bytes(
             &lead,
@@ -423,6 +301,194 @@ pub async fn run(
         validator_uids,
         outcomes: outcomes_by_validator,
     })
+}
+
+/// The arguments every node process takes: the task, the chain, the subnet and its wallet.
+struct CommonArgs<'a> {
+    task_file: &'a std::path::Path,
+    chain_path: &'a std::path::Path,
+    netuid: u16,
+    wallets: &'a std::path::Path,
+}
+
+impl CommonArgs<'_> {
+    fn args(&self, name: &str) -> Vec<String> {
+        vec![
+            "--task".into(),
+            self.task_file.display().to_string(),
+            "--chain".into(),
+            format!("local:{}", self.chain_path.display()),
+            "--netuid".into(),
+            self.netuid.to_string(),
+            "--wallet".into(),
+            name.into(),
+            "--wallet-path".into(),
+            self.wallets.display().to_string(),
+        ]
+    }
+}
+
+/// A running miner: its process's index, its uid and its kind.
+type Running = Vec<(usize, u16, MinerKind)>;
+
+/// Starts the validators, then the miners that answer (a silent one never starts).
+fn spawn_processes(
+    config: &LocalnetConfig,
+    bins: &Binaries,
+    dir: &std::path::Path,
+    common: &CommonArgs<'_>,
+    (kinds, miner_uids): (&[MinerKind], &[u16]),
+) -> anyhow::Result<(Vec<Proc>, Running)> {
+    let logs = dir.join("logs");
+    let mut procs = Vec::new();
+    for i in 0..config.validators {
+        let name = format!("validator-{i}");
+        let mut args = vec!["run".to_string()];
+        args.extend(common.args(&name));
+        args.extend(["--data".into(), validator_dir(dir, i).display().to_string()]);
+        if let Some(period) = config.audit_period {
+            args.extend(["--audit-period".into(), period.to_string()]);
+        }
+        procs.push(Proc::spawn(&name, &bins.validator, &args, &logs)?);
+    }
+    let sybils: Vec<u16> = kinds
+        .iter()
+        .zip(miner_uids)
+        .filter(|(k, _)| matches!(k, MinerKind::Adversary(a) if a.pairs()))
+        .map(|(_, u)| *u)
+        .collect();
+    // Each running miner's process index, uid and kind.
+    let mut running = Vec::new();
+    let mut honest = 0;
+    for (i, (kind, uid)) in kinds.iter().zip(miner_uids).enumerate() {
+        let name = format!("miner-{i}");
+        let (program, mut args) = match kind {
+            MinerKind::Honest => (&bins.miner, vec!["run".to_string()]),
+            MinerKind::Adversary(Adversary::Silent) => continue,
+            MinerKind::Adversary(a) => {
+                let mut args = vec!["adversary".to_string(), a.to_string()];
+                if let Some(p) = sybils.iter().position(|u| u == uid)
+                    && let Some(partner) = sybils.get(p ^ 1)
+                {
+                    args.extend(["--partner".into(), partner.to_string()]);
+                }
+                (&bins.subnet, args)
+            }
+        };
+        args.extend(common.args(&name));
+        if *kind == MinerKind::Honest {
+            args.extend([
+                "--data".into(),
+                dir.join(&name).display().to_string(),
+                "--progress".into(),
+                "plain".into(),
+            ]);
+            if let Some(capacity) = config.group_capacities.get(honest) {
+                args.extend(["--max-group-params".into(), capacity.to_string()]);
+            }
+            honest += 1;
+        }
+        running.push((procs.len(), *uid, *kind));
+        procs.push(Proc::spawn(&name, program, &args, &logs)?);
+    }
+    Ok((procs, running))
+}
+
+/// The processes of a run and where the validators record.
+struct Nodes<'a> {
+    procs: &'a [Proc],
+    running: &'a Running,
+    validators: usize,
+    data_dirs: &'a [DataDir],
+}
+
+/// Waits until every running miner has served `window` (its `served`th) and every validator holds
+/// every commitment served, closes the window, and waits until every validator has recorded it.
+async fn run_window(
+    nodes: &Nodes<'_>,
+    chain: &chain_client::LocalChain,
+    blocks: u64,
+    window: u64,
+    served: f64,
+) -> anyhow::Result<()> {
+    let Nodes {
+        procs,
+        running,
+        validators,
+        data_dirs,
+    } = *nodes;
+    wait_until(
+        &format!("the miners to serve window {window}"),
+        procs,
+        || {
+            let (procs, running) = (procs, &running);
+            async move {
+                let mut all = true;
+                for (i, _, kind) in running.iter() {
+                    let m = procs[*i].metrics().await;
+                    let acted = match kind {
+                        MinerKind::Honest => m.get("miner_windows_trained_total"),
+                        MinerKind::Adversary(_) => m.get("adversary_windows_acted_total"),
+                    };
+                    all &= acted.is_some_and(|v| *v >= served);
+                }
+                Ok(all)
+            }
+        },
+    )
+    .await?;
+    // ... and every validator holds every commitment served.
+    let published = count_published(procs, running, window).await;
+    wait_until(
+        &format!("the validators to collect window {window}'s commitments"),
+        procs,
+        || async move {
+            let mut all = true;
+            for v in &procs[..validators] {
+                let m = v.metrics().await;
+                all &= m.get("validator_collecting_window") == Some(&(window as f64))
+                    && m.get("validator_commitments_collected")
+                        .is_some_and(|c| *c >= published as f64);
+            }
+            Ok(all)
+        },
+    )
+    .await?;
+    // The window closes; the validators score it and record it.
+    chain.advance_blocks(blocks)?;
+    wait_until(
+        &format!("the validators to score window {window}"),
+        procs,
+        || async move {
+            Ok(data_dirs.iter().all(|d| {
+                d.records()
+                    .is_ok_and(|(r, _)| r.iter().any(|r| r.window == window))
+            }))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Each validator's outcome of `window`, read from its record.
+fn recorded_outcomes(
+    data_dirs: &[DataDir],
+    metagraph: &chain_client::Metagraph,
+    window: u64,
+) -> anyhow::Result<Vec<WindowOutcome>> {
+    let mut outcomes = Vec::new();
+    for d in data_dirs {
+        let (records, _) = d.records()?;
+        let record = records
+            .iter()
+            .find(|r| r.window == window)
+            .context("the record was there a moment ago")?;
+        outcomes.push(
+            WindowOutcome::from_record(record, metagraph)
+                .map_err(|e| anyhow::anyhow!("window {window} in {}: {e}", d.root().display()))?,
+        );
+    }
+    Ok(outcomes)
 }
 
 /// How many running miners have published a gradient for `window`.

@@ -4,7 +4,8 @@
 //! from which every validator gave it zero weight, the validators' stake and dividends, and the
 //! share of miner emission that went to honest miners once the first two windows are past.
 
-use crate::localnet::{LocalnetReport, MinerKind, RAO_PER_TOKEN};
+use crate::chain_admin::RAO_PER_TOKEN;
+use crate::localnet::{LocalnetReport, MinerKind};
 use crate::plot::{Chart, band_color, draw};
 use anyhow::Context;
 use chain_client::LocalChain;

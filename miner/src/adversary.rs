@@ -249,191 +249,313 @@ pub async fn act<C: Chain>(
     if adversary == Adversary::Silent {
         return Ok(());
     }
-    let checkpoint = miner.checkpoint().ok_or(MinerError::NoCheckpoint)?;
-    let uid = miner.uid().await?;
-    let engine = miner.engine().clone();
-    let start = checkpoint.params.clone();
-    let n = engine.num_params();
-    let own_batches = |uid: u16| -> Result<Vec<Batch>, MinerError> {
-        let assignment = engine.assignment(window, window_seed, uid)?;
-        Ok(engine.training_batches(&assignment, window_seed))
+    let turn = Turn {
+        checkpoint: miner.checkpoint().ok_or(MinerError::NoCheckpoint)?,
+        uid: miner.uid().await?,
+        engine: miner.engine().clone(),
+        miner,
+        peers,
+        window,
+        window_seed,
     };
-    let honest = || -> Result<Vec<f32>, MinerError> {
-        Ok(train(&engine, &start, &own_batches(uid)?, window))
-    };
-    let zero = vec![0.0; n];
     match adversary {
-        Adversary::Silent => {}
-        Adversary::Nan => {
-            // An honest payload whose values are NaN: in a top-k payload that is a chunk scale.
-            let mut served = miner.commit_work(window, checkpoint.digest, &honest()?);
-            let mut payload = served.payload.to_vec();
-            if engine.spec().compression.top_k > 0 {
-                // After the header (magic, encoding, count: 13 bytes), chunk size and k (8).
-                payload[21..25].copy_from_slice(&f32::NAN.to_le_bytes());
-            } else {
-                payload[13..17].copy_from_slice(&f32::NAN.to_le_bytes());
-            }
-            let mut commitment = served.commitment.clone();
-            commitment.payload_digest = subnet_proto::digest(&payload).to_vec();
-            served.commitment = resign(miner, commitment);
-            served.payload = std::sync::Arc::new(payload);
-            miner.publish(window, served);
-        }
-        Adversary::Random => {
-            // Noise of an honest gradient's norm (it trains once to learn the norm).
-            let norm = task::aggregate::l2_norm(&honest()?);
-            let values = noise(n, norm, &[window, uid as u64, 0x4E4F_4953]);
-            publish_as_dense(miner, window, checkpoint.digest, &values);
-        }
-        Adversary::Copier | Adversary::NoisyCopier => {
-            // Before the close only the victim's previous window can be seen.
-            let seen = window
-                .checked_sub(1)
-                .and_then(|w| peers.served(peers.victim, w))
-                .and_then(|s| decoded(&engine, &s))
-                .unwrap_or_else(|| zero.clone());
-            let values = if adversary == Adversary::NoisyCopier {
-                let norm = 0.4 * task::aggregate::l2_norm(&seen).max(1e-6);
-                let noise = noise(n, norm, &[window, uid as u64, 0x434F_5059]);
-                seen.iter().zip(&noise).map(|(s, z)| s + z).collect()
-            } else {
-                seen
-            };
-            publish_as_dense(miner, window, checkpoint.digest, &values);
-        }
-        Adversary::FreeRider => {
-            let other = uid.wrapping_add(97);
-            let values = train(&engine, &start, &own_batches(other)?, window);
-            let served = miner.commit_work(window, checkpoint.digest, &values);
-            miner.publish(window, served);
-        }
-        Adversary::Stale => {
-            let fresh = honest()?;
-            let late = peers.stash.lock().expect("stash lock").replace(fresh);
-            if let Some(late) = late {
-                let served = miner.commit_work(window, checkpoint.digest, &late);
-                miner.publish(window, served);
-            }
-        }
-        Adversary::Amplified | Adversary::Scaled | Adversary::Mixer => {
-            let dense = honest()?;
-            let honest_work = miner.commit_work(window, checkpoint.digest, &dense);
-            let mut sent = decoded(&engine, &honest_work).unwrap_or_else(|| zero.clone());
-            match adversary {
-                Adversary::Amplified => sent = scaled(&sent, AMPLIFIED),
-                Adversary::Scaled => sent = scaled(&sent, SCALED),
-                _ => {
-                    let others: Vec<Vec<f32>> = window
-                        .checked_sub(1)
-                        .map(|w| {
-                            peers
-                                .miners
-                                .iter()
-                                .filter_map(|(u, _)| peers.served(*u, w))
-                                .filter_map(|s| decoded(&engine, &s))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    if !others.is_empty() {
-                        for (i, s) in sent.iter_mut().enumerate() {
-                            let mean: f32 =
-                                others.iter().map(|o| o[i]).sum::<f32>() / others.len() as f32;
-                            *s = 0.5 * *s + 0.5 * mean;
-                        }
-                    }
-                }
-            }
-            // The payload changes; every claim stays the honest one.
-            let c = &engine.spec().compression;
-            let (payload, _) = codec::Layout::of_task(c.chunk, c.top_k, c.value_bits).encode(&sent);
-            let mut commitment = honest_work.commitment.clone();
-            commitment.payload_digest = subnet_proto::digest(&payload).to_vec();
-            commitment.payload_len = payload.len() as u64;
-            let commitment = resign(miner, commitment);
-            miner.publish(
-                window,
-                ServedGradient {
-                    commitment,
-                    payload: std::sync::Arc::new(payload),
-                    dense: honest_work.dense.clone(),
-                    residual_in: honest_work.residual_in.clone(),
-                },
-            );
-        }
-        Adversary::ResidualForger => {
-            // payload = codec(dense + residual) holds for the forged residual 1.5 x dense, said to
-            // come from the previous window.
-            let dense = honest()?;
-            let forged = scaled(&dense, AMPLIFIED - 1.0);
-            let c = &engine.spec().compression;
-            let out = codec::compress(
-                &dense,
-                &forged,
-                codec::Layout::of_task(c.chunk, c.top_k, c.value_bits),
-                c.error_feedback as f32,
-            );
-            publish_claims(
-                miner,
-                window,
-                checkpoint.digest,
-                out.payload,
-                &dense,
-                (&forged, window.saturating_sub(1)),
-                &out.residual_out,
-            );
-        }
-        Adversary::Lazy => {
-            let batches = own_batches(uid)?;
-            let values = train(
-                &engine,
-                &start,
-                &batches[..batches.len().div_ceil(3)],
-                window,
-            );
-            let served = miner.commit_work(window, checkpoint.digest, &values);
-            miner.publish(window, served);
-        }
-        Adversary::Heldout => {
-            let mut batches = own_batches(uid)?;
-            let heldout = engine.heldout_batches(window_seed ^ uid as u64, batches.len());
-            batches.extend(heldout);
-            let values = train(&engine, &start, &batches, window);
-            let served = miner.commit_work(window, checkpoint.digest, &values);
-            miner.publish(window, served);
-        }
-        Adversary::Sybil | Adversary::Splitter => {
-            // One run over both identities' pages: half the steps from each, interleaved. Both
-            // identities compute the same run (lower uid's pages first), so they serve one gradient
-            // (a Splitter serves its half of it).
-            let partner = peers.partner.unwrap_or(uid);
-            let (a, b) = (uid.min(partner), uid.max(partner));
-            let (pa, pb) = (own_batches(a)?, own_batches(b)?);
-            let steps = engine.spec().training.inner_steps;
-            let batches: Vec<Batch> = (0..steps)
-                .map(|i| {
-                    if i % 2 == 0 {
-                        pa[i / 2].clone()
-                    } else {
-                        pb[i / 2].clone()
-                    }
-                })
-                .collect();
-            let mut values = train(&engine, &start, &batches, window);
-            if adversary == Adversary::Splitter {
-                let chunk = engine.spec().compression.chunk.max(1);
-                let parity = usize::from(uid != a);
-                for (i, v) in values.iter_mut().enumerate() {
-                    if (i / chunk) % 2 != parity {
-                        *v = 0.0;
-                    }
-                }
-            }
-            let served = miner.commit_work(window, checkpoint.digest, &values);
-            miner.publish(window, served);
-        }
+        Adversary::Silent => Ok(()),
+        Adversary::Nan => turn.nan(),
+        Adversary::Random => turn.random(),
+        Adversary::Copier | Adversary::NoisyCopier => turn.copy(adversary),
+        Adversary::FreeRider => turn.free_ride(),
+        Adversary::Stale => turn.stale(),
+        Adversary::Amplified | Adversary::Scaled | Adversary::Mixer => turn.tamper(adversary),
+        Adversary::ResidualForger => turn.forge_residual(),
+        Adversary::Lazy => turn.lazy(),
+        Adversary::Heldout => turn.heldout(),
+        Adversary::Sybil | Adversary::Splitter => turn.pair_up(adversary),
     }
-    Ok(())
+}
+
+/// One adversary's window: who it is, what it starts from, and the others it may read.
+struct Turn<'a, C> {
+    miner: &'a Miner<C>,
+    peers: &'a Peers<'a, C>,
+    window: u64,
+    window_seed: u64,
+    uid: u16,
+    engine: std::sync::Arc<TaskEngine>,
+    checkpoint: task::Checkpoint,
+}
+
+impl<C: Chain> Turn<'_, C> {
+    /// The training batches of `uid`'s pages this window.
+    fn own_batches(&self, uid: u16) -> Result<Vec<Batch>, MinerError> {
+        let assignment = self.engine.assignment(self.window, self.window_seed, uid)?;
+        Ok(self.engine.training_batches(&assignment, self.window_seed))
+    }
+
+    /// The honest pseudo-gradient of this miner's window.
+    fn honest(&self) -> Result<Vec<f32>, MinerError> {
+        Ok(train(
+            &self.engine,
+            &self.checkpoint.params,
+            &self.own_batches(self.uid)?,
+            self.window,
+        ))
+    }
+
+    /// An honest commitment whose payload carries a NaN.
+    fn nan(&self) -> Result<(), MinerError> {
+        let miner = self.miner;
+        let window = self.window;
+        let engine = self.engine.clone();
+        let checkpoint = &self.checkpoint;
+        // An honest payload whose values are NaN: in a top-k payload that is a chunk scale.
+        let mut served = miner.commit_work(window, checkpoint.digest, &self.honest()?);
+        let mut payload = served.payload.to_vec();
+        if engine.spec().compression.top_k > 0 {
+            // After the header (magic, encoding, count: 13 bytes), chunk size and k (8).
+            payload[21..25].copy_from_slice(&f32::NAN.to_le_bytes());
+        } else {
+            payload[13..17].copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+        let mut commitment = served.commitment.clone();
+        commitment.payload_digest = subnet_proto::digest(&payload).to_vec();
+        served.commitment = resign(miner, commitment);
+        served.payload = std::sync::Arc::new(payload);
+        miner.publish(window, served);
+        Ok(())
+    }
+
+    /// Noise instead of work.
+    fn random(&self) -> Result<(), MinerError> {
+        let miner = self.miner;
+        let window = self.window;
+        let uid = self.uid;
+        let checkpoint = &self.checkpoint;
+        let n = self.engine.num_params();
+        // Noise of an honest gradient's norm (it trains once to learn the norm).
+        let norm = task::aggregate::l2_norm(&self.honest()?);
+        let values = noise(n, norm, &[window, uid as u64, 0x4E4F_4953]);
+        publish_as_dense(miner, window, checkpoint.digest, &values);
+        Ok(())
+    }
+
+    /// Another miner's last served gradient (with noise, for the noisy copier).
+    fn copy(&self, adversary: Adversary) -> Result<(), MinerError> {
+        let miner = self.miner;
+        let peers = self.peers;
+        let window = self.window;
+        let uid = self.uid;
+        let engine = self.engine.clone();
+        let checkpoint = &self.checkpoint;
+        let n = self.engine.num_params();
+        let zero = vec![0.0; n];
+        // Before the close only the victim's previous window can be seen.
+        let seen = window
+            .checked_sub(1)
+            .and_then(|w| peers.served(peers.victim, w))
+            .and_then(|s| decoded(&engine, &s))
+            .unwrap_or_else(|| zero.clone());
+        let values = if adversary == Adversary::NoisyCopier {
+            let norm = 0.4 * task::aggregate::l2_norm(&seen).max(1e-6);
+            let noise = noise(n, norm, &[window, uid as u64, 0x434F_5059]);
+            seen.iter().zip(&noise).map(|(s, z)| s + z).collect()
+        } else {
+            seen
+        };
+        publish_as_dense(miner, window, checkpoint.digest, &values);
+        Ok(())
+    }
+
+    /// Work on another uid's pages.
+    fn free_ride(&self) -> Result<(), MinerError> {
+        let miner = self.miner;
+        let window = self.window;
+        let uid = self.uid;
+        let engine = self.engine.clone();
+        let checkpoint = &self.checkpoint;
+        let start = self.checkpoint.params.clone();
+        let other = uid.wrapping_add(97);
+        let values = train(&engine, &start, &self.own_batches(other)?, window);
+        let served = miner.commit_work(window, checkpoint.digest, &values);
+        miner.publish(window, served);
+        Ok(())
+    }
+
+    /// Last window's work, held back one window.
+    fn stale(&self) -> Result<(), MinerError> {
+        let miner = self.miner;
+        let peers = self.peers;
+        let window = self.window;
+        let checkpoint = &self.checkpoint;
+        let fresh = self.honest()?;
+        let late = peers.stash.lock().expect("stash lock").replace(fresh);
+        if let Some(late) = late {
+            let served = miner.commit_work(window, checkpoint.digest, &late);
+            miner.publish(window, served);
+        }
+        Ok(())
+    }
+
+    /// Honest claims over a changed payload: scaled up, scaled, or mixed with others' work.
+    fn tamper(&self, adversary: Adversary) -> Result<(), MinerError> {
+        let miner = self.miner;
+        let peers = self.peers;
+        let window = self.window;
+        let engine = self.engine.clone();
+        let checkpoint = &self.checkpoint;
+        let n = self.engine.num_params();
+        let zero = vec![0.0; n];
+        let dense = self.honest()?;
+        let honest_work = miner.commit_work(window, checkpoint.digest, &dense);
+        let mut sent = decoded(&engine, &honest_work).unwrap_or_else(|| zero.clone());
+        match adversary {
+            Adversary::Amplified => sent = scaled(&sent, AMPLIFIED),
+            Adversary::Scaled => sent = scaled(&sent, SCALED),
+            _ => {
+                let others: Vec<Vec<f32>> = window
+                    .checked_sub(1)
+                    .map(|w| {
+                        peers
+                            .miners
+                            .iter()
+                            .filter_map(|(u, _)| peers.served(*u, w))
+                            .filter_map(|s| decoded(&engine, &s))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if !others.is_empty() {
+                    for (i, s) in sent.iter_mut().enumerate() {
+                        let mean: f32 =
+                            others.iter().map(|o| o[i]).sum::<f32>() / others.len() as f32;
+                        *s = 0.5 * *s + 0.5 * mean;
+                    }
+                }
+            }
+        }
+        // The payload changes; every claim stays the honest one.
+        let c = &engine.spec().compression;
+        let (payload, _) = codec::Layout::of_task(c.chunk, c.top_k, c.value_bits).encode(&sent);
+        let mut commitment = honest_work.commitment.clone();
+        commitment.payload_digest = subnet_proto::digest(&payload).to_vec();
+        commitment.payload_len = payload.len() as u64;
+        let commitment = resign(miner, commitment);
+        miner.publish(
+            window,
+            ServedGradient {
+                commitment,
+                payload: std::sync::Arc::new(payload),
+                dense: honest_work.dense.clone(),
+                residual_in: honest_work.residual_in.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    /// An inflated incoming residual, claimed from the previous window.
+    fn forge_residual(&self) -> Result<(), MinerError> {
+        let miner = self.miner;
+        let window = self.window;
+        let engine = self.engine.clone();
+        let checkpoint = &self.checkpoint;
+        // payload = codec(dense + residual) holds for the forged residual 1.5 x dense, said to
+        // come from the previous window.
+        let dense = self.honest()?;
+        let forged = scaled(&dense, AMPLIFIED - 1.0);
+        let c = &engine.spec().compression;
+        let out = codec::compress(
+            &dense,
+            &forged,
+            codec::Layout::of_task(c.chunk, c.top_k, c.value_bits),
+            c.error_feedback as f32,
+        );
+        publish_claims(
+            miner,
+            window,
+            checkpoint.digest,
+            out.payload,
+            &dense,
+            (&forged, window.saturating_sub(1)),
+            &out.residual_out,
+        );
+        Ok(())
+    }
+
+    /// A third of the training steps.
+    fn lazy(&self) -> Result<(), MinerError> {
+        let miner = self.miner;
+        let window = self.window;
+        let uid = self.uid;
+        let engine = self.engine.clone();
+        let checkpoint = &self.checkpoint;
+        let start = self.checkpoint.params.clone();
+        let batches = self.own_batches(uid)?;
+        let values = train(
+            &engine,
+            &start,
+            &batches[..batches.len().div_ceil(3)],
+            window,
+        );
+        let served = miner.commit_work(window, checkpoint.digest, &values);
+        miner.publish(window, served);
+        Ok(())
+    }
+
+    /// Training on held-out pages too.
+    fn heldout(&self) -> Result<(), MinerError> {
+        let miner = self.miner;
+        let window = self.window;
+        let window_seed = self.window_seed;
+        let uid = self.uid;
+        let engine = self.engine.clone();
+        let checkpoint = &self.checkpoint;
+        let start = self.checkpoint.params.clone();
+        let mut batches = self.own_batches(uid)?;
+        let heldout = engine.heldout_batches(window_seed ^ uid as u64, batches.len());
+        batches.extend(heldout);
+        let values = train(&engine, &start, &batches, window);
+        let served = miner.commit_work(window, checkpoint.digest, &values);
+        miner.publish(window, served);
+        Ok(())
+    }
+
+    /// One run over two identities' pages (Sybil), or half of it each (Splitter).
+    fn pair_up(&self, adversary: Adversary) -> Result<(), MinerError> {
+        let miner = self.miner;
+        let peers = self.peers;
+        let window = self.window;
+        let uid = self.uid;
+        let engine = self.engine.clone();
+        let checkpoint = &self.checkpoint;
+        let start = self.checkpoint.params.clone();
+        // One run over both identities' pages: half the steps from each, interleaved. Both
+        // identities compute the same run (lower uid's pages first), so they serve one gradient
+        // (a Splitter serves its half of it).
+        let partner = peers.partner.unwrap_or(uid);
+        let (a, b) = (uid.min(partner), uid.max(partner));
+        let (pa, pb) = (self.own_batches(a)?, self.own_batches(b)?);
+        let steps = engine.spec().training.inner_steps;
+        let batches: Vec<Batch> = (0..steps)
+            .map(|i| {
+                if i % 2 == 0 {
+                    pa[i / 2].clone()
+                } else {
+                    pb[i / 2].clone()
+                }
+            })
+            .collect();
+        let mut values = train(&engine, &start, &batches, window);
+        if adversary == Adversary::Splitter {
+            let chunk = engine.spec().compression.chunk.max(1);
+            let parity = usize::from(uid != a);
+            for (i, v) in values.iter_mut().enumerate() {
+                if (i / chunk) % 2 != parity {
+                    *v = 0.0;
+                }
+            }
+        }
+        let served = miner.commit_work(window, checkpoint.digest, &values);
+        miner.publish(window, served);
+        Ok(())
+    }
 }
 
 /// What the adversary does once `window` has closed (every miner's work is served now).

@@ -169,24 +169,7 @@ async fn main() -> anyhow::Result<()> {
         &hotkey,
         wallet_path.as_deref(),
     )?;
-    if max_group_params > 0 {
-        let fits = engine
-            .groups()
-            .groups()
-            .iter()
-            .filter(|g| g.len() as u64 <= max_group_params)
-            .count();
-        anyhow::ensure!(
-            fits > 0,
-            "--max-group-params {max_group_params}: no parameter group of task {} is that small (`subnet task check` lists them)",
-            engine.spec().task.name
-        );
-        tracing::info!(
-            max_group_params,
-            groups = fits,
-            "training only the parameter groups that fit"
-        );
-    }
+    check_group_capacity(&engine, max_group_params)?;
     let mut miner = Miner::on_device(chain.clone(), netuid, hotkey.clone(), engine, device)
         .with_group_capacity(max_group_params);
     if let Some(dir) = &data {
@@ -227,6 +210,45 @@ async fn main() -> anyhow::Result<()> {
 
     // A failed chain read or window is logged and tried again after a growing pause; the miner
     // keeps going.
+    train_windows(&miner, &chain, blocks, bar.as_ref(), &window_end).await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    server.await??;
+    Ok(())
+}
+
+/// With `--max-group-params`, at least one of the task's parameter groups must fit.
+fn check_group_capacity(engine: &TaskEngine, max_group_params: u64) -> anyhow::Result<()> {
+    if max_group_params == 0 {
+        return Ok(());
+    }
+    let fits = engine
+        .groups()
+        .groups()
+        .iter()
+        .filter(|g| g.len() as u64 <= max_group_params)
+        .count();
+    anyhow::ensure!(
+        fits > 0,
+        "--max-group-params {max_group_params}: no parameter group of task {} is that small (`subnet task check` lists them)",
+        engine.spec().task.name
+    );
+    tracing::info!(
+        max_group_params,
+        groups = fits,
+        "training only the parameter groups that fit"
+    );
+    Ok(())
+}
+
+/// Trains each window once its checkpoint is synced, until ctrl-c.
+async fn train_windows<C: Chain>(
+    miner: &Miner<C>,
+    chain: &C,
+    blocks: u64,
+    bar: Option<&TerminalBar>,
+    window_end: &Mutex<Option<Instant>>,
+) {
     let mut last_trained: Option<u64> = None;
     let mut rate = BlockRate { first: None };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -279,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             report = training => {
-                if let Some(bar) = &bar {
+                if let Some(bar) = bar {
                     bar.clear();
                 }
                 let report = match report {
@@ -301,8 +323,4 @@ async fn main() -> anyhow::Result<()> {
         }
         last_trained = Some(window);
     }
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    server.await??;
-    Ok(())
 }

@@ -280,6 +280,56 @@ fn classic_bonds(b: BondInputs<'_>) -> (SparseMatrix, Vec<Fixed>) {
     (ema, dividends)
 }
 
+/// Step 13: each uid's share of incentive plus dividends (miners are paid incentive and
+/// validators dividends, each over the joint sum); when that sum is zero (no weights, outdated
+/// weights, self-weights only) it goes by active stake, or by stake when no stake is active.
+/// What the chain stores as Emission: the share in I96F32 times the rao, truncated.
+fn emission_shares(
+    incentive: &[Fixed],
+    dividends: &[Fixed],
+    active_stake: &[Fixed],
+    stake: &[Fixed],
+    emission: u64,
+) -> Vec<u64> {
+    let mut shares: Vec<Fixed> = incentive
+        .iter()
+        .zip(dividends)
+        .map(|(i, d)| i.saturating_add(*d))
+        .collect();
+    if fm::is_zero(&shares) {
+        shares = if fm::is_zero(active_stake) {
+            stake.to_vec()
+        } else {
+            active_stake.to_vec()
+        };
+    } else {
+        fm::inplace_normalize(&mut shares);
+    }
+    let rao = I96F32::saturating_from_num(emission);
+    shares
+        .iter()
+        .map(|&share| {
+            I96F32::saturating_from_num(share)
+                .saturating_mul(rao)
+                .saturating_to_num::<u64>()
+        })
+        .collect()
+}
+
+/// The bonds the chain keeps as u16, for uids that hold a permit from now on; the others' rows are
+/// cleared.
+fn bonds_to_store(ema_bonds: &SparseMatrix, new_permit: &[bool], n: usize) -> Vec<Vec<u16>> {
+    let mut bonds = vec![vec![0u16; n]; n];
+    for (i, row) in ema_bonds.iter().enumerate() {
+        if new_permit[i] {
+            for &(j, b) in row {
+                bonds[i][j as usize] = fm::proportion_to_u16(b);
+            }
+        }
+    }
+    bonds
+}
+
 /// One epoch as subtensor's `epoch` computes it (sparse, in I32F32 with I64F64 stake and I96F32
 /// emission, in the same order of operations), for a subnet with no owner hotkey among its uids.
 /// Step numbers refer to REFERENCE.md.
@@ -379,43 +429,15 @@ pub fn epoch_over(
         dividends.resize(n, fm::zero());
     }
 
-    // Step 13: each uid's share of incentive plus dividends (miners are paid incentive and
-    // validators dividends, each over the joint sum); when that sum is zero (no weights, outdated
-    // weights, self-weights only) it goes by active stake, or by stake when no stake is active.
-    // `emission` is what the chain stores as Emission: the share in I96F32 times the rao, truncated.
-    let mut shares: Vec<Fixed> = incentive
-        .iter()
-        .zip(&dividends)
-        .map(|(i, d)| i.saturating_add(*d))
-        .collect();
-    if fm::is_zero(&shares) {
-        shares = if fm::is_zero(&active_stake) {
-            stake.clone()
-        } else {
-            active_stake.clone()
-        };
-    } else {
-        fm::inplace_normalize(&mut shares);
-    }
-    let rao = I96F32::saturating_from_num(input.emission);
-    let emission = shares
-        .iter()
-        .map(|&share| {
-            I96F32::saturating_from_num(share)
-                .saturating_mul(rao)
-                .saturating_to_num::<u64>()
-        })
-        .collect();
-
-    // Bonds are stored for uids that hold a permit from now on; the others' rows are cleared.
-    let mut bonds = vec![vec![0u16; n]; n];
-    for (i, row) in ema_bonds.iter().enumerate() {
-        if new_permit[i] {
-            for &(j, b) in row {
-                bonds[i][j as usize] = fm::proportion_to_u16(b);
-            }
-        }
-    }
+    // Step 13: each uid's share of incentive plus dividends, paid out of the epoch's emission.
+    let emission = emission_shares(
+        &incentive,
+        &dividends,
+        &active_stake,
+        &stake,
+        input.emission,
+    );
+    let bonds = bonds_to_store(&ema_bonds, &new_permit, n);
     let to_u16 = |v: &[Fixed]| {
         v.iter()
             .map(|&x| fm::proportion_to_u16(x))

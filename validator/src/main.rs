@@ -173,26 +173,7 @@ async fn main() -> anyhow::Result<()> {
 
     // While a window is open, its miners' commitments are collected (again and again: miners
     // commit when they finish training); a commitment that comes after the close is not taken.
-    let collector = {
-        let (validator, chain, counters) = (validator.clone(), chain.clone(), counters.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(1000));
-            loop {
-                tick.tick().await;
-                let window = match chain.current_block().await {
-                    Ok(block) => block / blocks,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the chain to collect commitments");
-                        continue;
-                    }
-                };
-                match validator.collect_commitments(window).await {
-                    Ok(held) => counters.collected(window, held),
-                    Err(e) => tracing::warn!(window, error = %e, "collecting commitments failed"),
-                }
-            }
-        })
-    };
+    let collector = spawn_collector(validator.clone(), chain.clone(), counters.clone(), blocks);
 
     // Window w is scored once it has closed, i.e. from block (w + 1) * blocks on. A failed chain
     // read or window is logged and tried again after a growing pause; the validator keeps going.
@@ -243,39 +224,7 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         counters.window(&outcome);
-        for r in &outcome.results {
-            match &r.verdict {
-                Verdict::Earned => tracing::info!(
-                    window = next,
-                    uid = r.uid,
-                    score = r.score,
-                    standard_error = r
-                        .usefulness
-                        .as_ref()
-                        .map(|u| u.standard_error)
-                        .unwrap_or(f64::NAN),
-                    p_value = r
-                        .usefulness
-                        .as_ref()
-                        .map(|u| u.p_value_helps())
-                        .unwrap_or(1.0),
-                    assignment_p = r.assignment.as_ref().map(|a| a.p_value).unwrap_or(1.0),
-                    weight = r.weight,
-                    "earned"
-                ),
-                verdict => tracing::info!(window = next, uid = r.uid, %verdict, "no score"),
-            }
-        }
-        match &outcome.weights_set {
-            Ok((uids, _)) => tracing::info!(
-                window = next,
-                base_loss = outcome.base_loss,
-                weights = uids.len(),
-                committed = outcome.weights_committed,
-                "window done"
-            ),
-            Err(e) => tracing::warn!(window = next, error = %e, "weights not set"),
-        }
+        log_outcome(next, &outcome);
         // A validator that fell behind skips to the last closed window.
         next = (next + 1).max(block / blocks - 1);
     }
@@ -295,4 +244,67 @@ async fn score<C: Chain>(
 ) -> anyhow::Result<validator::WindowOutcome> {
     let seed = window_seed(&chain.block_hash(window * blocks).await?);
     Ok(validator.run_window(window, seed).await?)
+}
+
+/// Collects the open window's commitments every second, for as long as the task runs.
+fn spawn_collector<C: Chain>(
+    validator: Validator<C>,
+    chain: C,
+    counters: Arc<validator::metrics::Metrics>,
+    blocks: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(1000));
+        loop {
+            tick.tick().await;
+            let window = match chain.current_block().await {
+                Ok(block) => block / blocks,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the chain to collect commitments");
+                    continue;
+                }
+            };
+            match validator.collect_commitments(window).await {
+                Ok(held) => counters.collected(window, held),
+                Err(e) => tracing::warn!(window, error = %e, "collecting commitments failed"),
+            }
+        }
+    })
+}
+
+/// One line per miner (its score, or why none) and one for the window.
+fn log_outcome(window: u64, outcome: &validator::WindowOutcome) {
+    for r in &outcome.results {
+        match &r.verdict {
+            Verdict::Earned => tracing::info!(
+                window,
+                uid = r.uid,
+                score = r.score,
+                standard_error = r
+                    .usefulness
+                    .as_ref()
+                    .map(|u| u.standard_error)
+                    .unwrap_or(f64::NAN),
+                p_value = r
+                    .usefulness
+                    .as_ref()
+                    .map(|u| u.p_value_helps())
+                    .unwrap_or(1.0),
+                assignment_p = r.assignment.as_ref().map(|a| a.p_value).unwrap_or(1.0),
+                weight = r.weight,
+                "earned"
+            ),
+            verdict => tracing::info!(window, uid = r.uid, %verdict, "no score"),
+        }
+    }
+    match &outcome.weights_set {
+        Ok((uids, _)) => tracing::info!(
+            window,
+            base_loss = outcome.base_loss,
+            weights = uids.len(),
+            committed = outcome.weights_committed,
+            "window done"
+        ),
+        Err(e) => tracing::warn!(window, error = %e, "weights not set"),
+    }
 }

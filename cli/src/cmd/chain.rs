@@ -5,7 +5,6 @@ use super::load_task;
 use clap::Subcommand;
 use std::path::PathBuf;
 use subnet_cli::chain_admin as admin;
-use subnet_cli::localnet;
 
 /// Create and administer a local chain, to run miners and validators as separate programs.
 #[derive(clap::Args)]
@@ -207,7 +206,7 @@ async fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Resu
             let balance = admin::open(dir)?.fund(coldkey, admin::tokens_to_rao(tokens)?)?;
             println!(
                 "{coldkey} balance {:.3} τ",
-                balance as f64 / localnet::RAO_PER_TOKEN as f64
+                balance as f64 / admin::RAO_PER_TOKEN as f64
             );
         }
         ChainCommand::Register {
@@ -252,7 +251,7 @@ async fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Resu
                     let stake = chain.add_stake(admin::account(&coldkey), hotkey, netuid, rao)?;
                     println!(
                         "{hotkey} stake {:.3} τ on subnet {netuid}",
-                        stake as f64 / localnet::RAO_PER_TOKEN as f64
+                        stake as f64 / admin::RAO_PER_TOKEN as f64
                     );
                 }
             }
@@ -296,7 +295,7 @@ fn print_slashes(dir: &std::path::Path, netuid: u16, json: bool) -> anyhow::Resu
                 s.block,
                 s.window,
                 s.hotkey,
-                s.amount as f64 / localnet::RAO_PER_TOKEN as f64,
+                s.amount as f64 / admin::RAO_PER_TOKEN as f64,
                 s.evidence,
                 s.reporters.len()
             );
@@ -314,11 +313,11 @@ fn print_emissions(dir: &std::path::Path, netuid: u16, json: bool) -> anyhow::Re
         for (block, emission, owner_cut) in epochs {
             let shown: Vec<String> = emission
                 .iter()
-                .map(|e| format!("{:.3}", *e as f64 / localnet::RAO_PER_TOKEN as f64))
+                .map(|e| format!("{:.3}", *e as f64 / admin::RAO_PER_TOKEN as f64))
                 .collect();
             println!(
                 "block {block:>8}  owner {:.3} τ  per uid [{}]",
-                owner_cut as f64 / localnet::RAO_PER_TOKEN as f64,
+                owner_cut as f64 / admin::RAO_PER_TOKEN as f64,
                 shown.join(", ")
             );
         }
