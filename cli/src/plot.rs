@@ -223,7 +223,20 @@ pub fn draw(chart: &Chart, path: &Path) -> anyhow::Result<()> {
     let x_max = (n.max(2) - 1) as f64;
     let width = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
 
-    // Loss panel, with the floor as a dashed line.
+    draw_losses(&mut canvas, chart, x_max, width);
+    draw_shares(&mut canvas, chart, x_max, width);
+    let label = format!(
+        "window {} to {}",
+        chart.first_window,
+        chart.first_window + n as u64 - 1
+    );
+    canvas.text(MARGIN_LEFT, HEIGHT - 30, &label, INK, 2);
+    canvas.text(MARGIN_LEFT, 290, &label, INK, 1);
+    canvas.write(path)
+}
+
+/// The loss panel, with the floor as a dashed line.
+fn draw_losses(canvas: &mut Canvas, chart: &Chart, x_max: f64, width: usize) {
     let losses = &chart.losses;
     let (lo, hi) = losses
         .iter()
@@ -267,8 +280,11 @@ pub fn draw(chart: &Chart, path: &Path) -> anyhow::Result<()> {
             2,
         );
     }
+}
 
-    // Share panel: stacked areas, one band each, in order.
+/// The share panel: stacked areas, one band each, in order, with their legend.
+fn draw_shares(canvas: &mut Canvas, chart: &Chart, x_max: f64, width: usize) {
+    let n = chart.losses.len();
     let share_panel = Panel {
         left: MARGIN_LEFT,
         top: 350,
@@ -316,14 +332,6 @@ pub fn draw(chart: &Chart, path: &Path) -> anyhow::Result<()> {
         }
         canvas.text(x + 16, y, label, INK, 1);
     }
-    let label = format!(
-        "window {} to {}",
-        chart.first_window,
-        chart.first_window + n as u64 - 1
-    );
-    canvas.text(MARGIN_LEFT, HEIGHT - 30, &label, INK, 2);
-    canvas.text(MARGIN_LEFT, 290, &label, INK, 1);
-    canvas.write(path)
 }
 
 /// Draws several curves over windows (index 0 first) in one panel, with the lowest reachable value

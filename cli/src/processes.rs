@@ -7,6 +7,9 @@
 //! metrics say so) and every validator holds the commitments, closes it, waits for every
 //! validator's record of it in its replay log, and reads the outcome from there. Each process
 //! writes its log to `logs/` in the run directory.
+//!
+//! Longer than most: the program list, the processes' arguments and the run's steps are one
+//! sequence that a reader follows top to bottom.
 
 use crate::localnet::{
     LocalnetConfig, LocalnetReport, MinerKind, Prepared, ReportLoss, WindowLine, prepare, run_dir,

@@ -5,6 +5,9 @@
 //!
 //! Where a mode needs other miners' work it reads what they serve (`peers`), and only what the
 //! protocol lets a caller with a validator permit fetch: a window's artefacts once it has closed.
+//!
+//! One file on purpose: every misbehaving mode in one place, so a reader sees all that the tests
+//! attack with, and that `miner run` reaches none of it.
 
 use crate::{Miner, MinerError, ServedGradient};
 use chain_client::Chain;

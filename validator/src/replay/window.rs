@@ -2,6 +2,9 @@
 //! loss, the validator's reference training, each gradient's losses and assignment check, the
 //! audits, the candidates and what each adds, then the decisions, the aggregation and the next
 //! checkpoint.
+//!
+//! Longer than most: one method per step of the validator's window, in the order it ran them, so
+//! that the replay reads as the window did.
 
 use super::{ReplayError, ReplayedWindow, WindowInputs, confirm};
 use crate::audit;
