@@ -16,7 +16,7 @@ use crate::localnet::{
     validator_dir, window_line,
 };
 use anyhow::{Context, bail};
-use chain_client::{Chain, wallet};
+use chain_client::{Chain, LocalChain, wallet};
 use miner::adversary::{self, Adversary, Peers};
 use miner::{Miner, MinerService};
 use std::collections::BTreeMap;
@@ -193,20 +193,14 @@ pub async fn run(
     bins.check()?;
     if let Some(a) = config.adversaries.iter().find(|a| !runs_alone(**a)) {
         bail!(
-            "--adversaries {a} reads other miners' work inside one process; it runs without --processes"
+            "--adversaries {a} reads other miners' work in one process; run it without --processes"
         );
     }
     let (dir, _temp) = run_dir(&config)?;
     let wallets = dir.join("wallets");
-    let keys = |role: &str, i: usize| -> anyhow::Result<(Keypair, Keypair)> {
-        let name = format!("{role}-{i}");
-        wallet::create_wallet(&wallets, &name, "default")?;
-        Ok((
-            wallet::read_keyfile(&wallets.join(&name).join("coldkey"))?,
-            wallet::load_hotkey(&wallets, &name, "default")?,
-        ))
-    };
-    let prepared = prepare(&config, &dir, keys).await?;
+    let prepared = prepare(&config, &dir, |role, i| wallet_keys(&wallets, role, i)).await?;
+    let report_loss = ReportLoss::new(prepared.engine.clone());
+    let mut report = prepared.report(report_loss.of(prepared.engine.genesis().params).await?);
     let Prepared {
         ref chain,
         ref chain_path,
@@ -216,13 +210,7 @@ pub async fn run(
         first_window,
         ..
     } = prepared;
-    let (miner_uids, validator_uids) = (prepared.miner_uids(), prepared.validator_uids());
-    let blocks = engine.spec().window.blocks;
-    let task_file = dir.join("task.toml");
-    std::fs::write(&task_file, engine.spec().canonical_toml())
-        .with_context(|| format!("cannot write {}", task_file.display()))?;
-    let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs)?;
+    let task_file = write_task_file(&dir, engine)?;
     let common = CommonArgs {
         task_file: &task_file,
         chain_path,
@@ -231,79 +219,97 @@ pub async fn run(
     };
 
     // The validators first, then the miners that answer (a silent one never starts).
-    let (procs, running) = spawn_processes(&config, bins, &dir, &common, (kinds, &miner_uids))?;
+    let miner_uids = &report.miner_uids;
+    let (procs, running) = spawn_processes(&config, bins, &dir, &common, (kinds, miner_uids))?;
 
     // Every process announces its axon on chain before the first window opens.
-    let answering: Vec<u16> = validator_uids
-        .iter()
-        .copied()
+    let answering: Vec<u16> = (report.validator_uids.iter().copied())
         .chain(running.iter().map(|r| r.1))
         .collect();
-    wait_until("every process to serve its axon", &procs, || async {
+    wait_for_axons(chain, netuid, &procs, &answering).await?;
+
+    let data_dirs: Vec<DataDir> = (0..config.validators)
+        .map(|i| DataDir::open_existing(validator_dir(&dir, i)).map(|d| d.0))
+        .collect::<Result<_, _>>()?;
+    let nodes = Nodes {
+        procs: &procs,
+        running: &running,
+        validators: config.validators,
+        data_dirs: &data_dirs,
+    };
+    let blocks = engine.spec().window.blocks;
+    for (n, window) in (first_window..first_window + config.windows).enumerate() {
+        // The window is open: every miner trains (or misbehaves) and serves it, the validators
+        // collect; then it closes and they score it.
+        run_window(&nodes, chain, blocks, window, n as f64 + 1.0).await?;
+        let outcomes = recorded_outcomes(&data_dirs, &chain.metagraph(netuid).await?, window)?;
+        let checkpoint = lead_checkpoint(&data_dirs[0], engine, &outcomes[0])?;
+        let loss = report_loss.of(checkpoint.params).await?;
+        let line = window_line(
+            chain,
+            (netuid, report.last_block()),
+            (window, loss),
+            &outcomes,
+            (&report.miner_uids, kinds),
+            &report.validator_uids,
+        )
+        .await?;
+        on_window(&line);
+        report.push(line, outcomes);
+    }
+    drop(procs);
+    Ok(report)
+}
+
+/// Writes the task every process loads (and the folder for their logs); returns the task's path.
+fn write_task_file(dir: &Path, engine: &TaskEngine) -> anyhow::Result<PathBuf> {
+    let task_file = dir.join("task.toml");
+    std::fs::write(&task_file, engine.spec().canonical_toml())
+        .with_context(|| format!("cannot write {}", task_file.display()))?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    Ok(task_file)
+}
+
+/// A fresh wallet named after the node's role and index: its coldkey and hotkey.
+fn wallet_keys(wallets: &Path, role: &str, i: usize) -> anyhow::Result<(Keypair, Keypair)> {
+    let name = format!("{role}-{i}");
+    wallet::create_wallet(wallets, &name, "default")?;
+    Ok((
+        wallet::read_keyfile(&wallets.join(&name).join("coldkey"))?,
+        wallet::load_hotkey(wallets, &name, "default")?,
+    ))
+}
+
+/// Waits until every answering uid has its axon on chain.
+async fn wait_for_axons(
+    chain: &LocalChain,
+    netuid: u16,
+    procs: &[Proc],
+    answering: &[u16],
+) -> anyhow::Result<()> {
+    wait_until("every process to serve its axon", procs, || async {
         let metagraph = chain.metagraph(netuid).await?;
         Ok(answering
             .iter()
             .all(|u| metagraph.by_uid(*u).is_some_and(|n| n.axon.is_some())))
     })
-    .await?;
+    .await
+}
 
-    let report_loss = ReportLoss::new(engine.clone());
-    let initial_loss = report_loss.of(engine.genesis().params.clone()).await?;
-    let data_dirs: Vec<DataDir> = (0..config.validators)
-        .map(|i| DataDir::open_existing(validator_dir(&dir, i)).map(|d| d.0))
-        .collect::<Result<_, _>>()?;
-    let mut lines = Vec::new();
-    let mut outcomes_by_validator: Vec<Vec<WindowOutcome>> = vec![Vec::new(); config.validators];
-    for (n, window) in (first_window..first_window + config.windows).enumerate() {
-        // The window is open: every miner trains (or misbehaves) and serves it, the validators
-        // collect; then it closes and they score it.
-        let served = n as f64 + 1.0;
-        let nodes = Nodes {
-            procs: &procs,
-            running: &running,
-            validators: config.validators,
-            data_dirs: &data_dirs,
-        };
-        run_window(&nodes, chain, blocks, window, served).await?;
-        let outcomes = recorded_outcomes(&data_dirs, &chain.metagraph(netuid).await?, window)?;
-        let lead = data_dirs[0].blob(&outcomes[0].checkpoint_after)?;
-        let checkpoint = task::Checkpoint::from_bytes(
-            &lead,
-            &engine.digest(),
-            engine.num_params(),
-            Some(&outcomes[0].checkpoint_after),
-        )
-        .map_err(|e| anyhow::anyhow!("the lead's checkpoint of window {window}: {e}"))?;
-        let loss = report_loss.of(checkpoint.params.clone()).await?;
-        let since = lines.last().map_or(0, |l: &WindowLine| l.block);
-        let line = window_line(
-            chain,
-            (netuid, since),
-            (window, loss),
-            &outcomes,
-            (&miner_uids, kinds),
-            &validator_uids,
-        )
-        .await?;
-        on_window(&line);
-        lines.push(line);
-        for (all, outcome) in outcomes_by_validator.iter_mut().zip(outcomes) {
-            all.push(outcome);
-        }
-    }
-    drop(procs);
-    Ok(LocalnetReport {
-        initial_loss,
-        loss_floor: engine.loss_floor(),
-        entropy_rate: engine.markov().map(|c| c.entropy_rate()),
-        windows: lines,
-        chain_path: chain_path.clone(),
-        netuid,
-        miner_uids,
-        miner_kinds: kinds.clone(),
-        validator_uids,
-        outcomes: outcomes_by_validator,
-    })
+/// The global model the lead validator recorded at the end of a window, checked against its digest.
+fn lead_checkpoint(
+    lead: &DataDir,
+    engine: &TaskEngine,
+    outcome: &WindowOutcome,
+) -> anyhow::Result<task::Checkpoint> {
+    let bytes = lead.blob(&outcome.checkpoint_after)?;
+    task::Checkpoint::from_bytes(
+        &bytes,
+        &engine.digest(),
+        engine.num_params(),
+        Some(&outcome.checkpoint_after),
+    )
+    .map_err(|e| anyhow::anyhow!("the lead's checkpoint of window {}: {e}", outcome.window))
 }
 
 /// The arguments every node process takes: the task, the chain, the subnet and its wallet.

@@ -100,11 +100,7 @@ pub fn build(task: &str, report: &LocalnetReport) -> anyhow::Result<RunReport> {
                 .with_context(|| format!("uid {uid} is not on the chain"))?;
             let weight_in = |window: u64| {
                 report
-                    .outcomes
-                    .iter()
-                    .flatten()
-                    .filter(|o| o.window == window)
-                    .filter_map(|o| o.result(uid))
+                    .results(uid, window)
                     .map(|r| r.weight)
                     .fold(0.0, f64::max)
             };
@@ -115,17 +111,11 @@ pub fn build(task: &str, report: &LocalnetReport) -> anyhow::Result<RunReport> {
                     windows.get(last + 1).copied()
                 });
             let caught = windows.iter().find_map(|&w| {
-                report
-                    .outcomes
-                    .iter()
-                    .flatten()
-                    .filter(|o| o.window == w)
-                    .filter_map(|o| o.result(uid))
-                    .find(|r| accuses(&r.verdict))
-                    .map(|r| Caught {
-                        window: w,
-                        verdict: r.verdict.to_string(),
-                    })
+                let r = report.results(uid, w).find(|r| accuses(&r.verdict))?;
+                Some(Caught {
+                    window: w,
+                    verdict: r.verdict.to_string(),
+                })
             });
             Ok(MinerSummary {
                 uid,

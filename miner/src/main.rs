@@ -149,16 +149,7 @@ async fn main() -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
     let bar = (progress == ProgressMode::Auto && std::io::stderr().is_terminal())
         .then(TerminalBar::stderr);
-    let writer = match &bar {
-        Some(bar) => BoxMakeWriter::new(bar.clone()),
-        None => BoxMakeWriter::new(std::io::stderr),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(writer)
-        .init();
+    init_logging(bar.as_ref());
     let spec = TaskSpec::from_file(&task)?;
     let engine = Arc::new(TaskEngine::new(spec));
     let blocks = engine.spec().window.blocks;
@@ -178,14 +169,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let window_end: Arc<Mutex<Option<Instant>>> = Arc::default();
     if let Some(bar) = &bar {
-        let (bar, window_end) = (bar.clone(), window_end.clone());
-        miner = miner.with_progress(Arc::new(move |p| {
-            let left = window_end
-                .lock()
-                .expect("window end lock")
-                .map(|end| end.saturating_duration_since(Instant::now()));
-            bar.draw(format_bar(p, left, 30));
-        }));
+        miner = miner.with_progress(draw_progress(bar.clone(), window_end.clone()));
     }
     tracing::info!(%device, "training device");
     miner.uid().await?;
@@ -215,6 +199,31 @@ async fn main() -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     server.await??;
     Ok(())
+}
+
+/// Logs to stderr, or through the progress bar so that the two do not tear each other's lines.
+fn init_logging(bar: Option<&TerminalBar>) {
+    let writer = match bar {
+        Some(bar) => BoxMakeWriter::new(bar.clone()),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(writer)
+        .init();
+}
+
+/// Draws the training progress on the bar, with the time left before the window closes.
+fn draw_progress(bar: TerminalBar, window_end: Arc<Mutex<Option<Instant>>>) -> miner::ProgressHook {
+    Arc::new(move |p| {
+        let left = window_end
+            .lock()
+            .expect("window end lock")
+            .map(|end| end.saturating_duration_since(Instant::now()));
+        bar.draw(format_bar(p, left, 30));
+    })
 }
 
 /// With `--max-group-params`, at least one of the task's parameter groups must fit.

@@ -76,6 +76,21 @@ pub struct EpochInput<'a> {
     pub earliest_commit: Option<&'a [u64]>,
 }
 
+impl EpochInput<'_> {
+    /// The number of uids, after checking every vector has one entry per uid.
+    fn uids(&self) -> usize {
+        let n = self.stake.len();
+        assert!(
+            self.weights.len() == n
+                && self.last_update.len() == n
+                && self.block_at_registration.len() == n
+                && n <= u16::MAX as usize,
+            "epoch input vectors must all have one entry per uid (at most 65535 uids)"
+        );
+        n
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochOutput {
     #[serde(skip)]
@@ -342,14 +357,7 @@ pub fn epoch_over(
     input: &EpochInput<'_>,
     rows: Rows,
 ) -> EpochOutput {
-    let n = input.stake.len();
-    assert!(
-        input.weights.len() == n
-            && input.last_update.len() == n
-            && input.block_at_registration.len() == n
-            && n <= u16::MAX as usize,
-        "epoch input vectors must all have one entry per uid (at most 65535 uids)"
-    );
+    let n = input.uids();
     let columns = n as u16;
 
     // Step 1: activity.
@@ -358,68 +366,48 @@ pub fn epoch_over(
         .iter()
         .map(|&u| u.saturating_add(params.activity_cutoff) >= input.block)
         .collect();
-    let inactive: Vec<bool> = active.iter().map(|a| !a).collect();
 
     // Step 2: stake below the threshold counts as zero.
     let stake = normalized_stake(params, input.stake);
 
     // Step 3: this epoch uses the previous epoch's permits; the new ones are the top-k non-zero
     // stakes (ties to the higher uid).
-    let permit: Vec<bool> = (0..n)
-        .map(|i| state.validator_permit.get(i).copied().unwrap_or(false))
+    let forbids: Vec<bool> = (0..n)
+        .map(|i| !state.validator_permit.get(i).copied().unwrap_or(false))
         .collect();
-    let forbids: Vec<bool> = permit.iter().map(|p| !p).collect();
     let new_permit = fm::is_topk_nonzero(&stake, params.max_allowed_validators as usize);
 
     // Step 4: active stake.
-    let mut active_stake = stake.clone();
-    fm::inplace_mask_vector(&inactive, &mut active_stake);
-    fm::inplace_mask_vector(&forbids, &mut active_stake);
-    fm::inplace_normalize(&mut active_stake);
+    let active_stake = active_stake(&stake, &active, &forbids);
 
     // Step 5: weights of permitted rows, no diagonal, none set before the target registered (or
     // committed before it, under commit-reveal), rows normalized.
     let weights = masked_weights(input, &forbids);
 
     // Steps 6-9: consensus, clipping, validator trust, rank and incentive.
-    let kappa = fm::u16_proportion(params.kappa);
-    let consensus = fm::weighted_median_col_sparse(&active_stake, &weights, columns, kappa);
-    let clipped = fm::col_clip_sparse(&weights, &consensus);
-    let validator_trust = fm::row_sum_sparse(&clipped);
-    let mut incentive = fm::matmul_sparse(&clipped, &active_stake, columns);
-    fm::inplace_normalize(&mut incentive);
+    let Consensus {
+        consensus,
+        clipped,
+        validator_trust,
+        incentive,
+    } = consensus(params, &active_stake, &weights, columns);
 
-    // Step 10: bond weights.
+    // Step 10: bond weights, the weights pulled toward their clipped form by the bonds penalty.
     let penalty = fm::u16_proportion(params.bonds_penalty);
-    let weights_for_bonds = fm::interpolate_sparse(
-        &weights,
-        &clipped,
-        columns,
-        penalty,
-        &rows_of(rows, &weights, &clipped),
-    );
+    let row_set = rows_of(rows, &weights, &clipped);
+    let weights_for_bonds = fm::interpolate_sparse(&weights, &clipped, columns, penalty, &row_set);
 
     // Old bonds toward targets registered since the last epoch belong to the uid's previous
     // occupant and are dropped.
-    let last_tempo = match state.last_epoch_block.unwrap_or(0) {
-        0 => input.block.saturating_sub(params.tempo),
-        last => last.saturating_add(1),
-    };
-    let stored = stored_bonds(state, n);
-    let bma = I64F64::saturating_from_num(params.bonds_moving_average)
-        .checked_div(I64F64::saturating_from_num(1_000_000))
-        .unwrap_or_default();
-    let alpha = fm::one().saturating_sub(Fixed::saturating_from_num(bma));
-
     let bonds = BondInputs {
         weights: &weights_for_bonds,
-        stored,
-        last_tempo,
+        stored: stored_bonds(state, n),
+        last_tempo: last_tempo(params, state, input.block),
         registered: input.block_at_registration,
         consensus: &consensus,
         incentive: &incentive,
         active_stake: &active_stake,
-        alpha,
+        alpha: bonds_alpha(params),
         columns,
         rows,
     };
@@ -441,11 +429,6 @@ pub fn epoch_over(
         input.emission,
     );
     let bonds = bonds_to_store(&ema_bonds, &new_permit, n);
-    let to_u16 = |v: &[Fixed]| {
-        v.iter()
-            .map(|&x| fm::proportion_to_u16(x))
-            .collect::<Vec<u16>>()
-    };
     EpochOutput {
         active,
         consensus: to_u16(&consensus),
@@ -456,6 +439,64 @@ pub fn epoch_over(
         bonds,
         emission,
     }
+}
+
+/// What the stake-weighted median makes of the weights (steps 6-9).
+struct Consensus {
+    consensus: Vec<Fixed>,
+    clipped: fm::SparseMatrix,
+    validator_trust: Vec<Fixed>,
+    incentive: Vec<Fixed>,
+}
+
+fn consensus(
+    params: &YumaParams,
+    active_stake: &[Fixed],
+    weights: &[Vec<(u16, Fixed)>],
+    columns: u16,
+) -> Consensus {
+    let kappa = fm::u16_proportion(params.kappa);
+    let consensus = fm::weighted_median_col_sparse(active_stake, weights, columns, kappa);
+    let clipped = fm::col_clip_sparse(weights, &consensus);
+    let validator_trust = fm::row_sum_sparse(&clipped);
+    let mut incentive = fm::matmul_sparse(&clipped, active_stake, columns);
+    fm::inplace_normalize(&mut incentive);
+    Consensus {
+        consensus,
+        clipped,
+        validator_trust,
+        incentive,
+    }
+}
+
+/// Stake of the uids that are active and held a permit, normalized to sum to one.
+fn active_stake(stake: &[Fixed], active: &[bool], forbids: &[bool]) -> Vec<Fixed> {
+    let inactive: Vec<bool> = active.iter().map(|a| !a).collect();
+    let mut active_stake = stake.to_vec();
+    fm::inplace_mask_vector(&inactive, &mut active_stake);
+    fm::inplace_mask_vector(forbids, &mut active_stake);
+    fm::inplace_normalize(&mut active_stake);
+    active_stake
+}
+
+/// The bonds EMA's weight on the new bonds: one minus the moving average (parts per million).
+fn bonds_alpha(params: &YumaParams) -> Fixed {
+    let bma = I64F64::saturating_from_num(params.bonds_moving_average)
+        .checked_div(I64F64::saturating_from_num(1_000_000))
+        .unwrap_or_default();
+    fm::one().saturating_sub(Fixed::saturating_from_num(bma))
+}
+
+/// The first block of the tempo this epoch closes.
+fn last_tempo(params: &YumaParams, state: &YumaState, block: u64) -> u64 {
+    match state.last_epoch_block.unwrap_or(0) {
+        0 => block.saturating_sub(params.tempo),
+        last => last.saturating_add(1),
+    }
+}
+
+fn to_u16(v: &[Fixed]) -> Vec<u16> {
+    v.iter().map(|&x| fm::proportion_to_u16(x)).collect()
 }
 
 /// A synthetic subnet for benchmarks and equivalence tests: `validators` staked uids (the rest hold

@@ -2,13 +2,14 @@
 
 use anyhow::Context;
 use chain_client::wallet::choose_hotkey;
-use chain_client::{Chain, open_chain, window_seed};
+use chain_client::{AnyChain, Chain, open_chain, window_seed};
 use clap::{Parser, Subcommand};
 use scoring::Verdict;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use subnet_proto::backoff::Backoff;
+use subxt_signer::sr25519::Keypair;
 use task::{TaskEngine, TaskSpec};
 use validator::{DataDir, Validator, ValidatorService};
 
@@ -115,13 +116,7 @@ async fn main() -> anyhow::Result<()> {
         tls_ca.as_deref(),
     )
     .map_err(anyhow::Error::msg)?;
-    let counters = Arc::new(validator::metrics::Metrics::default());
-    if let Some(addr) = metrics {
-        let counters = counters.clone();
-        let addr =
-            subnet_proto::metrics_http::spawn(&addr, Arc::new(move || counters.render())).await?;
-        tracing::info!(%addr, "metrics");
-    }
+    let counters = serve_metrics(metrics.as_deref()).await?;
     let spec = TaskSpec::from_file(&task)?;
     let engine = Arc::new(TaskEngine::new(spec));
     let blocks = engine.spec().window.blocks;
@@ -133,25 +128,7 @@ async fn main() -> anyhow::Result<()> {
         wallet_path.as_deref(),
     )?;
     let first_window = chain.current_block().await? / blocks;
-    let validator = match data {
-        Some(dir) => Validator::with_store(
-            chain.clone(),
-            netuid,
-            hotkey.clone(),
-            engine.clone(),
-            engine.genesis(),
-            first_window,
-            DataDir::open(&dir, &engine.spec().canonical_toml())?,
-        )?,
-        None => Validator::new(
-            chain.clone(),
-            netuid,
-            hotkey.clone(),
-            engine.clone(),
-            engine.genesis(),
-            first_window,
-        ),
-    };
+    let validator = open_validator(&chain, netuid, &hotkey, &engine, first_window, data)?;
     validator.set_audit_period(audit_period);
     let (_, resumed_window) = validator.checkpoint();
     chain_client::Membership::new(chain.clone(), netuid, hotkey.clone())
@@ -179,12 +156,69 @@ async fn main() -> anyhow::Result<()> {
     // read or window is logged and tried again after a growing pause; the validator keeps going.
     // A validator stopped while it scored the window that has just closed scores it again, from
     // the commitments its data directory kept; otherwise it starts at the open window.
-    let mut next =
-        if resumed_window + 1 == first_window && validator.holds_commitments(resumed_window) {
-            resumed_window
-        } else {
-            resumed_window.max(first_window)
-        };
+    let next = if resumed_window + 1 == first_window && validator.holds_commitments(resumed_window)
+    {
+        resumed_window
+    } else {
+        resumed_window.max(first_window)
+    };
+    score_windows(&validator, &chain, &counters, blocks, next).await;
+    tracing::info!("shutting down");
+    collector.abort();
+    let _ = stop_tx.send(true);
+    server.await??;
+    Ok(())
+}
+
+/// The validator's counters, served as Prometheus text at `addr` when one is given.
+async fn serve_metrics(addr: Option<&str>) -> anyhow::Result<Arc<validator::metrics::Metrics>> {
+    let counters = Arc::new(validator::metrics::Metrics::default());
+    if let Some(addr) = addr {
+        let counters = counters.clone();
+        let addr =
+            subnet_proto::metrics_http::spawn(addr, Arc::new(move || counters.render())).await?;
+        tracing::info!(%addr, "metrics");
+    }
+    Ok(counters)
+}
+
+/// The validator, resumed from its data directory when it has one.
+fn open_validator(
+    chain: &AnyChain,
+    netuid: u16,
+    hotkey: &Keypair,
+    engine: &Arc<TaskEngine>,
+    first_window: u64,
+    data: Option<PathBuf>,
+) -> anyhow::Result<Validator<AnyChain>> {
+    let (chain, hotkey, genesis) = (chain.clone(), hotkey.clone(), engine.genesis());
+    Ok(match data {
+        Some(dir) => {
+            let store = DataDir::open(&dir, &engine.spec().canonical_toml())?;
+            Validator::with_store(
+                chain,
+                netuid,
+                hotkey,
+                engine.clone(),
+                genesis,
+                first_window,
+                store,
+            )?
+        }
+        None => Validator::new(chain, netuid, hotkey, engine.clone(), genesis, first_window),
+    })
+}
+
+/// Scores every window once it has closed, from `next` on, until the process is interrupted.
+/// Window w is scored once it has closed, i.e. from block (w + 1) * blocks on. A failed chain
+/// read or window is logged and tried again after a growing pause; the validator keeps going.
+async fn score_windows(
+    validator: &Validator<AnyChain>,
+    chain: &AnyChain,
+    counters: &validator::metrics::Metrics,
+    blocks: u64,
+    mut next: u64,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut backoff = Backoff::default();
     loop {
@@ -206,7 +240,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let outcome = tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            outcome = score(&validator, &chain, next, blocks) => outcome,
+            outcome = score(validator, chain, next, blocks) => outcome,
         };
         let outcome = match outcome {
             Ok(outcome) => {
@@ -228,11 +262,6 @@ async fn main() -> anyhow::Result<()> {
         // A validator that fell behind skips to the last closed window.
         next = (next + 1).max(block / blocks - 1);
     }
-    tracing::info!("shutting down");
-    collector.abort();
-    let _ = stop_tx.send(true);
-    server.await??;
-    Ok(())
 }
 
 /// Scores closed window `window`.

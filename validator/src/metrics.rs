@@ -19,6 +19,60 @@ struct Counts {
     verdicts: BTreeMap<&'static str, u64>,
 }
 
+/// The validator's single-valued series: name, kind and help, in the order `render` fills them.
+const SERIES: [(&str, &str, &str); 10] = [
+    (
+        "validator_windows_scored_total",
+        "counter",
+        "Windows scored.",
+    ),
+    (
+        "validator_last_window",
+        "gauge",
+        "The latest window scored.",
+    ),
+    (
+        "validator_checkpoint_loss",
+        "gauge",
+        "Held-out loss of the latest window's global checkpoint.",
+    ),
+    (
+        "validator_weights_set_total",
+        "counter",
+        "Windows whose weights were set on chain (committed, under commit-reveal).",
+    ),
+    (
+        "validator_weights_not_set_total",
+        "counter",
+        "Windows whose weights were not set.",
+    ),
+    (
+        "validator_weights_revealed_total",
+        "counter",
+        "Committed weights revealed on chain (commit-reveal).",
+    ),
+    (
+        "validator_weight_reveals_failed_total",
+        "counter",
+        "Committed weights the chain refused to reveal (expired or mismatched).",
+    ),
+    (
+        "validator_fraud_reports_total",
+        "counter",
+        "Miners reported for fraud.",
+    ),
+    (
+        "validator_collecting_window",
+        "gauge",
+        "The open window whose commitments are being collected.",
+    ),
+    (
+        "validator_commitments_collected",
+        "gauge",
+        "Commitments held for the open window.",
+    ),
+];
+
 #[derive(Default)]
 pub struct Metrics {
     counts: Mutex<Counts>,
@@ -59,72 +113,24 @@ impl Metrics {
     pub fn render(&self) -> String {
         let c = self.counts.lock().expect("metrics lock");
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let values = [
+            c.windows_scored.to_string(),
+            c.last_window.to_string(),
+            format!("{:.6}", c.checkpoint_loss),
+            c.weights_set.to_string(),
+            c.weights_not_set.to_string(),
+            c.weights_revealed.to_string(),
+            c.reveals_failed.to_string(),
+            c.fraud_reports.to_string(),
+            c.collecting_window.to_string(),
+            c.commitments_collected.to_string(),
+        ];
+        for ((name, kind, help), value) in SERIES.iter().zip(values) {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
-        };
-        metric(
-            "validator_windows_scored_total",
-            "counter",
-            "Windows scored.",
-            c.windows_scored.to_string(),
-        );
-        metric(
-            "validator_last_window",
-            "gauge",
-            "The latest window scored.",
-            c.last_window.to_string(),
-        );
-        metric(
-            "validator_checkpoint_loss",
-            "gauge",
-            "Held-out loss of the latest window's global checkpoint.",
-            format!("{:.6}", c.checkpoint_loss),
-        );
-        metric(
-            "validator_weights_set_total",
-            "counter",
-            "Windows whose weights were set on chain (committed, under commit-reveal).",
-            c.weights_set.to_string(),
-        );
-        metric(
-            "validator_weights_not_set_total",
-            "counter",
-            "Windows whose weights were not set.",
-            c.weights_not_set.to_string(),
-        );
-        metric(
-            "validator_weights_revealed_total",
-            "counter",
-            "Committed weights revealed on chain (commit-reveal).",
-            c.weights_revealed.to_string(),
-        );
-        metric(
-            "validator_weight_reveals_failed_total",
-            "counter",
-            "Committed weights the chain refused to reveal (expired or mismatched).",
-            c.reveals_failed.to_string(),
-        );
-        metric(
-            "validator_fraud_reports_total",
-            "counter",
-            "Miners reported for fraud.",
-            c.fraud_reports.to_string(),
-        );
-        metric(
-            "validator_collecting_window",
-            "gauge",
-            "The open window whose commitments are being collected.",
-            c.collecting_window.to_string(),
-        );
-        metric(
-            "validator_commitments_collected",
-            "gauge",
-            "Commitments held for the open window.",
-            c.commitments_collected.to_string(),
-        );
+        }
         let _ = writeln!(
             out,
             "# HELP validator_miner_verdicts_total Miner outcomes per window, by verdict.\n# TYPE validator_miner_verdicts_total counter"

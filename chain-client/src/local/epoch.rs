@@ -7,7 +7,7 @@ use super::{EventKind, LocalChain, Tx, corrupt, event, weight_row};
 use crate::error::Result;
 use crate::types::SubnetParams;
 use rusqlite::params;
-use scoring::yuma::{self, EpochInput, YumaState};
+use scoring::yuma::{self, EpochInput, EpochOutput, YumaState};
 
 impl LocalChain {
     /// Per-epoch emissions of a subnet, oldest first: (block, emission per uid, owner cut).
@@ -194,30 +194,13 @@ fn run_epoch(
             earliest_commit: earliest_commit.as_deref(),
         },
     );
-    let slashed = recently_slashed(tx, netuid, params, block)?;
-    for (i, row) in rows.iter().enumerate() {
-        let emission = if slashed.contains(&row.hotkey) {
-            0
-        } else {
-            out.emission[i]
-        };
-        tx.execute(
-            "UPDATE neurons SET active = ?1, consensus = ?2, incentive = ?3, dividends = ?4, validator_trust = ?5,
-                 validator_permit = ?6, emission = ?7, total_emission = total_emission + ?7, stake = stake + ?7
-             WHERE netuid = ?8 AND uid = ?9",
-            params![
-                out.active[i],
-                out.consensus[i],
-                out.incentive[i],
-                out.dividends[i],
-                out.validator_trust[i],
-                out.validator_permit[i],
-                emission as i64,
-                netuid,
-                row.uid
-            ],
-        )?;
-    }
+    store_epoch_output(
+        tx,
+        netuid,
+        &rows,
+        &out,
+        &recently_slashed(tx, netuid, params, block)?,
+    )?;
     let owner: Vec<u8> = tx.query_row(
         "SELECT owner FROM subnets WHERE netuid = ?1",
         [netuid],
@@ -249,4 +232,38 @@ fn run_epoch(
         EventKind::EpochRun,
         &format!("{} uids, {} rao", rows.len(), total),
     )
+}
+
+/// Writes each uid's part of an epoch's output; a uid slashed lately earns nothing.
+fn store_epoch_output(
+    tx: &Tx<'_>,
+    netuid: u16,
+    rows: &[EpochRow],
+    out: &EpochOutput,
+    slashed: &[Vec<u8>],
+) -> Result<()> {
+    for (i, row) in rows.iter().enumerate() {
+        let emission = if slashed.contains(&row.hotkey) {
+            0
+        } else {
+            out.emission[i]
+        };
+        tx.execute(
+            "UPDATE neurons SET active = ?1, consensus = ?2, incentive = ?3, dividends = ?4, validator_trust = ?5,
+                 validator_permit = ?6, emission = ?7, total_emission = total_emission + ?7, stake = stake + ?7
+             WHERE netuid = ?8 AND uid = ?9",
+            params![
+                out.active[i],
+                out.consensus[i],
+                out.incentive[i],
+                out.dividends[i],
+                out.validator_trust[i],
+                out.validator_permit[i],
+                emission as i64,
+                netuid,
+                row.uid
+            ],
+        )?;
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! metagraph on a subtensor node).
 
 use super::load_task;
+use chain_client::Chain;
 use clap::Subcommand;
 use std::path::PathBuf;
 use subnet_cli::chain_admin as admin;
@@ -169,7 +170,6 @@ async fn node(url: &str) -> anyhow::Result<chain_client::SubtensorChain> {
 /// `subnet chain ...`: the local chain in `dir`, or for register, stake and metagraph with `--node`,
 /// a subtensor node.
 async fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Result<()> {
-    use chain_client::Chain;
     match command {
         ChainCommand::Init {
             block_time_ms,
@@ -187,20 +187,7 @@ async fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Resu
             owner_uri,
             commit_reveal,
             commit_reveal_version,
-        } => {
-            let spec = load_task(Some(&task))?;
-            let chain = admin::open(dir)?;
-            let owner = admin::keypair(&owner_uri)?;
-            let params = chain_client::SubnetParams {
-                commit_reveal_version,
-                ..admin::params_for_window(spec.window.blocks, spec.task.version, commit_reveal)
-            };
-            let netuid = chain.create_subnet(admin::account(&owner), params)?;
-            println!(
-                "created subnet {netuid} for task {} (tempo {} blocks)",
-                spec.task.name, spec.window.blocks
-            );
-        }
+        } => create_subnet(dir, &task, &owner_uri, commit_reveal, commit_reveal_version)?,
         ChainCommand::Fund { keys, tokens } => {
             let coldkey = admin::account(&keys.coldkey()?);
             let balance = admin::open(dir)?.fund(coldkey, admin::tokens_to_rao(tokens)?)?;
@@ -213,49 +200,13 @@ async fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Resu
             netuid,
             keys,
             node: url,
-        } => {
-            let coldkey = keys.coldkey()?;
-            let hotkey = admin::account(&keys.hotkey()?);
-            let uid = match &url {
-                Some(url) => {
-                    node(url)
-                        .await?
-                        .burned_register(&coldkey, netuid, hotkey)
-                        .await?
-                }
-                None => {
-                    admin::open(dir)?.burned_register(admin::account(&coldkey), netuid, hotkey)?
-                }
-            };
-            println!("registered {hotkey} as uid {uid} on subnet {netuid}");
-        }
+        } => register(dir, netuid, &keys, url.as_deref()).await?,
         ChainCommand::Stake {
             netuid,
             keys,
             tokens,
             node: url,
-        } => {
-            let coldkey = keys.coldkey()?;
-            let hotkey = admin::account(&keys.hotkey()?);
-            let rao = admin::tokens_to_rao(tokens)?;
-            match &url {
-                Some(url) => {
-                    node(url)
-                        .await?
-                        .add_stake(&coldkey, hotkey, netuid, rao)
-                        .await?;
-                    println!("staked {tokens} τ to {hotkey} on subnet {netuid} at {url}");
-                }
-                None => {
-                    let chain = admin::open(dir)?;
-                    let stake = chain.add_stake(admin::account(&coldkey), hotkey, netuid, rao)?;
-                    println!(
-                        "{hotkey} stake {:.3} τ on subnet {netuid}",
-                        stake as f64 / admin::RAO_PER_TOKEN as f64
-                    );
-                }
-            }
-        }
+        } => stake(dir, netuid, &keys, tokens, url.as_deref()).await?,
         ChainCommand::Slashes { netuid, json } => print_slashes(dir, netuid, json)?,
         ChainCommand::Advance { blocks } => {
             let block = admin::open(dir)?.advance_blocks(blocks)?;
@@ -265,18 +216,103 @@ async fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Resu
             netuid,
             json,
             node: url,
-        } => {
-            let metagraph = match &url {
-                Some(url) => node(url).await?.metagraph(netuid).await?,
-                None => admin::open(dir)?.metagraph_sync(netuid)?,
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&metagraph)?);
-            } else {
-                print!("{}", admin::format_metagraph(&metagraph));
-            }
-        }
+        } => print_metagraph(dir, netuid, json, url.as_deref()).await?,
         ChainCommand::Emissions { netuid, json } => print_emissions(dir, netuid, json)?,
+    }
+    Ok(())
+}
+
+/// `subnet chain create-subnet`: a subnet whose tempo is the task's window.
+fn create_subnet(
+    dir: &std::path::Path,
+    task: &PathBuf,
+    owner_uri: &str,
+    commit_reveal: bool,
+    commit_reveal_version: u16,
+) -> anyhow::Result<()> {
+    let spec = load_task(Some(task))?;
+    let chain = admin::open(dir)?;
+    let owner = admin::keypair(owner_uri)?;
+    let params = chain_client::SubnetParams {
+        commit_reveal_version,
+        ..admin::params_for_window(spec.window.blocks, spec.task.version, commit_reveal)
+    };
+    let netuid = chain.create_subnet(admin::account(&owner), params)?;
+    println!(
+        "created subnet {netuid} for task {} (tempo {} blocks)",
+        spec.task.name, spec.window.blocks
+    );
+    Ok(())
+}
+
+/// `subnet chain register`, on the local chain or at a node.
+async fn register(
+    dir: &std::path::Path,
+    netuid: u16,
+    keys: &KeyArgs,
+    url: Option<&str>,
+) -> anyhow::Result<()> {
+    let coldkey = keys.coldkey()?;
+    let hotkey = admin::account(&keys.hotkey()?);
+    let uid = match url {
+        Some(url) => {
+            node(url)
+                .await?
+                .burned_register(&coldkey, netuid, hotkey)
+                .await?
+        }
+        None => admin::open(dir)?.burned_register(admin::account(&coldkey), netuid, hotkey)?,
+    };
+    println!("registered {hotkey} as uid {uid} on subnet {netuid}");
+    Ok(())
+}
+
+/// `subnet chain stake`, on the local chain or at a node.
+async fn stake(
+    dir: &std::path::Path,
+    netuid: u16,
+    keys: &KeyArgs,
+    tokens: f64,
+    url: Option<&str>,
+) -> anyhow::Result<()> {
+    let coldkey = keys.coldkey()?;
+    let hotkey = admin::account(&keys.hotkey()?);
+    let rao = admin::tokens_to_rao(tokens)?;
+    match url {
+        Some(url) => {
+            node(url)
+                .await?
+                .add_stake(&coldkey, hotkey, netuid, rao)
+                .await?;
+            println!("staked {tokens} τ to {hotkey} on subnet {netuid} at {url}");
+        }
+        None => {
+            let chain = admin::open(dir)?;
+            let stake = chain.add_stake(admin::account(&coldkey), hotkey, netuid, rao)?;
+            println!(
+                "{hotkey} stake {:.3} τ on subnet {netuid}",
+                stake as f64 / admin::RAO_PER_TOKEN as f64
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `subnet chain metagraph`, from the local chain or a node.
+async fn print_metagraph(
+    dir: &std::path::Path,
+    netuid: u16,
+    json: bool,
+    url: Option<&str>,
+) -> anyhow::Result<()> {
+    let metagraph = match url {
+        Some(url) => node(url).await?.metagraph(netuid).await?,
+        None => admin::open(dir)?.metagraph_sync(netuid)?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&metagraph)?);
+    } else {
+        print!("{}", admin::format_metagraph(&metagraph));
     }
     Ok(())
 }

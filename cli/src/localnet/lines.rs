@@ -42,6 +42,17 @@ pub struct WindowLine {
     pub block: u64,
 }
 
+impl WindowLine {
+    /// The line with the miners' training rate and each miner's group of the round.
+    pub(crate) fn with_training(mut self, tokens_per_s: f64, groups: &[(u16, usize)]) -> Self {
+        self.train_tokens_per_s = tokens_per_s;
+        for m in &mut self.miners {
+            m.group = groups.iter().find(|(uid, _)| *uid == m.uid).map(|g| g.1);
+        }
+        self
+    }
+}
+
 /// A window's line: the checkpoint's held-out loss, each miner's verdict, score and weight from the
 /// validators' `outcomes`, and what the chain holds now (stake, emission, slashes).
 pub(crate) async fn window_line(

@@ -107,6 +107,28 @@ pub struct LocalnetReport {
 }
 
 impl LocalnetReport {
+    /// The chain's block at the last window's line (0 before the first).
+    pub(crate) fn last_block(&self) -> u64 {
+        self.windows.last().map_or(0, |l| l.block)
+    }
+
+    /// Every validator's result for miner `uid` in `window`.
+    pub fn results(&self, uid: u16, window: u64) -> impl Iterator<Item = &validator::MinerResult> {
+        self.outcomes
+            .iter()
+            .flatten()
+            .filter(move |o| o.window == window)
+            .filter_map(move |o| o.result(uid))
+    }
+
+    /// Adds a window: its line and every validator's outcome, in the validators' order.
+    pub(crate) fn push(&mut self, line: WindowLine, outcomes: Vec<WindowOutcome>) {
+        self.windows.push(line);
+        for (all, outcome) in self.outcomes.iter_mut().zip(outcomes) {
+            all.push(outcome);
+        }
+    }
+
     /// The stake each miner holds at the end (rao), by uid.
     pub fn final_stakes(&self) -> Vec<(u16, MinerKind, u64)> {
         let last = self.windows.last();
@@ -142,6 +164,22 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
+    /// A report of this subnet with no window in it yet.
+    pub fn report(&self, initial_loss: f64) -> LocalnetReport {
+        LocalnetReport {
+            initial_loss,
+            loss_floor: self.engine.loss_floor(),
+            entropy_rate: self.engine.markov().map(|c| c.entropy_rate()),
+            windows: Vec::new(),
+            chain_path: self.chain_path.clone(),
+            netuid: self.netuid,
+            miner_uids: self.miner_uids(),
+            miner_kinds: self.kinds.clone(),
+            validator_uids: self.validator_uids(),
+            outcomes: vec![Vec::new(); self.validators.len()],
+        }
+    }
+
     pub fn miner_uids(&self) -> Vec<u16> {
         self.miners.iter().map(|k| k.1).collect()
     }
@@ -292,18 +330,21 @@ pub async fn run(
     mut on_window: impl FnMut(&WindowLine),
 ) -> anyhow::Result<LocalnetReport> {
     let (dir, _temp) = run_dir(&config)?;
+    let prepared = prepare(&config, &dir, dev_keys).await?;
+    let report_loss = ReportLoss::new(prepared.engine.clone());
+    let genesis = prepared.engine.genesis();
+    let mut report = prepared.report(report_loss.of(genesis.params.clone()).await?);
     let Prepared {
         chain,
-        chain_path,
         netuid,
         engine,
         validators: validator_keys,
         miners: miner_keys,
         kinds,
         first_window,
-    } = prepare(&config, &dir, dev_keys).await?;
+        ..
+    } = prepared;
     let spec = engine.spec().clone();
-    let blocks = spec.window.blocks;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown = || {
@@ -312,7 +353,6 @@ pub async fn run(
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-    let genesis = engine.genesis();
     let net = Net {
         chain: &chain,
         netuid,
@@ -323,16 +363,10 @@ pub async fn run(
         start_validators(&net, &validator_keys, &dir, &genesis, first_window, &config).await?;
     let (miners, miner_servers) = start_miners(&net, &miner_keys, &kinds, &config).await?;
     servers.extend(miner_servers);
-    let miner_uids: Vec<u16> = miner_keys.iter().map(|k| k.1).collect();
-    let validator_uids: Vec<u16> = validator_keys.iter().map(|k| k.1).collect();
+    let miner_uids = report.miner_uids.clone();
     let crowd = Crowd::new(&miner_uids, &kinds);
     let peers_of = |i: usize| crowd.peers_of(&miners, i);
 
-    let report_loss = ReportLoss::new(engine.clone());
-    let initial_loss = report_loss.of(genesis.params.clone()).await?;
-
-    let mut lines = Vec::new();
-    let mut outcomes_by_validator: Vec<Vec<WindowOutcome>> = vec![Vec::new(); validators.len()];
     for window in first_window..first_window + config.windows {
         let start_block = spec.window.first_block(window);
         let seed = window_seed(&chain.block_hash(start_block).await?);
@@ -341,7 +375,7 @@ pub async fn run(
         futures::future::try_join_all(validators.iter().map(|v| v.collect_commitments(window)))
             .await?;
         // The window closes; now its work is served.
-        chain.advance_blocks(blocks)?;
+        chain.advance_blocks(spec.window.blocks)?;
         for (i, (m, kind)) in miners.iter().zip(&kinds).enumerate() {
             if let MinerKind::Adversary(a) = kind {
                 adversary::after_close(m, *a, &peers_of(i), window);
@@ -350,30 +384,19 @@ pub async fn run(
         let outcomes: Vec<WindowOutcome> =
             futures::future::try_join_all(validators.iter().map(|v| v.run_window(window, seed)))
                 .await?;
-        let (checkpoint, _) = validators[0].checkpoint();
-        let loss = report_loss.of(checkpoint.params.clone()).await?;
-        let since = lines.last().map_or(0, |l: &WindowLine| l.block);
+        let loss = report_loss.of(validators[0].checkpoint().0.params).await?;
         let line = window_line(
             &chain,
-            (netuid, since),
+            (netuid, report.last_block()),
             (window, loss),
             &outcomes,
-            (&miner_uids, &kinds),
-            &validator_uids,
+            (&report.miner_uids, &kinds),
+            &report.validator_uids,
         )
-        .await?;
-        let mut line = WindowLine {
-            train_tokens_per_s: tokens_per_s,
-            ..line
-        };
-        for m in &mut line.miners {
-            m.group = groups.iter().find(|(uid, _)| *uid == m.uid).map(|g| g.1);
-        }
+        .await?
+        .with_training(tokens_per_s, &groups);
         on_window(&line);
-        lines.push(line);
-        for (all, outcome) in outcomes_by_validator.iter_mut().zip(outcomes) {
-            all.push(outcome);
-        }
+        report.push(line, outcomes);
     }
     let _ = shutdown_tx.send(true);
     for server in servers {
@@ -382,16 +405,5 @@ pub async fn run(
             .context("a server task panicked")?
             .context("a server failed")?;
     }
-    Ok(LocalnetReport {
-        initial_loss,
-        loss_floor: engine.loss_floor(),
-        entropy_rate: engine.markov().map(|c| c.entropy_rate()),
-        windows: lines,
-        chain_path,
-        netuid,
-        miner_uids,
-        miner_kinds: kinds,
-        validator_uids,
-        outcomes: outcomes_by_validator,
-    })
+    Ok(report)
 }

@@ -126,6 +126,39 @@ pub struct Miner<C> {
 /// How many past windows' gradients a miner keeps serving.
 const KEPT_WINDOWS: usize = 3;
 
+/// Reports each inner step: to the progress hook when there is one, else four times a window at
+/// info level; every step at debug level.
+struct StepLog {
+    window: u64,
+    uid: u16,
+    steps: usize,
+    tokens_per_step: usize,
+    started: Instant,
+    hook: Option<ProgressHook>,
+}
+
+impl StepLog {
+    fn step(&self, step: usize, loss: f32) {
+        let (window, uid, steps) = (self.window, self.uid, self.steps);
+        let done = step + 1;
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
+        let tokens_per_s = (done * self.tokens_per_step) as f64 / elapsed;
+        if let Some(hook) = &self.hook {
+            hook(&Progress {
+                window,
+                step: done,
+                steps,
+                loss,
+                tokens_per_s,
+            });
+        } else if done.is_multiple_of(steps.div_ceil(4).max(1)) || done == steps {
+            tracing::info!(window, step = done, steps, loss, tokens_per_s, "training");
+            return;
+        }
+        tracing::debug!(window, uid, step = done, steps, loss, "inner step");
+    }
+}
+
 impl<C: Chain> Miner<C> {
     /// A miner that trains on the CPU.
     pub fn new(chain: C, netuid: u16, hotkey: Keypair, engine: Arc<TaskEngine>) -> Self {
@@ -285,10 +318,15 @@ impl<C: Chain> Miner<C> {
         let started = Instant::now();
         let start = checkpoint.params.clone();
         let device = self.inner.device;
-        let steps = engine.spec().training.inner_steps;
-        let tokens_per_step =
-            engine.spec().training.batch_size * engine.spec().targets_per_example();
-        let hook = self.inner.on_progress.clone();
+        let steps = StepLog {
+            window,
+            uid,
+            steps: engine.spec().training.inner_steps,
+            tokens_per_step: engine.spec().training.batch_size
+                * engine.spec().targets_per_example(),
+            started,
+            hook: self.inner.on_progress.clone(),
+        };
         let outcome = tokio::task::spawn_blocking(move || {
             device.train_window(
                 &engine,
@@ -297,32 +335,7 @@ impl<C: Chain> Miner<C> {
                 window_seed,
                 uid,
                 trainable,
-                |step, loss| {
-                    let done = step + 1;
-                    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-                    if let Some(hook) = &hook {
-                        hook(&Progress {
-                            window,
-                            step: done,
-                            steps,
-                            loss,
-                            tokens_per_s: (done * tokens_per_step) as f64 / elapsed,
-                        });
-                        tracing::debug!(window, uid, step = done, steps, loss, "inner step");
-                    } else if done % steps.div_ceil(4).max(1) == 0 || done == steps {
-                        // Progress four times a window; every step at debug level.
-                        tracing::info!(
-                            window,
-                            step = done,
-                            steps,
-                            loss,
-                            tokens_per_s = (done * tokens_per_step) as f64 / elapsed,
-                            "training"
-                        );
-                    } else {
-                        tracing::debug!(window, uid, step = done, steps, loss, "inner step");
-                    }
-                },
+                |step, loss| steps.step(step, loss),
             )
         })
         .await

@@ -71,18 +71,7 @@ impl<C: Chain> Validator<C> {
     ) -> Result<AuditFinding, ValidatorError> {
         let (window, window_seed, uid) = (ctx.window, ctx.window_seed, neuron.uid);
         let tolerance = self.engine().spec().scoring.spot_check_tolerance;
-        let gatherer = self.gatherer();
         let c = &fetched.commitment;
-        let served = async {
-            let dense = gatherer
-                .part(neuron, window, pb::GradientPart::Dense, c)
-                .await?;
-            let residual = gatherer
-                .part(neuron, window, pb::GradientPart::Residual, c)
-                .await?;
-            Ok::<_, Rejection>((dense, residual))
-        }
-        .await;
         let mut record = AuditRecord {
             uid,
             dense_digest: None,
@@ -90,25 +79,11 @@ impl<C: Chain> Validator<C> {
             relative_difference: None,
             failure: None,
         };
-        let (dense_bytes, residual_bytes) = match served {
+        let (dense_bytes, residual_bytes) = match self.fetch_artefacts(neuron, window, c).await {
             Ok(parts) => parts,
-            Err(e @ (Rejection::Unreachable(_) | Rejection::Timeout { .. })) => {
-                record.failure = Some(format!(
-                    "audit: its dense gradient and residual could not be fetched ({e}); audited again next window"
-                ));
-                return Ok(AuditFinding {
-                    record,
-                    incomplete: true,
-                });
-            }
-            Err(e) => {
-                record.failure = Some(format!(
-                    "audit: it did not serve the dense gradient and residual it committed to ({e})"
-                ));
-                return Ok(AuditFinding {
-                    record,
-                    incomplete: false,
-                });
+            Err((failure, incomplete)) => {
+                record.failure = Some(failure);
+                return Ok(AuditFinding { record, incomplete });
             }
         };
         record.dense_digest = Some(Digest(subnet_proto::digest(&dense_bytes)));
@@ -149,6 +124,41 @@ impl<C: Chain> Validator<C> {
         Ok(AuditFinding {
             record,
             incomplete: false,
+        })
+    }
+
+    /// The dense gradient and the residual a miner committed to, or why the audit stops here and
+    /// whether it is to be tried again (the miner could not be reached).
+    async fn fetch_artefacts(
+        &self,
+        neuron: &Neuron,
+        window: u64,
+        c: &pb::Commitment,
+    ) -> Result<(Vec<u8>, Vec<u8>), (String, bool)> {
+        let gatherer = self.gatherer();
+        let served = async {
+            let dense = gatherer
+                .part(neuron, window, pb::GradientPart::Dense, c)
+                .await?;
+            let residual = gatherer
+                .part(neuron, window, pb::GradientPart::Residual, c)
+                .await?;
+            Ok::<_, Rejection>((dense, residual))
+        }
+        .await;
+        served.map_err(|e| match e {
+            Rejection::Unreachable(_) | Rejection::Timeout { .. } => (
+                format!(
+                    "audit: its dense gradient and residual could not be fetched ({e}); audited again next window"
+                ),
+                true,
+            ),
+            e => (
+                format!(
+                    "audit: it did not serve the dense gradient and residual it committed to ({e})"
+                ),
+                false,
+            ),
         })
     }
 }

@@ -29,24 +29,7 @@ impl<C: Chain> Validator<C> {
                 return Ok(None);
             }
             let recipe = recipe_of(&latest)?;
-            let recomputed = {
-                let state = self.state();
-                match (&state.scored, &recipe) {
-                    (Some(s), Some(r))
-                        if s.window + 1 == window && s.checkpoint.digest == r.previous =>
-                    {
-                        Some(recompute(
-                            self.engine(),
-                            &s.checkpoint,
-                            &s.momentum,
-                            r,
-                            &s.gathered,
-                            &digest,
-                        ))
-                    }
-                    _ => None,
-                }
-            };
+            let recomputed = self.recompute_lead(window, recipe.as_ref(), &digest);
             let engine = self.engine();
             let (checkpoint, momentum, verified) = match recomputed {
                 Some(Recomputation::Confirmed(checkpoint, momentum)) => {
@@ -95,6 +78,30 @@ impl<C: Chain> Validator<C> {
                 tracing::warn!(window, lead = lead.uid, error = %e, "keeping this validator's own checkpoint");
                 None
             }
+        }
+    }
+
+    /// The lead's checkpoint of `window` made again here from its recipe, when this validator
+    /// scored the window before it from the checkpoint the recipe starts at.
+    fn recompute_lead(
+        &self,
+        window: u64,
+        recipe: Option<&Recipe>,
+        digest: &[u8; 32],
+    ) -> Option<Recomputation> {
+        let state = self.state();
+        match (&state.scored, recipe) {
+            (Some(s), Some(r)) if s.window + 1 == window && s.checkpoint.digest == r.previous => {
+                Some(recompute(
+                    self.engine(),
+                    &s.checkpoint,
+                    &s.momentum,
+                    r,
+                    &s.gathered,
+                    digest,
+                ))
+            }
+            _ => None,
         }
     }
 
