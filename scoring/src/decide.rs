@@ -11,6 +11,7 @@
 //! share one score.
 
 use crate::checks::{AssignmentCheck, AssignmentEvidence, Similarity};
+use crate::reason::Reason;
 use crate::usefulness::{UsefulnessScore, mean_and_standard_error, relative_drops};
 use crate::weights::{moving_average, normalize_max_weight};
 use serde::{Deserialize, Serialize};
@@ -39,7 +40,7 @@ pub struct MinerEvidence {
     pub uid: u16,
     pub hotkey: String,
     /// Why the gradient was refused before evaluation (absent, late, malformed, ...).
-    pub refused: Option<String>,
+    pub refused: Option<Reason>,
     /// L2 norm of the decoded gradient (0 when none was decoded).
     pub norm: f64,
     /// Losses on the window's eval batches after the gradient, clipped to the reference norm, is
@@ -49,7 +50,7 @@ pub struct MinerEvidence {
     pub assignment: Option<AssignmentEvidence>,
     /// What showed the miner did not do or serve the work it committed to (a failed re-execution,
     /// a payload that is not the codec of its committed artefacts, a broken residual chain).
-    pub fraud: Option<String>,
+    pub fraud: Option<Reason>,
     /// The last window of a ban from an earlier fraud, if the hotkey is banned.
     pub banned_until: Option<u64>,
     /// An audit this window reproduced the miner's work (its artefacts fit together and the
@@ -99,9 +100,9 @@ pub struct WindowEvidence {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Verdict {
     Earned,
-    Refused { reason: String },
+    Refused { reason: Reason },
     Banned { until: u64 },
-    Fraud { reason: String },
+    Fraud { reason: Reason },
     Oversized { ratio: f64 },
     Harmful { mean_relative_drop: f64 },
     WrongPages { p_value: f64 },

@@ -6,6 +6,7 @@ pub mod checks;
 pub mod decide;
 pub mod economics;
 pub mod fixed_math;
+pub mod reason;
 pub mod simulate;
 pub mod usefulness;
 pub mod weights;
@@ -16,6 +17,7 @@ pub use decide::{
     Averages, Bans, MinerDecision, MinerEvidence, ScoringParams, Verdict, WindowEvidence,
     aggregation_order, averages_after, bans_after, candidates, decide, screen,
 };
+pub use reason::{Reason, ReasonKind};
 pub use usefulness::UsefulnessScore;
 pub use weights::{moving_average, normalize_max_weight, weights_to_u16};
 pub use yuma::{EpochInput, EpochOutput, YumaParams, YumaState};

@@ -13,6 +13,7 @@
 //! - a miner that does not serve, under an audit, what it committed to is treated as one whose
 //!   artefacts do not check out.
 
+use scoring::{Reason, ReasonKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use subnet_proto::codec::{self, Layout};
@@ -45,25 +46,31 @@ impl ResidualLedger {
         hotkey: &str,
         c: &pb::Commitment,
         zero_digest: &[u8; 32],
-    ) -> Option<String> {
+    ) -> Option<Reason> {
         if c.residual_in_digest.as_slice() == zero_digest {
             return None;
         }
         if c.residual_window >= c.window {
-            return Some(format!(
-                "its window {} residual is said to come from window {}, which is not before it",
-                c.window, c.residual_window
+            return Some(Reason::new(
+                ReasonKind::ResidualChain,
+                format!(
+                    "its window {} residual is said to come from window {}, which is not before it",
+                    c.window, c.residual_window
+                ),
             ));
         }
         let entry = self.miners.get(&uid).filter(|e| e.hotkey == hotkey)?;
         if let Some(out) = entry.residual_out.get(&c.residual_window)
             && out != &hex::encode(&c.residual_in_digest)
         {
-            return Some(format!(
-                "its window {} residual {} is not the residual {out} its window {} commitment left",
-                c.window,
-                hex::encode(&c.residual_in_digest),
-                c.residual_window
+            return Some(Reason::new(
+                ReasonKind::ResidualChain,
+                format!(
+                    "its window {} residual {} is not the residual {out} its window {} commitment left",
+                    c.window,
+                    hex::encode(&c.residual_in_digest),
+                    c.residual_window
+                ),
             ));
         }
         if let Some((skipped, _)) = entry
@@ -71,9 +78,12 @@ impl ResidualLedger {
             .range(c.residual_window + 1..c.window)
             .next()
         {
-            return Some(format!(
-                "its window {} residual skips the one its own window {skipped} commitment left",
-                c.window
+            return Some(Reason::new(
+                ReasonKind::ResidualChain,
+                format!(
+                    "its window {} residual skips the one its own window {skipped} commitment left",
+                    c.window
+                ),
             ));
         }
         None

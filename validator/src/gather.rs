@@ -5,6 +5,7 @@
 //! while streaming, its digest, and the task's one gradient layout.
 
 use chain_client::Neuron;
+use scoring::{Reason, ReasonKind};
 use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
@@ -69,6 +70,27 @@ impl fmt::Display for Rejection {
             Rejection::Timeout { seconds } => write!(f, "no complete gradient within {seconds} s"),
             Rejection::NonFiniteLoss => write!(f, "applying it makes the held-out loss non-finite"),
         }
+    }
+}
+
+impl Rejection {
+    /// The rejection as a refusal reason in a window's evidence.
+    pub fn reason(&self) -> Reason {
+        let kind = match self {
+            Rejection::NoAxon => ReasonKind::NoAxon,
+            Rejection::Unreachable(_) => ReasonKind::Unreachable,
+            Rejection::Refused { .. } => ReasonKind::RefusedByMiner,
+            Rejection::NotCommitted => ReasonKind::NotCommitted,
+            Rejection::OtherCommitment => ReasonKind::OtherCommitment,
+            Rejection::NoCommitment => ReasonKind::NoCommitment,
+            Rejection::Commitment(_) => ReasonKind::BadCommitment,
+            Rejection::Oversized { .. } => ReasonKind::Oversized,
+            Rejection::Codec(_) => ReasonKind::Malformed,
+            Rejection::NonFinite { .. } => ReasonKind::NonFinite,
+            Rejection::Timeout { .. } => ReasonKind::Timeout,
+            Rejection::NonFiniteLoss => ReasonKind::NonFiniteLoss,
+        };
+        Reason::new(kind, self.to_string())
     }
 }
 

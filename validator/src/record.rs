@@ -77,7 +77,7 @@ pub struct AuditRecord {
     /// Relative L2 difference between the dense gradient and the re-execution, when both exist.
     pub relative_difference: Option<f64>,
     /// Why the audit failed, if it did.
-    pub failure: Option<String>,
+    pub failure: Option<scoring::Reason>,
 }
 
 /// The weights a validator set on chain (uids and u16 values, as the SDK converts them), or why none

@@ -2,8 +2,8 @@
 //! extension standing in for drand), opened by the chain when the round's pulse exists.
 
 use super::epoch::{epoch_of, tempo_of};
-use super::weights::{MAX_UNREVEALED_COMMITS, apply_weights};
-use super::{EventKind, LocalChain, Tx, account, blob, corrupt, event, subnet_params, uid_of};
+use super::weights::{Commits, apply_weights, check_can_commit};
+use super::{EventKind, LocalChain, Tx, account, blob, corrupt, event, subnet_params};
 use crate::error::{ChainError, Result};
 use crate::tlock::{self, Beacon, TimelockTarget};
 use crate::types::{AccountId, SubnetParams, TimelockReveal};
@@ -57,17 +57,7 @@ impl LocalChain {
                     required: params.commit_reveal_version,
                 });
             }
-            if uid_of(tx, netuid, &hotkey)?.is_none() {
-                return Err(ChainError::HotKeyNotRegisteredInSubNet { hotkey: hotkey.to_string(), netuid });
-            }
-            let pending: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM timelocked_commits WHERE netuid = ?1 AND hotkey = ?2",
-                params![netuid, blob(&hotkey)],
-                |r| r.get(0),
-            )?;
-            if pending as usize >= MAX_UNREVEALED_COMMITS {
-                return Err(ChainError::TooManyUnrevealedCommits { pending: pending as usize });
-            }
+            check_can_commit(tx, Commits::Timelocked, netuid, &hotkey)?;
             tx.execute(
                 "INSERT INTO timelocked_commits (netuid, hotkey, commit_bytes, reveal_round, block, epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![netuid, blob(&hotkey), commit, reveal_round as i64, block as i64, epoch_of(block, &params) as i64],

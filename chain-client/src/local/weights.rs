@@ -11,6 +11,44 @@ use scoring::yuma;
 /// Subtensor's limit on a hotkey's unrevealed weight commits per subnet.
 pub const MAX_UNREVEALED_COMMITS: usize = 10;
 
+/// Where a kind of weight commit waits for its reveal.
+#[derive(Clone, Copy)]
+pub(super) enum Commits {
+    /// Commit-reveal v2: hashes revealed by their validators.
+    Hashed,
+    /// Commit-reveal v4: ciphertexts opened by the chain.
+    Timelocked,
+}
+
+/// Subtensor's checks before a weight commit is stored: the hotkey is on the subnet, and it holds
+/// fewer than `MAX_UNREVEALED_COMMITS` commits of this kind.
+pub(super) fn check_can_commit(
+    tx: &Tx<'_>,
+    kind: Commits,
+    netuid: u16,
+    hotkey: &AccountId,
+) -> Result<()> {
+    if uid_of(tx, netuid, hotkey)?.is_none() {
+        return Err(ChainError::HotKeyNotRegisteredInSubNet {
+            hotkey: hotkey.to_string(),
+            netuid,
+        });
+    }
+    let count = match kind {
+        Commits::Hashed => "SELECT COUNT(*) FROM weight_commits WHERE netuid = ?1 AND hotkey = ?2",
+        Commits::Timelocked => {
+            "SELECT COUNT(*) FROM timelocked_commits WHERE netuid = ?1 AND hotkey = ?2"
+        }
+    };
+    let pending: i64 = tx.query_row(count, params![netuid, blob(hotkey)], |r| r.get(0))?;
+    if pending as usize >= MAX_UNREVEALED_COMMITS {
+        return Err(ChainError::TooManyUnrevealedCommits {
+            pending: pending as usize,
+        });
+    }
+    Ok(())
+}
+
 impl LocalChain {
     /// set_weights with subtensor's checks, in subtensor's order.
     pub fn set_weights_sync(
@@ -55,23 +93,13 @@ impl LocalChain {
             if !params.commit_reveal_weights_enabled {
                 return Err(ChainError::CommitRevealDisabled { netuid });
             }
-            if uid_of(tx, netuid, &hotkey)?.is_none() {
-                return Err(ChainError::HotKeyNotRegisteredInSubNet { hotkey: hotkey.to_string(), netuid });
-            }
             let epoch = epoch_of(block, &params);
             // Commits whose reveal epoch has passed can never be revealed: drop them first.
             tx.execute(
                 "DELETE FROM weight_commits WHERE netuid = ?1 AND hotkey = ?2 AND epoch + ?3 < ?4",
                 params![netuid, blob(&hotkey), params.reveal_period_epochs as i64, epoch as i64],
             )?;
-            let pending: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM weight_commits WHERE netuid = ?1 AND hotkey = ?2",
-                params![netuid, blob(&hotkey)],
-                |r| r.get(0),
-            )?;
-            if pending as usize >= MAX_UNREVEALED_COMMITS {
-                return Err(ChainError::TooManyUnrevealedCommits { pending: pending as usize });
-            }
+            check_can_commit(tx, Commits::Hashed, netuid, &hotkey)?;
             tx.execute(
                 "INSERT INTO weight_commits (netuid, hotkey, hash, block, epoch) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![netuid, blob(&hotkey), &hash[..], block as i64, epoch as i64],

@@ -1,4 +1,5 @@
 use super::*;
+use crate::reason::ReasonKind;
 
 const PARAMS: ScoringParams = ScoringParams {
     moving_average: 0.5,
@@ -71,14 +72,17 @@ fn useful_work_on_own_pages_earns_and_cheats_do_not() {
             // Harmful.
             miner(3, vec![2.1, 2.2, 2.05], 0.05, Vec::new()),
             MinerEvidence {
-                refused: Some("no axon served on chain".into()),
+                refused: Some(Reason::new(ReasonKind::NoAxon, "no axon served on chain")),
                 after: Vec::new(),
                 assignment: None,
                 norm: 0.0,
                 ..miner(4, Vec::new(), 0.0, Vec::new())
             },
             MinerEvidence {
-                fraud: Some("re-execution differs".into()),
+                fraud: Some(Reason::new(
+                    ReasonKind::Irreproducible,
+                    "re-execution differs",
+                )),
                 ..miner(5, helps.clone(), 0.05, Vec::new())
             },
             // Scaled up far beyond honest work.
@@ -195,13 +199,16 @@ fn averages_decay_for_absent_miners_and_restart_for_new_hotkeys_and_fraud() {
     let evidence = window(
         vec![
             MinerEvidence {
-                refused: Some("unreachable".into()),
+                refused: Some(Reason::new(ReasonKind::Unreachable, "unreachable")),
                 after: Vec::new(),
                 ..miner(1, Vec::new(), 0.0, Vec::new())
             },
             miner(2, vec![1.9, 1.9, 1.9], 0.05, vec![1.75; 3]),
             MinerEvidence {
-                fraud: Some("payload is not the codec of its dense gradient".into()),
+                fraud: Some(Reason::new(
+                    ReasonKind::Inconsistent,
+                    "payload is not the codec of its dense gradient",
+                )),
                 ..miner(3, vec![1.9; 3], 0.05, Vec::new())
             },
         ],

@@ -114,12 +114,20 @@ impl<C: Chain> Validator<C> {
                 record.relative_difference = Some(difference);
                 tracing::info!(uid, relative_difference = difference, "audit");
                 if !reproduces(difference, tolerance) {
-                    record.failure = Some(format!(
-                        "audit: its dense gradient differs from the re-executed training by {difference:.3e} (relative L2), beyond the backend tolerance {tolerance}"
+                    record.failure = Some(Reason::new(
+                        ReasonKind::Irreproducible,
+                        format!(
+                            "audit: its dense gradient differs from the re-executed training by {difference:.3e} (relative L2), beyond the backend tolerance {tolerance}"
+                        ),
                     ));
                 }
             }
-            Err(reason) => record.failure = Some(format!("audit: {reason}")),
+            Err(reason) => {
+                record.failure = Some(Reason::new(
+                    ReasonKind::Inconsistent,
+                    format!("audit: {reason}"),
+                ))
+            }
         }
         Ok(AuditFinding {
             record,
@@ -134,7 +142,7 @@ impl<C: Chain> Validator<C> {
         neuron: &Neuron,
         window: u64,
         c: &pb::Commitment,
-    ) -> Result<(Vec<u8>, Vec<u8>), (String, bool)> {
+    ) -> Result<(Vec<u8>, Vec<u8>), (Reason, bool)> {
         let gatherer = self.gatherer();
         let served = async {
             let dense = gatherer
@@ -148,14 +156,20 @@ impl<C: Chain> Validator<C> {
         .await;
         served.map_err(|e| match e {
             Rejection::Unreachable(_) | Rejection::Timeout { .. } => (
-                format!(
-                    "audit: its dense gradient and residual could not be fetched ({e}); audited again next window"
+                Reason::new(
+                    ReasonKind::AuditUnreachable,
+                    format!(
+                        "audit: its dense gradient and residual could not be fetched ({e}); audited again next window"
+                    ),
                 ),
                 true,
             ),
             e => (
-                format!(
-                    "audit: it did not serve the dense gradient and residual it committed to ({e})"
+                Reason::new(
+                    ReasonKind::Unserved,
+                    format!(
+                        "audit: it did not serve the dense gradient and residual it committed to ({e})"
+                    ),
                 ),
                 false,
             ),

@@ -41,7 +41,7 @@ impl<C: Chain> Validator<C> {
                 }
                 Err(rejection) => {
                     tracing::info!(uid = neuron.uid, reason = %rejection, "gradient refused");
-                    miner.refused = Some(rejection.to_string());
+                    miner.refused = Some(rejection.reason());
                     work.rejections.insert(neuron.uid, rejection);
                 }
             }
@@ -71,7 +71,7 @@ impl<C: Chain> Validator<C> {
                 m.after = after;
             } else {
                 work.gradients.remove(&m.uid);
-                m.refused = Some(Rejection::NonFiniteLoss.to_string());
+                m.refused = Some(Rejection::NonFiniteLoss.reason());
                 work.rejections.insert(m.uid, Rejection::NonFiniteLoss);
             }
         }

@@ -26,8 +26,8 @@ use crate::{aggregation, evaluate, weights};
 use chain_client::{AccountId, Chain, FraudOutcome, Membership, Metagraph, Neuron};
 use scoring::checks::{pairwise_similarity, relative_difference, reproduces};
 use scoring::{
-    Averages, Bans, MinerDecision, MinerEvidence, Verdict, WindowEvidence, aggregation_order,
-    averages_after, bans_after, candidates, decide, screen, weights_to_u16,
+    Averages, Bans, MinerDecision, MinerEvidence, Reason, ReasonKind, Verdict, WindowEvidence,
+    aggregation_order, averages_after, bans_after, candidates, decide, screen, weights_to_u16,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -170,7 +170,7 @@ impl Work {
             .filter_map(|m| {
                 let (reason, g) = (m.fraud.as_ref()?, self.gradients.get(&m.uid)?);
                 let mut bytes = g.commitment.signature.clone();
-                bytes.extend_from_slice(reason.as_bytes());
+                bytes.extend_from_slice(reason.text.as_bytes());
                 let offender = ctx.miners.iter().find(|n| n.uid == m.uid)?.hotkey;
                 Some((m.uid, offender, subnet_proto::digest(&bytes)))
             })
