@@ -115,6 +115,16 @@ impl Default for SubnetParams {
 }
 
 impl SubnetParams {
+    /// Blocks per epoch (a tempo of 0 counts as 1).
+    pub fn tempo_blocks(&self) -> u64 {
+        self.tempo.max(1)
+    }
+
+    /// The epoch of `block` (commit-reveal counts epochs as `block / tempo`).
+    pub fn epoch_of(&self, block: u64) -> u64 {
+        block / self.tempo_blocks()
+    }
+
     pub fn yuma(&self) -> scoring::YumaParams {
         scoring::YumaParams {
             tempo: self.tempo,

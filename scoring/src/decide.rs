@@ -9,6 +9,9 @@
 //! the aggregate without it and the aggregate with it (leave-one-out). Near-duplicate candidates,
 //! which under commit-before-reveal can only be one training run served by several identities,
 //! share one score.
+//!
+//! The file holds both stages and the averages they feed (a little over 500 lines): each rule is
+//! short, and a reader checking what a miner can earn reads them in one place, in order.
 
 use crate::checks::{AssignmentCheck, AssignmentEvidence, Similarity};
 use crate::reason::Reason;

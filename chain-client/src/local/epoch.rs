@@ -32,16 +32,6 @@ impl LocalChain {
     }
 }
 
-/// Blocks per epoch (a tempo of 0 counts as 1).
-pub(super) fn tempo_of(params: &SubnetParams) -> u64 {
-    params.tempo.max(1)
-}
-
-/// The epoch of `block` (commit-reveal counts epochs as `block / tempo`).
-pub(super) fn epoch_of(block: u64, params: &SubnetParams) -> u64 {
-    block / tempo_of(params)
-}
-
 /// Runs every epoch whose block (a multiple of the subnet's tempo) is past the subnet's last epoch and
 /// not after `block`.
 pub(super) fn run_due_epochs(tx: &Tx<'_>, block: u64) -> Result<()> {
@@ -121,7 +111,7 @@ fn earliest_commits(
     if !params.commit_reveal_weights_enabled {
         return Ok(None);
     }
-    let current = epoch_of(block, params);
+    let current = params.epoch_of(block);
     let mut earliest = vec![u64::MAX; rows.len()];
     for table in ["weight_commits", "timelocked_commits"] {
         let mut stmt = tx.prepare(&format!(
@@ -150,7 +140,7 @@ fn recently_slashed(
     params: &SubnetParams,
     block: u64,
 ) -> Result<Vec<Vec<u8>>> {
-    let since = epoch_of(block, params).saturating_sub(params.fraud_report_windows);
+    let since = params.epoch_of(block).saturating_sub(params.fraud_report_windows);
     let mut stmt =
         tx.prepare("SELECT DISTINCT offender FROM slashes WHERE netuid = ?1 AND window >= ?2")?;
     let slashed = stmt

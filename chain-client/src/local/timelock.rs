@@ -1,7 +1,6 @@
 //! Commit-reveal v4: weights encrypted to a round of the chain's own randomness beacon (a local
 //! extension standing in for drand), opened by the chain when the round's pulse exists.
 
-use super::epoch::{epoch_of, tempo_of};
 use super::weights::{Commits, apply_weights, check_can_commit};
 use super::{EventKind, LocalChain, Tx, account, blob, corrupt, event, subnet_params};
 use crate::error::{ChainError, Result};
@@ -18,10 +17,10 @@ impl LocalChain {
             if !params.commit_reveal_weights_enabled {
                 return Err(ChainError::CommitRevealDisabled { netuid });
             }
-            let reveal_epoch = epoch_of(block, &params) + params.reveal_period_epochs;
+            let reveal_epoch = params.epoch_of(block) + params.reveal_period_epochs;
             Ok(TimelockTarget {
                 beacon_public_key: beacon(tx)?.public_key(),
-                reveal_round: (reveal_epoch * tempo_of(&params)).max(block + 1),
+                reveal_round: (reveal_epoch * params.tempo_blocks()).max(block + 1),
                 commit_reveal_version: params.commit_reveal_version,
             })
         })
@@ -60,7 +59,7 @@ impl LocalChain {
             check_can_commit(tx, Commits::Timelocked, netuid, &hotkey)?;
             tx.execute(
                 "INSERT INTO timelocked_commits (netuid, hotkey, commit_bytes, reveal_round, block, epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![netuid, blob(&hotkey), commit, reveal_round as i64, block as i64, epoch_of(block, &params) as i64],
+                params![netuid, blob(&hotkey), commit, reveal_round as i64, block as i64, params.epoch_of(block) as i64],
             )?;
             event(tx, block, Some(netuid), EventKind::TimelockedWeightsCommitted, &format!("{} round {reveal_round}", hotkey.short()))
         })
@@ -135,7 +134,7 @@ pub(super) fn reveal_commits_at(
     params: &SubnetParams,
     block: u64,
 ) -> Result<()> {
-    let due_epoch = epoch_of(block, params).checked_sub(params.reveal_period_epochs);
+    let due_epoch = params.epoch_of(block).checked_sub(params.reveal_period_epochs);
     type Commit = (i64, Vec<u8>, Vec<u8>, u64, u64, u64);
     let commits: Vec<Commit> = {
         let mut stmt = tx.prepare(

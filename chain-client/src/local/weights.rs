@@ -1,7 +1,6 @@
 //! set_weights with subtensor's checks, and commit-reveal v2 (hash commits revealed in a later
 //! epoch).
 
-use super::epoch::epoch_of;
 use super::{EventKind, LocalChain, Tx, blob, corrupt, event, subnet_params, uid_of};
 use crate::error::{ChainError, Result};
 use crate::types::{AccountId, SubnetParams, WeightsReveal};
@@ -93,7 +92,7 @@ impl LocalChain {
             if !params.commit_reveal_weights_enabled {
                 return Err(ChainError::CommitRevealDisabled { netuid });
             }
-            let epoch = epoch_of(block, &params);
+            let epoch = params.epoch_of(block);
             // Commits whose reveal epoch has passed can never be revealed: drop them first.
             tx.execute(
                 "DELETE FROM weight_commits WHERE netuid = ?1 AND hotkey = ?2 AND epoch + ?3 < ?4",
@@ -137,7 +136,7 @@ impl LocalChain {
             if commits.is_empty() {
                 return Err(ChainError::NoWeightsCommitFound { netuid });
             }
-            let epoch = epoch_of(block, &params);
+            let epoch = params.epoch_of(block);
             let period = params.reveal_period_epochs;
             let hash = reveal.hash(&hotkey, netuid);
             let Some(&(id, _, committed)) = commits.iter().find(|c| c.1 == hash) else {

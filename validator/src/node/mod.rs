@@ -2,7 +2,8 @@
 //! submodules: `commitments` (collected while a window is open), `lead` (the lead's checkpoint),
 //! `window` (the order of the steps, aggregation and the record), `measure` (gathering and
 //! scoring gradients), `audits` (re-executing miners' windows) and `chain_calls` (weights and
-//! fraud reports).
+//! fraud reports). It stays a little over 500 lines because the state, its handle and the
+//! working types each step shares belong together; the steps themselves are in the submodules.
 
 mod audits;
 mod chain_calls;
