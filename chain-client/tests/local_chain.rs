@@ -1,4 +1,6 @@
-//! The local chain against subtensor's rules, on a real SQLite file in a temp dir.
+//! The local chain against subtensor's rules, on a real SQLite file in a temp dir. One file (about
+//! 600 lines) because the cases share one helper set (a chain with a funded subnet) and read as
+//! the list of rules the local chain keeps.
 
 use blake2::{Blake2b, Digest, digest::consts::U32};
 use chain_client::{

@@ -2,7 +2,9 @@
 //! every call is built and signed as it would be sent, then decoded back with frame-decode and
 //! checked argument by argument; the signature is checked against a signing payload assembled here
 //! by hand; storage keys are compared with keys hashed here by hand; storage values encoded with
-//! parity-scale-codec (the runtime's own codec) decode through the metadata's types.
+//! parity-scale-codec (the runtime's own codec) decode through the metadata's types. The
+//! hand-built references (payloads, keys, values) are what make the file long; split, each part
+//! would repeat them.
 
 use blake2::{Blake2b, Digest, digest::consts::U16};
 use chain_client::subtensor::{
