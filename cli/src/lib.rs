@@ -4,6 +4,7 @@
 pub mod chain_admin;
 pub mod efficacy;
 pub mod localnet;
+pub mod model;
 pub mod plot;
 pub mod processes;
 pub mod replay;

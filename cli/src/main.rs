@@ -46,6 +46,11 @@ enum Command {
     },
     /// Create and administer a local chain, to run miners and validators as separate programs.
     Chain(cmd::chain::Args),
+    /// The subnet's model: export a window's global model for PyTorch, or generate from it.
+    Model {
+        #[command(subcommand)]
+        command: cmd::model::ModelCommand,
+    },
 }
 
 /// mimalloc: training allocates and frees a tensor per operation, and the system allocator's
@@ -70,5 +75,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Efficacy(args) => cmd::efficacy::run(args),
         Command::Replay(args) => cmd::replay::run(args),
         Command::Task { command } => cmd::task::run(command),
+        Command::Model { command } => cmd::model::run(command),
     }
 }

@@ -152,6 +152,52 @@ async fn three_honest_windows_learn_pay_through_commit_reveal_and_both_validator
         }
     }
 
+    // The model of window 1 and of the last window, taken home: the export reads back into the
+    // recorded checkpoint bit for bit, with the localnet's own held-out loss, and generates text.
+    let data = localnet::validator_dir(dir.path(), 0);
+    for window in [Some(report.windows[1].window), None] {
+        let model = subnet_cli::model::RunModel::load(&data, window).unwrap();
+        let out = dir.path().join("model.safetensors");
+        let exported = subnet_cli::model::export(&model, &out, true).unwrap();
+        let line = report
+            .windows
+            .iter()
+            .find(|w| w.window == model.window)
+            .unwrap();
+        assert!((exported.heldout_loss - line.heldout_loss).abs() < 1e-9);
+        let bytes = std::fs::read(&out).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let tensors: Vec<task::export::TorchTensor> = file
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| task::export::TorchTensor {
+                name,
+                shape: view.shape().to_vec(),
+                values: view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+            })
+            .collect();
+        let back = task::export::from_torch(model.engine.layout(), &tensors).unwrap();
+        assert_eq!(back, *model.checkpoint.params);
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&exported.config).unwrap()).unwrap();
+        assert_eq!(config["architecture"], "transformer");
+        assert_eq!(config["window"], model.window);
+    }
+    let model = subnet_cli::model::RunModel::load(&data, None).unwrap();
+    let sampling = task::generate::Sampling::default();
+    let text = subnet_cli::model::sample(&model, "ab", 16, sampling).unwrap();
+    assert!(!text.is_empty());
+    assert_eq!(
+        text,
+        subnet_cli::model::sample(&model, "ab", 16, sampling).unwrap()
+    );
+    assert!(subnet_cli::model::RunModel::load(&data, Some(999)).is_err());
+    assert!(subnet_cli::model::RunModel::load(dir.path(), None).is_err());
+
     // The report: every field a reader looks for, and all emission to honest miners.
     let run = subnet_cli::report::build("localnet-lm", &report).unwrap();
     subnet_cli::report::write(&run, &report, dir.path()).unwrap();

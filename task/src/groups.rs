@@ -191,6 +191,7 @@ mod tests {
         for (i, &len) in lens.iter().enumerate() {
             entries.push(ParamEntry {
                 name: format!("t{i}"),
+                owner: String::new(),
                 shape: vec![len],
                 offset,
                 len,

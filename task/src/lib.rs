@@ -11,6 +11,8 @@ pub mod corpus;
 pub mod device;
 pub mod digest;
 pub mod engine;
+pub mod export;
+pub mod generate;
 pub mod groups;
 pub mod params;
 pub mod problems;

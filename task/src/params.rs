@@ -8,6 +8,8 @@ use burn::prelude::*;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamEntry {
     pub name: String,
+    /// The type of the module that holds the parameter (`Linear`, `Embedding`, `LayerNorm`, ...).
+    pub owner: String,
     pub shape: Vec<usize>,
     pub offset: usize,
     pub len: usize,
@@ -21,24 +23,30 @@ pub struct ParamLayout {
 
 struct Reader {
     path: Vec<String>,
+    /// The container type of each module entered (`Struct:Linear`, `Vec`, ...).
+    containers: Vec<String>,
     layout: ParamLayout,
     values: Vec<f32>,
 }
 
 impl<B: Backend> ModuleVisitor<B> for Reader {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
         self.path.pop();
+        self.containers.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let tensor = param.val();
         let shape = tensor.dims().to_vec();
         let data = tensor.into_data().convert::<f32>();
         let values = data.as_slice::<f32>().expect("converted to f32");
+        let owner = self.containers.last().map_or("", |c| c.as_str());
         self.layout.entries.push(ParamEntry {
             name: self.path.join("."),
+            owner: owner.strip_prefix("Struct:").unwrap_or(owner).to_string(),
             shape,
             offset: self.values.len(),
             len: values.len(),
@@ -52,6 +60,7 @@ impl<B: Backend> ModuleVisitor<B> for Reader {
 pub fn read_params<B: Backend, M: Module<B>>(module: &M) -> (ParamLayout, Vec<f32>) {
     let mut reader = Reader {
         path: Vec::new(),
+        containers: Vec::new(),
         layout: ParamLayout::default(),
         values: Vec::new(),
     };

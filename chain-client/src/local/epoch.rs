@@ -140,7 +140,9 @@ fn recently_slashed(
     params: &SubnetParams,
     block: u64,
 ) -> Result<Vec<Vec<u8>>> {
-    let since = params.epoch_of(block).saturating_sub(params.fraud_report_windows);
+    let since = params
+        .epoch_of(block)
+        .saturating_sub(params.fraud_report_windows);
     let mut stmt =
         tx.prepare("SELECT DISTINCT offender FROM slashes WHERE netuid = ?1 AND window >= ?2")?;
     let slashed = stmt

@@ -134,7 +134,9 @@ pub(super) fn reveal_commits_at(
     params: &SubnetParams,
     block: u64,
 ) -> Result<()> {
-    let due_epoch = params.epoch_of(block).checked_sub(params.reveal_period_epochs);
+    let due_epoch = params
+        .epoch_of(block)
+        .checked_sub(params.reveal_period_epochs);
     type Commit = (i64, Vec<u8>, Vec<u8>, u64, u64, u64);
     let commits: Vec<Commit> = {
         let mut stmt = tx.prepare(

@@ -4,6 +4,7 @@ pub mod adversary;
 pub mod chain;
 pub mod efficacy;
 pub mod localnet;
+pub mod model;
 pub mod replay;
 pub mod task;
 pub mod wallet;

@@ -10,7 +10,7 @@ mod data;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use crate::architecture::TaskModel;
+use crate::architecture::{ModelSpec, TaskModel};
 use crate::assignment::AssignmentError;
 use crate::batch::Batch;
 use crate::checkpoint::Checkpoint;
@@ -140,6 +140,22 @@ impl TaskEngine {
     /// The digest of `genesis()`, computed once.
     pub fn genesis_digest(&self) -> [u8; 32] {
         *self.genesis_digest.get_or_init(|| self.genesis().digest)
+    }
+
+    /// A language-model task's model at `params`, to generate from on the CPU; None for a task
+    /// whose model does not predict tokens.
+    pub fn generator(&self, params: &[f32]) -> Option<crate::generate::Generator> {
+        let ModelSpec::Transformer(spec) = &self.spec.model else {
+            return None;
+        };
+        match self.model::<CpuBackend>(&Default::default(), params) {
+            TaskModel::Transformer(model) => Some(crate::generate::Generator::new(
+                model,
+                spec.seq_len,
+                spec.vocab,
+            )),
+            TaskModel::Mlp(_) => None,
+        }
     }
 
     fn model<B: Backend>(&self, device: &B::Device, params: &[f32]) -> TaskModel<B> {
