@@ -165,21 +165,7 @@ async fn three_honest_windows_learn_pay_through_commit_reveal_and_both_validator
             .find(|w| w.window == model.window)
             .unwrap();
         assert!((exported.heldout_loss - line.heldout_loss).abs() < 1e-9);
-        let bytes = std::fs::read(&out).unwrap();
-        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let tensors: Vec<task::export::TorchTensor> = file
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| task::export::TorchTensor {
-                name,
-                shape: view.shape().to_vec(),
-                values: view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                    .collect(),
-            })
-            .collect();
+        let tensors = task::export::read_safetensors(&std::fs::read(&out).unwrap()).unwrap();
         let back = task::export::from_torch(model.engine.layout(), &tensors).unwrap();
         assert_eq!(back, *model.checkpoint.params);
         let config: serde_json::Value =

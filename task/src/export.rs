@@ -31,6 +31,8 @@ pub enum ExportError {
     Extra(String),
     #[error("{0} values for a model of {1} parameters")]
     Length(usize, usize),
+    #[error("not a safetensors file of f32 tensors: {0}")]
+    Format(String),
 }
 
 /// The PyTorch name of a parameter: its path inside the model (the layout's names start with the
@@ -181,4 +183,33 @@ pub fn config(model: &ModelSpec) -> Value {
             "activation": "relu",
         }),
     }
+}
+
+/// The f32 tensors of a safetensors file (in no set order), read by the `safetensors` crate (a
+/// reader independent of the writer above).
+pub fn read_safetensors(bytes: &[u8]) -> Result<Vec<TorchTensor>, ExportError> {
+    let file = ::safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| ExportError::Format(e.to_string()))?;
+    let mut tensors = Vec::new();
+    for name in file.names() {
+        let view = file
+            .tensor(name)
+            .map_err(|e| ExportError::Format(e.to_string()))?;
+        if view.dtype() != ::safetensors::Dtype::F32 {
+            return Err(ExportError::Format(format!(
+                "{name} is {:?}, not F32",
+                view.dtype()
+            )));
+        }
+        tensors.push(TorchTensor {
+            name: name.to_string(),
+            shape: view.shape().to_vec(),
+            values: view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        });
+    }
+    Ok(tensors)
 }

@@ -3,7 +3,7 @@
 //! very same parameters. For the MLP the exported tensors are also used as PyTorch uses them
 //! (`y = x W^T + b`), computed here by hand, and give the engine's held-out loss.
 
-use task::export::{TorchTensor, config, from_torch, safetensors, to_torch};
+use task::export::{TorchTensor, config, from_torch, read_safetensors, safetensors, to_torch};
 use task::{CpuBackend, Inputs, TaskEngine, TaskSpec};
 
 /// The genesis parameters moved by a fixed pattern, so that no two tensors (LayerNorm's ones and
@@ -25,24 +25,10 @@ fn read_back(
     Option<std::collections::HashMap<String, String>>,
 ) {
     let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
-    let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
-    let tensors = file
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            assert_eq!(view.dtype(), safetensors::Dtype::F32);
-            TorchTensor {
-                name,
-                shape: view.shape().to_vec(),
-                values: view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                    .collect(),
-            }
-        })
-        .collect();
-    (tensors, metadata.metadata().clone())
+    (
+        read_safetensors(bytes).unwrap(),
+        metadata.metadata().clone(),
+    )
 }
 
 #[test]
