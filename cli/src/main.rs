@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Yuma(args) => cmd::yuma::run(args),
         Command::Wallet { command } => cmd::wallet::run(command),
         Command::Efficacy(args) => cmd::efficacy::run(args),
-        Command::Replay(args) => cmd::replay::run(args),
+        Command::Replay(args) => cmd::replay::run(args).await,
         Command::Task { command } => cmd::task::run(command),
         Command::Model { command } => cmd::model::run(command),
     }

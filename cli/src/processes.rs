@@ -12,8 +12,8 @@
 //! sequence that a reader follows top to bottom.
 
 use crate::localnet::{
-    LocalnetConfig, LocalnetReport, MinerKind, Prepared, ReportLoss, WindowLine, prepare, run_dir,
-    validator_dir, window_line,
+    LocalnetConfig, LocalnetReport, MinerKind, Prepared, ReportLoss, Watch, WindowLine, prepare,
+    run_dir, validator_dir, window_line,
 };
 use anyhow::{Context, bail};
 use chain_client::{Chain, LocalChain, wallet};
@@ -238,6 +238,8 @@ pub async fn run(
         data_dirs: &data_dirs,
     };
     let blocks = engine.spec().window.blocks;
+    let mut watch =
+        (config.dashboard.clone()).map(|d| Watch::new(d, engine, &report.miner_uids, kinds));
     for (n, window) in (first_window..first_window + config.windows).enumerate() {
         // The window is open: every miner trains (or misbehaves) and serves it, the validators
         // collect; then it closes and they score it.
@@ -254,6 +256,9 @@ pub async fn run(
             &report.validator_uids,
         )
         .await?;
+        if let Some(watch) = &mut watch {
+            watch.show(chain, netuid, (window, loss), &outcomes[0])?;
+        }
         on_window(&line);
         report.push(line, outcomes);
     }

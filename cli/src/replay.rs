@@ -5,6 +5,8 @@
 use anyhow::Context;
 use scoring::{MinerDecision, ScoringParams};
 use std::path::Path;
+use std::sync::Arc;
+use validator::dashboard::{Dashboard, decision_rows};
 use validator::replay::{ReplayReport, ReplayedWindow, replay};
 
 /// Reads what-if scoring parameters: a TOML file with a `[scoring]` section (a whole task file
@@ -89,11 +91,14 @@ pub fn recorded_scoring(dir: &Path) -> anyhow::Result<ScoringParams> {
         .with_context(|| format!("{} has no recorded window yet", dir.display()))
 }
 
+/// Replays `dir`, printing each window (or the whole report as JSON) and showing each window on
+/// `dashboard` as it is confirmed.
 pub fn run(
     dir: &Path,
     scoring: Option<&Path>,
     json: bool,
     plot: Option<&Path>,
+    dashboard: Option<Arc<Dashboard>>,
 ) -> anyhow::Result<()> {
     let what_if = match scoring {
         Some(file) => Some(load_scoring(file, &recorded_scoring(dir)?)?),
@@ -102,6 +107,10 @@ pub fn run(
     let report = replay(dir, what_if, |w| {
         if !json {
             print_window(w);
+        }
+        if let Some(dashboard) = &dashboard {
+            let rows = decision_rows(&w.decisions);
+            dashboard.update(|view| view.add_window(w.window, w.base_loss, rows));
         }
     })?;
     if json {

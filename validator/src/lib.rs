@@ -10,6 +10,7 @@
 
 pub mod aggregation;
 pub mod audit;
+pub mod dashboard;
 mod error;
 pub mod evaluate;
 mod gather;

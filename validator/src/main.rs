@@ -11,6 +11,7 @@ use std::time::Duration;
 use subnet_proto::backoff::Backoff;
 use subxt_signer::sr25519::Keypair;
 use task::{TaskEngine, TaskSpec};
+use validator::dashboard::{Dashboard, EventRow, View, neuron_rows};
 use validator::{DataDir, Validator, ValidatorService};
 
 #[derive(Parser)]
@@ -78,6 +79,11 @@ enum Command {
         /// task's scoring.audit_period; 0 turns audits off.
         #[arg(long, env = "VALIDATOR_AUDIT_PERIOD")]
         audit_period: Option<u64>,
+        /// Serve a live page on this address: the metagraph with this validator's scores and
+        /// verdicts, the global model's loss and the weight shares by window, recent rejections
+        /// and (on a local chain) chain events.
+        #[arg(long, env = "VALIDATOR_DASHBOARD")]
+        dashboard: Option<String>,
     },
 }
 
@@ -109,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         data,
         audit_period,
+        dashboard,
     } = Cli::parse().command;
     subnet_proto::tls::configure_from_files(
         tls_cert.as_deref(),
@@ -162,7 +169,16 @@ async fn main() -> anyhow::Result<()> {
     } else {
         resumed_window.max(first_window)
     };
-    score_windows(&validator, &chain, &counters, blocks, next).await;
+    let mut page = match &dashboard {
+        Some(addr) => Some(Page::serve(addr, &engine).await?),
+        None => None,
+    };
+    let watch = Watch {
+        validator: &validator,
+        chain: &chain,
+        counters: &counters,
+    };
+    score_windows(&watch, page.as_mut(), blocks, next).await;
     tracing::info!("shutting down");
     collector.abort();
     let _ = stop_tx.send(true);
@@ -212,13 +228,8 @@ fn open_validator(
 /// Scores every window once it has closed, from `next` on, until the process is interrupted.
 /// Window w is scored once it has closed, i.e. from block (w + 1) * blocks on. A failed chain
 /// read or window is logged and tried again after a growing pause; the validator keeps going.
-async fn score_windows(
-    validator: &Validator<AnyChain>,
-    chain: &AnyChain,
-    counters: &validator::metrics::Metrics,
-    blocks: u64,
-    mut next: u64,
-) {
+async fn score_windows(watch: &Watch<'_>, mut page: Option<&mut Page>, blocks: u64, mut next: u64) {
+    let (validator, chain) = (watch.validator, watch.chain);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut backoff = Backoff::default();
     loop {
@@ -257,10 +268,81 @@ async fn score_windows(
                 continue;
             }
         };
-        counters.window(&outcome);
+        watch.counters.window(&outcome);
         log_outcome(next, &outcome);
+        if let Some(page) = page.as_deref_mut() {
+            page.show(chain, validator.netuid(), &outcome).await;
+        }
         // A validator that fell behind skips to the last closed window.
         next = (next + 1).max(block / blocks - 1);
+    }
+}
+
+/// What the scoring loop reads and counts.
+struct Watch<'a> {
+    validator: &'a Validator<AnyChain>,
+    chain: &'a AnyChain,
+    counters: &'a validator::metrics::Metrics,
+}
+
+/// The validator's live page.
+struct Page {
+    dashboard: Arc<Dashboard>,
+    last_event: i64,
+}
+
+impl Page {
+    async fn serve(addr: &str, engine: &TaskEngine) -> anyhow::Result<Self> {
+        let view = View {
+            title: format!("{}: validator", engine.spec().task.name),
+            loss_floor: engine.loss_floor(),
+            ..View::default()
+        };
+        let (dashboard, at) = validator::dashboard::spawn(addr, view)
+            .await
+            .with_context(|| format!("cannot serve the dashboard at {addr}"))?;
+        tracing::info!(%at, "dashboard");
+        Ok(Self {
+            dashboard,
+            last_event: 0,
+        })
+    }
+
+    /// Shows a scored window: the metagraph now with this validator's results, the loss of the
+    /// window's starting checkpoint on its held-out batches, and on a local chain its events.
+    async fn show(&mut self, chain: &AnyChain, netuid: u16, outcome: &validator::WindowOutcome) {
+        let metagraph = match chain.metagraph(netuid).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "dashboard: cannot read the metagraph");
+                return;
+            }
+        };
+        let (events, slashed) = match chain {
+            AnyChain::Local(local) => {
+                let events = local
+                    .events_after(netuid, self.last_event, 500)
+                    .unwrap_or_default();
+                let slashed = local
+                    .slashes(netuid)
+                    .map(|s| s.into_iter().map(|s| s.hotkey).collect())
+                    .unwrap_or_default();
+                (events, slashed)
+            }
+            _ => (Vec::new(), Vec::new()),
+        };
+        if let Some(last) = events.last() {
+            self.last_event = last.id;
+        }
+        let rows = neuron_rows(&metagraph, Some(outcome), &Default::default(), &slashed);
+        self.dashboard.update(|view| {
+            view.add_window(outcome.window, outcome.base_loss, rows);
+            view.add_events(events.into_iter().map(|e| EventRow {
+                block: e.block,
+                kind: e.kind,
+                detail: e.detail,
+            }));
+        });
     }
 }
 

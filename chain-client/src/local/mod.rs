@@ -17,7 +17,7 @@ mod schema;
 mod timelock;
 mod weights;
 
-pub use schema::EventKind;
+pub use schema::{ChainEvent, EventKind};
 pub use weights::MAX_UNREVEALED_COMMITS;
 
 use crate::Chain;

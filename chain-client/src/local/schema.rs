@@ -1,4 +1,8 @@
-//! The local chain's tables, and the kinds of event it records.
+//! The local chain's tables, and the kinds of event it records and how they are read back.
+
+use super::LocalChain;
+use crate::error::Result;
+use rusqlite::params;
 
 /// Every table, created if missing when a chain file is opened.
 pub(super) const SCHEMA: &str = "
@@ -141,5 +145,41 @@ impl EventKind {
             EventKind::Slashed => "Slashed",
             EventKind::EpochRun => "EpochRun",
         }
+    }
+}
+
+/// One row of the chain's event log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainEvent {
+    /// Increases with every event recorded: read on from the last one seen.
+    pub id: i64,
+    pub block: u64,
+    /// None for chain-wide events (funding).
+    pub netuid: Option<u16>,
+    /// `EventKind::name`.
+    pub kind: String,
+    pub detail: String,
+}
+
+impl LocalChain {
+    /// Events of `netuid` and chain-wide ones recorded after event `after` (0: from the start),
+    /// oldest first, at most `limit`.
+    pub fn events_after(&self, netuid: u16, after: i64, limit: usize) -> Result<Vec<ChainEvent>> {
+        self.transact(|tx, _| {
+            let mut stmt = tx.prepare(
+                "SELECT id, block, netuid, kind, detail FROM events
+                 WHERE id > ?1 AND (netuid = ?2 OR netuid IS NULL) ORDER BY id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![after, netuid, limit as i64], |r| {
+                Ok(ChainEvent {
+                    id: r.get(0)?,
+                    block: r.get::<_, i64>(1)? as u64,
+                    netuid: r.get(2)?,
+                    kind: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
     }
 }

@@ -57,6 +57,11 @@ pub struct Args {
     /// (0: any; miners past the list hold any). Only matters for a task with parameter groups.
     #[arg(long, value_delimiter = ',')]
     pub group_capacities: Vec<u64>,
+    /// Serve a live page of the run at this address (for example 127.0.0.1:8080): the
+    /// metagraph, the held-out loss and weight shares by window, rejections and chain events. It
+    /// keeps serving after the last window, until Ctrl-C.
+    #[arg(long)]
+    pub dashboard: Option<String>,
 }
 
 /// Adversary modes from `--adversaries` (`none`: no adversary).
@@ -87,6 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         seed,
         processes,
         group_capacities,
+        dashboard,
     } = args;
     let Adversaries(adversaries) = match adversaries {
         Some(list) => list,
@@ -105,6 +111,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| temp.as_ref().expect("made above").path().to_path_buf());
     let task_name = task.task.name.clone();
+    let dashboard = match &dashboard {
+        Some(addr) => {
+            let (dashboard, at) = validator::dashboard::spawn(addr, Default::default())
+                .await
+                .with_context(|| format!("cannot serve the dashboard at {addr}"))?;
+            println!("dashboard: http://{at}/");
+            Some((dashboard, at))
+        }
+        None => None,
+    };
     let config = LocalnetConfig {
         miners,
         validators,
@@ -116,6 +132,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         audit_period,
         seed,
         group_capacities,
+        dashboard: dashboard.as_ref().map(|d| d.0.clone()),
     };
     let floor = engine.loss_floor();
     let print = |line: &localnet::WindowLine| {
@@ -149,6 +166,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     println!("done; {kept}");
+    if let Some((_, at)) = dashboard {
+        println!("the dashboard stays at http://{at}/ until Ctrl-C");
+        tokio::signal::ctrl_c().await?;
+    }
     Ok(())
 }
 

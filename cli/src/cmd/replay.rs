@@ -1,5 +1,6 @@
 //! `subnet replay`: a validator's data directory re-run offline.
 
+use anyhow::Context;
 use std::path::PathBuf;
 
 /// Replay a validator's data directory offline: re-run every recorded evaluation on the CPU,
@@ -18,13 +19,43 @@ pub struct Args {
     /// Also draw the held-out loss and the weight shares over windows to this PNG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Serve a live page of the replay at this address (for example 127.0.0.1:8080): each
+    /// window's scores, verdicts and weights as it is confirmed, the loss and the weight shares by
+    /// window. It keeps serving after the last window, until Ctrl-C.
+    #[arg(long)]
+    pub dashboard: Option<String>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    subnet_cli::replay::run(
-        &args.dir,
-        args.scoring.as_deref(),
-        args.json,
-        args.plot.as_deref(),
-    )
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let dashboard = match &args.dashboard {
+        Some(addr) => {
+            let view = validator::dashboard::View {
+                title: format!("replay of {}", args.dir.display()),
+                ..Default::default()
+            };
+            let (dashboard, at) = validator::dashboard::spawn(addr, view)
+                .await
+                .with_context(|| format!("cannot serve the dashboard at {addr}"))?;
+            eprintln!("dashboard: http://{at}/");
+            Some((dashboard, at))
+        }
+        None => None,
+    };
+    let page = dashboard.as_ref().map(|d| d.0.clone());
+    let Args {
+        dir,
+        scoring,
+        json,
+        plot,
+        ..
+    } = args;
+    tokio::task::spawn_blocking(move || {
+        subnet_cli::replay::run(&dir, scoring.as_deref(), json, plot.as_deref(), page)
+    })
+    .await??;
+    if let Some((_, at)) = dashboard {
+        eprintln!("the dashboard stays at http://{at}/ until Ctrl-C");
+        tokio::signal::ctrl_c().await?;
+    }
+    Ok(())
 }

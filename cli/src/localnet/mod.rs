@@ -7,10 +7,12 @@
 
 mod lines;
 mod nodes;
+mod page;
 
 pub(crate) use lines::window_line;
 pub use lines::{MinerLine, WindowLine, format_line, format_table};
 use nodes::{Crowd, Net, start_miners, start_validators, train_round};
+pub(crate) use page::Watch;
 
 use crate::chain_admin::RAO_PER_TOKEN;
 use anyhow::{Context, bail};
@@ -45,6 +47,8 @@ pub struct LocalnetConfig {
     /// The most parameters of a group each honest miner holds, in order (0 or missing: any).
     /// Where the task cuts the model into parameter groups, a miner is only given groups that fit.
     pub group_capacities: Vec<u64>,
+    /// A live page to show each window on.
+    pub dashboard: Option<Arc<validator::dashboard::Dashboard>>,
 }
 
 impl LocalnetConfig {
@@ -61,6 +65,7 @@ impl LocalnetConfig {
             audit_period: None,
             seed: DEFAULT_SEED,
             group_capacities: Vec::new(),
+            dashboard: None,
         }
     }
 }
@@ -365,6 +370,7 @@ pub async fn run(
     servers.extend(miner_servers);
     let miner_uids = report.miner_uids.clone();
     let crowd = Crowd::new(&miner_uids, &kinds);
+    let mut watch = (config.dashboard.clone()).map(|d| Watch::new(d, &engine, &miner_uids, &kinds));
     let peers_of = |i: usize| crowd.peers_of(&miners, i);
 
     for window in first_window..first_window + config.windows {
@@ -395,6 +401,9 @@ pub async fn run(
         )
         .await?
         .with_training(tokens_per_s, &groups);
+        if let Some(watch) = &mut watch {
+            watch.show(&chain, netuid, (window, loss), &outcomes[0])?;
+        }
         on_window(&line);
         report.push(line, outcomes);
     }

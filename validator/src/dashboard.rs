@@ -1,0 +1,371 @@
+//! A live web page of the subnet: the metagraph with each miner's score and verdict, the global
+//! held-out loss over windows against the floor, each miner's weight share over windows, recent
+//! rejections with their reasons and chain events. Whoever runs the subnet (a validator, the
+//! localnet, a replay) fills one `View`; the page reads it at `/view` and is told of every change
+//! through server-sent events at `/events`. Everything the page uses is served from this binary
+//! (no CDN), and an idle page costs nothing: the server wakes only when the view changes, or every
+//! `HEARTBEAT` per open page to notice a closed one.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+/// The page: HTML, style and script in one file.
+const PAGE: &str = include_str!("dashboard.html");
+/// Pages open at once; more are refused (the dashboard is for people, not crawlers).
+const MAX_CONNECTIONS: usize = 32;
+/// How long a request head may take to arrive, and its largest size.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// An open event stream writes a comment this often, so a page that went away is noticed.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How much history the view keeps.
+const KEPT_WINDOWS: usize = 500;
+const KEPT_REJECTIONS: usize = 50;
+const KEPT_EVENTS: usize = 100;
+
+/// What the page shows.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct View {
+    pub title: String,
+    /// The lowest reachable loss, where the task knows it (the synthetic corpus).
+    pub loss_floor: Option<f64>,
+    pub losses: Vec<LossPoint>,
+    pub neurons: Vec<NeuronRow>,
+    /// Each miner's share of the window's weights, window by window.
+    pub shares: Vec<SharePoint>,
+    /// Newest last.
+    pub rejections: Vec<RejectionRow>,
+    /// Newest last.
+    pub events: Vec<EventRow>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LossPoint {
+    pub window: u64,
+    pub loss: f64,
+}
+
+/// One uid of the metagraph, with this window's score where the uid is a miner.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct NeuronRow {
+    pub uid: u16,
+    pub hotkey: String,
+    /// What the operator knows it to be (the localnet's honest miners and adversaries).
+    pub kind: Option<String>,
+    pub validator: bool,
+    /// Rao. The chain's columns are None where only a validator's records are known (a replay).
+    pub stake: Option<u64>,
+    pub score: Option<f64>,
+    pub standard_error: Option<f64>,
+    pub verdict: Option<String>,
+    pub weight: Option<f64>,
+    /// u16 proportions of the last epoch, as the chain stores them.
+    pub incentive: Option<u16>,
+    pub dividends: Option<u16>,
+    /// Rao, everything emitted to it so far.
+    pub emission: Option<u64>,
+    pub slashed: bool,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SharePoint {
+    pub window: u64,
+    pub uid: u16,
+    pub share: f64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RejectionRow {
+    pub window: u64,
+    pub uid: u16,
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EventRow {
+    pub block: u64,
+    pub kind: String,
+    pub detail: String,
+}
+
+impl View {
+    /// Adds a window: its loss, the neurons as they stand after it, each miner's weight share, and
+    /// the miners that earned nothing with why.
+    pub fn add_window(&mut self, window: u64, loss: f64, neurons: Vec<NeuronRow>) {
+        self.losses.retain(|p| p.window != window);
+        self.losses.push(LossPoint { window, loss });
+        let total: f64 = neurons.iter().filter_map(|n| n.weight).sum();
+        self.shares.retain(|p| p.window != window);
+        for n in &neurons {
+            if let Some(weight) = n.weight {
+                let share = if total > 0.0 { weight / total } else { 0.0 };
+                self.shares.push(SharePoint {
+                    window,
+                    uid: n.uid,
+                    share,
+                });
+            }
+            if let Some(verdict) = n.verdict.as_ref().filter(|v| v.as_str() != "earned") {
+                self.rejections.push(RejectionRow {
+                    window,
+                    uid: n.uid,
+                    verdict: verdict.clone(),
+                });
+            }
+        }
+        self.neurons = neurons;
+        keep_last(&mut self.losses, KEPT_WINDOWS);
+        let first_kept = self.losses.first().map_or(0, |p| p.window);
+        self.shares.retain(|p| p.window >= first_kept);
+        keep_last(&mut self.rejections, KEPT_REJECTIONS);
+    }
+
+    /// Adds chain events (oldest first).
+    pub fn add_events(&mut self, events: impl IntoIterator<Item = EventRow>) {
+        self.events.extend(events);
+        keep_last(&mut self.events, KEPT_EVENTS);
+    }
+}
+
+fn keep_last<T>(v: &mut Vec<T>, n: usize) {
+    if v.len() > n {
+        v.drain(..v.len() - n);
+    }
+}
+
+/// A view and the pages watching it.
+pub struct Dashboard {
+    view: Mutex<View>,
+    version: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Dashboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dashboard").finish_non_exhaustive()
+    }
+}
+
+impl Dashboard {
+    pub fn new(view: View) -> Arc<Self> {
+        Arc::new(Self {
+            view: Mutex::new(view),
+            version: watch::Sender::new(0),
+        })
+    }
+
+    /// Changes the view and tells every open page.
+    pub fn update(&self, change: impl FnOnce(&mut View)) {
+        change(&mut self.view.lock().expect("dashboard lock"));
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    pub fn view(&self) -> View {
+        self.view.lock().expect("dashboard lock").clone()
+    }
+
+    fn json(&self) -> String {
+        serde_json::to_string(&*self.view.lock().expect("dashboard lock"))
+            .expect("a view serializes")
+    }
+
+    /// Serves the page on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dashboard: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = open.clone().try_acquire_owned() else {
+                continue;
+            };
+            let (this, mut stop) = (self.clone(), stop_rx.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = this.answer(stream) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+                drop(permit);
+            });
+        }
+        let _ = stop_tx.send(true);
+        Ok(())
+    }
+
+    async fn answer(&self, mut stream: TcpStream) -> std::io::Result<()> {
+        let path = match tokio::time::timeout(REQUEST_TIMEOUT, request_path(&mut stream)).await {
+            Ok(Ok(Some(path))) => path,
+            Ok(Ok(None)) | Err(_) => {
+                return respond(&mut stream, "400 Bad Request", "text/plain", b"bad request").await;
+            }
+            Ok(Err(e)) => return Err(e),
+        };
+        match path.as_str() {
+            "/" | "/index.html" => {
+                respond(
+                    &mut stream,
+                    "200 OK",
+                    "text/html; charset=utf-8",
+                    PAGE.as_bytes(),
+                )
+                .await
+            }
+            "/view" => {
+                let json = self.json();
+                respond(&mut stream, "200 OK", "application/json", json.as_bytes()).await
+            }
+            "/events" => self.stream_events(stream).await,
+            _ => respond(&mut stream, "404 Not Found", "text/plain", b"not found").await,
+        }
+    }
+
+    /// Sends the view now and again on every change, as server-sent events.
+    async fn stream_events(&self, mut stream: TcpStream) -> std::io::Result<()> {
+        stream
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: keep-alive\r\n\r\n",
+            )
+            .await?;
+        let mut changes = self.version.subscribe();
+        changes.mark_unchanged();
+        loop {
+            let event = format!("data: {}\n\n", self.json());
+            stream.write_all(event.as_bytes()).await?;
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            return Ok(());
+                        }
+                        break;
+                    }
+                    _ = tokio::time::sleep(HEARTBEAT) => stream.write_all(b": heartbeat\n\n").await?,
+                }
+            }
+        }
+    }
+}
+
+/// A dashboard with `view`, served at `addr` (port 0: any free port) for as long as the process
+/// runs; returns it and the address it listens on.
+pub async fn spawn(addr: &str, view: View) -> std::io::Result<(Arc<Dashboard>, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let dashboard = Dashboard::new(view);
+    let serving = dashboard.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serving.serve(listener, std::future::pending()).await {
+            tracing::warn!(error = %e, "dashboard stopped");
+        }
+    });
+    Ok((dashboard, local))
+}
+
+/// The path of a `GET` request (without its query), or None for anything else.
+async fn request_path(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || head.len() + n > MAX_REQUEST_BYTES {
+            return Ok(None);
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next()) {
+        (Some("GET"), Some(target)) => {
+            let path = target.split('?').next().unwrap_or(target);
+            Ok(Some(path.to_string()))
+        }
+        _ => Ok(None),
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.shutdown().await
+}
+
+/// Neuron rows from a metagraph, with each miner's result from a validator's window where it has
+/// one, the kinds the operator knows and the slashed hotkeys.
+pub fn neuron_rows(
+    metagraph: &chain_client::Metagraph,
+    outcome: Option<&crate::WindowOutcome>,
+    kinds: &BTreeMap<u16, String>,
+    slashed: &[chain_client::AccountId],
+) -> Vec<NeuronRow> {
+    metagraph
+        .neurons
+        .iter()
+        .map(|n| {
+            let result = outcome.and_then(|o| o.result(n.uid));
+            NeuronRow {
+                uid: n.uid,
+                hotkey: n.hotkey.to_string(),
+                kind: kinds.get(&n.uid).cloned(),
+                validator: n.validator_permit,
+                stake: Some(n.stake),
+                score: result.map(|r| r.score),
+                standard_error: result
+                    .and_then(|r| r.usefulness.as_ref())
+                    .map(|u| u.standard_error),
+                verdict: result.map(|r| r.verdict.to_string()),
+                weight: result.map(|r| r.weight),
+                incentive: Some(n.incentive),
+                dividends: Some(n.dividends),
+                emission: Some(n.total_emission),
+                slashed: slashed.contains(&n.hotkey),
+            }
+        })
+        .collect()
+}
+
+/// Rows from a window's decisions alone (a replay of a validator's records): each miner's score,
+/// verdict and weight, without the chain's columns.
+pub fn decision_rows(decisions: &[scoring::MinerDecision]) -> Vec<NeuronRow> {
+    decisions
+        .iter()
+        .map(|d| NeuronRow {
+            uid: d.uid,
+            hotkey: d.hotkey.clone(),
+            score: Some(d.score),
+            standard_error: d.usefulness.as_ref().map(|u| u.standard_error),
+            verdict: Some(d.verdict.to_string()),
+            weight: Some(d.weight),
+            ..NeuronRow::default()
+        })
+        .collect()
+}
