@@ -320,7 +320,8 @@ async fn respond(
 }
 
 /// Neuron rows from a metagraph, with each miner's result from a validator's window where it has
-/// one, the kinds the operator knows and the slashed hotkeys.
+/// one (not for uids holding a validator permit), the kinds the operator knows and the slashed
+/// hotkeys.
 pub fn neuron_rows(
     metagraph: &chain_client::Metagraph,
     outcome: Option<&crate::WindowOutcome>,
@@ -331,7 +332,10 @@ pub fn neuron_rows(
         .neurons
         .iter()
         .map(|n| {
-            let result = outcome.and_then(|o| o.result(n.uid));
+            // Validators do not mine here: the window's results speak of miners.
+            let result = outcome
+                .filter(|_| !n.validator_permit)
+                .and_then(|o| o.result(n.uid));
             NeuronRow {
                 uid: n.uid,
                 hotkey: n.hotkey.to_string(),
