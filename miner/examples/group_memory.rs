@@ -14,7 +14,7 @@ use task::{CpuTrainBackend, TaskEngine, TaskSpec};
 
 /// The allocator the binaries use (see the `miner` binary).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: task::allocator::MiMalloc = task::allocator::MiMalloc;
 
 /// A field of /proc/self/status in KiB (VmHWM: the peak resident set; VmRSS: now).
 fn status_kib(field: &str) -> u64 {
@@ -34,6 +34,7 @@ fn mib(kib: u64) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    task::allocator::hold_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let path = args
         .first()

@@ -8,7 +8,7 @@ use task::{TaskEngine, TaskSpec};
 
 /// The allocator the binaries use (see the `miner` binary).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: task::allocator::MiMalloc = task::allocator::MiMalloc;
 
 /// Median training tokens/s over `steps` steps after two warm-up steps.
 fn tokens_per_second<B: burn::tensor::backend::AutodiffBackend>(
@@ -54,6 +54,7 @@ fn matmul_gflops<B: Backend>() -> f64 {
 }
 
 fn main() {
+    task::allocator::hold_freed_memory();
     let steps: usize = std::env::args()
         .nth(1)
         .map(|s| s.parse().expect("STEPS is a number"))

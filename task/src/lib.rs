@@ -3,6 +3,7 @@
 //! networking, no chain.
 
 pub mod aggregate;
+pub mod allocator;
 pub mod architecture;
 pub mod assignment;
 pub mod batch;

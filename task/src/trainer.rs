@@ -13,6 +13,7 @@ use burn::optim::{
 use burn::prelude::*;
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
+use rayon::prelude::*;
 
 /// The CPU backend for evaluation and replays: burn's flex, whose results are bit-reproducible
 /// across processes and thread counts.
@@ -155,24 +156,17 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
         let parts = batch.split(self.parts);
         let results: Vec<(f32, GradientsParams)> = if self.parallel {
-            std::thread::scope(|scope| {
-                let others: Vec<_> = parts[1..]
-                    .iter()
-                    .map(|part| {
-                        // A fork has a graph of its own: threads sharing one deadlock in burn.
-                        let fork = model.clone().fork(&self.device);
-                        let device = self.device.clone();
-                        scope.spawn(move || part_gradients(&fork, part, &device))
-                    })
-                    .collect();
-                let first = part_gradients(model, &parts[0], &self.device);
-                std::iter::once(first)
-                    .chain(others.into_iter().map(|h| {
-                        h.join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                    }))
-                    .collect()
-            })
+            // The parts run on rayon's threads, which live as long as the process: a thread
+            // spawned per step would start each step with an empty allocator heap.
+            parts
+                .par_iter()
+                .enumerate()
+                .map(|(i, part)| match i {
+                    0 => part_gradients(model, part, &self.device),
+                    // A fork has a graph of its own: threads sharing one deadlock in burn.
+                    _ => part_gradients(&model.clone().fork(&self.device), part, &self.device),
+                })
+                .collect()
         } else {
             parts
                 .iter()

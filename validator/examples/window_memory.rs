@@ -17,7 +17,7 @@ use validator::Validator;
 
 /// The allocator the binaries use (see the `validator` binary).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: task::allocator::MiMalloc = task::allocator::MiMalloc;
 
 const TOKEN: u64 = 1_000_000_000;
 
@@ -41,6 +41,7 @@ fn reset_peak() {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    task::allocator::hold_freed_memory();
     let mut args = std::env::args().skip(1);
     let miners: usize = args.next().map_or(Ok(64), |a| a.parse())?;
     let task = args

@@ -87,13 +87,15 @@ enum Command {
     },
 }
 
-/// mimalloc: training allocates and frees a tensor per operation, and the system allocator's
-/// returns to the kernel cost a measured 18-34% of tiny-lm's CPU training throughput (BENCHMARKS.md).
+/// mimalloc, holding freed memory through a window (`task::allocator`): training allocates and
+/// frees a tensor per operation, and returning that memory to the kernel between steps cost a
+/// measured 18-34% of tiny-lm's CPU training throughput (BENCHMARKS.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: task::allocator::MiMalloc = task::allocator::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    task::allocator::hold_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
