@@ -171,15 +171,19 @@ impl<B: Backend> Block<B> {
         }
     }
 
-    /// `causal_mask` is [t, t], 0 on and below the diagonal and a large negative number above.
-    fn forward(&self, x: Tensor<B, 3>, causal_mask: Tensor<B, 4>) -> Tensor<B, 3> {
-        let [b, t, d] = x.dims();
+    /// `x` is [b * t, d]: the sequences' positions as the rows of one matrix, so that each linear
+    /// layer is one matrix product and its weight gradient one product over all b * t rows (a
+    /// [b, t, d] input makes burn multiply b matrices and sum b weight gradients). `causal_mask` is
+    /// [1, 1, t, t], 0 on and below the diagonal and a large negative number above.
+    fn forward(&self, x: Tensor<B, 2>, b: usize, causal_mask: Tensor<B, 4>) -> Tensor<B, 2> {
+        let [rows, d] = x.dims();
+        let t = rows / b;
         let h = self.n_heads;
         let dh = d / h;
         let qkv = self.qkv.forward(self.attn_norm.forward(x.clone()));
         let heads = |i: usize| {
             qkv.clone()
-                .narrow(2, i * d, d)
+                .narrow(1, i * d, d)
                 .reshape([b, t, h, dh])
                 .swap_dims(1, 2)
         };
@@ -191,7 +195,7 @@ impl<B: Backend> Block<B> {
         let attended = softmax(scores, 3)
             .matmul(v)
             .swap_dims(1, 2)
-            .reshape([b, t, d]);
+            .reshape([rows, d]);
         let x = x + self.attn_out.forward(attended);
         let mlp = self
             .mlp_down
@@ -220,13 +224,17 @@ impl<B: Backend> ByteTransformer<B> {
         let positions = Tensor::<B, 1, Int>::arange(0..t as i64, &device)
             .reshape([1, t])
             .repeat_dim(0, b);
-        let mut x =
+        let embedded =
             self.token_embedding.forward(tokens) + self.position_embedding.forward(positions);
+        let d = embedded.dims()[2];
+        let mut x = embedded.reshape([b * t, d]);
         let mask = causal_mask::<B>(t, &device);
         for block in &self.blocks {
-            x = block.forward(x, mask.clone());
+            x = block.forward(x, b, mask.clone());
         }
-        self.head.forward(self.final_norm.forward(x))
+        let logits = self.head.forward(self.final_norm.forward(x));
+        let vocab = logits.dims()[1];
+        logits.reshape([b, t, vocab])
     }
 
     /// Mean next-byte cross-entropy in nats: `inputs` [b, t] predict `targets` [b, t].
