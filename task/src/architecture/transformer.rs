@@ -180,13 +180,14 @@ impl<B: Backend> Block<B> {
         let t = rows / b;
         let h = self.n_heads;
         let dh = d / h;
-        let qkv = self.qkv.forward(self.attn_norm.forward(x.clone()));
-        let heads = |i: usize| {
-            qkv.clone()
-                .narrow(1, i * d, d)
-                .reshape([b, t, h, dh])
-                .swap_dims(1, 2)
-        };
+        // [b * t, 3d] as [b, 3h, t, dh] without a copy: queries are the first h heads, keys the
+        // next h, values the last h, each a strided view the matrix products read in place.
+        let qkv = self
+            .qkv
+            .forward(self.attn_norm.forward(x.clone()))
+            .reshape([b, t, 3 * h, dh])
+            .swap_dims(1, 2);
+        let heads = |i: usize| qkv.clone().narrow(1, i * h, h);
         let (q, k, v) = (heads(0), heads(1), heads(2));
         let scores = q
             .matmul(k.swap_dims(2, 3))
