@@ -95,6 +95,46 @@ pub struct EventRow {
     pub detail: String,
 }
 
+impl From<chain_client::ChainEvent> for EventRow {
+    fn from(e: chain_client::ChainEvent) -> Self {
+        EventRow {
+            block: e.block,
+            kind: e.kind,
+            detail: e.detail,
+        }
+    }
+}
+
+/// What a local chain adds to each window on the page: the events recorded since the last read and
+/// the hotkeys slashed so far.
+#[derive(Debug, Default)]
+pub struct LocalFeed {
+    last_event: i64,
+}
+
+impl LocalFeed {
+    /// Events read at most per window (the page keeps the latest `KEPT_EVENTS`).
+    const EVENTS_PER_READ: usize = 500;
+
+    /// The events of `netuid` since the last call, oldest first, and the slashed hotkeys.
+    pub fn read(
+        &mut self,
+        chain: &chain_client::LocalChain,
+        netuid: u16,
+    ) -> chain_client::Result<(Vec<EventRow>, Vec<chain_client::AccountId>)> {
+        let events = chain.events_after(netuid, self.last_event, Self::EVENTS_PER_READ)?;
+        let slashed = chain
+            .slashes(netuid)?
+            .into_iter()
+            .map(|s| s.hotkey)
+            .collect();
+        if let Some(last) = events.last() {
+            self.last_event = last.id;
+        }
+        Ok((events.into_iter().map(EventRow::from).collect(), slashed))
+    }
+}
+
 impl View {
     /// Adds a window: its loss, the neurons as they stand after it, each miner's weight share, and
     /// the miners that earned nothing with why.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use subnet_proto::backoff::Backoff;
 use subxt_signer::sr25519::Keypair;
 use task::{TaskEngine, TaskSpec};
-use validator::dashboard::{Dashboard, EventRow, View, neuron_rows};
+use validator::dashboard::{Dashboard, LocalFeed, View, neuron_rows};
 use validator::{DataDir, Validator, ValidatorService};
 
 #[derive(Parser)]
@@ -290,7 +290,7 @@ struct Watch<'a> {
 /// The validator's live page.
 struct Page {
     dashboard: Arc<Dashboard>,
-    last_event: i64,
+    feed: LocalFeed,
 }
 
 impl Page {
@@ -306,7 +306,7 @@ impl Page {
         tracing::info!(%at, "dashboard");
         Ok(Self {
             dashboard,
-            last_event: 0,
+            feed: LocalFeed::default(),
         })
     }
 
@@ -321,29 +321,16 @@ impl Page {
             }
         };
         let (events, slashed) = match chain {
-            AnyChain::Local(local) => {
-                let events = local
-                    .events_after(netuid, self.last_event, 500)
-                    .unwrap_or_default();
-                let slashed = local
-                    .slashes(netuid)
-                    .map(|s| s.into_iter().map(|s| s.hotkey).collect())
-                    .unwrap_or_default();
-                (events, slashed)
-            }
-            _ => (Vec::new(), Vec::new()),
+            AnyChain::Local(local) => self.feed.read(local, netuid).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "dashboard: cannot read the local chain");
+                Default::default()
+            }),
+            _ => Default::default(),
         };
-        if let Some(last) = events.last() {
-            self.last_event = last.id;
-        }
         let rows = neuron_rows(&metagraph, Some(outcome), &Default::default(), &slashed);
         self.dashboard.update(|view| {
             view.add_window(outcome.window, outcome.base_loss, rows);
-            view.add_events(events.into_iter().map(|e| EventRow {
-                block: e.block,
-                kind: e.kind,
-                detail: e.detail,
-            }));
+            view.add_events(events);
         });
     }
 }

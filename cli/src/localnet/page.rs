@@ -3,15 +3,12 @@
 
 use super::*;
 use std::collections::BTreeMap;
-use validator::dashboard::{Dashboard, EventRow, neuron_rows};
-
-/// Events read per window at most (the page keeps the latest hundred).
-const EVENTS_PER_WINDOW: usize = 500;
+use validator::dashboard::{Dashboard, LocalFeed, neuron_rows};
 
 pub(crate) struct Watch {
     dashboard: Arc<Dashboard>,
     kinds: BTreeMap<u16, String>,
-    last_event: i64,
+    feed: LocalFeed,
 }
 
 impl Watch {
@@ -34,7 +31,7 @@ impl Watch {
         Self {
             dashboard,
             kinds,
-            last_event: 0,
+            feed: LocalFeed::default(),
         }
     }
 
@@ -47,23 +44,11 @@ impl Watch {
         lead: &WindowOutcome,
     ) -> anyhow::Result<()> {
         let metagraph = chain.metagraph_sync(netuid)?;
-        let slashed: Vec<AccountId> = chain
-            .slashes(netuid)?
-            .into_iter()
-            .map(|s| s.hotkey)
-            .collect();
-        let events = chain.events_after(netuid, self.last_event, EVENTS_PER_WINDOW)?;
-        if let Some(last) = events.last() {
-            self.last_event = last.id;
-        }
+        let (events, slashed) = self.feed.read(chain, netuid)?;
         let rows = neuron_rows(&metagraph, Some(lead), &self.kinds, &slashed);
         self.dashboard.update(|view| {
             view.add_window(window, loss, rows);
-            view.add_events(events.into_iter().map(|e| EventRow {
-                block: e.block,
-                kind: e.kind,
-                detail: e.detail,
-            }));
+            view.add_events(events);
         });
         Ok(())
     }
