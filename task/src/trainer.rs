@@ -13,7 +13,6 @@ use burn::optim::{
 use burn::prelude::*;
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
-use rayon::prelude::*;
 
 /// The CPU backend for evaluation and replays: burn's flex, whose results are bit-reproducible
 /// across processes and thread counts.
@@ -62,6 +61,34 @@ pub struct Trainer<B: AutodiffBackend> {
     parts: usize,
     /// Whether a step's parts run on threads of their own (the CPU backend on several cores).
     parallel: bool,
+    /// The threads that compute every part but the first, started at the first step that needs
+    /// them and kept until the trainer is dropped.
+    helpers: Vec<Helper>,
+}
+
+/// A thread of a trainer's own that runs the jobs it is sent, in turn. Threads outside rayon's
+/// pool, not rayon's: a rayon worker waiting inside burn (for a matrix product's tasks) may take
+/// up another training's part while it holds its graph's lock, and two trainings in one process
+/// (two validators re-executing windows) then wait on each other for ever (a localnet hung so
+/// after 15 windows). A thread kept for the window, not one spawned per step: each new thread
+/// starts with an empty allocator heap (tiny-lm trained 20% slower so).
+struct Helper {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl Helper {
+    fn start() -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new()
+            .name("trainer-part".into())
+            .spawn(move || {
+                for job in queue {
+                    job();
+                }
+            })
+            .expect("the system starts a thread");
+        Helper { jobs }
+    }
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -94,6 +121,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             trainable: 0..num_params,
             parts: if on_cpu { STEP_SHARDS } else { 1 },
             parallel: on_cpu && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
+            helpers: Vec::new(),
         }
     }
 
@@ -150,23 +178,34 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// parts, each part's gradients are computed apart (on threads of their own where the backend
     /// is the CPU's) and they are averaged, weighted by rows, in the parts' order. The bits depend
     /// on the batch alone, not on the threads that computed them.
-    fn gradients(&self, model: &TaskModel<B>, batch: &Batch) -> (f32, GradientsParams) {
+    fn gradients(&mut self, model: &TaskModel<B>, batch: &Batch) -> (f32, GradientsParams) {
         if self.parts == 1 || batch.rows < 2 {
             return part_gradients(model, batch, &self.device);
         }
         let parts = batch.split(self.parts);
         let results: Vec<(f32, GradientsParams)> = if self.parallel {
-            // The parts run on rayon's threads, which live as long as the process: a thread
-            // spawned per step would start each step with an empty allocator heap.
-            parts
-                .par_iter()
-                .enumerate()
-                .map(|(i, part)| match i {
-                    0 => part_gradients(model, part, &self.device),
-                    // A fork has a graph of its own: threads sharing one deadlock in burn.
-                    _ => part_gradients(&model.clone().fork(&self.device), part, &self.device),
-                })
-                .collect()
+            while self.helpers.len() < parts.len() - 1 {
+                self.helpers.push(Helper::start());
+            }
+            let (done, results) = std::sync::mpsc::channel();
+            for (i, (part, helper)) in parts[1..].iter().zip(&self.helpers).enumerate() {
+                // A fork has a graph of its own: threads sharing one deadlock in burn.
+                let fork = model.clone().fork(&self.device);
+                let (part, device, done) = (part.clone(), self.device.clone(), done.clone());
+                let job = move || {
+                    let _ = done.send((i + 1, part_gradients(&fork, &part, &device)));
+                };
+                helper
+                    .jobs
+                    .send(Box::new(job))
+                    .expect("a trainer's part thread lives as long as the trainer");
+            }
+            drop(done);
+            let mut all = vec![(0, part_gradients(model, &parts[0], &self.device))];
+            all.extend(results.iter());
+            assert_eq!(all.len(), parts.len(), "a part's thread panicked");
+            all.sort_by_key(|(i, _)| *i);
+            all.into_iter().map(|(_, r)| r).collect()
         } else {
             parts
                 .iter()
@@ -238,6 +277,46 @@ mod tests {
     use super::*;
     use crate::engine::TaskEngine;
     use crate::engine::tests::tiny_spec;
+
+    /// Two validators re-execute windows at once in one process: trainings running together
+    /// finish, each with the bits it has alone. (With the parts on rayon's pool a localnet hung
+    /// after 15 windows: a worker waiting inside burn took up another training's part while
+    /// holding its graph's lock.)
+    #[test]
+    fn trainings_at_once_in_one_process_finish_with_the_bits_of_each_alone() {
+        // Matrices large enough for burn to spread its products over rayon's threads.
+        let spec = crate::TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml"))
+            .expect("the localnet task parses");
+        let engine = std::sync::Arc::new(TaskEngine::new(spec));
+        let train = |engine: &TaskEngine, uid: u16| {
+            let start = engine.genesis();
+            let assignment = engine.assignment(0, 5, uid).unwrap();
+            let batches = &engine.training_batches(&assignment, 5)[..4];
+            engine
+                .trainer::<CpuTrainBackend>(&Default::default())
+                .with_threads(true)
+                .train_from(&start.params, batches, 1e-3, |_, _| {})
+                .end
+        };
+        let (done, finished) = std::sync::mpsc::channel();
+        for uid in 0..3u16 {
+            let (engine, done) = (engine.clone(), done.clone());
+            std::thread::spawn(move || {
+                let ends: Vec<Vec<f32>> = (0..3).map(|_| train(&engine, uid)).collect();
+                done.send((uid, ends)).unwrap();
+            });
+        }
+        for _ in 0..3 {
+            let (uid, ends) = finished
+                .recv_timeout(std::time::Duration::from_secs(300))
+                .expect("trainings running together finish");
+            let alone = train(&engine, uid);
+            assert!(
+                ends.iter().all(|end| *end == alone),
+                "uid {uid}: bits changed"
+            );
+        }
+    }
 
     #[test]
     fn a_step_in_parts_is_the_whole_batch_step_up_to_rounding() {

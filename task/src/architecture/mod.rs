@@ -4,6 +4,7 @@
 //! [`ModelSpec`] (its `architecture = "..."` name) and in [`TaskModel`], and
 //! an arm in each match below.
 
+pub mod gelu;
 pub mod mlp;
 pub mod transformer;
 

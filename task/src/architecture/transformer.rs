@@ -1,13 +1,14 @@
 //! The byte-level decoder-only transformer: token and learned position embeddings, pre-LayerNorm
 //! blocks of causal self-attention and a GELU MLP, a final LayerNorm and an untied output head.
 
+use super::gelu::gelu;
 use super::{Architecture, DataShape};
 use crate::batch::Batch;
 use crate::problems::Problems;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, log_softmax, softmax};
+use burn::tensor::activation::{log_softmax, softmax};
 use serde::{Deserialize, Serialize};
 
 /// `architecture = "transformer"`: a byte- or token-level decoder-only transformer (pre-LayerNorm,
