@@ -4,6 +4,8 @@
 //! [`ModelSpec`] (its `architecture = "..."` name) and in [`TaskModel`], and
 //! an arm in each match below.
 
+pub mod attention;
+mod cpu;
 pub mod gelu;
 pub mod mlp;
 pub mod transformer;

@@ -1,6 +1,7 @@
 //! The byte-level decoder-only transformer: token and learned position embeddings, pre-LayerNorm
 //! blocks of causal self-attention and a GELU MLP, a final LayerNorm and an untied output head.
 
+use super::attention::causal_attention;
 use super::gelu::gelu;
 use super::{Architecture, DataShape};
 use crate::batch::Batch;
@@ -8,7 +9,7 @@ use crate::problems::Problems;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 
 /// `architecture = "transformer"`: a byte- or token-level decoder-only transformer (pre-LayerNorm,
@@ -174,30 +175,10 @@ impl<B: Backend> Block<B> {
 
     /// `x` is [b * t, d]: the sequences' positions as the rows of one matrix, so that each linear
     /// layer is one matrix product and its weight gradient one product over all b * t rows (a
-    /// [b, t, d] input makes burn multiply b matrices and sum b weight gradients). `causal_mask` is
-    /// [1, 1, t, t], 0 on and below the diagonal and a large negative number above.
-    fn forward(&self, x: Tensor<B, 2>, b: usize, causal_mask: Tensor<B, 4>) -> Tensor<B, 2> {
-        let [rows, d] = x.dims();
-        let t = rows / b;
-        let h = self.n_heads;
-        let dh = d / h;
-        // [b * t, 3d] as [b, 3h, t, dh] without a copy: queries are the first h heads, keys the
-        // next h, values the last h, each a strided view the matrix products read in place.
-        let qkv = self
-            .qkv
-            .forward(self.attn_norm.forward(x.clone()))
-            .reshape([b, t, 3 * h, dh])
-            .swap_dims(1, 2);
-        let heads = |i: usize| qkv.clone().narrow(1, i * h, h);
-        let (q, k, v) = (heads(0), heads(1), heads(2));
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar(1.0 / (dh as f64).sqrt())
-            + causal_mask;
-        let attended = softmax(scores, 3)
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([rows, d]);
+    /// [b, t, d] input makes burn multiply b matrices and sum b weight gradients).
+    fn forward(&self, x: Tensor<B, 2>, b: usize) -> Tensor<B, 2> {
+        let qkv = self.qkv.forward(self.attn_norm.forward(x.clone()));
+        let attended = causal_attention(qkv, b, self.n_heads);
         let x = x + self.attn_out.forward(attended);
         let mlp = self
             .mlp_down
@@ -230,9 +211,8 @@ impl<B: Backend> ByteTransformer<B> {
             self.token_embedding.forward(tokens) + self.position_embedding.forward(positions);
         let d = embedded.dims()[2];
         let mut x = embedded.reshape([b * t, d]);
-        let mask = causal_mask::<B>(t, &device);
         for block in &self.blocks {
-            x = block.forward(x, b, mask.clone());
+            x = block.forward(x, b);
         }
         let logits = self.head.forward(self.final_norm.forward(x));
         let vocab = logits.dims()[1];
@@ -269,11 +249,4 @@ impl<B: Backend> ByteTransformer<B> {
         let vocab = logits.dims()[2];
         log_softmax(logits.reshape([b * t, vocab]), 1).gather(1, targets.reshape([b * t, 1]))
     }
-}
-
-fn causal_mask<B: Backend>(t: usize, device: &B::Device) -> Tensor<B, 4> {
-    let values: Vec<f32> = (0..t * t)
-        .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
-        .collect();
-    Tensor::<B, 2>::from_data(TensorData::new(values, [t, t]), device).reshape([1, 1, t, t])
 }
