@@ -11,7 +11,7 @@
 //! softmax uses [`super::cpu`]'s fixed-order loops, so the result does not depend on the threads.
 //! Other backends (the GPUs) compose burn's operations as before.
 
-use super::cpu::{cast, dot, exp_nonpositive, max, same, sum, tensor};
+use super::cpu::{Out, Threads, View, cast, dot, exp_nonpositive, max, product, same, sum, tensor};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -188,13 +188,21 @@ fn forward(qkv: &[f32], shape: Heads, keep: bool) -> (Vec<f32>, Vec<f32>) {
             let p = &mut probs[head * t * t..(head + 1) * t * t];
             let (q, k, v) = head_views(qkv, shape, head);
             // Scores Q Kᵀ, then each row's softmax over the positions up to its own.
-            product(t, t, dim, Out::rows(p, t), q, k.transposed());
+            product(
+                t,
+                t,
+                dim,
+                Out::rows(p, t),
+                q,
+                k.transposed(),
+                Threads::Calling,
+            );
             for (i, row) in p.chunks_exact_mut(t).enumerate() {
                 softmax_causal(row, i, shape.scale());
             }
             // Output P V, into this head's columns.
             let o = Out::rows(&mut out[head * dim..], d);
-            product(t, dim, t, o, View::rows(p, t), v);
+            product(t, dim, t, o, View::rows(p, t), v, Threads::Calling);
         }
     };
     if keep {
@@ -230,10 +238,26 @@ fn backward(qkv: &[f32], probs: &[f32], grad: &[f32], shape: Heads) -> Vec<f32> 
                 let column = |part: usize| part * d + head * dim;
                 // dV = Pᵀ dO.
                 let dv = Out::rows(&mut dqkv[column(2)..], 3 * d);
-                product(t, dim, t, dv, View::rows(p, t).transposed(), g);
+                product(
+                    t,
+                    dim,
+                    t,
+                    dv,
+                    View::rows(p, t).transposed(),
+                    g,
+                    Threads::Calling,
+                );
                 // dP = dO Vᵀ, then the softmax's backward: dS = P ∘ (dP - rowsum(P ∘ dP)),
                 // times the scores' scale.
-                product(t, t, dim, Out::rows(ds, t), g, v.transposed());
+                product(
+                    t,
+                    t,
+                    dim,
+                    Out::rows(ds, t),
+                    g,
+                    v.transposed(),
+                    Threads::Calling,
+                );
                 for (dsr, pr) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
                     let weighted = dot(pr, dsr);
                     for (dsv, &pv) in dsr.iter_mut().zip(pr) {
@@ -242,9 +266,17 @@ fn backward(qkv: &[f32], probs: &[f32], grad: &[f32], shape: Heads) -> Vec<f32> 
                 }
                 // dQ = dS K and dK = dSᵀ Q.
                 let dq = Out::rows(&mut dqkv[column(0)..], 3 * d);
-                product(t, dim, t, dq, View::rows(ds, t), k);
+                product(t, dim, t, dq, View::rows(ds, t), k, Threads::Calling);
                 let dk = Out::rows(&mut dqkv[column(1)..], 3 * d);
-                product(t, dim, t, dk, View::rows(ds, t).transposed(), q);
+                product(
+                    t,
+                    dim,
+                    t,
+                    dk,
+                    View::rows(ds, t).transposed(),
+                    q,
+                    Threads::Calling,
+                );
             }
         },
     );
@@ -271,83 +303,6 @@ fn head_views(qkv: &[f32], shape: Heads, head: usize) -> (View<'_>, View<'_>, Vi
     let d = shape.width();
     let view = |part: usize| View::rows(&qkv[part * d + head * shape.dim..], 3 * d);
     (view(0), view(1), view(2))
-}
-
-/// A matrix read in place: element (i, j) at `data[i * row + j * col]`.
-#[derive(Clone, Copy)]
-struct View<'a> {
-    data: &'a [f32],
-    row: usize,
-    col: usize,
-}
-
-impl<'a> View<'a> {
-    /// Rows `row` apart, columns adjacent.
-    fn rows(data: &'a [f32], row: usize) -> Self {
-        View { data, row, col: 1 }
-    }
-
-    fn transposed(self) -> Self {
-        View {
-            row: self.col,
-            col: self.row,
-            ..self
-        }
-    }
-
-    /// Whether an `m x n` matrix fits in the slice.
-    fn holds(&self, m: usize, n: usize) -> bool {
-        m == 0 || n == 0 || (m - 1) * self.row + (n - 1) * self.col < self.data.len()
-    }
-}
-
-/// A matrix written in place, rows `row` apart, columns adjacent.
-struct Out<'a> {
-    data: &'a mut [f32],
-    row: usize,
-}
-
-impl<'a> Out<'a> {
-    fn rows(data: &'a mut [f32], row: usize) -> Self {
-        Out { data, row }
-    }
-}
-
-/// `out = lhs x rhs` for an `m x k` `lhs` and a `k x n` `rhs`, on the calling thread.
-fn product(m: usize, n: usize, k: usize, out: Out<'_>, lhs: View<'_>, rhs: View<'_>) {
-    assert!(
-        lhs.holds(m, k) && rhs.holds(k, n),
-        "a factor outside its slice"
-    );
-    assert!(
-        m == 0 || n == 0 || (m - 1) * out.row + n <= out.data.len(),
-        "the product outside its slice"
-    );
-    // SAFETY: the asserts above keep every element gemm reads or writes inside its slice, and the
-    // output is borrowed mutably, apart from the factors.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.data.as_mut_ptr(),
-            1,
-            out.row as isize,
-            false,
-            lhs.data.as_ptr(),
-            lhs.col as isize,
-            lhs.row as isize,
-            rhs.data.as_ptr(),
-            rhs.col as isize,
-            rhs.row as isize,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
 }
 
 #[cfg(test)]

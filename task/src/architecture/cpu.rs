@@ -1,6 +1,6 @@
-//! What the CPU backend's own kernels (`gelu`, `attention`) share: reaching `Flex` from a generic
-//! backend, making its tensors without burn's extra copy, and reductions and an exponential that
-//! give the same bits on every x86-64.
+//! What the CPU backend's own kernels (`gelu`, `attention`, `linear`) share: reaching `Flex` from
+//! a generic backend, making its tensors without burn's extra copy, matrix products on views read
+//! in place, and reductions and an exponential that give the same bits on every x86-64.
 //!
 //! The loops here use the baseline instructions alone and a fixed order of operations (no fused
 //! multiply-add, sums over eight fixed lanes), so a value does not depend on the machine or on how
@@ -11,16 +11,21 @@ use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use std::any::{Any, TypeId};
 
-/// A tensor cast back to the backend it was cast from.
+/// Whether `B` is `T`.
+pub(super) fn is<B: Backend, T: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<T>()
+}
+
+/// A tensor of `T` as one of `B`, which is `T` (checked by [`is`] or a [`cast`] before).
 pub(super) fn same<T: Backend, B: Backend, const D: usize>(x: Tensor<T, D>) -> Tensor<B, D> {
-    cast(x).unwrap_or_else(|_| unreachable!("cast from B before"))
+    cast(x).unwrap_or_else(|_| unreachable!("B is T"))
 }
 
 /// `x` as a tensor of backend `T` when `B` is `T`.
 pub(super) fn cast<B: Backend, T: Backend, const D: usize>(
     x: Tensor<B, D>,
 ) -> Result<Tensor<T, D>, Tensor<B, D>> {
-    if TypeId::of::<B>() != TypeId::of::<T>() {
+    if !is::<B, T>() {
         return Err(x);
     }
     let primitive: Box<dyn Any> = Box::new(x.into_primitive());
@@ -30,12 +35,166 @@ pub(super) fn cast<B: Backend, T: Backend, const D: usize>(
     Ok(Tensor::from_primitive(*primitive))
 }
 
+/// The float primitive of a tensor the caller checked to be f32.
+pub(super) fn float<T: Backend, const D: usize>(x: Tensor<T, D>) -> T::FloatTensorPrimitive {
+    match x.into_primitive() {
+        TensorPrimitive::Float(t) => t,
+        TensorPrimitive::QFloat(_) => unreachable!("checked f32 before"),
+    }
+}
+
 /// A contiguous f32 tensor that owns `values`. (`FlexTensor::empty` zeroes a byte buffer and then
 /// copies it into an aligned one: two passes over memory before a kernel writes its result.)
 pub(super) fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
     let shape = shape.into();
     debug_assert_eq!(values.len(), shape.num_elements());
     FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// A matrix read in place: element (i, j) at `data[i * row + j * col]`.
+#[derive(Clone, Copy)]
+pub(super) struct View<'a> {
+    data: &'a [f32],
+    row: usize,
+    col: usize,
+}
+
+impl<'a> View<'a> {
+    /// Rows `row` apart, columns adjacent.
+    pub(super) fn rows(data: &'a [f32], row: usize) -> Self {
+        View { data, row, col: 1 }
+    }
+
+    pub(super) fn transposed(self) -> Self {
+        View {
+            row: self.col,
+            col: self.row,
+            ..self
+        }
+    }
+
+    /// Whether an `m x n` matrix fits in the slice.
+    fn holds(&self, m: usize, n: usize) -> bool {
+        m == 0 || n == 0 || (m - 1) * self.row + (n - 1) * self.col < self.data.len()
+    }
+}
+
+/// A matrix written in place, rows `row` apart, columns adjacent: overwritten, or added to.
+pub(super) struct Out<'a> {
+    data: &'a mut [f32],
+    row: usize,
+    add: bool,
+}
+
+impl<'a> Out<'a> {
+    pub(super) fn rows(data: &'a mut [f32], row: usize) -> Self {
+        Out {
+            data,
+            row,
+            add: false,
+        }
+    }
+
+    /// The product is added to what the matrix holds.
+    pub(super) fn adding(self) -> Self {
+        Out { add: true, ..self }
+    }
+}
+
+/// Where a matrix product runs.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Threads {
+    /// On the calling thread: the caller already runs one product per thread.
+    Calling,
+    /// On rayon's pool when it is large enough to gain from it, as burn's CPU backend decides.
+    /// Each output element is still one sum in one order, so the bits do not depend on the pool.
+    Pool,
+}
+
+/// `out = lhs x rhs` (or `out += lhs x rhs`) for an `m x k` `lhs` and a `k x n` `rhs`.
+pub(super) fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    out: Out<'_>,
+    lhs: View<'_>,
+    rhs: View<'_>,
+    threads: Threads,
+) {
+    assert!(
+        lhs.holds(m, k) && rhs.holds(k, n),
+        "a factor outside its slice"
+    );
+    assert!(
+        m == 0 || n == 0 || (m - 1) * out.row + n <= out.data.len(),
+        "the product outside its slice"
+    );
+    // burn's flex: products of at least 192^3 multiply-adds go to the pool.
+    let parallelism = match threads {
+        Threads::Pool if m * n * k >= 192 * 192 * 192 => gemm::Parallelism::Rayon(0),
+        _ => gemm::Parallelism::None,
+    };
+    // SAFETY: the asserts above keep every element gemm reads or writes inside its slice, and the
+    // output is borrowed mutably, apart from the factors.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.data.as_mut_ptr(),
+            1,
+            out.row as isize,
+            out.add,
+            lhs.data.as_ptr(),
+            lhs.col as isize,
+            lhs.row as isize,
+            rhs.data.as_ptr(),
+            rhs.col as isize,
+            rhs.row as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// `f` of each element of `xs`, with the 8-lane instructions of AVX2 where the CPU has them (the
+/// same bits as 4 lanes: each lane runs the same IEEE operations, and fused multiply-add stays off).
+#[inline(always)]
+pub(super) fn map(xs: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
+    zip_map(xs, xs, |x, _| f(x))
+}
+
+/// `f` of each pair of `xs` and `ys` (of one length), as [`map`].
+#[inline(always)]
+pub(super) fn zip_map(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
+    assert_eq!(xs.len(), ys.len(), "elementwise over two lengths");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { zip_map_avx2(xs, ys, f) };
+    }
+    zip_map_baseline(xs, ys, f)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn zip_map_avx2(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
+    zip_map_baseline(xs, ys, f)
+}
+
+#[inline(always)]
+pub(super) fn zip_map_baseline(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(xs.len());
+    for ((o, &x), &y) in out.spare_capacity_mut().iter_mut().zip(xs).zip(ys) {
+        o.write(f(x, y));
+    }
+    // SAFETY: the loop wrote all xs.len() elements.
+    unsafe { out.set_len(xs.len()) };
+    out
 }
 
 /// The sum of `xs` over eight lanes added in a fixed order: vectorized, and the same bits wherever
@@ -129,6 +288,36 @@ mod tests {
             assert!((dot(&a, &b) as f64 - plain_dot).abs() <= 1e-4 * (1.0 + plain_dot.abs()));
             assert_eq!(max(&a), plain_max, "n = {n}");
         }
+    }
+
+    #[test]
+    fn a_product_on_the_pool_has_the_bits_of_one_on_the_calling_thread() {
+        // 300 x 200 x 250 multiply-adds: above the size that goes to the pool.
+        let (m, n, k) = (300, 200, 250);
+        let lhs: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0)
+            .collect();
+        let rhs: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 104_729 % 997) as f32 - 498.0) / 89.0)
+            .collect();
+        let run = |threads| {
+            let mut out = vec![0.0f32; m * n];
+            product(
+                m,
+                n,
+                k,
+                Out::rows(&mut out, n),
+                View::rows(&lhs, k),
+                View::rows(&rhs, n),
+                threads,
+            );
+            out.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        assert_eq!(pool.install(|| run(Threads::Pool)), run(Threads::Calling));
     }
 
     #[test]

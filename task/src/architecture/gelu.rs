@@ -9,7 +9,7 @@
 //! every machine computes the same bits. On `Autodiff<Flex>` the backward is recorded as one
 //! operation of burn's autodiff; other backends (the GPUs) keep burn's own GELU.
 
-use super::cpu::{cast, exp_nonpositive, same, tensor};
+use super::cpu::{cast, exp_nonpositive, map, same, tensor, zip_map};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
@@ -71,11 +71,7 @@ fn forward(x: FlexTensor) -> FlexTensor {
         return <Flex as ActivationOps<Flex>>::gelu(x);
     }
     let x = x.to_contiguous();
-    let y = x
-        .storage::<f32>()
-        .iter()
-        .map(|&x| x * normal(x).0)
-        .collect();
+    let y = map(x.storage::<f32>(), |x| x * normal(x).0);
     tensor(y, x.layout().shape().clone())
 }
 
@@ -85,15 +81,10 @@ fn backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
         return <Flex as ActivationOps<Flex>>::gelu_backward(x, grad);
     }
     let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
-    let out = x
-        .storage::<f32>()
-        .iter()
-        .zip(grad.storage::<f32>())
-        .map(|(&x, &g)| {
-            let (cdf, pdf) = normal(x);
-            g * (cdf + x * pdf)
-        })
-        .collect();
+    let out = zip_map(x.storage::<f32>(), grad.storage::<f32>(), |x, g| {
+        let (cdf, pdf) = normal(x);
+        g * (cdf + x * pdf)
+    });
     tensor(out, x.layout().shape().clone())
 }
 
@@ -154,6 +145,25 @@ mod tests {
                 "gelu'({x}) = {our_slope}, exact {slope}"
             );
         }
+    }
+
+    #[test]
+    fn wide_lanes_give_the_bits_of_narrow_ones() {
+        let xs = grid();
+        let gs: Vec<f32> = xs.iter().map(|x| (x * 3.0).sin()).collect();
+        let slope = |x: f32, g: f32| {
+            let (cdf, pdf) = normal(x);
+            g * (cdf + x * pdf)
+        };
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(
+            bits(map(&xs, |x| x * normal(x).0)),
+            bits(super::super::cpu::zip_map_baseline(&xs, &xs, |x, _| x * normal(x).0))
+        );
+        assert_eq!(
+            bits(zip_map(&xs, &gs, slope)),
+            bits(super::super::cpu::zip_map_baseline(&xs, &gs, slope))
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 pub mod attention;
 mod cpu;
 pub mod gelu;
+pub mod linear;
 pub mod mlp;
+pub mod norm;
 pub mod transformer;
 
 use crate::batch::Batch;

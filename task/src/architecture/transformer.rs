@@ -3,11 +3,13 @@
 
 use super::attention::causal_attention;
 use super::gelu::gelu;
+use super::linear::linear;
+use super::norm::{layer_norm, layer_norm_of};
 use super::{Architecture, DataShape};
 use crate::batch::Batch;
 use crate::problems::Problems;
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
@@ -163,10 +165,10 @@ impl<B: Backend> Block<B> {
     fn new(spec: &TransformerSpec, device: &B::Device) -> Self {
         let d = spec.d_model;
         Self {
-            attn_norm: LayerNormConfig::new(d).init(device),
+            attn_norm: layer_norm_of(d, device),
             qkv: LinearConfig::new(d, 3 * d).init(device),
             attn_out: LinearConfig::new(d, d).init(device),
-            mlp_norm: LayerNormConfig::new(d).init(device),
+            mlp_norm: layer_norm_of(d, device),
             mlp_up: LinearConfig::new(d, spec.mlp_ratio * d).init(device),
             mlp_down: LinearConfig::new(spec.mlp_ratio * d, d).init(device),
             n_heads: spec.n_heads,
@@ -177,13 +179,11 @@ impl<B: Backend> Block<B> {
     /// layer is one matrix product and its weight gradient one product over all b * t rows (a
     /// [b, t, d] input makes burn multiply b matrices and sum b weight gradients).
     fn forward(&self, x: Tensor<B, 2>, b: usize) -> Tensor<B, 2> {
-        let qkv = self.qkv.forward(self.attn_norm.forward(x.clone()));
+        let qkv = linear(&self.qkv, layer_norm(&self.attn_norm, x.clone()));
         let attended = causal_attention(qkv, b, self.n_heads);
-        let x = x + self.attn_out.forward(attended);
-        let mlp = self
-            .mlp_down
-            .forward(gelu(self.mlp_up.forward(self.mlp_norm.forward(x.clone()))));
-        x + mlp
+        let x = x + linear(&self.attn_out, attended);
+        let up = linear(&self.mlp_up, layer_norm(&self.mlp_norm, x.clone()));
+        x + linear(&self.mlp_down, gelu(up))
     }
 }
 
@@ -195,7 +195,7 @@ impl<B: Backend> ByteTransformer<B> {
             blocks: (0..spec.n_layers)
                 .map(|_| Block::new(spec, device))
                 .collect(),
-            final_norm: LayerNormConfig::new(spec.d_model).init(device),
+            final_norm: layer_norm_of(spec.d_model, device),
             head: LinearConfig::new(spec.d_model, spec.vocab).init(device),
         }
     }
@@ -214,7 +214,7 @@ impl<B: Backend> ByteTransformer<B> {
         for block in &self.blocks {
             x = block.forward(x, b);
         }
-        let logits = self.head.forward(self.final_norm.forward(x));
+        let logits = linear(&self.head, layer_norm(&self.final_norm, x));
         let vocab = logits.dims()[1];
         logits.reshape([b, t, vocab])
     }
