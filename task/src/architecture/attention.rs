@@ -11,7 +11,9 @@
 //! softmax uses [`super::cpu`]'s fixed-order loops, so the result does not depend on the threads.
 //! Other backends (the GPUs) compose burn's operations as before.
 
-use super::cpu::{Out, Threads, View, cast, dot, exp_nonpositive, max, product, same, sum, tensor};
+use super::cpu::{
+    Out, Threads, View, cast, dot, exp_nonpositive, fresh, max, product, same, sum, tensor,
+};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -22,6 +24,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, TensorPrimitive};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Attention of `b` sequences: `qkv` is `[b * t, 3d]`, each position's queries, keys and values
 /// side by side, head `i` of each at columns `i * d / heads ..`; the result is `[b * t, d]`, each
@@ -179,10 +182,9 @@ fn autodiff_attention(
 fn forward(qkv: &[f32], shape: Heads, keep: bool) -> (Vec<f32>, Vec<f32>) {
     let Heads { len: t, dim, .. } = shape;
     let d = shape.width();
-    let mut out = vec![0.0f32; shape.rows() * d];
     let per_sequence = shape.probs_per_sequence();
     let mut probs = vec![0.0f32; if keep { shape.batch * per_sequence } else { 0 }];
-    let sequence = |s: usize, out: &mut [f32], probs: &mut [f32]| {
+    let sequence = |s: usize, out: &mut [MaybeUninit<f32>], probs: &mut [f32]| {
         let qkv = &qkv[s * t * 3 * d..(s + 1) * t * 3 * d];
         for head in 0..shape.heads {
             let p = &mut probs[head * t * t..(head + 1) * t * t];
@@ -201,21 +203,26 @@ fn forward(qkv: &[f32], shape: Heads, keep: bool) -> (Vec<f32>, Vec<f32>) {
                 softmax_causal(row, i, shape.scale());
             }
             // Output P V, into this head's columns.
-            let o = Out::rows(&mut out[head * dim..], d);
+            let o = Out::fresh(&mut out[head * dim..], d);
             product(t, dim, t, o, View::rows(p, t), v, Threads::Calling);
         }
     };
-    if keep {
-        out.par_chunks_mut(t * d)
-            .zip(probs.par_chunks_mut(per_sequence))
-            .enumerate()
-            .for_each(|(s, (out, probs))| sequence(s, out, probs));
-    } else {
-        out.par_chunks_mut(t * d).enumerate().for_each_init(
-            || vec![0.0f32; per_sequence],
-            |probs, (s, out)| sequence(s, out, probs),
-        );
-    }
+    // SAFETY: each sequence's heads write their columns of every one of its rows.
+    let out = unsafe {
+        fresh(shape.rows() * d, |out| {
+            if keep {
+                out.par_chunks_mut(t * d)
+                    .zip(probs.par_chunks_mut(per_sequence))
+                    .enumerate()
+                    .for_each(|(s, (out, probs))| sequence(s, out, probs));
+            } else {
+                out.par_chunks_mut(t * d).enumerate().for_each_init(
+                    || vec![0.0f32; per_sequence],
+                    |probs, (s, out)| sequence(s, out, probs),
+                );
+            }
+        })
+    };
     (out, probs)
 }
 
@@ -223,64 +230,67 @@ fn forward(qkv: &[f32], shape: Heads, keep: bool) -> (Vec<f32>, Vec<f32>) {
 fn backward(qkv: &[f32], probs: &[f32], grad: &[f32], shape: Heads) -> Vec<f32> {
     let Heads { len: t, dim, .. } = shape;
     let d = shape.width();
-    let mut dqkv = vec![0.0f32; shape.rows() * 3 * d];
     let per_sequence = shape.probs_per_sequence();
-    dqkv.par_chunks_mut(t * 3 * d).enumerate().for_each_init(
-        || vec![0.0f32; t * t],
-        |ds, (s, dqkv)| {
-            let qkv = &qkv[s * t * 3 * d..(s + 1) * t * 3 * d];
-            let grad = &grad[s * t * d..(s + 1) * t * d];
-            let probs = &probs[s * per_sequence..(s + 1) * per_sequence];
-            for head in 0..shape.heads {
-                let p = &probs[head * t * t..(head + 1) * t * t];
-                let (q, k, v) = head_views(qkv, shape, head);
-                let g = View::rows(&grad[head * dim..], d);
-                let column = |part: usize| part * d + head * dim;
-                // dV = Pᵀ dO.
-                let dv = Out::rows(&mut dqkv[column(2)..], 3 * d);
-                product(
-                    t,
-                    dim,
-                    t,
-                    dv,
-                    View::rows(p, t).transposed(),
-                    g,
-                    Threads::Calling,
-                );
-                // dP = dO Vᵀ, then the softmax's backward: dS = P ∘ (dP - rowsum(P ∘ dP)),
-                // times the scores' scale.
-                product(
-                    t,
-                    t,
-                    dim,
-                    Out::rows(ds, t),
-                    g,
-                    v.transposed(),
-                    Threads::Calling,
-                );
-                for (dsr, pr) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
-                    let weighted = dot(pr, dsr);
-                    for (dsv, &pv) in dsr.iter_mut().zip(pr) {
-                        *dsv = pv * (*dsv - weighted) * shape.scale();
+    // SAFETY: each sequence's heads write their query, key and value columns of all its rows.
+    unsafe {
+        fresh(shape.rows() * 3 * d, |dqkv| {
+            dqkv.par_chunks_mut(t * 3 * d).enumerate().for_each_init(
+                || vec![0.0f32; t * t],
+                |ds, (s, dqkv)| {
+                    let qkv = &qkv[s * t * 3 * d..(s + 1) * t * 3 * d];
+                    let grad = &grad[s * t * d..(s + 1) * t * d];
+                    let probs = &probs[s * per_sequence..(s + 1) * per_sequence];
+                    for head in 0..shape.heads {
+                        let p = &probs[head * t * t..(head + 1) * t * t];
+                        let (q, k, v) = head_views(qkv, shape, head);
+                        let g = View::rows(&grad[head * dim..], d);
+                        let column = |part: usize| part * d + head * dim;
+                        // dV = Pᵀ dO.
+                        let dv = Out::fresh(&mut dqkv[column(2)..], 3 * d);
+                        product(
+                            t,
+                            dim,
+                            t,
+                            dv,
+                            View::rows(p, t).transposed(),
+                            g,
+                            Threads::Calling,
+                        );
+                        // dP = dO Vᵀ, then the softmax's backward: dS = P ∘ (dP - rowsum(P ∘ dP)),
+                        // times the scores' scale.
+                        product(
+                            t,
+                            t,
+                            dim,
+                            Out::rows(ds, t),
+                            g,
+                            v.transposed(),
+                            Threads::Calling,
+                        );
+                        for (dsr, pr) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+                            let weighted = dot(pr, dsr);
+                            for (dsv, &pv) in dsr.iter_mut().zip(pr) {
+                                *dsv = pv * (*dsv - weighted) * shape.scale();
+                            }
+                        }
+                        // dQ = dS K and dK = dSᵀ Q.
+                        let dq = Out::fresh(&mut dqkv[column(0)..], 3 * d);
+                        product(t, dim, t, dq, View::rows(ds, t), k, Threads::Calling);
+                        let dk = Out::fresh(&mut dqkv[column(1)..], 3 * d);
+                        product(
+                            t,
+                            dim,
+                            t,
+                            dk,
+                            View::rows(ds, t).transposed(),
+                            q,
+                            Threads::Calling,
+                        );
                     }
-                }
-                // dQ = dS K and dK = dSᵀ Q.
-                let dq = Out::rows(&mut dqkv[column(0)..], 3 * d);
-                product(t, dim, t, dq, View::rows(ds, t), k, Threads::Calling);
-                let dk = Out::rows(&mut dqkv[column(1)..], 3 * d);
-                product(
-                    t,
-                    dim,
-                    t,
-                    dk,
-                    View::rows(ds, t).transposed(),
-                    q,
-                    Threads::Calling,
-                );
-            }
-        },
-    );
-    dqkv
+                },
+            )
+        })
+    }
 }
 
 /// Row `i` of the scores, in place: the softmax of `scale * row[..=i]`, zeros after.

@@ -10,6 +10,8 @@ use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use std::any::{Any, TypeId};
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 
 /// Whether `B` is `T`.
 pub(super) fn is<B: Backend, T: Backend>() -> bool {
@@ -81,17 +83,32 @@ impl<'a> View<'a> {
 
 /// A matrix written in place, rows `row` apart, columns adjacent: overwritten, or added to.
 pub(super) struct Out<'a> {
-    data: &'a mut [f32],
+    data: *mut f32,
+    len: usize,
     row: usize,
     add: bool,
+    _borrow: PhantomData<&'a mut [f32]>,
 }
 
 impl<'a> Out<'a> {
     pub(super) fn rows(data: &'a mut [f32], row: usize) -> Self {
         Out {
-            data,
+            data: data.as_mut_ptr(),
+            len: data.len(),
             row,
             add: false,
+            _borrow: PhantomData,
+        }
+    }
+
+    /// Memory not written yet: the product overwrites it without reading it.
+    pub(super) fn fresh(data: &'a mut [MaybeUninit<f32>], row: usize) -> Self {
+        Out {
+            data: data.as_mut_ptr().cast(),
+            len: data.len(),
+            row,
+            add: false,
+            _borrow: PhantomData,
         }
     }
 
@@ -99,6 +116,20 @@ impl<'a> Out<'a> {
     pub(super) fn adding(self) -> Self {
         Out { add: true, ..self }
     }
+}
+
+/// `n` values written by `write` into memory that is not zeroed first (a zeroing pass costs as much
+/// as the copy it would guard).
+///
+/// # Safety
+/// `write` writes every one of the `n` elements (as products into [`Out::fresh`] blocks that tile
+/// the whole slice do).
+pub(super) unsafe fn fresh(n: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut values = Vec::with_capacity(n);
+    write(&mut values.spare_capacity_mut()[..n]);
+    // SAFETY: the caller's `write` wrote all n elements.
+    unsafe { values.set_len(n) };
+    values
 }
 
 /// Where a matrix product runs.
@@ -126,7 +157,7 @@ pub(super) fn product(
         "a factor outside its slice"
     );
     assert!(
-        m == 0 || n == 0 || (m - 1) * out.row + n <= out.data.len(),
+        m == 0 || n == 0 || (m - 1) * out.row + n <= out.len,
         "the product outside its slice"
     );
     // burn's flex: products of at least 192^3 multiply-adds go to the pool.
@@ -134,14 +165,15 @@ pub(super) fn product(
         Threads::Pool if m * n * k >= 192 * 192 * 192 => gemm::Parallelism::Rayon(0),
         _ => gemm::Parallelism::None,
     };
-    // SAFETY: the asserts above keep every element gemm reads or writes inside its slice, and the
-    // output is borrowed mutably, apart from the factors.
+    // SAFETY: the asserts above keep every element gemm reads or writes inside its slice, the
+    // output is borrowed mutably, apart from the factors, and gemm reads it only when adding (a
+    // fresh `Out` never adds).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.data.as_mut_ptr(),
+            out.data,
             1,
             out.row as isize,
             out.add,

@@ -7,7 +7,7 @@
 //! output element is one sum in one order, so the bits do not depend on the threads. Other
 //! backends (the GPUs) run burn's `Linear::forward`.
 
-use super::cpu::{Out, Threads, View, float, is, product, same, tensor};
+use super::cpu::{Out, Threads, View, float, fresh, is, product, same, tensor};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -131,16 +131,20 @@ fn input_gradient(weight: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
         (ws[0], ws[1])
     };
     let rows = grad.layout().shape()[0];
-    let mut dx = vec![0.0f32; rows * inputs];
-    product(
-        rows,
-        inputs,
-        outputs,
-        Out::rows(&mut dx, inputs),
-        View::rows(grad.storage::<f32>(), outputs),
-        View::rows(weight.storage::<f32>(), outputs).transposed(),
-        Threads::Pool,
-    );
+    // SAFETY: the product writes all rows x inputs elements.
+    let dx = unsafe {
+        fresh(rows * inputs, |dx| {
+            product(
+                rows,
+                inputs,
+                outputs,
+                Out::fresh(dx, inputs),
+                View::rows(grad.storage::<f32>(), outputs),
+                View::rows(weight.storage::<f32>(), outputs).transposed(),
+                Threads::Pool,
+            )
+        })
+    };
     tensor(dx, [rows, inputs])
 }
 
@@ -151,16 +155,20 @@ fn weight_gradient(x: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
         (xs[0], xs[1])
     };
     let outputs = grad.layout().shape()[1];
-    let mut dw = vec![0.0f32; inputs * outputs];
-    product(
-        inputs,
-        outputs,
-        rows,
-        Out::rows(&mut dw, outputs),
-        View::rows(x.storage::<f32>(), inputs).transposed(),
-        View::rows(grad.storage::<f32>(), outputs),
-        Threads::Pool,
-    );
+    // SAFETY: the product writes all inputs x outputs elements.
+    let dw = unsafe {
+        fresh(inputs * outputs, |dw| {
+            product(
+                inputs,
+                outputs,
+                rows,
+                Out::fresh(dw, outputs),
+                View::rows(x.storage::<f32>(), inputs).transposed(),
+                View::rows(grad.storage::<f32>(), outputs),
+                Threads::Pool,
+            )
+        })
+    };
     tensor(dw, [inputs, outputs])
 }
 
