@@ -1,7 +1,7 @@
 //! A model and its inner AdamW optimizer: H steps from a starting point, each step's gradients
 //! computed in parts on the CPU backend and merged in a fixed order.
 
-use crate::architecture::{ModelSpec, TaskModel};
+use crate::architecture::{ModelSpec, TaskModel, as_one_of_several};
 use crate::batch::Batch;
 use crate::params::{read_params, write_params_trainable};
 use crate::spec::TrainingSpec;
@@ -196,7 +196,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 // A panic comes back to the caller with its own message.
                 let job = move || {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        part_gradients(&fork, &part, &device)
+                        as_one_of_several(|| part_gradients(&fork, &part, &device))
                     }));
                     let _ = done.send((i + 1, result));
                 };
@@ -206,7 +206,8 @@ impl<B: AutodiffBackend> Trainer<B> {
                     .expect("a trainer's part thread lives as long as the trainer");
             }
             drop(done);
-            let mut all = vec![(0, part_gradients(model, &parts[0], &self.device))];
+            let first = as_one_of_several(|| part_gradients(model, &parts[0], &self.device));
+            let mut all = vec![(0, first)];
             for (i, result) in results.iter() {
                 match result {
                     Ok(part) => all.push((i, part)),

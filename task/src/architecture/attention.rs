@@ -12,7 +12,8 @@
 //! Other backends (the GPUs) compose burn's operations as before.
 
 use super::cpu::{
-    Out, Threads, View, cast, dot, exp_nonpositive, fresh, max, product, same, sum, tensor,
+    Out, Threads, View, cast, dot, exp_nonpositive, fresh, max, pool_is_free, product, same, sum,
+    tensor,
 };
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -210,16 +211,28 @@ fn forward(qkv: &[f32], shape: Heads, keep: bool) -> (Vec<f32>, Vec<f32>) {
     // SAFETY: each sequence's heads write their columns of every one of its rows.
     let out = unsafe {
         fresh(shape.rows() * d, |out| {
-            if keep {
-                out.par_chunks_mut(t * d)
+            let rows = t * d;
+            match (keep, pool_is_free()) {
+                (true, true) => out
+                    .par_chunks_mut(rows)
                     .zip(probs.par_chunks_mut(per_sequence))
                     .enumerate()
-                    .for_each(|(s, (out, probs))| sequence(s, out, probs));
-            } else {
-                out.par_chunks_mut(t * d).enumerate().for_each_init(
+                    .for_each(|(s, (out, probs))| sequence(s, out, probs)),
+                (true, false) => out
+                    .chunks_mut(rows)
+                    .zip(probs.chunks_mut(per_sequence))
+                    .enumerate()
+                    .for_each(|(s, (out, probs))| sequence(s, out, probs)),
+                (false, true) => out.par_chunks_mut(rows).enumerate().for_each_init(
                     || vec![0.0f32; per_sequence],
                     |probs, (s, out)| sequence(s, out, probs),
-                );
+                ),
+                (false, false) => {
+                    let mut probs = vec![0.0f32; per_sequence];
+                    for (s, out) in out.chunks_mut(rows).enumerate() {
+                        sequence(s, out, &mut probs);
+                    }
+                }
             }
         })
     };
@@ -231,64 +244,52 @@ fn backward(qkv: &[f32], probs: &[f32], grad: &[f32], shape: Heads) -> Vec<f32> 
     let Heads { len: t, dim, .. } = shape;
     let d = shape.width();
     let per_sequence = shape.probs_per_sequence();
+    let sequence = |s: usize, dqkv: &mut [MaybeUninit<f32>], ds: &mut [f32]| {
+        let qkv = &qkv[s * t * 3 * d..(s + 1) * t * 3 * d];
+        let grad = &grad[s * t * d..(s + 1) * t * d];
+        let probs = &probs[s * per_sequence..(s + 1) * per_sequence];
+        for head in 0..shape.heads {
+            let p = &probs[head * t * t..(head + 1) * t * t];
+            let (q, k, v) = head_views(qkv, shape, head);
+            let g = View::rows(&grad[head * dim..], d);
+            let column = |part: usize| part * d + head * dim;
+            // dV = Pᵀ dO.
+            let dv = Out::fresh(&mut dqkv[column(2)..], 3 * d);
+            let pt = View::rows(p, t).transposed();
+            product(t, dim, t, dv, pt, g, Threads::Calling);
+            // dP = dO Vᵀ, then the softmax's backward: dS = P ∘ (dP - rowsum(P ∘ dP)), times the
+            // scores' scale.
+            let dp = Out::rows(ds, t);
+            product(t, t, dim, dp, g, v.transposed(), Threads::Calling);
+            for (dsr, pr) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+                let weighted = dot(pr, dsr);
+                for (dsv, &pv) in dsr.iter_mut().zip(pr) {
+                    *dsv = pv * (*dsv - weighted) * shape.scale();
+                }
+            }
+            // dQ = dS K and dK = dSᵀ Q.
+            let dq = Out::fresh(&mut dqkv[column(0)..], 3 * d);
+            product(t, dim, t, dq, View::rows(ds, t), k, Threads::Calling);
+            let dk = Out::fresh(&mut dqkv[column(1)..], 3 * d);
+            let dst = View::rows(ds, t).transposed();
+            product(t, dim, t, dk, dst, q, Threads::Calling);
+        }
+    };
     // SAFETY: each sequence's heads write their query, key and value columns of all its rows.
     unsafe {
         fresh(shape.rows() * 3 * d, |dqkv| {
-            dqkv.par_chunks_mut(t * 3 * d).enumerate().for_each_init(
-                || vec![0.0f32; t * t],
-                |ds, (s, dqkv)| {
-                    let qkv = &qkv[s * t * 3 * d..(s + 1) * t * 3 * d];
-                    let grad = &grad[s * t * d..(s + 1) * t * d];
-                    let probs = &probs[s * per_sequence..(s + 1) * per_sequence];
-                    for head in 0..shape.heads {
-                        let p = &probs[head * t * t..(head + 1) * t * t];
-                        let (q, k, v) = head_views(qkv, shape, head);
-                        let g = View::rows(&grad[head * dim..], d);
-                        let column = |part: usize| part * d + head * dim;
-                        // dV = Pᵀ dO.
-                        let dv = Out::fresh(&mut dqkv[column(2)..], 3 * d);
-                        product(
-                            t,
-                            dim,
-                            t,
-                            dv,
-                            View::rows(p, t).transposed(),
-                            g,
-                            Threads::Calling,
-                        );
-                        // dP = dO Vᵀ, then the softmax's backward: dS = P ∘ (dP - rowsum(P ∘ dP)),
-                        // times the scores' scale.
-                        product(
-                            t,
-                            t,
-                            dim,
-                            Out::rows(ds, t),
-                            g,
-                            v.transposed(),
-                            Threads::Calling,
-                        );
-                        for (dsr, pr) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
-                            let weighted = dot(pr, dsr);
-                            for (dsv, &pv) in dsr.iter_mut().zip(pr) {
-                                *dsv = pv * (*dsv - weighted) * shape.scale();
-                            }
-                        }
-                        // dQ = dS K and dK = dSᵀ Q.
-                        let dq = Out::fresh(&mut dqkv[column(0)..], 3 * d);
-                        product(t, dim, t, dq, View::rows(ds, t), k, Threads::Calling);
-                        let dk = Out::fresh(&mut dqkv[column(1)..], 3 * d);
-                        product(
-                            t,
-                            dim,
-                            t,
-                            dk,
-                            View::rows(ds, t).transposed(),
-                            q,
-                            Threads::Calling,
-                        );
-                    }
-                },
-            )
+            let rows = t * 3 * d;
+            if pool_is_free() {
+                dqkv.par_chunks_mut(rows).enumerate().for_each_init(
+                    || vec![0.0f32; t * t],
+                    |ds, (s, dqkv)| sequence(s, dqkv, ds),
+                );
+            } else {
+                let mut ds = vec![0.0f32; t * t];
+                for (s, dqkv) in dqkv.chunks_mut(rows).enumerate() {
+                    sequence(s, dqkv, &mut ds);
+                }
+            }
         })
     }
 }

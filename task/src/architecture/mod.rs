@@ -12,6 +12,8 @@ pub mod mlp;
 pub mod norm;
 pub mod transformer;
 
+pub(crate) use cpu::as_one_of_several;
+
 use crate::batch::Batch;
 use crate::problems::Problems;
 use burn::prelude::*;
