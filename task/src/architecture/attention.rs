@@ -318,28 +318,12 @@ fn head_views(qkv: &[f32], shape: Heads, head: usize) -> (View<'_>, View<'_>, Vi
 
 #[cfg(test)]
 mod tests {
+    use super::super::cpu::testing::close;
     use super::*;
 
-    /// A deterministic `[rows, cols]` of values in [-1.5, 1.5].
+    /// A deterministic `[rows, cols]` in [-1.5, 1.5].
     fn values(rows: usize, cols: usize, salt: u64) -> TensorData {
-        let v: Vec<f32> = (0..rows * cols)
-            .map(|i| {
-                let x = (i as u64 + salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-                (x % 3001) as f32 / 1000.0 - 1.5
-            })
-            .collect();
-        TensorData::new(v, [rows, cols])
-    }
-
-    fn close(a: TensorData, b: TensorData, what: &str) {
-        let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
-            assert!(
-                (a - b).abs() <= 2e-5 * (1.0 + b.abs()),
-                "{what} at {i}: {a} against {b}"
-            );
-        }
+        super::super::cpu::testing::values(rows, cols, salt, 1.5, 0.0)
     }
 
     #[test]
@@ -355,12 +339,13 @@ mod tests {
         let (ours, burns) = (input(), input());
         let y_ours = causal_attention(ours.clone(), b, heads);
         let y_burns = composed(burns.clone(), b, heads);
-        close(y_ours.to_data(), y_burns.to_data(), "forward");
+        close(y_ours.to_data(), y_burns.to_data(), 2e-5, "forward");
         let g_ours = (y_ours * weights.clone()).sum().backward();
         let g_burns = (y_burns * weights).sum().backward();
         close(
             ours.grad(&g_ours).unwrap().into_data(),
             burns.grad(&g_burns).unwrap().into_data(),
+            2e-5,
             "gradient of the projection",
         );
 
@@ -368,6 +353,7 @@ mod tests {
         close(
             causal_attention(plain.clone(), b, heads).into_data(),
             composed(plain, b, heads).into_data(),
+            2e-5,
             "forward without autodiff",
         );
     }

@@ -329,6 +329,35 @@ pub(super) fn exp_nonpositive(y: f32) -> f32 {
     p * f32::from_bits(((n + 127) as u32) << 23)
 }
 
+/// What the kernels' tests share: deterministic inputs and a comparison up to rounding.
+#[cfg(test)]
+pub(super) mod testing {
+    use burn::tensor::TensorData;
+
+    /// A deterministic `[rows, cols]` of values spread over `offset ± scale`.
+    pub fn values(rows: usize, cols: usize, salt: u64, scale: f32, offset: f32) -> TensorData {
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                let x = (i as u64 + salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+                ((x % 2001) as f32 / 1000.0 - 1.0) * scale + offset
+            })
+            .collect();
+        TensorData::new(v, [rows, cols])
+    }
+
+    /// Asserts that `a` is `b` element by element within `tolerance * (1 + |b|)`.
+    pub fn close(a: TensorData, b: TensorData, tolerance: f32, what: &str) {
+        let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (a - b).abs() <= tolerance * (1.0 + b.abs()),
+                "{what} at {i}: {a} against {b}"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,28 +186,12 @@ fn bias_gradient(grad: &FlexTensor) -> FlexTensor {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cpu::testing::close;
     use super::*;
     use burn::nn::LinearConfig;
 
     fn values(rows: usize, cols: usize, salt: u64) -> TensorData {
-        let v: Vec<f32> = (0..rows * cols)
-            .map(|i| {
-                let x = (i as u64 + salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-                (x % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect();
-        TensorData::new(v, [rows, cols])
-    }
-
-    fn close(a: TensorData, b: TensorData, what: &str) {
-        let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                "{what} at {i}: {a} against {b}"
-            );
-        }
+        super::super::cpu::testing::values(rows, cols, salt, 1.0, 0.0)
     }
 
     #[test]
@@ -221,23 +205,26 @@ mod tests {
             let weights = Tensor::<Autodiff<Flex>, 2>::from_data(values(rows, outputs, 4), &device);
             let ours = linear(&layer, x.clone());
             let burns = layer.forward(x.clone());
-            close(ours.to_data(), burns.to_data(), "forward");
+            close(ours.to_data(), burns.to_data(), 1e-5, "forward");
             let g_ours = (ours * weights.clone()).sum().backward();
             let g_burns = (burns * weights).sum().backward();
             close(
                 x.grad(&g_ours).unwrap().into_data(),
                 x.grad(&g_burns).unwrap().into_data(),
+                1e-5,
                 "input gradient",
             );
             close(
                 layer.weight.grad(&g_ours).unwrap().into_data(),
                 layer.weight.grad(&g_burns).unwrap().into_data(),
+                1e-5,
                 "weight gradient",
             );
             let bias = layer.bias.as_ref().unwrap();
             close(
                 bias.grad(&g_ours).unwrap().into_data(),
                 bias.grad(&g_burns).unwrap().into_data(),
+                1e-5,
                 "bias gradient",
             );
 
@@ -246,6 +233,7 @@ mod tests {
             close(
                 linear(&plain, x.clone()).into_data(),
                 plain.forward(x).into_data(),
+                1e-5,
                 "forward without autodiff",
             );
         }
@@ -259,6 +247,7 @@ mod tests {
         close(
             linear(&layer, x.clone()).into_data(),
             layer.forward(x).into_data(),
+            1e-5,
             "transposed input",
         );
     }

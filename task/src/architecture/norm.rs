@@ -183,28 +183,12 @@ fn input_gradient(xhat: &[f32], inverse_deviation: &[f32], gamma: &[f32], dy: &[
 
 #[cfg(test)]
 mod tests {
+    use super::super::cpu::testing::close;
     use super::*;
     use burn::module::Param;
 
     fn values(rows: usize, cols: usize, salt: u64, scale: f32) -> TensorData {
-        let v: Vec<f32> = (0..rows * cols)
-            .map(|i| {
-                let x = (i as u64 + salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-                ((x % 2001) as f32 / 1000.0 - 1.0) * scale + 0.3
-            })
-            .collect();
-        TensorData::new(v, [rows, cols])
-    }
-
-    fn close(a: TensorData, b: TensorData, what: &str) {
-        let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
-            assert!(
-                (a - b).abs() <= 2e-5 * (1.0 + b.abs()),
-                "{what} at {i}: {a} against {b}"
-            );
-        }
+        super::super::cpu::testing::values(rows, cols, salt, scale, 0.3)
     }
 
     /// A LayerNorm whose gamma and beta are not the initial ones and all differ.
@@ -228,23 +212,26 @@ mod tests {
             let weights = Tensor::<Autodiff<Flex>, 2>::from_data(values(rows, d, 4, 1.0), &device);
             let ours = layer_norm(&norm, x.clone());
             let burns = norm.forward(x.clone());
-            close(ours.to_data(), burns.to_data(), "forward");
+            close(ours.to_data(), burns.to_data(), 2e-5, "forward");
             let g_ours = (ours * weights.clone()).sum().backward();
             let g_burns = (burns * weights).sum().backward();
             close(
                 x.grad(&g_ours).unwrap().into_data(),
                 x.grad(&g_burns).unwrap().into_data(),
+                2e-5,
                 "input gradient",
             );
             close(
                 norm.gamma.grad(&g_ours).unwrap().into_data(),
                 norm.gamma.grad(&g_burns).unwrap().into_data(),
+                2e-5,
                 "gamma gradient",
             );
             let beta = norm.beta.as_ref().unwrap();
             close(
                 beta.grad(&g_ours).unwrap().into_data(),
                 beta.grad(&g_burns).unwrap().into_data(),
+                2e-5,
                 "beta gradient",
             );
 
@@ -253,6 +240,7 @@ mod tests {
             close(
                 layer_norm(&plain, x.clone()).into_data(),
                 plain.forward(x).into_data(),
+                2e-5,
                 "forward without autodiff",
             );
         }
