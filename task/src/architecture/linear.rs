@@ -3,9 +3,10 @@
 //!
 //! burn's CPU backend allocates each product's output by zeroing a byte buffer and copying it into
 //! an aligned one, then adds the bias as another tensor, and sums the bias gradient with a general
-//! reduction. The products here are the same `gemm` calls with the same choice of threads; each
-//! output element is one sum in one order, so the bits do not depend on the threads. Other
-//! backends (the GPUs) run burn's `Linear::forward`.
+//! reduction. The products here are the same `gemm` calls, on rayon's pool when burn would use it
+//! and no other part of the step is running beside (`as_one_of_several`); each output element is
+//! one sum in one order, so the bits do not depend on the threads. Other backends (the GPUs) run
+//! burn's `Linear::forward`.
 
 use super::cpu::{Out, Threads, View, float, fresh, is, product, same, tensor};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
