@@ -1,10 +1,12 @@
-//! What the CPU backend's own kernels (`gelu`, `attention`, `linear`) share: reaching `Flex` from
-//! a generic backend, making its tensors without burn's extra copy, matrix products on views read
-//! in place, and reductions and an exponential that give the same bits on every x86-64.
+//! What the CPU backend's own kernels (`gelu`, `attention`, `linear`, `norm`) share: reaching
+//! `Flex` from a generic backend, making its tensors without burn's extra copy, matrix products on
+//! views read in place, and reductions and an exponential that give the same bits on every x86-64.
 //!
-//! The loops here use the baseline instructions alone and a fixed order of operations (no fused
-//! multiply-add, sums over eight fixed lanes), so a value does not depend on the machine or on how
-//! many threads ran beside it.
+//! The loops here keep a fixed order of operations (no fused multiply-add, sums over eight fixed
+//! lanes; element-wise maps run 8 lanes wide with AVX2 where the CPU has it, with the bits of the
+//! 4-lane baseline), so a value does not depend on the machine or on how many threads ran beside
+//! it. The matrix products are `gemm`'s, whose last bits follow the kind of CPU (README, "Replay a
+//! validator's decisions").
 
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
