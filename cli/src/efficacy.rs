@@ -6,20 +6,23 @@
 //! - as the subnet with each compression layout asked for (the task's first),
 //!
 //! where a subnet window is what the validator does with honest miners: each miner trains the
-//! window from the checkpoint with a fresh optimizer (`TaskEngine::train_window`), sends its
-//! pseudo-gradient through the codec with its own error-feedback residual, and the validator scores
-//! every decoded gradient on its eval batches at the task's evaluation step (clipped to the lower
-//! median norm), aggregates the helpful ones (at most `aggregate_top`, none if fewer than
-//! `aggregate_min`) and takes the outer step. It prints the held-out loss of every run after every
-//! window, a table, and writes both and a plot.
+//! window from the checkpoint with a fresh optimizer (`TaskEngine::train_window`) and sends its
+//! pseudo-gradient through the codec with its own error-feedback residual, and the validator's own
+//! window steps (`validator::window`: its reference training, measuring, the assignment check,
+//! leave-one-out contributions, the decisions, the selection, clipping and outer step) make the
+//! next checkpoint. Audits, which honest miners pass, run only where an assignment check asks for
+//! one. It prints the held-out loss of every run after every window, a table, and writes both and
+//! a plot.
 
 use anyhow::Context;
+use scoring::{Averages, Bans, Reason, averages_after};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 use subnet_proto::codec::{self, Layout};
-use task::aggregate::l2_norm;
-use task::{Batch, CpuBackend, CpuTrainBackend, TaskEngine, TaskSpec};
+use task::{Batch, Checkpoint, CpuBackend, CpuTrainBackend, Digest, TaskEngine, TaskSpec};
+use validator::window::{Artefacts, AuditGap, Carried, Gathered, Gradient, Setting, WindowInputs};
 
 /// What to compare.
 #[derive(Clone, Debug)]
@@ -132,14 +135,108 @@ fn single_machine(engine: &TaskEngine, setup: &Setup, measure: &Measure) -> Run 
     }
 }
 
-/// The subnet with honest miners sending in `layout`.
-fn subnet(engine: &TaskEngine, setup: &Setup, measure: &Measure, layout: Layout) -> Run {
+/// The task with `layout` as its gradient codec.
+fn with_layout(spec: &TaskSpec, layout: Layout) -> TaskEngine {
+    let mut spec = spec.clone();
+    let c = &mut spec.compression;
+    (c.chunk, c.top_k, c.value_bits) = match layout {
+        Layout::DenseF32 => (c.chunk, 0, c.value_bits),
+        Layout::TopK { chunk, k } => (chunk, k, 8),
+        Layout::PackedTopK { chunk, k, bits } => (chunk, k, bits as u32),
+    };
+    TaskEngine::new(spec)
+}
+
+/// Honest miners' artefacts, served from memory when the validator's steps audit one.
+struct Honest {
+    served: BTreeMap<u16, Artefacts>,
+}
+
+impl WindowInputs for Honest {
+    type Error = std::convert::Infallible;
+
+    /// Honest miners pass their audits; only a failed assignment check asks for one here.
+    fn due_audits(&mut self, _: &BTreeMap<u16, Gradient>) -> Vec<u16> {
+        Vec::new()
+    }
+
+    fn residual_chain(&mut self, _: u16) -> Option<Reason> {
+        None
+    }
+
+    fn artefacts(&mut self, uid: u16) -> Result<Result<Artefacts, AuditGap>, Self::Error> {
+        Ok(Ok(self.served[&uid].clone()))
+    }
+}
+
+/// Every honest miner's window: its pseudo-gradient through the codec with its own error-feedback
+/// residual, as gathered, and its artefacts.
+fn train_miners(
+    engine: &TaskEngine,
+    checkpoint: &Checkpoint,
+    window: u64,
+    residuals: &mut [Vec<f32>],
+) -> (Vec<Gathered>, Honest) {
     let device = Default::default();
+    let c = &engine.spec().compression;
+    let layout = Layout::of_task(c.chunk, c.top_k, c.value_bits);
+    let seed = window_seed(window);
+    let mut honest = Honest {
+        served: BTreeMap::new(),
+    };
+    let mut gathered = Vec::with_capacity(residuals.len());
+    for (uid, residual) in residuals.iter_mut().enumerate() {
+        let uid = uid as u16;
+        let group = engine.group(seed, uid, 0).expect("uid fits the window");
+        let outcome = engine
+            .train_window::<CpuTrainBackend>(
+                &device,
+                &checkpoint.params,
+                window,
+                seed,
+                uid,
+                group.range.clone(),
+                |_, _| {},
+            )
+            .expect("uid fits the window");
+        let dense = outcome.pseudo_gradient(&checkpoint.params);
+        let out = codec::compress_range(
+            &dense,
+            residual,
+            layout,
+            c.error_feedback as f32,
+            group.range.clone(),
+        );
+        let values = codec::decode_as(&out.payload, group.len(), layout).expect("own payload");
+        let artefacts = Artefacts {
+            dense: codec::encode_dense(&dense),
+            residual_in: codec::encode_dense(residual),
+        };
+        honest.served.insert(uid, artefacts);
+        let residual_out = codec::encode_dense(&out.residual_out);
+        *residual = out.residual_out;
+        gathered.push(Gathered {
+            uid,
+            hotkey: format!("miner {uid}"),
+            outcome: Ok(Gradient {
+                payload: out.payload,
+                values: task::groups::scattered(&values, engine.num_params(), &group.range),
+                group: group.clone(),
+                residual_out: Digest(subnet_proto::digest(&residual_out)),
+            }),
+        });
+    }
+    (gathered, honest)
+}
+
+/// The subnet with honest miners sending in `layout`, each window scored, decided and aggregated
+/// by the validator's own steps (`validator::window`).
+fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: Layout) -> Run {
+    let engine = with_layout(spec, layout);
     let n = engine.num_params();
-    let scoring = &engine.spec().scoring;
-    let feedback = engine.spec().compression.error_feedback as f32;
     let mut checkpoint = engine.genesis();
-    let mut momentum: Vec<f32> = Vec::new();
+    let (mut momentum, mut reference_residual) = (Vec::new(), Vec::new());
+    let mut averages = Averages::new();
     let mut residuals = vec![vec![0f32; n]; setup.miners as usize];
     let mut run = Run {
         name: format!("subnet, {layout} ({:.1}x)", layout.ratio(n)),
@@ -149,65 +246,35 @@ fn subnet(engine: &TaskEngine, setup: &Setup, measure: &Measure, layout: Layout)
         worse_windows: Vec::new(),
     };
     for window in 0..setup.windows {
-        let seed = window_seed(window);
-        let mut sent = Vec::with_capacity(setup.miners as usize);
-        for uid in 0..setup.miners {
-            let outcome = engine
-                .train_window::<CpuTrainBackend>(
-                    &device,
-                    &checkpoint.params,
-                    window,
-                    seed,
-                    uid,
-                    0..n,
-                    |_, _| {},
-                )
-                .expect("uid fits the window");
-            let dense = outcome.pseudo_gradient(&checkpoint.params);
-            let out = codec::compress(&dense, &residuals[uid as usize], layout, feedback);
-            residuals[uid as usize] = out.residual_out;
-            sent.push(codec::decode_as(&out.payload, n, layout).expect("own payload decodes"));
-        }
-        let mut norms: Vec<f64> = sent.iter().map(|g| l2_norm(g)).collect();
-        norms.sort_by(f64::total_cmp);
-        let clip = norms[(norms.len() - 1) / 2];
-        let eval = engine.eval_batches(
-            seed,
-            setup.miners as u64,
-            seed ^ 0x5EED,
-            scoring.eval_batches,
-        );
-        let base = engine.losses::<CpuBackend>(&device, &checkpoint.params, &eval);
-        let mut helpful: Vec<(f64, u16)> = sent
-            .iter()
-            .enumerate()
-            .filter_map(|(uid, g)| {
-                let after =
-                    validator::evaluate::losses_after(engine, &checkpoint.params, g, clip, &eval);
-                let score = scoring::UsefulnessScore::from_losses(&base, &after);
-                (score.mean_relative_drop > 0.0).then_some((score.mean_relative_drop, uid as u16))
-            })
-            .collect();
-        helpful.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        helpful.truncate(scoring.aggregate_top);
-        let mut aggregated: Vec<u16> = helpful.iter().map(|&(_, uid)| uid).collect();
-        aggregated.sort_unstable();
-        let before = run.last();
-        if aggregated.len() >= scoring.aggregate_min.max(1) {
-            let deltas: Vec<&[f32]> = aggregated
-                .iter()
-                .map(|&u| sent[u as usize].as_slice())
-                .collect();
-            (checkpoint, momentum) = validator::aggregation::next_checkpoint(
-                engine,
-                &checkpoint,
-                &momentum,
-                &deltas,
-                &vec![clip; deltas.len()],
-            );
+        let (gathered, mut honest) = train_miners(&engine, &checkpoint, window, &mut residuals);
+        let setting = Setting {
+            window,
+            window_seed: window_seed(window),
+            eval_seed: task::rng::derive_seed(&[window, 0x5EED]),
+            assigned_uids: setup.miners as u64,
+            params: engine.spec().scoring.params(),
+            checkpoint: checkpoint.clone(),
+            bans: Bans::new(),
+        };
+        let start = validator::window::start(&engine, setting, reference_residual);
+        let carried = Carried {
+            averages: &averages,
+            momentum: &momentum,
+        };
+        let Ok(scored) = validator::window::score(&engine, &start, gathered, &mut honest, carried);
+        averages = averages_after(&scored.decisions);
+        let step = scored.step;
+        // As the validator does, its reference's error feedback starts over when the model stays.
+        reference_residual = if step.next.digest == checkpoint.digest {
+            Vec::new()
         } else {
+            start.reference.residual_out
+        };
+        if step.aggregated.is_empty() {
             run.idle_windows.push(window);
         }
+        let before = run.last();
+        (checkpoint, momentum) = (step.next, step.momentum_after);
         run.losses.push(measure.loss(&checkpoint.params));
         if run.last() > before {
             run.worse_windows.push(window);
@@ -245,7 +312,7 @@ pub fn compare(spec: TaskSpec, setup: Setup) -> anyhow::Result<Comparison> {
         spec.task.name,
         spec.shards.groups
     );
-    let engine = TaskEngine::new(spec);
+    let engine = TaskEngine::new(spec.clone());
     let started = Instant::now();
     let measure = Measure {
         engine: &engine,
@@ -261,10 +328,10 @@ pub fn compare(spec: TaskSpec, setup: Setup) -> anyhow::Result<Comparison> {
     let mut runs = Vec::new();
     if !setup.compressed_only {
         runs.push(single_machine(&engine, &setup, &measure));
-        runs.push(subnet(&engine, &setup, &measure, Layout::DenseF32));
+        runs.push(subnet(&spec, &setup, &measure, Layout::DenseF32));
     }
     for &layout in &setup.layouts {
-        runs.push(subnet(&engine, &setup, &measure, layout));
+        runs.push(subnet(&spec, &setup, &measure, layout));
     }
     Ok(Comparison {
         task: engine.spec().task.name.clone(),

@@ -10,7 +10,9 @@ use validator::dashboard::{Dashboard, decision_rows};
 use validator::replay::{ReplayReport, ReplayedWindow, replay};
 
 /// Reads what-if scoring parameters: a TOML file with a `[scoring]` section (a whole task file
-/// works), whose keys override the recorded ones.
+/// works), whose keys override the recorded ones. Every rule a window applies can change (the
+/// audit tolerance and the evaluation step included); the section's other keys (how many batches
+/// a validator draws, its audit period) fix what was measured and recorded, and are ignored.
 pub fn load_scoring(file: &Path, recorded: &ScoringParams) -> anyhow::Result<ScoringParams> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -20,24 +22,28 @@ pub fn load_scoring(file: &Path, recorded: &ScoringParams) -> anyhow::Result<Sco
         .get("scoring")
         .and_then(|s| s.as_table())
         .with_context(|| format!("{} has no [scoring] section", file.display()))?;
-    let mut params = recorded.clone();
+    let mut merged = toml::Table::try_from(recorded).context("the recorded scoring parameters")?;
     let mut problems = Vec::new();
     for (key, v) in section {
-        let number = v.as_float().or_else(|| v.as_integer().map(|i| i as f64));
-        let slot = match key.as_str() {
-            "moving_average" => &mut params.moving_average,
-            "max_weight" => &mut params.max_weight,
-            "assignment_p_value" => &mut params.assignment_p_value,
-            "copy_cosine" => &mut params.copy_cosine,
-            "max_norm_ratio" => &mut params.max_norm_ratio,
-            // Parameters that change what was evaluated cannot be replayed as a what-if.
-            _ => continue,
-        };
-        match number {
-            Some(x) => *slot = x,
-            None => problems.push(format!("scoring.{key} = {v} is not a number")),
+        if let Some(slot) = merged.get_mut(key) {
+            let v = match (&slot, v) {
+                // An integer where a float is recorded is that number.
+                (toml::Value::Float(_), toml::Value::Integer(i)) => toml::Value::Float(*i as f64),
+                _ => v.clone(),
+            };
+            if std::mem::discriminant(slot) != std::mem::discriminant(&v) {
+                problems.push(format!("scoring.{key} = {v} is not a {}", slot.type_str()));
+                continue;
+            }
+            *slot = v;
         }
     }
+    if !problems.is_empty() {
+        anyhow::bail!("{}:\n  {}", file.display(), problems.join("\n  "));
+    }
+    let params: ScoringParams = merged
+        .try_into()
+        .with_context(|| format!("{}: the [scoring] section", file.display()))?;
     let in_range = |x: f64, lo_open: bool| {
         if lo_open {
             x > 0.0 && x <= 1.0
@@ -73,6 +79,21 @@ pub fn load_scoring(file: &Path, recorded: &ScoringParams) -> anyhow::Result<Sco
         problems.push(format!(
             "scoring.max_norm_ratio = {} must be at least 1",
             params.max_norm_ratio
+        ));
+    }
+    if !(params.eval_step.is_finite() && params.eval_step > 0.0) {
+        problems.push(format!(
+            "scoring.eval_step = {} must be a positive number",
+            params.eval_step
+        ));
+    }
+    if params.aggregate_top == 0 {
+        problems.push("scoring.aggregate_top = 0 must be at least 1".into());
+    }
+    if params.spot_check_tolerance.is_nan() || params.spot_check_tolerance < 0.0 {
+        problems.push(format!(
+            "scoring.spot_check_tolerance = {} must not be negative",
+            params.spot_check_tolerance
         ));
     }
     if !problems.is_empty() {

@@ -285,12 +285,12 @@ pub fn task_toml(data: &[u8]) -> bool {
 /// A replay log: records up to the first torn or corrupt frame, or an error. The valid prefix on its
 /// own parses to the same records.
 pub fn replay_log(data: &[u8]) -> bool {
-    let Ok((records, good)) = validator::store::parse_log(data) else {
+    let Ok((records, good)) = validator::store::parse_log(data, None) else {
         return false;
     };
     assert!(good as usize <= data.len());
     let (again, again_good) =
-        validator::store::parse_log(&data[..good as usize]).expect("a valid prefix parses");
+        validator::store::parse_log(&data[..good as usize], None).expect("a valid prefix parses");
     assert_eq!(again.len(), records.len());
     assert_eq!(again_good, good);
     !records.is_empty()

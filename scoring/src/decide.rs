@@ -20,7 +20,8 @@ use crate::weights::{moving_average, normalize_max_weight};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The scoring parameters that act on evidence (the task file's `[scoring]` section holds them).
+/// Every rule a window applies, from measuring a gradient to aggregating the earners (the task
+/// file's `[scoring]` section holds them). A replay varies any of them (`subnet replay --scoring`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoringParams {
     /// Weight of the newest window in the moving average (0..=1).
@@ -35,6 +36,26 @@ pub struct ScoringParams {
     pub max_norm_ratio: f64,
     /// Windows after a fraud in which the miner's hotkey earns nothing.
     pub fraud_ban_windows: u64,
+    /// A gradient is measured on its own at this fraction of a full outer step.
+    pub eval_step: f64,
+    /// How many of the best earners of each parameter group are aggregated.
+    pub aggregate_top: usize,
+    /// Fewer earners than this are not aggregated: the model never moves by one miner's say.
+    pub aggregate_min: usize,
+    /// Largest relative L2 difference between an audited dense gradient and its re-execution that
+    /// counts as backend noise rather than fraud.
+    pub spot_check_tolerance: f64,
+}
+
+impl ScoringParams {
+    /// The names of the rules that joined the record after its first version: a record written
+    /// before them takes them from its directory's task file, which set them then.
+    pub const LATER_RULES: [&'static str; 4] = [
+        "eval_step",
+        "aggregate_top",
+        "aggregate_min",
+        "spot_check_tolerance",
+    ];
 }
 
 /// What a validator saw of one miner in one window.

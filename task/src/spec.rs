@@ -182,7 +182,7 @@ pub struct ScoringSpec {
 }
 
 impl ScoringSpec {
-    /// The parameters that turn a window's evidence into decisions.
+    /// Every rule a window applies, as the window's steps read them.
     pub fn params(&self) -> scoring::ScoringParams {
         scoring::ScoringParams {
             moving_average: self.moving_average,
@@ -191,6 +191,10 @@ impl ScoringSpec {
             copy_cosine: self.copy_cosine,
             max_norm_ratio: self.max_norm_ratio,
             fraud_ban_windows: self.fraud_ban_windows,
+            eval_step: self.eval_step,
+            aggregate_top: self.aggregate_top,
+            aggregate_min: self.aggregate_min,
+            spot_check_tolerance: self.spot_check_tolerance,
         }
     }
 }

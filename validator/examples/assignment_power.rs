@@ -52,16 +52,18 @@ fn main() {
                 )
                 .unwrap();
                 let payload = send(&dense, &mut residuals[i]);
-                let p = evaluate::assignment_evidence(
-                    &engine,
-                    &params,
-                    &payload,
-                    &control,
-                    clip,
+                let draw = evaluate::AssignmentDraw {
                     window,
                     window_seed,
                     eval_seed,
                     uid,
+                };
+                let p = evaluate::assignment_evidence(
+                    &engine,
+                    &params,
+                    (&payload, &control, clip),
+                    engine.spec().scoring.eval_step,
+                    draw,
                 )
                 .unwrap()
                 .check()
@@ -71,16 +73,18 @@ fn main() {
                 honest_failed += usize::from(p > threshold);
                 sent.push(payload);
             }
-            let p = evaluate::assignment_evidence(
-                &engine,
-                &params,
-                &sent[0],
-                &control,
-                clip,
+            let draw = evaluate::AssignmentDraw {
                 window,
                 window_seed,
                 eval_seed,
-                9,
+                uid: 9,
+            };
+            let p = evaluate::assignment_evidence(
+                &engine,
+                &params,
+                (&sent[0], &control, clip),
+                engine.spec().scoring.eval_step,
+                draw,
             )
             .unwrap()
             .check()

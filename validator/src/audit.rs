@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use subnet_proto::codec::{self, Layout};
 use subnet_proto::pb;
-use task::TaskEngine;
+use task::{Digest, TaskEngine};
 
 /// Windows of residual history kept per miner.
 const KEPT_WINDOWS: usize = 16;
@@ -132,10 +132,9 @@ const AUDIT: u64 = 0x4155_4449;
 /// artefacts do not fit together.
 pub fn verify_artefacts(
     engine: &TaskEngine,
-    commitment: &pb::Commitment,
+    residual_out_claim: &Digest,
     payload: &[u8],
-    dense: &[u8],
-    residual_in: &[u8],
+    (dense, residual_in): (&[u8], &[u8]),
     range: &std::ops::Range<usize>,
 ) -> Result<Vec<f32>, String> {
     let n = engine.num_params();
@@ -177,12 +176,12 @@ pub fn verify_artefacts(
             "its payload is not the codec of its committed dense gradient and residual (first difference at byte {first})"
         ));
     }
-    let residual_out = subnet_proto::digest(&codec::encode_dense(&recomputed.residual_out));
-    if residual_out.as_slice() != commitment.residual_out_digest.as_slice() {
+    let residual_out = Digest(subnet_proto::digest(&codec::encode_dense(
+        &recomputed.residual_out,
+    )));
+    if &residual_out != residual_out_claim {
         return Err(format!(
-            "its committed outgoing residual {} is not the {} its compression leaves",
-            hex::encode(&commitment.residual_out_digest),
-            hex::encode(residual_out)
+            "its committed outgoing residual {residual_out_claim} is not the {residual_out} its compression leaves"
         ));
     }
     Ok(dense)
@@ -212,15 +211,19 @@ mod tests {
         let layout = Layout::of_task(c.chunk, c.top_k, c.value_bits);
         let feedback = c.error_feedback as f32;
         let out = codec::compress_range(&dense, &residual, layout, feedback, own.clone());
-        let commitment = pb::Commitment {
-            residual_out_digest: subnet_proto::digest(&codec::encode_dense(&out.residual_out))
-                .to_vec(),
-            ..Default::default()
-        };
+        let residual_out = Digest(subnet_proto::digest(&codec::encode_dense(
+            &out.residual_out,
+        )));
         let (dense_bytes, residual_bytes) =
             (codec::encode_dense(&dense), codec::encode_dense(&residual));
         let check = |payload: &[u8], dense: &[u8], range: &std::ops::Range<usize>| {
-            verify_artefacts(&engine, &commitment, payload, dense, &residual_bytes, range)
+            verify_artefacts(
+                &engine,
+                &residual_out,
+                payload,
+                (dense, &residual_bytes),
+                range,
+            )
         };
         assert_eq!(check(&out.payload, &dense_bytes, &own), Ok(dense.clone()));
         // It moved a parameter of a group it was not given (the rest of the model is frozen).

@@ -11,20 +11,16 @@ pub fn losses(engine: &TaskEngine, params: &[f32], batches: &[Batch]) -> Vec<f32
     engine.losses::<CpuBackend>(&Default::default(), params, batches)
 }
 
-/// Losses on `batches` after `gradient`, clipped to `clip_norm`, is applied alone to `params` at the
-/// task's evaluation step.
+/// Losses on `batches` after `gradient`, clipped to `clip_norm`, is applied alone to `params` at
+/// `eval_step` of a full outer step (`ScoringParams::eval_step`).
 pub fn losses_after(
     engine: &TaskEngine,
     params: &[f32],
-    gradient: &[f32],
-    clip_norm: f64,
+    (gradient, clip_norm): (&[f32], f64),
+    eval_step: f64,
     batches: &[Batch],
 ) -> Vec<f32> {
-    let moved = outer_sgd_step(
-        params,
-        &clipped(gradient, clip_norm),
-        engine.spec().scoring.eval_step,
-    );
+    let moved = outer_sgd_step(params, &clipped(gradient, clip_norm), eval_step);
     losses(engine, &moved, batches)
 }
 
@@ -106,18 +102,18 @@ pub fn group_norms(engine: &TaskEngine, v: &[f32]) -> Vec<f64> {
 }
 
 /// The mean relative loss drop on `batches` (whose losses under `params` are `base`) that `v`
-/// restricted to each of the task's parameter groups gives alone at the evaluation step (empty for a
+/// restricted to each of the task's parameter groups gives alone at `eval_step` (empty for a
 /// whole-model task): the prices of the groups (`scoring::decide::group_values`).
 pub fn group_gains(
     engine: &TaskEngine,
     params: &[f32],
     v: &[f32],
-    base: &[f32],
-    batches: &[Batch],
+    (base, batches): (&[f32], &[Batch]),
+    eval_step: f64,
 ) -> Vec<f64> {
     per_group(engine, |g| {
         let part = task::groups::masked(v, &g.range);
-        let after = losses_after(engine, params, &part, f64::INFINITY, batches);
+        let after = losses_after(engine, params, (&part, f64::INFINITY), eval_step, batches);
         scoring::UsefulnessScore::from_losses(base, &after).mean_relative_drop
     })
 }
@@ -146,32 +142,42 @@ pub fn reexecute(
         .map(|outcome| outcome.pseudo_gradient(start))
 }
 
-/// The losses behind a miner's assignment check, on batches drawn by the validator's secret seed
-/// (`None` when the uid has no assignment).
-#[allow(clippy::too_many_arguments)]
+/// Whose assignment check, in which window, on batches drawn by which secret seed.
+#[derive(Clone, Copy, Debug)]
+pub struct AssignmentDraw {
+    pub window: u64,
+    pub window_seed: u64,
+    pub eval_seed: u64,
+    pub uid: u16,
+}
+
+/// The losses behind a miner's assignment check: `gradient` and `control`, each clipped to
+/// `clip_norm` and applied at `eval_step`, on batches of the miner's pages and of their held-back
+/// neighbours (`None` when the uid has no assignment).
 pub fn assignment_evidence(
     engine: &TaskEngine,
     params: &[f32],
-    gradient: &[f32],
-    control: &[f32],
-    clip_norm: f64,
-    window: u64,
-    window_seed: u64,
-    eval_seed: u64,
-    uid: u16,
+    (gradient, control, clip_norm): (&[f32], &[f32], f64),
+    eval_step: f64,
+    draw: AssignmentDraw,
 ) -> Option<AssignmentEvidence> {
-    let assignment = engine.assignment(window, window_seed, uid).ok()?;
+    let assignment = engine
+        .assignment(draw.window, draw.window_seed, draw.uid)
+        .ok()?;
     let (own, held_back) = engine.assignment_check_batches(
         &assignment,
-        window_seed,
-        eval_seed,
+        draw.window_seed,
+        draw.eval_seed,
         engine.spec().scoring.assignment_batches,
     );
+    let after = |v: &[f32], batches: &[Batch]| {
+        losses_after(engine, params, (v, clip_norm), eval_step, batches)
+    };
     Some(AssignmentEvidence {
-        control_own: losses_after(engine, params, control, clip_norm, &own),
-        after_own: losses_after(engine, params, gradient, clip_norm, &own),
-        control_held_back: losses_after(engine, params, control, clip_norm, &held_back),
-        after_held_back: losses_after(engine, params, gradient, clip_norm, &held_back),
+        control_own: after(control, &own),
+        after_own: after(gradient, &own),
+        control_held_back: after(control, &held_back),
+        after_held_back: after(gradient, &held_back),
         base_held_back: losses(engine, params, &held_back),
     })
 }

@@ -22,6 +22,7 @@ pub mod replay;
 mod service;
 pub mod store;
 mod weights;
+pub mod window;
 
 pub use aggregation::Recipe;
 pub use error::ValidatorError;

@@ -91,3 +91,25 @@ pub struct WeightsRecord {
     #[serde(default)]
     pub committed: bool,
 }
+
+/// Parses a record's JSON body. A record written before some of the window's rules joined
+/// `ScoringParams` (`ScoringParams::LATER_RULES`) takes each missing one from `task_scoring`, the
+/// `[scoring]` section of its directory's task file, which set it when the record was written.
+pub fn parse_record(
+    body: &[u8],
+    task_scoring: Option<&toml::Table>,
+) -> Result<WindowRecord, String> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if let (Some(scoring), Some(task)) = (
+        value.get_mut("scoring").and_then(|s| s.as_object_mut()),
+        task_scoring,
+    ) {
+        for rule in ScoringParams::LATER_RULES {
+            if let (false, Some(v)) = (scoring.contains_key(rule), task.get(rule)) {
+                let v = serde_json::to_value(v).map_err(|e| format!("scoring.{rule}: {e}"))?;
+                scoring.insert(rule.to_string(), v);
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}

@@ -269,11 +269,23 @@ impl DataDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let (records, good) = parse_log(&bytes).map_err(|message| StoreError::Corrupt {
-            path: path.clone(),
-            message,
-        })?;
+        let scoring = self.task_scoring();
+        let (records, good) =
+            parse_log(&bytes, scoring.as_ref()).map_err(|message| StoreError::Corrupt {
+                path: path.clone(),
+                message,
+            })?;
         Ok((records, bytes.len() as u64 - good))
+    }
+
+    /// The `[scoring]` section of the directory's task file, if it reads as TOML.
+    fn task_scoring(&self) -> Option<toml::Table> {
+        let text = fs::read_to_string(self.root.join(TASK_FILE)).ok()?;
+        let mut task: toml::Table = text.parse().ok()?;
+        match task.remove("scoring")? {
+            toml::Value::Table(scoring) => Some(scoring),
+            _ => None,
+        }
     }
 
     /// Cuts a torn frame off the end of the log, so the next append follows the last whole record.
@@ -302,8 +314,11 @@ impl DataDir {
 
 /// Parses a replay log's frames from the start; returns the records and the length of the valid
 /// prefix (a torn or corrupt last frame is not part of it). Corruption followed by whole frames is
-/// an error.
-pub fn parse_log(bytes: &[u8]) -> Result<(Vec<WindowRecord>, u64), String> {
+/// an error. `task_scoring` is the directory task's `[scoring]` section (`record::parse_record`).
+pub fn parse_log(
+    bytes: &[u8],
+    task_scoring: Option<&toml::Table>,
+) -> Result<(Vec<WindowRecord>, u64), String> {
     let mut records = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {
@@ -323,7 +338,7 @@ pub fn parse_log(bytes: &[u8]) -> Result<(Vec<WindowRecord>, u64), String> {
             }
             break;
         }
-        let record = serde_json::from_slice(body)
+        let record = crate::record::parse_record(body, task_scoring)
             .map_err(|e| format!("record at offset {at} does not parse: {e}"))?;
         records.push(record);
         at += FRAME_HEADER + len;

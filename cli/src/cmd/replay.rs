@@ -9,8 +9,10 @@ use std::path::PathBuf;
 pub struct Args {
     /// The validator's data directory (its --data).
     pub dir: PathBuf,
-    /// What-if: re-decide the same evidence with the [scoring] parameters of this TOML file
-    /// (moving_average, max_weight, assignment_p_value, copy_cosine) and show the weights.
+    /// What-if: run each window's steps again under the [scoring] parameters of this TOML file
+    /// (any rule a window applies: moving_average, max_weight, assignment_p_value, copy_cosine,
+    /// max_norm_ratio, fraud_ban_windows, eval_step, aggregate_top, aggregate_min,
+    /// spot_check_tolerance) and show the weights.
     #[arg(long)]
     pub scoring: Option<PathBuf>,
     /// Machine-readable output.

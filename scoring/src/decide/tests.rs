@@ -8,6 +8,10 @@ const PARAMS: ScoringParams = ScoringParams {
     copy_cosine: 0.95,
     max_norm_ratio: 2.0,
     fraud_ban_windows: 10,
+    eval_step: 0.25,
+    aggregate_top: 8,
+    aggregate_min: 2,
+    spot_check_tolerance: 0.05,
 };
 
 fn learned(own_gain: f32) -> AssignmentEvidence {

@@ -1,44 +1,36 @@
-//! The validator's state and handle, and the window's working types. The window's steps are the
-//! submodules: `commitments` (collected while a window is open), `lead` (the lead's checkpoint),
-//! `window` (the order of the steps, aggregation and the record), `measure` (gathering and
-//! scoring gradients), `audits` (re-executing miners' windows) and `chain_calls` (weights and
-//! fraud reports). It stays a little over 500 lines because the state, its handle and the
-//! working types each step shares belong together; the steps themselves are in the submodules.
+//! The live validator: its state and handle. A window's rules are `crate::window`'s steps, which
+//! every driver shares; the submodules here move data in and out of them: `commitments`
+//! (collected while a window is open), `lead` (the lead's checkpoint), `inputs` (gathering
+//! payloads, and the window's inputs over gRPC and the chain: the audit schedule, the residual
+//! chain, audited artefacts), `run` (a window in order, the record and what carries over) and
+//! `chain_calls` (weights and fraud reports).
 
-mod audits;
 mod chain_calls;
 mod commitments;
+mod inputs;
 mod lead;
-mod measure;
-mod window;
+mod run;
 
-use audits::apply_audits;
 use commitments::load_commitments;
 
 use crate::Recipe;
-use crate::aggregation::{Recomputation, next_checkpoint, recompute, store_vector};
-use crate::audit::{ResidualLedger, audited, verify_artefacts, zero_residual_digest};
+use crate::aggregation::{Recomputation, recompute, store_vector};
+use crate::audit::{ResidualLedger, audited, zero_residual_digest};
 use crate::error::ValidatorError;
 use crate::gather::{Gatherer, Rejection};
 use crate::outcome::{Adoption, MinerResult, WeightsSet, WindowOutcome};
-use crate::record::{AuditRecord, GradientRecord, WeightsRecord, WindowRecord};
+use crate::record::{GradientRecord, WeightsRecord, WindowRecord};
 use crate::store::{DataDir, PendingReveal, SavedState, StoreError};
-use crate::{aggregation, evaluate, weights};
+use crate::{aggregation, weights, window};
 use chain_client::{AccountId, Chain, FraudOutcome, Membership, Metagraph, Neuron};
-use scoring::checks::{pairwise_similarity, relative_difference, reproduces};
-use scoring::{
-    Averages, Bans, MinerDecision, MinerEvidence, Reason, ReasonKind, Verdict, WindowEvidence,
-    aggregation_order, averages_after, bans_after, candidates, decide, screen, weights_to_u16,
-};
+use scoring::{Averages, Bans, Reason, ReasonKind, averages_after, bans_after, weights_to_u16};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use subnet_proto::checkpoints::CheckpointClient;
 use subnet_proto::{codec, pb};
 use subxt_signer::sr25519::Keypair;
-use task::Digest;
-use task::aggregate::l2_norm;
-use task::{Checkpoint, TaskEngine};
+use task::{Checkpoint, Digest, TaskEngine};
 
 /// Seconds spent per step of a window.
 #[derive(Debug)]
@@ -59,7 +51,7 @@ impl Timings {
 }
 
 /// What a scored window leaves for recomputing the lead's next checkpoint.
-struct Scored {
+struct LastWindow {
     window: u64,
     checkpoint: Checkpoint,
     momentum: Vec<f32>,
@@ -91,7 +83,7 @@ struct ValidatorState {
     audit_secret: u64,
     /// Commitments collected while their window was open, by window and uid.
     collected: BTreeMap<u64, BTreeMap<u16, pb::Commitment>>,
-    scored: Option<Scored>,
+    scored: Option<LastWindow>,
 }
 
 struct Inner<C> {
@@ -116,63 +108,34 @@ const KEPT_COLLECTIONS: usize = 4;
 /// (a few hundred bytes each) are all asked for at once.
 const MAX_CONCURRENT_FETCHES: usize = 32;
 
-/// What every step of a window's scoring reads.
+/// What the live window keeps beside its steps' start: the miners, what they committed while the
+/// window was open, and the residual ledger as the window began.
 struct WindowContext {
-    window: u64,
-    window_seed: u64,
-    eval_seed: u64,
-    /// The uids whose page ranges the window's assignment covers.
-    assigned_uids: u64,
-    params: scoring::ScoringParams,
-    checkpoint: Checkpoint,
+    start: Arc<window::Start>,
     /// Every registered uid but this validator's.
     miners: Vec<Neuron>,
     /// The commitments collected before the window closed.
     collected: BTreeMap<u16, pb::Commitment>,
-    bans: Bans,
     ledger: ResidualLedger,
-    batches: Arc<Vec<task::Batch>>,
-    /// The checkpoint's losses on `batches`.
-    base: Vec<f32>,
-    reference: Reference,
 }
 
-/// The validator's own training of the window.
-struct Reference {
-    dense: Vec<f32>,
-    /// As a miner sends it: compressed with the validator's own error-feedback residual.
-    sent: Arc<Vec<f32>>,
-    residual_in: Vec<f32>,
-    residual_out: Vec<f32>,
-    /// The norm of `sent` over each parameter group (empty for a whole-model task).
-    group_norms: Vec<f64>,
-    /// What `sent` over each parameter group gains alone on the eval batches (empty for a
-    /// whole-model task).
-    group_gains: Vec<f64>,
-}
+impl WindowContext {
+    fn window(&self) -> u64 {
+        self.start.setting.window
+    }
 
-/// The window's work as measured and checked so far.
-#[derive(Default)]
-struct Work {
-    evidence: Vec<MinerEvidence>,
-    gradients: BTreeMap<u16, Fetched>,
-    rejections: BTreeMap<u16, Rejection>,
-    /// The norm every gradient of each parameter group is clipped to
-    /// (`scoring::decide::group_clip_norms`).
-    clips: Vec<f64>,
-    audits: Vec<AuditFinding>,
-}
-
-impl Work {
     /// The frauds to report: uid, hotkey and the digest of (commitment signature, reason).
-    fn frauds(&self, ctx: &WindowContext) -> Vec<(u16, AccountId, [u8; 32])> {
-        self.evidence
+    fn frauds(&self, scored: &window::Scored) -> Vec<(u16, AccountId, [u8; 32])> {
+        scored
+            .evidence
+            .miners
             .iter()
             .filter_map(|m| {
-                let (reason, g) = (m.fraud.as_ref()?, self.gradients.get(&m.uid)?);
-                let mut bytes = g.commitment.signature.clone();
+                let reason = m.fraud.as_ref()?;
+                scored.gradients.get(&m.uid)?;
+                let mut bytes = self.collected.get(&m.uid)?.signature.clone();
                 bytes.extend_from_slice(reason.text.as_bytes());
-                let offender = ctx.miners.iter().find(|n| n.uid == m.uid)?.hotkey;
+                let offender = self.miners.iter().find(|n| n.uid == m.uid)?.hotkey;
                 Some((m.uid, offender, subnet_proto::digest(&bytes)))
             })
             .collect()
@@ -180,20 +143,29 @@ impl Work {
 
     /// Each miner's result, from its decision (paired with its miner by uid: the decisions are
     /// made over the window's miners, one each).
-    fn results(&mut self, ctx: &WindowContext, decisions: Vec<MinerDecision>) -> Vec<MinerResult> {
+    fn results(
+        &self,
+        scored: &window::Scored,
+        mut rejections: BTreeMap<u16, Rejection>,
+    ) -> Vec<MinerResult> {
         let hotkeys: BTreeMap<u16, AccountId> =
-            ctx.miners.iter().map(|n| (n.uid, n.hotkey)).collect();
-        decisions
-            .into_iter()
+            self.miners.iter().map(|n| (n.uid, n.hotkey)).collect();
+        scored
+            .decisions
+            .iter()
             .map(|d| MinerResult {
                 uid: d.uid,
                 hotkey: hotkeys[&d.uid],
-                usefulness: d.usefulness,
-                assignment: d.assignment,
+                usefulness: d.usefulness.clone(),
+                assignment: d.assignment.clone(),
                 contribution: d.contribution,
-                rejection: self.rejections.remove(&d.uid),
-                audited: self.audits.iter().any(|f| f.record.uid == d.uid),
-                verdict: d.verdict,
+                rejection: rejections.remove(&d.uid).or_else(|| {
+                    let refused = scored.evidence.miners.iter().find(|m| m.uid == d.uid)?;
+                    (refused.refused.as_ref()?.kind == ReasonKind::NonFiniteLoss)
+                        .then_some(Rejection::NonFiniteLoss)
+                }),
+                audited: scored.audits.iter().any(|f| f.record.uid == d.uid),
+                verdict: d.verdict.clone(),
                 score: d.score,
                 moving_average: d.moving_average,
                 weight: d.weight,
@@ -202,31 +174,10 @@ impl Work {
     }
 }
 
-/// The window's outer step.
-struct Step {
-    aggregated: Vec<u16>,
-    /// The clip norm of each aggregated gradient (its group's).
-    caps: Vec<f64>,
-    next: Checkpoint,
-    momentum_before: Vec<f32>,
-    momentum_after: Vec<f32>,
-}
-
-/// A gradient that arrived intact.
+/// A gradient that arrived intact, with the commitment it came under.
 struct Fetched {
     commitment: pb::Commitment,
-    payload: Vec<u8>,
-    /// The decoded payload as a whole-model vector (zero outside the miner's group).
-    values: Vec<f32>,
-    /// The parameter group the miner trained this window.
-    group: task::groups::ParamGroup,
-}
-
-/// What an audit found.
-struct AuditFinding {
-    record: AuditRecord,
-    /// The miner could not be reached: audit it again next window.
-    incomplete: bool,
+    gradient: window::Gradient,
 }
 
 impl<C: Chain> Validator<C> {

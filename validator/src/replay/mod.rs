@@ -1,23 +1,18 @@
-//! Offline replay of a validator's data directory: every recorded loss is recomputed on the CPU from
-//! the recorded checkpoints and gradients and must match bit for bit, the validator's own reference
-//! training and every audit are run again, and every decision is re-derived and must give the
-//! recorded weights and the recorded next checkpoint. Optionally the same window is re-decided under
-//! other scoring parameters ("what if"; when they change which gradients are candidates, what each
-//! adds to the others is evaluated again).
+//! Offline replay of a validator's data directory: each recorded window's steps (`crate::window`,
+//! the very ones the validator ran) run again on the recorded inputs, on the CPU; every loss must
+//! match bit for bit, and the audits, decisions, weights and next checkpoint must be the recorded
+//! ones. Optionally the same window runs again under other scoring parameters ("what if"): any
+//! rule of `ScoringParams` may change, the audit tolerance and the evaluation step included.
 
 mod window;
 
 use window::replay_window;
 
-use crate::evaluate;
-use crate::record::WindowRecord;
 use crate::store::{DataDir, StoreError};
-use scoring::checks::pairwise_similarity;
-use scoring::{Averages, MinerDecision, ScoringParams, WindowEvidence, averages_after, decide};
+use scoring::{Averages, MinerDecision, ScoringParams, averages_after};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::Path;
-use task::{Checkpoint, TaskEngine, TaskSpec};
+use task::{TaskEngine, TaskSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -110,12 +105,11 @@ pub fn replay(
     let mut what_if_averages: Option<Averages> = None;
     let mut losses_checked = 0;
     for record in &records {
-        let (mut replayed, inputs) = replay_window(&store, &engine, record)?;
+        let (mut replayed, replayable) = replay_window(&store, &engine, record)?;
         losses_checked += replayed.losses_checked;
         if let Some(params) = &what_if {
             let before = what_if_averages.get_or_insert_with(|| record.averages_before.clone());
-            let evidence = evidence_under(&engine, record, &inputs, params);
-            let decisions = decide(&evidence, params, before);
+            let decisions = replayable.decide_under(&engine, &store, record, (params, before))?;
             *before = averages_after(&decisions);
             replayed.what_if = Some(decisions);
         }
@@ -129,59 +123,4 @@ pub fn replay(
         torn_bytes,
         what_if,
     })
-}
-
-/// What a replayed window's evaluations need again for a what-if.
-struct WindowInputs {
-    checkpoint: Checkpoint,
-    batches: Vec<task::Batch>,
-    gradients: BTreeMap<u16, Vec<f32>>,
-}
-
-/// The window's evidence as it would have been under `params`: when they change which gradients
-/// are candidates, the similarities and leave-one-out losses are recomputed for the new set.
-fn evidence_under(
-    engine: &TaskEngine,
-    record: &WindowRecord,
-    inputs: &WindowInputs,
-    params: &ScoringParams,
-) -> WindowEvidence {
-    let mut evidence = record.evidence.clone();
-    let candidates = scoring::candidates(&evidence, params);
-    if candidates == scoring::candidates(&evidence, &record.scoring) {
-        return evidence;
-    }
-    let values: Vec<&[f32]> = candidates
-        .iter()
-        .map(|u| inputs.gradients[u].as_slice())
-        .collect();
-    let caps: Vec<f64> = candidates
-        .iter()
-        .map(|u| {
-            evidence
-                .miners
-                .iter()
-                .find(|m| m.uid == *u)
-                .map_or(0.0, |m| evidence.clip_of(m))
-        })
-        .collect();
-    let (aggregate, without) = evaluate::leave_one_out(
-        engine,
-        &inputs.checkpoint.params,
-        &values,
-        &caps,
-        &inputs.batches,
-    );
-    evidence.similarities =
-        pairwise_similarity(&candidates.iter().copied().zip(values).collect::<Vec<_>>());
-    evidence.aggregate = aggregate;
-    for m in &mut evidence.miners {
-        m.without = Vec::new();
-    }
-    for (uid, losses) in candidates.iter().zip(without) {
-        if let Some(m) = evidence.miners.iter_mut().find(|m| m.uid == *uid) {
-            m.without = losses;
-        }
-    }
-    evidence
 }

@@ -1,77 +1,273 @@
-//! One recorded window replayed, step by step as the validator ran it: the starting checkpoint's
-//! loss, the validator's reference training, each gradient's losses and assignment check, the
-//! audits, the candidates and what each adds, then the decisions, the aggregation and the next
-//! checkpoint.
-//!
-//! Longer than most: one method per step of the validator's window, in the order it ran them, so
-//! that the replay reads as the window did.
+//! One recorded window replayed: the window's own steps (`crate::window`) run again on the
+//! recorded inputs (the checkpoint, the gathered payloads, the audited artefacts, the validator's
+//! memory of earlier windows as the record keeps it), and what they produce must be what was
+//! recorded: every loss bit for bit, the audits, the decisions, the weights, the aggregation and
+//! the next checkpoint.
 
-use super::{ReplayError, ReplayedWindow, WindowInputs, confirm};
-use crate::audit;
-use crate::evaluate;
-use crate::record::WindowRecord;
+use super::{ReplayError, ReplayedWindow, confirm};
+use crate::record::{AuditRecord, WindowRecord};
 use crate::store::DataDir;
-use scoring::checks::{pairwise_similarity, relative_difference, reproduces};
-use scoring::{MinerDecision, MinerEvidence, decide, weights_to_u16};
+use crate::window::{
+    self, Artefacts, AuditGap, Carried, Gathered, Gradient, Refusal, Scored, Setting, Start,
+    WindowInputs,
+};
+use scoring::weights_to_u16;
+use scoring::{Averages, MinerEvidence, Reason, ReasonKind, ScoringParams, WindowEvidence};
 use std::collections::BTreeMap;
-use std::ops::Range;
 use subnet_proto::codec::{self, Layout};
-use task::aggregate::l2_norm;
 use task::{Checkpoint, Digest, TaskEngine};
 
-/// Replays `record`: every recorded loss, norm, audit and decision, recomputed.
+/// What a replayed window's steps ran on, for running them again under other rules.
+pub(super) struct Replayable {
+    start: Start,
+    gathered: Vec<Gathered>,
+    momentum: Vec<f32>,
+}
+
+impl Replayable {
+    /// The window's decisions under `params`, from the moving averages `averages` (the recorded
+    /// artefacts serve the audits; a miner the record never audited is refused as unaudited).
+    pub(super) fn decide_under(
+        &self,
+        engine: &TaskEngine,
+        store: &DataDir,
+        record: &WindowRecord,
+        (params, averages): (&ScoringParams, &Averages),
+    ) -> Result<Vec<scoring::MinerDecision>, ReplayError> {
+        let start = self.start.under(engine, params);
+        let carried = Carried {
+            averages,
+            momentum: &self.momentum,
+        };
+        let mut inputs = Recorded { store, record };
+        let scored = window::score(engine, &start, self.gathered.clone(), &mut inputs, carried)?;
+        Ok(scored.decisions)
+    }
+}
+
+/// Replays `record`: the window's steps on its inputs, compared with what it says they gave.
 pub(super) fn replay_window(
     store: &DataDir,
     engine: &TaskEngine,
     record: &WindowRecord,
-) -> Result<(ReplayedWindow, WindowInputs), ReplayError> {
-    let mut replay = WindowReplay::start(store, engine, record)?;
-    let reference = replay.reference()?;
-    let gradients = replay.gradients()?;
-    replay.miners(&gradients, &reference)?;
-    replay.audits(&gradients)?;
-    replay.contributions(&gradients)?;
-    let decisions = decide(&record.evidence, &record.scoring, &record.averages_before);
-    replay.aggregation(&decisions, &gradients)?;
+) -> Result<(ReplayedWindow, Replayable), ReplayError> {
+    let invalid = |what: String| ReplayError::Invalid {
+        window: record.window,
+        what,
+    };
+    if record.task_digest != Digest(engine.digest()) {
+        return Err(invalid(format!(
+            "recorded for task {}, the directory's task is {}",
+            record.task_digest,
+            Digest(engine.digest())
+        )));
+    }
+    let before = record.checkpoint_before.0;
+    let checkpoint = Checkpoint::from_bytes(
+        &store.blob(&before)?,
+        &engine.digest(),
+        engine.num_params(),
+        Some(&before),
+    )
+    .map_err(|e| invalid(format!("checkpoint {}: {e}", record.checkpoint_before)))?;
+    let vector = |digest: &Option<Digest>| match digest {
+        Some(d) => crate::aggregation::load_vector(store, d, engine.num_params()).map_err(invalid),
+        None => Ok(Vec::new()),
+    };
+    let (residual, momentum) = (
+        vector(&record.reference_residual)?,
+        vector(&record.momentum_before)?,
+    );
+    let setting = Setting {
+        window: record.window,
+        window_seed: record.window_seed,
+        eval_seed: record.eval_seed,
+        assigned_uids: record.assigned_uids,
+        params: record.scoring.clone(),
+        checkpoint,
+        bans: record.bans_before.clone(),
+    };
+    let start = window::start(engine, setting, residual);
+    if start.reference.digest() != record.reference {
+        return Err(mismatch(
+            record,
+            "the validator's reference training",
+            record.reference.to_string(),
+            start.reference.digest().to_string(),
+        ));
+    }
+    let gathered = gathered(store, engine, record)?;
+    let carried = Carried {
+        averages: &record.averages_before,
+        momentum: &momentum,
+    };
+    let mut inputs = Recorded { store, record };
+    let scored = window::score(engine, &start, gathered.clone(), &mut inputs, carried)?;
+    let checked = confirm_evidence(record, &scored.evidence)?;
+    confirm_outcome(record, &scored)?;
     let weights = match &record.weights.error {
         None => Ok((record.weights.uids.clone(), record.weights.values.clone())),
         Some(e) => Err(e.clone()),
     };
-    let evidence = &record.evidence;
+    let base = &scored.evidence.base;
     Ok((
         ReplayedWindow {
             window: record.window,
-            base_loss: evidence.base.iter().map(|&l| l as f64).sum::<f64>()
-                / evidence.base.len().max(1) as f64,
-            losses_checked: replay.checked,
-            decisions,
+            base_loss: base.iter().map(|&l| l as f64).sum::<f64>() / base.len().max(1) as f64,
+            losses_checked: checked,
+            decisions: scored.decisions,
             weights,
             what_if: None,
         },
-        WindowInputs {
-            checkpoint: replay.checkpoint,
-            batches: replay.batches,
-            gradients: gradients.values,
+        Replayable {
+            start,
+            gathered,
+            momentum,
         },
     ))
 }
 
-/// A window being replayed: what it started from, and how many recorded figures are confirmed.
-struct WindowReplay<'a> {
-    store: &'a DataDir,
-    engine: &'a TaskEngine,
-    record: &'a WindowRecord,
-    checkpoint: Checkpoint,
-    batches: Vec<task::Batch>,
-    checked: usize,
+fn mismatch(record: &WindowRecord, what: &str, recorded: String, replayed: String) -> ReplayError {
+    ReplayError::Mismatch {
+        window: record.window,
+        what: what.into(),
+        recorded,
+        replayed,
+    }
 }
 
-/// The window's recorded gradients, decoded: by uid, the dense vector, the payload and the
-/// parameter range of the miner's group.
-struct Gradients {
-    values: BTreeMap<u16, Vec<f32>>,
-    payloads: BTreeMap<u16, Vec<u8>>,
-    ranges: BTreeMap<u16, Range<usize>>,
+fn invalid(record: &WindowRecord, what: String) -> ReplayError {
+    ReplayError::Invalid {
+        window: record.window,
+        what,
+    }
+}
+
+/// Every miner as the validator gathered it: the recorded payloads decoded in the task's layout
+/// over each miner's group, and the recorded refusals.
+fn gathered(
+    store: &DataDir,
+    engine: &TaskEngine,
+    record: &WindowRecord,
+) -> Result<Vec<Gathered>, ReplayError> {
+    let c = &engine.spec().compression;
+    let layout = Layout::of_task(c.chunk, c.top_k, c.value_bits);
+    let mut out = Vec::with_capacity(record.evidence.miners.len());
+    for m in &record.evidence.miners {
+        let outcome = match record.gradients.iter().find(|g| g.uid == m.uid) {
+            Some(g) => {
+                let payload = store.blob(&g.payload_digest.0)?;
+                let group = engine
+                    .group(record.window_seed, g.uid, g.group_capacity)
+                    .map_err(|e| invalid(record, format!("uid {}: {e}", g.uid)))?;
+                let values = codec::decode_as(&payload, group.len(), layout).map_err(|e| {
+                    invalid(
+                        record,
+                        format!("uid {}'s gradient does not decode: {e}", g.uid),
+                    )
+                })?;
+                Ok(Gradient {
+                    payload,
+                    values: task::groups::scattered(&values, engine.num_params(), &group.range),
+                    group: group.clone(),
+                    residual_out: g.residual_out_digest,
+                })
+            }
+            None => Err(Refusal {
+                reason: m.refused.clone().ok_or_else(|| {
+                    invalid(
+                        record,
+                        format!(
+                            "uid {} has neither a recorded gradient nor a refusal",
+                            m.uid
+                        ),
+                    )
+                })?,
+                norm: m.norm,
+                group: m.group,
+            }),
+        };
+        out.push(Gathered {
+            uid: m.uid,
+            hotkey: m.hotkey.clone(),
+            outcome,
+        });
+    }
+    Ok(out)
+}
+
+/// A recorded window's inputs from outside it.
+struct Recorded<'a> {
+    store: &'a DataDir,
+    record: &'a WindowRecord,
+}
+
+impl Recorded<'_> {
+    fn miner(&self, uid: u16) -> Option<&MinerEvidence> {
+        self.record.evidence.miners.iter().find(|m| m.uid == uid)
+    }
+}
+
+impl WindowInputs for Recorded<'_> {
+    type Error = ReplayError;
+
+    /// The audits made before the assignment check: those of miners the record has no assignment
+    /// check for (an audit made because the check failed follows the check's evidence).
+    fn due_audits(&mut self, gradients: &BTreeMap<u16, Gradient>) -> Vec<u16> {
+        self.record
+            .audits
+            .iter()
+            .map(|a| a.uid)
+            .filter(|uid| gradients.contains_key(uid))
+            .filter(|uid| self.miner(*uid).is_some_and(|m| m.assignment.is_none()))
+            .collect()
+    }
+
+    /// The residual chain the validator's ledger broke, as recorded.
+    fn residual_chain(&mut self, uid: u16) -> Option<Reason> {
+        self.miner(uid)?
+            .fraud
+            .clone()
+            .filter(|r| r.kind == ReasonKind::ResidualChain)
+    }
+
+    fn artefacts(&mut self, uid: u16) -> Result<Result<Artefacts, AuditGap>, ReplayError> {
+        let Some(audit) = self.record.audits.iter().find(|a| a.uid == uid) else {
+            return Ok(Err(AuditGap {
+                reason: Reason::new(
+                    ReasonKind::AuditUnreachable,
+                    "audit: the record holds no audit of this miner in this window",
+                ),
+                unreachable: true,
+            }));
+        };
+        served(self.store, self.record, audit)
+    }
+}
+
+/// What an audit was served, from the blobs its record names, or why it was served nothing.
+fn served(
+    store: &DataDir,
+    record: &WindowRecord,
+    audit: &AuditRecord,
+) -> Result<Result<Artefacts, AuditGap>, ReplayError> {
+    match (&audit.dense_digest, &audit.residual_digest, &audit.failure) {
+        (Some(dense), Some(residual), _) => Ok(Ok(Artefacts {
+            dense: store.blob(&dense.0)?,
+            residual_in: store.blob(&residual.0)?,
+        })),
+        (None, None, Some(reason)) => Ok(Err(AuditGap {
+            reason: reason.clone(),
+            unreachable: reason.kind == ReasonKind::AuditUnreachable,
+        })),
+        _ => Err(invalid(
+            record,
+            format!(
+                "uid {}'s audit names neither its artefacts nor a failure",
+                audit.uid
+            ),
+        )),
+    }
 }
 
 /// Whether two vectors hold the same bits.
@@ -79,490 +275,197 @@ fn same_bits(a: &[f64], b: &[f64]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
-impl<'a> WindowReplay<'a> {
-    /// Loads the starting checkpoint and confirms its loss on the window's eval batches.
-    fn start(
-        store: &'a DataDir,
-        engine: &'a TaskEngine,
-        record: &'a WindowRecord,
-    ) -> Result<Self, ReplayError> {
-        let window = record.window;
-        let invalid = |what: String| ReplayError::Invalid { window, what };
-        if record.task_digest != Digest(engine.digest()) {
-            return Err(invalid(format!(
-                "recorded for task {}, the directory's task is {}",
-                record.task_digest,
-                Digest(engine.digest())
-            )));
-        }
-        let before = record.checkpoint_before.0;
-        let checkpoint = Checkpoint::from_bytes(
-            &store.blob(&before)?,
-            &engine.digest(),
-            engine.num_params(),
-            Some(&before),
-        )
-        .map_err(|e| invalid(format!("checkpoint {}: {e}", record.checkpoint_before)))?;
-        let batches = evaluate::eval_batches(
-            engine,
-            record.window_seed,
-            record.assigned_uids,
-            record.eval_seed,
-        );
-        let checked = confirm(
-            window,
-            "checkpoint loss",
-            &record.evidence.base,
-            &evaluate::losses(engine, &checkpoint.params, &batches),
-        )?;
-        Ok(Self {
-            store,
-            engine,
+/// Compares the replayed evidence with the recorded one, loss by loss; returns how many losses
+/// were confirmed.
+fn confirm_evidence(
+    record: &WindowRecord,
+    replayed: &WindowEvidence,
+) -> Result<usize, ReplayError> {
+    let (window, recorded) = (record.window, &record.evidence);
+    let mut checked = confirm(window, "checkpoint loss", &recorded.base, &replayed.base)?;
+    if replayed.reference_norm.to_bits() != recorded.reference_norm.to_bits() {
+        return Err(invalid(
             record,
-            checkpoint,
-            batches,
-            checked,
-        })
+            "the reference norm differs from the record".into(),
+        ));
     }
-
-    fn invalid(&self, what: String) -> ReplayError {
-        ReplayError::Invalid {
-            window: self.record.window,
-            what,
-        }
+    if !same_bits(
+        &replayed.reference_group_norms,
+        &recorded.reference_group_norms,
+    ) {
+        return Err(invalid(
+            record,
+            "the reference's parameter-group norms differ from the record".into(),
+        ));
     }
-
-    fn mismatch(&self, what: &str, recorded: String, replayed: String) -> ReplayError {
-        ReplayError::Mismatch {
-            window: self.record.window,
-            what: what.into(),
-            recorded,
-            replayed,
-        }
+    if !same_bits(
+        &replayed.reference_group_gains,
+        &recorded.reference_group_gains,
+    ) {
+        return Err(invalid(
+            record,
+            "the reference's parameter-group gains differ from the record".into(),
+        ));
     }
-
-    /// The validator's own training of the window, trained again: its digest, its compressed form's
-    /// norm, and its per-group norms and gains must be the recorded ones. Returns the compressed
-    /// reference (the assignment check's control).
-    fn reference(&mut self) -> Result<Vec<f32>, ReplayError> {
-        let (engine, record) = (self.engine, self.record);
-        let evidence = &record.evidence;
-        let trained = evaluate::reference(
-            engine,
-            &self.checkpoint.params,
-            record.window,
-            record.window_seed,
-            record.assigned_uids,
-            record.eval_seed,
-        );
-        let digest = Digest(subnet_proto::digest(&codec::encode_dense(&trained)));
-        if digest != record.reference {
-            return Err(self.mismatch(
-                "the validator's reference training",
-                record.reference.to_string(),
-                digest.to_string(),
-            ));
-        }
-        let residual = match &record.reference_residual {
-            Some(digest) => {
-                crate::aggregation::load_vector(self.store, digest, engine.num_params())
-                    .map_err(|e| self.invalid(e))?
-            }
-            None => Vec::new(),
-        };
-        let (reference, _) = evaluate::reference_payload(engine, &trained, &residual);
-        if l2_norm(&reference).to_bits() != evidence.reference_norm.to_bits() {
-            return Err(self.invalid("the reference norm differs from the record".into()));
-        }
-        if !same_bits(
-            &evaluate::group_norms(engine, &reference),
-            &evidence.reference_group_norms,
-        ) {
-            return Err(
-                self.invalid("the reference's parameter-group norms differ from the record".into())
-            );
-        }
-        let gains = evaluate::group_gains(
-            engine,
-            &self.checkpoint.params,
-            &reference,
-            &evidence.base,
-            &self.batches,
-        );
-        if !same_bits(&gains, &evidence.reference_group_gains) {
-            return Err(
-                self.invalid("the reference's parameter-group gains differ from the record".into())
-            );
-        }
-        self.checked += 1;
-        Ok(reference)
+    for (r, p) in recorded.miners.iter().zip(&replayed.miners) {
+        checked += confirm_miner(record, r, p)?;
     }
-
-    /// Every recorded payload, decoded in the task's layout over the miner's group.
-    fn gradients(&self) -> Result<Gradients, ReplayError> {
-        let (engine, record) = (self.engine, self.record);
-        let c = &engine.spec().compression;
-        let layout = Layout::of_task(c.chunk, c.top_k, c.value_bits);
-        let mut out = Gradients {
-            values: BTreeMap::new(),
-            payloads: BTreeMap::new(),
-            ranges: BTreeMap::new(),
-        };
-        for g in &record.gradients {
-            let payload = self.store.blob(&g.payload_digest.0)?;
-            let group = engine
-                .group(record.window_seed, g.uid, g.group_capacity)
-                .map_err(|e| self.invalid(format!("uid {}: {e}", g.uid)))?;
-            let values = codec::decode_as(&payload, group.len(), layout).map_err(|e| {
-                self.invalid(format!("uid {}'s gradient does not decode: {e}", g.uid))
-            })?;
-            out.values.insert(
-                g.uid,
-                task::groups::scattered(&values, engine.num_params(), &group.range),
-            );
-            out.payloads.insert(g.uid, payload);
-            out.ranges.insert(g.uid, group.range.clone());
-        }
-        Ok(out)
+    if replayed.similarities != recorded.similarities {
+        return Err(invalid(
+            record,
+            "gradient similarities differ from the record".into(),
+        ));
     }
-
-    fn miner(&self, uid: u16) -> Result<&'a MinerEvidence, ReplayError> {
-        self.record
-            .evidence
-            .miners
-            .iter()
-            .find(|m| m.uid == uid)
-            .ok_or_else(|| {
-                self.invalid(format!(
-                    "a gradient is recorded for uid {uid} but no evidence"
-                ))
-            })
+    checked += confirm(
+        window,
+        "aggregate",
+        &recorded.aggregate,
+        &replayed.aggregate,
+    )?;
+    // Whatever the comparisons above do not name, to the last bit.
+    let json = |e: &WindowEvidence| serde_json::to_string(e).expect("evidence serializes");
+    if json(recorded) != json(replayed) {
+        return Err(mismatch(record, "evidence", json(recorded), json(replayed)));
     }
+    Ok(checked)
+}
 
-    /// Each gradient's norm, group, held-out losses and assignment check.
-    fn miners(&mut self, gradients: &Gradients, reference: &[f32]) -> Result<(), ReplayError> {
-        let (engine, record) = (self.engine, self.record);
-        for (&uid, values) in &gradients.values {
-            let miner = self.miner(uid)?;
-            if l2_norm(values).to_bits() != miner.norm.to_bits() {
-                return Err(self.invalid(format!("uid {uid}'s norm differs from the record")));
-            }
-            let range = &gradients.ranges[&uid];
-            if engine.groups().get(miner.group).map(|g| &g.range) != Some(range) {
-                return Err(self.invalid(format!(
-                    "uid {uid} is recorded in parameter group {}, its commitment gives another",
-                    miner.group
-                )));
-            }
-            let clip = record.evidence.clip_of(miner);
-            self.checked += confirm(
-                record.window,
-                &format!("uid {uid} held-out loss"),
-                &miner.after,
-                &evaluate::losses_after(
-                    engine,
-                    &self.checkpoint.params,
-                    values,
-                    clip,
-                    &self.batches,
+/// One miner's replayed evidence against the recorded one.
+fn confirm_miner(
+    record: &WindowRecord,
+    r: &MinerEvidence,
+    p: &MinerEvidence,
+) -> Result<usize, ReplayError> {
+    let (window, uid) = (record.window, r.uid);
+    if p.uid != uid {
+        return Err(mismatch(
+            record,
+            "miners",
+            uid.to_string(),
+            p.uid.to_string(),
+        ));
+    }
+    if p.norm.to_bits() != r.norm.to_bits() {
+        return Err(invalid(
+            record,
+            format!("uid {uid}'s norm differs from the record"),
+        ));
+    }
+    if p.group != r.group {
+        return Err(invalid(
+            record,
+            format!(
+                "uid {uid} is recorded in parameter group {}, its commitment gives {}",
+                r.group, p.group
+            ),
+        ));
+    }
+    let verdicts = |m: &MinerEvidence| format!("{:?} {:?} {}", m.refused, m.fraud, m.audited_clean);
+    if verdicts(r) != verdicts(p) {
+        return Err(mismatch(
+            record,
+            &format!("uid {uid}'s refusal, fraud and audit"),
+            verdicts(r),
+            verdicts(p),
+        ));
+    }
+    let mut checked = confirm(
+        window,
+        &format!("uid {uid} held-out loss"),
+        &r.after,
+        &p.after,
+    )?;
+    match (&r.assignment, &p.assignment) {
+        (Some(r), Some(p)) => {
+            let parts = [
+                ("control on own batches", &r.control_own, &p.control_own),
+                ("gradient on own batches", &r.after_own, &p.after_own),
+                (
+                    "control on held-back batches",
+                    &r.control_held_back,
+                    &p.control_held_back,
                 ),
-            )?;
-            let control = if engine.groups().is_whole() {
-                reference.to_vec()
-            } else {
-                task::groups::masked(reference, range)
-            };
-            self.assignment_check(uid, miner, values, &control, clip)?;
-        }
-        Ok(())
-    }
-
-    /// The assignment check of one gradient, where the record has one.
-    fn assignment_check(
-        &mut self,
-        uid: u16,
-        miner: &MinerEvidence,
-        values: &[f32],
-        control: &[f32],
-        clip: f64,
-    ) -> Result<(), ReplayError> {
-        let Some(recorded) = &miner.assignment else {
-            return Ok(());
-        };
-        let record = self.record;
-        let replayed = evaluate::assignment_evidence(
-            self.engine,
-            &self.checkpoint.params,
-            values,
-            control,
-            clip,
-            record.window,
-            record.window_seed,
-            record.eval_seed,
-            uid,
-        )
-        .ok_or_else(|| self.invalid(format!("uid {uid} has no assignment")))?;
-        let parts = [
-            (
-                "control on own batches",
-                &recorded.control_own,
-                &replayed.control_own,
-            ),
-            (
-                "gradient on own batches",
-                &recorded.after_own,
-                &replayed.after_own,
-            ),
-            (
-                "control on held-back batches",
-                &recorded.control_held_back,
-                &replayed.control_held_back,
-            ),
-            (
-                "gradient on held-back batches",
-                &recorded.after_held_back,
-                &replayed.after_held_back,
-            ),
-            (
-                "checkpoint on held-back batches",
-                &recorded.base_held_back,
-                &replayed.base_held_back,
-            ),
-        ];
-        for (part, recorded, replayed) in parts {
-            let what = format!("uid {uid} assignment check, {part}");
-            self.checked += confirm(record.window, &what, recorded, replayed)?;
-        }
-        Ok(())
-    }
-
-    /// Audits: the served artefacts against the payload, and the re-executed window. Only an
-    /// audit that found nothing clears a miner.
-    fn audits(&mut self, gradients: &Gradients) -> Result<(), ReplayError> {
-        let record = self.record;
-        for m in &record.evidence.miners {
-            let clean = record
-                .audits
-                .iter()
-                .any(|a| a.uid == m.uid && a.failure.is_none());
-            if m.audited_clean != clean {
-                return Err(self.invalid(format!(
-                    "uid {} is recorded as {}cleared by an audit",
-                    m.uid,
-                    if m.audited_clean { "" } else { "not " }
-                )));
+                (
+                    "gradient on held-back batches",
+                    &r.after_held_back,
+                    &p.after_held_back,
+                ),
+                (
+                    "checkpoint on held-back batches",
+                    &r.base_held_back,
+                    &p.base_held_back,
+                ),
+            ];
+            for (part, r, p) in parts {
+                let what = format!("uid {uid} assignment check, {part}");
+                checked += confirm(window, &what, r, p)?;
             }
         }
-        for audit in &record.audits {
-            let (Some(dense), Some(residual)) = (&audit.dense_digest, &audit.residual_digest)
-            else {
-                continue;
-            };
-            let dense = self.store.blob(&dense.0)?;
-            let residual = self.store.blob(&residual.0)?;
-            self.audit(audit, gradients, &dense, &residual)?;
-            self.checked += 1;
-        }
-        Ok(())
-    }
-
-    /// One audit with its artefacts: the same relative difference, and the same verdict.
-    fn audit(
-        &self,
-        audit: &crate::record::AuditRecord,
-        gradients: &Gradients,
-        dense: &[u8],
-        residual: &[u8],
-    ) -> Result<(), ReplayError> {
-        let (engine, record, uid) = (self.engine, self.record, audit.uid);
-        let payload = gradients.payloads.get(&uid).ok_or_else(|| {
-            self.invalid(format!("uid {uid} was audited but has no recorded payload"))
-        })?;
-        let commitment = subnet_proto::pb::Commitment {
-            residual_out_digest: self.residual_out_claim(uid)?,
-            ..Default::default()
-        };
-        let range = gradients.ranges[&uid].clone();
-        let replayed =
-            audit::verify_artefacts(engine, &commitment, payload, dense, residual, &range).map(
-                |dense| {
-                    evaluate::reexecute(
-                        engine,
-                        &self.checkpoint.params,
-                        record.window,
-                        record.window_seed,
-                        uid,
-                        range,
-                    )
-                    .map(|r| relative_difference(&dense, &r))
-                },
-            );
-        match (replayed, audit.relative_difference) {
-            (Ok(Some(difference)), Some(recorded))
-                if difference.to_bits() == recorded.to_bits() =>
-            {
-                let tolerance = engine.spec().scoring.spot_check_tolerance;
-                let fraud = !reproduces(difference, tolerance);
-                if fraud != audit.failure.is_some() {
-                    return Err(self.invalid(format!(
-                        "uid {uid}'s audit differs by {difference:e}, but the record {} it a failure",
-                        if audit.failure.is_some() {
-                            "calls"
-                        } else {
-                            "does not call"
-                        }
-                    )));
-                }
-                Ok(())
-            }
-            (Err(_), None) if audit.failure.is_some() => Ok(()),
-            (replayed, recorded) => Err(self.mismatch(
-                &format!("uid {uid}'s audit"),
-                format!("{recorded:?} ({:?})", audit.failure),
-                format!("{replayed:?}"),
-            )),
-        }
-    }
-
-    /// The outgoing residual digest the audited miner's commitment claimed (kept in the record).
-    fn residual_out_claim(&self, uid: u16) -> Result<Vec<u8>, ReplayError> {
-        self.record
-            .gradients
-            .iter()
-            .find(|g| g.uid == uid)
-            .map(|g| g.residual_out_digest.0.to_vec())
-            .ok_or_else(|| {
-                self.invalid(format!(
-                    "uid {uid} was audited but its commitment is not recorded"
-                ))
-            })
-    }
-
-    /// The candidates, their similarities and what each adds to the others.
-    fn contributions(&mut self, gradients: &Gradients) -> Result<(), ReplayError> {
-        let (record, evidence) = (self.record, &self.record.evidence);
-        let candidates = scoring::candidates(evidence, &record.scoring);
-        let recorded: Vec<u16> = evidence
-            .miners
-            .iter()
-            .filter(|m| !m.without.is_empty())
-            .map(|m| m.uid)
-            .collect();
-        if candidates != recorded {
-            return Err(self.mismatch(
-                "candidates",
-                format!("{recorded:?}"),
-                format!("{candidates:?}"),
+        (None, None) => {}
+        (r, p) => {
+            return Err(mismatch(
+                record,
+                &format!("uid {uid}'s assignment check"),
+                format!("{}", r.is_some()),
+                format!("{}", p.is_some()),
             ));
         }
-        let values: Vec<&[f32]> = candidates
-            .iter()
-            .map(|u| {
-                gradients.values.get(u).map(Vec::as_slice).ok_or_else(|| {
-                    self.invalid(format!("candidate uid {u} has no recorded gradient"))
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let pairs: Vec<(u16, &[f32])> = candidates
-            .iter()
-            .copied()
-            .zip(values.iter().copied())
-            .collect();
-        if pairwise_similarity(&pairs) != evidence.similarities {
-            return Err(self.invalid("gradient similarities differ from the record".into()));
-        }
-        let caps = self.caps(&candidates)?;
-        let (aggregate, without) = evaluate::leave_one_out(
-            self.engine,
-            &self.checkpoint.params,
-            &values,
-            &caps,
-            &self.batches,
-        );
-        self.checked += confirm(record.window, "aggregate", &evidence.aggregate, &aggregate)?;
-        for (uid, losses) in candidates.iter().zip(&without) {
-            let what = format!("aggregate without uid {uid}");
-            self.checked += confirm(record.window, &what, &self.miner(*uid)?.without, losses)?;
-        }
-        Ok(())
     }
+    let what = format!("aggregate without uid {uid}");
+    checked += confirm(window, &what, &r.without, &p.without)?;
+    Ok(checked)
+}
 
-    /// The clip norm each of `uids` was capped at.
-    fn caps(&self, uids: &[u16]) -> Result<Vec<f64>, ReplayError> {
-        uids.iter()
-            .map(|&uid| self.miner(uid).map(|m| self.record.evidence.clip_of(m)))
-            .collect()
+/// The audits, weights, aggregation, outer momentum and next checkpoint must be the recorded ones.
+fn confirm_outcome(record: &WindowRecord, scored: &Scored) -> Result<(), ReplayError> {
+    let audits: Vec<AuditRecord> = scored.audits.iter().map(|f| f.record.clone()).collect();
+    if audits != record.audits {
+        return Err(mismatch(
+            record,
+            "audits",
+            format!("{:?}", record.audits),
+            format!("{audits:?}"),
+        ));
     }
-
-    /// The decisions must give the recorded weights, aggregation, outer momentum and next
-    /// checkpoint.
-    fn aggregation(
-        &self,
-        decisions: &[MinerDecision],
-        gradients: &Gradients,
-    ) -> Result<(), ReplayError> {
-        let (engine, record) = (self.engine, self.record);
-        let spec = engine.spec();
-        if record.weights.error.is_none() {
-            let uids: Vec<u16> = decisions.iter().map(|d| d.uid).collect();
-            let weights: Vec<f64> = decisions.iter().map(|d| d.weight).collect();
-            let (u, v) =
-                weights_to_u16(&uids, &weights).map_err(|e| self.invalid(e.to_string()))?;
-            if (&u, &v) != (&record.weights.uids, &record.weights.values) {
-                return Err(self.mismatch(
-                    "weights",
-                    format!("{:?} {:?}", record.weights.uids, record.weights.values),
-                    format!("{u:?} {v:?}"),
-                ));
-            }
-        }
-        let aggregated = scoring::aggregation_order(
-            decisions,
-            spec.scoring.aggregate_top,
-            spec.scoring.aggregate_min,
-        );
-        if aggregated != record.aggregated {
-            return Err(self.mismatch(
-                "aggregated uids",
-                format!("{:?}", record.aggregated),
-                format!("{aggregated:?}"),
+    if record.weights.error.is_none() {
+        let uids: Vec<u16> = scored.decisions.iter().map(|d| d.uid).collect();
+        let weights: Vec<f64> = scored.decisions.iter().map(|d| d.weight).collect();
+        let (u, v) = weights_to_u16(&uids, &weights).map_err(|e| invalid(record, e.to_string()))?;
+        if (&u, &v) != (&record.weights.uids, &record.weights.values) {
+            return Err(mismatch(
+                record,
+                "weights",
+                format!("{:?} {:?}", record.weights.uids, record.weights.values),
+                format!("{u:?} {v:?}"),
             ));
         }
-        let deltas: Vec<&[f32]> = aggregated
-            .iter()
-            .map(|u| gradients.values[u].as_slice())
-            .collect();
-        let momentum = match &record.momentum_before {
-            Some(digest) => {
-                crate::aggregation::load_vector(self.store, digest, engine.num_params())
-                    .map_err(|e| self.invalid(e))?
-            }
-            None => Vec::new(),
-        };
-        let caps = self.caps(&aggregated)?;
-        let (next, momentum_after) = crate::aggregation::next_checkpoint(
-            engine,
-            &self.checkpoint,
-            &momentum,
-            &deltas,
-            &caps,
-        );
-        let replayed_momentum = crate::aggregation::vector_blob(&momentum_after)
-            .map(|b| Digest(subnet_proto::digest(&b)));
-        if replayed_momentum != record.momentum_after {
-            return Err(self.mismatch(
-                "outer momentum",
-                format!("{:?}", record.momentum_after),
-                format!("{replayed_momentum:?}"),
-            ));
-        }
-        if Digest(next.digest) != record.checkpoint_after {
-            return Err(self.mismatch(
-                "next checkpoint",
-                record.checkpoint_after.to_string(),
-                Digest(next.digest).to_string(),
-            ));
-        }
-        Ok(())
     }
+    let step = &scored.step;
+    if step.aggregated != record.aggregated {
+        return Err(mismatch(
+            record,
+            "aggregated uids",
+            format!("{:?}", record.aggregated),
+            format!("{:?}", step.aggregated),
+        ));
+    }
+    let momentum = crate::aggregation::vector_blob(&step.momentum_after)
+        .map(|b| Digest(subnet_proto::digest(&b)));
+    if momentum != record.momentum_after {
+        return Err(mismatch(
+            record,
+            "outer momentum",
+            format!("{:?}", record.momentum_after),
+            format!("{momentum:?}"),
+        ));
+    }
+    if Digest(step.next.digest) != record.checkpoint_after {
+        return Err(mismatch(
+            record,
+            "next checkpoint",
+            record.checkpoint_after.to_string(),
+            Digest(step.next.digest).to_string(),
+        ));
+    }
+    Ok(())
 }

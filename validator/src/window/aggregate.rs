@@ -1,0 +1,50 @@
+//! The window's outer step: the earners, clipped to their groups' clip norms and averaged, applied
+//! to the checkpoint the window started from.
+
+use super::Gradient;
+use crate::aggregation::next_checkpoint;
+use scoring::{MinerDecision, ScoringParams, aggregation_order};
+use std::collections::BTreeMap;
+use task::{Checkpoint, TaskEngine};
+
+/// The window's outer step.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// The aggregated uids, in uid order.
+    pub aggregated: Vec<u16>,
+    /// The clip norm of each aggregated gradient (its group's).
+    pub caps: Vec<f64>,
+    pub next: Checkpoint,
+    /// The outer momentum buffer before and after (empty: zero, or plain SGD).
+    pub momentum_before: Vec<f32>,
+    pub momentum_after: Vec<f32>,
+}
+
+/// The next checkpoint: the best earners of each group (at most `aggregate_top`, none if fewer
+/// than `aggregate_min` earned) clipped to their group's entry of `clips` and averaged in uid
+/// order, with the outer step from `checkpoint` and the momentum buffer `momentum`.
+pub fn aggregate(
+    engine: &TaskEngine,
+    (checkpoint, momentum): (&Checkpoint, &[f32]),
+    decisions: &[MinerDecision],
+    (gradients, clips): (&BTreeMap<u16, Gradient>, &[f64]),
+    rules: &ScoringParams,
+) -> Step {
+    let aggregated = aggregation_order(decisions, rules.aggregate_top, rules.aggregate_min);
+    let deltas: Vec<&[f32]> = aggregated
+        .iter()
+        .map(|u| gradients[u].values.as_slice())
+        .collect();
+    let caps: Vec<f64> = aggregated
+        .iter()
+        .map(|u| clips[gradients[u].group.index])
+        .collect();
+    let (next, momentum_after) = next_checkpoint(engine, checkpoint, momentum, &deltas, &caps);
+    Step {
+        aggregated,
+        caps,
+        next,
+        momentum_before: momentum.to_vec(),
+        momentum_after,
+    }
+}

@@ -1,0 +1,193 @@
+//! A validator's window as synchronous steps over plain data, written once. The live validator
+//! (`crate::node`), offline replays (`crate::replay`) and `subnet efficacy` run these very steps,
+//! each over its own `WindowInputs`: the miners over gRPC and the chain, a data directory, memory.
+//!
+//! The steps, in order: `start` (the eval batches drawn by the validator's secret, the checkpoint's
+//! losses on them and the validator's own training of the window), then `score` over gather's
+//! results: measure each gradient on its own (`measure`), audit the miners due an audit
+//! (`audit`), run the assignment check on the rest and audit at once those that fail it, score
+//! what each candidate adds to the others (`contribution`), decide (`scoring::decide`) and
+//! aggregate the earners into the next checkpoint (`aggregate`). Every threshold comes from the
+//! window's `ScoringParams`, so a replay can vary any of them.
+
+mod aggregate;
+mod audit;
+mod contribution;
+mod measure;
+mod start;
+
+pub use aggregate::{Step, aggregate};
+pub use audit::{Artefacts, AuditFinding, AuditGap, examine, irreproducible};
+pub use contribution::contributions;
+pub use start::{Reference, Setting, Start, start};
+
+use scoring::{Averages, MinerDecision, MinerEvidence, Reason, WindowEvidence, decide};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use task::groups::ParamGroup;
+use task::{Digest, TaskEngine};
+
+/// A miner's gradient that arrived intact, decoded.
+#[derive(Clone, Debug)]
+pub struct Gradient {
+    /// The payload as committed.
+    pub payload: Vec<u8>,
+    /// The decoded payload as a whole-model vector (zero outside the miner's group).
+    pub values: Vec<f32>,
+    /// The parameter group the miner trained this window.
+    pub group: ParamGroup,
+    /// The outgoing residual its commitment names (an audit checks the payload leaves exactly it).
+    pub residual_out: Digest,
+}
+
+/// Why a miner's gradient is not evaluated this window.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub reason: Reason,
+    /// The norm and group of a gradient refused after it was decoded (a replay reads them from the
+    /// record, which keeps no payload of such a gradient); 0 for one that never arrived.
+    pub norm: f64,
+    pub group: usize,
+}
+
+impl From<Reason> for Refusal {
+    fn from(reason: Reason) -> Self {
+        Self {
+            reason,
+            norm: 0.0,
+            group: 0,
+        }
+    }
+}
+
+/// One miner as gathering left it.
+#[derive(Clone, Debug)]
+pub struct Gathered {
+    pub uid: u16,
+    pub hotkey: String,
+    pub outcome: Result<Gradient, Refusal>,
+}
+
+/// What a window's steps need from outside the window: the validator's memory of earlier windows
+/// and its audit schedule, and what miners serve for an audit.
+pub trait WindowInputs {
+    /// What stops the window (a data directory that cannot be read or written).
+    type Error;
+    /// Of the gathered gradients, the uids due an audit before the assignment check.
+    fn due_audits(&mut self, gradients: &BTreeMap<u16, Gradient>) -> Vec<u16>;
+    /// How `uid`'s commitment breaks its residual chain across windows, if it does.
+    fn residual_chain(&mut self, uid: u16) -> Option<Reason>;
+    /// The dense gradient and incoming residual `uid` committed to, served for its audit, or why
+    /// the audit got none.
+    fn artefacts(&mut self, uid: u16) -> Result<Result<Artefacts, AuditGap>, Self::Error>;
+}
+
+/// The window's work as measured and checked so far.
+#[derive(Default)]
+struct Work {
+    evidence: Vec<MinerEvidence>,
+    gradients: BTreeMap<u16, Gradient>,
+    /// The norm every gradient of each parameter group is clipped to.
+    clips: Vec<f64>,
+    audits: Vec<AuditFinding>,
+}
+
+/// What carries into a window from the ones before it.
+#[derive(Clone, Copy, Debug)]
+pub struct Carried<'a> {
+    pub averages: &'a Averages,
+    /// The outer momentum buffer (empty: zero, or plain SGD).
+    pub momentum: &'a [f32],
+}
+
+/// A scored window: its evidence, audits, decisions and outer step.
+#[derive(Debug)]
+pub struct Scored {
+    pub evidence: WindowEvidence,
+    pub audits: Vec<AuditFinding>,
+    pub decisions: Vec<MinerDecision>,
+    pub step: Step,
+    /// The gradients that were evaluated, by uid.
+    pub gradients: BTreeMap<u16, Gradient>,
+    /// The clip norm of each parameter group.
+    pub clips: Vec<f64>,
+    /// Seconds spent per step.
+    pub timings: Vec<(&'static str, f64)>,
+}
+
+/// Scores a started window from gather's results, in the protocol's steps.
+pub fn score<I: WindowInputs>(
+    engine: &TaskEngine,
+    start: &Start,
+    gathered: Vec<Gathered>,
+    inputs: &mut I,
+    carried: Carried,
+) -> Result<Scored, I::Error> {
+    let mut laps = Laps::new();
+    let mut work = measure::measure(engine, start, gathered, inputs);
+    laps.lap("usefulness");
+    let due = inputs.due_audits(&work.gradients);
+    work.audit(engine, start, &due, inputs)?;
+    let suspects = measure::assignment_checks(engine, start, &mut work);
+    if !suspects.is_empty() {
+        tracing::info!(
+            window = start.setting.window,
+            ?suspects,
+            "auditing the miners that failed the assignment check"
+        );
+        work.audit(engine, start, &suspects, inputs)?;
+    }
+    laps.lap("audits and assignment");
+    let mut evidence = WindowEvidence {
+        window: start.setting.window,
+        base: start.base.clone(),
+        reference_norm: start.reference.norm(),
+        reference_group_norms: start.reference.group_norms.clone(),
+        reference_group_gains: start.reference.group_gains.clone(),
+        miners: work.evidence,
+        similarities: Vec::new(),
+        aggregate: Vec::new(),
+    };
+    let checkpoint = start.checkpoint();
+    contributions(
+        engine,
+        (&checkpoint.params, &start.batches),
+        &mut evidence,
+        &work.gradients,
+        start.params(),
+    );
+    laps.lap("contribution");
+    let decisions = decide(&evidence, start.params(), carried.averages);
+    let step = aggregate(
+        engine,
+        (checkpoint, carried.momentum),
+        &decisions,
+        (&work.gradients, &work.clips),
+        start.params(),
+    );
+    laps.lap("aggregate");
+    Ok(Scored {
+        evidence,
+        audits: work.audits,
+        decisions,
+        step,
+        gradients: work.gradients,
+        clips: work.clips,
+        timings: laps.0,
+    })
+}
+
+/// Seconds spent per step.
+struct Laps(Vec<(&'static str, f64)>, Instant);
+
+impl Laps {
+    fn new() -> Self {
+        Self(Vec::new(), Instant::now())
+    }
+
+    /// Closes the step `name` (it ran since the previous step closed).
+    fn lap(&mut self, name: &'static str) {
+        self.0.push((name, self.1.elapsed().as_secs_f64()));
+        self.1 = Instant::now();
+    }
+}

@@ -1,0 +1,94 @@
+//! A data directory written by the validator before its window became one set of shared steps
+//! (`validator::window`) and before the audit tolerance, the evaluation step and the aggregation's
+//! bounds joined `ScoringParams`: a two-validator localnet of the wine-quality task with an audit
+//! every window and a lazy miner among honest ones (`tests/fixtures/before-window-steps`). Today's
+//! replay must confirm every window of it, bit for bit.
+
+use std::path::Path;
+
+fn fixture() -> &'static Path {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/before-window-steps"
+    ))
+}
+
+#[test]
+fn a_directory_written_before_the_window_steps_replays_bit_for_bit() {
+    let report = validator::replay::replay(fixture(), None, |_| {}).unwrap();
+    assert!(report.windows.len() >= 3, "{}", report.windows.len());
+    assert!(report.losses_checked > 100, "{}", report.losses_checked);
+    let (store, _) = validator::DataDir::open_existing(fixture()).unwrap();
+    let (records, _) = store.records().unwrap();
+    assert!(records.iter().any(|r| !r.audits.is_empty()));
+    for (record, replayed) in records.iter().zip(&report.windows) {
+        if record.weights.error.is_none() {
+            assert_eq!(
+                replayed.weights.clone().unwrap(),
+                (record.weights.uids.clone(), record.weights.values.clone())
+            );
+        }
+    }
+}
+
+#[test]
+fn its_records_take_the_later_rules_from_their_task() {
+    let (store, task) = validator::DataDir::open_existing(fixture()).unwrap();
+    let spec = task::TaskSpec::from_toml_str(&task).unwrap();
+    let (records, _) = store.records().unwrap();
+    for record in &records {
+        assert_eq!(record.scoring, spec.scoring.params());
+    }
+}
+
+/// The audit tolerance is a scoring rule a what-if varies: the lazy miner (uid 4), caught in the
+/// first window by an audit that found its dense gradient 64% away from the re-execution, is not
+/// a fraud under a tolerance above that, while honest miners, whose CPU audits reproduce bit for
+/// bit, stay clean under a tolerance of zero.
+#[test]
+fn a_what_if_judges_the_recorded_audits_under_another_tolerance() {
+    let (store, task) = validator::DataDir::open_existing(fixture()).unwrap();
+    let recorded = task::TaskSpec::from_toml_str(&task)
+        .unwrap()
+        .scoring
+        .params();
+    let (records, _) = store.records().unwrap();
+    let lazy = 4;
+    let audited_lazily = |w: usize| {
+        records[w]
+            .audits
+            .iter()
+            .find(|a| a.uid == lazy)
+            .and_then(|a| a.relative_difference)
+    };
+    let difference = audited_lazily(0).expect("the lazy miner is audited in the first window");
+    assert!(difference > recorded.spot_check_tolerance, "{difference}");
+    let fraud = |d: &scoring::MinerDecision| matches!(d.verdict, scoring::Verdict::Fraud { .. });
+
+    let lenient = scoring::ScoringParams {
+        spot_check_tolerance: difference * 2.0,
+        ..recorded.clone()
+    };
+    let report = validator::replay::replay(fixture(), Some(lenient), |_| {}).unwrap();
+    let first = &report.windows[0];
+    let decision = |ds: &[scoring::MinerDecision]| ds.iter().find(|d| d.uid == lazy).cloned();
+    assert!(fraud(&decision(&first.decisions).unwrap()));
+    assert!(!fraud(&decision(first.what_if.as_ref().unwrap()).unwrap()));
+
+    let strict = scoring::ScoringParams {
+        spot_check_tolerance: 0.0,
+        ..recorded
+    };
+    let report = validator::replay::replay(fixture(), Some(strict), |_| {}).unwrap();
+    for w in &report.windows {
+        for (d, what_if) in w.decisions.iter().zip(w.what_if.as_ref().unwrap()) {
+            if d.uid != lazy {
+                assert_eq!(
+                    d.verdict, what_if.verdict,
+                    "window {} uid {}",
+                    w.window, d.uid
+                );
+            }
+        }
+    }
+}
