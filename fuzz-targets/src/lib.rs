@@ -282,15 +282,31 @@ pub fn task_toml(data: &[u8]) -> bool {
     true
 }
 
+/// The `[scoring]` section of the localnet task, whose validators wrote the replay-log seeds: records
+/// written before a rule joined `ScoringParams` take it from there.
+fn localnet_scoring() -> &'static toml::Table {
+    static SCORING: OnceLock<toml::Table> = OnceLock::new();
+    SCORING.get_or_init(|| {
+        let task: toml::Table = include_str!("../../tasks/localnet-lm.toml")
+            .parse()
+            .expect("the localnet task is TOML");
+        task["scoring"]
+            .as_table()
+            .expect("a [scoring] section")
+            .clone()
+    })
+}
+
 /// A replay log: records up to the first torn or corrupt frame, or an error. The valid prefix on its
 /// own parses to the same records.
 pub fn replay_log(data: &[u8]) -> bool {
-    let Ok((records, good)) = validator::store::parse_log(data, None) else {
+    let scoring = Some(localnet_scoring());
+    let Ok((records, good)) = validator::store::parse_log(data, scoring) else {
         return false;
     };
     assert!(good as usize <= data.len());
-    let (again, again_good) =
-        validator::store::parse_log(&data[..good as usize], None).expect("a valid prefix parses");
+    let (again, again_good) = validator::store::parse_log(&data[..good as usize], scoring)
+        .expect("a valid prefix parses");
     assert_eq!(again.len(), records.len());
     assert_eq!(again_good, good);
     !records.is_empty()
