@@ -67,6 +67,71 @@ pub fn same_claims(a: &Commitment, b: &Commitment) -> bool {
     signing_payload(a) == signing_payload(b)
 }
 
+/// A commitment read off the wire once: its hotkey, claims and signature as typed values. A node
+/// keeps this, never the protobuf message, and writes it back (`to_wire`) only to send or store it.
+/// Reading checks lengths alone; `verify_commitment` checks the signature and the claims.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedCommitment {
+    pub hotkey: [u8; 32],
+    pub claims: Claims,
+    pub signature: [u8; 64],
+}
+
+impl SignedCommitment {
+    /// Reads a wire commitment whose hotkey, digests and signature have their lengths.
+    pub fn from_wire(c: &Commitment) -> Result<Self, CommitmentError> {
+        fn bytes<const N: usize>(
+            field: &'static str,
+            v: &[u8],
+        ) -> Result<[u8; N], CommitmentError> {
+            v.try_into().map_err(|_| CommitmentError::Malformed {
+                field,
+                len: v.len(),
+            })
+        }
+        Ok(Self {
+            hotkey: bytes("hotkey", &c.hotkey)?,
+            claims: Claims {
+                window: c.window,
+                task_digest: bytes("task_digest", &c.task_digest)?,
+                checkpoint_digest: bytes("checkpoint_digest", &c.checkpoint_digest)?,
+                payload_digest: bytes("payload_digest", &c.payload_digest)?,
+                payload_len: c.payload_len,
+                dense_digest: bytes("dense_digest", &c.dense_digest)?,
+                residual_in_digest: bytes("residual_in_digest", &c.residual_in_digest)?,
+                residual_window: c.residual_window,
+                residual_out_digest: bytes("residual_out_digest", &c.residual_out_digest)?,
+                group_capacity: c.group_capacity,
+            },
+            signature: bytes("signature", &c.signature)?,
+        })
+    }
+
+    /// The commitment as the wire carries it.
+    pub fn to_wire(&self) -> Commitment {
+        let c = &self.claims;
+        Commitment {
+            hotkey: self.hotkey.to_vec(),
+            window: c.window,
+            task_digest: c.task_digest.to_vec(),
+            checkpoint_digest: c.checkpoint_digest.to_vec(),
+            payload_digest: c.payload_digest.to_vec(),
+            payload_len: c.payload_len,
+            signature: self.signature.to_vec(),
+            dense_digest: c.dense_digest.to_vec(),
+            residual_in_digest: c.residual_in_digest.to_vec(),
+            residual_out_digest: c.residual_out_digest.to_vec(),
+            residual_window: c.residual_window,
+            group_capacity: c.group_capacity,
+        }
+    }
+
+    /// The same claims under the same hotkey, whatever the (randomized) signature.
+    pub fn same_claims(&self, other: &Self) -> bool {
+        self.hotkey == other.hotkey && self.claims == other.claims
+    }
+}
+
 /// Why a commitment or its payload was refused.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CommitmentError {
@@ -90,6 +155,8 @@ pub enum CommitmentError {
     WrongLength { expected: u64, found: u64 },
     #[error("payload digest {found} does not match the committed digest {expected}")]
     DigestMismatch { expected: String, found: String },
+    #[error("commitment's {field} is {len} bytes long")]
+    Malformed { field: &'static str, len: usize },
 }
 
 /// What a validator expects of a commitment.
@@ -258,5 +325,39 @@ mod tests {
             verify_commitment(&c, &Expected { hotkey: &bob, ..ok }),
             Err(CommitmentError::WrongHotkey { .. })
         ));
+    }
+
+    #[test]
+    fn a_commitment_reads_off_the_wire_once_and_writes_back_the_same() {
+        let miner = dev::alice();
+        let claims = Claims {
+            window: 3,
+            task_digest: [1; 32],
+            checkpoint_digest: [2; 32],
+            payload_digest: [3; 32],
+            payload_len: 9,
+            dense_digest: [4; 32],
+            residual_in_digest: [5; 32],
+            residual_window: 2,
+            residual_out_digest: [6; 32],
+            group_capacity: 7,
+        };
+        let wire = commit(&miner, &claims);
+        let read = SignedCommitment::from_wire(&wire).unwrap();
+        assert_eq!(read.claims, claims);
+        assert_eq!(read.hotkey, miner.public_key().0);
+        assert_eq!(read.to_wire(), wire);
+        let again = SignedCommitment::from_wire(&commit(&miner, &claims)).unwrap();
+        assert!(read.same_claims(&again));
+        assert_ne!(read.signature, again.signature);
+        let mut short = wire.clone();
+        short.dense_digest.pop();
+        assert_eq!(
+            SignedCommitment::from_wire(&short),
+            Err(CommitmentError::Malformed {
+                field: "dense_digest",
+                len: 31
+            })
+        );
     }
 }

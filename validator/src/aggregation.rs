@@ -5,7 +5,8 @@
 //! gradients they gathered themselves before adopting it.
 
 use crate::store::{DataDir, StoreError};
-use subnet_proto::{codec, commitment, pb};
+use subnet_proto::codec;
+use subnet_proto::commitment::SignedCommitment;
 use task::Digest;
 use task::aggregate::{aggregate_clipped_each, outer_nesterov_step, outer_sgd_step};
 use task::{Checkpoint, TaskEngine};
@@ -15,7 +16,7 @@ use task::{Checkpoint, TaskEngine};
 pub struct Recipe {
     pub previous: [u8; 32],
     /// The aggregated gradients in uid order, each named by its miner's signed commitment.
-    pub aggregated: Vec<(u16, pb::Commitment)>,
+    pub aggregated: Vec<(u16, SignedCommitment)>,
     pub clip_norm: f64,
     /// The norm each aggregated gradient was clipped to (its parameter group's); empty: `clip_norm`
     /// for every one.
@@ -86,15 +87,13 @@ pub fn recompute(
     previous: &Checkpoint,
     momentum: &[f32],
     recipe: &Recipe,
-    gathered: &std::collections::BTreeMap<u16, (pb::Commitment, Vec<f32>)>,
+    gathered: &std::collections::BTreeMap<u16, (SignedCommitment, Vec<f32>)>,
     digest: &[u8; 32],
 ) -> Recomputation {
     let mut deltas = Vec::with_capacity(recipe.aggregated.len());
     for (uid, claimed) in &recipe.aggregated {
         match gathered.get(uid) {
-            Some((c, values)) if commitment::same_claims(c, claimed) => {
-                deltas.push(values.as_slice())
-            }
+            Some((c, values)) if c.same_claims(claimed) => deltas.push(values.as_slice()),
             _ => return Recomputation::Missing(*uid),
         }
     }
@@ -121,8 +120,27 @@ pub fn store_vector(store: &DataDir, values: &[f32]) -> Result<Option<Digest>, S
         .transpose()
 }
 
+/// Why a stored parameter-sized vector could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum VectorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("blob {digest}: {source}")]
+    Codec {
+        digest: Digest,
+        source: codec::CodecError,
+    },
+}
+
 /// Reads the vector stored as the blob `digest`.
-pub fn load_vector(store: &DataDir, digest: &Digest, params: usize) -> Result<Vec<f32>, String> {
-    let bytes = store.blob(digest.bytes()).map_err(|e| e.to_string())?;
-    codec::decode(&bytes, params).map_err(|e| format!("blob {digest}: {e}"))
+pub fn load_vector(
+    store: &DataDir,
+    digest: &Digest,
+    params: usize,
+) -> Result<Vec<f32>, VectorError> {
+    let bytes = store.blob(digest.bytes())?;
+    codec::decode(&bytes, params).map_err(|source| VectorError::Codec {
+        digest: *digest,
+        source,
+    })
 }

@@ -17,7 +17,7 @@ use scoring::{Reason, ReasonKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use subnet_proto::codec::{self, Layout};
-use subnet_proto::pb;
+use subnet_proto::commitment::Claims;
 use task::{Digest, TaskEngine};
 
 /// Windows of residual history kept per miner.
@@ -44,10 +44,10 @@ impl ResidualLedger {
         &self,
         uid: u16,
         hotkey: &str,
-        c: &pb::Commitment,
+        c: &Claims,
         zero_digest: &[u8; 32],
     ) -> Option<Reason> {
-        if c.residual_in_digest.as_slice() == zero_digest {
+        if &c.residual_in_digest == zero_digest {
             return None;
         }
         if c.residual_window >= c.window {
@@ -61,14 +61,14 @@ impl ResidualLedger {
         }
         let entry = self.miners.get(&uid).filter(|e| e.hotkey == hotkey)?;
         if let Some(out) = entry.residual_out.get(&c.residual_window)
-            && out != &hex::encode(&c.residual_in_digest)
+            && out != &hex::encode(c.residual_in_digest)
         {
             return Some(Reason::new(
                 ReasonKind::ResidualChain,
                 format!(
                     "its window {} residual {} is not the residual {out} its window {} commitment left",
                     c.window,
-                    hex::encode(&c.residual_in_digest),
+                    hex::encode(c.residual_in_digest),
                     c.residual_window
                 ),
             ));
@@ -90,7 +90,7 @@ impl ResidualLedger {
     }
 
     /// Records a commitment collected before its window closed.
-    pub fn record(&mut self, uid: u16, hotkey: &str, c: &pb::Commitment) {
+    pub fn record(&mut self, uid: u16, hotkey: &str, c: &Claims) {
         let entry = self.miners.entry(uid).or_insert_with(|| LedgerEntry {
             hotkey: hotkey.to_string(),
             residual_out: BTreeMap::new(),
@@ -101,7 +101,7 @@ impl ResidualLedger {
         }
         entry
             .residual_out
-            .insert(c.window, hex::encode(&c.residual_out_digest));
+            .insert(c.window, hex::encode(c.residual_out_digest));
         while entry.residual_out.len() > KEPT_WINDOWS {
             entry.residual_out.pop_first();
         }
@@ -125,6 +125,29 @@ pub fn audited(secret: u64, uid: u16, window: u64, period: u64) -> bool {
 
 const AUDIT: u64 = 0x4155_4449;
 
+/// Why an audited miner's artefacts do not fit together.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ArtefactError {
+    #[error("its {what}: {source}")]
+    Unreadable {
+        what: &'static str,
+        source: codec::CodecError,
+    },
+    #[error("its dense gradient or residual holds a non-finite value at {0}")]
+    NonFinite(usize),
+    #[error("its dense gradient moves parameter {index}, outside its group {range:?}")]
+    OutsideGroup {
+        index: usize,
+        range: std::ops::Range<usize>,
+    },
+    #[error(
+        "its payload is not the codec of its committed dense gradient and residual (first difference at byte {0})"
+    )]
+    NotTheCodec(usize),
+    #[error("its committed outgoing residual {claimed} is not the {left} its compression leaves")]
+    OtherResidual { claimed: Digest, left: Digest },
+}
+
 /// Checks an audited miner's artefacts against each other: the payload must be the task's codec of
 /// the dense gradient and incoming residual over the miner's parameter group `range`, byte for
 /// byte, and must leave exactly the committed outgoing residual; the dense gradient must be zero
@@ -136,26 +159,24 @@ pub fn verify_artefacts(
     payload: &[u8],
     (dense, residual_in): (&[u8], &[u8]),
     range: &std::ops::Range<usize>,
-) -> Result<Vec<f32>, String> {
+) -> Result<Vec<f32>, ArtefactError> {
     let n = engine.num_params();
-    let read = |bytes: &[u8], what: &str| {
-        codec::decode_as(bytes, n, Layout::DenseF32).map_err(|e| format!("its {what}: {e}"))
+    let read = |bytes: &[u8], what: &'static str| {
+        codec::decode_as(bytes, n, Layout::DenseF32)
+            .map_err(|source| ArtefactError::Unreadable { what, source })
     };
     let dense = read(dense, "dense gradient")?;
     let residual = read(residual_in, "residual")?;
     if let Some(i) = dense.iter().chain(&residual).position(|v| !v.is_finite()) {
-        return Err(format!(
-            "its dense gradient or residual holds a non-finite value at {i}"
-        ));
+        return Err(ArtefactError::NonFinite(i));
     }
-    if let Some(i) = dense
+    if let Some(index) = dense
         .iter()
         .enumerate()
         .position(|(i, v)| *v != 0.0 && !range.contains(&i))
     {
-        return Err(format!(
-            "its dense gradient moves parameter {i}, outside its group {range:?}"
-        ));
+        let range = range.clone();
+        return Err(ArtefactError::OutsideGroup { index, range });
     }
     let c = &engine.spec().compression;
     let recomputed = codec::compress_range(
@@ -172,17 +193,14 @@ pub fn verify_artefacts(
             .zip(payload)
             .position(|(a, b)| a != b)
             .unwrap_or(payload.len().min(recomputed.payload.len()));
-        return Err(format!(
-            "its payload is not the codec of its committed dense gradient and residual (first difference at byte {first})"
-        ));
+        return Err(ArtefactError::NotTheCodec(first));
     }
-    let residual_out = Digest(subnet_proto::digest(&codec::encode_dense(
+    let left = Digest(subnet_proto::digest(&codec::encode_dense(
         &recomputed.residual_out,
     )));
-    if &residual_out != residual_out_claim {
-        return Err(format!(
-            "its committed outgoing residual {residual_out_claim} is not the {residual_out} its compression leaves"
-        ));
+    if &left != residual_out_claim {
+        let claimed = *residual_out_claim;
+        return Err(ArtefactError::OtherResidual { claimed, left });
     }
     Ok(dense)
 }
@@ -230,7 +248,7 @@ mod tests {
         let mut moved = dense.clone();
         moved[other.start] = 1e-3;
         let err = check(&out.payload, &codec::encode_dense(&moved), &own).unwrap_err();
-        assert!(err.contains("outside its group"), "{err}");
+        assert!(err.to_string().contains("outside its group"), "{err}");
         // A payload over another group than the one the window gave it.
         let elsewhere = codec::compress_range(&dense, &residual, layout, feedback, other.clone());
         assert!(check(&elsewhere.payload, &dense_bytes, &own).is_err());
@@ -238,13 +256,18 @@ mod tests {
         assert!(check(&out.payload, &dense_bytes, &other).is_err());
     }
 
-    fn commitment(window: u64, residual_in: u8, from: u64, residual_out: u8) -> pb::Commitment {
-        pb::Commitment {
+    fn commitment(window: u64, residual_in: u8, from: u64, residual_out: u8) -> Claims {
+        Claims {
             window,
-            residual_in_digest: vec![residual_in; 32],
+            task_digest: [0; 32],
+            checkpoint_digest: [0; 32],
+            payload_digest: [0; 32],
+            payload_len: 0,
+            dense_digest: [0; 32],
+            residual_in_digest: [residual_in; 32],
             residual_window: from,
-            residual_out_digest: vec![residual_out; 32],
-            ..Default::default()
+            residual_out_digest: [residual_out; 32],
+            group_capacity: 0,
         }
     }
 

@@ -10,7 +10,7 @@ use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 use subnet_proto::codec::{self, CodecError, Layout};
-use subnet_proto::commitment::{self, CommitmentError, Expected};
+use subnet_proto::commitment::{self, CommitmentError, Expected, SignedCommitment};
 use subnet_proto::{auth, limits, pb};
 use subxt_signer::sr25519::Keypair;
 use task::TaskEngine;
@@ -168,8 +168,9 @@ impl Gatherer<'_> {
         &self,
         window_seed: u64,
         uid: u16,
-        c: &pb::Commitment,
+        c: &SignedCommitment,
     ) -> Result<task::groups::ParamGroup, Rejection> {
+        let c = &c.claims;
         let group = self
             .engine
             .group(window_seed, uid, c.group_capacity)
@@ -194,7 +195,7 @@ impl Gatherer<'_> {
         &self,
         neuron: &Neuron,
         window: u64,
-    ) -> Result<pb::Commitment, Rejection> {
+    ) -> Result<SignedCommitment, Rejection> {
         let fetch = async {
             let mut client = self.client(neuron).await?;
             let request = auth::sign(
@@ -219,7 +220,7 @@ impl Gatherer<'_> {
             })?;
             self.verify(&c, neuron, window, &claimed)
                 .map_err(Rejection::Commitment)?;
-            Ok(c)
+            SignedCommitment::from_wire(&c).map_err(Rejection::Commitment)
         };
         self.within_deadline(fetch).await
     }
@@ -232,7 +233,7 @@ impl Gatherer<'_> {
         neuron: &Neuron,
         window: u64,
         part: pb::GradientPart,
-        collected: &pb::Commitment,
+        collected: &SignedCommitment,
     ) -> Result<Vec<u8>, Rejection> {
         let fetch = async {
             let mut client = self.client(neuron).await?;
@@ -257,19 +258,18 @@ impl Gatherer<'_> {
             else {
                 return Err(Rejection::NoCommitment);
             };
-            if !commitment::same_claims(&c, collected) {
+            if !SignedCommitment::from_wire(&c).is_ok_and(|c| c.same_claims(collected)) {
                 return Err(Rejection::OtherCommitment);
             }
-            let n = self.engine.num_params();
+            let (n, claims) = (self.engine.num_params(), &collected.claims);
             let (limit, digest) = match part {
-                pb::GradientPart::Payload => (collected.payload_len, &collected.payload_digest),
-                pb::GradientPart::Dense => (
-                    Layout::DenseF32.payload_len(n) as u64,
-                    &collected.dense_digest,
-                ),
+                pb::GradientPart::Payload => (claims.payload_len, &claims.payload_digest),
+                pb::GradientPart::Dense => {
+                    (Layout::DenseF32.payload_len(n) as u64, &claims.dense_digest)
+                }
                 pb::GradientPart::Residual => (
                     Layout::DenseF32.payload_len(n) as u64,
-                    &collected.residual_in_digest,
+                    &claims.residual_in_digest,
                 ),
             };
             let mut bytes = Vec::with_capacity(limit as usize);

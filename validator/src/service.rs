@@ -124,7 +124,7 @@ impl<C: Chain> pb::validator_server::Validator for ValidatorService<C> {
                         .zip(r.caps())
                         .map(|((uid, c), clip_norm)| pb::AggregatedGradient {
                             uid: *uid as u32,
-                            commitment: Some(c.clone()),
+                            commitment: Some(c.to_wire()),
                             clip_norm,
                         })
                         .collect()

@@ -59,7 +59,10 @@ impl<C: Chain> Validator<C> {
                 .map(|(w, c)| {
                     let c = c
                         .iter()
-                        .map(|(uid, c)| (*uid, hex::encode(prost::Message::encode_to_vec(c))))
+                        .map(|(uid, c)| {
+                            let wire = prost::Message::encode_to_vec(&c.to_wire());
+                            (*uid, hex::encode(wire))
+                        })
                         .collect();
                     (*w, c)
                 })
@@ -89,7 +92,7 @@ impl<C: Chain> Validator<C> {
 pub(super) fn load_commitments(
     store: &DataDir,
     from: u64,
-) -> Result<BTreeMap<u64, BTreeMap<u16, pb::Commitment>>, ValidatorError> {
+) -> Result<BTreeMap<u64, BTreeMap<u16, SignedCommitment>>, ValidatorError> {
     let Some(kept) = store.load_commitments()? else {
         return Ok(BTreeMap::new());
     };
@@ -105,7 +108,11 @@ pub(super) fn load_commitments(
         for (uid, encoded) in by_uid {
             let bytes = hex::decode(&encoded).map_err(|e| corrupt(e.to_string()))?;
             let c = <pb::Commitment as prost::Message>::decode(&bytes[..])
-                .map_err(|e| corrupt(format!("window {window}, uid {uid}: {e}")))?;
+                .map_err(|e| corrupt(format!("window {window}, uid {uid}: {e}")))
+                .and_then(|c| {
+                    SignedCommitment::from_wire(&c)
+                        .map_err(|e| corrupt(format!("window {window}, uid {uid}: {e}")))
+                })?;
             commitments.insert(uid, c);
         }
         collected.insert(window, commitments);

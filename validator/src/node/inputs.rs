@@ -22,11 +22,12 @@ impl<C: Chain> Validator<C> {
             async move {
                 let fetched = async {
                     let commitment = collected.get(&neuron.uid).ok_or(Rejection::NotCommitted)?;
-                    if commitment.checkpoint_digest.as_slice() != checkpoint {
+                    let claims = &commitment.claims;
+                    if &claims.checkpoint_digest != checkpoint {
                         return Err(Rejection::Commitment(
                             subnet_proto::commitment::CommitmentError::WrongCheckpoint {
                                 expected: hex::encode(checkpoint),
-                                found: hex::encode(&commitment.checkpoint_digest),
+                                found: hex::encode(claims.checkpoint_digest),
                             },
                         ));
                     }
@@ -35,16 +36,13 @@ impl<C: Chain> Validator<C> {
                         .part(neuron, window, pb::GradientPart::Payload, commitment)
                         .await?;
                     let values = gatherer.decode(&payload, &group.range)?;
-                    let residual_out =
-                        subnet_proto::bytes32("residual digest", &commitment.residual_out_digest)
-                            .expect("a collected commitment's digests are 32 bytes");
                     Ok(Fetched {
                         commitment: commitment.clone(),
                         gradient: Gradient {
                             payload,
                             values,
                             group,
-                            residual_out: Digest(residual_out),
+                            residual_out: Digest(claims.residual_out_digest),
                         },
                     })
                 }
@@ -99,7 +97,7 @@ impl<C: Chain> Validator<C> {
         &self,
         neuron: &Neuron,
         window: u64,
-        c: &pb::Commitment,
+        c: &SignedCommitment,
     ) -> Result<Artefacts, AuditGap> {
         let gatherer = self.gatherer();
         let served = async {
@@ -142,7 +140,7 @@ pub(super) struct LiveInputs<C> {
     pub(super) runtime: tokio::runtime::Handle,
     pub(super) window: u64,
     pub(super) miners: Vec<Neuron>,
-    pub(super) collected: BTreeMap<u16, pb::Commitment>,
+    pub(super) collected: BTreeMap<u16, SignedCommitment>,
     pub(super) ledger: ResidualLedger,
 }
 
@@ -167,7 +165,7 @@ impl<C: Chain> WindowInputs for LiveInputs<C> {
         let zero = zero_residual_digest(self.validator.engine().num_params());
         let hotkey = self.neuron(uid).hotkey.to_string();
         self.ledger
-            .check(uid, &hotkey, &self.collected[&uid], &zero)
+            .check(uid, &hotkey, &self.collected[&uid].claims, &zero)
     }
 
     fn artefacts(&mut self, uid: u16) -> Result<Result<Artefacts, AuditGap>, StoreError> {

@@ -129,8 +129,10 @@ pub(super) fn recipe_of(latest: &pb::LatestCheckpointResponse) -> Result<Option<
         let uid = u16::try_from(a.uid).map_err(|_| format!("uid {} in the recipe", a.uid))?;
         let c = a
             .commitment
-            .clone()
+            .as_ref()
             .ok_or_else(|| format!("uid {uid} in the recipe has no commitment"))?;
+        let c =
+            SignedCommitment::from_wire(c).map_err(|e| format!("uid {uid} in the recipe: {e}"))?;
         aggregated.push((uid, c));
         clip_norms.push(if a.clip_norm > 0.0 {
             a.clip_norm

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use subnet_proto::checkpoints::CheckpointClient;
+use subnet_proto::commitment::SignedCommitment;
 use subnet_proto::{codec, pb};
 use subxt_signer::sr25519::Keypair;
 use task::{Checkpoint, Digest, TaskEngine};
@@ -55,7 +56,7 @@ struct LastWindow {
     window: u64,
     checkpoint: Checkpoint,
     momentum: Vec<f32>,
-    gathered: BTreeMap<u16, (pb::Commitment, Vec<f32>)>,
+    gathered: BTreeMap<u16, (SignedCommitment, Vec<f32>)>,
 }
 
 struct ValidatorState {
@@ -82,7 +83,7 @@ struct ValidatorState {
     audited_hotkeys: BTreeMap<u16, String>,
     audit_secret: u64,
     /// Commitments collected while their window was open, by window and uid.
-    collected: BTreeMap<u64, BTreeMap<u16, pb::Commitment>>,
+    collected: BTreeMap<u64, BTreeMap<u16, SignedCommitment>>,
     scored: Option<LastWindow>,
 }
 
@@ -115,7 +116,7 @@ struct WindowContext {
     /// Every registered uid but this validator's.
     miners: Vec<Neuron>,
     /// The commitments collected before the window closed.
-    collected: BTreeMap<u16, pb::Commitment>,
+    collected: BTreeMap<u16, SignedCommitment>,
     ledger: ResidualLedger,
 }
 
@@ -133,7 +134,7 @@ impl WindowContext {
             .filter_map(|m| {
                 let reason = m.fraud.as_ref()?;
                 scored.gradients.get(&m.uid)?;
-                let mut bytes = self.collected.get(&m.uid)?.signature.clone();
+                let mut bytes = self.collected.get(&m.uid)?.signature.to_vec();
                 bytes.extend_from_slice(reason.text.as_bytes());
                 let offender = self.miners.iter().find(|n| n.uid == m.uid)?.hotkey;
                 Some((m.uid, offender, subnet_proto::digest(&bytes)))
@@ -176,7 +177,7 @@ impl WindowContext {
 
 /// A gradient that arrived intact, with the commitment it came under.
 struct Fetched {
-    commitment: pb::Commitment,
+    commitment: SignedCommitment,
     gradient: window::Gradient,
 }
 
@@ -233,12 +234,12 @@ impl<C: Chain> Validator<C> {
                 tracing::info!(window = saved.window, checkpoint = %checkpoint.short_digest(), miners = saved.averages.len(), "resumed from the data directory");
                 let momentum = match &saved.momentum {
                     Some(digest) => aggregation::load_vector(&store, digest, engine.num_params())
-                        .map_err(saved_error)?,
+                        .map_err(|e| saved_error(e.to_string()))?,
                     None => Vec::new(),
                 };
                 let reference_residual = match &saved.reference_residual {
                     Some(digest) => aggregation::load_vector(&store, digest, engine.num_params())
-                        .map_err(saved_error)?,
+                        .map_err(|e| saved_error(e.to_string()))?,
                     None => Vec::new(),
                 };
                 (checkpoint, saved, momentum, reference_residual)

@@ -142,7 +142,7 @@ impl<C: Chain> Validator<C> {
         state.bans = bans_after(&ctx.start.setting.bans, &scored.decisions, window, params);
         for (uid, c) in &ctx.collected {
             if let Some(n) = ctx.miners.iter().find(|n| n.uid == *uid) {
-                state.ledger.record(*uid, &n.hotkey.to_string(), c);
+                state.ledger.record(*uid, &n.hotkey.to_string(), &c.claims);
             }
         }
         for finding in &scored.audits {
@@ -167,7 +167,7 @@ impl<C: Chain> Validator<C> {
         &self,
         ctx: &WindowContext,
         scored: &Scored,
-        (commitments, averages_before): (&BTreeMap<u16, pb::Commitment>, Averages),
+        (commitments, averages_before): (&BTreeMap<u16, SignedCommitment>, Averages),
         (weights_set, committed): (&WeightsSet, bool),
     ) -> Result<(), ValidatorError> {
         let Some(store) = &self.inner.store else {
@@ -179,9 +179,9 @@ impl<C: Chain> Validator<C> {
             gradients.push(GradientRecord {
                 uid: *uid,
                 payload_digest: Digest(store.put_blob(&g.payload)?),
-                commitment_signature: hex::encode(&c.signature),
+                commitment_signature: hex::encode(c.signature),
                 residual_out_digest: g.residual_out,
-                group_capacity: c.group_capacity,
+                group_capacity: c.claims.group_capacity,
             });
         }
         let (start, step) = (&ctx.start, &scored.step);
@@ -228,7 +228,7 @@ impl<C: Chain> Validator<C> {
         &self,
         ctx: WindowContext,
         scored: Scored,
-        mut commitments: BTreeMap<u16, pb::Commitment>,
+        mut commitments: BTreeMap<u16, SignedCommitment>,
     ) -> Result<(), ValidatorError> {
         let step = scored.step;
         let start = &ctx.start;
@@ -275,7 +275,7 @@ fn split(
     fetched: Vec<(Neuron, Result<Fetched, Rejection>)>,
 ) -> (
     Vec<Gathered>,
-    BTreeMap<u16, pb::Commitment>,
+    BTreeMap<u16, SignedCommitment>,
     BTreeMap<u16, Rejection>,
 ) {
     let (mut gathered, mut commitments, mut rejections) =

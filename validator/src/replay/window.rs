@@ -71,7 +71,8 @@ pub(super) fn replay_window(
     )
     .map_err(|e| invalid(format!("checkpoint {}: {e}", record.checkpoint_before)))?;
     let vector = |digest: &Option<Digest>| match digest {
-        Some(d) => crate::aggregation::load_vector(store, d, engine.num_params()).map_err(invalid),
+        Some(d) => crate::aggregation::load_vector(store, d, engine.num_params())
+            .map_err(|e| invalid(e.to_string())),
         None => Ok(Vec::new()),
     };
     let (residual, momentum) = (

@@ -2,7 +2,7 @@
 //! re-execution of its window, and what the finding does to its evidence.
 
 use super::{Gradient, Start, WindowInputs, Work};
-use crate::audit::verify_artefacts;
+use crate::audit::{ArtefactError, verify_artefacts};
 use crate::evaluate;
 use crate::record::AuditRecord;
 use scoring::checks::{relative_difference, reproduces};
@@ -94,6 +94,15 @@ pub fn examine(
     }
 }
 
+/// Why an audit's artefacts could not be compared with the re-executed window.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Artefacts(#[from] ArtefactError),
+    #[error("uid {0} has no assignment")]
+    NoAssignment(u16),
+}
+
 /// The relative difference between the served dense gradient and the re-executed window, or why
 /// the artefacts do not fit together.
 fn reexecuted_difference(
@@ -102,7 +111,7 @@ fn reexecuted_difference(
     uid: u16,
     gradient: &Gradient,
     served: &Artefacts,
-) -> Result<f64, String> {
+) -> Result<f64, AuditError> {
     let range = &gradient.group.range;
     let dense = verify_artefacts(
         engine,
@@ -120,7 +129,7 @@ fn reexecuted_difference(
         uid,
         range.clone(),
     )
-    .ok_or_else(|| format!("uid {uid} has no assignment"))?;
+    .ok_or(AuditError::NoAssignment(uid))?;
     Ok(relative_difference(&dense, &reexecuted))
 }
 

@@ -17,7 +17,7 @@ mod measure;
 mod start;
 
 pub use aggregate::{Step, aggregate};
-pub use audit::{Artefacts, AuditFinding, AuditGap, examine, irreproducible};
+pub use audit::{Artefacts, AuditError, AuditFinding, AuditGap, examine, irreproducible};
 pub use contribution::contributions;
 pub use start::{Reference, Setting, Start, start};
 
