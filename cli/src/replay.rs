@@ -22,6 +22,17 @@ pub fn load_scoring(file: &Path, recorded: &ScoringParams) -> anyhow::Result<Sco
         .get("scoring")
         .and_then(|s| s.as_table())
         .with_context(|| format!("{} has no [scoring] section", file.display()))?;
+    let params = merged(recorded, section)
+        .with_context(|| format!("{}: the [scoring] section", file.display()))?;
+    let problems = out_of_range(&params);
+    if !problems.is_empty() {
+        anyhow::bail!("{}:\n  {}", file.display(), problems.join("\n  "));
+    }
+    Ok(params)
+}
+
+/// `recorded` with every key of `section` that names one of its rules set to the section's value.
+fn merged(recorded: &ScoringParams, section: &toml::Table) -> anyhow::Result<ScoringParams> {
     let mut merged = toml::Table::try_from(recorded).context("the recorded scoring parameters")?;
     let mut problems = Vec::new();
     for (key, v) in section {
@@ -38,12 +49,13 @@ pub fn load_scoring(file: &Path, recorded: &ScoringParams) -> anyhow::Result<Sco
             *slot = v;
         }
     }
-    if !problems.is_empty() {
-        anyhow::bail!("{}:\n  {}", file.display(), problems.join("\n  "));
-    }
-    let params: ScoringParams = merged
-        .try_into()
-        .with_context(|| format!("{}: the [scoring] section", file.display()))?;
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
+    Ok(merged.try_into()?)
+}
+
+/// What is wrong with `params`, one line a rule.
+fn out_of_range(params: &ScoringParams) -> Vec<String> {
+    let mut problems = Vec::new();
     let in_range = |x: f64, lo_open: bool| {
         if lo_open {
             x > 0.0 && x <= 1.0
@@ -96,10 +108,7 @@ pub fn load_scoring(file: &Path, recorded: &ScoringParams) -> anyhow::Result<Sco
             params.spot_check_tolerance
         ));
     }
-    if !problems.is_empty() {
-        anyhow::bail!("{}:\n  {}", file.display(), problems.join("\n  "));
-    }
-    Ok(params)
+    problems
 }
 
 /// The scoring parameters of the first recorded window (what-if overrides start from them).
@@ -214,6 +223,56 @@ fn print_summary(report: &ReplayReport) {
         println!(
             "what-if: moving_average {}, max_weight {}, assignment_p_value {}, copy_cosine {}",
             params.moving_average, params.max_weight, params.assignment_p_value, params.copy_cosine
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded() -> ScoringParams {
+        task::TaskSpec::from_toml_str(include_str!("../../tasks/wine-quality.toml"))
+            .unwrap()
+            .scoring
+            .params()
+    }
+
+    fn what_if(text: &str) -> anyhow::Result<ScoringParams> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("what-if.toml");
+        std::fs::write(&file, text).unwrap();
+        load_scoring(&file, &recorded())
+    }
+
+    #[test]
+    fn a_what_if_may_change_every_window_rule_and_nothing_else() {
+        let params = what_if(
+            "[scoring]\nspot_check_tolerance = 1\naggregate_top = 2\neval_step = 0.5\neval_batches = 99\n",
+        )
+        .unwrap();
+        assert_eq!(
+            params,
+            ScoringParams {
+                spot_check_tolerance: 1.0,
+                aggregate_top: 2,
+                eval_step: 0.5,
+                ..recorded()
+            }
+        );
+    }
+
+    #[test]
+    fn a_what_if_of_the_wrong_type_or_out_of_range_says_which_rule() {
+        let wrong = what_if("[scoring]\naggregate_min = \"two\"\n").unwrap_err();
+        assert!(
+            format!("{wrong:#}").contains("scoring.aggregate_min"),
+            "{wrong:#}"
+        );
+        let negative = what_if("[scoring]\nspot_check_tolerance = -0.1\n").unwrap_err();
+        assert!(
+            negative.to_string().contains("spot_check_tolerance"),
+            "{negative:#}"
         );
     }
 }

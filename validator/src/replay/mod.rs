@@ -4,6 +4,7 @@
 //! ones. Optionally the same window runs again under other scoring parameters ("what if"): any
 //! rule of `ScoringParams` may change, the audit tolerance and the evaluation step included.
 
+mod confirm;
 mod window;
 
 use window::replay_window;

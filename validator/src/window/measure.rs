@@ -18,24 +18,7 @@ pub(super) fn measure<I: WindowInputs>(
 ) -> Work {
     let mut work = Work::default();
     for g in gathered {
-        let mut miner = MinerEvidence {
-            uid: g.uid,
-            hotkey: g.hotkey.clone(),
-            refused: None,
-            norm: 0.0,
-            after: Vec::new(),
-            assignment: None,
-            fraud: None,
-            banned_until: start
-                .setting
-                .bans
-                .get(&g.uid)
-                .filter(|(h, _)| *h == g.hotkey)
-                .map(|(_, until)| *until),
-            audited_clean: false,
-            without: Vec::new(),
-            group: 0,
-        };
+        let mut miner = fresh_evidence(start, &g);
         match g.outcome {
             Ok(gradient) => {
                 miner.fraud = inputs.residual_chain(g.uid);
@@ -71,6 +54,28 @@ pub(super) fn measure<I: WindowInputs>(
         }
     }
     work
+}
+
+/// A gathered miner's evidence before anything is measured: its ban, if its hotkey has one.
+fn fresh_evidence(start: &Start, g: &Gathered) -> MinerEvidence {
+    MinerEvidence {
+        uid: g.uid,
+        hotkey: g.hotkey.clone(),
+        refused: None,
+        norm: 0.0,
+        after: Vec::new(),
+        assignment: None,
+        fraud: None,
+        banned_until: start
+            .setting
+            .bans
+            .get(&g.uid)
+            .filter(|(h, _)| *h == g.hotkey)
+            .map(|(_, until)| *until),
+        audited_clean: false,
+        without: Vec::new(),
+        group: 0,
+    }
 }
 
 /// The eval batches' losses after `g`, clipped to `clip`, is applied alone at the evaluation step.

@@ -1,0 +1,159 @@
+//! A subnet run of `subnet efficacy`: honest miners train each window and send through the codec
+//! with their own error-feedback residuals, and the validator's own window steps
+//! (`validator::window`) score, decide and aggregate it.
+
+use super::{Measure, Run, Setup, progress, window_seed};
+use scoring::{Averages, Bans, Reason, averages_after};
+use std::collections::BTreeMap;
+use subnet_proto::codec::{self, Layout};
+use task::{Checkpoint, CpuTrainBackend, Digest, TaskEngine, TaskSpec};
+use validator::window::{Artefacts, AuditGap, Carried, Gathered, Gradient, Setting, WindowInputs};
+
+/// The task with `layout` as its gradient codec.
+fn with_layout(spec: &TaskSpec, layout: Layout) -> TaskEngine {
+    let mut spec = spec.clone();
+    let c = &mut spec.compression;
+    (c.chunk, c.top_k, c.value_bits) = match layout {
+        Layout::DenseF32 => (c.chunk, 0, c.value_bits),
+        Layout::TopK { chunk, k } => (chunk, k, 8),
+        Layout::PackedTopK { chunk, k, bits } => (chunk, k, bits as u32),
+    };
+    TaskEngine::new(spec)
+}
+
+/// Honest miners' artefacts, served from memory when the validator's steps audit one.
+struct Honest {
+    served: BTreeMap<u16, Artefacts>,
+}
+
+impl WindowInputs for Honest {
+    type Error = std::convert::Infallible;
+
+    /// Honest miners pass their audits; only a failed assignment check asks for one here.
+    fn due_audits(&mut self, _: &BTreeMap<u16, Gradient>) -> Vec<u16> {
+        Vec::new()
+    }
+
+    fn residual_chain(&mut self, _: u16) -> Option<Reason> {
+        None
+    }
+
+    fn artefacts(&mut self, uid: u16) -> Result<Result<Artefacts, AuditGap>, Self::Error> {
+        Ok(Ok(self.served[&uid].clone()))
+    }
+}
+
+/// Every honest miner's window: its pseudo-gradient through the codec with its own error-feedback
+/// residual, as gathered, and its artefacts.
+fn train_miners(
+    engine: &TaskEngine,
+    checkpoint: &Checkpoint,
+    window: u64,
+    residuals: &mut [Vec<f32>],
+) -> (Vec<Gathered>, Honest) {
+    let device = Default::default();
+    let c = &engine.spec().compression;
+    let layout = Layout::of_task(c.chunk, c.top_k, c.value_bits);
+    let seed = window_seed(window);
+    let mut honest = Honest {
+        served: BTreeMap::new(),
+    };
+    let mut gathered = Vec::with_capacity(residuals.len());
+    for (uid, residual) in residuals.iter_mut().enumerate() {
+        let uid = uid as u16;
+        let group = engine.group(seed, uid, 0).expect("uid fits the window");
+        let outcome = engine
+            .train_window::<CpuTrainBackend>(
+                &device,
+                &checkpoint.params,
+                window,
+                seed,
+                uid,
+                group.range.clone(),
+                |_, _| {},
+            )
+            .expect("uid fits the window");
+        let dense = outcome.pseudo_gradient(&checkpoint.params);
+        let out = codec::compress_range(
+            &dense,
+            residual,
+            layout,
+            c.error_feedback as f32,
+            group.range.clone(),
+        );
+        let values = codec::decode_as(&out.payload, group.len(), layout).expect("own payload");
+        let artefacts = Artefacts {
+            dense: codec::encode_dense(&dense),
+            residual_in: codec::encode_dense(residual),
+        };
+        honest.served.insert(uid, artefacts);
+        let residual_out = codec::encode_dense(&out.residual_out);
+        *residual = out.residual_out;
+        gathered.push(Gathered {
+            uid,
+            hotkey: format!("miner {uid}"),
+            outcome: Ok(Gradient {
+                payload: out.payload,
+                values: task::groups::scattered(&values, engine.num_params(), &group.range),
+                group: group.clone(),
+                residual_out: Digest(subnet_proto::digest(&residual_out)),
+            }),
+        });
+    }
+    (gathered, honest)
+}
+
+/// The subnet with honest miners sending in `layout`, each window scored, decided and aggregated
+/// by the validator's own steps (`validator::window`).
+pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: Layout) -> Run {
+    let engine = with_layout(spec, layout);
+    let n = engine.num_params();
+    let mut checkpoint = engine.genesis();
+    let (mut momentum, mut reference_residual) = (Vec::new(), Vec::new());
+    let mut averages = Averages::new();
+    let mut residuals = vec![vec![0f32; n]; setup.miners as usize];
+    let mut run = Run {
+        name: format!("subnet, {layout} ({:.1}x)", layout.ratio(n)),
+        bytes: layout.payload_len(n),
+        losses: vec![measure.loss(&checkpoint.params)],
+        idle_windows: Vec::new(),
+        worse_windows: Vec::new(),
+    };
+    for window in 0..setup.windows {
+        let (gathered, mut honest) = train_miners(&engine, &checkpoint, window, &mut residuals);
+        let setting = Setting {
+            window,
+            window_seed: window_seed(window),
+            eval_seed: task::rng::derive_seed(&[window, 0x5EED]),
+            assigned_uids: setup.miners as u64,
+            params: engine.spec().scoring.params(),
+            checkpoint: checkpoint.clone(),
+            bans: Bans::new(),
+        };
+        let start = validator::window::start(&engine, setting, reference_residual);
+        let carried = Carried {
+            averages: &averages,
+            momentum: &momentum,
+        };
+        let Ok(scored) = validator::window::score(&engine, &start, gathered, &mut honest, carried);
+        averages = averages_after(&scored.decisions);
+        let step = scored.step;
+        // As the validator does, its reference's error feedback starts over when the model stays.
+        reference_residual = if step.next.digest == checkpoint.digest {
+            Vec::new()
+        } else {
+            start.reference.residual_out
+        };
+        if step.aggregated.is_empty() {
+            run.idle_windows.push(window);
+        }
+        let before = run.last();
+        (checkpoint, momentum) = (step.next, step.momentum_after);
+        run.losses.push(measure.loss(&checkpoint.params));
+        if run.last() > before {
+            run.worse_windows.push(window);
+        }
+        progress(&run.name, window, &run.losses);
+    }
+    run
+}
