@@ -31,7 +31,8 @@ fi
 export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 echo "building the benchmarks (release)" >&2
 cargo build --release -q -p task --example benchmark --features ndarray
-cargo build --release -q -p subnet-proto --example codec_bench --example transport_bench
+cargo build --release -q -p pseudo-gradient --example codec_bench
+cargo build --release -q -p subnet-proto --example transport_bench
 cargo build --release -q -p scoring --example yuma_bench
 cargo build --release -q -p validator --example window_memory
 cargo build --release -q -p miner --example group_memory

@@ -5,9 +5,9 @@
 //!
 //! `cargo run --release -p subnet-cli --example compression -- [TASK.toml] [WINDOWS]`
 
+use pseudo_gradient::aggregate::outer_sgd_step;
+use pseudo_gradient::codec;
 use scoring::UsefulnessScore;
-use subnet_proto::codec;
-use task::aggregate::outer_sgd_step;
 use task::{CpuBackend, CpuTrainBackend, TaskEngine, TaskSpec};
 
 fn main() {
@@ -22,7 +22,7 @@ fn main() {
     let engine = TaskEngine::new(spec);
     let c = engine.spec().compression.clone();
     let n = engine.num_params();
-    let layout = codec::Layout::of_task(c.chunk, c.top_k, c.value_bits);
+    let layout = c.layout();
     println!(
         "{}: {n} parameters; dense {} bytes, {layout} {} bytes ({:.1}x smaller)",
         engine.spec().task.name,

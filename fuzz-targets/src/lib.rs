@@ -12,8 +12,9 @@
 pub mod seeds;
 
 use prost::Message;
+use pseudo_gradient::codec;
 use std::sync::OnceLock;
-use subnet_proto::{auth, checkpoints, codec, commitment, limits, pb};
+use subnet_proto::{auth, checkpoints, commitment, limits, pb};
 use subxt_signer::sr25519::{Keypair, dev};
 
 /// A target: the input, and whether the decoder accepted it.

@@ -5,7 +5,8 @@
 
 use crate::{RECEIVER, TASK_DIGEST, TEXT_CORPUS, signer};
 use prost::Message as _;
-use subnet_proto::{auth, checkpoints, codec, commitment, pb};
+use pseudo_gradient::codec;
+use subnet_proto::{auth, checkpoints, commitment, pb};
 
 /// The substrate development phrase (alice's), for a keyfile seed.
 const DEV_PHRASE: &str = "bottom drive obey lake curtain smoke basket hold race lonely fit walk";

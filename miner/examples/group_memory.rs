@@ -8,8 +8,8 @@
 //! Flags: --groups G (cut the model into G groups), --group I (train group I) or --whole, --d-model N
 //! (a wider transformer), --steps S (inner steps; the peak is reached at the first).
 
+use pseudo_gradient::codec;
 use std::time::Instant;
-use subnet_proto::codec;
 use task::{CpuTrainBackend, TaskEngine, TaskSpec};
 
 /// The allocator the binaries use (see the `miner` binary).
@@ -92,7 +92,7 @@ fn main() -> anyhow::Result<()> {
     let out = codec::compress_range(
         &delta,
         &residual,
-        codec::Layout::of_task(c.chunk, c.top_k, c.value_bits),
+        c.layout(),
         c.error_feedback as f32,
         range.clone(),
     );

@@ -11,9 +11,10 @@
 
 use crate::{Miner, MinerError, ServedGradient};
 use chain_client::Chain;
+use pseudo_gradient::codec;
 use std::fmt;
 use std::str::FromStr;
-use subnet_proto::{codec, commitment, pb};
+use subnet_proto::{commitment, pb};
 use task::rng::SeededRng;
 use task::{Batch, CpuTrainBackend, TaskEngine};
 
@@ -217,12 +218,7 @@ fn publish_claims(
 fn publish_as_dense(miner: &Miner<impl Chain>, window: u64, checkpoint: [u8; 32], values: &[f32]) {
     let c = &miner.engine().spec().compression;
     let zero = vec![0.0; values.len()];
-    let out = codec::compress(
-        values,
-        &zero,
-        codec::Layout::of_task(c.chunk, c.top_k, c.value_bits),
-        c.error_feedback as f32,
-    );
+    let out = codec::compress(values, &zero, c.layout(), c.error_feedback as f32);
     publish_claims(
         miner,
         window,
@@ -238,7 +234,10 @@ fn publish_as_dense(miner: &Miner<impl Chain>, window: u64, checkpoint: [u8; 32]
 fn noise(n: usize, norm: f64, seed: &[u64]) -> Vec<f32> {
     let mut rng = SeededRng::derived(seed);
     let raw: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
-    scaled(&raw, (norm / task::aggregate::l2_norm(&raw)) as f32)
+    scaled(
+        &raw,
+        (norm / pseudo_gradient::aggregate::l2_norm(&raw)) as f32,
+    )
 }
 
 /// What the adversary does while `window` is open, in place of `Miner::train_window`.
@@ -335,7 +334,7 @@ impl<C: Chain> Turn<'_, C> {
         let checkpoint = &self.checkpoint;
         let n = self.engine.num_params();
         // Noise of an honest gradient's norm (it trains once to learn the norm).
-        let norm = task::aggregate::l2_norm(&self.honest()?);
+        let norm = pseudo_gradient::aggregate::l2_norm(&self.honest()?);
         let values = noise(n, norm, &[window, uid as u64, 0x4E4F_4953]);
         publish_as_dense(miner, window, checkpoint.digest, &values);
         Ok(())
@@ -358,7 +357,7 @@ impl<C: Chain> Turn<'_, C> {
             .and_then(|s| decoded(&engine, &s))
             .unwrap_or_else(|| zero.clone());
         let values = if adversary == Adversary::NoisyCopier {
-            let norm = 0.4 * task::aggregate::l2_norm(&seen).max(1e-6);
+            let norm = 0.4 * pseudo_gradient::aggregate::l2_norm(&seen).max(1e-6);
             let noise = noise(n, norm, &[window, uid as u64, 0x434F_5059]);
             seen.iter().zip(&noise).map(|(s, z)| s + z).collect()
         } else {
@@ -436,7 +435,7 @@ impl<C: Chain> Turn<'_, C> {
         }
         // The payload changes; every claim stays the honest one.
         let c = &engine.spec().compression;
-        let (payload, _) = codec::Layout::of_task(c.chunk, c.top_k, c.value_bits).encode(&sent);
+        let (payload, _) = c.layout().encode(&sent);
         let mut commitment = honest_work.commitment.clone();
         commitment.payload_digest = subnet_proto::digest(&payload).to_vec();
         commitment.payload_len = payload.len() as u64;
@@ -464,12 +463,7 @@ impl<C: Chain> Turn<'_, C> {
         let dense = self.honest()?;
         let forged = scaled(&dense, AMPLIFIED - 1.0);
         let c = &engine.spec().compression;
-        let out = codec::compress(
-            &dense,
-            &forged,
-            codec::Layout::of_task(c.chunk, c.top_k, c.value_bits),
-            c.error_feedback as f32,
-        );
+        let out = codec::compress(&dense, &forged, c.layout(), c.error_feedback as f32);
         publish_claims(
             miner,
             window,

@@ -9,10 +9,11 @@
 
 use bytes::Bytes;
 use futures::StreamExt;
+use pseudo_gradient::codec::Layout;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
-use subnet_proto::{codec::Layout, limits, pb, server, stream};
+use subnet_proto::{limits, pb, server, stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::{Request, Response, Status};

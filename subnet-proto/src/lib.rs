@@ -1,10 +1,10 @@
 //! The subnet's wire protocol: generated gRPC code for proto/subnet.proto, request signing and
-//! verification, signed gradient commitments, the gradient payload codec and the size limits.
+//! verification, signed gradient commitments and the size limits. The payload codec itself is
+//! `pseudo_gradient::codec`: the wire carries its bytes.
 
 pub mod auth;
 pub mod backoff;
 pub mod checkpoints;
-pub mod codec;
 pub mod commitment;
 pub mod limits;
 pub mod metrics_http;
@@ -17,12 +17,9 @@ pub mod pb {
     tonic::include_proto!("subnet.v1");
 }
 
-use blake2::{Blake2b, Digest, digest::consts::U32};
-
-/// Blake2b-256, the digest used for payloads, checkpoints and signing payloads.
-pub fn digest(bytes: &[u8]) -> [u8; 32] {
-    Blake2b::<U32>::digest(bytes).into()
-}
+/// Blake2b-256, the digest used for payloads, checkpoints and signing payloads
+/// (`pseudo_gradient::digest`, its one implementation).
+pub use pseudo_gradient::digest::blake2b as digest;
 
 /// Reads a 32-byte field, naming it in the error.
 pub fn bytes32(field: &str, bytes: &[u8]) -> Result<[u8; 32], String> {

@@ -4,8 +4,8 @@
 //!
 //! `cargo run --release -p task --example convergence -- TASK.toml WINDOWS WORKERS [fresh|persistent] [LR] [STEPS] [OUTER_LR] [OUTER_MOMENTUM]`
 
+use pseudo_gradient::aggregate::{aggregate_median_clipped, outer_nesterov_step};
 use std::time::Instant;
-use task::aggregate::{aggregate_median_clipped, outer_nesterov_step};
 use task::{CpuBackend, CpuTrainBackend, TaskEngine, TaskSpec};
 
 fn main() {

@@ -2,7 +2,6 @@
 //! followed by the parameters as little-endian f32; the digest is Blake2b-256 of those bytes. A
 //! checkpoint loads on any backend, since it is only the flat parameter vector.
 
-use blake2::{Blake2b, Digest, digest::consts::U32};
 use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"SNCKPT01";
@@ -51,7 +50,7 @@ impl Checkpoint {
     }
 
     pub fn digest_of(bytes: &[u8]) -> [u8; 32] {
-        Blake2b::<U32>::digest(bytes).into()
+        pseudo_gradient::digest::blake2b(bytes)
     }
 
     /// Decodes and verifies bytes received for `expected_digest` (when given).

@@ -1,8 +1,7 @@
 //! Tasks and the engine that runs them: specs, the synthetic corpus, real corpus files and tables,
-//! the model architectures, page assignment, training, evaluation, checkpoints and aggregation. No
-//! networking, no chain.
+//! the model architectures, page assignment, training, evaluation and checkpoints. No networking,
+//! no chain; what is done to a pseudo-gradient once trained is `pseudo_gradient`'s.
 
-pub mod aggregate;
 pub mod allocator;
 pub mod architecture;
 pub mod assignment;
@@ -10,7 +9,6 @@ pub mod batch;
 pub mod checkpoint;
 pub mod corpus;
 pub mod device;
-pub mod digest;
 pub mod engine;
 pub mod export;
 pub mod generate;
@@ -26,7 +24,7 @@ pub mod trainer;
 pub use batch::{Batch, Inputs, Span};
 pub use checkpoint::Checkpoint;
 pub use device::Device;
-pub use digest::Digest;
 pub use engine::{Corpus, TaskEngine};
+pub use pseudo_gradient::Digest;
 pub use spec::TaskSpec;
 pub use trainer::{CpuBackend, CpuTrainBackend, TrainOutcome, Trainer};

@@ -7,7 +7,7 @@ use crate::corpus::MarkovSpec;
 use crate::problems::{Problems, SpecError, SpecProblem};
 use crate::table::TableSpec;
 use crate::text::TextSpec;
-use blake2::{Blake2b, Digest, digest::consts::U32};
+use pseudo_gradient::codec::{self, Compressed, Layout};
 use serde::{Deserialize, Serialize};
 
 /// The most parameter groups a task may declare.
@@ -142,6 +142,25 @@ pub struct CompressionSpec {
     pub error_feedback: f64,
 }
 
+impl CompressionSpec {
+    /// The task's payload layout.
+    pub fn layout(&self) -> Layout {
+        Layout::of_task(self.chunk, self.top_k, self.value_bits)
+    }
+
+    /// The task's codec over the parameters `range` of `dense` plus the error-feedback share of
+    /// `residual_in`: the payload, and the residual it leaves (whole-model sized).
+    pub fn compress(
+        &self,
+        dense: &[f32],
+        residual_in: &[f32],
+        range: std::ops::Range<usize>,
+    ) -> Compressed {
+        let feedback = self.error_feedback as f32;
+        codec::compress_range(dense, residual_in, self.layout(), feedback, range)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoringSpec {
@@ -256,7 +275,7 @@ impl TaskSpec {
     }
 
     pub fn digest(&self) -> [u8; 32] {
-        Blake2b::<U32>::digest(self.canonical_toml().as_bytes()).into()
+        pseudo_gradient::digest::blake2b(self.canonical_toml().as_bytes())
     }
 
     /// The inner learning rate of `window` (cosine decay, see `TrainingSpec`).

@@ -2,8 +2,8 @@
 //! process with another thread count, whether a training step's parts run on threads of their own
 //! or one after the other: what lets anyone replay a validator's evaluations.
 
+use pseudo_gradient::aggregate::outer_sgd_step;
 use std::process::Command;
-use task::aggregate::outer_sgd_step;
 use task::{CpuBackend, CpuTrainBackend, TaskEngine, TaskSpec};
 
 const CHILD: &str = "SUBNET_DETERMINISM_OUT";

@@ -2,7 +2,7 @@
 //! the shipped wine-quality task trains and its held-out loss falls below the loss of predicting the
 //! class frequencies; broken table tasks list every problem.
 
-use task::aggregate::{aggregate_median_clipped, outer_sgd_step};
+use pseudo_gradient::aggregate::{aggregate_median_clipped, outer_sgd_step};
 use task::engine::Corpus;
 use task::problems::SpecError;
 use task::{CpuBackend, CpuTrainBackend, Inputs, TaskEngine, TaskSpec};

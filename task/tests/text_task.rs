@@ -1,7 +1,7 @@
 //! Tasks on a real corpus file: the shipped text-lm (the GNU GPL v3 as bytes) trains and its held-out
 //! loss falls; nanoGPT-style u16 token files load; broken text tasks list every problem.
 
-use task::aggregate::{aggregate_median_clipped, outer_sgd_step};
+use pseudo_gradient::aggregate::{aggregate_median_clipped, outer_sgd_step};
 use task::{CpuBackend, CpuTrainBackend, TaskEngine, TaskSpec};
 
 fn shipped(name: &str) -> std::path::PathBuf {

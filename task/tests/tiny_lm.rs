@@ -1,7 +1,7 @@
 //! The benchmark task at its real size (3.3M parameters): one window of its inner steps from the
 //! genesis checkpoint lowers the held-out loss, which stays above the corpus's floor.
 
-use task::aggregate::outer_sgd_step;
+use pseudo_gradient::aggregate::outer_sgd_step;
 use task::{CpuBackend, CpuTrainBackend, TaskEngine, TaskSpec};
 
 fn mean(xs: &[f32]) -> f64 {

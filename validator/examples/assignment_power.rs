@@ -7,8 +7,8 @@
 //!
 //! cargo run --release -p validator --example assignment_power -- [SEEDS] [WINDOWS]
 
-use subnet_proto::codec::{self, Layout};
-use task::aggregate::{aggregate_clipped, l2_norm, outer_sgd_step};
+use pseudo_gradient::aggregate::{aggregate_clipped, l2_norm, outer_sgd_step};
+use pseudo_gradient::codec;
 use task::{TaskEngine, TaskSpec};
 use validator::evaluate;
 
@@ -20,7 +20,7 @@ fn main() {
     let threshold = spec.scoring.assignment_p_value;
     let c = spec.compression.clone();
     let engine = TaskEngine::new(spec);
-    let layout = Layout::of_task(c.chunk, c.top_k, c.value_bits);
+    let layout = c.layout();
     let n = engine.num_params();
     let send = |dense: &[f32], residual: &mut Vec<f32>| {
         let out = codec::compress(dense, residual, layout, c.error_feedback as f32);

@@ -5,10 +5,10 @@
 //! gradients they gathered themselves before adopting it.
 
 use crate::store::{DataDir, StoreError};
-use subnet_proto::codec;
+use pseudo_gradient::aggregate::{aggregate_clipped_each, outer_nesterov_step, outer_sgd_step};
+use pseudo_gradient::codec;
 use subnet_proto::commitment::SignedCommitment;
 use task::Digest;
-use task::aggregate::{aggregate_clipped_each, outer_nesterov_step, outer_sgd_step};
 use task::{Checkpoint, TaskEngine};
 
 /// How a checkpoint was made from the one before it.

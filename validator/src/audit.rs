@@ -13,10 +13,10 @@
 //! - a miner that does not serve, under an audit, what it committed to is treated as one whose
 //!   artefacts do not check out.
 
+use pseudo_gradient::codec::{self, Layout};
 use scoring::{Reason, ReasonKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use subnet_proto::codec::{self, Layout};
 use subnet_proto::commitment::Claims;
 use task::{Digest, TaskEngine};
 
@@ -178,14 +178,10 @@ pub fn verify_artefacts(
         let range = range.clone();
         return Err(ArtefactError::OutsideGroup { index, range });
     }
-    let c = &engine.spec().compression;
-    let recomputed = codec::compress_range(
-        &dense,
-        &residual,
-        Layout::of_task(c.chunk, c.top_k, c.value_bits),
-        c.error_feedback as f32,
-        range.clone(),
-    );
+    let recomputed = engine
+        .spec()
+        .compression
+        .compress(&dense, &residual, range.clone());
     if recomputed.payload != payload {
         let first = recomputed
             .payload
@@ -226,7 +222,7 @@ mod tests {
         }
         let residual: Vec<f32> = (0..n).map(|i| ((i % 5) as f32 - 2.0) * 1e-4).collect();
         let c = &engine.spec().compression;
-        let layout = Layout::of_task(c.chunk, c.top_k, c.value_bits);
+        let layout = c.layout();
         let feedback = c.error_feedback as f32;
         let out = codec::compress_range(&dense, &residual, layout, feedback, own.clone());
         let residual_out = Digest(subnet_proto::digest(&codec::encode_dense(

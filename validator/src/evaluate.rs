@@ -1,9 +1,9 @@
 //! The deterministic evaluations behind a window's evidence, shared by the validator and by offline
 //! replays: on the CPU backend they give the same losses bit for bit wherever they run.
 
+use pseudo_gradient::aggregate::{clip_scale, clipped, l2_norm, outer_sgd_step};
+use pseudo_gradient::codec;
 use scoring::AssignmentEvidence;
-use subnet_proto::codec::{self, Layout};
-use task::aggregate::{clip_scale, clipped, l2_norm, outer_sgd_step};
 use task::{Batch, CpuBackend, CpuTrainBackend, TaskEngine};
 
 /// Losses of `params` on `batches`.
@@ -73,7 +73,7 @@ pub fn reference_payload(
     residual_in: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     let c = &engine.spec().compression;
-    let layout = Layout::of_task(c.chunk, c.top_k, c.value_bits);
+    let layout = c.layout();
     let zero;
     let residual_in = if residual_in.is_empty() {
         zero = vec![0.0; dense.len()];
@@ -81,7 +81,7 @@ pub fn reference_payload(
     } else {
         residual_in
     };
-    let out = codec::compress(dense, residual_in, layout, c.error_feedback as f32);
+    let out = c.compress(dense, residual_in, 0..dense.len());
     let sent = codec::decode_as(&out.payload, dense.len(), layout)
         .expect("the codec decodes its own output");
     (sent, out.residual_out)

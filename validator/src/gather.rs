@@ -5,11 +5,11 @@
 //! while streaming, its digest, and the task's one gradient layout.
 
 use chain_client::Neuron;
+use pseudo_gradient::codec::{self, CodecError, Layout};
 use scoring::{Reason, ReasonKind};
 use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
-use subnet_proto::codec::{self, CodecError, Layout};
 use subnet_proto::commitment::{self, CommitmentError, Expected, SignedCommitment};
 use subnet_proto::{auth, limits, pb};
 use subxt_signer::sr25519::Keypair;
@@ -104,7 +104,7 @@ pub(crate) struct Gatherer<'a> {
 impl Gatherer<'_> {
     fn layout(&self) -> Layout {
         let c = &self.engine.spec().compression;
-        Layout::of_task(c.chunk, c.top_k, c.value_bits)
+        c.layout()
     }
 
     async fn client(

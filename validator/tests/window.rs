@@ -6,8 +6,9 @@
 
 use chain_client::{AccountId, BlockClock, Chain, LocalChain, SubnetParams, keypair_from_uri};
 use miner::{Miner, MinerService, ServedGradient};
+use pseudo_gradient::codec;
 use std::sync::Arc;
-use subnet_proto::{codec, commitment};
+use subnet_proto::commitment;
 use subxt_signer::sr25519::Keypair;
 use task::{TaskEngine, TaskSpec};
 use tokio::net::TcpListener;

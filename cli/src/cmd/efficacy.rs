@@ -21,7 +21,7 @@ pub struct Args {
     /// More compression layouts to compare, CHUNK:K:BITS (bits 8: byte values with 16-bit
     /// positions; 1 to 7: packed), comma-separated.
     #[arg(long, value_delimiter = ',', value_parser = subnet_cli::efficacy::parse_layout)]
-    pub layouts: Vec<subnet_proto::codec::Layout>,
+    pub layouts: Vec<pseudo_gradient::codec::Layout>,
     /// Override the task's inner steps per window.
     #[arg(long)]
     pub inner_steps: Option<usize>,
@@ -53,9 +53,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         spec.training.inner_steps = steps;
     }
     let c = &spec.compression;
-    let own = subnet_proto::codec::Layout::of_task(c.chunk, c.top_k, c.value_bits);
+    let own = c.layout();
     let layouts = std::iter::once(own)
-        .filter(|l| *l != subnet_proto::codec::Layout::DenseF32)
+        .filter(|l| *l != pseudo_gradient::codec::Layout::DenseF32)
         .chain(layouts.into_iter().filter(|l| *l != own))
         .collect();
     let comparison = subnet_cli::efficacy::compare(

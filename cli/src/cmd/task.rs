@@ -62,12 +62,12 @@ fn check_task(file: &std::path::Path) -> anyhow::Result<bool> {
         spec.training.batch_size,
         spec.targets_per_example(),
     );
-    let dense = subnet_proto::codec::encode_dense(&vec![0.0; n]).len();
+    let dense = pseudo_gradient::codec::encode_dense(&vec![0.0; n]).len();
     let c = &spec.compression;
     if c.top_k == 0 {
         println!("  gradient        {dense} bytes (dense f32)");
     } else {
-        let layout = subnet_proto::codec::Layout::of_task(c.chunk, c.top_k, c.value_bits);
+        let layout = c.layout();
         println!(
             "  gradient        {} bytes ({layout}), {:.1}x smaller than dense f32 ({dense} bytes)",
             layout.payload_len(n),
@@ -95,7 +95,7 @@ fn print_memory(spec: &TaskSpec, engine: &::task::TaskEngine) {
             "  groups          {} parameter groups; a miner holds every parameter (4 B) and its group's gradients and AdamW moments (12 B a parameter), before activations:",
             groups.len()
         );
-        let layout = subnet_proto::codec::Layout::of_task(c.chunk, c.top_k, c.value_bits);
+        let layout = c.layout();
         for g in groups.groups() {
             println!(
                 "    {:>3}  {:>11} parameters  {:>7.1} MiB  payload {:>9} bytes  {} .. {}",

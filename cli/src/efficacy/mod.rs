@@ -17,11 +17,11 @@
 mod subnet;
 
 use anyhow::Context;
+use pseudo_gradient::codec::Layout;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 use subnet::subnet;
-use subnet_proto::codec::Layout;
 use task::{Batch, CpuBackend, CpuTrainBackend, TaskEngine, TaskSpec};
 
 /// What to compare.

@@ -3,9 +3,9 @@
 //! (`validator::window`) score, decide and aggregate it.
 
 use super::{Measure, Run, Setup, progress, window_seed};
+use pseudo_gradient::codec::{self, Layout};
 use scoring::{Averages, Bans, Reason, averages_after};
 use std::collections::BTreeMap;
-use subnet_proto::codec::{self, Layout};
 use task::{Checkpoint, CpuTrainBackend, Digest, TaskEngine, TaskSpec};
 use validator::window::{Artefacts, AuditGap, Carried, Gathered, Gradient, Setting, WindowInputs};
 
@@ -53,7 +53,7 @@ fn train_miners(
 ) -> (Vec<Gathered>, Honest) {
     let device = Default::default();
     let c = &engine.spec().compression;
-    let layout = Layout::of_task(c.chunk, c.top_k, c.value_bits);
+    let layout = c.layout();
     let seed = window_seed(window);
     let mut honest = Honest {
         served: BTreeMap::new(),
@@ -74,13 +74,7 @@ fn train_miners(
             )
             .expect("uid fits the window");
         let dense = outcome.pseudo_gradient(&checkpoint.params);
-        let out = codec::compress_range(
-            &dense,
-            residual,
-            layout,
-            c.error_feedback as f32,
-            group.range.clone(),
-        );
+        let out = c.compress(&dense, residual, group.range.clone());
         let values = codec::decode_as(&out.payload, group.len(), layout).expect("own payload");
         let artefacts = Artefacts {
             dense: codec::encode_dense(&dense),

@@ -6,11 +6,12 @@ mod sync;
 use crate::Metrics;
 use crate::residual::{self, Residual};
 use chain_client::{AccountId, Chain, ChainError, Membership, Metagraph, NotRegistered};
+use pseudo_gradient::codec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
-use subnet_proto::{codec, commitment, pb};
+use subnet_proto::{commitment, pb};
 use subxt_signer::sr25519::Keypair;
 use task::assignment::AssignmentError;
 use task::checkpoint::CheckpointError;
@@ -408,13 +409,7 @@ impl<C: Chain> Miner<C> {
             .filter(|(r, source)| r.len() == delta.len() && !stalled(*source))
             .map(|(r, source)| (r.to_vec(), source))
             .unwrap_or_else(|| (vec![0.0; delta.len()], 0));
-        let compressed = codec::compress_range(
-            delta,
-            &residual_in,
-            codec::Layout::of_task(spec.chunk, spec.top_k, spec.value_bits),
-            spec.error_feedback as f32,
-            range,
-        );
+        let compressed = spec.compress(delta, &residual_in, range);
         let dense = codec::encode_dense(delta);
         let residual_in_bytes = codec::encode_dense(&residual_in);
         let commitment = commitment::commit(

@@ -54,7 +54,7 @@ fn training_lowers_loss_and_its_pseudo_gradient_is_useful_on_heldout_data() {
         .losses::<CpuBackend>(&device, &start.params, &heldout)
         .iter()
         .sum();
-    let moved = crate::aggregate::outer_sgd_step(&start.params, &delta, 1.0);
+    let moved = pseudo_gradient::aggregate::outer_sgd_step(&start.params, &delta, 1.0);
     let after: f32 = engine
         .losses::<CpuBackend>(&device, &moved, &heldout)
         .iter()
@@ -100,7 +100,7 @@ fn a_group_miner_moves_only_its_group_and_its_gradient_still_helps() {
             "group {} moved a frozen parameter",
             group.index
         );
-        let moved = crate::aggregate::outer_sgd_step(&start.params, &delta, 1.0);
+        let moved = pseudo_gradient::aggregate::outer_sgd_step(&start.params, &delta, 1.0);
         let after: f32 = engine
             .losses::<CpuBackend>(&device, &moved, &heldout)
             .iter()

@@ -23,13 +23,14 @@ use crate::record::{GradientRecord, WeightsRecord, WindowRecord};
 use crate::store::{DataDir, PendingReveal, SavedState, StoreError};
 use crate::{aggregation, weights, window};
 use chain_client::{AccountId, Chain, FraudOutcome, Membership, Metagraph, Neuron};
+use pseudo_gradient::codec;
 use scoring::{Averages, Bans, Reason, ReasonKind, averages_after, bans_after, weights_to_u16};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use subnet_proto::checkpoints::CheckpointClient;
 use subnet_proto::commitment::SignedCommitment;
-use subnet_proto::{codec, pb};
+use subnet_proto::pb;
 use subxt_signer::sr25519::Keypair;
 use task::{Checkpoint, Digest, TaskEngine};
 

@@ -11,9 +11,9 @@ use crate::store::DataDir;
 use crate::window::{
     self, Artefacts, AuditGap, Carried, Gathered, Gradient, Refusal, Setting, Start, WindowInputs,
 };
+use pseudo_gradient::codec;
 use scoring::{Averages, MinerEvidence, Reason, ReasonKind, ScoringParams};
 use std::collections::BTreeMap;
-use subnet_proto::codec::{self, Layout};
 use task::{Checkpoint, Digest, TaskEngine};
 
 /// What a replayed window's steps ran on, for running them again under other rules.
@@ -166,7 +166,7 @@ fn gathered(
     record: &WindowRecord,
 ) -> Result<Vec<Gathered>, ReplayError> {
     let c = &engine.spec().compression;
-    let layout = Layout::of_task(c.chunk, c.top_k, c.value_bits);
+    let layout = c.layout();
     let mut out = Vec::with_capacity(record.evidence.miners.len());
     for m in &record.evidence.miners {
         let outcome = match record.gradients.iter().find(|g| g.uid == m.uid) {

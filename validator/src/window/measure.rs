@@ -4,9 +4,9 @@
 use super::{Gathered, Gradient, Start, WindowInputs, Work};
 use crate::evaluate::{self, AssignmentDraw};
 use crate::gather::Rejection;
+use pseudo_gradient::aggregate::l2_norm;
 use scoring::{MinerEvidence, Verdict, screen};
 use task::TaskEngine;
-use task::aggregate::l2_norm;
 
 /// Each gathered miner's evidence so far: refused, or its gradient's norm, residual chain and
 /// losses on its own, clipped to its group's clip norm.

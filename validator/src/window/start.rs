@@ -1,9 +1,9 @@
 //! The window's start: what every later step reads, fixed before any miner's work is measured.
 
 use crate::evaluate;
+use pseudo_gradient::aggregate::l2_norm;
+use pseudo_gradient::codec;
 use scoring::{Bans, ScoringParams};
-use subnet_proto::codec;
-use task::aggregate::l2_norm;
 use task::{Batch, Checkpoint, Digest, TaskEngine};
 
 /// Which window is scored, from which checkpoint, under which rules.

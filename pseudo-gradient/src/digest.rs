@@ -1,6 +1,7 @@
-//! A Blake2b-256 digest: how checkpoints, blobs, payloads and residuals are named. It is written
-//! as 64 lowercase hex digits in records and on screens, and parsed back with an error that says
-//! what was wrong.
+//! A Blake2b-256 digest: how checkpoints, blobs, payloads, residuals, tasks and signing payloads
+//! are named, with the one implementation of the hash (`blake2b`, `Digest::of`). It is written as
+//! 64 lowercase hex digits in records and on screens, and parsed back with an error that says what
+//! was wrong.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -17,7 +18,18 @@ pub struct BadDigest {
     pub reason: String,
 }
 
+/// Blake2b-256 of `bytes`.
+pub fn blake2b(bytes: &[u8]) -> [u8; 32] {
+    use blake2::digest::Digest as _;
+    blake2::Blake2b::<blake2::digest::consts::U32>::digest(bytes).into()
+}
+
 impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(blake2b(bytes))
+    }
+
     pub fn bytes(&self) -> &[u8; 32] {
         &self.0
     }

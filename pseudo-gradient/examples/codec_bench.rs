@@ -6,8 +6,8 @@
 //!
 //! `cargo run --release -p subnet-proto --example codec_bench -- [PARAMETERS] [REPEATS]`
 
+use pseudo_gradient::codec::{self, Layout};
 use std::time::Instant;
-use subnet_proto::codec::{self, Layout};
 
 /// A fixed draw of `n` values whose magnitudes spread over several orders, as gradients do.
 fn values(n: usize, seed: u64) -> Vec<f32> {

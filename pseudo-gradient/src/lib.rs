@@ -1,0 +1,11 @@
+//! The pseudo-gradient, on the bottom floor: what a miner, a validator and a replay each do to the
+//! difference between a window's starting checkpoint and the model a miner trained from it, with no
+//! IO, no model and no wire. `digest` names every blob (Blake2b-256, the one implementation);
+//! `codec` turns a pseudo-gradient and its error-feedback residual into the canonical payload and
+//! back; `aggregate` clips, averages and takes the outer step.
+
+pub mod aggregate;
+pub mod codec;
+pub mod digest;
+
+pub use digest::Digest;
