@@ -1,6 +1,7 @@
 //! Commitments: collected while a window is open, kept per window.
 
 use super::*;
+use crate::store::KeptCommitments;
 
 impl<C: Chain> Validator<C> {
     /// Collects the commitments of `window` from every miner that has not given one yet; call it
@@ -53,20 +54,7 @@ impl<C: Chain> Validator<C> {
         if count > held.len()
             && let Some(store) = &self.inner.store
         {
-            let kept = state
-                .collected
-                .iter()
-                .map(|(w, c)| {
-                    let c = c
-                        .iter()
-                        .map(|(uid, c)| {
-                            let wire = prost::Message::encode_to_vec(&c.to_wire());
-                            (*uid, hex::encode(wire))
-                        })
-                        .collect();
-                    (*w, c)
-                })
-                .collect();
+            let kept = kept(&state.collected);
             drop(state);
             store.save_commitments(&kept)?;
         }
@@ -87,7 +75,23 @@ impl<C: Chain> Validator<C> {
     }
 }
 
-/// The state of a validator that has never run: `checkpoint` at `window`.
+/// The collected commitments as `commitments.json` keeps them (hex of each wire commitment).
+fn kept(collected: &BTreeMap<u64, BTreeMap<u16, SignedCommitment>>) -> KeptCommitments {
+    collected
+        .iter()
+        .map(|(w, c)| {
+            let c = c
+                .iter()
+                .map(|(uid, c)| {
+                    let wire = prost::Message::encode_to_vec(&c.to_wire());
+                    (*uid, hex::encode(wire))
+                })
+                .collect();
+            (*w, c)
+        })
+        .collect()
+}
+
 /// The commitments a data directory kept for `from` and later windows.
 pub(super) fn load_commitments(
     store: &DataDir,

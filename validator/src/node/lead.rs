@@ -13,61 +13,8 @@ impl<C: Chain> Validator<C> {
         if lead.hotkey == self.hotkey() {
             return None;
         }
-        let addr = lead.axon?;
-        let adopt = async {
-            let mut client = CheckpointClient::connect(addr, self.keypair(), lead.hotkey.0).await?;
-            let latest = client.latest().await?;
-            let digest = subnet_proto::bytes32("digest", &latest.digest)?;
-            if latest.window != window {
-                return Err(format!(
-                    "the lead's checkpoint is for window {}, not {window}",
-                    latest.window
-                ));
-            }
-            let (own, own_window) = self.checkpoint();
-            if own.digest == digest && own_window == window {
-                return Ok(None);
-            }
-            let recipe = recipe_of(&latest)?;
-            let recomputed = self.recompute_lead(window, recipe.as_ref(), &digest);
-            let engine = self.engine();
-            let (checkpoint, momentum, verified) = match recomputed {
-                Some(Recomputation::Confirmed(checkpoint, momentum)) => {
-                    (checkpoint, Some(momentum), true)
-                }
-                Some(Recomputation::Differs { recomputed }) => {
-                    return Err(format!(
-                        "its recipe gives checkpoint {}, not the {} it serves: not adopted",
-                        hex::encode(recomputed),
-                        hex::encode(digest)
-                    ));
-                }
-                Some(Recomputation::Missing(_)) | None => {
-                    let bytes = client.download(&digest, latest.len).await?;
-                    let checkpoint = Checkpoint::from_bytes(
-                        &bytes,
-                        &engine.digest(),
-                        engine.num_params(),
-                        Some(&digest),
-                    )
-                    .map_err(|e| e.to_string())?;
-                    (checkpoint, None, false)
-                }
-            };
-            {
-                let mut state = self.state_mut();
-                if let Some(momentum) = momentum {
-                    state.momentum = momentum;
-                }
-            }
-            self.advance(window, checkpoint, None);
-            Ok(Some(Adoption {
-                lead: lead.uid,
-                digest,
-                verified,
-            }))
-        };
-        match adopt.await {
+        lead.axon?;
+        match self.adopt(window, lead).await {
             Ok(adoption) => {
                 if let Some(a) = &adoption {
                     tracing::info!(window, lead = a.lead, checkpoint = %hex::encode(&a.digest[..4]), verified = a.verified, "adopted the lead's checkpoint");
@@ -79,6 +26,60 @@ impl<C: Chain> Validator<C> {
                 None
             }
         }
+    }
+
+    /// Takes `lead`'s checkpoint of `window`: recomputed here from its recipe when this validator
+    /// can, downloaded and checked by digest when it cannot; None when it already holds it.
+    async fn adopt(&self, window: u64, lead: &Neuron) -> Result<Option<Adoption>, String> {
+        let addr = lead.axon.ok_or("the lead serves no axon")?;
+        let mut client = CheckpointClient::connect(addr, self.keypair(), lead.hotkey.0).await?;
+        let latest = client.latest().await?;
+        let digest = subnet_proto::bytes32("digest", &latest.digest)?;
+        if latest.window != window {
+            return Err(format!(
+                "the lead's checkpoint is for window {}, not {window}",
+                latest.window
+            ));
+        }
+        let (own, own_window) = self.checkpoint();
+        if own.digest == digest && own_window == window {
+            return Ok(None);
+        }
+        let recipe = recipe_of(&latest)?;
+        let recomputed = self.recompute_lead(window, recipe.as_ref(), &digest);
+        let (checkpoint, momentum, verified) = match recomputed {
+            Some(Recomputation::Confirmed(checkpoint, momentum)) => {
+                (checkpoint, Some(momentum), true)
+            }
+            Some(Recomputation::Differs { recomputed }) => {
+                return Err(format!(
+                    "its recipe gives checkpoint {}, not the {} it serves: not adopted",
+                    hex::encode(recomputed),
+                    hex::encode(digest)
+                ));
+            }
+            Some(Recomputation::Missing(_)) | None => {
+                let engine = self.engine();
+                let bytes = client.download(&digest, latest.len).await?;
+                let checkpoint = Checkpoint::from_bytes(
+                    &bytes,
+                    &engine.digest(),
+                    engine.num_params(),
+                    Some(&digest),
+                )
+                .map_err(|e| e.to_string())?;
+                (checkpoint, None, false)
+            }
+        };
+        if let Some(momentum) = momentum {
+            self.state_mut().momentum = momentum;
+        }
+        self.advance(window, checkpoint, None);
+        Ok(Some(Adoption {
+            lead: lead.uid,
+            digest,
+            verified,
+        }))
     }
 
     /// The lead's checkpoint of `window` made again here from its recipe, when this validator

@@ -217,34 +217,8 @@ impl<C: Chain> Validator<C> {
         window: u64,
         store: DataDir,
     ) -> Result<Self, ValidatorError> {
-        let saved_error = |message: String| ValidatorError::SavedCheckpoint {
-            dir: store.root().display().to_string(),
-            message,
-        };
         let (checkpoint, saved, momentum, reference_residual) = match store.load_state()? {
-            Some(saved) => {
-                let digest = saved.checkpoint.0;
-                let bytes = store.blob(&digest)?;
-                let checkpoint = Checkpoint::from_bytes(
-                    &bytes,
-                    &engine.digest(),
-                    engine.num_params(),
-                    Some(&digest),
-                )
-                .map_err(|e| saved_error(e.to_string()))?;
-                tracing::info!(window = saved.window, checkpoint = %checkpoint.short_digest(), miners = saved.averages.len(), "resumed from the data directory");
-                let momentum = match &saved.momentum {
-                    Some(digest) => aggregation::load_vector(&store, digest, engine.num_params())
-                        .map_err(|e| saved_error(e.to_string()))?,
-                    None => Vec::new(),
-                };
-                let reference_residual = match &saved.reference_residual {
-                    Some(digest) => aggregation::load_vector(&store, digest, engine.num_params())
-                        .map_err(|e| saved_error(e.to_string()))?,
-                    None => Vec::new(),
-                };
-                (checkpoint, saved, momentum, reference_residual)
-            }
+            Some(saved) => resume(&store, &engine, saved)?,
             None => {
                 let saved = fresh_state(&checkpoint, window);
                 (checkpoint, saved, Vec::new(), Vec::new())
@@ -442,6 +416,33 @@ impl<C: Chain> Validator<C> {
         let digest = subnet_proto::digest(&self.inner.member.keypair().sign(&message).0);
         u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
     }
+}
+
+/// What a data directory's saved state resumes: its checkpoint, the state, and the outer momentum
+/// and the reference's residual it names.
+fn resume(
+    store: &DataDir,
+    engine: &TaskEngine,
+    saved: SavedState,
+) -> Result<(Checkpoint, SavedState, Vec<f32>, Vec<f32>), ValidatorError> {
+    let saved_error = |message: String| ValidatorError::SavedCheckpoint {
+        dir: store.root().display().to_string(),
+        message,
+    };
+    let digest = saved.checkpoint.0;
+    let bytes = store.blob(&digest)?;
+    let checkpoint =
+        Checkpoint::from_bytes(&bytes, &engine.digest(), engine.num_params(), Some(&digest))
+            .map_err(|e| saved_error(e.to_string()))?;
+    tracing::info!(window = saved.window, checkpoint = %checkpoint.short_digest(), miners = saved.averages.len(), "resumed from the data directory");
+    let vector = |digest: &Option<Digest>| match digest {
+        Some(digest) => aggregation::load_vector(store, digest, engine.num_params())
+            .map_err(|e| saved_error(e.to_string())),
+        None => Ok(Vec::new()),
+    };
+    let momentum = vector(&saved.momentum)?;
+    let reference_residual = vector(&saved.reference_residual)?;
+    Ok((checkpoint, saved, momentum, reference_residual))
 }
 
 fn fresh_state(checkpoint: &Checkpoint, window: u64) -> SavedState {
