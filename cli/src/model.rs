@@ -53,8 +53,8 @@ impl RunModel {
                 .last()
                 .with_context(|| format!("{} holds no recorded window yet", dir.display()))?,
         };
-        let digest = record.checkpoint_after.0;
-        let bytes = store.blob(&digest)?;
+        let digest = record.checkpoint_after;
+        let bytes = store.blob(&digest.0)?;
         let checkpoint =
             Checkpoint::from_bytes(&bytes, &engine.digest(), engine.num_params(), Some(&digest))
                 .map_err(|e| anyhow::anyhow!("the checkpoint of window {}: {e}", record.window))?;
@@ -98,10 +98,7 @@ pub fn export(model: &RunModel, out: &Path, heldout: bool) -> anyhow::Result<Exp
         ("format", "pt".to_string()),
         ("task", engine.spec().task.name.clone()),
         ("window", model.window.to_string()),
-        (
-            "checkpoint",
-            task::Digest(model.checkpoint.digest).to_string(),
-        ),
+        ("checkpoint", model.checkpoint.digest.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -112,7 +109,7 @@ pub fn export(model: &RunModel, out: &Path, heldout: bool) -> anyhow::Result<Exp
     let mut cfg = config(&engine.spec().model);
     cfg["task"] = engine.spec().task.name.clone().into();
     cfg["window"] = model.window.into();
-    cfg["checkpoint"] = task::Digest(model.checkpoint.digest).to_string().into();
+    cfg["checkpoint"] = model.checkpoint.digest.to_string().into();
     cfg["heldout_loss"] = heldout_loss.into();
     cfg["heldout"] = serde_json::json!({"seed": HELDOUT_SEED, "batches": HELDOUT_BATCHES});
     let config_path = out.with_extension("json");

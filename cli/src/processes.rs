@@ -307,7 +307,7 @@ fn lead_checkpoint(
     engine: &TaskEngine,
     outcome: &WindowOutcome,
 ) -> anyhow::Result<task::Checkpoint> {
-    let bytes = lead.blob(&outcome.checkpoint_after)?;
+    let bytes = lead.blob(&outcome.checkpoint_after.0)?;
     task::Checkpoint::from_bytes(
         &bytes,
         &engine.digest(),

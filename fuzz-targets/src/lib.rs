@@ -250,7 +250,7 @@ pub fn checkpoint(data: &[u8]) -> bool {
     let digest = task::Checkpoint::digest_of(data);
     assert!(task::Checkpoint::from_bytes(data, &TASK_DIGEST, params, Some(&digest)).is_ok());
     let mut other = digest;
-    other[0] ^= 1;
+    other.0[0] ^= 1;
     assert!(task::Checkpoint::from_bytes(data, &TASK_DIGEST, params, Some(&other)).is_err());
     true
 }

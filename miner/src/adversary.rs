@@ -16,7 +16,7 @@ use std::fmt;
 use std::str::FromStr;
 use subnet_proto::{commitment, pb};
 use task::rng::SeededRng;
-use task::{Batch, CpuTrainBackend, TaskEngine};
+use task::{Batch, CpuTrainBackend, Digest, TaskEngine};
 
 /// Extra scale of the amplified modes: far past the norm bound, and just under it.
 const AMPLIFIED: f32 = 2.5;
@@ -178,7 +178,7 @@ fn train(engine: &TaskEngine, start: &[f32], batches: &[Batch], window: u64) -> 
 fn publish_claims(
     miner: &Miner<impl Chain>,
     window: u64,
-    checkpoint: [u8; 32],
+    checkpoint: Digest,
     payload: Vec<u8>,
     dense: &[f32],
     residual_in: (&[f32], u64),
@@ -192,7 +192,7 @@ fn publish_claims(
         &commitment::Claims {
             window,
             task_digest: engine.digest(),
-            checkpoint_digest: checkpoint,
+            checkpoint_digest: checkpoint.0,
             payload_digest: subnet_proto::digest(&payload),
             payload_len: payload.len() as u64,
             dense_digest: subnet_proto::digest(&dense),
@@ -215,7 +215,7 @@ fn publish_claims(
 
 /// Publishes `values` as if they were its dense gradient, compressed from an empty residual (what
 /// the attacker serves when it has no honest chain to follow).
-fn publish_as_dense(miner: &Miner<impl Chain>, window: u64, checkpoint: [u8; 32], values: &[f32]) {
+fn publish_as_dense(miner: &Miner<impl Chain>, window: u64, checkpoint: Digest, values: &[f32]) {
     let c = &miner.engine().spec().compression;
     let zero = vec![0.0; values.len()];
     let out = codec::compress(values, &zero, c.layout(), c.error_feedback as f32);

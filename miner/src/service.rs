@@ -164,7 +164,7 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
         Ok(Response::new(pb::InfoResponse {
             hotkey: self.miner.hotkey().0.to_vec(),
             task_digest: self.miner.engine().digest().to_vec(),
-            checkpoint_digest: checkpoint.map(|c| c.digest.to_vec()).unwrap_or_default(),
+            checkpoint_digest: checkpoint.map(|c| c.digest.0.to_vec()).unwrap_or_default(),
             window: self.miner.latest_window().unwrap_or_default(),
             backend: format!("burn on {}", self.miner.device()),
             software_version: env!("CARGO_PKG_VERSION").into(),

@@ -170,7 +170,7 @@ async fn the_commitment_is_served_at_once_and_the_gradient_after_the_close() {
         hotkey: &bob,
         window: 3,
         task_digest: &engine.digest(),
-        checkpoint_digest: &engine.genesis().digest,
+        checkpoint_digest: &engine.genesis().digest.0,
         payload_len: payload.len() as u64,
     };
     commitment::verify_commitment(c, &expected).unwrap();

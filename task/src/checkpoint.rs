@@ -2,6 +2,7 @@
 //! followed by the parameters as little-endian f32; the digest is Blake2b-256 of those bytes. A
 //! checkpoint loads on any backend, since it is only the flat parameter vector.
 
+use pseudo_gradient::Digest;
 use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"SNCKPT01";
@@ -11,7 +12,8 @@ const HEADER_LEN: usize = 8 + 32 + 8;
 pub struct Checkpoint {
     pub task_digest: [u8; 32],
     pub params: Arc<Vec<f32>>,
-    pub digest: [u8; 32],
+    /// The digest of the canonical bytes: the checkpoint's name.
+    pub digest: Digest,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,8 +51,8 @@ impl Checkpoint {
         encode(&self.task_digest, &self.params)
     }
 
-    pub fn digest_of(bytes: &[u8]) -> [u8; 32] {
-        pseudo_gradient::digest::blake2b(bytes)
+    pub fn digest_of(bytes: &[u8]) -> Digest {
+        Digest::of(bytes)
     }
 
     /// Decodes and verifies bytes received for `expected_digest` (when given).
@@ -58,7 +60,7 @@ impl Checkpoint {
         bytes: &[u8],
         task_digest: &[u8; 32],
         expected_params: usize,
-        expected_digest: Option<&[u8; 32]>,
+        expected_digest: Option<&Digest>,
     ) -> Result<Self, CheckpointError> {
         if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
             return Err(CheckpointError::NotACheckpoint(bytes.len()));
@@ -82,8 +84,8 @@ impl Checkpoint {
             && expected != &digest
         {
             return Err(CheckpointError::DigestMismatch {
-                expected: hex::encode(expected),
-                found: hex::encode(digest),
+                expected: expected.to_string(),
+                found: digest.to_string(),
             });
         }
         let params: Vec<f32> = bytes[HEADER_LEN..]
@@ -104,7 +106,7 @@ impl Checkpoint {
     }
 
     pub fn short_digest(&self) -> String {
-        hex::encode(&self.digest[..6])
+        hex::encode(&self.digest.0[..6])
     }
 }
 

@@ -74,7 +74,7 @@ impl TextCorpus {
         let path = spec.resolved_path();
         let bytes =
             std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let digest = hex::encode(crate::checkpoint::Checkpoint::digest_of(&bytes));
+        let digest = crate::Digest::of(&bytes).to_string();
         if digest != spec.digest.to_lowercase() {
             return Err(format!(
                 "{} has digest {digest}, not {} (set data.text.digest = \"{digest}\" if this is the intended file)",

@@ -14,7 +14,7 @@ use task::{Checkpoint, TaskEngine};
 /// How a checkpoint was made from the one before it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recipe {
-    pub previous: [u8; 32],
+    pub previous: Digest,
     /// The aggregated gradients in uid order, each named by its miner's signed commitment.
     pub aggregated: Vec<(u16, SignedCommitment)>,
     pub clip_norm: f64,
@@ -76,7 +76,7 @@ pub enum Recomputation {
     /// A gradient of the recipe was not gathered here (or under other claims): it cannot be checked.
     Missing(u16),
     /// The recipe does not give the checkpoint the lead serves.
-    Differs { recomputed: [u8; 32] },
+    Differs { recomputed: Digest },
 }
 
 /// Recomputes the checkpoint `digest` from `recipe`, with `previous` and `momentum` the checkpoint
@@ -88,7 +88,7 @@ pub fn recompute(
     momentum: &[f32],
     recipe: &Recipe,
     gathered: &std::collections::BTreeMap<u16, (SignedCommitment, Vec<f32>)>,
-    digest: &[u8; 32],
+    digest: &Digest,
 ) -> Recomputation {
     let mut deltas = Vec::with_capacity(recipe.aggregated.len());
     for (uid, claimed) in &recipe.aggregated {

@@ -148,6 +148,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use task::Digest;
 
     #[test]
     fn a_scored_window_shows_in_the_exposition() {
@@ -156,8 +157,8 @@ mod tests {
             window: 7,
             eval_seed: 1,
             base_loss: 1.25,
-            checkpoint_before: [0; 32],
-            checkpoint_after: [1; 32],
+            checkpoint_before: Digest([0; 32]),
+            checkpoint_after: Digest([1; 32]),
             results: Vec::new(),
             aggregated: Vec::new(),
             weights_set: Err("no miner has earned weight yet".into()),

@@ -5,6 +5,7 @@ use crate::gather::Rejection;
 use crate::record::WindowRecord;
 use chain_client::{AccountId, FraudOutcome, Metagraph};
 use scoring::{AssignmentCheck, UsefulnessScore, Verdict, decide};
+use task::Digest;
 
 /// How one miner fared in one window.
 #[derive(Clone, Debug)]
@@ -37,7 +38,7 @@ pub type WeightsSet = Result<(Vec<u16>, Vec<u16>), String>;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Adoption {
     pub lead: u16,
-    pub digest: [u8; 32],
+    pub digest: Digest,
     /// Recomputed here from the lead's recipe (else some gradient of it was not gathered here).
     pub verified: bool,
 }
@@ -51,8 +52,8 @@ pub struct WindowOutcome {
     pub base_loss: f64,
     /// Norm of the validator's own training of the window.
     pub reference_norm: f64,
-    pub checkpoint_before: [u8; 32],
-    pub checkpoint_after: [u8; 32],
+    pub checkpoint_before: Digest,
+    pub checkpoint_after: Digest,
     pub results: Vec<MinerResult>,
     pub aggregated: Vec<u16>,
     /// Set on chain (uids, u16 values), or why not.
@@ -87,8 +88,8 @@ impl WindowOutcome {
             eval_seed: record.eval_seed,
             base_loss: base.iter().map(|&l| l as f64).sum::<f64>() / base.len().max(1) as f64,
             reference_norm: record.evidence.reference_norm,
-            checkpoint_before: record.checkpoint_before.0,
-            checkpoint_after: record.checkpoint_after.0,
+            checkpoint_before: record.checkpoint_before,
+            checkpoint_after: record.checkpoint_after,
             results: decisions
                 .into_iter()
                 .map(|d| MinerResult {

@@ -21,7 +21,7 @@ pub struct ValidatorService<C> {
     limiter: limits::RateLimiter,
     connections: Arc<server::ConnectionLimits>,
     /// The last checkpoint served, encoded once: every download streams slices of it.
-    encoded: std::sync::Mutex<Option<([u8; 32], Bytes)>>,
+    encoded: std::sync::Mutex<Option<(task::Digest, Bytes)>>,
 }
 
 impl<C: Chain> ValidatorService<C> {
@@ -109,12 +109,12 @@ impl<C: Chain> pb::validator_server::Validator for ValidatorService<C> {
         let (checkpoint, window) = self.validator.checkpoint();
         let recipe = self.validator.recipe();
         let announcement = pb::LatestCheckpointResponse {
-            digest: checkpoint.digest.to_vec(),
+            digest: checkpoint.digest.0.to_vec(),
             window,
             len: checkpoint.encoded_len() as u64,
             previous_digest: recipe
                 .as_ref()
-                .map(|r| r.previous.to_vec())
+                .map(|r| r.previous.0.to_vec())
                 .unwrap_or_default(),
             aggregated: recipe
                 .as_ref()

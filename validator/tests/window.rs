@@ -26,7 +26,7 @@ fn engine() -> Arc<TaskEngine> {
 }
 
 /// Publishes `values` as a dense f32 payload, with claims that fit it, on a task that sends top-k.
-fn publish_dense(miner: &Miner<LocalChain>, key: &Keypair, window: u64, checkpoint: [u8; 32]) {
+fn publish_dense(miner: &Miner<LocalChain>, key: &Keypair, window: u64, checkpoint: task::Digest) {
     let engine = miner.engine();
     let values = vec![0.001; engine.num_params()];
     let payload = codec::encode_dense(&values);
@@ -36,7 +36,7 @@ fn publish_dense(miner: &Miner<LocalChain>, key: &Keypair, window: u64, checkpoi
         &commitment::Claims {
             window,
             task_digest: engine.digest(),
-            checkpoint_digest: checkpoint,
+            checkpoint_digest: checkpoint.0,
             payload_digest: subnet_proto::digest(&payload),
             payload_len: payload.len() as u64,
             dense_digest: subnet_proto::digest(&payload),

@@ -72,7 +72,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
                 "window {} of task {} (checkpoint {}): {} tensors, {} parameters, {} bytes -> {}",
                 model.window,
                 model.engine.spec().task.name,
-                task::Digest(model.checkpoint.digest),
+                model.checkpoint.digest,
                 exported.tensors,
                 exported.parameters,
                 exported.bytes,
@@ -111,7 +111,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
                 "window {} of task {} (checkpoint {})",
                 model.window,
                 model.engine.spec().task.name,
-                task::Digest(model.checkpoint.digest)
+                model.checkpoint.digest
             );
             println!("{prompt}{text}");
             Ok(())

@@ -15,7 +15,7 @@ use subnet_proto::{commitment, pb};
 use subxt_signer::sr25519::Keypair;
 use task::assignment::AssignmentError;
 use task::checkpoint::CheckpointError;
-use task::{Checkpoint, TaskEngine};
+use task::{Checkpoint, Digest, TaskEngine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MinerError {
@@ -377,7 +377,7 @@ impl<C: Chain> Miner<C> {
     /// Compresses `window`'s pseudo-gradient `delta` (trained from the checkpoint `checkpoint`) with
     /// the error-feedback residual carried into the window, signs the commitment to all of it and
     /// keeps the residual that comes out for the next window (and on disk, with a residual file).
-    pub fn commit_work(&self, window: u64, checkpoint: [u8; 32], delta: &[f32]) -> ServedGradient {
+    pub fn commit_work(&self, window: u64, checkpoint: Digest, delta: &[f32]) -> ServedGradient {
         self.commit_work_in(window, checkpoint, delta, 0..delta.len())
     }
 
@@ -387,7 +387,7 @@ impl<C: Chain> Miner<C> {
     pub fn commit_work_in(
         &self,
         window: u64,
-        checkpoint: [u8; 32],
+        checkpoint: Digest,
         delta: &[f32],
         range: std::ops::Range<usize>,
     ) -> ServedGradient {
@@ -401,7 +401,7 @@ impl<C: Chain> Miner<C> {
             source != window
                 && self
                     .gradient(source)
-                    .is_some_and(|g| g.commitment.checkpoint_digest == checkpoint)
+                    .is_some_and(|g| g.commitment.checkpoint_digest == checkpoint.0)
         };
         let (residual_in, source_window) = residual
             .as_ref()
@@ -417,7 +417,7 @@ impl<C: Chain> Miner<C> {
             &commitment::Claims {
                 window,
                 task_digest: engine.digest(),
-                checkpoint_digest: checkpoint,
+                checkpoint_digest: checkpoint.0,
                 payload_digest: subnet_proto::digest(&compressed.payload),
                 payload_len: compressed.payload.len() as u64,
                 dense_digest: subnet_proto::digest(&dense),

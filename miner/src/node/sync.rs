@@ -40,11 +40,11 @@ impl<C: Chain> Miner<C> {
             .await
             .map_err(rpc)?;
         let latest = client.latest().await.map_err(rpc)?;
-        let digest: [u8; 32] = subnet_proto::bytes32("digest", &latest.digest).map_err(rpc)?;
+        let digest = task::Digest(subnet_proto::bytes32("digest", &latest.digest).map_err(rpc)?);
         if self.checkpoint().is_some_and(|c| c.digest == digest) {
             return Ok(latest.window);
         }
-        let bytes = client.download(&digest, latest.len).await.map_err(rpc)?;
+        let bytes = client.download(&digest.0, latest.len).await.map_err(rpc)?;
         let engine = self.engine();
         let checkpoint =
             Checkpoint::from_bytes(&bytes, &engine.digest(), engine.num_params(), Some(&digest))

@@ -46,7 +46,7 @@ pub struct TaskEngine {
     groups: ParamGroups,
     /// Items of a page per example (see `Architecture::example_len`).
     example_len: usize,
-    genesis_digest: std::sync::OnceLock<[u8; 32]>,
+    genesis_digest: std::sync::OnceLock<crate::Digest>,
 }
 
 impl TaskEngine {
@@ -138,7 +138,7 @@ impl TaskEngine {
     }
 
     /// The digest of `genesis()`, computed once.
-    pub fn genesis_digest(&self) -> [u8; 32] {
+    pub fn genesis_digest(&self) -> crate::Digest {
         *self.genesis_digest.get_or_init(|| self.genesis().digest)
     }
 

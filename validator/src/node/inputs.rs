@@ -23,10 +23,10 @@ impl<C: Chain> Validator<C> {
                 let fetched = async {
                     let commitment = collected.get(&neuron.uid).ok_or(Rejection::NotCommitted)?;
                     let claims = &commitment.claims;
-                    if &claims.checkpoint_digest != checkpoint {
+                    if claims.checkpoint_digest != checkpoint.0 {
                         return Err(Rejection::Commitment(
                             subnet_proto::commitment::CommitmentError::WrongCheckpoint {
-                                expected: hex::encode(checkpoint),
+                                expected: checkpoint.to_string(),
                                 found: hex::encode(claims.checkpoint_digest),
                             },
                         ));

@@ -17,7 +17,7 @@ impl<C: Chain> Validator<C> {
         match self.adopt(window, lead).await {
             Ok(adoption) => {
                 if let Some(a) = &adoption {
-                    tracing::info!(window, lead = a.lead, checkpoint = %hex::encode(&a.digest[..4]), verified = a.verified, "adopted the lead's checkpoint");
+                    tracing::info!(window, lead = a.lead, checkpoint = %hex::encode(&a.digest.0[..4]), verified = a.verified, "adopted the lead's checkpoint");
                 }
                 adoption
             }
@@ -34,7 +34,7 @@ impl<C: Chain> Validator<C> {
         let addr = lead.axon.ok_or("the lead serves no axon")?;
         let mut client = CheckpointClient::connect(addr, self.keypair(), lead.hotkey.0).await?;
         let latest = client.latest().await?;
-        let digest = subnet_proto::bytes32("digest", &latest.digest)?;
+        let digest = Digest(subnet_proto::bytes32("digest", &latest.digest)?);
         if latest.window != window {
             return Err(format!(
                 "the lead's checkpoint is for window {}, not {window}",
@@ -54,13 +54,12 @@ impl<C: Chain> Validator<C> {
             Some(Recomputation::Differs { recomputed }) => {
                 return Err(format!(
                     "its recipe gives checkpoint {}, not the {} it serves: not adopted",
-                    hex::encode(recomputed),
-                    hex::encode(digest)
+                    recomputed, digest
                 ));
             }
             Some(Recomputation::Missing(_)) | None => {
                 let engine = self.engine();
-                let bytes = client.download(&digest, latest.len).await?;
+                let bytes = client.download(&digest.0, latest.len).await?;
                 let checkpoint = Checkpoint::from_bytes(
                     &bytes,
                     &engine.digest(),
@@ -88,7 +87,7 @@ impl<C: Chain> Validator<C> {
         &self,
         window: u64,
         recipe: Option<&Recipe>,
-        digest: &[u8; 32],
+        digest: &Digest,
     ) -> Option<Recomputation> {
         let state = self.state();
         match (&state.scored, recipe) {
@@ -142,7 +141,10 @@ pub(super) fn recipe_of(latest: &pb::LatestCheckpointResponse) -> Result<Option<
         });
     }
     Ok(Some(Recipe {
-        previous: subnet_proto::bytes32("previous digest", &latest.previous_digest)?,
+        previous: Digest(subnet_proto::bytes32(
+            "previous digest",
+            &latest.previous_digest,
+        )?),
         aggregated,
         clip_norm: latest.clip_norm,
         clip_norms,

@@ -310,7 +310,7 @@ impl<C: Chain> Validator<C> {
                 state.momentum.clone(),
                 state.reference_residual.clone(),
                 SavedState {
-                    checkpoint: Digest(state.checkpoint.digest),
+                    checkpoint: state.checkpoint.digest,
                     window: state.checkpoint_window,
                     averages: state.averages.clone(),
                     pending_reveals: state.pending_reveals.clone(),
@@ -395,7 +395,7 @@ impl<C: Chain> Validator<C> {
         self.state()
             .recent
             .values()
-            .find(|c| c.digest.as_slice() == digest)
+            .find(|c| c.digest.0.as_slice() == digest)
             .cloned()
     }
 
@@ -429,8 +429,8 @@ fn resume(
         dir: store.root().display().to_string(),
         message,
     };
-    let digest = saved.checkpoint.0;
-    let bytes = store.blob(&digest)?;
+    let digest = saved.checkpoint;
+    let bytes = store.blob(&digest.0)?;
     let checkpoint =
         Checkpoint::from_bytes(&bytes, &engine.digest(), engine.num_params(), Some(&digest))
             .map_err(|e| saved_error(e.to_string()))?;
@@ -447,7 +447,7 @@ fn resume(
 
 fn fresh_state(checkpoint: &Checkpoint, window: u64) -> SavedState {
     SavedState {
-        checkpoint: Digest(checkpoint.digest),
+        checkpoint: checkpoint.digest,
         window,
         averages: Averages::new(),
         pending_reveals: Vec::new(),

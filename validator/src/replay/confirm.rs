@@ -180,12 +180,12 @@ pub(super) fn confirm_outcome(record: &WindowRecord, scored: &Scored) -> Result<
             format!("{momentum:?}"),
         ));
     }
-    if Digest(step.next.digest) != record.checkpoint_after {
+    if step.next.digest != record.checkpoint_after {
         return Err(mismatch(
             record,
             "next checkpoint",
             record.checkpoint_after.to_string(),
-            Digest(step.next.digest).to_string(),
+            step.next.digest.to_string(),
         ));
     }
     Ok(())

@@ -108,9 +108,9 @@ fn recorded_start(
             ),
         ));
     }
-    let before = record.checkpoint_before.0;
+    let before = record.checkpoint_before;
     let checkpoint = Checkpoint::from_bytes(
-        &store.blob(&before)?,
+        &store.blob(&before.0)?,
         &engine.digest(),
         engine.num_params(),
         Some(&before),
