@@ -2,29 +2,13 @@
 //! loss bit for bit, each miner's verdicts, the audits, the weights, the aggregation and the next
 //! checkpoint.
 
-use super::{ReplayError, confirm};
+use super::{ReplayError, confirm, invalid, mismatch};
 use crate::record::{AuditRecord, WindowRecord};
 use crate::window::Scored;
 use scoring::checks::AssignmentEvidence;
 use scoring::weights_to_u16;
 use scoring::{MinerEvidence, WindowEvidence};
 use task::Digest;
-
-fn mismatch(record: &WindowRecord, what: &str, recorded: String, replayed: String) -> ReplayError {
-    ReplayError::Mismatch {
-        window: record.window,
-        what: what.into(),
-        recorded,
-        replayed,
-    }
-}
-
-fn invalid(record: &WindowRecord, what: String) -> ReplayError {
-    ReplayError::Invalid {
-        window: record.window,
-        what,
-    }
-}
 
 /// Whether two vectors hold the same bits.
 fn same_bits(a: &[f64], b: &[f64]) -> bool {

@@ -9,6 +9,7 @@ mod window;
 
 use window::replay_window;
 
+use crate::record::WindowRecord;
 use crate::store::{DataDir, StoreError};
 use scoring::{Averages, MinerDecision, ScoringParams, averages_after};
 use serde::Serialize;
@@ -58,12 +59,35 @@ pub struct ReplayReport {
     pub what_if: Option<ScoringParams>,
 }
 
-fn mismatch(window: u64, what: impl Into<String>, recorded: f32, replayed: f32) -> ReplayError {
+fn loss_mismatch(
+    window: u64,
+    what: impl Into<String>,
+    recorded: f32,
+    replayed: f32,
+) -> ReplayError {
     ReplayError::Mismatch {
         window,
         what: what.into(),
         recorded: format!("{recorded:e} (bits {:08x})", recorded.to_bits()),
         replayed: format!("{replayed:e} (bits {:08x})", replayed.to_bits()),
+    }
+}
+
+/// A recorded figure the replay computed otherwise.
+fn mismatch(record: &WindowRecord, what: &str, recorded: String, replayed: String) -> ReplayError {
+    ReplayError::Mismatch {
+        window: record.window,
+        what: what.into(),
+        recorded,
+        replayed,
+    }
+}
+
+/// A record that does not hold together.
+fn invalid(record: &WindowRecord, what: String) -> ReplayError {
+    ReplayError::Invalid {
+        window: record.window,
+        what,
     }
 }
 
@@ -86,7 +110,7 @@ fn confirm(
     }
     for (i, (r, p)) in recorded.iter().zip(replayed).enumerate() {
         if r.to_bits() != p.to_bits() {
-            return Err(mismatch(window, format!("{what}, batch {i}"), *r, *p));
+            return Err(loss_mismatch(window, format!("{what}, batch {i}"), *r, *p));
         }
     }
     Ok(recorded.len())

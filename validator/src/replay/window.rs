@@ -5,7 +5,7 @@
 //! the next checkpoint.
 
 use super::confirm::{confirm_evidence, confirm_outcome};
-use super::{ReplayError, ReplayedWindow};
+use super::{ReplayError, ReplayedWindow, invalid, mismatch};
 use crate::record::{AuditRecord, WindowRecord};
 use crate::store::DataDir;
 use crate::window::{
@@ -140,22 +140,6 @@ fn recorded_start(
         vector(&record.reference_residual)?,
         vector(&record.momentum_before)?,
     ))
-}
-
-fn mismatch(record: &WindowRecord, what: &str, recorded: String, replayed: String) -> ReplayError {
-    ReplayError::Mismatch {
-        window: record.window,
-        what: what.into(),
-        recorded,
-        replayed,
-    }
-}
-
-fn invalid(record: &WindowRecord, what: String) -> ReplayError {
-    ReplayError::Invalid {
-        window: record.window,
-        what,
-    }
 }
 
 /// Every miner as the validator gathered it: the recorded payloads decoded in the task's layout
