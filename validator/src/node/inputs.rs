@@ -142,6 +142,8 @@ pub(super) struct LiveInputs<C> {
     pub(super) miners: Vec<Neuron>,
     pub(super) collected: BTreeMap<u16, SignedCommitment>,
     pub(super) ledger: ResidualLedger,
+    /// The digest of a zero residual (the residual chain's start), computed once a window.
+    pub(super) zero_residual: [u8; 32],
 }
 
 impl<C: Chain> LiveInputs<C> {
@@ -162,10 +164,10 @@ impl<C: Chain> WindowInputs for LiveInputs<C> {
     }
 
     fn residual_chain(&mut self, uid: u16) -> Option<Reason> {
-        let zero = zero_residual_digest(self.validator.engine().num_params());
         let hotkey = self.neuron(uid).hotkey.to_string();
+        let zero = &self.zero_residual;
         self.ledger
-            .check(uid, &hotkey, &self.collected[&uid].claims, &zero)
+            .check(uid, &hotkey, &self.collected[&uid].claims, zero)
     }
 
     fn artefacts(&mut self, uid: u16) -> Result<Result<Artefacts, AuditGap>, StoreError> {

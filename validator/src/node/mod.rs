@@ -34,24 +34,6 @@ use subnet_proto::pb;
 use subxt_signer::sr25519::Keypair;
 use task::{Checkpoint, Digest, TaskEngine};
 
-/// Seconds spent per step of a window.
-#[derive(Debug)]
-struct Timings(Vec<(&'static str, f64)>, std::time::Instant);
-
-impl Default for Timings {
-    fn default() -> Self {
-        Self(Vec::new(), std::time::Instant::now())
-    }
-}
-
-impl Timings {
-    /// Closes the step `name` (it ran since the previous step closed).
-    fn lap(&mut self, name: &'static str) {
-        self.0.push((name, self.1.elapsed().as_secs_f64()));
-        self.1 = std::time::Instant::now();
-    }
-}
-
 /// What a scored window leaves for recomputing the lead's next checkpoint.
 struct LastWindow {
     window: u64,

@@ -16,7 +16,7 @@ impl<C: Chain> Validator<C> {
         window: u64,
         window_seed: u64,
     ) -> Result<WindowOutcome, ValidatorError> {
-        let mut timings = Timings::default();
+        let mut timings = window::Laps::new();
         let metagraph = self.chain().metagraph(self.netuid()).await?;
         let adopted = self.follow_lead(window, &metagraph).await;
         let ctx = self.start_window(window, window_seed, &metagraph).await?;
@@ -120,6 +120,7 @@ impl<C: Chain> Validator<C> {
             miners: ctx.miners.clone(),
             collected: ctx.collected.clone(),
             ledger: ctx.ledger.clone(),
+            zero_residual: zero_residual_digest(self.engine().num_params()),
         };
         let (engine, start) = (self.engine().clone(), ctx.start.clone());
         let momentum = self.state().momentum.clone();

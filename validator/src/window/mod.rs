@@ -178,15 +178,15 @@ pub fn score<I: WindowInputs>(
 }
 
 /// Seconds spent per step.
-struct Laps(Vec<(&'static str, f64)>, Instant);
+pub(crate) struct Laps(pub(crate) Vec<(&'static str, f64)>, Instant);
 
 impl Laps {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(Vec::new(), Instant::now())
     }
 
     /// Closes the step `name` (it ran since the previous step closed).
-    fn lap(&mut self, name: &'static str) {
+    pub(crate) fn lap(&mut self, name: &'static str) {
         self.0.push((name, self.1.elapsed().as_secs_f64()));
         self.1 = Instant::now();
     }
