@@ -363,6 +363,8 @@ fn spawn_processes(
         if let Some(period) = config.audit_period {
             args.extend(["--audit-period".into(), period.to_string()]);
         }
+        let budget = crate::localnet::LOCAL_AUDIT_BUDGET.as_secs();
+        args.extend(["--audit-budget".into(), budget.to_string()]);
         procs.push(Proc::spawn(&name, &bins.validator, &args, &logs)?);
     }
     let sybils: Vec<u16> = kinds

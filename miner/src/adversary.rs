@@ -63,6 +63,11 @@ pub enum Adversary {
     /// have disjoint supports (cosine 0: not near-duplicates) and each parameter's aggregate takes
     /// one of them whole.
     Splitter,
+    /// Trains a third of its steps, and answers an audit with the commitment and then nothing.
+    Staller,
+    /// An honest miner that drops off the network after serving its first window's payload: its
+    /// first window's audits go unanswered until its next window, when it is back and serves them.
+    Dropout,
 }
 
 impl Adversary {
@@ -73,7 +78,7 @@ impl Adversary {
 }
 
 impl Adversary {
-    pub const ALL: [Adversary; 15] = [
+    pub const ALL: [Adversary; 17] = [
         Adversary::Random,
         Adversary::Nan,
         Adversary::Copier,
@@ -89,6 +94,8 @@ impl Adversary {
         Adversary::ResidualForger,
         Adversary::Sybil,
         Adversary::Splitter,
+        Adversary::Staller,
+        Adversary::Dropout,
     ];
 
     pub fn name(self) -> &'static str {
@@ -108,6 +115,8 @@ impl Adversary {
             Adversary::ResidualForger => "residual-forger",
             Adversary::Sybil => "sybil",
             Adversary::Splitter => "splitter",
+            Adversary::Staller => "staller",
+            Adversary::Dropout => "dropout",
         }
     }
 
@@ -251,6 +260,17 @@ pub async fn act<C: Chain>(
     if adversary == Adversary::Silent {
         return Ok(());
     }
+    if adversary == Adversary::Dropout {
+        // Back on the network: it answers every window it kept.
+        miner.stall_artefacts(None);
+        miner.train_window(window, window_seed).await?;
+        let mut first = peers.stash.lock().expect("stash lock");
+        if first.is_none() {
+            *first = Some(Vec::new());
+            miner.stall_artefacts(Some(window));
+        }
+        return Ok(());
+    }
     let turn = Turn {
         checkpoint: miner.checkpoint().ok_or(MinerError::NoCheckpoint)?,
         uid: miner.uid().await?,
@@ -270,6 +290,11 @@ pub async fn act<C: Chain>(
         Adversary::Amplified | Adversary::Scaled | Adversary::Mixer => turn.tamper(adversary),
         Adversary::ResidualForger => turn.forge_residual(),
         Adversary::Lazy => turn.lazy(),
+        Adversary::Staller => {
+            miner.stall_artefacts(Some(window));
+            turn.lazy()
+        }
+        Adversary::Dropout => Ok(()),
         Adversary::Heldout => turn.heldout(),
         Adversary::Sybil | Adversary::Splitter => turn.pair_up(adversary),
     }

@@ -229,6 +229,17 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
         let data = stream::slices(bytes, limits::CHUNK_BYTES).map(|data| pb::GradientChunk {
             part: Some(pb::gradient_chunk::Part::Data(data)),
         });
+        if part != pb::GradientPart::Payload && self.miner.stalls(request.window) {
+            // The commitment, then nothing until the stream's deadline.
+            let stalled = tokio_stream::StreamExt::chain(
+                tokio_stream::iter([Ok(commitment)]),
+                tokio_stream::pending(),
+            );
+            return Ok(Response::new(Box::pin(stream::Deadline::new(
+                stalled,
+                stream::STREAM_DEADLINE,
+            ))));
+        }
         let chunks = tokio_stream::iter(std::iter::once(commitment).chain(data).map(Ok));
         self.miner.metrics().gradient_served();
         Ok(Response::new(Box::pin(stream::Deadline::new(

@@ -45,6 +45,35 @@ pub struct ScoringParams {
     /// Largest relative L2 difference between an audited dense gradient and its re-execution that
     /// counts as backend noise rather than fraud.
     pub spot_check_tolerance: f64,
+    /// Windows after an audited window in which the miner may still serve that window's
+    /// artefacts: its pay from this validator is withheld until it does, and an audit still
+    /// unresolved when this many windows have passed is fraud.
+    #[serde(default = "default_audit_grace")]
+    pub audit_grace: u64,
+    /// The step leave-one-out evaluates each candidate at (records written before it was a rule
+    /// read `uniform`).
+    #[serde(default)]
+    pub leave_one_out: LeaveOneOut,
+}
+
+/// The grace of a task that names none.
+pub const DEFAULT_AUDIT_GRACE: u64 = 2;
+
+fn default_audit_grace() -> u64 {
+    DEFAULT_AUDIT_GRACE
+}
+
+/// The step at which leave-one-out evaluates the candidates' aggregate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveOneOut {
+    /// `outer_lr / n` times the sum of the n candidates, for every parameter alike.
+    #[default]
+    Uniform,
+    /// The outer step aggregation applies: each parameter averaged over the candidates that carry
+    /// it, with the outer momentum, so a parameter only one miner sends is scored at the step it
+    /// really takes.
+    Applied,
 }
 
 impl ScoringParams {
@@ -87,6 +116,10 @@ pub struct MinerEvidence {
     /// The parameter group the gradient covers (0 where the task trains the whole model).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub group: usize,
+    /// An audit of this or an earlier window has not resolved: the miner earns nothing from this
+    /// validator, and keeps its moving average, until it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<Reason>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -125,6 +158,7 @@ pub struct WindowEvidence {
 pub enum Verdict {
     Earned,
     Refused { reason: Reason },
+    Withheld { reason: Reason },
     Banned { until: u64 },
     Fraud { reason: Reason },
     Oversized { ratio: f64 },
@@ -139,6 +173,7 @@ impl Verdict {
         match self {
             Verdict::Earned => "earned",
             Verdict::Refused { .. } => "refused",
+            Verdict::Withheld { .. } => "withheld",
             Verdict::Banned { .. } => "banned",
             Verdict::Fraud { .. } => "fraud",
             Verdict::Oversized { .. } => "oversized",
@@ -154,6 +189,7 @@ impl std::fmt::Display for Verdict {
         match self {
             Verdict::Earned => write!(f, "earned"),
             Verdict::Refused { reason } => write!(f, "refused: {reason}"),
+            Verdict::Withheld { reason } => write!(f, "withheld: {reason}"),
             Verdict::Banned { until } => {
                 write!(f, "banned after a fraud, through window {until}")
             }
@@ -244,13 +280,18 @@ pub fn screen(
     if let Some(until) = m.banned_until.filter(|&until| until >= window) {
         return Some(Verdict::Banned { until });
     }
-    if let Some(reason) = &m.refused {
-        return Some(Verdict::Refused {
+    if let Some(reason) = &m.fraud {
+        return Some(Verdict::Fraud {
             reason: reason.clone(),
         });
     }
-    if let Some(reason) = &m.fraud {
-        return Some(Verdict::Fraud {
+    if let Some(reason) = &m.withheld {
+        return Some(Verdict::Withheld {
+            reason: reason.clone(),
+        });
+    }
+    if let Some(reason) = &m.refused {
+        return Some(Verdict::Refused {
             reason: reason.clone(),
         });
     }
@@ -467,10 +508,18 @@ pub fn decide(
         d.moving_average = match d.verdict {
             // Whatever a cheater earned before is forgotten at once.
             Verdict::Fraud { .. } | Verdict::Banned { .. } => 0.0,
+            // Held, not averaged in, until the audit resolves.
+            Verdict::Withheld { .. } => before.unwrap_or(0.0),
             _ => moving_average(before, d.score, params.moving_average),
         };
     }
-    let averages: Vec<f64> = decisions.iter().map(|d| d.moving_average).collect();
+    let averages: Vec<f64> = decisions
+        .iter()
+        .map(|d| match d.verdict {
+            Verdict::Withheld { .. } => 0.0,
+            _ => d.moving_average,
+        })
+        .collect();
     if averages.iter().any(|&a| a > 0.0) {
         let weights = normalize_max_weight(&averages, params.max_weight);
         for (d, w) in decisions.iter_mut().zip(weights) {

@@ -14,8 +14,9 @@ pub mod yuma;
 
 pub use checks::{AssignmentCheck, AssignmentEvidence, Similarity};
 pub use decide::{
-    Averages, Bans, MinerDecision, MinerEvidence, ScoringParams, Verdict, WindowEvidence,
-    aggregation_order, averages_after, bans_after, candidates, decide, screen,
+    Averages, Bans, DEFAULT_AUDIT_GRACE, LeaveOneOut, MinerDecision, MinerEvidence, ScoringParams,
+    Verdict, WindowEvidence, aggregation_order, averages_after, bans_after, candidates, decide,
+    screen,
 };
 pub use reason::{Reason, ReasonKind};
 pub use usefulness::UsefulnessScore;

@@ -37,6 +37,9 @@ pub enum ReasonKind {
     NonFiniteLoss,
     /// An audit could not fetch the committed artefacts; the miner is audited again.
     AuditUnreachable,
+    // Withheld: the miner earns nothing from this validator until an audit resolves.
+    /// An audit of this or an earlier window has not completed.
+    AuditPending,
     // Frauds: the miner did not do, or did not serve, the work it committed to.
     /// The residual chain across windows is broken.
     ResidualChain,
@@ -47,6 +50,8 @@ pub enum ReasonKind {
     Inconsistent,
     /// The re-executed training differs from the committed dense gradient.
     Irreproducible,
+    /// An audit stayed unanswered for longer than the task's grace.
+    AuditUnresolved,
     /// Written before reasons had kinds.
     Unclassified,
 }

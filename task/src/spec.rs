@@ -198,6 +198,11 @@ pub struct ScoringSpec {
     /// Largest relative L2 difference between a miner's dense pseudo-gradient and the validator's
     /// re-execution that counts as backend noise rather than fraud.
     pub spot_check_tolerance: f64,
+    /// Windows after an audited window in which a miner may still serve that window's artefacts
+    /// (its pay is withheld until it does); unresolved after them, the audit is fraud. Unset:
+    /// `scoring::DEFAULT_AUDIT_GRACE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_grace: Option<u64>,
 }
 
 impl ScoringSpec {
@@ -214,6 +219,8 @@ impl ScoringSpec {
             aggregate_top: self.aggregate_top,
             aggregate_min: self.aggregate_min,
             spot_check_tolerance: self.spot_check_tolerance,
+            audit_grace: self.audit_grace.unwrap_or(scoring::DEFAULT_AUDIT_GRACE),
+            leave_one_out: scoring::LeaveOneOut::Applied,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! - the residual chain, for every miner every window and from commitments alone: the residual that
 //!   went into a window is zero or the one that came out of the window the commitment names, and a
 //!   miner cannot skip over a window of its own that this validator saw (`ResidualLedger`);
-//! - an audit, for each miner once per `scoring.audit_period` windows at a window drawn from the
+//! - an audit, of each (miner, window) with probability `1 / scoring.audit_period` drawn from the
 //!   validator's secret (`audited`): the miner serves its dense gradient and incoming residual, the
 //!   payload must be, byte for byte, the task's codec applied to them and must leave exactly the
 //!   committed outgoing residual (`verify_artefacts`), and the dense gradient must match the
@@ -13,12 +13,14 @@
 //! - a miner that does not serve, under an audit, what it committed to is treated as one whose
 //!   artefacts do not check out.
 
+use crate::store::{DataDir, StoreError};
+use crate::window::{Gradient, PendingAudit, Subject};
 use pseudo_gradient::codec::{self, Layout};
 use scoring::{Reason, ReasonKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use subnet_proto::commitment::Claims;
-use task::{Digest, TaskEngine};
+use task::{Checkpoint, Digest, TaskEngine};
 
 /// Windows of residual history kept per miner.
 const KEPT_WINDOWS: usize = 16;
@@ -108,19 +110,63 @@ impl ResidualLedger {
     }
 }
 
+/// What an unresolved audit needs to run again, from the blobs of a data directory (the window's
+/// checkpoint and the committed payload): None when either is gone or does not read as what the
+/// audit names.
+pub fn stored_subject(
+    store: &DataDir,
+    engine: &TaskEngine,
+    pending: &PendingAudit,
+) -> Result<Option<Subject>, StoreError> {
+    let blob = |digest: &Digest| match store.blob(&digest.0) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(StoreError::MissingBlob { .. }) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let (Some(checkpoint), Some(payload)) = (blob(&pending.checkpoint)?, blob(&pending.payload)?)
+    else {
+        return Ok(None);
+    };
+    let Ok(checkpoint) = Checkpoint::from_bytes(
+        &checkpoint,
+        &engine.digest(),
+        engine.num_params(),
+        Some(&pending.checkpoint),
+    ) else {
+        return Ok(None);
+    };
+    let Some(group) = engine.groups().get(pending.group).cloned() else {
+        return Ok(None);
+    };
+    let Ok(values) = codec::decode_as(&payload, group.len(), engine.spec().compression.layout())
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Subject {
+        window: pending.window,
+        window_seed: pending.window_seed,
+        checkpoint: std::sync::Arc::new(checkpoint),
+        gradient: Gradient {
+            values: task::groups::scattered(&values, engine.num_params(), &group.range),
+            payload,
+            group,
+            residual_out: pending.residual_out,
+        },
+    }))
+}
+
 /// Digest of the zero residual of a model with `n` parameters (codec dense form).
 pub fn zero_residual_digest(n: usize) -> [u8; 32] {
     subnet_proto::digest(&codec::encode_dense(&vec![0.0; n]))
 }
 
-/// Whether a validator whose secret is `secret` audits `uid` in `window`: once in every run of
-/// `period` windows, at a position of the run drawn from the secret (period 0: never).
+/// Whether a validator whose secret is `secret` audits `uid`'s `window`: with probability
+/// `1 / period`, drawn for each (miner, window) from the secret alone, independently of every other
+/// draw (period 0: never). Knowing which of its windows were audited tells a miner nothing about
+/// the next one.
 pub fn audited(secret: u64, uid: u16, window: u64, period: u64) -> bool {
-    if period == 0 {
-        return false;
-    }
-    let run = window / period;
-    task::rng::derive_seed(&[secret, AUDIT, uid as u64, run]) % period == window % period
+    period != 0
+        && task::rng::derive_seed(&[secret, AUDIT, uid as u64, window]).is_multiple_of(period)
 }
 
 const AUDIT: u64 = 0x4155_4449;
@@ -301,17 +347,39 @@ mod tests {
     }
 
     #[test]
-    fn every_miner_is_audited_once_per_period() {
+    fn audits_are_drawn_independently_at_one_in_a_period() {
         for period in [1u64, 2, 4, 7] {
-            for uid in 0..20u16 {
-                for run in 0..5u64 {
-                    let audits = (run * period..(run + 1) * period)
-                        .filter(|&w| audited(99, uid, w, period))
-                        .count();
-                    assert_eq!(audits, 1, "uid {uid}, period {period}, run {run}");
+            let draws: Vec<Vec<bool>> = (0..200u16)
+                .map(|uid| (0..200u64).map(|w| audited(99, uid, w, period)).collect())
+                .collect();
+            let total = (200 * 200) as f64;
+            let rate = draws.iter().flatten().filter(|a| **a).count() as f64 / total;
+            let expected = 1.0 / period as f64;
+            // Four standard errors of a binomial proportion.
+            let bound = 4.0 * (expected * (1.0 - expected) / total).sqrt();
+            assert!((rate - expected).abs() <= bound, "period {period}: {rate}");
+            // A window right after an audited one is audited just as often: the schedule cannot
+            // be read from the audits a miner has seen.
+            let (mut after, mut audited_after) = (0usize, 0usize);
+            for d in &draws {
+                for w in 1..d.len() {
+                    if d[w - 1] {
+                        after += 1;
+                        audited_after += d[w] as usize;
+                    }
                 }
             }
+            let rate_after = audited_after as f64 / after as f64;
+            let bound = 4.0 * (expected * (1.0 - expected) / after as f64).sqrt();
+            assert!(
+                (rate_after - expected).abs() <= bound,
+                "period {period}: {rate_after} after an audit"
+            );
         }
         assert!(!(0..10).any(|w| audited(99, 1, w, 0)));
+        // Another secret draws other windows.
+        let a: Vec<bool> = (0..64).map(|w| audited(1, 3, w, 4)).collect();
+        let b: Vec<bool> = (0..64).map(|w| audited(2, 3, w, 4)).collect();
+        assert_ne!(a, b);
     }
 }

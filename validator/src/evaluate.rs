@@ -1,9 +1,11 @@
 //! The deterministic evaluations behind a window's evidence, shared by the validator and by offline
 //! replays: on the CPU backend they give the same losses bit for bit wherever they run.
 
-use pseudo_gradient::aggregate::{clip_scale, clipped, l2_norm, outer_sgd_step};
+use pseudo_gradient::aggregate::{
+    clip_scale, clipped, l2_norm, outer_nesterov_step, outer_sgd_step,
+};
 use pseudo_gradient::codec;
-use scoring::AssignmentEvidence;
+use scoring::{AssignmentEvidence, LeaveOneOut};
 use task::{Batch, CpuBackend, CpuTrainBackend, TaskEngine};
 
 /// Losses of `params` on `batches`.
@@ -182,33 +184,39 @@ pub fn assignment_evidence(
     })
 }
 
-/// Leave-one-out losses of the candidates' aggregate: the aggregate steps `outer_lr / n` times the
-/// sum of the candidates, each clipped to its entry of `caps` (in the order given). Returns the losses with every
-/// candidate, and for each candidate the losses with it left out (the others keep their share).
+/// Leave-one-out losses of the candidates' aggregate, each candidate clipped to its entry of
+/// `caps` (in the order given). Returns the losses with every candidate, and for each candidate the
+/// losses with it left out (the others keep their share). The aggregate steps from `params` as
+/// `rule` says: `Uniform`, `outer_lr / n` times the sum; `Applied`, the outer step aggregation
+/// takes (each parameter averaged over the candidates that carry it, with the outer momentum
+/// buffer `momentum`).
 pub fn leave_one_out(
     engine: &TaskEngine,
-    params: &[f32],
+    (params, momentum): (&[f32], &[f32]),
     candidates: &[&[f32]],
     caps: &[f64],
-    batches: &[Batch],
+    (batches, rule): (&[Batch], LeaveOneOut),
 ) -> (Vec<f32>, Vec<Vec<f32>>) {
     assert_eq!(candidates.len(), caps.len(), "one cap per candidate");
     if candidates.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let share = engine.spec().training.outer_lr / candidates.len() as f64;
+    let t = &engine.spec().training;
+    let share = t.outer_lr / candidates.len() as f64;
     let scales: Vec<f64> = candidates
         .iter()
         .zip(caps)
         .map(|(g, &cap)| clip_scale(l2_norm(g), cap))
         .collect();
     let mut sum = vec![0f64; params.len()];
+    let mut carriers = vec![0u32; params.len()];
     for (g, scale) in candidates.iter().zip(&scales) {
-        for (s, &x) in sum.iter_mut().zip(g.iter()) {
+        for ((s, c), &x) in sum.iter_mut().zip(carriers.iter_mut()).zip(g.iter()) {
             *s += scale * x as f64;
+            *c += (x != 0.0) as u32;
         }
     }
-    let step = |leave_out: Option<usize>| -> Vec<f32> {
+    let uniform = |leave_out: Option<usize>| -> Vec<f32> {
         params
             .iter()
             .enumerate()
@@ -220,6 +228,31 @@ pub fn leave_one_out(
                 (theta as f64 - share * total) as f32
             })
             .collect()
+    };
+    let applied = |leave_out: Option<usize>| -> Vec<f32> {
+        let mean: Vec<f32> = (0..params.len())
+            .map(|p| {
+                let (mut total, mut count) = (sum[p], carriers[p]);
+                if let Some(i) = leave_out.filter(|&i| candidates[i][p] != 0.0) {
+                    total -= scales[i] * candidates[i][p] as f64;
+                    count -= 1;
+                }
+                if count == 0 {
+                    0.0
+                } else {
+                    (total / count as f64) as f32
+                }
+            })
+            .collect();
+        if t.outer_momentum > 0.0 {
+            outer_nesterov_step(params, &mean, momentum, t.outer_lr, t.outer_momentum).0
+        } else {
+            outer_sgd_step(params, &mean, t.outer_lr)
+        }
+    };
+    let step = |leave_out: Option<usize>| match rule {
+        LeaveOneOut::Uniform => uniform(leave_out),
+        LeaveOneOut::Applied => applied(leave_out),
     };
     let with_all = losses(engine, &step(None), batches);
     let without = (0..candidates.len())

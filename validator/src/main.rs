@@ -75,10 +75,14 @@ enum Command {
         /// checkpoints and gradients, and the replay log that `subnet replay` checks.
         #[arg(long, env = "VALIDATOR_DATA")]
         data: Option<PathBuf>,
-        /// Audit every miner once per this many windows (besides its first window), instead of the
-        /// task's scoring.audit_period; 0 turns audits off.
+        /// Audit each miner's window with probability one in this many (besides its first window),
+        /// instead of the task's scoring.audit_period; 0 turns audits off.
         #[arg(long, env = "VALIDATOR_AUDIT_PERIOD")]
         audit_period: Option<u64>,
+        /// Seconds a window waits, for all its audits together, for the miners' artefacts; a miner
+        /// that has not served them by then earns nothing from this validator until it does.
+        #[arg(long, env = "VALIDATOR_AUDIT_BUDGET", default_value_t = 60)]
+        audit_budget: u64,
         /// Serve a live page on this address: the metagraph with this validator's scores and
         /// verdicts, the global model's loss and the weight shares by window, recent rejections
         /// and (on a local chain) chain events.
@@ -117,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         data,
         audit_period,
+        audit_budget,
         dashboard,
     } = Cli::parse().command;
     subnet_proto::tls::configure_from_files(
@@ -139,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
     let first_window = chain.current_block().await? / blocks;
     let validator = open_validator(&chain, netuid, &hotkey, &engine, first_window, data)?;
     validator.set_audit_period(audit_period);
+    validator.set_audit_budget(std::time::Duration::from_secs(audit_budget));
     let (_, resumed_window) = validator.checkpoint();
     chain_client::Membership::new(chain.clone(), netuid, hotkey.clone())
         .uid()

@@ -40,8 +40,12 @@ pub struct WindowRecord {
     /// Moving averages and bans before the window.
     pub averages_before: Averages,
     pub bans_before: Bans,
-    /// The miners whose training was re-executed this window.
+    /// The miners whose training was re-executed this window (of this window, or of an earlier one
+    /// whose audit had not resolved).
     pub audits: Vec<AuditRecord>,
+    /// The audits of earlier windows unresolved when the window began.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unresolved_before: crate::window::Unresolved,
     /// The uids aggregated into the next checkpoint, in uid order.
     pub aggregated: Vec<u16>,
     pub weights: WeightsRecord,
@@ -71,6 +75,9 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub uid: u16,
+    /// The window audited, when it is an earlier one than the record's (an unresolved audit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u64>,
     /// The artefacts as served (None when the miner did not serve them).
     pub dense_digest: Option<Digest>,
     pub residual_digest: Option<Digest>,

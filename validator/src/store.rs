@@ -74,10 +74,13 @@ pub struct SavedState {
     /// The outgoing residuals of the commitments collected, for the residual chain.
     #[serde(default)]
     pub ledger: ResidualLedger,
-    /// Miners whose audit could not complete (they were unreachable): audited again every window
-    /// until it does.
+    /// The audits that have not resolved (the miner did not serve the audited window's artefacts in
+    /// time): asked again every window until they resolve or the grace runs out.
     #[serde(default)]
-    pub pending_audits: BTreeMap<u16, String>,
+    pub unresolved: crate::window::Unresolved,
+    /// The commitments those audits name (hex of each encoded commitment), by uid.
+    #[serde(default)]
+    pub audit_commitments: BTreeMap<u16, String>,
     /// The hotkey on each uid whose audit has completed at least once; a hotkey not here is
     /// audited in the first window it contributes to.
     #[serde(default)]

@@ -7,7 +7,10 @@ use pseudo_gradient::codec::{self, Layout};
 use scoring::{Averages, Bans, Reason, averages_after};
 use std::collections::BTreeMap;
 use task::{Checkpoint, CpuTrainBackend, Digest, TaskEngine, TaskSpec};
-use validator::window::{Artefacts, AuditGap, Carried, Gathered, Gradient, Setting, WindowInputs};
+use validator::window::{
+    Artefacts, AuditGap, AuditRequest, Carried, Gathered, Gradient, PendingAudit, Setting, Subject,
+    Unresolved, WindowInputs,
+};
 
 /// The task with `layout` as its gradient codec.
 fn with_layout(spec: &TaskSpec, layout: Layout) -> TaskEngine {
@@ -38,8 +41,19 @@ impl WindowInputs for Honest {
         None
     }
 
-    fn artefacts(&mut self, uid: u16) -> Result<Result<Artefacts, AuditGap>, Self::Error> {
-        Ok(Ok(self.served[&uid].clone()))
+    fn artefacts(
+        &mut self,
+        requests: &[AuditRequest],
+    ) -> Result<Vec<Result<Artefacts, AuditGap>>, Self::Error> {
+        Ok(requests
+            .iter()
+            .map(|r| Ok(self.served[&r.uid].clone()))
+            .collect())
+    }
+
+    /// Honest miners serve every audit in its window: none stays unresolved.
+    fn subject(&mut self, _: u16, _: &PendingAudit) -> Result<Option<Subject>, Self::Error> {
+        Ok(None)
     }
 }
 
@@ -128,6 +142,7 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
         let carried = Carried {
             averages: &averages,
             momentum: &momentum,
+            unresolved: &Unresolved::new(),
         };
         let Ok(scored) = validator::window::score(&engine, &start, gathered, &mut honest, carried);
         averages = averages_after(&scored.decisions);

@@ -11,6 +11,7 @@ mod page;
 
 pub(crate) use lines::window_line;
 pub use lines::{MinerLine, WindowLine, format_line, format_table};
+pub(crate) use nodes::LOCAL_AUDIT_BUDGET;
 use nodes::{Crowd, Net, start_miners, start_validators, train_round};
 pub(crate) use page::Watch;
 

@@ -98,6 +98,7 @@ where
             data,
         )?;
         v.set_audit_period(config.audit_period);
+        v.set_audit_budget(LOCAL_AUDIT_BUDGET);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         net.chain
             .serve_axon(hotkey, net.netuid, listener.local_addr()?)
@@ -146,6 +147,9 @@ where
     }
     Ok((miners, servers))
 }
+
+/// How long a local validator waits for a window's audits: every miner is on this machine.
+pub(crate) const LOCAL_AUDIT_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Every miner's window at once: honest ones train and commit, adversaries act. Returns the
 /// honest miners' summed tokens per second and the group each trained.

@@ -104,6 +104,8 @@ struct Inner<C> {
     on_progress: Option<ProgressHook>,
     /// The most parameters of a group this miner holds (0: any).
     group_capacity: u64,
+    /// Windows whose audit artefacts it does not answer for (`miner::adversary` only).
+    stalled: std::sync::Mutex<std::collections::BTreeSet<u64>>,
 }
 
 /// Where a window's training stands, after each inner step.
@@ -124,8 +126,10 @@ pub struct Miner<C> {
     inner: Arc<Inner<C>>,
 }
 
-/// How many past windows' gradients a miner keeps serving.
-const KEPT_WINDOWS: usize = 3;
+/// How many past windows' gradients a miner keeps serving: an audit may ask for a window's
+/// artefacts up to the task's audit grace (2 windows by default) after it, while newer windows are
+/// trained.
+const KEPT_WINDOWS: usize = 5;
 
 /// Reports each inner step: to the progress hook when there is one, else four times a window at
 /// info level; every step at debug level.
@@ -185,6 +189,7 @@ impl<C: Chain> Miner<C> {
                 residual_file: None,
                 on_progress: None,
                 group_capacity: 0,
+                stalled: Default::default(),
             }),
         }
     }
@@ -454,6 +459,28 @@ impl<C: Chain> Miner<C> {
 
     /// Makes a window's committed artefacts servable (the commitment at once, the rest once the
     /// window has closed), forgetting the oldest beyond the kept ones.
+    /// Stops answering audits of `window` (`Some`): a request for its dense gradient or residual
+    /// gets the commitment and then nothing. `None` answers every window again. Only
+    /// `miner::adversary` calls it.
+    pub fn stall_artefacts(&self, window: Option<u64>) {
+        let mut stalled = self.inner.stalled.lock().expect("stall lock");
+        match window {
+            Some(w) => {
+                stalled.insert(w);
+            }
+            None => stalled.clear(),
+        }
+    }
+
+    /// Whether audits of `window` go unanswered.
+    pub fn stalls(&self, window: u64) -> bool {
+        self.inner
+            .stalled
+            .lock()
+            .expect("stall lock")
+            .contains(&window)
+    }
+
     pub fn publish(&self, window: u64, served: ServedGradient) {
         let mut state = self.inner.state.write().expect("miner state lock");
         state.gradients.insert(window, Arc::new(served));

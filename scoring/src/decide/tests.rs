@@ -12,6 +12,8 @@ const PARAMS: ScoringParams = ScoringParams {
     aggregate_top: 8,
     aggregate_min: 2,
     spot_check_tolerance: 0.05,
+    audit_grace: 2,
+    leave_one_out: LeaveOneOut::Applied,
 };
 
 fn learned(own_gain: f32) -> AssignmentEvidence {
@@ -49,6 +51,7 @@ fn miner(uid: u16, after: Vec<f32>, own_gain: f32, without: Vec<f32>) -> MinerEv
         audited_clean: false,
         without,
         group: 0,
+        withheld: None,
     }
 }
 
@@ -125,6 +128,46 @@ fn useful_work_on_own_pages_earns_and_cheats_do_not() {
     for other in &d[1..7] {
         assert_eq!((other.score, other.weight), (0.0, 0.0), "{other:?}");
     }
+}
+
+#[test]
+fn a_withheld_miner_earns_nothing_and_keeps_its_average_until_its_audit_resolves() {
+    let helps = vec![1.8, 1.82, 1.79];
+    let pending = Reason::new(ReasonKind::AuditPending, "audit of window 4 unresolved");
+    let evidence = window(
+        vec![
+            miner(1, helps.clone(), 0.05, vec![1.8; 3]),
+            miner(2, helps.clone(), 0.05, vec![1.8; 3]),
+            MinerEvidence {
+                withheld: Some(pending.clone()),
+                ..miner(3, helps.clone(), 0.05, vec![1.8; 3])
+            },
+            // A fraud found while withheld is a fraud.
+            MinerEvidence {
+                withheld: Some(pending.clone()),
+                fraud: Some(Reason::new(ReasonKind::AuditUnresolved, "unanswered")),
+                ..miner(4, helps, 0.05, Vec::new())
+            },
+        ],
+        Vec::new(),
+    );
+    assert_eq!(candidates(&evidence, &PARAMS), vec![1, 2]);
+    let previous: Averages = (1..=4u16)
+        .map(|u| (u, (format!("hotkey{u}"), 0.04)))
+        .collect();
+    let d = decide(&evidence, &PARAMS, &previous);
+    assert_eq!(d[2].verdict, Verdict::Withheld { reason: pending });
+    // Its average is held as it was, not decayed by a zero score, and pays nothing meanwhile.
+    assert_eq!(
+        (d[2].score, d[2].moving_average, d[2].weight),
+        (0.0, 0.04, 0.0)
+    );
+    assert!(matches!(d[3].verdict, Verdict::Fraud { .. }));
+    assert_eq!(d[3].moving_average, 0.0);
+    assert!((d[0].weight - 0.5).abs() < 1e-12 && (d[1].weight - 0.5).abs() < 1e-12);
+    // Resolved next window, it earns on from the average it kept.
+    let kept = averages_after(&d);
+    assert_eq!(kept[&3].1, 0.04);
 }
 
 #[test]

@@ -80,13 +80,7 @@ fn kept(collected: &BTreeMap<u64, BTreeMap<u16, SignedCommitment>>) -> KeptCommi
     collected
         .iter()
         .map(|(w, c)| {
-            let c = c
-                .iter()
-                .map(|(uid, c)| {
-                    let wire = prost::Message::encode_to_vec(&c.to_wire());
-                    (*uid, hex::encode(wire))
-                })
-                .collect();
+            let c = c.iter().map(|(uid, c)| (*uid, encode(c))).collect();
             (*w, c)
         })
         .collect()
@@ -110,16 +104,23 @@ pub(super) fn load_commitments(
     for (window, by_uid) in kept.into_iter().filter(|(w, _)| *w >= from) {
         let mut commitments = BTreeMap::new();
         for (uid, encoded) in by_uid {
-            let bytes = hex::decode(&encoded).map_err(|e| corrupt(e.to_string()))?;
-            let c = <pb::Commitment as prost::Message>::decode(&bytes[..])
-                .map_err(|e| corrupt(format!("window {window}, uid {uid}: {e}")))
-                .and_then(|c| {
-                    SignedCommitment::from_wire(&c)
-                        .map_err(|e| corrupt(format!("window {window}, uid {uid}: {e}")))
-                })?;
+            let c = decode(&encoded)
+                .map_err(|e| corrupt(format!("window {window}, uid {uid}: {e}")))?;
             commitments.insert(uid, c);
         }
         collected.insert(window, commitments);
     }
     Ok(collected)
+}
+
+/// A commitment as the data directory keeps it: hex of its encoded wire form.
+pub(super) fn encode(c: &SignedCommitment) -> String {
+    hex::encode(prost::Message::encode_to_vec(&c.to_wire()))
+}
+
+/// A commitment kept by `encode`.
+pub(super) fn decode(encoded: &str) -> Result<SignedCommitment, String> {
+    let bytes = hex::decode(encoded).map_err(|e| e.to_string())?;
+    let c = <pb::Commitment as prost::Message>::decode(&bytes[..]).map_err(|e| e.to_string())?;
+    SignedCommitment::from_wire(&c).map_err(|e| e.to_string())
 }

@@ -3,7 +3,10 @@
 //! chain and the artefacts audited miners serve.
 
 use super::*;
-use crate::window::{Artefacts, AuditGap, Gradient, WindowInputs};
+use crate::audit::stored_subject;
+use crate::window::{
+    Artefacts, AuditGap, AuditRequest, Gradient, PendingAudit, Subject, WindowInputs,
+};
 
 impl<C: Chain> Validator<C> {
     /// Fetches the payload of every miner's collected commitment, `MAX_CONCURRENT_FETCHES` at a time
@@ -58,21 +61,17 @@ impl<C: Chain> Validator<C> {
     }
 
     /// The miners with a gradient this window that are due an audit: a hotkey in the first window
-    /// it contributes to, then once per audit period at a window drawn from the validator's secret,
-    /// and every window while an earlier audit could not complete.
+    /// it contributes to, then each window with probability one in the audit period, drawn from
+    /// the validator's secret.
     fn due_audits<'a>(
         &self,
         window: u64,
         miners: &[Neuron],
         uids: impl Iterator<Item = &'a u16>,
     ) -> Vec<u16> {
-        let (secret, pending, audited_before) = {
+        let (secret, audited_before) = {
             let state = self.state();
-            (
-                state.audit_secret,
-                state.pending_audits.clone(),
-                state.audited_hotkeys.clone(),
-            )
+            (state.audit_secret, state.audited_hotkeys.clone())
         };
         let period = self.audit_period();
         if period == 0 {
@@ -83,9 +82,7 @@ impl<C: Chain> Validator<C> {
                 .iter()
                 .find(|n| n.uid == **uid)
                 .map(|n| n.hotkey.to_string());
-            audited(secret, **uid, window, period)
-                || audited_before.get(uid) != hotkey.as_ref()
-                || pending.get(uid).is_some_and(|h| Some(h) == hotkey.as_ref())
+            audited(secret, **uid, window, period) || audited_before.get(uid) != hotkey.as_ref()
         })
         .copied()
         .collect()
@@ -115,7 +112,7 @@ impl<C: Chain> Validator<C> {
                 reason: Reason::new(
                     ReasonKind::AuditUnreachable,
                     format!(
-                        "audit: its dense gradient and residual could not be fetched ({e}); audited again next window"
+                        "audit: its window {window} dense gradient and residual could not be fetched ({e}); asked again next window"
                     ),
                 ),
                 unreachable: true,
@@ -144,6 +141,8 @@ pub(super) struct LiveInputs<C> {
     pub(super) ledger: ResidualLedger,
     /// The digest of a zero residual (the residual chain's start), computed once a window.
     pub(super) zero_residual: [u8; 32],
+    /// The commitments and subjects of the unresolved audits of earlier windows, by uid.
+    pub(super) earlier: BTreeMap<u16, (SignedCommitment, Option<Subject>)>,
 }
 
 impl<C: Chain> LiveInputs<C> {
@@ -152,6 +151,19 @@ impl<C: Chain> LiveInputs<C> {
             .iter()
             .find(|n| n.uid == uid)
             .expect("gathered gradients come from the metagraph")
+    }
+
+    /// The commitment an audit request names: this window's collected one, or the one of the
+    /// unresolved audit.
+    fn commitment(&self, r: &AuditRequest) -> Option<&SignedCommitment> {
+        if r.window == self.window {
+            self.collected.get(&r.uid)
+        } else {
+            self.earlier
+                .get(&r.uid)
+                .map(|(c, _)| c)
+                .filter(|c| c.claims.window == r.window)
+        }
     }
 }
 
@@ -170,19 +182,65 @@ impl<C: Chain> WindowInputs for LiveInputs<C> {
             .check(uid, &hotkey, &self.collected[&uid].claims, zero)
     }
 
-    fn artefacts(&mut self, uid: u16) -> Result<Result<Artefacts, AuditGap>, StoreError> {
-        let (neuron, commitment) = (self.neuron(uid), &self.collected[&uid]);
-        let served = self.runtime.block_on(self.validator.fetch_artefacts(
-            neuron,
-            self.window,
-            commitment,
-        ));
-        // Kept as blobs now (the record that names them is appended later), so that a window
-        // holds one miner's audit artefacts at a time.
-        if let (Ok(a), Some(store)) = (&served, &self.validator.inner.store) {
-            store.put_blob(&a.dense)?;
-            store.put_blob(&a.residual_in)?;
+    /// Every audit's artefacts fetched at once, all under one budget: a miner that does not
+    /// answer in time delays nobody, and its audit stays unresolved.
+    fn artefacts(
+        &mut self,
+        requests: &[AuditRequest],
+    ) -> Result<Vec<Result<Artefacts, AuditGap>>, StoreError> {
+        let budget = self.validator.audit_budget();
+        let deadline = tokio::time::Instant::now() + budget;
+        let fetches = requests.iter().map(|r| {
+            let (neuron, commitment) = (self.neuron(r.uid), self.commitment(r));
+            let validator = &self.validator;
+            async move {
+                let Some(commitment) = commitment else {
+                    return Err(AuditGap {
+                        reason: Reason::new(
+                            ReasonKind::AuditUnreachable,
+                            format!("audit: no commitment of window {} is kept", r.window),
+                        ),
+                        unreachable: true,
+                    });
+                };
+                let fetch = validator.fetch_artefacts(neuron, r.window, commitment);
+                tokio::time::timeout_at(deadline, fetch)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(AuditGap {
+                            reason: Reason::new(
+                                ReasonKind::AuditUnreachable,
+                                format!(
+                                    "audit: its window {} dense gradient and residual did not arrive within the window's audit budget of {} s",
+                                    r.window,
+                                    budget.as_secs()
+                                ),
+                            ),
+                            unreachable: true,
+                        })
+                    })
+            }
+        });
+        let served = self.runtime.block_on(futures::future::join_all(fetches));
+        // Kept as blobs now (the record that names them is appended later).
+        if let Some(store) = &self.validator.inner.store {
+            for a in served.iter().flatten() {
+                store.put_blob(&a.dense)?;
+                store.put_blob(&a.residual_in)?;
+            }
         }
         Ok(served)
+    }
+
+    fn subject(&mut self, uid: u16, pending: &PendingAudit) -> Result<Option<Subject>, StoreError> {
+        if let Some((_, Some(subject))) = self.earlier.get(&uid)
+            && subject.window == pending.window
+        {
+            return Ok(Some(subject.clone()));
+        }
+        match &self.validator.inner.store {
+            Some(store) => stored_subject(store, self.validator.engine(), pending),
+            None => Ok(None),
+        }
     }
 }

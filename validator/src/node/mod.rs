@@ -61,7 +61,11 @@ struct ValidatorState {
     /// The error-feedback residual of the validator's own reference training (empty: zero).
     reference_residual: Vec<f32>,
     ledger: ResidualLedger,
-    pending_audits: BTreeMap<u16, String>,
+    /// The audits of earlier windows that have not resolved, with the commitment each names and,
+    /// while this process has them, what it needs to run again (else read from the data directory).
+    unresolved: window::Unresolved,
+    audit_commitments: BTreeMap<u16, SignedCommitment>,
+    audit_subjects: BTreeMap<u16, window::Subject>,
     /// The hotkey on each uid whose audit this validator has completed at least once.
     audited_hotkeys: BTreeMap<u16, String>,
     audit_secret: u64,
@@ -76,6 +80,8 @@ struct Inner<C> {
     deadline: Duration,
     /// Overrides the task's `scoring.audit_period` (a local policy; the record says who was audited).
     audit_period: Mutex<Option<u64>>,
+    /// How long a window waits for all its audits' artefacts together.
+    audit_budget: Mutex<Duration>,
     state: RwLock<ValidatorState>,
     store: Option<DataDir>,
 }
@@ -101,6 +107,10 @@ struct WindowContext {
     /// The commitments collected before the window closed.
     collected: BTreeMap<u16, SignedCommitment>,
     ledger: ResidualLedger,
+    /// The unresolved audits of earlier windows as the window began, and for each the commitment
+    /// it names and what it needs to run again, when this process has it.
+    unresolved_before: window::Unresolved,
+    earlier: BTreeMap<u16, (SignedCommitment, Option<window::Subject>)>,
 }
 
 impl WindowContext {
@@ -116,8 +126,19 @@ impl WindowContext {
             .iter()
             .filter_map(|m| {
                 let reason = m.fraud.as_ref()?;
-                scored.gradients.get(&m.uid)?;
-                let mut bytes = self.collected.get(&m.uid)?.signature.to_vec();
+                // The commitment the fraud is about: this window's, or the one an unresolved audit
+                // of an earlier window names.
+                let commitment = match (scored.gradients.get(&m.uid), self.earlier.get(&m.uid)) {
+                    (_, Some((c, _)))
+                        if reason.text.starts_with("window ")
+                            || reason.kind == ReasonKind::AuditUnresolved =>
+                    {
+                        c
+                    }
+                    (Some(_), _) => self.collected.get(&m.uid)?,
+                    (None, earlier) => &earlier?.0,
+                };
+                let mut bytes = commitment.signature.to_vec();
                 bytes.extend_from_slice(reason.text.as_bytes());
                 let offender = self.miners.iter().find(|n| n.uid == m.uid)?.hotkey;
                 Some((m.uid, offender, subnet_proto::digest(&bytes)))
@@ -243,6 +264,17 @@ impl<C: Chain> Validator<C> {
         store: Option<DataDir>,
     ) -> Self {
         let window = saved.window;
+        let audit_commitments = saved
+            .audit_commitments
+            .iter()
+            .filter_map(|(uid, hex)| match commitments::decode(hex) {
+                Ok(c) => Some((*uid, c)),
+                Err(e) => {
+                    tracing::warn!(uid, error = %e, "an unresolved audit's commitment does not read; the audit is dropped");
+                    None
+                }
+            })
+            .collect();
         let state = ValidatorState {
             recent: BTreeMap::from([(window, checkpoint.clone())]),
             checkpoint,
@@ -254,7 +286,9 @@ impl<C: Chain> Validator<C> {
             momentum,
             reference_residual,
             ledger: saved.ledger,
-            pending_audits: saved.pending_audits,
+            unresolved: saved.unresolved,
+            audit_commitments,
+            audit_subjects: BTreeMap::new(),
             audited_hotkeys: saved.audited_hotkeys,
             audit_secret: saved.audit_secret.unwrap_or_else(random_u64),
             collected: BTreeMap::new(),
@@ -266,6 +300,7 @@ impl<C: Chain> Validator<C> {
                 engine,
                 deadline: Duration::from_secs(60),
                 audit_period: Mutex::new(None),
+                audit_budget: Mutex::new(Duration::from_secs(60)),
                 state: RwLock::new(state),
                 store,
             }),
@@ -299,7 +334,12 @@ impl<C: Chain> Validator<C> {
                     momentum: None,
                     bans: state.bans.clone(),
                     ledger: state.ledger.clone(),
-                    pending_audits: state.pending_audits.clone(),
+                    unresolved: state.unresolved.clone(),
+                    audit_commitments: state
+                        .audit_commitments
+                        .iter()
+                        .map(|(uid, c)| (*uid, commitments::encode(c)))
+                        .collect(),
                     audited_hotkeys: state.audited_hotkeys.clone(),
                     audit_secret: Some(state.audit_secret),
                     reference_residual: None,
@@ -317,6 +357,16 @@ impl<C: Chain> Validator<C> {
     /// audits every miner every window, `None` goes back to the task's `scoring.audit_period`.
     pub fn set_audit_period(&self, period: Option<u64>) {
         *self.inner.audit_period.lock().expect("audit period lock") = period;
+    }
+
+    /// How long a window waits, all together, for the artefacts of the audits it runs (default 60
+    /// s): a miner that has not served them by then stays unresolved, its pay withheld.
+    pub fn set_audit_budget(&self, budget: Duration) {
+        *self.inner.audit_budget.lock().expect("audit budget lock") = budget;
+    }
+
+    fn audit_budget(&self) -> Duration {
+        *self.inner.audit_budget.lock().expect("audit budget lock")
     }
 
     /// Weights committed under commit-reveal and not yet revealed.
@@ -436,7 +486,8 @@ fn fresh_state(checkpoint: &Checkpoint, window: u64) -> SavedState {
         momentum: None,
         bans: Bans::new(),
         ledger: ResidualLedger::default(),
-        pending_audits: BTreeMap::new(),
+        unresolved: BTreeMap::new(),
+        audit_commitments: BTreeMap::new(),
         audited_hotkeys: BTreeMap::new(),
         audit_secret: None,
         reference_residual: None,

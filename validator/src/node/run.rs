@@ -82,6 +82,15 @@ impl<C: Chain> Validator<C> {
                 state.reference_residual.clone(),
             )
         };
+        let (unresolved_before, earlier) = {
+            let state = self.state();
+            let earlier = state
+                .audit_commitments
+                .iter()
+                .map(|(uid, c)| (*uid, (c.clone(), state.audit_subjects.get(uid).cloned())))
+                .collect();
+            (state.unresolved.clone(), earlier)
+        };
         let setting = Setting {
             window,
             window_seed,
@@ -103,6 +112,8 @@ impl<C: Chain> Validator<C> {
                 .collect(),
             collected,
             ledger,
+            unresolved_before,
+            earlier,
         })
     }
 
@@ -121,13 +132,18 @@ impl<C: Chain> Validator<C> {
             collected: ctx.collected.clone(),
             ledger: ctx.ledger.clone(),
             zero_residual: zero_residual_digest(self.engine().num_params()),
+            earlier: ctx.earlier.clone(),
         };
         let (engine, start) = (self.engine().clone(), ctx.start.clone());
-        let momentum = self.state().momentum.clone();
+        let (momentum, unresolved) = {
+            let state = self.state();
+            (state.momentum.clone(), state.unresolved.clone())
+        };
         blocking(move || {
             let carried = Carried {
                 averages: &averages,
                 momentum: &momentum,
+                unresolved: &unresolved,
             };
             window::score(&engine, &start, gathered, &mut inputs, carried)
         })
@@ -146,21 +162,38 @@ impl<C: Chain> Validator<C> {
                 state.ledger.record(*uid, &n.hotkey.to_string(), &c.claims);
             }
         }
-        for finding in &scored.audits {
+        for finding in scored.audits.iter().filter(|f| !f.incomplete) {
             let uid = finding.record.uid;
-            match ctx.miners.iter().find(|n| n.uid == uid) {
-                Some(n) if finding.incomplete => {
-                    state.pending_audits.insert(uid, n.hotkey.to_string());
-                }
-                Some(n) => {
-                    state.pending_audits.remove(&uid);
-                    state.audited_hotkeys.insert(uid, n.hotkey.to_string());
-                }
-                None => {
-                    state.pending_audits.remove(&uid);
-                }
+            if let Some(n) = ctx.miners.iter().find(|n| n.uid == uid) {
+                state.audited_hotkeys.insert(uid, n.hotkey.to_string());
             }
         }
+        // The audits still unresolved, with the commitment each names and what it needs to run
+        // again.
+        let (mut commitments, mut subjects) = (BTreeMap::new(), BTreeMap::new());
+        for (uid, pending) in &scored.unresolved {
+            let (commitment, subject) = if pending.window == window {
+                let subject = scored.gradients.get(uid).map(|g| window::Subject {
+                    window,
+                    window_seed: ctx.start.setting.window_seed,
+                    checkpoint: Arc::new(ctx.start.setting.checkpoint.clone()),
+                    gradient: g.clone(),
+                });
+                (ctx.collected.get(uid).cloned(), subject)
+            } else {
+                let earlier = ctx.earlier.get(uid).cloned();
+                (earlier.clone().map(|e| e.0), earlier.and_then(|e| e.1))
+            };
+            if let Some(c) = commitment {
+                commitments.insert(*uid, c);
+            }
+            if let Some(s) = subject {
+                subjects.insert(*uid, s);
+            }
+        }
+        state.unresolved = scored.unresolved.clone();
+        state.audit_commitments = commitments;
+        state.audit_subjects = subjects;
     }
 
     /// Appends the window to the replay log, after the blobs it names.
@@ -211,6 +244,7 @@ impl<C: Chain> Validator<C> {
             gradients,
             averages_before,
             bans_before: s.bans.clone(),
+            unresolved_before: ctx.unresolved_before.clone(),
             audits: scored.audits.iter().map(|f| f.record.clone()).collect(),
             aggregated: step.aggregated.clone(),
             weights: WeightsRecord {

@@ -6,10 +6,12 @@
 
 use super::confirm::{confirm_evidence, confirm_outcome};
 use super::{ReplayError, ReplayedWindow, invalid, mismatch};
+use crate::audit::stored_subject;
 use crate::record::{AuditRecord, WindowRecord};
 use crate::store::DataDir;
 use crate::window::{
-    self, Artefacts, AuditGap, Carried, Gathered, Gradient, Refusal, Setting, Start, WindowInputs,
+    self, Artefacts, AuditGap, AuditRequest, Carried, Gathered, Gradient, PendingAudit, Refusal,
+    Setting, Start, Subject, WindowInputs,
 };
 use pseudo_gradient::codec;
 use scoring::{Averages, MinerEvidence, Reason, ReasonKind, ScoringParams};
@@ -37,8 +39,13 @@ impl Replayable {
         let carried = Carried {
             averages,
             momentum: &self.momentum,
+            unresolved: &record.unresolved_before,
         };
-        let mut inputs = Recorded { store, record };
+        let mut inputs = Recorded {
+            store,
+            engine,
+            record,
+        };
         let scored = window::score(engine, &start, self.gathered.clone(), &mut inputs, carried)?;
         Ok(scored.decisions)
     }
@@ -64,8 +71,13 @@ pub(super) fn replay_window(
     let carried = Carried {
         averages: &record.averages_before,
         momentum: &momentum,
+        unresolved: &record.unresolved_before,
     };
-    let mut inputs = Recorded { store, record };
+    let mut inputs = Recorded {
+        store,
+        engine,
+        record,
+    };
     let scored = window::score(engine, &start, gathered.clone(), &mut inputs, carried)?;
     let checked = confirm_evidence(record, &scored.evidence)?;
     confirm_outcome(record, &scored)?;
@@ -198,6 +210,7 @@ fn gathered(
 /// A recorded window's inputs from outside it.
 struct Recorded<'a> {
     store: &'a DataDir,
+    engine: &'a TaskEngine,
     record: &'a WindowRecord,
 }
 
@@ -216,6 +229,7 @@ impl WindowInputs for Recorded<'_> {
         self.record
             .audits
             .iter()
+            .filter(|a| a.window.is_none())
             .map(|a| a.uid)
             .filter(|uid| gradients.contains_key(uid))
             .filter(|uid| self.miner(*uid).is_some_and(|m| m.assignment.is_none()))
@@ -230,17 +244,41 @@ impl WindowInputs for Recorded<'_> {
             .filter(|r| r.kind == ReasonKind::ResidualChain)
     }
 
-    fn artefacts(&mut self, uid: u16) -> Result<Result<Artefacts, AuditGap>, ReplayError> {
-        let Some(audit) = self.record.audits.iter().find(|a| a.uid == uid) else {
-            return Ok(Err(AuditGap {
-                reason: Reason::new(
-                    ReasonKind::AuditUnreachable,
-                    "audit: the record holds no audit of this miner in this window",
-                ),
-                unreachable: true,
-            }));
-        };
-        served(self.store, self.record, audit)
+    fn artefacts(
+        &mut self,
+        requests: &[AuditRequest],
+    ) -> Result<Vec<Result<Artefacts, AuditGap>>, ReplayError> {
+        let window = self.record.window;
+        requests
+            .iter()
+            .map(|r| {
+                let audited =
+                    |a: &&AuditRecord| a.uid == r.uid && a.window.unwrap_or(window) == r.window;
+                match self.record.audits.iter().find(audited) {
+                    Some(audit) => served(self.store, self.record, audit),
+                    None => Ok(Err(AuditGap {
+                        reason: Reason::new(
+                            ReasonKind::AuditUnreachable,
+                            format!(
+                                "audit: the record holds no audit of this miner's window {}",
+                                r.window
+                            ),
+                        ),
+                        unreachable: true,
+                    })),
+                }
+            })
+            .collect()
+    }
+
+    /// An unresolved audit's subject, from the directory's blobs (a record names none that are not
+    /// there, or the replay could not confirm its window).
+    fn subject(
+        &mut self,
+        _uid: u16,
+        pending: &PendingAudit,
+    ) -> Result<Option<Subject>, ReplayError> {
+        Ok(stored_subject(self.store, self.engine, pending)?)
     }
 }
 

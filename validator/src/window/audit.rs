@@ -1,5 +1,11 @@
 //! Audits: a miner's committed artefacts checked against its payload and against the validator's
 //! re-execution of its window, and what the finding does to its evidence.
+//!
+//! An audit that cannot complete in its window (the miner cannot be reached, or does not answer
+//! within the window's audit budget) stays unresolved: the miner earns nothing from this validator
+//! until it serves that window's artefacts, and an audit still unresolved `audit_grace` windows
+//! later is fraud. Every audit a window runs, of its own window or of an earlier one, is fetched at
+//! once (`WindowInputs::artefacts`), so a miner that stalls delays nobody but itself.
 
 use super::{Gradient, Start, WindowInputs, Work};
 use crate::audit::{ArtefactError, verify_artefacts};
@@ -7,7 +13,10 @@ use crate::evaluate;
 use crate::record::AuditRecord;
 use scoring::checks::{relative_difference, reproduces};
 use scoring::{MinerEvidence, Reason, ReasonKind};
-use task::{Digest, TaskEngine};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use task::{Checkpoint, Digest, TaskEngine};
 
 /// What an audited miner served: its dense pseudo-gradient and the residual that went into its
 /// compression, both in the codec's dense form.
@@ -21,8 +30,8 @@ pub struct Artefacts {
 #[derive(Clone, Debug)]
 pub struct AuditGap {
     pub reason: Reason,
-    /// The miner could not be reached (a transport failure): it is audited again next window. Any
-    /// other gap is a refusal to serve what it committed to.
+    /// The miner could not be reached, or did not answer within the budget: the audit stays
+    /// unresolved. Any other gap is a refusal to serve what it committed to.
     pub unreachable: bool,
 }
 
@@ -30,8 +39,53 @@ pub struct AuditGap {
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditFinding {
     pub record: AuditRecord,
-    /// The miner could not be reached: audit it again next window.
+    /// The miner could not be reached: the audit stays unresolved.
     pub incomplete: bool,
+}
+
+/// One audit a window asks artefacts for: `uid`'s commitment of `window` (this window's or an
+/// earlier one whose audit is unresolved).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditRequest {
+    pub uid: u16,
+    pub window: u64,
+}
+
+/// An audit that has not resolved: which window of which hotkey, and what the window's commitment
+/// named (the checkpoint, payload and outgoing residual, blobs in a data directory).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingAudit {
+    pub hotkey: String,
+    pub window: u64,
+    pub window_seed: u64,
+    pub checkpoint: Digest,
+    pub payload: Digest,
+    /// The parameter group the window gave the miner.
+    #[serde(default)]
+    pub group: usize,
+    pub residual_out: Digest,
+}
+
+/// The unresolved audits by uid (at most one each: the oldest).
+pub type Unresolved = BTreeMap<u16, PendingAudit>;
+
+/// An earlier window's audit, ready to run again: the checkpoint that window started from and the
+/// gradient the miner committed to in it.
+#[derive(Clone, Debug)]
+pub struct Subject {
+    pub window: u64,
+    pub window_seed: u64,
+    pub checkpoint: Arc<Checkpoint>,
+    pub gradient: Gradient,
+}
+
+/// What an audit re-executes and compares: a window, its checkpoint and the committed gradient.
+#[derive(Clone, Copy)]
+struct Audited<'a> {
+    window: u64,
+    window_seed: u64,
+    params: &'a [f32],
+    gradient: &'a Gradient,
 }
 
 /// The failure an audit's relative difference means under `tolerance`, if any.
@@ -46,9 +100,9 @@ pub fn irreproducible(difference: f64, tolerance: f64) -> Option<Reason> {
     })
 }
 
-/// One miner's audit: the artefacts it served (or why there are none) must give its payload byte
-/// for byte and the committed outgoing residual, and the dense gradient must match the re-executed
-/// window within the audit tolerance.
+/// One miner's audit of the window `start` scores: the artefacts it served (or why there are
+/// none) must give its payload byte for byte and the committed outgoing residual, and the dense
+/// gradient must match the re-executed window within the audit tolerance.
 pub fn examine(
     engine: &TaskEngine,
     start: &Start,
@@ -56,8 +110,32 @@ pub fn examine(
     gradient: &Gradient,
     served: Result<Artefacts, AuditGap>,
 ) -> AuditFinding {
+    let s = &start.setting;
+    let audited = Audited {
+        window: s.window,
+        window_seed: s.window_seed,
+        params: &s.checkpoint.params,
+        gradient,
+    };
+    examine_window(
+        engine,
+        audited,
+        uid,
+        served,
+        start.params().spot_check_tolerance,
+    )
+}
+
+fn examine_window(
+    engine: &TaskEngine,
+    audited: Audited,
+    uid: u16,
+    served: Result<Artefacts, AuditGap>,
+    tolerance: f64,
+) -> AuditFinding {
     let mut record = AuditRecord {
         uid,
+        window: None,
         dense_digest: None,
         residual_digest: None,
         relative_difference: None,
@@ -75,11 +153,16 @@ pub fn examine(
     };
     record.dense_digest = Some(Digest(subnet_proto::digest(&served.dense)));
     record.residual_digest = Some(Digest(subnet_proto::digest(&served.residual_in)));
-    match reexecuted_difference(engine, start, uid, gradient, &served) {
+    match reexecuted_difference(engine, audited, uid, &served) {
         Ok(difference) => {
-            tracing::info!(uid, relative_difference = difference, "audit");
+            tracing::info!(
+                uid,
+                window = audited.window,
+                relative_difference = difference,
+                "audit"
+            );
             record.relative_difference = Some(difference);
-            record.failure = irreproducible(difference, start.params().spot_check_tolerance);
+            record.failure = irreproducible(difference, tolerance);
         }
         Err(reason) => {
             record.failure = Some(Reason::new(
@@ -107,11 +190,11 @@ pub enum AuditError {
 /// the artefacts do not fit together.
 fn reexecuted_difference(
     engine: &TaskEngine,
-    start: &Start,
+    audited: Audited,
     uid: u16,
-    gradient: &Gradient,
     served: &Artefacts,
 ) -> Result<f64, AuditError> {
+    let gradient = audited.gradient;
     let range = &gradient.group.range;
     let dense = verify_artefacts(
         engine,
@@ -120,12 +203,11 @@ fn reexecuted_difference(
         (&served.dense, &served.residual_in),
         range,
     )?;
-    let s = &start.setting;
     let reexecuted = evaluate::reexecute(
         engine,
-        &s.checkpoint.params,
-        s.window,
-        s.window_seed,
+        audited.params,
+        audited.window,
+        audited.window_seed,
         uid,
         range.clone(),
     )
@@ -134,33 +216,170 @@ fn reexecuted_difference(
 }
 
 impl Work {
-    /// Audits `uids` (in uid order), with the artefacts `inputs` serves, and puts the findings into
-    /// the evidence.
+    /// Audits `uids` of this window and the earlier windows of `earlier` (unresolved audits),
+    /// with the artefacts `inputs` serves for all of them at once, and puts the findings into the
+    /// evidence.
     pub(super) fn audit<I: WindowInputs>(
         &mut self,
         engine: &TaskEngine,
         start: &Start,
-        uids: &[u16],
+        (uids, earlier): (&[u16], &[(u16, Subject)]),
         inputs: &mut I,
     ) -> Result<(), I::Error> {
-        for (&uid, gradient) in self.gradients.iter().filter(|(u, _)| uids.contains(u)) {
-            let served = inputs.artefacts(uid)?;
-            let finding = examine(engine, start, uid, gradient, served);
+        let window = start.setting.window;
+        let current: Vec<u16> = uids
+            .iter()
+            .copied()
+            .filter(|u| self.gradients.contains_key(u))
+            .collect();
+        let requests: Vec<AuditRequest> = current
+            .iter()
+            .map(|&uid| AuditRequest { uid, window })
+            .chain(earlier.iter().map(|(uid, s)| AuditRequest {
+                uid: *uid,
+                window: s.window,
+            }))
+            .collect();
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let mut served = inputs.artefacts(&requests)?.into_iter();
+        let tolerance = start.params().spot_check_tolerance;
+        for uid in current {
+            let finding = examine(engine, start, uid, &self.gradients[&uid], next(&mut served));
             if let Some(m) = self.evidence.iter_mut().find(|m| m.uid == uid) {
                 apply(m, &finding);
             }
             self.audits.push(finding);
         }
+        for (uid, subject) in earlier {
+            let audited = Audited {
+                window: subject.window,
+                window_seed: subject.window_seed,
+                params: &subject.checkpoint.params,
+                gradient: &subject.gradient,
+            };
+            let mut finding = examine_window(engine, audited, *uid, next(&mut served), tolerance);
+            finding.record.window = Some(subject.window);
+            if let Some(m) = self.evidence.iter_mut().find(|m| m.uid == *uid) {
+                apply_earlier(m, subject.window, &finding);
+            }
+            self.audits.push(finding);
+        }
         Ok(())
+    }
+
+    /// The audits still unresolved after this window, from those before it (`before`), and what
+    /// they do to the evidence: a miner with one earns nothing from this validator (withheld), and
+    /// one unresolved for `audit_grace` windows is fraud.
+    pub(super) fn settle(&mut self, start: &Start, before: &Unresolved) -> Unresolved {
+        let s = &start.setting;
+        let mut unresolved = Unresolved::new();
+        for m in &self.evidence {
+            let earlier = before.get(&m.uid).filter(|p| p.hotkey == m.hotkey);
+            let resolved_earlier = |p: &PendingAudit| {
+                self.audits.iter().any(|a| {
+                    a.record.uid == m.uid && a.record.window == Some(p.window) && !a.incomplete
+                })
+            };
+            if let Some(p) = earlier.filter(|p| !resolved_earlier(p)) {
+                unresolved.insert(m.uid, p.clone());
+                continue;
+            }
+            let Some(g) = self.gradients.get(&m.uid) else {
+                continue;
+            };
+            if self
+                .audits
+                .iter()
+                .any(|a| a.record.uid == m.uid && a.record.window.is_none() && a.incomplete)
+            {
+                unresolved.insert(
+                    m.uid,
+                    PendingAudit {
+                        hotkey: m.hotkey.clone(),
+                        window: s.window,
+                        window_seed: s.window_seed,
+                        checkpoint: s.checkpoint.digest,
+                        payload: Digest(subnet_proto::digest(&g.payload)),
+                        group: g.group.index,
+                        residual_out: g.residual_out,
+                    },
+                );
+            }
+        }
+        let grace = s.params.audit_grace;
+        for m in &mut self.evidence {
+            let Some(p) = unresolved.get(&m.uid) else {
+                m.withheld = None;
+                continue;
+            };
+            if m.fraud.is_some() {
+                continue;
+            }
+            let age = s.window.saturating_sub(p.window);
+            if age >= grace.max(1) && p.window < s.window {
+                m.fraud = Some(Reason::new(
+                    ReasonKind::AuditUnresolved,
+                    format!(
+                        "audit: it has not served its window {} artefacts in the {age} windows since",
+                        p.window
+                    ),
+                ));
+            } else {
+                m.withheld = Some(Reason::new(
+                    ReasonKind::AuditPending,
+                    format!(
+                        "audit of its window {} unresolved: nothing is paid until it serves that window's artefacts (at most {grace} windows later)",
+                        p.window
+                    ),
+                ));
+            }
+        }
+        // A fraud ends the audit: the miner is banned and reported.
+        unresolved.retain(|uid, _| {
+            self.evidence
+                .iter()
+                .find(|m| m.uid == *uid)
+                .is_some_and(|m| m.fraud.is_none())
+        });
+        unresolved
     }
 }
 
-/// Puts what an audit found into the miner's evidence: a failed audit is fraud, one that could not
-/// complete refuses the gradient for this window, one that reproduced the work clears the miner.
+fn next(
+    served: &mut impl Iterator<Item = Result<Artefacts, AuditGap>>,
+) -> Result<Artefacts, AuditGap> {
+    served.next().unwrap_or_else(|| {
+        Err(AuditGap {
+            reason: Reason::new(ReasonKind::AuditUnreachable, "audit: no answer"),
+            unreachable: true,
+        })
+    })
+}
+
+/// Puts what an audit of this window found into the miner's evidence: a failed audit is fraud,
+/// one that reproduced the work clears the miner, one that could not complete withholds its pay
+/// (`Work::settle` says for how long).
 fn apply(m: &mut MinerEvidence, finding: &AuditFinding) {
     match (&finding.record.failure, finding.incomplete) {
-        (Some(reason), true) => m.refused = Some(reason.clone()),
+        (Some(reason), true) => m.withheld = Some(reason.clone()),
         (Some(reason), false) => m.fraud = Some(reason.clone()),
         (None, _) => m.audited_clean = true,
+    }
+}
+
+/// Puts what an earlier window's audit found into this window's evidence: a failure is fraud (of
+/// that window), one still incomplete withholds the miner's pay, a pass resolves it.
+fn apply_earlier(m: &mut MinerEvidence, window: u64, finding: &AuditFinding) {
+    match (&finding.record.failure, finding.incomplete) {
+        (Some(reason), true) => m.withheld = Some(reason.clone()),
+        (Some(reason), false) => {
+            m.fraud = Some(Reason::new(
+                reason.kind,
+                format!("window {window}: {}", reason.text),
+            ))
+        }
+        (None, _) => {}
     }
 }

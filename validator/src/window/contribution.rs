@@ -10,11 +10,11 @@ use task::{Batch, TaskEngine};
 
 /// Fills in `evidence` the similarities, the aggregate's losses and each candidate's leave-one-out
 /// losses for the candidates under `params` (every other miner's are emptied), each clipped to its
-/// group's clip norm. `params` and `batches` are the checkpoint and the eval batches the window
-/// started from.
+/// group's clip norm, at the step `rules.leave_one_out` names. `params`, `momentum` and `batches`
+/// are the checkpoint, the outer momentum buffer and the eval batches the window started from.
 pub fn contributions(
     engine: &TaskEngine,
-    (params, batches): (&[f32], &[Batch]),
+    (params, momentum, batches): (&[f32], &[f32], &[Batch]),
     evidence: &mut WindowEvidence,
     gradients: &BTreeMap<u16, Gradient>,
     rules: &ScoringParams,
@@ -36,7 +36,13 @@ pub fn contributions(
         .iter()
         .map(|u| clips[gradients[u].group.index])
         .collect();
-    let (aggregate, without) = evaluate::leave_one_out(engine, params, &values, &caps, batches);
+    let (aggregate, without) = evaluate::leave_one_out(
+        engine,
+        (params, momentum),
+        &values,
+        &caps,
+        (batches, rules.leave_one_out),
+    );
     evidence.aggregate = aggregate;
     for m in &mut evidence.miners {
         m.without = Vec::new();

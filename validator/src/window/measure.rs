@@ -75,6 +75,7 @@ fn fresh_evidence(start: &Start, g: &Gathered) -> MinerEvidence {
         audited_clean: false,
         without: Vec::new(),
         group: 0,
+        withheld: None,
     }
 }
 

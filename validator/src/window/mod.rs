@@ -17,7 +17,10 @@ mod measure;
 mod start;
 
 pub use aggregate::{Step, aggregate};
-pub use audit::{Artefacts, AuditError, AuditFinding, AuditGap, examine, irreproducible};
+pub use audit::{
+    Artefacts, AuditError, AuditFinding, AuditGap, AuditRequest, PendingAudit, Subject, Unresolved,
+    examine, irreproducible,
+};
 pub use contribution::contributions;
 pub use start::{Reference, Setting, Start, start};
 
@@ -77,9 +80,17 @@ pub trait WindowInputs {
     fn due_audits(&mut self, gradients: &BTreeMap<u16, Gradient>) -> Vec<u16>;
     /// How `uid`'s commitment breaks its residual chain across windows, if it does.
     fn residual_chain(&mut self, uid: u16) -> Option<Reason>;
-    /// The dense gradient and incoming residual `uid` committed to, served for its audit, or why
-    /// the audit got none.
-    fn artefacts(&mut self, uid: u16) -> Result<Result<Artefacts, AuditGap>, Self::Error>;
+    /// For each request, the dense gradient and incoming residual the miner committed to in that
+    /// window, served for its audit, or why the audit got none: all of them under one budget, in
+    /// the order asked.
+    fn artefacts(
+        &mut self,
+        requests: &[AuditRequest],
+    ) -> Result<Vec<Result<Artefacts, AuditGap>>, Self::Error>;
+    /// What an unresolved audit of `uid` needs to run again (the window's checkpoint and the
+    /// committed gradient), or None when it can no longer be found.
+    fn subject(&mut self, uid: u16, pending: &PendingAudit)
+    -> Result<Option<Subject>, Self::Error>;
 }
 
 /// The window's work as measured and checked so far.
@@ -98,6 +109,8 @@ pub struct Carried<'a> {
     pub averages: &'a Averages,
     /// The outer momentum buffer (empty: zero, or plain SGD).
     pub momentum: &'a [f32],
+    /// The audits of earlier windows that have not resolved.
+    pub unresolved: &'a Unresolved,
 }
 
 /// A scored window: its evidence, audits, decisions and outer step.
@@ -105,6 +118,8 @@ pub struct Carried<'a> {
 pub struct Scored {
     pub evidence: WindowEvidence,
     pub audits: Vec<AuditFinding>,
+    /// The audits unresolved after the window.
+    pub unresolved: Unresolved,
     pub decisions: Vec<MinerDecision>,
     pub step: Step,
     /// The gradients that were evaluated, by uid.
@@ -127,7 +142,8 @@ pub fn score<I: WindowInputs>(
     let mut work = measure::measure(engine, start, gathered, inputs);
     laps.lap("usefulness");
     let due = inputs.due_audits(&work.gradients);
-    work.audit(engine, start, &due, inputs)?;
+    let earlier = subjects(&work, carried.unresolved, inputs)?;
+    work.audit(engine, start, (&due, &earlier), inputs)?;
     let suspects = measure::assignment_checks(engine, start, &mut work);
     if !suspects.is_empty() {
         tracing::info!(
@@ -135,8 +151,13 @@ pub fn score<I: WindowInputs>(
             ?suspects,
             "auditing the miners that failed the assignment check"
         );
-        work.audit(engine, start, &suspects, inputs)?;
+        work.audit(engine, start, (&suspects, &[]), inputs)?;
     }
+    let retried: Unresolved = earlier
+        .iter()
+        .map(|(uid, _)| (*uid, carried.unresolved[uid].clone()))
+        .collect();
+    let unresolved = work.settle(start, &retried);
     laps.lap("audits and assignment");
     let mut evidence = WindowEvidence {
         window: start.setting.window,
@@ -151,7 +172,7 @@ pub fn score<I: WindowInputs>(
     let checkpoint = start.checkpoint();
     contributions(
         engine,
-        (&checkpoint.params, &start.batches),
+        (&checkpoint.params, carried.momentum, &start.batches),
         &mut evidence,
         &work.gradients,
         start.params(),
@@ -169,12 +190,37 @@ pub fn score<I: WindowInputs>(
     Ok(Scored {
         evidence,
         audits: work.audits,
+        unresolved,
         decisions,
         step,
         gradients: work.gradients,
         clips: work.clips,
         timings: laps.0,
     })
+}
+
+/// The unresolved audits of miners still on their uid with the same hotkey, ready to run again;
+/// one whose subject can no longer be found is dropped (with a warning).
+fn subjects<I: WindowInputs>(
+    work: &Work,
+    unresolved: &Unresolved,
+    inputs: &mut I,
+) -> Result<Vec<(u16, Subject)>, I::Error> {
+    let mut out = Vec::new();
+    for m in &work.evidence {
+        let Some(pending) = unresolved.get(&m.uid).filter(|p| p.hotkey == m.hotkey) else {
+            continue;
+        };
+        match inputs.subject(m.uid, pending)? {
+            Some(subject) => out.push((m.uid, subject)),
+            None => tracing::warn!(
+                uid = m.uid,
+                window = pending.window,
+                "the checkpoint or payload of an unresolved audit is gone; the audit is dropped"
+            ),
+        }
+    }
+    Ok(out)
 }
 
 /// Seconds spent per step.
