@@ -161,6 +161,7 @@ impl SubtensorChain {
             reveal_period_epochs: u64_of("RevealPeriodEpochs").await?,
             // Subtensor has no stake slashing.
             slash_per_million: 0,
+            slash_quorum: u16::MAX,
             fraud_report_windows: 0,
         })
     }

@@ -73,9 +73,13 @@ pub struct SubnetParams {
     /// Commit-reveal v2: weights committed in epoch e are revealed in epoch e + this.
     pub reveal_period_epochs: u64,
     /// Local-chain extension (subtensor has no stake slashing): the share of a miner's stake, per
-    /// million, burned when validators holding at least kappa of the permitted stake have reported
-    /// it for fraud within the last `fraud_report_windows` windows.
+    /// million, burned when validators holding at least `slash_quorum` of the permitted stake have
+    /// reported it for fraud within the last `fraud_report_windows` windows.
     pub slash_per_million: u64,
+    /// Local-chain extension: the share of the permitted stake (of 65535) whose reports slash a
+    /// miner. Two thirds by default, so that no validator holding less than that slashes alone.
+    #[serde(default = "default_slash_quorum")]
+    pub slash_quorum: u16,
     /// Local-chain extension: fraud can be reported for the last this many closed windows (a
     /// window is `tempo` blocks), and reports within them add up to a quorum.
     #[serde(default = "default_fraud_report_windows")]
@@ -84,6 +88,10 @@ pub struct SubnetParams {
 
 fn default_fraud_report_windows() -> u64 {
     8
+}
+
+fn default_slash_quorum() -> u16 {
+    43_690
 }
 
 impl Default for SubnetParams {
@@ -109,6 +117,7 @@ impl Default for SubnetParams {
             commit_reveal_version: 4,
             reveal_period_epochs: 1,
             slash_per_million: 1_000_000,
+            slash_quorum: default_slash_quorum(),
             fraud_report_windows: default_fraud_report_windows(),
         }
     }

@@ -542,13 +542,13 @@ fn fraud_quorum_over_recent_windows_slashes_once_and_burns_emission() {
             last: 1
         })
     ));
-    // Alice alone holds 40% of the permitted stake, short of kappa; a second report of hers changes
-    // nothing.
+    // Dave alone holds 60% of the permitted stake, short of the quorum (two thirds: no validator
+    // with less slashes alone); a second report of his changes nothing.
     assert!(matches!(
-        report(alice, 1).unwrap(),
+        report(dave, 1).unwrap(),
         FraudOutcome::Recorded { .. }
     ));
-    assert_eq!(report(alice, 1).unwrap(), FraudOutcome::AlreadyHandled);
+    assert_eq!(report(dave, 1).unwrap(), FraudOutcome::AlreadyHandled);
     assert_eq!(
         chain
             .metagraph_sync(*netuid)
@@ -558,12 +558,12 @@ fn fraud_quorum_over_recent_windows_slashes_once_and_burns_emission() {
             .stake,
         earned
     );
-    // Dave's report of another recent window makes the quorum: everything Bob holds is burned.
+    // Alice's report of another recent window makes the quorum: everything Bob holds is burned.
     assert_eq!(
-        report(dave, 0).unwrap(),
+        report(alice, 0).unwrap(),
         FraudOutcome::Slashed { amount: earned }
     );
-    assert_eq!(report(dave, 1).unwrap(), FraudOutcome::AlreadyHandled);
+    assert_eq!(report(alice, 1).unwrap(), FraudOutcome::AlreadyHandled);
     let slashes = chain.slashes(*netuid).unwrap();
     assert_eq!(slashes.len(), 1);
     assert_eq!((slashes[0].hotkey, slashes[0].reporters.len()), (bob, 2));

@@ -86,6 +86,13 @@ fn second() -> &'static Run {
     })
 }
 
+/// Attacks on the audit itself: a miner that never answers an audit, beside an honest miner that
+/// drops off the network for its first window's audits and comes back.
+fn third() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    RUN.get_or_init(|| run(vec![Adversary::Staller, Adversary::Dropout]))
+}
+
 fn uids_of(run: &Run, kind: MinerKind) -> Vec<u16> {
     run.report
         .final_stakes()
@@ -321,8 +328,58 @@ fn two_identities_splitting_one_training_run_earn_nothing_and_are_slashed() {
 }
 
 #[test]
+fn a_miner_that_stalls_its_audits_earns_nothing_and_is_slashed_after_the_grace() {
+    let run = third();
+    earns_at_most_a_quarter(run, Adversary::Staller);
+    let uid = the_adversary(run, Adversary::Staller);
+    assert!(slashed(run, uid));
+    // Every validator audits its first window; it answers with the commitment and then nothing:
+    // withheld while the grace (two windows) runs, fraud when it has run out.
+    for outcomes in &run.report.outcomes {
+        let verdicts: Vec<&Verdict> = outcomes
+            .iter()
+            .map(|o| &o.result(uid).unwrap().verdict)
+            .collect();
+        assert!(
+            matches!(verdicts[..], [Verdict::Withheld { .. }, Verdict::Withheld { .. }, Verdict::Fraud { reason }] if reason.kind == scoring::ReasonKind::AuditUnresolved),
+            "{verdicts:?}"
+        );
+    }
+}
+
+#[test]
+fn an_honest_miner_that_drops_off_for_a_window_loses_that_windows_pay_not_its_stake() {
+    let run = third();
+    let uid = the_adversary(run, Adversary::Dropout);
+    assert!(!slashed(run, uid));
+    for outcomes in &run.report.outcomes {
+        let verdicts: Vec<&Verdict> = outcomes
+            .iter()
+            .map(|o| &o.result(uid).unwrap().verdict)
+            .collect();
+        // Its first window's audit could not complete: withheld. Back the next window, it serves
+        // that window's artefacts, the audit passes and it earns as before.
+        assert!(
+            matches!(verdicts[0], Verdict::Withheld { .. }),
+            "{verdicts:?}"
+        );
+        assert!(
+            verdicts[1..]
+                .iter()
+                .all(|v| matches!(v, Verdict::Earned | Verdict::NoContribution { .. })),
+            "{verdicts:?}"
+        );
+        assert!(
+            verdicts[1..].iter().any(|v| matches!(v, Verdict::Earned)),
+            "{verdicts:?}"
+        );
+    }
+    assert!(stake_of(run, uid) > 0);
+}
+
+#[test]
 fn no_honest_miner_is_ever_accused() {
-    for run in [first(), second()] {
+    for run in [first(), second(), third()] {
         for uid in uids_of(run, MinerKind::Honest) {
             for v in verdicts(run, uid) {
                 assert!(

@@ -382,4 +382,26 @@ mod tests {
         let b: Vec<bool> = (0..64).map(|w| audited(2, 3, w, 4)).collect();
         assert_ne!(a, b);
     }
+
+    /// A miner that bets on the schedule (honest in a window after one of its windows was
+    /// audited, lazy otherwise) is caught in its lazy windows as often as one lazy in every window:
+    /// each audit is drawn afresh.
+    #[test]
+    fn betting_on_the_audit_schedule_does_not_lower_the_chance_of_being_caught() {
+        let (period, secrets) = (4u64, [11u64, 12]);
+        let audited_by_any = |uid: u16, w: u64| secrets.iter().any(|&s| audited(s, uid, w, period));
+        let (mut lazy, mut caught) = (0usize, 0usize);
+        for uid in 0..300u16 {
+            for w in 1..100u64 {
+                if !audited_by_any(uid, w - 1) {
+                    lazy += 1;
+                    caught += audited_by_any(uid, w) as usize;
+                }
+            }
+        }
+        let rate = caught as f64 / lazy as f64;
+        let q = scoring::economics::audit_chance_per_window(period, secrets.len() as u32);
+        let bound = 4.0 * (q * (1.0 - q) / lazy as f64).sqrt();
+        assert!((rate - q).abs() <= bound, "{rate} against {q}");
+    }
 }

@@ -9,7 +9,7 @@ impl LocalChain {
     /// A validator reports `offender` for fraud in `window`, naming the evidence by digest. A local
     /// chain extension: only one of the last `fraud_report_windows` closed windows (a window is
     /// `tempo` blocks) can be reported, each reporter once per (miner, window); once validators
-    /// holding at least kappa of the subnet's permitted stake have reported the same miner for any of
+    /// holding at least `slash_quorum` of the subnet's permitted stake have reported the same miner for any of
     /// those windows, `slash_per_million` of its stake is burned, once for all of them.
     pub fn report_fraud_sync(
         &self,
@@ -59,7 +59,7 @@ impl LocalChain {
                 hex::encode(evidence)
             ))?;
             let share = reported_share(tx, netuid, &offender, first)?;
-            if share < params.kappa {
+            if share < params.slash_quorum {
                 return Ok(FraudOutcome::Recorded { reported_share: share });
             }
             let amount = slash(tx, block, netuid, &params, (&offender, offender_uid), window, evidence, first)?;
