@@ -86,11 +86,18 @@ fn second() -> &'static Run {
     })
 }
 
-/// Attacks on the audit itself: a miner that never answers an audit, beside an honest miner that
-/// drops off the network for its first window's audits and comes back.
+/// Attacks on the audit itself: a miner that never answers an audit and one that launders a push
+/// through the residual of a commitment nobody collected, beside an honest miner that drops off
+/// the network for its first window's audits and comes back.
 fn third() -> &'static Run {
     static RUN: OnceLock<Run> = OnceLock::new();
-    RUN.get_or_init(|| run(vec![Adversary::Staller, Adversary::Dropout]))
+    RUN.get_or_init(|| {
+        run(vec![
+            Adversary::Staller,
+            Adversary::Dropout,
+            Adversary::Launderer,
+        ])
+    })
 }
 
 fn uids_of(run: &Run, kind: MinerKind) -> Vec<u16> {
@@ -343,6 +350,23 @@ fn a_miner_that_stalls_its_audits_earns_nothing_and_is_slashed_after_the_grace()
         assert!(
             matches!(verdicts[..], [Verdict::Withheld { .. }, Verdict::Withheld { .. }, Verdict::Fraud { reason }] if reason.kind == scoring::ReasonKind::AuditUnresolved),
             "{verdicts:?}"
+        );
+    }
+}
+
+#[test]
+fn a_push_laundered_through_an_uncollected_commitment_is_caught_and_slashed() {
+    let run = third();
+    earns_at_most_a_quarter(run, Adversary::Launderer);
+    let uid = the_adversary(run, Adversary::Launderer);
+    assert!(slashed(run, uid));
+    // Its last window claims the residual of a commitment no validator collected: each asks for
+    // it, audits its window, and finds the dense gradient it names is not that window's training.
+    for outcomes in &run.report.outcomes {
+        let last = &outcomes.last().unwrap().result(uid).unwrap().verdict;
+        assert!(
+            matches!(last, Verdict::Fraud { reason } if reason.text.starts_with("window ") && reason.contains("re-executed")),
+            "{last:?}"
         );
     }
 }

@@ -68,6 +68,12 @@ pub enum Adversary {
     /// An honest miner that drops off the network after serving its first window's payload: its
     /// first window's audits go unanswered until its next window, when it is back and serves them.
     Dropout,
+    /// Commits honestly in odd windows only. After each even window has closed it signs a
+    /// commitment for it that nobody collected, whose dense gradient is a push on a few chosen
+    /// parameters (its payload and residuals the codec's own, from its last real residual), and in
+    /// the next window claims that commitment's residual: the push reaches the model as if error
+    /// feedback had carried it.
+    Launderer,
 }
 
 impl Adversary {
@@ -78,7 +84,7 @@ impl Adversary {
 }
 
 impl Adversary {
-    pub const ALL: [Adversary; 17] = [
+    pub const ALL: [Adversary; 18] = [
         Adversary::Random,
         Adversary::Nan,
         Adversary::Copier,
@@ -96,6 +102,7 @@ impl Adversary {
         Adversary::Splitter,
         Adversary::Staller,
         Adversary::Dropout,
+        Adversary::Launderer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -117,6 +124,7 @@ impl Adversary {
             Adversary::Splitter => "splitter",
             Adversary::Staller => "staller",
             Adversary::Dropout => "dropout",
+            Adversary::Launderer => "launderer",
         }
     }
 
@@ -295,6 +303,7 @@ pub async fn act<C: Chain>(
             turn.lazy()
         }
         Adversary::Dropout => Ok(()),
+        Adversary::Launderer => turn.launder(),
         Adversary::Heldout => turn.heldout(),
         Adversary::Sybil | Adversary::Splitter => turn.pair_up(adversary),
     }
@@ -521,6 +530,34 @@ impl<C: Chain> Turn<'_, C> {
         Ok(())
     }
 
+    /// In an odd window, honest work compressed with whatever residual its last (possibly
+    /// fabricated) commitment left, claiming that commitment as the residual's source.
+    fn launder(&self) -> Result<(), MinerError> {
+        if self.window % 2 == 0 {
+            return Ok(());
+        }
+        let dense = self.honest()?;
+        let n = dense.len();
+        let c = &self.engine.spec().compression;
+        let kept = self.peers.stash.lock().expect("stash lock").take();
+        let (residual, from) = match kept {
+            Some(r) if r.len() == n => (r, self.window - 1),
+            _ => (vec![0.0; n], 0),
+        };
+        let out = codec::compress(&dense, &residual, c.layout(), c.error_feedback as f32);
+        publish_claims(
+            self.miner,
+            self.window,
+            self.checkpoint.digest,
+            out.payload,
+            &dense,
+            (&residual, from),
+            &out.residual_out,
+        );
+        *self.peers.stash.lock().expect("stash lock") = Some(out.residual_out);
+        Ok(())
+    }
+
     /// Training on held-out pages too.
     fn heldout(&self) -> Result<(), MinerError> {
         let miner = self.miner;
@@ -580,6 +617,39 @@ impl<C: Chain> Turn<'_, C> {
     }
 }
 
+/// The launderer's commitment for an even window nobody collected: a push on eight parameters as
+/// its dense gradient, compressed from its last real residual, leaving the residual it claims next.
+fn fabricate<C: Chain>(miner: &Miner<C>, peers: &Peers<'_, C>, window: u64) {
+    if window % 2 == 1 {
+        return;
+    }
+    // The residual its last real commitment (of the window before) left.
+    let (Some(checkpoint), Some(left)) = (
+        miner.checkpoint(),
+        peers.stash.lock().expect("stash lock").clone(),
+    ) else {
+        return;
+    };
+    let engine = miner.engine();
+    let n = engine.num_params();
+    let mut push = vec![0.0f32; n];
+    for i in 0..8 {
+        push[(i * 7919) % n] = 0.05;
+    }
+    let c = &engine.spec().compression;
+    let out = codec::compress(&push, &left, c.layout(), c.error_feedback as f32);
+    publish_claims(
+        miner,
+        window,
+        checkpoint.digest,
+        out.payload,
+        &push,
+        (&left, window - 1),
+        &out.residual_out,
+    );
+    *peers.stash.lock().expect("stash lock") = Some(out.residual_out);
+}
+
 /// What the adversary does once `window` has closed (every miner's work is served now).
 pub fn after_close<C: Chain>(
     miner: &Miner<C>,
@@ -587,6 +657,10 @@ pub fn after_close<C: Chain>(
     peers: &Peers<'_, C>,
     window: u64,
 ) {
+    if adversary == Adversary::Launderer {
+        fabricate(miner, peers, window);
+        return;
+    }
     if adversary != Adversary::Copier {
         return;
     }

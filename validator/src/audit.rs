@@ -38,22 +38,27 @@ struct LedgerEntry {
     residual_out: BTreeMap<u64, String>,
 }
 
+/// How a commitment's incoming residual continues its miner's residual chain.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Link {
+    /// Zero, or exactly what the miner's previous commitment, which this validator holds, left.
+    Continues,
+    /// Not what the previous commitment left, or skipping one this validator holds: fraud.
+    Broken(Reason),
+    /// It names a commitment this validator never collected (window `from`): the miner must serve
+    /// that commitment, and that window is audited, before the claim is accepted.
+    Unseen { from: u64 },
+}
+
 impl ResidualLedger {
-    /// Whether `c`'s incoming residual continues what this validator saw `hotkey` commit before:
-    /// None when it does (or when nothing seen can tell), else how it breaks the chain. A zero
-    /// residual (a restart without the residual file) always continues it.
-    pub fn check(
-        &self,
-        uid: u16,
-        hotkey: &str,
-        c: &Claims,
-        zero_digest: &[u8; 32],
-    ) -> Option<Reason> {
+    /// Whether `c`'s incoming residual continues what this validator saw `hotkey` commit before.
+    /// A zero residual (a restart without the residual file) always continues it.
+    pub fn check(&self, uid: u16, hotkey: &str, c: &Claims, zero_digest: &[u8; 32]) -> Link {
         if &c.residual_in_digest == zero_digest {
-            return None;
+            return Link::Continues;
         }
         if c.residual_window >= c.window {
-            return Some(Reason::new(
+            return Link::Broken(Reason::new(
                 ReasonKind::ResidualChain,
                 format!(
                     "its window {} residual is said to come from window {}, which is not before it",
@@ -61,26 +66,17 @@ impl ResidualLedger {
                 ),
             ));
         }
-        let entry = self.miners.get(&uid).filter(|e| e.hotkey == hotkey)?;
-        if let Some(out) = entry.residual_out.get(&c.residual_window)
-            && out != &hex::encode(c.residual_in_digest)
-        {
-            return Some(Reason::new(
-                ReasonKind::ResidualChain,
-                format!(
-                    "its window {} residual {} is not the residual {out} its window {} commitment left",
-                    c.window,
-                    hex::encode(c.residual_in_digest),
-                    c.residual_window
-                ),
-            ));
-        }
+        let Some(entry) = self.miners.get(&uid).filter(|e| e.hotkey == hotkey) else {
+            return Link::Unseen {
+                from: c.residual_window,
+            };
+        };
         if let Some((skipped, _)) = entry
             .residual_out
             .range(c.residual_window + 1..c.window)
             .next()
         {
-            return Some(Reason::new(
+            return Link::Broken(Reason::new(
                 ReasonKind::ResidualChain,
                 format!(
                     "its window {} residual skips the one its own window {skipped} commitment left",
@@ -88,7 +84,21 @@ impl ResidualLedger {
                 ),
             ));
         }
-        None
+        match entry.residual_out.get(&c.residual_window) {
+            Some(out) if out != &hex::encode(c.residual_in_digest) => Link::Broken(Reason::new(
+                ReasonKind::ResidualChain,
+                format!(
+                    "its window {} residual {} is not the residual {out} its window {} commitment left",
+                    c.window,
+                    hex::encode(c.residual_in_digest),
+                    c.residual_window
+                ),
+            )),
+            Some(_) => Link::Continues,
+            None => Link::Unseen {
+                from: c.residual_window,
+            },
+        }
     }
 
     /// Records a commitment collected before its window closed.
@@ -319,31 +329,31 @@ mod tests {
         let mut ledger = ResidualLedger::default();
         ledger.record(3, "a", &commitment(10, 0, 0, 1));
         ledger.record(3, "a", &commitment(11, 1, 10, 2));
+        let check = |c: &Claims, hotkey: &str| ledger.check(3, hotkey, c, &zero);
+        let broken = |link: Link, needle: &str| match link {
+            Link::Broken(reason) => assert!(reason.contains(needle), "{reason}"),
+            other => panic!("{other:?}"),
+        };
         // Continues window 11.
-        assert_eq!(ledger.check(3, "a", &commitment(12, 2, 11, 3), &zero), None);
+        assert_eq!(check(&commitment(12, 2, 11, 3), "a"), Link::Continues);
         // A zero residual always continues.
-        assert_eq!(ledger.check(3, "a", &commitment(12, 0, 0, 3), &zero), None);
+        assert_eq!(check(&commitment(12, 0, 0, 3), "a"), Link::Continues);
         // Another residual than window 11 left.
-        assert!(
-            ledger
-                .check(3, "a", &commitment(12, 9, 11, 3), &zero)
-                .is_some()
-        );
+        broken(check(&commitment(12, 9, 11, 3), "a"), "is not the residual");
         // Skips window 11, which this validator saw.
-        let skip = ledger
-            .check(3, "a", &commitment(12, 1, 10, 3), &zero)
-            .unwrap();
-        assert!(skip.contains("skips"), "{skip}");
-        // A source window this validator did not see, after the last it saw, cannot be judged.
-        assert_eq!(ledger.check(3, "a", &commitment(14, 7, 13, 3), &zero), None);
-        // Not from an earlier window.
-        assert!(
-            ledger
-                .check(3, "a", &commitment(12, 7, 12, 3), &zero)
-                .is_some()
+        broken(check(&commitment(12, 1, 10, 3), "a"), "skips");
+        // A source window this validator did not see must be shown to it, and audited.
+        assert_eq!(
+            check(&commitment(14, 7, 13, 3), "a"),
+            Link::Unseen { from: 13 }
         );
-        // Another hotkey on the uid starts a new chain.
-        assert_eq!(ledger.check(3, "b", &commitment(12, 9, 11, 3), &zero), None);
+        // Not from an earlier window.
+        broken(check(&commitment(12, 7, 12, 3), "a"), "not before it");
+        // Another hotkey on the uid starts a new chain: its source is unseen.
+        assert_eq!(
+            check(&commitment(12, 9, 11, 3), "b"),
+            Link::Unseen { from: 11 }
+        );
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct WindowRecord {
     /// The audits of earlier windows unresolved when the window began.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub unresolved_before: crate::window::Unresolved,
+    /// Commitments of earlier windows the validator had not collected, which residuals gathered
+    /// this window came from (the miners served them; each window is audited in this one).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unseen_sources: crate::window::Unresolved,
     /// The uids aggregated into the next checkpoint, in uid order.
     pub aggregated: Vec<u16>,
     pub weights: WeightsRecord,

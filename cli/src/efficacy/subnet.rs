@@ -4,12 +4,12 @@
 
 use super::{Measure, Run, Setup, progress, window_seed};
 use pseudo_gradient::codec::{self, Layout};
-use scoring::{Averages, Bans, Reason, averages_after};
+use scoring::{Averages, Bans, averages_after};
 use std::collections::BTreeMap;
 use task::{Checkpoint, CpuTrainBackend, Digest, TaskEngine, TaskSpec};
 use validator::window::{
-    Artefacts, AuditGap, AuditRequest, Carried, Gathered, Gradient, PendingAudit, Setting, Subject,
-    Unresolved, WindowInputs,
+    Artefacts, AuditGap, AuditRequest, Carried, Gathered, Gradient, PendingAudit, ResidualLink,
+    Setting, Subject, Unresolved, WindowInputs,
 };
 
 /// The task with `layout` as its gradient codec.
@@ -37,8 +37,8 @@ impl WindowInputs for Honest {
         Vec::new()
     }
 
-    fn residual_chain(&mut self, _: u16) -> Option<Reason> {
-        None
+    fn residual_chain(&mut self, _: u16) -> ResidualLink {
+        ResidualLink::Continues
     }
 
     fn artefacts(

@@ -3,9 +3,9 @@
 //! chain and the artefacts audited miners serve.
 
 use super::*;
-use crate::audit::stored_subject;
+use crate::audit::{Link, stored_subject};
 use crate::window::{
-    Artefacts, AuditGap, AuditRequest, Gradient, PendingAudit, Subject, WindowInputs,
+    Artefacts, AuditGap, AuditRequest, Gradient, PendingAudit, ResidualLink, Subject, WindowInputs,
 };
 
 impl<C: Chain> Validator<C> {
@@ -146,6 +146,110 @@ pub(super) struct LiveInputs<C> {
 }
 
 impl<C: Chain> LiveInputs<C> {
+    /// The commitment of `uid`'s window `from`, which its residual comes from and which this
+    /// validator did not collect: served by the miner (signed), leaving exactly the residual
+    /// claimed, made from the checkpoint of its window, and continuing a chain this validator
+    /// holds. Its window is then audited like any other (its payload is fetched now); the
+    /// commitment joins the ledger.
+    async fn trace(&mut self, uid: u16, from: u64) -> Result<ResidualLink, String> {
+        if self.earlier.contains_key(&uid) {
+            return Err("an audit of an earlier window of it is unresolved".into());
+        }
+        let neuron = self.neuron(uid).clone();
+        let claims = self.collected[&uid].claims.clone();
+        let gatherer = self.validator.gatherer();
+        let source = gatherer
+            .commitment(&neuron, from)
+            .await
+            .map_err(|e| format!("it did not serve it ({e})"))?;
+        if source.claims.residual_out_digest != claims.residual_in_digest {
+            return Ok(ResidualLink::Broken(Reason::new(
+                ReasonKind::ResidualChain,
+                format!(
+                    "its window {} residual is not the residual its window {from} commitment left",
+                    claims.window
+                ),
+            )));
+        }
+        let hotkey = neuron.hotkey.to_string();
+        match self
+            .ledger
+            .check(uid, &hotkey, &source.claims, &self.zero_residual)
+        {
+            Link::Continues => {}
+            Link::Broken(reason) => return Ok(ResidualLink::Broken(reason)),
+            Link::Unseen { from: before } => {
+                return Err(format!(
+                    "that commitment's own residual comes from window {before}, which this validator did not collect either"
+                ));
+            }
+        }
+        let checkpoint = self
+            .validator
+            .state()
+            .recent
+            .get(&from)
+            .filter(|c| c.digest.0 == source.claims.checkpoint_digest)
+            .cloned()
+            .ok_or_else(|| {
+                format!("it names a checkpoint this validator does not hold as window {from}'s")
+            })?;
+        let engine = self.validator.engine().clone();
+        let blocks = engine.spec().window.blocks;
+        let seed = self
+            .validator
+            .chain()
+            .block_hash(from * blocks)
+            .await
+            .map_err(|e| format!("cannot read window {from}'s seed: {e}"))?;
+        let window_seed = chain_client::window_seed(&seed);
+        let group = gatherer
+            .group_of(window_seed, uid, &source)
+            .map_err(|e| e.to_string())?;
+        let payload = gatherer
+            .part(&neuron, from, pb::GradientPart::Payload, &source)
+            .await
+            .map_err(|e| format!("its payload could not be fetched ({e})"))?;
+        let values = gatherer
+            .decode(&payload, &group.range)
+            .map_err(|e| format!("its payload: {e}"))?;
+        if let Some(store) = &self.validator.inner.store {
+            store.put_blob(&payload).map_err(|e| e.to_string())?;
+            store
+                .put_blob(&checkpoint.to_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        let pending = PendingAudit {
+            hotkey: hotkey.clone(),
+            window: from,
+            since: self.window,
+            window_seed,
+            checkpoint: checkpoint.digest,
+            payload: Digest::of(&payload),
+            group: group.index,
+            residual_out: Digest(source.claims.residual_out_digest),
+        };
+        let subject = Subject {
+            window: from,
+            window_seed,
+            checkpoint: Arc::new(checkpoint),
+            gradient: Gradient {
+                payload,
+                values,
+                group,
+                residual_out: pending.residual_out,
+            },
+        };
+        tracing::info!(
+            uid,
+            from,
+            "a residual from an uncollected commitment: auditing its window"
+        );
+        self.ledger.record(uid, &hotkey, &source.claims);
+        self.earlier.insert(uid, (source, Some(subject)));
+        Ok(ResidualLink::Unseen(pending))
+    }
+
     fn neuron(&self, uid: u16) -> &Neuron {
         self.miners
             .iter()
@@ -175,11 +279,26 @@ impl<C: Chain> WindowInputs for LiveInputs<C> {
             .due_audits(self.window, &self.miners, gradients.keys())
     }
 
-    fn residual_chain(&mut self, uid: u16) -> Option<Reason> {
+    fn residual_chain(&mut self, uid: u16) -> ResidualLink {
         let hotkey = self.neuron(uid).hotkey.to_string();
         let zero = &self.zero_residual;
-        self.ledger
+        match self
+            .ledger
             .check(uid, &hotkey, &self.collected[&uid].claims, zero)
+        {
+            Link::Continues => ResidualLink::Continues,
+            Link::Broken(reason) => ResidualLink::Broken(reason),
+            Link::Unseen { from } => {
+                let runtime = self.runtime.clone();
+                let traced = runtime.block_on(self.trace(uid, from));
+                traced.unwrap_or_else(|why| {
+                    ResidualLink::Untraced(Reason::new(
+                        ReasonKind::ResidualChain,
+                        format!("its residual comes from its window {from} commitment, which this validator did not collect: {why}"),
+                    ))
+                })
+            }
+        }
     }
 
     /// Every audit's artefacts fetched at once, all under one budget: a miner that does not

@@ -19,14 +19,14 @@ impl<C: Chain> Validator<C> {
         let mut timings = window::Laps::new();
         let metagraph = self.chain().metagraph(self.netuid()).await?;
         let adopted = self.follow_lead(window, &metagraph).await;
-        let ctx = self.start_window(window, window_seed, &metagraph).await?;
+        let mut ctx = self.start_window(window, window_seed, &metagraph).await?;
         timings.lap("reference");
         let fetched = self.gather(&ctx).await;
         timings.lap("gather");
         let (gathered, commitments, rejections) = split(fetched);
         let averages_before = self.averages();
         let scored = self
-            .score(&ctx, gathered, averages_before.clone())
+            .score(&mut ctx, gathered, averages_before.clone())
             .await??;
         timings.0.extend(scored.timings.iter().copied());
         self.carry_over(&ctx, &scored);
@@ -118,9 +118,11 @@ impl<C: Chain> Validator<C> {
     }
 
     /// Runs the window's steps on a blocking thread over the live inputs.
+    /// The commitments and subjects of the earlier windows audited (unresolved before, or traced
+    /// from a residual) join `ctx.earlier`.
     async fn score(
         &self,
-        ctx: &WindowContext,
+        ctx: &mut WindowContext,
         gathered: Vec<Gathered>,
         averages: Averages,
     ) -> Result<Result<Scored, StoreError>, ValidatorError> {
@@ -139,15 +141,18 @@ impl<C: Chain> Validator<C> {
             let state = self.state();
             (state.momentum.clone(), state.unresolved.clone())
         };
-        blocking(move || {
+        let (scored, earlier) = blocking(move || {
             let carried = Carried {
                 averages: &averages,
                 momentum: &momentum,
                 unresolved: &unresolved,
             };
-            window::score(&engine, &start, gathered, &mut inputs, carried)
+            let scored = window::score(&engine, &start, gathered, &mut inputs, carried);
+            (scored, inputs.earlier)
         })
-        .await
+        .await?;
+        ctx.earlier = earlier;
+        Ok(scored)
     }
 
     /// What carries over to the next window: moving averages, bans, the residual ledger and the
@@ -245,6 +250,7 @@ impl<C: Chain> Validator<C> {
             averages_before,
             bans_before: s.bans.clone(),
             unresolved_before: ctx.unresolved_before.clone(),
+            unseen_sources: scored.unseen.clone(),
             audits: scored.audits.iter().map(|f| f.record.clone()).collect(),
             aggregated: step.aggregated.clone(),
             weights: WeightsRecord {

@@ -11,7 +11,7 @@ use crate::record::{AuditRecord, WindowRecord};
 use crate::store::DataDir;
 use crate::window::{
     self, Artefacts, AuditGap, AuditRequest, Carried, Gathered, Gradient, PendingAudit, Refusal,
-    Setting, Start, Subject, WindowInputs,
+    ResidualLink, Setting, Start, Subject, WindowInputs,
 };
 use pseudo_gradient::codec;
 use scoring::{Averages, MinerEvidence, Reason, ReasonKind, ScoringParams};
@@ -236,12 +236,18 @@ impl WindowInputs for Recorded<'_> {
             .collect()
     }
 
-    /// The residual chain the validator's ledger broke, as recorded.
-    fn residual_chain(&mut self, uid: u16) -> Option<Reason> {
-        self.miner(uid)?
-            .fraud
-            .clone()
-            .filter(|r| r.kind == ReasonKind::ResidualChain)
+    /// The residual chain as the validator's ledger found it, as recorded: broken, from an
+    /// uncollected commitment it audited, or continued.
+    fn residual_chain(&mut self, uid: u16) -> ResidualLink {
+        if let Some(pending) = self.record.unseen_sources.get(&uid) {
+            return ResidualLink::Unseen(pending.clone());
+        }
+        match self.miner(uid).and_then(|m| m.fraud.clone()) {
+            Some(reason) if reason.kind == ReasonKind::ResidualChain => {
+                ResidualLink::Broken(reason)
+            }
+            _ => ResidualLink::Continues,
+        }
     }
 
     fn artefacts(

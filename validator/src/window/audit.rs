@@ -57,6 +57,8 @@ pub struct AuditRequest {
 pub struct PendingAudit {
     pub hotkey: String,
     pub window: u64,
+    /// The window the audit was first asked in: the grace runs from it.
+    pub since: u64,
     pub window_seed: u64,
     pub checkpoint: Digest,
     pub payload: Digest,
@@ -299,6 +301,7 @@ impl Work {
                     PendingAudit {
                         hotkey: m.hotkey.clone(),
                         window: s.window,
+                        since: s.window,
                         window_seed: s.window_seed,
                         checkpoint: s.checkpoint.digest,
                         payload: Digest(subnet_proto::digest(&g.payload)),
@@ -317,12 +320,12 @@ impl Work {
             if m.fraud.is_some() {
                 continue;
             }
-            let age = s.window.saturating_sub(p.window);
-            if age >= grace.max(1) && p.window < s.window {
+            let age = s.window.saturating_sub(p.since);
+            if age >= grace.max(1) {
                 m.fraud = Some(Reason::new(
                     ReasonKind::AuditUnresolved,
                     format!(
-                        "audit: it has not served its window {} artefacts in the {age} windows since",
+                        "audit: it has not served its window {} artefacts in the {age} windows since they were asked for",
                         p.window
                     ),
                 ));

@@ -1,7 +1,7 @@
 //! Measuring the gathered gradients: each one's norm, the window's clip norms, each gradient's
 //! losses on its own at the evaluation step, and the assignment check of those that need it.
 
-use super::{Gathered, Gradient, Start, WindowInputs, Work};
+use super::{Gathered, Gradient, ResidualLink, Start, WindowInputs, Work};
 use crate::evaluate::{self, AssignmentDraw};
 use crate::gather::Rejection;
 use pseudo_gradient::aggregate::l2_norm;
@@ -21,9 +21,20 @@ pub(super) fn measure<I: WindowInputs>(
         let mut miner = fresh_evidence(start, &g);
         match g.outcome {
             Ok(gradient) => {
-                miner.fraud = inputs.residual_chain(g.uid);
                 miner.norm = l2_norm(&gradient.values);
                 miner.group = gradient.group.index;
+                match inputs.residual_chain(g.uid) {
+                    ResidualLink::Continues => {}
+                    ResidualLink::Broken(reason) => miner.fraud = Some(reason),
+                    ResidualLink::Unseen(pending) => {
+                        work.unseen.insert(g.uid, pending);
+                    }
+                    ResidualLink::Untraced(reason) => {
+                        miner.refused = Some(reason);
+                        work.evidence.push(miner);
+                        continue;
+                    }
+                }
                 work.gradients.insert(g.uid, gradient);
             }
             Err(refusal) => {

@@ -71,6 +71,22 @@ pub struct Gathered {
     pub outcome: Result<Gradient, Refusal>,
 }
 
+/// How a gathered commitment's incoming residual continues its miner's residual chain.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResidualLink {
+    /// Zero, or what the previous commitment, which the validator holds, left.
+    Continues,
+    /// Not what the previous commitment left, or skipping one: fraud.
+    Broken(Reason),
+    /// It comes from a commitment the validator did not collect, which the miner has now served
+    /// (signed): that window is audited (`pending`), and the miner earns nothing from this
+    /// validator until the audit passes.
+    Unseen(PendingAudit),
+    /// It comes from a commitment the miner could not show, or one whose own residual cannot be
+    /// traced: the gradient is refused this window.
+    Untraced(Reason),
+}
+
 /// What a window's steps need from outside the window: the validator's memory of earlier windows
 /// and its audit schedule, and what miners serve for an audit.
 pub trait WindowInputs {
@@ -78,8 +94,8 @@ pub trait WindowInputs {
     type Error;
     /// Of the gathered gradients, the uids due an audit before the assignment check.
     fn due_audits(&mut self, gradients: &BTreeMap<u16, Gradient>) -> Vec<u16>;
-    /// How `uid`'s commitment breaks its residual chain across windows, if it does.
-    fn residual_chain(&mut self, uid: u16) -> Option<Reason>;
+    /// How `uid`'s commitment continues its residual chain across windows.
+    fn residual_chain(&mut self, uid: u16) -> ResidualLink;
     /// For each request, the dense gradient and incoming residual the miner committed to in that
     /// window, served for its audit, or why the audit got none: all of them under one budget, in
     /// the order asked.
@@ -101,6 +117,9 @@ struct Work {
     /// The norm every gradient of each parameter group is clipped to.
     clips: Vec<f64>,
     audits: Vec<AuditFinding>,
+    /// Commitments of earlier windows the validator had not collected, which gathered residuals
+    /// come from: audited this window.
+    unseen: Unresolved,
 }
 
 /// What carries into a window from the ones before it.
@@ -120,6 +139,9 @@ pub struct Scored {
     pub audits: Vec<AuditFinding>,
     /// The audits unresolved after the window.
     pub unresolved: Unresolved,
+    /// The earlier commitments, not collected by the validator, that gathered residuals came from
+    /// (each audited this window).
+    pub unseen: Unresolved,
     pub decisions: Vec<MinerDecision>,
     pub step: Step,
     /// The gradients that were evaluated, by uid.
@@ -142,7 +164,11 @@ pub fn score<I: WindowInputs>(
     let mut work = measure::measure(engine, start, gathered, inputs);
     laps.lap("usefulness");
     let due = inputs.due_audits(&work.gradients);
-    let earlier = subjects(&work, carried.unresolved, inputs)?;
+    let mut pending = carried.unresolved.clone();
+    for (uid, p) in &work.unseen {
+        pending.entry(*uid).or_insert_with(|| p.clone());
+    }
+    let earlier = subjects(&work, &pending, inputs)?;
     work.audit(engine, start, (&due, &earlier), inputs)?;
     let suspects = measure::assignment_checks(engine, start, &mut work);
     if !suspects.is_empty() {
@@ -155,7 +181,7 @@ pub fn score<I: WindowInputs>(
     }
     let retried: Unresolved = earlier
         .iter()
-        .map(|(uid, _)| (*uid, carried.unresolved[uid].clone()))
+        .map(|(uid, _)| (*uid, pending[uid].clone()))
         .collect();
     let unresolved = work.settle(start, &retried);
     laps.lap("audits and assignment");
@@ -191,6 +217,7 @@ pub fn score<I: WindowInputs>(
         evidence,
         audits: work.audits,
         unresolved,
+        unseen: std::mem::take(&mut work.unseen),
         decisions,
         step,
         gradients: work.gradients,
