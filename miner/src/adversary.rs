@@ -533,7 +533,7 @@ impl<C: Chain> Turn<'_, C> {
     /// In an odd window, honest work compressed with whatever residual its last (possibly
     /// fabricated) commitment left, claiming that commitment as the residual's source.
     fn launder(&self) -> Result<(), MinerError> {
-        if self.window % 2 == 0 {
+        if self.window.is_multiple_of(2) {
             return Ok(());
         }
         let dense = self.honest()?;
@@ -620,7 +620,7 @@ impl<C: Chain> Turn<'_, C> {
 /// The launderer's commitment for an even window nobody collected: a push on eight parameters as
 /// its dense gradient, compressed from its last real residual, leaving the residual it claims next.
 fn fabricate<C: Chain>(miner: &Miner<C>, peers: &Peers<'_, C>, window: u64) {
-    if window % 2 == 1 {
+    if !window.is_multiple_of(2) {
         return;
     }
     // The residual its last real commitment (of the window before) left.

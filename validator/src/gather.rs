@@ -125,7 +125,7 @@ impl Gatherer<'_> {
 
     /// Everything about a commitment that holds whatever the checkpoint: signed by the miner's
     /// hotkey, for this window and task, committing to exactly the task's payload length.
-    fn verify(
+    pub(crate) fn verify(
         &self,
         c: &pb::Commitment,
         neuron: &Neuron,

@@ -2,19 +2,24 @@
 
 use super::*;
 
+/// Decoded gradients of a window with their commitments, by uid.
+type Gradients = BTreeMap<u16, (SignedCommitment, Vec<f32>)>;
+
 impl<C: Chain> Validator<C> {
     /// With several validators, the lead's checkpoint (most stake) is the one miners trained
     /// `window` from. A validator that is not the lead takes it, after recomputing it from the
-    /// gradients it gathered itself in the window before; it refuses a checkpoint whose recipe gives
-    /// another one, and takes it unverified (logged) when it did not gather every gradient the recipe
-    /// names.
+    /// gradients it gathered itself in the window before, and from the payloads of the other
+    /// commitments the recipe names, fetched from their miners (each commitment signed by its
+    /// miner); it keeps its own checkpoint when the recipe gives another one or a payload it names
+    /// cannot be fetched. Only a validator that did not score the window before (it has just
+    /// started) takes the lead's checkpoint unverified (logged).
     pub(super) async fn follow_lead(&self, window: u64, metagraph: &Metagraph) -> Option<Adoption> {
         let lead = *metagraph.validators_by_stake().first()?;
         if lead.hotkey == self.hotkey() {
             return None;
         }
         lead.axon?;
-        match self.adopt(window, lead).await {
+        match self.adopt(window, lead, metagraph).await {
             Ok(adoption) => {
                 if let Some(a) = &adoption {
                     tracing::info!(window, lead = a.lead, checkpoint = %hex::encode(&a.digest.0[..4]), verified = a.verified, "adopted the lead's checkpoint");
@@ -30,7 +35,12 @@ impl<C: Chain> Validator<C> {
 
     /// Takes `lead`'s checkpoint of `window`: recomputed here from its recipe when this validator
     /// can, downloaded and checked by digest when it cannot; None when it already holds it.
-    async fn adopt(&self, window: u64, lead: &Neuron) -> Result<Option<Adoption>, String> {
+    async fn adopt(
+        &self,
+        window: u64,
+        lead: &Neuron,
+        metagraph: &Metagraph,
+    ) -> Result<Option<Adoption>, String> {
         let addr = lead.axon.ok_or("the lead serves no axon")?;
         let mut client = CheckpointClient::connect(addr, self.keypair(), lead.hotkey.0).await?;
         let latest = client.latest().await?;
@@ -46,7 +56,12 @@ impl<C: Chain> Validator<C> {
             return Ok(None);
         }
         let recipe = recipe_of(&latest)?;
-        let recomputed = self.recompute_lead(window, recipe.as_ref(), &digest);
+        let mut fetched = BTreeMap::new();
+        let mut recomputed = self.recompute_lead(window, recipe.as_ref(), &digest, &fetched);
+        if let (Some(Recomputation::Missing(_)), Some(recipe)) = (&recomputed, &recipe) {
+            fetched = self.fetch_recipe(window - 1, recipe, metagraph).await?;
+            recomputed = self.recompute_lead(window, Some(recipe), &digest, &fetched);
+        }
         let (checkpoint, momentum, verified) = match recomputed {
             Some(Recomputation::Confirmed(checkpoint, momentum)) => {
                 (checkpoint, Some(momentum), true)
@@ -57,7 +72,12 @@ impl<C: Chain> Validator<C> {
                     recomputed, digest
                 ));
             }
-            Some(Recomputation::Missing(_)) | None => {
+            Some(Recomputation::Missing(uid)) => {
+                return Err(format!(
+                    "its recipe names uid {uid}'s gradient, which could not be fetched: not adopted"
+                ));
+            }
+            None => {
                 let engine = self.engine();
                 let bytes = client.download(&digest.0, latest.len).await?;
                 let checkpoint = Checkpoint::from_bytes(
@@ -82,27 +102,91 @@ impl<C: Chain> Validator<C> {
     }
 
     /// The lead's checkpoint of `window` made again here from its recipe, when this validator
-    /// scored the window before it from the checkpoint the recipe starts at.
+    /// scored the window before it from the checkpoint the recipe starts at: from the gradients it
+    /// gathered, and `fetched` for those it did not.
     fn recompute_lead(
         &self,
         window: u64,
         recipe: Option<&Recipe>,
         digest: &Digest,
+        fetched: &Gradients,
     ) -> Option<Recomputation> {
         let state = self.state();
         match (&state.scored, recipe) {
             (Some(s), Some(r)) if s.window + 1 == window && s.checkpoint.digest == r.previous => {
+                let mut gathered = s.gathered.clone();
+                for (uid, g) in fetched {
+                    gathered.entry(*uid).or_insert_with(|| g.clone());
+                }
                 Some(recompute(
                     self.engine(),
                     &s.checkpoint,
                     &s.momentum,
                     r,
-                    &s.gathered,
+                    &gathered,
                     digest,
                 ))
             }
             _ => None,
         }
+    }
+
+    /// The payloads of the recipe's commitments of `window` that this validator did not gather,
+    /// fetched from their miners: each commitment signed by its miner for the recipe's starting
+    /// checkpoint, each payload exactly what it names.
+    async fn fetch_recipe(
+        &self,
+        window: u64,
+        recipe: &Recipe,
+        metagraph: &Metagraph,
+    ) -> Result<Gradients, String> {
+        let held: Vec<u16> = self.state().scored.as_ref().map_or(Vec::new(), |s| {
+            s.gathered
+                .iter()
+                .filter(|(u, (c, _))| {
+                    recipe
+                        .aggregated
+                        .iter()
+                        .any(|(ru, rc)| ru == *u && rc.same_claims(c))
+                })
+                .map(|(u, _)| *u)
+                .collect()
+        });
+        let gatherer = self.gatherer();
+        let blocks = self.engine().spec().window.blocks;
+        let hash = self
+            .chain()
+            .block_hash(window * blocks)
+            .await
+            .map_err(|e| format!("cannot read window {window}'s seed: {e}"))?;
+        let window_seed = chain_client::window_seed(&hash);
+        let mut fetched = Gradients::new();
+        for (uid, c) in recipe.aggregated.iter().filter(|(u, _)| !held.contains(u)) {
+            let failed = |e: String| format!("uid {uid}'s gradient of the recipe: {e}");
+            let neuron = metagraph
+                .by_uid(*uid)
+                .ok_or_else(|| failed("not registered".into()))?;
+            gatherer
+                .verify(&c.to_wire(), neuron, window, &recipe.previous.0)
+                .map_err(|e| failed(e.to_string()))?;
+            let group = gatherer
+                .group_of(window_seed, *uid, c)
+                .map_err(|e| failed(e.to_string()))?;
+            let payload = gatherer
+                .part(neuron, window, pb::GradientPart::Payload, c)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let values = gatherer
+                .decode(&payload, &group.range)
+                .map_err(|e| failed(e.to_string()))?;
+            fetched.insert(*uid, (c.clone(), values));
+        }
+        tracing::info!(
+            window,
+            fetched = fetched.len(),
+            "fetched the recipe's gradients this validator had not gathered"
+        );
+        Ok(fetched)
     }
 
     /// Makes `checkpoint` the global model from `window` on; `recipe` says how it was made here.
