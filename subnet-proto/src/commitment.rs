@@ -151,6 +151,10 @@ pub enum CommitmentError {
         "declares it holds parameter groups of at most {capacity} parameters, and no group of the task is that small"
     )]
     NoGroupFits { capacity: u64 },
+    #[error(
+        "declares a group capacity of {declared} parameters, not the {in_effect} its previous commitment declared: a capacity takes effect from the window after the one that declares it (before that window's seed is known)"
+    )]
+    CapacityChanged { in_effect: u64, declared: u64 },
     #[error("payload is {found} bytes, the commitment says {expected}")]
     WrongLength { expected: u64, found: u64 },
     #[error("payload digest {found} does not match the committed digest {expected}")]

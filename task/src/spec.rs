@@ -190,8 +190,8 @@ pub struct ScoringSpec {
     /// A gradient whose norm exceeds this multiple of the norm of the validator's own training of
     /// the window is refused (scale alone never pays).
     pub max_norm_ratio: f64,
-    /// Every validator re-executes every miner's window once per this many windows, at a window
-    /// drawn from its own secret (0: never).
+    /// Every validator re-executes each miner's window with probability one in this many, drawn
+    /// independently for each (miner, window) from its own secret (0: never).
     pub audit_period: u64,
     /// Windows after a fraud in which the hotkey earns nothing from the validator that caught it.
     pub fraud_ban_windows: u64,

@@ -36,6 +36,9 @@ struct LedgerEntry {
     hotkey: String,
     /// Window -> hex digest of the residual its compression left.
     residual_out: BTreeMap<u64, String>,
+    /// The group capacity its latest commitment declared: the one in effect for its next window.
+    #[serde(default)]
+    group_capacity: Option<u64>,
 }
 
 /// How a commitment's incoming residual continues its miner's residual chain.
@@ -101,15 +104,32 @@ impl ResidualLedger {
         }
     }
 
+    /// The group capacity in effect for `hotkey`'s next window: the one its latest commitment this
+    /// validator holds declared (None: none held, as for a new miner).
+    pub fn group_capacity(&self, uid: u16, hotkey: &str) -> Option<u64> {
+        self.miners
+            .get(&uid)
+            .filter(|e| e.hotkey == hotkey)
+            .and_then(|e| e.group_capacity)
+    }
+
     /// Records a commitment collected before its window closed.
     pub fn record(&mut self, uid: u16, hotkey: &str, c: &Claims) {
         let entry = self.miners.entry(uid).or_insert_with(|| LedgerEntry {
             hotkey: hotkey.to_string(),
             residual_out: BTreeMap::new(),
+            group_capacity: None,
         });
         if entry.hotkey != hotkey {
             entry.hotkey = hotkey.to_string();
             entry.residual_out.clear();
+        }
+        if entry
+            .residual_out
+            .last_key_value()
+            .is_none_or(|(w, _)| *w < c.window)
+        {
+            entry.group_capacity = Some(c.group_capacity);
         }
         entry
             .residual_out
@@ -354,6 +374,25 @@ mod tests {
             check(&commitment(12, 9, 11, 3), "b"),
             Link::Unseen { from: 11 }
         );
+    }
+
+    #[test]
+    fn a_group_capacity_takes_effect_in_the_window_after_it_is_declared() {
+        let mut ledger = ResidualLedger::default();
+        assert_eq!(ledger.group_capacity(3, "a"), None);
+        let declaring = |window, capacity| Claims {
+            group_capacity: capacity,
+            ..commitment(window, 0, 0, 1)
+        };
+        ledger.record(3, "a", &declaring(10, 5000));
+        assert_eq!(ledger.group_capacity(3, "a"), Some(5000));
+        ledger.record(3, "a", &declaring(11, 9000));
+        assert_eq!(ledger.group_capacity(3, "a"), Some(9000));
+        // An older commitment recorded late does not change what is in effect.
+        ledger.record(3, "a", &declaring(9, 1000));
+        assert_eq!(ledger.group_capacity(3, "a"), Some(9000));
+        // Another hotkey on the uid has none in effect yet.
+        assert_eq!(ledger.group_capacity(3, "b"), None);
     }
 
     #[test]

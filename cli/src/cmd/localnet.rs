@@ -40,8 +40,8 @@ pub struct Args {
     /// given.
     #[arg(long)]
     pub keep: bool,
-    /// Audit every miner once per this many windows (the task's scoring.audit_period if not
-    /// given; 1 audits every miner every window).
+    /// Audit each miner's window with probability one in this many (the task's
+    /// scoring.audit_period if not given; 1 audits every miner every window).
     #[arg(long, env = "SUBNET_AUDIT_PERIOD")]
     pub audit_period: Option<u64>,
     /// Seed of the local chain (its block hashes seed every window's assignment).

@@ -20,6 +20,7 @@ impl<C: Chain> Validator<C> {
         let (window, checkpoint, collected) =
             (setting.window, &setting.checkpoint.digest, &ctx.collected);
         let window_seed = setting.window_seed;
+        let (ledger, grouped) = (&ctx.ledger, !self.engine().groups().is_whole());
         let fetches = ctx.miners.iter().map(|neuron| {
             let gatherer = &gatherer;
             async move {
@@ -31,6 +32,17 @@ impl<C: Chain> Validator<C> {
                             subnet_proto::commitment::CommitmentError::WrongCheckpoint {
                                 expected: checkpoint.to_string(),
                                 found: hex::encode(claims.checkpoint_digest),
+                            },
+                        ));
+                    }
+                    let in_effect = ledger.group_capacity(neuron.uid, &neuron.hotkey.to_string());
+                    if let Some(in_effect) =
+                        in_effect.filter(|c| grouped && *c != claims.group_capacity)
+                    {
+                        return Err(Rejection::Commitment(
+                            subnet_proto::commitment::CommitmentError::CapacityChanged {
+                                in_effect,
+                                declared: claims.group_capacity,
                             },
                         ));
                     }
