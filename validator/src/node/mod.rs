@@ -126,17 +126,14 @@ impl WindowContext {
             .iter()
             .filter_map(|m| {
                 let reason = m.fraud.as_ref()?;
-                // The commitment the fraud is about: this window's, or the one an unresolved audit
-                // of an earlier window names.
-                let commitment = match (scored.gradients.get(&m.uid), self.earlier.get(&m.uid)) {
-                    (_, Some((c, _)))
-                        if reason.text.starts_with("window ")
-                            || reason.kind == ReasonKind::AuditUnresolved =>
-                    {
-                        c
-                    }
-                    (Some(_), _) => self.collected.get(&m.uid)?,
-                    (None, earlier) => &earlier?.0,
+                // The commitment the fraud is about: the earlier one an audit of an earlier window
+                // failed (or could not resolve) on, else this window's.
+                let about_earlier = scored.audits.iter().any(|a| {
+                    a.record.uid == m.uid && a.record.window.is_some() && a.record.failure.is_some()
+                });
+                let commitment = match self.earlier.get(&m.uid) {
+                    Some((c, _)) if about_earlier || !scored.gradients.contains_key(&m.uid) => c,
+                    _ => self.collected.get(&m.uid)?,
                 };
                 let mut bytes = commitment.signature.to_vec();
                 bytes.extend_from_slice(reason.text.as_bytes());
