@@ -162,6 +162,27 @@ fn the_adversary(run: &Run, adversary: Adversary) -> u16 {
     uids_of(run, MinerKind::Adversary(adversary))[0]
 }
 
+/// The adversary earns at most a quarter of the weakest honest miner and is slashed: its uid.
+fn caught_and_slashed(run: &Run, adversary: Adversary) -> u16 {
+    earns_at_most_a_quarter(run, adversary);
+    let uid = the_adversary(run, adversary);
+    assert!(slashed(run, uid), "{adversary} (uid {uid}) was not slashed");
+    uid
+}
+
+/// The verdicts each validator gave `uid`, window by window.
+fn verdicts_by_validator(run: &Run, uid: u16) -> Vec<Vec<Verdict>> {
+    run.report
+        .outcomes
+        .iter()
+        .map(|o| {
+            o.iter()
+                .map(|w| w.result(uid).unwrap().verdict.clone())
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
 fn random_noise_earns_nothing() {
     let run = first();
@@ -337,18 +358,12 @@ fn two_identities_splitting_one_training_run_earn_nothing_and_are_slashed() {
 #[test]
 fn a_miner_that_stalls_its_audits_earns_nothing_and_is_slashed_after_the_grace() {
     let run = third();
-    earns_at_most_a_quarter(run, Adversary::Staller);
-    let uid = the_adversary(run, Adversary::Staller);
-    assert!(slashed(run, uid));
+    let uid = caught_and_slashed(run, Adversary::Staller);
     // Every validator audits its first window; it answers with the commitment and then nothing:
     // withheld while the grace (two windows) runs, fraud when it has run out.
-    for outcomes in &run.report.outcomes {
-        let verdicts: Vec<&Verdict> = outcomes
-            .iter()
-            .map(|o| &o.result(uid).unwrap().verdict)
-            .collect();
+    for verdicts in verdicts_by_validator(run, uid) {
         assert!(
-            matches!(verdicts[..], [Verdict::Withheld { .. }, Verdict::Withheld { .. }, Verdict::Fraud { reason }] if reason.kind == scoring::ReasonKind::AuditUnresolved),
+            matches!(&verdicts[..], [Verdict::Withheld { .. }, Verdict::Withheld { .. }, Verdict::Fraud { reason }] if reason.kind == scoring::ReasonKind::AuditUnresolved),
             "{verdicts:?}"
         );
     }
@@ -357,16 +372,39 @@ fn a_miner_that_stalls_its_audits_earns_nothing_and_is_slashed_after_the_grace()
 #[test]
 fn a_push_laundered_through_an_uncollected_commitment_is_caught_and_slashed() {
     let run = third();
-    earns_at_most_a_quarter(run, Adversary::Launderer);
-    let uid = the_adversary(run, Adversary::Launderer);
-    assert!(slashed(run, uid));
+    let uid = caught_and_slashed(run, Adversary::Launderer);
     // Its last window claims the residual of a commitment no validator collected: each asks for
     // it, audits its window, and finds the dense gradient it names is not that window's training.
-    for outcomes in &run.report.outcomes {
-        let last = &outcomes.last().unwrap().result(uid).unwrap().verdict;
+    for verdicts in verdicts_by_validator(run, uid) {
+        let last = verdicts.last().unwrap();
         assert!(
             matches!(last, Verdict::Fraud { reason } if reason.text.starts_with("window ") && reason.contains("re-executed")),
             "{last:?}"
+        );
+    }
+}
+
+/// The replay runs the same window steps on the record: the audits of earlier windows (unresolved
+/// ones asked again, uncollected commitments a residual came from) are re-run from the recorded
+/// artefacts, and the withheld pay and the frauds come out as recorded.
+#[test]
+fn a_replay_confirms_the_audits_of_earlier_windows() {
+    let run = third();
+    for i in 0..2 {
+        let dir = localnet::validator_dir(&run.dir, i);
+        let report = validator::replay::replay(&dir, None, |_| {}).unwrap();
+        assert_eq!(report.windows.len(), 3, "validator {i}");
+        let (store, _) = validator::DataDir::open_existing(&dir).unwrap();
+        let (records, _) = store.records().unwrap();
+        assert!(
+            records
+                .iter()
+                .any(|r| r.audits.iter().any(|a| a.window.is_some())),
+            "validator {i} recorded no audit of an earlier window"
+        );
+        assert!(
+            records.iter().any(|r| !r.unseen_sources.is_empty()),
+            "validator {i} recorded no uncollected commitment"
         );
     }
 }
@@ -376,11 +414,7 @@ fn an_honest_miner_that_drops_off_for_a_window_loses_that_windows_pay_not_its_st
     let run = third();
     let uid = the_adversary(run, Adversary::Dropout);
     assert!(!slashed(run, uid));
-    for outcomes in &run.report.outcomes {
-        let verdicts: Vec<&Verdict> = outcomes
-            .iter()
-            .map(|o| &o.result(uid).unwrap().verdict)
-            .collect();
+    for verdicts in verdicts_by_validator(run, uid) {
         // Its first window's audit could not complete: withheld. Back the next window, it serves
         // that window's artefacts, the audit passes and it earns as before.
         assert!(
