@@ -56,6 +56,25 @@ async fn three_honest_windows_learn_pay_through_commit_reveal_and_both_validator
         vec![0, 2, 2],
         "the chain opens each validator's commit in the next window"
     );
+    // The rotation gives the picker the other group every window, so it changes its capacity
+    // every window: accepted in its first window (nothing was in effect), refused after.
+    let picker = |w: &localnet::WindowLine| {
+        w.miners
+            .iter()
+            .find(|m| m.kind != localnet::MinerKind::Honest)
+            .unwrap()
+            .rejection
+            .clone()
+    };
+    assert_eq!(picker(&report.windows[0]), None);
+    for w in &report.windows[1..] {
+        let rejection = picker(w).unwrap_or_default();
+        assert!(
+            rejection.contains("group capacity"),
+            "window {}: {rejection}",
+            w.window
+        );
+    }
     let losses: Vec<f64> = report.windows.iter().map(|w| w.heldout_loss).collect();
     assert!(
         losses[0] < report.initial_loss && losses[2] < losses[0],
@@ -209,7 +228,9 @@ async fn three_honest_windows_learn_pay_through_commit_reveal_and_both_validator
 /// A task cut into two parameter groups: each miner trains the half of the model the window seed
 /// gives it, one miner declares it holds only the smaller half and is never given the larger, both
 /// halves are trained every window, the validator audits (first windows) and aggregates them, the
-/// model learns, and the replay log confirms every window.
+/// model learns, and the replay log confirms every window. Beside them a miner that picks its
+/// group after seeing each window's seed (by the capacity it declares) is refused whenever its
+/// capacity is not the one its previous commitment declared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_in_parameter_groups_learns_and_a_small_miner_gets_only_groups_it_holds() {
     let dir = tempfile::tempdir().unwrap();
@@ -224,16 +245,19 @@ async fn a_task_in_parameter_groups_learns_and_a_small_miner_gets_only_groups_it
     let config = LocalnetConfig {
         dir: Some(dir.path().to_path_buf()),
         group_capacities: vec![0, 0, 0, capacity],
+        adversaries: vec![miner::adversary::Adversary::GroupPicker],
         ..LocalnetConfig::honest(task, 4, 1, 3)
     };
     let report = localnet::run(config, |line| println!("{}", localnet::format_line(line)))
         .await
         .unwrap();
     let small = report.miner_uids[3];
+    let honest = |m: &&localnet::MinerLine| m.kind == localnet::MinerKind::Honest;
     for window in &report.windows {
         let trained: Vec<(u16, usize)> = window
             .miners
             .iter()
+            .filter(honest)
             .map(|m| (m.uid, m.group.expect("every honest miner trained")))
             .collect();
         println!("window {}: groups {trained:?}", window.window);
@@ -252,7 +276,7 @@ async fn a_task_in_parameter_groups_learns_and_a_small_miner_gets_only_groups_it
                 window.window
             );
         }
-        for m in &window.miners {
+        for m in window.miners.iter().filter(honest) {
             assert!(
                 m.rejection.is_none(),
                 "window {}: uid {} refused: {m:?}",
@@ -260,6 +284,25 @@ async fn a_task_in_parameter_groups_learns_and_a_small_miner_gets_only_groups_it
                 m.uid
             );
         }
+    }
+    // The rotation gives the picker the other group every window, so it changes its capacity
+    // every window: accepted in its first window (nothing was in effect), refused after.
+    let picker = |w: &localnet::WindowLine| {
+        w.miners
+            .iter()
+            .find(|m| m.kind != localnet::MinerKind::Honest)
+            .unwrap()
+            .rejection
+            .clone()
+    };
+    assert_eq!(picker(&report.windows[0]), None);
+    for w in &report.windows[1..] {
+        let rejection = picker(w).unwrap_or_default();
+        assert!(
+            rejection.contains("group capacity"),
+            "window {}: {rejection}",
+            w.window
+        );
     }
     let losses: Vec<f64> = report.windows.iter().map(|w| w.heldout_loss).collect();
     assert!(

@@ -74,6 +74,10 @@ pub enum Adversary {
     /// the next window claims that commitment's residual: the push reaches the model as if error
     /// feedback had carried it.
     Launderer,
+    /// On a task in parameter groups: after seeing each window's seed, declares the group capacity
+    /// that gives it the model's last group (any group, 0, when the rotation gives it that one;
+    /// the smallest group's size otherwise) and trains that group honestly.
+    GroupPicker,
 }
 
 impl Adversary {
@@ -84,7 +88,7 @@ impl Adversary {
 }
 
 impl Adversary {
-    pub const ALL: [Adversary; 18] = [
+    pub const ALL: [Adversary; 19] = [
         Adversary::Random,
         Adversary::Nan,
         Adversary::Copier,
@@ -103,6 +107,7 @@ impl Adversary {
         Adversary::Staller,
         Adversary::Dropout,
         Adversary::Launderer,
+        Adversary::GroupPicker,
     ];
 
     pub fn name(self) -> &'static str {
@@ -125,6 +130,7 @@ impl Adversary {
             Adversary::Staller => "staller",
             Adversary::Dropout => "dropout",
             Adversary::Launderer => "launderer",
+            Adversary::GroupPicker => "group-picker",
         }
     }
 
@@ -304,6 +310,7 @@ pub async fn act<C: Chain>(
         }
         Adversary::Dropout => Ok(()),
         Adversary::Launderer => turn.launder(),
+        Adversary::GroupPicker => turn.pick_group(),
         Adversary::Heldout => turn.heldout(),
         Adversary::Sybil | Adversary::Splitter => turn.pair_up(adversary),
     }
@@ -555,6 +562,67 @@ impl<C: Chain> Turn<'_, C> {
             &out.residual_out,
         );
         *self.peers.stash.lock().expect("stash lock") = Some(out.residual_out);
+        Ok(())
+    }
+
+    /// Honest work on the group a capacity chosen after seeing the window seed gives it.
+    fn pick_group(&self) -> Result<(), MinerError> {
+        let groups = self.engine.groups().groups();
+        let (Some(last), Some(smallest)) = (
+            groups.iter().map(|g| g.index).max(),
+            groups.iter().map(|g| g.len() as u64).min(),
+        ) else {
+            return Ok(());
+        };
+        let capacity = if self.engine.group(self.window_seed, self.uid, 0)?.index == last {
+            0
+        } else {
+            smallest
+        };
+        let group = self.engine.group(self.window_seed, self.uid, capacity)?;
+        let start = &self.checkpoint.params;
+        let dense = self
+            .engine
+            .train_window::<CpuTrainBackend>(
+                &Default::default(),
+                start,
+                self.window,
+                self.window_seed,
+                self.uid,
+                group.range.clone(),
+                |_, _| {},
+            )?
+            .pseudo_gradient(start);
+        let zero = vec![0.0; dense.len()];
+        let out = self
+            .engine
+            .spec()
+            .compression
+            .compress(&dense, &zero, group.range.clone());
+        publish_claims(
+            self.miner,
+            self.window,
+            self.checkpoint.digest,
+            out.payload,
+            &dense,
+            (&zero, 0),
+            &out.residual_out,
+        );
+        // The same claims under the capacity it picked.
+        let Some(served) = self.miner.gradient(self.window) else {
+            return Ok(());
+        };
+        let mut commitment = served.commitment.clone();
+        commitment.group_capacity = capacity;
+        self.miner.publish(
+            self.window,
+            ServedGradient {
+                commitment: resign(self.miner, commitment),
+                payload: served.payload.clone(),
+                dense: served.dense.clone(),
+                residual_in: served.residual_in.clone(),
+            },
+        );
         Ok(())
     }
 
