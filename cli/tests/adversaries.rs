@@ -1,10 +1,11 @@
 //! The proof of useful work against its adversaries: every attack is a test-only mode of the miner,
 //! run beside four honest miners over real gRPC on a real local chain, with two validators of
 //! different stake (the larger leads the model; the other recomputes and adopts it), each auditing
-//! every miner in its first window and then each window with probability one half. Three subnets run once each (`first`, `second` and `third`, three windows)
-//! and every test reads them: each attacker ends with at most a quarter of the stake of the weakest
-//! honest miner (what it was paid, less what was slashed), no honest miner is ever accused, the
-//! validators agree on every checkpoint, and a replay confirms the follower's decisions.
+//! every miner in its first window and then each window with probability one half. Three subnets
+//! run once each (`first`, `second` and `third`, three windows) and every test reads them: each
+//! attacker ends with at most a quarter of the stake of the weakest honest miner (what it was paid,
+//! less what was slashed), no honest miner is ever accused, the validators agree on every
+//! checkpoint, and a replay confirms the follower's decisions.
 
 use chain_client::LocalChain;
 use miner::adversary::Adversary;

@@ -71,8 +71,9 @@ pub enum LeaveOneOut {
     #[default]
     Uniform,
     /// The outer step aggregation applies: each parameter averaged over the candidates that carry
-    /// it, with the outer momentum, so a parameter only one miner sends is scored at the step it
-    /// really takes.
+    /// it, with the outer momentum; a candidate left out takes its share of each parameter's move
+    /// with it (the whole move of a parameter only it sends), so it is scored at the step it
+    /// really makes.
     Applied,
 }
 

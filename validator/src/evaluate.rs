@@ -189,7 +189,9 @@ pub fn assignment_evidence(
 /// losses with it left out (the others keep their share). The aggregate steps from `params` as
 /// `rule` says: `Uniform`, `outer_lr / n` times the sum; `Applied`, the outer step aggregation
 /// takes (each parameter averaged over the candidates that carry it, with the outer momentum
-/// buffer `momentum`).
+/// buffer `momentum`), so that each candidate is scored at the share of each parameter's move it
+/// really makes: the whole move of a parameter only it sends, 1/n of one all n send (for dense
+/// gradients, as `Uniform`).
 pub fn leave_one_out(
     engine: &TaskEngine,
     (params, momentum): (&[f32], &[f32]),
@@ -229,18 +231,18 @@ pub fn leave_one_out(
             })
             .collect()
     };
+    // A candidate's share of the applied step at a parameter is its value over the number of
+    // candidates carrying it: left out, its share is missing and the others keep theirs.
     let applied = |leave_out: Option<usize>| -> Vec<f32> {
         let mean: Vec<f32> = (0..params.len())
             .map(|p| {
-                let (mut total, mut count) = (sum[p], carriers[p]);
-                if let Some(i) = leave_out.filter(|&i| candidates[i][p] != 0.0) {
+                let mut total = sum[p];
+                if let Some(i) = leave_out {
                     total -= scales[i] * candidates[i][p] as f64;
-                    count -= 1;
                 }
-                if count == 0 {
-                    0.0
-                } else {
-                    (total / count as f64) as f32
+                match carriers[p] {
+                    0 => 0.0,
+                    count => (total / count as f64) as f32,
                 }
             })
             .collect();
@@ -259,4 +261,61 @@ pub fn leave_one_out(
         .map(|i| losses(engine, &step(Some(i)), batches))
         .collect();
     (with_all, without)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// At the applied step a candidate is scored at its real share of each parameter's move: for
+    /// dense gradients that is the uniform step; a parameter only one candidate sends moves whole,
+    /// and leaving that candidate out takes the whole move away.
+    #[test]
+    fn leave_one_out_at_the_applied_step() {
+        let spec =
+            task::TaskSpec::from_toml_str(include_str!("../../tasks/wine-quality.toml")).unwrap();
+        let engine = TaskEngine::new(spec);
+        let params = engine.genesis().params;
+        let n = params.len();
+        let batches = engine.heldout_batches(7, 2);
+        let a: Vec<f32> = (0..n).map(|i| ((i % 7) as f32 - 3.5) * 2e-3).collect();
+        let b: Vec<f32> = (0..n).map(|i| ((i % 5) as f32 - 2.5) * 2e-3).collect();
+        let caps = [f64::INFINITY; 2];
+        let run = |candidates: &[&[f32]], rule| {
+            leave_one_out(
+                &engine,
+                (&params, &[]),
+                candidates,
+                &caps[..candidates.len()],
+                (&batches, rule),
+            )
+        };
+        let close = |x: &[f32], y: &[f32]| {
+            x.iter()
+                .zip(y)
+                .all(|(x, y)| (x - y).abs() <= 1e-5 * x.abs().max(1.0))
+        };
+        let (uniform, uniform_without) = run(&[&a, &b], LeaveOneOut::Uniform);
+        let (applied, applied_without) = run(&[&a, &b], LeaveOneOut::Applied);
+        assert!(close(&uniform, &applied), "{uniform:?} {applied:?}");
+        for (u, p) in uniform_without.iter().zip(&applied_without) {
+            assert!(close(u, p), "{u:?} {p:?}");
+        }
+        // Disjoint supports: each parameter moves by its one carrier's whole value.
+        let half = |v: &[f32], first: bool| -> Vec<f32> {
+            (0..n)
+                .map(|i| if (i < n / 2) == first { v[i] } else { 0.0 })
+                .collect()
+        };
+        let (a, b) = (half(&a, true), half(&b, false));
+        let both: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        let (with, without) = run(&[&a, &b], LeaveOneOut::Applied);
+        let (alone_both, _) = run(&[&both], LeaveOneOut::Uniform);
+        let (alone_b, _) = run(&[&b], LeaveOneOut::Uniform);
+        assert!(close(&with, &alone_both), "{with:?} {alone_both:?}");
+        assert!(close(&without[0], &alone_b), "{:?} {alone_b:?}", without[0]);
+        // The uniform step scored each at half its move.
+        let (uniform_with, _) = run(&[&a, &b], LeaveOneOut::Uniform);
+        assert!(!close(&uniform_with, &with));
+    }
 }
