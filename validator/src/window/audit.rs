@@ -275,43 +275,53 @@ impl Work {
     /// they do to the evidence: a miner with one earns nothing from this validator (withheld), and
     /// one unresolved for `audit_grace` windows is fraud.
     pub(super) fn settle(&mut self, start: &Start, before: &Unresolved) -> Unresolved {
+        let mut unresolved = self.still_unresolved(start, before);
+        self.withhold_or_accuse(start, &unresolved);
+        // A fraud ends the audit: the miner is banned and reported.
+        unresolved.retain(|uid, _| {
+            self.evidence
+                .iter()
+                .find(|m| m.uid == *uid)
+                .is_some_and(|m| m.fraud.is_none())
+        });
+        unresolved
+    }
+
+    /// The earlier audits this window did not resolve, and this window's that could not complete
+    /// (at most one a miner: the oldest).
+    fn still_unresolved(&self, start: &Start, before: &Unresolved) -> Unresolved {
         let s = &start.setting;
         let mut unresolved = Unresolved::new();
         for m in &self.evidence {
-            let earlier = before.get(&m.uid).filter(|p| p.hotkey == m.hotkey);
-            let resolved_earlier = |p: &PendingAudit| {
+            let found = |window: Option<u64>, incomplete: bool| {
                 self.audits.iter().any(|a| {
-                    a.record.uid == m.uid && a.record.window == Some(p.window) && !a.incomplete
+                    a.record.uid == m.uid && a.record.window == window && a.incomplete == incomplete
                 })
             };
-            if let Some(p) = earlier.filter(|p| !resolved_earlier(p)) {
+            let earlier = before.get(&m.uid).filter(|p| p.hotkey == m.hotkey);
+            if let Some(p) = earlier.filter(|p| !found(Some(p.window), false)) {
                 unresolved.insert(m.uid, p.clone());
-                continue;
-            }
-            let Some(g) = self.gradients.get(&m.uid) else {
-                continue;
-            };
-            if self
-                .audits
-                .iter()
-                .any(|a| a.record.uid == m.uid && a.record.window.is_none() && a.incomplete)
-            {
-                unresolved.insert(
-                    m.uid,
-                    PendingAudit {
-                        hotkey: m.hotkey.clone(),
-                        window: s.window,
-                        since: s.window,
-                        window_seed: s.window_seed,
-                        checkpoint: s.checkpoint.digest,
-                        payload: Digest(subnet_proto::digest(&g.payload)),
-                        group: g.group.index,
-                        residual_out: g.residual_out,
-                    },
-                );
+            } else if let Some(g) = self.gradients.get(&m.uid).filter(|_| found(None, true)) {
+                let pending = PendingAudit {
+                    hotkey: m.hotkey.clone(),
+                    window: s.window,
+                    since: s.window,
+                    window_seed: s.window_seed,
+                    checkpoint: s.checkpoint.digest,
+                    payload: Digest(subnet_proto::digest(&g.payload)),
+                    group: g.group.index,
+                    residual_out: g.residual_out,
+                };
+                unresolved.insert(m.uid, pending);
             }
         }
-        let grace = s.params.audit_grace;
+        unresolved
+    }
+
+    /// Withholds the pay of every miner with an unresolved audit, or makes it a fraud once the
+    /// audit has been asked for `audit_grace` windows.
+    fn withhold_or_accuse(&mut self, start: &Start, unresolved: &Unresolved) {
+        let (window, grace) = (start.setting.window, start.params().audit_grace);
         for m in &mut self.evidence {
             let Some(p) = unresolved.get(&m.uid) else {
                 m.withheld = None;
@@ -320,7 +330,7 @@ impl Work {
             if m.fraud.is_some() {
                 continue;
             }
-            let age = s.window.saturating_sub(p.since);
+            let age = window.saturating_sub(p.since);
             if age >= grace.max(1) {
                 m.fraud = Some(Reason::new(
                     ReasonKind::AuditUnresolved,
@@ -339,14 +349,6 @@ impl Work {
                 ));
             }
         }
-        // A fraud ends the audit: the miner is banned and reported.
-        unresolved.retain(|uid, _| {
-            self.evidence
-                .iter()
-                .find(|m| m.uid == *uid)
-                .is_some_and(|m| m.fraud.is_none())
-        });
-        unresolved
     }
 }
 
