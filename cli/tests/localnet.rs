@@ -56,25 +56,6 @@ async fn three_honest_windows_learn_pay_through_commit_reveal_and_both_validator
         vec![0, 2, 2],
         "the chain opens each validator's commit in the next window"
     );
-    // The rotation gives the picker the other group every window, so it changes its capacity
-    // every window: accepted in its first window (nothing was in effect), refused after.
-    let picker = |w: &localnet::WindowLine| {
-        w.miners
-            .iter()
-            .find(|m| m.kind != localnet::MinerKind::Honest)
-            .unwrap()
-            .rejection
-            .clone()
-    };
-    assert_eq!(picker(&report.windows[0]), None);
-    for w in &report.windows[1..] {
-        let rejection = picker(w).unwrap_or_default();
-        assert!(
-            rejection.contains("group capacity"),
-            "window {}: {rejection}",
-            w.window
-        );
-    }
     let losses: Vec<f64> = report.windows.iter().map(|w| w.heldout_loss).collect();
     assert!(
         losses[0] < report.initial_loss && losses[2] < losses[0],
