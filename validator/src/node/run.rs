@@ -137,10 +137,8 @@ impl<C: Chain> Validator<C> {
             earlier: ctx.earlier.clone(),
         };
         let (engine, start) = (self.engine().clone(), ctx.start.clone());
-        let (momentum, unresolved) = {
-            let state = self.state();
-            (state.momentum.clone(), state.unresolved.clone())
-        };
+        let momentum = self.state().momentum.clone();
+        let unresolved = ctx.unresolved_before.clone();
         let (scored, earlier) = blocking(move || {
             let carried = Carried {
                 averages: &averages,
