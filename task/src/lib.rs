@@ -16,6 +16,7 @@ pub mod groups;
 pub mod params;
 pub mod problems;
 pub mod rng;
+pub mod segment;
 pub mod spec;
 pub mod table;
 pub mod text;

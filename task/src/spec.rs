@@ -97,6 +97,17 @@ pub struct TrainingSpec {
     /// optimizer state is fresh every window, and Adam's first steps are the largest); 0: none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub warmup_steps: usize,
+    /// Inner steps per segment: a miner commits its training state after each, and an audit
+    /// re-executes segments rather than the whole window (0: the whole window is one segment).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub segment_steps: usize,
+}
+
+impl TrainingSpec {
+    /// The inner steps of each segment of a window, in order.
+    pub fn segments(&self) -> Vec<std::ops::Range<usize>> {
+        crate::segment::segments(self.inner_steps, self.segment_steps)
+    }
 }
 
 fn is_zero(n: &usize) -> bool {

@@ -4,6 +4,7 @@
 use crate::architecture::{ModelSpec, TaskModel, as_one_of_several};
 use crate::batch::Batch;
 use crate::params::{read_params, write_params_trainable};
+use crate::segment::TrainState;
 use crate::spec::TrainingSpec;
 use burn::module::{ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -146,7 +147,22 @@ impl<B: AutodiffBackend> Trainer<B> {
         start: &[f32],
         batches: &[Batch],
         lr: f64,
+        on_step: impl FnMut(usize, f32),
+    ) -> TrainOutcome {
+        self.train_in_segments(start, batches, lr, 0, on_step, |_| {})
+    }
+
+    /// `train_from`, with the training state handed to `on_segment` after the last step of every
+    /// segment of `segment_steps` steps (0: one segment, the whole window): what a miner commits
+    /// to and an audit re-executes a segment of (`resume`).
+    pub fn train_in_segments(
+        &mut self,
+        start: &[f32],
+        batches: &[Batch],
+        lr: f64,
+        segment_steps: usize,
         mut on_step: impl FnMut(usize, f32),
+        mut on_segment: impl FnMut(TrainState),
     ) -> TrainOutcome {
         assert_eq!(
             start.len(),
@@ -159,7 +175,55 @@ impl<B: AutodiffBackend> Trainer<B> {
             self.trainable.clone(),
         );
         let mut losses = Vec::with_capacity(batches.len());
-        for (step, batch) in batches.iter().enumerate() {
+        for segment in crate::segment::segments(batches.len(), segment_steps) {
+            let first = segment.start;
+            model = self.steps(model, &batches[segment], first, lr, &mut |step, loss| {
+                losses.push(loss);
+                on_step(step, loss);
+            });
+            on_segment(self.state(&model));
+        }
+        let (_, end) = read_params(&model);
+        self.model = Some(model);
+        TrainOutcome { end, losses }
+    }
+
+    /// A segment re-executed: the steps `batches` (the first of them inner step `from.step` of its
+    /// window) from the training state `from` over the window's checkpoint `base`, at the window's
+    /// rate `lr`. Returns the state after them. On the CPU backend the bits are those of the same
+    /// steps inside an uninterrupted window.
+    pub fn resume(
+        &mut self,
+        base: &[f32],
+        from: &TrainState,
+        batches: &[Batch],
+        lr: f64,
+    ) -> TrainState {
+        self.trainable = from.range.clone();
+        let model = write_params_trainable(
+            self.model.take().expect("a trainer always holds its model"),
+            &from.whole(base),
+            from.range.clone(),
+        );
+        self.load_moments(&model, from);
+        let model = self.steps(model, batches, from.step, lr, &mut |_, _| {});
+        let state = self.state(&model);
+        self.model = Some(model);
+        state
+    }
+
+    /// Steps `model` through `batches`, the first being inner step `first` of the window (the
+    /// warm-up reads it).
+    fn steps(
+        &mut self,
+        mut model: TaskModel<B>,
+        batches: &[Batch],
+        first: usize,
+        lr: f64,
+        on_step: &mut dyn FnMut(usize, f32),
+    ) -> TaskModel<B> {
+        for (i, batch) in batches.iter().enumerate() {
+            let step = first + i;
             let (value, grads) = self.gradients(&model, batch);
             let warm = if step < self.warmup_steps {
                 (step + 1) as f64 / (self.warmup_steps + 1) as f64
@@ -167,12 +231,47 @@ impl<B: AutodiffBackend> Trainer<B> {
                 1.0
             };
             model = self.optimizer.step(lr * warm, model, grads);
-            losses.push(value);
             on_step(step, value);
         }
-        let (_, end) = read_params(&model);
-        self.model = Some(model);
-        TrainOutcome { end, losses }
+        model
+    }
+
+    /// The training state of `model` and this trainer's optimizer over the trainable range.
+    fn state(&self, model: &TaskModel<B>) -> TrainState {
+        let mut reader = MomentReader {
+            records: self.optimizer.to_record(),
+            trainable: self.trainable.clone(),
+            offset: 0,
+            step: None,
+            first: Vec::new(),
+            second: Vec::new(),
+        };
+        model.visit(&mut reader);
+        let (_, params) = read_params(model);
+        TrainState {
+            step: reader.step.unwrap_or(0),
+            params: params[self.trainable.clone()].to_vec(),
+            range: self.trainable.clone(),
+            first_moment: reader.first,
+            second_moment: reader.second,
+        }
+    }
+
+    /// Replaces the optimizer's moments with `state`'s (none for a state before the first step).
+    fn load_moments(&mut self, model: &TaskModel<B>, state: &TrainState) {
+        let mut records = self.optimizer.to_record();
+        records.clear();
+        if state.step > 0 {
+            let mut writer = MomentWriter::<B> {
+                records,
+                state,
+                device: self.device.clone(),
+                offset: 0,
+            };
+            model.visit(&mut writer);
+            records = writer.records;
+        }
+        self.optimizer = self.optimizer.clone().load_record(records);
     }
 
     /// The mean loss of `model` on `batch` and its gradients: the batch is cut into `self.parts`
@@ -260,6 +359,81 @@ fn part_gradients<B: AutodiffBackend>(
     let loss = model.loss(batch, device);
     let value = loss.clone().into_scalar().elem::<f32>();
     (value, GradientsParams::from_grads(loss.backward(), model))
+}
+
+type AdamWRecords<B> =
+    <OptimizerAdaptor<AdamW, TaskModel<B>, B> as Optimizer<TaskModel<B>, B>>::Record;
+
+/// Reads the optimizer's moments of the trainable tensors, in visit order.
+struct MomentReader<B: AutodiffBackend> {
+    records: AdamWRecords<B>,
+    trainable: std::ops::Range<usize>,
+    offset: usize,
+    step: Option<usize>,
+    first: Vec<f32>,
+    second: Vec<f32>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for MomentReader<B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let n = param.val().shape().num_elements();
+        let inside = self.trainable.start <= self.offset && self.offset + n <= self.trainable.end;
+        self.offset += n;
+        if !inside {
+            return;
+        }
+        let Some(record) = self.records.get(&param.id) else {
+            return;
+        };
+        let momentum = record.clone().into_state::<D>().momentum;
+        let time = *self.step.get_or_insert(momentum.time);
+        assert_eq!(time, momentum.time, "every trainable tensor steps together");
+        let values = |t: Tensor<B::InnerBackend, D>| {
+            t.into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("moments are f32")
+        };
+        self.first.extend(values(momentum.moment_1));
+        self.second.extend(values(momentum.moment_2));
+    }
+}
+
+/// Writes a training state's moments into the optimizer's records of the trainable tensors.
+struct MomentWriter<'a, B: AutodiffBackend> {
+    records: AdamWRecords<B>,
+    state: &'a TrainState,
+    device: B::Device,
+    offset: usize,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for MomentWriter<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let shape = param.val().shape();
+        let n = shape.num_elements();
+        let (range, at) = (&self.state.range, self.offset);
+        self.offset += n;
+        if at < range.start || at + n > range.end {
+            return;
+        }
+        let within = at - range.start..at - range.start + n;
+        let tensor = |values: &[f32]| {
+            Tensor::<B::InnerBackend, D>::from_data(
+                TensorData::new(values[within.clone()].to_vec(), shape.clone()),
+                &self.device,
+            )
+        };
+        let momentum = burn::optim::AdaptiveMomentumState {
+            time: self.state.step,
+            moment_1: tensor(&self.state.first_moment),
+            moment_2: tensor(&self.state.second_moment),
+            max_moment_2: None,
+        };
+        let record = burn::optim::record::AdaptorRecord::from_state::<D>(burn::optim::AdamWState {
+            momentum,
+        });
+        self.records.insert(param.id, record);
+    }
 }
 
 /// Sums each parameter's gradients over the parts, each times its weight, in the parts' order.

@@ -18,6 +18,7 @@ use crate::corpus::MarkovCorpus;
 use crate::groups::{NoGroupFits, ParamGroup, ParamGroups};
 use crate::params::{ParamLayout, read_params, write_params};
 use crate::rng::{SeededRng, salt};
+use crate::segment::TrainState;
 use crate::spec::TaskSpec;
 use crate::table::TableCorpus;
 use crate::text::TextCorpus;
@@ -183,10 +184,60 @@ impl TaskEngine {
         trainable: std::ops::Range<usize>,
         on_step: impl FnMut(usize, f32),
     ) -> Result<TrainOutcome, AssignmentError> {
+        self.train_window_in_segments::<B>(
+            device,
+            start,
+            (window, window_seed, uid),
+            trainable,
+            on_step,
+            |_| {},
+        )
+    }
+
+    /// `train_window`, handing `on_segment` the training state at the end of each of the task's
+    /// segments (`TrainingSpec::segments`), in order: the states a miner commits to.
+    pub fn train_window_in_segments<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+        start: &[f32],
+        (window, window_seed, uid): (u64, u64, u16),
+        trainable: std::ops::Range<usize>,
+        on_step: impl FnMut(usize, f32),
+        on_segment: impl FnMut(TrainState),
+    ) -> Result<TrainOutcome, AssignmentError> {
         let assignment = self.assignment(window, window_seed, uid)?;
         let batches = self.training_batches(&assignment, window_seed);
         let mut trainer = self.trainer::<B>(device).with_trainable(trainable);
-        Ok(trainer.train_from(start, &batches, self.spec.inner_lr(window), on_step))
+        Ok(trainer.train_in_segments(
+            start,
+            &batches,
+            self.spec.inner_lr(window),
+            self.spec.training.segment_steps,
+            on_step,
+            on_segment,
+        ))
+    }
+
+    /// Segment `segment` of `uid`'s window re-executed on the CPU from the training state `from`
+    /// (the state the miner committed to at the segment's start) over the window's checkpoint
+    /// `base`: the state at the segment's end.
+    pub fn reexecute_segment(
+        &self,
+        base: &[f32],
+        (window, window_seed, uid): (u64, u64, u16),
+        segment: usize,
+        from: &TrainState,
+    ) -> Result<TrainState, AssignmentError> {
+        let steps = self.spec.training.segments()[segment].clone();
+        assert_eq!(
+            from.step, steps.start,
+            "a segment starts where the one before ended"
+        );
+        let assignment = self.assignment(window, window_seed, uid)?;
+        let batches = self.training_batches(&assignment, window_seed);
+        Ok(self
+            .trainer::<crate::CpuTrainBackend>(&Default::default())
+            .resume(base, from, &batches[steps], self.spec.inner_lr(window)))
     }
 
     /// A trainer on `device` whose optimizer state is fresh.

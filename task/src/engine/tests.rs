@@ -108,3 +108,62 @@ fn a_group_miner_moves_only_its_group_and_its_gradient_still_helps() {
         assert!(after < before, "group {}: {before} -> {after}", group.index);
     }
 }
+
+/// A window trained in segments has the bits of the window trained whole, and every segment
+/// re-executed from the state at its start (as a miner serves it, through its bytes) ends in the
+/// very state the window reached there: an audit of a segment on the CPU compares bits.
+#[test]
+fn a_segment_resumed_from_its_served_state_ends_in_the_same_bits() {
+    let mut spec = tiny_spec();
+    spec.training.segment_steps = 5;
+    spec.training.warmup_steps = 3;
+    let engine = TaskEngine::new(spec);
+    let start = engine.genesis();
+    let device = Default::default();
+    let (window, seed, uid) = (2, 11, 1);
+    let whole = engine
+        .train_window::<CpuTrainBackend>(
+            &device,
+            &start.params,
+            window,
+            seed,
+            uid,
+            0..start.params.len(),
+            |_, _| {},
+        )
+        .unwrap();
+    let group = ParamGroups::balanced(engine.layout(), 3).groups()[1]
+        .range
+        .clone();
+    for trainable in [0..start.params.len(), group] {
+        let mut states = vec![TrainState::fresh(&start.params, trainable.clone())];
+        let outcome = engine
+            .train_window_in_segments::<CpuTrainBackend>(
+                &device,
+                &start.params,
+                (window, seed, uid),
+                trainable.clone(),
+                |_, _| {},
+                |state| states.push(state),
+            )
+            .unwrap();
+        if trainable.len() == start.params.len() {
+            assert_eq!(outcome.end, whole.end, "segments change no bit");
+        }
+        assert_eq!(states.len(), 4, "12 steps in segments of 5, 5 and 2");
+        assert_eq!(states.last().unwrap().whole(&start.params), outcome.end);
+        for segment in 0..3 {
+            let served = &states[segment];
+            let bytes = served.to_bytes();
+            let from = TrainState::from_bytes(&bytes, served.step, trainable.clone()).unwrap();
+            let end = engine
+                .reexecute_segment(&start.params, (window, seed, uid), segment, &from)
+                .unwrap();
+            assert_eq!(
+                end.digest(),
+                states[segment + 1].digest(),
+                "segment {segment}"
+            );
+        }
+    }
+}
