@@ -208,6 +208,11 @@ fn publish_claims(
     residual_out: &[f32],
 ) {
     let engine = miner.engine();
+    let segments: Vec<Vec<u8>> = miner
+        .claimed_segments(checkpoint, dense)
+        .iter()
+        .map(task::segment::TrainState::to_bytes)
+        .collect();
     let dense = codec::encode_dense(dense);
     let residual = codec::encode_dense(residual_in.0);
     let commitment = commitment::commit(
@@ -223,6 +228,8 @@ fn publish_claims(
             residual_window: residual_in.1,
             residual_out_digest: subnet_proto::digest(&codec::encode_dense(residual_out)),
             group_capacity: miner.group_capacity(),
+            segments: segments.iter().map(|b| subnet_proto::digest(b)).collect(),
+            backend: commitment::CPU_BACKEND.into(),
         },
     );
     miner.publish(
@@ -232,6 +239,7 @@ fn publish_claims(
             payload: std::sync::Arc::new(payload),
             dense: std::sync::Arc::new(dense),
             residual_in: std::sync::Arc::new(residual),
+            segments: segments.into_iter().map(std::sync::Arc::new).collect(),
         },
     );
 }
@@ -488,6 +496,7 @@ impl<C: Chain> Turn<'_, C> {
                 payload: std::sync::Arc::new(payload),
                 dense: honest_work.dense.clone(),
                 residual_in: honest_work.residual_in.clone(),
+                segments: honest_work.segments.clone(),
             },
         );
         Ok(())
@@ -621,6 +630,7 @@ impl<C: Chain> Turn<'_, C> {
                 payload: served.payload.clone(),
                 dense: served.dense.clone(),
                 residual_in: served.residual_in.clone(),
+                segments: served.segments.clone(),
             },
         );
         Ok(())
@@ -749,6 +759,7 @@ pub fn after_close<C: Chain>(
             payload: victim.payload.clone(),
             dense: victim.dense.clone(),
             residual_in: victim.residual_in.clone(),
+            segments: victim.segments.clone(),
         },
     );
 }
@@ -769,6 +780,8 @@ fn resign(miner: &Miner<impl Chain>, c: pb::Commitment) -> pb::Commitment {
             residual_window: c.residual_window,
             residual_out_digest: digest32(&c.residual_out_digest),
             group_capacity: c.group_capacity,
+            segments: c.segment_digests.iter().map(|d| digest32(d)).collect(),
+            backend: c.backend,
         },
     )
 }

@@ -11,5 +11,8 @@ pub mod residual;
 mod service;
 
 pub use metrics::Metrics;
-pub use node::{Miner, MinerError, Progress, ProgressHook, ServedGradient, TrainReport};
+pub use node::{
+    Miner, MinerError, Progress, ProgressHook, ServedGradient, TrainReport, Trained,
+    claimed_segments,
+};
 pub use service::MinerService;

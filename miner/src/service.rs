@@ -219,7 +219,16 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
                 request.window
             )));
         }
-        let bytes = stream::shared(gradient.part(part).clone());
+        let part_bytes = gradient.part(part, request.segment).ok_or_else(|| {
+            self.reject("malformed");
+            Status::invalid_argument(format!(
+                "window {} has {} segments, there is no segment {}",
+                request.window,
+                gradient.segments.len(),
+                request.segment
+            ))
+        })?;
+        let bytes = stream::shared(part_bytes.clone());
         tracing::debug!(caller = %caller.short(), bytes = bytes.len(), ?part, "serving gradient");
         let commitment = pb::GradientChunk {
             part: Some(pb::gradient_chunk::Part::Commitment(

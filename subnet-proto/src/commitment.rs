@@ -8,7 +8,7 @@ use subxt_signer::sr25519::{Keypair, PublicKey, Signature, verify};
 
 fn signing_payload(c: &Commitment) -> [u8; 32] {
     let mut bytes = Vec::with_capacity(300);
-    bytes.extend_from_slice(b"subnet-commitment-v4");
+    bytes.extend_from_slice(b"subnet-commitment-v5");
     bytes.extend_from_slice(&c.hotkey);
     bytes.extend_from_slice(&c.window.to_le_bytes());
     bytes.extend_from_slice(&c.task_digest);
@@ -20,6 +20,13 @@ fn signing_payload(c: &Commitment) -> [u8; 32] {
     bytes.extend_from_slice(&c.residual_window.to_le_bytes());
     bytes.extend_from_slice(&c.residual_out_digest);
     bytes.extend_from_slice(&c.group_capacity.to_le_bytes());
+    bytes.extend_from_slice(&(c.segment_digests.len() as u64).to_le_bytes());
+    for d in &c.segment_digests {
+        bytes.extend_from_slice(&(d.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(d);
+    }
+    bytes.extend_from_slice(&(c.backend.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(c.backend.as_bytes());
     crate::digest(&bytes)
 }
 
@@ -39,6 +46,23 @@ pub struct Claims {
     pub residual_out_digest: [u8; 32],
     /// The most parameters of a group the miner holds (0: any; see `task::groups`).
     pub group_capacity: u64,
+    /// The digest of the training state at the end of each segment of the window, in order.
+    pub segments: Vec<[u8; 32]>,
+    /// The backend that trained the window (`cpu`: audits compare bits).
+    pub backend: String,
+}
+
+/// The backend name of a window trained on the CPU, whose audits compare bits.
+pub const CPU_BACKEND: &str = "cpu";
+
+/// The longest backend name a commitment may carry.
+pub const MAX_BACKEND_LEN: usize = 32;
+
+impl Claims {
+    /// Whether an audit must reproduce the window bit for bit (it was trained on the CPU).
+    pub fn bit_exact(&self) -> bool {
+        self.backend == CPU_BACKEND
+    }
 }
 
 /// Signs `claims` with the miner's hotkey.
@@ -56,6 +80,8 @@ pub fn commit(keypair: &Keypair, claims: &Claims) -> Commitment {
         residual_out_digest: claims.residual_out_digest.to_vec(),
         residual_window: claims.residual_window,
         group_capacity: claims.group_capacity,
+        segment_digests: claims.segments.iter().map(|d| d.to_vec()).collect(),
+        backend: claims.backend.clone(),
     };
     c.signature = keypair.sign(&signing_payload(&c)).0.to_vec();
     c
@@ -102,6 +128,12 @@ impl SignedCommitment {
                 residual_window: c.residual_window,
                 residual_out_digest: bytes("residual_out_digest", &c.residual_out_digest)?,
                 group_capacity: c.group_capacity,
+                segments: c
+                    .segment_digests
+                    .iter()
+                    .map(|d| bytes("segment_digests", d))
+                    .collect::<Result<_, _>>()?,
+                backend: backend(&c.backend)?,
             },
             signature: bytes("signature", &c.signature)?,
         })
@@ -123,6 +155,8 @@ impl SignedCommitment {
             residual_out_digest: c.residual_out_digest.to_vec(),
             residual_window: c.residual_window,
             group_capacity: c.group_capacity,
+            segment_digests: c.segments.iter().map(|d| d.to_vec()).collect(),
+            backend: c.backend.clone(),
         }
     }
 
@@ -130,6 +164,17 @@ impl SignedCommitment {
     pub fn same_claims(&self, other: &Self) -> bool {
         self.hotkey == other.hotkey && self.claims == other.claims
     }
+}
+
+/// A backend name that fits in a commitment.
+fn backend(name: &str) -> Result<String, CommitmentError> {
+    if name.len() > MAX_BACKEND_LEN || name.chars().any(|c| c.is_control()) {
+        return Err(CommitmentError::Malformed {
+            field: "backend",
+            len: name.len(),
+        });
+    }
+    Ok(name.to_string())
 }
 
 /// Why a commitment or its payload was refused.
@@ -159,6 +204,8 @@ pub enum CommitmentError {
     WrongLength { expected: u64, found: u64 },
     #[error("payload digest {found} does not match the committed digest {expected}")]
     DigestMismatch { expected: String, found: String },
+    #[error("commits to {declared} segment states; the task's window has {expected} segments")]
+    SegmentCount { declared: usize, expected: usize },
     #[error("commitment's {field} is {len} bytes long")]
     Malformed { field: &'static str, len: usize },
 }
@@ -171,6 +218,8 @@ pub struct Expected<'a> {
     pub checkpoint_digest: &'a [u8; 32],
     /// The exact payload length of the task's encoding.
     pub payload_len: u64,
+    /// The task's segments in a window.
+    pub segments: usize,
 }
 
 /// Checks everything about a commitment that can be checked before the payload arrives.
@@ -217,6 +266,13 @@ pub fn verify_commitment(c: &Commitment, expected: &Expected<'_>) -> Result<(), 
             expected: expected.payload_len,
         });
     }
+    if c.segment_digests.len() != expected.segments {
+        return Err(CommitmentError::SegmentCount {
+            declared: c.segment_digests.len(),
+            expected: expected.segments,
+        });
+    }
+    SignedCommitment::from_wire(c)?;
     Ok(())
 }
 
@@ -258,6 +314,8 @@ mod tests {
             residual_window: 6,
             residual_out_digest: [5; 32],
             group_capacity: 0,
+            segments: vec![[6; 32], [7; 32]],
+            backend: CPU_BACKEND.into(),
         };
         let c = commit(&miner, &claims);
         let again = commit(&miner, &claims);
@@ -279,8 +337,40 @@ mod tests {
             task_digest: &[1; 32],
             checkpoint_digest: &[2; 32],
             payload_len: 8,
+            segments: 2,
         };
         verify_commitment(&c, &ok).unwrap();
+        assert_eq!(
+            verify_commitment(&c, &Expected { segments: 3, ..ok }),
+            Err(CommitmentError::SegmentCount {
+                declared: 2,
+                expected: 3
+            })
+        );
+        for (field, change) in [
+            (
+                "segments",
+                Claims {
+                    segments: vec![[6; 32], [8; 32]],
+                    ..claims.clone()
+                },
+            ),
+            (
+                "backend",
+                Claims {
+                    backend: "cuda:0".into(),
+                    ..claims.clone()
+                },
+            ),
+        ] {
+            let mut forged = commit(&miner, &change);
+            forged.signature = c.signature.clone();
+            assert_eq!(
+                verify_commitment(&forged, &ok),
+                Err(CommitmentError::BadSignature),
+                "{field} is signed"
+            );
+        }
         verify_payload(&c, b"gradient").unwrap();
         assert!(matches!(
             verify_payload(&c, b"gradienT"),
@@ -345,6 +435,8 @@ mod tests {
             residual_window: 2,
             residual_out_digest: [6; 32],
             group_capacity: 7,
+            segments: vec![[8; 32]],
+            backend: "wgpu".into(),
         };
         let wire = commit(&miner, &claims);
         let read = SignedCommitment::from_wire(&wire).unwrap();

@@ -3,6 +3,7 @@
 
 use crate::assignment::AssignmentError;
 use crate::engine::TaskEngine;
+use crate::segment::TrainState;
 use crate::trainer::{CpuTrainBackend, TrainOutcome};
 use std::fmt;
 use std::str::FromStr;
@@ -101,37 +102,49 @@ impl Device {
         trainable: std::ops::Range<usize>,
         on_step: impl FnMut(usize, f32),
     ) -> Result<TrainOutcome, AssignmentError> {
+        let who = (window, window_seed, uid);
+        self.train_window_in_segments(engine, start, who, trainable, on_step, |_| {})
+    }
+
+    /// `engine.train_window_in_segments` on this device.
+    pub fn train_window_in_segments(
+        self,
+        engine: &TaskEngine,
+        start: &[f32],
+        who: (u64, u64, u16),
+        trainable: std::ops::Range<usize>,
+        on_step: impl FnMut(usize, f32),
+        on_segment: impl FnMut(TrainState),
+    ) -> Result<TrainOutcome, AssignmentError> {
         match self {
-            Device::Cpu => engine.train_window::<CpuTrainBackend>(
+            Device::Cpu => engine.train_window_in_segments::<CpuTrainBackend>(
                 &Default::default(),
                 start,
-                window,
-                window_seed,
-                uid,
+                who,
                 trainable,
                 on_step,
+                on_segment,
             ),
             #[cfg(feature = "cuda")]
             Device::Cuda(index) => engine
-                .train_window::<burn::backend::Autodiff<burn::backend::Cuda>>(
+                .train_window_in_segments::<burn::backend::Autodiff<burn::backend::Cuda>>(
                     &burn::backend::cuda::CudaDevice { index },
                     start,
-                    window,
-                    window_seed,
-                    uid,
+                    who,
                     trainable,
                     on_step,
+                    on_segment,
                 ),
             #[cfg(feature = "wgpu")]
-            Device::Wgpu => engine.train_window::<burn::backend::Autodiff<burn::backend::Wgpu>>(
-                &burn::backend::wgpu::WgpuDevice::DefaultDevice,
-                start,
-                window,
-                window_seed,
-                uid,
-                trainable,
-                on_step,
-            ),
+            Device::Wgpu => engine
+                .train_window_in_segments::<burn::backend::Autodiff<burn::backend::Wgpu>>(
+                    &burn::backend::wgpu::WgpuDevice::DefaultDevice,
+                    start,
+                    who,
+                    trainable,
+                    on_step,
+                    on_segment,
+                ),
         }
     }
 }

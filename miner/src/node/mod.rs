@@ -15,6 +15,7 @@ use subnet_proto::{commitment, pb};
 use subxt_signer::sr25519::Keypair;
 use task::assignment::AssignmentError;
 use task::checkpoint::CheckpointError;
+use task::segment::TrainState;
 use task::{Checkpoint, Digest, TaskEngine};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,17 +51,64 @@ pub struct ServedGradient {
     pub payload: Arc<Vec<u8>>,
     pub dense: Arc<Vec<u8>>,
     pub residual_in: Arc<Vec<u8>>,
+    /// The training state at the end of each segment (`task::segment` bytes), in order.
+    pub segments: Vec<Arc<Vec<u8>>>,
 }
 
 impl ServedGradient {
-    /// The bytes of one part.
-    pub fn part(&self, part: pb::GradientPart) -> &Arc<Vec<u8>> {
+    /// The bytes of one part (`segment`: which segment's end state, for that part); None for a
+    /// segment the window does not have.
+    pub fn part(&self, part: pb::GradientPart, segment: u32) -> Option<&Arc<Vec<u8>>> {
         match part {
-            pb::GradientPart::Payload => &self.payload,
-            pb::GradientPart::Dense => &self.dense,
-            pb::GradientPart::Residual => &self.residual_in,
+            pb::GradientPart::Payload => Some(&self.payload),
+            pb::GradientPart::Dense => Some(&self.dense),
+            pb::GradientPart::Residual => Some(&self.residual_in),
+            pb::GradientPart::Segment => self.segments.get(segment as usize),
         }
     }
+}
+
+/// The segment states a miner that did not train its window claims for `delta`: the straight line
+/// from the checkpoint to `checkpoint - delta` over `range`, with no moments. Audits of any
+/// segment but a window's only one find they were not trained.
+pub fn claimed_segments(
+    engine: &TaskEngine,
+    checkpoint: &[f32],
+    delta: &[f32],
+    range: std::ops::Range<usize>,
+) -> Vec<TrainState> {
+    let segments = engine.spec().training.segments();
+    let n = segments.len().max(1);
+    segments
+        .iter()
+        .enumerate()
+        .map(|(i, steps)| {
+            let share = (i + 1) as f32 / n as f32;
+            let params = range
+                .clone()
+                .map(|p| checkpoint[p] - share * delta[p])
+                .collect();
+            TrainState {
+                step: steps.end,
+                range: range.clone(),
+                params,
+                first_moment: vec![0.0; range.len()],
+                second_moment: vec![0.0; range.len()],
+            }
+        })
+        .collect()
+}
+
+/// A window's work as `Miner::commit_trained` takes it.
+pub struct Trained<'a> {
+    /// The pseudo-gradient (whole model).
+    pub delta: &'a [f32],
+    /// The parameters trained (the window's group).
+    pub range: std::ops::Range<usize>,
+    /// The training state at the end of each segment.
+    pub segments: &'a [TrainState],
+    /// The backend that trained it (the `Device` name; `cpu` is audited bit for bit).
+    pub backend: String,
 }
 
 /// What one window of training did.
@@ -333,16 +381,18 @@ impl<C: Chain> Miner<C> {
             started,
             hook: self.inner.on_progress.clone(),
         };
-        let outcome = tokio::task::spawn_blocking(move || {
-            device.train_window(
-                &engine,
-                &start,
-                window,
-                window_seed,
-                uid,
-                trainable,
-                |step, loss| steps.step(step, loss),
-            )
+        let (outcome, segments) = tokio::task::spawn_blocking(move || {
+            let mut segments = Vec::new();
+            device
+                .train_window_in_segments(
+                    &engine,
+                    &start,
+                    (window, window_seed, uid),
+                    trainable,
+                    |step, loss| steps.step(step, loss),
+                    |state| segments.push(state),
+                )
+                .map(|outcome| (outcome, segments))
         })
         .await
         .map_err(|e| MinerError::Training(e.to_string()))??;
@@ -352,7 +402,13 @@ impl<C: Chain> Miner<C> {
             outcome.losses.last().copied().unwrap_or(f32::NAN),
         );
         let delta = outcome.into_pseudo_gradient(&checkpoint.params);
-        let served = self.commit_work_in(window, checkpoint.digest, &delta, group.range.clone());
+        let trained = Trained {
+            delta: &delta,
+            range: group.range.clone(),
+            segments: &segments,
+            backend: self.inner.device.to_string(),
+        };
+        let served = self.commit_trained(window, checkpoint.digest, trained);
         let report = TrainReport {
             window,
             uid,
@@ -382,20 +438,42 @@ impl<C: Chain> Miner<C> {
     /// Compresses `window`'s pseudo-gradient `delta` (trained from the checkpoint `checkpoint`) with
     /// the error-feedback residual carried into the window, signs the commitment to all of it and
     /// keeps the residual that comes out for the next window (and on disk, with a residual file).
+    /// For work not trained here: the segment states it commits to are `claimed_segments`.
     pub fn commit_work(&self, window: u64, checkpoint: Digest, delta: &[f32]) -> ServedGradient {
-        self.commit_work_in(window, checkpoint, delta, 0..delta.len())
+        let segments = self.claimed_segments(checkpoint, delta);
+        let trained = Trained {
+            delta,
+            range: 0..delta.len(),
+            segments: &segments,
+            backend: subnet_proto::commitment::CPU_BACKEND.into(),
+        };
+        self.commit_trained(window, checkpoint, trained)
     }
 
-    /// `commit_work` for a window that trained the parameter group `range`: the payload encodes
-    /// only that group (`codec::compress_range`), and the residual keeps what the other groups
-    /// carry for later windows.
-    pub fn commit_work_in(
+    /// `claimed_segments` of `delta` from `checkpoint` (from zeros when the miner does not hold it).
+    pub fn claimed_segments(&self, checkpoint: Digest, delta: &[f32]) -> Vec<TrainState> {
+        let start = self
+            .checkpoint()
+            .filter(|c| c.digest == checkpoint)
+            .map_or_else(|| vec![0.0; delta.len()], |c| c.params.to_vec());
+        claimed_segments(self.engine(), &start, delta, 0..delta.len())
+    }
+
+    /// `commit_work` for a window trained here: the payload encodes only the trained parameter
+    /// group (`codec::compress_range`), the residual keeps what the other groups carry for later
+    /// windows, and the commitment names the segment states the training went through.
+    pub fn commit_trained(
         &self,
         window: u64,
         checkpoint: Digest,
-        delta: &[f32],
-        range: std::ops::Range<usize>,
+        trained: Trained,
     ) -> ServedGradient {
+        let Trained {
+            delta,
+            range,
+            segments,
+            backend,
+        } = trained;
         let engine = self.engine();
         let spec = &engine.spec().compression;
         let mut residual = self.inner.residual.lock().expect("residual lock");
@@ -415,6 +493,7 @@ impl<C: Chain> Miner<C> {
             .map(|(r, source)| (r.to_vec(), source))
             .unwrap_or_else(|| (vec![0.0; delta.len()], 0));
         let compressed = spec.compress(delta, &residual_in, range);
+        let segment_bytes: Vec<Vec<u8>> = segments.iter().map(TrainState::to_bytes).collect();
         let dense = codec::encode_dense(delta);
         let residual_in_bytes = codec::encode_dense(&residual_in);
         let commitment = commitment::commit(
@@ -432,6 +511,11 @@ impl<C: Chain> Miner<C> {
                     &compressed.residual_out,
                 )),
                 group_capacity: self.group_capacity(),
+                segments: segment_bytes
+                    .iter()
+                    .map(|b| subnet_proto::digest(b))
+                    .collect(),
+                backend,
             },
         );
         let next = Residual {
@@ -454,6 +538,7 @@ impl<C: Chain> Miner<C> {
             payload: Arc::new(compressed.payload),
             dense: Arc::new(dense),
             residual_in: Arc::new(residual_in_bytes),
+            segments: segment_bytes.into_iter().map(Arc::new).collect(),
         }
     }
 
