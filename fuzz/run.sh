@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${1:-60}
 shift || true
-all=(requests responses gradient_payload gradient_roundtrip checkpoint task_toml replay_log data_dir
+all=(requests responses gradient_payload gradient_roundtrip checkpoint segment_state task_toml replay_log data_dir
   keyfile yuma_input timelock_commit)
 targets=("${@:-${all[@]}}")
 [ $# -eq 0 ] && targets=("${all[@]}")

@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("gradient_payload", gradient_payload),
     ("gradient_roundtrip", gradient_roundtrip),
     ("checkpoint", checkpoint),
+    ("segment_state", segment_state),
     ("task_toml", task_toml),
     ("replay_log", replay_log),
     ("data_dir", data_dir),
@@ -134,6 +135,7 @@ fn commitment_answer(c: &pb::Commitment, payload: &[u8]) -> bool {
         task_digest: &task,
         checkpoint_digest: &checkpoint,
         payload_len: c.payload_len,
+        segments: c.segment_digests.len(),
     };
     let verified = commitment::verify_commitment(c, &expected(c.window)).is_ok();
     if verified {
@@ -252,6 +254,27 @@ pub fn checkpoint(data: &[u8]) -> bool {
     let mut other = digest;
     other.0[0] ^= 1;
     assert!(task::Checkpoint::from_bytes(data, &TASK_DIGEST, params, Some(&other)).is_err());
+    true
+}
+
+/// A segment's training state an audit reads: the step and range it expects are taken from the
+/// input's own header. One that decodes has finite values, re-encodes to the same bytes, and is
+/// refused as the state of any other step.
+pub fn segment_state(data: &[u8]) -> bool {
+    let word = |i: usize| {
+        data.get(8 + 8 * i..16 + 8 * i)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    let (step, start, end) = (word(0) as usize, word(1) as usize, word(2) as usize);
+    if start > end || end - start > data.len() {
+        return false;
+    }
+    let Ok(state) = task::segment::TrainState::from_bytes(data, step, start..end) else {
+        return false;
+    };
+    assert!(state.params.iter().all(|p| p.is_finite()));
+    assert_eq!(state.to_bytes(), data);
+    assert!(task::segment::TrainState::from_bytes(data, step ^ 1, start..end).is_err());
     true
 }
 

@@ -18,6 +18,8 @@ pub fn generated() -> Vec<(&'static str, Vec<u8>)> {
     out.extend(responses().into_iter().map(|s| ("responses", s)));
     out.extend(gradients());
     out.push(("checkpoint", checkpoint()));
+    out.push(("segment_state", segment_state(0)));
+    out.push(("segment_state", segment_state(6)));
     for task in [
         include_str!("../../tasks/tiny-lm.toml"),
         include_str!("../../tasks/localnet-lm.toml"),
@@ -56,6 +58,7 @@ fn requests() -> Vec<Vec<u8>> {
                 window: 3,
                 task_digest: TASK_DIGEST.to_vec(),
                 part: pb::GradientPart::Dense as i32,
+                segment: 0,
             },
         ),
         signed(3, pb::LatestCheckpointRequest::default()),
@@ -84,6 +87,8 @@ fn signed_commitment() -> pb::Commitment {
             residual_window: 0,
             residual_out_digest: [0; 32],
             group_capacity: 0,
+            segments: vec![[7; 32]],
+            backend: commitment::CPU_BACKEND.into(),
         },
     )
 }
@@ -177,6 +182,18 @@ fn gradients() -> Vec<(&'static str, Vec<u8>)> {
 
 fn checkpoint() -> Vec<u8> {
     task::Checkpoint::new(TASK_DIGEST, vec![0.25, -1.0, 3.5, 0.0]).to_bytes()
+}
+
+fn segment_state(step: usize) -> Vec<u8> {
+    let moments = |x: f32| if step == 0 { vec![] } else { vec![x; 3] };
+    task::segment::TrainState {
+        step,
+        range: 1..4,
+        params: vec![0.5, -2.0, 1.0],
+        first_moment: moments(0.25),
+        second_moment: moments(1e-3),
+    }
+    .to_bytes()
 }
 
 fn keyfile() -> Vec<u8> {

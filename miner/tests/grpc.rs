@@ -98,6 +98,7 @@ fn request(caller: &Keypair, window: u64, engine: &TaskEngine) -> pb::GradientRe
             part: pb::GradientPart::Payload as i32,
             window,
             task_digest: engine.digest().to_vec(),
+            segment: 0,
         },
         caller,
         &dev::bob().public_key().0,
@@ -172,16 +173,25 @@ async fn the_commitment_is_served_at_once_and_the_gradient_after_the_close() {
         task_digest: &engine.digest(),
         checkpoint_digest: &engine.genesis().digest.0,
         payload_len: payload.len() as u64,
+        segments: engine.spec().training.segments().len(),
     };
     commitment::verify_commitment(c, &expected).unwrap();
     commitment::verify_payload(c, &payload).unwrap();
     assert!(commitment::same_claims(c, &committed));
     let served: &ServedGradient = &s.miner.gradient(3).unwrap();
     assert_eq!(&payload, served.payload.as_ref());
-    // The dense gradient and the residual come under the same commitment.
-    for part in [pb::GradientPart::Dense, pb::GradientPart::Residual] {
+    // The dense gradient, the residual and every segment's end state come under the same
+    // commitment; a segment the window does not have is refused.
+    let segments = served.segments.len() as u32;
+    assert_eq!(segments as usize, engine.spec().training.segments().len());
+    let parts = [pb::GradientPart::Dense, pb::GradientPart::Residual]
+        .map(|p| (p, 0))
+        .into_iter()
+        .chain((0..segments).map(|i| (pb::GradientPart::Segment, i)));
+    for (part, segment) in parts {
         let mut r = request(&dev::alice(), 3, &engine);
         r.part = part as i32;
+        r.segment = segment;
         let r = auth::sign(r, &dev::alice(), &dev::bob().public_key().0);
         let chunks = fetch(&mut s.client, r).await.unwrap();
         let bytes: Vec<u8> = chunks[1..]
@@ -191,8 +201,17 @@ async fn the_commitment_is_served_at_once_and_the_gradient_after_the_close() {
                 _ => panic!("data expected"),
             })
             .collect();
-        assert_eq!(&bytes, served.part(part).as_ref());
+        assert_eq!(&bytes, served.part(part, segment).unwrap().as_ref());
+        if part == pb::GradientPart::Segment {
+            assert_eq!(subnet_proto::digest(&bytes), c.segment_digests[segment as usize][..]);
+        }
     }
+    let mut beyond = request(&dev::alice(), 3, &engine);
+    beyond.part = pb::GradientPart::Segment as i32;
+    beyond.segment = segments;
+    let beyond = auth::sign(beyond, &dev::alice(), &dev::bob().public_key().0);
+    let refused = fetch(&mut s.client, beyond).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
     let _ = s.stop.send(());
     drop(s.chain);
 }
@@ -246,6 +265,7 @@ async fn refused_callers_get_distinct_codes() {
         pb::GradientRequest {
             auth: None,
             part: pb::GradientPart::Payload as i32,
+            segment: 0,
             window: 3,
             task_digest: vec![0; 32],
         },
@@ -260,6 +280,7 @@ async fn refused_callers_get_distinct_codes() {
         let body = pb::GradientRequest {
             auth: None,
             part: pb::GradientPart::Payload as i32,
+            segment: 0,
             window: 3,
             task_digest: engine.digest().to_vec(),
         };

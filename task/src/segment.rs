@@ -146,6 +146,29 @@ impl TrainState {
     }
 }
 
+/// How far a segment's re-executed end `redone` is from the end the miner served: the parameters'
+/// distance relative to the segment's movement (served end less start), and each moment's
+/// relative to its size; the largest of the three.
+pub fn segment_difference(start: &TrainState, end: &TrainState, redone: &TrainState) -> f64 {
+    let distance = |a: &[f32], b: &[f32], origin: Option<&[f32]>| {
+        let (mut diff, mut size) = (0f64, 0f64);
+        for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+            let o = origin.map_or(0.0, |o| o[i] as f64);
+            diff += (x as f64 - y as f64).powi(2);
+            size += (y as f64 - o).powi(2);
+        }
+        match (diff, size) {
+            (d, _) if d == 0.0 => 0.0,
+            (_, s) if s == 0.0 => f64::INFINITY,
+            (d, s) => (d / s).sqrt(),
+        }
+    };
+    let params = distance(&redone.params, &end.params, Some(&start.params));
+    let first = distance(&redone.first_moment, &end.first_moment, None);
+    let second = distance(&redone.second_moment, &end.second_moment, None);
+    params.max(first).max(second)
+}
+
 /// The inner steps a window of `inner_steps` takes in each segment of at most `segment_steps`
 /// (0: the whole window is one segment), as the step ranges in order.
 pub fn segments(inner_steps: usize, segment_steps: usize) -> Vec<std::ops::Range<usize>> {

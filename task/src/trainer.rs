@@ -64,7 +64,9 @@ pub struct Trainer<B: AutodiffBackend> {
     parallel: bool,
     /// The threads that compute every part but the first, started at the first step that needs
     /// them and kept until the trainer is dropped.
-    helpers: Vec<Helper>,
+    helpers: Vec<Helper>,    /// Noise added to every trained parameter after each step, relative to its value, drawn from
+    /// a seeded generator: a stand-in for another card's rounding (`with_step_noise`).
+    step_noise: Option<(f64, crate::rng::SeededRng)>,
 }
 
 /// A thread of a trainer's own that runs the jobs it is sent, in turn. Threads outside rayon's
@@ -124,12 +126,21 @@ impl<B: AutodiffBackend> Trainer<B> {
             parts: if on_cpu { STEP_SHARDS } else { 1 },
             parallel: on_cpu && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
             helpers: Vec::new(),
+            step_noise: None,
         }
     }
 
     /// Only the parameters in `trainable` train (a miner's group); the rest stays frozen.
     pub fn with_trainable(mut self, trainable: std::ops::Range<usize>) -> Self {
         self.trainable = trainable;
+        self
+    }
+
+    /// After every step, each trained parameter p becomes p (1 + relative z), z standard normal
+    /// drawn from `seed`: training as an unknown card's rounding might perturb it, for measuring
+    /// how far honest training drifts from a re-execution. Never used to train for real.
+    pub fn with_step_noise(mut self, relative: f64, seed: u64) -> Self {
+        self.step_noise = Some((relative, crate::rng::SeededRng::derived(&[seed, 0x4E4F_4953])));
         self
     }
 
@@ -231,6 +242,13 @@ impl<B: AutodiffBackend> Trainer<B> {
                 1.0
             };
             model = self.optimizer.step(lr * warm, model, grads);
+            if let Some((relative, rng)) = &mut self.step_noise {
+                let (_, mut params) = read_params(&model);
+                for p in &mut params[self.trainable.clone()] {
+                    *p *= 1.0 + (*relative * rng.normal()) as f32;
+                }
+                model = write_params_trainable(model, &params, self.trainable.clone());
+            }
             on_step(step, value);
         }
         model

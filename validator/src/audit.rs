@@ -181,6 +181,7 @@ pub fn stored_subject(
             payload,
             group,
             residual_out: pending.residual_out,
+            backend: pending.backend.clone(),
         },
     }))
 }
@@ -200,6 +201,22 @@ pub fn audited(secret: u64, uid: u16, window: u64, period: u64) -> bool {
 }
 
 const AUDIT: u64 = 0x4155_4449;
+
+/// The segments of `uid`'s `window` an audit by the validator with `secret` re-executes, in order:
+/// one drawn from the secret among all but the last, and always the last (whose end the dense
+/// gradient was read from). A window of one segment is re-executed whole.
+pub fn audited_segments(secret: u64, uid: u16, window: u64, segments: usize) -> Vec<usize> {
+    let Some(last) = segments.checked_sub(1) else {
+        return Vec::new();
+    };
+    if last == 0 {
+        return vec![0];
+    }
+    let drawn = task::rng::derive_seed(&[secret, SEGMENT, uid as u64, window]) % last as u64;
+    vec![drawn as usize, last]
+}
+
+const SEGMENT: u64 = 0x5345_474D;
 
 /// Why an audited miner's artefacts do not fit together.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -340,6 +357,8 @@ mod tests {
             residual_window: from,
             residual_out_digest: [residual_out; 32],
             group_capacity: 0,
+            segments: Vec::new(),
+            backend: String::new(),
         }
     }
 

@@ -158,6 +158,7 @@ impl Gatherer<'_> {
                 task_digest: &self.engine.digest(),
                 checkpoint_digest: checkpoint,
                 payload_len,
+                segments: self.engine.spec().training.segments().len(),
             },
         )
     }
@@ -235,6 +236,47 @@ impl Gatherer<'_> {
         part: pb::GradientPart,
         collected: &SignedCommitment,
     ) -> Result<Vec<u8>, Rejection> {
+        let (n, claims) = (self.engine.num_params(), &collected.claims);
+        let dense_len = Layout::DenseF32.payload_len(n) as u64;
+        let (limit, digest) = match part {
+            pb::GradientPart::Payload => (claims.payload_len, claims.payload_digest),
+            pb::GradientPart::Dense => (dense_len, claims.dense_digest),
+            pb::GradientPart::Residual => (dense_len, claims.residual_in_digest),
+            pb::GradientPart::Segment => return Err(Rejection::NoCommitment),
+        };
+        self.stream(neuron, (window, part, 0), collected, (limit, digest))
+            .await
+    }
+
+    /// The training state at the end of segment `segment` of `window`, over the parameters
+    /// `range` the miner trained, as `collected` names it (see `part`).
+    pub async fn segment_state(
+        &self,
+        neuron: &Neuron,
+        window: u64,
+        segment: usize,
+        range: &Range<usize>,
+        collected: &SignedCommitment,
+    ) -> Result<Vec<u8>, Rejection> {
+        let steps = self.engine.spec().training.segments();
+        let (Some(at), Some(digest)) = (steps.get(segment), collected.claims.segments.get(segment))
+        else {
+            return Err(Rejection::NoCommitment);
+        };
+        let limit = task::segment::TrainState::encoded_len(at.end, range.len()) as u64;
+        let part = (window, pb::GradientPart::Segment, segment as u32);
+        self.stream(neuron, part, collected, (limit, *digest)).await
+    }
+
+    /// Streams one artefact: its first chunk must be a commitment with `collected`'s claims, the
+    /// rest exactly `limit` bytes whose digest is `digest`.
+    async fn stream(
+        &self,
+        neuron: &Neuron,
+        (window, part, segment): (u64, pb::GradientPart, u32),
+        collected: &SignedCommitment,
+        (limit, digest): (u64, [u8; 32]),
+    ) -> Result<Vec<u8>, Rejection> {
         let fetch = async {
             let mut client = self.client(neuron).await?;
             let request = auth::sign(
@@ -243,6 +285,7 @@ impl Gatherer<'_> {
                     window,
                     task_digest: self.engine.digest().to_vec(),
                     part: part as i32,
+                    segment,
                 },
                 self.keypair,
                 &neuron.hotkey.0,
@@ -261,17 +304,6 @@ impl Gatherer<'_> {
             if !SignedCommitment::from_wire(&c).is_ok_and(|c| c.same_claims(collected)) {
                 return Err(Rejection::OtherCommitment);
             }
-            let (n, claims) = (self.engine.num_params(), &collected.claims);
-            let (limit, digest) = match part {
-                pb::GradientPart::Payload => (claims.payload_len, &claims.payload_digest),
-                pb::GradientPart::Dense => {
-                    (Layout::DenseF32.payload_len(n) as u64, &claims.dense_digest)
-                }
-                pb::GradientPart::Residual => (
-                    Layout::DenseF32.payload_len(n) as u64,
-                    &claims.residual_in_digest,
-                ),
-            };
             let mut bytes = Vec::with_capacity(limit as usize);
             while let Some(chunk) = stream.message().await.map_err(refused)? {
                 let Some(pb::gradient_chunk::Part::Data(data)) = chunk.part else {
@@ -283,7 +315,7 @@ impl Gatherer<'_> {
                 bytes.extend_from_slice(&data);
             }
             let found = subnet_proto::digest(&bytes);
-            if bytes.len() as u64 != limit || found.as_slice() != digest.as_slice() {
+            if bytes.len() as u64 != limit || found != digest {
                 return Err(Rejection::Commitment(CommitmentError::DigestMismatch {
                     expected: hex::encode(digest),
                     found: hex::encode(found),

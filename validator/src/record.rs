@@ -68,6 +68,10 @@ pub struct GradientRecord {
     /// parameter group, which the payload encodes).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub group_capacity: u64,
+    /// The backend the commitment says trained the gradient (`cpu`: its audits compare bits;
+    /// empty in records from before segments).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub backend: String,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -89,6 +93,21 @@ pub struct AuditRecord {
     pub relative_difference: Option<f64>,
     /// Why the audit failed, if it did.
     pub failure: Option<scoring::Reason>,
+    /// The segments re-executed, with the states served (blobs); empty in records from before
+    /// segments, whose audits re-executed whole windows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentAudit>,
+}
+
+/// One segment an audit re-executed: the states the miner served for its start (none for a
+/// window's first segment, which starts from the checkpoint) and end, and how far the
+/// re-execution ended from the served end (relative to the segment's movement).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SegmentAudit {
+    pub segment: usize,
+    pub start: Option<Digest>,
+    pub end: Digest,
+    pub relative_difference: Option<f64>,
 }
 
 /// The weights a validator set on chain (uids and u16 values, as the SDK converts them), or why none

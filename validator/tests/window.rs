@@ -44,6 +44,8 @@ fn publish_dense(miner: &Miner<LocalChain>, key: &Keypair, window: u64, checkpoi
             residual_window: 0,
             residual_out_digest: subnet_proto::digest(&zero),
             group_capacity: 0,
+            segments: vec![[0; 32]; engine.spec().training.segments().len()],
+            backend: commitment::CPU_BACKEND.into(),
         },
     );
     miner.publish(
@@ -53,6 +55,7 @@ fn publish_dense(miner: &Miner<LocalChain>, key: &Keypair, window: u64, checkpoi
             dense: Arc::new(payload.clone()),
             payload: Arc::new(payload),
             residual_in: Arc::new(zero),
+            segments: Vec::new(),
         },
     );
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use task::{Checkpoint, CpuTrainBackend, Digest, TaskEngine, TaskSpec};
 use validator::window::{
     Artefacts, AuditGap, AuditRequest, Carried, Gathered, Gradient, PendingAudit, ResidualLink,
-    Setting, Subject, Unresolved, WindowInputs,
+    ServedSegment, Setting, Subject, Unresolved, WindowInputs,
 };
 
 /// The task with `layout` as its gradient codec.
@@ -76,23 +76,34 @@ fn train_miners(
     for (uid, residual) in residuals.iter_mut().enumerate() {
         let uid = uid as u16;
         let group = engine.group(seed, uid, 0).expect("uid fits the window");
+        let mut states = Vec::new();
         let outcome = engine
-            .train_window::<CpuTrainBackend>(
+            .train_window_in_segments::<CpuTrainBackend>(
                 &device,
                 &checkpoint.params,
-                window,
-                seed,
-                uid,
+                (window, seed, uid),
                 group.range.clone(),
                 |_, _| {},
+                |state| states.push(state.to_bytes()),
             )
             .expect("uid fits the window");
+        // The segments a validator whose secret is 0 would audit.
+        let audited = validator::audit::audited_segments(0, uid, window, states.len());
+        let segments = audited
+            .into_iter()
+            .map(|index| ServedSegment {
+                index,
+                start: index.checked_sub(1).map(|i| states[i].clone()),
+                end: states[index].clone(),
+            })
+            .collect();
         let dense = outcome.pseudo_gradient(&checkpoint.params);
         let out = c.compress(&dense, residual, group.range.clone());
         let values = codec::decode_as(&out.payload, group.len(), layout).expect("own payload");
         let artefacts = Artefacts {
             dense: codec::encode_dense(&dense),
             residual_in: codec::encode_dense(residual),
+            segments,
         };
         honest.served.insert(uid, artefacts);
         let residual_out = codec::encode_dense(&out.residual_out);
@@ -105,6 +116,7 @@ fn train_miners(
                 values: task::groups::scattered(&values, engine.num_params(), &group.range),
                 group: group.clone(),
                 residual_out: Digest(subnet_proto::digest(&residual_out)),
+                backend: subnet_proto::commitment::CPU_BACKEND.into(),
             }),
         });
     }

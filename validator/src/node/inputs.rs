@@ -5,7 +5,8 @@
 use super::*;
 use crate::audit::{Link, stored_subject};
 use crate::window::{
-    Artefacts, AuditGap, AuditRequest, Gradient, PendingAudit, ResidualLink, Subject, WindowInputs,
+    Artefacts, AuditGap, AuditRequest, Gradient, PendingAudit, ResidualLink, ServedSegment,
+    Subject, WindowInputs,
 };
 
 impl<C: Chain> Validator<C> {
@@ -58,6 +59,7 @@ impl<C: Chain> Validator<C> {
                             values,
                             group,
                             residual_out: Digest(claims.residual_out_digest),
+                            backend: claims.backend.clone(),
                         },
                     })
                 }
@@ -105,10 +107,14 @@ impl<C: Chain> Validator<C> {
     async fn fetch_artefacts(
         &self,
         neuron: &Neuron,
-        window: u64,
+        request: &AuditRequest,
         c: &SignedCommitment,
     ) -> Result<Artefacts, AuditGap> {
         let gatherer = self.gatherer();
+        let window = request.window;
+        let secret = self.state().audit_secret;
+        let count = self.engine().spec().training.segments().len();
+        let drawn = crate::audit::audited_segments(secret, request.uid, window, count);
         let served = async {
             let dense = gatherer
                 .part(neuron, window, pb::GradientPart::Dense, c)
@@ -116,7 +122,22 @@ impl<C: Chain> Validator<C> {
             let residual_in = gatherer
                 .part(neuron, window, pb::GradientPart::Residual, c)
                 .await?;
-            Ok::<_, Rejection>(Artefacts { dense, residual_in })
+            let state =
+                |segment: usize| gatherer.segment_state(neuron, window, segment, &request.range, c);
+            let mut segments = Vec::with_capacity(drawn.len());
+            for index in drawn {
+                let start = match index.checked_sub(1) {
+                    Some(before) => Some(state(before).await?),
+                    None => None,
+                };
+                let end = state(index).await?;
+                segments.push(ServedSegment { index, start, end });
+            }
+            Ok::<_, Rejection>(Artefacts {
+                dense,
+                residual_in,
+                segments,
+            })
         }
         .await;
         served.map_err(|e| match e {
@@ -124,7 +145,7 @@ impl<C: Chain> Validator<C> {
                 reason: Reason::new(
                     ReasonKind::AuditUnreachable,
                     format!(
-                        "audit: its window {window} dense gradient and residual could not be fetched ({e}); asked again next window"
+                        "audit: its window {window} dense gradient, residual and segment states could not be fetched ({e}); asked again next window"
                     ),
                 ),
                 unreachable: true,
@@ -133,7 +154,7 @@ impl<C: Chain> Validator<C> {
                 reason: Reason::new(
                     ReasonKind::Unserved,
                     format!(
-                        "audit: it did not serve the dense gradient and residual it committed to ({e})"
+                        "audit: it did not serve the dense gradient, residual and segment states it committed to ({e})"
                     ),
                 ),
                 unreachable: false,
@@ -240,6 +261,7 @@ impl<C: Chain> LiveInputs<C> {
             payload: Digest::of(&payload),
             group: group.index,
             residual_out: Digest(source.claims.residual_out_digest),
+            backend: source.claims.backend.clone(),
         };
         let subject = Subject {
             window: from,
@@ -250,6 +272,7 @@ impl<C: Chain> LiveInputs<C> {
                 values,
                 group,
                 residual_out: pending.residual_out,
+                backend: pending.backend.clone(),
             },
         };
         tracing::info!(
@@ -334,7 +357,7 @@ impl<C: Chain> WindowInputs for LiveInputs<C> {
                         unreachable: true,
                     });
                 };
-                let fetch = validator.fetch_artefacts(neuron, r.window, commitment);
+                let fetch = validator.fetch_artefacts(neuron, r, commitment);
                 tokio::time::timeout_at(deadline, fetch)
                     .await
                     .unwrap_or_else(|_| {
@@ -358,6 +381,12 @@ impl<C: Chain> WindowInputs for LiveInputs<C> {
             for a in served.iter().flatten() {
                 store.put_blob(&a.dense)?;
                 store.put_blob(&a.residual_in)?;
+                for segment in &a.segments {
+                    if let Some(start) = &segment.start {
+                        store.put_blob(start)?;
+                    }
+                    store.put_blob(&segment.end)?;
+                }
             }
         }
         Ok(served)

@@ -219,6 +219,7 @@ impl<C: Chain> Validator<C> {
                 commitment_signature: hex::encode(c.signature),
                 residual_out_digest: g.residual_out,
                 group_capacity: c.claims.group_capacity,
+                backend: g.backend.clone(),
             });
         }
         let (start, step) = (&ctx.start, &scored.step);

@@ -11,7 +11,7 @@ use crate::record::{AuditRecord, WindowRecord};
 use crate::store::DataDir;
 use crate::window::{
     self, Artefacts, AuditGap, AuditRequest, Carried, Gathered, Gradient, PendingAudit, Refusal,
-    ResidualLink, Setting, Start, Subject, WindowInputs,
+    ResidualLink, ServedSegment, Setting, Start, Subject, WindowInputs,
 };
 use pseudo_gradient::codec;
 use scoring::{Averages, MinerEvidence, Reason, ReasonKind, ScoringParams};
@@ -182,6 +182,7 @@ fn gathered(
                     values: task::groups::scattered(&values, engine.num_params(), &group.range),
                     group: group.clone(),
                     residual_out: g.residual_out_digest,
+                    backend: g.backend.clone(),
                 })
             }
             None => Err(Refusal {
@@ -298,6 +299,17 @@ fn served(
         (Some(dense), Some(residual), _) => Ok(Ok(Artefacts {
             dense: store.blob(&dense.0)?,
             residual_in: store.blob(&residual.0)?,
+            segments: audit
+                .segments
+                .iter()
+                .map(|s| {
+                    Ok(ServedSegment {
+                        index: s.segment,
+                        start: s.start.map(|d| store.blob(&d.0)).transpose()?,
+                        end: store.blob(&s.end.0)?,
+                    })
+                })
+                .collect::<Result<_, ReplayError>>()?,
         })),
         (None, None, Some(reason)) => Ok(Err(AuditGap {
             reason: reason.clone(),

@@ -10,12 +10,13 @@
 use super::{Gradient, Start, WindowInputs, Work};
 use crate::audit::{ArtefactError, verify_artefacts};
 use crate::evaluate;
-use crate::record::AuditRecord;
+use crate::record::{AuditRecord, SegmentAudit};
 use scoring::checks::{relative_difference, reproduces};
 use scoring::{MinerEvidence, Reason, ReasonKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use task::segment::{TrainState, segment_difference};
 use task::{Checkpoint, Digest, TaskEngine};
 
 /// What an audited miner served: its dense pseudo-gradient and the residual that went into its
@@ -24,6 +25,21 @@ use task::{Checkpoint, Digest, TaskEngine};
 pub struct Artefacts {
     pub dense: Vec<u8>,
     pub residual_in: Vec<u8>,
+    /// The training states of the segments the audit re-executes, each at its start and end as
+    /// the miner committed to them (none in records from before segments: the audit then
+    /// re-executes the whole window).
+    pub segments: Vec<ServedSegment>,
+}
+
+/// One segment's training states as served (`task::segment` bytes, checked against the
+/// commitment's digests when fetched).
+#[derive(Clone, Debug)]
+pub struct ServedSegment {
+    pub index: usize,
+    /// The state at its start: None for the window's first segment, which starts from the
+    /// checkpoint with a fresh optimizer.
+    pub start: Option<Vec<u8>>,
+    pub end: Vec<u8>,
 }
 
 /// Why an audit got no artefacts.
@@ -45,10 +61,12 @@ pub struct AuditFinding {
 
 /// One audit a window asks artefacts for: `uid`'s commitment of `window` (this window's or an
 /// earlier one whose audit is unresolved).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRequest {
     pub uid: u16,
     pub window: u64,
+    /// The parameters the miner trained that window (its group): the segment states cover them.
+    pub range: std::ops::Range<usize>,
 }
 
 /// An audit that has not resolved: which window of which hotkey, and what the window's commitment
@@ -66,6 +84,9 @@ pub struct PendingAudit {
     #[serde(default)]
     pub group: usize,
     pub residual_out: Digest,
+    /// The backend the commitment declared (empty in states from before segments).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub backend: String,
 }
 
 /// The unresolved audits by uid (at most one each: the oldest).
@@ -142,6 +163,7 @@ fn examine_window(
         residual_digest: None,
         relative_difference: None,
         failure: None,
+        segments: Vec::new(),
     };
     let served = match served {
         Ok(served) => served,
@@ -155,6 +177,23 @@ fn examine_window(
     };
     record.dense_digest = Some(Digest(subnet_proto::digest(&served.dense)));
     record.residual_digest = Some(Digest(subnet_proto::digest(&served.residual_in)));
+    record.segments = served
+        .segments
+        .iter()
+        .map(|s| SegmentAudit {
+            segment: s.index,
+            start: s.start.as_deref().map(Digest::of),
+            end: Digest::of(&s.end),
+            relative_difference: None,
+        })
+        .collect();
+    if !served.segments.is_empty() {
+        examine_segments(engine, audited, uid, &served, tolerance, &mut record);
+        return AuditFinding {
+            record,
+            incomplete: false,
+        };
+    }
     match reexecuted_difference(engine, audited, uid, &served) {
         Ok(difference) => {
             tracing::info!(
@@ -179,6 +218,115 @@ fn examine_window(
     }
 }
 
+/// The segment audit: the artefacts must fit the payload (as for a whole window), each served
+/// segment re-executed from its start must end where the miner's did (bit for bit for a window
+/// trained on the CPU, within `tolerance` of the segment's movement otherwise), and the dense
+/// gradient must be exactly the checkpoint less the last segment's end. Writes what it found
+/// into `record`.
+fn examine_segments(
+    engine: &TaskEngine,
+    audited: Audited,
+    uid: u16,
+    served: &Artefacts,
+    tolerance: f64,
+    record: &mut AuditRecord,
+) {
+    let outcome = (|| -> Result<Option<Reason>, AuditError> {
+        let gradient = audited.gradient;
+        let range = gradient.group.range.clone();
+        let dense = verify_artefacts(
+            engine,
+            &gradient.residual_out,
+            &gradient.payload,
+            (&served.dense, &served.residual_in),
+            &range,
+        )?;
+        let steps = engine.spec().training.segments();
+        let last = steps.len().checked_sub(1).ok_or(AuditError::NoSegments)?;
+        if !served.segments.iter().any(|s| s.index == last) {
+            return Err(AuditError::LastSegmentUnchecked);
+        }
+        let exact = gradient.bit_exact();
+        let who = (audited.window, audited.window_seed, uid);
+        for (s, audit) in served.segments.iter().zip(&mut record.segments) {
+            let at = steps
+                .get(s.index)
+                .ok_or(AuditError::NoSuchSegment(s.index))?;
+            let start = match &s.start {
+                None if s.index == 0 => TrainState::fresh(audited.params, range.clone()),
+                None => return Err(AuditError::NoSegmentStart(s.index)),
+                Some(bytes) => TrainState::from_bytes(bytes, at.start, range.clone())
+                    .map_err(|e| AuditError::Segment(s.index, e))?,
+            };
+            let end = TrainState::from_bytes(&s.end, at.end, range.clone())
+                .map_err(|e| AuditError::Segment(s.index, e))?;
+            let redone = engine
+                .reexecute_segment(audited.params, who, s.index, &start)
+                .map_err(|_| AuditError::NoAssignment(uid))?;
+            let difference = segment_difference(&start, &end, &redone);
+            audit.relative_difference = Some(difference);
+            tracing::info!(
+                uid,
+                window = audited.window,
+                segment = s.index,
+                relative_difference = difference,
+                "segment audit"
+            );
+            let reproduced = if exact {
+                redone.to_bytes() == s.end
+            } else {
+                reproduces(difference, tolerance)
+            };
+            if !reproduced {
+                return Ok(Some(segment_irreproducible(
+                    s.index, at, difference, exact, tolerance,
+                )));
+            }
+            if s.index == last {
+                let whole = end.whole(audited.params);
+                let read = audited.params.iter().zip(&whole).map(|(c, e)| c - e);
+                if let Some(index) = read.zip(&dense).position(|(r, d)| r != *d) {
+                    return Err(AuditError::DenseNotFromEnd(index));
+                }
+            }
+        }
+        Ok(None)
+    })();
+    record.relative_difference = record
+        .segments
+        .iter()
+        .filter_map(|s| s.relative_difference)
+        .reduce(f64::max);
+    record.failure = match outcome {
+        Ok(failure) => failure,
+        Err(reason) => Some(Reason::new(
+            ReasonKind::Inconsistent,
+            format!("audit: {reason}"),
+        )),
+    };
+}
+
+fn segment_irreproducible(
+    index: usize,
+    steps: &std::ops::Range<usize>,
+    difference: f64,
+    exact: bool,
+    tolerance: f64,
+) -> Reason {
+    let rule = if exact {
+        "a window trained on the CPU must reproduce bit for bit".to_string()
+    } else {
+        format!("beyond the backend tolerance {tolerance}")
+    };
+    Reason::new(
+        ReasonKind::Irreproducible,
+        format!(
+            "audit: its segment {index} (inner steps {}..{}) ends {difference:.3e} (relative L2 of the segment's movement) from the re-executed segment; {rule}",
+            steps.start, steps.end
+        ),
+    )
+}
+
 /// Why an audit's artefacts could not be compared with the re-executed window.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AuditError {
@@ -186,6 +334,20 @@ pub enum AuditError {
     Artefacts(#[from] ArtefactError),
     #[error("uid {0} has no assignment")]
     NoAssignment(u16),
+    #[error("the task's window has no segments")]
+    NoSegments,
+    #[error("the window's last segment was not checked")]
+    LastSegmentUnchecked,
+    #[error("the window has no segment {0}")]
+    NoSuchSegment(usize),
+    #[error("no state was served for the start of its segment {0}")]
+    NoSegmentStart(usize),
+    #[error("its segment {0} state: {1}")]
+    Segment(usize, task::segment::SegmentError),
+    #[error(
+        "its dense gradient is not the checkpoint less its last segment's end state (parameter {0} differs)"
+    )]
+    DenseNotFromEnd(usize),
 }
 
 /// The relative difference between the served dense gradient and the re-executed window, or why
@@ -236,10 +398,15 @@ impl Work {
             .collect();
         let requests: Vec<AuditRequest> = current
             .iter()
-            .map(|&uid| AuditRequest { uid, window })
+            .map(|&uid| AuditRequest {
+                uid,
+                window,
+                range: self.gradients[&uid].group.range.clone(),
+            })
             .chain(earlier.iter().map(|(uid, s)| AuditRequest {
                 uid: *uid,
                 window: s.window,
+                range: s.gradient.group.range.clone(),
             }))
             .collect();
         if requests.is_empty() {
@@ -311,6 +478,7 @@ impl Work {
                     payload: Digest(subnet_proto::digest(&g.payload)),
                     group: g.group.index,
                     residual_out: g.residual_out,
+                    backend: g.backend.clone(),
                 };
                 unresolved.insert(m.uid, pending);
             }

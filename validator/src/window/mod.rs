@@ -18,8 +18,8 @@ mod start;
 
 pub use aggregate::{Step, aggregate};
 pub use audit::{
-    Artefacts, AuditError, AuditFinding, AuditGap, AuditRequest, PendingAudit, Subject, Unresolved,
-    examine, irreproducible,
+    Artefacts, AuditError, AuditFinding, AuditGap, AuditRequest, PendingAudit, ServedSegment,
+    Subject, Unresolved, examine, irreproducible,
 };
 pub use contribution::contributions;
 pub use start::{Reference, Setting, Start, start};
@@ -41,6 +41,15 @@ pub struct Gradient {
     pub group: ParamGroup,
     /// The outgoing residual its commitment names (an audit checks the payload leaves exactly it).
     pub residual_out: Digest,
+    /// The backend its commitment says trained it (`cpu`: audits compare bits).
+    pub backend: String,
+}
+
+impl Gradient {
+    /// Whether an audit must reproduce its training bit for bit (it was trained on the CPU).
+    pub fn bit_exact(&self) -> bool {
+        self.backend == subnet_proto::commitment::CPU_BACKEND
+    }
 }
 
 /// Why a miner's gradient is not evaluated this window.

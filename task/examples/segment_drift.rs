@@ -1,0 +1,130 @@
+//! How far an honest segment drifts from its re-execution on the CPU, against what cheating moves
+//! it: the measurements behind a task's audit tolerance (`scoring.spot_check_tolerance`).
+//!
+//! For one miner window of the task it prints, per segment, the relative difference
+//! (`task::segment::segment_difference`) between the segment's end and the CPU's re-execution of
+//! the segment from the same start:
+//! - trained on the CPU with per-step noise of 1e-6 relative (`Trainer::with_step_noise`), one
+//!   row per seed: a stand-in for a card whose rounding differs from the CPU's;
+//! - trained on another device (`wgpu`, `cuda:0`) when one is named;
+//! - a step skipped in the segment, and the segment's end pushed by 1% of its movement.
+//!
+//! `cargo run --release -p task --example segment_drift -- tasks/localnet-lm.toml [cpu|wgpu|cuda:0] [seeds]`
+
+use task::segment::{TrainState, segment_difference};
+use task::{CpuTrainBackend, Device, TaskEngine, TaskSpec};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_else(|| "tasks/localnet-lm.toml".into());
+    let device: Device = args
+        .next()
+        .unwrap_or_else(|| "cpu".into())
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let seeds: u64 = args.next().map_or(Ok(3), |s| s.parse())?;
+    let engine = TaskEngine::new(TaskSpec::from_file(&task)?);
+    let start = engine.genesis().params;
+    let (window, seed, uid) = (0, 7, 1);
+    let who = (window, seed, uid);
+    let all = 0..start.len();
+    let steps = engine.spec().training.segments();
+    println!(
+        "{}: {} parameters, {} segments of {} steps",
+        engine.spec().task.name,
+        start.len(),
+        steps.len(),
+        engine.spec().training.segment_steps
+    );
+    let drift = |states: &[TrainState]| -> Vec<f64> {
+        let mut from = TrainState::fresh(&start, all.clone());
+        let mut out = Vec::new();
+        for (i, end) in states.iter().enumerate() {
+            let redone = engine
+                .reexecute_segment(&start, who, i, &from)
+                .expect("uid fits");
+            out.push(segment_difference(&from, end, &redone));
+            from = end.clone();
+        }
+        out
+    };
+    let row = |name: &str, values: &[f64]| {
+        let cells: Vec<String> = values.iter().map(|v| format!("{v:.2e}")).collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    };
+    let header: Vec<String> = (0..steps.len()).map(|i| format!("segment {i}")).collect();
+    println!("| training | {} |", header.join(" | "));
+    println!("|---|{}", "---|".repeat(steps.len()));
+    let assignment = engine.assignment(window, seed, uid)?;
+    let batches = engine.training_batches(&assignment, seed);
+    let lr = engine.spec().inner_lr(window);
+    let mut exact = Vec::new();
+    engine.train_window_in_segments::<CpuTrainBackend>(
+        &Default::default(),
+        &start,
+        who,
+        all.clone(),
+        |_, _| {},
+        |s| exact.push(s),
+    )?;
+    row("cpu, as re-executed", &drift(&exact));
+    for noise_seed in 0..seeds {
+        let mut states = Vec::new();
+        engine
+            .trainer::<CpuTrainBackend>(&Default::default())
+            .with_step_noise(1e-6, noise_seed)
+            .train_in_segments(
+                &start,
+                &batches,
+                lr,
+                engine.spec().training.segment_steps,
+                |_, _| {},
+                |s| states.push(s),
+            );
+        row(&format!("cpu, 1e-6 noise, seed {noise_seed}"), &drift(&states));
+    }
+    if device != Device::Cpu {
+        let mut states = Vec::new();
+        device.train_window_in_segments(
+            &engine,
+            &start,
+            who,
+            all.clone(),
+            |_, _| {},
+            |s| states.push(s),
+        )?;
+        row(&format!("{device}"), &drift(&states));
+    }
+    // Cheating: the segment with its first step skipped, and its end pushed by 1% of its movement
+    // onto eight parameters.
+    let mut skipped = Vec::new();
+    let mut pushed = Vec::new();
+    let mut from = TrainState::fresh(&start, all.clone());
+    for (i, at) in steps.iter().enumerate() {
+        let end = &exact[i];
+        let lazy = engine.trainer::<CpuTrainBackend>(&Default::default()).resume(
+            &start,
+            &from,
+            &batches[at.start + 1..at.end],
+            lr,
+        );
+        skipped.push(segment_difference(&from, end, &TrainState { step: end.step, ..lazy }));
+        let movement: f64 = end
+            .params
+            .iter()
+            .zip(&from.params)
+            .map(|(e, s)| (*e as f64 - *s as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let mut push = end.clone();
+        let each = (0.01 * movement / 8f64.sqrt()) as f32;
+        for p in push.params.iter_mut().step_by(start.len() / 8).take(8) {
+            *p += each;
+        }
+        pushed.push(segment_difference(&from, &push, end));
+        from = end.clone();
+    }
+    row("one step skipped", &skipped);
+    row("end pushed by 1% of the movement", &pushed);
+    Ok(())
+}
