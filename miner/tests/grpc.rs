@@ -203,7 +203,10 @@ async fn the_commitment_is_served_at_once_and_the_gradient_after_the_close() {
             .collect();
         assert_eq!(&bytes, served.part(part, segment).unwrap().as_ref());
         if part == pb::GradientPart::Segment {
-            assert_eq!(subnet_proto::digest(&bytes), c.segment_digests[segment as usize][..]);
+            assert_eq!(
+                subnet_proto::digest(&bytes),
+                c.segment_digests[segment as usize][..]
+            );
         }
     }
     let mut beyond = request(&dev::alice(), 3, &engine);

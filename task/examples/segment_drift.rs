@@ -16,7 +16,9 @@ use task::{CpuTrainBackend, Device, TaskEngine, TaskSpec};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let task = args.next().unwrap_or_else(|| "tasks/localnet-lm.toml".into());
+    let task = args
+        .next()
+        .unwrap_or_else(|| "tasks/localnet-lm.toml".into());
     let device: Device = args
         .next()
         .unwrap_or_else(|| "cpu".into())
@@ -81,7 +83,10 @@ fn main() -> anyhow::Result<()> {
                 |_, _| {},
                 |s| states.push(s),
             );
-        row(&format!("cpu, 1e-6 noise, seed {noise_seed}"), &drift(&states));
+        row(
+            &format!("cpu, 1e-6 noise, seed {noise_seed}"),
+            &drift(&states),
+        );
     }
     if device != Device::Cpu {
         let mut states = Vec::new();
@@ -102,13 +107,17 @@ fn main() -> anyhow::Result<()> {
     let mut from = TrainState::fresh(&start, all.clone());
     for (i, at) in steps.iter().enumerate() {
         let end = &exact[i];
-        let lazy = engine.trainer::<CpuTrainBackend>(&Default::default()).resume(
-            &start,
+        let lazy = engine
+            .trainer::<CpuTrainBackend>(&Default::default())
+            .resume(&start, &from, &batches[at.start + 1..at.end], lr);
+        skipped.push(segment_difference(
             &from,
-            &batches[at.start + 1..at.end],
-            lr,
-        );
-        skipped.push(segment_difference(&from, end, &TrainState { step: end.step, ..lazy }));
+            end,
+            &TrainState {
+                step: end.step,
+                ..lazy
+            },
+        ));
         let movement: f64 = end
             .params
             .iter()

@@ -64,7 +64,8 @@ pub struct Trainer<B: AutodiffBackend> {
     parallel: bool,
     /// The threads that compute every part but the first, started at the first step that needs
     /// them and kept until the trainer is dropped.
-    helpers: Vec<Helper>,    /// Noise added to every trained parameter after each step, relative to its value, drawn from
+    helpers: Vec<Helper>,
+    /// Noise added to every trained parameter after each step, relative to its value, drawn from
     /// a seeded generator: a stand-in for another card's rounding (`with_step_noise`).
     step_noise: Option<(f64, crate::rng::SeededRng)>,
 }
@@ -140,7 +141,10 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// drawn from `seed`: training as an unknown card's rounding might perturb it, for measuring
     /// how far honest training drifts from a re-execution. Never used to train for real.
     pub fn with_step_noise(mut self, relative: f64, seed: u64) -> Self {
-        self.step_noise = Some((relative, crate::rng::SeededRng::derived(&[seed, 0x4E4F_4953])));
+        self.step_noise = Some((
+            relative,
+            crate::rng::SeededRng::derived(&[seed, 0x4E4F_4953]),
+        ));
         self
     }
 

@@ -556,3 +556,213 @@ fn apply_earlier(m: &mut MinerEvidence, window: u64, finding: &AuditFinding) {
         (None, _) => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pseudo_gradient::codec;
+    use task::{CpuTrainBackend, TaskSpec};
+
+    /// Segments of 4 steps in a 12-step window of a small model.
+    fn engine() -> TaskEngine {
+        let mut spec =
+            TaskSpec::from_toml_str(include_str!("../../../tasks/localnet-lm.toml")).unwrap();
+        let model = spec.model.transformer_mut().unwrap();
+        model.d_model = 32;
+        model.seq_len = 32;
+        model.n_layers = 1;
+        spec.training.batch_size = 8;
+        spec.training.inner_steps = 12;
+        spec.training.segment_steps = 4;
+        TaskEngine::new(spec)
+    }
+
+    const WHO: (u64, u64, u16) = (3, 17, 1);
+
+    /// A miner's window as it commits it: the segment states, and its gradient and artefacts
+    /// with every segment served, trained with per-step `noise` (seeded) when given.
+    struct Work {
+        states: Vec<TrainState>,
+        gradient: Gradient,
+        dense: Vec<f32>,
+    }
+
+    fn train(engine: &TaskEngine, start: &[f32], noise: Option<u64>) -> Vec<TrainState> {
+        let (window, seed, uid) = WHO;
+        let assignment = engine.assignment(window, seed, uid).unwrap();
+        let batches = engine.training_batches(&assignment, seed);
+        let mut trainer = engine.trainer::<CpuTrainBackend>(&Default::default());
+        if let Some(noise) = noise {
+            trainer = trainer.with_step_noise(1e-6, noise);
+        }
+        let mut states = Vec::new();
+        let segment_steps = engine.spec().training.segment_steps;
+        let lr = engine.spec().inner_lr(window);
+        trainer.train_in_segments(
+            start,
+            &batches,
+            lr,
+            segment_steps,
+            |_, _| {},
+            |s| states.push(s),
+        );
+        states
+    }
+
+    fn commit(engine: &TaskEngine, start: &[f32], states: Vec<TrainState>, backend: &str) -> Work {
+        let end = states.last().unwrap().whole(start);
+        let dense: Vec<f32> = start.iter().zip(&end).map(|(s, e)| s - e).collect();
+        let zero = vec![0.0; dense.len()];
+        let group = engine.groups().groups()[0].clone();
+        let out = engine
+            .spec()
+            .compression
+            .compress(&dense, &zero, group.range.clone());
+        let layout = engine.spec().compression.layout();
+        let values = codec::decode_as(&out.payload, group.len(), layout).unwrap();
+        let residual_out = Digest::of(&codec::encode_dense(&out.residual_out));
+        let gradient = Gradient {
+            payload: out.payload,
+            values,
+            group,
+            residual_out,
+            backend: backend.into(),
+        };
+        Work {
+            states,
+            gradient,
+            dense,
+        }
+    }
+
+    fn audit(engine: &TaskEngine, start: &[f32], work: &Work, tolerance: f64) -> AuditRecord {
+        let segments = (0..work.states.len())
+            .map(|index| ServedSegment {
+                index,
+                start: index.checked_sub(1).map(|i| work.states[i].to_bytes()),
+                end: work.states[index].to_bytes(),
+            })
+            .collect();
+        let served = Artefacts {
+            dense: codec::encode_dense(&work.dense),
+            residual_in: codec::encode_dense(&vec![0.0; work.dense.len()]),
+            segments,
+        };
+        let audited = Audited {
+            window: WHO.0,
+            window_seed: WHO.1,
+            params: start,
+            gradient: &work.gradient,
+        };
+        let finding = examine_window(engine, audited, WHO.2, Ok(served), tolerance);
+        assert!(!finding.incomplete);
+        finding.record
+    }
+
+    const TOLERANCE: f64 = 1e-3;
+
+    /// Honest work passes: bit for bit on the CPU; within the tolerance, over a seeded sweep,
+    /// when every step carries noise of 1e-6 relative (a stand-in for another card) and the
+    /// commitment says so. The same noisy work declared as CPU training fails.
+    #[test]
+    fn honest_segments_pass_and_noise_passes_only_under_a_tolerant_backend() {
+        let engine = engine();
+        let start = engine.genesis().params;
+        let exact = commit(&engine, &start, train(&engine, &start, None), "cpu");
+        let record = audit(&engine, &start, &exact, 0.0);
+        assert_eq!(record.failure, None);
+        assert_eq!(record.relative_difference, Some(0.0));
+        assert_eq!(record.segments.len(), 3);
+        let mut worst = 0f64;
+        for seed in 0..6 {
+            let states = train(&engine, &start, Some(seed));
+            let noisy = commit(&engine, &start, states.clone(), "cuda:0");
+            let record = audit(&engine, &start, &noisy, TOLERANCE);
+            assert_eq!(record.failure, None, "seed {seed}");
+            worst = worst.max(record.relative_difference.unwrap());
+            if seed == 0 {
+                let as_cpu = commit(&engine, &start, states, "cpu");
+                let failure = audit(&engine, &start, &as_cpu, TOLERANCE).failure.unwrap();
+                assert_eq!(failure.kind, ReasonKind::Irreproducible);
+                assert!(failure.text.contains("bit for bit"), "{}", failure.text);
+            }
+        }
+        assert!(
+            worst > 0.0 && worst * 10.0 < TOLERANCE,
+            "noise drift {worst}"
+        );
+    }
+
+    /// A segment's end pushed by 1% of its movement, or a segment with a step skipped, fails
+    /// even under a tolerant backend; so does a dense gradient that is not the checkpoint less
+    /// the last segment's end.
+    #[test]
+    fn a_push_a_skipped_step_and_a_dense_gradient_off_the_end_fail() {
+        let engine = engine();
+        let start = engine.genesis().params;
+        let honest = train(&engine, &start, None);
+        // The last segment's end pushed by 1% of the segment's movement on eight parameters,
+        // the dense gradient and payload made from the pushed end.
+        let mut pushed = honest.clone();
+        let (before, last) = (&honest[1], pushed.last_mut().unwrap());
+        let movement = last
+            .params
+            .iter()
+            .zip(&before.params)
+            .map(|(e, s)| (*e as f64 - *s as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let n = last.params.len();
+        for p in last.params.iter_mut().step_by(n / 8).take(8) {
+            *p -= (0.01 * movement / 8f64.sqrt()) as f32;
+        }
+        let work = commit(&engine, &start, pushed, "cuda:0");
+        let record = audit(&engine, &start, &work, TOLERANCE);
+        let failure = record.failure.unwrap();
+        assert_eq!(failure.kind, ReasonKind::Irreproducible, "{}", failure.text);
+        assert!(failure.text.contains("segment 2"), "{}", failure.text);
+        let difference = record.relative_difference.unwrap();
+        assert!((difference - 0.01).abs() < 1e-3, "{difference}");
+
+        // Segment 1 with its first step skipped, and the rest trained on from there.
+        let (window, seed, uid) = WHO;
+        let assignment = engine.assignment(window, seed, uid).unwrap();
+        let batches = engine.training_batches(&assignment, seed);
+        let lr = engine.spec().inner_lr(window);
+        let resume = |from: &TrainState, steps: std::ops::Range<usize>| {
+            let end = engine
+                .trainer::<CpuTrainBackend>(&Default::default())
+                .resume(&start, from, &batches[steps.clone()], lr);
+            TrainState {
+                step: steps.end,
+                ..end
+            }
+        };
+        let lazy_one = resume(&honest[0], 5..8);
+        let lazy_two = resume(&lazy_one, 8..12);
+        let lazy = vec![honest[0].clone(), lazy_one, lazy_two];
+        let work = commit(&engine, &start, lazy, "cuda:0");
+        let failure = audit(&engine, &start, &work, TOLERANCE).failure.unwrap();
+        assert_eq!(failure.kind, ReasonKind::Irreproducible, "{}", failure.text);
+        assert!(failure.text.contains("segment 1"), "{}", failure.text);
+
+        // Honest states, but a dense gradient 1% larger than the last end gives.
+        let mut work = commit(&engine, &start, honest, "cpu");
+        work.dense.iter_mut().for_each(|d| *d *= 1.01);
+        let group = work.gradient.group.range.clone();
+        let zero = vec![0.0; work.dense.len()];
+        let out = engine
+            .spec()
+            .compression
+            .compress(&work.dense, &zero, group);
+        work.gradient.payload = out.payload;
+        work.gradient.residual_out = Digest::of(&codec::encode_dense(&out.residual_out));
+        let failure = audit(&engine, &start, &work, 0.0).failure.unwrap();
+        assert_eq!(failure.kind, ReasonKind::Inconsistent, "{}", failure.text);
+        assert!(
+            failure.text.contains("last segment's end"),
+            "{}",
+            failure.text
+        );
+    }
+}
