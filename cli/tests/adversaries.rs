@@ -87,9 +87,10 @@ fn second() -> &'static Run {
     })
 }
 
-/// Attacks on the audit itself: a miner that never answers an audit and one that launders a push
-/// through the residual of a commitment nobody collected, beside an honest miner that drops off
-/// the network for its first window's audits and comes back.
+/// Attacks on the audit itself: a miner that never answers an audit, one that launders a push
+/// through the residual of a commitment nobody collected and one that hides a push in the backend
+/// tolerance, beside an honest miner that drops off the network for its first window's audits and
+/// comes back.
 fn third() -> &'static Run {
     static RUN: OnceLock<Run> = OnceLock::new();
     RUN.get_or_init(|| {
@@ -97,6 +98,7 @@ fn third() -> &'static Run {
             Adversary::Staller,
             Adversary::Dropout,
             Adversary::Launderer,
+            Adversary::Pusher,
         ])
     })
 }
@@ -381,6 +383,21 @@ fn a_push_laundered_through_an_uncollected_commitment_is_caught_and_slashed() {
         assert!(
             matches!(last, Verdict::Fraud { reason } if reason.text.starts_with("window ") && reason.contains("re-executed")),
             "{last:?}"
+        );
+    }
+}
+
+#[test]
+fn a_push_hidden_in_the_backend_tolerance_is_caught_and_slashed() {
+    let run = third();
+    let uid = caught_and_slashed(run, Adversary::Pusher);
+    // Every validator audits its first window, whose last segment it pushed by 2% of the
+    // segment's movement: twice what the tolerance of a GPU's training allows for.
+    for verdicts in verdicts_by_validator(run, uid) {
+        let first = verdicts.first().unwrap();
+        assert!(
+            matches!(first, Verdict::Fraud { reason } if reason.kind == scoring::ReasonKind::Irreproducible && reason.contains("segment 4")),
+            "{first:?}"
         );
     }
 }

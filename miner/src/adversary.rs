@@ -78,6 +78,11 @@ pub enum Adversary {
     /// that gives it the model's last group (any group, 0, when the rotation gives it that one;
     /// the smallest group's size otherwise) and trains that group honestly.
     GroupPicker,
+    /// Trains honestly in segments, says its window was trained on a GPU (`cuda:0`, so that audits
+    /// allow the backend tolerance), and pushes eight chosen parameters of its last segment's end
+    /// by 2% of that segment's movement: its dense gradient, payload and residuals are those of
+    /// the pushed end.
+    Pusher,
 }
 
 impl Adversary {
@@ -88,7 +93,7 @@ impl Adversary {
 }
 
 impl Adversary {
-    pub const ALL: [Adversary; 19] = [
+    pub const ALL: [Adversary; 20] = [
         Adversary::Random,
         Adversary::Nan,
         Adversary::Copier,
@@ -108,6 +113,7 @@ impl Adversary {
         Adversary::Dropout,
         Adversary::Launderer,
         Adversary::GroupPicker,
+        Adversary::Pusher,
     ];
 
     pub fn name(self) -> &'static str {
@@ -131,6 +137,7 @@ impl Adversary {
             Adversary::Dropout => "dropout",
             Adversary::Launderer => "launderer",
             Adversary::GroupPicker => "group-picker",
+            Adversary::Pusher => "pusher",
         }
     }
 
@@ -319,6 +326,7 @@ pub async fn act<C: Chain>(
         Adversary::Dropout => Ok(()),
         Adversary::Launderer => turn.launder(),
         Adversary::GroupPicker => turn.pick_group(),
+        Adversary::Pusher => turn.push(),
         Adversary::Heldout => turn.heldout(),
         Adversary::Sybil | Adversary::Splitter => turn.pair_up(adversary),
     }
@@ -523,6 +531,58 @@ impl<C: Chain> Turn<'_, C> {
             (&forged, window.saturating_sub(1)),
             &out.residual_out,
         );
+        Ok(())
+    }
+
+    /// Honest segments, the last one's end pushed by 2% of its movement on eight parameters, under
+    /// a GPU's name.
+    fn push(&self) -> Result<(), MinerError> {
+        let start = &self.checkpoint.params;
+        let range = self
+            .engine
+            .group(self.window_seed, self.uid, self.miner.group_capacity())?
+            .range
+            .clone();
+        let mut states = Vec::new();
+        self.engine.train_window_in_segments::<CpuTrainBackend>(
+            &Default::default(),
+            start,
+            (self.window, self.window_seed, self.uid),
+            range.clone(),
+            |_, _| {},
+            |s| states.push(s),
+        )?;
+        let before = match states.len().checked_sub(2) {
+            Some(i) => states[i].params.clone(),
+            None => start[range.clone()].to_vec(),
+        };
+        let Some(last) = states.last_mut() else {
+            return Ok(());
+        };
+        let movement = pseudo_gradient::aggregate::l2_norm(
+            &last
+                .params
+                .iter()
+                .zip(&before)
+                .map(|(e, s)| e - s)
+                .collect::<Vec<f32>>(),
+        );
+        let n = last.params.len();
+        for p in last.params.iter_mut().step_by((n / 8).max(1)).take(8) {
+            *p -= (0.02 * movement / 8f64.sqrt()) as f32;
+        }
+        let end = last.whole(start);
+        let delta: Vec<f32> = start.iter().zip(&end).map(|(s, e)| s - e).collect();
+        let trained = crate::Trained {
+            delta: &delta,
+            range,
+            segments: &states,
+            backend: "cuda:0".into(),
+        };
+        let served = self
+            .miner
+            .commit_trained(self.window, self.checkpoint.digest, trained);
+        self.miner.publish(self.window, served);
         Ok(())
     }
 

@@ -42,8 +42,11 @@ pub struct ScoringParams {
     pub aggregate_top: usize,
     /// Fewer earners than this are not aggregated: the model never moves by one miner's say.
     pub aggregate_min: usize,
-    /// Largest relative L2 difference between an audited dense gradient and its re-execution that
-    /// counts as backend noise rather than fraud.
+    /// Largest relative L2 difference between an audited segment's end and its re-execution (the
+    /// parameters relative to the segment's movement, and each AdamW moment relative to its size;
+    /// in records from before segments, the whole window's dense gradient) that counts as backend
+    /// noise rather than fraud, for work trained on another backend than the CPU (CPU training
+    /// must reproduce bit for bit).
     pub spot_check_tolerance: f64,
     /// Windows after an audited window in which the miner may still serve that window's
     /// artefacts: its pay from this validator is withheld until it does, and an audit still

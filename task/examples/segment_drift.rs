@@ -99,6 +99,22 @@ fn main() -> anyhow::Result<()> {
             |s| states.push(s),
         )?;
         row(&format!("{device}"), &drift(&states));
+        // Which part of the state drifts: the parameters alone, each moment alone.
+        let mut from = TrainState::fresh(&start, all.clone());
+        for (i, end) in states.iter().enumerate() {
+            let redone = engine.reexecute_segment(&start, who, i, &from).expect("uid fits");
+            let only = |keep: usize| {
+                let pick = |s: &TrainState| TrainState {
+                    params: if keep == 0 { s.params.clone() } else { from.params.clone() },
+                    first_moment: if keep == 1 { s.first_moment.clone() } else { vec![] },
+                    second_moment: if keep == 2 { s.second_moment.clone() } else { vec![] },
+                    ..s.clone()
+                };
+                segment_difference(&pick(&from), &pick(end), &pick(&redone))
+            };
+            println!("segment {i}: parameters {:.2e}, first moment {:.2e}, second moment {:.2e}", only(0), only(1), only(2));
+            from = end.clone();
+        }
     }
     // Cheating: the segment with its first step skipped, and its end pushed by 1% of its movement
     // onto eight parameters.
@@ -135,5 +151,57 @@ fn main() -> anyhow::Result<()> {
     }
     row("one step skipped", &skipped);
     row("end pushed by 1% of the movement", &pushed);
+    // What an audit re-executes: the whole window (before segments), or two of its segments (one
+    // drawn and the last), each from its start state read from its bytes.
+    let median = |mut runs: Vec<f64>| {
+        runs.sort_by(f64::total_cmp);
+        runs[runs.len() / 2]
+    };
+    let whole = median(
+        (0..3)
+            .map(|_| {
+                let began = std::time::Instant::now();
+                engine
+                    .train_window::<CpuTrainBackend>(
+                        &Default::default(),
+                        &start,
+                        window,
+                        seed,
+                        uid,
+                        all.clone(),
+                        |_, _| {},
+                    )
+                    .expect("uid fits");
+                began.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    let last = steps.len() - 1;
+    let audited = [last.saturating_sub(2), last];
+    let segments = median(
+        (0..3)
+            .map(|_| {
+                let began = std::time::Instant::now();
+                for &i in &audited {
+                    let from = match i.checked_sub(1) {
+                        Some(before) => {
+                            let bytes = exact[before].to_bytes();
+                            TrainState::from_bytes(&bytes, exact[before].step, all.clone())
+                                .expect("own state")
+                        }
+                        None => TrainState::fresh(&start, all.clone()),
+                    };
+                    engine
+                        .reexecute_segment(&start, who, i, &from)
+                        .expect("uid fits");
+                }
+                began.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    println!(
+        "audit re-execution (median of 3): whole window {whole:.2} s, segments {audited:?} {segments:.2} s ({:.0}% of the window)",
+        100.0 * segments / whole
+    );
     Ok(())
 }

@@ -206,8 +206,10 @@ pub struct ScoringSpec {
     pub audit_period: u64,
     /// Windows after a fraud in which the hotkey earns nothing from the validator that caught it.
     pub fraud_ban_windows: u64,
-    /// Largest relative L2 difference between a miner's dense pseudo-gradient and the validator's
-    /// re-execution that counts as backend noise rather than fraud.
+    /// Largest relative L2 difference between an audited segment's end and the validator's
+    /// re-execution of it (relative to the segment's movement) that counts as backend noise rather
+    /// than fraud, for windows trained elsewhere than on the CPU; CPU training must reproduce bit
+    /// for bit.
     pub spot_check_tolerance: f64,
     /// Windows after an audited window in which a miner may still serve that window's artefacts
     /// (its pay is withheld until it does); unresolved after them, the audit is fraud. Unset:

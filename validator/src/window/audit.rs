@@ -659,7 +659,7 @@ mod tests {
         finding.record
     }
 
-    const TOLERANCE: f64 = 1e-3;
+    const TOLERANCE: f64 = 5e-3;
 
     /// Honest work passes: bit for bit on the CPU; within the tolerance, over a seeded sweep,
     /// when every step carries noise of 1e-6 relative (a stand-in for another card) and the
