@@ -12,6 +12,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".subnet.v1.GradientChunk.data")
         .bytes(".subnet.v1.CheckpointChunk.data")
+        // A stream's first chunk is the commitment (with its segment digests), every later one a
+        // shared slice: the variants' sizes differ by design, and chunks are never held in bulk.
+        .enum_attribute(
+            ".subnet.v1.GradientChunk.part",
+            "#[allow(clippy::large_enum_variant)]",
+        )
         .compile_fds(descriptors)?;
     Ok(())
 }

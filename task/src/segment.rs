@@ -157,10 +157,12 @@ pub fn segment_difference(start: &TrainState, end: &TrainState, redone: &TrainSt
             diff += (x as f64 - y as f64).powi(2);
             size += (y as f64 - o).powi(2);
         }
-        match (diff, size) {
-            (d, _) if d == 0.0 => 0.0,
-            (_, s) if s == 0.0 => f64::INFINITY,
-            (d, s) => (d / s).sqrt(),
+        if diff == 0.0 {
+            0.0
+        } else if size == 0.0 {
+            f64::INFINITY
+        } else {
+            (diff / size).sqrt()
         }
     };
     let params = distance(&redone.params, &end.params, Some(&start.params));
