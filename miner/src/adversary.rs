@@ -16,6 +16,7 @@ use std::fmt;
 use std::str::FromStr;
 use subnet_proto::{commitment, pb};
 use task::rng::SeededRng;
+use task::segment::TrainState;
 use task::{Batch, CpuTrainBackend, Digest, TaskEngine};
 
 /// Extra scale of the amplified modes: far past the norm bound, and just under it.
@@ -204,22 +205,19 @@ fn train(engine: &TaskEngine, start: &[f32], batches: &[Batch], window: u64) -> 
         .pseudo_gradient(start)
 }
 
-/// Signs and publishes a payload with whatever claims the attacker chooses.
+/// Signs and publishes a payload with whatever claims the attacker chooses (`segments`: the
+/// training states it commits to, its own or `Miner::claimed_segments`).
 fn publish_claims(
     miner: &Miner<impl Chain>,
     window: u64,
     checkpoint: Digest,
     payload: Vec<u8>,
-    dense: &[f32],
+    (dense, segments): (&[f32], &[TrainState]),
     residual_in: (&[f32], u64),
     residual_out: &[f32],
 ) {
     let engine = miner.engine();
-    let segments: Vec<Vec<u8>> = miner
-        .claimed_segments(checkpoint, dense)
-        .iter()
-        .map(task::segment::TrainState::to_bytes)
-        .collect();
+    let segments: Vec<Vec<u8>> = segments.iter().map(TrainState::to_bytes).collect();
     let dense = codec::encode_dense(dense);
     let residual = codec::encode_dense(residual_in.0);
     let commitment = commitment::commit(
@@ -262,7 +260,7 @@ fn publish_as_dense(miner: &Miner<impl Chain>, window: u64, checkpoint: Digest, 
         window,
         checkpoint,
         out.payload,
-        values,
+        (values, &miner.claimed_segments(checkpoint, values)),
         (&zero, 0),
         &out.residual_out,
     );
@@ -348,6 +346,25 @@ impl<C: Chain> Turn<'_, C> {
     fn own_batches(&self, uid: u16) -> Result<Vec<Batch>, MinerError> {
         let assignment = self.engine.assignment(self.window, self.window_seed, uid)?;
         Ok(self.engine.training_batches(&assignment, self.window_seed))
+    }
+
+    /// The honest pseudo-gradient of this miner's window over the parameters `range`, and the
+    /// training states at the end of its segments.
+    fn honest_work(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> Result<(Vec<f32>, Vec<TrainState>), MinerError> {
+        let start = &self.checkpoint.params;
+        let mut states = Vec::new();
+        let outcome = self.engine.train_window_in_segments::<CpuTrainBackend>(
+            &Default::default(),
+            start,
+            (self.window, self.window_seed, self.uid),
+            range,
+            |_, _| {},
+            |s| states.push(s),
+        )?;
+        Ok((outcome.pseudo_gradient(start), states))
     }
 
     /// The honest pseudo-gradient of this miner's window.
@@ -463,8 +480,14 @@ impl<C: Chain> Turn<'_, C> {
         let checkpoint = &self.checkpoint;
         let n = self.engine.num_params();
         let zero = vec![0.0; n];
-        let dense = self.honest()?;
-        let honest_work = miner.commit_work(window, checkpoint.digest, &dense);
+        let (dense, states) = self.honest_work(0..n)?;
+        let trained = crate::Trained {
+            delta: &dense,
+            range: 0..n,
+            segments: &states,
+            backend: commitment::CPU_BACKEND.into(),
+        };
+        let honest_work = miner.commit_trained(window, checkpoint.digest, trained);
         let mut sent = decoded(&engine, &honest_work).unwrap_or_else(|| zero.clone());
         match adversary {
             Adversary::Amplified => sent = scaled(&sent, AMPLIFIED),
@@ -518,7 +541,7 @@ impl<C: Chain> Turn<'_, C> {
         let checkpoint = &self.checkpoint;
         // payload = codec(dense + residual) holds for the forged residual 1.5 x dense, said to
         // come from the previous window.
-        let dense = self.honest()?;
+        let (dense, states) = self.honest_work(0..self.engine.num_params())?;
         let forged = scaled(&dense, AMPLIFIED - 1.0);
         let c = &engine.spec().compression;
         let out = codec::compress(&dense, &forged, c.layout(), c.error_feedback as f32);
@@ -527,7 +550,7 @@ impl<C: Chain> Turn<'_, C> {
             window,
             checkpoint.digest,
             out.payload,
-            &dense,
+            (&dense, &states),
             (&forged, window.saturating_sub(1)),
             &out.residual_out,
         );
@@ -543,15 +566,7 @@ impl<C: Chain> Turn<'_, C> {
             .group(self.window_seed, self.uid, self.miner.group_capacity())?
             .range
             .clone();
-        let mut states = Vec::new();
-        self.engine.train_window_in_segments::<CpuTrainBackend>(
-            &Default::default(),
-            start,
-            (self.window, self.window_seed, self.uid),
-            range.clone(),
-            |_, _| {},
-            |s| states.push(s),
-        )?;
+        let (_, mut states) = self.honest_work(range.clone())?;
         let before = match states.len().checked_sub(2) {
             Some(i) => states[i].params.clone(),
             None => start[range.clone()].to_vec(),
@@ -612,7 +627,7 @@ impl<C: Chain> Turn<'_, C> {
         if self.window.is_multiple_of(2) {
             return Ok(());
         }
-        let dense = self.honest()?;
+        let (dense, states) = self.honest_work(0..self.engine.num_params())?;
         let n = dense.len();
         let c = &self.engine.spec().compression;
         let kept = self.peers.stash.lock().expect("stash lock").take();
@@ -626,7 +641,7 @@ impl<C: Chain> Turn<'_, C> {
             self.window,
             self.checkpoint.digest,
             out.payload,
-            &dense,
+            (&dense, &states),
             (&residual, from),
             &out.residual_out,
         );
@@ -649,19 +664,7 @@ impl<C: Chain> Turn<'_, C> {
             smallest
         };
         let group = self.engine.group(self.window_seed, self.uid, capacity)?;
-        let start = &self.checkpoint.params;
-        let dense = self
-            .engine
-            .train_window::<CpuTrainBackend>(
-                &Default::default(),
-                start,
-                self.window,
-                self.window_seed,
-                self.uid,
-                group.range.clone(),
-                |_, _| {},
-            )?
-            .pseudo_gradient(start);
+        let (dense, states) = self.honest_work(group.range.clone())?;
         let zero = vec![0.0; dense.len()];
         let out = self
             .engine
@@ -673,7 +676,7 @@ impl<C: Chain> Turn<'_, C> {
             self.window,
             self.checkpoint.digest,
             out.payload,
-            &dense,
+            (&dense, &states),
             (&zero, 0),
             &out.residual_out,
         );
@@ -781,7 +784,7 @@ fn fabricate<C: Chain>(miner: &Miner<C>, peers: &Peers<'_, C>, window: u64) {
         window,
         checkpoint.digest,
         out.payload,
-        &push,
+        (&push, &miner.claimed_segments(checkpoint.digest, &push)),
         (&left, window - 1),
         &out.residual_out,
     );

@@ -102,17 +102,36 @@ fn main() -> anyhow::Result<()> {
         // Which part of the state drifts: the parameters alone, each moment alone.
         let mut from = TrainState::fresh(&start, all.clone());
         for (i, end) in states.iter().enumerate() {
-            let redone = engine.reexecute_segment(&start, who, i, &from).expect("uid fits");
+            let redone = engine
+                .reexecute_segment(&start, who, i, &from)
+                .expect("uid fits");
             let only = |keep: usize| {
                 let pick = |s: &TrainState| TrainState {
-                    params: if keep == 0 { s.params.clone() } else { from.params.clone() },
-                    first_moment: if keep == 1 { s.first_moment.clone() } else { vec![] },
-                    second_moment: if keep == 2 { s.second_moment.clone() } else { vec![] },
+                    params: if keep == 0 {
+                        s.params.clone()
+                    } else {
+                        from.params.clone()
+                    },
+                    first_moment: if keep == 1 {
+                        s.first_moment.clone()
+                    } else {
+                        vec![]
+                    },
+                    second_moment: if keep == 2 {
+                        s.second_moment.clone()
+                    } else {
+                        vec![]
+                    },
                     ..s.clone()
                 };
                 segment_difference(&pick(&from), &pick(end), &pick(&redone))
             };
-            println!("segment {i}: parameters {:.2e}, first moment {:.2e}, second moment {:.2e}", only(0), only(1), only(2));
+            println!(
+                "segment {i}: parameters {:.2e}, first moment {:.2e}, second moment {:.2e}",
+                only(0),
+                only(1),
+                only(2)
+            );
             from = end.clone();
         }
     }

@@ -298,6 +298,33 @@ pub fn verify_artefacts(
 mod tests {
     use super::*;
 
+    /// An audit checks the last segment and one of the others, each about equally often and
+    /// independently of the window before; a window of one segment is checked whole.
+    #[test]
+    fn an_audit_draws_one_earlier_segment_and_always_the_last() {
+        assert_eq!(audited_segments(9, 1, 4, 0), Vec::<usize>::new());
+        assert_eq!(audited_segments(9, 1, 4, 1), vec![0]);
+        let mut counts = [0u32; 4];
+        let mut repeats = 0;
+        let mut before = None;
+        for window in 0..4000 {
+            let drawn = audited_segments(0xC0FFEE, 3, window, 5);
+            assert_eq!(drawn.len(), 2);
+            assert_eq!(drawn[1], 4, "the last segment is always checked");
+            counts[drawn[0]] += 1;
+            repeats += u32::from(before == Some(drawn[0]));
+            before = Some(drawn[0]);
+        }
+        // 1000 expected each (standard deviation 27).
+        assert!(counts.iter().all(|c| (880..1120).contains(c)), "{counts:?}");
+        assert!(
+            (880..1120).contains(&repeats),
+            "{repeats} repeats of the window before's draw"
+        );
+        // Another validator's secret draws otherwise.
+        assert!((0..20).any(|w| audited_segments(1, 3, w, 5) != audited_segments(2, 3, w, 5)));
+    }
+
     #[test]
     fn a_group_miners_artefacts_fit_only_over_its_group() {
         let spec =

@@ -264,7 +264,8 @@ fn examine_segments(
                 .reexecute_segment(audited.params, who, s.index, &start)
                 .map_err(|_| AuditError::NoAssignment(uid))?;
             let difference = segment_difference(&start, &end, &redone);
-            audit.relative_difference = Some(difference);
+            // A record keeps finite numbers only (JSON has no infinity).
+            audit.relative_difference = difference.is_finite().then_some(difference);
             tracing::info!(
                 uid,
                 window = audited.window,
