@@ -98,7 +98,8 @@ pub struct TrainingSpec {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub warmup_steps: usize,
     /// Inner steps per segment: a miner commits its training state after each, and an audit
-    /// re-executes segments rather than the whole window (0: the whole window is one segment).
+    /// re-executes segments rather than the whole window (0, or at least `inner_steps`: the whole
+    /// window is one segment).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub segment_steps: usize,
 }

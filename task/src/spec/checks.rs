@@ -135,14 +135,6 @@ impl TrainingSpec {
             "must be positive".into(),
         );
         p.check(
-            t.segment_steps <= t.inner_steps,
-            "training.segment_steps",
-            format!(
-                "= {} must be at most training.inner_steps = {} (0: the whole window is one segment)",
-                t.segment_steps, t.inner_steps
-            ),
-        );
-        p.check(
             t.batch_size > 0,
             "training.batch_size",
             "must be positive".into(),
