@@ -147,22 +147,23 @@ impl TrainState {
 }
 
 /// How far a segment's re-executed end `redone` is from the end the miner served: the parameters'
-/// distance relative to the segment's movement (served end less start), and each moment's
-/// relative to its size; the largest of the three.
+/// distance relative to the segment's movement, and each moment's relative to its size; the largest
+/// of the three. Movement and size are the larger of the served end's and the re-execution's, so
+/// the measure is finite (a state whose moments are zero where the re-execution's are not is 1
+/// away).
 pub fn segment_difference(start: &TrainState, end: &TrainState, redone: &TrainState) -> f64 {
     let distance = |a: &[f32], b: &[f32], origin: Option<&[f32]>| {
-        let (mut diff, mut size) = (0f64, 0f64);
+        let (mut diff, mut size_a, mut size_b) = (0f64, 0f64, 0f64);
         for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
             let o = origin.map_or(0.0, |o| o[i] as f64);
             diff += (x as f64 - y as f64).powi(2);
-            size += (y as f64 - o).powi(2);
+            size_a += (x as f64 - o).powi(2);
+            size_b += (y as f64 - o).powi(2);
         }
         if diff == 0.0 {
             0.0
-        } else if size == 0.0 {
-            f64::INFINITY
         } else {
-            (diff / size).sqrt()
+            (diff / size_a.max(size_b)).sqrt()
         }
     };
     let params = distance(&redone.params, &end.params, Some(&start.params));
