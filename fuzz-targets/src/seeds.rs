@@ -88,7 +88,7 @@ fn signed_commitment() -> pb::Commitment {
             residual_out_digest: [0; 32],
             group_capacity: 0,
             segments: vec![[7; 32]],
-            backend: commitment::CPU_BACKEND.into(),
+            backend: "cpu:x86_64/0123abcd".into(),
         },
     )
 }

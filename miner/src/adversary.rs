@@ -234,7 +234,7 @@ fn publish_claims(
             residual_out_digest: subnet_proto::digest(&codec::encode_dense(residual_out)),
             group_capacity: miner.group_capacity(),
             segments: segments.iter().map(|b| subnet_proto::digest(b)).collect(),
-            backend: commitment::CPU_BACKEND.into(),
+            backend: task::device::cpu_backend().into(),
         },
     );
     miner.publish(
@@ -485,7 +485,7 @@ impl<C: Chain> Turn<'_, C> {
             delta: &dense,
             range: 0..n,
             segments: &states,
-            backend: commitment::CPU_BACKEND.into(),
+            backend: task::device::cpu_backend().into(),
         };
         let honest_work = miner.commit_trained(window, checkpoint.digest, trained);
         let mut sent = decoded(&engine, &honest_work).unwrap_or_else(|| zero.clone());

@@ -173,7 +173,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(bar) = &bar {
         miner = miner.with_progress(draw_progress(bar.clone(), window_end.clone()));
     }
-    tracing::info!(%device, "training device");
+    tracing::info!(
+        %device,
+        backend = %device.backend(),
+        cpu = %task::device::cpu_arithmetic(),
+        "training device (audits compare bits with a validator whose CPU backend is the same)"
+    );
     miner.uid().await?;
     if let Some(addr) = metrics {
         let metrics = miner.metrics().clone();

@@ -48,22 +48,14 @@ pub struct Claims {
     pub group_capacity: u64,
     /// The digest of the training state at the end of each segment of the window, in order.
     pub segments: Vec<[u8; 32]>,
-    /// The backend that trained the window (`cpu`: audits compare bits).
+    /// The backend that trained the window: `cuda:0`, `wgpu`, or a CPU named by its arithmetic
+    /// (`task::device::cpu_backend`); an audit compares bits with a window trained on the
+    /// validator's own.
     pub backend: String,
 }
 
-/// The backend name of a window trained on the CPU, whose audits compare bits.
-pub const CPU_BACKEND: &str = "cpu";
-
 /// The longest backend name a commitment may carry.
 pub const MAX_BACKEND_LEN: usize = 32;
-
-impl Claims {
-    /// Whether an audit must reproduce the window bit for bit (it was trained on the CPU).
-    pub fn bit_exact(&self) -> bool {
-        self.backend == CPU_BACKEND
-    }
-}
 
 /// Signs `claims` with the miner's hotkey.
 pub fn commit(keypair: &Keypair, claims: &Claims) -> Commitment {
@@ -315,7 +307,7 @@ mod tests {
             residual_out_digest: [5; 32],
             group_capacity: 0,
             segments: vec![[6; 32], [7; 32]],
-            backend: CPU_BACKEND.into(),
+            backend: "cpu:x86_64/0123abcd".into(),
         };
         let c = commit(&miner, &claims);
         let again = commit(&miner, &claims);

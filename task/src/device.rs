@@ -76,6 +76,16 @@ impl FromStr for Device {
 }
 
 impl Device {
+    /// The backend a commitment names for a window trained here: the CPU's names this host's
+    /// arithmetic (`cpu_backend`), so that an audit compares bits only where they can agree.
+    pub fn backend(self) -> String {
+        match self {
+            Device::Cpu => cpu_backend().to_string(),
+            #[allow(unreachable_patterns)]
+            other => other.to_string(),
+        }
+    }
+
     /// The device kinds this build supports.
     pub fn available() -> Vec<&'static str> {
         let mut out = vec!["cpu"];
@@ -149,6 +159,78 @@ impl Device {
     }
 }
 
+/// This host's CPU arithmetic, as a backend name (`cpu:<arch>/<8 hex digits>`).
+///
+/// Training on burn's flex backend is bit-reproducible across processes and thread counts on one
+/// host, but its matrix kernels pick their SIMD instructions when the program starts and block
+/// their loops by the CPU's cache sizes, and both change the order of floating-point sums. Two
+/// hosts that agree on the architecture, the instruction sets those kernels dispatch on, the
+/// cache sizes and this build's kernel features get the same bits; the name digests exactly
+/// that. An audit compares bits only when a window's backend equals the validator's own
+/// (`cpu_backend` on its host), and compares within the task's tolerance otherwise, as for a GPU.
+pub fn cpu_backend() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let digest = crate::Digest::of(cpu_arithmetic().as_bytes());
+        format!(
+            "cpu:{}/{}",
+            std::env::consts::ARCH,
+            hex::encode(&digest.0[..4])
+        )
+    })
+}
+
+/// What `cpu_backend` digests, in words (a node logs it when it starts).
+pub fn cpu_arithmetic() -> String {
+    let caches = gemm_common::cache::CACHE_INFO
+        .iter()
+        .map(|c| c.cache_bytes.to_string())
+        .collect::<Vec<_>>()
+        .join("/");
+    format!(
+        "arch {}; instructions {}; caches {caches} bytes; kernels {}",
+        std::env::consts::ARCH,
+        simd_features().join("+"),
+        if cfg!(target_feature = "avx512f") {
+            "avx512 at build"
+        } else {
+            "portable build"
+        }
+    )
+}
+
+/// The instruction-set extensions the CPU kernels dispatch on, as detected on this host.
+fn simd_features() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut found = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! detect {
+            ($($f:tt),*) => {$(
+                if std::arch::is_x86_feature_detected!($f) {
+                    found.push($f);
+                }
+            )*};
+        }
+        detect!(
+            "sse4.1", "sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq",
+            "avx512vl"
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        macro_rules! detect {
+            ($($f:tt),*) => {$(
+                if std::arch::is_aarch64_feature_detected!($f) {
+                    found.push($f);
+                }
+            )*};
+        }
+        detect!("neon", "fp16", "sve");
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +253,19 @@ mod tests {
                 .unwrap_err()
                 .contains("--features cuda")
         );
+    }
+
+    #[test]
+    fn a_cpu_backend_names_the_host_and_fits_a_commitment() {
+        let name = cpu_backend();
+        assert_eq!(name, cpu_backend(), "stable within a process");
+        assert!(name.starts_with(&format!("cpu:{}/", std::env::consts::ARCH)));
+        assert_eq!(name.rsplit('/').next().unwrap().len(), 8);
+        assert!(
+            name.len() <= 32,
+            "{name} is longer than a commitment's backend"
+        );
+        assert_eq!(Device::Cpu.backend(), name);
+        assert!(cpu_arithmetic().contains("caches"));
     }
 }

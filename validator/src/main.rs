@@ -155,6 +155,11 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     chain.serve_axon(&hotkey, netuid, addr).await?;
     tracing::info!(%addr, hotkey = %validator.hotkey(), netuid, first_window, "serving");
+    tracing::info!(
+        backend = task::device::cpu_backend(),
+        cpu = %task::device::cpu_arithmetic(),
+        "audits compare bits with windows trained on this CPU backend, and use the task's tolerance otherwise"
+    );
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(ValidatorService::new(validator.clone()).serve(
         listener,

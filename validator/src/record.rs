@@ -34,6 +34,10 @@ pub struct WindowRecord {
     #[serde(default)]
     pub momentum_after: Option<Digest>,
     pub scoring: ScoringParams,
+    /// The backend the validator re-executed audits on (`task::device::cpu_backend`); records
+    /// from before it was kept were made when every CPU was named `cpu`.
+    #[serde(default = "old_evaluator")]
+    pub evaluator: String,
     pub evidence: WindowEvidence,
     /// How each evaluated gradient can be found again.
     pub gradients: Vec<GradientRecord>,
@@ -53,6 +57,10 @@ pub struct WindowRecord {
     /// The uids aggregated into the next checkpoint, in uid order.
     pub aggregated: Vec<u16>,
     pub weights: WeightsRecord,
+}
+
+fn old_evaluator() -> String {
+    "cpu".into()
 }
 
 /// An evaluated gradient: its payload is the blob `payload_digest`.

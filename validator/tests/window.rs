@@ -45,7 +45,7 @@ fn publish_dense(miner: &Miner<LocalChain>, key: &Keypair, window: u64, checkpoi
             residual_out_digest: subnet_proto::digest(&zero),
             group_capacity: 0,
             segments: vec![[0; 32]; engine.spec().training.segments().len()],
-            backend: commitment::CPU_BACKEND.into(),
+            backend: task::device::cpu_backend().into(),
         },
     );
     miner.publish(

@@ -116,7 +116,7 @@ fn train_miners(
                 values: task::groups::scattered(&values, engine.num_params(), &group.range),
                 group: group.clone(),
                 residual_out: Digest(subnet_proto::digest(&residual_out)),
-                backend: subnet_proto::commitment::CPU_BACKEND.into(),
+                backend: task::device::cpu_backend().into(),
             }),
         });
     }
@@ -149,6 +149,7 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
             params: engine.spec().scoring.params(),
             checkpoint: checkpoint.clone(),
             bans: Bans::new(),
+            evaluator: task::device::cpu_backend().into(),
         };
         let start = validator::window::start(&engine, setting, reference_residual);
         let carried = Carried {

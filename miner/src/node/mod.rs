@@ -406,7 +406,7 @@ impl<C: Chain> Miner<C> {
             delta: &delta,
             range: group.range.clone(),
             segments: &segments,
-            backend: self.inner.device.to_string(),
+            backend: self.inner.device.backend(),
         };
         let served = self.commit_trained(window, checkpoint.digest, trained);
         let report = TrainReport {
@@ -445,7 +445,7 @@ impl<C: Chain> Miner<C> {
             delta,
             range: 0..delta.len(),
             segments: &segments,
-            backend: subnet_proto::commitment::CPU_BACKEND.into(),
+            backend: task::device::cpu_backend().into(),
         };
         self.commit_trained(window, checkpoint, trained)
     }

@@ -99,6 +99,7 @@ impl<C: Chain> Validator<C> {
             params: self.engine().spec().scoring.params(),
             checkpoint,
             bans,
+            evaluator: task::device::cpu_backend().into(),
         };
         let engine = self.engine().clone();
         let start = blocking(move || window::start(&engine, setting, residual)).await?;
@@ -244,6 +245,7 @@ impl<C: Chain> Validator<C> {
             momentum_before: store_vector(store, &step.momentum_before)?,
             momentum_after: store_vector(store, &step.momentum_after)?,
             scoring: s.params.clone(),
+            evaluator: s.evaluator.clone(),
             evidence: scored.evidence.clone(),
             gradients,
             averages_before,

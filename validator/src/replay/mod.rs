@@ -31,6 +31,14 @@ pub enum ReplayError {
         recorded: String,
         replayed: String,
     },
+    #[error(
+        "{source} (the record was made on {recorded}, this host is {here}: bits can differ between CPUs, so replay on a host with the record's CPU backend)"
+    )]
+    AcrossHosts {
+        source: Box<ReplayError>,
+        recorded: String,
+        here: String,
+    },
 }
 
 /// One replayed window.
@@ -83,6 +91,19 @@ fn mismatch(record: &WindowRecord, what: &str, recorded: String, replayed: Strin
     }
 }
 
+/// A mismatch on a host whose CPU arithmetic is not the record's says so.
+fn across_hosts(error: ReplayError, record: &WindowRecord) -> ReplayError {
+    let here = task::device::cpu_backend();
+    match error {
+        ReplayError::Mismatch { .. } if record.evaluator != here => ReplayError::AcrossHosts {
+            source: Box::new(error),
+            recorded: record.evaluator.clone(),
+            here: here.into(),
+        },
+        other => other,
+    }
+}
+
 /// A record that does not hold together.
 fn invalid(record: &WindowRecord, what: String) -> ReplayError {
     ReplayError::Invalid {
@@ -130,7 +151,8 @@ pub fn replay(
     let mut what_if_averages: Option<Averages> = None;
     let mut losses_checked = 0;
     for record in &records {
-        let (mut replayed, replayable) = replay_window(&store, &engine, record)?;
+        let (mut replayed, replayable) =
+            replay_window(&store, &engine, record).map_err(|e| across_hosts(e, record))?;
         losses_checked += replayed.losses_checked;
         if let Some(params) = &what_if {
             let before = what_if_averages.get_or_insert_with(|| record.averages_before.clone());

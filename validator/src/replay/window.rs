@@ -146,6 +146,7 @@ fn recorded_start(
         params: record.scoring.clone(),
         checkpoint,
         bans: record.bans_before.clone(),
+        evaluator: record.evaluator.clone(),
     };
     Ok((
         setting,

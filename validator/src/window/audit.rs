@@ -111,6 +111,25 @@ struct Audited<'a> {
     gradient: &'a Gradient,
 }
 
+/// How an audit compares the re-executed training with the miner's: the task's tolerance, and
+/// the backend the validator re-executes on (a window trained on the same one must match bit for
+/// bit).
+#[derive(Clone, Copy, Debug)]
+pub struct Comparison<'a> {
+    pub tolerance: f64,
+    pub evaluator: &'a str,
+}
+
+impl<'a> Comparison<'a> {
+    /// The comparison a window's audits make.
+    pub fn of(start: &'a Start) -> Self {
+        Comparison {
+            tolerance: start.params().spot_check_tolerance,
+            evaluator: &start.setting.evaluator,
+        }
+    }
+}
+
 /// The failure an audit's relative difference means under `tolerance`, if any.
 pub fn irreproducible(difference: f64, tolerance: f64) -> Option<Reason> {
     (!reproduces(difference, tolerance)).then(|| {
@@ -140,13 +159,7 @@ pub fn examine(
         params: &s.checkpoint.params,
         gradient,
     };
-    examine_window(
-        engine,
-        audited,
-        uid,
-        served,
-        start.params().spot_check_tolerance,
-    )
+    examine_window(engine, audited, uid, served, Comparison::of(start))
 }
 
 fn examine_window(
@@ -154,7 +167,7 @@ fn examine_window(
     audited: Audited,
     uid: u16,
     served: Result<Artefacts, AuditGap>,
-    tolerance: f64,
+    comparison: Comparison,
 ) -> AuditFinding {
     let mut record = AuditRecord {
         uid,
@@ -188,7 +201,7 @@ fn examine_window(
         })
         .collect();
     if !served.segments.is_empty() {
-        examine_segments(engine, audited, uid, &served, tolerance, &mut record);
+        examine_segments(engine, audited, uid, &served, comparison, &mut record);
         return AuditFinding {
             record,
             incomplete: false,
@@ -203,7 +216,7 @@ fn examine_window(
                 "audit"
             );
             record.relative_difference = Some(difference);
-            record.failure = irreproducible(difference, tolerance);
+            record.failure = irreproducible(difference, comparison.tolerance);
         }
         Err(reason) => {
             record.failure = Some(Reason::new(
@@ -220,7 +233,8 @@ fn examine_window(
 
 /// The segment audit: the artefacts must fit the payload (as for a whole window), each served
 /// segment re-executed from its start must end where the miner's did (bit for bit for a window
-/// trained on the CPU, within `tolerance` of the segment's movement otherwise), and the dense
+/// trained on the validator's own CPU arithmetic, within the tolerance of the segment's movement
+/// otherwise), and the dense
 /// gradient must be exactly the checkpoint less the last segment's end. Writes what it found
 /// into `record`.
 fn examine_segments(
@@ -228,7 +242,7 @@ fn examine_segments(
     audited: Audited,
     uid: u16,
     served: &Artefacts,
-    tolerance: f64,
+    comparison: Comparison,
     record: &mut AuditRecord,
 ) {
     let outcome = (|| -> Result<Option<Reason>, AuditError> {
@@ -246,7 +260,10 @@ fn examine_segments(
         if !served.segments.iter().any(|s| s.index == last) {
             return Err(AuditError::LastSegmentUnchecked);
         }
-        let exact = gradient.bit_exact();
+        let (exact, tolerance) = (
+            gradient.bit_exact(comparison.evaluator),
+            comparison.tolerance,
+        );
         let who = (audited.window, audited.window_seed, uid);
         for (s, audit) in served.segments.iter().zip(&mut record.segments) {
             let at = steps
@@ -315,7 +332,8 @@ fn segment_irreproducible(
     tolerance: f64,
 ) -> Reason {
     let rule = if exact {
-        "a window trained on the CPU must reproduce bit for bit".to_string()
+        "a window trained on the validator's own CPU arithmetic must reproduce bit for bit"
+            .to_string()
     } else {
         format!("beyond the backend tolerance {tolerance}")
     };
@@ -414,7 +432,7 @@ impl Work {
             return Ok(());
         }
         let mut served = inputs.artefacts(&requests)?.into_iter();
-        let tolerance = start.params().spot_check_tolerance;
+        let comparison = Comparison::of(start);
         for uid in current {
             let finding = examine(engine, start, uid, &self.gradients[&uid], next(&mut served));
             if let Some(m) = self.evidence.iter_mut().find(|m| m.uid == uid) {
@@ -429,7 +447,7 @@ impl Work {
                 params: &subject.checkpoint.params,
                 gradient: &subject.gradient,
             };
-            let mut finding = examine_window(engine, audited, *uid, next(&mut served), tolerance);
+            let mut finding = examine_window(engine, audited, *uid, next(&mut served), comparison);
             finding.record.window = Some(subject.window);
             if let Some(m) = self.evidence.iter_mut().find(|m| m.uid == *uid) {
                 apply_earlier(m, subject.window, &finding);
@@ -655,7 +673,11 @@ mod tests {
             params: start,
             gradient: &work.gradient,
         };
-        let finding = examine_window(engine, audited, WHO.2, Ok(served), tolerance);
+        let comparison = Comparison {
+            tolerance,
+            evaluator: task::device::cpu_backend(),
+        };
+        let finding = examine_window(engine, audited, WHO.2, Ok(served), comparison);
         assert!(!finding.incomplete);
         finding.record
     }
@@ -664,12 +686,14 @@ mod tests {
 
     /// Honest work passes: bit for bit on the CPU; within the tolerance, over a seeded sweep,
     /// when every step carries noise of 1e-6 relative (a stand-in for another card) and the
-    /// commitment says so. The same noisy work declared as CPU training fails.
+    /// commitment says so. The same noisy work declared as training on the validator's own CPU
+    /// arithmetic fails; declared as another host's CPU, it is held to the tolerance and passes.
     #[test]
     fn honest_segments_pass_and_noise_passes_only_under_a_tolerant_backend() {
         let engine = engine();
         let start = engine.genesis().params;
-        let exact = commit(&engine, &start, train(&engine, &start, None), "cpu");
+        let here = task::device::cpu_backend();
+        let exact = commit(&engine, &start, train(&engine, &start, None), here);
         let record = audit(&engine, &start, &exact, 0.0);
         assert_eq!(record.failure, None);
         assert_eq!(record.relative_difference, Some(0.0));
@@ -682,10 +706,13 @@ mod tests {
             assert_eq!(record.failure, None, "seed {seed}");
             worst = worst.max(record.relative_difference.unwrap());
             if seed == 0 {
-                let as_cpu = commit(&engine, &start, states, "cpu");
-                let failure = audit(&engine, &start, &as_cpu, TOLERANCE).failure.unwrap();
+                let as_here = commit(&engine, &start, states.clone(), here);
+                let failure = audit(&engine, &start, &as_here, TOLERANCE).failure.unwrap();
                 assert_eq!(failure.kind, ReasonKind::Irreproducible);
                 assert!(failure.text.contains("bit for bit"), "{}", failure.text);
+                // Another host's CPU arithmetic is held to the tolerance, as a GPU is.
+                let elsewhere = commit(&engine, &start, states, "cpu:aarch64/00000000");
+                assert_eq!(audit(&engine, &start, &elsewhere, TOLERANCE).failure, None);
             }
         }
         assert!(
@@ -748,7 +775,7 @@ mod tests {
         assert!(failure.text.contains("segment 1"), "{}", failure.text);
 
         // Honest states, but a dense gradient 1% larger than the last end gives.
-        let mut work = commit(&engine, &start, honest, "cpu");
+        let mut work = commit(&engine, &start, honest, task::device::cpu_backend());
         work.dense.iter_mut().for_each(|d| *d *= 1.01);
         let group = work.gradient.group.range.clone();
         let zero = vec![0.0; work.dense.len()];

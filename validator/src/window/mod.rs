@@ -41,14 +41,15 @@ pub struct Gradient {
     pub group: ParamGroup,
     /// The outgoing residual its commitment names (an audit checks the payload leaves exactly it).
     pub residual_out: Digest,
-    /// The backend its commitment says trained it (`cpu`: audits compare bits).
+    /// The backend its commitment says trained it (see `task::device::cpu_backend`).
     pub backend: String,
 }
 
 impl Gradient {
-    /// Whether an audit must reproduce its training bit for bit (it was trained on the CPU).
-    pub fn bit_exact(&self) -> bool {
-        self.backend == subnet_proto::commitment::CPU_BACKEND
+    /// Whether an audit re-executing on `evaluator` must reproduce its training bit for bit: it
+    /// was trained on the same CPU arithmetic.
+    pub fn bit_exact(&self, evaluator: &str) -> bool {
+        self.backend == evaluator
     }
 }
 

@@ -21,6 +21,9 @@ pub struct Setting {
     pub checkpoint: Checkpoint,
     /// The bans in force when the window starts.
     pub bans: Bans,
+    /// The backend the validator re-executes audited training on (`task::device::cpu_backend`
+    /// of its host): an audit compares bits only with a window trained on the same one.
+    pub evaluator: String,
 }
 
 /// The validator's own training of the window, on pages no miner was assigned.
