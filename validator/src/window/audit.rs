@@ -793,4 +793,83 @@ mod tests {
             failure.text
         );
     }
+
+    /// A miner that jumps: it commits a made-up end for segment 0 (the honest end pushed by 5% of
+    /// the window's movement on eight parameters) and trains the rest honestly from there, so
+    /// the push lands in its dense gradient while every later segment re-executes exactly. The
+    /// audit finds it exactly when its draw includes segment 0, which is why cheating confined to
+    /// s of the segments before the last is found with probability s/(segments - 1) per audit.
+    #[test]
+    fn a_jump_between_segments_is_found_when_the_draw_hits_it() {
+        let engine = engine();
+        let start = engine.genesis().params;
+        let honest = train(&engine, &start, None);
+        let (window, seed, uid) = WHO;
+        let assignment = engine.assignment(window, seed, uid).unwrap();
+        let batches = engine.training_batches(&assignment, seed);
+        let lr = engine.spec().inner_lr(window);
+        let steps = engine.spec().training.segments();
+        let movement = honest
+            .last()
+            .unwrap()
+            .params
+            .iter()
+            .zip(start.iter())
+            .map(|(e, s)| (*e as f64 - *s as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let mut jumped = vec![honest[0].clone()];
+        let n = start.len();
+        for p in jumped[0].params.iter_mut().step_by(n / 8).take(8) {
+            *p += (0.05 * movement / 8f64.sqrt()) as f32;
+        }
+        for at in &steps[1..] {
+            let from = jumped.last().unwrap();
+            let end = engine
+                .trainer::<CpuTrainBackend>(&Default::default())
+                .resume(&start, from, &batches[at.clone()], lr);
+            jumped.push(TrainState {
+                step: at.end,
+                ..end
+            });
+        }
+        let here = task::device::cpu_backend();
+        let work = commit(&engine, &start, jumped, here);
+        let push = 0.05 * movement / 8f64.sqrt();
+        let honest_end = honest.last().unwrap().whole(&start);
+        for i in (0..n).step_by(n / 8).take(8) {
+            let moved = (start[i] - honest_end[i] - work.dense[i]) as f64;
+            assert!(moved > push / 2.0, "parameter {i}: {moved} of {push}");
+        }
+        // The audit that draws segment 0 finds the jump, bit for bit.
+        let failure = audit(&engine, &start, &work, 0.0).failure.unwrap();
+        assert_eq!(failure.kind, ReasonKind::Irreproducible, "{}", failure.text);
+        assert!(failure.text.contains("segment 0"), "{}", failure.text);
+        // The audit that draws segment 1 (and the last) re-executes both exactly.
+        let served = Artefacts {
+            dense: codec::encode_dense(&work.dense),
+            residual_in: codec::encode_dense(&vec![0.0; n]),
+            segments: [1, 2]
+                .into_iter()
+                .map(|index| ServedSegment {
+                    index,
+                    start: Some(work.states[index - 1].to_bytes()),
+                    end: work.states[index].to_bytes(),
+                })
+                .collect(),
+        };
+        let audited = Audited {
+            window,
+            window_seed: seed,
+            params: &start,
+            gradient: &work.gradient,
+        };
+        let comparison = Comparison {
+            tolerance: 0.0,
+            evaluator: here,
+        };
+        let finding = examine_window(&engine, audited, uid, Ok(served), comparison);
+        assert_eq!(finding.record.failure, None);
+        assert_eq!(finding.record.relative_difference, Some(0.0));
+    }
 }
