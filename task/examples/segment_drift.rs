@@ -132,6 +132,9 @@ fn main() -> anyhow::Result<()> {
                 only(1),
                 only(2)
             );
+            if i == 0 {
+                drift_by_tensor(&engine, &end.params, &redone.params);
+            }
             from = end.clone();
         }
     }
@@ -223,4 +226,36 @@ fn main() -> anyhow::Result<()> {
         100.0 * segments / whole
     );
     Ok(())
+}
+
+/// The tensors whose parameters differ most between a segment's end and its re-execution, with
+/// their share of the squared difference.
+fn drift_by_tensor(engine: &TaskEngine, end: &[f32], redone: &[f32]) {
+    let mut shares: Vec<(f64, usize, &str)> = engine
+        .layout()
+        .entries
+        .iter()
+        .map(|e| {
+            let range = e.offset..e.offset + e.len;
+            let squared = end[range.clone()]
+                .iter()
+                .zip(&redone[range])
+                .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                .sum::<f64>();
+            let differing = end[e.offset..e.offset + e.len]
+                .iter()
+                .zip(&redone[e.offset..e.offset + e.len])
+                .filter(|(a, b)| a != b)
+                .count();
+            (squared, differing, e.name.as_str())
+        })
+        .collect();
+    let total: f64 = shares.iter().map(|s| s.0).sum();
+    shares.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (squared, differing, name) in shares.iter().take(6) {
+        println!(
+            "  {name}: {:.1}% of the squared difference, {differing} parameters differ",
+            100.0 * squared / total.max(f64::MIN_POSITIVE)
+        );
+    }
 }
