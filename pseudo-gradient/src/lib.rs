@@ -7,5 +7,7 @@
 pub mod aggregate;
 pub mod codec;
 pub mod digest;
+pub mod sparse;
 
 pub use digest::Digest;
+pub use sparse::Sparse;

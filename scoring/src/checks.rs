@@ -157,8 +157,12 @@ pub struct Similarity {
     pub cosine: f64,
 }
 
-/// Cosine similarity of every pair of `(uid, gradient)`, in uid order.
-pub fn pairwise_similarity(gradients: &[(u16, &[f32])]) -> Vec<Similarity> {
+/// The similarity `cosine` gives every pair of `(uid, gradient)`, in uid order (`cosine` over
+/// dense slices; a validator passes the same figure over its sparse gradients).
+pub fn pairwise_similarity<G>(
+    gradients: &[(u16, G)],
+    cosine: impl Fn(&G, &G) -> f64,
+) -> Vec<Similarity> {
     let mut out = Vec::new();
     for (i, (a, ga)) in gradients.iter().enumerate() {
         for (b, gb) in &gradients[i + 1..] {
@@ -265,7 +269,9 @@ mod tests {
         let a = [1.0f32, 0.0];
         let b = [1.0f32, 0.01];
         let c = [0.0f32, 1.0];
-        let pairs = pairwise_similarity(&[(5, &a), (2, &b), (9, &c)]);
+        let pairs = pairwise_similarity(&[(5, &a[..]), (2, &b[..]), (9, &c[..])], |x, y| {
+            cosine(x, y)
+        });
         let keys: Vec<(u16, u16)> = pairs.iter().map(|s| (s.a, s.b)).collect();
         assert_eq!(keys, vec![(2, 5), (2, 9), (5, 9)]);
         assert!(pairs[0].cosine > 0.99);

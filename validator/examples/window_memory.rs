@@ -75,13 +75,17 @@ async fn main() -> anyhow::Result<()> {
 
     let genesis = engine.genesis();
     let (stop, _) = tokio::sync::watch::channel(false);
+    // A small step of a different direction for each miner and window.
+    let delta = |k: usize, window: usize| -> Vec<f32> {
+        (0..engine.num_params())
+            .map(|i| 1e-4 * (((i * 31 + k * 17 + window * 7) % 13) as f32 - 6.0))
+            .collect()
+    };
+    let mut served = Vec::new();
     for (k, key) in miner_keys.iter().enumerate() {
         let miner = Miner::new(chain.clone(), netuid, key.clone(), engine.clone());
-        // A small step of a different direction for each miner.
-        let delta: Vec<f32> = (0..engine.num_params())
-            .map(|i| 1e-4 * (((i * 31 + k * 17) % 13) as f32 - 6.0))
-            .collect();
-        miner.publish(1, miner.commit_work(1, genesis.digest, &delta));
+        miner.publish(1, miner.commit_work(1, genesis.digest, &delta(k, 1)));
+        served.push(miner.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         chain
             .serve_axon(key, netuid, listener.local_addr()?)
@@ -91,40 +95,64 @@ async fn main() -> anyhow::Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         }));
     }
-    let validator = Validator::new(
+    // With a data directory, as `validator run --data` keeps one: audited artefacts go to disk
+    // as they arrive.
+    let store = validator::store::DataDir::open(
+        dir.path().join("validator"),
+        &engine.spec().canonical_toml(),
+    )?;
+    let validator = Validator::with_store(
         chain.clone(),
         netuid,
         validator_key,
         engine.clone(),
         genesis,
         1,
-    );
-    let collected = validator.collect_commitments(1).await?;
-    chain.advance_blocks(blocks)?;
-    let seed = chain_client::window_seed(&chain.block_hash(blocks).await?);
+        store,
+    )?;
+    // Window 1 is every miner's first: each is audited. Window 2 is the steady state: each miner
+    // is audited with the task's probability (one in `scoring.audit_period`).
+    let mut figures = Vec::new();
+    for window in 1..=2u64 {
+        if window > 1 {
+            let (checkpoint, _) = validator.checkpoint();
+            for (k, miner) in served.iter().enumerate() {
+                let work = delta(k, window as usize);
+                miner.publish(window, miner.commit_work(window, checkpoint.digest, &work));
+            }
+        }
+        let collected = validator.collect_commitments(window).await?;
+        chain.advance_blocks(blocks)?;
+        let block = chain.current_block().await?;
+        let seed = chain_client::window_seed(&chain.block_hash(block).await?);
 
-    let (before, _) = memory_mib();
-    reset_peak();
-    let started = Instant::now();
-    let outcome = validator.run_window(1, seed).await?;
-    let seconds = started.elapsed().as_secs_f64();
-    let (_, peak) = memory_mib();
-    let scored = outcome
-        .results
-        .iter()
-        .filter(|r| r.usefulness.is_some())
-        .count();
+        let (before, _) = memory_mib();
+        reset_peak();
+        let started = Instant::now();
+        let outcome = validator.run_window(window, seed).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let (_, peak) = memory_mib();
+        let scored = outcome
+            .results
+            .iter()
+            .filter(|r| r.usefulness.is_some())
+            .count();
+        let audited = outcome.results.iter().filter(|r| r.audited).count();
+        println!(
+            "{task}: {} parameters, window {window}, {miners} miners ({collected} commitments \
+             collected, {scored} scored, {audited} audited): window {seconds:.1} s; resident before \
+             the window {before:.0} MiB, peak during it {peak:.0} MiB (+{:.0} MiB)",
+            engine.num_params(),
+            peak - before
+        );
+        figures.push(format!(
+            "\"window_{window}\": {{\"scored\": {scored}, \"audited\": {audited}, \"window_s\": {seconds:.3}, \"before_mib\": {before:.1}, \"peak_mib\": {peak:.1}}}"
+        ));
+    }
     println!(
-        "{task}: {} parameters, {miners} miners ({collected} commitments collected, {scored} scored, \
-         {} audited): window {seconds:.1} s; resident before the window {before:.0} MiB, peak during \
-         it {peak:.0} MiB (+{:.0} MiB)",
+        "{{\"parameters\": {}, \"miners\": {miners}, {}}}",
         engine.num_params(),
-        outcome.results.iter().filter(|r| r.audited).count(),
-        peak - before
-    );
-    println!(
-        "{{\"parameters\": {}, \"miners\": {miners}, \"scored\": {scored}, \"window_s\": {seconds:.3}, \"before_mib\": {before:.1}, \"peak_mib\": {peak:.1}}}",
-        engine.num_params()
+        figures.join(", ")
     );
     let _ = stop.send(true);
     Ok(())

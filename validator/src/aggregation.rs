@@ -5,7 +5,8 @@
 //! gradients they gathered themselves before adopting it.
 
 use crate::store::{DataDir, StoreError};
-use pseudo_gradient::aggregate::{aggregate_clipped_each, outer_nesterov_step, outer_sgd_step};
+use pseudo_gradient::Sparse;
+use pseudo_gradient::aggregate::{outer_nesterov_step, outer_sgd_step};
 use pseudo_gradient::codec;
 use subnet_proto::commitment::SignedCommitment;
 use task::Digest;
@@ -42,11 +43,11 @@ pub fn next_checkpoint(
     engine: &TaskEngine,
     checkpoint: &Checkpoint,
     momentum: &[f32],
-    deltas: &[&[f32]],
+    deltas: &[&Sparse],
     caps: &[f64],
 ) -> (Checkpoint, Vec<f32>) {
     let t = &engine.spec().training;
-    match aggregate_clipped_each(deltas, caps) {
+    match pseudo_gradient::sparse::aggregate_clipped_each(deltas, caps) {
         Some(mean) if t.outer_momentum > 0.0 => {
             let (params, buffer) = outer_nesterov_step(
                 &checkpoint.params,
@@ -87,13 +88,13 @@ pub fn recompute(
     previous: &Checkpoint,
     momentum: &[f32],
     recipe: &Recipe,
-    gathered: &std::collections::BTreeMap<u16, (SignedCommitment, Vec<f32>)>,
+    gathered: &std::collections::BTreeMap<u16, (SignedCommitment, Sparse)>,
     digest: &Digest,
 ) -> Recomputation {
     let mut deltas = Vec::with_capacity(recipe.aggregated.len());
     for (uid, claimed) in &recipe.aggregated {
         match gathered.get(uid) {
-            Some((c, values)) if c.same_claims(claimed) => deltas.push(values.as_slice()),
+            Some((c, values)) if c.same_claims(claimed) => deltas.push(values),
             _ => return Recomputation::Missing(*uid),
         }
     }

@@ -177,7 +177,11 @@ pub fn stored_subject(
         window_seed: pending.window_seed,
         checkpoint: std::sync::Arc::new(checkpoint),
         gradient: Gradient {
-            values: task::groups::scattered(&values, engine.num_params(), &group.range),
+            values: pseudo_gradient::Sparse::scattered(
+                &values,
+                engine.num_params(),
+                group.range.start,
+            ),
             payload,
             group,
             residual_out: pending.residual_out,

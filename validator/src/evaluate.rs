@@ -1,10 +1,12 @@
 //! The deterministic evaluations behind a window's evidence, shared by the validator and by offline
 //! replays: on the CPU backend they give the same losses bit for bit wherever they run.
 
+use pseudo_gradient::Sparse;
 use pseudo_gradient::aggregate::{
     clip_scale, clipped, l2_norm, outer_nesterov_step, outer_sgd_step,
 };
 use pseudo_gradient::codec;
+use pseudo_gradient::sparse::clipped_sums;
 use scoring::{AssignmentEvidence, LeaveOneOut};
 use task::{Batch, CpuBackend, CpuTrainBackend, TaskEngine};
 
@@ -195,55 +197,48 @@ pub fn assignment_evidence(
 pub fn leave_one_out(
     engine: &TaskEngine,
     (params, momentum): (&[f32], &[f32]),
-    candidates: &[&[f32]],
+    candidates: &[&Sparse],
     caps: &[f64],
     (batches, rule): (&[Batch], LeaveOneOut),
 ) -> (Vec<f32>, Vec<Vec<f32>>) {
     assert_eq!(candidates.len(), caps.len(), "one cap per candidate");
-    if candidates.is_empty() {
+    let Some((sum, carriers)) = clipped_sums(candidates, caps) else {
         return (Vec::new(), Vec::new());
-    }
+    };
     let t = &engine.spec().training;
     let share = t.outer_lr / candidates.len() as f64;
     let scales: Vec<f64> = candidates
         .iter()
         .zip(caps)
-        .map(|(g, &cap)| clip_scale(l2_norm(g), cap))
+        .map(|(g, &cap)| clip_scale(g.norm(), cap))
         .collect();
-    let mut sum = vec![0f64; params.len()];
-    let mut carriers = vec![0u32; params.len()];
-    for (g, scale) in candidates.iter().zip(&scales) {
-        for ((s, c), &x) in sum.iter_mut().zip(carriers.iter_mut()).zip(g.iter()) {
-            *s += scale * x as f64;
-            *c += (x != 0.0) as u32;
+    // Each parameter's sum, less the left-out candidate's term where it has one (elsewhere its
+    // term is zero, and subtracting it would change no bit).
+    let totals = |leave_out: Option<usize>| -> Vec<f64> {
+        let mut total = sum.clone();
+        if let Some(i) = leave_out {
+            for (p, x) in candidates[i].iter() {
+                total[p] -= scales[i] * x as f64;
+            }
         }
-    }
+        total
+    };
     let uniform = |leave_out: Option<usize>| -> Vec<f32> {
         params
             .iter()
-            .enumerate()
-            .map(|(p, &theta)| {
-                let mut total = sum[p];
-                if let Some(i) = leave_out {
-                    total -= scales[i] * candidates[i][p] as f64;
-                }
-                (theta as f64 - share * total) as f32
-            })
+            .zip(totals(leave_out))
+            .map(|(&theta, total)| (theta as f64 - share * total) as f32)
             .collect()
     };
     // A candidate's share of the applied step at a parameter is its value over the number of
     // candidates carrying it: left out, its share is missing and the others keep theirs.
     let applied = |leave_out: Option<usize>| -> Vec<f32> {
-        let mean: Vec<f32> = (0..params.len())
-            .map(|p| {
-                let mut total = sum[p];
-                if let Some(i) = leave_out {
-                    total -= scales[i] * candidates[i][p] as f64;
-                }
-                match carriers[p] {
-                    0 => 0.0,
-                    count => (total / count as f64) as f32,
-                }
+        let mean: Vec<f32> = totals(leave_out)
+            .into_iter()
+            .zip(&carriers)
+            .map(|(total, &count)| match count {
+                0 => 0.0,
+                count => (total / count as f64) as f32,
             })
             .collect();
         if t.outer_momentum > 0.0 {
@@ -282,10 +277,11 @@ mod tests {
         let b: Vec<f32> = (0..n).map(|i| ((i % 5) as f32 - 2.5) * 2e-3).collect();
         let caps = [f64::INFINITY; 2];
         let run = |candidates: &[&[f32]], rule| {
+            let sparse: Vec<Sparse> = candidates.iter().map(|c| Sparse::from_dense(c)).collect();
             leave_one_out(
                 &engine,
                 (&params, &[]),
-                candidates,
+                &sparse.iter().collect::<Vec<_>>(),
                 &caps[..candidates.len()],
                 (&batches, rule),
             )

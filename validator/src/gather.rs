@@ -5,6 +5,7 @@
 //! while streaming, its digest, and the task's one gradient layout.
 
 use chain_client::Neuron;
+use pseudo_gradient::Sparse;
 use pseudo_gradient::codec::{self, CodecError, Layout};
 use scoring::{Reason, ReasonKind};
 use std::fmt;
@@ -328,17 +329,17 @@ impl Gatherer<'_> {
 
     /// Decodes a payload of the parameters `range` in the task's layout, refuses non-finite values,
     /// and places it in a whole-model vector (zero outside `range`).
-    pub fn decode(&self, payload: &[u8], range: &Range<usize>) -> Result<Vec<f32>, Rejection> {
+    pub fn decode(&self, payload: &[u8], range: &Range<usize>) -> Result<Sparse, Rejection> {
         let values =
             codec::decode_as(payload, range.len(), self.layout()).map_err(Rejection::Codec)?;
         let non_finite = values.iter().filter(|v| !v.is_finite()).count();
         if non_finite > 0 {
             return Err(Rejection::NonFinite { count: non_finite });
         }
-        Ok(task::groups::scattered(
+        Ok(Sparse::scattered(
             &values,
             self.engine.num_params(),
-            range,
+            range.start,
         ))
     }
 

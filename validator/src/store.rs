@@ -191,6 +191,21 @@ impl DataDir {
         Ok(digest)
     }
 
+    /// A stored blob as a reference that an audit reads when it reaches it (missing: an error
+    /// now).
+    pub fn kept_blob(&self, digest: &Digest) -> Result<crate::window::Blob, StoreError> {
+        if !self.blob_path(&digest.0).exists() {
+            return Err(StoreError::MissingBlob {
+                dir: self.root.clone(),
+                digest: digest.to_string(),
+            });
+        }
+        Ok(crate::window::Blob::Kept {
+            digest: *digest,
+            store: self.clone(),
+        })
+    }
+
     /// A stored blob, checked against its digest.
     pub fn blob(&self, digest: &[u8; 32]) -> Result<Vec<u8>, StoreError> {
         let path = self.blob_path(digest);

@@ -93,16 +93,16 @@ fn train_miners(
             .into_iter()
             .map(|index| ServedSegment {
                 index,
-                start: index.checked_sub(1).map(|i| states[i].clone()),
-                end: states[index].clone(),
+                start: index.checked_sub(1).map(|i| states[i].clone().into()),
+                end: states[index].clone().into(),
             })
             .collect();
         let dense = outcome.pseudo_gradient(&checkpoint.params);
         let out = c.compress(&dense, residual, group.range.clone());
         let values = codec::decode_as(&out.payload, group.len(), layout).expect("own payload");
         let artefacts = Artefacts {
-            dense: codec::encode_dense(&dense),
-            residual_in: codec::encode_dense(residual),
+            dense: codec::encode_dense(&dense).into(),
+            residual_in: codec::encode_dense(residual).into(),
             segments,
         };
         honest.served.insert(uid, artefacts);
@@ -113,7 +113,11 @@ fn train_miners(
             hotkey: format!("miner {uid}"),
             outcome: Ok(Gradient {
                 payload: out.payload,
-                values: task::groups::scattered(&values, engine.num_params(), &group.range),
+                values: pseudo_gradient::Sparse::scattered(
+                    &values,
+                    engine.num_params(),
+                    group.range.start,
+                ),
                 group: group.clone(),
                 residual_out: Digest(subnet_proto::digest(&residual_out)),
                 backend: task::device::cpu_backend().into(),

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::audit::{Link, stored_subject};
+use crate::window::Blob;
 use crate::window::{
     Artefacts, AuditGap, AuditRequest, Gradient, PendingAudit, ResidualLink, ServedSegment,
     Subject, WindowInputs,
@@ -102,35 +103,49 @@ impl<C: Chain> Validator<C> {
         .collect()
     }
 
-    /// The dense gradient and the residual a miner committed to, or why the audit stops here and
-    /// whether it is to be tried again (the miner could not be reached).
+    /// The dense gradient, the residual and the drawn segments' states a miner committed to, or
+    /// why the audit stops here and whether it is to be tried again (the miner could not be
+    /// reached). Each part is kept in the data directory as it arrives (`Blob`), so that a
+    /// window's audits hold at most one part of each miner in memory at once.
     async fn fetch_artefacts(
         &self,
         neuron: &Neuron,
         request: &AuditRequest,
         c: &SignedCommitment,
-    ) -> Result<Artefacts, AuditGap> {
+    ) -> Result<Result<Artefacts, AuditGap>, StoreError> {
+        let store = self.inner.store.as_ref();
+        let mut kept = Ok(());
+        let mut keep = |bytes: Vec<u8>| {
+            Blob::keep(bytes, store).unwrap_or_else(|e| {
+                kept = Err(e);
+                Blob::Held(Vec::new())
+            })
+        };
         let gatherer = self.gatherer();
         let window = request.window;
         let secret = self.state().audit_secret;
         let count = self.engine().spec().training.segments().len();
         let drawn = crate::audit::audited_segments(secret, request.uid, window, count);
         let served = async {
-            let dense = gatherer
-                .part(neuron, window, pb::GradientPart::Dense, c)
-                .await?;
-            let residual_in = gatherer
-                .part(neuron, window, pb::GradientPart::Residual, c)
-                .await?;
+            let dense = keep(
+                gatherer
+                    .part(neuron, window, pb::GradientPart::Dense, c)
+                    .await?,
+            );
+            let residual_in = keep(
+                gatherer
+                    .part(neuron, window, pb::GradientPart::Residual, c)
+                    .await?,
+            );
             let state =
                 |segment: usize| gatherer.segment_state(neuron, window, segment, &request.range, c);
             let mut segments = Vec::with_capacity(drawn.len());
             for index in drawn {
                 let start = match index.checked_sub(1) {
-                    Some(before) => Some(state(before).await?),
+                    Some(before) => Some(keep(state(before).await?)),
                     None => None,
                 };
-                let end = state(index).await?;
+                let end = keep(state(index).await?);
                 segments.push(ServedSegment { index, start, end });
             }
             Ok::<_, Rejection>(Artefacts {
@@ -140,7 +155,8 @@ impl<C: Chain> Validator<C> {
             })
         }
         .await;
-        served.map_err(|e| match e {
+        kept?;
+        Ok(served.map_err(|e| match e {
             Rejection::Unreachable(_) | Rejection::Timeout { .. } => AuditGap {
                 reason: Reason::new(
                     ReasonKind::AuditUnreachable,
@@ -159,7 +175,7 @@ impl<C: Chain> Validator<C> {
                 ),
                 unreachable: false,
             },
-        })
+        }))
     }
 }
 
@@ -349,19 +365,19 @@ impl<C: Chain> WindowInputs for LiveInputs<C> {
             let validator = &self.validator;
             async move {
                 let Some(commitment) = commitment else {
-                    return Err(AuditGap {
+                    return Ok(Err(AuditGap {
                         reason: Reason::new(
                             ReasonKind::AuditUnreachable,
                             format!("audit: no commitment of window {} is kept", r.window),
                         ),
                         unreachable: true,
-                    });
+                    }));
                 };
                 let fetch = validator.fetch_artefacts(neuron, r, commitment);
                 tokio::time::timeout_at(deadline, fetch)
                     .await
                     .unwrap_or_else(|_| {
-                        Err(AuditGap {
+                        Ok(Err(AuditGap {
                             reason: Reason::new(
                                 ReasonKind::AuditUnreachable,
                                 format!(
@@ -371,25 +387,16 @@ impl<C: Chain> WindowInputs for LiveInputs<C> {
                                 ),
                             ),
                             unreachable: true,
-                        })
+                        }))
                     })
             }
         });
-        let served = self.runtime.block_on(futures::future::join_all(fetches));
-        // Kept as blobs now (the record that names them is appended later).
-        if let Some(store) = &self.validator.inner.store {
-            for a in served.iter().flatten() {
-                store.put_blob(&a.dense)?;
-                store.put_blob(&a.residual_in)?;
-                for segment in &a.segments {
-                    if let Some(start) = &segment.start {
-                        store.put_blob(start)?;
-                    }
-                    store.put_blob(&segment.end)?;
-                }
-            }
-        }
-        Ok(served)
+        // Each part is kept as a blob as it arrives (the record that names them is appended
+        // later).
+        self.runtime
+            .block_on(futures::future::join_all(fetches))
+            .into_iter()
+            .collect()
     }
 
     fn subject(&mut self, uid: u16, pending: &PendingAudit) -> Result<Option<Subject>, StoreError> {

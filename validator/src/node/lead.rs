@@ -3,7 +3,7 @@
 use super::*;
 
 /// Decoded gradients of a window with their commitments, by uid.
-type Gradients = BTreeMap<u16, (SignedCommitment, Vec<f32>)>;
+type Gradients = BTreeMap<u16, (SignedCommitment, pseudo_gradient::Sparse)>;
 
 impl<C: Chain> Validator<C> {
     /// With several validators, the lead's checkpoint (most stake) is the one miners trained

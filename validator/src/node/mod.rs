@@ -39,7 +39,7 @@ struct LastWindow {
     window: u64,
     checkpoint: Checkpoint,
     momentum: Vec<f32>,
-    gathered: BTreeMap<u16, (SignedCommitment, Vec<f32>)>,
+    gathered: BTreeMap<u16, (SignedCommitment, pseudo_gradient::Sparse)>,
 }
 
 struct ValidatorState {

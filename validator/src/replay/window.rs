@@ -180,7 +180,11 @@ fn gathered(
                 })?;
                 Ok(Gradient {
                     payload,
-                    values: task::groups::scattered(&values, engine.num_params(), &group.range),
+                    values: pseudo_gradient::Sparse::scattered(
+                        &values,
+                        engine.num_params(),
+                        group.range.start,
+                    ),
                     group: group.clone(),
                     residual_out: g.residual_out_digest,
                     backend: g.backend.clone(),
@@ -298,16 +302,16 @@ fn served(
 ) -> Result<Result<Artefacts, AuditGap>, ReplayError> {
     match (&audit.dense_digest, &audit.residual_digest, &audit.failure) {
         (Some(dense), Some(residual), _) => Ok(Ok(Artefacts {
-            dense: store.blob(&dense.0)?,
-            residual_in: store.blob(&residual.0)?,
+            dense: store.kept_blob(dense)?,
+            residual_in: store.kept_blob(residual)?,
             segments: audit
                 .segments
                 .iter()
                 .map(|s| {
                     Ok(ServedSegment {
                         index: s.segment,
-                        start: s.start.map(|d| store.blob(&d.0)).transpose()?,
-                        end: store.blob(&s.end.0)?,
+                        start: s.start.map(|d| store.kept_blob(&d)).transpose()?,
+                        end: store.kept_blob(&s.end)?,
                     })
                 })
                 .collect::<Result<_, ReplayError>>()?,

@@ -31,10 +31,8 @@ pub fn aggregate(
     rules: &ScoringParams,
 ) -> Step {
     let aggregated = aggregation_order(decisions, rules.aggregate_top, rules.aggregate_min);
-    let deltas: Vec<&[f32]> = aggregated
-        .iter()
-        .map(|u| gradients[u].values.as_slice())
-        .collect();
+    let deltas: Vec<&pseudo_gradient::Sparse> =
+        aggregated.iter().map(|u| &gradients[u].values).collect();
     let caps: Vec<f64> = aggregated
         .iter()
         .map(|u| clips[gradients[u].group.index])

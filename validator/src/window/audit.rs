@@ -7,7 +7,7 @@
 //! later is fraud. Every audit a window runs, of its own window or of an earlier one, is fetched at
 //! once (`WindowInputs::artefacts`), so a miner that stalls delays nobody but itself.
 
-use super::{Gradient, Start, WindowInputs, Work};
+use super::{Blob, Gradient, Start, WindowInputs, Work};
 use crate::audit::{ArtefactError, verify_artefacts};
 use crate::evaluate;
 use crate::record::{AuditRecord, SegmentAudit};
@@ -23,8 +23,8 @@ use task::{Checkpoint, Digest, TaskEngine};
 /// compression, both in the codec's dense form.
 #[derive(Clone, Debug)]
 pub struct Artefacts {
-    pub dense: Vec<u8>,
-    pub residual_in: Vec<u8>,
+    pub dense: Blob,
+    pub residual_in: Blob,
     /// The training states of the segments the audit re-executes, each at its start and end as
     /// the miner committed to them (none in records from before segments: the audit then
     /// re-executes the whole window).
@@ -38,8 +38,8 @@ pub struct ServedSegment {
     pub index: usize,
     /// The state at its start: None for the window's first segment, which starts from the
     /// checkpoint with a fresh optimizer.
-    pub start: Option<Vec<u8>>,
-    pub end: Vec<u8>,
+    pub start: Option<Blob>,
+    pub end: Blob,
 }
 
 /// Why an audit got no artefacts.
@@ -188,25 +188,23 @@ fn examine_window(
             };
         }
     };
-    record.dense_digest = Some(Digest(subnet_proto::digest(&served.dense)));
-    record.residual_digest = Some(Digest(subnet_proto::digest(&served.residual_in)));
+    record.dense_digest = Some(served.dense.digest());
+    record.residual_digest = Some(served.residual_in.digest());
     record.segments = served
         .segments
         .iter()
         .map(|s| SegmentAudit {
             segment: s.index,
-            start: s.start.as_deref().map(Digest::of),
-            end: Digest::of(&s.end),
+            start: s.start.as_ref().map(Blob::digest),
+            end: s.end.digest(),
             relative_difference: None,
         })
         .collect();
     if !served.segments.is_empty() {
-        examine_segments(engine, audited, uid, &served, comparison, &mut record);
-        return AuditFinding {
-            record,
-            incomplete: false,
-        };
+        let incomplete = examine_segments(engine, audited, uid, &served, comparison, &mut record);
+        return AuditFinding { record, incomplete };
     }
+    let mut incomplete = false;
     match reexecuted_difference(engine, audited, uid, &served) {
         Ok(difference) => {
             tracing::info!(
@@ -218,17 +216,22 @@ fn examine_window(
             record.relative_difference = Some(difference);
             record.failure = irreproducible(difference, comparison.tolerance);
         }
-        Err(reason) => {
-            record.failure = Some(Reason::new(
-                ReasonKind::Inconsistent,
-                format!("audit: {reason}"),
-            ))
+        Err(error) => {
+            incomplete = matches!(error, AuditError::Unreadable(_));
+            record.failure = Some(audit_failure(error));
         }
     }
-    AuditFinding {
-        record,
-        incomplete: false,
-    }
+    AuditFinding { record, incomplete }
+}
+
+/// The failure an audit error is: the artefacts do not fit together, or (the validator's own
+/// trouble, and the audit stays unresolved) they could not be read back.
+fn audit_failure(error: AuditError) -> Reason {
+    let kind = match error {
+        AuditError::Unreadable(_) => ReasonKind::AuditUnreachable,
+        _ => ReasonKind::Inconsistent,
+    };
+    Reason::new(kind, format!("audit: {error}"))
 }
 
 /// The segment audit: the artefacts must fit the payload (as for a whole window), each served
@@ -236,7 +239,8 @@ fn examine_window(
 /// trained on the validator's own CPU arithmetic, within the tolerance of the segment's movement
 /// otherwise), and the dense
 /// gradient must be exactly the checkpoint less the last segment's end. Writes what it found
-/// into `record`.
+/// into `record`; true when the validator could not read back its kept artefacts (the audit
+/// stays unresolved).
 fn examine_segments(
     engine: &TaskEngine,
     audited: Audited,
@@ -244,7 +248,7 @@ fn examine_segments(
     served: &Artefacts,
     comparison: Comparison,
     record: &mut AuditRecord,
-) {
+) -> bool {
     let outcome = (|| -> Result<Option<Reason>, AuditError> {
         let gradient = audited.gradient;
         let range = gradient.group.range.clone();
@@ -252,7 +256,7 @@ fn examine_segments(
             engine,
             &gradient.residual_out,
             &gradient.payload,
-            (&served.dense, &served.residual_in),
+            (&served.dense.read()?, &served.residual_in.read()?),
             &range,
         )?;
         let steps = engine.spec().training.segments();
@@ -272,10 +276,11 @@ fn examine_segments(
             let start = match &s.start {
                 None if s.index == 0 => TrainState::fresh(audited.params, range.clone()),
                 None => return Err(AuditError::NoSegmentStart(s.index)),
-                Some(bytes) => TrainState::from_bytes(bytes, at.start, range.clone())
+                Some(blob) => TrainState::from_bytes(&blob.read()?, at.start, range.clone())
                     .map_err(|e| AuditError::Segment(s.index, e))?,
             };
-            let end = TrainState::from_bytes(&s.end, at.end, range.clone())
+            let end_bytes = s.end.read()?;
+            let end = TrainState::from_bytes(&end_bytes, at.end, range.clone())
                 .map_err(|e| AuditError::Segment(s.index, e))?;
             let redone = engine
                 .reexecute_segment(audited.params, who, s.index, &start)
@@ -291,7 +296,7 @@ fn examine_segments(
                 "segment audit"
             );
             let reproduced = if exact {
-                redone.to_bytes() == s.end
+                redone.to_bytes() == *end_bytes
             } else {
                 reproduces(difference, tolerance)
             };
@@ -315,13 +320,12 @@ fn examine_segments(
         .iter()
         .filter_map(|s| s.relative_difference)
         .reduce(f64::max);
+    let unreadable = matches!(outcome, Err(AuditError::Unreadable(_)));
     record.failure = match outcome {
         Ok(failure) => failure,
-        Err(reason) => Some(Reason::new(
-            ReasonKind::Inconsistent,
-            format!("audit: {reason}"),
-        )),
+        Err(error) => Some(audit_failure(error)),
     };
+    unreadable
 }
 
 fn segment_irreproducible(
@@ -346,6 +350,12 @@ fn segment_irreproducible(
     )
 }
 
+impl From<crate::store::StoreError> for AuditError {
+    fn from(e: crate::store::StoreError) -> Self {
+        AuditError::Unreadable(e.to_string())
+    }
+}
+
 /// Why an audit's artefacts could not be compared with the re-executed window.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AuditError {
@@ -367,6 +377,10 @@ pub enum AuditError {
         "its dense gradient is not the checkpoint less its last segment's end state (parameter {0} differs)"
     )]
     DenseNotFromEnd(usize),
+    /// The validator could not read back what it kept of the artefacts (its own disk, not the
+    /// miner: such an audit stays unresolved rather than failing).
+    #[error("the validator could not read back its kept artefacts: {0}")]
+    Unreadable(String),
 }
 
 /// The relative difference between the served dense gradient and the re-executed window, or why
@@ -383,7 +397,7 @@ fn reexecuted_difference(
         engine,
         &gradient.residual_out,
         &gradient.payload,
-        (&served.dense, &served.residual_in),
+        (&served.dense.read()?, &served.residual_in.read()?),
         range,
     )?;
     let reexecuted = evaluate::reexecute(
@@ -639,6 +653,7 @@ mod tests {
             .compress(&dense, &zero, group.range.clone());
         let layout = engine.spec().compression.layout();
         let values = codec::decode_as(&out.payload, group.len(), layout).unwrap();
+        let values = pseudo_gradient::Sparse::scattered(&values, dense.len(), group.range.start);
         let residual_out = Digest::of(&codec::encode_dense(&out.residual_out));
         let gradient = Gradient {
             payload: out.payload,
@@ -658,13 +673,15 @@ mod tests {
         let segments = (0..work.states.len())
             .map(|index| ServedSegment {
                 index,
-                start: index.checked_sub(1).map(|i| work.states[i].to_bytes()),
-                end: work.states[index].to_bytes(),
+                start: index
+                    .checked_sub(1)
+                    .map(|i| work.states[i].to_bytes().into()),
+                end: work.states[index].to_bytes().into(),
             })
             .collect();
         let served = Artefacts {
-            dense: codec::encode_dense(&work.dense),
-            residual_in: codec::encode_dense(&vec![0.0; work.dense.len()]),
+            dense: codec::encode_dense(&work.dense).into(),
+            residual_in: codec::encode_dense(&vec![0.0; work.dense.len()]).into(),
             segments,
         };
         let audited = Audited {
@@ -847,14 +864,14 @@ mod tests {
         assert!(failure.text.contains("segment 0"), "{}", failure.text);
         // The audit that draws segment 1 (and the last) re-executes both exactly.
         let served = Artefacts {
-            dense: codec::encode_dense(&work.dense),
-            residual_in: codec::encode_dense(&vec![0.0; n]),
+            dense: codec::encode_dense(&work.dense).into(),
+            residual_in: codec::encode_dense(&vec![0.0; n]).into(),
             segments: [1, 2]
                 .into_iter()
                 .map(|index| ServedSegment {
                     index,
-                    start: Some(work.states[index - 1].to_bytes()),
-                    end: work.states[index].to_bytes(),
+                    start: Some(work.states[index - 1].to_bytes().into()),
+                    end: work.states[index].to_bytes().into(),
                 })
                 .collect(),
         };

@@ -3,6 +3,7 @@
 
 use super::Gradient;
 use crate::evaluate;
+use pseudo_gradient::Sparse;
 use scoring::checks::pairwise_similarity;
 use scoring::{ScoringParams, WindowEvidence, candidates};
 use std::collections::BTreeMap;
@@ -20,17 +21,9 @@ pub fn contributions(
     rules: &ScoringParams,
 ) {
     let uids = candidates(evidence, rules);
-    let values: Vec<&[f32]> = uids
-        .iter()
-        .map(|u| gradients[u].values.as_slice())
-        .collect();
-    evidence.similarities = pairwise_similarity(
-        &uids
-            .iter()
-            .copied()
-            .zip(values.iter().copied())
-            .collect::<Vec<_>>(),
-    );
+    let values: Vec<&Sparse> = uids.iter().map(|u| &gradients[u].values).collect();
+    let pairs: Vec<(u16, &Sparse)> = uids.iter().copied().zip(values.iter().copied()).collect();
+    evidence.similarities = pairwise_similarity(&pairs, |a, b| a.cosine(b));
     let clips = evidence.clip_norms();
     let caps: Vec<f64> = uids
         .iter()

@@ -4,7 +4,6 @@
 use super::{Gathered, Gradient, ResidualLink, Start, WindowInputs, Work};
 use crate::evaluate::{self, AssignmentDraw};
 use crate::gather::Rejection;
-use pseudo_gradient::aggregate::l2_norm;
 use scoring::{MinerEvidence, Verdict, screen};
 use task::TaskEngine;
 
@@ -21,7 +20,7 @@ pub(super) fn measure<I: WindowInputs>(
         let mut miner = fresh_evidence(start, &g);
         match g.outcome {
             Ok(gradient) => {
-                miner.norm = l2_norm(&gradient.values);
+                miner.norm = gradient.values.norm();
                 miner.group = gradient.group.index;
                 match inputs.residual_chain(g.uid) {
                     ResidualLink::Continues => {}
@@ -95,7 +94,7 @@ fn alone(engine: &TaskEngine, start: &Start, g: &Gradient, clip: f64) -> Vec<f32
     evaluate::losses_after(
         engine,
         &start.checkpoint().params,
-        (&g.values, clip),
+        (&g.values.to_dense(), clip),
         start.params().eval_step,
         &start.batches,
     )
@@ -135,7 +134,7 @@ pub(super) fn assignment_checks(engine: &TaskEngine, start: &Start, work: &mut W
         let evidence = evaluate::assignment_evidence(
             engine,
             &s.checkpoint.params,
-            (&g.values, control, clip),
+            (&g.values.to_dense(), control, clip),
             s.params.eval_step,
             draw,
         );

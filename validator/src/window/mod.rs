@@ -12,6 +12,7 @@
 
 mod aggregate;
 mod audit;
+mod blob;
 mod contribution;
 mod measure;
 mod start;
@@ -21,9 +22,11 @@ pub use audit::{
     Artefacts, AuditError, AuditFinding, AuditGap, AuditRequest, PendingAudit, ServedSegment,
     Subject, Unresolved, examine, irreproducible,
 };
+pub use blob::Blob;
 pub use contribution::contributions;
 pub use start::{Reference, Setting, Start, start};
 
+use pseudo_gradient::Sparse;
 use scoring::{Averages, MinerDecision, MinerEvidence, Reason, WindowEvidence, decide};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -35,8 +38,9 @@ use task::{Digest, TaskEngine};
 pub struct Gradient {
     /// The payload as committed.
     pub payload: Vec<u8>,
-    /// The decoded payload as a whole-model vector (zero outside the miner's group).
-    pub values: Vec<f32>,
+    /// The decoded payload as a whole-model vector (zero outside the miner's group), held as its
+    /// nonzero entries: a window keeps what miners sent, not a model-sized vector per miner.
+    pub values: Sparse,
     /// The parameter group the miner trained this window.
     pub group: ParamGroup,
     /// The outgoing residual its commitment names (an audit checks the payload leaves exactly it).

@@ -1,0 +1,246 @@
+//! A pseudo-gradient as a validator holds it through a window: the nonzero entries of a
+//! whole-model vector, in index order. A top-k payload decodes to a few percent of the model, so a
+//! validator's memory grows with what miners send rather than with the model times the miners.
+//!
+//! Every figure computed here has the bits the dense vector gives (norms, cosines, the clipped
+//! aggregate): the dense sums run over the same entries in the same order, and the entries left
+//! out are zeros, whose terms add exactly nothing to a finite sum. The vectors must be finite
+//! (validators refuse non-finite payloads before they get here).
+
+/// The nonzero entries of a vector of `len` values.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sparse {
+    len: usize,
+    indices: Vec<u32>,
+    values: Vec<f32>,
+}
+
+impl Sparse {
+    /// The nonzero entries of `dense` (negative zeros are zeros).
+    pub fn from_dense(dense: &[f32]) -> Sparse {
+        assert!(
+            u32::try_from(dense.len()).is_ok(),
+            "a model of more than 2^32 parameters"
+        );
+        let (mut indices, mut values) = (Vec::new(), Vec::new());
+        for (i, &x) in dense.iter().enumerate() {
+            if x != 0.0 {
+                indices.push(i as u32);
+                values.push(x);
+            }
+        }
+        indices.shrink_to_fit();
+        values.shrink_to_fit();
+        Sparse {
+            len: dense.len(),
+            indices,
+            values,
+        }
+    }
+
+    /// `values` placed at `offset..offset + values.len()` of a vector of `len` (zero elsewhere).
+    pub fn scattered(values: &[f32], len: usize, offset: usize) -> Sparse {
+        assert!(offset + values.len() <= len, "values past the vector's end");
+        let mut s = Sparse::from_dense(values);
+        s.len = len;
+        s.indices.iter_mut().for_each(|i| *i += offset as u32);
+        s
+    }
+
+    /// The length of the whole vector.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the whole vector has no entries at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The number of nonzero entries.
+    pub fn nonzeros(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The nonzero entries, (index, value) in index order.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, f32)> + '_ {
+        self.indices
+            .iter()
+            .zip(&self.values)
+            .map(|(&i, &x)| (i as usize, x))
+    }
+
+    pub fn to_dense(&self) -> Vec<f32> {
+        let mut dense = vec![0.0; self.len];
+        for (i, x) in self.iter() {
+            dense[i] = x;
+        }
+        dense
+    }
+
+    /// The L2 norm (`aggregate::l2_norm` of the dense vector, bit for bit).
+    pub fn norm(&self) -> f64 {
+        // Folded from +0 (an empty `sum` of floats is -0, a dense vector of zeros sums to +0).
+        self.values
+            .iter()
+            .fold(0f64, |sum, &x| sum + (x as f64) * (x as f64))
+            .sqrt()
+    }
+
+    /// The cosine similarity with `other` (0 when either is zero), with the bits of the same
+    /// cosine over the dense vectors.
+    pub fn cosine(&self, other: &Sparse) -> f64 {
+        assert_eq!(
+            self.len, other.len,
+            "cosine of vectors of different lengths"
+        );
+        let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+        let (mut a, mut b) = (self.iter().peekable(), other.iter().peekable());
+        loop {
+            match (a.peek().copied(), b.peek().copied()) {
+                (Some((i, x)), Some((j, y))) if i == j => {
+                    let (x, y) = (x as f64, y as f64);
+                    ab += x * y;
+                    aa += x * x;
+                    bb += y * y;
+                    a.next();
+                    b.next();
+                }
+                (Some((i, _)), Some((j, y))) if j < i => {
+                    bb += (y as f64) * (y as f64);
+                    b.next();
+                }
+                (Some((_, x)), _) => {
+                    aa += (x as f64) * (x as f64);
+                    a.next();
+                }
+                (None, Some((_, y))) => {
+                    bb += (y as f64) * (y as f64);
+                    b.next();
+                }
+                (None, None) => break,
+            }
+        }
+        if aa == 0.0 || bb == 0.0 {
+            0.0
+        } else {
+            ab / (aa.sqrt() * bb.sqrt())
+        }
+    }
+
+    /// Bytes the entries take in memory.
+    pub fn heap_bytes(&self) -> usize {
+        self.indices.capacity() * 4 + self.values.capacity() * 4
+    }
+}
+
+/// `aggregate::aggregate_clipped_each` over sparse deltas, with the same bits: each delta scaled
+/// down to at most its cap, averaged per parameter over the deltas that carry it, summed in the
+/// order given in f64. Empty input gives None.
+pub fn aggregate_clipped_each(deltas: &[&Sparse], caps: &[f64]) -> Option<Vec<f32>> {
+    assert_eq!(deltas.len(), caps.len(), "one cap per delta");
+    let (sum, carriers) = clipped_sums(deltas, caps)?;
+    Some(
+        sum.into_iter()
+            .zip(carriers)
+            .map(|(s, c)| if c == 0 { 0.0 } else { (s / c as f64) as f32 })
+            .collect(),
+    )
+}
+
+/// Per parameter, the sum of the clipped deltas (in f64, in the order given) and how many deltas
+/// carry it; None for no deltas.
+pub fn clipped_sums(deltas: &[&Sparse], caps: &[f64]) -> Option<(Vec<f64>, Vec<u32>)> {
+    let len = deltas.first()?.len();
+    let mut sum = vec![0f64; len];
+    let mut carriers = vec![0u32; len];
+    for (delta, &cap) in deltas.iter().zip(caps) {
+        assert_eq!(delta.len(), len, "deltas of different lengths");
+        let scale = crate::aggregate::clip_scale(delta.norm(), cap);
+        for (i, x) in delta.iter() {
+            sum[i] += scale * x as f64;
+            carriers[i] += 1;
+        }
+    }
+    Some((sum, carriers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{self, l2_norm};
+
+    fn vectors() -> Vec<Vec<f32>> {
+        let mut out = Vec::new();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for density in [1, 3, 10] {
+            let v: Vec<f32> = (0..257)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let x = ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5;
+                    if (state >> 20).is_multiple_of(density) {
+                        x
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            out.push(v);
+        }
+        out.push(vec![0.0; 257]);
+        out
+    }
+
+    #[test]
+    fn sparse_figures_have_the_dense_bits() {
+        let dense = vectors();
+        let sparse: Vec<Sparse> = dense.iter().map(|d| Sparse::from_dense(d)).collect();
+        for (d, s) in dense.iter().zip(&sparse) {
+            assert_eq!(s.to_dense(), *d);
+            assert_eq!(s.norm().to_bits(), l2_norm(d).to_bits());
+            for (e, t) in dense.iter().zip(&sparse) {
+                let dense_cosine = dense_cosine(d, e);
+                assert_eq!(s.cosine(t).to_bits(), dense_cosine.to_bits());
+            }
+        }
+        let caps = [0.5, 100.0, 1.0, 2.0];
+        let refs: Vec<&[f32]> = dense.iter().map(|d| d.as_slice()).collect();
+        let srefs: Vec<&Sparse> = sparse.iter().collect();
+        let a = aggregate::aggregate_clipped_each(&refs, &caps).unwrap();
+        let b = aggregate_clipped_each(&srefs, &caps).unwrap();
+        assert_eq!(
+            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        assert!(aggregate_clipped_each(&[], &[]).is_none());
+    }
+
+    #[test]
+    fn scattered_places_a_group_in_the_whole_model() {
+        let s = Sparse::scattered(&[1.0, 0.0, -2.0], 10, 4);
+        assert_eq!(s.len(), 10);
+        assert_eq!(s.nonzeros(), 2);
+        assert_eq!(
+            s.to_dense(),
+            vec![0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -2.0, 0.0, 0.0, 0.0]
+        );
+    }
+
+    /// The cosine of `scoring::checks`, over dense vectors.
+    fn dense_cosine(a: &[f32], b: &[f32]) -> f64 {
+        let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+        for (&x, &y) in a.iter().zip(b) {
+            let (x, y) = (x as f64, y as f64);
+            ab += x * y;
+            aa += x * x;
+            bb += y * y;
+        }
+        if aa == 0.0 || bb == 0.0 {
+            0.0
+        } else {
+            ab / (aa.sqrt() * bb.sqrt())
+        }
+    }
+}
