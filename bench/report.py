@@ -160,19 +160,29 @@ def validator(out):
     lines = [
         "### 4. Validator throughput",
         "",
-        "`window_memory`: one validator window (collect, fetch, screen, evaluate, audit, score, "
+        "`window_memory`: validator windows (collect, fetch, screen, evaluate, audit, score, "
         "aggregate) with N miners served on 127.0.0.1 from the same process, each with a distinct "
-        "made-up gradient, on a fresh local chain; one run each.",
+        "made-up gradient, on a fresh local chain, the validator with a data directory; one run "
+        "each. Window 1 is every miner's first, so every miner is audited; window 2 is the steady "
+        "state (each miner audited with the task's probability). The window's memory is its peak "
+        "resident less the resident before it.",
         "",
-        "| task | miners | gradients scored | window | gradients scored per minute | peak resident |",
-        "|---|---|---|---|---|---|",
+        "| task | miners | window | scored | audited | time | time per miner | window's memory | per miner |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for task, rows in (("localnet-lm", runs), ("tiny-lm", tiny)):
         for r in rows:
-            lines.append(
-                f"| {task} ({r['parameters']:,} parameters) | {r['miners']} | {r['scored']} | "
-                f"{r['window_s']:.1f} s | {60 * r['scored'] / r['window_s']:.0f} | {r['peak_mib']:.0f} MiB |"
-            )
+            for name, key in (("first", "window_1"), ("steady", "window_2")):
+                w = r.get(key)
+                if not w:
+                    continue
+                extra = w["peak_mib"] - w["before_mib"]
+                lines.append(
+                    f"| {task} ({r['parameters']:,} parameters) | {r['miners']} | {name} | "
+                    f"{w['scored']} | {w['audited']} | {w['window_s']:.1f} s | "
+                    f"{w['window_s'] / r['miners']:.3f} s | {extra:.0f} MiB | "
+                    f"{extra / r['miners']:.2f} MiB |"
+                )
     return lines
 
 
@@ -212,12 +222,12 @@ def memory(out):
         f"process each run): {fig([m['peak_mib'] for m in miner], '{:.1f}')} MiB, of which "
         f"{statistics.median(m['before_mib'] for m in miner):.1f} MiB before training.",
     ]
-    if tiny:
-        t = tiny[0]
+    if tiny and tiny[0].get("window_1"):
+        t, w = tiny[0], tiny[0]["window_1"]
         lines.append(
-            f"- A validator window with {t['miners']} miners (`window_memory`, the miners' services "
-            f"in the same process): {t['peak_mib']:.0f} MiB, of which {t['before_mib']:.0f} MiB before "
-            "the window."
+            f"- A validator's first window with {t['miners']} miners (`window_memory`, the miners' "
+            f"services in the same process): {w['peak_mib']:.0f} MiB, of which {w['before_mib']:.0f} "
+            "MiB before the window."
         )
     return lines
 

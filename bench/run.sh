@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 QUICK=0
 [ "${1:-}" = "--quick" ] && QUICK=1
 THREADS=${THREADS:-$(nproc)}
-if [ $QUICK = 1 ]; then RUNS=${RUNS:-2}; STEPS=8; MINERS="1 8 64"; else RUNS=${RUNS:-5}; STEPS=20; MINERS="1 8 64 256"; fi
+if [ $QUICK = 1 ]; then RUNS=${RUNS:-2}; STEPS=8; MINERS="16 64"; else RUNS=${RUNS:-5}; STEPS=20; MINERS="16 64 256"; fi
 VENV=.venv-bench
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
@@ -57,6 +57,8 @@ done
 for m in $MINERS; do
   last "$bin/window_memory" "$m" tasks/localnet-lm.toml >> "$OUT/validator-localnet-lm.jsonl"
 done
-last "$bin/window_memory" 8 tasks/tiny-lm.toml >> "$OUT/validator-tiny-lm.jsonl"
+for m in 16 64; do
+  last "$bin/window_memory" "$m" tasks/tiny-lm.toml >> "$OUT/validator-tiny-lm.jsonl"
+done
 
 "$VENV/bin/python" bench/report.py "$OUT" "$THREADS" "$RUNS" BENCHMARKS.md
