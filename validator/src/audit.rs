@@ -182,7 +182,7 @@ pub fn stored_subject(
                 engine.num_params(),
                 group.range.start,
             ),
-            payload,
+            payload: payload.into(),
             group,
             residual_out: pending.residual_out,
             backend: pending.backend.clone(),

@@ -112,7 +112,7 @@ fn train_miners(
             uid,
             hotkey: format!("miner {uid}"),
             outcome: Ok(Gradient {
-                payload: out.payload,
+                payload: out.payload.into(),
                 values: pseudo_gradient::Sparse::scattered(
                     &values,
                     engine.num_params(),

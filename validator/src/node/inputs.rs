@@ -23,6 +23,7 @@ impl<C: Chain> Validator<C> {
             (setting.window, &setting.checkpoint.digest, &ctx.collected);
         let window_seed = setting.window_seed;
         let (ledger, grouped) = (&ctx.ledger, !self.engine().groups().is_whole());
+        let store = self.inner.store.as_ref();
         let fetches = ctx.miners.iter().map(|neuron| {
             let gatherer = &gatherer;
             async move {
@@ -56,7 +57,7 @@ impl<C: Chain> Validator<C> {
                     Ok(Fetched {
                         commitment: commitment.clone(),
                         gradient: Gradient {
-                            payload,
+                            payload: Blob::keep_or_hold(payload, store),
                             values,
                             group,
                             residual_out: Digest(claims.residual_out_digest),
@@ -284,7 +285,7 @@ impl<C: Chain> LiveInputs<C> {
             window_seed,
             checkpoint: Arc::new(checkpoint),
             gradient: Gradient {
-                payload,
+                payload: payload.into(),
                 values,
                 group,
                 residual_out: pending.residual_out,

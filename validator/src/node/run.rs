@@ -216,7 +216,7 @@ impl<C: Chain> Validator<C> {
             let c = &commitments[uid];
             gradients.push(GradientRecord {
                 uid: *uid,
-                payload_digest: Digest(store.put_blob(&g.payload)?),
+                payload_digest: g.payload.stored_in(store)?,
                 commitment_signature: hex::encode(c.signature),
                 residual_out_digest: g.residual_out,
                 group_capacity: c.claims.group_capacity,

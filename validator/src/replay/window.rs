@@ -168,11 +168,12 @@ fn gathered(
     for m in &record.evidence.miners {
         let outcome = match record.gradients.iter().find(|g| g.uid == m.uid) {
             Some(g) => {
-                let payload = store.blob(&g.payload_digest.0)?;
+                let payload = store.kept_blob(&g.payload_digest)?;
+                let bytes = payload.read()?;
                 let group = engine
                     .group(record.window_seed, g.uid, g.group_capacity)
                     .map_err(|e| invalid(record, format!("uid {}: {e}", g.uid)))?;
-                let values = codec::decode_as(&payload, group.len(), layout).map_err(|e| {
+                let values = codec::decode_as(&bytes, group.len(), layout).map_err(|e| {
                     invalid(
                         record,
                         format!("uid {}'s gradient does not decode: {e}", g.uid),

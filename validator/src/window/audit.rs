@@ -255,7 +255,7 @@ fn examine_segments(
         let dense = verify_artefacts(
             engine,
             &gradient.residual_out,
-            &gradient.payload,
+            &gradient.payload.read()?,
             (&served.dense.read()?, &served.residual_in.read()?),
             &range,
         )?;
@@ -396,7 +396,7 @@ fn reexecuted_difference(
     let dense = verify_artefacts(
         engine,
         &gradient.residual_out,
-        &gradient.payload,
+        &gradient.payload.read()?,
         (&served.dense.read()?, &served.residual_in.read()?),
         range,
     )?;
@@ -508,7 +508,7 @@ impl Work {
                     since: s.window,
                     window_seed: s.window_seed,
                     checkpoint: s.checkpoint.digest,
-                    payload: Digest(subnet_proto::digest(&g.payload)),
+                    payload: g.payload.digest(),
                     group: g.group.index,
                     residual_out: g.residual_out,
                     backend: g.backend.clone(),
@@ -656,7 +656,7 @@ mod tests {
         let values = pseudo_gradient::Sparse::scattered(&values, dense.len(), group.range.start);
         let residual_out = Digest::of(&codec::encode_dense(&out.residual_out));
         let gradient = Gradient {
-            payload: out.payload,
+            payload: out.payload.into(),
             values,
             group,
             residual_out,
@@ -800,7 +800,7 @@ mod tests {
             .spec()
             .compression
             .compress(&work.dense, &zero, group);
-        work.gradient.payload = out.payload;
+        work.gradient.payload = out.payload.into();
         work.gradient.residual_out = Digest::of(&codec::encode_dense(&out.residual_out));
         let failure = audit(&engine, &start, &work, 0.0).failure.unwrap();
         assert_eq!(failure.kind, ReasonKind::Inconsistent, "{}", failure.text);

@@ -25,6 +25,30 @@ impl Blob {
         }
     }
 
+    /// `bytes` kept in `store` where it can be, else held (a disk that refuses a write costs
+    /// memory, not a miner's gradient).
+    pub fn keep_or_hold(bytes: Vec<u8>, store: Option<&DataDir>) -> Blob {
+        match store.map(|s| s.put_blob(&bytes).map(|d| (d, s))) {
+            Some(Ok((digest, store))) => Blob::Kept {
+                digest: Digest(digest),
+                store: store.clone(),
+            },
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "could not keep a blob on disk: holding it in memory");
+                Blob::Held(bytes)
+            }
+            None => Blob::Held(bytes),
+        }
+    }
+
+    /// Its digest, once it is in `store` (a held blob is written there now).
+    pub fn stored_in(&self, store: &DataDir) -> Result<Digest, StoreError> {
+        match self {
+            Blob::Held(bytes) => store.put_blob(bytes).map(Digest),
+            Blob::Kept { digest, .. } => Ok(*digest),
+        }
+    }
+
     pub fn digest(&self) -> Digest {
         match self {
             Blob::Held(bytes) => Digest::of(bytes),
@@ -71,5 +95,15 @@ mod tests {
         assert_eq!(held.digest(), kept.digest());
         assert_eq!(kept.read().unwrap().as_ref(), bytes.as_slice());
         assert_eq!(held.read().unwrap().as_ref(), bytes.as_slice());
+        // A held blob is written when a record needs it; a kept one is already there.
+        let other = tempfile::tempdir().unwrap();
+        let elsewhere = DataDir::open(other.path(), "task").unwrap();
+        assert_eq!(held.stored_in(&elsewhere).unwrap(), held.digest());
+        assert_eq!(elsewhere.blob(&held.digest().0).unwrap(), bytes);
+        assert!(matches!(
+            Blob::keep_or_hold(bytes.clone(), Some(&store)),
+            Blob::Kept { .. }
+        ));
+        assert!(matches!(Blob::keep_or_hold(bytes, None), Blob::Held(_)));
     }
 }

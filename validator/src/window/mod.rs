@@ -36,8 +36,8 @@ use task::{Digest, TaskEngine};
 /// A miner's gradient that arrived intact, decoded.
 #[derive(Clone, Debug)]
 pub struct Gradient {
-    /// The payload as committed.
-    pub payload: Vec<u8>,
+    /// The payload as committed (kept on disk by a validator with a data directory).
+    pub payload: Blob,
     /// The decoded payload as a whole-model vector (zero outside the miner's group), held as its
     /// nonzero entries: a window keeps what miners sent, not a model-sized vector per miner.
     pub values: Sparse,
