@@ -244,7 +244,10 @@ fn publish_claims(
             payload: std::sync::Arc::new(payload),
             dense: std::sync::Arc::new(dense),
             residual_in: std::sync::Arc::new(residual),
-            segments: segments.into_iter().map(std::sync::Arc::new).collect(),
+            segments: segments
+                .into_iter()
+                .map(|b| crate::node::KeptState::Held(std::sync::Arc::new(b)))
+                .collect(),
         },
     );
 }

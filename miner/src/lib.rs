@@ -12,7 +12,7 @@ mod service;
 
 pub use metrics::Metrics;
 pub use node::{
-    Miner, MinerError, Progress, ProgressHook, ServedGradient, TrainReport, Trained,
-    claimed_segments,
+    KeptState, Miner, MinerError, PartError, Progress, ProgressHook, ServedGradient, StateDir,
+    TrainReport, Trained, claimed_segments,
 };
 pub use service::MinerService;

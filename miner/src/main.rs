@@ -71,7 +71,8 @@ enum Command {
         /// certificates must name their axon's IP address).
         #[arg(long, env = "MINER_TLS_CA")]
         tls_ca: Option<PathBuf>,
-        /// Directory for state that outlives a restart (the compression residual).
+        /// Directory for state that outlives a restart (the compression residual), and for the
+        /// segment states audits ask for (kept in memory without it).
         #[arg(long, env = "MINER_DATA")]
         data: Option<PathBuf>,
         /// Progress display: a bar on terminals (auto), or log lines (plain).
@@ -167,7 +168,9 @@ async fn main() -> anyhow::Result<()> {
         .with_group_capacity(max_group_params);
     if let Some(dir) = &data {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        miner = miner.with_residual_file(dir.join("residual.bin"))?;
+        miner = miner
+            .with_residual_file(dir.join("residual.bin"))?
+            .with_state_dir(&dir.join("segments"))?;
     }
     let window_end: Arc<Mutex<Option<Instant>>> = Arc::default();
     if let Some(bar) = &bar {

@@ -4,6 +4,7 @@
 //! closed on chain, so that no one can build on another miner's work of the same window.
 
 use crate::Miner;
+use crate::node::PartError;
 use chain_client::membership::MetagraphCache;
 use chain_client::{AccountId, Chain, Metagraph};
 use futures::Stream;
@@ -219,16 +220,17 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
                 request.window
             )));
         }
-        let part_bytes = gradient.part(part, request.segment).ok_or_else(|| {
-            self.reject("malformed");
-            Status::invalid_argument(format!(
-                "window {} has {} segments, there is no segment {}",
-                request.window,
-                gradient.segments.len(),
-                request.segment
-            ))
+        let part_bytes = gradient.part(part, request.segment).map_err(|e| match e {
+            PartError::NoSegment { .. } => {
+                self.reject("malformed");
+                Status::invalid_argument(format!("window {}: {e}", request.window))
+            }
+            PartError::Unreadable(_) => {
+                tracing::error!(window = request.window, segment = request.segment, error = %e, "cannot serve a committed segment state");
+                Status::internal(format!("window {}: {e}", request.window))
+            }
         })?;
-        let bytes = stream::shared(part_bytes.clone());
+        let bytes = stream::shared(part_bytes);
         tracing::debug!(caller = %caller.short(), bytes = bytes.len(), ?part, "serving gradient");
         let commitment = pb::GradientChunk {
             part: Some(pb::gradient_chunk::Part::Commitment(

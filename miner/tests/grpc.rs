@@ -62,7 +62,10 @@ async fn setup() -> Setup {
     }
     chain.advance_blocks(5).unwrap();
     let engine = engine();
-    let miner = Miner::new(chain.clone(), net1, dev::bob(), engine.clone());
+    // Segment states kept in files, as `miner run --data` keeps them.
+    let miner = Miner::new(chain.clone(), net1, dev::bob(), engine.clone())
+        .with_state_dir(&dir.path().join("segments"))
+        .unwrap();
     // A published gradient for window 3 (blocks 30..40 of the task's 10-block windows).
     let served = miner.commit_work(3, engine.genesis().digest, &vec![0.5; engine.num_params()]);
     miner.publish(3, served);
@@ -180,6 +183,13 @@ async fn the_commitment_is_served_at_once_and_the_gradient_after_the_close() {
     assert!(commitment::same_claims(c, &committed));
     let served: &ServedGradient = &s.miner.gradient(3).unwrap();
     assert_eq!(&payload, served.payload.as_ref());
+    assert!(
+        served
+            .segments
+            .iter()
+            .all(|s| matches!(s, miner::KeptState::File(_))),
+        "segment states are in files"
+    );
     // The dense gradient, the residual and every segment's end state come under the same
     // commitment; a segment the window does not have is refused.
     let segments = served.segments.len() as u32;

@@ -1,7 +1,10 @@
 //! The miner's state and its window: train the assigned pages, compress with error feedback, sign
 //! and keep the commitment and what it names for validators. `sync` fetches the checkpoint.
 
+mod spill;
 mod sync;
+
+pub use spill::{KeptState, StateDir};
 
 use crate::Metrics;
 use crate::residual::{self, Residual};
@@ -41,6 +44,8 @@ pub enum MinerError {
     Training(String),
     #[error("compression residual: {0}")]
     Residual(String),
+    #[error("segment state directory {0}")]
+    StateDir(String),
 }
 
 /// A window's committed artefacts: the commitment, the payload it commits to, and (codec dense form)
@@ -52,18 +57,33 @@ pub struct ServedGradient {
     pub dense: Arc<Vec<u8>>,
     pub residual_in: Arc<Vec<u8>>,
     /// The training state at the end of each segment (`task::segment` bytes), in order.
-    pub segments: Vec<Arc<Vec<u8>>>,
+    pub segments: Vec<KeptState>,
+}
+
+/// Why a part cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum PartError {
+    #[error("the window has {count} segments, there is no segment {asked}")]
+    NoSegment { count: usize, asked: u32 },
+    #[error("its segment state cannot be read: {0}")]
+    Unreadable(#[from] std::io::Error),
 }
 
 impl ServedGradient {
-    /// The bytes of one part (`segment`: which segment's end state, for that part); None for a
-    /// segment the window does not have.
-    pub fn part(&self, part: pb::GradientPart, segment: u32) -> Option<&Arc<Vec<u8>>> {
+    /// The bytes of one part (`segment`: which segment's end state, for that part).
+    pub fn part(&self, part: pb::GradientPart, segment: u32) -> Result<Arc<Vec<u8>>, PartError> {
         match part {
-            pb::GradientPart::Payload => Some(&self.payload),
-            pb::GradientPart::Dense => Some(&self.dense),
-            pb::GradientPart::Residual => Some(&self.residual_in),
-            pb::GradientPart::Segment => self.segments.get(segment as usize),
+            pb::GradientPart::Payload => Ok(self.payload.clone()),
+            pb::GradientPart::Dense => Ok(self.dense.clone()),
+            pb::GradientPart::Residual => Ok(self.residual_in.clone()),
+            pb::GradientPart::Segment => Ok(self
+                .segments
+                .get(segment as usize)
+                .ok_or(PartError::NoSegment {
+                    count: self.segments.len(),
+                    asked: segment,
+                })?
+                .bytes()?),
         }
     }
 }
@@ -148,6 +168,8 @@ struct Inner<C> {
     residual: std::sync::Mutex<Option<Residual>>,
     /// Where the residual is kept across restarts, if anywhere.
     residual_file: Option<PathBuf>,
+    /// Where committed segment states wait for audits (in memory without one).
+    state_dir: Option<StateDir>,
     /// Called after every inner step (a terminal progress bar).
     on_progress: Option<ProgressHook>,
     /// The most parameters of a group this miner holds (0: any).
@@ -235,6 +257,7 @@ impl<C: Chain> Miner<C> {
                 device,
                 residual: std::sync::Mutex::new(None),
                 residual_file: None,
+                state_dir: None,
                 on_progress: None,
                 group_capacity: 0,
                 stalled: Default::default(),
@@ -259,6 +282,14 @@ impl<C: Chain> Miner<C> {
             inner.residual = std::sync::Mutex::new(loaded);
             inner.residual_file = Some(path);
         }))
+    }
+
+    /// Keeps committed segment states in files under `dir` rather than in memory (emptied now: the
+    /// states of an earlier run are no longer served).
+    pub fn with_state_dir(self, dir: &std::path::Path) -> Result<Self, MinerError> {
+        let states = StateDir::open(dir)
+            .map_err(|e| MinerError::StateDir(format!("{}: {e}", dir.display())))?;
+        Ok(self.configure(|inner| inner.state_dir = Some(states)))
     }
 
     /// Calls `hook` after every inner step instead of logging progress lines.
@@ -538,7 +569,11 @@ impl<C: Chain> Miner<C> {
             payload: Arc::new(compressed.payload),
             dense: Arc::new(dense),
             residual_in: Arc::new(residual_in_bytes),
-            segments: segment_bytes.into_iter().map(Arc::new).collect(),
+            segments: segment_bytes
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| StateDir::keep(self.inner.state_dir.as_ref(), window, i, b))
+                .collect(),
         }
     }
 
