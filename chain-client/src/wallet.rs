@@ -1,7 +1,9 @@
 //! Bittensor wallets on disk: `ROOT/NAME/hotkeys/HOTKEY` (and `ROOT/NAME/coldkey`,
-//! `coldkeypub.txt`) holding the JSON keyfile Bittensor's SDK writes for unencrypted keys:
-//! `accountId`, `publicKey`, `secretPhrase`, `secretSeed`, `ss58Address`. Hotkeys are read without a
-//! password; encrypted keyfiles are refused with a clear message.
+//! `coldkeypub.txt`) holding the JSON keyfile Bittensor's SDK writes: `accountId`, `publicKey`,
+//! `secretPhrase`, `secretSeed`, `ss58Address`. A keyfile may be encrypted as bittensor-wallet
+//! encrypts it (`$NACL`, then a 24-byte nonce and the JSON sealed by XSalsa20-Poly1305 under a key
+//! that argon2i derives from the password with Bittensor's fixed salt, 8 passes over 512 MiB):
+//! the password comes from `SUBNET_WALLET_PASSWORD`, else from a terminal prompt.
 
 use crate::types::AccountId;
 use serde::{Deserialize, Serialize};
@@ -26,9 +28,15 @@ pub enum WalletError {
         source: std::io::Error,
     },
     #[error(
-        "{path} is encrypted: only unencrypted keyfiles can be read (Bittensor writes hotkeys unencrypted)"
+        "{path} is encrypted in a form this program does not read (only bittensor-wallet's `$NACL` keyfiles): re-encrypt it with a current btcli"
     )]
     Encrypted { path: PathBuf },
+    #[error(
+        "{path} is encrypted: give its password in {PASSWORD_ENV}, or run where a terminal can ask for it"
+    )]
+    NoPassword { path: PathBuf },
+    #[error("{path}: wrong password (the keyfile does not open with it); the file is unchanged")]
+    WrongPassword { path: PathBuf },
     #[error("{path} is not a Bittensor keyfile: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{path} already exists: refusing to overwrite a key")]
@@ -70,6 +78,69 @@ pub fn mini_secret(mnemonic: &Mnemonic) -> [u8; 32] {
     seed[..32].try_into().expect("32 bytes")
 }
 
+/// The environment variable an unattended node gives its keyfiles' password in.
+pub const PASSWORD_ENV: &str = "SUBNET_WALLET_PASSWORD";
+
+/// What bittensor-wallet puts before an encrypted keyfile's nonce.
+const NACL_PREFIX: &[u8] = b"$NACL";
+const NACL_TOO_SHORT: &str = "an encrypted keyfile too short to hold a nonce and a tag";
+/// bittensor-wallet's argon2i salt (the same for every keyfile).
+const NACL_SALT: [u8; 16] = *b"\x13q\x83\xdf\xf1Z\t\xbc\x9c\x90\xb5Q\x879\xe9\xb1";
+
+/// The secretbox key of `password`: argon2i (version 0x13) over 512 MiB with 8 passes and one
+/// lane, libsodium's "sensitive" limits, as bittensor-wallet derives it.
+fn nacl_key(password: &str) -> crypto_secretbox::Key {
+    let params = argon2::Params::new(512 * 1024, 8, 1, Some(32)).expect("valid argon2 parameters");
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2i, argon2::Version::V0x13, params);
+    let mut key = crypto_secretbox::Key::default();
+    argon
+        .hash_password_into(password.as_bytes(), &NACL_SALT, &mut key)
+        .expect("a 32-byte key from a 16-byte salt");
+    key
+}
+
+/// Opens a `$NACL` keyfile with `password`: its JSON text.
+pub fn decrypt_keyfile(path: &Path, data: &[u8], password: &str) -> Result<String, WalletError> {
+    use crypto_secretbox::aead::{Aead, KeyInit};
+    let sealed = data
+        .strip_prefix(NACL_PREFIX)
+        .filter(|s| s.len() > 24 + 16)
+        .ok_or_else(|| invalid(path, NACL_TOO_SHORT))?;
+    let (nonce, sealed) = sealed.split_at(24);
+    let cipher = crypto_secretbox::XSalsa20Poly1305::new(&nacl_key(password));
+    let opened = cipher
+        .decrypt(crypto_secretbox::Nonce::from_slice(nonce), sealed)
+        .map_err(|_| WalletError::WrongPassword {
+            path: path.to_path_buf(),
+        })?;
+    String::from_utf8(opened).map_err(|_| invalid(path, "it opens to text that is not UTF-8"))
+}
+
+/// Seals a keyfile's JSON as bittensor-wallet does, with a fresh random nonce.
+pub fn encrypt_keyfile(json: &str, password: &str) -> Vec<u8> {
+    use crypto_secretbox::aead::{Aead, AeadCore, KeyInit};
+    let cipher = crypto_secretbox::XSalsa20Poly1305::new(&nacl_key(password));
+    let nonce =
+        crypto_secretbox::XSalsa20Poly1305::generate_nonce(&mut crypto_secretbox::aead::OsRng);
+    let sealed = cipher
+        .encrypt(&nonce, json.as_bytes())
+        .expect("sealing a keyfile in memory");
+    [NACL_PREFIX, nonce.as_slice(), &sealed].concat()
+}
+
+/// The password for the encrypted keyfile at `path`: `SUBNET_WALLET_PASSWORD`, else asked on the
+/// terminal.
+pub fn password_for(path: &Path) -> Result<String, WalletError> {
+    if let Ok(password) = std::env::var(PASSWORD_ENV) {
+        return Ok(password);
+    }
+    rpassword::prompt_password(format!("Password for {}: ", path.display())).map_err(|_| {
+        WalletError::NoPassword {
+            path: path.to_path_buf(),
+        }
+    })
+}
+
 fn invalid(path: &Path, message: impl Into<String>) -> WalletError {
     WalletError::Invalid {
         path: path.to_path_buf(),
@@ -77,12 +148,30 @@ fn invalid(path: &Path, message: impl Into<String>) -> WalletError {
     }
 }
 
-/// Reads the keypair of an unencrypted keyfile (its secret seed, else its phrase) and checks it
-/// against the public key the file states.
+/// Reads the keypair of a keyfile (its secret seed, else its phrase) and checks it against the
+/// public key the file states; an encrypted one is opened with `password_for` its path.
 pub fn read_keyfile(path: &Path) -> Result<Keypair, WalletError> {
-    let text = std::fs::read_to_string(path).map_err(|source| WalletError::Io {
+    read_keyfile_with(path, || password_for(path))
+}
+
+/// `read_keyfile`, with the password (asked only for an encrypted keyfile) from `password`.
+pub fn read_keyfile_with(
+    path: &Path,
+    password: impl FnOnce() -> Result<String, WalletError>,
+) -> Result<Keypair, WalletError> {
+    let data = std::fs::read(path).map_err(|source| WalletError::Io {
         path: path.to_path_buf(),
         source,
+    })?;
+    if data.starts_with(NACL_PREFIX) {
+        if data.len() <= NACL_PREFIX.len() + 24 + 16 {
+            return Err(invalid(path, NACL_TOO_SHORT));
+        }
+        let text = decrypt_keyfile(path, &data, &password()?)?;
+        return parse_keyfile(path, &text);
+    }
+    let text = String::from_utf8(data).map_err(|_| WalletError::Encrypted {
+        path: path.to_path_buf(),
     })?;
     parse_keyfile(path, &text)
 }
@@ -164,6 +253,22 @@ pub fn new_mnemonic() -> Mnemonic {
 
 /// Writes a keyfile readable only by its owner; never overwrites.
 pub fn write_keyfile(path: &Path, keyfile: &Keyfile) -> Result<(), WalletError> {
+    let json = serde_json::to_string(keyfile).expect("keyfiles serialize");
+    write_new(path, json.as_bytes())
+}
+
+/// Writes a keyfile encrypted with `password` as bittensor-wallet encrypts it; never overwrites.
+pub fn write_sealed_keyfile(
+    path: &Path,
+    keyfile: &Keyfile,
+    password: &str,
+) -> Result<(), WalletError> {
+    let json = serde_json::to_string(keyfile).expect("keyfiles serialize");
+    write_new(path, &encrypt_keyfile(&json, password))
+}
+
+/// Writes a new file readable only by its owner; never overwrites.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), WalletError> {
     if path.exists() {
         return Err(WalletError::Exists {
             path: path.to_path_buf(),
@@ -176,13 +281,12 @@ pub fn write_keyfile(path: &Path, keyfile: &Keyfile) -> Result<(), WalletError> 
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
-    let json = serde_json::to_string(keyfile).expect("keyfiles serialize");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path).map_err(io)?;
-    std::io::Write::write_all(&mut file, json.as_bytes()).map_err(io)
+    std::io::Write::write_all(&mut file, bytes).map_err(io)
 }
 
 /// What `create_wallet` wrote.
@@ -194,11 +298,13 @@ pub struct CreatedWallet {
 }
 
 /// Creates hotkey `hotkey` in wallet `wallet` (and the wallet's coldkey and `coldkeypub.txt` if it
-/// has none), unencrypted.
+/// has none, encrypted with `coldkey_password` when one is given); the hotkey is unencrypted, as
+/// Bittensor keeps hotkeys.
 pub fn create_wallet(
     root: &Path,
     wallet: &str,
     hotkey: &str,
+    coldkey_password: Option<&str>,
 ) -> Result<CreatedWallet, WalletError> {
     let hotkey_path = hotkey_path(root, wallet, hotkey);
     if hotkey_path.exists() {
@@ -209,7 +315,10 @@ pub fn create_wallet(
         None
     } else {
         let file = keyfile(&new_mnemonic());
-        write_keyfile(&coldkey_path, &file)?;
+        match coldkey_password {
+            Some(password) => write_sealed_keyfile(&coldkey_path, &file, password)?,
+            None => write_keyfile(&coldkey_path, &file)?,
+        }
         let public = Keyfile {
             secret_phrase: None,
             secret_seed: None,
@@ -313,6 +422,11 @@ mod tests {
         std::fs::write(dir.path().join("e"), "$NACL...").unwrap();
         assert!(matches!(
             read_keyfile(&dir.path().join("e")),
+            Err(WalletError::Invalid { .. })
+        ));
+        std::fs::write(dir.path().join("v"), "$ANSIBLE_VAULT;1.1;AES256").unwrap();
+        assert!(matches!(
+            read_keyfile(&dir.path().join("v")),
             Err(WalletError::Encrypted { .. })
         ));
     }
@@ -320,7 +434,7 @@ mod tests {
     #[test]
     fn a_new_wallet_has_a_coldkey_and_its_hotkey_loads() {
         let dir = tempfile::tempdir().unwrap();
-        let created = create_wallet(dir.path(), "miner", "default").unwrap();
+        let created = create_wallet(dir.path(), "miner", "default", None).unwrap();
         assert!(created.coldkey.is_some());
         assert!(dir.path().join("miner/coldkeypub.txt").exists());
         let hot = load_hotkey(dir.path(), "miner", "default").unwrap();
@@ -329,11 +443,23 @@ mod tests {
             created.hotkey.ss58_address
         );
         // A second hotkey reuses the coldkey.
-        let second = create_wallet(dir.path(), "miner", "second").unwrap();
+        let second = create_wallet(dir.path(), "miner", "second", None).unwrap();
         assert!(second.coldkey.is_none());
         assert!(matches!(
             load_hotkey(dir.path(), "miner", "absent"),
             Err(WalletError::Missing { .. })
         ));
+        // An encrypted coldkey opens with its password only; its public file stays readable.
+        let sealed = create_wallet(dir.path(), "owner", "default", Some("pw")).unwrap();
+        let (cold, path) = sealed.coldkey.unwrap();
+        assert!(std::fs::read(&path).unwrap().starts_with(b"$NACL"));
+        let opened = read_keyfile_with(&path, || Ok("pw".into())).unwrap();
+        assert_eq!(AccountId::from(&opened).to_string(), cold.ss58_address);
+        assert!(matches!(
+            read_keyfile_with(&path, || Ok("wrong".into())),
+            Err(WalletError::WrongPassword { .. })
+        ));
+        let public = std::fs::read_to_string(dir.path().join("owner/coldkeypub.txt")).unwrap();
+        assert!(public.contains(&cold.ss58_address));
     }
 }

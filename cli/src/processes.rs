@@ -278,7 +278,7 @@ fn write_task_file(dir: &Path, engine: &TaskEngine) -> anyhow::Result<PathBuf> {
 /// A fresh wallet named after the node's role and index: its coldkey and hotkey.
 fn wallet_keys(wallets: &Path, role: &str, i: usize) -> anyhow::Result<(Keypair, Keypair)> {
     let name = format!("{role}-{i}");
-    wallet::create_wallet(wallets, &name, "default")?;
+    wallet::create_wallet(wallets, &name, "default", None)?;
     Ok((
         wallet::read_keyfile(&wallets.join(&name).join("coldkey"))?,
         wallet::load_hotkey(wallets, &name, "default")?,
