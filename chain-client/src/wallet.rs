@@ -336,6 +336,112 @@ pub fn create_wallet(
     })
 }
 
+/// A wallet as `list_wallets` finds it: its coldkey's address (from `coldkeypub.txt`, which is
+/// never encrypted), whether the coldkey is encrypted, and its hotkeys with their addresses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WalletListing {
+    pub name: String,
+    pub coldkey: Option<String>,
+    pub coldkey_encrypted: bool,
+    pub hotkeys: Vec<(String, Option<String>)>,
+}
+
+/// Every wallet under `root`, by name (an address that cannot be read is None).
+pub fn list_wallets(root: &Path) -> Result<Vec<WalletListing>, WalletError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| WalletError::Io { path, source }
+    };
+    let names = |dir: &Path| -> Result<Vec<String>, WalletError> {
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            out.push(
+                entry
+                    .map_err(io(dir))?
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        out.sort();
+        Ok(out)
+    };
+    let address = |path: &Path| -> Option<String> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let file: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some(file["ss58Address"].as_str()?.to_string())
+    };
+    let mut out = Vec::new();
+    for name in names(root)? {
+        let dir = root.join(&name);
+        if !dir.is_dir() {
+            continue;
+        }
+        let coldkey = dir.join("coldkey");
+        out.push(WalletListing {
+            coldkey: address(&dir.join("coldkeypub.txt")),
+            coldkey_encrypted: std::fs::read(&coldkey).is_ok_and(|b| b.starts_with(NACL_PREFIX)),
+            hotkeys: names(&dir.join("hotkeys"))?
+                .into_iter()
+                .map(|h| {
+                    let a = address(&dir.join("hotkeys").join(&h));
+                    (h, a)
+                })
+                .collect(),
+            name,
+        });
+    }
+    Ok(out)
+}
+
+/// Which key of a wallet `regenerate` writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalletKey {
+    /// The coldkey (and `coldkeypub.txt`), encrypted with the password when one is given.
+    Coldkey { password: Option<String> },
+    /// Hotkey NAME, unencrypted.
+    Hotkey(String),
+}
+
+/// Writes a wallet's key again from its mnemonic (never over an existing file): the keyfile it
+/// wrote.
+pub fn regenerate(
+    root: &Path,
+    wallet: &str,
+    key: &WalletKey,
+    mnemonic: &Mnemonic,
+) -> Result<(Keyfile, PathBuf), WalletError> {
+    let file = keyfile(mnemonic);
+    match key {
+        WalletKey::Hotkey(name) => {
+            let path = hotkey_path(root, wallet, name);
+            write_keyfile(&path, &file)?;
+            Ok((file, path))
+        }
+        WalletKey::Coldkey { password } => {
+            let path = root.join(wallet).join("coldkey");
+            let public_path = root.join(wallet).join("coldkeypub.txt");
+            if public_path.exists() {
+                return Err(WalletError::Exists { path: public_path });
+            }
+            match password {
+                Some(p) => write_sealed_keyfile(&path, &file, p)?,
+                None => write_keyfile(&path, &file)?,
+            }
+            let public = Keyfile {
+                secret_phrase: None,
+                secret_seed: None,
+                ..file.clone()
+            };
+            write_keyfile(&public_path, &public)?;
+            Ok((file, path))
+        }
+    }
+}
+
 /// Why no key could be chosen from a program's flags.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyChoiceError {
@@ -461,5 +567,43 @@ mod tests {
         ));
         let public = std::fs::read_to_string(dir.path().join("owner/coldkeypub.txt")).unwrap();
         assert!(public.contains(&cold.ss58_address));
+
+        // Listed with their addresses; regenerated from a mnemonic, the same keys.
+        let listed = list_wallets(dir.path()).unwrap();
+        let names: Vec<&str> = listed.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["miner", "owner"]);
+        assert!(listed[1].coldkey_encrypted && !listed[0].coldkey_encrypted);
+        assert_eq!(
+            listed[1].coldkey.as_deref(),
+            Some(cold.ss58_address.as_str())
+        );
+        assert_eq!(listed[0].hotkeys.len(), 2);
+        let phrase = Mnemonic::parse(created.hotkey.secret_phrase.as_deref().unwrap()).unwrap();
+        let again = tempfile::tempdir().unwrap();
+        let (file, _) = regenerate(
+            again.path(),
+            "miner",
+            &WalletKey::Hotkey("default".into()),
+            &phrase,
+        )
+        .unwrap();
+        assert_eq!(file.ss58_address, created.hotkey.ss58_address);
+        assert!(matches!(
+            regenerate(
+                again.path(),
+                "miner",
+                &WalletKey::Hotkey("default".into()),
+                &phrase
+            ),
+            Err(WalletError::Exists { .. })
+        ));
+        let cold_phrase = Mnemonic::parse(cold.secret_phrase.as_deref().unwrap()).unwrap();
+        let key = WalletKey::Coldkey { password: None };
+        let (file, path) = regenerate(again.path(), "owner", &key, &cold_phrase).unwrap();
+        assert_eq!(file.ss58_address, cold.ss58_address);
+        assert_eq!(
+            AccountId::from(&read_keyfile(&path).unwrap()).to_string(),
+            cold.ss58_address
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! `subnet wallet`: Bittensor wallets.
 
+use chain_client::wallet::WalletKey;
 use clap::Subcommand;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use subxt_signer::bip39::Mnemonic;
 
 #[derive(Subcommand)]
 pub enum WalletCommand {
@@ -20,19 +22,115 @@ pub enum WalletCommand {
         #[arg(long, env = "BT_WALLET_PATH")]
         wallet_path: Option<PathBuf>,
     },
+    /// List the wallets, their coldkey addresses (and whether the coldkey is encrypted) and their
+    /// hotkeys.
+    List {
+        #[arg(long, env = "BT_WALLET_PATH")]
+        wallet_path: Option<PathBuf>,
+    },
+    /// Write a wallet's coldkey (`--coldkey`) or hotkey HOTKEY again from its mnemonic, typed at
+    /// the prompt or given in SUBNET_MNEMONIC; an existing keyfile is never overwritten.
+    Regen {
+        #[arg(long)]
+        wallet: String,
+        #[arg(long, default_value = "default", conflicts_with = "coldkey")]
+        hotkey: String,
+        /// Regenerate the coldkey rather than a hotkey.
+        #[arg(long)]
+        coldkey: bool,
+        /// Encrypt the regenerated coldkey (password as for `new --encrypt-coldkey`).
+        #[arg(long, requires = "coldkey")]
+        encrypt_coldkey: bool,
+        #[arg(long, env = "BT_WALLET_PATH")]
+        wallet_path: Option<PathBuf>,
+    },
 }
 
 pub fn run(command: WalletCommand) -> anyhow::Result<()> {
-    let WalletCommand::New {
-        wallet,
-        hotkey,
-        encrypt_coldkey,
-        wallet_path,
-    } = command;
-    let root = wallet_path.unwrap_or_else(chain_client::wallet::default_wallet_root);
+    match command {
+        WalletCommand::New {
+            wallet,
+            hotkey,
+            encrypt_coldkey,
+            wallet_path,
+        } => new(&root(wallet_path), &wallet, &hotkey, encrypt_coldkey),
+        WalletCommand::List { wallet_path } => list(&root(wallet_path)),
+        WalletCommand::Regen {
+            wallet,
+            hotkey,
+            coldkey,
+            encrypt_coldkey,
+            wallet_path,
+        } => {
+            let key = if coldkey {
+                WalletKey::Coldkey {
+                    password: encrypt_coldkey.then(new_password).transpose()?,
+                }
+            } else {
+                WalletKey::Hotkey(hotkey)
+            };
+            regen(&root(wallet_path), &wallet, &key)
+        }
+    }
+}
+
+fn root(wallet_path: Option<PathBuf>) -> PathBuf {
+    wallet_path.unwrap_or_else(chain_client::wallet::default_wallet_root)
+}
+
+fn list(root: &Path) -> anyhow::Result<()> {
+    let wallets = chain_client::wallet::list_wallets(root)?;
+    if wallets.is_empty() {
+        println!(
+            "no wallets under {} (make one with `subnet wallet new --wallet NAME`)",
+            root.display()
+        );
+    }
+    let unknown = "(unreadable)".to_string();
+    for w in wallets {
+        let sealed = if w.coldkey_encrypted {
+            ", encrypted"
+        } else {
+            ""
+        };
+        println!(
+            "{}  coldkey {}{sealed}",
+            w.name,
+            w.coldkey.as_ref().unwrap_or(&unknown)
+        );
+        for (name, address) in &w.hotkeys {
+            println!("  hotkey {name}  {}", address.as_ref().unwrap_or(&unknown));
+        }
+    }
+    Ok(())
+}
+
+fn regen(root: &Path, wallet: &str, key: &WalletKey) -> anyhow::Result<()> {
+    let phrase = match std::env::var("SUBNET_MNEMONIC") {
+        Ok(phrase) => phrase,
+        Err(_) => rpassword::prompt_password("Mnemonic (the words, separated by spaces): ")
+            .map_err(|e| {
+                anyhow::anyhow!("cannot ask for the mnemonic ({e}): set SUBNET_MNEMONIC instead")
+            })?,
+    };
+    let mnemonic = Mnemonic::parse(phrase.trim())
+        .map_err(|e| anyhow::anyhow!("not a BIP-39 mnemonic: {e}"))?;
+    let (file, path) = chain_client::wallet::regenerate(root, wallet, key, &mnemonic)?;
+    println!(
+        "{}  {} -> {}",
+        match key {
+            WalletKey::Coldkey { .. } => "coldkey",
+            WalletKey::Hotkey(_) => "hotkey ",
+        },
+        file.ss58_address,
+        path.display()
+    );
+    Ok(())
+}
+
+fn new(root: &Path, wallet: &str, hotkey: &str, encrypt_coldkey: bool) -> anyhow::Result<()> {
     let password = encrypt_coldkey.then(new_password).transpose()?;
-    let created =
-        chain_client::wallet::create_wallet(&root, &wallet, &hotkey, password.as_deref())?;
+    let created = chain_client::wallet::create_wallet(root, wallet, hotkey, password.as_deref())?;
     if let Some((coldkey, path)) = &created.coldkey {
         println!("coldkey  {} -> {}", coldkey.ss58_address, path.display());
         println!(
