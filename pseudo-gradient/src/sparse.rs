@@ -201,7 +201,7 @@ mod tests {
             assert_eq!(s.to_dense(), *d);
             assert_eq!(s.norm().to_bits(), l2_norm(d).to_bits());
             for (e, t) in dense.iter().zip(&sparse) {
-                let dense_cosine = dense_cosine(d, e);
+                let dense_cosine = scoring::checks::cosine(d, e);
                 assert_eq!(s.cosine(t).to_bits(), dense_cosine.to_bits());
             }
         }
@@ -226,21 +226,5 @@ mod tests {
             s.to_dense(),
             vec![0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -2.0, 0.0, 0.0, 0.0]
         );
-    }
-
-    /// The cosine of `scoring::checks`, over dense vectors.
-    fn dense_cosine(a: &[f32], b: &[f32]) -> f64 {
-        let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-        for (&x, &y) in a.iter().zip(b) {
-            let (x, y) = (x as f64, y as f64);
-            ab += x * y;
-            aa += x * x;
-            bb += y * y;
-        }
-        if aa == 0.0 || bb == 0.0 {
-            0.0
-        } else {
-            ab / (aa.sqrt() * bb.sqrt())
-        }
     }
 }
