@@ -113,15 +113,9 @@ impl<C: Chain> Validator<C> {
         neuron: &Neuron,
         request: &AuditRequest,
         c: &SignedCommitment,
-    ) -> Result<Result<Artefacts, AuditGap>, StoreError> {
+    ) -> Result<Artefacts, AuditGap> {
         let store = self.inner.store.as_ref();
-        let mut kept = Ok(());
-        let mut keep = |bytes: Vec<u8>| {
-            Blob::keep(bytes, store).unwrap_or_else(|e| {
-                kept = Err(e);
-                Blob::Held(Vec::new())
-            })
-        };
+        let keep = |bytes: Vec<u8>| Blob::keep_or_hold(bytes, store);
         let gatherer = self.gatherer();
         let window = request.window;
         let secret = self.state().audit_secret;
@@ -156,8 +150,7 @@ impl<C: Chain> Validator<C> {
             })
         }
         .await;
-        kept?;
-        Ok(served.map_err(|e| match e {
+        served.map_err(|e| match e {
             Rejection::Unreachable(_) | Rejection::Timeout { .. } => AuditGap {
                 reason: Reason::new(
                     ReasonKind::AuditUnreachable,
@@ -176,7 +169,7 @@ impl<C: Chain> Validator<C> {
                 ),
                 unreachable: false,
             },
-        }))
+        })
     }
 }
 
@@ -366,19 +359,19 @@ impl<C: Chain> WindowInputs for LiveInputs<C> {
             let validator = &self.validator;
             async move {
                 let Some(commitment) = commitment else {
-                    return Ok(Err(AuditGap {
+                    return Err(AuditGap {
                         reason: Reason::new(
                             ReasonKind::AuditUnreachable,
                             format!("audit: no commitment of window {} is kept", r.window),
                         ),
                         unreachable: true,
-                    }));
+                    });
                 };
                 let fetch = validator.fetch_artefacts(neuron, r, commitment);
                 tokio::time::timeout_at(deadline, fetch)
                     .await
                     .unwrap_or_else(|_| {
-                        Ok(Err(AuditGap {
+                        Err(AuditGap {
                             reason: Reason::new(
                                 ReasonKind::AuditUnreachable,
                                 format!(
@@ -388,16 +381,13 @@ impl<C: Chain> WindowInputs for LiveInputs<C> {
                                 ),
                             ),
                             unreachable: true,
-                        }))
+                        })
                     })
             }
         });
         // Each part is kept as a blob as it arrives (the record that names them is appended
         // later).
-        self.runtime
-            .block_on(futures::future::join_all(fetches))
-            .into_iter()
-            .collect()
+        Ok(self.runtime.block_on(futures::future::join_all(fetches)))
     }
 
     fn subject(&mut self, uid: u16, pending: &PendingAudit) -> Result<Option<Subject>, StoreError> {

@@ -14,17 +14,6 @@ pub enum Blob {
 }
 
 impl Blob {
-    /// `bytes` kept in `store` (held in memory without one).
-    pub fn keep(bytes: Vec<u8>, store: Option<&DataDir>) -> Result<Blob, StoreError> {
-        match store {
-            Some(store) => Ok(Blob::Kept {
-                digest: Digest(store.put_blob(&bytes)?),
-                store: store.clone(),
-            }),
-            None => Ok(Blob::Held(bytes)),
-        }
-    }
-
     /// `bytes` kept in `store` where it can be, else held (a disk that refuses a write costs
     /// memory, not a miner's gradient).
     pub fn keep_or_hold(bytes: Vec<u8>, store: Option<&DataDir>) -> Blob {
@@ -89,8 +78,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DataDir::open(dir.path(), "task").unwrap();
         let bytes = vec![7u8; 1000];
-        let held = Blob::keep(bytes.clone(), None).unwrap();
-        let kept = Blob::keep(bytes.clone(), Some(&store)).unwrap();
+        let held = Blob::keep_or_hold(bytes.clone(), None);
+        let kept = Blob::keep_or_hold(bytes.clone(), Some(&store));
         assert!(matches!(kept, Blob::Kept { .. }));
         assert_eq!(held.digest(), kept.digest());
         assert_eq!(kept.read().unwrap().as_ref(), bytes.as_slice());
@@ -100,10 +89,6 @@ mod tests {
         let elsewhere = DataDir::open(other.path(), "task").unwrap();
         assert_eq!(held.stored_in(&elsewhere).unwrap(), held.digest());
         assert_eq!(elsewhere.blob(&held.digest().0).unwrap(), bytes);
-        assert!(matches!(
-            Blob::keep_or_hold(bytes.clone(), Some(&store)),
-            Blob::Kept { .. }
-        ));
-        assert!(matches!(Blob::keep_or_hold(bytes, None), Blob::Held(_)));
+        assert!(matches!(held, Blob::Held(_)));
     }
 }
