@@ -5,6 +5,7 @@ pub mod error;
 pub mod local;
 pub mod membership;
 pub mod node;
+pub mod schedule;
 pub mod subtensor;
 pub mod tlock;
 pub mod types;
@@ -16,8 +17,8 @@ pub use membership::{Membership, NotRegistered, UidError};
 pub use node::SubtensorChain;
 pub use tlock::TimelockTarget;
 pub use types::{
-    AccountId, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams, TimelockReveal, WeightsReveal,
-    weights_commit_hash,
+    AccountId, EpochConsensus, FraudOutcome, Metagraph, Neuron, Slash, SubnetParams,
+    TimelockReveal, WeightsReveal, weights_commit_hash,
 };
 
 use std::future::Future;

@@ -3,12 +3,15 @@
 //! metadata, which the node's runtime must match: checked at connect).
 
 use crate::error::{ChainError, Result};
+use crate::schedule::EpochPipeline;
 use crate::subtensor::{
-    AxonInfo, Call, bundled_metadata, check_compatible, decode_value, default_value, has_storage,
-    storage_key,
+    AxonInfo, Call, block_secs, bundled_metadata, check_compatible, decode_value, default_value,
+    has_storage, storage_key,
 };
 use crate::tlock::{self, TimelockTarget, quicknet};
-use crate::types::{AccountId, FraudOutcome, Metagraph, Neuron, SubnetParams, WeightsReveal};
+use crate::types::{
+    AccountId, EpochConsensus, FraudOutcome, Metagraph, Neuron, SubnetParams, WeightsReveal,
+};
 use std::net::SocketAddr;
 use subxt::client::{ClientAtBlock, OnlineClientAtBlockImpl};
 use subxt::error::StorageError;
@@ -163,6 +166,11 @@ impl SubtensorChain {
             slash_per_million: 0,
             slash_quorum: u16::MAX,
             fraud_report_windows: 0,
+            epoch_consensus: if has_storage(at.metadata_ref(), "SubnetEpochConsensus") {
+                self.value(at, "SubnetEpochConsensus", k).await?
+            } else {
+                EpochConsensus::Yuma
+            },
         })
     }
 
@@ -373,12 +381,13 @@ impl crate::Chain for SubtensorChain {
         self.submit(hotkey, call).await
     }
 
-    /// The round follows the Python SDK: on runtimes that number epochs from the block
-    /// (`(block + netuid + 1) / (tempo + 1)`, through spec 422) exactly its formula; on runtimes with
-    /// a stored epoch counter (`SubnetEpochIndex`, read from the node's own metadata) the reveal
-    /// epoch starts `reveal_period * (tempo + 1)` blocks after the subnet's last epoch block, and
-    /// the target is three blocks into it (the chain retries a commit every block of its reveal
-    /// epoch, so a few blocks of schedule drift do not lose it).
+    /// The round follows the Python SDK for the runtime the node runs (read from its own
+    /// metadata): with a stored epoch pipeline (`LastEpochBlock`, dynamic tempo) the pipeline is
+    /// stepped block by block to the reveal epoch as `get_encrypted_commit_v2` does, at the
+    /// runtime's own block time; with only a stored epoch counter (`SubnetEpochIndex`, specs 423 to
+    /// 425) the reveal epoch starts `reveal_period * (tempo + 1)` blocks after the subnet's last
+    /// step; before that, the SDK's `(block + netuid + 1) / (tempo + 1)` formula. Each targets three
+    /// blocks into the reveal epoch (the chain retries a commit every block of it).
     async fn timelock_target(&self, netuid: u16) -> Result<TimelockTarget> {
         let at = self.at().await?;
         let k = (netuid,);
@@ -394,13 +403,26 @@ impl crate::Chain for SubtensorChain {
         let block = at.block_number();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let reveal_round = if has_storage(at.metadata_ref(), "SubnetEpochIndex") {
+            .unwrap_or_default();
+        let reveal_round = if has_storage(at.metadata_ref(), "LastEpochBlock") {
+            let pipeline = EpochPipeline {
+                last_epoch_block: self.value(&at, "LastEpochBlock", k).await?,
+                pending_epoch_at: self.value(&at, "PendingEpochAt", k).await?,
+                epoch_index: self.value(&at, "SubnetEpochIndex", k).await?,
+                tempo: tempo as u16,
+                blocks_since_last_step: self.value(&at, "BlocksSinceLastStep", k).await?,
+                head: block,
+            };
+            let block_secs = block_secs(at.metadata_ref());
+            pipeline
+                .reveal_round(period, block_secs, now.as_secs_f64())
+                .map_err(|e| ChainError::Unsupported(format!("subnet {netuid}: {e}")))?
+        } else if has_storage(at.metadata_ref(), "SubnetEpochIndex") {
+            let now = now.as_secs();
             let last: u64 = self.value(&at, "LastMechansimStepBlock", k).await?;
             tlock::reveal_round_at(now, block, last + period * (tempo + 1) + 3)
         } else {
-            tlock::sdk_reveal_round(now, block, netuid, tempo, period)
+            tlock::sdk_reveal_round(now.as_secs(), block, netuid, tempo, period)
         };
         Ok(TimelockTarget {
             beacon_public_key: quicknet::public_key(),

@@ -409,6 +409,19 @@ pub fn has_storage(metadata: &subxt::Metadata, entry: &str) -> bool {
         .is_some()
 }
 
+/// Seconds a block of the runtime described by `metadata` takes: aura's slot, twice
+/// `Timestamp.MinimumPeriod` (12 s on finney, 0.25 s on a fast-block localnet); 12 s where the
+/// runtime does not say.
+pub fn block_secs(metadata: &subxt::Metadata) -> f64 {
+    metadata
+        .pallet_by_name("Timestamp")
+        .and_then(|p| p.constant_by_name("MinimumPeriod"))
+        .and_then(|c| <[u8; 8]>::try_from(c.value()).ok())
+        .map(u64::from_le_bytes)
+        .filter(|&ms| ms > 0)
+        .map_or(12.0, |ms| (2 * ms) as f64 / 1000.0)
+}
+
 /// The default value of `entry` (what the chain returns for a missing key), decoded.
 pub fn default_value<T: DecodeAsType>(metadata: &subxt::Metadata, entry: &str) -> Result<T> {
     let bytes = metadata
@@ -477,6 +490,11 @@ mod tests {
             hex::encode(bytes),
             "07000100080000010008ffffff7f0000000000000000"
         );
+    }
+
+    #[test]
+    fn finney_makes_a_block_every_twelve_seconds() {
+        assert_eq!(block_secs(&bundled_metadata().unwrap()), 12.0);
     }
 
     #[test]

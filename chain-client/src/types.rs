@@ -84,6 +84,28 @@ pub struct SubnetParams {
     /// window is `tempo` blocks), and reports within them add up to a quorum.
     #[serde(default = "default_fraud_report_windows")]
     pub fraud_report_windows: u64,
+    /// `SubnetEpochConsensus` of newer runtimes: Yuma, or Null (the top-stake validator's weights
+    /// alone decide; `scoring::yuma::null_epoch`). Yuma where the runtime predates it.
+    pub epoch_consensus: EpochConsensus,
+}
+
+/// How a subnet's epoch turns weights into emission (`SubnetEpochConsensus`, SCALE index 0 and 1).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    subxt::ext::scale_decode::DecodeAsType,
+)]
+#[decode_as_type(crate_path = "subxt::ext::scale_decode")]
+pub enum EpochConsensus {
+    #[default]
+    Yuma,
+    Null,
 }
 
 fn default_fraud_report_windows() -> u64 {
@@ -119,7 +141,23 @@ impl Default for SubnetParams {
             slash_per_million: 1_000_000,
             slash_quorum: default_slash_quorum(),
             fraud_report_windows: default_fraud_report_windows(),
+            epoch_consensus: EpochConsensus::Yuma,
         }
+    }
+}
+
+impl Metagraph {
+    /// Under Null consensus, the validator whose weights the epoch takes: the permitted one with
+    /// the most stake (ties to the lower uid), as the chain picks it. None under Yuma or when no
+    /// permitted validator holds stake.
+    pub fn null_consensus_winner(&self) -> Option<&Neuron> {
+        if self.params.epoch_consensus != EpochConsensus::Null {
+            return None;
+        }
+        self.neurons
+            .iter()
+            .filter(|n| n.validator_permit && n.stake > 0 && n.stake >= self.params.stake_threshold)
+            .max_by(|a, b| a.stake.cmp(&b.stake).then(b.uid.cmp(&a.uid)))
     }
 }
 

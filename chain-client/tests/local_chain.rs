@@ -4,8 +4,8 @@
 
 use blake2::{Blake2b, Digest, digest::consts::U32};
 use chain_client::{
-    AccountId, BlockClock, ChainError, FraudOutcome, LocalChain, MAX_UNREVEALED_COMMITS,
-    SubnetParams, WeightsReveal, tlock, weights_commit_hash,
+    AccountId, BlockClock, ChainError, EpochConsensus, FraudOutcome, LocalChain,
+    MAX_UNREVEALED_COMMITS, SubnetParams, WeightsReveal, tlock, weights_commit_hash,
 };
 use parity_scale_codec::Encode;
 use subxt_signer::sr25519::{Keypair, dev};
@@ -433,6 +433,45 @@ fn epochs_run_once_per_tempo_and_pay_the_emission_out() {
     assert!(mg.by_uid(0).unwrap().dividends > 60000);
     // The owner cut went to the owner's coldkey.
     assert_eq!(chain.balance(id(&dev::ferdie())).unwrap(), 4 * cut);
+}
+
+#[test]
+fn under_null_consensus_the_top_stake_row_alone_pays_the_miners() {
+    let Net { chain, netuid, .. } = &net(SubnetParams {
+        epoch_consensus: EpochConsensus::Null,
+        max_allowed_validators: 2,
+        stake_threshold: 0,
+        ..params()
+    });
+    let dave = dev::dave();
+    chain.fund(id(&dave), 1000 * TOKEN).unwrap();
+    chain
+        .burned_register(id(&dave), *netuid, id(&dave))
+        .unwrap();
+    chain
+        .add_stake(id(&dave), id(&dave), *netuid, 100 * TOKEN)
+        .unwrap();
+    chain.advance_blocks(10).unwrap(); // epoch at 10: permits for Alice (uid 0) and Dave (uid 3)
+    let mg = chain.metagraph_sync(*netuid).unwrap();
+    assert_eq!(mg.null_consensus_winner().map(|n| n.uid), Some(0));
+    chain.advance_blocks(1).unwrap();
+    chain
+        .set_weights_sync(id(&dev::alice()), *netuid, &[1, 2], &[65535, 21845], 3)
+        .unwrap();
+    // Dave's opposite row counts for nothing: Null takes no median.
+    chain
+        .set_weights_sync(id(&dave), *netuid, &[1, 2], &[1, 65535], 3)
+        .unwrap();
+    chain.advance_blocks(10).unwrap();
+    let mg = chain.metagraph_sync(*netuid).unwrap();
+    let emission = |uid: u16| mg.by_uid(uid).unwrap().emission as f64;
+    let ratio = emission(1) / emission(2);
+    assert!((ratio - 3.0).abs() < 1e-3, "ratio {ratio}");
+    // Validators split their half by stake (about 2:1, grown by an epoch's dividends).
+    let (alice, dave) = (emission(0), emission(3));
+    assert!((alice / dave - 2.0).abs() < 0.2, "{alice} {dave}");
+    let miners = emission(1) + emission(2);
+    assert!(((alice + dave) / miners - 1.0).abs() < 1e-6);
 }
 
 #[test]

@@ -578,5 +578,8 @@ impl YumaState {
     }
 }
 
+mod null;
+pub use null::null_epoch;
+
 #[cfg(test)]
 mod tests;

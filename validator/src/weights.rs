@@ -3,7 +3,7 @@
 //! in a later window (earlier versions).
 
 use crate::store::PendingReveal;
-use chain_client::{AccountId, Chain, WeightsReveal, tlock};
+use chain_client::{AccountId, Chain, Metagraph, WeightsReveal, tlock};
 use subxt_signer::sr25519::Keypair;
 
 /// The commit-reveal version from which commits are timelocked.
@@ -118,6 +118,25 @@ pub(crate) async fn reveal_due<C: Chain>(
     (done, keep)
 }
 
+/// Why weights from `me` would be wasted: under Null consensus the chain takes the weights of the
+/// permitted validator with the most stake alone, so any other validator's extrinsic pays a fee for
+/// nothing.
+pub(crate) fn ignored_under_null_consensus(
+    metagraph: &Metagraph,
+    me: &AccountId,
+) -> Option<String> {
+    let winner = metagraph.null_consensus_winner();
+    match winner {
+        Some(w) if &w.hotkey == me => None,
+        Some(w) => Some(format!(
+            "subnet {} runs Null consensus: the epoch takes only the weights of uid {} (the most \
+             validator stake, {} rao); this validator's would be ignored",
+            metagraph.netuid, w.uid, w.stake
+        )),
+        None => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +178,27 @@ mod tests {
             .unwrap();
         chain.advance_blocks(10).unwrap();
         (dir, chain, netuid, validator)
+    }
+
+    #[test]
+    fn under_null_consensus_only_the_top_stake_validator_sends_weights() {
+        let (_dir, chain, netuid, validator) = subnet(4);
+        let me = AccountId::from(&validator);
+        let mut metagraph = chain.metagraph_sync(netuid).unwrap();
+        assert_eq!(ignored_under_null_consensus(&metagraph, &me), None);
+        metagraph.params.epoch_consensus = chain_client::EpochConsensus::Null;
+        assert_eq!(ignored_under_null_consensus(&metagraph, &me), None);
+        // Another validator with more stake: this one's weights would be ignored, and it says why.
+        let mut rival = metagraph.neurons[0].clone();
+        rival.uid = 7;
+        rival.hotkey = AccountId([7; 32]);
+        rival.stake += 1;
+        metagraph.neurons.push(rival);
+        let why = ignored_under_null_consensus(&metagraph, &me).unwrap();
+        assert!(
+            why.contains("Null consensus") && why.contains("uid 7"),
+            "{why}"
+        );
     }
 
     #[tokio::test]

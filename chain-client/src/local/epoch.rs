@@ -1,11 +1,11 @@
-//! Epochs: every `tempo` blocks each subnet runs Yuma consensus over its weights and stake and pays
-//! the emission of the blocks since its last epoch.
+//! Epochs: every `tempo` blocks each subnet runs its consensus (Yuma, or Null) over its weights and
+//! stake and pays the emission of the blocks since its last epoch.
 
 use super::accounts::credit;
 use super::timelock::reveal_commits_at;
 use super::{EventKind, LocalChain, Tx, corrupt, event, weight_row};
 use crate::error::Result;
-use crate::types::SubnetParams;
+use crate::types::{EpochConsensus, SubnetParams};
 use rusqlite::params;
 use scoring::yuma::{self, EpochInput, EpochOutput, YumaState};
 
@@ -173,7 +173,11 @@ fn run_epoch(
     let last_update: Vec<u64> = rows.iter().map(|r| r.last_update).collect();
     let registered: Vec<u64> = rows.iter().map(|r| r.registered_at).collect();
     let earliest_commit = earliest_commits(tx, netuid, params, block, &rows)?;
-    let out = yuma::epoch(
+    let epoch = match params.epoch_consensus {
+        EpochConsensus::Yuma => yuma::epoch,
+        EpochConsensus::Null => yuma::null_epoch,
+    };
+    let out = epoch(
         &params.yuma(),
         &state,
         &EpochInput {

@@ -3,18 +3,23 @@
 use super::*;
 
 impl<C: Chain> Validator<C> {
-    /// Sets (or commits) the window's weights after revealing earlier commits that are due.
+    /// Sets (or commits) the window's weights after revealing earlier commits that are due. Under
+    /// Null consensus only the top-stake validator's weights count: any other sends none.
     pub(super) async fn put_weights(
         &self,
         window: u64,
         decisions: &[scoring::MinerDecision],
         version_key: u64,
+        metagraph: &Metagraph,
     ) -> (Vec<(u64, Result<(), String>)>, WeightsSet, bool) {
         let (hotkey, netuid) = (self.keypair(), self.netuid());
         let pending = std::mem::take(&mut self.state_mut().pending_reveals);
         let (reveals, mut keep) = weights::reveal_due(self.chain(), hotkey, netuid, pending).await;
         let mut committed = false;
-        let weights_set = if decisions.iter().any(|d| d.weight > 0.0) {
+        let ignored = weights::ignored_under_null_consensus(metagraph, &self.hotkey());
+        let weights_set = if let Some(why) = &ignored {
+            Err(why.clone())
+        } else if decisions.iter().any(|d| d.weight > 0.0) {
             let uids: Vec<u16> = decisions.iter().map(|d| d.uid).collect();
             let weights: Vec<f64> = decisions.iter().map(|d| d.weight).collect();
             match weights_to_u16(&uids, &weights) {
@@ -50,8 +55,10 @@ impl<C: Chain> Validator<C> {
         } else {
             Err("no miner has earned weight yet".to_string())
         };
-        if let Err(e) = &weights_set {
-            tracing::warn!(window, error = %e, "weights not set");
+        match &weights_set {
+            Err(e) if ignored.is_some() => tracing::info!(window, reason = %e, "weights not sent"),
+            Err(e) => tracing::warn!(window, error = %e, "weights not set"),
+            Ok(_) => {}
         }
         if let Err(e) = self.save_reveals(&keep) {
             tracing::warn!(window, error = %e, "cannot save the pending reveals");

@@ -31,8 +31,9 @@ impl<C: Chain> Validator<C> {
         timings.0.extend(scored.timings.iter().copied());
         self.carry_over(&ctx, &scored);
         let version = self.engine().spec().task.version;
-        let (reveals, weights_set, weights_committed) =
-            self.put_weights(window, &scored.decisions, version).await;
+        let (reveals, weights_set, weights_committed) = self
+            .put_weights(window, &scored.decisions, version, &metagraph)
+            .await;
         let fraud_reports = self.report_frauds(window, ctx.frauds(&scored)).await;
         timings.lap("chain");
         let weights = (&weights_set, weights_committed);
