@@ -4,7 +4,7 @@ use anyhow::Context;
 use chain_client::wallet::choose_hotkey;
 use chain_client::{Chain, open_chain, window_seed};
 use clap::{Parser, Subcommand};
-use miner::progress::{TerminalBar, format_bar};
+use miner::progress::TerminalBar;
 use miner::{Miner, MinerService};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -232,7 +232,7 @@ fn draw_progress(bar: TerminalBar, window_end: Arc<Mutex<Option<Instant>>>) -> m
             .lock()
             .expect("window end lock")
             .map(|end| end.saturating_duration_since(Instant::now()));
-        bar.draw(format_bar(p, left, 30));
+        bar.show(p, left);
     })
 }
 

@@ -1,101 +1,93 @@
-//! A one-line progress bar for terminals that log lines pass cleanly over: the tracing writer
-//! erases the bar, writes the log line and draws the bar again below it.
+//! The miner's progress bar (indicatif) and a log writer whose lines pass over it cleanly: the bar
+//! is hidden while a line is written and drawn again below it.
 
 use crate::Progress;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing_subscriber::fmt::MakeWriter;
 
-/// The bar's text for `p`: window, steps done, loss, throughput and time left in the window.
-pub fn format_bar(p: &Progress, time_left: Option<Duration>, width: usize) -> String {
-    let filled = (width * p.step / p.steps.max(1)).min(width);
+/// What the bar says after its steps: loss, throughput and time left in the window.
+pub fn bar_message(p: &Progress, time_left: Option<Duration>) -> String {
     let left = match time_left {
         Some(d) => format!("{} s left in the window", d.as_secs()),
         None => "window end not known yet".to_string(),
     };
     format!(
-        "window {} [{}{}] {}/{} steps | loss {:.4} | {} tokens/s | {left}",
-        p.window,
-        "#".repeat(filled),
-        "-".repeat(width - filled),
-        p.step,
-        p.steps,
+        "loss {:.4} | {} tokens/s | {left}",
         p.loss,
-        p.tokens_per_s.round() as u64,
+        p.tokens_per_s.round() as u64
     )
 }
 
-const ERASE: &[u8] = b"\r\x1b[2K";
-
-struct Shared {
-    out: Box<dyn Write + Send>,
-    line: String,
+fn style() -> ProgressStyle {
+    ProgressStyle::with_template("window {prefix} [{bar:30}] {pos}/{len} steps | {msg}")
+        .expect("a valid template")
+        .progress_chars("#-")
 }
 
-/// The bar and the output it draws on.
+/// The bar, and the output log lines go to.
 #[derive(Clone)]
 pub struct TerminalBar {
-    shared: Arc<Mutex<Shared>>,
+    bar: ProgressBar,
+    log: Arc<Mutex<Box<dyn Write + Send>>>,
 }
 
 impl TerminalBar {
-    pub fn new(out: Box<dyn Write + Send>) -> Self {
+    /// A bar drawn on `target`, with log lines written to `log`.
+    pub fn new(target: ProgressDrawTarget, log: Box<dyn Write + Send>) -> Self {
+        let bar = ProgressBar::with_draw_target(None, target).with_style(style());
         Self {
-            shared: Arc::new(Mutex::new(Shared {
-                out,
-                line: String::new(),
-            })),
+            bar,
+            log: Arc::new(Mutex::new(log)),
         }
     }
 
     pub fn stderr() -> Self {
-        Self::new(Box::new(io::stderr()))
+        Self::new(ProgressDrawTarget::stderr(), Box::new(io::stderr()))
     }
 
-    /// Replaces the bar with `line`.
-    pub fn draw(&self, line: String) {
-        let mut s = self.shared.lock().expect("bar lock");
-        let _ = s.out.write_all(ERASE);
-        let _ = s.out.write_all(line.as_bytes());
-        let _ = s.out.flush();
-        s.line = line;
-    }
-
-    /// Removes the bar.
-    pub fn clear(&self) {
-        let mut s = self.shared.lock().expect("bar lock");
-        if !s.line.is_empty() {
-            let _ = s.out.write_all(ERASE);
-            let _ = s.out.flush();
-            s.line.clear();
+    /// Shows `p`: the window, steps done of the window's steps, and `bar_message`.
+    pub fn show(&self, p: &Progress, time_left: Option<Duration>) {
+        if self.bar.is_finished() {
+            self.bar.reset();
         }
+        self.bar.set_prefix(p.window.to_string());
+        self.bar.set_length(p.steps as u64);
+        self.bar.set_position(p.step as u64);
+        self.bar.set_message(bar_message(p, time_left));
+    }
+
+    /// Hides the bar until the next `show`.
+    pub fn clear(&self) {
+        self.bar.finish_and_clear();
+    }
+
+    pub fn bar(&self) -> &ProgressBar {
+        &self.bar
     }
 }
 
-/// Writes log output over the bar, then draws the bar again.
+/// Writes a log line with the bar hidden, then lets the bar draw again.
 pub struct BarWriter {
-    shared: Arc<Mutex<Shared>>,
+    bar: ProgressBar,
+    log: Arc<Mutex<Box<dyn Write + Send>>>,
 }
 
 impl Write for BarWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut guard = self.shared.lock().expect("bar lock");
-        let s = &mut *guard;
-        let drawn = !s.line.is_empty();
-        if drawn {
-            s.out.write_all(ERASE)?;
-        }
-        s.out.write_all(buf)?;
-        if drawn && buf.ends_with(b"\n") {
-            s.out.write_all(s.line.as_bytes())?;
-        }
-        s.out.flush()?;
+        let log = &self.log;
+        self.bar.suspend(|| {
+            let mut out = log.lock().expect("log lock");
+            out.write_all(buf)?;
+            out.flush()
+        })?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.shared.lock().expect("bar lock").out.flush()
+        self.log.lock().expect("log lock").flush()
     }
 }
 
@@ -104,7 +96,8 @@ impl<'a> MakeWriter<'a> for TerminalBar {
 
     fn make_writer(&'a self) -> BarWriter {
         BarWriter {
-            shared: self.shared.clone(),
+            bar: self.bar.clone(),
+            log: self.log.clone(),
         }
     }
 }
@@ -127,7 +120,7 @@ mod tests {
     }
 
     #[test]
-    fn the_bar_shows_the_window_and_log_lines_pass_over_it() {
+    fn the_bar_follows_the_window_and_log_lines_pass_through() {
         let p = Progress {
             window: 7,
             step: 15,
@@ -135,22 +128,27 @@ mod tests {
             loss: 1.23456,
             tokens_per_s: 2345.6,
         };
-        let text = format_bar(&p, Some(Duration::from_secs(42)), 10);
         assert_eq!(
-            text,
-            "window 7 [#####-----] 15/30 steps | loss 1.2346 | 2346 tokens/s | 42 s left in the window"
+            bar_message(&p, Some(Duration::from_secs(42))),
+            "loss 1.2346 | 2346 tokens/s | 42 s left in the window"
         );
-
-        let buffer = Buffer::default();
-        let bar = TerminalBar::new(Box::new(buffer.clone()));
-        bar.draw("bar 1".into());
+        let log = Buffer::default();
+        let bar = TerminalBar::new(ProgressDrawTarget::hidden(), Box::new(log.clone()));
+        bar.show(&p, None);
+        assert_eq!(bar.bar().position(), 15);
+        assert_eq!(bar.bar().length(), Some(30));
+        assert_eq!(bar.bar().prefix(), "7");
+        assert_eq!(
+            bar.bar().message(),
+            "loss 1.2346 | 2346 tokens/s | window end not known yet"
+        );
         bar.make_writer().write_all(b"a log line\n").unwrap();
         bar.clear();
+        assert!(bar.bar().is_finished());
+        bar.show(&Progress { step: 1, ..p }, None);
+        assert!(!bar.bar().is_finished());
+        assert_eq!(bar.bar().position(), 1);
         bar.make_writer().write_all(b"another\n").unwrap();
-        let out = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(
-            out,
-            "\r\x1b[2Kbar 1\r\x1b[2Ka log line\nbar 1\r\x1b[2Kanother\n"
-        );
+        assert_eq!(log.0.lock().unwrap().as_slice(), b"a log line\nanother\n");
     }
 }

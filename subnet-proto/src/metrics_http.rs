@@ -1,14 +1,19 @@
-//! A minimal Prometheus endpoint: every HTTP request on the listener gets the current metrics text.
+//! A Prometheus endpoint on axum: any request, whatever its path, gets the current metrics text.
 
+use axum::Router;
+use axum::http::header;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+/// What the metrics are rendered as (prometheus-client writes OpenMetrics text).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Binds `addr` and serves `render()` there in a background task; returns the bound address.
 pub async fn spawn(
     addr: &str,
     render: Arc<dyn Fn() -> String + Send + Sync>,
-) -> std::io::Result<std::net::SocketAddr> {
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot serve metrics on {addr}: {e}"))
     })?;
@@ -17,25 +22,13 @@ pub async fn spawn(
     Ok(bound)
 }
 
-/// Serves `render()` to every connection on `listener` until the task is dropped.
+/// Serves `render()` to every request on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, render: Arc<dyn Fn() -> String + Send + Sync>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
+    let app = Router::new().fallback(move || {
         let render = render.clone();
-        tokio::spawn(async move {
-            let mut request = [0u8; 1024];
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut request))
-                    .await;
-            let body = render();
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
+        async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], render()) }
+    });
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!(error = %e, "metrics endpoint stopped");
     }
 }

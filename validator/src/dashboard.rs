@@ -2,27 +2,30 @@
 //! held-out loss over windows against the floor, each miner's weight share over windows, recent
 //! rejections with their reasons and chain events. Whoever runs the subnet (a validator, the
 //! localnet, a replay) fills one `View`; the page reads it at `/view` and is told of every change
-//! through server-sent events at `/events`. Everything the page uses is served from this binary
-//! (no CDN), and an idle page costs nothing: the server wakes only when the view changes, or every
-//! `HEARTBEAT` per open page to notice a closed one.
+//! through server-sent events at `/events` (served by axum). Everything the page uses is served
+//! from this binary (no CDN), and an idle page costs nothing: the server wakes only when the view
+//! changes, or every `HEARTBEAT` per open page to notice a closed one.
 
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 /// The page: HTML, style and script in one file.
 const PAGE: &str = include_str!("dashboard.html");
-/// Pages open at once; more are refused (the dashboard is for people, not crawlers).
-const MAX_CONNECTIONS: usize = 32;
-/// How long a request head may take to arrive, and its largest size.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// Event streams open at once; more are refused (the dashboard is for people, not crawlers).
+const MAX_STREAMS: usize = 32;
 /// An open event stream writes a comment this often, so a page that went away is noticed.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// How much history the view keeps.
@@ -215,95 +218,80 @@ impl Dashboard {
             .expect("a view serializes")
     }
 
-    /// Serves the page on `listener` until `shutdown` completes.
+    /// Serves the page on `listener` until `shutdown` completes; open event streams end then.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, _) = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "dashboard: accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(permit) = open.clone().try_acquire_owned() else {
-                continue;
-            };
-            let (this, mut stop) = (self.clone(), stop_rx.clone());
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = this.answer(stream) => {}
-                    _ = stop.wait_for(|s| *s) => {}
-                }
-                drop(permit);
-            });
-        }
-        let _ = stop_tx.send(true);
-        Ok(())
-    }
-
-    async fn answer(&self, mut stream: TcpStream) -> std::io::Result<()> {
-        let path = match tokio::time::timeout(REQUEST_TIMEOUT, request_path(&mut stream)).await {
-            Ok(Ok(Some(path))) => path,
-            Ok(Ok(None)) | Err(_) => {
-                return respond(&mut stream, "400 Bad Request", "text/plain", b"bad request").await;
-            }
-            Ok(Err(e)) => return Err(e),
+        let (stop_tx, stop) = watch::channel(false);
+        let pages = Pages {
+            dashboard: self,
+            open: Arc::new(Semaphore::new(MAX_STREAMS)),
+            stop,
         };
-        match path.as_str() {
-            "/" | "/index.html" => {
-                respond(
-                    &mut stream,
-                    "200 OK",
-                    "text/html; charset=utf-8",
-                    PAGE.as_bytes(),
-                )
-                .await
-            }
-            "/view" => {
-                let json = self.json();
-                respond(&mut stream, "200 OK", "application/json", json.as_bytes()).await
-            }
-            "/events" => self.stream_events(stream).await,
-            _ => respond(&mut stream, "404 Not Found", "text/plain", b"not found").await,
-        }
+        let app = Router::new()
+            .route("/", get(page))
+            .route("/index.html", get(page))
+            .route("/view", get(view))
+            .route("/events", get(events))
+            .with_state(pages);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
+            .await
     }
+}
 
-    /// Sends the view now and again on every change, as server-sent events.
-    async fn stream_events(&self, mut stream: TcpStream) -> std::io::Result<()> {
-        stream
-            .write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: keep-alive\r\n\r\n",
-            )
-            .await?;
-        let mut changes = self.version.subscribe();
-        changes.mark_unchanged();
-        loop {
-            let event = format!("data: {}\n\n", self.json());
-            stream.write_all(event.as_bytes()).await?;
-            loop {
+/// What the routes share: the view, the event streams still allowed, and the stop signal.
+#[derive(Clone)]
+struct Pages {
+    dashboard: Arc<Dashboard>,
+    open: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Every answer is of now: nothing is cached.
+const NO_STORE: [(header::HeaderName, &str); 1] = [(header::CACHE_CONTROL, "no-store")];
+
+async fn page() -> impl IntoResponse {
+    (NO_STORE, Html(PAGE))
+}
+
+async fn view(State(pages): State<Pages>) -> impl IntoResponse {
+    let json = pages.dashboard.json();
+    (NO_STORE, [(header::CONTENT_TYPE, "application/json")], json)
+}
+
+/// The view now and again on every change, as server-sent events, with a comment every
+/// `HEARTBEAT` so that a page that went away is noticed.
+async fn events(State(pages): State<Pages>) -> Response {
+    let Ok(permit) = pages.open.clone().try_acquire_owned() else {
+        let busy = "too many pages are open; try again later";
+        return (StatusCode::SERVICE_UNAVAILABLE, NO_STORE, busy).into_response();
+    };
+    let changes = pages.dashboard.version.subscribe();
+    let start = (pages.dashboard, changes, pages.stop, permit, true);
+    let stream = futures::stream::unfold(
+        start,
+        |(dashboard, mut changes, mut stop, permit, first)| async move {
+            if !first {
                 tokio::select! {
-                    changed = changes.changed() => {
-                        if changed.is_err() {
-                            return Ok(());
-                        }
-                        break;
-                    }
-                    _ = tokio::time::sleep(HEARTBEAT) => stream.write_all(b": heartbeat\n\n").await?,
+                    changed = changes.changed() => changed.ok()?,
+                    _ = stop.wait_for(|s| *s) => return None,
                 }
             }
-        }
-    }
+            let event = Event::default().data(dashboard.json());
+            Some((
+                Ok::<_, Infallible>(event),
+                (dashboard, changes, stop, permit, false),
+            ))
+        },
+    );
+    let keep_alive = KeepAlive::new().interval(HEARTBEAT).text("heartbeat");
+    (NO_STORE, Sse::new(stream).keep_alive(keep_alive)).into_response()
 }
 
 /// A dashboard with `view`, served at `addr` (port 0: any free port) for as long as the process
@@ -319,44 +307,6 @@ pub async fn spawn(addr: &str, view: View) -> std::io::Result<(Arc<Dashboard>, S
         }
     });
     Ok((dashboard, local))
-}
-
-/// The path of a `GET` request (without its query), or None for anything else.
-async fn request_path(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 || head.len() + n > MAX_REQUEST_BYTES {
-            return Ok(None);
-        }
-        head.extend_from_slice(&chunk[..n]);
-    }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split(' ');
-    match (parts.next(), parts.next()) {
-        (Some("GET"), Some(target)) => {
-            let path = target.split('?').next().unwrap_or(target);
-            Ok(Some(path.to_string()))
-        }
-        _ => Ok(None),
-    }
-}
-
-async fn respond(
-    stream: &mut TcpStream,
-    status: &str,
-    content_type: &str,
-    body: &[u8],
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    stream.shutdown().await
 }
 
 /// Neuron rows from a metagraph, with each miner's result from a validator's window where it has

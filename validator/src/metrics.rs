@@ -1,146 +1,159 @@
-//! The validator's Prometheus metrics, served as text on `--metrics ADDR`.
+//! The validator's Prometheus metrics, kept in prometheus-client's registry and served as
+//! OpenMetrics text on `--metrics ADDR`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
-#[derive(Default)]
-struct Counts {
-    windows_scored: u64,
-    last_window: u64,
-    checkpoint_loss: f64,
-    weights_set: u64,
-    weights_not_set: u64,
-    weights_revealed: u64,
-    reveals_failed: u64,
-    fraud_reports: u64,
-    collecting_window: u64,
-    commitments_collected: usize,
-    verdicts: BTreeMap<&'static str, u64>,
+pub struct Metrics {
+    registry: Registry,
+    windows_scored: Counter,
+    last_window: Gauge,
+    checkpoint_loss: Gauge<f64, AtomicU64>,
+    weights_set: Counter,
+    weights_not_set: Counter,
+    weights_revealed: Counter,
+    reveals_failed: Counter,
+    fraud_reports: Counter,
+    collecting_window: Gauge,
+    commitments_collected: Gauge,
+    verdicts: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
-/// The validator's single-valued series: name, kind and help, in the order `render` fills them.
-const SERIES: [(&str, &str, &str); 10] = [
-    (
-        "validator_windows_scored_total",
-        "counter",
-        "Windows scored.",
-    ),
-    (
-        "validator_last_window",
-        "gauge",
-        "The latest window scored.",
-    ),
-    (
-        "validator_checkpoint_loss",
-        "gauge",
-        "Held-out loss of the latest window's global checkpoint.",
-    ),
-    (
-        "validator_weights_set_total",
-        "counter",
-        "Windows whose weights were set on chain (committed, under commit-reveal).",
-    ),
-    (
-        "validator_weights_not_set_total",
-        "counter",
-        "Windows whose weights were not set.",
-    ),
-    (
-        "validator_weights_revealed_total",
-        "counter",
-        "Committed weights revealed on chain (commit-reveal).",
-    ),
-    (
-        "validator_weight_reveals_failed_total",
-        "counter",
-        "Committed weights the chain refused to reveal (expired or mismatched).",
-    ),
-    (
-        "validator_fraud_reports_total",
-        "counter",
-        "Miners reported for fraud.",
-    ),
-    (
-        "validator_collecting_window",
-        "gauge",
-        "The open window whose commitments are being collected.",
-    ),
-    (
-        "validator_commitments_collected",
-        "gauge",
-        "Commitments held for the open window.",
-    ),
-];
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Self {
+            registry: Registry::default(),
+            windows_scored: Counter::default(),
+            last_window: Gauge::default(),
+            checkpoint_loss: Gauge::default(),
+            weights_set: Counter::default(),
+            weights_not_set: Counter::default(),
+            weights_revealed: Counter::default(),
+            reveals_failed: Counter::default(),
+            fraud_reports: Counter::default(),
+            collecting_window: Gauge::default(),
+            commitments_collected: Gauge::default(),
+            verdicts: Family::default(),
+        };
+        let mut registry = Registry::default();
+        let counters = [
+            (
+                "validator_windows_scored",
+                "Windows scored",
+                &metrics.windows_scored,
+            ),
+            (
+                "validator_weights_set",
+                "Windows whose weights were set on chain (committed, under commit-reveal)",
+                &metrics.weights_set,
+            ),
+            (
+                "validator_weights_not_set",
+                "Windows whose weights were not set",
+                &metrics.weights_not_set,
+            ),
+            (
+                "validator_weights_revealed",
+                "Committed weights revealed on chain (commit-reveal)",
+                &metrics.weights_revealed,
+            ),
+            (
+                "validator_weight_reveals_failed",
+                "Committed weights the chain refused to reveal (expired or mismatched)",
+                &metrics.reveals_failed,
+            ),
+            (
+                "validator_fraud_reports",
+                "Miners reported for fraud",
+                &metrics.fraud_reports,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        let gauges = [
+            (
+                "validator_last_window",
+                "The latest window scored",
+                &metrics.last_window,
+            ),
+            (
+                "validator_collecting_window",
+                "The open window whose commitments are being collected",
+                &metrics.collecting_window,
+            ),
+            (
+                "validator_commitments_collected",
+                "Commitments held for the open window",
+                &metrics.commitments_collected,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+        registry.register(
+            "validator_checkpoint_loss",
+            "Held-out loss of the latest window's global checkpoint",
+            metrics.checkpoint_loss.clone(),
+        );
+        registry.register(
+            "validator_miner_verdicts",
+            "Miner outcomes per window, by verdict",
+            metrics.verdicts.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+}
 
-#[derive(Default)]
-pub struct Metrics {
-    counts: Mutex<Counts>,
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 impl Metrics {
     /// Counts one scored window.
     pub fn window(&self, outcome: &crate::WindowOutcome) {
-        let mut c = self.counts.lock().expect("metrics lock");
-        c.windows_scored += 1;
-        c.last_window = outcome.window;
-        c.checkpoint_loss = outcome.base_loss;
+        self.windows_scored.inc();
+        self.last_window.set(outcome.window as i64);
+        self.checkpoint_loss.set(outcome.base_loss);
         if outcome.weights_set.is_ok() {
-            c.weights_set += 1;
+            self.weights_set.inc();
         } else {
-            c.weights_not_set += 1;
+            self.weights_not_set.inc();
         }
         for (_, r) in &outcome.reveals {
             match r {
-                Ok(()) => c.weights_revealed += 1,
-                Err(_) => c.reveals_failed += 1,
-            }
+                Ok(()) => self.weights_revealed.inc(),
+                Err(_) => self.reveals_failed.inc(),
+            };
         }
-        c.fraud_reports += outcome.fraud_reports.len() as u64;
+        self.fraud_reports
+            .inc_by(outcome.fraud_reports.len() as u64);
         for r in &outcome.results {
-            *c.verdicts.entry(r.verdict.kind()).or_default() += 1;
+            self.verdicts
+                .get_or_create(&[("verdict", r.verdict.kind())])
+                .inc();
         }
     }
 
     /// Notes how many commitments are held for the open window `window`.
     pub fn collected(&self, window: u64, commitments: usize) {
-        let mut c = self.counts.lock().expect("metrics lock");
-        c.collecting_window = window;
-        c.commitments_collected = commitments;
+        self.collecting_window.set(window as i64);
+        self.commitments_collected.set(commitments as i64);
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The OpenMetrics text of every metric.
     pub fn render(&self) -> String {
-        let c = self.counts.lock().expect("metrics lock");
         let mut out = String::new();
-        let values = [
-            c.windows_scored.to_string(),
-            c.last_window.to_string(),
-            format!("{:.6}", c.checkpoint_loss),
-            c.weights_set.to_string(),
-            c.weights_not_set.to_string(),
-            c.weights_revealed.to_string(),
-            c.reveals_failed.to_string(),
-            c.fraud_reports.to_string(),
-            c.collecting_window.to_string(),
-            c.commitments_collected.to_string(),
-        ];
-        for ((name, kind, help), value) in SERIES.iter().zip(values) {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP validator_miner_verdicts_total Miner outcomes per window, by verdict.\n# TYPE validator_miner_verdicts_total counter"
-        );
-        for (verdict, n) in &c.verdicts {
-            let _ = writeln!(
-                out,
-                "validator_miner_verdicts_total{{verdict=\"{verdict}\"}} {n}"
-            );
-        }
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }
@@ -173,7 +186,7 @@ mod tests {
         for line in [
             "validator_windows_scored_total 1",
             "validator_last_window 7",
-            "validator_checkpoint_loss 1.250000",
+            "validator_checkpoint_loss 1.25",
             "validator_weights_not_set_total 1",
             "validator_weights_revealed_total 1",
         ] {

@@ -50,7 +50,11 @@ async fn the_page_its_view_and_live_updates_are_served() {
     };
     let (dashboard, addr) = spawn("127.0.0.1:0", view).await.unwrap();
 
-    let page = get(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let page = get(
+        addr,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
     assert!(page.contains("text/html"));
     assert!(page.contains("new EventSource(\"/events\")"));
@@ -101,21 +105,31 @@ async fn the_page_its_view_and_live_updates_are_served() {
         serde_json::json!([{"window": 7, "uid": 4, "verdict": "fraud: lazy"}])
     );
 
-    let json = get(addr, "GET /view?x=1 HTTP/1.1\r\n\r\n").await;
+    let json = get(
+        addr,
+        "GET /view?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(json.contains("application/json"));
     let body: serde_json::Value =
         serde_json::from_str(json.split("\r\n\r\n").nth(1).unwrap()).unwrap();
     assert_eq!(body, second);
 
     assert!(
-        get(addr, "GET /secret HTTP/1.1\r\n\r\n")
-            .await
-            .starts_with("HTTP/1.1 404")
+        get(
+            addr,
+            "GET /secret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .await
+        .starts_with("HTTP/1.1 404")
     );
     assert!(
-        get(addr, "POST / HTTP/1.1\r\n\r\n")
-            .await
-            .starts_with("HTTP/1.1 400")
+        get(
+            addr,
+            "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .await
+        .starts_with("HTTP/1.1 405")
     );
     assert!(
         get(addr, "nonsense\r\n\r\n")
