@@ -19,6 +19,8 @@ use anyhow::{Context, bail};
 use chain_client::{Chain, LocalChain, wallet};
 use miner::adversary::{self, Adversary, Peers};
 use miner::{Miner, MinerService};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -554,19 +556,22 @@ pub async fn run_adversary(a: AdversaryProcess) -> anyhow::Result<()> {
     let blocks = engine.spec().window.blocks;
     let chain = chain_client::open_chain(&a.chain).await?;
     let miner = Miner::new(chain.clone(), a.netuid, a.hotkey.clone(), engine);
-    let acted = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let published = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let acted = Counter::<u64>::default();
+    let published = Gauge::<i64>::default();
     if let Some(addr) = &a.metrics {
-        let (acted, published, metrics) =
-            (acted.clone(), published.clone(), miner.metrics().clone());
-        let render = move || {
-            format!(
-                "{}# TYPE adversary_windows_acted_total counter\nadversary_windows_acted_total {}\n# TYPE adversary_last_window_published gauge\nadversary_last_window_published {}\n",
-                metrics.render(),
-                acted.load(std::sync::atomic::Ordering::Relaxed),
-                published.load(std::sync::atomic::Ordering::Relaxed),
-            )
-        };
+        let mut extra = Registry::default();
+        extra.register(
+            "adversary_windows_acted",
+            "Windows the adversary acted in",
+            acted.clone(),
+        );
+        extra.register(
+            "adversary_last_window_published",
+            "The latest window the adversary published for",
+            published.clone(),
+        );
+        let metrics = miner.metrics().clone();
+        let render = move || metrics.render_with(&extra);
         subnet_proto::metrics_http::spawn(addr, Arc::new(render)).await?;
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -603,9 +608,9 @@ pub async fn run_adversary(a: AdversaryProcess) -> anyhow::Result<()> {
         let seed = chain_client::window_seed(&chain.block_hash(window * blocks).await?);
         adversary::act(&miner, a.mode, &peers, window, seed).await?;
         if miner.gradient(window).is_some() {
-            published.store(window, std::sync::atomic::Ordering::Relaxed);
+            published.set(window as i64);
         }
-        acted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        acted.inc();
         tracing::info!(window, mode = %a.mode, "acted");
         next = Some(window + 1);
     }

@@ -1,7 +1,7 @@
 //! The miner's Prometheus metrics, kept in prometheus-client's registry and served as OpenMetrics
 //! text on `--metrics ADDR` (any path answers).
 
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -86,8 +86,50 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric.
     pub fn render(&self) -> String {
+        self.render_with(&Registry::default())
+    }
+
+    /// The OpenMetrics text of every metric, and of `extra`'s (a process that runs a miner and
+    /// counts more).
+    pub fn render_with(&self, extra: &Registry) -> String {
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, extra))
+            .and_then(|()| encode_eof(&mut out))
+            .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_has_each_series_once_and_ends_once() {
+        let metrics = Metrics::default();
+        metrics.window_trained(7, 1234.5);
+        metrics.rejected("stale");
+        metrics.rejected("stale");
+        let mut extra = Registry::default();
+        let acted = Counter::<u64>::default();
+        extra.register("adversary_windows_acted", "Windows acted in", acted.clone());
+        acted.inc();
+        let text = metrics.render_with(&extra);
+        for line in [
+            "miner_windows_trained_total 1",
+            "miner_last_window 7",
+            "miner_tokens_per_second 1234.5",
+            "miner_requests_rejected_total{reason=\"stale\"} 2",
+            "adversary_windows_acted_total 1",
+        ] {
+            assert_eq!(
+                text.lines().filter(|l| *l == line).count(),
+                1,
+                "{line} in:\n{text}"
+            );
+        }
+        assert_eq!(text.matches("# EOF").count(), 1);
+        assert!(text.ends_with("# EOF\n"));
     }
 }
