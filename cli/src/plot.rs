@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use plotters::coord::Shift;
+use plotters::coord::types::{RangedCoordf64, RangedCoordu64};
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
@@ -167,26 +168,70 @@ fn windows(chart: &Chart) -> std::ops::Range<u64> {
     first..first + (chart.losses.len().max(2) - 1) as u64
 }
 
-/// The loss panel, with the floor as a dashed line.
-fn draw_losses(area: &DrawingArea<BitMapBackend<'_>, Shift>, chart: &Chart) -> anyhow::Result<()> {
-    let (area, _) = area.split_horizontally(WIDTH - 150);
-    let mut plot = ChartBuilder::on(&area)
-        .caption("held-out loss", (FONT, 22).into_font().color(&INK))
+/// A panel over windows (x) and values (y).
+type Panel<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordu64, RangedCoordf64>>;
+
+/// A titled panel on `area` with its axes: windows `x` across, `y` up, described by `y_desc`.
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    title: &str,
+    x: std::ops::Range<u64>,
+    y: std::ops::Range<f64>,
+    y_desc: &str,
+) -> anyhow::Result<Panel<'a, 'b>> {
+    let mut plot = ChartBuilder::on(area)
+        .caption(title, (FONT, 22).into_font().color(&INK))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64)
-        .build_cartesian_2d(
-            windows(chart),
-            value_range(chart.losses.iter().copied(), chart.floor),
-        )?;
+        .build_cartesian_2d(x, y)?;
     plot.configure_mesh()
         .x_desc("window")
-        .y_desc("loss (nats)")
+        .y_desc(y_desc)
         .label_style((FONT, 14).into_font().color(&INK))
         .axis_desc_style((FONT, 15).into_font().color(&INK))
         .light_line_style(WHITE)
         .y_label_formatter(&|y| format!("{y:.2}"))
         .draw()?;
+    Ok(plot)
+}
+
+/// The legend of the panel's labelled series, in its upper right corner.
+fn legend<'b: 'a, 'a>(plot: &mut Panel<'a, 'b>) -> anyhow::Result<()> {
+    plot.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 14).into_font().color(&INK))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .draw()?;
+    Ok(())
+}
+
+/// A dashed horizontal line at `floor` across windows `x`, labelled `label`.
+fn floor_line(
+    plot: &mut Panel<'_, '_>,
+    x: std::ops::Range<u64>,
+    floor: f64,
+    label: &str,
+) -> anyhow::Result<()> {
+    let line = DashedLineSeries::new(
+        [(x.start, floor), (x.end, floor)],
+        8,
+        6,
+        FLOOR.stroke_width(1),
+    );
+    plot.draw_series(line)?
+        .label(label)
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], FLOOR.stroke_width(1)));
+    Ok(())
+}
+
+/// The loss panel, with the floor as a dashed line.
+fn draw_losses(area: &DrawingArea<BitMapBackend<'_>, Shift>, chart: &Chart) -> anyhow::Result<()> {
+    let (area, _) = area.split_horizontally(WIDTH - 150);
+    let range = value_range(chart.losses.iter().copied(), chart.floor);
+    let mut plot = panel(&area, "held-out loss", windows(chart), range, "loss (nats)")?;
     let first = chart.first_window;
     let points = chart
         .losses
@@ -197,42 +242,21 @@ fn draw_losses(area: &DrawingArea<BitMapBackend<'_>, Shift>, chart: &Chart) -> a
         .label("global checkpoint")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], PALETTE[0].stroke_width(2)));
     if let Some(floor) = chart.floor {
-        let span = windows(chart);
-        plot.draw_series(DashedLineSeries::new(
-            [(span.start, floor), (span.end, floor)],
-            8,
-            6,
-            FLOOR.stroke_width(1),
-        ))?
-        .label("entropy floor")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], FLOOR.stroke_width(1)));
+        floor_line(&mut plot, windows(chart), floor, "entropy floor")?;
     }
-    plot.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 14).into_font().color(&INK))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(200, 200, 200))
-        .draw()?;
-    Ok(())
+    legend(&mut plot)
 }
 
 /// The share panel: stacked bands, one per label, in order, with their legend on the right.
 fn draw_shares(area: &DrawingArea<BitMapBackend<'_>, Shift>, chart: &Chart) -> anyhow::Result<()> {
-    let (panel, legend) = area.split_horizontally(WIDTH - 150);
-    let mut plot = ChartBuilder::on(&panel)
-        .caption(&chart.shares_title, (FONT, 22).into_font().color(&INK))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(windows(chart), 0.0..1.0)?;
-    plot.configure_mesh()
-        .x_desc("window")
-        .y_desc("share")
-        .label_style((FONT, 14).into_font().color(&INK))
-        .axis_desc_style((FONT, 15).into_font().color(&INK))
-        .light_line_style(WHITE)
-        .y_label_formatter(&|y| format!("{y:.2}"))
-        .draw()?;
+    let (area, legend) = area.split_horizontally(WIDTH - 150);
+    let mut plot = panel(
+        &area,
+        &chart.shares_title,
+        windows(chart),
+        0.0..1.0,
+        "share",
+    )?;
     // Each band is drawn as the area under its cumulative share, the highest first, so that each
     // lower one covers all but its own part.
     let n = chart.losses.len();
@@ -275,28 +299,9 @@ pub fn curves(
     let x_max = (n.max(2) - 1) as u64;
     let range = value_range(series.iter().flat_map(|(_, v)| v.iter().copied()), floor);
     write_png(path, (WIDTH, HEIGHT), |root| {
-        let mut plot = ChartBuilder::on(root)
-            .caption(title, (FONT, 24).into_font().color(&INK))
-            .margin(16)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0..x_max, range)?;
-        plot.configure_mesh()
-            .x_desc("window")
-            .label_style((FONT, 14).into_font().color(&INK))
-            .axis_desc_style((FONT, 15).into_font().color(&INK))
-            .light_line_style(WHITE)
-            .y_label_formatter(&|y| format!("{y:.2}"))
-            .draw()?;
+        let mut plot = panel(root, title, 0..x_max, range, "loss (nats)")?;
         if let Some(floor) = floor {
-            plot.draw_series(DashedLineSeries::new(
-                [(0, floor), (x_max, floor)],
-                8,
-                6,
-                FLOOR.stroke_width(1),
-            ))?
-            .label("floor")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], FLOOR.stroke_width(1)));
+            floor_line(&mut plot, 0..x_max, floor, "floor")?;
         }
         for (k, (label, values)) in series.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
@@ -311,13 +316,7 @@ pub fn curves(
                     PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
                 });
         }
-        plot.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 14).into_font().color(&INK))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .draw()?;
-        Ok(())
+        legend(&mut plot)
     })
 }
 

@@ -1,7 +1,6 @@
 //! The miner's Prometheus metrics, kept in prometheus-client's registry and served as OpenMetrics
 //! text on `--metrics ADDR` (any path answers).
 
-use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -11,6 +10,7 @@ use std::sync::atomic::AtomicU64;
 /// A label set of one pair, as the metrics here use them.
 type Label = [(&'static str, &'static str); 1];
 
+#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     windows_trained: Counter,
@@ -63,12 +63,6 @@ impl Default for Metrics {
     }
 }
 
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
-    }
-}
-
 impl Metrics {
     pub fn window_trained(&self, window: u64, tokens_per_second: f64) {
         self.windows_trained.inc();
@@ -92,12 +86,7 @@ impl Metrics {
     /// The OpenMetrics text of every metric, and of `extra`'s (a process that runs a miner and
     /// counts more).
     pub fn render_with(&self, extra: &Registry) -> String {
-        let mut out = String::new();
-        encode_registry(&mut out, &self.registry)
-            .and_then(|()| encode_registry(&mut out, extra))
-            .and_then(|()| encode_eof(&mut out))
-            .expect("writing to a String cannot fail");
-        out
+        subnet_proto::metrics_http::render(&[&self.registry, extra])
     }
 }
 

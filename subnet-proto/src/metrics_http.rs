@@ -2,12 +2,24 @@
 
 use axum::Router;
 use axum::http::header;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// What the metrics are rendered as (prometheus-client writes OpenMetrics text).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The OpenMetrics text of every metric in `registries`, in order, ended once.
+pub fn render(registries: &[&Registry]) -> String {
+    let mut out = String::new();
+    for registry in registries {
+        encode_registry(&mut out, registry).expect("writing to a String cannot fail");
+    }
+    encode_eof(&mut out).expect("writing to a String cannot fail");
+    out
+}
 
 /// Binds `addr` and serves `render()` there in a background task; returns the bound address.
 pub async fn spawn(

@@ -1,13 +1,13 @@
 //! The validator's Prometheus metrics, kept in prometheus-client's registry and served as
 //! OpenMetrics text on `--metrics ADDR`.
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     windows_scored: Counter,
@@ -112,12 +112,6 @@ impl Default for Metrics {
     }
 }
 
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").finish_non_exhaustive()
-    }
-}
-
 impl Metrics {
     /// Counts one scored window.
     pub fn window(&self, outcome: &crate::WindowOutcome) {
@@ -152,9 +146,7 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
-        out
+        subnet_proto::metrics_http::render(&[&self.registry])
     }
 }
 
