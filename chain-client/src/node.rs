@@ -3,7 +3,7 @@
 //! metadata, which the node's runtime must match: checked at connect).
 
 use crate::error::{ChainError, Result};
-use crate::schedule::EpochPipeline;
+use crate::schedule::{EpochPipeline, INGEST_MARGIN_BLOCKS};
 use crate::subtensor::{
     AxonInfo, Call, block_secs, bundled_metadata, check_compatible, decode_value, default_value,
     has_storage, storage_key,
@@ -420,7 +420,11 @@ impl crate::Chain for SubtensorChain {
         } else if has_storage(at.metadata_ref(), "SubnetEpochIndex") {
             let now = now.as_secs();
             let last: u64 = self.value(&at, "LastMechansimStepBlock", k).await?;
-            tlock::reveal_round_at(now, block, last + period * (tempo + 1) + 3)
+            tlock::reveal_round_at(
+                now,
+                block,
+                last + period * (tempo + 1) + INGEST_MARGIN_BLOCKS,
+            )
         } else {
             tlock::sdk_reveal_round(now.as_secs(), block, netuid, tempo, period)
         };

@@ -245,7 +245,11 @@ pub fn sdk_reveal_round(
     let netuid_plus_one = netuid as u64 + 1;
     let epoch = (block + netuid_plus_one) / (tempo + 1);
     let first_reveal_block = (epoch + reveal_period_epochs) * (tempo + 1) - netuid_plus_one;
-    reveal_round_at(now_unix, block, first_reveal_block + 3)
+    reveal_round_at(
+        now_unix,
+        block,
+        first_reveal_block + crate::schedule::INGEST_MARGIN_BLOCKS,
+    )
 }
 
 /// The drand round published when `target_block` is produced, seen from `block` at `now_unix`

@@ -154,10 +154,11 @@ impl Metagraph {
         if self.params.epoch_consensus != EpochConsensus::Null {
             return None;
         }
-        self.neurons
-            .iter()
-            .filter(|n| n.validator_permit && n.stake > 0 && n.stake >= self.params.stake_threshold)
-            .max_by(|a, b| a.stake.cmp(&b.stake).then(b.uid.cmp(&a.uid)))
+        let stake: Vec<u64> = self.neurons.iter().map(|n| n.stake).collect();
+        let permit = |i: usize| self.neurons[i].validator_permit;
+        let counted =
+            scoring::yuma::null_validator_stake(&stake, permit, self.params.stake_threshold);
+        scoring::yuma::null_winner(&counted).map(|i| &self.neurons[i])
     }
 }
 

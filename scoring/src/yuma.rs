@@ -150,6 +150,15 @@ fn rows_of(rows: Rows, a: &[Vec<(u16, Fixed)>], b: &[Vec<(u16, Fixed)>]) -> Vec<
     }
 }
 
+/// Step 1: a uid is active when it updated within the activity cutoff.
+fn activity(params: &YumaParams, input: &EpochInput<'_>) -> Vec<bool> {
+    input
+        .last_update
+        .iter()
+        .map(|&u| u.saturating_add(params.activity_cutoff) >= input.block)
+        .collect()
+}
+
 /// Step 2: stake below the threshold counts as zero; normalized in I64F64, then I32F32.
 fn normalized_stake(params: &YumaParams, stake: &[u64]) -> Vec<Fixed> {
     let mut filtered: Vec<I64F64> = stake
@@ -361,11 +370,7 @@ pub fn epoch_over(
     let columns = n as u16;
 
     // Step 1: activity.
-    let active: Vec<bool> = input
-        .last_update
-        .iter()
-        .map(|&u| u.saturating_add(params.activity_cutoff) >= input.block)
-        .collect();
+    let active = activity(params, input);
 
     // Step 2: stake below the threshold counts as zero.
     let stake = normalized_stake(params, input.stake);
@@ -579,7 +584,7 @@ impl YumaState {
 }
 
 mod null;
-pub use null::null_epoch;
+pub use null::{null_epoch, validator_stake as null_validator_stake, winner as null_winner};
 
 #[cfg(test)]
 mod tests;

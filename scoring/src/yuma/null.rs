@@ -12,31 +12,13 @@ use super::*;
 /// as in Yuma).
 pub fn null_epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>) -> EpochOutput {
     let n = input.uids();
-    let active: Vec<bool> = input
-        .last_update
-        .iter()
-        .map(|&u| u.saturating_add(params.activity_cutoff) >= input.block)
-        .collect();
-    let counted: Vec<u128> = input
-        .stake
-        .iter()
-        .map(|&s| {
-            if s < params.stake_threshold {
-                0
-            } else {
-                u128::from(s)
-            }
-        })
-        .collect();
-    let permitted: Vec<u128> = (0..n)
-        .map(|i| match state.validator_permit.get(i) {
-            Some(true) => counted[i],
-            _ => 0,
-        })
-        .collect();
-    let winner = (0..n)
-        .filter(|&i| permitted[i] > 0)
-        .max_by(|&a, &b| permitted[a].cmp(&permitted[b]).then(b.cmp(&a)));
+    let active = activity(params, input);
+    let permitted = validator_stake(
+        input.stake,
+        |i| state.validator_permit.get(i) == Some(&true),
+        params.stake_threshold,
+    );
+    let winner = winner(&permitted);
     let miner_shares = winner
         .and_then(|w| winner_row(input, w))
         .unwrap_or_else(|| vec![1; n]);
@@ -73,6 +55,30 @@ pub fn null_epoch(params: &YumaParams, state: &YumaState, input: &EpochInput<'_>
             .map(|(m, v)| m + v)
             .collect(),
     }
+}
+
+/// The stake each uid counts with for Null consensus: its stake where it held a permit (`permit`)
+/// and reaches `threshold`, else nothing.
+pub fn validator_stake(stake: &[u64], permit: impl Fn(usize) -> bool, threshold: u64) -> Vec<u128> {
+    stake
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            if permit(i) && s >= threshold {
+                u128::from(s)
+            } else {
+                0
+            }
+        })
+        .collect()
+}
+
+/// The validator whose row decides a Null epoch: the most counted stake (`validator_stake`), ties
+/// to the lower uid; None when no validator counts any.
+pub fn winner(counted: &[u128]) -> Option<usize> {
+    (0..counted.len())
+        .filter(|&i| counted[i] > 0)
+        .max_by(|&a, &b| counted[a].cmp(&counted[b]).then(b.cmp(&a)))
 }
 
 /// The winner's row as shares per uid, or None when it is empty or stale (set, or committed, no
@@ -192,6 +198,38 @@ mod tests {
             out.emission,
             vec![125_000 + 375_000, 125_000 + 125_000, 125_000, 125_000]
         );
+    }
+
+    #[test]
+    fn a_row_set_before_its_target_registered_shares_equally() {
+        // Subtensor's rule, and an exposure: a uid that (re)registers after the winner's last
+        // weights makes the epoch pay every uid alike, idle ones included, until the winner sets
+        // weights again.
+        let weights = vec![vec![(2, 65535)], vec![], vec![], vec![]];
+        let params = YumaParams {
+            stake_threshold: 0,
+            ..YumaParams::default()
+        };
+        let state = YumaState {
+            bonds: Vec::new(),
+            validator_permit: vec![true, true, false, false],
+            last_epoch_block: Some(0),
+        };
+        let out = null_epoch(
+            &params,
+            &state,
+            &EpochInput {
+                block: 100,
+                emission: 1_000_000,
+                stake: &[300, 100, 0, 0],
+                weights: &weights,
+                last_update: &[10; 4],
+                block_at_registration: &[0, 0, 20, 0],
+                earliest_commit: None,
+            },
+        );
+        assert_eq!(out.emission[2], 125_000);
+        assert_eq!(out.emission[3], 125_000);
     }
 
     #[test]
