@@ -1,6 +1,8 @@
 //! Subtensor calls encoded with subxt against the real runtime metadata shipped in
 //! `chain-client/metadata/`. The dynamic API reads argument types from the metadata, so a runtime
 //! upgrade that keeps a call's shape keeps working, and one that changes it fails loudly here.
+//!
+//! `Call::fields` is one match arm per call, as long as the calls are many.
 
 use crate::error::{ChainError, Result};
 use crate::types::AccountId;

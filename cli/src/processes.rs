@@ -8,7 +8,8 @@
 //! validator's record of it in its replay log, and reads the outcome from there. Each process
 //! writes its log to `logs/` in the run directory.
 //!
-//! Longer than most: the program list, the processes' arguments and the run's steps are one
+//! Longer than most, the file and its main functions (`run`, `spawn_processes`, `run_window`,
+//! `run_adversary`): the program list, the processes' arguments and the run's steps are one
 //! sequence that a reader follows top to bottom.
 
 use crate::localnet::{

@@ -4,10 +4,10 @@
 
 use anyhow::Context;
 use scoring::{MinerDecision, ScoringParams};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use validator::dashboard::{Dashboard, decision_rows};
-use validator::replay::{ReplayReport, ReplayedWindow, replay};
+use validator::replay::{ReplayReport, ReplayedWindow, replay_on};
 
 /// Reads what-if scoring parameters: a TOML file with a `[scoring]` section (a whole task file
 /// works), whose keys override the recorded ones. Every rule a window applies can change (the
@@ -121,20 +121,27 @@ pub fn recorded_scoring(dir: &Path) -> anyhow::Result<ScoringParams> {
         .with_context(|| format!("{} has no recorded window yet", dir.display()))
 }
 
-/// Replays `dir`, printing each window (or the whole report as JSON) and showing each window on
-/// `dashboard` as it is confirmed.
+/// What a replay prints: the whole report as JSON instead of a line per window, and a figure.
+#[derive(Clone, Debug, Default)]
+pub struct Output {
+    pub json: bool,
+    pub plot: Option<PathBuf>,
+}
+
+/// Replays `dir` on `device`, printing each window (or the whole report as JSON) and showing each
+/// window on `dashboard` as it is confirmed.
 pub fn run(
     dir: &Path,
     scoring: Option<&Path>,
-    json: bool,
-    plot: Option<&Path>,
+    device: task::Device,
+    Output { json, plot }: Output,
     dashboard: Option<Arc<Dashboard>>,
 ) -> anyhow::Result<()> {
     let what_if = match scoring {
         Some(file) => Some(load_scoring(file, &recorded_scoring(dir)?)?),
         None => None,
     };
-    let report = replay(dir, what_if, |w| {
+    let report = replay_on(dir, device, what_if, |w| {
         if !json {
             print_window(w);
         }
@@ -148,7 +155,7 @@ pub fn run(
     } else {
         print_summary(&report);
     }
-    if let Some(path) = plot {
+    if let Some(path) = plot.as_deref() {
         crate::plot::plot(&report, path)?;
         if !json {
             println!("plot written to {}", path.display());
@@ -159,8 +166,8 @@ pub fn run(
 
 fn print_window(w: &ReplayedWindow) {
     println!(
-        "window {}: checkpoint loss {:.4}, {} losses confirmed bit for bit",
-        w.window, w.base_loss, w.losses_checked
+        "window {}: checkpoint loss {:.4}, {} losses confirmed bit for bit (measured on {})",
+        w.window, w.base_loss, w.losses_checked, w.evaluator
     );
     let what_if = w.what_if.as_deref();
     print!(
@@ -208,9 +215,10 @@ fn verdict_line(d: &MinerDecision, what_if: Option<&[MinerDecision]>) -> String 
 
 fn print_summary(report: &ReplayReport) {
     println!(
-        "{}: {} windows replayed, {} losses confirmed bit for bit",
+        "{}: {} windows replayed on {}, {} losses confirmed bit for bit",
         report.task,
         report.windows.len(),
+        report.backend,
         report.losses_checked
     );
     if report.torn_bytes > 0 {

@@ -89,7 +89,6 @@ pub fn build(task: &str, report: &LocalnetReport) -> anyhow::Result<RunReport> {
         .into_iter()
         .map(|s| s.hotkey)
         .collect();
-    let windows: Vec<u64> = report.windows.iter().map(|w| w.window).collect();
     let miners = report
         .miner_uids
         .iter()
@@ -98,35 +97,7 @@ pub fn build(task: &str, report: &LocalnetReport) -> anyhow::Result<RunReport> {
             let neuron = metagraph
                 .by_uid(uid)
                 .with_context(|| format!("uid {uid} is not on the chain"))?;
-            let weight_in = |window: u64| {
-                report
-                    .results(uid, window)
-                    .map(|r| r.weight)
-                    .fold(0.0, f64::max)
-            };
-            let zero_weight_since = windows
-                .iter()
-                .rposition(|&w| weight_in(w) > 0.0)
-                .map_or(windows.first().copied(), |last| {
-                    windows.get(last + 1).copied()
-                });
-            let caught = windows.iter().find_map(|&w| {
-                let r = report.results(uid, w).find(|r| accuses(&r.verdict))?;
-                Some(Caught {
-                    window: w,
-                    verdict: r.verdict.to_string(),
-                })
-            });
-            Ok(MinerSummary {
-                uid,
-                hotkey: neuron.hotkey.to_string(),
-                kind: kind.to_string(),
-                emission: neuron.total_emission,
-                stake: neuron.stake,
-                slashed: slashed.contains(&neuron.hotkey),
-                zero_weight_since,
-                caught,
-            })
+            Ok(miner_summary(report, neuron, kind, &slashed))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let validators = report
@@ -158,6 +129,47 @@ pub fn build(task: &str, report: &LocalnetReport) -> anyhow::Result<RunReport> {
         validators,
         honest_emission_share: honest_emission_share(report),
     })
+}
+
+/// What became of one miner over the run: its pay, when it stopped earning and whether a
+/// validator caught it.
+fn miner_summary(
+    report: &LocalnetReport,
+    neuron: &chain_client::Neuron,
+    kind: &MinerKind,
+    slashed: &[chain_client::AccountId],
+) -> MinerSummary {
+    let uid = neuron.uid;
+    let windows: Vec<u64> = report.windows.iter().map(|w| w.window).collect();
+    let weight_in = |window: u64| {
+        report
+            .results(uid, window)
+            .map(|r| r.weight)
+            .fold(0.0, f64::max)
+    };
+    let zero_weight_since = windows
+        .iter()
+        .rposition(|&w| weight_in(w) > 0.0)
+        .map_or(windows.first().copied(), |last| {
+            windows.get(last + 1).copied()
+        });
+    let caught = windows.iter().find_map(|&w| {
+        let r = report.results(uid, w).find(|r| accuses(&r.verdict))?;
+        Some(Caught {
+            window: w,
+            verdict: r.verdict.to_string(),
+        })
+    });
+    MinerSummary {
+        uid,
+        hotkey: neuron.hotkey.to_string(),
+        kind: kind.to_string(),
+        emission: neuron.total_emission,
+        stake: neuron.stake,
+        slashed: slashed.contains(&neuron.hotkey),
+        zero_weight_since,
+        caught,
+    }
 }
 
 /// Honest miners' share of the miner emission paid after the first two windows.

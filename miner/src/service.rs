@@ -25,6 +25,24 @@ pub struct MinerService<C> {
 }
 
 impl<C: Chain> MinerService<C> {
+    /// Refuses while `window` is open: its gradient is served once it has closed on chain.
+    async fn require_closed(&self, window: u64) -> Result<(), Status> {
+        let close = self.miner.engine().spec().window.close_block(window);
+        let now = self
+            .miner
+            .chain()
+            .current_block()
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot read the chain: {e}")))?;
+        if now < close {
+            self.reject("window_open");
+            return Err(Status::failed_precondition(format!(
+                "window {window} closes at block {close} (now {now}): its gradient is served once it has closed"
+            )));
+        }
+        Ok(())
+    }
+
     pub fn new(miner: Miner<C>) -> Self {
         Self {
             members: MetagraphCache::new(miner.chain().clone(), miner.netuid()),
@@ -201,25 +219,7 @@ impl<C: Chain> pb::miner_server::Miner for MinerService<C> {
             Status::invalid_argument(format!("unknown gradient part {}", request.part))
         })?;
         let gradient = self.window_gradient(request.window)?;
-        let close = self
-            .miner
-            .engine()
-            .spec()
-            .window
-            .close_block(request.window);
-        let now = self
-            .miner
-            .chain()
-            .current_block()
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot read the chain: {e}")))?;
-        if now < close {
-            self.reject("window_open");
-            return Err(Status::failed_precondition(format!(
-                "window {} closes at block {close} (now {now}): its gradient is served once it has closed",
-                request.window
-            )));
-        }
+        self.require_closed(request.window).await?;
         let part_bytes = gradient.part(part, request.segment).map_err(|e| match e {
             PartError::NoSegment { .. } => {
                 self.reject("malformed");

@@ -14,82 +14,12 @@
 //! short, and a reader checking what a miner can earn reads them in one place, in order.
 
 use crate::checks::{AssignmentCheck, AssignmentEvidence, Similarity};
+pub use crate::params::{DEFAULT_AUDIT_GRACE, LeaveOneOut, ScoringParams};
 use crate::reason::Reason;
 use crate::usefulness::{UsefulnessScore, mean_and_standard_error, relative_drops};
 use crate::weights::{moving_average, normalize_max_weight};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Every rule a window applies, from measuring a gradient to aggregating the earners (the task
-/// file's `[scoring]` section holds them). A replay varies any of them (`subnet replay --scoring`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ScoringParams {
-    /// Weight of the newest window in the moving average (0..=1).
-    pub moving_average: f64,
-    /// No miner's weight may exceed this share.
-    pub max_weight: f64,
-    /// The assignment check passes at or below this one-sided p-value.
-    pub assignment_p_value: f64,
-    /// Candidates at least this similar (cosine) are one training run: they share one score.
-    pub copy_cosine: f64,
-    /// A gradient whose norm exceeds this multiple of the window's clip norm is refused.
-    pub max_norm_ratio: f64,
-    /// Windows after a fraud in which the miner's hotkey earns nothing.
-    pub fraud_ban_windows: u64,
-    /// A gradient is measured on its own at this fraction of a full outer step.
-    pub eval_step: f64,
-    /// How many of the best earners of each parameter group are aggregated.
-    pub aggregate_top: usize,
-    /// Fewer earners than this are not aggregated: the model never moves by one miner's say.
-    pub aggregate_min: usize,
-    /// Largest relative L2 difference between an audited segment's end and its re-execution (the
-    /// parameters relative to the segment's movement, and each AdamW moment relative to its size;
-    /// in records from before segments, the whole window's dense gradient) that counts as backend
-    /// noise rather than fraud, for work trained on another backend than the CPU (CPU training
-    /// must reproduce bit for bit).
-    pub spot_check_tolerance: f64,
-    /// Windows after an audited window in which the miner may still serve that window's
-    /// artefacts: its pay from this validator is withheld until it does, and an audit still
-    /// unresolved when this many windows have passed is fraud.
-    #[serde(default = "default_audit_grace")]
-    pub audit_grace: u64,
-    /// The step leave-one-out evaluates each candidate at (records written before it was a rule
-    /// read `uniform`).
-    #[serde(default)]
-    pub leave_one_out: LeaveOneOut,
-}
-
-/// The grace of a task that names none.
-pub const DEFAULT_AUDIT_GRACE: u64 = 2;
-
-fn default_audit_grace() -> u64 {
-    DEFAULT_AUDIT_GRACE
-}
-
-/// The step at which leave-one-out evaluates the candidates' aggregate.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeaveOneOut {
-    /// `outer_lr / n` times the sum of the n candidates, for every parameter alike.
-    #[default]
-    Uniform,
-    /// The outer step aggregation applies: each parameter averaged over the candidates that carry
-    /// it, with the outer momentum; a candidate left out takes its share of each parameter's move
-    /// with it (the whole move of a parameter only it sends), so it is scored at the step it
-    /// really makes.
-    Applied,
-}
-
-impl ScoringParams {
-    /// The names of the rules that joined the record after its first version: a record written
-    /// before them takes them from its directory's task file, which set them then.
-    pub const LATER_RULES: [&'static str; 4] = [
-        "eval_step",
-        "aggregate_top",
-        "aggregate_min",
-        "spot_check_tolerance",
-    ];
-}
 
 /// What a validator saw of one miner in one window.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -461,38 +391,23 @@ pub fn decide(
         .map(|m| {
             let clip = clips.get(m.group).copied().unwrap_or(0.0);
             let value = values.get(m.group).copied().unwrap_or(1.0);
-            let screened = screen(m, evidence.window, &evidence.base, clip, params);
             let evaluated = m.refused.is_none() && m.after.len() == evidence.base.len();
-            let usefulness =
-                evaluated.then(|| UsefulnessScore::from_losses(&evidence.base, &m.after));
-            let assignment = m.assignment.as_ref().map(AssignmentEvidence::check);
-            let (verdict, contribution, duplicates, score) = match screened {
-                Some(verdict) => (verdict, None, Vec::new(), 0.0),
-                None => {
-                    let contribution = if m.without.len() == evidence.base.len()
-                        && !evidence.aggregate.is_empty()
-                    {
-                        relative_gain(&evidence.base, &m.without, &evidence.aggregate)
-                    } else {
-                        0.0
-                    };
-                    let duplicates = groups.get(&m.uid).cloned().unwrap_or_default();
-                    let score = value * contribution.max(0.0) / (1 + duplicates.len()) as f64;
-                    let verdict = if score > 0.0 {
-                        Verdict::Earned
-                    } else {
-                        Verdict::NoContribution {
-                            relative: contribution,
-                        }
-                    };
-                    (verdict, Some(contribution), duplicates, score)
-                }
-            };
+            let (verdict, contribution, duplicates, score) =
+                match screen(m, evidence.window, &evidence.base, clip, params) {
+                    Some(verdict) => (verdict, None, Vec::new(), 0.0),
+                    None => {
+                        let duplicates = groups.get(&m.uid).cloned().unwrap_or_default();
+                        let (verdict, contribution, score) =
+                            scored(evidence, m, value, duplicates.len());
+                        (verdict, Some(contribution), duplicates, score)
+                    }
+                };
             MinerDecision {
                 uid: m.uid,
                 hotkey: m.hotkey.clone(),
-                usefulness,
-                assignment,
+                usefulness: evaluated
+                    .then(|| UsefulnessScore::from_losses(&evidence.base, &m.after)),
+                assignment: m.assignment.as_ref().map(AssignmentEvidence::check),
                 contribution,
                 duplicates,
                 verdict,
@@ -503,8 +418,37 @@ pub fn decide(
             }
         })
         .collect();
+    average_and_weigh(&mut decisions, params, previous);
+    decisions
+}
 
-    for d in &mut decisions {
+/// A candidate's verdict, contribution and score: what it adds to the aggregate, times its
+/// group's value, shared with its `duplicates` near-copies.
+fn scored(
+    evidence: &WindowEvidence,
+    m: &MinerEvidence,
+    value: f64,
+    duplicates: usize,
+) -> (Verdict, f64, f64) {
+    let contribution = if m.without.len() == evidence.base.len() && !evidence.aggregate.is_empty() {
+        relative_gain(&evidence.base, &m.without, &evidence.aggregate)
+    } else {
+        0.0
+    };
+    let score = value * contribution.max(0.0) / (1 + duplicates) as f64;
+    let verdict = if score > 0.0 {
+        Verdict::Earned
+    } else {
+        Verdict::NoContribution {
+            relative: contribution,
+        }
+    };
+    (verdict, contribution, score)
+}
+
+/// Fills each decision's moving average (from `previous`) and weight.
+fn average_and_weigh(decisions: &mut [MinerDecision], params: &ScoringParams, previous: &Averages) {
+    for d in decisions.iter_mut() {
         let before = previous
             .get(&d.uid)
             .filter(|(hotkey, _)| *hotkey == d.hotkey)
@@ -530,7 +474,6 @@ pub fn decide(
             d.weight = w;
         }
     }
-    decisions
 }
 
 /// The moving averages after a window's decisions.

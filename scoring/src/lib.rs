@@ -6,6 +6,7 @@ pub mod checks;
 pub mod decide;
 pub mod economics;
 pub mod fixed_math;
+pub mod params;
 pub mod reason;
 pub mod simulate;
 pub mod usefulness;

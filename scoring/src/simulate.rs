@@ -39,11 +39,49 @@ pub struct SimulationError(pub String);
 
 /// Checks the input's shapes, then runs its epochs in order.
 pub fn simulate(input: &SimulationInput) -> Result<SimulationOutput, SimulationError> {
-    let n = input.stake.len();
     let registration = input
         .block_at_registration
         .clone()
-        .unwrap_or_else(|| vec![0; n]);
+        .unwrap_or_else(|| vec![0; input.stake.len()]);
+    let problems = shape_problems(input, &registration);
+    if !problems.is_empty() {
+        return Err(SimulationError(problems.join("\n")));
+    }
+    let mut state = YumaState::default();
+    let mut epochs = Vec::with_capacity(input.epochs.len());
+    for e in &input.epochs {
+        let weights: Vec<Vec<(u16, u16)>> = e
+            .weights
+            .iter()
+            .map(|row| {
+                let mut row = row.clone();
+                row.sort_by_key(|(d, _)| *d);
+                row
+            })
+            .collect();
+        let out = epoch(
+            &input.hyperparameters,
+            &state,
+            &EpochInput {
+                block: e.block,
+                emission: e.emission,
+                stake: &input.stake,
+                weights: &weights,
+                last_update: &e.last_update,
+                block_at_registration: &registration,
+                earliest_commit: None,
+            },
+        );
+        state.advance(e.block, &out);
+        epochs.push(out);
+    }
+    Ok(SimulationOutput { epochs })
+}
+
+/// What does not fit together in `input`: vectors of another length than the stake's, weights to
+/// uids that do not exist, epochs out of order.
+fn shape_problems(input: &SimulationInput, registration: &[u64]) -> Vec<String> {
+    let n = input.stake.len();
     let mut problems = Vec::new();
     if registration.len() != n {
         problems.push(format!(
@@ -78,38 +116,7 @@ pub fn simulate(input: &SimulationInput) -> Result<SimulationOutput, SimulationE
             ));
         }
     }
-    if !problems.is_empty() {
-        return Err(SimulationError(problems.join("\n")));
-    }
-    let mut state = YumaState::default();
-    let mut epochs = Vec::with_capacity(input.epochs.len());
-    for e in &input.epochs {
-        let weights: Vec<Vec<(u16, u16)>> = e
-            .weights
-            .iter()
-            .map(|row| {
-                let mut row = row.clone();
-                row.sort_by_key(|(d, _)| *d);
-                row
-            })
-            .collect();
-        let out = epoch(
-            &input.hyperparameters,
-            &state,
-            &EpochInput {
-                block: e.block,
-                emission: e.emission,
-                stake: &input.stake,
-                weights: &weights,
-                last_update: &e.last_update,
-                block_at_registration: &registration,
-                earliest_commit: None,
-            },
-        );
-        state.advance(e.block, &out);
-        epochs.push(out);
-    }
-    Ok(SimulationOutput { epochs })
+    problems
 }
 
 #[cfg(test)]

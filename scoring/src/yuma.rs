@@ -4,6 +4,7 @@
 //!
 //! One file on purpose: the steps read in order against REFERENCE.md and subtensor's `run_epoch.rs`,
 //! which is how a reader checks the port.
+//! `epoch_over` is one function for the same reason: the epoch's steps, in the chain's order.
 
 use crate::fixed_math::{self as fm, Fixed, SparseMatrix};
 use serde::{Deserialize, Serialize};

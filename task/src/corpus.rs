@@ -36,6 +36,26 @@ pub struct MarkovCorpus {
     stationary_cumulative: Vec<f64>,
 }
 
+/// Per last symbol: its successors (partial Fisher-Yates) and their base log-probabilities, drawn
+/// from `rng` in symbol order.
+fn successors(spec: &MarkovSpec, rng: &mut SeededRng) -> Vec<(Vec<u8>, Vec<f64>)> {
+    let a = spec.alphabet;
+    (0..a)
+        .map(|_| {
+            let mut symbols: Vec<u8> = (0..a as u8).collect();
+            for i in 0..spec.successors {
+                let j = i + rng.below((a - i) as u64) as usize;
+                symbols.swap(i, j);
+            }
+            symbols.truncate(spec.successors);
+            let logits = (0..spec.successors)
+                .map(|_| spec.skew * rng.normal())
+                .collect();
+            (symbols, logits)
+        })
+        .collect()
+}
+
 impl MarkovCorpus {
     pub fn new(spec: MarkovSpec) -> Self {
         let a = spec.alphabet;
@@ -48,21 +68,7 @@ impl MarkovCorpus {
             "successors must be in 1..=alphabet"
         );
         let mut rng = SeededRng::derived(&[spec.seed, salt::CORPUS]);
-        // Per last symbol: its successors (partial Fisher-Yates) and their base log-probabilities.
-        let per_symbol: Vec<(Vec<u8>, Vec<f64>)> = (0..a)
-            .map(|_| {
-                let mut symbols: Vec<u8> = (0..a as u8).collect();
-                for i in 0..spec.successors {
-                    let j = i + rng.below((a - i) as u64) as usize;
-                    symbols.swap(i, j);
-                }
-                symbols.truncate(spec.successors);
-                let logits = (0..spec.successors)
-                    .map(|_| spec.skew * rng.normal())
-                    .collect();
-                (symbols, logits)
-            })
-            .collect();
+        let per_symbol = successors(&spec, &mut rng);
         let mut next = Vec::with_capacity(a * a);
         for context in 0..a * a {
             let (symbols, base) = &per_symbol[context % a];

@@ -1,10 +1,13 @@
-//! Where a miner trains: the CPU (always), or a GPU when the program was built with the `cuda` or
-//! `wgpu` feature. Evaluation and replays always run on the CPU, whose results are reproducible.
+//! Where a miner trains and a validator evaluates: the CPU (always), or a GPU when the program was
+//! built with the `cuda` or `wgpu` feature. Replays run on the CPU by default, whose results are
+//! reproducible; a record names the backend it was measured on, and bits are compared only on the
+//! same one.
 
 use crate::assignment::AssignmentError;
+use crate::batch::Batch;
 use crate::engine::TaskEngine;
 use crate::segment::TrainState;
-use crate::trainer::{CpuTrainBackend, TrainOutcome};
+use crate::trainer::TrainOutcome;
 use std::fmt;
 use std::str::FromStr;
 
@@ -99,6 +102,43 @@ impl Device {
     }
 }
 
+/// Runs `$body` with `$infer` and `$train` naming the inference and training backends of
+/// `$device`, and `$dev` its burn device.
+macro_rules! on_backend {
+    ($device:expr, $infer:ident, $train:ident, $dev:ident => $body:expr) => {
+        match $device {
+            $crate::Device::Cpu => {
+                #[allow(dead_code)]
+                type $infer = $crate::CpuBackend;
+                #[allow(dead_code)]
+                type $train = $crate::CpuTrainBackend;
+                let $dev = Default::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::Device::Cuda(index) => {
+                #[allow(dead_code)]
+                type $infer = burn::backend::Cuda;
+                #[allow(dead_code)]
+                type $train = burn::backend::Autodiff<burn::backend::Cuda>;
+                let $dev = burn::backend::cuda::CudaDevice { index };
+                $body
+            }
+            #[cfg(feature = "wgpu")]
+            $crate::Device::Wgpu => {
+                #[allow(dead_code)]
+                type $infer = burn::backend::Wgpu;
+                #[allow(dead_code)]
+                type $train = burn::backend::Autodiff<burn::backend::Wgpu>;
+                let $dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use on_backend;
+
 impl Device {
     /// `engine.train_window` on this device.
     #[allow(clippy::too_many_arguments)]
@@ -126,36 +166,28 @@ impl Device {
         on_step: impl FnMut(usize, f32),
         on_segment: impl FnMut(TrainState),
     ) -> Result<TrainOutcome, AssignmentError> {
-        match self {
-            Device::Cpu => engine.train_window_in_segments::<CpuTrainBackend>(
-                &Default::default(),
-                start,
-                who,
-                trainable,
-                on_step,
-                on_segment,
-            ),
-            #[cfg(feature = "cuda")]
-            Device::Cuda(index) => engine
-                .train_window_in_segments::<burn::backend::Autodiff<burn::backend::Cuda>>(
-                    &burn::backend::cuda::CudaDevice { index },
-                    start,
-                    who,
-                    trainable,
-                    on_step,
-                    on_segment,
-                ),
-            #[cfg(feature = "wgpu")]
-            Device::Wgpu => engine
-                .train_window_in_segments::<burn::backend::Autodiff<burn::backend::Wgpu>>(
-                    &burn::backend::wgpu::WgpuDevice::DefaultDevice,
-                    start,
-                    who,
-                    trainable,
-                    on_step,
-                    on_segment,
-                ),
-        }
+        on_backend!(self, _I, T, device => engine.train_window_in_segments::<T>(
+            &device, start, who, trainable, on_step, on_segment,
+        ))
+    }
+
+    /// `engine.losses` on this device.
+    pub fn losses(self, engine: &TaskEngine, params: &[f32], batches: &[Batch]) -> Vec<f32> {
+        on_backend!(self, I, _T, device => engine.losses::<I>(&device, params, batches))
+    }
+
+    /// `engine.train_reference` on this device: `(window, window_seed)`, `pages`, `seed`.
+    pub fn train_reference(
+        self,
+        engine: &TaskEngine,
+        start: &[f32],
+        (window, window_seed): (u64, u64),
+        pages: &[u64],
+        seed: u64,
+    ) -> TrainOutcome {
+        on_backend!(self, _I, T, device => engine.train_reference::<T>(
+            &device, start, window, window_seed, pages, seed,
+        ))
     }
 }
 
@@ -178,6 +210,12 @@ pub fn cpu_backend() -> &'static str {
             hex::encode(&digest.0[..4])
         )
     })
+}
+
+/// Whether `backend` (as commitments and records name it) is burn's CPU backend: this build's
+/// `cpu_backend`, another host's, or the bare `cpu` of records from before fingerprints.
+pub fn is_cpu_backend(backend: &str) -> bool {
+    backend == "cpu" || backend.starts_with("cpu:")
 }
 
 /// What `cpu_backend` digests, in words (a node logs it when it starts).

@@ -306,42 +306,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
         let parts = batch.split(self.parts);
         let results: Vec<(f32, GradientsParams)> = if self.parallel {
-            while self.helpers.len() < parts.len() - 1 {
-                self.helpers.push(Helper::start());
-            }
-            let (done, results) = std::sync::mpsc::channel();
-            for (i, (part, helper)) in parts[1..].iter().zip(&self.helpers).enumerate() {
-                // A fork has a graph of its own: threads sharing one deadlock in burn.
-                let fork = model.clone().fork(&self.device);
-                let (part, device, done) = (part.clone(), self.device.clone(), done.clone());
-                // A panic comes back to the caller with its own message.
-                let job = move || {
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        as_one_of_several(|| part_gradients(&fork, &part, &device))
-                    }));
-                    let _ = done.send((i + 1, result));
-                };
-                helper
-                    .jobs
-                    .send(Box::new(job))
-                    .expect("a trainer's part thread lives as long as the trainer");
-            }
-            drop(done);
-            let first = as_one_of_several(|| part_gradients(model, &parts[0], &self.device));
-            let mut all = vec![(0, first)];
-            for (i, result) in results.iter() {
-                match result {
-                    Ok(part) => all.push((i, part)),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            assert_eq!(
-                all.len(),
-                parts.len(),
-                "a part's thread ended without an answer"
-            );
-            all.sort_by_key(|(i, _)| *i);
-            all.into_iter().map(|(_, r)| r).collect()
+            self.parallel_gradients(model, &parts)
         } else {
             parts
                 .iter()
@@ -364,6 +329,53 @@ impl<B: AutodiffBackend> Trainer<B> {
         };
         model.visit(&mut merge);
         (loss, merge.merged)
+    }
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    /// Each part's loss and gradients, in the parts' order: the first on this thread, the others
+    /// on the trainer's helper threads.
+    fn parallel_gradients(
+        &mut self,
+        model: &TaskModel<B>,
+        parts: &[Batch],
+    ) -> Vec<(f32, GradientsParams)> {
+        while self.helpers.len() < parts.len() - 1 {
+            self.helpers.push(Helper::start());
+        }
+        let (done, results) = std::sync::mpsc::channel();
+        for (i, (part, helper)) in parts[1..].iter().zip(&self.helpers).enumerate() {
+            // A fork has a graph of its own: threads sharing one deadlock in burn.
+            let fork = model.clone().fork(&self.device);
+            let (part, device, done) = (part.clone(), self.device.clone(), done.clone());
+            // A panic comes back to the caller with its own message.
+            let job = move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    as_one_of_several(|| part_gradients(&fork, &part, &device))
+                }));
+                let _ = done.send((i + 1, result));
+            };
+            helper
+                .jobs
+                .send(Box::new(job))
+                .expect("a trainer's part thread lives as long as the trainer");
+        }
+        drop(done);
+        let first = as_one_of_several(|| part_gradients(model, &parts[0], &self.device));
+        let mut all = vec![(0, first)];
+        for (i, result) in results.iter() {
+            match result {
+                Ok(part) => all.push((i, part)),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        assert_eq!(
+            all.len(),
+            parts.len(),
+            "a part's thread ended without an answer"
+        );
+        all.sort_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, r)| r).collect()
     }
 }
 

@@ -1,5 +1,6 @@
 //! The deterministic evaluations behind a window's evidence, shared by the validator and by offline
-//! replays: on the CPU backend they give the same losses bit for bit wherever they run.
+//! replays. They run on the engine's device (`TaskEngine::on`, `validator run --device`); on the CPU
+//! backend they give the same losses bit for bit wherever its fingerprint (`cpu_backend`) is the same.
 
 use pseudo_gradient::Sparse;
 use pseudo_gradient::aggregate::{
@@ -8,11 +9,11 @@ use pseudo_gradient::aggregate::{
 use pseudo_gradient::codec;
 use pseudo_gradient::sparse::clipped_sums;
 use scoring::{AssignmentEvidence, LeaveOneOut};
-use task::{Batch, CpuBackend, CpuTrainBackend, TaskEngine};
+use task::{Batch, TaskEngine};
 
 /// Losses of `params` on `batches`.
 pub fn losses(engine: &TaskEngine, params: &[f32], batches: &[Batch]) -> Vec<f32> {
-    engine.losses::<CpuBackend>(&Default::default(), params, batches)
+    engine.device().losses(engine, params, batches)
 }
 
 /// Losses on `batches` after `gradient`, clipped to `clip_norm`, is applied alone to `params` at
@@ -56,14 +57,8 @@ pub fn reference(
 ) -> Vec<f32> {
     let pages = engine.reference_pages(window_seed, assigned_uids, eval_seed);
     engine
-        .train_reference::<CpuTrainBackend>(
-            &Default::default(),
-            start,
-            window,
-            window_seed,
-            &pages,
-            eval_seed,
-        )
+        .device()
+        .train_reference(engine, start, (window, window_seed), &pages, eval_seed)
         .pseudo_gradient(start)
 }
 
@@ -122,7 +117,7 @@ pub fn group_gains(
     })
 }
 
-/// A miner's window re-executed on the CPU: its pseudo-gradient, or None when the uid has no
+/// A miner's window re-executed on the engine's device: its pseudo-gradient, or None when the uid has no
 /// assignment.
 pub fn reexecute(
     engine: &TaskEngine,
@@ -133,8 +128,9 @@ pub fn reexecute(
     trainable: std::ops::Range<usize>,
 ) -> Option<Vec<f32>> {
     engine
-        .train_window::<CpuTrainBackend>(
-            &Default::default(),
+        .device()
+        .train_window(
+            engine,
             start,
             window,
             window_seed,
@@ -205,8 +201,6 @@ pub fn leave_one_out(
     let Some((sum, carriers)) = clipped_sums(candidates, caps) else {
         return (Vec::new(), Vec::new());
     };
-    let t = &engine.spec().training;
-    let share = t.outer_lr / candidates.len() as f64;
     let scales: Vec<f64> = candidates
         .iter()
         .zip(caps)
@@ -223,39 +217,59 @@ pub fn leave_one_out(
         }
         total
     };
-    let uniform = |leave_out: Option<usize>| -> Vec<f32> {
-        params
-            .iter()
-            .zip(totals(leave_out))
-            .map(|(&theta, total)| (theta as f64 - share * total) as f32)
-            .collect()
-    };
-    // A candidate's share of the applied step at a parameter is its value over the number of
-    // candidates carrying it: left out, its share is missing and the others keep theirs.
-    let applied = |leave_out: Option<usize>| -> Vec<f32> {
-        let mean: Vec<f32> = totals(leave_out)
-            .into_iter()
-            .zip(&carriers)
-            .map(|(total, &count)| match count {
-                0 => 0.0,
-                count => (total / count as f64) as f32,
-            })
-            .collect();
-        if t.outer_momentum > 0.0 {
-            outer_nesterov_step(params, &mean, momentum, t.outer_lr, t.outer_momentum).0
-        } else {
-            outer_sgd_step(params, &mean, t.outer_lr)
-        }
-    };
-    let step = |leave_out: Option<usize>| match rule {
-        LeaveOneOut::Uniform => uniform(leave_out),
-        LeaveOneOut::Applied => applied(leave_out),
+    let step = |leave_out: Option<usize>| {
+        stepped(
+            engine,
+            (params, momentum),
+            totals(leave_out),
+            (&carriers, candidates.len()),
+            rule,
+        )
     };
     let with_all = losses(engine, &step(None), batches);
     let without = (0..candidates.len())
         .map(|i| losses(engine, &step(Some(i)), batches))
         .collect();
     (with_all, without)
+}
+
+/// The parameters after the step `rule` takes with each parameter's clipped sum `totals` over
+/// the `n` candidates, `carriers[p]` of which carry parameter p (see `leave_one_out`).
+fn stepped(
+    engine: &TaskEngine,
+    (params, momentum): (&[f32], &[f32]),
+    totals: Vec<f64>,
+    (carriers, n): (&[u32], usize),
+    rule: LeaveOneOut,
+) -> Vec<f32> {
+    let t = &engine.spec().training;
+    match rule {
+        LeaveOneOut::Uniform => {
+            let share = t.outer_lr / n as f64;
+            params
+                .iter()
+                .zip(totals)
+                .map(|(&theta, total)| (theta as f64 - share * total) as f32)
+                .collect()
+        }
+        // A candidate's share of the applied step at a parameter is its value over the number of
+        // candidates carrying it: left out, its share is missing and the others keep theirs.
+        LeaveOneOut::Applied => {
+            let mean: Vec<f32> = totals
+                .into_iter()
+                .zip(carriers)
+                .map(|(total, &count)| match count {
+                    0 => 0.0,
+                    count => (total / count as f64) as f32,
+                })
+                .collect();
+            if t.outer_momentum > 0.0 {
+                outer_nesterov_step(params, &mean, momentum, t.outer_lr, t.outer_momentum).0
+            } else {
+                outer_sgd_step(params, &mean, t.outer_lr)
+            }
+        }
+    }
 }
 
 #[cfg(test)]

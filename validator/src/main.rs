@@ -29,66 +29,74 @@ struct Cli {
 enum Command {
     /// Validate a subnet until Ctrl-C: after each window closes, probe every miner, set weights and
     /// serve the next global checkpoint. The global model starts from the task's genesis checkpoint.
-    Run {
-        #[arg(long, env = "VALIDATOR_TASK")]
-        task: PathBuf,
-        /// The chain: `local:PATH` for a local chain file, `ws://HOST:PORT` (or `wss://`) for a
-        /// subtensor node.
-        #[arg(long, env = "VALIDATOR_CHAIN")]
-        chain: String,
-        #[arg(long, env = "VALIDATOR_NETUID")]
-        netuid: u16,
-        /// The subnet mechanism whose weights this validator sets (0, the subnet itself, unless the
-        /// subnet declares more on subtensor).
-        #[arg(long, env = "VALIDATOR_MECHANISM", default_value_t = 0)]
-        mechanism: u8,
-        /// Bittensor wallet holding the hotkey (`~/.bittensor/wallets/NAME`, or under --wallet-path).
-        #[arg(long, env = "VALIDATOR_WALLET")]
-        wallet: Option<String>,
-        /// Hotkey name within the wallet (`hotkeys/NAME`).
-        #[arg(long, env = "VALIDATOR_HOTKEY", default_value = "default")]
-        hotkey: String,
-        /// Directory of Bittensor wallets.
-        #[arg(long, env = "BT_WALLET_PATH")]
-        wallet_path: Option<PathBuf>,
-        /// Hotkey as a secret URI instead of a wallet: a dev URI such as `//miner-1` for local
-        /// chains, or a mnemonic.
-        #[arg(long, env = "VALIDATOR_HOTKEY_URI", conflicts_with = "wallet")]
-        hotkey_uri: Option<String>,
-        #[arg(long, env = "VALIDATOR_LISTEN", default_value = "127.0.0.1:0")]
-        listen: String,
-        /// Serve TLS with this PEM certificate chain (with --tls-key); peers must trust its issuer.
-        #[arg(long, env = "VALIDATOR_TLS_CERT", requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// The PEM private key of --tls-cert.
-        #[arg(long, env = "VALIDATOR_TLS_KEY", requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// Reach peers over TLS, trusting the certificates this PEM authority issued (their
-        /// certificates must name their axon's IP address).
-        #[arg(long, env = "VALIDATOR_TLS_CA")]
-        tls_ca: Option<PathBuf>,
-        /// Serve Prometheus metrics (windows scored, checkpoint loss, verdicts, weights set, fraud
-        /// reports) on this address.
-        #[arg(long, env = "VALIDATOR_METRICS")]
-        metrics: Option<String>,
-        /// Data directory: the state a restart resumes from (global checkpoint, moving averages),
-        /// checkpoints and gradients, and the replay log that `subnet replay` checks.
-        #[arg(long, env = "VALIDATOR_DATA")]
-        data: Option<PathBuf>,
-        /// Audit each miner's window with probability one in this many (besides its first window),
-        /// instead of the task's scoring.audit_period; 0 turns audits off.
-        #[arg(long, env = "VALIDATOR_AUDIT_PERIOD")]
-        audit_period: Option<u64>,
-        /// Seconds a window waits, for all its audits together, for the miners' artefacts; a miner
-        /// that has not served them by then earns nothing from this validator until it does.
-        #[arg(long, env = "VALIDATOR_AUDIT_BUDGET", default_value_t = 60)]
-        audit_budget: u64,
-        /// Serve a live page on this address: the metagraph with this validator's scores and
-        /// verdicts, the global model's loss and the weight shares by window, recent rejections
-        /// and (on a local chain) chain events.
-        #[arg(long, env = "VALIDATOR_DASHBOARD")]
-        dashboard: Option<String>,
-    },
+    Run(Box<RunArgs>),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long, env = "VALIDATOR_TASK")]
+    task: PathBuf,
+    /// The chain: `local:PATH` for a local chain file, `ws://HOST:PORT` (or `wss://`) for a
+    /// subtensor node.
+    #[arg(long, env = "VALIDATOR_CHAIN")]
+    chain: String,
+    #[arg(long, env = "VALIDATOR_NETUID")]
+    netuid: u16,
+    /// The subnet mechanism whose weights this validator sets (0, the subnet itself, unless the
+    /// subnet declares more on subtensor).
+    #[arg(long, env = "VALIDATOR_MECHANISM", default_value_t = 0)]
+    mechanism: u8,
+    /// Bittensor wallet holding the hotkey (`~/.bittensor/wallets/NAME`, or under --wallet-path).
+    #[arg(long, env = "VALIDATOR_WALLET")]
+    wallet: Option<String>,
+    /// Hotkey name within the wallet (`hotkeys/NAME`).
+    #[arg(long, env = "VALIDATOR_HOTKEY", default_value = "default")]
+    hotkey: String,
+    /// Directory of Bittensor wallets.
+    #[arg(long, env = "BT_WALLET_PATH")]
+    wallet_path: Option<PathBuf>,
+    /// Hotkey as a secret URI instead of a wallet: a dev URI such as `//miner-1` for local
+    /// chains, or a mnemonic.
+    #[arg(long, env = "VALIDATOR_HOTKEY_URI", conflicts_with = "wallet")]
+    hotkey_uri: Option<String>,
+    /// Where to evaluate: cpu, cuda:N (a build with --features cuda) or wgpu (--features wgpu).
+    /// Losses, the reference training and audits' re-execution run there; records name it, and a
+    /// replay confirms their bits only on the same backend (`subnet replay --device`).
+    #[arg(long, env = "VALIDATOR_DEVICE", default_value = "cpu")]
+    device: task::Device,
+    #[arg(long, env = "VALIDATOR_LISTEN", default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Serve TLS with this PEM certificate chain (with --tls-key); peers must trust its issuer.
+    #[arg(long, env = "VALIDATOR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "VALIDATOR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Reach peers over TLS, trusting the certificates this PEM authority issued (their
+    /// certificates must name their axon's IP address).
+    #[arg(long, env = "VALIDATOR_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Serve Prometheus metrics (windows scored, checkpoint loss, verdicts, weights set, fraud
+    /// reports) on this address.
+    #[arg(long, env = "VALIDATOR_METRICS")]
+    metrics: Option<String>,
+    /// Data directory: the state a restart resumes from (global checkpoint, moving averages),
+    /// checkpoints and gradients, and the replay log that `subnet replay` checks.
+    #[arg(long, env = "VALIDATOR_DATA")]
+    data: Option<PathBuf>,
+    /// Audit each miner's window with probability one in this many (besides its first window),
+    /// instead of the task's scoring.audit_period; 0 turns audits off.
+    #[arg(long, env = "VALIDATOR_AUDIT_PERIOD")]
+    audit_period: Option<u64>,
+    /// Seconds a window waits, for all its audits together, for the miners' artefacts; a miner
+    /// that has not served them by then earns nothing from this validator until it does.
+    #[arg(long, env = "VALIDATOR_AUDIT_BUDGET", default_value_t = 60)]
+    audit_budget: u64,
+    /// Serve a live page on this address: the metagraph with this validator's scores and
+    /// verdicts, the global model's loss and the weight shares by window, recent rejections
+    /// and (on a local chain) chain events.
+    #[arg(long, env = "VALIDATOR_DASHBOARD")]
+    dashboard: Option<String>,
 }
 
 /// mimalloc, holding freed memory through a window (`task::allocator`): training allocates and
@@ -105,84 +113,38 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let Command::Run {
-        task,
-        chain,
-        netuid,
-        mechanism,
-        wallet,
-        hotkey,
-        wallet_path,
-        hotkey_uri,
-        listen,
-        tls_cert,
-        tls_key,
-        tls_ca,
-        metrics,
-        data,
-        audit_period,
-        audit_budget,
-        dashboard,
-    } = Cli::parse().command;
+    let Command::Run(args) = Cli::parse().command;
+    run(*args).await
+}
+
+/// Validates until Ctrl-C.
+async fn run(args: RunArgs) -> anyhow::Result<()> {
     subnet_proto::tls::configure_from_files(
-        tls_cert.as_deref(),
-        tls_key.as_deref(),
-        tls_ca.as_deref(),
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_ca.as_deref(),
     )
     .map_err(anyhow::Error::msg)?;
-    let counters = serve_metrics(metrics.as_deref()).await?;
-    let spec = TaskSpec::from_file(&task)?;
-    let engine = Arc::new(TaskEngine::new(spec));
+    let counters = serve_metrics(args.metrics.as_deref()).await?;
+    let spec = TaskSpec::from_file(&args.task)?;
+    let engine = Arc::new(TaskEngine::new(spec).on(args.device));
     let blocks = engine.spec().window.blocks;
-    let chain = open_chain(&chain).await?.for_mechanism(mechanism)?;
+    let chain = open_chain(&args.chain)
+        .await?
+        .for_mechanism(args.mechanism)?;
     let hotkey = choose_hotkey(
-        hotkey_uri.as_deref(),
-        wallet.as_deref(),
-        &hotkey,
-        wallet_path.as_deref(),
+        args.hotkey_uri.as_deref(),
+        args.wallet.as_deref(),
+        &args.hotkey,
+        args.wallet_path.as_deref(),
     )?;
     let first_window = chain.current_block().await? / blocks;
-    let validator = open_validator(&chain, netuid, &hotkey, &engine, first_window, data)?;
-    validator.set_audit_period(audit_period);
-    validator.set_audit_budget(std::time::Duration::from_secs(audit_budget));
-    let (_, resumed_window) = validator.checkpoint();
-    chain_client::Membership::new(chain.clone(), netuid, hotkey.clone())
-        .uid()
-        .await?;
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let addr = listener.local_addr()?;
-    chain.serve_axon(&hotkey, netuid, addr).await?;
-    tracing::info!(%addr, hotkey = %validator.hotkey(), netuid, first_window, "serving");
-    tracing::info!(
-        backend = task::device::cpu_backend(),
-        cpu = %task::device::cpu_arithmetic(),
-        "audits compare bits with windows trained on this CPU backend, and use the task's tolerance otherwise"
-    );
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(ValidatorService::new(validator.clone()).serve(
-        listener,
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
-
-    // While a window is open, its miners' commitments are collected (again and again: miners
-    // commit when they finish training); a commitment that comes after the close is not taken.
+    let validator = open_validator(&chain, &args, &hotkey, &engine, first_window)?;
+    let (stop_tx, server) = serve(&validator, &chain, &args, &hotkey, first_window).await?;
+    log_backend(args.device);
     let collector = spawn_collector(validator.clone(), chain.clone(), counters.clone(), blocks);
-
-    // Window w is scored once it has closed, i.e. from block (w + 1) * blocks on. A failed chain
-    // read or window is logged and tried again after a growing pause; the validator keeps going.
-    // A validator stopped while it scored the window that has just closed scores it again, from
-    // the commitments its data directory kept; otherwise it starts at the open window.
-    let next = if resumed_window + 1 == first_window && validator.holds_commitments(resumed_window)
-    {
-        resumed_window
-    } else {
-        resumed_window.max(first_window)
-    };
-    let mut page = match &dashboard {
+    let next = first_to_score(&validator, first_window);
+    let mut page = match &args.dashboard {
         Some(addr) => Some(Page::serve(addr, &engine).await?),
         None => None,
     };
@@ -199,6 +161,68 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The validator's gRPC server, running.
+type Server = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Announces the validator's axon on chain and serves its gRPC until `true` is sent.
+async fn serve(
+    validator: &Validator<AnyChain>,
+    chain: &AnyChain,
+    args: &RunArgs,
+    hotkey: &Keypair,
+    first_window: u64,
+) -> anyhow::Result<(tokio::sync::watch::Sender<bool>, Server)> {
+    chain_client::Membership::new(chain.clone(), args.netuid, hotkey.clone())
+        .uid()
+        .await?;
+    let listen = &args.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    chain.serve_axon(hotkey, args.netuid, addr).await?;
+    let netuid = args.netuid;
+    tracing::info!(%addr, hotkey = %validator.hotkey(), netuid, first_window, "serving");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(ValidatorService::new(validator.clone()).serve(
+        listener,
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+    Ok((stop_tx, server))
+}
+
+/// Says where evaluations run and which windows' audits compare bits.
+fn log_backend(device: task::Device) {
+    match device {
+        task::Device::Cpu => tracing::info!(
+            backend = task::device::cpu_backend(),
+            cpu = %task::device::cpu_arithmetic(),
+            "evaluating on the CPU: audits compare bits with windows trained on this CPU backend, and use the task's tolerance otherwise"
+        ),
+        #[allow(unreachable_patterns)]
+        device => tracing::info!(
+            %device,
+            "evaluating on a GPU: audits compare every window within the task's tolerance"
+        ),
+    }
+}
+
+/// The first window to score. While a window is open, its miners' commitments are collected
+/// (again and again: miners commit when they finish training); a commitment that comes after the
+/// close is not taken. A validator stopped while it scored the window that has just closed
+/// scores it again, from the commitments its data directory kept; otherwise it starts at the
+/// open window.
+fn first_to_score(validator: &Validator<AnyChain>, first_window: u64) -> u64 {
+    let (_, resumed_window) = validator.checkpoint();
+    if resumed_window + 1 == first_window && validator.holds_commitments(resumed_window) {
+        resumed_window
+    } else {
+        resumed_window.max(first_window)
+    }
+}
+
 /// The validator's counters, served as Prometheus text at `addr` when one is given.
 async fn serve_metrics(addr: Option<&str>) -> anyhow::Result<Arc<validator::metrics::Metrics>> {
     let counters = Arc::new(validator::metrics::Metrics::default());
@@ -211,19 +235,19 @@ async fn serve_metrics(addr: Option<&str>) -> anyhow::Result<Arc<validator::metr
     Ok(counters)
 }
 
-/// The validator, resumed from its data directory when it has one.
+/// The validator, resumed from its data directory when it has one, with its audit settings.
 fn open_validator(
     chain: &AnyChain,
-    netuid: u16,
+    args: &RunArgs,
     hotkey: &Keypair,
     engine: &Arc<TaskEngine>,
     first_window: u64,
-    data: Option<PathBuf>,
 ) -> anyhow::Result<Validator<AnyChain>> {
     let (chain, hotkey, genesis) = (chain.clone(), hotkey.clone(), engine.genesis());
-    Ok(match data {
+    let netuid = args.netuid;
+    let validator = match &args.data {
         Some(dir) => {
-            let store = DataDir::open(&dir, &engine.spec().canonical_toml())?;
+            let store = DataDir::open(dir, &engine.spec().canonical_toml())?;
             Validator::with_store(
                 chain,
                 netuid,
@@ -235,7 +259,10 @@ fn open_validator(
             )?
         }
         None => Validator::new(chain, netuid, hotkey, engine.clone(), genesis, first_window),
-    })
+    };
+    validator.set_audit_period(args.audit_period);
+    validator.set_audit_budget(std::time::Duration::from_secs(args.audit_budget));
+    Ok(validator)
 }
 
 /// Scores every window once it has closed, from `next` on, until the process is interrupted.

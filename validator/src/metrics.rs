@@ -40,6 +40,23 @@ impl Default for Metrics {
             verdicts: Family::default(),
         };
         let mut registry = Registry::default();
+        metrics.register_counters(&mut registry);
+        metrics.register_gauges(&mut registry);
+        registry.register(
+            "validator_miner_verdicts",
+            "Miner outcomes per window, by verdict",
+            metrics.verdicts.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    fn register_counters(&self, registry: &mut Registry) {
+        let metrics = self;
         let counters = [
             (
                 "validator_windows_scored",
@@ -75,6 +92,10 @@ impl Default for Metrics {
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
+    }
+
+    fn register_gauges(&self, registry: &mut Registry) {
+        let metrics = self;
         let gauges = [
             (
                 "validator_last_window",
@@ -100,15 +121,6 @@ impl Default for Metrics {
             "Held-out loss of the latest window's global checkpoint",
             metrics.checkpoint_loss.clone(),
         );
-        registry.register(
-            "validator_miner_verdicts",
-            "Miner outcomes per window, by verdict",
-            metrics.verdicts.clone(),
-        );
-        Self {
-            registry,
-            ..metrics
-        }
     }
 }
 

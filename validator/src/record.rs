@@ -34,8 +34,9 @@ pub struct WindowRecord {
     #[serde(default)]
     pub momentum_after: Option<Digest>,
     pub scoring: ScoringParams,
-    /// The backend the validator re-executed audits on (`task::device::cpu_backend`); records
-    /// from before it was kept were made when every CPU was named `cpu`.
+    /// The backend the validator measured the window on (`task::Device::backend` of its
+    /// --device; a CPU names its arithmetic); records from before it was kept were made when
+    /// every CPU was named `cpu`.
     #[serde(default = "old_evaluator")]
     pub evaluator: String,
     pub evidence: WindowEvidence,

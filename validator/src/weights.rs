@@ -43,52 +43,70 @@ pub(crate) async fn submit<C: Chain>(
                 .timelock_target(netuid)
                 .await
                 .map_err(|e| e.to_string())?;
-            if target.commit_reveal_version >= TIMELOCKED_VERSION {
-                let me = AccountId::from(hotkey);
-                let commit = tlock::commit_weights(&target, &me, &uids, &values, version_key)
-                    .map_err(|e| e.to_string())?;
-                chain
-                    .commit_timelocked_weights(
-                        hotkey,
-                        netuid,
-                        commit,
-                        target.reveal_round,
-                        target.commit_reveal_version,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tracing::info!(
-                    window,
-                    reveal_round = target.reveal_round,
-                    "weights committed, timelocked"
-                );
-                return Ok(Submitted::Timelocked {
-                    reveal_round: target.reveal_round,
-                });
+            if target.commit_reveal_version < TIMELOCKED_VERSION {
+                return commit_by_hash(
+                    chain,
+                    (hotkey, netuid, window),
+                    (uids, values),
+                    version_key,
+                    persist,
+                )
+                .await;
             }
-            let mut salt = [0u8; 16];
-            getrandom::fill(&mut salt).map_err(|e| format!("no randomness for a salt: {e}"))?;
-            let reveal = WeightsReveal {
-                uids,
-                values,
-                salt: salt
-                    .chunks(2)
-                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                    .collect(),
-                version_key,
-            };
-            let hash = reveal.hash(&AccountId::from(hotkey), netuid);
-            let pending = PendingReveal { window, reveal };
-            persist(&pending).map_err(|e| format!("cannot keep the commit's salt: {e}"))?;
+            let me = AccountId::from(hotkey);
+            let commit = tlock::commit_weights(&target, &me, &uids, &values, version_key)
+                .map_err(|e| e.to_string())?;
             chain
-                .commit_weights(hotkey, netuid, hash)
+                .commit_timelocked_weights(
+                    hotkey,
+                    netuid,
+                    commit,
+                    target.reveal_round,
+                    target.commit_reveal_version,
+                )
                 .await
                 .map_err(|e| e.to_string())?;
-            tracing::info!(window, hash = %hex::encode(hash), "weights committed");
-            Ok(Submitted::Committed(pending))
+            tracing::info!(
+                window,
+                reveal_round = target.reveal_round,
+                "weights committed, timelocked"
+            );
+            Ok(Submitted::Timelocked {
+                reveal_round: target.reveal_round,
+            })
         }
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Commits the weights by hash with a fresh salt, kept by `persist` before the commit is sent.
+async fn commit_by_hash<C: Chain>(
+    chain: &C,
+    (hotkey, netuid, window): (&Keypair, u16, u64),
+    (uids, values): (Vec<u16>, Vec<u16>),
+    version_key: u64,
+    persist: impl FnOnce(&PendingReveal) -> Result<(), String>,
+) -> Result<Submitted, String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| format!("no randomness for a salt: {e}"))?;
+    let reveal = WeightsReveal {
+        uids,
+        values,
+        salt: salt
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect(),
+        version_key,
+    };
+    let hash = reveal.hash(&AccountId::from(hotkey), netuid);
+    let pending = PendingReveal { window, reveal };
+    persist(&pending).map_err(|e| format!("cannot keep the commit's salt: {e}"))?;
+    chain
+        .commit_weights(hotkey, netuid, hash)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(window, hash = %hex::encode(hash), "weights committed");
+    Ok(Submitted::Committed(pending))
 }
 
 /// Reveals committed weights whose reveal epoch has come, oldest first. A commit the chain says is

@@ -94,3 +94,35 @@ fn a_what_if_judges_the_recorded_audits_under_another_tolerance() {
         }
     }
 }
+
+/// A record names the backend it was measured on, and a replay on another one does not pass its
+/// bits off as a fraud: a window measured on a GPU (`validator run --device cuda:0`), whose losses
+/// differ from the CPU's in the last bits, fails on the CPU with both backends named.
+#[test]
+fn a_record_measured_on_a_gpu_is_not_confirmed_on_the_cpu() {
+    let copy = tempfile::tempdir().unwrap();
+    let (store, task) = validator::DataDir::open_existing(fixture()).unwrap();
+    let (mut records, _) = store.records().unwrap();
+    records[0].evaluator = "cuda:0".into();
+    let loss = &mut records[0].evidence.base[0];
+    *loss = f32::from_bits(loss.to_bits() + 1);
+    let blobs = fixture().join("blobs");
+    let target = copy.path().join("blobs");
+    std::fs::create_dir_all(&target).unwrap();
+    for entry in std::fs::read_dir(&blobs).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+    }
+    let gpu = validator::DataDir::open(copy.path(), &task).unwrap();
+    for record in &records {
+        gpu.append_record(record).unwrap();
+    }
+    drop(gpu);
+    let error = validator::replay::replay(copy.path(), None, |_| {}).unwrap_err();
+    let validator::replay::ReplayError::AcrossHosts { recorded, here, .. } = &error else {
+        panic!("{error}");
+    };
+    assert_eq!(recorded, "cuda:0");
+    assert_eq!(here, task::device::cpu_backend());
+    assert!(error.to_string().contains("--device"), "{error}");
+}

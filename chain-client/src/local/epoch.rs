@@ -204,10 +204,27 @@ fn run_epoch(
     )?;
     credit(tx, &owner, owner_cut)?;
     state.advance(block, &out);
+    record_epoch(
+        tx,
+        (netuid, block),
+        &state,
+        &out,
+        (owner_cut, total, rows.len()),
+    )
+}
+
+/// Keeps the epoch's state and output, and its event.
+fn record_epoch(
+    tx: &Tx<'_>,
+    (netuid, block): (u16, u64),
+    state: &YumaState,
+    out: &EpochOutput,
+    (owner_cut, total, uids): (u64, u64, usize),
+) -> Result<()> {
     tx.execute(
         "UPDATE subnets SET yuma_state = ?1, last_epoch_block = ?2 WHERE netuid = ?3",
         params![
-            serde_json::to_string(&state).map_err(corrupt)?,
+            serde_json::to_string(state).map_err(corrupt)?,
             block as i64,
             netuid
         ],
@@ -226,7 +243,7 @@ fn run_epoch(
         block,
         Some(netuid),
         EventKind::EpochRun,
-        &format!("{} uids, {} rao", rows.len(), total),
+        &format!("{uids} uids, {total} rao"),
     )
 }
 

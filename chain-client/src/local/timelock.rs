@@ -165,26 +165,7 @@ pub(super) fn reveal_commits_at(
         } else if round > block {
             continue;
         } else {
-            let opened = tlock::open_weights(&commit, &pulse(tx, round)?, &hotkey);
-            match opened {
-                Ok((uids, values, version_key)) => {
-                    match apply_weights(
-                        tx,
-                        block,
-                        params,
-                        hotkey,
-                        netuid,
-                        &uids,
-                        &values,
-                        version_key,
-                    ) {
-                        Ok(()) => None,
-                        Err(ChainError::Database(e)) => return Err(ChainError::Database(e)),
-                        Err(e) => Some(e.to_string()),
-                    }
-                }
-                Err(reason) => Some(reason),
-            }
+            open_and_apply(tx, (netuid, params, block), hotkey, &commit, round)?
         };
         tx.execute("DELETE FROM timelocked_commits WHERE id = ?1", [id])?;
         tx.execute(
@@ -201,6 +182,36 @@ pub(super) fn reveal_commits_at(
         event(tx, block, Some(netuid), kind, &detail)?;
     }
     Ok(())
+}
+
+/// Opens `commit` with the pulse of `round` and applies it as `hotkey`'s weights: None, or why it
+/// failed (a database error stops the block instead).
+fn open_and_apply(
+    tx: &Tx<'_>,
+    (netuid, params, block): (u16, &SubnetParams, u64),
+    hotkey: AccountId,
+    commit: &[u8],
+    round: u64,
+) -> Result<Option<String>> {
+    let (uids, values, version_key) = match tlock::open_weights(commit, &pulse(tx, round)?, &hotkey)
+    {
+        Ok(opened) => opened,
+        Err(reason) => return Ok(Some(reason)),
+    };
+    match apply_weights(
+        tx,
+        block,
+        params,
+        hotkey,
+        netuid,
+        &uids,
+        &values,
+        version_key,
+    ) {
+        Ok(()) => Ok(None),
+        Err(ChainError::Database(e)) => Err(ChainError::Database(e)),
+        Err(e) => Ok(Some(e.to_string())),
+    }
 }
 
 /// Opens the timelocked commits due at `block` on every subnet.

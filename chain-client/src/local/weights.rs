@@ -194,6 +194,41 @@ pub(super) fn apply_weights(
     if uids.len() > n {
         return Err(ChainError::UidsLengthExceedUidsInSubNet { len: uids.len(), n });
     }
+    let (uid, permit) = check_sender(tx, block, params, (hotkey, netuid), version_key)?;
+    let self_weight_only = uids.len() == 1 && uids[0] == uid;
+    if !permit && !self_weight_only {
+        return Err(ChainError::NeuronNoValidatorPermit { uid, netuid });
+    }
+    let upscaled = check_row(params, netuid, n, uids, values, self_weight_only)?;
+    let mut row: Vec<(u16, u16)> = uids.iter().copied().zip(upscaled).collect();
+    row.sort_unstable();
+    tx.execute(
+        "UPDATE neurons SET weights = ?1, last_update = ?2 WHERE netuid = ?3 AND uid = ?4",
+        params![
+            serde_json::to_string(&row).map_err(corrupt)?,
+            block as i64,
+            netuid,
+            uid
+        ],
+    )?;
+    event(
+        tx,
+        block,
+        Some(netuid),
+        EventKind::WeightsSet,
+        &format!("uid {uid} {} weights", row.len()),
+    )
+}
+
+/// The sender's checks, in subtensor's order: registered, staked enough, a current version key,
+/// not too soon after its last row. Its uid and whether it holds a validator permit.
+fn check_sender(
+    tx: &Tx<'_>,
+    block: u64,
+    params: &SubnetParams,
+    (hotkey, netuid): (AccountId, u16),
+    version_key: u64,
+) -> Result<(u16, bool)> {
     let Some(uid) = uid_of(tx, netuid, &hotkey)? else {
         return Err(ChainError::HotKeyNotRegisteredInSubNet {
             hotkey: hotkey.to_string(),
@@ -224,29 +259,7 @@ pub(super) fn apply_weights(
             now: block,
         });
     }
-    let self_weight_only = uids.len() == 1 && uids[0] == uid;
-    if !permit && !self_weight_only {
-        return Err(ChainError::NeuronNoValidatorPermit { uid, netuid });
-    }
-    let upscaled = check_row(params, netuid, n, uids, values, self_weight_only)?;
-    let mut row: Vec<(u16, u16)> = uids.iter().copied().zip(upscaled).collect();
-    row.sort_unstable();
-    tx.execute(
-        "UPDATE neurons SET weights = ?1, last_update = ?2 WHERE netuid = ?3 AND uid = ?4",
-        params![
-            serde_json::to_string(&row).map_err(corrupt)?,
-            block as i64,
-            netuid,
-            uid
-        ],
-    )?;
-    event(
-        tx,
-        block,
-        Some(netuid),
-        EventKind::WeightsSet,
-        &format!("uid {uid} {} weights", row.len()),
-    )
+    Ok((uid, permit))
 }
 
 /// The row's own checks, in subtensor's order: no uid twice, every uid on the subnet, enough

@@ -78,69 +78,56 @@ fn parse_adversaries(list: &str) -> Result<Adversaries, String> {
         .map(Adversaries)
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let Args {
-        miners,
-        validators,
-        windows,
-        dir,
-        task,
-        commit_reveal,
-        adversaries,
-        keep,
-        audit_period,
-        seed,
-        processes,
-        group_capacities,
-        dashboard,
-    } = args;
-    let Adversaries(adversaries) = match adversaries {
+/// The adversaries asked for, or the default set: lazy and copier (lazy and random with
+/// --processes, where a copier cannot read the others' work).
+fn adversaries_or_default(
+    asked: Option<Adversaries>,
+    processes: bool,
+) -> Vec<miner::adversary::Adversary> {
+    let Adversaries(list) = match asked {
         Some(list) => list,
         None if processes => parse_adversaries("lazy,random").expect("known modes"),
         None => parse_adversaries("lazy,copier").expect("known modes"),
     };
-    let task = load_task(task.as_ref())?;
+    list
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let adversaries = adversaries_or_default(args.adversaries, args.processes);
+    let task = load_task(args.task.as_ref())?;
     let engine = ::task::TaskEngine::new(task.clone());
+    let (miners, validators, windows) = (args.miners, args.validators, args.windows);
     announce(&task, &engine, miners, validators, windows, &adversaries);
     // The run directory: --dir, or a temporary one (kept with --keep).
-    let temp = match &dir {
+    let temp = match &args.dir {
         Some(_) => None,
         None => Some(tempfile::tempdir().context("cannot create a temporary directory")?),
     };
-    let run_dir = dir
+    let run_dir = args
+        .dir
         .clone()
         .unwrap_or_else(|| temp.as_ref().expect("made above").path().to_path_buf());
     let task_name = task.task.name.clone();
-    let dashboard = match &dashboard {
-        Some(addr) => {
-            let (dashboard, at) = validator::dashboard::spawn(addr, Default::default())
-                .await
-                .with_context(|| format!("cannot serve the dashboard at {addr}"))?;
-            println!("dashboard: http://{at}/");
-            Some((dashboard, at))
-        }
-        None => None,
-    };
+    let dashboard = serve_dashboard(args.dashboard.as_deref()).await?;
     let config = LocalnetConfig {
         miners,
         validators,
         windows,
         dir: Some(run_dir.clone()),
         task,
-        commit_reveal,
+        commit_reveal: args.commit_reveal,
         adversaries,
-        audit_period,
-        seed,
-        group_capacities,
+        audit_period: args.audit_period,
+        seed: args.seed,
+        group_capacities: args.group_capacities,
         dashboard: dashboard.as_ref().map(|d| d.0.clone()),
     };
-    let floor = engine.loss_floor();
     let print = |line: &localnet::WindowLine| {
-        for row in localnet::format_table(line, floor) {
+        for row in localnet::format_table(line, engine.loss_floor()) {
             println!("{row}");
         }
     };
-    let report = if processes {
+    let report = if args.processes {
         let bins = subnet_cli::processes::Binaries::beside_this_program()?;
         subnet_cli::processes::run(config, &bins, print).await?
     } else {
@@ -151,7 +138,44 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for line in subnet_cli::report::summary(&run) {
         println!("{line}");
     }
-    let kept = match (dir, temp) {
+    println!(
+        "done; {}",
+        keep_or_remove(args.dir, temp, run_dir, args.keep)
+    );
+    if let Some((_, at)) = dashboard {
+        println!("the dashboard stays at http://{at}/ until Ctrl-C");
+        tokio::signal::ctrl_c().await?;
+    }
+    Ok(())
+}
+
+/// The live page at `addr`, when one is asked for, and where it listens.
+async fn serve_dashboard(
+    addr: Option<&str>,
+) -> anyhow::Result<
+    Option<(
+        std::sync::Arc<validator::dashboard::Dashboard>,
+        std::net::SocketAddr,
+    )>,
+> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let (dashboard, at) = validator::dashboard::spawn(addr, Default::default())
+        .await
+        .with_context(|| format!("cannot serve the dashboard at {addr}"))?;
+    println!("dashboard: http://{at}/");
+    Ok(Some((dashboard, at)))
+}
+
+/// Removes the temporary run directory unless it is to be kept, and says what became of it.
+fn keep_or_remove(
+    dir: Option<PathBuf>,
+    temp: Option<tempfile::TempDir>,
+    run_dir: PathBuf,
+    keep: bool,
+) -> String {
+    match (dir, temp) {
         (None, Some(temp)) if !keep => {
             drop(temp);
             "the temporary run directory is removed (--keep or --dir DIR keeps the chain, the validators' records and report.json/report.png)".to_string()
@@ -164,13 +188,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 localnet::validator_dir(&kept, 0).display()
             )
         }
-    };
-    println!("done; {kept}");
-    if let Some((_, at)) = dashboard {
-        println!("the dashboard stays at http://{at}/ until Ctrl-C");
-        tokio::signal::ctrl_c().await?;
     }
-    Ok(())
 }
 
 /// The run's first lines: what runs, and the corpus's floor where it is known.

@@ -65,29 +65,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             format: Format::Safetensors,
             heldout,
             out,
-        } => {
-            let model = RunModel::load(&run, window)?;
-            let exported = model::export(&model, &out, heldout)?;
-            println!(
-                "window {} of task {} (checkpoint {}): {} tensors, {} parameters, {} bytes -> {}",
-                model.window,
-                model.engine.spec().task.name,
-                model.checkpoint.digest,
-                exported.tensors,
-                exported.parameters,
-                exported.bytes,
-                out.display()
-            );
-            println!(
-                "config -> {}; held-out loss {:.6}",
-                exported.config.display(),
-                exported.heldout_loss
-            );
-            if let Some(path) = exported.heldout {
-                println!("held-out batches -> {}", path.display());
-            }
-            Ok(())
-        }
+        } => export(&run, window, heldout, &out),
         ModelCommand::Sample {
             run,
             window,
@@ -117,4 +95,34 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `subnet model export --format safetensors`.
+fn export(
+    run: &std::path::Path,
+    window: Option<u64>,
+    heldout: bool,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let model = RunModel::load(run, window)?;
+    let exported = model::export(&model, out, heldout)?;
+    println!(
+        "window {} of task {} (checkpoint {}): {} tensors, {} parameters, {} bytes -> {}",
+        model.window,
+        model.engine.spec().task.name,
+        model.checkpoint.digest,
+        exported.tensors,
+        exported.parameters,
+        exported.bytes,
+        out.display()
+    );
+    println!(
+        "config -> {}; held-out loss {:.6}",
+        exported.config.display(),
+        exported.heldout_loss
+    );
+    if let Some(path) = exported.heldout {
+        println!("held-out batches -> {}", path.display());
+    }
+    Ok(())
 }

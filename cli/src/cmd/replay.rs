@@ -3,8 +3,8 @@
 use anyhow::Context;
 use std::path::PathBuf;
 
-/// Replay a validator's data directory offline: re-run every recorded evaluation on the CPU,
-/// confirm each loss bit for bit, and print per-window scores and weights.
+/// Replay a validator's data directory offline: re-run every recorded evaluation (on the CPU unless
+/// --device says otherwise), confirm each loss bit for bit, and print per-window scores and weights.
 #[derive(clap::Args)]
 pub struct Args {
     /// The validator's data directory (its --data).
@@ -15,6 +15,11 @@ pub struct Args {
     /// spot_check_tolerance) and show the weights.
     #[arg(long)]
     pub scoring: Option<PathBuf>,
+    /// Where to re-run the evaluations: the backend the record was measured on (`cpu`, or the
+    /// validator's --device). Bits are compared only there; a record measured elsewhere fails
+    /// with both backends named.
+    #[arg(long, default_value = "cpu")]
+    pub device: task::Device,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -47,12 +52,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let Args {
         dir,
         scoring,
+        device,
         json,
         plot,
         ..
     } = args;
     tokio::task::spawn_blocking(move || {
-        subnet_cli::replay::run(&dir, scoring.as_deref(), json, plot.as_deref(), page)
+        let output = subnet_cli::replay::Output { json, plot };
+        subnet_cli::replay::run(&dir, scoring.as_deref(), device, output, page)
     })
     .await??;
     if let Some((_, at)) = dashboard {

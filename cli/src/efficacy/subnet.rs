@@ -57,6 +57,38 @@ impl WindowInputs for Honest {
     }
 }
 
+/// One miner's window `who` trained on the CPU: its pseudo-gradient and the segment states a
+/// validator whose secret is 0 would audit.
+fn train_one(
+    engine: &TaskEngine,
+    checkpoint: &Checkpoint,
+    who: (u64, u64, u16),
+    trainable: std::ops::Range<usize>,
+) -> (Vec<f32>, Vec<ServedSegment>) {
+    let (window, _, uid) = who;
+    let mut states = Vec::new();
+    let outcome = engine
+        .train_window_in_segments::<CpuTrainBackend>(
+            &Default::default(),
+            &checkpoint.params,
+            who,
+            trainable,
+            |_, _| {},
+            |state| states.push(state.to_bytes()),
+        )
+        .expect("uid fits the window");
+    let audited = validator::audit::audited_segments(0, uid, window, states.len());
+    let segments = audited
+        .into_iter()
+        .map(|index| ServedSegment {
+            index,
+            start: index.checked_sub(1).map(|i| states[i].clone().into()),
+            end: states[index].clone().into(),
+        })
+        .collect();
+    (outcome.pseudo_gradient(&checkpoint.params), segments)
+}
+
 /// Every honest miner's window: its pseudo-gradient through the codec with its own error-feedback
 /// residual, as gathered, and its artefacts.
 fn train_miners(
@@ -65,7 +97,6 @@ fn train_miners(
     window: u64,
     residuals: &mut [Vec<f32>],
 ) -> (Vec<Gathered>, Honest) {
-    let device = Default::default();
     let c = &engine.spec().compression;
     let layout = c.layout();
     let seed = window_seed(window);
@@ -76,28 +107,8 @@ fn train_miners(
     for (uid, residual) in residuals.iter_mut().enumerate() {
         let uid = uid as u16;
         let group = engine.group(seed, uid, 0).expect("uid fits the window");
-        let mut states = Vec::new();
-        let outcome = engine
-            .train_window_in_segments::<CpuTrainBackend>(
-                &device,
-                &checkpoint.params,
-                (window, seed, uid),
-                group.range.clone(),
-                |_, _| {},
-                |state| states.push(state.to_bytes()),
-            )
-            .expect("uid fits the window");
-        // The segments a validator whose secret is 0 would audit.
-        let audited = validator::audit::audited_segments(0, uid, window, states.len());
-        let segments = audited
-            .into_iter()
-            .map(|index| ServedSegment {
-                index,
-                start: index.checked_sub(1).map(|i| states[i].clone().into()),
-                end: states[index].clone().into(),
-            })
-            .collect();
-        let dense = outcome.pseudo_gradient(&checkpoint.params);
+        let (dense, segments) =
+            train_one(engine, checkpoint, (window, seed, uid), group.range.clone());
         let out = c.compress(&dense, residual, group.range.clone());
         let values = codec::decode_as(&out.payload, group.len(), layout).expect("own payload");
         let artefacts = Artefacts {

@@ -53,6 +53,41 @@ impl WindowLine {
     }
 }
 
+/// One miner's part of a window's line: its results averaged over the validators, and what the
+/// chain holds for it.
+fn miner_line(
+    uid: u16,
+    kind: MinerKind,
+    outcomes: &[WindowOutcome],
+    metagraph: &chain_client::Metagraph,
+    slashed: &[AccountId],
+) -> MinerLine {
+    let results: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| o.results.iter().find(|r| r.uid == uid))
+        .collect();
+    let n = results.len().max(1) as f64;
+    MinerLine {
+        uid,
+        kind,
+        verdict: results
+            .first()
+            .map(|r| r.verdict.to_string())
+            .unwrap_or_default(),
+        score: results.iter().map(|r| r.score).sum::<f64>() / n,
+        weight: results.iter().map(|r| r.weight).sum::<f64>() / n,
+        rejection: results
+            .iter()
+            .find_map(|r| r.rejection.as_ref().map(|x| x.to_string())),
+        stake: metagraph.by_uid(uid).map_or(0, |n| n.stake),
+        emission: metagraph.by_uid(uid).map_or(0, |n| n.total_emission),
+        slashed: metagraph
+            .by_uid(uid)
+            .is_some_and(|n| slashed.contains(&n.hotkey)),
+        group: None,
+    }
+}
+
 /// A window's line: the checkpoint's held-out loss, each miner's verdict, score and weight from the
 /// validators' `outcomes`, and what the chain holds now (stake, emission, slashes).
 pub(crate) async fn window_line(
@@ -78,32 +113,7 @@ pub(crate) async fn window_line(
     let per_miner = miner_uids
         .iter()
         .zip(kinds)
-        .map(|(&uid, &kind)| {
-            let results: Vec<_> = outcomes
-                .iter()
-                .filter_map(|o| o.results.iter().find(|r| r.uid == uid))
-                .collect();
-            let n = results.len().max(1) as f64;
-            MinerLine {
-                uid,
-                kind,
-                verdict: results
-                    .first()
-                    .map(|r| r.verdict.to_string())
-                    .unwrap_or_default(),
-                score: results.iter().map(|r| r.score).sum::<f64>() / n,
-                weight: results.iter().map(|r| r.weight).sum::<f64>() / n,
-                rejection: results
-                    .iter()
-                    .find_map(|r| r.rejection.as_ref().map(|x| x.to_string())),
-                stake: metagraph.by_uid(uid).map_or(0, |n| n.stake),
-                emission: metagraph.by_uid(uid).map_or(0, |n| n.total_emission),
-                slashed: metagraph
-                    .by_uid(uid)
-                    .is_some_and(|n| slashed.contains(&n.hotkey)),
-                group: None,
-            }
-        })
+        .map(|(&uid, &kind)| miner_line(uid, kind, outcomes, &metagraph, &slashed))
         .collect();
     Ok(WindowLine {
         window,

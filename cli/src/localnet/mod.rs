@@ -4,6 +4,9 @@
 //! checkpoint and train (or misbehave, for the adversaries asked for), validators collect their
 //! commitments, the window closes on chain, validators fetch the work, score it, set weights and
 //! aggregate, and the chain runs Yuma at each tempo boundary.
+//!
+//! `prepare` and `run` are longer than most: each is the localnet's script for its part (the
+//! chain's set-up, then the windows), read top to bottom.
 
 mod lines;
 mod nodes;

@@ -1,25 +1,25 @@
-//! The miner's state and its window: train the assigned pages, compress with error feedback, sign
-//! and keep the commitment and what it names for validators. `sync` fetches the checkpoint.
+//! The miner's state and handle. `window` trains the assigned pages, compresses with error
+//! feedback, signs and keeps the commitment and what it names for validators; `sync` fetches the
+//! checkpoint; `spill` keeps segment states on disk.
 
 mod spill;
 mod sync;
+mod window;
 
 pub use spill::{KeptState, StateDir};
 
 use crate::Metrics;
 use crate::residual::{self, Residual};
 use chain_client::{AccountId, Chain, ChainError, Membership, Metagraph, NotRegistered};
-use pseudo_gradient::codec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
-use subnet_proto::{commitment, pb};
+use subnet_proto::pb;
 use subxt_signer::sr25519::Keypair;
 use task::assignment::AssignmentError;
 use task::checkpoint::CheckpointError;
 use task::segment::TrainState;
-use task::{Checkpoint, Digest, TaskEngine};
+use task::{Checkpoint, TaskEngine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MinerError {
@@ -201,39 +201,6 @@ pub struct Miner<C> {
 /// trained.
 const KEPT_WINDOWS: usize = 5;
 
-/// Reports each inner step: to the progress hook when there is one, else four times a window at
-/// info level; every step at debug level.
-struct StepLog {
-    window: u64,
-    uid: u16,
-    steps: usize,
-    tokens_per_step: usize,
-    started: Instant,
-    hook: Option<ProgressHook>,
-}
-
-impl StepLog {
-    fn step(&self, step: usize, loss: f32) {
-        let (window, uid, steps) = (self.window, self.uid, self.steps);
-        let done = step + 1;
-        let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
-        let tokens_per_s = (done * self.tokens_per_step) as f64 / elapsed;
-        if let Some(hook) = &self.hook {
-            hook(&Progress {
-                window,
-                step: done,
-                steps,
-                loss,
-                tokens_per_s,
-            });
-        } else if done.is_multiple_of(steps.div_ceil(4).max(1)) || done == steps {
-            tracing::info!(window, step = done, steps, loss, tokens_per_s, "training");
-            return;
-        }
-        tracing::debug!(window, uid, step = done, steps, loss, "inner step");
-    }
-}
-
 impl<C: Chain> Miner<C> {
     /// A miner that trains on the CPU.
     pub fn new(chain: C, netuid: u16, hotkey: Keypair, engine: Arc<TaskEngine>) -> Self {
@@ -383,202 +350,6 @@ impl<C: Chain> Miner<C> {
         Ok(self.inner.member.uid_in(metagraph)?)
     }
 
-    /// Trains the window on this miner's assigned pages from the current checkpoint and makes the
-    /// signed pseudo-gradient available to validators.
-    #[tracing::instrument(skip(self), fields(hotkey = %self.hotkey().short()))]
-    pub async fn train_window(
-        &self,
-        window: u64,
-        window_seed: u64,
-    ) -> Result<TrainReport, MinerError> {
-        let checkpoint = self.checkpoint().ok_or(MinerError::NoCheckpoint)?;
-        let metagraph = self.chain().metagraph(self.netuid()).await?;
-        let uid = self.own_uid(&metagraph)?;
-        let engine = self.engine().clone();
-        let group = engine
-            .group(window_seed, uid, self.group_capacity())?
-            .clone();
-        let trainable = group.range.clone();
-        let pages = engine.spec().shards.pages_per_miner;
-        let started = Instant::now();
-        let start = checkpoint.params.clone();
-        let device = self.inner.device;
-        let steps = StepLog {
-            window,
-            uid,
-            steps: engine.spec().training.inner_steps,
-            tokens_per_step: engine.spec().training.batch_size
-                * engine.spec().targets_per_example(),
-            started,
-            hook: self.inner.on_progress.clone(),
-        };
-        let (outcome, segments) = tokio::task::spawn_blocking(move || {
-            let mut segments = Vec::new();
-            device
-                .train_window_in_segments(
-                    &engine,
-                    &start,
-                    (window, window_seed, uid),
-                    trainable,
-                    |step, loss| steps.step(step, loss),
-                    |state| segments.push(state),
-                )
-                .map(|outcome| (outcome, segments))
-        })
-        .await
-        .map_err(|e| MinerError::Training(e.to_string()))??;
-        let seconds = started.elapsed().as_secs_f64();
-        let (first_loss, last_loss) = (
-            outcome.losses.first().copied().unwrap_or(f32::NAN),
-            outcome.losses.last().copied().unwrap_or(f32::NAN),
-        );
-        let delta = outcome.into_pseudo_gradient(&checkpoint.params);
-        let trained = Trained {
-            delta: &delta,
-            range: group.range.clone(),
-            segments: &segments,
-            backend: self.inner.device.backend(),
-        };
-        let served = self.commit_trained(window, checkpoint.digest, trained);
-        let report = TrainReport {
-            window,
-            uid,
-            group: group.index,
-            pages,
-            first_loss,
-            last_loss,
-            tokens: self.engine().spec().tokens_per_miner_window(),
-            seconds,
-            payload_bytes: served.payload.len(),
-        };
-        self.publish(window, served);
-        self.inner
-            .metrics
-            .window_trained(window, report.tokens_per_second());
-        tracing::info!(
-            window,
-            uid,
-            loss = report.last_loss,
-            first_loss = report.first_loss,
-            tokens_per_s = report.tokens_per_second() as u64,
-            "trained window"
-        );
-        Ok(report)
-    }
-
-    /// Compresses `window`'s pseudo-gradient `delta` (trained from the checkpoint `checkpoint`) with
-    /// the error-feedback residual carried into the window, signs the commitment to all of it and
-    /// keeps the residual that comes out for the next window (and on disk, with a residual file).
-    /// For work not trained here: the segment states it commits to are `claimed_segments`.
-    pub fn commit_work(&self, window: u64, checkpoint: Digest, delta: &[f32]) -> ServedGradient {
-        let segments = self.claimed_segments(checkpoint, delta);
-        let trained = Trained {
-            delta,
-            range: 0..delta.len(),
-            segments: &segments,
-            backend: task::device::cpu_backend().into(),
-        };
-        self.commit_trained(window, checkpoint, trained)
-    }
-
-    /// `claimed_segments` of `delta` from `checkpoint` (from zeros when the miner does not hold it).
-    pub fn claimed_segments(&self, checkpoint: Digest, delta: &[f32]) -> Vec<TrainState> {
-        let start = self
-            .checkpoint()
-            .filter(|c| c.digest == checkpoint)
-            .map_or_else(|| vec![0.0; delta.len()], |c| c.params.to_vec());
-        claimed_segments(self.engine(), &start, delta, 0..delta.len())
-    }
-
-    /// `commit_work` for a window trained here: the payload encodes only the trained parameter
-    /// group (`codec::compress_range`), the residual keeps what the other groups carry for later
-    /// windows, and the commitment names the segment states the training went through.
-    pub fn commit_trained(
-        &self,
-        window: u64,
-        checkpoint: Digest,
-        trained: Trained,
-    ) -> ServedGradient {
-        let Trained {
-            delta,
-            range,
-            segments,
-            backend,
-        } = trained;
-        let engine = self.engine();
-        let spec = &engine.spec().compression;
-        let mut residual = self.inner.residual.lock().expect("residual lock");
-        // When the global model did not move since the window the residual came from, nothing that
-        // window sent was applied: carrying the residual on would only pile up mass that the next
-        // payloads then send too large. The error feedback starts over from zero instead.
-        let stalled = |source: u64| {
-            source != window
-                && self
-                    .gradient(source)
-                    .is_some_and(|g| g.commitment.checkpoint_digest == checkpoint.0)
-        };
-        let (residual_in, source_window) = residual
-            .as_ref()
-            .and_then(|r| r.carried_into(window))
-            .filter(|(r, source)| r.len() == delta.len() && !stalled(*source))
-            .map(|(r, source)| (r.to_vec(), source))
-            .unwrap_or_else(|| (vec![0.0; delta.len()], 0));
-        let compressed = spec.compress(delta, &residual_in, range);
-        let segment_bytes: Vec<Vec<u8>> = segments.iter().map(TrainState::to_bytes).collect();
-        let dense = codec::encode_dense(delta);
-        let residual_in_bytes = codec::encode_dense(&residual_in);
-        let commitment = commitment::commit(
-            self.inner.member.keypair(),
-            &commitment::Claims {
-                window,
-                task_digest: engine.digest(),
-                checkpoint_digest: checkpoint.0,
-                payload_digest: subnet_proto::digest(&compressed.payload),
-                payload_len: compressed.payload.len() as u64,
-                dense_digest: subnet_proto::digest(&dense),
-                residual_in_digest: subnet_proto::digest(&residual_in_bytes),
-                residual_window: source_window,
-                residual_out_digest: subnet_proto::digest(&codec::encode_dense(
-                    &compressed.residual_out,
-                )),
-                group_capacity: self.group_capacity(),
-                segments: segment_bytes
-                    .iter()
-                    .map(|b| subnet_proto::digest(b))
-                    .collect(),
-                backend,
-            },
-        );
-        let next = Residual {
-            window,
-            source_window,
-            before: residual_in,
-            after: compressed.residual_out,
-        };
-        if let Some(path) = &self.inner.residual_file
-            && let Err(e) = residual::save(path, &engine.digest(), &next)
-        {
-            // A stale file would restart this miner from a residual its commitments no longer
-            // continue, which validators treat as fraud; an empty residual is always accepted.
-            let removed = std::fs::remove_file(path);
-            tracing::warn!(window, path = %path.display(), error = %e, removed = removed.is_ok(), "cannot save the compression residual; the file is removed so that a restart starts from an empty residual");
-        }
-        *residual = Some(next);
-        ServedGradient {
-            commitment,
-            payload: Arc::new(compressed.payload),
-            dense: Arc::new(dense),
-            residual_in: Arc::new(residual_in_bytes),
-            segments: segment_bytes
-                .into_iter()
-                .enumerate()
-                .map(|(i, b)| StateDir::keep(self.inner.state_dir.as_ref(), window, i, b))
-                .collect(),
-        }
-    }
-
-    /// Makes a window's committed artefacts servable (the commitment at once, the rest once the
-    /// window has closed), forgetting the oldest beyond the kept ones.
     /// Stops answering audits of `window` (`Some`): a request for its dense gradient or residual
     /// gets the commitment and then nothing. `None` answers every window again. Only
     /// `miner::adversary` calls it.
@@ -601,6 +372,8 @@ impl<C: Chain> Miner<C> {
             .contains(&window)
     }
 
+    /// Makes a window's committed artefacts servable (the commitment at once, the rest once the
+    /// window has closed), forgetting the oldest beyond the kept ones.
     pub fn publish(&self, window: u64, served: ServedGradient) {
         let mut state = self.inner.state.write().expect("miner state lock");
         state.gradients.insert(window, Arc::new(served));

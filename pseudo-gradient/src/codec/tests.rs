@@ -1,3 +1,4 @@
+use super::packed::{from_bf16, packed_chunk_len, to_bf16};
 use super::*;
 
 #[test]

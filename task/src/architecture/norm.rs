@@ -51,6 +51,28 @@ pub fn layer_norm<B: Backend>(layer: &LayerNorm<B>, x: Tensor<B, 2>) -> Tensor<B
     layer.forward(x)
 }
 
+/// d(loss)/d(gamma): the sum over rows of the normalized input times the output's gradient.
+fn gamma_gradient(xhat: &[f32], dy: &[f32], d: usize) -> Vec<f32> {
+    let mut dgamma = vec![0.0f32; d];
+    for (xr, gr) in xhat.chunks_exact(d).zip(dy.chunks_exact(d)) {
+        for ((s, &x), &g) in dgamma.iter_mut().zip(xr).zip(gr) {
+            *s += x * g;
+        }
+    }
+    dgamma
+}
+
+/// d(loss)/d(beta): the sum over rows of the output's gradient.
+fn beta_gradient(dy: &[f32], d: usize) -> Vec<f32> {
+    let mut dbeta = vec![0.0f32; d];
+    for gr in dy.chunks_exact(d) {
+        for (s, &g) in dbeta.iter_mut().zip(gr) {
+            *s += g;
+        }
+    }
+    dbeta
+}
+
 /// LayerNorm on the training backend as one recorded operation.
 fn autodiff_layer_norm(
     x: Tensor<Autodiff<Flex>, 2>,
@@ -75,22 +97,10 @@ fn autodiff_layer_norm(
                 grads.register::<Flex>(node.id, tensor(dx, [dy.len() / d, d]));
             }
             if let Some(node) = node_gamma {
-                let mut dgamma = vec![0.0f32; d];
-                for (xr, gr) in xhat.chunks_exact(d).zip(dy.chunks_exact(d)) {
-                    for ((s, &x), &g) in dgamma.iter_mut().zip(xr).zip(gr) {
-                        *s += x * g;
-                    }
-                }
-                grads.register::<Flex>(node.id, tensor(dgamma, [d]));
+                grads.register::<Flex>(node.id, tensor(gamma_gradient(xhat, dy, d), [d]));
             }
             if let Some(node) = node_beta {
-                let mut dbeta = vec![0.0f32; d];
-                for gr in dy.chunks_exact(d) {
-                    for (s, &g) in dbeta.iter_mut().zip(gr) {
-                        *s += g;
-                    }
-                }
-                grads.register::<Flex>(node.id, tensor(dbeta, [d]));
+                grads.register::<Flex>(node.id, tensor(beta_gradient(dy, d), [d]));
             }
         }
     }

@@ -1,5 +1,7 @@
 //! The byte-level decoder-only transformer: token and learned position embeddings, pre-LayerNorm
 //! blocks of causal self-attention and a GELU MLP, a final LayerNorm and an untied output head.
+//!
+//! `check` is a list of one-line rules on the model's shape against the data's, over 60 lines.
 
 use super::attention::causal_attention;
 use super::gelu::gelu;

@@ -48,6 +48,9 @@ pub struct TaskEngine {
     /// Items of a page per example (see `Architecture::example_len`).
     example_len: usize,
     genesis_digest: std::sync::OnceLock<crate::Digest>,
+    /// Where a validator using this engine measures losses and re-executes training (the CPU
+    /// unless `on` says otherwise): see `Device::losses`.
+    device: crate::Device,
 }
 
 impl TaskEngine {
@@ -73,7 +76,19 @@ impl TaskEngine {
             corpus,
             layout,
             genesis_digest: std::sync::OnceLock::new(),
+            device: crate::Device::Cpu,
         }
+    }
+
+    /// The same task, evaluating and re-executing training on `device`.
+    pub fn on(mut self, device: crate::Device) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// The device this engine's evaluations run on.
+    pub fn device(&self) -> crate::Device {
+        self.device
     }
 
     pub fn spec(&self) -> &TaskSpec {
@@ -218,11 +233,24 @@ impl TaskEngine {
         ))
     }
 
-    /// Segment `segment` of `uid`'s window re-executed on the CPU from the training state `from`
-    /// (the state the miner committed to at the segment's start) over the window's checkpoint
-    /// `base`: the state at the segment's end.
+    /// Segment `segment` of `uid`'s window re-executed on the engine's device from the training
+    /// state `from` (the state the miner committed to at the segment's start) over the window's
+    /// checkpoint `base`: the state at the segment's end.
     pub fn reexecute_segment(
         &self,
+        base: &[f32],
+        who: (u64, u64, u16),
+        segment: usize,
+        from: &TrainState,
+    ) -> Result<TrainState, AssignmentError> {
+        crate::device::on_backend!(self.device, _I, T, device => {
+            self.reexecute_segment_on::<T>(&device, base, who, segment, from)
+        })
+    }
+
+    fn reexecute_segment_on<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
         base: &[f32],
         (window, window_seed, uid): (u64, u64, u16),
         segment: usize,
@@ -235,9 +263,12 @@ impl TaskEngine {
         );
         let assignment = self.assignment(window, window_seed, uid)?;
         let batches = self.training_batches(&assignment, window_seed);
-        Ok(self
-            .trainer::<crate::CpuTrainBackend>(&Default::default())
-            .resume(base, from, &batches[steps], self.spec.inner_lr(window)))
+        Ok(self.trainer::<B>(device).resume(
+            base,
+            from,
+            &batches[steps],
+            self.spec.inner_lr(window),
+        ))
     }
 
     /// A trainer on `device` whose optimizer state is fresh.

@@ -167,3 +167,36 @@ fn a_segment_resumed_from_its_served_state_ends_in_the_same_bits() {
         }
     }
 }
+
+/// An engine `on` the CPU device measures and trains with the very kernels the generic calls
+/// name: a validator's `--device cpu` keeps every bit of its records.
+#[test]
+fn the_cpu_device_gives_the_bits_of_the_cpu_backend() {
+    let engine = TaskEngine::new(tiny_spec()).on(crate::Device::Cpu);
+    assert_eq!(engine.device(), crate::Device::Cpu);
+    let start = engine.genesis();
+    let pages = engine.reference_pages(7, 4, 3);
+    let direct = engine
+        .train_reference::<CpuTrainBackend>(&Default::default(), &start.params, 1, 7, &pages, 3)
+        .end;
+    let on_device = engine
+        .device()
+        .train_reference(&engine, &start.params, (1, 7), &pages, 3)
+        .end;
+    assert_eq!(direct, on_device);
+    let batches = engine.eval_batches(7, 4, 3, 2);
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    assert_eq!(
+        bits(engine.losses::<CpuBackend>(&Default::default(), &direct, &batches)),
+        bits(engine.device().losses(&engine, &direct, &batches)),
+    );
+}
+
+#[test]
+fn only_cpu_backends_promise_the_same_bits() {
+    assert!(crate::device::is_cpu_backend(crate::device::cpu_backend()));
+    assert!(crate::device::is_cpu_backend("cpu"));
+    for gpu in ["cuda:0", "wgpu", "cpux", ""] {
+        assert!(!crate::device::is_cpu_backend(gpu), "{gpu}");
+    }
+}

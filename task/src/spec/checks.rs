@@ -1,4 +1,7 @@
 //! The per-section checks of a task spec (`TaskSpec::validate` runs them all).
+//!
+//! Each `check` is a list of one-line rules over its section, as long as the section has fields
+//! (some over 60 lines): read as a list, not as logic.
 
 use super::{
     CompressionSpec, DataSpec, MAX_GROUPS, ScoringSpec, ShardSpec, TrainingSpec, WindowSpec,

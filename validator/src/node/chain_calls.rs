@@ -15,45 +15,13 @@ impl<C: Chain> Validator<C> {
         let (hotkey, netuid) = (self.keypair(), self.netuid());
         let pending = std::mem::take(&mut self.state_mut().pending_reveals);
         let (reveals, mut keep) = weights::reveal_due(self.chain(), hotkey, netuid, pending).await;
-        let mut committed = false;
         let ignored = weights::ignored_under_null_consensus(metagraph, &self.hotkey());
-        let weights_set = if let Some(why) = &ignored {
-            Err(why.clone())
-        } else if decisions.iter().any(|d| d.weight > 0.0) {
-            let uids: Vec<u16> = decisions.iter().map(|d| d.uid).collect();
-            let weights: Vec<f64> = decisions.iter().map(|d| d.weight).collect();
-            match weights_to_u16(&uids, &weights) {
-                Ok(row) => {
-                    let persist = |commit: &PendingReveal| {
-                        let all: Vec<PendingReveal> =
-                            keep.iter().cloned().chain([commit.clone()]).collect();
-                        self.save_reveals(&all)
-                    };
-                    match weights::submit(
-                        self.chain(),
-                        hotkey,
-                        netuid,
-                        window,
-                        row.clone(),
-                        version_key,
-                        persist,
-                    )
+        let (weights_set, committed) = match &ignored {
+            Some(why) => (Err(why.clone()), false),
+            None => {
+                self.send_weights(window, decisions, version_key, &mut keep)
                     .await
-                    {
-                        Ok(submitted) => {
-                            committed = submitted != weights::Submitted::Set;
-                            if let weights::Submitted::Committed(commit) = submitted {
-                                keep.push(commit);
-                            }
-                            Ok(row)
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                Err(e) => Err(e.to_string()),
             }
-        } else {
-            Err("no miner has earned weight yet".to_string())
         };
         match &weights_set {
             Err(e) if ignored.is_some() => tracing::info!(window, reason = %e, "weights not sent"),
@@ -65,6 +33,51 @@ impl<C: Chain> Validator<C> {
         }
         self.state_mut().pending_reveals = keep;
         (reveals, weights_set, committed)
+    }
+
+    /// Sets or commits the decisions' weights; a hash commit joins `keep`. Whether they were
+    /// committed rather than set.
+    async fn send_weights(
+        &self,
+        window: u64,
+        decisions: &[scoring::MinerDecision],
+        version_key: u64,
+        keep: &mut Vec<PendingReveal>,
+    ) -> (WeightsSet, bool) {
+        if !decisions.iter().any(|d| d.weight > 0.0) {
+            return (Err("no miner has earned weight yet".to_string()), false);
+        }
+        let uids: Vec<u16> = decisions.iter().map(|d| d.uid).collect();
+        let weights: Vec<f64> = decisions.iter().map(|d| d.weight).collect();
+        let row = match weights_to_u16(&uids, &weights) {
+            Ok(row) => row,
+            Err(e) => return (Err(e.to_string()), false),
+        };
+        let persist = |commit: &PendingReveal| {
+            let all: Vec<PendingReveal> = keep.iter().cloned().chain([commit.clone()]).collect();
+            self.save_reveals(&all)
+        };
+        let (hotkey, netuid) = (self.keypair(), self.netuid());
+        let submitted = weights::submit(
+            self.chain(),
+            hotkey,
+            netuid,
+            window,
+            row.clone(),
+            version_key,
+            persist,
+        )
+        .await;
+        match submitted {
+            Ok(submitted) => {
+                let committed = submitted != weights::Submitted::Set;
+                if let weights::Submitted::Committed(commit) = submitted {
+                    keep.push(commit);
+                }
+                (Ok(row), committed)
+            }
+            Err(e) => (Err(e), false),
+        }
     }
 
     /// Keeps the commits still to reveal in the data directory (when there is one).

@@ -30,25 +30,10 @@ impl<C: Chain> Validator<C> {
                 let fetched = async {
                     let commitment = collected.get(&neuron.uid).ok_or(Rejection::NotCommitted)?;
                     let claims = &commitment.claims;
-                    if claims.checkpoint_digest != checkpoint.0 {
-                        return Err(Rejection::Commitment(
-                            subnet_proto::commitment::CommitmentError::WrongCheckpoint {
-                                expected: checkpoint.to_string(),
-                                found: hex::encode(claims.checkpoint_digest),
-                            },
-                        ));
-                    }
-                    let in_effect = ledger.group_capacity(neuron.uid, &neuron.hotkey.to_string());
-                    if let Some(in_effect) =
-                        in_effect.filter(|c| grouped && *c != claims.group_capacity)
-                    {
-                        return Err(Rejection::Commitment(
-                            subnet_proto::commitment::CommitmentError::CapacityChanged {
-                                in_effect,
-                                declared: claims.group_capacity,
-                            },
-                        ));
-                    }
+                    let in_effect = ledger
+                        .group_capacity(neuron.uid, &neuron.hotkey.to_string())
+                        .filter(|_| grouped);
+                    admissible(claims, checkpoint, in_effect).map_err(Rejection::Commitment)?;
                     let group = gatherer.group_of(window_seed, neuron.uid, commitment)?;
                     let payload = gatherer
                         .part(neuron, window, pb::GradientPart::Payload, commitment)
@@ -150,26 +135,57 @@ impl<C: Chain> Validator<C> {
             })
         }
         .await;
-        served.map_err(|e| match e {
-            Rejection::Unreachable(_) | Rejection::Timeout { .. } => AuditGap {
-                reason: Reason::new(
-                    ReasonKind::AuditUnreachable,
-                    format!(
-                        "audit: its window {window} dense gradient, residual and segment states could not be fetched ({e}); asked again next window"
-                    ),
+        served.map_err(|e| audit_gap(window, e))
+    }
+}
+
+/// Why a commitment is not taken this window: it names another checkpoint than the window's, or
+/// another group capacity than the one `in_effect` for its miner.
+fn admissible(
+    claims: &subnet_proto::commitment::Claims,
+    checkpoint: &Digest,
+    in_effect: Option<u64>,
+) -> Result<(), subnet_proto::commitment::CommitmentError> {
+    use subnet_proto::commitment::CommitmentError;
+    if claims.checkpoint_digest != checkpoint.0 {
+        return Err(CommitmentError::WrongCheckpoint {
+            expected: checkpoint.to_string(),
+            found: hex::encode(claims.checkpoint_digest),
+        });
+    }
+    match in_effect {
+        Some(in_effect) if in_effect != claims.group_capacity => {
+            Err(CommitmentError::CapacityChanged {
+                in_effect,
+                declared: claims.group_capacity,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The gap an audit's failed fetch of window `window`'s artefacts leaves: unreachable (asked again)
+/// or unserved.
+fn audit_gap(window: u64, e: Rejection) -> AuditGap {
+    match e {
+        Rejection::Unreachable(_) | Rejection::Timeout { .. } => AuditGap {
+            reason: Reason::new(
+                ReasonKind::AuditUnreachable,
+                format!(
+                    "audit: its window {window} dense gradient, residual and segment states could not be fetched ({e}); asked again next window"
                 ),
-                unreachable: true,
-            },
-            e => AuditGap {
-                reason: Reason::new(
-                    ReasonKind::Unserved,
-                    format!(
-                        "audit: it did not serve the dense gradient, residual and segment states it committed to ({e})"
-                    ),
+            ),
+            unreachable: true,
+        },
+        e => AuditGap {
+            reason: Reason::new(
+                ReasonKind::Unserved,
+                format!(
+                    "audit: it did not serve the dense gradient, residual and segment states it committed to ({e})"
                 ),
-                unreachable: false,
-            },
-        })
+            ),
+            unreachable: false,
+        },
     }
 }
 
@@ -199,14 +215,38 @@ impl<C: Chain> LiveInputs<C> {
             return Err("an audit of an earlier window of it is unresolved".into());
         }
         let neuron = self.neuron(uid).clone();
-        let claims = self.collected[&uid].claims.clone();
-        let gatherer = self.validator.gatherer();
-        let source = gatherer
+        let source = self
+            .validator
+            .gatherer()
             .commitment(&neuron, from)
             .await
             .map_err(|e| format!("it did not serve it ({e})"))?;
+        if let Some(reason) = self.breaks_chain(&neuron, from, &source)? {
+            return Ok(ResidualLink::Broken(reason));
+        }
+        let (pending, subject) = self.earlier_window(&neuron, from, &source).await?;
+        tracing::info!(
+            uid,
+            from,
+            "a residual from an uncollected commitment: auditing its window"
+        );
+        self.ledger.record(uid, &pending.hotkey, &source.claims);
+        self.earlier.insert(uid, (source, Some(subject)));
+        Ok(ResidualLink::Unseen(pending))
+    }
+
+    /// Why `source` (the miner's window `from` commitment) breaks the residual chain of the
+    /// commitment it collected this window, if it does; an error when the chain cannot be
+    /// followed further back.
+    fn breaks_chain(
+        &self,
+        neuron: &Neuron,
+        from: u64,
+        source: &SignedCommitment,
+    ) -> Result<Option<Reason>, String> {
+        let claims = &self.collected[&neuron.uid].claims;
         if source.claims.residual_out_digest != claims.residual_in_digest {
-            return Ok(ResidualLink::Broken(Reason::new(
+            return Ok(Some(Reason::new(
                 ReasonKind::ResidualChain,
                 format!(
                     "its window {} residual is not the residual its window {from} commitment left",
@@ -217,16 +257,23 @@ impl<C: Chain> LiveInputs<C> {
         let hotkey = neuron.hotkey.to_string();
         match self
             .ledger
-            .check(uid, &hotkey, &source.claims, &self.zero_residual)
+            .check(neuron.uid, &hotkey, &source.claims, &self.zero_residual)
         {
-            Link::Continues => {}
-            Link::Broken(reason) => return Ok(ResidualLink::Broken(reason)),
-            Link::Unseen { from: before } => {
-                return Err(format!(
-                    "that commitment's own residual comes from window {before}, which this validator did not collect either"
-                ));
-            }
+            Link::Continues => Ok(None),
+            Link::Broken(reason) => Ok(Some(reason)),
+            Link::Unseen { from: before } => Err(format!(
+                "that commitment's own residual comes from window {before}, which this validator did not collect either"
+            )),
         }
+    }
+
+    /// Window `from`'s checkpoint (the one `source` names, which this validator must hold) and
+    /// seed.
+    async fn window_of(
+        &self,
+        from: u64,
+        source: &SignedCommitment,
+    ) -> Result<(Checkpoint, u64), String> {
         let checkpoint = self
             .validator
             .state()
@@ -237,20 +284,31 @@ impl<C: Chain> LiveInputs<C> {
             .ok_or_else(|| {
                 format!("it names a checkpoint this validator does not hold as window {from}'s")
             })?;
-        let engine = self.validator.engine().clone();
-        let blocks = engine.spec().window.blocks;
+        let blocks = self.validator.engine().spec().window.blocks;
         let seed = self
             .validator
             .chain()
             .block_hash(from * blocks)
             .await
             .map_err(|e| format!("cannot read window {from}'s seed: {e}"))?;
-        let window_seed = chain_client::window_seed(&seed);
+        Ok((checkpoint, chain_client::window_seed(&seed)))
+    }
+
+    /// The audit of the miner's window `from` under `source`: its checkpoint (one this validator
+    /// holds), seed, group and payload (fetched now, and kept with a data directory).
+    async fn earlier_window(
+        &self,
+        neuron: &Neuron,
+        from: u64,
+        source: &SignedCommitment,
+    ) -> Result<(PendingAudit, Subject), String> {
+        let (checkpoint, window_seed) = self.window_of(from, source).await?;
+        let gatherer = self.validator.gatherer();
         let group = gatherer
-            .group_of(window_seed, uid, &source)
+            .group_of(window_seed, neuron.uid, source)
             .map_err(|e| e.to_string())?;
         let payload = gatherer
-            .part(&neuron, from, pb::GradientPart::Payload, &source)
+            .part(neuron, from, pb::GradientPart::Payload, source)
             .await
             .map_err(|e| format!("its payload could not be fetched ({e})"))?;
         let values = gatherer
@@ -263,7 +321,7 @@ impl<C: Chain> LiveInputs<C> {
                 .map_err(|e| e.to_string())?;
         }
         let pending = PendingAudit {
-            hotkey: hotkey.clone(),
+            hotkey: neuron.hotkey.to_string(),
             window: from,
             since: self.window,
             window_seed,
@@ -285,14 +343,7 @@ impl<C: Chain> LiveInputs<C> {
                 backend: pending.backend.clone(),
             },
         };
-        tracing::info!(
-            uid,
-            from,
-            "a residual from an uncollected commitment: auditing its window"
-        );
-        self.ledger.record(uid, &hotkey, &source.claims);
-        self.earlier.insert(uid, (source, Some(subject)));
-        Ok(ResidualLink::Unseen(pending))
+        Ok((pending, subject))
     }
 
     fn neuron(&self, uid: u16) -> &Neuron {

@@ -77,18 +77,11 @@ impl<C: Chain> Validator<C> {
                     "its recipe names uid {uid}'s gradient, which could not be fetched: not adopted"
                 ));
             }
-            None => {
-                let engine = self.engine();
-                let bytes = client.download(&digest.0, latest.len).await?;
-                let checkpoint = Checkpoint::from_bytes(
-                    &bytes,
-                    &engine.digest(),
-                    engine.num_params(),
-                    Some(&digest),
-                )
-                .map_err(|e| e.to_string())?;
-                (checkpoint, None, false)
-            }
+            None => (
+                self.download(&mut client, &digest, latest.len).await?,
+                None,
+                false,
+            ),
         };
         if let Some(momentum) = momentum {
             self.state_mut().momentum = momentum;
@@ -99,6 +92,19 @@ impl<C: Chain> Validator<C> {
             digest,
             verified,
         }))
+    }
+
+    /// The checkpoint `digest` downloaded from the lead and checked against its digest.
+    async fn download(
+        &self,
+        client: &mut CheckpointClient<'_>,
+        digest: &Digest,
+        len: u64,
+    ) -> Result<Checkpoint, String> {
+        let engine = self.engine();
+        let bytes = client.download(&digest.0, len).await?;
+        Checkpoint::from_bytes(&bytes, &engine.digest(), engine.num_params(), Some(digest))
+            .map_err(|e| e.to_string())
     }
 
     /// The lead's checkpoint of `window` made again here from its recipe, when this validator

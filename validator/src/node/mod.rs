@@ -2,23 +2,26 @@
 //! every driver shares; the submodules here move data in and out of them: `commitments`
 //! (collected while a window is open), `lead` (the lead's checkpoint), `inputs` (gathering
 //! payloads, and the window's inputs over gRPC and the chain: the audit schedule, the residual
-//! chain, audited artefacts), `run` (a window in order, the record and what carries over) and
-//! `chain_calls` (weights and fraud reports).
+//! chain, audited artefacts), `run` (a window in order, the record and what carries over),
+//! `context` (what a live window keeps beside its start) and `chain_calls` (weights and fraud
+//! reports).
 
 mod chain_calls;
 mod commitments;
+mod context;
 mod inputs;
 mod lead;
 mod run;
 
 use commitments::load_commitments;
+use context::{Fetched, WindowContext};
 
 use crate::Recipe;
 use crate::aggregation::{Recomputation, recompute, store_vector};
 use crate::audit::{ResidualLedger, audited, zero_residual_digest};
 use crate::error::ValidatorError;
 use crate::gather::{Gatherer, Rejection};
-use crate::outcome::{Adoption, MinerResult, WeightsSet, WindowOutcome};
+use crate::outcome::{Adoption, WeightsSet, WindowOutcome};
 use crate::record::{GradientRecord, WeightsRecord, WindowRecord};
 use crate::store::{DataDir, PendingReveal, SavedState, StoreError};
 use crate::{aggregation, weights, window};
@@ -97,90 +100,6 @@ const KEPT_COLLECTIONS: usize = 4;
 /// Payloads fetched at once: the bytes in flight are bounded by this many payloads, while commitments
 /// (a few hundred bytes each) are all asked for at once.
 const MAX_CONCURRENT_FETCHES: usize = 32;
-
-/// What the live window keeps beside its steps' start: the miners, what they committed while the
-/// window was open, and the residual ledger as the window began.
-struct WindowContext {
-    start: Arc<window::Start>,
-    /// Every registered uid but this validator's.
-    miners: Vec<Neuron>,
-    /// The commitments collected before the window closed.
-    collected: BTreeMap<u16, SignedCommitment>,
-    ledger: ResidualLedger,
-    /// The unresolved audits of earlier windows as the window began, and for each the commitment
-    /// it names and what it needs to run again, when this process has it.
-    unresolved_before: window::Unresolved,
-    earlier: BTreeMap<u16, (SignedCommitment, Option<window::Subject>)>,
-}
-
-impl WindowContext {
-    fn window(&self) -> u64 {
-        self.start.setting.window
-    }
-
-    /// The frauds to report: uid, hotkey and the digest of (commitment signature, reason).
-    fn frauds(&self, scored: &window::Scored) -> Vec<(u16, AccountId, [u8; 32])> {
-        scored
-            .evidence
-            .miners
-            .iter()
-            .filter_map(|m| {
-                let reason = m.fraud.as_ref()?;
-                // The commitment the fraud is about: the earlier one an audit of an earlier window
-                // failed (or could not resolve) on, else this window's.
-                let about_earlier = scored.audits.iter().any(|a| {
-                    a.record.uid == m.uid && a.record.window.is_some() && a.record.failure.is_some()
-                });
-                let commitment = match self.earlier.get(&m.uid) {
-                    Some((c, _)) if about_earlier || !scored.gradients.contains_key(&m.uid) => c,
-                    _ => self.collected.get(&m.uid)?,
-                };
-                let mut bytes = commitment.signature.to_vec();
-                bytes.extend_from_slice(reason.text.as_bytes());
-                let offender = self.miners.iter().find(|n| n.uid == m.uid)?.hotkey;
-                Some((m.uid, offender, subnet_proto::digest(&bytes)))
-            })
-            .collect()
-    }
-
-    /// Each miner's result, from its decision (paired with its miner by uid: the decisions are
-    /// made over the window's miners, one each).
-    fn results(
-        &self,
-        scored: &window::Scored,
-        mut rejections: BTreeMap<u16, Rejection>,
-    ) -> Vec<MinerResult> {
-        let hotkeys: BTreeMap<u16, AccountId> =
-            self.miners.iter().map(|n| (n.uid, n.hotkey)).collect();
-        scored
-            .decisions
-            .iter()
-            .map(|d| MinerResult {
-                uid: d.uid,
-                hotkey: hotkeys[&d.uid],
-                usefulness: d.usefulness.clone(),
-                assignment: d.assignment.clone(),
-                contribution: d.contribution,
-                rejection: rejections.remove(&d.uid).or_else(|| {
-                    let refused = scored.evidence.miners.iter().find(|m| m.uid == d.uid)?;
-                    (refused.refused.as_ref()?.kind == ReasonKind::NonFiniteLoss)
-                        .then_some(Rejection::NonFiniteLoss)
-                }),
-                audited: scored.audits.iter().any(|f| f.record.uid == d.uid),
-                verdict: d.verdict.clone(),
-                score: d.score,
-                moving_average: d.moving_average,
-                weight: d.weight,
-            })
-            .collect()
-    }
-}
-
-/// A gradient that arrived intact, with the commitment it came under.
-struct Fetched {
-    commitment: SignedCommitment,
-    gradient: window::Gradient,
-}
 
 impl<C: Chain> Validator<C> {
     /// A validator starting from `checkpoint` as the global model of `window`, keeping nothing on disk.

@@ -100,7 +100,7 @@ impl<C: Chain> Validator<C> {
             params: self.engine().spec().scoring.params(),
             checkpoint,
             bans,
-            evaluator: task::device::cpu_backend().into(),
+            evaluator: self.engine().device().backend(),
         };
         let engine = self.engine().clone();
         let start = blocking(move || window::start(&engine, setting, residual)).await?;
@@ -212,18 +212,7 @@ impl<C: Chain> Validator<C> {
         let Some(store) = &self.inner.store else {
             return Ok(());
         };
-        let mut gradients = Vec::new();
-        for (uid, g) in &scored.gradients {
-            let c = &commitments[uid];
-            gradients.push(GradientRecord {
-                uid: *uid,
-                payload_digest: g.payload.stored_in(store)?,
-                commitment_signature: hex::encode(c.signature),
-                residual_out_digest: g.residual_out,
-                group_capacity: c.claims.group_capacity,
-                backend: g.backend.clone(),
-            });
-        }
+        let gradients = gradient_records(store, scored, commitments)?;
         let (start, step) = (&ctx.start, &scored.step);
         let reference = store.put_blob(&codec::encode_dense(&start.reference.dense))?;
         store.put_blob(&start.setting.checkpoint.to_bytes())?;
@@ -343,4 +332,25 @@ fn split(
         });
     }
     (gathered, commitments, rejections)
+}
+
+/// The records of the window's evaluated gradients, their payloads kept in `store`.
+fn gradient_records(
+    store: &DataDir,
+    scored: &Scored,
+    commitments: &BTreeMap<u16, SignedCommitment>,
+) -> Result<Vec<GradientRecord>, ValidatorError> {
+    let mut gradients = Vec::new();
+    for (uid, g) in &scored.gradients {
+        let c = &commitments[uid];
+        gradients.push(GradientRecord {
+            uid: *uid,
+            payload_digest: g.payload.stored_in(store)?,
+            commitment_signature: hex::encode(c.signature),
+            residual_out_digest: g.residual_out,
+            group_capacity: c.claims.group_capacity,
+            backend: g.backend.clone(),
+        });
+    }
+    Ok(gradients)
 }

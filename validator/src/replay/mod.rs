@@ -14,7 +14,7 @@ use crate::store::{DataDir, StoreError};
 use scoring::{Averages, MinerDecision, ScoringParams, averages_after};
 use serde::Serialize;
 use std::path::Path;
-use task::{TaskEngine, TaskSpec};
+use task::{Device, TaskEngine, TaskSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -32,7 +32,7 @@ pub enum ReplayError {
         replayed: String,
     },
     #[error(
-        "{source} (the record was made on {recorded}, this host is {here}: bits can differ between CPUs, so replay on a host with the record's CPU backend)"
+        "{source} (the record was measured on {recorded}, this replay on {here}: bits can differ between backends and between CPUs, so replay on the record's backend: its --device, on a host whose CPU backend is the record's)"
     )]
     AcrossHosts {
         source: Box<ReplayError>,
@@ -45,6 +45,9 @@ pub enum ReplayError {
 #[derive(Clone, Debug, Serialize)]
 pub struct ReplayedWindow {
     pub window: u64,
+    /// The backend the validator measured it on (`validator run --device`; a CPU names its
+    /// arithmetic, see `task::device::cpu_backend`).
+    pub evaluator: String,
     /// Mean held-out loss of the window's checkpoint.
     pub base_loss: f64,
     /// Losses recomputed and found bit-identical to the record.
@@ -60,6 +63,8 @@ pub struct ReplayedWindow {
 #[derive(Clone, Debug, Serialize)]
 pub struct ReplayReport {
     pub task: String,
+    /// The backend this replay measured on.
+    pub backend: String,
     pub windows: Vec<ReplayedWindow>,
     pub losses_checked: usize,
     /// Bytes of a torn record at the end of the log (a crash or an append in progress), skipped.
@@ -91,9 +96,9 @@ fn mismatch(record: &WindowRecord, what: &str, recorded: String, replayed: Strin
     }
 }
 
-/// A mismatch on a host whose CPU arithmetic is not the record's says so.
-fn across_hosts(error: ReplayError, record: &WindowRecord) -> ReplayError {
-    let here = task::device::cpu_backend();
+/// A mismatch on a backend that is not the record's (another device, or a CPU with other
+/// arithmetic) says so.
+fn across_hosts(error: ReplayError, record: &WindowRecord, here: &str) -> ReplayError {
     match error {
         ReplayError::Mismatch { .. } if record.evaluator != here => ReplayError::AcrossHosts {
             source: Box::new(error),
@@ -137,22 +142,34 @@ fn confirm(
     Ok(recorded.len())
 }
 
-/// Replays every window recorded in `dir`; `on_window` sees each as it is confirmed.
+/// Replays every window recorded in `dir` on the CPU; `on_window` sees each as it is confirmed.
 pub fn replay(
     dir: &Path,
+    what_if: Option<ScoringParams>,
+    on_window: impl FnMut(&ReplayedWindow),
+) -> Result<ReplayReport, ReplayError> {
+    replay_on(dir, Device::Cpu, what_if, on_window)
+}
+
+/// `replay`, measuring on `device` (a record is confirmed bit for bit only on the backend it was
+/// measured on).
+pub fn replay_on(
+    dir: &Path,
+    device: Device,
     what_if: Option<ScoringParams>,
     mut on_window: impl FnMut(&ReplayedWindow),
 ) -> Result<ReplayReport, ReplayError> {
     let (store, task_toml) = DataDir::open_existing(dir)?;
     let spec = TaskSpec::from_toml_str(&task_toml).map_err(|e| ReplayError::Task(e.to_string()))?;
-    let engine = TaskEngine::new(spec);
+    let engine = TaskEngine::new(spec).on(device);
+    let here = device.backend();
     let (records, torn_bytes) = store.records()?;
     let mut windows = Vec::with_capacity(records.len());
     let mut what_if_averages: Option<Averages> = None;
     let mut losses_checked = 0;
     for record in &records {
         let (mut replayed, replayable) =
-            replay_window(&store, &engine, record).map_err(|e| across_hosts(e, record))?;
+            replay_window(&store, &engine, record).map_err(|e| across_hosts(e, record, &here))?;
         losses_checked += replayed.losses_checked;
         if let Some(params) = &what_if {
             let before = what_if_averages.get_or_insert_with(|| record.averages_before.clone());
@@ -165,6 +182,7 @@ pub fn replay(
     }
     Ok(ReplayReport {
         task: engine.spec().task.name.clone(),
+        backend: here,
         windows,
         losses_checked,
         torn_bytes,

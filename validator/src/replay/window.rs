@@ -89,6 +89,7 @@ pub(super) fn replay_window(
     Ok((
         ReplayedWindow {
             window: record.window,
+            evaluator: record.evaluator.clone(),
             base_loss: base.iter().map(|&l| l as f64).sum::<f64>() / base.len().max(1) as f64,
             losses_checked: checked,
             decisions: scored.decisions,

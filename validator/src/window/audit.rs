@@ -13,10 +13,10 @@ use crate::evaluate;
 use crate::record::{AuditRecord, SegmentAudit};
 use scoring::checks::{relative_difference, reproduces};
 use scoring::{MinerEvidence, Reason, ReasonKind};
+use segments::examine_segments;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use task::segment::{TrainState, segment_difference};
 use task::{Checkpoint, Digest, TaskEngine};
 
 /// What an audited miner served: its dense pseudo-gradient and the residual that went into its
@@ -29,6 +29,24 @@ pub struct Artefacts {
     /// the miner committed to them (none in records from before segments: the audit then
     /// re-executes the whole window).
     pub segments: Vec<ServedSegment>,
+}
+
+impl Artefacts {
+    /// Writes the digests of what was served into `record`.
+    fn name_in(&self, record: &mut AuditRecord) {
+        record.dense_digest = Some(self.dense.digest());
+        record.residual_digest = Some(self.residual_in.digest());
+        record.segments = self
+            .segments
+            .iter()
+            .map(|s| SegmentAudit {
+                segment: s.index,
+                start: s.start.as_ref().map(Blob::digest),
+                end: s.end.digest(),
+                relative_difference: None,
+            })
+            .collect();
+    }
 }
 
 /// One segment's training states as served (`task::segment` bytes, checked against the
@@ -188,18 +206,7 @@ fn examine_window(
             };
         }
     };
-    record.dense_digest = Some(served.dense.digest());
-    record.residual_digest = Some(served.residual_in.digest());
-    record.segments = served
-        .segments
-        .iter()
-        .map(|s| SegmentAudit {
-            segment: s.index,
-            start: s.start.as_ref().map(Blob::digest),
-            end: s.end.digest(),
-            relative_difference: None,
-        })
-        .collect();
+    served.name_in(&mut record);
     if !served.segments.is_empty() {
         let incomplete = examine_segments(engine, audited, uid, &served, comparison, &mut record);
         return AuditFinding { record, incomplete };
@@ -232,122 +239,6 @@ fn audit_failure(error: AuditError) -> Reason {
         _ => ReasonKind::Inconsistent,
     };
     Reason::new(kind, format!("audit: {error}"))
-}
-
-/// The segment audit: the artefacts must fit the payload (as for a whole window), each served
-/// segment re-executed from its start must end where the miner's did (bit for bit for a window
-/// trained on the validator's own CPU arithmetic, within the tolerance of the segment's movement
-/// otherwise), and the dense
-/// gradient must be exactly the checkpoint less the last segment's end. Writes what it found
-/// into `record`; true when the validator could not read back its kept artefacts (the audit
-/// stays unresolved).
-fn examine_segments(
-    engine: &TaskEngine,
-    audited: Audited,
-    uid: u16,
-    served: &Artefacts,
-    comparison: Comparison,
-    record: &mut AuditRecord,
-) -> bool {
-    let outcome = (|| -> Result<Option<Reason>, AuditError> {
-        let gradient = audited.gradient;
-        let range = gradient.group.range.clone();
-        let dense = verify_artefacts(
-            engine,
-            &gradient.residual_out,
-            &gradient.payload.read()?,
-            (&served.dense.read()?, &served.residual_in.read()?),
-            &range,
-        )?;
-        let steps = engine.spec().training.segments();
-        let last = steps.len().checked_sub(1).ok_or(AuditError::NoSegments)?;
-        if !served.segments.iter().any(|s| s.index == last) {
-            return Err(AuditError::LastSegmentUnchecked);
-        }
-        let (exact, tolerance) = (
-            gradient.bit_exact(comparison.evaluator),
-            comparison.tolerance,
-        );
-        let who = (audited.window, audited.window_seed, uid);
-        for (s, audit) in served.segments.iter().zip(&mut record.segments) {
-            let at = steps
-                .get(s.index)
-                .ok_or(AuditError::NoSuchSegment(s.index))?;
-            let start = match &s.start {
-                None if s.index == 0 => TrainState::fresh(audited.params, range.clone()),
-                None => return Err(AuditError::NoSegmentStart(s.index)),
-                Some(blob) => TrainState::from_bytes(&blob.read()?, at.start, range.clone())
-                    .map_err(|e| AuditError::Segment(s.index, e))?,
-            };
-            let end_bytes = s.end.read()?;
-            let end = TrainState::from_bytes(&end_bytes, at.end, range.clone())
-                .map_err(|e| AuditError::Segment(s.index, e))?;
-            let redone = engine
-                .reexecute_segment(audited.params, who, s.index, &start)
-                .map_err(|_| AuditError::NoAssignment(uid))?;
-            let difference = segment_difference(&start, &end, &redone);
-            // A record keeps finite numbers only (JSON has no infinity).
-            audit.relative_difference = difference.is_finite().then_some(difference);
-            tracing::info!(
-                uid,
-                window = audited.window,
-                segment = s.index,
-                relative_difference = difference,
-                "segment audit"
-            );
-            let reproduced = if exact {
-                redone.to_bytes() == *end_bytes
-            } else {
-                reproduces(difference, tolerance)
-            };
-            if !reproduced {
-                return Ok(Some(segment_irreproducible(
-                    s.index, at, difference, exact, tolerance,
-                )));
-            }
-            if s.index == last {
-                let whole = end.whole(audited.params);
-                let read = audited.params.iter().zip(&whole).map(|(c, e)| c - e);
-                if let Some(index) = read.zip(&dense).position(|(r, d)| r != *d) {
-                    return Err(AuditError::DenseNotFromEnd(index));
-                }
-            }
-        }
-        Ok(None)
-    })();
-    record.relative_difference = record
-        .segments
-        .iter()
-        .filter_map(|s| s.relative_difference)
-        .reduce(f64::max);
-    let unreadable = matches!(outcome, Err(AuditError::Unreadable(_)));
-    record.failure = match outcome {
-        Ok(failure) => failure,
-        Err(error) => Some(audit_failure(error)),
-    };
-    unreadable
-}
-
-fn segment_irreproducible(
-    index: usize,
-    steps: &std::ops::Range<usize>,
-    difference: f64,
-    exact: bool,
-    tolerance: f64,
-) -> Reason {
-    let rule = if exact {
-        "a window trained on the validator's own CPU arithmetic must reproduce bit for bit"
-            .to_string()
-    } else {
-        format!("beyond the backend tolerance {tolerance}")
-    };
-    Reason::new(
-        ReasonKind::Irreproducible,
-        format!(
-            "audit: its segment {index} (inner steps {}..{}) ends {difference:.3e} (relative L2 of the segment's movement) from the re-executed segment; {rule}",
-            steps.start, steps.end
-        ),
-    )
 }
 
 impl From<crate::store::StoreError> for AuditError {
@@ -589,6 +480,8 @@ fn apply_earlier(m: &mut MinerEvidence, window: u64, finding: &AuditFinding) {
         (None, _) => {}
     }
 }
+
+mod segments;
 
 #[cfg(test)]
 mod tests;

@@ -51,9 +51,10 @@ pub struct Gradient {
 
 impl Gradient {
     /// Whether an audit re-executing on `evaluator` must reproduce its training bit for bit: it
-    /// was trained on the same CPU arithmetic.
+    /// was trained on the same CPU arithmetic. Never on a GPU, even the same model of one: its
+    /// kernels do not promise the same bits from run to run.
     pub fn bit_exact(&self, evaluator: &str) -> bool {
-        self.backend == evaluator
+        self.backend == evaluator && task::device::is_cpu_backend(evaluator)
     }
 }
 
@@ -177,27 +178,7 @@ pub fn score<I: WindowInputs>(
     let mut laps = Laps::new();
     let mut work = measure::measure(engine, start, gathered, inputs);
     laps.lap("usefulness");
-    let due = inputs.due_audits(&work.gradients);
-    let mut pending = carried.unresolved.clone();
-    for (uid, p) in &work.unseen {
-        pending.entry(*uid).or_insert_with(|| p.clone());
-    }
-    let earlier = subjects(&work, &pending, inputs)?;
-    work.audit(engine, start, (&due, &earlier), inputs)?;
-    let suspects = measure::assignment_checks(engine, start, &mut work);
-    if !suspects.is_empty() {
-        tracing::info!(
-            window = start.setting.window,
-            ?suspects,
-            "auditing the miners that failed the assignment check"
-        );
-        work.audit(engine, start, (&suspects, &[]), inputs)?;
-    }
-    let retried: Unresolved = earlier
-        .iter()
-        .map(|(uid, _)| (*uid, pending[uid].clone()))
-        .collect();
-    let unresolved = work.settle(start, &retried);
+    let unresolved = audit_and_check(engine, start, &mut work, inputs, carried.unresolved)?;
     laps.lap("audits and assignment");
     let mut evidence = WindowEvidence {
         window: start.setting.window,
@@ -238,6 +219,38 @@ pub fn score<I: WindowInputs>(
         clips: work.clips,
         timings: laps.0,
     })
+}
+
+/// The window's audits (those due, the unresolved ones of earlier windows and those of miners
+/// that fail the assignment check) and assignment checks: the audits left unresolved.
+fn audit_and_check<I: WindowInputs>(
+    engine: &TaskEngine,
+    start: &Start,
+    work: &mut Work,
+    inputs: &mut I,
+    carried: &Unresolved,
+) -> Result<Unresolved, I::Error> {
+    let due = inputs.due_audits(&work.gradients);
+    let mut pending = carried.clone();
+    for (uid, p) in &work.unseen {
+        pending.entry(*uid).or_insert_with(|| p.clone());
+    }
+    let earlier = subjects(work, &pending, inputs)?;
+    work.audit(engine, start, (&due, &earlier), inputs)?;
+    let suspects = measure::assignment_checks(engine, start, work);
+    if !suspects.is_empty() {
+        tracing::info!(
+            window = start.setting.window,
+            ?suspects,
+            "auditing the miners that failed the assignment check"
+        );
+        work.audit(engine, start, (&suspects, &[]), inputs)?;
+    }
+    let retried: Unresolved = earlier
+        .iter()
+        .map(|(uid, _)| (*uid, pending[uid].clone()))
+        .collect();
+    Ok(work.settle(start, &retried))
 }
 
 /// The unresolved audits of miners still on their uid with the same hotkey, ready to run again;

@@ -21,8 +21,9 @@ pub struct Setting {
     pub checkpoint: Checkpoint,
     /// The bans in force when the window starts.
     pub bans: Bans,
-    /// The backend the validator re-executes audited training on (`task::device::cpu_backend`
-    /// of its host): an audit compares bits only with a window trained on the same one.
+    /// The backend the validator evaluates and re-executes audited training on (its device's
+    /// `task::Device::backend`): an audit compares bits only with a window trained on the same
+    /// CPU backend.
     pub evaluator: String,
 }
 

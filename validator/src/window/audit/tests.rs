@@ -1,5 +1,6 @@
 use super::*;
 use pseudo_gradient::codec;
+use task::segment::TrainState;
 use task::{CpuTrainBackend, TaskSpec};
 
 /// Segments of 4 steps in a 12-step window of a small model.

@@ -1,0 +1,75 @@
+//! The rules' parameters: every threshold a window applies, as the task file's `[scoring]` section
+//! sets them and as `subnet replay --scoring` varies them.
+
+use serde::{Deserialize, Serialize};
+
+/// Every rule a window applies, from measuring a gradient to aggregating the earners (the task
+/// file's `[scoring]` section holds them). A replay varies any of them (`subnet replay --scoring`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoringParams {
+    /// Weight of the newest window in the moving average (0..=1).
+    pub moving_average: f64,
+    /// No miner's weight may exceed this share.
+    pub max_weight: f64,
+    /// The assignment check passes at or below this one-sided p-value.
+    pub assignment_p_value: f64,
+    /// Candidates at least this similar (cosine) are one training run: they share one score.
+    pub copy_cosine: f64,
+    /// A gradient whose norm exceeds this multiple of the window's clip norm is refused.
+    pub max_norm_ratio: f64,
+    /// Windows after a fraud in which the miner's hotkey earns nothing.
+    pub fraud_ban_windows: u64,
+    /// A gradient is measured on its own at this fraction of a full outer step.
+    pub eval_step: f64,
+    /// How many of the best earners of each parameter group are aggregated.
+    pub aggregate_top: usize,
+    /// Fewer earners than this are not aggregated: the model never moves by one miner's say.
+    pub aggregate_min: usize,
+    /// Largest relative L2 difference between an audited segment's end and its re-execution (the
+    /// parameters relative to the segment's movement, and each AdamW moment relative to its size;
+    /// in records from before segments, the whole window's dense gradient) that counts as backend
+    /// noise rather than fraud, for work trained on another backend than the CPU (CPU training
+    /// must reproduce bit for bit).
+    pub spot_check_tolerance: f64,
+    /// Windows after an audited window in which the miner may still serve that window's
+    /// artefacts: its pay from this validator is withheld until it does, and an audit still
+    /// unresolved when this many windows have passed is fraud.
+    #[serde(default = "default_audit_grace")]
+    pub audit_grace: u64,
+    /// The step leave-one-out evaluates each candidate at (records written before it was a rule
+    /// read `uniform`).
+    #[serde(default)]
+    pub leave_one_out: LeaveOneOut,
+}
+
+/// The grace of a task that names none.
+pub const DEFAULT_AUDIT_GRACE: u64 = 2;
+
+fn default_audit_grace() -> u64 {
+    DEFAULT_AUDIT_GRACE
+}
+
+/// The step at which leave-one-out evaluates the candidates' aggregate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveOneOut {
+    /// `outer_lr / n` times the sum of the n candidates, for every parameter alike.
+    #[default]
+    Uniform,
+    /// The outer step aggregation applies: each parameter averaged over the candidates that carry
+    /// it, with the outer momentum; a candidate left out takes its share of each parameter's move
+    /// with it (the whole move of a parameter only it sends), so it is scored at the step it
+    /// really makes.
+    Applied,
+}
+
+impl ScoringParams {
+    /// The names of the rules that joined the record after its first version: a record written
+    /// before them takes them from its directory's task file, which set them then.
+    pub const LATER_RULES: [&'static str; 4] = [
+        "eval_step",
+        "aggregate_top",
+        "aggregate_min",
+        "spot_check_tolerance",
+    ];
+}
