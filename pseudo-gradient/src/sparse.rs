@@ -7,44 +7,62 @@
 //! out are zeros, whose terms add exactly nothing to a finite sum. The vectors must be finite
 //! (validators refuse non-finite payloads before they get here).
 
-/// The nonzero entries of a vector of `len` values.
+/// The nonzero entries of a vector of `len` values: their values, and their indices as the gaps
+/// between them (two bytes each where a gap is under 65,535, which at a payload's density is every
+/// one), so that an entry takes six bytes.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sparse {
     len: usize,
-    indices: Vec<u32>,
+    /// For each entry, the number of zeros before it since the entry before (from the vector's
+    /// start for the first): one u16, or `ESCAPE` then the gap's low and high halves.
+    gaps: Vec<u16>,
     values: Vec<f32>,
 }
+
+/// Marks a gap written in the two u16 after it.
+const ESCAPE: u16 = u16::MAX;
 
 impl Sparse {
     /// The nonzero entries of `dense` (negative zeros are zeros).
     pub fn from_dense(dense: &[f32]) -> Sparse {
-        assert!(
-            u32::try_from(dense.len()).is_ok(),
-            "a model of more than 2^32 parameters"
-        );
-        let (mut indices, mut values) = (Vec::new(), Vec::new());
-        for (i, &x) in dense.iter().enumerate() {
-            if x != 0.0 {
-                indices.push(i as u32);
-                values.push(x);
-            }
-        }
-        indices.shrink_to_fit();
-        values.shrink_to_fit();
-        Sparse {
-            len: dense.len(),
-            indices,
-            values,
-        }
+        Sparse::scattered(dense, dense.len(), 0)
     }
 
     /// `values` placed at `offset..offset + values.len()` of a vector of `len` (zero elsewhere).
     pub fn scattered(values: &[f32], len: usize, offset: usize) -> Sparse {
         assert!(offset + values.len() <= len, "values past the vector's end");
-        let mut s = Sparse::from_dense(values);
-        s.len = len;
-        s.indices.iter_mut().for_each(|i| *i += offset as u32);
-        s
+        assert!(
+            u32::try_from(len).is_ok(),
+            "a model of more than 2^32 parameters"
+        );
+        let mut out = Sparse {
+            len,
+            gaps: Vec::new(),
+            values: Vec::new(),
+        };
+        let mut next = 0;
+        for (i, &x) in values.iter().enumerate() {
+            if x != 0.0 {
+                let at = offset + i;
+                out.push_gap(at - next);
+                out.values.push(x);
+                next = at + 1;
+            }
+        }
+        out.gaps.shrink_to_fit();
+        out.values.shrink_to_fit();
+        out
+    }
+
+    fn push_gap(&mut self, gap: usize) {
+        match u16::try_from(gap) {
+            Ok(g) if g != ESCAPE => self.gaps.push(g),
+            _ => {
+                self.gaps.push(ESCAPE);
+                self.gaps.push(gap as u16);
+                self.gaps.push((gap >> 16) as u16);
+            }
+        }
     }
 
     /// The length of the whole vector.
@@ -64,10 +82,19 @@ impl Sparse {
 
     /// The nonzero entries, (index, value) in index order.
     pub fn iter(&self) -> impl Iterator<Item = (usize, f32)> + '_ {
-        self.indices
-            .iter()
-            .zip(&self.values)
-            .map(|(&i, &x)| (i as usize, x))
+        let mut gaps = self.gaps.iter().copied();
+        let mut next = 0usize;
+        self.values.iter().map(move |&x| {
+            let mut gap = gaps.next().expect("a gap per entry") as usize;
+            if gap == ESCAPE as usize {
+                let low = gaps.next().expect("an escaped gap's low half") as usize;
+                let high = gaps.next().expect("an escaped gap's high half") as usize;
+                gap = low | high << 16;
+            }
+            let at = next + gap;
+            next = at + 1;
+            (at, x)
+        })
     }
 
     pub fn to_dense(&self) -> Vec<f32> {
@@ -130,7 +157,7 @@ impl Sparse {
 
     /// Bytes the entries take in memory.
     pub fn heap_bytes(&self) -> usize {
-        self.indices.capacity() * 4 + self.values.capacity() * 4
+        self.gaps.capacity() * 2 + self.values.capacity() * 4
     }
 }
 
@@ -226,5 +253,31 @@ mod tests {
             s.to_dense(),
             vec![0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -2.0, 0.0, 0.0, 0.0]
         );
+    }
+
+    /// Gaps of 65,535 and more take the escaped form and come back exact, at the start, between
+    /// entries and after an offset; a payload's entries take six bytes each.
+    #[test]
+    fn long_gaps_round_trip_and_entries_take_six_bytes() {
+        let mut dense = vec![0.0f32; 300_000];
+        for at in [65_534, 65_535, 131_071, 131_072, 196_608, 299_999] {
+            dense[at] = at as f32;
+        }
+        let s = Sparse::from_dense(&dense);
+        assert_eq!(s.to_dense(), dense);
+        assert_eq!(
+            s.iter().map(|(i, _)| i).collect::<Vec<_>>(),
+            [65_534, 65_535, 131_071, 131_072, 196_608, 299_999]
+        );
+        let shifted = Sparse::scattered(&dense[..200_000], 400_000, 70_000);
+        let mut expected = vec![0.0f32; 400_000];
+        expected[70_000..270_000].copy_from_slice(&dense[..200_000]);
+        assert_eq!(shifted.to_dense(), expected);
+        let payload: Vec<f32> = (0..80_000)
+            .map(|i| if i % 8 == 3 { 1.0 + i as f32 } else { 0.0 })
+            .collect();
+        let held = Sparse::from_dense(&payload);
+        assert_eq!(held.nonzeros(), 10_000);
+        assert_eq!(held.heap_bytes(), 60_000);
     }
 }

@@ -50,12 +50,7 @@ pub(super) fn confirm_evidence(
     for (r, p) in recorded.miners.iter().zip(&replayed.miners) {
         checked += confirm_miner(record, r, p)?;
     }
-    if replayed.similarities != recorded.similarities {
-        return Err(invalid(
-            record,
-            "gradient similarities differ from the record".into(),
-        ));
-    }
+    confirm_similarities(record, replayed)?;
     checked += confirm(
         window,
         "aggregate",
@@ -63,11 +58,55 @@ pub(super) fn confirm_evidence(
         &replayed.aggregate,
     )?;
     // Whatever the comparisons above do not name, to the last bit.
-    let json = |e: &WindowEvidence| serde_json::to_string(e).expect("evidence serializes");
+    let json = |e: &WindowEvidence| {
+        let mut e = e.clone();
+        e.similarities.clear();
+        serde_json::to_string(&e).expect("evidence serializes")
+    };
     if json(recorded) != json(replayed) {
         return Err(mismatch(record, "evidence", json(recorded), json(replayed)));
     }
     Ok(checked)
+}
+
+/// The replayed similarities against the recorded ones: every pair the replay compared is in the
+/// record with the same bits, and every recorded pair it did not compare (a record written before
+/// the copy check was sketched holds every pair) is below the copy threshold, so that leaving it
+/// out changes no decision.
+fn confirm_similarities(
+    record: &WindowRecord,
+    replayed: &WindowEvidence,
+) -> Result<(), ReplayError> {
+    let recorded = &record.evidence.similarities;
+    for s in &replayed.similarities {
+        if !recorded.contains(s) {
+            return Err(invalid(
+                record,
+                format!(
+                    "uids {} and {}: cosine {} is not in the record",
+                    s.a, s.b, s.cosine
+                ),
+            ));
+        }
+    }
+    let threshold = record.scoring.copy_cosine;
+    let missing = recorded.iter().find(|r| {
+        r.cosine >= threshold
+            && !replayed
+                .similarities
+                .iter()
+                .any(|s| (s.a, s.b) == (r.a, r.b))
+    });
+    if let Some(r) = missing {
+        return Err(invalid(
+            record,
+            format!(
+                "uids {} and {} are recorded as copies (cosine {}) but were not compared",
+                r.a, r.b, r.cosine
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One miner's replayed evidence against the recorded one.

@@ -194,7 +194,7 @@ pub fn score<I: WindowInputs>(
     contributions(
         engine,
         (&checkpoint.params, carried.momentum, &start.batches),
-        &mut evidence,
+        (&mut evidence, start.setting.eval_seed),
         &work.gradients,
         start.params(),
     );
