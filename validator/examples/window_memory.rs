@@ -2,7 +2,7 @@
 //! 127.0.0.1 (in this process), each serving a gradient for window 1 on a fresh local chain, and one
 //! validator collecting, fetching, auditing, scoring and aggregating them.
 //!
-//! `cargo run --release -p validator --example window_memory -- MINERS [TASK_FILE]`
+//! `cargo run --release -p validator --example window_memory -- MINERS [TASK_FILE [AUDIT_PERIOD]]`
 //! (default: 64 miners, tasks/localnet-lm.toml). Prints the process's resident memory before the
 //! window (chain, miners and their payloads, the validator at rest) and its peak during it, and the
 //! same for the live heap counted at the allocator (exact: no allocator reserve, no page noise);
@@ -107,6 +107,9 @@ async fn main() -> anyhow::Result<()> {
     let task = args
         .next()
         .unwrap_or_else(|| "tasks/localnet-lm.toml".into());
+    // The audit period (as `validator run --audit-period`: 0 turns audits off), to tell the
+    // audits' memory from the rest of the window's.
+    let audit_period: Option<u64> = args.next().map(|a| a.parse()).transpose()?;
     let engine = Arc::new(TaskEngine::new(TaskSpec::from_file(&task)?));
     let blocks = engine.spec().window.blocks;
     let dir = tempfile::tempdir()?;
@@ -170,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
         1,
         store,
     )?;
+    validator.set_audit_period(audit_period);
     // Window 1 is every miner's first: each is audited. Window 2 is the steady state: each miner
     // is audited with the task's probability (one in `scoring.audit_period`).
     let mut figures = Vec::new();

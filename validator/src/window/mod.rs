@@ -23,7 +23,7 @@ pub use audit::{
     Subject, Unresolved, examine, irreproducible,
 };
 pub use blob::Blob;
-pub use contribution::contributions;
+pub use contribution::{SKETCH_MARGIN, contributions, similar_pairs};
 pub use start::{Reference, Setting, Start, start};
 
 use pseudo_gradient::Sparse;
