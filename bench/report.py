@@ -161,14 +161,15 @@ def validator(out):
         "### 4. Validator throughput",
         "",
         "`window_memory`: validator windows (collect, fetch, screen, evaluate, audit, score, "
-        "aggregate) with N miners served on 127.0.0.1 from the same process, each with a distinct "
+        "aggregate) with N miners served on 127.0.0.1 by a second process, each with a distinct "
         "made-up gradient, on a fresh local chain, the validator with a data directory; one run "
         "each. Window 1 is every miner's first, so every miner is audited; window 2 is the steady "
         "state (each miner audited with the task's probability). The window's memory is its peak "
-        "resident less the resident before it.",
+        "less what the validator's process held before it: resident, and the live heap counted at "
+        "the allocator (exact, without the allocator's reserve).",
         "",
-        "| task | miners | window | scored | audited | time | time per miner | window's memory | per miner |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | miners | window | scored | audited | time | time per miner | resident | live heap | heap per miner |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, rows in (("localnet-lm", runs), ("tiny-lm", tiny)):
         for r in rows:
@@ -177,12 +178,54 @@ def validator(out):
                 if not w:
                     continue
                 extra = w["peak_mib"] - w["before_mib"]
+                heap = w["heap_peak_mib"] - w["heap_before_mib"]
                 lines.append(
                     f"| {task} ({r['parameters']:,} parameters) | {r['miners']} | {name} | "
                     f"{w['scored']} | {w['audited']} | {w['window_s']:.1f} s | "
-                    f"{w['window_s'] / r['miners']:.3f} s | {extra:.0f} MiB | "
-                    f"{extra / r['miners']:.2f} MiB |"
+                    f"{w['window_s'] / r['miners']:.3f} s | +{extra:.0f} MiB | +{heap:.1f} MiB | "
+                    f"{heap / r['miners']:.2f} MiB |"
                 )
+    lines += marginal(runs)
+    return lines
+
+
+def marginal(runs):
+    """What one more miner costs a steady window, between consecutive miner counts."""
+    steady = sorted(
+        (r["miners"], r["window_2"]) for r in runs if r.get("window_2")
+    )
+    out = []
+    for (m0, w0), (m1, w1) in zip(steady, steady[1:]):
+        heap = (w1["heap_peak_mib"] - w1["heap_before_mib"]) - (w0["heap_peak_mib"] - w0["heap_before_mib"])
+        out.append(
+            f"{m0} to {m1} miners: {(w1['window_s'] - w0['window_s']) / (m1 - m0):.3f} s and "
+            f"{heap / (m1 - m0):.3f} MiB of live heap a miner"
+        )
+    if not out:
+        return []
+    return ["", "A steady window's cost of one more miner on localnet-lm: " + "; ".join(out) + "."]
+
+
+def copy_check(out):
+    runs = load(out, "copy-check")
+    if not runs:
+        return []
+    lines = [
+        "### 4b. Copy check",
+        "",
+        "`copy_check N K LEN`: the copy check over N candidates of K entries each, every pair's "
+        "exact cosine against the sketched check (count sketches, exact cosines only near the "
+        "threshold) in the same run; a fifth of the candidates are noisy copies, and both must "
+        "find the same copies.",
+        "",
+        "| candidates | entries | parameters | every pair | sketched | copies found |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r['candidates']} | {r['entries']:,} | {r['parameters']:,} | {r['all_pairs_s']:.2f} s | "
+            f"{r['sketched_s']:.2f} s | {r['copies']} |"
+        )
     return lines
 
 
@@ -226,7 +269,7 @@ def memory(out):
         t, w = tiny[0], tiny[0]["window_1"]
         lines.append(
             f"- A validator's first window with {t['miners']} miners (`window_memory`, the miners' "
-            f"services in the same process): {w['peak_mib']:.0f} MiB, of which {w['before_mib']:.0f} "
+            f"services in another process): {w['peak_mib']:.0f} MiB, of which {w['before_mib']:.0f} "
             "MiB before the window."
         )
     return lines
@@ -242,7 +285,15 @@ def main():
         f"{cpu_name()}, {os.cpu_count()} cores, {threads} threads; {runs} runs of each figure "
         f"(median, and lowest-highest in brackets) unless a figure says otherwise; {rustc}.",
     ]
-    for part in (training(out, threads), codec(out), transport(out), validator(out), yuma(out), memory(out)):
+    for part in (
+        training(out, threads),
+        codec(out),
+        transport(out),
+        validator(out),
+        copy_check(out),
+        yuma(out),
+        memory(out),
+    ):
         if part:
             lines += [""] + part
     lines.append(END)

@@ -5,7 +5,8 @@
 #      (6 x parameters x tokens/s) against a single-precision matmul measured in the same run;
 #   2. the gradient codec: size against dense f32, compress and decode GB/s;
 #   3. transport: payloads over loopback gRPC against a plain TCP copy, and 64 miners at once;
-#   4. validator throughput: one window with 1 to 256 miners;
+#   4. validator throughput: a first and a steady window with 16 to 256 miners, and the copy check's
+#      cost, every pair against sketches;
 #   5. Yuma epoch time for 256, 1024 and 4096 uids with 64 and 256 validators;
 #   6. peak resident memory of a miner window and a validator window on tiny-lm.
 # PyTorch goes into a local virtual environment (.venv-bench) on the first run; nothing here runs in
@@ -34,7 +35,7 @@ cargo build --release -q -p task --example benchmark --features ndarray
 cargo build --release -q -p pseudo-gradient --example codec_bench
 cargo build --release -q -p subnet-proto --example transport_bench
 cargo build --release -q -p scoring --example yuma_bench
-cargo build --release -q -p validator --example window_memory
+cargo build --release -q -p validator --example window_memory --example copy_check
 cargo build --release -q -p miner --example group_memory
 bin=target/release/examples
 
@@ -60,5 +61,8 @@ done
 for m in 16 64; do
   last "$bin/window_memory" "$m" tasks/tiny-lm.toml >> "$OUT/validator-tiny-lm.jsonl"
 done
+# localnet-lm's payload (17,152 entries of 137,216) and tiny-lm's density (200,000 of 3,323,648).
+last "$bin/copy_check" 256 17152 137216 >> "$OUT/copy-check.jsonl"
+last "$bin/copy_check" 256 200000 3323648 >> "$OUT/copy-check.jsonl"
 
 "$VENV/bin/python" bench/report.py "$OUT" "$THREADS" "$RUNS" BENCHMARKS.md

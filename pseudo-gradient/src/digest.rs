@@ -20,8 +20,28 @@ pub struct BadDigest {
 
 /// Blake2b-256 of `bytes`.
 pub fn blake2b(bytes: &[u8]) -> [u8; 32] {
-    use blake2::digest::Digest as _;
-    blake2::Blake2b::<blake2::digest::consts::U32>::digest(bytes).into()
+    let mut hasher = Hasher::default();
+    hasher.update(bytes);
+    hasher.finish()
+}
+
+/// Blake2b-256 of bytes that arrive in pieces: the same digest as `blake2b` of them joined.
+#[derive(Clone, Default)]
+pub struct Hasher(blake2::Blake2b<blake2::digest::consts::U32>);
+
+impl Hasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        blake2::digest::Digest::update(&mut self.0, bytes);
+    }
+
+    /// The digest of everything given so far (the hasher can go on taking bytes).
+    pub fn digest(&self) -> [u8; 32] {
+        self.clone().finish()
+    }
+
+    pub fn finish(self) -> [u8; 32] {
+        blake2::digest::Digest::finalize(self.0).into()
+    }
 }
 
 impl Digest {
@@ -109,5 +129,21 @@ mod tests {
                 .contains("2 bytes")
         );
         assert!(serde_json::from_str::<Digest>("\"zz\"").is_err());
+    }
+
+    #[test]
+    fn bytes_hashed_in_pieces_have_the_digest_of_the_whole() {
+        // Blake2b-256 of "abc" (RFC 7693's input, 32-byte output).
+        assert_eq!(
+            hex::encode(blake2b(b"abc")),
+            "bddd813c634239723171ef3fee98579b94964e3bb1cb3e427262c8c068d52319"
+        );
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut hasher = Hasher::default();
+        for piece in bytes.chunks(777) {
+            hasher.update(piece);
+        }
+        assert_eq!(hasher.digest(), blake2b(&bytes));
+        assert_eq!(hasher.finish(), blake2b(&bytes));
     }
 }

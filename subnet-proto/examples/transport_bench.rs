@@ -1,5 +1,5 @@
 //! Gradient transport over loopback: a payload streamed by `GetGradient` the way miners serve it
-//! (the project's server builder and connection limits, 1 MiB chunks sharing one buffer, the
+//! (the project's server builder and connection limits, 64 KiB chunks sharing one buffer, the
 //! validator's client limits), against a plain tokio TCP copy of the same bytes in the same run.
 //! Sizes: tiny-lm's payload in its task layout, and the dense f32 gradient of tiny-lm and of a
 //! 100M-parameter model; then one client fetching the tiny-lm payload from 64 servers at once.
@@ -69,7 +69,8 @@ async fn grpc_server(payload: Bytes) -> String {
 }
 
 async fn grpc_client(url: &str) -> pb::miner_client::MinerClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+    let addr = url.trim_start_matches("http://");
+    let channel = subnet_proto::tls::endpoint(addr)
         .expect("endpoint")
         .timeout(limits::REQUEST_TIMEOUT)
         .connect()

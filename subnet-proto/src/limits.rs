@@ -6,8 +6,9 @@ use std::time::Duration;
 pub const MAX_GRADIENT_BYTES: usize = 256 << 20;
 /// Largest checkpoint a miner accepts (bytes).
 pub const MAX_CHECKPOINT_BYTES: usize = 1 << 30;
-/// Bytes per streamed chunk.
-pub const CHUNK_BYTES: usize = 1 << 20;
+/// Bytes per streamed chunk: what a receiver holds of a stream at once before it reaches the
+/// disk (a validator's audits fetch many streams together).
+pub const CHUNK_BYTES: usize = 64 << 10;
 /// Largest single gRPC message either side decodes.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// Largest request a server decodes: every request is a few small fields and a signature.

@@ -69,10 +69,14 @@ pub fn server_config() -> Option<ServerTlsConfig> {
 }
 
 /// The endpoint of a peer at `addr` (host:port): https with the configured authority, else http.
+/// Its HTTP/2 flow-control windows follow the measured bandwidth-delay product (adaptive windows)
+/// instead of the fixed 2 MiB a stream may otherwise have in flight: a validator reading many
+/// streams at once, slower than they arrive, holds what the link needs, not 2 MiB of each.
 pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    match &config().ca {
+    let endpoint = match &config().ca {
         Some(ca) => Endpoint::from_shared(format!("https://{addr}"))?
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca))),
-        None => Endpoint::from_shared(format!("http://{addr}")),
-    }
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?,
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+    };
+    Ok(endpoint.http2_adaptive_window(true))
 }

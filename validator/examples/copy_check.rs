@@ -5,7 +5,8 @@
 //! the threshold and some below; both must find the same copies.
 //!
 //! `cargo run --release -p validator --example copy_check -- [N] [K] [LEN]`
-//! (default: 256 candidates of 17,152 entries in 137,216 parameters, localnet-lm's payload).
+//! (default: 256 candidates of 17,152 entries in 137,216 parameters, localnet-lm's payload). The
+//! last line is the same as one JSON object for `bench/run.sh`.
 
 use pseudo_gradient::Sparse;
 use scoring::checks::{Similarity, pairwise_similarity};
@@ -70,6 +71,11 @@ fn main() -> anyhow::Result<()> {
          ({} pairs); sketched {sketched_s:.3} s ({} pairs compared exactly); {} copies found, \
          the same by both: {same}",
         all.len(),
+        sketched.len(),
+        copies(&all).len()
+    );
+    println!(
+        "{{\"candidates\": {n}, \"entries\": {k}, \"parameters\": {len}, \"all_pairs_s\": {exact_s:.3}, \"sketched_s\": {sketched_s:.3}, \"exact_pairs\": {}, \"copies\": {}, \"same\": {same}}}",
         sketched.len(),
         copies(&all).len()
     );

@@ -1,21 +1,25 @@
 //! How much memory and time one validator window takes with N miners: N miner services on
-//! 127.0.0.1 (in this process), each serving a gradient for window 1 on a fresh local chain, and one
-//! validator collecting, fetching, auditing, scoring and aggregating them.
+//! 127.0.0.1 (in a child process, so that the figures are the validator's alone), each serving a
+//! gradient for window 1 on a fresh local chain, and one validator collecting, fetching, auditing,
+//! scoring and aggregating them.
 //!
 //! `cargo run --release -p validator --example window_memory -- MINERS [TASK_FILE [AUDIT_PERIOD]]`
-//! (default: 64 miners, tasks/localnet-lm.toml). Prints the process's resident memory before the
-//! window (chain, miners and their payloads, the validator at rest) and its peak during it, and the
-//! same for the live heap counted at the allocator (exact: no allocator reserve, no page noise);
-//! the last line is the same as one JSON object for `bench/run.sh`.
+//! (default: 64 miners, tasks/localnet-lm.toml). Prints this process's resident memory before the
+//! window (the chain and the validator at rest) and its peak during it, and the same for the live
+//! heap counted at the allocator (exact: no allocator reserve, no page noise); the last line is
+//! the same as one JSON object for `bench/run.sh`.
 
 use chain_client::{AccountId, BlockClock, Chain, LocalChain, SubnetParams, keypair_from_uri};
 use miner::{Miner, MinerService};
 use std::alloc::{GlobalAlloc, Layout};
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use task::allocator::MiMalloc;
-use task::{TaskEngine, TaskSpec};
+use task::{Digest, TaskEngine, TaskSpec};
 use tokio::net::TcpListener;
 use validator::Validator;
 
@@ -99,10 +103,134 @@ fn reset_peak() {
     PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
+/// A small step of a different direction for each miner and window.
+fn delta(engine: &TaskEngine, miner: usize, window: u64) -> Vec<f32> {
+    (0..engine.num_params())
+        .map(|i| 1e-4 * (((i * 31 + miner * 17 + window as usize * 7) % 13) as f32 - 6.0))
+        .collect()
+}
+
+fn miner_keys(miners: usize) -> anyhow::Result<Vec<subxt_signer::sr25519::Keypair>> {
+    (0..miners)
+        .map(|k| Ok(keypair_from_uri(&format!("//MemoryMiner{k}"))?))
+        .collect()
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(SERVE_MINERS) {
+        return serve_miners(&args[1..]).await;
+    }
+    measure(args).await
+}
+
+const SERVE_MINERS: &str = "--serve-miners";
+
+/// The child: serves `MINERS` miners of the chain at `CHAIN` (netuid `NETUID`, task `TASK_FILE`),
+/// each with its window 1 gradient, and says `ready`; then for each line `WINDOW CHECKPOINT` on
+/// its input publishes every miner's gradient of that window and says `ready` again, until its
+/// input closes.
+async fn serve_miners(args: &[String]) -> anyhow::Result<()> {
+    let [chain, task, netuid, miners] = args else {
+        anyhow::bail!("{SERVE_MINERS} CHAIN TASK_FILE NETUID MINERS");
+    };
+    let engine = Arc::new(TaskEngine::new(TaskSpec::from_file(task)?));
+    let chain = LocalChain::open_or_create(chain, BlockClock::Manual, 1)?;
+    let netuid: u16 = netuid.parse()?;
+    let genesis = engine.genesis();
+    let (stop, _) = tokio::sync::watch::channel(false);
+    let mut served = Vec::new();
+    for (k, key) in miner_keys(miners.parse()?)?.into_iter().enumerate() {
+        let miner = Miner::new(chain.clone(), netuid, key.clone(), engine.clone());
+        miner.publish(
+            1,
+            miner.commit_work(1, genesis.digest, &delta(&engine, k, 1)),
+        );
+        served.push(miner.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        chain
+            .serve_axon(&key, netuid, listener.local_addr()?)
+            .await?;
+        let mut rx = stop.subscribe();
+        tokio::spawn(MinerService::new(miner).serve(listener, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+    }
+    println!("ready");
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let (window, checkpoint) = line
+            .split_once(' ')
+            .ok_or_else(|| anyhow::anyhow!("expected `WINDOW CHECKPOINT`, got `{line}`"))?;
+        let (window, checkpoint): (u64, Digest) = (window.parse()?, checkpoint.parse()?);
+        for (k, miner) in served.iter().enumerate() {
+            let work = delta(&engine, k, window);
+            miner.publish(window, miner.commit_work(window, checkpoint, &work));
+        }
+        println!("ready");
+    }
+    let _ = stop.send(true);
+    Ok(())
+}
+
+/// The miners' process, and its two pipes.
+struct Miners {
+    child: Child,
+    input: ChildStdin,
+    output: std::io::BufReader<ChildStdout>,
+}
+
+impl Miners {
+    fn spawn(chain: &Path, task: &str, netuid: u16, miners: usize) -> anyhow::Result<Miners> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg(SERVE_MINERS)
+            .arg(chain)
+            .args([task, &netuid.to_string(), &miners.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let input = child.stdin.take().expect("piped stdin");
+        let output = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut miners = Miners {
+            child,
+            input,
+            output,
+        };
+        miners.ready()?;
+        Ok(miners)
+    }
+
+    fn ready(&mut self) -> anyhow::Result<()> {
+        let mut line = String::new();
+        self.output.read_line(&mut line)?;
+        anyhow::ensure!(
+            line.trim() == "ready",
+            "the miners' process stopped: {:?}",
+            self.child.try_wait()
+        );
+        Ok(())
+    }
+
+    /// Every miner publishes its gradient of `window` from `checkpoint`.
+    fn publish(&mut self, window: u64, checkpoint: Digest) -> anyhow::Result<()> {
+        writeln!(self.input, "{window} {checkpoint}")?;
+        self.ready()
+    }
+
+    fn stop(self) -> anyhow::Result<()> {
+        let Miners {
+            mut child, input, ..
+        } = self;
+        drop(input);
+        child.wait()?;
+        Ok(())
+    }
+}
+
+async fn measure(args: Vec<String>) -> anyhow::Result<()> {
     task::allocator::hold_freed_memory();
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     let miners: usize = args.next().map_or(Ok(64), |a| a.parse())?;
     let task = args
         .next()
@@ -124,9 +252,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let netuid = chain.create_subnet(AccountId::from(&keypair_from_uri("//Owner")?), params)?;
     let validator_key = keypair_from_uri("//MemoryValidator")?;
-    let miner_keys: Vec<_> = (0..miners)
-        .map(|k| keypair_from_uri(&format!("//MemoryMiner{k}")))
-        .collect::<Result<_, _>>()?;
+    let miner_keys = miner_keys(miners)?;
     for key in std::iter::once(&validator_key).chain(&miner_keys) {
         let id = AccountId::from(key);
         chain.fund(id, 1000 * TOKEN)?;
@@ -137,27 +263,7 @@ async fn main() -> anyhow::Result<()> {
     chain.advance_blocks(blocks)?; // window 1; the epoch grants the permit
 
     let genesis = engine.genesis();
-    let (stop, _) = tokio::sync::watch::channel(false);
-    // A small step of a different direction for each miner and window.
-    let delta = |k: usize, window: usize| -> Vec<f32> {
-        (0..engine.num_params())
-            .map(|i| 1e-4 * (((i * 31 + k * 17 + window * 7) % 13) as f32 - 6.0))
-            .collect()
-    };
-    let mut served = Vec::new();
-    for (k, key) in miner_keys.iter().enumerate() {
-        let miner = Miner::new(chain.clone(), netuid, key.clone(), engine.clone());
-        miner.publish(1, miner.commit_work(1, genesis.digest, &delta(k, 1)));
-        served.push(miner.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        chain
-            .serve_axon(key, netuid, listener.local_addr()?)
-            .await?;
-        let mut rx = stop.subscribe();
-        tokio::spawn(MinerService::new(miner).serve(listener, async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }));
-    }
+    let mut served = Miners::spawn(&dir.path().join("chain.sqlite"), &task, netuid, miners)?;
     // With a data directory, as `validator run --data` keeps one: audited artefacts go to disk
     // as they arrive.
     let store = validator::store::DataDir::open(
@@ -180,10 +286,7 @@ async fn main() -> anyhow::Result<()> {
     for window in 1..=2u64 {
         if window > 1 {
             let (checkpoint, _) = validator.checkpoint();
-            for (k, miner) in served.iter().enumerate() {
-                let work = delta(k, window as usize);
-                miner.publish(window, miner.commit_work(window, checkpoint.digest, &work));
-            }
+            served.publish(window, checkpoint.digest)?;
         }
         let collected = validator.collect_commitments(window).await?;
         chain.advance_blocks(blocks)?;
@@ -222,6 +325,5 @@ async fn main() -> anyhow::Result<()> {
         engine.num_params(),
         figures.join(", ")
     );
-    let _ = stop.send(true);
-    Ok(())
+    served.stop()
 }

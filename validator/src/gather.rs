@@ -4,6 +4,8 @@
 //! streamed artefact comes under the very commitment collected before the close, its exact length
 //! while streaming, its digest, and the task's one gradient layout.
 
+use crate::store::DataDir;
+use crate::window::{Blob, Incoming};
 use chain_client::Neuron;
 use pseudo_gradient::Sparse;
 use pseudo_gradient::codec::{self, CodecError, Layout};
@@ -43,6 +45,9 @@ pub enum Rejection {
     },
     /// Applying the gradient made a held-out loss NaN or infinite.
     NonFiniteLoss,
+    /// The validator could neither keep nor hold what the miner sent (its own fault: the miner is
+    /// asked again).
+    NotKept(String),
 }
 
 impl fmt::Display for Rejection {
@@ -70,6 +75,9 @@ impl fmt::Display for Rejection {
             }
             Rejection::Timeout { seconds } => write!(f, "no complete gradient within {seconds} s"),
             Rejection::NonFiniteLoss => write!(f, "applying it makes the held-out loss non-finite"),
+            Rejection::NotKept(e) => {
+                write!(f, "the validator could not keep what it was sent: {e}")
+            }
         }
     }
 }
@@ -90,6 +98,7 @@ impl Rejection {
             Rejection::NonFinite { .. } => ReasonKind::NonFinite,
             Rejection::Timeout { .. } => ReasonKind::Timeout,
             Rejection::NonFiniteLoss => ReasonKind::NonFiniteLoss,
+            Rejection::NotKept(_) => ReasonKind::Unreachable,
         };
         Reason::new(kind, self.to_string())
     }
@@ -229,7 +238,7 @@ impl Gatherer<'_> {
 
     /// One artefact of `window` that `collected` (the commitment collected before the close) names:
     /// streamed under a commitment with the same claims, exactly as long as the task's form of it,
-    /// and matching its committed digest.
+    /// and matching its committed digest; held in memory (a payload, a few per cent of the model).
     pub async fn part(
         &self,
         neuron: &Neuron,
@@ -237,6 +246,32 @@ impl Gatherer<'_> {
         part: pb::GradientPart,
         collected: &SignedCommitment,
     ) -> Result<Vec<u8>, Rejection> {
+        self.part_into(neuron, (window, part), collected, Vec::new())
+            .await
+    }
+
+    /// An audited artefact (see `part`), written to `store` as it arrives where there is one: a
+    /// window's audits hold a chunk of each in memory, not the artefacts.
+    pub async fn kept_part(
+        &self,
+        neuron: &Neuron,
+        (window, part): (u64, pb::GradientPart),
+        collected: &SignedCommitment,
+        store: Option<&DataDir>,
+    ) -> Result<Blob, Rejection> {
+        let incoming = self
+            .part_into(neuron, (window, part), collected, Incoming::new(store))
+            .await?;
+        finish(incoming).await
+    }
+
+    async fn part_into<S: Sink>(
+        &self,
+        neuron: &Neuron,
+        (window, part): (u64, pb::GradientPart),
+        collected: &SignedCommitment,
+        sink: S,
+    ) -> Result<S, Rejection> {
         let (n, claims) = (self.engine.num_params(), &collected.claims);
         let dense_len = Layout::DenseF32.payload_len(n) as u64;
         let (limit, digest) = match part {
@@ -245,20 +280,20 @@ impl Gatherer<'_> {
             pb::GradientPart::Residual => (dense_len, claims.residual_in_digest),
             pb::GradientPart::Segment => return Err(Rejection::NoCommitment),
         };
-        self.stream(neuron, (window, part, 0), collected, (limit, digest))
+        self.stream(neuron, (window, part, 0), collected, (limit, digest), sink)
             .await
     }
 
     /// The training state at the end of segment `segment` of `window`, over the parameters
-    /// `range` the miner trained, as `collected` names it (see `part`).
+    /// `range` the miner trained, as `collected` names it (see `kept_part`).
     pub async fn segment_state(
         &self,
         neuron: &Neuron,
-        window: u64,
-        segment: usize,
+        (window, segment): (u64, usize),
         range: &Range<usize>,
         collected: &SignedCommitment,
-    ) -> Result<Vec<u8>, Rejection> {
+        store: Option<&DataDir>,
+    ) -> Result<Blob, Rejection> {
         let steps = self.engine.spec().training.segments();
         let (Some(at), Some(digest)) = (steps.get(segment), collected.claims.segments.get(segment))
         else {
@@ -266,18 +301,23 @@ impl Gatherer<'_> {
         };
         let limit = task::segment::TrainState::encoded_len(at.end, range.len()) as u64;
         let part = (window, pb::GradientPart::Segment, segment as u32);
-        self.stream(neuron, part, collected, (limit, *digest)).await
+        let sink = Incoming::new(store);
+        let incoming = self
+            .stream(neuron, part, collected, (limit, *digest), sink)
+            .await?;
+        finish(incoming).await
     }
 
-    /// Streams one artefact: its first chunk must be a commitment with `collected`'s claims, the
-    /// rest exactly `limit` bytes whose digest is `digest`.
-    async fn stream(
+    /// Streams one artefact into `sink` chunk by chunk: its first chunk must be a commitment with
+    /// `collected`'s claims, the rest exactly `limit` bytes whose digest is `digest`.
+    async fn stream<S: Sink>(
         &self,
         neuron: &Neuron,
         (window, part, segment): (u64, pb::GradientPart, u32),
         collected: &SignedCommitment,
         (limit, digest): (u64, [u8; 32]),
-    ) -> Result<Vec<u8>, Rejection> {
+        mut sink: S,
+    ) -> Result<S, Rejection> {
         let fetch = async {
             let mut client = self.client(neuron).await?;
             let request = auth::sign(
@@ -305,24 +345,23 @@ impl Gatherer<'_> {
             if !SignedCommitment::from_wire(&c).is_ok_and(|c| c.same_claims(collected)) {
                 return Err(Rejection::OtherCommitment);
             }
-            let mut bytes = Vec::with_capacity(limit as usize);
             while let Some(chunk) = stream.message().await.map_err(refused)? {
                 let Some(pb::gradient_chunk::Part::Data(data)) = chunk.part else {
                     return Err(Rejection::NoCommitment);
                 };
-                if (bytes.len() + data.len()) as u64 > limit {
+                if sink.len() + data.len() as u64 > limit {
                     return Err(Rejection::Oversized { limit });
                 }
-                bytes.extend_from_slice(&data);
+                sink.push(&data)?;
             }
-            let found = subnet_proto::digest(&bytes);
-            if bytes.len() as u64 != limit || found != digest {
+            let found = sink.digest();
+            if sink.len() != limit || found != digest {
                 return Err(Rejection::Commitment(CommitmentError::DigestMismatch {
                     expected: hex::encode(digest),
                     found: hex::encode(found),
                 }));
             }
-            Ok(bytes)
+            Ok(sink)
         };
         self.within_deadline(fetch).await
     }
@@ -352,6 +391,51 @@ impl Gatherer<'_> {
             .unwrap_or(Err(Rejection::Timeout {
                 seconds: self.deadline.as_secs(),
             }))
+    }
+}
+
+/// A streamed artefact, complete: synced to disk on a blocking thread, so that the other streams
+/// of the window's audits go on arriving meanwhile.
+async fn finish(incoming: Incoming) -> Result<Blob, Rejection> {
+    tokio::task::spawn_blocking(move || incoming.finish())
+        .await
+        .map_err(|e| Rejection::NotKept(e.to_string()))?
+        .map_err(|e| Rejection::NotKept(e.to_string()))
+}
+
+/// Where a streamed artefact's bytes go as they arrive.
+trait Sink {
+    fn push(&mut self, piece: &[u8]) -> Result<(), Rejection>;
+    fn len(&self) -> u64;
+    fn digest(&self) -> [u8; 32];
+}
+
+impl Sink for Vec<u8> {
+    fn push(&mut self, piece: &[u8]) -> Result<(), Rejection> {
+        self.extend_from_slice(piece);
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        subnet_proto::digest(self)
+    }
+}
+
+impl Sink for Incoming {
+    fn push(&mut self, piece: &[u8]) -> Result<(), Rejection> {
+        Incoming::push(self, piece).map_err(|e| Rejection::NotKept(e.to_string()))
+    }
+
+    fn len(&self) -> u64 {
+        Incoming::len(self)
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        Incoming::digest(self)
     }
 }
 

@@ -143,6 +143,7 @@ impl DataDir {
             root,
             _lock: Some(Arc::new(lock)),
         };
+        dir.remove_temporaries();
         let task_path = dir.root.join(TASK_FILE);
         match fs::read_to_string(&task_path) {
             Ok(existing) if existing == task_toml => {}
@@ -173,6 +174,19 @@ impl DataDir {
         Ok((Self { root, _lock: None }, task))
     }
 
+    /// Blobs a crash left half written (`*.tmp` in the blob directory): only the one writer, which
+    /// holds the lock, removes them.
+    fn remove_temporaries(&self) {
+        let Ok(entries) = fs::read_dir(self.root.join("blobs")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -189,6 +203,24 @@ impl DataDir {
             write_atomic(&path, bytes)?;
         }
         Ok(digest)
+    }
+
+    /// A blob to be written as its bytes arrive (`BlobWriter`).
+    pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .root
+            .join("blobs")
+            .join(format!("incoming-{}-{n}.tmp", std::process::id()));
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            file,
+            tmp: Some(tmp),
+            hasher: pseudo_gradient::digest::Hasher::default(),
+            len: 0,
+        })
     }
 
     /// A stored blob as a reference that an audit reads when it reaches it (missing: an error
@@ -375,6 +407,80 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, S
             }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// A blob written as it arrives, so that it is never whole in memory: to a temporary file in the
+/// blob directory, digested on the way, and put under its digest by `keep` (synced, renamed). One
+/// dropped without `keep` leaves nothing behind.
+pub struct BlobWriter {
+    store: DataDir,
+    /// Unbuffered: pieces arrive as whole chunks, and a buffer would be memory held per stream.
+    file: File,
+    tmp: Option<PathBuf>,
+    hasher: pseudo_gradient::digest::Hasher,
+    len: u64,
+}
+
+impl BlobWriter {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        let tmp = self.tmp.as_deref().unwrap_or(Path::new(""));
+        self.file.write_all(bytes).map_err(io_err(tmp))
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The digest of the bytes written so far.
+    pub fn digest(&self) -> [u8; 32] {
+        self.hasher.digest()
+    }
+
+    /// The bytes written so far, read back (to hold them in memory when the disk fails mid-way).
+    pub fn read_back(&mut self) -> Result<Vec<u8>, StoreError> {
+        let tmp = self.tmp.clone().unwrap_or_default();
+        let bytes = fs::read(&tmp).map_err(io_err(&tmp))?;
+        if bytes.len() as u64 != self.len || subnet_proto::digest(&bytes) != self.digest() {
+            return Err(StoreError::Corrupt {
+                path: tmp,
+                message: "the bytes read back are not those written".into(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Puts the blob under its digest (once; a blob already there is kept as it is), and returns
+    /// the digest. On an error the bytes can still be read back.
+    pub fn keep(&mut self) -> Result<[u8; 32], StoreError> {
+        let digest = self.digest();
+        let tmp = self.tmp.clone().unwrap_or_default();
+        let path = self.store.blob_path(&digest);
+        self.file.sync_all().map_err(io_err(&tmp))?;
+        if !path.exists() {
+            fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            self.tmp = None;
+        }
+        Ok(digest)
+    }
+
+    pub fn store(&self) -> &DataDir {
+        &self.store
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = fs::remove_file(tmp);
+        }
     }
 }
 

@@ -91,8 +91,8 @@ impl<C: Chain> Validator<C> {
 
     /// The dense gradient, the residual and the drawn segments' states a miner committed to, or
     /// why the audit stops here and whether it is to be tried again (the miner could not be
-    /// reached). Each part is kept in the data directory as it arrives (`Blob`), so that a
-    /// window's audits hold at most one part of each miner in memory at once.
+    /// reached). Each part is written to the data directory chunk by chunk as it arrives
+    /// (`Gatherer::kept_part`), so that a window's audits hold a chunk of each miner in memory.
     async fn fetch_artefacts(
         &self,
         neuron: &Neuron,
@@ -100,32 +100,25 @@ impl<C: Chain> Validator<C> {
         c: &SignedCommitment,
     ) -> Result<Artefacts, AuditGap> {
         let store = self.inner.store.as_ref();
-        let keep = |bytes: Vec<u8>| Blob::keep_or_hold(bytes, store);
         let gatherer = self.gatherer();
         let window = request.window;
         let secret = self.state().audit_secret;
         let count = self.engine().spec().training.segments().len();
         let drawn = crate::audit::audited_segments(secret, request.uid, window, count);
         let served = async {
-            let dense = keep(
-                gatherer
-                    .part(neuron, window, pb::GradientPart::Dense, c)
-                    .await?,
-            );
-            let residual_in = keep(
-                gatherer
-                    .part(neuron, window, pb::GradientPart::Residual, c)
-                    .await?,
-            );
-            let state =
-                |segment: usize| gatherer.segment_state(neuron, window, segment, &request.range, c);
+            let part = |part| gatherer.kept_part(neuron, (window, part), c, store);
+            let dense = part(pb::GradientPart::Dense).await?;
+            let residual_in = part(pb::GradientPart::Residual).await?;
+            let state = |segment: usize| {
+                gatherer.segment_state(neuron, (window, segment), &request.range, c, store)
+            };
             let mut segments = Vec::with_capacity(drawn.len());
             for index in drawn {
                 let start = match index.checked_sub(1) {
-                    Some(before) => Some(keep(state(before).await?)),
+                    Some(before) => Some(state(before).await?),
                     None => None,
                 };
-                let end = keep(state(index).await?);
+                let end = state(index).await?;
                 segments.push(ServedSegment { index, start, end });
             }
             Ok::<_, Rejection>(Artefacts {
@@ -168,7 +161,7 @@ fn admissible(
 /// or unserved.
 fn audit_gap(window: u64, e: Rejection) -> AuditGap {
     match e {
-        Rejection::Unreachable(_) | Rejection::Timeout { .. } => AuditGap {
+        Rejection::Unreachable(_) | Rejection::Timeout { .. } | Rejection::NotKept(_) => AuditGap {
             reason: Reason::new(
                 ReasonKind::AuditUnreachable,
                 format!(

@@ -259,3 +259,54 @@ fn confirm_assignment(
     }
     Ok(checked)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scoring::checks::Similarity;
+
+    /// A record of the fixture directory (a real window of a real validator), with `similarities`
+    /// in place of what its copy check found.
+    fn record_with(similarities: Vec<Similarity>) -> WindowRecord {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/before-window-steps"
+        );
+        let (store, _) = crate::DataDir::open_existing(dir).unwrap();
+        let (records, _) = store.records().unwrap();
+        let mut record = records.into_iter().next().unwrap();
+        record.evidence.similarities = similarities;
+        record
+    }
+
+    fn pair(a: u16, b: u16, cosine: f64) -> Similarity {
+        Similarity { a, b, cosine }
+    }
+
+    #[test]
+    fn a_record_of_every_pair_confirms_a_sketched_replay_that_compared_fewer() {
+        let threshold = record_with(Vec::new()).scoring.copy_cosine;
+        let copy = pair(1, 3, threshold + 0.01);
+        let near = pair(2, 3, threshold - 0.1);
+        // Written by a validator that compared every pair (before sketches, or a small model).
+        let every = vec![pair(1, 2, 0.1), copy.clone(), pair(1, 4, 0.0), near.clone()];
+        let record = record_with(every.clone());
+        let sketched = |similarities: Vec<Similarity>| WindowEvidence {
+            similarities,
+            ..record.evidence.clone()
+        };
+        // The sketches sent only the copy and the pair near the threshold to an exact cosine.
+        confirm_similarities(&record, &sketched(vec![copy.clone(), near.clone()])).unwrap();
+        confirm_similarities(&record, &sketched(every.clone())).unwrap();
+        // A recorded copy the replay did not compare is not confirmed.
+        let err = confirm_similarities(&record, &sketched(vec![near.clone()])).unwrap_err();
+        assert!(err.to_string().contains("recorded as copies"), "{err}");
+        // Nor a pair the record does not hold, or holds with other bits.
+        let err = confirm_similarities(&record, &sketched(vec![copy.clone(), pair(2, 4, 0.5)]))
+            .unwrap_err();
+        assert!(err.to_string().contains("not in the record"), "{err}");
+        let moved = pair(1, 3, f64::from_bits(copy.cosine.to_bits() + 1));
+        let err = confirm_similarities(&record, &sketched(vec![moved])).unwrap_err();
+        assert!(err.to_string().contains("not in the record"), "{err}");
+    }
+}

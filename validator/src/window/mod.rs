@@ -22,7 +22,7 @@ pub use audit::{
     Artefacts, AuditError, AuditFinding, AuditGap, AuditRequest, PendingAudit, ServedSegment,
     Subject, Unresolved, examine, irreproducible,
 };
-pub use blob::Blob;
+pub use blob::{Blob, Incoming};
 pub use contribution::{SKETCH_MARGIN, contributions, similar_pairs};
 pub use start::{Reference, Setting, Start, start};
 
