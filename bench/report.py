@@ -168,8 +168,8 @@ def validator(out):
         "less what the validator's process held before it: resident, and the live heap counted at "
         "the allocator (exact, without the allocator's reserve).",
         "",
-        "| task | miners | window | scored | audited | time | time per miner | resident | live heap | heap per miner |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | miners | window | scored | audited | fetched | time | time per miner | resident | live heap | live heap / miners |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, rows in (("localnet-lm", runs), ("tiny-lm", tiny)):
         for r in rows:
@@ -181,7 +181,8 @@ def validator(out):
                 heap = w["heap_peak_mib"] - w["heap_before_mib"]
                 lines.append(
                     f"| {task} ({r['parameters']:,} parameters) | {r['miners']} | {name} | "
-                    f"{w['scored']} | {w['audited']} | {w['window_s']:.1f} s | "
+                    f"{w['scored']} | {w['audited']} | {w.get('fetched_mb', float('nan')):.1f} MB | "
+                    f"{w['window_s']:.1f} s | "
                     f"{w['window_s'] / r['miners']:.3f} s | +{extra:.0f} MiB | +{heap:.1f} MiB | "
                     f"{heap / r['miners']:.2f} MiB |"
                 )

@@ -132,17 +132,21 @@ const SERVE_MINERS: &str = "--serve-miners";
 /// its input publishes every miner's gradient of that window and says `ready` again, until its
 /// input closes.
 async fn serve_miners(args: &[String]) -> anyhow::Result<()> {
-    let [chain, task, netuid, miners] = args else {
+    let [chain_path, task, netuid, miners] = args else {
         anyhow::bail!("{SERVE_MINERS} CHAIN TASK_FILE NETUID MINERS");
     };
     let engine = Arc::new(TaskEngine::new(TaskSpec::from_file(task)?));
-    let chain = LocalChain::open_or_create(chain, BlockClock::Manual, 1)?;
+    let chain = LocalChain::open_or_create(chain_path, BlockClock::Manual, 1)?;
     let netuid: u16 = netuid.parse()?;
     let genesis = engine.genesis();
     let (stop, _) = tokio::sync::watch::channel(false);
     let mut served = Vec::new();
+    // Segment states on disk, as `miner run --data` keeps them: on tiny-lm a window's are 200 MB
+    // a miner.
+    let states = Path::new(chain_path).with_file_name("miner-states");
     for (k, key) in miner_keys(miners.parse()?)?.into_iter().enumerate() {
-        let miner = Miner::new(chain.clone(), netuid, key.clone(), engine.clone());
+        let miner = Miner::new(chain.clone(), netuid, key.clone(), engine.clone())
+            .with_state_dir(&states.join(k.to_string()))?;
         miner.publish(
             1,
             miner.commit_work(1, genesis.digest, &delta(&engine, k, 1)),
@@ -307,9 +311,11 @@ async fn measure(args: Vec<String>) -> anyhow::Result<()> {
             .filter(|r| r.usefulness.is_some())
             .count();
         let audited = outcome.results.iter().filter(|r| r.audited).count();
+        let fetched_mb = outcome.bytes_fetched as f64 / 1e6;
         println!(
             "{task}: {} parameters, window {window}, {miners} miners ({collected} commitments \
-             collected, {scored} scored, {audited} audited): window {seconds:.1} s; resident before \
+             collected, {scored} scored, {audited} audited, {fetched_mb:.1} MB fetched): window \
+             {seconds:.1} s; resident before \
              the window {before:.0} MiB, peak during it {peak:.0} MiB (+{:.0} MiB); live heap before \
              {heap_before:.1} MiB, peak {heap_peak:.1} MiB (+{:.1} MiB)",
             engine.num_params(),
@@ -317,7 +323,7 @@ async fn measure(args: Vec<String>) -> anyhow::Result<()> {
             heap_peak - heap_before
         );
         figures.push(format!(
-            "\"window_{window}\": {{\"scored\": {scored}, \"audited\": {audited}, \"window_s\": {seconds:.3}, \"before_mib\": {before:.1}, \"peak_mib\": {peak:.1}, \"heap_before_mib\": {heap_before:.2}, \"heap_peak_mib\": {heap_peak:.2}}}"
+            "\"window_{window}\": {{\"scored\": {scored}, \"audited\": {audited}, \"window_s\": {seconds:.3}, \"fetched_mb\": {fetched_mb:.3}, \"before_mib\": {before:.1}, \"peak_mib\": {peak:.1}, \"heap_before_mib\": {heap_before:.2}, \"heap_peak_mib\": {heap_peak:.2}}}"
         ));
     }
     println!(

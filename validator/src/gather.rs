@@ -12,6 +12,7 @@ use pseudo_gradient::codec::{self, CodecError, Layout};
 use scoring::{Reason, ReasonKind};
 use std::fmt;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use subnet_proto::commitment::{self, CommitmentError, Expected, SignedCommitment};
 use subnet_proto::{auth, limits, pb};
@@ -109,6 +110,8 @@ pub(crate) struct Gatherer<'a> {
     pub keypair: &'a Keypair,
     pub engine: &'a TaskEngine,
     pub deadline: Duration,
+    /// Bytes of artefacts streamed from miners so far, all windows together.
+    pub fetched: &'a AtomicU64,
 }
 
 impl Gatherer<'_> {
@@ -353,6 +356,7 @@ impl Gatherer<'_> {
                     return Err(Rejection::Oversized { limit });
                 }
                 sink.push(&data)?;
+                self.fetched.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
             let found = sink.digest();
             if sink.len() != limit || found != digest {

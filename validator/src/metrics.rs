@@ -18,6 +18,7 @@ pub struct Metrics {
     weights_revealed: Counter,
     reveals_failed: Counter,
     fraud_reports: Counter,
+    bytes_fetched: Counter,
     collecting_window: Gauge,
     commitments_collected: Gauge,
     verdicts: Family<[(&'static str, &'static str); 1], Counter>,
@@ -35,6 +36,7 @@ impl Default for Metrics {
             weights_revealed: Counter::default(),
             reveals_failed: Counter::default(),
             fraud_reports: Counter::default(),
+            bytes_fetched: Counter::default(),
             collecting_window: Gauge::default(),
             commitments_collected: Gauge::default(),
             verdicts: Family::default(),
@@ -87,6 +89,11 @@ impl Metrics {
                 "validator_fraud_reports",
                 "Miners reported for fraud",
                 &metrics.fraud_reports,
+            ),
+            (
+                "validator_fetched_bytes",
+                "Bytes of payloads and audited artefacts streamed from miners",
+                &metrics.bytes_fetched,
             ),
         ];
         for (name, help, counter) in counters {
@@ -143,6 +150,7 @@ impl Metrics {
         }
         self.fraud_reports
             .inc_by(outcome.fraud_reports.len() as u64);
+        self.bytes_fetched.inc_by(outcome.bytes_fetched);
         for r in &outcome.results {
             self.verdicts
                 .get_or_create(&[("verdict", r.verdict.kind())])
@@ -185,6 +193,7 @@ mod tests {
             adopted: None,
             reference_norm: 1.0,
             timings: Vec::new(),
+            bytes_fetched: 52_224,
         });
         let text = metrics.render();
         for line in [
@@ -193,6 +202,7 @@ mod tests {
             "validator_checkpoint_loss 1.25",
             "validator_weights_not_set_total 1",
             "validator_weights_revealed_total 1",
+            "validator_fetched_bytes_total 52224",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

@@ -69,6 +69,9 @@ pub struct WindowOutcome {
     pub adopted: Option<Adoption>,
     /// Seconds each step of the window took.
     pub timings: Vec<(&'static str, f64)>,
+    /// Bytes of payloads and audited artefacts this validator streamed from miners while it ran
+    /// the window.
+    pub bytes_fetched: u64,
 }
 
 impl WindowOutcome {
@@ -79,7 +82,7 @@ impl WindowOutcome {
     /// The outcome of a window as its record in a validator's replay log tells it (what another
     /// process can learn of a validator's window): the decisions are re-derived from the recorded
     /// evidence, hotkeys come from `metagraph`. What the record does not keep (refusals as typed
-    /// rejections, reveals, fraud reports, adoption, timings) is left empty.
+    /// rejections, reveals, fraud reports, adoption, timings, bytes fetched) is left empty.
     pub fn from_record(record: &WindowRecord, metagraph: &Metagraph) -> Result<Self, String> {
         let decisions = decide(&record.evidence, &record.scoring, &record.averages_before);
         let base = &record.evidence.base;
@@ -118,6 +121,7 @@ impl WindowOutcome {
             fraud_reports: Vec::new(),
             adopted: None,
             timings: Vec::new(),
+            bytes_fetched: 0,
         })
     }
 }

@@ -81,6 +81,8 @@ struct Inner<C> {
     member: Membership<C>,
     engine: Arc<TaskEngine>,
     deadline: Duration,
+    /// Bytes streamed from miners (`Gatherer::fetched`).
+    fetched: std::sync::atomic::AtomicU64,
     /// Overrides the task's `scoring.audit_period` (a local policy; the record says who was audited).
     audit_period: Mutex<Option<u64>>,
     /// How long a window waits for all its audits' artefacts together.
@@ -215,6 +217,7 @@ impl<C: Chain> Validator<C> {
                 member: Membership::new(chain, netuid, hotkey),
                 engine,
                 deadline: Duration::from_secs(60),
+                fetched: Default::default(),
                 audit_period: Mutex::new(None),
                 audit_budget: Mutex::new(Duration::from_secs(60)),
                 state: RwLock::new(state),
@@ -352,6 +355,7 @@ impl<C: Chain> Validator<C> {
             keypair: self.inner.member.keypair(),
             engine: &self.inner.engine,
             deadline: self.inner.deadline,
+            fetched: &self.inner.fetched,
         }
     }
 

@@ -17,6 +17,10 @@ impl<C: Chain> Validator<C> {
         window_seed: u64,
     ) -> Result<WindowOutcome, ValidatorError> {
         let mut timings = window::Laps::new();
+        let fetched_before = self
+            .inner
+            .fetched
+            .load(std::sync::atomic::Ordering::Relaxed);
         let metagraph = self.chain().metagraph(self.netuid()).await?;
         let adopted = self.follow_lead(window, &metagraph).await;
         let mut ctx = self.start_window(window, window_seed, &metagraph).await?;
@@ -28,7 +32,7 @@ impl<C: Chain> Validator<C> {
         let scored = self
             .score(&mut ctx, gathered, averages_before.clone())
             .await??;
-        timings.0.extend(scored.timings.iter().copied());
+        timings.include(&scored.timings);
         self.carry_over(&ctx, &scored);
         let version = self.engine().spec().task.version;
         let (reveals, weights_set, weights_committed) = self
@@ -58,6 +62,11 @@ impl<C: Chain> Validator<C> {
             fraud_reports,
             adopted,
             timings: timings.0,
+            bytes_fetched: self
+                .inner
+                .fetched
+                .load(std::sync::atomic::Ordering::Relaxed)
+                - fetched_before,
         };
         self.close_window(ctx, scored, commitments)?;
         Ok(outcome)

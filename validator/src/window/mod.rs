@@ -290,4 +290,11 @@ impl Laps {
         self.0.push((name, self.1.elapsed().as_secs_f64()));
         self.1 = Instant::now();
     }
+
+    /// Takes the steps timed elsewhere since the previous step closed as steps of its own: the
+    /// next step starts now.
+    pub(crate) fn include(&mut self, steps: &[(&'static str, f64)]) {
+        self.0.extend_from_slice(steps);
+        self.1 = Instant::now();
+    }
 }
