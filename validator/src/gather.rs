@@ -249,8 +249,12 @@ impl Gatherer<'_> {
         part: pb::GradientPart,
         collected: &SignedCommitment,
     ) -> Result<Vec<u8>, Rejection> {
-        self.part_into(neuron, (window, part), collected, Vec::new())
-            .await
+        let incoming = self
+            .part_into(neuron, (window, part), collected, Incoming::new(None))
+            .await?;
+        Ok(incoming
+            .into_held()
+            .expect("an artefact with no data directory is held"))
     }
 
     /// An audited artefact (see `part`), written to `store` as it arrives where there is one: a
@@ -268,13 +272,13 @@ impl Gatherer<'_> {
         finish(incoming).await
     }
 
-    async fn part_into<S: Sink>(
+    async fn part_into(
         &self,
         neuron: &Neuron,
         (window, part): (u64, pb::GradientPart),
         collected: &SignedCommitment,
-        sink: S,
-    ) -> Result<S, Rejection> {
+        sink: Incoming,
+    ) -> Result<Incoming, Rejection> {
         let (n, claims) = (self.engine.num_params(), &collected.claims);
         let dense_len = Layout::DenseF32.payload_len(n) as u64;
         let (limit, digest) = match part {
@@ -313,14 +317,14 @@ impl Gatherer<'_> {
 
     /// Streams one artefact into `sink` chunk by chunk: its first chunk must be a commitment with
     /// `collected`'s claims, the rest exactly `limit` bytes whose digest is `digest`.
-    async fn stream<S: Sink>(
+    async fn stream(
         &self,
         neuron: &Neuron,
         (window, part, segment): (u64, pb::GradientPart, u32),
         collected: &SignedCommitment,
         (limit, digest): (u64, [u8; 32]),
-        mut sink: S,
-    ) -> Result<S, Rejection> {
+        mut sink: Incoming,
+    ) -> Result<Incoming, Rejection> {
         let fetch = async {
             let mut client = self.client(neuron).await?;
             let request = auth::sign(
@@ -355,7 +359,8 @@ impl Gatherer<'_> {
                 if sink.len() + data.len() as u64 > limit {
                     return Err(Rejection::Oversized { limit });
                 }
-                sink.push(&data)?;
+                sink.push(&data)
+                    .map_err(|e| Rejection::NotKept(e.to_string()))?;
                 self.fetched.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
             let found = sink.digest();
@@ -405,42 +410,6 @@ async fn finish(incoming: Incoming) -> Result<Blob, Rejection> {
         .await
         .map_err(|e| Rejection::NotKept(e.to_string()))?
         .map_err(|e| Rejection::NotKept(e.to_string()))
-}
-
-/// Where a streamed artefact's bytes go as they arrive.
-trait Sink {
-    fn push(&mut self, piece: &[u8]) -> Result<(), Rejection>;
-    fn len(&self) -> u64;
-    fn digest(&self) -> [u8; 32];
-}
-
-impl Sink for Vec<u8> {
-    fn push(&mut self, piece: &[u8]) -> Result<(), Rejection> {
-        self.extend_from_slice(piece);
-        Ok(())
-    }
-
-    fn len(&self) -> u64 {
-        self.as_slice().len() as u64
-    }
-
-    fn digest(&self) -> [u8; 32] {
-        subnet_proto::digest(self)
-    }
-}
-
-impl Sink for Incoming {
-    fn push(&mut self, piece: &[u8]) -> Result<(), Rejection> {
-        Incoming::push(self, piece).map_err(|e| Rejection::NotKept(e.to_string()))
-    }
-
-    fn len(&self) -> u64 {
-        Incoming::len(self)
-    }
-
-    fn digest(&self) -> [u8; 32] {
-        Incoming::digest(self)
-    }
 }
 
 fn refused(s: tonic::Status) -> Rejection {

@@ -109,6 +109,14 @@ impl Incoming {
         }
     }
 
+    /// The bytes, where they are held in memory.
+    pub fn into_held(self) -> Option<Vec<u8>> {
+        match self {
+            Incoming::Held(bytes) => Some(bytes),
+            Incoming::Kept(_) => None,
+        }
+    }
+
     /// The artefact, complete.
     pub fn finish(self) -> Result<Blob, StoreError> {
         match self {
