@@ -68,6 +68,10 @@ pub enum ChainError {
         "FraudReportOutOfRange: window {window} is not a recently closed window (closed windows {first}..={last} can be reported)"
     )]
     FraudReportOutOfRange { window: u64, first: u64, last: u64 },
+    #[error("NotSubnetOwner: coldkey {coldkey} does not own subnet {netuid}")]
+    NotSubnetOwner { coldkey: String, netuid: u16 },
+    #[error("TempoOutOfRange: an owner may set a tempo of {min} to {max} blocks, not {tempo}")]
+    TempoOutOfRange { tempo: u64, min: u64, max: u64 },
     #[error("SubnetNotExists: subnet {netuid} does not exist")]
     SubnetNotExists { netuid: u16 },
     #[error("SubnetAlreadyExists: subnet {netuid} already exists")]

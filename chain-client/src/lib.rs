@@ -12,7 +12,7 @@ pub mod types;
 pub mod wallet;
 
 pub use error::{ChainError, Result};
-pub use local::{BlockClock, ChainEvent, LocalChain, MAX_UNREVEALED_COMMITS};
+pub use local::{BlockClock, ChainEvent, LocalChain, LocalPipeline, MAX_UNREVEALED_COMMITS};
 pub use membership::{Membership, NotRegistered, UidError};
 pub use node::SubtensorChain;
 pub use tlock::TimelockTarget;

@@ -166,6 +166,7 @@ impl SubtensorChain {
             slash_per_million: 0,
             slash_quorum: u16::MAX,
             fraud_report_windows: 0,
+            window_blocks: 0,
             epoch_consensus: if has_storage(at.metadata_ref(), "SubnetEpochConsensus") {
                 self.value(at, "SubnetEpochConsensus", k).await?
             } else {

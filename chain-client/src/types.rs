@@ -84,6 +84,10 @@ pub struct SubnetParams {
     /// window is `tempo` blocks), and reports within them add up to a quorum.
     #[serde(default = "default_fraud_report_windows")]
     pub fraud_report_windows: u64,
+    /// Local-chain extension: the length in blocks of the task's windows, which fraud reports name
+    /// (`block / window_blocks`). 0: the tempo, until the owner first changes the tempo, which
+    /// fixes it at the old tempo so that windows are not renumbered.
+    pub window_blocks: u64,
     /// `SubnetEpochConsensus` of newer runtimes: Yuma, or Null (the top-stake validator's weights
     /// alone decide; `scoring::yuma::null_epoch`). Yuma where the runtime predates it.
     pub epoch_consensus: EpochConsensus,
@@ -141,6 +145,7 @@ impl Default for SubnetParams {
             slash_per_million: 1_000_000,
             slash_quorum: default_slash_quorum(),
             fraud_report_windows: default_fraud_report_windows(),
+            window_blocks: 0,
             epoch_consensus: EpochConsensus::Yuma,
         }
     }
@@ -163,14 +168,14 @@ impl Metagraph {
 }
 
 impl SubnetParams {
-    /// Blocks per epoch (a tempo of 0 counts as 1).
-    pub fn tempo_blocks(&self) -> u64 {
-        self.tempo.max(1)
-    }
-
-    /// The epoch of `block` (commit-reveal counts epochs as `block / tempo`).
-    pub fn epoch_of(&self, block: u64) -> u64 {
-        block / self.tempo_blocks()
+    /// The window (of `window_blocks`, or the tempo where that is 0) that `block` falls in, as
+    /// fraud reports number windows.
+    pub fn window_of(&self, block: u64) -> u64 {
+        let blocks = match self.window_blocks {
+            0 => self.tempo,
+            n => n,
+        };
+        block / blocks.max(1)
     }
 
     pub fn yuma(&self) -> scoring::YumaParams {

@@ -637,3 +637,162 @@ fn a_balance_never_passes_what_the_chain_can_hold() {
     chain.fund(id(&dave), 5).unwrap();
     assert_eq!(chain.balance(id(&dave)).unwrap(), i64::MAX as u64);
 }
+
+#[test]
+fn an_owner_sets_the_tempo_and_triggers_epochs_and_timelocked_commits_follow() {
+    let Net { chain, netuid, .. } = &net(SubnetParams {
+        commit_reveal_weights_enabled: true,
+        ..params()
+    });
+    let netuid = *netuid;
+    let (alice, owner) = (id(&dev::alice()), id(&dev::ferdie()));
+    chain.advance_blocks(12).unwrap(); // the epoch at 10 hands out permits; now epoch 1
+    let p = chain.epoch_pipeline(netuid).unwrap();
+    assert_eq!(
+        (p.last_epoch_block, p.epoch_index, p.next_epoch_block()),
+        (10, 1, 20)
+    );
+
+    let e = chain.set_tempo_sync(alice, netuid, 400).unwrap_err();
+    assert!(matches!(e, ChainError::NotSubnetOwner { .. }), "{e}");
+    for tempo in [359, 50_401] {
+        let e = chain.set_tempo_sync(owner, netuid, tempo).unwrap_err();
+        assert!(matches!(e, ChainError::TempoOutOfRange { .. }), "{e}");
+    }
+    let e = chain.trigger_epoch_sync(alice, netuid).unwrap_err();
+    assert!(matches!(e, ChainError::NotSubnetOwner { .. }), "{e}");
+
+    // A longer tempo counts from the last epoch: the next one runs at 410, not 20.
+    assert_eq!(
+        chain
+            .set_tempo_sync(owner, netuid, 400)
+            .unwrap()
+            .next_epoch_block(),
+        410
+    );
+    let target = chain.timelock_target_sync(netuid).unwrap();
+    assert_eq!(target.reveal_round, 410, "the first block of epoch 2");
+    let commit = tlock::commit_weights(&target, &alice, &[1, 2], &[65535, 21845], 3).unwrap();
+    chain
+        .commit_timelocked_weights_sync(alice, netuid, &commit, 410, 4)
+        .unwrap();
+    chain.advance_blocks(397).unwrap(); // block 409: still epoch 1
+    assert!(chain.timelock_reveals(netuid).unwrap().is_empty());
+    assert_eq!(chain.epochs(netuid).unwrap().len(), 1);
+    chain.advance_blocks(1).unwrap(); // block 410: epoch 2, the commit opens
+    let mg = chain.metagraph_sync(netuid).unwrap();
+    assert_eq!(mg.by_uid(0).unwrap().weights, vec![(1, 65535), (2, 21845)]);
+    let reveal = chain.timelock_reveals(netuid).unwrap().pop().unwrap();
+    assert_eq!((reveal.block, reveal.outcome), (410, Ok(())));
+    // The epoch at 410 paid the 400 blocks since the one at 10.
+    let epochs = chain.epochs(netuid).unwrap();
+    assert_eq!(
+        epochs.iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![10, 410]
+    );
+    let per_epoch = params().emission_per_block * 400;
+    assert_eq!(
+        epochs[1].2,
+        (per_epoch as u128 * params().owner_cut as u128 / 65535) as u64
+    );
+    // Fraud reports keep numbering the task's windows of 10 blocks.
+    assert_eq!(mg.params.window_of(410), 41);
+
+    // A triggered epoch runs at the next block and the tempo counts from it.
+    chain.advance_blocks(10).unwrap(); // block 420
+    assert_eq!(
+        chain
+            .trigger_epoch_sync(owner, netuid)
+            .unwrap()
+            .next_epoch_block(),
+        421
+    );
+    let target = chain.timelock_target_sync(netuid).unwrap();
+    assert_eq!(target.reveal_round, 421, "epoch 3 now starts at 421");
+    chain.advance_blocks(1).unwrap();
+    let p = chain.epoch_pipeline(netuid).unwrap();
+    assert_eq!(
+        (p.last_epoch_block, p.epoch_index, p.next_epoch_block()),
+        (421, 3, 821)
+    );
+    assert_eq!(
+        chain.timelock_target_sync(netuid).unwrap().reveal_round,
+        821
+    );
+
+    // A shorter tempo whose epoch has already passed runs it at the next block.
+    chain.advance_blocks(379).unwrap(); // block 800, 379 blocks after the last epoch
+    assert_eq!(
+        chain
+            .set_tempo_sync(owner, netuid, 360)
+            .unwrap()
+            .next_epoch_block(),
+        801
+    );
+    chain.advance_blocks(361).unwrap(); // block 1161
+    let blocks: Vec<u64> = chain.epochs(netuid).unwrap().iter().map(|e| e.0).collect();
+    assert_eq!(blocks, vec![10, 410, 421, 801, 1161]);
+    assert_eq!(chain.epoch_pipeline(netuid).unwrap().epoch_index, 5);
+}
+
+#[test]
+fn hash_commits_count_epochs_by_the_stored_index() {
+    let Net { chain, netuid, .. } = &net(SubnetParams {
+        commit_reveal_weights_enabled: true,
+        commit_reveal_version: 2,
+        ..params()
+    });
+    let (netuid, alice, owner) = (*netuid, id(&dev::alice()), id(&dev::ferdie()));
+    chain.advance_blocks(12).unwrap(); // epoch 1
+    chain.set_tempo_sync(owner, netuid, 400).unwrap(); // epoch 2 at 410
+    let reveal = WeightsReveal {
+        uids: vec![1, 2],
+        values: vec![65535, 21845],
+        salt: vec![7; 8],
+        version_key: 3,
+    };
+    chain
+        .commit_weights_sync(alice, netuid, reveal.hash(&alice, netuid))
+        .unwrap();
+    // Block 25 would be epoch 2 at the old tempo; the stored schedule says epoch 1 still.
+    chain.advance_blocks(13).unwrap();
+    let e = chain
+        .reveal_weights_sync(alice, netuid, &reveal)
+        .unwrap_err();
+    assert!(
+        matches!(e, ChainError::RevealTooEarly { epoch: 2, now: 1 }),
+        "{e}"
+    );
+    chain.advance_blocks(385).unwrap(); // block 410: epoch 2
+    chain.reveal_weights_sync(alice, netuid, &reveal).unwrap();
+}
+
+#[test]
+fn a_chain_file_from_before_the_stored_pipeline_keeps_its_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.sqlite");
+    let chain = LocalChain::open_or_create(&path, BlockClock::Manual, 1).unwrap();
+    chain.advance_blocks(13).unwrap();
+    let netuid = chain.create_subnet(id(&dev::ferdie()), params()).unwrap();
+    chain.advance_blocks(12).unwrap(); // block 25: the epoch at 20 ran
+    let second = chain.create_subnet(id(&dev::ferdie()), params()).unwrap(); // at 25
+    drop(chain);
+    // The file as the chain kept it before: no index, no pending epoch.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE subnets DROP COLUMN epoch_index; ALTER TABLE subnets DROP COLUMN pending_epoch_at;",
+    )
+    .unwrap();
+    drop(conn);
+    let chain = LocalChain::open(&path).unwrap();
+    let p = chain.epoch_pipeline(netuid).unwrap();
+    assert_eq!(
+        (p.last_epoch_block, p.epoch_index, p.next_epoch_block()),
+        (20, 2, 30)
+    );
+    let p = chain.epoch_pipeline(second).unwrap();
+    assert_eq!(
+        (p.last_epoch_block, p.epoch_index, p.next_epoch_block()),
+        (25, 2, 30)
+    );
+}

@@ -2,7 +2,7 @@
 //! separate programs against it.
 
 use anyhow::{Context, bail};
-use chain_client::{AccountId, BlockClock, LocalChain, Metagraph, SubnetParams};
+use chain_client::{AccountId, BlockClock, LocalChain, LocalPipeline, Metagraph, SubnetParams};
 use std::path::{Path, PathBuf};
 use subxt_signer::sr25519::Keypair;
 
@@ -56,6 +56,16 @@ pub fn params_for_window(blocks: u64, version_key: u64, commit_reveal: bool) -> 
         weights_version_key: version_key,
         ..SubnetParams::default()
     }
+}
+
+/// Where a local subnet's epochs stand.
+pub fn format_pipeline(p: &LocalPipeline) -> String {
+    format!(
+        "epoch {} began at block {}, the next begins at block {}",
+        p.epoch_index,
+        p.last_epoch_block,
+        p.next_epoch_block()
+    )
 }
 
 fn tokens(rao: u64) -> String {

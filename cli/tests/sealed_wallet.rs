@@ -1,6 +1,7 @@
 //! A wallet that bittensor-wallet 4.1.1 encrypted (coldkey and hotkey, committed as test data in
 //! `chain-client/tests/data/wallets`) funds, registers and stakes on a local chain and runs a
 //! miner, with the password from `SUBNET_WALLET_PASSWORD`; a wrong password is a one-line error.
+//! Also the owner's schedule commands on the same kind of chain (`set-tempo`, `trigger-epoch`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -110,4 +111,50 @@ fn an_encrypted_bittensor_wallet_registers_stakes_and_mines() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(serving, "the miner did not serve:\n{}", seen.join("\n"));
+}
+
+#[test]
+fn the_owner_sets_the_tempo_and_triggers_an_epoch_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = dir.path();
+    let task = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tasks/localnet-lm.toml");
+    let run = |args: &[&str]| {
+        let out = subnet(chain, "", args);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (
+            out.status.success(),
+            text,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let ok = |args: &[&str]| {
+        let (success, stdout, stderr) = run(args);
+        assert!(success, "subnet chain {args:?}: {stderr}");
+        stdout
+    };
+    ok(&["init", "--block-time-ms", "0"]);
+    ok(&["create-subnet", "--task", task.to_str().unwrap()]);
+    ok(&["advance", "--blocks", "25"]);
+    let (success, _, stderr) = run(&[
+        "set-tempo",
+        "--netuid",
+        "1",
+        "--tempo",
+        "400",
+        "--owner-uri",
+        "//miner-1",
+    ]);
+    assert!(!success && stderr.contains("NotSubnetOwner"), "{stderr}");
+    let (success, _, stderr) = run(&["set-tempo", "--netuid", "1", "--tempo", "100"]);
+    assert!(!success && stderr.contains("TempoOutOfRange"), "{stderr}");
+    let out = ok(&["set-tempo", "--netuid", "1", "--tempo", "400"]);
+    assert!(out.contains("the next begins at block 420"), "{out}");
+    let out = ok(&["trigger-epoch", "--netuid", "1"]);
+    assert!(out.contains("the next begins at block 26"), "{out}");
+    ok(&["advance", "--blocks", "1"]);
+    let out = ok(&["metagraph", "--netuid", "1"]);
+    assert!(
+        out.contains("began at block 26, the next begins at block 426"),
+        "{out}"
+    );
 }

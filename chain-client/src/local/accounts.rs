@@ -1,5 +1,6 @@
 //! Balances, subnets, registration (with subtensor's pruning), stake, axons and the metagraph.
 
+use super::epoch::LocalPipeline;
 use super::{
     EventKind, LocalChain, Tx, account, blob, corrupt, event, subnet_params, uid_of, weight_row,
 };
@@ -40,17 +41,23 @@ impl LocalChain {
     }
 
     /// Creates a subnet owned by `owner`; returns its netuid (the lowest free one above 0).
+    /// Its first epoch runs at the first multiple of the tempo after `block`, and the epochs after
+    /// it every tempo blocks until the owner changes the schedule (`set_tempo`, `trigger_epoch`).
     pub fn create_subnet(&self, owner: AccountId, params: SubnetParams) -> Result<u16> {
         self.transact(|tx, block| {
             let netuid: i64 = tx.query_row("SELECT COALESCE(MAX(netuid), 0) + 1 FROM subnets", [], |r| r.get(0))?;
+            let pipeline = LocalPipeline::created_at(block, params.tempo);
             tx.execute(
-                "INSERT INTO subnets (netuid, owner, params, yuma_state, last_epoch_block) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO subnets (netuid, owner, params, yuma_state, last_epoch_block, epoch_index, pending_epoch_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     netuid,
                     blob(&owner),
                     serde_json::to_string(&params).map_err(corrupt)?,
                     serde_json::to_string(&YumaState::default()).map_err(corrupt)?,
-                    block as i64
+                    pipeline.last_epoch_block as i64,
+                    pipeline.epoch_index as i64,
+                    pipeline.pending_epoch_at as i64
                 ],
             )?;
             event(tx, block, Some(netuid as u16), EventKind::NetworkAdded, &format!("owner {owner}"))?;

@@ -3,9 +3,10 @@
 
 use super::accounts::credit;
 use super::timelock::reveal_commits_at;
-use super::{EventKind, LocalChain, Tx, corrupt, event, weight_row};
-use crate::error::Result;
-use crate::types::{EpochConsensus, SubnetParams};
+use super::{EventKind, LocalChain, Tx, corrupt, event, subnet_params, weight_row};
+use crate::error::{ChainError, Result};
+use crate::schedule::MAX_TEMPO;
+use crate::types::{AccountId, EpochConsensus, SubnetParams};
 use rusqlite::params;
 use scoring::yuma::{self, EpochInput, EpochOutput, YumaState};
 
@@ -32,26 +33,221 @@ impl LocalChain {
     }
 }
 
-/// Runs every epoch whose block (a multiple of the subnet's tempo) is past the subnet's last epoch and
-/// not after `block`.
+/// A subnet's stored epoch pipeline, as subtensor keeps it on runtimes with dynamic tempo: the block
+/// and number of its last epoch, and the block of the next one where it is set apart from the tempo
+/// (0: none). Otherwise an epoch runs `tempo` blocks after the last one (at most `MAX_TEMPO + 1`,
+/// as subtensor runs a subnet's epoch once that many blocks pass without one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalPipeline {
+    pub last_epoch_block: u64,
+    /// The block of the next epoch where the tempo does not set it: one the owner triggered, a new
+    /// subnet's first (at the first multiple of its tempo), or where the owner changed the tempo,
+    /// the first block the new tempo allows (never one already past).
+    pub pending_epoch_at: u64,
+    pub epoch_index: u64,
+    /// Blocks between epochs (0 counts as 1).
+    pub tempo: u64,
+}
+
+impl LocalPipeline {
+    /// The block at which the next epoch runs, unless the owner changes the schedule first.
+    pub fn next_epoch_block(&self) -> u64 {
+        match self.pending_epoch_at {
+            0 => self.due_block(),
+            pending => pending.max(self.last_epoch_block + 1),
+        }
+    }
+
+    /// The block the tempo alone gives the next epoch.
+    fn due_block(&self) -> u64 {
+        self.last_epoch_block + self.tempo.clamp(1, MAX_TEMPO + 1)
+    }
+
+    /// The pipeline once the next epoch has run.
+    fn advanced(self) -> Self {
+        Self {
+            last_epoch_block: self.next_epoch_block(),
+            pending_epoch_at: 0,
+            epoch_index: self.epoch_index + 1,
+            tempo: self.tempo,
+        }
+    }
+
+    /// The first block of epoch `epoch_index + ahead` as the schedule stands (the current epoch's
+    /// own first block for 0).
+    pub fn start_of_epoch_ahead(&self, ahead: u64) -> u64 {
+        let mut p = *self;
+        for _ in 0..ahead {
+            p = p.advanced();
+        }
+        p.last_epoch_block
+    }
+
+    /// A new subnet's pipeline at `block`: numbered and scheduled as if epochs had run at every
+    /// multiple of the tempo, so that a subnet whose tempo never changes runs its epochs there
+    /// (`block / tempo` numbers them, and windows of `tempo` blocks end at them).
+    pub(super) fn created_at(block: u64, tempo: u64) -> Self {
+        let t = tempo.max(1);
+        Self {
+            last_epoch_block: block,
+            pending_epoch_at: if block.is_multiple_of(t) {
+                0
+            } else {
+                (block / t + 1) * t
+            },
+            epoch_index: block / t,
+            tempo,
+        }
+    }
+}
+
+/// The tempos a subnet owner may set (subtensor's bounds on runtimes with dynamic tempo).
+pub const MIN_OWNER_TEMPO: u64 = 360;
+
+impl LocalChain {
+    /// A subnet's epoch pipeline at the current block.
+    pub fn epoch_pipeline(&self, netuid: u16) -> Result<LocalPipeline> {
+        self.transact(|tx, _| pipeline(tx, netuid, &subnet_params(tx, netuid)?))
+    }
+
+    /// The owner sets the subnet's tempo (360 to 50,400 blocks): the next epoch runs `tempo` blocks
+    /// after the last one, or at the next block if that has already passed.
+    pub fn set_tempo_sync(
+        &self,
+        owner: AccountId,
+        netuid: u16,
+        tempo: u64,
+    ) -> Result<LocalPipeline> {
+        self.transact(|tx, block| {
+            let mut params = subnet_params(tx, netuid)?;
+            check_owner(tx, netuid, &owner)?;
+            if !(MIN_OWNER_TEMPO..=MAX_TEMPO).contains(&tempo) {
+                return Err(ChainError::TempoOutOfRange {
+                    tempo,
+                    min: MIN_OWNER_TEMPO,
+                    max: MAX_TEMPO,
+                });
+            }
+            if params.window_blocks == 0 {
+                params.window_blocks = params.tempo.max(1);
+            }
+            let old = params.tempo;
+            params.tempo = tempo;
+            let mut p = pipeline(tx, netuid, &params)?;
+            // The sooner of what the new tempo gives and an epoch already set apart, but not in
+            // the past: epochs that would have run already under the new tempo never ran.
+            let scheduled = match p.pending_epoch_at {
+                0 => p.due_block(),
+                pending => pending.min(p.due_block()),
+            };
+            p.pending_epoch_at = scheduled.max(block + 1);
+            tx.execute(
+                "UPDATE subnets SET params = ?1, pending_epoch_at = ?2 WHERE netuid = ?3",
+                params![
+                    serde_json::to_string(&params).map_err(corrupt)?,
+                    p.pending_epoch_at as i64,
+                    netuid
+                ],
+            )?;
+            event(
+                tx,
+                block,
+                Some(netuid),
+                EventKind::TempoSet,
+                &format!(
+                    "tempo {old} -> {tempo}, next epoch at block {}",
+                    p.next_epoch_block()
+                ),
+            )?;
+            Ok(p)
+        })
+    }
+
+    /// The owner triggers an epoch: it runs at the next block, and the tempo counts from there.
+    pub fn trigger_epoch_sync(&self, owner: AccountId, netuid: u16) -> Result<LocalPipeline> {
+        self.transact(|tx, block| {
+            let params = subnet_params(tx, netuid)?;
+            check_owner(tx, netuid, &owner)?;
+            let mut p = pipeline(tx, netuid, &params)?;
+            p.pending_epoch_at = block + 1;
+            tx.execute(
+                "UPDATE subnets SET pending_epoch_at = ?1 WHERE netuid = ?2",
+                params![p.pending_epoch_at as i64, netuid],
+            )?;
+            event(
+                tx,
+                block,
+                Some(netuid),
+                EventKind::EpochTriggered,
+                &format!(
+                    "epoch {} at block {}",
+                    p.epoch_index + 1,
+                    p.pending_epoch_at
+                ),
+            )?;
+            Ok(p)
+        })
+    }
+}
+
+fn check_owner(tx: &Tx<'_>, netuid: u16, coldkey: &AccountId) -> Result<()> {
+    let owner: Vec<u8> = tx.query_row(
+        "SELECT owner FROM subnets WHERE netuid = ?1",
+        [netuid],
+        |r| r.get(0),
+    )?;
+    if owner != coldkey.0 {
+        return Err(ChainError::NotSubnetOwner {
+            coldkey: coldkey.to_string(),
+            netuid,
+        });
+    }
+    Ok(())
+}
+
+/// The stored pipeline of `netuid` (after the epochs due by the transaction's block have run).
+pub(super) fn pipeline(tx: &Tx<'_>, netuid: u16, params: &SubnetParams) -> Result<LocalPipeline> {
+    let (last, pending, index): (i64, i64, i64) = tx.query_row(
+        "SELECT last_epoch_block, pending_epoch_at, epoch_index FROM subnets WHERE netuid = ?1",
+        [netuid],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    Ok(LocalPipeline {
+        last_epoch_block: last as u64,
+        pending_epoch_at: pending as u64,
+        epoch_index: index as u64,
+        tempo: params.tempo,
+    })
+}
+
+/// The epoch a call at the transaction's block belongs to.
+pub(super) fn current_epoch(tx: &Tx<'_>, netuid: u16) -> Result<u64> {
+    let index: i64 = tx.query_row(
+        "SELECT epoch_index FROM subnets WHERE netuid = ?1",
+        [netuid],
+        |r| r.get(0),
+    )?;
+    Ok(index as u64)
+}
+
+/// Runs every epoch that fell due by `block`, in order, each after the timelocked commits due in
+/// the block before it have been opened.
 pub(super) fn run_due_epochs(tx: &Tx<'_>, block: u64) -> Result<()> {
-    let subnets: Vec<(u16, String, i64)> = {
-        let mut stmt =
-            tx.prepare("SELECT netuid, params, last_epoch_block FROM subnets ORDER BY netuid")?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    let subnets: Vec<(u16, String)> = {
+        let mut stmt = tx.prepare("SELECT netuid, params FROM subnets ORDER BY netuid")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?
     };
-    for (netuid, params, last) in subnets {
+    for (netuid, params) in subnets {
         let params: SubnetParams = serde_json::from_str(&params).map_err(corrupt)?;
-        let tempo = params.tempo.max(1);
-        let mut last = last as u64;
-        let mut next = (last / tempo + 1) * tempo;
-        while next <= block {
+        let mut p = pipeline(tx, netuid, &params)?;
+        while p.next_epoch_block() <= block {
+            let next = p.next_epoch_block();
             // Commits due before this epoch's block are opened first, as the blocks went by.
-            reveal_commits_at(tx, netuid, &params, next - 1)?;
-            run_epoch(tx, netuid, &params, next, next - last)?;
-            last = next;
-            next += tempo;
+            reveal_commits_at(tx, netuid, &params, next - 1, p.epoch_index)?;
+            let blocks = next - p.last_epoch_block;
+            p = p.advanced();
+            run_epoch(tx, netuid, &params, &p, blocks)?;
         }
     }
     Ok(())
@@ -105,13 +301,12 @@ fn earliest_commits(
     tx: &Tx<'_>,
     netuid: u16,
     params: &SubnetParams,
-    block: u64,
+    current: u64,
     rows: &[EpochRow],
 ) -> Result<Option<Vec<u64>>> {
     if !params.commit_reveal_weights_enabled {
         return Ok(None);
     }
-    let current = params.epoch_of(block);
     let mut earliest = vec![u64::MAX; rows.len()];
     for table in ["weight_commits", "timelocked_commits"] {
         let mut stmt = tx.prepare(&format!(
@@ -141,7 +336,7 @@ fn recently_slashed(
     block: u64,
 ) -> Result<Vec<Vec<u8>>> {
     let since = params
-        .epoch_of(block)
+        .window_of(block)
         .saturating_sub(params.fraud_report_windows);
     let mut stmt =
         tx.prepare("SELECT DISTINCT offender FROM slashes WHERE netuid = ?1 AND window >= ?2")?;
@@ -151,14 +346,16 @@ fn recently_slashed(
     Ok(slashed)
 }
 
-/// One epoch of `netuid` at `block`, paying the emission of the `blocks` since the last one.
+/// One epoch of `netuid`, the one that made `pipeline` (run at its last epoch block), paying the
+/// emission of the `blocks` since the one before.
 fn run_epoch(
     tx: &Tx<'_>,
     netuid: u16,
     params: &SubnetParams,
-    block: u64,
+    pipeline: &LocalPipeline,
     blocks: u64,
 ) -> Result<()> {
+    let block = pipeline.last_epoch_block;
     let rows = epoch_rows(tx, netuid)?;
     let state_text: String = tx.query_row(
         "SELECT yuma_state FROM subnets WHERE netuid = ?1",
@@ -172,7 +369,7 @@ fn run_epoch(
     let weights: Vec<Vec<(u16, u16)>> = rows.iter().map(|r| r.weights.clone()).collect();
     let last_update: Vec<u64> = rows.iter().map(|r| r.last_update).collect();
     let registered: Vec<u64> = rows.iter().map(|r| r.registered_at).collect();
-    let earliest_commit = earliest_commits(tx, netuid, params, block, &rows)?;
+    let earliest_commit = earliest_commits(tx, netuid, params, pipeline.epoch_index, &rows)?;
     let epoch = match params.epoch_consensus {
         EpochConsensus::Yuma => yuma::epoch,
         EpochConsensus::Null => yuma::null_epoch,
@@ -206,7 +403,7 @@ fn run_epoch(
     state.advance(block, &out);
     record_epoch(
         tx,
-        (netuid, block),
+        (netuid, pipeline),
         &state,
         &out,
         (owner_cut, total, rows.len()),
@@ -216,16 +413,20 @@ fn run_epoch(
 /// Keeps the epoch's state and output, and its event.
 fn record_epoch(
     tx: &Tx<'_>,
-    (netuid, block): (u16, u64),
+    (netuid, pipeline): (u16, &LocalPipeline),
     state: &YumaState,
     out: &EpochOutput,
     (owner_cut, total, uids): (u64, u64, usize),
 ) -> Result<()> {
+    let block = pipeline.last_epoch_block;
     tx.execute(
-        "UPDATE subnets SET yuma_state = ?1, last_epoch_block = ?2 WHERE netuid = ?3",
+        "UPDATE subnets SET yuma_state = ?1, last_epoch_block = ?2, epoch_index = ?3, pending_epoch_at = ?4
+         WHERE netuid = ?5",
         params![
             serde_json::to_string(state).map_err(corrupt)?,
             block as i64,
+            pipeline.epoch_index as i64,
+            pipeline.pending_epoch_at as i64,
             netuid
         ],
     )?;
@@ -243,7 +444,7 @@ fn record_epoch(
         block,
         Some(netuid),
         EventKind::EpochRun,
-        &format!("{uids} uids, {total} rao"),
+        &format!("epoch {}: {uids} uids, {total} rao", pipeline.epoch_index),
     )
 }
 

@@ -8,7 +8,7 @@ use rusqlite::params;
 impl LocalChain {
     /// A validator reports `offender` for fraud in `window`, naming the evidence by digest. A local
     /// chain extension: only one of the last `fraud_report_windows` closed windows (a window is
-    /// `tempo` blocks) can be reported, each reporter once per (miner, window); once validators
+    /// `window_blocks` blocks) can be reported, each reporter once per (miner, window); once validators
     /// holding at least `slash_quorum` of the subnet's permitted stake have reported the same miner for any of
     /// those windows, `slash_per_million` of its stake is burned, once for all of them.
     pub fn report_fraud_sync(
@@ -36,7 +36,7 @@ impl LocalChain {
                 return Err(ChainError::HotKeyNotRegisteredInSubNet { hotkey: offender.to_string(), netuid });
             };
             // Windows [first, last] have closed and are recent enough to report.
-            let current = block / params.tempo.max(1);
+            let current = params.window_of(block);
             let first = current.saturating_sub(params.fraud_report_windows);
             if current == 0 || window < first || window >= current {
                 return Err(ChainError::FraudReportOutOfRange { window, first, last: current.saturating_sub(1) });

@@ -7,7 +7,8 @@
 //! One module per concern: `schema` (tables and event kinds), `accounts` (balances, subnets,
 //! registration, stake, axons, the metagraph), `weights` (set_weights and commit-reveal v2),
 //! `timelock` (commit-reveal v4 and the chain's beacon), `fraud` (reports and slashes, a local
-//! extension), `epoch` (Yuma epochs and emission). This file holds the handle, its transaction,
+//! extension), `epoch` (the stored epoch pipeline with the owner's tempo and triggered epochs, Yuma
+//! epochs and emission). This file holds the handle, its transaction,
 //! the rows' shared helpers and the `Chain` implementation.
 
 mod accounts;
@@ -17,6 +18,7 @@ mod schema;
 mod timelock;
 mod weights;
 
+pub use epoch::{LocalPipeline, MIN_OWNER_TEMPO};
 pub use schema::{ChainEvent, EventKind};
 pub use weights::MAX_UNREVEALED_COMMITS;
 
@@ -81,6 +83,8 @@ impl LocalChain {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(schema::SCHEMA)?;
+        let mut conn = conn;
+        schema::migrate(&mut conn)?;
         let block_time_ms = match clock {
             BlockClock::Manual => 0,
             BlockClock::WallTime { block_time_ms } => block_time_ms.max(1),

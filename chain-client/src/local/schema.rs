@@ -19,7 +19,9 @@ CREATE TABLE IF NOT EXISTS subnets (
     owner BLOB NOT NULL,
     params TEXT NOT NULL,
     yuma_state TEXT NOT NULL,
-    last_epoch_block INTEGER NOT NULL
+    last_epoch_block INTEGER NOT NULL,
+    epoch_index INTEGER NOT NULL DEFAULT 0,
+    pending_epoch_at INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS neurons (
     netuid INTEGER NOT NULL,
@@ -107,6 +109,33 @@ CREATE TABLE IF NOT EXISTS events (
 );
 ";
 
+/// Brings a chain file made before the stored epoch pipeline up to date: its subnets' epochs fell at
+/// multiples of the tempo, so the epoch index is `last_epoch_block / tempo`, and a subnet that has
+/// run no epoch yet has its first scheduled at the next multiple.
+pub(super) fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let has_index: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('subnets') WHERE name = 'epoch_index'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_index {
+        tx.execute_batch(
+            "ALTER TABLE subnets ADD COLUMN epoch_index INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE subnets ADD COLUMN pending_epoch_at INTEGER NOT NULL DEFAULT 0;
+             UPDATE subnets SET
+                 epoch_index = last_epoch_block / MAX(json_extract(params, '$.tempo'), 1),
+                 pending_epoch_at = CASE
+                     WHEN last_epoch_block % MAX(json_extract(params, '$.tempo'), 1) = 0 THEN 0
+                     ELSE (last_epoch_block / MAX(json_extract(params, '$.tempo'), 1) + 1)
+                          * MAX(json_extract(params, '$.tempo'), 1)
+                 END;",
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// What an event row records (the `kind` column of `events`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
@@ -124,6 +153,8 @@ pub enum EventKind {
     FraudReported,
     Slashed,
     EpochRun,
+    TempoSet,
+    EpochTriggered,
 }
 
 impl EventKind {
@@ -144,6 +175,8 @@ impl EventKind {
             EventKind::FraudReported => "FraudReported",
             EventKind::Slashed => "Slashed",
             EventKind::EpochRun => "EpochRun",
+            EventKind::TempoSet => "TempoSet",
+            EventKind::EpochTriggered => "EpochTriggered",
         }
     }
 }

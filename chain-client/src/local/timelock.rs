@@ -1,6 +1,7 @@
 //! Commit-reveal v4: weights encrypted to a round of the chain's own randomness beacon (a local
 //! extension standing in for drand), opened by the chain when the round's pulse exists.
 
+use super::epoch::{current_epoch, pipeline};
 use super::weights::{Commits, apply_weights, check_can_commit};
 use super::{EventKind, LocalChain, Tx, account, blob, corrupt, event, subnet_params};
 use crate::error::{ChainError, Result};
@@ -17,10 +18,13 @@ impl LocalChain {
             if !params.commit_reveal_weights_enabled {
                 return Err(ChainError::CommitRevealDisabled { netuid });
             }
-            let reveal_epoch = params.epoch_of(block) + params.reveal_period_epochs;
+            // The first block of the reveal epoch as the schedule stands: an owner who changes
+            // the tempo or triggers an epoch before then moves it, as on subtensor.
+            let start =
+                pipeline(tx, netuid, &params)?.start_of_epoch_ahead(params.reveal_period_epochs);
             Ok(TimelockTarget {
                 beacon_public_key: beacon(tx)?.public_key(),
-                reveal_round: (reveal_epoch * params.tempo_blocks()).max(block + 1),
+                reveal_round: start.max(block + 1),
                 commit_reveal_version: params.commit_reveal_version,
             })
         })
@@ -59,7 +63,7 @@ impl LocalChain {
             check_can_commit(tx, Commits::Timelocked, netuid, &hotkey)?;
             tx.execute(
                 "INSERT INTO timelocked_commits (netuid, hotkey, commit_bytes, reveal_round, block, epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![netuid, blob(&hotkey), commit, reveal_round as i64, block as i64, params.epoch_of(block) as i64],
+                params![netuid, blob(&hotkey), commit, reveal_round as i64, block as i64, current_epoch(tx, netuid)? as i64],
             )?;
             event(tx, block, Some(netuid), EventKind::TimelockedWeightsCommitted, &format!("{} round {reveal_round}", hotkey.short()))
         })
@@ -123,8 +127,9 @@ fn pulse(tx: &Tx<'_>, round: u64) -> Result<[u8; 48]> {
     Ok(signature)
 }
 
-/// Opens the timelocked commits due at `block`, as subtensor's reveal does each block of a reveal
-/// epoch: commits of epoch `current - reveal_period_epochs` whose round the beacon has reached are
+/// Opens the timelocked commits due at `block` (in epoch `current`), as subtensor's reveal does each
+/// block of a reveal epoch: commits of epoch `current - reveal_period_epochs` whose round the beacon
+/// has reached are
 /// decrypted, checked to name their committer and applied as its weights; a commit that fails is
 /// dropped with its reason; one whose round is still ahead waits (within the epoch); commits of
 /// earlier epochs can no longer be revealed and are dropped.
@@ -133,10 +138,9 @@ pub(super) fn reveal_commits_at(
     netuid: u16,
     params: &SubnetParams,
     block: u64,
+    current: u64,
 ) -> Result<()> {
-    let due_epoch = params
-        .epoch_of(block)
-        .checked_sub(params.reveal_period_epochs);
+    let due_epoch = current.checked_sub(params.reveal_period_epochs);
     type Commit = (i64, Vec<u8>, Vec<u8>, u64, u64, u64);
     let commits: Vec<Commit> = {
         let mut stmt = tx.prepare(
@@ -222,7 +226,8 @@ pub(super) fn reveal_due_commits(tx: &Tx<'_>, block: u64) -> Result<()> {
             .collect::<rusqlite::Result<_>>()?
     };
     for netuid in pending {
-        reveal_commits_at(tx, netuid, &subnet_params(tx, netuid)?, block)?;
+        let current = current_epoch(tx, netuid)?;
+        reveal_commits_at(tx, netuid, &subnet_params(tx, netuid)?, block, current)?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! set_weights with subtensor's checks, and commit-reveal v2 (hash commits revealed in a later
 //! epoch).
 
+use super::epoch::current_epoch;
 use super::{EventKind, LocalChain, Tx, blob, corrupt, event, subnet_params, uid_of};
 use crate::error::{ChainError, Result};
 use crate::types::{AccountId, SubnetParams, WeightsReveal};
@@ -80,7 +81,7 @@ impl LocalChain {
     }
 
     /// Commit-reveal v2, first half: stores the hash of weights to be revealed in epoch
-    /// `commit epoch + reveal_period_epochs` (epochs are `block / tempo`).
+    /// `commit epoch + reveal_period_epochs` (the subnet's stored epoch index).
     pub fn commit_weights_sync(
         &self,
         hotkey: AccountId,
@@ -92,7 +93,7 @@ impl LocalChain {
             if !params.commit_reveal_weights_enabled {
                 return Err(ChainError::CommitRevealDisabled { netuid });
             }
-            let epoch = params.epoch_of(block);
+            let epoch = current_epoch(tx, netuid)?;
             // Commits whose reveal epoch has passed can never be revealed: drop them first.
             tx.execute(
                 "DELETE FROM weight_commits WHERE netuid = ?1 AND hotkey = ?2 AND epoch + ?3 < ?4",
@@ -136,7 +137,7 @@ impl LocalChain {
             if commits.is_empty() {
                 return Err(ChainError::NoWeightsCommitFound { netuid });
             }
-            let epoch = params.epoch_of(block);
+            let epoch = current_epoch(tx, netuid)?;
             let period = params.reveal_period_epochs;
             let hash = reveal.hash(&hotkey, netuid);
             let Some(&(id, _, committed)) = commits.iter().find(|c| c.1 == hash) else {

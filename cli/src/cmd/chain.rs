@@ -137,6 +137,26 @@ pub enum ChainCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The subnet owner sets the tempo (360 to 50,400 blocks), as on runtimes with dynamic tempo:
+    /// the next epoch runs that many blocks after the last one (at the next block if that has
+    /// passed). Fraud reports keep numbering the task's windows.
+    SetTempo {
+        #[arg(long)]
+        netuid: u16,
+        #[arg(long)]
+        tempo: u64,
+        /// The owner's coldkey.
+        #[arg(long, default_value = "//owner")]
+        owner_uri: String,
+    },
+    /// The subnet owner triggers an epoch: it runs at the next block, and the tempo counts from it.
+    TriggerEpoch {
+        #[arg(long)]
+        netuid: u16,
+        /// The owner's coldkey.
+        #[arg(long, default_value = "//owner")]
+        owner_uri: String,
+    },
     /// Move a manual clock forward.
     Advance {
         #[arg(long)]
@@ -208,6 +228,26 @@ async fn run_chain(dir: &std::path::Path, command: ChainCommand) -> anyhow::Resu
             node: url,
         } => stake(dir, netuid, &keys, tokens, url.as_deref()).await?,
         ChainCommand::Slashes { netuid, json } => print_slashes(dir, netuid, json)?,
+        ChainCommand::SetTempo {
+            netuid,
+            tempo,
+            owner_uri,
+        } => {
+            let owner = admin::account(&admin::keypair(&owner_uri)?);
+            let pipeline = admin::open(dir)?.set_tempo_sync(owner, netuid, tempo)?;
+            println!(
+                "subnet {netuid}: tempo {tempo}, {}",
+                admin::format_pipeline(&pipeline)
+            );
+        }
+        ChainCommand::TriggerEpoch { netuid, owner_uri } => {
+            let owner = admin::account(&admin::keypair(&owner_uri)?);
+            let pipeline = admin::open(dir)?.trigger_epoch_sync(owner, netuid)?;
+            println!(
+                "subnet {netuid}: epoch triggered, {}",
+                admin::format_pipeline(&pipeline)
+            );
+        }
         ChainCommand::Advance { blocks } => {
             let block = admin::open(dir)?.advance_blocks(blocks)?;
             println!("block {block}");
@@ -305,14 +345,23 @@ async fn print_metagraph(
     json: bool,
     url: Option<&str>,
 ) -> anyhow::Result<()> {
-    let metagraph = match url {
-        Some(url) => node(url).await?.metagraph(netuid).await?,
-        None => admin::open(dir)?.metagraph_sync(netuid)?,
+    let (metagraph, pipeline) = match url {
+        Some(url) => (node(url).await?.metagraph(netuid).await?, None),
+        None => {
+            let chain = admin::open(dir)?;
+            (
+                chain.metagraph_sync(netuid)?,
+                Some(chain.epoch_pipeline(netuid)?),
+            )
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&metagraph)?);
     } else {
         print!("{}", admin::format_metagraph(&metagraph));
+        if let Some(p) = pipeline {
+            println!("{}", admin::format_pipeline(&p));
+        }
     }
     Ok(())
 }
