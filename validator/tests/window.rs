@@ -1,6 +1,6 @@
 //! Two validator windows against real miners over gRPC on a real local chain, with a data directory:
-//! the honest miners earn; a payload in another layout than the task's, and a commitment that comes
-//! only after the window closed, earn nothing; then `replay` re-runs every recorded evaluation and
+//! the honest miners earn; a payload in another layout than the task's, a commitment that comes
+//! only after the window closed, and a stream longer than the committed payload earn nothing; then `replay` re-runs every recorded evaluation and
 //! confirms each loss bit for bit, a restarted validator resumes from the directory, and a record
 //! torn by a crash is dropped without losing the ones before it.
 
@@ -19,6 +19,8 @@ const VALIDATOR: u16 = 0;
 const HONEST: [u16; 3] = [1, 2, 3];
 const DENSE: u16 = 4;
 const LATE: u16 = 5;
+/// Trains honestly, then streams its payload with bytes past the length its commitment names.
+const OVERSIZED: u16 = 6;
 
 fn engine() -> Arc<TaskEngine> {
     let spec = TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap();
@@ -60,6 +62,15 @@ fn publish_dense(miner: &Miner<LocalChain>, key: &Keypair, window: u64, checkpoi
     );
 }
 
+/// The payload length `miner`'s commitment for `window` names.
+fn trained_len(miner: &Miner<LocalChain>, window: u64) -> u64 {
+    let served = miner.gradient(window).unwrap();
+    subnet_proto::commitment::SignedCommitment::from_wire(&served.commitment)
+        .unwrap()
+        .claims
+        .payload_len
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honest_work_earns_late_or_misshapen_work_does_not_and_the_record_replays() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,7 +89,7 @@ async fn honest_work_earns_late_or_misshapen_work_does_not_and_the_record_replay
     let netuid = chain
         .create_subnet(AccountId::from(&owner), params)
         .unwrap();
-    let keys: Vec<Keypair> = (0..=LATE)
+    let keys: Vec<Keypair> = (0..=OVERSIZED)
         .map(|uid| keypair_from_uri(&format!("//Node{uid}")).unwrap())
         .collect();
     for k in &keys {
@@ -147,23 +158,35 @@ async fn honest_work_earns_late_or_misshapen_work_does_not_and_the_record_replay
                 .unwrap(),
         );
         let (checkpoint, _) = validator.checkpoint();
-        for uid in HONEST.into_iter().chain([LATE]) {
+        for uid in HONEST.into_iter().chain([LATE, OVERSIZED]) {
             miner(uid).sync_checkpoint().await.unwrap();
         }
-        for uid in HONEST {
+        for uid in HONEST.into_iter().chain([OVERSIZED]) {
             miner(uid).train_window(window, seed).await.unwrap();
         }
+        let trained = miner(OVERSIZED).gradient(window).unwrap();
+        let longer = [&trained.payload[..], &[0u8; 100][..]].concat();
+        miner(OVERSIZED).publish(
+            window,
+            ServedGradient {
+                commitment: trained.commitment.clone(),
+                payload: Arc::new(longer),
+                dense: trained.dense.clone(),
+                residual_in: trained.residual_in.clone(),
+                segments: trained.segments.clone(),
+            },
+        );
         publish_dense(
             miner(DENSE),
             &keys[DENSE as usize],
             window,
             checkpoint.digest,
         );
-        assert_eq!(validator.collect_commitments(window).await.unwrap(), 3);
+        assert_eq!(validator.collect_commitments(window).await.unwrap(), 4);
         chain.advance_blocks(blocks).unwrap();
         // Trained and committed only once the window has closed.
         miner(LATE).train_window(window, seed).await.unwrap();
-        assert_eq!(validator.collect_commitments(window).await.unwrap(), 3);
+        assert_eq!(validator.collect_commitments(window).await.unwrap(), 4);
         outcomes.push(validator.run_window(window, seed).await.unwrap());
     }
     for o in &outcomes {
@@ -182,6 +205,15 @@ async fn honest_work_earns_late_or_misshapen_work_does_not_and_the_record_replay
             Some(Rejection::NotCommitted)
         );
         assert_eq!(o.result(DENSE).unwrap().weight, 0.0);
+        // Stopped at the chunk that passes the committed length.
+        let r = o.result(OVERSIZED).unwrap();
+        let committed = trained_len(&miners[OVERSIZED as usize - 1], o.window);
+        assert_eq!(
+            r.rejection,
+            Some(Rejection::Oversized { limit: committed }),
+            "{r:?}"
+        );
+        assert_eq!(r.weight, 0.0);
     }
     assert_eq!(outcomes[1].checkpoint_before, outcomes[0].checkpoint_after);
     assert_ne!(outcomes[0].checkpoint_after, outcomes[0].checkpoint_before);
