@@ -34,6 +34,11 @@ pub struct Args {
     /// Run only the compressed layouts, not the two references (for sweeps).
     #[arg(long)]
     pub compressed_only: bool,
+    /// Measure a lever the protocol does not use: each subnet window starts from the inner
+    /// optimizer's moments carried over from the last window (the mean of the miners' end moments)
+    /// instead of a fresh AdamW.
+    #[arg(long)]
+    pub carry_moments: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -46,6 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         heldout_batches,
         out,
         compressed_only,
+        carry_moments,
     } = args;
     let mut spec =
         TaskSpec::from_file(&task).with_context(|| format!("task {}", task.display()))?;
@@ -66,6 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             layouts,
             heldout_batches,
             compressed_only,
+            carry_moments,
         },
     )?;
     comparison.write(&out)?;

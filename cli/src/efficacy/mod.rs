@@ -35,6 +35,11 @@ pub struct Setup {
     pub heldout_batches: usize,
     /// Run only the compressed layouts (for sweeps: the references do not change with them).
     pub compressed_only: bool,
+    /// Start each subnet window from the inner optimizer's moments carried over from the last one
+    /// (the mean of the miners' end moments, with its step count) instead of a fresh AdamW: what
+    /// that lever would gain. The protocol's windows start fresh; audits of such a window are not
+    /// served.
+    pub carry_moments: bool,
 }
 
 /// One run's held-out loss after each window (index 0: genesis) and what its windows did.
@@ -335,6 +340,7 @@ mod tests {
             layouts: vec![packed],
             heldout_batches: 4,
             compressed_only: false,
+            carry_moments: false,
         };
         let c = compare(spec, setup).unwrap();
         assert_eq!(c.runs.len(), 3);
