@@ -136,11 +136,7 @@ impl LocalChain {
             let mut p = pipeline(tx, netuid, &params)?;
             // The sooner of what the new tempo gives and an epoch already set apart, but not in
             // the past: epochs that would have run already under the new tempo never ran.
-            let scheduled = match p.pending_epoch_at {
-                0 => p.due_block(),
-                pending => pending.min(p.due_block()),
-            };
-            p.pending_epoch_at = scheduled.max(block + 1);
+            p.pending_epoch_at = p.next_epoch_block().min(p.due_block()).max(block + 1);
             tx.execute(
                 "UPDATE subnets SET params = ?1, pending_epoch_at = ?2 WHERE netuid = ?3",
                 params![
@@ -220,27 +216,27 @@ pub(super) fn pipeline(tx: &Tx<'_>, netuid: u16, params: &SubnetParams) -> Resul
     })
 }
 
-/// The epoch a call at the transaction's block belongs to.
-pub(super) fn current_epoch(tx: &Tx<'_>, netuid: u16) -> Result<u64> {
-    let index: i64 = tx.query_row(
-        "SELECT epoch_index FROM subnets WHERE netuid = ?1",
-        [netuid],
-        |r| r.get(0),
-    )?;
-    Ok(index as u64)
-}
-
 /// Runs every epoch that fell due by `block`, in order, each after the timelocked commits due in
 /// the block before it have been opened.
 pub(super) fn run_due_epochs(tx: &Tx<'_>, block: u64) -> Result<()> {
-    let subnets: Vec<(u16, String)> = {
-        let mut stmt = tx.prepare("SELECT netuid, params FROM subnets ORDER BY netuid")?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?
+    type Row = (u16, String, i64, i64, i64);
+    let subnets: Vec<Row> = {
+        let mut stmt = tx.prepare(
+            "SELECT netuid, params, last_epoch_block, pending_epoch_at, epoch_index FROM subnets ORDER BY netuid",
+        )?;
+        stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?
     };
-    for (netuid, params) in subnets {
+    for (netuid, params, last, pending, index) in subnets {
         let params: SubnetParams = serde_json::from_str(&params).map_err(corrupt)?;
-        let mut p = pipeline(tx, netuid, &params)?;
+        let mut p = LocalPipeline {
+            last_epoch_block: last as u64,
+            pending_epoch_at: pending as u64,
+            epoch_index: index as u64,
+            tempo: params.tempo,
+        };
         while p.next_epoch_block() <= block {
             let next = p.next_epoch_block();
             // Commits due before this epoch's block are opened first, as the blocks went by.

@@ -1,7 +1,7 @@
 //! Commit-reveal v4: weights encrypted to a round of the chain's own randomness beacon (a local
 //! extension standing in for drand), opened by the chain when the round's pulse exists.
 
-use super::epoch::{current_epoch, pipeline};
+use super::epoch::pipeline;
 use super::weights::{Commits, apply_weights, check_can_commit};
 use super::{EventKind, LocalChain, Tx, account, blob, corrupt, event, subnet_params};
 use crate::error::{ChainError, Result};
@@ -63,7 +63,7 @@ impl LocalChain {
             check_can_commit(tx, Commits::Timelocked, netuid, &hotkey)?;
             tx.execute(
                 "INSERT INTO timelocked_commits (netuid, hotkey, commit_bytes, reveal_round, block, epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![netuid, blob(&hotkey), commit, reveal_round as i64, block as i64, current_epoch(tx, netuid)? as i64],
+                params![netuid, blob(&hotkey), commit, reveal_round as i64, block as i64, pipeline(tx, netuid, &params)?.epoch_index as i64],
             )?;
             event(tx, block, Some(netuid), EventKind::TimelockedWeightsCommitted, &format!("{} round {reveal_round}", hotkey.short()))
         })
@@ -226,8 +226,9 @@ pub(super) fn reveal_due_commits(tx: &Tx<'_>, block: u64) -> Result<()> {
             .collect::<rusqlite::Result<_>>()?
     };
     for netuid in pending {
-        let current = current_epoch(tx, netuid)?;
-        reveal_commits_at(tx, netuid, &subnet_params(tx, netuid)?, block, current)?;
+        let params = subnet_params(tx, netuid)?;
+        let current = pipeline(tx, netuid, &params)?.epoch_index;
+        reveal_commits_at(tx, netuid, &params, block, current)?;
     }
     Ok(())
 }

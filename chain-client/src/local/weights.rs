@@ -1,7 +1,7 @@
 //! set_weights with subtensor's checks, and commit-reveal v2 (hash commits revealed in a later
 //! epoch).
 
-use super::epoch::current_epoch;
+use super::epoch::pipeline;
 use super::{EventKind, LocalChain, Tx, blob, corrupt, event, subnet_params, uid_of};
 use crate::error::{ChainError, Result};
 use crate::types::{AccountId, SubnetParams, WeightsReveal};
@@ -93,7 +93,7 @@ impl LocalChain {
             if !params.commit_reveal_weights_enabled {
                 return Err(ChainError::CommitRevealDisabled { netuid });
             }
-            let epoch = current_epoch(tx, netuid)?;
+            let epoch = pipeline(tx, netuid, &params)?.epoch_index;
             // Commits whose reveal epoch has passed can never be revealed: drop them first.
             tx.execute(
                 "DELETE FROM weight_commits WHERE netuid = ?1 AND hotkey = ?2 AND epoch + ?3 < ?4",
@@ -137,7 +137,7 @@ impl LocalChain {
             if commits.is_empty() {
                 return Err(ChainError::NoWeightsCommitFound { netuid });
             }
-            let epoch = current_epoch(tx, netuid)?;
+            let epoch = pipeline(tx, netuid, &params)?.epoch_index;
             let period = params.reveal_period_epochs;
             let hash = reveal.hash(&hotkey, netuid);
             let Some(&(id, _, committed)) = commits.iter().find(|c| c.1 == hash) else {

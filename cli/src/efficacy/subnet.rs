@@ -154,9 +154,8 @@ fn train_miners(
     checkpoint: &Checkpoint,
     window: u64,
     residuals: &mut [Vec<f32>],
-    carried: &mut Option<Moments>,
-    carry: bool,
-) -> (Vec<Gathered>, Honest) {
+    carried: Option<&Moments>,
+) -> (Vec<Gathered>, Honest, Vec<TrainState>) {
     let c = &engine.spec().compression;
     let layout = c.layout();
     let seed = window_seed(window);
@@ -173,7 +172,7 @@ fn train_miners(
             checkpoint,
             (window, seed, uid),
             group.range.clone(),
-            carried.as_ref(),
+            carried,
         );
         ends.push(end);
         let out = c.compress(&dense, residual, group.range.clone());
@@ -202,10 +201,7 @@ fn train_miners(
             }),
         });
     }
-    if carry {
-        *carried = Some(Moments::mean(&ends));
-    }
-    (gathered, honest)
+    (gathered, honest, ends)
 }
 
 /// The subnet with honest miners sending in `layout`, each window scored, decided and aggregated
@@ -231,14 +227,16 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
         worse_windows: Vec::new(),
     };
     for window in 0..setup.windows {
-        let (gathered, mut honest) = train_miners(
+        let (gathered, mut honest, ends) = train_miners(
             &engine,
             &checkpoint,
             window,
             &mut residuals,
-            &mut carried,
-            setup.carry_moments,
+            carried.as_ref(),
         );
+        if setup.carry_moments {
+            carried = Some(Moments::mean(&ends));
+        }
         let setting = Setting {
             window,
             window_seed: window_seed(window),
