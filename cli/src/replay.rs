@@ -256,7 +256,7 @@ mod tests {
     #[test]
     fn a_what_if_may_change_every_window_rule_and_nothing_else() {
         let params = what_if(
-            "[scoring]\nspot_check_tolerance = 1\naggregate_top = 2\neval_step = 0.5\neval_batches = 99\n",
+            "[scoring]\nspot_check_tolerance = 1\naggregate_top = 2\neval_step = 0.5\neval_batches = 99\nstep_with_candidates = true\n",
         )
         .unwrap();
         assert_eq!(
@@ -265,6 +265,7 @@ mod tests {
                 spot_check_tolerance: 1.0,
                 aggregate_top: 2,
                 eval_step: 0.5,
+                step_with_candidates: true,
                 ..recorded()
             }
         );

@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
             .d_model = d;
     }
     spec.shards.groups = flag("--groups")?.unwrap_or(1);
-    spec.training.inner_steps = flag("--steps")?.unwrap_or(3);
+    spec.training.set_inner_steps(flag("--steps")?.unwrap_or(3));
     let whole = args.iter().any(|a| a == "--whole");
     let engine = TaskEngine::new(spec);
     let n = engine.num_params();

@@ -19,7 +19,7 @@ fn engine() -> Arc<TaskEngine> {
     model.d_model = 16;
     model.n_layers = 1;
     model.seq_len = 16;
-    spec.training.inner_steps = 2;
+    spec.training.set_inner_steps(2);
     spec.training.batch_size = 2;
     Arc::new(TaskEngine::new(spec))
 }

@@ -543,5 +543,29 @@ pub fn aggregation_order(decisions: &[MinerDecision], top: usize, min: usize) ->
     uids
 }
 
+/// The uids a window aggregates, in uid order: its best earners (`aggregation_order`), or, where
+/// too few earned and the rules step with candidates, every candidate, provided there are at least
+/// `aggregate_min` and their aggregate (`evidence.aggregate`, measured on exactly these) lowers the
+/// eval loss. None otherwise: the checkpoint stays.
+pub fn aggregated(
+    evidence: &WindowEvidence,
+    decisions: &[MinerDecision],
+    params: &ScoringParams,
+) -> Vec<u16> {
+    let earners = aggregation_order(decisions, params.aggregate_top, params.aggregate_min);
+    if !earners.is_empty() || !params.step_with_candidates {
+        return earners;
+    }
+    let mut all = candidates(evidence, params);
+    all.sort_unstable();
+    let lowers = !evidence.aggregate.is_empty()
+        && relative_gain(&evidence.base, &evidence.base, &evidence.aggregate) > 0.0;
+    if all.len() >= params.aggregate_min.max(1) && lowers {
+        all
+    } else {
+        Vec::new()
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -16,8 +16,8 @@ pub mod yuma;
 pub use checks::{AssignmentCheck, AssignmentEvidence, Similarity};
 pub use decide::{
     Averages, Bans, DEFAULT_AUDIT_GRACE, LeaveOneOut, MinerDecision, MinerEvidence, ScoringParams,
-    Verdict, WindowEvidence, aggregation_order, averages_after, bans_after, candidates, decide,
-    screen,
+    Verdict, WindowEvidence, aggregated, aggregation_order, averages_after, bans_after, candidates,
+    decide, screen,
 };
 pub use reason::{Reason, ReasonKind};
 pub use usefulness::UsefulnessScore;

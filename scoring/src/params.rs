@@ -40,6 +40,11 @@ pub struct ScoringParams {
     /// read `uniform`).
     #[serde(default)]
     pub leave_one_out: LeaveOneOut,
+    /// A window in which fewer than `aggregate_min` gradients earn still steps with every
+    /// candidate, if there are at least `aggregate_min` and their aggregate lowers the eval loss
+    /// (records written before it was a rule read false: such windows kept the checkpoint).
+    #[serde(default)]
+    pub step_with_candidates: bool,
 }
 
 /// The grace of a task that names none.

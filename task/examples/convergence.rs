@@ -24,7 +24,7 @@ fn main() {
         spec.training.lr = lr;
     }
     if let Some(steps) = args.get(6).and_then(|a| a.parse().ok()) {
-        spec.training.inner_steps = steps;
+        spec.training.set_inner_steps(steps);
     }
     if let Some(lr) = args.get(7).and_then(|a| a.parse().ok()) {
         spec.training.outer_lr = lr;

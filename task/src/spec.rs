@@ -109,6 +109,13 @@ impl TrainingSpec {
     pub fn segments(&self) -> Vec<std::ops::Range<usize>> {
         crate::segment::segments(self.inner_steps, self.segment_steps)
     }
+
+    /// Sets the inner steps of a window (for shorter runs than the task's), the warm-up cut to
+    /// them so that the task stays valid.
+    pub fn set_inner_steps(&mut self, steps: usize) {
+        self.inner_steps = steps;
+        self.warmup_steps = self.warmup_steps.min(steps);
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -217,6 +224,14 @@ pub struct ScoringSpec {
     /// `scoring::DEFAULT_AUDIT_GRACE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_grace: Option<u64>,
+    /// Where fewer than `aggregate_min` gradients earn, the window still steps with every
+    /// candidate (each helpful alone, on its pages, no fraud) if there are at least
+    /// `aggregate_min` and their aggregate lowers the validator's eval loss. Leave-one-out between
+    /// honest gradients of equal worth is mostly noise, so without this a window in which most
+    /// honest gradients score a little below zero leaves the model where it was. Nobody is paid
+    /// for such a step that did not earn. Unset: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub step_with_candidates: bool,
 }
 
 impl ScoringSpec {
@@ -235,6 +250,7 @@ impl ScoringSpec {
             spot_check_tolerance: self.spot_check_tolerance,
             audit_grace: self.audit_grace.unwrap_or(scoring::DEFAULT_AUDIT_GRACE),
             leave_one_out: scoring::LeaveOneOut::Applied,
+            step_with_candidates: self.step_with_candidates,
         }
     }
 }

@@ -16,7 +16,7 @@ fn fingerprint(threads: bool) -> String {
     model.d_model = 32;
     model.n_layers = 1;
     model.seq_len = 32;
-    spec.training.inner_steps = 3;
+    spec.training.set_inner_steps(3);
     spec.training.batch_size = 4;
     spec.scoring.eval_batch_size = 4;
     let engine = TaskEngine::new(spec);

@@ -131,7 +131,7 @@ fn kill_delays(mut seed: u64, n: usize) -> Vec<Duration> {
 async fn a_validator_killed_while_scoring_loses_no_record_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = TaskSpec::from_toml_str(include_str!("../../tasks/localnet-lm.toml")).unwrap();
-    spec.training.inner_steps = 2;
+    spec.training.set_inner_steps(2);
     let task_path = dir.path().join("task.toml");
     std::fs::write(&task_path, spec.canonical_toml()).unwrap();
     let engine = Arc::new(TaskEngine::new(spec));

@@ -39,6 +39,7 @@ fn its_records_take_the_later_rules_from_their_task() {
     // Leave-one-out at the applied step came after them: they read the uniform step they used.
     let then = scoring::ScoringParams {
         leave_one_out: scoring::LeaveOneOut::Uniform,
+        step_with_candidates: false,
         ..spec.scoring.params()
     };
     for record in &records {

@@ -56,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut spec =
         TaskSpec::from_file(&task).with_context(|| format!("task {}", task.display()))?;
     if let Some(steps) = inner_steps {
-        spec.training.inner_steps = steps;
+        spec.training.set_inner_steps(steps);
     }
     let c = &spec.compression;
     let own = c.layout();

@@ -53,6 +53,9 @@ pub struct Run {
     pub idle_windows: Vec<u64>,
     /// Windows whose aggregate raised the held-out loss.
     pub worse_windows: Vec<u64>,
+    /// Seconds the run's windows took (for the subnet: every miner's training and the validator's
+    /// steps, one after another on this machine), held-out measurements excluded.
+    pub seconds: f64,
 }
 
 impl Run {
@@ -111,7 +114,9 @@ fn single_machine(engine: &TaskEngine, setup: &Setup, measure: &Measure) -> Run 
     let mut params = engine.genesis().params.to_vec();
     let mut trainer = engine.trainer::<CpuTrainBackend>(&device);
     let mut losses = vec![measure.loss(&params)];
+    let mut seconds = 0.0;
     for window in 0..setup.windows {
+        let started = Instant::now();
         let seed = window_seed(window);
         let per_miner: Vec<Vec<Batch>> = (0..setup.miners)
             .map(|uid| {
@@ -128,6 +133,7 @@ fn single_machine(engine: &TaskEngine, setup: &Setup, measure: &Measure) -> Run 
         params = trainer
             .train_from(&params, &batches, engine.spec().inner_lr(window), |_, _| {})
             .end;
+        seconds += started.elapsed().as_secs_f64();
         losses.push(measure.loss(&params));
         progress("single machine", window, &losses);
     }
@@ -137,6 +143,7 @@ fn single_machine(engine: &TaskEngine, setup: &Setup, measure: &Measure) -> Run 
         losses,
         idle_windows: Vec::new(),
         worse_windows: Vec::new(),
+        seconds,
     }
 }
 
@@ -220,8 +227,8 @@ impl Comparison {
             self.floor
                 .map_or(String::new(), |f| format!(" (lowest reachable {f:.4})"))
         );
-        out.push_str("| run | bytes per gradient | vs dense f32 | held-out loss | vs dense subnet | vs one machine | idle windows | windows the aggregate made worse |\n");
-        out.push_str("|---|---|---|---|---|---|---|---|\n");
+        out.push_str("| run | bytes per gradient | vs dense f32 | held-out loss | vs dense subnet | vs one machine | idle windows | windows the aggregate made worse | s per window |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|\n");
         let dense_bytes = Layout::DenseF32.payload_len(self.params) as f64;
         for run in &self.runs {
             let last = run.last();
@@ -232,17 +239,18 @@ impl Comparison {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {ratio} | {last:.4} | {:+.1}% | {:+.1}% | {} | {} |",
+                "| {} | {} | {ratio} | {last:.4} | {} | {} | {} | {} | {:.2} |",
                 run.name,
                 if run.bytes == 0 {
                     "-".to_string()
                 } else {
                     run.bytes.to_string()
                 },
-                100.0 * (last / dense - 1.0),
-                100.0 * (last / single - 1.0),
+                gap(last, dense),
+                gap(last, single),
                 list(&run.idle_windows),
                 list(&run.worse_windows),
+                run.seconds / self.setup.windows as f64,
             );
         }
         let _ = writeln!(out, "\n({:.0} s on this machine.)", self.seconds);
@@ -282,6 +290,15 @@ impl Comparison {
             self.floor,
             &dir.join("efficacy.png"),
         )
+    }
+}
+
+/// `loss` against `reference` in percent, or "-" where the reference did not run.
+fn gap(loss: f64, reference: f64) -> String {
+    if reference.is_finite() {
+        format!("{:+.1}%", 100.0 * (loss / reference - 1.0))
+    } else {
+        "-".into()
     }
 }
 
@@ -352,6 +369,7 @@ mod tests {
         assert!(single.last() < single.losses[0], "{:?}", single.losses);
         assert!(dense.last() < dense.losses[0], "{:?}", dense.losses);
         assert_eq!(c.runs[2].bytes, packed.payload_len(c.params));
+        assert!(c.runs.iter().all(|r| r.seconds > 0.0));
         let dir = tempfile::tempdir().unwrap();
         c.write(dir.path()).unwrap();
         let table = std::fs::read_to_string(dir.path().join("efficacy.md")).unwrap();

@@ -225,8 +225,10 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
         losses: vec![measure.loss(&checkpoint.params)],
         idle_windows: Vec::new(),
         worse_windows: Vec::new(),
+        seconds: 0.0,
     };
     for window in 0..setup.windows {
+        let started = std::time::Instant::now();
         let (gathered, mut honest, ends) = train_miners(
             &engine,
             &checkpoint,
@@ -263,8 +265,12 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
             start.reference.residual_out
         };
         if step.aggregated.is_empty() {
+            // As a miner does (`Miner::residual_into`): when the model did not move, nothing the
+            // window sent was applied, and the error feedback starts over from zero.
+            residuals.iter_mut().for_each(|r| r.fill(0.0));
             run.idle_windows.push(window);
         }
+        run.seconds += started.elapsed().as_secs_f64();
         let before = run.last();
         (checkpoint, momentum) = (step.next, step.momentum_after);
         run.losses.push(measure.loss(&checkpoint.params));

@@ -14,6 +14,7 @@ const PARAMS: ScoringParams = ScoringParams {
     spot_check_tolerance: 0.05,
     audit_grace: 2,
     leave_one_out: LeaveOneOut::Applied,
+    step_with_candidates: false,
 };
 
 fn learned(own_gain: f32) -> AssignmentEvidence {
@@ -234,6 +235,59 @@ fn near_duplicates_share_one_score_whatever_their_order() {
     // Group 0 holds uids 1 and 4 (4 scores more), group 1 uids 2 and 3 (a tie: the lower uid).
     assert_eq!(aggregation_order(&grouped, 1, 2), vec![2, 4]);
     assert_eq!(aggregation_order(&grouped, 2, 2), vec![1, 2, 3, 4]);
+}
+
+#[test]
+fn a_window_whose_candidates_all_add_nothing_steps_with_them_only_where_the_rules_say_and_it_helps()
+{
+    let helps = vec![1.8, 1.82, 1.79];
+    // Three candidates, each helpful alone, each of whose leave-one-out aggregate (1.65) is lower
+    // than the aggregate of all (1.7): none earns. A fourth is harmful alone.
+    let mut miners: Vec<MinerEvidence> = (1..=3)
+        .map(|uid| miner(uid, helps.clone(), 0.05, vec![1.65; 3]))
+        .collect();
+    miners.push(miner(4, vec![2.1, 2.2, 2.05], 0.05, Vec::new()));
+    let evidence = window(miners, Vec::new());
+    let d = decide(&evidence, &PARAMS, &Averages::new());
+    assert!(
+        d.iter()
+            .all(|d| d.verdict != Verdict::Earned && d.score == 0.0),
+        "{d:?}"
+    );
+    // Without the rule the window is idle.
+    assert!(aggregated(&evidence, &d, &PARAMS).is_empty());
+    let stepping = ScoringParams {
+        step_with_candidates: true,
+        ..PARAMS
+    };
+    // With it, every candidate (never the harmful one), and still nobody is paid.
+    assert_eq!(aggregated(&evidence, &d, &stepping), vec![1, 2, 3]);
+    let d_stepping = decide(&evidence, &stepping, &Averages::new());
+    assert!(d_stepping.iter().all(|d| d.score == 0.0 && d.weight == 0.0));
+    // Not where their aggregate raises the loss, nor with fewer candidates than aggregate_min.
+    let worse = WindowEvidence {
+        aggregate: vec![2.05; 3],
+        ..evidence.clone()
+    };
+    assert!(aggregated(&worse, &d, &stepping).is_empty());
+    let four = ScoringParams {
+        aggregate_min: 4,
+        aggregate_top: 8,
+        ..stepping
+    };
+    assert!(aggregated(&evidence, &d, &four).is_empty());
+    // Where enough earn, the earners as before.
+    let earning = window(
+        (1..=3)
+            .map(|uid| miner(uid, helps.clone(), 0.05, vec![1.8; 3]))
+            .collect(),
+        Vec::new(),
+    );
+    let d = decide(&earning, &stepping, &Averages::new());
+    assert_eq!(
+        aggregated(&earning, &d, &stepping),
+        aggregation_order(&d, 8, 2)
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ pub(crate) fn tiny_spec() -> TaskSpec {
     model.seq_len = 32;
     model.n_layers = 1;
     spec.training.batch_size = 8;
-    spec.training.inner_steps = 12;
+    spec.training.set_inner_steps(12);
     spec.scoring.eval_batch_size = 8;
     spec
 }

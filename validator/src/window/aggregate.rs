@@ -3,7 +3,7 @@
 
 use super::Gradient;
 use crate::aggregation::next_checkpoint;
-use scoring::{MinerDecision, ScoringParams, aggregation_order};
+use scoring::{MinerDecision, ScoringParams, WindowEvidence};
 use std::collections::BTreeMap;
 use task::{Checkpoint, TaskEngine};
 
@@ -20,17 +20,19 @@ pub struct Step {
     pub momentum_after: Vec<f32>,
 }
 
-/// The next checkpoint: the best earners of each group (at most `aggregate_top`, none if fewer
-/// than `aggregate_min` earned) clipped to their group's entry of `clips` and averaged in uid
-/// order, with the outer step from `checkpoint` and the momentum buffer `momentum`.
+/// The next checkpoint: the gradients `scoring::aggregated` names (the best earners of each
+/// group, at most `aggregate_top`; where fewer than `aggregate_min` earned and the rules allow it,
+/// every candidate whose aggregate lowered the eval loss) clipped to their group's entry of
+/// `clips` and averaged in uid order, with the outer step from `checkpoint` and the momentum
+/// buffer `momentum`.
 pub fn aggregate(
     engine: &TaskEngine,
     (checkpoint, momentum): (&Checkpoint, &[f32]),
-    decisions: &[MinerDecision],
+    (evidence, decisions): (&WindowEvidence, &[MinerDecision]),
     (gradients, clips): (&BTreeMap<u16, Gradient>, &[f64]),
     rules: &ScoringParams,
 ) -> Step {
-    let aggregated = aggregation_order(decisions, rules.aggregate_top, rules.aggregate_min);
+    let aggregated = scoring::aggregated(evidence, decisions, rules);
     let deltas: Vec<&pseudo_gradient::Sparse> =
         aggregated.iter().map(|u| &gradients[u].values).collect();
     let caps: Vec<f64> = aggregated

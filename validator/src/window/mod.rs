@@ -203,7 +203,7 @@ pub fn score<I: WindowInputs>(
     let step = aggregate(
         engine,
         (checkpoint, carried.momentum),
-        &decisions,
+        (&evidence, &decisions),
         (&work.gradients, &work.clips),
         start.params(),
     );

@@ -12,7 +12,7 @@ fn engine() -> TaskEngine {
     model.seq_len = 32;
     model.n_layers = 1;
     spec.training.batch_size = 8;
-    spec.training.inner_steps = 12;
+    spec.training.set_inner_steps(12);
     spec.training.segment_steps = 4;
     TaskEngine::new(spec)
 }
