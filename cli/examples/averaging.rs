@@ -14,12 +14,8 @@
 //! cargo run --release -p subnet-cli --example averaging -- TASK WINDOWS [--miners N] [--outer RATE]
 //! [--momentum MU] [--lr-scale X] [--averaged-only]
 
+use subnet_cli::efficacy::window_seed;
 use task::{Batch, CpuBackend, CpuTrainBackend, TaskEngine, TaskSpec, Trainer};
-
-/// `subnet efficacy`'s window seed.
-fn window_seed(window: u64) -> u64 {
-    task::rng::derive_seed(&[window, 0xEFF1CAC7])
-}
 
 struct Bench {
     engine: TaskEngine,

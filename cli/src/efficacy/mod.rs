@@ -85,7 +85,7 @@ pub fn parse_layout(text: &str) -> Result<Layout, String> {
 }
 
 /// The window seed of `window` in these runs (every run sees the same pages).
-pub(crate) fn window_seed(window: u64) -> u64 {
+pub fn window_seed(window: u64) -> u64 {
     task::rng::derive_seed(&[window, 0xEFF1CAC7])
 }
 
