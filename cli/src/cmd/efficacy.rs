@@ -39,6 +39,10 @@ pub struct Args {
     /// instead of a fresh AdamW.
     #[arg(long)]
     pub carry_moments: bool,
+    /// Which pages and validator eval batches the runs draw: 0 is the draw BENCHMARKS.md
+    /// reports; another gives the spread between runs (the held-out batches stay the same).
+    #[arg(long, default_value_t = 0)]
+    pub draw: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -52,6 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out,
         compressed_only,
         carry_moments,
+        draw,
     } = args;
     let mut spec =
         TaskSpec::from_file(&task).with_context(|| format!("task {}", task.display()))?;
@@ -73,6 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             heldout_batches,
             compressed_only,
             carry_moments,
+            draw,
         },
     )?;
     comparison.write(&out)?;

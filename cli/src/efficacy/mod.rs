@@ -40,6 +40,8 @@ pub struct Setup {
     /// that lever would gain. The protocol's windows start fresh; audits of such a window are not
     /// served.
     pub carry_moments: bool,
+    /// Which pages and eval batches the runs draw (`drawn_seed`); 0: the reported ones.
+    pub draw: u64,
 }
 
 /// One run's held-out loss after each window (index 0: genesis) and what its windows did.
@@ -84,9 +86,26 @@ pub fn parse_layout(text: &str) -> Result<Layout, String> {
     }
 }
 
-/// The window seed of `window` in these runs (every run sees the same pages).
+/// The window seed of `window` in these runs (every run sees the same pages): draw 0's.
 pub fn window_seed(window: u64) -> u64 {
-    task::rng::derive_seed(&[window, 0xEFF1CAC7])
+    drawn_seed(0, window)
+}
+
+/// The window seed of `window` in the runs of `draw` (`--draw`): each draw gives other pages and
+/// other eval batches, the same in each of its runs. Draw 0 is the one BENCHMARKS.md reports.
+pub fn drawn_seed(draw: u64, window: u64) -> u64 {
+    match draw {
+        0 => task::rng::derive_seed(&[window, 0xEFF1CAC7]),
+        draw => task::rng::derive_seed(&[window, 0xEFF1CAC7, draw]),
+    }
+}
+
+/// The validator's eval seed of `window` in the runs of `draw`.
+pub(crate) fn eval_seed(draw: u64, window: u64) -> u64 {
+    match draw {
+        0 => task::rng::derive_seed(&[window, 0x5EED]),
+        draw => task::rng::derive_seed(&[window, 0x5EED, draw]),
+    }
 }
 
 pub(crate) struct Measure<'a> {
@@ -117,7 +136,7 @@ fn single_machine(engine: &TaskEngine, setup: &Setup, measure: &Measure) -> Run 
     let mut seconds = 0.0;
     for window in 0..setup.windows {
         let started = Instant::now();
-        let seed = window_seed(window);
+        let seed = drawn_seed(setup.draw, window);
         let per_miner: Vec<Vec<Batch>> = (0..setup.miners)
             .map(|uid| {
                 let a = engine
@@ -340,6 +359,27 @@ mod tests {
         }
     }
 
+    /// Draw 0 keeps the seeds the reported figures were measured with; every other draw gives
+    /// other pages and eval batches in every window.
+    #[test]
+    fn each_draw_gives_other_pages_and_draw_zero_the_reported_ones() {
+        for window in 0..4 {
+            assert_eq!(
+                drawn_seed(0, window),
+                task::rng::derive_seed(&[window, 0xEFF1CAC7])
+            );
+            assert_eq!(
+                eval_seed(0, window),
+                task::rng::derive_seed(&[window, 0x5EED])
+            );
+            for draw in 1..4 {
+                assert_ne!(drawn_seed(draw, window), drawn_seed(0, window));
+                assert_ne!(eval_seed(draw, window), eval_seed(0, window));
+                assert_ne!(drawn_seed(draw, window), drawn_seed(draw + 1, window));
+            }
+        }
+    }
+
     /// The whole comparison on a small table task: every run learns from genesis, the compressed
     /// one sends what its layout says, and the table, CSV and plot are written.
     #[test]
@@ -358,6 +398,7 @@ mod tests {
             heldout_batches: 4,
             compressed_only: false,
             carry_moments: false,
+            draw: 0,
         };
         let c = compare(spec, setup).unwrap();
         assert_eq!(c.runs.len(), 3);

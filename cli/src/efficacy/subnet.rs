@@ -2,7 +2,7 @@
 //! with their own error-feedback residuals, and the validator's own window steps
 //! (`validator::window`) score, decide and aggregate it.
 
-use super::{Measure, Run, Setup, progress, window_seed};
+use super::{Measure, Run, Setup, drawn_seed, eval_seed, progress};
 use pseudo_gradient::codec::{self, Layout};
 use scoring::{Averages, Bans, averages_after};
 use std::collections::BTreeMap;
@@ -152,13 +152,12 @@ fn train_one(
 fn train_miners(
     engine: &TaskEngine,
     checkpoint: &Checkpoint,
-    window: u64,
+    (window, seed): (u64, u64),
     residuals: &mut [Vec<f32>],
     carried: Option<&Moments>,
 ) -> (Vec<Gathered>, Honest, Vec<TrainState>) {
     let c = &engine.spec().compression;
     let layout = c.layout();
-    let seed = window_seed(window);
     let mut honest = Honest {
         served: BTreeMap::new(),
     };
@@ -232,7 +231,7 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
         let (gathered, mut honest, ends) = train_miners(
             &engine,
             &checkpoint,
-            window,
+            (window, drawn_seed(setup.draw, window)),
             &mut residuals,
             carried.as_ref(),
         );
@@ -241,8 +240,8 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
         }
         let setting = Setting {
             window,
-            window_seed: window_seed(window),
-            eval_seed: task::rng::derive_seed(&[window, 0x5EED]),
+            window_seed: drawn_seed(setup.draw, window),
+            eval_seed: eval_seed(setup.draw, window),
             assigned_uids: setup.miners as u64,
             params: engine.spec().scoring.params(),
             checkpoint: checkpoint.clone(),
