@@ -53,6 +53,7 @@ enum Compress {
     Rank(usize, u32),
 }
 
+/// Gram-Schmidt on the `r` columns of the row-major `len` x `r` matrix `v` (a zero column stays zero).
 fn orthonormalize(v: &mut [f64], len: usize, r: usize) {
     for j in 0..r {
         for i in 0..j {
@@ -72,6 +73,7 @@ fn orthonormalize(v: &mut [f64], len: usize, r: usize) {
     }
 }
 
+/// Rounds `v` to `bits`-bit symmetric levels of its largest magnitude.
 fn quantize(v: &mut [f64], bits: u32) {
     let qmax = ((1u32 << (bits - 1)) - 1) as f64;
     let s = v.iter().fold(0f64, |a, x| a.max(x.abs()));
