@@ -27,6 +27,7 @@
 //! cargo run --release -p subnet-cli --example averaging -- TASK WINDOWS [--miners N] [--outer RATE]
 //! [--momentum MU] [--lr-scale X] [--averaged-only] [--compress BASIS] [--shares]
 
+use pseudo_gradient::codec::Layout;
 use subnet_cli::efficacy::window_seed;
 use task::{Batch, CpuBackend, CpuTrainBackend, TaskEngine, TaskSpec, Trainer};
 
@@ -46,9 +47,9 @@ struct Bench {
 #[derive(Clone, Copy)]
 enum Compress {
     Dense,
-    TopK(pseudo_gradient::codec::Layout),
-    /// The codec's top-k of each chunk's DCT-II coefficients (DeMo's basis).
-    Dct(pseudo_gradient::codec::Layout, usize),
+    TopK(Layout),
+    /// The codec's top-k of each chunk's DCT-II coefficients (DeMo's basis), with the codec's chunks.
+    Dct(Layout),
     /// Rank r of each matrix, factors and vectors at b bits.
     Rank(usize, u32),
 }
@@ -234,14 +235,14 @@ impl Bench {
                     *trainer = self.trainer();
                 }
                 let end = trainer.train_from(&params, &batches, lr, |_, _| {}).end;
-                let acc: Vec<f32> = params
+                let delta: Vec<f32> = params.iter().zip(&end).map(|(p, e)| p - e).collect();
+                let acc: Vec<f32> = delta
                     .iter()
-                    .zip(&end)
                     .zip(residual.iter())
-                    .map(|((p, e), r)| p - e + r)
+                    .map(|(d, r)| d + r)
                     .collect();
                 if self.shares && window + 1 == windows {
-                    deltas.push(params.iter().zip(&end).map(|(p, e)| p - e).collect());
+                    deltas.push(delta);
                 }
                 let (sent, bits) = self.send(&acc);
                 sent_bits = bits;
@@ -329,7 +330,11 @@ impl Bench {
                 let (payload, sent) = layout.encode(acc);
                 (sent, payload.len() * 8)
             }
-            Compress::Dct(layout, chunk) => {
+            Compress::Dct(layout) => {
+                let chunk = match layout {
+                    Layout::TopK { chunk, .. } | Layout::PackedTopK { chunk, .. } => chunk,
+                    Layout::DenseF32 => acc.len(),
+                };
                 let (payload, sent) = layout.encode(&dct_chunks(acc, chunk, false));
                 (dct_chunks(&sent, chunk, true), payload.len() * 8)
             }
@@ -364,17 +369,7 @@ fn parse_compress(text: &str) -> anyhow::Result<Compress> {
     };
     match text.split_once(':') {
         Some(("topk", rest)) => Ok(Compress::TopK(layout(rest)?)),
-        Some(("dct", rest)) => {
-            let l = layout(rest)?;
-            let chunk = match l {
-                pseudo_gradient::codec::Layout::TopK { chunk, .. }
-                | pseudo_gradient::codec::Layout::PackedTopK { chunk, .. } => chunk,
-                pseudo_gradient::codec::Layout::DenseF32 => {
-                    unreachable!("parse_layout gives top-k")
-                }
-            };
-            Ok(Compress::Dct(l, chunk))
-        }
+        Some(("dct", rest)) => Ok(Compress::Dct(layout(rest)?)),
         Some(("rank", rest)) => {
             let parsed = rest
                 .split_once(':')

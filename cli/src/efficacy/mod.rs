@@ -94,17 +94,19 @@ pub fn window_seed(window: u64) -> u64 {
 /// The window seed of `window` in the runs of `draw` (`--draw`): each draw gives other pages and
 /// other eval batches, the same in each of its runs. Draw 0 is the one BENCHMARKS.md reports.
 pub fn drawn_seed(draw: u64, window: u64) -> u64 {
-    match draw {
-        0 => task::rng::derive_seed(&[window, 0xEFF1CAC7]),
-        draw => task::rng::derive_seed(&[window, 0xEFF1CAC7, draw]),
-    }
+    salted(0xEFF1CAC7, draw, window)
 }
 
 /// The validator's eval seed of `window` in the runs of `draw`.
 pub(crate) fn eval_seed(draw: u64, window: u64) -> u64 {
+    salted(0x5EED, draw, window)
+}
+
+/// The seed of `window` under `salt`; draw 0 adds nothing, so that its seeds are those reported.
+fn salted(salt: u64, draw: u64, window: u64) -> u64 {
     match draw {
-        0 => task::rng::derive_seed(&[window, 0x5EED]),
-        draw => task::rng::derive_seed(&[window, 0x5EED, draw]),
+        0 => task::rng::derive_seed(&[window, salt]),
+        draw => task::rng::derive_seed(&[window, salt, draw]),
     }
 }
 

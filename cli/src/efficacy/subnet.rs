@@ -228,10 +228,11 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
     };
     for window in 0..setup.windows {
         let started = std::time::Instant::now();
+        let seed = drawn_seed(setup.draw, window);
         let (gathered, mut honest, ends) = train_miners(
             &engine,
             &checkpoint,
-            (window, drawn_seed(setup.draw, window)),
+            (window, seed),
             &mut residuals,
             carried.as_ref(),
         );
@@ -240,7 +241,7 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
         }
         let setting = Setting {
             window,
-            window_seed: drawn_seed(setup.draw, window),
+            window_seed: seed,
             eval_seed: eval_seed(setup.draw, window),
             assigned_uids: setup.miners as u64,
             params: engine.spec().scoring.params(),
