@@ -114,6 +114,29 @@ impl Sparse {
             .sqrt()
     }
 
+    /// The dot product with `other`, summed in f64 over the entries both hold, in index order.
+    pub fn dot(&self, other: &Sparse) -> f64 {
+        assert_eq!(self.len, other.len, "dot of vectors of different lengths");
+        let (mut sum, mut b) = (0f64, other.iter().peekable());
+        for (i, x) in self.iter() {
+            while b.next_if(|&(j, _)| j < i).is_some() {}
+            if let Some(&(j, y)) = b.peek()
+                && j == i
+            {
+                sum += x as f64 * y as f64;
+            }
+        }
+        sum
+    }
+
+    /// The dot product with the dense vector `dense`, summed in f64 over this vector's entries in
+    /// index order.
+    pub fn dot_dense(&self, dense: &[f32]) -> f64 {
+        assert_eq!(self.len, dense.len(), "dot of vectors of different lengths");
+        self.iter()
+            .fold(0f64, |sum, (i, x)| sum + x as f64 * dense[i] as f64)
+    }
+
     /// The cosine similarity with `other` (0 when either is zero), with the bits of the same
     /// cosine over the dense vectors.
     pub fn cosine(&self, other: &Sparse) -> f64 {
@@ -230,6 +253,12 @@ mod tests {
             for (e, t) in dense.iter().zip(&sparse) {
                 let dense_cosine = scoring::checks::cosine(d, e);
                 assert_eq!(s.cosine(t).to_bits(), dense_cosine.to_bits());
+                let dot: f64 = d.iter().zip(e).map(|(&x, &y)| x as f64 * y as f64).sum();
+                assert!((s.dot(t) - dot).abs() <= 1e-12 * (1.0 + dot.abs()), "dot");
+                assert!(
+                    (s.dot_dense(e) - dot).abs() <= 1e-12 * (1.0 + dot.abs()),
+                    "dot"
+                );
             }
         }
         let caps = [0.5, 100.0, 1.0, 2.0];

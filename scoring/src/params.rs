@@ -45,6 +45,13 @@ pub struct ScoringParams {
     /// (records written before it was a rule read false: such windows kept the checkpoint).
     #[serde(default)]
     pub step_with_candidates: bool,
+    /// The copy check compares what is left of each candidate beside the direction of the
+    /// validator's own training of the window, rather than the whole gradients: honest miners'
+    /// windows share that common direction (dense ones so much that two honest miners' cosine may
+    /// pass `copy_cosine`), a copy shares everything else too (records written before it was a
+    /// rule read false: whole gradients).
+    #[serde(default)]
+    pub copy_beside_reference: bool,
 }
 
 /// The grace of a task that names none.

@@ -232,6 +232,12 @@ pub struct ScoringSpec {
     /// for such a step that did not earn. Unset: false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub step_with_candidates: bool,
+    /// The copy check compares candidates beside the direction of the validator's own training of
+    /// the window (`scoring::ScoringParams::copy_beside_reference`): the part of a window every
+    /// honest miner shares does not make two of them look like copies. Unset: false, whole
+    /// gradients.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy_beside_reference: bool,
 }
 
 impl ScoringSpec {
@@ -251,6 +257,7 @@ impl ScoringSpec {
             audit_grace: self.audit_grace.unwrap_or(scoring::DEFAULT_AUDIT_GRACE),
             leave_one_out: scoring::LeaveOneOut::Applied,
             step_with_candidates: self.step_with_candidates,
+            copy_beside_reference: self.copy_beside_reference,
         }
     }
 }

@@ -63,7 +63,7 @@ fn main() -> anyhow::Result<()> {
     let all = pairwise_similarity(&pairs, |a, b| a.cosine(b));
     let exact_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let sketched = similar_pairs(&pairs, 0x5EED, copy_cosine);
+    let sketched = similar_pairs(&pairs, 0x5EED, copy_cosine, None);
     let sketched_s = started.elapsed().as_secs_f64();
     let same = copies(&all) == copies(&sketched);
     println!(

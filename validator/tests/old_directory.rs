@@ -40,6 +40,7 @@ fn its_records_take_the_later_rules_from_their_task() {
     let then = scoring::ScoringParams {
         leave_one_out: scoring::LeaveOneOut::Uniform,
         step_with_candidates: false,
+        copy_beside_reference: false,
         ..spec.scoring.params()
     };
     for record in &records {

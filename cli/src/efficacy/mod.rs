@@ -55,6 +55,9 @@ pub struct Run {
     pub idle_windows: Vec<u64>,
     /// Windows whose aggregate raised the held-out loss.
     pub worse_windows: Vec<u64>,
+    /// Windows in which the copy check took honest miners for copies of each other (their scores
+    /// shared).
+    pub copy_windows: Vec<u64>,
     /// Seconds the run's windows took (for the subnet: every miner's training and the validator's
     /// steps, one after another on this machine), held-out measurements excluded.
     pub seconds: f64,
@@ -163,6 +166,7 @@ fn single_machine(engine: &TaskEngine, setup: &Setup, measure: &Measure) -> Run 
         bytes: 0,
         losses,
         idle_windows: Vec::new(),
+        copy_windows: Vec::new(),
         worse_windows: Vec::new(),
         seconds,
     }
@@ -248,8 +252,8 @@ impl Comparison {
             self.floor
                 .map_or(String::new(), |f| format!(" (lowest reachable {f:.4})"))
         );
-        out.push_str("| run | bytes per gradient | vs dense f32 | held-out loss | vs dense subnet | vs one machine | idle windows | windows the aggregate made worse | s per window |\n");
-        out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str("| run | bytes per gradient | vs dense f32 | held-out loss | vs dense subnet | vs one machine | idle windows | windows the aggregate made worse | honest taken for copies | s per window |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
         let dense_bytes = Layout::DenseF32.payload_len(self.params) as f64;
         for run in &self.runs {
             let last = run.last();
@@ -260,7 +264,7 @@ impl Comparison {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {ratio} | {last:.4} | {} | {} | {} | {} | {:.2} |",
+                "| {} | {} | {ratio} | {last:.4} | {} | {} | {} | {} | {} | {:.2} |",
                 run.name,
                 if run.bytes == 0 {
                     "-".to_string()
@@ -271,6 +275,11 @@ impl Comparison {
                 gap(last, single),
                 list(&run.idle_windows),
                 list(&run.worse_windows),
+                if run.bytes == 0 {
+                    "-".to_string()
+                } else {
+                    list(&run.copy_windows)
+                },
                 run.seconds / self.setup.windows as f64,
             );
         }

@@ -223,6 +223,7 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
         bytes: layout.payload_len(n),
         losses: vec![measure.loss(&checkpoint.params)],
         idle_windows: Vec::new(),
+        copy_windows: Vec::new(),
         worse_windows: Vec::new(),
         seconds: 0.0,
     };
@@ -257,6 +258,9 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
         };
         let Ok(scored) = validator::window::score(&engine, &start, gathered, &mut honest, carried);
         averages = averages_after(&scored.decisions);
+        if scored.decisions.iter().any(|d| !d.duplicates.is_empty()) {
+            run.copy_windows.push(window);
+        }
         let step = scored.step;
         // As the validator does, its reference's error feedback starts over when the model stays.
         reference_residual = if step.next.digest == checkpoint.digest {

@@ -15,6 +15,7 @@ const PARAMS: ScoringParams = ScoringParams {
     audit_grace: 2,
     leave_one_out: LeaveOneOut::Applied,
     step_with_candidates: false,
+    copy_beside_reference: false,
 };
 
 fn learned(own_gain: f32) -> AssignmentEvidence {

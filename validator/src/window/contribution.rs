@@ -5,9 +5,10 @@ use super::Gradient;
 use crate::evaluate;
 use pseudo_gradient::Sparse;
 use pseudo_gradient::sketch::{self, Sketch};
-use scoring::checks::{Similarity, pairwise_similarity};
+use scoring::checks::Similarity;
 use scoring::{ScoringParams, WindowEvidence, candidates};
 use std::collections::BTreeMap;
+use std::ops::Range;
 use task::{Batch, TaskEngine};
 
 /// How far below the copy threshold a pair's sketched cosine may fall and still be compared
@@ -22,11 +23,13 @@ const SKETCH_SALT: u64 = 0x534B_4554_4348;
 /// losses for the candidates under `params` (every other miner's are emptied), each clipped to its
 /// group's clip norm, at the step `rules.leave_one_out` names. `params`, `momentum` and `batches`
 /// are the checkpoint, the outer momentum buffer and the eval batches the window started from;
-/// `eval_seed` is the validator's secret of the window.
+/// `eval_seed` is the validator's secret of the window and `reference` its own dense training of
+/// the window (the common direction the copy check sets aside under
+/// `rules.copy_beside_reference`).
 pub fn contributions(
     engine: &TaskEngine,
     (params, momentum, batches): (&[f32], &[f32], &[Batch]),
-    (evidence, eval_seed): (&mut WindowEvidence, u64),
+    (evidence, eval_seed, reference): (&mut WindowEvidence, u64, &[f32]),
     gradients: &BTreeMap<u16, Gradient>,
     rules: &ScoringParams,
 ) {
@@ -34,7 +37,14 @@ pub fn contributions(
     let values: Vec<&Sparse> = uids.iter().map(|u| &gradients[u].values).collect();
     let pairs: Vec<(u16, &Sparse)> = uids.iter().copied().zip(values.iter().copied()).collect();
     let seed = eval_seed ^ SKETCH_SALT;
-    evidence.similarities = similar_pairs(&pairs, seed, rules.copy_cosine);
+    let ranges: Vec<Range<usize>> = uids
+        .iter()
+        .map(|u| gradients[u].group.range.clone())
+        .collect();
+    let common = rules
+        .copy_beside_reference
+        .then_some((reference, &ranges[..]));
+    evidence.similarities = similar_pairs(&pairs, seed, rules.copy_cosine, common);
     let clips = evidence.clip_norms();
     let caps: Vec<f64> = uids
         .iter()
@@ -64,22 +74,57 @@ pub fn contributions(
 /// is within `SKETCH_MARGIN` of `copy_cosine` are compared exactly: the pairs left out are below
 /// the threshold unless the estimate erred by more than the margin. Smaller gradients are all
 /// compared exactly, as the sketches would cost more.
-pub fn similar_pairs(pairs: &[(u16, &Sparse)], seed: u64, copy_cosine: f64) -> Vec<Similarity> {
+///
+/// With a `common` direction (the validator's own training of the window) and each gradient's
+/// parameter group, the cosine is that of what is left of each gradient once its projection on
+/// the direction over its group is taken out (`Beside`): the direction every honest window
+/// shares, which no miner chooses, does not make two honest miners look like copies, while a copy
+/// shares everything else too.
+pub fn similar_pairs(
+    pairs: &[(u16, &Sparse)],
+    seed: u64,
+    copy_cosine: f64,
+    common: Option<(&[f32], &[Range<usize>])>,
+) -> Vec<Similarity> {
+    let beside = Beside::new(pairs, common);
+    let cosine = |i: usize, j: usize| match &beside {
+        Some(b) => b.cosine(pairs, i, j),
+        None => pairs[i].1.cosine(pairs[j].1),
+    };
     let entries = pairs.iter().map(|(_, g)| g.nonzeros()).sum::<usize>() / pairs.len().max(1);
-    if entries <= sketch::ROWS * sketch::WIDTH {
-        return pairwise_similarity(pairs, |a, b| a.cosine(b));
-    }
-    let sketches: Vec<Sketch> = pairs.iter().map(|(_, g)| Sketch::of(g, seed)).collect();
     let mut out = Vec::new();
-    for (i, (a, ga)) in pairs.iter().enumerate() {
-        for (j, (b, gb)) in pairs.iter().enumerate().skip(i + 1) {
-            if sketches[i].cosine(&sketches[j]) >= copy_cosine - SKETCH_MARGIN {
-                let (a, b) = ((*a).min(*b), (*a).max(*b));
-                out.push(Similarity {
-                    a,
-                    b,
-                    cosine: ga.cosine(gb),
-                });
+    if entries <= sketch::ROWS * sketch::WIDTH {
+        for i in 0..pairs.len() {
+            for j in i + 1..pairs.len() {
+                out.push(similarity(pairs, i, j, cosine(i, j)));
+            }
+        }
+    } else {
+        let mut sketches: Vec<Sketch> = pairs.iter().map(|(_, g)| Sketch::of(g, seed)).collect();
+        if let Some(b) = &beside {
+            let mut directions: Vec<(&Range<usize>, Sketch)> = Vec::new();
+            for (i, sketch) in sketches.iter_mut().enumerate() {
+                let range = &b.ranges[i];
+                if !directions.iter().any(|(r, _)| *r == range) {
+                    let over = Sparse::scattered(
+                        &b.direction[range.clone()],
+                        b.direction.len(),
+                        range.start,
+                    );
+                    directions.push((range, Sketch::of(&over, seed)));
+                }
+                let (_, direction) = directions
+                    .iter()
+                    .find(|(r, _)| *r == range)
+                    .expect("sketched above");
+                *sketch = sketch.minus(direction, b.amounts[i]);
+            }
+        }
+        for i in 0..pairs.len() {
+            for j in i + 1..pairs.len() {
+                if sketches[i].cosine(&sketches[j]) >= copy_cosine - SKETCH_MARGIN {
+                    out.push(similarity(pairs, i, j, cosine(i, j)));
+                }
             }
         }
     }
@@ -87,9 +132,93 @@ pub fn similar_pairs(pairs: &[(u16, &Sparse)], seed: u64, copy_cosine: f64) -> V
     out
 }
 
+/// The similarity of pairs `i` and `j`, its uids in order.
+fn similarity(pairs: &[(u16, &Sparse)], i: usize, j: usize, cosine: f64) -> Similarity {
+    let (a, b) = (pairs[i].0, pairs[j].0);
+    Similarity {
+        a: a.min(b),
+        b: a.max(b),
+        cosine,
+    }
+}
+
+/// Each gradient g, zero outside its group's range R, against a direction d: g's share
+/// `amount` = g.d_R / d_R.d_R of d over R, so that the rest r = g - amount d_R is orthogonal to d.
+/// The rests' dot products and norms follow from the gradients' own: r_i.r_j = g_i.g_j -
+/// amount_i amount_j d_R.d_R for two gradients of one group, g_i.g_j (zero) for two of disjoint
+/// groups.
+struct Beside<'a> {
+    direction: &'a [f32],
+    ranges: &'a [Range<usize>],
+    /// Each gradient's d_R.d_R.
+    squares: Vec<f64>,
+    amounts: Vec<f64>,
+    /// Each rest's squared norm.
+    rests: Vec<f64>,
+}
+
+impl<'a> Beside<'a> {
+    /// None without a direction.
+    fn new(
+        pairs: &[(u16, &Sparse)],
+        common: Option<(&'a [f32], &'a [Range<usize>])>,
+    ) -> Option<Self> {
+        let (direction, ranges) = common?;
+        assert_eq!(ranges.len(), pairs.len(), "one range a gradient");
+        let squares: Vec<f64> = ranges
+            .iter()
+            .map(|r| {
+                direction[r.clone()]
+                    .iter()
+                    .map(|&x| x as f64 * x as f64)
+                    .sum()
+            })
+            .collect();
+        // A zero direction over a group sets nothing aside there.
+        let amounts: Vec<f64> = pairs
+            .iter()
+            .zip(&squares)
+            .map(|((_, g), &square)| {
+                if square == 0.0 {
+                    0.0
+                } else {
+                    g.dot_dense(direction) / square
+                }
+            })
+            .collect();
+        let rests = pairs
+            .iter()
+            .zip(amounts.iter().zip(&squares))
+            .map(|((_, g), (a, square))| (g.norm().powi(2) - a * a * square).max(0.0))
+            .collect();
+        Some(Beside {
+            direction,
+            ranges,
+            squares,
+            amounts,
+            rests,
+        })
+    }
+
+    /// The cosine of pairs `i`'s and `j`'s rests (0 when either is zero).
+    fn cosine(&self, pairs: &[(u16, &Sparse)], i: usize, j: usize) -> f64 {
+        let norms = (self.rests[i] * self.rests[j]).sqrt();
+        if norms == 0.0 {
+            return 0.0;
+        }
+        let shared = if self.ranges[i] == self.ranges[j] {
+            self.amounts[i] * self.amounts[j] * self.squares[i]
+        } else {
+            0.0
+        };
+        ((pairs[i].1.dot(pairs[j].1) - shared) / norms).clamp(-1.0, 1.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scoring::checks::pairwise_similarity;
 
     /// `nonzeros` entries of a vector of `len`, drawn from `seed`.
     fn random(len: usize, nonzeros: usize, seed: u64) -> Vec<f32> {
@@ -143,7 +272,7 @@ mod tests {
         );
         assert!(near.iter().any(|c| *c < copy_cosine) && near.iter().any(|c| *c >= copy_cosine));
         for seed in 0..5 {
-            let sketched = similar_pairs(&pairs, seed, copy_cosine);
+            let sketched = similar_pairs(&pairs, seed, copy_cosine, None);
             assert_eq!(copies(&sketched), copies(&all), "seed {seed}");
             eprintln!(
                 "seed {seed}: {} of {} pairs compared exactly",
@@ -169,8 +298,112 @@ mod tests {
             .map(|(u, s)| (u as u16, s))
             .collect();
         assert_eq!(
-            similar_pairs(&pairs, 7, 0.95),
+            similar_pairs(&pairs, 7, 0.95, None),
             pairwise_similarity(&pairs, |a, b| a.cosine(b))
         );
+    }
+
+    /// Honest dense windows share one large common direction (each a common vector plus 20% of
+    /// its norm of its own), so that whole gradients of honest miners pass the copy threshold. The
+    /// validator's own training is that direction plus its own noise. Beside it, no two honest
+    /// windows are copies (their cosine is about a half: the reference's own noise is common to
+    /// every rest), while a scaled, noised copy still is; exactly and through the sketches alike.
+    #[test]
+    fn honest_windows_that_share_a_direction_are_not_copies_beside_it() {
+        for len in [4_000, 40_000] {
+            let common = random(len, len, 1);
+            let own = |seed: u64| -> Vec<f32> {
+                let noise = random(len, len, seed);
+                common
+                    .iter()
+                    .zip(&noise)
+                    .map(|(c, n)| c + 0.2 * n)
+                    .collect()
+            };
+            let mut windows: Vec<Vec<f32>> = (10..14).map(own).collect();
+            let reference = own(20);
+            // Miner 4 copies miner 0, scaled, with noise of its own.
+            let noise = random(len, len, 30);
+            windows.push(
+                windows[0]
+                    .iter()
+                    .zip(&noise)
+                    .map(|(x, n)| 1.5 * (x + 0.01 * n))
+                    .collect(),
+            );
+            let sparse: Vec<Sparse> = windows.iter().map(|v| Sparse::from_dense(v)).collect();
+            let pairs: Vec<(u16, &Sparse)> = sparse
+                .iter()
+                .enumerate()
+                .map(|(u, s)| (u as u16, s))
+                .collect();
+            let copies = |list: &[Similarity]| -> Vec<(u16, u16)> {
+                list.iter()
+                    .filter(|s| s.cosine >= 0.95)
+                    .map(|s| (s.a, s.b))
+                    .collect()
+            };
+            let whole = similar_pairs(&pairs, 7, 0.95, None);
+            let honest = |s: &&Similarity| s.a < 4 && s.b < 4;
+            assert!(
+                whole.iter().filter(honest).all(|s| s.cosine >= 0.95),
+                "whole honest gradients look like copies: {whole:?}"
+            );
+            let ranges = vec![0..len; pairs.len()];
+            let beside = similar_pairs(&pairs, 7, 0.95, Some((&reference, &ranges)));
+            assert_eq!(copies(&beside), vec![(0, 4)], "len {len}: {beside:?}");
+            for s in beside.iter().filter(honest) {
+                assert!(s.cosine < 0.7, "len {len}: {s:?}");
+            }
+        }
+    }
+
+    /// Where miners train parameter groups, each gradient is compared beside the reference over
+    /// its own group: honest windows of one group are not copies, windows of two groups are
+    /// unrelated (cosine 0), and a copy within a group still is one.
+    #[test]
+    fn beside_the_reference_over_each_group() {
+        let (len, half) = (8_000, 4_000);
+        let common = random(len, len, 1);
+        let own = |seed: u64, range: Range<usize>| -> Vec<f32> {
+            let noise = random(len, len, seed);
+            (0..len)
+                .map(|i| {
+                    if range.contains(&i) {
+                        common[i] + 0.2 * noise[i]
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        let ranges = vec![0..half, 0..half, half..len, half..len, 0..half];
+        let mut windows: Vec<Vec<f32>> = (0..4)
+            .map(|k| own(10 + k, ranges[k as usize].clone()))
+            .collect();
+        windows.push(windows[0].iter().map(|x| 2.0 * x).collect());
+        let reference = own(20, 0..len);
+        let sparse: Vec<Sparse> = windows.iter().map(|v| Sparse::from_dense(v)).collect();
+        let pairs: Vec<(u16, &Sparse)> = sparse
+            .iter()
+            .enumerate()
+            .map(|(u, s)| (u as u16, s))
+            .collect();
+        let whole = similar_pairs(&pairs, 7, 0.95, None);
+        let beside = similar_pairs(&pairs, 7, 0.95, Some((&reference, &ranges)));
+        let cosine = |list: &[Similarity], a: u16, b: u16| {
+            list.iter()
+                .find(|s| (s.a, s.b) == (a, b))
+                .expect("every pair")
+                .cosine
+        };
+        for (a, b) in [(0, 1), (2, 3)] {
+            assert!(cosine(&whole, a, b) >= 0.95, "{whole:?}");
+            assert!(cosine(&beside, a, b) < 0.7, "{beside:?}");
+        }
+        for (a, b) in [(0, 2), (1, 3), (2, 4)] {
+            assert_eq!(cosine(&beside, a, b), 0.0, "{beside:?}");
+        }
+        assert!(cosine(&beside, 0, 4) > 0.999, "{beside:?}");
     }
 }

@@ -194,7 +194,11 @@ pub fn score<I: WindowInputs>(
     contributions(
         engine,
         (&checkpoint.params, carried.momentum, &start.batches),
-        (&mut evidence, start.setting.eval_seed),
+        (
+            &mut evidence,
+            start.setting.eval_seed,
+            &start.reference.dense,
+        ),
         &work.gradients,
         start.params(),
     );
