@@ -220,6 +220,15 @@ mod tests {
     use super::*;
     use scoring::checks::pairwise_similarity;
 
+    /// Each gradient with its index as its uid.
+    fn numbered(sparse: &[Sparse]) -> Vec<(u16, &Sparse)> {
+        sparse
+            .iter()
+            .enumerate()
+            .map(|(u, s)| (u as u16, s))
+            .collect()
+    }
+
     /// `nonzeros` entries of a vector of `len`, drawn from `seed`.
     fn random(len: usize, nonzeros: usize, seed: u64) -> Vec<f32> {
         let mut v = vec![0f32; len];
@@ -251,11 +260,7 @@ mod tests {
             dense.push(copy);
         }
         let sparse: Vec<Sparse> = dense.iter().map(|v| Sparse::from_dense(v)).collect();
-        let pairs: Vec<(u16, &Sparse)> = sparse
-            .iter()
-            .enumerate()
-            .map(|(u, s)| (u as u16, s))
-            .collect();
+        let pairs = numbered(&sparse);
         let copy_cosine = 0.95;
         let all = pairwise_similarity(&pairs, |a, b| a.cosine(b));
         let copies = |list: &[Similarity]| -> Vec<Similarity> {
@@ -292,11 +297,7 @@ mod tests {
         let sparse: Vec<Sparse> = (0..4)
             .map(|k| Sparse::from_dense(&random(1000, 100, k + 1)))
             .collect();
-        let pairs: Vec<(u16, &Sparse)> = sparse
-            .iter()
-            .enumerate()
-            .map(|(u, s)| (u as u16, s))
-            .collect();
+        let pairs = numbered(&sparse);
         assert_eq!(
             similar_pairs(&pairs, 7, 0.95, None),
             pairwise_similarity(&pairs, |a, b| a.cosine(b))
@@ -332,11 +333,7 @@ mod tests {
                     .collect(),
             );
             let sparse: Vec<Sparse> = windows.iter().map(|v| Sparse::from_dense(v)).collect();
-            let pairs: Vec<(u16, &Sparse)> = sparse
-                .iter()
-                .enumerate()
-                .map(|(u, s)| (u as u16, s))
-                .collect();
+            let pairs = numbered(&sparse);
             let copies = |list: &[Similarity]| -> Vec<(u16, u16)> {
                 list.iter()
                     .filter(|s| s.cosine >= 0.95)
@@ -384,11 +381,7 @@ mod tests {
         windows.push(windows[0].iter().map(|x| 2.0 * x).collect());
         let reference = own(20, 0..len);
         let sparse: Vec<Sparse> = windows.iter().map(|v| Sparse::from_dense(v)).collect();
-        let pairs: Vec<(u16, &Sparse)> = sparse
-            .iter()
-            .enumerate()
-            .map(|(u, s)| (u as u16, s))
-            .collect();
+        let pairs = numbered(&sparse);
         let whole = similar_pairs(&pairs, 7, 0.95, None);
         let beside = similar_pairs(&pairs, 7, 0.95, Some((&reference, &ranges)));
         let cosine = |list: &[Similarity], a: u16, b: u16| {
