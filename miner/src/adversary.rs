@@ -50,8 +50,9 @@ pub enum Adversary {
     Silent,
     /// Trains its pages, then as many steps again on held-out pages.
     Heldout,
-    /// Trains honestly, commits its own dense gradient and residual, but serves the codec of its
-    /// gradient plus the mean of the other miners' gradients of the previous window.
+    /// Trains honestly, commits its own dense gradient and residual, but serves the codec of half
+    /// its gradient plus half the mean of the other miners' gradients of the previous window (none
+    /// in its first window: half its gradient).
     Mixer,
     /// Trains honestly and serves 2.5 times its gradient, claiming the extra came in as its
     /// error-feedback residual.
@@ -507,12 +508,11 @@ impl<C: Chain> Turn<'_, C> {
                             .collect()
                     })
                     .unwrap_or_default();
-                if !others.is_empty() {
-                    for (i, s) in sent.iter_mut().enumerate() {
-                        let mean: f32 =
-                            others.iter().map(|o| o[i]).sum::<f32>() / others.len() as f32;
-                        *s = 0.5 * *s + 0.5 * mean;
-                    }
+                // Half its own and half the others' mean, which is zero where there is nothing
+                // to mix (its first window): it tampers with every payload it serves.
+                for (i, s) in sent.iter_mut().enumerate() {
+                    let sum: f32 = others.iter().map(|o| o[i]).sum();
+                    *s = 0.5 * *s + 0.5 * sum / others.len().max(1) as f32;
                 }
             }
         }
