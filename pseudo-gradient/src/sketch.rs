@@ -37,6 +37,11 @@ impl Sketch {
                 bucket_sums[bucket] += sign * x;
             }
         }
+        Sketch::with_sums(sums)
+    }
+
+    /// The sketch whose rows are `sums`, with each row's norm.
+    fn with_sums(sums: Vec<f32>) -> Sketch {
         let mut norms = [0f64; ROWS];
         for (norm, row) in norms.iter_mut().zip(sums.chunks_exact(WIDTH)) {
             *norm = row.iter().map(|&s| s as f64 * s as f64).sum::<f64>().sqrt();
@@ -67,11 +72,7 @@ impl Sketch {
             .zip(&direction.sums)
             .map(|(&s, &d)| (s as f64 - amount * d as f64) as f32)
             .collect();
-        let mut norms = [0f64; ROWS];
-        for (norm, row) in norms.iter_mut().zip(sums.chunks_exact(WIDTH)) {
-            *norm = row.iter().map(|&s| s as f64 * s as f64).sum::<f64>().sqrt();
-        }
-        Sketch { sums, norms }
+        Sketch::with_sums(sums)
     }
 
     fn row(&self, r: usize) -> &[f32] {

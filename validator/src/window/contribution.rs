@@ -102,21 +102,19 @@ pub fn similar_pairs(
     } else {
         let mut sketches: Vec<Sketch> = pairs.iter().map(|(_, g)| Sketch::of(g, seed)).collect();
         if let Some(b) = &beside {
-            let mut directions: Vec<(&Range<usize>, Sketch)> = Vec::new();
+            // The direction over each group, sketched once a group.
+            let mut directions: BTreeMap<(usize, usize), Sketch> = BTreeMap::new();
             for (i, sketch) in sketches.iter_mut().enumerate() {
                 let range = &b.ranges[i];
-                if !directions.iter().any(|(r, _)| *r == range) {
-                    let over = Sparse::scattered(
-                        &b.direction[range.clone()],
-                        b.direction.len(),
-                        range.start,
-                    );
-                    directions.push((range, Sketch::of(&over, seed)));
-                }
-                let (_, direction) = directions
-                    .iter()
-                    .find(|(r, _)| *r == range)
-                    .expect("sketched above");
+                let direction = directions
+                    .entry((range.start, range.end))
+                    .or_insert_with(|| {
+                        let over = &b.direction[range.clone()];
+                        Sketch::of(
+                            &Sparse::scattered(over, b.direction.len(), range.start),
+                            seed,
+                        )
+                    });
                 *sketch = sketch.minus(direction, b.amounts[i]);
             }
         }
@@ -165,13 +163,17 @@ impl<'a> Beside<'a> {
     ) -> Option<Self> {
         let (direction, ranges) = common?;
         assert_eq!(ranges.len(), pairs.len(), "one range a gradient");
+        // d_R.d_R once a group: every candidate of a whole-model task shares one.
+        let mut by_group: BTreeMap<(usize, usize), f64> = BTreeMap::new();
         let squares: Vec<f64> = ranges
             .iter()
             .map(|r| {
-                direction[r.clone()]
-                    .iter()
-                    .map(|&x| x as f64 * x as f64)
-                    .sum()
+                *by_group.entry((r.start, r.end)).or_insert_with(|| {
+                    direction[r.clone()]
+                        .iter()
+                        .map(|&x| x as f64 * x as f64)
+                        .sum()
+                })
             })
             .collect();
         // A zero direction over a group sets nothing aside there.
