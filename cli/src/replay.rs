@@ -34,6 +34,10 @@ pub fn load_scoring(file: &Path, recorded: &ScoringParams) -> anyhow::Result<Sco
 /// `recorded` with every key of `section` that names one of its rules set to the section's value.
 fn merged(recorded: &ScoringParams, section: &toml::Table) -> anyhow::Result<ScoringParams> {
     let mut merged = toml::Table::try_from(recorded).context("the recorded scoring parameters")?;
+    // A rule left out of the record where it is empty is still one a what-if may set.
+    merged
+        .entry("step_scales")
+        .or_insert_with(|| toml::Value::Array(Vec::new()));
     let mut problems = Vec::new();
     for (key, v) in section {
         if let Some(slot) = merged.get_mut(key) {
@@ -101,6 +105,9 @@ fn out_of_range(params: &ScoringParams) -> Vec<String> {
     }
     if params.aggregate_top == 0 {
         problems.push("scoring.aggregate_top = 0 must be at least 1".into());
+    }
+    if let Some(problem) = scoring::params::step_scales_problem(&params.step_scales) {
+        problems.push(format!("scoring.step_scales {problem}"));
     }
     if params.spot_check_tolerance.is_nan() || params.spot_check_tolerance < 0.0 {
         problems.push(format!(
@@ -256,7 +263,7 @@ mod tests {
     #[test]
     fn a_what_if_may_change_every_window_rule_and_nothing_else() {
         let params = what_if(
-            "[scoring]\nspot_check_tolerance = 1\naggregate_top = 2\neval_step = 0.5\neval_batches = 99\nstep_with_candidates = true\n",
+            "[scoring]\nspot_check_tolerance = 1\naggregate_top = 2\neval_step = 0.5\neval_batches = 99\nstep_with_candidates = true\nstep_scales = [1, 0.5]\n",
         )
         .unwrap();
         assert_eq!(
@@ -266,6 +273,7 @@ mod tests {
                 aggregate_top: 2,
                 eval_step: 0.5,
                 step_with_candidates: true,
+                step_scales: vec![1.0, 0.5],
                 ..recorded()
             }
         );
@@ -278,6 +286,8 @@ mod tests {
             format!("{wrong:#}").contains("scoring.aggregate_min"),
             "{wrong:#}"
         );
+        let rising = what_if("[scoring]\nstep_scales = [0.5, 1.0]\n").unwrap_err();
+        assert!(rising.to_string().contains("step_scales"), "{rising:#}");
         let negative = what_if("[scoring]\nspot_check_tolerance = -0.1\n").unwrap_err();
         assert!(
             negative.to_string().contains("spot_check_tolerance"),

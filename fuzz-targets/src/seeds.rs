@@ -108,6 +108,7 @@ fn responses() -> Vec<Vec<u8>> {
                 clip_norm: 0.0,
             }],
             clip_norm: 1.5,
+            step_scale: 0.5,
             signature: Vec::new(),
         },
         signer(),

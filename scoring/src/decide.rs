@@ -84,7 +84,12 @@ pub struct WindowEvidence {
     pub similarities: Vec<Similarity>,
     /// Losses on the eval batches of the aggregate of every candidate (empty without candidates).
     pub aggregate: Vec<f32>,
+    /// Losses on the eval batches of the aggregate `measured` names at each of the rules'
+    /// `step_scales`, for a step with candidates (empty without scales or gradients to measure).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scaled: Vec<Vec<f32>>,
 }
+
 
 /// Why a miner earned nothing this window, or that it earned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -331,6 +336,31 @@ pub fn candidates(evidence: &WindowEvidence, params: &ScoringParams) -> Vec<u16>
         .collect()
 }
 
+/// The gradients whose aggregate a window measures: its candidates; where there are none and the
+/// rules step with unhelpful gradients (`step_with_candidates` and `step_with_unhelpful`), every
+/// gradient screened out only because it did not help alone (it passed every other check: not
+/// banned, no fraud, nothing withheld or refused, not oversized). Leave-one-out scores only
+/// candidates.
+pub fn measured(evidence: &WindowEvidence, params: &ScoringParams) -> Vec<u16> {
+    let found = candidates(evidence, params);
+    if !(found.is_empty() && params.step_with_candidates && params.step_with_unhelpful) {
+        return found;
+    }
+    let clips = evidence.clip_norms();
+    evidence
+        .miners
+        .iter()
+        .filter(|m| {
+            let clip = clips.get(m.group).copied().unwrap_or(0.0);
+            matches!(
+                screen(m, evidence.window, &evidence.base, clip, params),
+                Some(Verdict::Harmful { mean_relative_drop }) if mean_relative_drop.is_finite()
+            )
+        })
+        .map(|m| m.uid)
+        .collect()
+}
+
 /// Mean relative loss drop from `without` to `with`, per eval batch against the checkpoint's loss.
 fn relative_gain(base: &[f32], without: &[f32], with: &[f32]) -> f64 {
     let (mean, _) = mean_and_standard_error(&relative_drops(base, without, with));
@@ -543,27 +573,50 @@ pub fn aggregation_order(decisions: &[MinerDecision], top: usize, min: usize) ->
     uids
 }
 
-/// The uids a window aggregates, in uid order: its best earners (`aggregation_order`), or, where
-/// too few earned and the rules step with candidates, every candidate, provided there are at least
-/// `aggregate_min` and their aggregate (`evidence.aggregate`, measured on exactly these) lowers the
-/// eval loss. None otherwise: the checkpoint stays.
+/// The uids a window aggregates, in uid order: see `aggregate_step`.
 pub fn aggregated(
     evidence: &WindowEvidence,
     decisions: &[MinerDecision],
     params: &ScoringParams,
 ) -> Vec<u16> {
+    aggregate_step(evidence, decisions, params).0
+}
+
+/// The uids a window aggregates, in uid order, and the fraction of the outer rate it steps at: its
+/// best earners (`aggregation_order`) at the whole rate; or, where too few earned and the rules
+/// step with candidates, every gradient `measured` names (the candidates, or where there are none
+/// and the rules allow it the unhelpful ones), provided there are at least `aggregate_min`, at
+/// the first of `step_scales` at which their aggregate (`evidence.scaled`, measured on exactly
+/// these; `evidence.aggregate` at the whole rate without scales) lowers the eval loss. None
+/// otherwise: the checkpoint stays.
+pub fn aggregate_step(
+    evidence: &WindowEvidence,
+    decisions: &[MinerDecision],
+    params: &ScoringParams,
+) -> (Vec<u16>, f64) {
     let earners = aggregation_order(decisions, params.aggregate_top, params.aggregate_min);
     if !earners.is_empty() || !params.step_with_candidates {
-        return earners;
+        return (earners, 1.0);
     }
-    let mut all = candidates(evidence, params);
+    let mut all = measured(evidence, params);
     all.sort_unstable();
-    let lowers = !evidence.aggregate.is_empty()
-        && relative_gain(&evidence.base, &evidence.base, &evidence.aggregate) > 0.0;
-    if all.len() >= params.aggregate_min.max(1) && lowers {
-        all
+    let base = &evidence.base;
+    let lowers = |losses: &[f32]| {
+        losses.len() == base.len() && !base.is_empty() && relative_gain(base, base, losses) > 0.0
+    };
+    let scale = if params.step_scales.is_empty() {
+        lowers(&evidence.aggregate).then_some(1.0)
     } else {
-        Vec::new()
+        params
+            .step_scales
+            .iter()
+            .zip(&evidence.scaled)
+            .find(|(_, losses)| lowers(losses))
+            .map(|(&scale, _)| scale)
+    };
+    match scale {
+        Some(scale) if all.len() >= params.aggregate_min.max(1) => (all, scale),
+        _ => (Vec::new(), 1.0),
     }
 }
 

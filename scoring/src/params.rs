@@ -52,6 +52,34 @@ pub struct ScoringParams {
     /// rule read false: whole gradients).
     #[serde(default)]
     pub copy_beside_reference: bool,
+    /// The fractions of the outer rate the candidates' aggregate is tried at, largest first: the
+    /// window steps at the first whose aggregate lowers the eval loss, and leave-one-out scores
+    /// each candidate at that step. Empty: the whole outer rate, as records
+    /// written before it was a rule read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_scales: Vec<f64>,
+    /// Under `step_with_candidates`, a window without candidates because no gradient helped alone
+    /// (at `eval_step`) steps, paying nobody, with every gradient that failed nothing else, if
+    /// their aggregate lowers the eval loss (records written before it was a rule read false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub step_with_unhelpful: bool,
+}
+
+/// The most fractions of the outer rate a window tries (each costs one pass over the eval batches).
+pub const MAX_STEP_SCALES: usize = 8;
+
+/// Why `scales` cannot be a window's `step_scales` (at most `MAX_STEP_SCALES` fractions of the
+/// outer rate, each in (0, 4], largest first, none twice), or None.
+pub fn step_scales_problem(scales: &[f64]) -> Option<String> {
+    let fine = scales.len() <= MAX_STEP_SCALES
+        && scales.iter().all(|x| *x > 0.0 && *x <= 4.0)
+        && scales.windows(2).all(|w| w[0] > w[1]);
+    (!fine).then(|| {
+        format!(
+            "= {scales:?} must be at most {MAX_STEP_SCALES} fractions of the outer rate, each in \
+             (0, 4], largest first and none twice"
+        )
+    })
 }
 
 /// The grace of a task that names none.

@@ -151,6 +151,7 @@ mod tests {
             previous_digest: vec![4; 32],
             aggregated: Vec::new(),
             clip_norm: 0.5,
+            step_scale: 0.5,
             signature: Vec::new(),
         }
     }
@@ -174,5 +175,10 @@ mod tests {
             ..signed
         };
         assert!(verify_announcement(&recipe, &validator.public_key().0).is_err());
+        let rescaled = pb::LatestCheckpointResponse {
+            step_scale: 1.0,
+            ..recipe
+        };
+        assert!(verify_announcement(&rescaled, &validator.public_key().0).is_err());
     }
 }

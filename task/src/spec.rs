@@ -238,6 +238,18 @@ pub struct ScoringSpec {
     /// gradients.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub copy_beside_reference: bool,
+    /// The fractions of `training.outer_lr` the candidates' aggregate is tried at, largest first
+    /// (`scoring::ScoringParams::step_scales`): the window steps at the first whose aggregate lowers
+    /// the eval loss, so that a window whose whole step overshoots still moves the model, and
+    /// leave-one-out scores each candidate at that step. Unset: the whole outer rate alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_scales: Vec<f64>,
+    /// Under `step_with_candidates`, a window in which no gradient helps alone (so none is a
+    /// candidate) still steps, paying nobody, with every gradient that failed nothing else, if
+    /// their aggregate lowers the eval loss: one miner's window, even at `eval_step`, may overshoot
+    /// where the mean of several helps. Unset: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub step_with_unhelpful: bool,
 }
 
 impl ScoringSpec {
@@ -258,6 +270,8 @@ impl ScoringSpec {
             leave_one_out: scoring::LeaveOneOut::Applied,
             step_with_candidates: self.step_with_candidates,
             copy_beside_reference: self.copy_beside_reference,
+            step_scales: self.step_scales.clone(),
+            step_with_unhelpful: self.step_with_unhelpful,
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct Recipe {
     /// The norm each aggregated gradient was clipped to (its parameter group's); empty: `clip_norm`
     /// for every one.
     pub clip_norms: Vec<f64>,
+    /// The fraction of the outer rate the step took.
+    pub scale: f64,
 }
 
 impl Recipe {
@@ -36,24 +38,25 @@ impl Recipe {
 }
 
 /// The next global checkpoint and outer momentum: the mean of `deltas` (in the order given) after
-/// clipping each to its entry of `caps`, applied with the outer step (Nesterov momentum when the task sets
-/// `training.outer_momentum`; `momentum` is the buffer before, empty for zeros), or both unchanged
-/// when nothing is aggregated.
+/// clipping each to its entry of `caps`, applied with the outer step at `scale` times the outer
+/// rate (Nesterov momentum when the task sets `training.outer_momentum`; `momentum` is the buffer
+/// before, empty for zeros), or both unchanged when nothing is aggregated.
 pub fn next_checkpoint(
     engine: &TaskEngine,
-    checkpoint: &Checkpoint,
-    momentum: &[f32],
+    (checkpoint, momentum): (&Checkpoint, &[f32]),
     deltas: &[&Sparse],
     caps: &[f64],
+    scale: f64,
 ) -> (Checkpoint, Vec<f32>) {
     let t = &engine.spec().training;
+    let rate = t.outer_lr * scale;
     match pseudo_gradient::sparse::aggregate_clipped_each(deltas, caps) {
         Some(mean) if t.outer_momentum > 0.0 => {
             let (params, buffer) = outer_nesterov_step(
                 &checkpoint.params,
                 &mean,
                 momentum,
-                t.outer_lr,
+                rate,
                 t.outer_momentum,
             );
             (Checkpoint::new(engine.digest(), params), buffer)
@@ -61,7 +64,7 @@ pub fn next_checkpoint(
         Some(mean) => (
             Checkpoint::new(
                 engine.digest(),
-                outer_sgd_step(&checkpoint.params, &mean, t.outer_lr),
+                outer_sgd_step(&checkpoint.params, &mean, rate),
             ),
             Vec::new(),
         ),
@@ -98,7 +101,13 @@ pub fn recompute(
             _ => return Recomputation::Missing(*uid),
         }
     }
-    let (next, momentum) = next_checkpoint(engine, previous, momentum, &deltas, &recipe.caps());
+    let (next, momentum) = next_checkpoint(
+        engine,
+        (previous, momentum),
+        &deltas,
+        &recipe.caps(),
+        recipe.scale,
+    );
     if next.digest == *digest {
         Recomputation::Confirmed(next, momentum)
     } else {

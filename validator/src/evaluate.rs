@@ -182,26 +182,39 @@ pub fn assignment_evidence(
     })
 }
 
+/// What leave-one-out measured of the candidates' aggregate.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LeaveOneOutLosses {
+    /// The losses of the aggregate of every candidate at the whole outer rate.
+    pub aggregate: Vec<f32>,
+    /// For each candidate, the losses with it left out (empty where not asked).
+    pub without: Vec<Vec<f32>>,
+    /// The losses of the aggregate of every candidate at each fraction of the outer rate asked.
+    pub scaled: Vec<Vec<f32>>,
+}
+
 /// Leave-one-out losses of the candidates' aggregate, each candidate clipped to its entry of
-/// `caps` (in the order given). Returns the losses with every candidate, and for each candidate the
-/// losses with it left out (the others keep their share). The aggregate steps from `params` as
-/// `rule` says: `Uniform`, `outer_lr / n` times the sum; `Applied`, the outer step aggregation
-/// takes (each parameter averaged over the candidates that carry it, with the outer momentum
-/// buffer `momentum`), so that each candidate is scored at the share of each parameter's move it
-/// really makes: the whole move of a parameter only it sends, 1/n of one all n send (for dense
-/// gradients, as `Uniform`).
+/// `caps` (in the order given): the losses with every candidate, then where `leave_out` asks, for
+/// each candidate the losses with it left out (the others keep their share), and the losses with
+/// every candidate at each fraction of the outer rate in `scales`. The aggregate steps from
+/// `params` as `rule` says: `Uniform`, the rate over n times the sum; `Applied`, the outer step
+/// aggregation takes (each parameter averaged over the candidates that carry it, with the outer
+/// momentum buffer `momentum`), so that each candidate is scored at the share of each parameter's
+/// move it really makes: the whole move of a parameter only it sends, 1/n of one all n send (for
+/// dense gradients, as `Uniform`).
 pub fn leave_one_out(
     engine: &TaskEngine,
     (params, momentum): (&[f32], &[f32]),
     candidates: &[&Sparse],
     caps: &[f64],
-    (batches, rule): (&[Batch], LeaveOneOut),
-) -> (Vec<f32>, Vec<Vec<f32>>) {
+    (batches, rule, scales): (&[Batch], LeaveOneOut, &[f64]),
+    leave_out: bool,
+) -> LeaveOneOutLosses {
     assert_eq!(candidates.len(), caps.len(), "one cap per candidate");
     let Some((sum, carriers)) = clipped_sums(candidates, caps) else {
-        return (Vec::new(), Vec::new());
+        return LeaveOneOutLosses::default();
     };
-    let scales: Vec<f64> = candidates
+    let clipping: Vec<f64> = candidates
         .iter()
         .zip(caps)
         .map(|(g, &cap)| clip_scale(g.norm(), cap))
@@ -212,40 +225,60 @@ pub fn leave_one_out(
         let mut total = sum.clone();
         if let Some(i) = leave_out {
             for (p, x) in candidates[i].iter() {
-                total[p] -= scales[i] * x as f64;
+                total[p] -= clipping[i] * x as f64;
             }
         }
         total
     };
-    let step = |leave_out: Option<usize>| {
+    let step = |leave_out: Option<usize>, fraction: f64| {
         stepped(
             engine,
             (params, momentum),
             totals(leave_out),
             (&carriers, candidates.len()),
-            rule,
+            (rule, fraction),
         )
     };
-    let with_all = losses(engine, &step(None), batches);
-    let without = (0..candidates.len())
-        .map(|i| losses(engine, &step(Some(i)), batches))
+    let aggregate = losses(engine, &step(None, 1.0), batches);
+    let without = if leave_out {
+        (0..candidates.len())
+            .map(|i| losses(engine, &step(Some(i), 1.0), batches))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let scaled = scales
+        .iter()
+        .map(|&f| {
+            if f == 1.0 {
+                aggregate.clone()
+            } else {
+                losses(engine, &step(None, f), batches)
+            }
+        })
         .collect();
-    (with_all, without)
+    LeaveOneOutLosses {
+        aggregate,
+        without,
+        scaled,
+    }
 }
 
-/// The parameters after the step `rule` takes with each parameter's clipped sum `totals` over
-/// the `n` candidates, `carriers[p]` of which carry parameter p (see `leave_one_out`).
+/// The parameters after the step `rule` takes, at `fraction` of the outer rate, with each
+/// parameter's clipped sum `totals` over the `n` candidates, `carriers[p]` of which carry
+/// parameter p (see `leave_one_out`).
 fn stepped(
     engine: &TaskEngine,
     (params, momentum): (&[f32], &[f32]),
     totals: Vec<f64>,
     (carriers, n): (&[u32], usize),
-    rule: LeaveOneOut,
+    (rule, fraction): (LeaveOneOut, f64),
 ) -> Vec<f32> {
     let t = &engine.spec().training;
+    let rate = t.outer_lr * fraction;
     match rule {
         LeaveOneOut::Uniform => {
-            let share = t.outer_lr / n as f64;
+            let share = rate / n as f64;
             params
                 .iter()
                 .zip(totals)
@@ -264,9 +297,9 @@ fn stepped(
                 })
                 .collect();
             if t.outer_momentum > 0.0 {
-                outer_nesterov_step(params, &mean, momentum, t.outer_lr, t.outer_momentum).0
+                outer_nesterov_step(params, &mean, momentum, rate, t.outer_momentum).0
             } else {
-                outer_sgd_step(params, &mean, t.outer_lr)
+                outer_sgd_step(params, &mean, rate)
             }
         }
     }
@@ -292,13 +325,16 @@ mod tests {
         let caps = [f64::INFINITY; 2];
         let run = |candidates: &[&[f32]], rule| {
             let sparse: Vec<Sparse> = candidates.iter().map(|c| Sparse::from_dense(c)).collect();
-            leave_one_out(
+            let measured = leave_one_out(
                 &engine,
                 (&params, &[]),
                 &sparse.iter().collect::<Vec<_>>(),
                 &caps[..candidates.len()],
-                (&batches, rule),
-            )
+                (&batches, rule, &[]),
+                true,
+            );
+            assert!(measured.scaled.is_empty());
+            (measured.aggregate, measured.without)
         };
         let close = |x: &[f32], y: &[f32]| {
             x.iter()
@@ -327,5 +363,55 @@ mod tests {
         // The uniform step scored each at half its move.
         let (uniform_with, _) = run(&[&a, &b], LeaveOneOut::Uniform);
         assert!(!close(&uniform_with, &with));
+    }
+
+    /// The aggregate is measured at each fraction of the outer rate asked, on a line from the
+    /// checkpoint: the whole step of two overlong windows overshoots, a fraction of it helps.
+    #[test]
+    fn the_aggregate_at_fractions_of_the_outer_rate() {
+        let spec =
+            task::TaskSpec::from_toml_str(include_str!("../../tasks/wine-quality.toml")).unwrap();
+        let engine = TaskEngine::new(spec);
+        let params = engine.genesis().params;
+        let n = params.len();
+        let batches = engine.heldout_batches(7, 2);
+        // Two miners' windows, each sent at many times its size: downhill, but far too long a step.
+        let window = |uid: u16, times: f32| {
+            let g = reexecute(&engine, &params, 0, 1, uid, 0..n).unwrap();
+            Sparse::from_dense(&g.iter().map(|x| x * times).collect::<Vec<_>>())
+        };
+        let (a, b) = (window(1, 16.0), window(2, 16.0));
+        let caps = [f64::INFINITY; 2];
+        let scales = [1.0, 0.5, 0.125];
+        let measured = leave_one_out(
+            &engine,
+            (&params, &[]),
+            &[&a, &b],
+            &caps,
+            (&batches, LeaveOneOut::Uniform, &scales),
+            false,
+        );
+        assert!(measured.without.is_empty());
+        assert_eq!(measured.scaled.len(), scales.len());
+        assert_eq!(measured.scaled[0], measured.aggregate);
+        let mean = |l: &[f32]| l.iter().map(|&x| x as f64).sum::<f64>() / l.len() as f64;
+        let base = mean(&losses(&engine, &params, &batches));
+        assert!(mean(&measured.aggregate) > base, "the whole step overshoots");
+        assert!(mean(&measured.scaled[2]) < base, "an eighth of it helps");
+        // An eighth of the rate is the whole rate with the windows an eighth as long.
+        let short = leave_one_out(
+            &engine,
+            (&params, &[]),
+            &[&window(1, 2.0), &window(2, 2.0)],
+            &caps,
+            (&batches, LeaveOneOut::Uniform, &[]),
+            false,
+        );
+        let close = |x: &[f32], y: &[f32]| {
+            x.iter()
+                .zip(y)
+                .all(|(x, y)| (x - y).abs() <= 1e-5 * x.abs().max(1.0))
+        };
+        assert!(close(&short.aggregate, &measured.scaled[2]));
     }
 }

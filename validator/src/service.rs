@@ -130,7 +130,8 @@ impl<C: Chain> pb::validator_server::Validator for ValidatorService<C> {
                         .collect()
                 })
                 .unwrap_or_default(),
-            clip_norm: recipe.map_or(0.0, |r| r.clip_norm),
+            clip_norm: recipe.as_ref().map_or(0.0, |r| r.clip_norm),
+            step_scale: recipe.as_ref().map_or(0.0, |r| r.scale),
             signature: Vec::new(),
         };
         Ok(Response::new(subnet_proto::checkpoints::sign_announcement(

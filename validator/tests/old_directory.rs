@@ -41,6 +41,8 @@ fn its_records_take_the_later_rules_from_their_task() {
         leave_one_out: scoring::LeaveOneOut::Uniform,
         step_with_candidates: false,
         copy_beside_reference: false,
+        step_scales: Vec::new(),
+        step_with_unhelpful: false,
         ..spec.scoring.params()
     };
     for record in &records {

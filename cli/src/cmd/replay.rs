@@ -12,7 +12,7 @@ pub struct Args {
     /// What-if: run each window's steps again under the [scoring] parameters of this TOML file
     /// (any rule a window applies: moving_average, max_weight, assignment_p_value, copy_cosine,
     /// max_norm_ratio, fraud_ban_windows, eval_step, aggregate_top, aggregate_min,
-    /// step_with_candidates, spot_check_tolerance) and show the weights.
+    /// step_with_candidates, step_scales, spot_check_tolerance) and show the weights.
     #[arg(long)]
     pub scoring: Option<PathBuf>,
     /// Where to re-run the evaluations: the backend the record was measured on (`cpu`, or the

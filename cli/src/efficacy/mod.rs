@@ -58,6 +58,9 @@ pub struct Run {
     /// Windows in which the copy check took honest miners for copies of each other (their scores
     /// shared).
     pub copy_windows: Vec<u64>,
+    /// Windows that stepped at a fraction of the outer rate below the whole one
+    /// (`scoring.step_scales`), with the fraction.
+    pub scaled_windows: Vec<(u64, f64)>,
     /// Seconds the run's windows took (for the subnet: every miner's training and the validator's
     /// steps, one after another on this machine), held-out measurements excluded.
     pub seconds: f64,
@@ -167,6 +170,7 @@ fn single_machine(engine: &TaskEngine, setup: &Setup, measure: &Measure) -> Run 
         losses,
         idle_windows: Vec::new(),
         copy_windows: Vec::new(),
+        scaled_windows: Vec::new(),
         worse_windows: Vec::new(),
         seconds,
     }
@@ -252,8 +256,8 @@ impl Comparison {
             self.floor
                 .map_or(String::new(), |f| format!(" (lowest reachable {f:.4})"))
         );
-        out.push_str("| run | bytes per gradient | vs dense f32 | held-out loss | vs dense subnet | vs one machine | idle windows | windows the aggregate made worse | honest taken for copies | s per window |\n");
-        out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str("| run | bytes per gradient | vs dense f32 | held-out loss | vs dense subnet | vs one machine | idle windows | windows the aggregate made worse | stepped below the whole rate | honest taken for copies | s per window |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
         let dense_bytes = Layout::DenseF32.payload_len(self.params) as f64;
         for run in &self.runs {
             let last = run.last();
@@ -264,7 +268,7 @@ impl Comparison {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {ratio} | {last:.4} | {} | {} | {} | {} | {} | {:.2} |",
+                "| {} | {} | {ratio} | {last:.4} | {} | {} | {} | {} | {} | {} | {:.2} |",
                 run.name,
                 if run.bytes == 0 {
                     "-".to_string()
@@ -275,6 +279,15 @@ impl Comparison {
                 gap(last, single),
                 list(&run.idle_windows),
                 list(&run.worse_windows),
+                if run.scaled_windows.is_empty() {
+                    "none".to_string()
+                } else {
+                    run.scaled_windows
+                        .iter()
+                        .map(|(w, f)| format!("{w} ({f})"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
                 if run.bytes == 0 {
                     "-".to_string()
                 } else {

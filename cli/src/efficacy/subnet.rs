@@ -224,6 +224,7 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
         losses: vec![measure.loss(&checkpoint.params)],
         idle_windows: Vec::new(),
         copy_windows: Vec::new(),
+        scaled_windows: Vec::new(),
         worse_windows: Vec::new(),
         seconds: 0.0,
     };
@@ -268,7 +269,27 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
         } else {
             start.reference.residual_out
         };
+        if !step.aggregated.is_empty() && step.scale != 1.0 {
+            run.scaled_windows.push((window, step.scale));
+        }
         if step.aggregated.is_empty() {
+            let rules = engine.spec().scoring.params();
+            eprintln!(
+                "  {}: window {window} stays: {} candidate(s) of {}, {} earned, {} helped alone",
+                run.name,
+                scoring::candidates(&scored.evidence, &rules).len(),
+                scored.evidence.miners.len(),
+                scored
+                    .decisions
+                    .iter()
+                    .filter(|d| d.verdict == scoring::Verdict::Earned)
+                    .count(),
+                scored
+                    .decisions
+                    .iter()
+                    .filter(|d| d.usefulness.as_ref().is_some_and(|u| u.score() > 0.0))
+                    .count(),
+            );
             // As a miner does (`Miner::residual_into`): when the model did not move, nothing the
             // window sent was applied, and the error feedback starts over from zero.
             residuals.iter_mut().for_each(|r| r.fill(0.0));

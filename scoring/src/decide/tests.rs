@@ -16,6 +16,8 @@ const PARAMS: ScoringParams = ScoringParams {
     leave_one_out: LeaveOneOut::Applied,
     step_with_candidates: false,
     copy_beside_reference: false,
+    step_scales: Vec::new(),
+    step_with_unhelpful: false,
 };
 
 fn learned(own_gain: f32) -> AssignmentEvidence {
@@ -67,6 +69,7 @@ fn window(miners: Vec<MinerEvidence>, similarities: Vec<Similarity>) -> WindowEv
         miners,
         similarities,
         aggregate: vec![1.7; 3],
+        scaled: Vec::new(),
     }
 }
 
@@ -274,7 +277,7 @@ fn a_window_whose_candidates_all_add_nothing_steps_with_them_only_where_the_rule
     let four = ScoringParams {
         aggregate_min: 4,
         aggregate_top: 8,
-        ..stepping
+        ..stepping.clone()
     };
     assert!(aggregated(&evidence, &d, &four).is_empty());
     // Where enough earn, the earners as before.
@@ -289,6 +292,66 @@ fn a_window_whose_candidates_all_add_nothing_steps_with_them_only_where_the_rule
         aggregated(&earning, &d, &stepping),
         aggregation_order(&d, 8, 2)
     );
+}
+
+/// Where no gradient helps alone, the rules may still step, unpaid, with every gradient that
+/// failed nothing else (never a refused, oversized, fraudulent or banned one) if their aggregate
+/// lowers the loss.
+#[test]
+fn a_window_in_which_no_gradient_helps_alone_steps_with_the_unhelpful_only_where_the_rules_say() {
+    let hurts = vec![2.1, 2.2, 2.05];
+    let mut miners: Vec<MinerEvidence> = (1..=3)
+        .map(|uid| miner(uid, hurts.clone(), 0.05, Vec::new()))
+        .collect();
+    miners.push(MinerEvidence {
+        norm: 2.5,
+        ..miner(4, hurts.clone(), 0.05, Vec::new())
+    });
+    miners.push(MinerEvidence {
+        fraud: Some(Reason::new(ReasonKind::Irreproducible, "differs")),
+        ..miner(5, hurts.clone(), 0.05, Vec::new())
+    });
+    miners.push(MinerEvidence {
+        banned_until: Some(9),
+        ..miner(6, hurts.clone(), 0.05, Vec::new())
+    });
+    miners.push(MinerEvidence {
+        refused: Some(Reason::new(ReasonKind::NoAxon, "no axon")),
+        after: Vec::new(),
+        ..miner(7, Vec::new(), 0.0, Vec::new())
+    });
+    // Their aggregate (1.7) lowers the loss from 2.0.
+    let evidence = window(miners, Vec::new());
+    let stepping = ScoringParams {
+        step_with_candidates: true,
+        ..PARAMS
+    };
+    let unhelpful = ScoringParams {
+        step_with_unhelpful: true,
+        ..stepping.clone()
+    };
+    assert!(candidates(&evidence, &unhelpful).is_empty());
+    assert!(measured(&evidence, &stepping).is_empty());
+    assert_eq!(measured(&evidence, &unhelpful), vec![1, 2, 3]);
+    let d = decide(&evidence, &unhelpful, &Averages::new());
+    assert!(d.iter().all(|d| d.score == 0.0 && d.weight == 0.0), "{d:?}");
+    assert!(aggregated(&evidence, &d, &stepping).is_empty());
+    assert_eq!(aggregated(&evidence, &d, &unhelpful), vec![1, 2, 3]);
+    // Not where their aggregate raises the loss, nor without step_with_candidates.
+    let worse = WindowEvidence {
+        aggregate: vec![2.05; 3],
+        ..evidence.clone()
+    };
+    assert!(aggregated(&worse, &d, &unhelpful).is_empty());
+    let alone = ScoringParams {
+        step_with_candidates: false,
+        ..unhelpful.clone()
+    };
+    assert!(measured(&evidence, &alone).is_empty());
+    // Where one candidate helps, the candidates as before.
+    let mut one = evidence.clone();
+    one.miners[0].after = vec![1.8, 1.82, 1.79];
+    assert_eq!(measured(&one, &unhelpful), vec![1]);
 }
 
 #[test]
@@ -422,4 +485,59 @@ fn lower_median_ignores_one_outlier() {
     assert_eq!(lower_median(&[1.0, 100.0]), Some(1.0));
     assert_eq!(lower_median(&[3.0, 1.0, 2.0]), Some(2.0));
     assert_eq!(lower_median(&[]), None);
+}
+
+/// Earners step at the whole outer rate. A step with candidates takes the first of the rules'
+/// fractions at which their aggregate lowers the eval loss, never one whose loss is not finite;
+/// where none does, the window stays.
+#[test]
+fn a_step_with_candidates_takes_the_first_fraction_of_the_rate_that_lowers_the_loss() {
+    let helps = vec![1.8, 1.82, 1.79];
+    // Three candidates that each add nothing (as in the test above), whose whole-rate aggregate
+    // (2.05) raises the loss from 2.0.
+    let miners: Vec<MinerEvidence> = (1..=3)
+        .map(|uid| miner(uid, helps.clone(), 0.05, vec![1.65; 3]))
+        .collect();
+    let overshoots = WindowEvidence {
+        aggregate: vec![2.05; 3],
+        ..window(miners, Vec::new())
+    };
+    let scaled = ScoringParams {
+        step_with_candidates: true,
+        step_scales: vec![1.0, 0.5, 0.25],
+        ..PARAMS
+    };
+    let d = decide(&overshoots, &scaled, &Averages::new());
+    assert!(d.iter().all(|d| d.score == 0.0), "{d:?}");
+    let at = |scaled_losses: Vec<Vec<f32>>| {
+        let evidence = WindowEvidence {
+            scaled: scaled_losses,
+            ..overshoots.clone()
+        };
+        aggregate_step(&evidence, &d, &scaled)
+    };
+    let l = |x: f32| vec![x; 3];
+    assert_eq!(at(vec![l(2.05), l(1.9), l(1.8)]), (vec![1, 2, 3], 0.5));
+    assert_eq!(at(vec![l(2.05), l(f32::NAN), l(1.99)]), (vec![1, 2, 3], 0.25));
+    assert_eq!(at(vec![l(2.05), l(2.01), l(2.0)]), (Vec::new(), 1.0));
+    // Without scales, the whole rate only, as before.
+    let whole = ScoringParams {
+        step_scales: Vec::new(),
+        ..scaled.clone()
+    };
+    assert_eq!(
+        aggregate_step(&overshoots, &d, &whole),
+        (Vec::new(), 1.0)
+    );
+    // Earners step at the whole rate, whatever the fractions measured.
+    let earning = WindowEvidence {
+        miners: (1..=3)
+            .map(|uid| miner(uid, helps.clone(), 0.05, vec![1.8; 3]))
+            .collect(),
+        aggregate: vec![1.7; 3],
+        scaled: vec![l(1.7), l(1.6), l(1.65)],
+        ..overshoots.clone()
+    };
+    let d = decide(&earning, &scaled, &Averages::new());
+    assert_eq!(aggregate_step(&earning, &d, &scaled), (vec![1, 2, 3], 1.0));
 }

@@ -312,6 +312,17 @@ impl ScoringSpec {
             ),
         );
         p.check(
+            !s.step_with_unhelpful || s.step_with_candidates,
+            "scoring.step_with_unhelpful",
+            "applies only where scoring.step_with_candidates is true".into(),
+        );
+        let scales = scoring::params::step_scales_problem(&s.step_scales);
+        p.check(
+            scales.is_none(),
+            "scoring.step_scales",
+            scales.unwrap_or_default(),
+        );
+        p.check(
             s.spot_check_tolerance >= 0.0,
             "scoring.spot_check_tolerance",
             format!("= {} must not be negative", s.spot_check_tolerance),

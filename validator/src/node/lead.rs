@@ -238,5 +238,10 @@ pub(super) fn recipe_of(latest: &pb::LatestCheckpointResponse) -> Result<Option<
         aggregated,
         clip_norm: latest.clip_norm,
         clip_norms,
+        scale: match latest.step_scale {
+            0.0 => 1.0,
+            s if s > 0.0 && s <= 4.0 => s,
+            s => return Err(format!("step scale {s} in the recipe is not in (0, 4]")),
+        },
     }))
 }

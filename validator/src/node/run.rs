@@ -282,6 +282,7 @@ impl<C: Chain> Validator<C> {
                 .collect(),
             clip_norm: scored.clips[0],
             clip_norms: step.caps.clone(),
+            scale: step.scale,
         };
         {
             let mut state = self.state_mut();

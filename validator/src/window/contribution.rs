@@ -19,9 +19,11 @@ pub const SKETCH_MARGIN: f64 = 0.25;
 /// Salt of the sketch's seed, drawn from the validator's secret of the window.
 const SKETCH_SALT: u64 = 0x534B_4554_4348;
 
-/// Fills in `evidence` the similarities, the aggregate's losses and each candidate's leave-one-out
-/// losses for the candidates under `params` (every other miner's are emptied), each clipped to its
-/// group's clip norm, at the step `rules.leave_one_out` names. `params`, `momentum` and `batches`
+/// Fills in `evidence` the similarities, the aggregate's losses (at the whole outer rate and at
+/// each of `rules.step_scales`) and each candidate's leave-one-out losses for the candidates under
+/// `params` (every other miner's are emptied), each clipped to its group's clip norm, at the step
+/// `rules.leave_one_out` names. Where `scoring::measured` names other gradients than the
+/// candidates (there are none), only their aggregate is measured. `params`, `momentum` and `batches`
 /// are the checkpoint, the outer momentum buffer and the eval batches the window started from;
 /// `eval_seed` is the validator's secret of the window and `reference` its own dense training of
 /// the window (the common direction the copy check sets aside under
@@ -33,7 +35,10 @@ pub fn contributions(
     gradients: &BTreeMap<u16, Gradient>,
     rules: &ScoringParams,
 ) {
-    let uids = candidates(evidence, rules);
+    // Candidates are scored; gradients measured only for an unpaid step (`scoring::measured`)
+    // are not.
+    let uids = scoring::measured(evidence, rules);
+    let scored = uids == candidates(evidence, rules);
     let values: Vec<&Sparse> = uids.iter().map(|u| &gradients[u].values).collect();
     let pairs: Vec<(u16, &Sparse)> = uids.iter().copied().zip(values.iter().copied()).collect();
     let seed = eval_seed ^ SKETCH_SALT;
@@ -44,24 +49,30 @@ pub fn contributions(
     let common = rules
         .copy_beside_reference
         .then_some((reference, &ranges[..]));
-    evidence.similarities = similar_pairs(&pairs, seed, rules.copy_cosine, common);
+    evidence.similarities = if scored {
+        similar_pairs(&pairs, seed, rules.copy_cosine, common)
+    } else {
+        Vec::new()
+    };
     let clips = evidence.clip_norms();
     let caps: Vec<f64> = uids
         .iter()
         .map(|u| clips[gradients[u].group.index])
         .collect();
-    let (aggregate, without) = evaluate::leave_one_out(
+    let measured = evaluate::leave_one_out(
         engine,
         (params, momentum),
         &values,
         &caps,
-        (batches, rules.leave_one_out),
+        (batches, rules.leave_one_out, &rules.step_scales),
+        scored,
     );
-    evidence.aggregate = aggregate;
+    evidence.aggregate = measured.aggregate;
+    evidence.scaled = measured.scaled;
     for m in &mut evidence.miners {
         m.without = Vec::new();
     }
-    for (uid, losses) in uids.iter().zip(without) {
+    for (uid, losses) in uids.iter().zip(measured.without) {
         if let Some(m) = evidence.miners.iter_mut().find(|m| m.uid == *uid) {
             m.without = losses;
         }

@@ -189,6 +189,7 @@ pub fn score<I: WindowInputs>(
         miners: work.evidence,
         similarities: Vec::new(),
         aggregate: Vec::new(),
+        scaled: Vec::new(),
     };
     let checkpoint = start.checkpoint();
     contributions(
