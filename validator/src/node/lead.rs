@@ -245,3 +245,32 @@ pub(super) fn recipe_of(latest: &pb::LatestCheckpointResponse) -> Result<Option<
         },
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recipe's fraction of the outer rate: 0 (an announcement from before it was named) is the
+    /// whole rate, one in (0, 4] is taken as announced, anything else is refused.
+    #[test]
+    fn the_recipe_names_the_fraction_of_the_outer_rate() {
+        let announced = |step_scale: f64| {
+            recipe_of(&pb::LatestCheckpointResponse {
+                digest: vec![5; 32],
+                window: 7,
+                len: 10,
+                previous_digest: vec![4; 32],
+                aggregated: Vec::new(),
+                clip_norm: 0.5,
+                step_scale,
+                signature: Vec::new(),
+            })
+        };
+        assert_eq!(announced(0.0).unwrap().unwrap().scale, 1.0);
+        assert_eq!(announced(0.25).unwrap().unwrap().scale, 0.25);
+        for wrong in [-0.5, 4.5, f64::NAN, f64::INFINITY] {
+            let refused = announced(wrong).unwrap_err();
+            assert!(refused.contains("step scale"), "{refused}");
+        }
+    }
+}
