@@ -309,17 +309,23 @@ fn stepped(
 mod tests {
     use super::*;
 
+    /// The wine-quality task's engine, genesis parameters and two held-out batches.
+    fn wine_quality() -> (TaskEngine, std::sync::Arc<Vec<f32>>, Vec<Batch>) {
+        let spec =
+            task::TaskSpec::from_toml_str(include_str!("../../tasks/wine-quality.toml")).unwrap();
+        let engine = TaskEngine::new(spec);
+        let params = engine.genesis().params;
+        let batches = engine.heldout_batches(7, 2);
+        (engine, params, batches)
+    }
+
     /// At the applied step a candidate is scored at its real share of each parameter's move: for
     /// dense gradients that is the uniform step; a parameter only one candidate sends moves whole,
     /// and leaving that candidate out takes the whole move away.
     #[test]
     fn leave_one_out_at_the_applied_step() {
-        let spec =
-            task::TaskSpec::from_toml_str(include_str!("../../tasks/wine-quality.toml")).unwrap();
-        let engine = TaskEngine::new(spec);
-        let params = engine.genesis().params;
+        let (engine, params, batches) = wine_quality();
         let n = params.len();
-        let batches = engine.heldout_batches(7, 2);
         let a: Vec<f32> = (0..n).map(|i| ((i % 7) as f32 - 3.5) * 2e-3).collect();
         let b: Vec<f32> = (0..n).map(|i| ((i % 5) as f32 - 2.5) * 2e-3).collect();
         let caps = [f64::INFINITY; 2];
@@ -369,12 +375,8 @@ mod tests {
     /// checkpoint: the whole step of two overlong windows overshoots, a fraction of it helps.
     #[test]
     fn the_aggregate_at_fractions_of_the_outer_rate() {
-        let spec =
-            task::TaskSpec::from_toml_str(include_str!("../../tasks/wine-quality.toml")).unwrap();
-        let engine = TaskEngine::new(spec);
-        let params = engine.genesis().params;
+        let (engine, params, batches) = wine_quality();
         let n = params.len();
-        let batches = engine.heldout_batches(7, 2);
         // Two miners' windows, each sent at many times its size: downhill, but far too long a step.
         let window = |uid: u16, times: f32| {
             let g = reexecute(&engine, &params, 0, 1, uid, 0..n).unwrap();
