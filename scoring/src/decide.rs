@@ -90,7 +90,6 @@ pub struct WindowEvidence {
     pub scaled: Vec<Vec<f32>>,
 }
 
-
 /// Why a miner earned nothing this window, or that it earned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -16,8 +16,8 @@ pub mod yuma;
 pub use checks::{AssignmentCheck, AssignmentEvidence, Similarity};
 pub use decide::{
     Averages, Bans, DEFAULT_AUDIT_GRACE, LeaveOneOut, MinerDecision, MinerEvidence, ScoringParams,
-    Verdict, WindowEvidence, aggregated, aggregation_order, averages_after, bans_after, candidates,
-    aggregate_step, decide, measured, screen,
+    Verdict, WindowEvidence, aggregate_step, aggregated, aggregation_order, averages_after,
+    bans_after, candidates, decide, measured, screen,
 };
 pub use reason::{Reason, ReasonKind};
 pub use usefulness::UsefulnessScore;

@@ -52,13 +52,8 @@ pub fn next_checkpoint(
     let rate = t.outer_lr * scale;
     match pseudo_gradient::sparse::aggregate_clipped_each(deltas, caps) {
         Some(mean) if t.outer_momentum > 0.0 => {
-            let (params, buffer) = outer_nesterov_step(
-                &checkpoint.params,
-                &mean,
-                momentum,
-                rate,
-                t.outer_momentum,
-            );
+            let (params, buffer) =
+                outer_nesterov_step(&checkpoint.params, &mean, momentum, rate, t.outer_momentum);
             (Checkpoint::new(engine.digest(), params), buffer)
         }
         Some(mean) => (

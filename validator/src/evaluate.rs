@@ -398,7 +398,10 @@ mod tests {
         assert_eq!(measured.scaled[0], measured.aggregate);
         let mean = |l: &[f32]| l.iter().map(|&x| x as f64).sum::<f64>() / l.len() as f64;
         let base = mean(&losses(&engine, &params, &batches));
-        assert!(mean(&measured.aggregate) > base, "the whole step overshoots");
+        assert!(
+            mean(&measured.aggregate) > base,
+            "the whole step overshoots"
+        );
         assert!(mean(&measured.scaled[2]) < base, "an eighth of it helps");
         // An eighth of the rate is the whole rate with the windows an eighth as long.
         let short = leave_one_out(

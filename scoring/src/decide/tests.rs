@@ -518,17 +518,17 @@ fn a_step_with_candidates_takes_the_first_fraction_of_the_rate_that_lowers_the_l
     };
     let l = |x: f32| vec![x; 3];
     assert_eq!(at(vec![l(2.05), l(1.9), l(1.8)]), (vec![1, 2, 3], 0.5));
-    assert_eq!(at(vec![l(2.05), l(f32::NAN), l(1.99)]), (vec![1, 2, 3], 0.25));
+    assert_eq!(
+        at(vec![l(2.05), l(f32::NAN), l(1.99)]),
+        (vec![1, 2, 3], 0.25)
+    );
     assert_eq!(at(vec![l(2.05), l(2.01), l(2.0)]), (Vec::new(), 1.0));
     // Without scales, the whole rate only, as before.
     let whole = ScoringParams {
         step_scales: Vec::new(),
         ..scaled.clone()
     };
-    assert_eq!(
-        aggregate_step(&overshoots, &d, &whole),
-        (Vec::new(), 1.0)
-    );
+    assert_eq!(aggregate_step(&overshoots, &d, &whole), (Vec::new(), 1.0));
     // Earners step at the whole rate, whatever the fractions measured.
     let earning = WindowEvidence {
         miners: (1..=3)
