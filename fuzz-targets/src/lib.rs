@@ -240,14 +240,24 @@ pub fn gradient_roundtrip(data: &[u8]) -> bool {
 }
 
 /// A checkpoint a miner downloads or a validator reads back: the model's size follows from the
-/// input's length. One that decodes has finite parameters, re-encodes to the same bytes, and is
-/// refused under any digest but its own.
+/// input's length (and whether it carries an inner optimizer state). One that decodes has finite
+/// parameters, finite moments with non-negative second ones after at least one step, re-encodes
+/// to the same bytes, and is refused under any digest but its own.
 pub fn checkpoint(data: &[u8]) -> bool {
-    let params = data.len().saturating_sub(48) / 4;
+    let params = if data.starts_with(b"SNCKPT02") {
+        data.len().saturating_sub(56) / 12
+    } else {
+        data.len().saturating_sub(48) / 4
+    };
     let Ok(c) = task::Checkpoint::from_bytes(data, &TASK_DIGEST, params, None) else {
         return false;
     };
     assert!(c.params.iter().all(|p| p.is_finite()));
+    if let Some(inner) = &c.inner {
+        assert!(inner.steps > 0);
+        assert!(inner.first.iter().all(|m| m.is_finite()));
+        assert!(inner.second.iter().all(|v| v.is_finite() && *v >= 0.0));
+    }
     assert_eq!(c.to_bytes(), data);
     let digest = task::Checkpoint::digest_of(data);
     assert!(task::Checkpoint::from_bytes(data, &TASK_DIGEST, params, Some(&digest)).is_ok());

@@ -18,6 +18,7 @@ pub fn generated() -> Vec<(&'static str, Vec<u8>)> {
     out.extend(responses().into_iter().map(|s| ("responses", s)));
     out.extend(gradients());
     out.push(("checkpoint", checkpoint()));
+    out.push(("checkpoint", checkpoint_carrying()));
     out.push(("segment_state", segment_state(0)));
     out.push(("segment_state", segment_state(6)));
     for task in [
@@ -183,6 +184,16 @@ fn gradients() -> Vec<(&'static str, Vec<u8>)> {
 
 fn checkpoint() -> Vec<u8> {
     task::Checkpoint::new(TASK_DIGEST, vec![0.25, -1.0, 3.5, 0.0]).to_bytes()
+}
+
+/// A checkpoint of a task that carries the inner optimizer's state.
+fn checkpoint_carrying() -> Vec<u8> {
+    let inner = task::InnerState {
+        steps: 30,
+        first: vec![0.5, -0.25, 0.0, 1e-3],
+        second: vec![1e-4, 0.0, 2.0, 1e-8],
+    };
+    task::Checkpoint::with_inner(TASK_DIGEST, vec![0.25, -1.0, 3.5, 0.0], Some(inner)).to_bytes()
 }
 
 fn segment_state(step: usize) -> Vec<u8> {

@@ -79,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         .train_window::<CpuTrainBackend>(
             &Default::default(),
             &start.params,
+            start.inner.as_ref(),
             0,
             7,
             0,

@@ -17,7 +17,7 @@ use std::str::FromStr;
 use subnet_proto::{commitment, pb};
 use task::rng::SeededRng;
 use task::segment::TrainState;
-use task::{Batch, CpuTrainBackend, Digest, TaskEngine};
+use task::{Batch, Checkpoint, CpuTrainBackend, Digest, TaskEngine};
 
 /// Extra scale of the amplified modes: far past the norm bound, and just under it.
 const AMPLIFIED: f32 = 2.5;
@@ -199,11 +199,17 @@ fn scaled(values: &[f32], factor: f32) -> Vec<f32> {
 }
 
 /// Trains `batches` from `start` at the window's inner rate: the pseudo-gradient.
-fn train(engine: &TaskEngine, start: &[f32], batches: &[Batch], window: u64) -> Vec<f32> {
+fn train(engine: &TaskEngine, start: &Checkpoint, batches: &[Batch], window: u64) -> Vec<f32> {
     engine
         .trainer::<CpuTrainBackend>(&Default::default())
-        .train_from(start, batches, engine.spec().inner_lr(window), |_, _| {})
-        .pseudo_gradient(start)
+        .carrying(start.inner.clone())
+        .train_from(
+            &start.params,
+            batches,
+            engine.spec().inner_lr(window),
+            |_, _| {},
+        )
+        .pseudo_gradient(&start.params)
 }
 
 /// Signs and publishes a payload with whatever claims the attacker chooses (`segments`: the
@@ -363,6 +369,7 @@ impl<C: Chain> Turn<'_, C> {
         let outcome = self.engine.train_window_in_segments::<CpuTrainBackend>(
             &Default::default(),
             start,
+            self.checkpoint.inner.as_ref(),
             (self.window, self.window_seed, self.uid),
             range,
             |_, _| {},
@@ -375,7 +382,7 @@ impl<C: Chain> Turn<'_, C> {
     fn honest(&self) -> Result<Vec<f32>, MinerError> {
         Ok(train(
             &self.engine,
-            &self.checkpoint.params,
+            &self.checkpoint,
             &self.own_batches(self.uid)?,
             self.window,
         ))
@@ -452,9 +459,8 @@ impl<C: Chain> Turn<'_, C> {
         let uid = self.uid;
         let engine = self.engine.clone();
         let checkpoint = &self.checkpoint;
-        let start = self.checkpoint.params.clone();
         let other = uid.wrapping_add(97);
-        let values = train(&engine, &start, &self.own_batches(other)?, window);
+        let values = train(&engine, &self.checkpoint, &self.own_batches(other)?, window);
         let served = miner.commit_work(window, checkpoint.digest, &values);
         miner.publish(window, served);
         Ok(())
@@ -611,11 +617,10 @@ impl<C: Chain> Turn<'_, C> {
         let uid = self.uid;
         let engine = self.engine.clone();
         let checkpoint = &self.checkpoint;
-        let start = self.checkpoint.params.clone();
         let batches = self.own_batches(uid)?;
         let values = train(
             &engine,
-            &start,
+            &self.checkpoint,
             &batches[..batches.len().div_ceil(3)],
             window,
         );
@@ -710,11 +715,10 @@ impl<C: Chain> Turn<'_, C> {
         let uid = self.uid;
         let engine = self.engine.clone();
         let checkpoint = &self.checkpoint;
-        let start = self.checkpoint.params.clone();
         let mut batches = self.own_batches(uid)?;
         let heldout = engine.heldout_batches(window_seed ^ uid as u64, batches.len());
         batches.extend(heldout);
-        let values = train(&engine, &start, &batches, window);
+        let values = train(&engine, &self.checkpoint, &batches, window);
         let served = miner.commit_work(window, checkpoint.digest, &values);
         miner.publish(window, served);
         Ok(())
@@ -728,7 +732,6 @@ impl<C: Chain> Turn<'_, C> {
         let uid = self.uid;
         let engine = self.engine.clone();
         let checkpoint = &self.checkpoint;
-        let start = self.checkpoint.params.clone();
         // One run over both identities' pages: half the steps from each, interleaved. Both
         // identities compute the same run (lower uid's pages first), so they serve one gradient
         // (a Splitter serves its half of it).
@@ -745,7 +748,7 @@ impl<C: Chain> Turn<'_, C> {
                 }
             })
             .collect();
-        let mut values = train(&engine, &start, &batches, window);
+        let mut values = train(&engine, &self.checkpoint, &batches, window);
         if adversary == Adversary::Splitter {
             let chunk = engine.spec().compression.chunk.max(1);
             let parity = usize::from(uid != a);

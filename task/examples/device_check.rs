@@ -31,8 +31,16 @@ fn main() -> anyhow::Result<()> {
         let mut delta = Vec::new();
         for window in 0..windows {
             let began = Instant::now();
-            let outcome =
-                device.train_window(&engine, &start, window, 7, 1, 0..start.len(), |_, _| {})?;
+            let outcome = device.train_window(
+                &engine,
+                &start,
+                None,
+                window,
+                7,
+                1,
+                0..start.len(),
+                |_, _| {},
+            )?;
             let seconds = began.elapsed().as_secs_f64();
             println!(
                 "  {device}: window {window} in {seconds:.2} s, {:.0} tokens/s, last loss {:.4}",

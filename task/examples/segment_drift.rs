@@ -26,7 +26,8 @@ fn main() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let seeds: u64 = args.next().map_or(Ok(3), |s| s.parse())?;
     let engine = TaskEngine::new(TaskSpec::from_file(&task)?);
-    let start = engine.genesis().params;
+    let genesis = engine.genesis();
+    let start = genesis.params.clone();
     let (window, seed, uid) = (0, 7, 1);
     let who = (window, seed, uid);
     let all = 0..start.len();
@@ -43,7 +44,7 @@ fn main() -> anyhow::Result<()> {
         let mut out = Vec::new();
         for (i, end) in states.iter().enumerate() {
             let redone = engine
-                .reexecute_segment(&start, who, i, &from)
+                .reexecute_segment(&genesis, who, i, &from)
                 .expect("uid fits");
             out.push(segment_difference(&from, end, &redone));
             from = end.clone();
@@ -64,6 +65,7 @@ fn main() -> anyhow::Result<()> {
     engine.train_window_in_segments::<CpuTrainBackend>(
         &Default::default(),
         &start,
+        None,
         who,
         all.clone(),
         |_, _| {},
@@ -93,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         device.train_window_in_segments(
             &engine,
             &start,
+            None,
             who,
             all.clone(),
             |_, _| {},
@@ -103,7 +106,7 @@ fn main() -> anyhow::Result<()> {
         let mut from = TrainState::fresh(&start, all.clone());
         for (i, end) in states.iter().enumerate() {
             let redone = engine
-                .reexecute_segment(&start, who, i, &from)
+                .reexecute_segment(&genesis, who, i, &from)
                 .expect("uid fits");
             let only = |keep: usize| {
                 let pick = |s: &TrainState| TrainState {
@@ -187,6 +190,7 @@ fn main() -> anyhow::Result<()> {
                     .train_window::<CpuTrainBackend>(
                         &Default::default(),
                         &start,
+                        None,
                         window,
                         seed,
                         uid,
@@ -214,7 +218,7 @@ fn main() -> anyhow::Result<()> {
                         None => TrainState::fresh(&start, all.clone()),
                     };
                     engine
-                        .reexecute_segment(&start, who, i, &from)
+                        .reexecute_segment(&genesis, who, i, &from)
                         .expect("uid fits");
                 }
                 began.elapsed().as_secs_f64()

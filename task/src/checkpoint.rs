@@ -1,17 +1,35 @@
 //! Content-addressed checkpoints: the canonical bytes are a small header (magic, task digest, length)
 //! followed by the parameters as little-endian f32; the digest is Blake2b-256 of those bytes. A
-//! checkpoint loads on any backend, since it is only the flat parameter vector.
+//! checkpoint loads on any backend, since it is only flat vectors.
+//!
+//! A task that carries the inner optimizer's state across windows (`training.carry_moments`)
+//! publishes it with the model: the second magic adds the optimizer steps taken before the window
+//! and, after the parameters, AdamW's first and second moments of every parameter. The digest
+//! binds them with the parameters, so every miner's window starts from the same state and an
+//! audit can rebuild it.
 
 use pseudo_gradient::Digest;
 use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"SNCKPT01";
+const MAGIC_WITH_INNER: &[u8; 8] = b"SNCKPT02";
 const HEADER_LEN: usize = 8 + 32 + 8;
+
+/// The inner optimizer's state a window starts from where the task carries it: the AdamW steps
+/// taken before the window (its bias correction reads them) and the moments of every parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InnerState {
+    pub steps: u64,
+    pub first: Vec<f32>,
+    pub second: Vec<f32>,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
     pub task_digest: [u8; 32],
     pub params: Arc<Vec<f32>>,
+    /// The inner optimizer's state windows start from (None: a fresh AdamW).
+    pub inner: Option<Arc<InnerState>>,
     /// The digest of the canonical bytes: the checkpoint's name.
     pub digest: Digest,
 }
@@ -30,25 +48,45 @@ pub enum CheckpointError {
     DigestMismatch { expected: String, found: String },
     #[error("checkpoint parameter {index} is {value}: a model holds finite numbers only")]
     NonFinite { index: usize, value: String },
+    #[error(
+        "checkpoint's second moment {index} is {value}: an optimizer state holds finite moments and non-negative second ones"
+    )]
+    BadMoment { index: usize, value: String },
+    #[error("checkpoint carries an optimizer state of no steps: moments come from training")]
+    NoSteps,
 }
 
 impl Checkpoint {
     pub fn new(task_digest: [u8; 32], params: Vec<f32>) -> Self {
-        let digest = Self::digest_of(&encode(&task_digest, &params));
+        Self::with_inner(task_digest, params, None)
+    }
+
+    /// A checkpoint whose windows start from the inner optimizer's state `inner`, which must
+    /// cover every parameter.
+    pub fn with_inner(task_digest: [u8; 32], params: Vec<f32>, inner: Option<InnerState>) -> Self {
+        if let Some(inner) = &inner {
+            assert!(
+                inner.first.len() == params.len() && inner.second.len() == params.len(),
+                "an inner state covers every parameter"
+            );
+        }
+        let digest = Self::digest_of(&encode(&task_digest, &params, inner.as_ref()));
         Self {
             task_digest,
             params: Arc::new(params),
+            inner: inner.map(Arc::new),
             digest,
         }
     }
 
     /// Length of the canonical bytes, without building them.
     pub fn encoded_len(&self) -> usize {
-        HEADER_LEN + 4 * self.params.len()
+        let vectors = if self.inner.is_some() { 3 } else { 1 };
+        HEADER_LEN + self.inner.as_ref().map_or(0, |_| 8) + 4 * vectors * self.params.len()
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        encode(&self.task_digest, &self.params)
+        encode(&self.task_digest, &self.params, self.inner.as_deref())
     }
 
     pub fn digest_of(bytes: &[u8]) -> Digest {
@@ -62,7 +100,9 @@ impl Checkpoint {
         expected_params: usize,
         expected_digest: Option<&Digest>,
     ) -> Result<Self, CheckpointError> {
-        if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+        let carries = &bytes[..8.min(bytes.len())] == MAGIC_WITH_INNER;
+        let extra = if carries { 8 } else { 0 };
+        if bytes.len() < HEADER_LEN + extra || !(carries || &bytes[..8] == MAGIC) {
             return Err(CheckpointError::NotACheckpoint(bytes.len()));
         }
         let found_task: [u8; 32] = bytes[8..40].try_into().expect("32 bytes");
@@ -73,7 +113,10 @@ impl Checkpoint {
             });
         }
         let declared = u64::from_le_bytes(bytes[40..48].try_into().expect("8 bytes"));
-        if declared != expected_params as u64 || bytes.len() != HEADER_LEN + 4 * expected_params {
+        let vectors = if carries { 3 } else { 1 };
+        if declared != expected_params as u64
+            || bytes.len() != HEADER_LEN + extra + 4 * vectors * expected_params
+        {
             return Err(CheckpointError::WrongLength {
                 declared,
                 expected: expected_params,
@@ -88,19 +131,54 @@ impl Checkpoint {
                 found: digest.to_string(),
             });
         }
-        let params: Vec<f32> = bytes[HEADER_LEN..]
+        let mut params: Vec<f32> = bytes[HEADER_LEN + extra..]
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
             .collect();
+        let inner = if carries {
+            let mut first = params.split_off(expected_params);
+            let second = first.split_off(expected_params);
+            let steps = u64::from_le_bytes(bytes[48..56].try_into().expect("8 bytes"));
+            Some(InnerState {
+                steps,
+                first,
+                second,
+            })
+        } else {
+            None
+        };
         if let Some((index, &value)) = params.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(CheckpointError::NonFinite {
                 index,
                 value: value.to_string(),
             });
         }
+        if let Some(inner) = &inner {
+            if inner.steps == 0 {
+                return Err(CheckpointError::NoSteps);
+            }
+            let bad_first = inner.first.iter().position(|v| !v.is_finite());
+            let bad_second = inner
+                .second
+                .iter()
+                .position(|v| !(v.is_finite() && *v >= 0.0));
+            if let Some(index) = bad_first {
+                return Err(CheckpointError::NonFinite {
+                    index: expected_params + index,
+                    value: inner.first[index].to_string(),
+                });
+            }
+            if let Some(index) = bad_second {
+                return Err(CheckpointError::BadMoment {
+                    index,
+                    value: inner.second[index].to_string(),
+                });
+            }
+        }
         Ok(Self {
             task_digest: found_task,
             params: Arc::new(params),
+            inner: inner.map(Arc::new),
             digest,
         })
     }
@@ -110,13 +188,25 @@ impl Checkpoint {
     }
 }
 
-fn encode(task_digest: &[u8; 32], params: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + 4 * params.len());
-    out.extend_from_slice(MAGIC);
+fn encode(task_digest: &[u8; 32], params: &[f32], inner: Option<&InnerState>) -> Vec<u8> {
+    let vectors = if inner.is_some() { 3 } else { 1 };
+    let mut out = Vec::with_capacity(HEADER_LEN + 8 + 4 * vectors * params.len());
+    out.extend_from_slice(if inner.is_some() {
+        MAGIC_WITH_INNER
+    } else {
+        MAGIC
+    });
     out.extend_from_slice(task_digest);
     out.extend_from_slice(&(params.len() as u64).to_le_bytes());
-    for p in params {
-        out.extend_from_slice(&p.to_le_bytes());
+    let moments: [&[f32]; 2] = match inner {
+        Some(inner) => {
+            out.extend_from_slice(&inner.steps.to_le_bytes());
+            [&inner.first, &inner.second]
+        }
+        None => [&[], &[]],
+    };
+    for v in [params, moments[0], moments[1]] {
+        out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
     }
     out
 }
@@ -148,6 +238,53 @@ mod tests {
         assert!(matches!(
             Checkpoint::from_bytes(&bytes, &task, 4, None),
             Err(CheckpointError::WrongLength { .. })
+        ));
+    }
+
+    #[test]
+    fn an_inner_state_round_trips_under_the_digest_and_bad_moments_are_refused() {
+        let task = [7u8; 32];
+        let inner = InnerState {
+            steps: 30,
+            first: vec![0.5, -0.25, 0.0],
+            second: vec![1e-4, 0.0, 2.0],
+        };
+        let ck = Checkpoint::with_inner(task, vec![1.0, -2.5, 3.25], Some(inner.clone()));
+        let bytes = ck.to_bytes();
+        assert_eq!(bytes.len(), ck.encoded_len());
+        let back = Checkpoint::from_bytes(&bytes, &task, 3, Some(&ck.digest)).unwrap();
+        assert_eq!(back, ck);
+        assert_eq!(back.inner.as_deref(), Some(&inner));
+        // The state is part of the checkpoint's name: the same parameters without it, or with
+        // other moments, are another checkpoint.
+        assert_ne!(
+            ck.digest,
+            Checkpoint::new(task, vec![1.0, -2.5, 3.25]).digest
+        );
+        let mut steps = inner.clone();
+        steps.steps = 31;
+        let other = Checkpoint::with_inner(task, vec![1.0, -2.5, 3.25], Some(steps));
+        assert_ne!(ck.digest, other.digest);
+        assert!(matches!(
+            Checkpoint::from_bytes(&bytes[..bytes.len() - 4], &task, 3, None),
+            Err(CheckpointError::WrongLength { .. })
+        ));
+        for bad in [-1e-6, f32::NAN, f32::INFINITY] {
+            let mut second = inner.clone();
+            second.second[1] = bad;
+            let ck = Checkpoint::with_inner(task, vec![1.0, -2.5, 3.25], Some(second));
+            let refused = Checkpoint::from_bytes(&ck.to_bytes(), &task, 3, Some(&ck.digest));
+            assert!(
+                matches!(refused, Err(CheckpointError::BadMoment { index: 1, .. })),
+                "{refused:?}"
+            );
+        }
+        let mut first = inner;
+        first.first[2] = f32::NAN;
+        let ck = Checkpoint::with_inner(task, vec![1.0, -2.5, 3.25], Some(first));
+        assert!(matches!(
+            Checkpoint::from_bytes(&ck.to_bytes(), &task, 3, None),
+            Err(CheckpointError::NonFinite { index: 5, .. })
         ));
     }
 

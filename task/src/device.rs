@@ -146,6 +146,7 @@ impl Device {
         self,
         engine: &TaskEngine,
         start: &[f32],
+        carried: Option<&std::sync::Arc<crate::InnerState>>,
         window: u64,
         window_seed: u64,
         uid: u16,
@@ -153,21 +154,23 @@ impl Device {
         on_step: impl FnMut(usize, f32),
     ) -> Result<TrainOutcome, AssignmentError> {
         let who = (window, window_seed, uid);
-        self.train_window_in_segments(engine, start, who, trainable, on_step, |_| {})
+        self.train_window_in_segments(engine, start, carried, who, trainable, on_step, |_| {})
     }
 
     /// `engine.train_window_in_segments` on this device.
+    #[allow(clippy::too_many_arguments)]
     pub fn train_window_in_segments(
         self,
         engine: &TaskEngine,
         start: &[f32],
+        carried: Option<&std::sync::Arc<crate::InnerState>>,
         who: (u64, u64, u16),
         trainable: std::ops::Range<usize>,
         on_step: impl FnMut(usize, f32),
         on_segment: impl FnMut(TrainState),
     ) -> Result<TrainOutcome, AssignmentError> {
         on_backend!(self, _I, T, device => engine.train_window_in_segments::<T>(
-            &device, start, who, trainable, on_step, on_segment,
+            &device, start, carried, who, trainable, on_step, on_segment,
         ))
     }
 
@@ -181,12 +184,13 @@ impl Device {
         self,
         engine: &TaskEngine,
         start: &[f32],
+        carried: Option<&std::sync::Arc<crate::InnerState>>,
         (window, window_seed): (u64, u64),
         pages: &[u64],
         seed: u64,
     ) -> TrainOutcome {
         on_backend!(self, _I, T, device => engine.train_reference::<T>(
-            &device, start, window, window_seed, pages, seed,
+            &device, start, carried, window, window_seed, pages, seed,
         ))
     }
 }

@@ -23,7 +23,7 @@ pub mod text;
 pub mod trainer;
 
 pub use batch::{Batch, Inputs, Span};
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{Checkpoint, InnerState};
 pub use device::Device;
 pub use engine::{Corpus, TaskEngine};
 pub use pseudo_gradient::Digest;

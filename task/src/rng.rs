@@ -70,6 +70,7 @@ pub mod salt {
     pub const PAGE: u64 = 0x5041_4745;
     pub const TABLE_ROWS: u64 = 0x5441_424C;
     pub const GROUPS: u64 = 0x4752_5053;
+    pub const INNER_STATE: u64 = 0x494E_5354;
 }
 
 #[cfg(test)]

@@ -54,6 +54,17 @@ impl TrainState {
         }
     }
 
+    /// The state a window trained from `checkpoint` starts in over `range`: the checkpoint's
+    /// parameters, and its carried optimizer moments where it has them (`fresh` otherwise).
+    pub fn window_start(checkpoint: &crate::Checkpoint, range: std::ops::Range<usize>) -> Self {
+        let mut state = Self::fresh(&checkpoint.params, range.clone());
+        if let Some(inner) = &checkpoint.inner {
+            state.first_moment = inner.first[range.clone()].to_vec();
+            state.second_moment = inner.second[range].to_vec();
+        }
+        state
+    }
+
     /// Length of the canonical bytes of a state after `step` steps over `len` parameters.
     pub fn encoded_len(step: usize, len: usize) -> usize {
         let vectors = if step == 0 { 1 } else { 3 };

@@ -102,6 +102,13 @@ pub struct TrainingSpec {
     /// window is one segment).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub segment_steps: usize,
+    /// Windows start from the inner AdamW's state carried over from the window before instead of a
+    /// fresh optimizer: each checkpoint publishes the moments a public training of its window ends
+    /// with (on the pages the first uid past the window's miners would be assigned, from the same
+    /// state), bound by its digest, so that every window stays a pure function of public inputs.
+    /// The warm-up counts the optimizer's steps, so only the first window warms up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carry_moments: bool,
 }
 
 impl TrainingSpec {

@@ -3,6 +3,7 @@
 
 use crate::architecture::{ModelSpec, TaskModel, as_one_of_several};
 use crate::batch::Batch;
+use crate::checkpoint::InnerState;
 use crate::params::{read_params, write_params_trainable};
 use crate::segment::TrainState;
 use crate::spec::TrainingSpec;
@@ -14,6 +15,7 @@ use burn::optim::{
 use burn::prelude::*;
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
+use std::sync::Arc;
 
 /// The CPU backend for evaluation and replays: burn's flex, whose results are bit-reproducible
 /// across processes and thread counts.
@@ -68,6 +70,10 @@ pub struct Trainer<B: AutodiffBackend> {
     /// Noise added to every trained parameter after each step, relative to its value, drawn from
     /// a seeded generator: a stand-in for another card's rounding (`with_step_noise`).
     step_noise: Option<(f64, crate::rng::SeededRng)>,
+    /// The inner optimizer's state the window starts from where the task carries it (None: fresh).
+    /// Its step count is the optimizer's steps before the window: the bias correction and the
+    /// warm-up count from there, while a training state's `step` stays the window's inner step.
+    carried: Option<Arc<InnerState>>,
 }
 
 /// A thread of a trainer's own that runs the jobs it is sent, in turn. Threads outside rayon's
@@ -128,7 +134,20 @@ impl<B: AutodiffBackend> Trainer<B> {
             parallel: on_cpu && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
             helpers: Vec::new(),
             step_noise: None,
+            carried: None,
         }
+    }
+
+    /// The window starts from `inner` (a checkpoint's carried optimizer state) where given, from a
+    /// fresh AdamW otherwise.
+    pub fn carrying(mut self, inner: Option<Arc<InnerState>>) -> Self {
+        self.carried = inner;
+        self
+    }
+
+    /// The optimizer's steps before the window.
+    fn steps_before(&self) -> usize {
+        self.carried.as_ref().map_or(0, |c| c.steps as usize)
     }
 
     /// Only the parameters in `trainable` train (a miner's group); the rest stays frozen.
@@ -189,6 +208,17 @@ impl<B: AutodiffBackend> Trainer<B> {
             start,
             self.trainable.clone(),
         );
+        if let Some(inner) = self.carried.clone() {
+            let range = self.trainable.clone();
+            let from = TrainState {
+                step: 0,
+                params: start[range.clone()].to_vec(),
+                first_moment: inner.first[range.clone()].to_vec(),
+                second_moment: inner.second[range.clone()].to_vec(),
+                range,
+            };
+            self.load_moments(&model, &from);
+        }
         let mut losses = Vec::with_capacity(batches.len());
         for segment in crate::segment::segments(batches.len(), segment_steps) {
             let first = segment.start;
@@ -240,8 +270,9 @@ impl<B: AutodiffBackend> Trainer<B> {
         for (i, batch) in batches.iter().enumerate() {
             let step = first + i;
             let (value, grads) = self.gradients(&model, batch);
-            let warm = if step < self.warmup_steps {
-                (step + 1) as f64 / (self.warmup_steps + 1) as f64
+            let taken = self.steps_before() + step;
+            let warm = if taken < self.warmup_steps {
+                (taken + 1) as f64 / (self.warmup_steps + 1) as f64
             } else {
                 1.0
             };
@@ -271,7 +302,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         model.visit(&mut reader);
         let (_, params) = read_params(model);
         TrainState {
-            step: reader.step.unwrap_or(0),
+            step: reader.step.map_or(0, |taken| taken - self.steps_before()),
             params: params[self.trainable.clone()].to_vec(),
             range: self.trainable.clone(),
             first_moment: reader.first,
@@ -279,14 +310,16 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
     }
 
-    /// Replaces the optimizer's moments with `state`'s (none for a state before the first step).
+    /// Replaces the optimizer's moments with `state`'s (none for a fresh optimizer's state before
+    /// the first step).
     fn load_moments(&mut self, model: &TaskModel<B>, state: &TrainState) {
         let mut records = self.optimizer.to_record();
         records.clear();
-        if state.step > 0 {
+        if !state.first_moment.is_empty() {
             let mut writer = MomentWriter::<B> {
                 records,
                 state,
+                time: self.steps_before() + state.step,
                 device: self.device.clone(),
                 offset: 0,
             };
@@ -437,6 +470,8 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for MomentReader<B> {
 struct MomentWriter<'a, B: AutodiffBackend> {
     records: AdamWRecords<B>,
     state: &'a TrainState,
+    /// The optimizer's steps taken: the bias correction reads them.
+    time: usize,
     device: B::Device,
     offset: usize,
 }
@@ -458,7 +493,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for MomentWriter<'_, B> {
             )
         };
         let momentum = burn::optim::AdaptiveMomentumState {
-            time: self.state.step,
+            time: self.time,
             moment_1: tensor(&self.state.first_moment),
             moment_2: tensor(&self.state.second_moment),
             max_moment_2: None,

@@ -21,6 +21,7 @@ fn tiny_lm_trains_one_window_at_full_size() {
         .train_window::<CpuTrainBackend>(
             &device,
             &start.params,
+            None,
             0,
             17,
             0,

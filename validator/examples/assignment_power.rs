@@ -35,8 +35,9 @@ fn main() {
         for window in 1..=windows {
             let window_seed = task::rng::derive_seed(&[seed, window]);
             let eval_seed = task::rng::derive_seed(&[seed, window, 1]);
+            let checkpoint = task::Checkpoint::new(engine.digest(), params.clone());
             let reference =
-                evaluate::reference(&engine, &params, window, window_seed, 8, eval_seed);
+                evaluate::reference(&engine, &checkpoint, window, window_seed, 8, eval_seed);
             let control = send(&reference, &mut reference_residual);
             let clip = l2_norm(&control);
             let mut line = format!("seed {seed} window {window}: honest");
@@ -44,7 +45,7 @@ fn main() {
             for (i, uid) in (2..6u16).enumerate() {
                 let dense = evaluate::reexecute(
                     &engine,
-                    &params,
+                    &checkpoint,
                     window,
                     window_seed,
                     uid,

@@ -10,7 +10,7 @@ use pseudo_gradient::aggregate::{outer_nesterov_step, outer_sgd_step};
 use pseudo_gradient::codec;
 use subnet_proto::commitment::SignedCommitment;
 use task::Digest;
-use task::{Checkpoint, TaskEngine};
+use task::{Checkpoint, InnerState, TaskEngine};
 
 /// How a checkpoint was made from the one before it.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,13 +40,14 @@ impl Recipe {
 /// The next global checkpoint and outer momentum: the mean of `deltas` (in the order given) after
 /// clipping each to its entry of `caps`, applied with the outer step at `scale` times the outer
 /// rate (Nesterov momentum when the task sets `training.outer_momentum`; `momentum` is the buffer
-/// before, empty for zeros), or both unchanged when nothing is aggregated.
+/// before, empty for zeros), carrying the inner optimizer state `inner` (`TaskEngine::next_inner`);
+/// or both unchanged when nothing is aggregated.
 pub fn next_checkpoint(
     engine: &TaskEngine,
     (checkpoint, momentum): (&Checkpoint, &[f32]),
     deltas: &[&Sparse],
-    caps: &[f64],
-    scale: f64,
+    (caps, scale): (&[f64], f64),
+    inner: Option<InnerState>,
 ) -> (Checkpoint, Vec<f32>) {
     let t = &engine.spec().training;
     let rate = t.outer_lr * scale;
@@ -54,12 +55,16 @@ pub fn next_checkpoint(
         Some(mean) if t.outer_momentum > 0.0 => {
             let (params, buffer) =
                 outer_nesterov_step(&checkpoint.params, &mean, momentum, rate, t.outer_momentum);
-            (Checkpoint::new(engine.digest(), params), buffer)
+            (
+                Checkpoint::with_inner(engine.digest(), params, inner),
+                buffer,
+            )
         }
         Some(mean) => (
-            Checkpoint::new(
+            Checkpoint::with_inner(
                 engine.digest(),
                 outer_sgd_step(&checkpoint.params, &mean, rate),
+                inner,
             ),
             Vec::new(),
         ),
@@ -79,12 +84,13 @@ pub enum Recomputation {
 }
 
 /// Recomputes the checkpoint `digest` from `recipe`, with `previous` and `momentum` the checkpoint
-/// and buffer the recipe starts from and `gathered` this validator's decoded gradients of that
-/// window with their commitments.
+/// and buffer the recipe starts from, `inner` the inner optimizer state the window's step carries
+/// (this validator derived the same from public inputs) and `gathered` this validator's decoded
+/// gradients of that window with their commitments.
 pub fn recompute(
     engine: &TaskEngine,
-    previous: &Checkpoint,
-    momentum: &[f32],
+    (previous, momentum): (&Checkpoint, &[f32]),
+    inner: Option<InnerState>,
     recipe: &Recipe,
     gathered: &std::collections::BTreeMap<u16, (SignedCommitment, Sparse)>,
     digest: &Digest,
@@ -100,8 +106,8 @@ pub fn recompute(
         engine,
         (previous, momentum),
         &deltas,
-        &recipe.caps(),
-        recipe.scale,
+        (&recipe.caps(), recipe.scale),
+        inner,
     );
     if next.digest == *digest {
         Recomputation::Confirmed(next, momentum)

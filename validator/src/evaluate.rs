@@ -9,7 +9,7 @@ use pseudo_gradient::aggregate::{
 use pseudo_gradient::codec;
 use pseudo_gradient::sparse::clipped_sums;
 use scoring::{AssignmentEvidence, LeaveOneOut};
-use task::{Batch, TaskEngine};
+use task::{Batch, Checkpoint, TaskEngine};
 
 /// Losses of `params` on `batches`.
 pub fn losses(engine: &TaskEngine, params: &[f32], batches: &[Batch]) -> Vec<f32> {
@@ -49,7 +49,7 @@ pub fn eval_batches(
 /// assignment check's control.
 pub fn reference(
     engine: &TaskEngine,
-    start: &[f32],
+    start: &Checkpoint,
     window: u64,
     window_seed: u64,
     assigned_uids: u64,
@@ -58,8 +58,15 @@ pub fn reference(
     let pages = engine.reference_pages(window_seed, assigned_uids, eval_seed);
     engine
         .device()
-        .train_reference(engine, start, (window, window_seed), &pages, eval_seed)
-        .pseudo_gradient(start)
+        .train_reference(
+            engine,
+            &start.params,
+            start.inner.as_ref(),
+            (window, window_seed),
+            &pages,
+            eval_seed,
+        )
+        .pseudo_gradient(&start.params)
 }
 
 /// The reference as a miner would send it, with the validator's own error-feedback residual
@@ -121,7 +128,7 @@ pub fn group_gains(
 /// assignment.
 pub fn reexecute(
     engine: &TaskEngine,
-    start: &[f32],
+    start: &Checkpoint,
     window: u64,
     window_seed: u64,
     uid: u16,
@@ -131,7 +138,8 @@ pub fn reexecute(
         .device()
         .train_window(
             engine,
-            start,
+            &start.params,
+            start.inner.as_ref(),
             window,
             window_seed,
             uid,
@@ -139,7 +147,7 @@ pub fn reexecute(
             |_, _| {},
         )
         .ok()
-        .map(|outcome| outcome.pseudo_gradient(start))
+        .map(|outcome| outcome.pseudo_gradient(&start.params))
 }
 
 /// Whose assignment check, in which window, on batches drawn by which secret seed.
@@ -379,7 +387,7 @@ mod tests {
         let n = params.len();
         // Two miners' windows, each sent at many times its size: downhill, but far too long a step.
         let window = |uid: u16, times: f32| {
-            let g = reexecute(&engine, &params, 0, 1, uid, 0..n).unwrap();
+            let g = reexecute(&engine, &engine.genesis(), 0, 1, uid, 0..n).unwrap();
             Sparse::from_dense(&g.iter().map(|x| x * times).collect::<Vec<_>>())
         };
         let (a, b) = (window(1, 16.0), window(2, 16.0));

@@ -34,11 +34,6 @@ pub struct Args {
     /// Run only the compressed layouts, not the two references (for sweeps).
     #[arg(long)]
     pub compressed_only: bool,
-    /// Measure a lever the protocol does not use: each subnet window starts from the inner
-    /// optimizer's moments carried over from the last window (the mean of the miners' end moments)
-    /// instead of a fresh AdamW.
-    #[arg(long)]
-    pub carry_moments: bool,
     /// Which pages and validator eval batches the runs draw: 0 is the draw BENCHMARKS.md
     /// reports; another gives the spread between runs (the held-out batches stay the same).
     #[arg(long, default_value_t = 0)]
@@ -55,7 +50,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         heldout_batches,
         out,
         compressed_only,
-        carry_moments,
         draw,
     } = args;
     let mut spec =
@@ -77,7 +71,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             layouts,
             heldout_batches,
             compressed_only,
-            carry_moments,
             draw,
         },
     )?;

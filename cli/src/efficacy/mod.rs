@@ -35,11 +35,6 @@ pub struct Setup {
     pub heldout_batches: usize,
     /// Run only the compressed layouts (for sweeps: the references do not change with them).
     pub compressed_only: bool,
-    /// Start each subnet window from the inner optimizer's moments carried over from the last one
-    /// (the mean of the miners' end moments, with its step count) instead of a fresh AdamW: what
-    /// that lever would gain. The protocol's windows start fresh; audits of such a window are not
-    /// served.
-    pub carry_moments: bool,
     /// Which pages and eval batches the runs draw (`drawn_seed`); 0: the reported ones.
     pub draw: u64,
 }
@@ -421,7 +416,6 @@ mod tests {
             layouts: vec![packed],
             heldout_batches: 4,
             compressed_only: false,
-            carry_moments: false,
             draw: 0,
         };
         let c = compare(spec, setup).unwrap();

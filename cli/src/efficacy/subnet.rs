@@ -58,75 +58,22 @@ impl WindowInputs for Honest {
     }
 }
 
-/// The inner optimizer's state carried from one window to the next (`Setup::carry_moments`): its
-/// step count and the mean of the miners' end moments.
-pub(super) struct Moments {
-    step: usize,
-    first: Vec<f32>,
-    second: Vec<f32>,
-}
-
-impl Moments {
-    fn mean(states: &[TrainState]) -> Self {
-        let n = states[0].first_moment.len();
-        let mean = |f: fn(&TrainState) -> &Vec<f32>| -> Vec<f32> {
-            (0..n)
-                .map(|i| states.iter().map(|s| f(s)[i]).sum::<f32>() / states.len() as f32)
-                .collect()
-        };
-        Moments {
-            step: states[0].step,
-            first: mean(|s| &s.first_moment),
-            second: mean(|s| &s.second_moment),
-        }
-    }
-}
-
-/// One miner's window `who` trained on the CPU: its pseudo-gradient, the segment states a
-/// validator whose secret is 0 would audit, and its end state. From `carried` moments where given
-/// (then without segment states: such a window is not the protocol's and no audit could rebuild it).
+/// One miner's window `who` trained on the CPU from the checkpoint (and its carried optimizer
+/// state, where the task carries one): its pseudo-gradient and the segment states a validator
+/// whose secret is 0 would audit.
 fn train_one(
     engine: &TaskEngine,
     checkpoint: &Checkpoint,
     who: (u64, u64, u16),
     trainable: std::ops::Range<usize>,
-    carried: Option<&Moments>,
-) -> (Vec<f32>, Vec<ServedSegment>, TrainState) {
-    let (window, seed, uid) = who;
-    if let Some(m) = carried {
-        let assignment = engine
-            .assignment(window, seed, uid)
-            .expect("uid fits the window");
-        let batches = engine.training_batches(&assignment, seed);
-        let from = TrainState {
-            step: m.step,
-            range: trainable.clone(),
-            params: checkpoint.params[trainable].to_vec(),
-            first_moment: m.first.clone(),
-            second_moment: m.second.clone(),
-        };
-        let end = engine
-            .trainer::<CpuTrainBackend>(&Default::default())
-            .resume(
-                &checkpoint.params,
-                &from,
-                &batches,
-                engine.spec().inner_lr(window),
-            );
-        let whole = end.whole(&checkpoint.params);
-        let delta = checkpoint
-            .params
-            .iter()
-            .zip(&whole)
-            .map(|(s, e)| s - e)
-            .collect();
-        return (delta, Vec::new(), end);
-    }
+) -> (Vec<f32>, Vec<ServedSegment>) {
+    let (window, _, uid) = who;
     let mut states = Vec::new();
     let outcome = engine
         .train_window_in_segments::<CpuTrainBackend>(
             &Default::default(),
             &checkpoint.params,
+            checkpoint.inner.as_ref(),
             who,
             trainable,
             |_, _| {},
@@ -143,8 +90,7 @@ fn train_one(
             end: bytes[index].clone().into(),
         })
         .collect();
-    let end = states.pop().expect("a window has a segment");
-    (outcome.pseudo_gradient(&checkpoint.params), segments, end)
+    (outcome.pseudo_gradient(&checkpoint.params), segments)
 }
 
 /// Every honest miner's window: its pseudo-gradient through the codec with its own error-feedback
@@ -154,26 +100,18 @@ fn train_miners(
     checkpoint: &Checkpoint,
     (window, seed): (u64, u64),
     residuals: &mut [Vec<f32>],
-    carried: Option<&Moments>,
-) -> (Vec<Gathered>, Honest, Vec<TrainState>) {
+) -> (Vec<Gathered>, Honest) {
     let c = &engine.spec().compression;
     let layout = c.layout();
     let mut honest = Honest {
         served: BTreeMap::new(),
     };
     let mut gathered = Vec::with_capacity(residuals.len());
-    let mut ends = Vec::with_capacity(residuals.len());
     for (uid, residual) in residuals.iter_mut().enumerate() {
         let uid = uid as u16;
         let group = engine.group(seed, uid, 0).expect("uid fits the window");
-        let (dense, segments, end) = train_one(
-            engine,
-            checkpoint,
-            (window, seed, uid),
-            group.range.clone(),
-            carried,
-        );
-        ends.push(end);
+        let (dense, segments) =
+            train_one(engine, checkpoint, (window, seed, uid), group.range.clone());
         let out = c.compress(&dense, residual, group.range.clone());
         let values = codec::decode_as(&out.payload, group.len(), layout).expect("own payload");
         let artefacts = Artefacts {
@@ -200,7 +138,7 @@ fn train_miners(
             }),
         });
     }
-    (gathered, honest, ends)
+    (gathered, honest)
 }
 
 /// The subnet with honest miners sending in `layout`, each window scored, decided and aggregated
@@ -212,14 +150,8 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
     let (mut momentum, mut reference_residual) = (Vec::new(), Vec::new());
     let mut averages = Averages::new();
     let mut residuals = vec![vec![0f32; n]; setup.miners as usize];
-    let mut carried = None;
-    let carried_note = if setup.carry_moments {
-        ", moments carried"
-    } else {
-        ""
-    };
     let mut run = Run {
-        name: format!("subnet, {layout} ({:.1}x){carried_note}", layout.ratio(n)),
+        name: format!("subnet, {layout} ({:.1}x)", layout.ratio(n)),
         bytes: layout.payload_len(n),
         losses: vec![measure.loss(&checkpoint.params)],
         idle_windows: Vec::new(),
@@ -231,16 +163,8 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
     for window in 0..setup.windows {
         let started = std::time::Instant::now();
         let seed = drawn_seed(setup.draw, window);
-        let (gathered, mut honest, ends) = train_miners(
-            &engine,
-            &checkpoint,
-            (window, seed),
-            &mut residuals,
-            carried.as_ref(),
-        );
-        if setup.carry_moments {
-            carried = Some(Moments::mean(&ends));
-        }
+        let (gathered, mut honest) =
+            train_miners(&engine, &checkpoint, (window, seed), &mut residuals);
         let setting = Setting {
             window,
             window_seed: seed,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use subnet_proto::commitment;
 use task::segment::TrainState;
-use task::{Digest, TrainOutcome};
+use task::{Checkpoint, Digest, TrainOutcome};
 
 /// Reports each inner step: to the progress hook when there is one, else four times a window at
 /// info level; every step at debug level.
@@ -65,11 +65,7 @@ impl<C: Chain> Miner<C> {
             .clone();
         let started = Instant::now();
         let (outcome, segments) = self
-            .train_on_device(
-                &checkpoint.params,
-                (window, window_seed, uid),
-                group.range.clone(),
-            )
+            .train_on_device(&checkpoint, (window, window_seed, uid), group.range.clone())
             .await?;
         let seconds = started.elapsed().as_secs_f64();
         let (first_loss, last_loss) = (
@@ -100,11 +96,12 @@ impl<C: Chain> Miner<C> {
         Ok(report)
     }
 
-    /// The window `who` = (window, window seed, uid) trained from `start` on this miner's device,
-    /// off the async runtime: the outcome and the state at the end of each segment.
+    /// The window `who` = (window, window seed, uid) trained from `start` (its parameters and
+    /// carried optimizer state) on this miner's device, off the async runtime: the outcome and the
+    /// state at the end of each segment.
     async fn train_on_device(
         &self,
-        start: &[f32],
+        start: &Checkpoint,
         who: (u64, u64, u16),
         trainable: std::ops::Range<usize>,
     ) -> Result<(TrainOutcome, Vec<TrainState>), MinerError> {
@@ -120,13 +117,14 @@ impl<C: Chain> Miner<C> {
             hook: self.inner.on_progress.clone(),
         };
         let device = self.inner.device;
-        let start = start.to_vec();
+        let start = start.clone();
         let trained = tokio::task::spawn_blocking(move || {
             let mut segments = Vec::new();
             device
                 .train_window_in_segments(
                     &engine,
-                    &start,
+                    &start.params,
+                    start.inner.as_ref(),
                     who,
                     trainable,
                     |step, loss| steps.step(step, loss),

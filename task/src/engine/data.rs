@@ -223,6 +223,17 @@ impl TaskEngine {
             .collect()
     }
 
+    /// The training pages the public training that carries the inner optimizer's state across
+    /// windows runs on (`next_inner`): a miner's share of pages, drawn from the window's seed alone
+    /// so that every node draws the same.
+    pub fn inner_state_pages(&self, window_seed: u64) -> Vec<u64> {
+        let mut rng = SeededRng::derived(&[window_seed, salt::INNER_STATE]);
+        let train = self.spec.data.train_pages;
+        (0..self.spec.shards.pages_per_miner)
+            .map(|_| rng.below(train))
+            .collect()
+    }
+
     /// Pages of the synthetic corpus beyond both splits, drawn by `seed`: text nobody has seen,
     /// straight from the generator. Empty for other corpora.
     pub fn fresh_pages(&self, seed: u64, count: usize) -> Vec<u64> {
@@ -288,12 +299,14 @@ impl TaskEngine {
             .collect()
     }
 
-    /// The validator's own training of the window: what a miner assigned `pages` would do, with
-    /// batches drawn by `seed`.
+    /// The validator's own training of the window: what a miner assigned `pages` would do (from
+    /// the same start, `carried` included), with batches drawn by `seed`.
+    #[allow(clippy::too_many_arguments)]
     pub fn train_reference<B: AutodiffBackend>(
         &self,
         device: &B::Device,
         start: &[f32],
+        carried: Option<&std::sync::Arc<crate::InnerState>>,
         window: u64,
         window_seed: u64,
         pages: &[u64],
@@ -306,6 +319,7 @@ impl TaskEngine {
             .map(|spans| self.batch(spans))
             .collect();
         self.trainer::<B>(device)
+            .carrying(carried.cloned())
             .train_from(start, &batches, self.spec.inner_lr(window), |_, _| {})
     }
 

@@ -13,7 +13,7 @@ pub(crate) mod tests;
 use crate::architecture::{ModelSpec, TaskModel};
 use crate::assignment::AssignmentError;
 use crate::batch::Batch;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, InnerState};
 use crate::corpus::MarkovCorpus;
 use crate::groups::{NoGroupFits, ParamGroup, ParamGroups};
 use crate::params::{ParamLayout, read_params, write_params};
@@ -25,6 +25,7 @@ use crate::text::TextCorpus;
 use crate::trainer::{CpuBackend, TrainOutcome, Trainer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use std::sync::Arc;
 
 /// Examples per forward pass when evaluating.
 const EVAL_ROWS: usize = 128;
@@ -153,6 +154,53 @@ impl TaskEngine {
         Checkpoint::new(self.digest, params)
     }
 
+    /// The inner optimizer state the window after `window`'s starts from, where the task carries
+    /// one (None otherwise): the end state of `window` trained from `checkpoint` (and its carried
+    /// state) on public pages drawn from the window's seed (`inner_state_pages`). A pure function
+    /// of public inputs, always on the CPU backend, so that every validator, miner and replay
+    /// derives the same bits; no miner's work enters it.
+    pub fn next_inner(
+        &self,
+        checkpoint: &Checkpoint,
+        (window, window_seed): (u64, u64),
+    ) -> Option<InnerState> {
+        if !self.spec.training.carry_moments {
+            return None;
+        }
+        let t = &self.spec.training;
+        let pages = self.inner_state_pages(window_seed);
+        let batches: Vec<Batch> = self
+            .slot_spans(
+                &pages,
+                window_seed,
+                false,
+                window_seed,
+                t.inner_steps,
+                t.batch_size,
+            )
+            .iter()
+            .map(|spans| self.batch(spans))
+            .collect();
+        let mut end = None;
+        self.trainer::<crate::CpuTrainBackend>(&Default::default())
+            .carrying(checkpoint.inner.clone())
+            .train_in_segments(
+                &checkpoint.params,
+                &batches,
+                self.spec.inner_lr(window),
+                0,
+                |_, _| {},
+                |state| end = Some(state),
+            );
+        let end = end.expect("a window has a segment");
+        let before = checkpoint.inner.as_ref().map_or(0, |c| c.steps);
+        Some(InnerState {
+            steps: before + end.step as u64,
+            first: end.first_moment,
+            second: end.second_moment,
+        })
+    }
+
     /// The digest of `genesis()`, computed once.
     pub fn genesis_digest(&self) -> crate::Digest {
         *self.genesis_digest.get_or_init(|| self.genesis().digest)
@@ -183,16 +231,18 @@ impl TaskEngine {
         write_params(TaskModel::new(&self.spec.model, device), params)
     }
 
-    /// A miner's whole window: `inner_steps` AdamW steps with a fresh optimizer from `start` on the
-    /// training batches of `uid`'s pages, at the window's inner learning rate, updating only the
-    /// parameters in `trainable` (its group; the rest stays frozen and the pseudo-gradient is zero
-    /// there). A pure function of its arguments, so a validator can re-execute any miner's window
+    /// A miner's whole window: `inner_steps` AdamW steps from `start` on the training batches of
+    /// `uid`'s pages, at the window's inner learning rate, updating only the parameters in
+    /// `trainable` (its group; the rest stays frozen and the pseudo-gradient is zero there). The
+    /// optimizer starts from `carried` (the checkpoint's inner state, where the task carries one)
+    /// or fresh. A pure function of its arguments, so a validator can re-execute any miner's window
     /// and compare.
     #[allow(clippy::too_many_arguments)]
     pub fn train_window<B: AutodiffBackend>(
         &self,
         device: &B::Device,
         start: &[f32],
+        carried: Option<&Arc<InnerState>>,
         window: u64,
         window_seed: u64,
         uid: u16,
@@ -202,6 +252,7 @@ impl TaskEngine {
         self.train_window_in_segments::<B>(
             device,
             start,
+            carried,
             (window, window_seed, uid),
             trainable,
             on_step,
@@ -211,10 +262,12 @@ impl TaskEngine {
 
     /// `train_window`, handing `on_segment` the training state at the end of each of the task's
     /// segments (`TrainingSpec::segments`), in order: the states a miner commits to.
+    #[allow(clippy::too_many_arguments)]
     pub fn train_window_in_segments<B: AutodiffBackend>(
         &self,
         device: &B::Device,
         start: &[f32],
+        carried: Option<&Arc<InnerState>>,
         (window, window_seed, uid): (u64, u64, u16),
         trainable: std::ops::Range<usize>,
         on_step: impl FnMut(usize, f32),
@@ -222,7 +275,10 @@ impl TaskEngine {
     ) -> Result<TrainOutcome, AssignmentError> {
         let assignment = self.assignment(window, window_seed, uid)?;
         let batches = self.training_batches(&assignment, window_seed);
-        let mut trainer = self.trainer::<B>(device).with_trainable(trainable);
+        let mut trainer = self
+            .trainer::<B>(device)
+            .with_trainable(trainable)
+            .carrying(carried.cloned());
         Ok(trainer.train_in_segments(
             start,
             &batches,
@@ -234,11 +290,11 @@ impl TaskEngine {
     }
 
     /// Segment `segment` of `uid`'s window re-executed on the engine's device from the training
-    /// state `from` (the state the miner committed to at the segment's start) over the window's
-    /// checkpoint `base`: the state at the segment's end.
+    /// state `from` (the state the miner committed to at the segment's start, or the window's start
+    /// state) over the window's checkpoint `base`: the state at the segment's end.
     pub fn reexecute_segment(
         &self,
-        base: &[f32],
+        base: &Checkpoint,
         who: (u64, u64, u16),
         segment: usize,
         from: &TrainState,
@@ -251,7 +307,7 @@ impl TaskEngine {
     fn reexecute_segment_on<B: AutodiffBackend>(
         &self,
         device: &B::Device,
-        base: &[f32],
+        base: &Checkpoint,
         (window, window_seed, uid): (u64, u64, u16),
         segment: usize,
         from: &TrainState,
@@ -263,12 +319,15 @@ impl TaskEngine {
         );
         let assignment = self.assignment(window, window_seed, uid)?;
         let batches = self.training_batches(&assignment, window_seed);
-        Ok(self.trainer::<B>(device).resume(
-            base,
-            from,
-            &batches[steps],
-            self.spec.inner_lr(window),
-        ))
+        Ok(self
+            .trainer::<B>(device)
+            .carrying(base.inner.clone())
+            .resume(
+                &base.params,
+                from,
+                &batches[steps],
+                self.spec.inner_lr(window),
+            ))
     }
 
     /// A trainer on `device` whose optimizer state is fresh.

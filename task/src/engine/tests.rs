@@ -85,6 +85,7 @@ fn a_group_miner_moves_only_its_group_and_its_gradient_still_helps() {
             .train_window::<CpuTrainBackend>(
                 &device,
                 &start.params,
+                None,
                 0,
                 11,
                 0,
@@ -110,21 +111,52 @@ fn a_group_miner_moves_only_its_group_and_its_gradient_still_helps() {
 }
 
 /// A window trained in segments has the bits of the window trained whole, and every segment
-/// re-executed from the state at its start (as a miner serves it, through its bytes) ends in the
-/// very state the window reached there: an audit of a segment on the CPU compares bits.
+/// re-executed from the state at its start (as a miner serves it, through its bytes; the window's
+/// start state for the first) ends in the very state the window reached there: an audit of a
+/// segment on the CPU compares bits. Whether the window starts from a fresh optimizer or from the
+/// checkpoint's carried one.
 #[test]
 fn a_segment_resumed_from_its_served_state_ends_in_the_same_bits() {
     let mut spec = tiny_spec();
     spec.training.segment_steps = 5;
     spec.training.warmup_steps = 3;
+    spec.training.carry_moments = true;
     let engine = TaskEngine::new(spec);
-    let start = engine.genesis();
+    let genesis = engine.genesis();
+    let inner = engine.next_inner(&genesis, (1, 5));
+    assert_eq!(inner.as_ref().unwrap().steps, 12, "one window of 12 steps");
+    let carrying = task_checkpoint(&engine, &genesis, inner);
+    let fresh_end = segments_reproduce(&engine, &genesis);
+    let carried_end = segments_reproduce(&engine, &carrying);
+    assert_ne!(
+        fresh_end, carried_end,
+        "the carried state steers the window"
+    );
+    // Another window's public training carries other moments: the state is the window's.
+    assert_ne!(
+        engine.next_inner(&genesis, (2, 6)),
+        carrying.inner.as_deref().cloned()
+    );
+}
+
+/// `genesis`'s parameters with the inner state `inner`.
+fn task_checkpoint(
+    engine: &TaskEngine,
+    genesis: &crate::Checkpoint,
+    inner: Option<crate::InnerState>,
+) -> crate::Checkpoint {
+    crate::Checkpoint::with_inner(engine.digest(), genesis.params.to_vec(), inner)
+}
+
+/// Checks every segment of one window from `start` against its re-execution; the window's end.
+fn segments_reproduce(engine: &TaskEngine, start: &crate::Checkpoint) -> Vec<f32> {
     let device = Default::default();
     let (window, seed, uid) = (2, 11, 1);
     let whole = engine
         .train_window::<CpuTrainBackend>(
             &device,
             &start.params,
+            start.inner.as_ref(),
             window,
             seed,
             uid,
@@ -136,11 +168,12 @@ fn a_segment_resumed_from_its_served_state_ends_in_the_same_bits() {
         .range
         .clone();
     for trainable in [0..start.params.len(), group] {
-        let mut states = vec![TrainState::fresh(&start.params, trainable.clone())];
+        let mut states = vec![TrainState::window_start(start, trainable.clone())];
         let outcome = engine
             .train_window_in_segments::<CpuTrainBackend>(
                 &device,
                 &start.params,
+                start.inner.as_ref(),
                 (window, seed, uid),
                 trainable.clone(),
                 |_, _| {},
@@ -154,10 +187,13 @@ fn a_segment_resumed_from_its_served_state_ends_in_the_same_bits() {
         assert_eq!(states.last().unwrap().whole(&start.params), outcome.end);
         for segment in 0..3 {
             let served = &states[segment];
-            let bytes = served.to_bytes();
-            let from = TrainState::from_bytes(&bytes, served.step, trainable.clone()).unwrap();
+            let from = if segment == 0 {
+                served.clone()
+            } else {
+                TrainState::from_bytes(&served.to_bytes(), served.step, trainable.clone()).unwrap()
+            };
             let end = engine
-                .reexecute_segment(&start.params, (window, seed, uid), segment, &from)
+                .reexecute_segment(start, (window, seed, uid), segment, &from)
                 .unwrap();
             assert_eq!(
                 end.digest(),
@@ -166,6 +202,7 @@ fn a_segment_resumed_from_its_served_state_ends_in_the_same_bits() {
             );
         }
     }
+    whole.end
 }
 
 /// An engine `on` the CPU device measures and trains with the very kernels the generic calls
@@ -177,11 +214,19 @@ fn the_cpu_device_gives_the_bits_of_the_cpu_backend() {
     let start = engine.genesis();
     let pages = engine.reference_pages(7, 4, 3);
     let direct = engine
-        .train_reference::<CpuTrainBackend>(&Default::default(), &start.params, 1, 7, &pages, 3)
+        .train_reference::<CpuTrainBackend>(
+            &Default::default(),
+            &start.params,
+            None,
+            1,
+            7,
+            &pages,
+            3,
+        )
         .end;
     let on_device = engine
         .device()
-        .train_reference(&engine, &start.params, (1, 7), &pages, 3)
+        .train_reference(&engine, &start.params, None, (1, 7), &pages, 3)
         .end;
     assert_eq!(direct, on_device);
     let batches = engine.eval_batches(7, 4, 3, 2);

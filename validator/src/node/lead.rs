@@ -126,8 +126,8 @@ impl<C: Chain> Validator<C> {
                 }
                 Some(recompute(
                     self.engine(),
-                    &s.checkpoint,
-                    &s.momentum,
+                    (&s.checkpoint, &s.momentum),
+                    s.next_inner.clone(),
                     r,
                     &gathered,
                     digest,

@@ -42,6 +42,8 @@ struct LastWindow {
     window: u64,
     checkpoint: Checkpoint,
     momentum: Vec<f32>,
+    /// The inner optimizer state the window's step carries (public: the lead's is the same).
+    next_inner: Option<task::InnerState>,
     gathered: BTreeMap<u16, (SignedCommitment, pseudo_gradient::Sparse)>,
 }
 

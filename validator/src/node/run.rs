@@ -299,6 +299,7 @@ impl<C: Chain> Validator<C> {
                 window: ctx.window(),
                 checkpoint: start.setting.checkpoint.clone(),
                 momentum: step.momentum_before,
+                next_inner: start.next_inner.clone(),
                 gathered: scored
                     .gradients
                     .into_iter()

@@ -5,7 +5,7 @@ use super::Gradient;
 use crate::aggregation::next_checkpoint;
 use scoring::{MinerDecision, ScoringParams, WindowEvidence};
 use std::collections::BTreeMap;
-use task::{Checkpoint, TaskEngine};
+use task::{Checkpoint, InnerState, TaskEngine};
 
 /// The window's outer step.
 #[derive(Clone, Debug)]
@@ -26,13 +26,14 @@ pub struct Step {
 /// group, at most `aggregate_top`; where fewer than `aggregate_min` earned and the rules allow it,
 /// every candidate whose aggregate lowered the eval loss, at the first fraction of the outer rate
 /// at which it did) clipped to their group's entry of `clips` and averaged in uid order, with the
-/// outer step at that fraction from `checkpoint` and the momentum buffer `momentum`.
+/// outer step at that fraction from `checkpoint` and the momentum buffer `momentum`, carrying the
+/// inner optimizer state `inner` where the task carries one.
 pub fn aggregate(
     engine: &TaskEngine,
     (checkpoint, momentum): (&Checkpoint, &[f32]),
     (evidence, decisions): (&WindowEvidence, &[MinerDecision]),
     (gradients, clips): (&BTreeMap<u16, Gradient>, &[f64]),
-    rules: &ScoringParams,
+    (rules, inner): (&ScoringParams, Option<InnerState>),
 ) -> Step {
     let (aggregated, scale) = scoring::aggregate_step(evidence, decisions, rules);
     let deltas: Vec<&pseudo_gradient::Sparse> =
@@ -41,8 +42,13 @@ pub fn aggregate(
         .iter()
         .map(|u| clips[gradients[u].group.index])
         .collect();
-    let (next, momentum_after) =
-        next_checkpoint(engine, (checkpoint, momentum), &deltas, &caps, scale);
+    let (next, momentum_after) = next_checkpoint(
+        engine,
+        (checkpoint, momentum),
+        &deltas,
+        (&caps, scale),
+        inner,
+    );
     Step {
         aggregated,
         caps,

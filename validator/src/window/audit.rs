@@ -125,7 +125,7 @@ pub struct Subject {
 struct Audited<'a> {
     window: u64,
     window_seed: u64,
-    params: &'a [f32],
+    checkpoint: &'a Checkpoint,
     gradient: &'a Gradient,
 }
 
@@ -174,7 +174,7 @@ pub fn examine(
     let audited = Audited {
         window: s.window,
         window_seed: s.window_seed,
-        params: &s.checkpoint.params,
+        checkpoint: &s.checkpoint,
         gradient,
     };
     examine_window(engine, audited, uid, served, Comparison::of(start))
@@ -293,7 +293,7 @@ fn reexecuted_difference(
     )?;
     let reexecuted = evaluate::reexecute(
         engine,
-        audited.params,
+        audited.checkpoint,
         audited.window,
         audited.window_seed,
         uid,
@@ -349,7 +349,7 @@ impl Work {
             let audited = Audited {
                 window: subject.window,
                 window_seed: subject.window_seed,
-                params: &subject.checkpoint.params,
+                checkpoint: &subject.checkpoint,
                 gradient: &subject.gradient,
             };
             let mut finding = examine_window(engine, audited, *uid, next(&mut served), comparison);

@@ -210,7 +210,7 @@ pub fn score<I: WindowInputs>(
         (checkpoint, carried.momentum),
         (&evidence, &decisions),
         (&work.gradients, &work.clips),
-        start.params(),
+        (start.params(), start.next_inner.clone()),
     );
     laps.lap("aggregate");
     Ok(Scored {

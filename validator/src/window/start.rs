@@ -4,7 +4,7 @@ use crate::evaluate;
 use pseudo_gradient::aggregate::l2_norm;
 use pseudo_gradient::codec;
 use scoring::{Bans, ScoringParams};
-use task::{Batch, Checkpoint, Digest, TaskEngine};
+use task::{Batch, Checkpoint, Digest, InnerState, TaskEngine};
 
 /// Which window is scored, from which checkpoint, under which rules.
 #[derive(Clone, Debug)]
@@ -63,6 +63,9 @@ pub struct Start {
     /// The checkpoint's losses on `batches`.
     pub base: Vec<f32>,
     pub reference: Reference,
+    /// The inner optimizer state the next checkpoint carries, where the task carries one
+    /// (`TaskEngine::next_inner`): public, so whoever recomputes the step derives the same.
+    pub next_inner: Option<InnerState>,
 }
 
 impl Start {
@@ -102,7 +105,7 @@ pub fn start(engine: &TaskEngine, setting: Setting, reference_residual: Vec<f32>
     let base = evaluate::losses(engine, params, &batches);
     let dense = evaluate::reference(
         engine,
-        params,
+        &s.checkpoint,
         s.window,
         s.window_seed,
         s.assigned_uids,
@@ -112,7 +115,9 @@ pub fn start(engine: &TaskEngine, setting: Setting, reference_residual: Vec<f32>
     let group_norms = evaluate::group_norms(engine, &sent);
     let group_gains =
         evaluate::group_gains(engine, params, &sent, (&base, &batches), s.params.eval_step);
+    let next_inner = engine.next_inner(&s.checkpoint, (s.window, s.window_seed));
     Start {
+        next_inner,
         batches,
         base,
         reference: Reference {

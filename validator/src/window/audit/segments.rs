@@ -9,8 +9,8 @@ use crate::record::{AuditRecord, SegmentAudit};
 use scoring::checks::reproduces;
 use scoring::{Reason, ReasonKind};
 use std::ops::Range;
-use task::TaskEngine;
 use task::segment::{TrainState, segment_difference};
+use task::{Checkpoint, TaskEngine};
 
 /// Runs the segment audit and writes what it found into `record`; true when the validator could
 /// not read back its kept artefacts (the audit stays unresolved).
@@ -71,12 +71,12 @@ fn check_segments(
         let at = steps
             .get(s.index)
             .ok_or(AuditError::NoSuchSegment(s.index))?;
-        let start = segment_start(audited.params, s, at, &range)?;
+        let start = segment_start(audited.checkpoint, s, at, &range)?;
         let end_bytes = s.end.read()?;
         let end = TrainState::from_bytes(&end_bytes, at.end, range.clone())
             .map_err(|e| AuditError::Segment(s.index, e))?;
         let redone = engine
-            .reexecute_segment(audited.params, who, s.index, &start)
+            .reexecute_segment(audited.checkpoint, who, s.index, &start)
             .map_err(|_| AuditError::NoAssignment(uid))?;
         let difference = segment_difference(&start, &end, &redone);
         // A record keeps finite numbers only (JSON has no infinity).
@@ -100,8 +100,13 @@ fn check_segments(
             )));
         }
         if s.index == last {
-            let whole = end.whole(audited.params);
-            let read = audited.params.iter().zip(&whole).map(|(c, e)| c - e);
+            let whole = end.whole(&audited.checkpoint.params);
+            let read = audited
+                .checkpoint
+                .params
+                .iter()
+                .zip(&whole)
+                .map(|(c, e)| c - e);
             if let Some(index) = read.zip(&dense).position(|(r, d)| r != *d) {
                 return Err(AuditError::DenseNotFromEnd(index));
             }
@@ -110,16 +115,16 @@ fn check_segments(
     Ok(None)
 }
 
-/// The state segment `s` starts from: the checkpoint with fresh moments for the first segment,
-/// the served state for the others.
+/// The state segment `s` starts from: the window's start state (the checkpoint, with its carried
+/// moments or fresh ones) for the first segment, the served state for the others.
 fn segment_start(
-    params: &[f32],
+    checkpoint: &Checkpoint,
     s: &ServedSegment,
     at: &Range<usize>,
     range: &Range<usize>,
 ) -> Result<TrainState, AuditError> {
     match &s.start {
-        None if s.index == 0 => Ok(TrainState::fresh(params, range.clone())),
+        None if s.index == 0 => Ok(TrainState::window_start(checkpoint, range.clone())),
         None => Err(AuditError::NoSegmentStart(s.index)),
         Some(blob) => TrainState::from_bytes(&blob.read()?, at.start, range.clone())
             .map_err(|e| AuditError::Segment(s.index, e)),

@@ -91,10 +91,11 @@ fn audit(engine: &TaskEngine, start: &[f32], work: &Work, tolerance: f64) -> Aud
         residual_in: codec::encode_dense(&vec![0.0; work.dense.len()]).into(),
         segments,
     };
+    let checkpoint = task::Checkpoint::new(engine.digest(), start.to_vec());
     let audited = Audited {
         window: WHO.0,
         window_seed: WHO.1,
-        params: start,
+        checkpoint: &checkpoint,
         gradient: &work.gradient,
     };
     let comparison = Comparison {
@@ -282,10 +283,11 @@ fn a_jump_between_segments_is_found_when_the_draw_hits_it() {
             })
             .collect(),
     };
+    let checkpoint = engine.genesis();
     let audited = Audited {
         window,
         window_seed: seed,
-        params: &start,
+        checkpoint: &checkpoint,
         gradient: &work.gradient,
     };
     let comparison = Comparison {
