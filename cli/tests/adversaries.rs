@@ -23,17 +23,19 @@ struct Run {
 }
 
 fn run(adversaries: Vec<Adversary>) -> Run {
+    run_task(
+        adversaries,
+        TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK).unwrap(),
+    )
+}
+
+fn run_task(adversaries: Vec<Adversary>, spec: TaskSpec) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let config = LocalnetConfig {
         dir: Some(dir.path().to_path_buf()),
         adversaries,
         audit_period: Some(2),
-        ..LocalnetConfig::honest(
-            TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK).unwrap(),
-            4,
-            2,
-            3,
-        )
+        ..LocalnetConfig::honest(spec, 4, 2, 3)
     };
     let report = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -69,22 +71,48 @@ fn first() -> &'static Run {
 }
 
 /// Attacks on what the payload is: doing less, more or other work than assigned, or serving more
-/// than the work gave.
+/// than the work gave; on localnet-lm with the inner optimizer's state carried across windows
+/// (`training.carry_moments`), so that every audit re-executes segments from the state the
+/// checkpoint carries.
 fn second() -> &'static Run {
     static RUN: OnceLock<Run> = OnceLock::new();
     RUN.get_or_init(|| {
-        run(vec![
-            Adversary::Scaled,
-            Adversary::Lazy,
-            Adversary::Heldout,
-            Adversary::Mixer,
-            Adversary::ResidualForger,
-            Adversary::Sybil,
-            Adversary::Sybil,
-            Adversary::Splitter,
-            Adversary::Splitter,
-        ])
+        let mut spec = TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK).unwrap();
+        spec.training.carry_moments = true;
+        run_task(
+            vec![
+                Adversary::Scaled,
+                Adversary::Lazy,
+                Adversary::Heldout,
+                Adversary::Mixer,
+                Adversary::ResidualForger,
+                Adversary::Sybil,
+                Adversary::Sybil,
+                Adversary::Splitter,
+                Adversary::Splitter,
+            ],
+            spec,
+        )
     })
+}
+
+/// In the run that carries the inner optimizer's state, the lead's checkpoints carry the state
+/// of a public training of every window the model moved in (the follower adopted them only after
+/// recomputing them, state included: `both_validators_score_the_checkpoint_the_miners_trained_from`).
+#[test]
+fn the_carried_optimizer_state_is_in_the_checkpoints() {
+    let run = second();
+    let lead =
+        subnet_cli::model::RunModel::load(&localnet::validator_dir(&run.dir, 0), None).unwrap();
+    let inner = lead.checkpoint.inner.as_ref().expect("a carried state");
+    let steps = lead.engine.spec().training.inner_steps as u64;
+    assert!(
+        inner.steps > 0 && inner.steps.is_multiple_of(steps),
+        "{} steps",
+        inner.steps
+    );
+    assert!(inner.second.iter().all(|v| *v >= 0.0));
+    assert!(inner.first.iter().any(|m| *m != 0.0));
 }
 
 /// Attacks on the audit itself: a miner that never answers an audit, one that launders a push

@@ -56,6 +56,9 @@ pub struct Run {
     /// Windows that stepped at a fraction of the outer rate below the whole one
     /// (`scoring.step_scales`), with the fraction.
     pub scaled_windows: Vec<(u64, f64)>,
+    /// Of the honest miners' windows, how many earned (the verdict `Earned`): how often the
+    /// validator pays honest work.
+    pub earned: usize,
     /// Seconds the run's windows took (for the subnet: every miner's training and the validator's
     /// steps, one after another on this machine), held-out measurements excluded.
     pub seconds: f64,
@@ -166,6 +169,7 @@ fn single_machine(engine: &TaskEngine, setup: &Setup, measure: &Measure) -> Run 
         idle_windows: Vec::new(),
         copy_windows: Vec::new(),
         scaled_windows: Vec::new(),
+        earned: 0,
         worse_windows: Vec::new(),
         seconds,
     }
@@ -251,8 +255,8 @@ impl Comparison {
             self.floor
                 .map_or(String::new(), |f| format!(" (lowest reachable {f:.4})"))
         );
-        out.push_str("| run | bytes per gradient | vs dense f32 | held-out loss | vs dense subnet | vs one machine | idle windows | windows the aggregate made worse | stepped below the whole rate | honest taken for copies | s per window |\n");
-        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str("| run | bytes per gradient | vs dense f32 | held-out loss | vs dense subnet | vs one machine | idle windows | windows the aggregate made worse | stepped below the whole rate | honest taken for copies | miner-windows that earned | s per window |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         let dense_bytes = Layout::DenseF32.payload_len(self.params) as f64;
         for run in &self.runs {
             let last = run.last();
@@ -263,7 +267,7 @@ impl Comparison {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {ratio} | {last:.4} | {} | {} | {} | {} | {} | {} | {:.2} |",
+                "| {} | {} | {ratio} | {last:.4} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
                 run.name,
                 if run.bytes == 0 {
                     "-".to_string()
@@ -287,6 +291,15 @@ impl Comparison {
                     "-".to_string()
                 } else {
                     list(&run.copy_windows)
+                },
+                if run.bytes == 0 {
+                    "-".to_string()
+                } else {
+                    format!(
+                        "{} of {}",
+                        run.earned,
+                        self.setup.miners as u64 * self.setup.windows
+                    )
                 },
                 run.seconds / self.setup.windows as f64,
             );

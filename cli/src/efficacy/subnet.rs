@@ -157,6 +157,7 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
         idle_windows: Vec::new(),
         copy_windows: Vec::new(),
         scaled_windows: Vec::new(),
+        earned: 0,
         worse_windows: Vec::new(),
         seconds: 0.0,
     };
@@ -183,6 +184,11 @@ pub(super) fn subnet(spec: &TaskSpec, setup: &Setup, measure: &Measure, layout: 
         };
         let Ok(scored) = validator::window::score(&engine, &start, gathered, &mut honest, carried);
         averages = averages_after(&scored.decisions);
+        run.earned += scored
+            .decisions
+            .iter()
+            .filter(|d| d.verdict == scoring::Verdict::Earned)
+            .count();
         if scored.decisions.iter().any(|d| !d.duplicates.is_empty()) {
             run.copy_windows.push(window);
         }

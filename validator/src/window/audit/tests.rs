@@ -5,6 +5,10 @@ use task::{CpuTrainBackend, TaskSpec};
 
 /// Segments of 4 steps in a 12-step window of a small model.
 fn engine() -> TaskEngine {
+    TaskEngine::new(spec())
+}
+
+fn spec() -> TaskSpec {
     let mut spec =
         TaskSpec::from_toml_str(include_str!("../../../../tasks/localnet-lm.toml")).unwrap();
     let model = spec.model.transformer_mut().unwrap();
@@ -14,7 +18,7 @@ fn engine() -> TaskEngine {
     spec.training.batch_size = 8;
     spec.training.set_inner_steps(12);
     spec.training.segment_steps = 4;
-    TaskEngine::new(spec)
+    spec
 }
 
 const WHO: (u64, u64, u16) = (3, 17, 1);
@@ -28,10 +32,22 @@ struct Work {
 }
 
 fn train(engine: &TaskEngine, start: &[f32], noise: Option<u64>) -> Vec<TrainState> {
+    train_carrying(engine, start, None, noise)
+}
+
+/// `train` from the optimizer state `carried` (None: fresh).
+fn train_carrying(
+    engine: &TaskEngine,
+    start: &[f32],
+    carried: Option<std::sync::Arc<task::InnerState>>,
+    noise: Option<u64>,
+) -> Vec<TrainState> {
     let (window, seed, uid) = WHO;
     let assignment = engine.assignment(window, seed, uid).unwrap();
     let batches = engine.training_batches(&assignment, seed);
-    let mut trainer = engine.trainer::<CpuTrainBackend>(&Default::default());
+    let mut trainer = engine
+        .trainer::<CpuTrainBackend>(&Default::default())
+        .carrying(carried);
     if let Some(noise) = noise {
         trainer = trainer.with_step_noise(1e-6, noise);
     }
@@ -77,6 +93,17 @@ fn commit(engine: &TaskEngine, start: &[f32], states: Vec<TrainState>, backend: 
 }
 
 fn audit(engine: &TaskEngine, start: &[f32], work: &Work, tolerance: f64) -> AuditRecord {
+    let checkpoint = task::Checkpoint::new(engine.digest(), start.to_vec());
+    audit_from(engine, &checkpoint, work, tolerance)
+}
+
+/// `audit` of a window of `checkpoint` (its carried optimizer state included).
+fn audit_from(
+    engine: &TaskEngine,
+    checkpoint: &task::Checkpoint,
+    work: &Work,
+    tolerance: f64,
+) -> AuditRecord {
     let segments = (0..work.states.len())
         .map(|index| ServedSegment {
             index,
@@ -91,11 +118,10 @@ fn audit(engine: &TaskEngine, start: &[f32], work: &Work, tolerance: f64) -> Aud
         residual_in: codec::encode_dense(&vec![0.0; work.dense.len()]).into(),
         segments,
     };
-    let checkpoint = task::Checkpoint::new(engine.digest(), start.to_vec());
     let audited = Audited {
         window: WHO.0,
         window_seed: WHO.1,
-        checkpoint: &checkpoint,
+        checkpoint,
         gradient: &work.gradient,
     };
     let comparison = Comparison {
@@ -108,6 +134,30 @@ fn audit(engine: &TaskEngine, start: &[f32], work: &Work, tolerance: f64) -> Aud
 }
 
 const TOLERANCE: f64 = 5e-3;
+
+/// Where the checkpoint carries an optimizer state (`training.carry_moments`), the window trained
+/// from it passes bit for bit, and one trained from a fresh optimizer instead fails, even held
+/// only to the tolerance of another backend.
+#[test]
+fn a_window_that_ignores_the_carried_optimizer_state_fails_its_audit() {
+    let mut spec = spec();
+    spec.training.carry_moments = true;
+    let engine = TaskEngine::new(spec);
+    let genesis = engine.genesis();
+    let inner = engine.next_inner(&genesis, (2, 5));
+    assert!(inner.is_some(), "the task carries the state");
+    let carrying = task::Checkpoint::with_inner(engine.digest(), genesis.params.to_vec(), inner);
+    let start = &carrying.params;
+    let here = task::device::cpu_backend();
+    let states = train_carrying(&engine, start, carrying.inner.clone(), None);
+    let honest = commit(&engine, start, states, here);
+    assert_eq!(audit_from(&engine, &carrying, &honest, 0.0).failure, None);
+    let fresh = commit(&engine, start, train(&engine, start, None), "cuda:0");
+    let failure = audit_from(&engine, &carrying, &fresh, TOLERANCE)
+        .failure
+        .unwrap();
+    assert_eq!(failure.kind, ReasonKind::Irreproducible, "{}", failure.text);
+}
 
 /// Honest work passes: bit for bit on the CPU; within the tolerance, over a seeded sweep,
 /// when every step carries noise of 1e-6 relative (a stand-in for another card) and the
