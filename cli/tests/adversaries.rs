@@ -23,13 +23,7 @@ struct Run {
 }
 
 fn run(adversaries: Vec<Adversary>) -> Run {
-    run_task(
-        adversaries,
-        TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK).unwrap(),
-    )
-}
-
-fn run_task(adversaries: Vec<Adversary>, spec: TaskSpec) -> Run {
+    let spec = TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = LocalnetConfig {
         dir: Some(dir.path().to_path_buf()),
@@ -71,32 +65,28 @@ fn first() -> &'static Run {
 }
 
 /// Attacks on what the payload is: doing less, more or other work than assigned, or serving more
-/// than the work gave; on localnet-lm with the inner optimizer's state carried across windows
-/// (`training.carry_moments`), so that every audit re-executes segments from the state the
-/// checkpoint carries.
+/// than the work gave. Localnet-lm carries the inner optimizer's state across windows
+/// (`training.carry_moments`), so every audit re-executes segments from the state the checkpoint
+/// carries.
 fn second() -> &'static Run {
     static RUN: OnceLock<Run> = OnceLock::new();
     RUN.get_or_init(|| {
-        let mut spec = TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK).unwrap();
-        spec.training.carry_moments = true;
-        run_task(
-            vec![
-                Adversary::Scaled,
-                Adversary::Lazy,
-                Adversary::Heldout,
-                Adversary::Mixer,
-                Adversary::ResidualForger,
-                Adversary::Sybil,
-                Adversary::Sybil,
-                Adversary::Splitter,
-                Adversary::Splitter,
-            ],
-            spec,
-        )
+        run(vec![
+            Adversary::Scaled,
+            Adversary::Lazy,
+            Adversary::Heldout,
+            Adversary::Mixer,
+            Adversary::ResidualForger,
+            Adversary::Sybil,
+            Adversary::Sybil,
+            Adversary::Splitter,
+            Adversary::Splitter,
+            Adversary::PublicTrainer,
+        ])
     })
 }
 
-/// In the run that carries the inner optimizer's state, the lead's checkpoints carry the state
+/// The lead's checkpoints carry the state
 /// of a public training of every window the model moved in (the follower adopted them only after
 /// recomputing them, state included: `both_validators_score_the_checkpoint_the_miners_trained_from`).
 #[test]
@@ -262,6 +252,22 @@ fn training_pages_it_was_not_assigned_earns_nothing() {
     let run = first();
     earns_at_most_a_quarter(run, Adversary::FreeRider);
     assert!(slashed(run, the_adversary(run, Adversary::FreeRider)));
+}
+
+/// The window's public training (the one whose end state the next checkpoint carries, which
+/// anyone can run from the window seed) sent as a miner's own work: trained on pages it was not
+/// assigned, from the right state.
+#[test]
+fn the_public_training_of_the_window_sent_as_work_earns_nothing() {
+    let run = second();
+    let uid = caught_and_slashed(run, Adversary::PublicTrainer);
+    assert!(
+        verdicts(run, uid)
+            .iter()
+            .all(|v| !matches!(v, Verdict::Earned)),
+        "{:?}",
+        verdicts(run, uid)
+    );
 }
 
 #[test]

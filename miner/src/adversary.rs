@@ -85,6 +85,10 @@ pub enum Adversary {
     /// by 2% of that segment's movement: its dense gradient, payload and residuals are those of
     /// the pushed end.
     Pusher,
+    /// Trains none of its pages: serves the window's public training, the one every validator runs
+    /// for the optimizer state the next checkpoint carries (`TaskEngine::next_inner`), whose pages
+    /// and batches anyone draws from the window seed.
+    PublicTrainer,
 }
 
 impl Adversary {
@@ -95,7 +99,7 @@ impl Adversary {
 }
 
 impl Adversary {
-    pub const ALL: [Adversary; 20] = [
+    pub const ALL: [Adversary; 21] = [
         Adversary::Random,
         Adversary::Nan,
         Adversary::Copier,
@@ -116,6 +120,7 @@ impl Adversary {
         Adversary::Launderer,
         Adversary::GroupPicker,
         Adversary::Pusher,
+        Adversary::PublicTrainer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -140,6 +145,7 @@ impl Adversary {
             Adversary::Launderer => "launderer",
             Adversary::GroupPicker => "group-picker",
             Adversary::Pusher => "pusher",
+            Adversary::PublicTrainer => "public-trainer",
         }
     }
 
@@ -323,6 +329,7 @@ pub async fn act<C: Chain>(
         Adversary::Random => turn.random(),
         Adversary::Copier | Adversary::NoisyCopier => turn.copy(adversary),
         Adversary::FreeRider => turn.free_ride(),
+        Adversary::PublicTrainer => turn.public_training(),
         Adversary::Stale => turn.stale(),
         Adversary::Amplified | Adversary::Scaled | Adversary::Mixer => turn.tamper(adversary),
         Adversary::ResidualForger => turn.forge_residual(),
@@ -463,6 +470,21 @@ impl<C: Chain> Turn<'_, C> {
         let values = train(&engine, &self.checkpoint, &self.own_batches(other)?, window);
         let served = miner.commit_work(window, checkpoint.digest, &values);
         miner.publish(window, served);
+        Ok(())
+    }
+
+    /// The window's public training (the same pages, batches and start as `TaskEngine::next_inner`)
+    /// as its own work.
+    fn public_training(&self) -> Result<(), MinerError> {
+        let engine = &self.engine;
+        let (window, seed) = (self.window, self.window_seed);
+        let pages = engine.inner_state_pages(seed);
+        let batches = engine.reference_batches(&pages, seed, seed);
+        let values = train(engine, &self.checkpoint, &batches, window);
+        let served = self
+            .miner
+            .commit_work(window, self.checkpoint.digest, &values);
+        self.miner.publish(window, served);
         Ok(())
     }
 

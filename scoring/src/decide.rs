@@ -82,7 +82,9 @@ pub struct WindowEvidence {
     pub miners: Vec<MinerEvidence>,
     /// Cosine similarity of every pair of candidates.
     pub similarities: Vec<Similarity>,
-    /// Losses on the eval batches of the aggregate of every candidate (empty without candidates).
+    /// Losses on the eval batches of the aggregate of every candidate (empty without candidates),
+    /// at the step leave-one-out scores at: the whole outer rate, or under `score_at_best_scale`
+    /// the fraction of `scaled` at which they are lowest (`best_scale`; the same losses).
     pub aggregate: Vec<f32>,
     /// Losses on the eval batches of the aggregate `measured` names at each of the rules'
     /// `step_scales`, for a step with candidates (empty without scales or gradients to measure).
@@ -360,6 +362,23 @@ pub fn measured(evidence: &WindowEvidence, params: &ScoringParams) -> Vec<u16> {
         .collect()
 }
 
+/// The index in `scaled` (the losses of one aggregate at each fraction of the outer rate, largest
+/// first) of the fraction whose mean relative loss drop from `base` is the largest, ties to the
+/// larger fraction; None where no fraction was measured or none has finite losses.
+pub fn best_scale(base: &[f32], scaled: &[Vec<f32>]) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, losses) in scaled.iter().enumerate() {
+        if losses.len() != base.len() || base.is_empty() || losses.iter().any(|l| !l.is_finite()) {
+            continue;
+        }
+        let gain = relative_gain(base, base, losses);
+        if best.is_none_or(|(_, b)| gain > b) {
+            best = Some((i, gain));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
 /// Mean relative loss drop from `without` to `with`, per eval batch against the checkpoint's loss.
 fn relative_gain(base: &[f32], without: &[f32], with: &[f32]) -> f64 {
     let (mean, _) = mean_and_standard_error(&relative_drops(base, without, with));
@@ -582,7 +601,8 @@ pub fn aggregated(
 }
 
 /// The uids a window aggregates, in uid order, and the fraction of the outer rate it steps at: its
-/// best earners (`aggregation_order`) at the whole rate; or, where too few earned and the rules
+/// best earners (`aggregation_order`) at the whole rate (whatever step leave-one-out scored them
+/// at: see `ScoringParams::score_at_best_scale`); or, where too few earned and the rules
 /// step with candidates, every gradient `measured` names (the candidates, or where there are none
 /// and the rules allow it the unhelpful ones), provided there are at least `aggregate_min`, at
 /// the first of `step_scales` at which their aggregate (`evidence.scaled`, measured on exactly

@@ -17,7 +17,7 @@ pub use checks::{AssignmentCheck, AssignmentEvidence, Similarity};
 pub use decide::{
     Averages, Bans, DEFAULT_AUDIT_GRACE, LeaveOneOut, MinerDecision, MinerEvidence, ScoringParams,
     Verdict, WindowEvidence, aggregate_step, aggregated, aggregation_order, averages_after,
-    bans_after, candidates, decide, measured, screen,
+    bans_after, best_scale, candidates, decide, measured, screen,
 };
 pub use reason::{Reason, ReasonKind};
 pub use usefulness::UsefulnessScore;

@@ -63,6 +63,13 @@ pub struct ScoringParams {
     /// their aggregate lowers the eval loss (records written before it was a rule read false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub step_with_unhelpful: bool,
+    /// Leave-one-out scores each candidate at the fraction of `step_scales` at which the aggregate
+    /// of every candidate lowers the eval loss most (`best_scale`) rather than at the whole rate:
+    /// where the whole step overshoots, leaving a gradient out shrinks it and so looks like a
+    /// gain, and honest candidates score below zero. The window still steps as
+    /// `aggregate_step` says. Records written before it was a rule read false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub score_at_best_scale: bool,
 }
 
 /// The most fractions of the outer rate a window tries (each costs one pass over the eval batches).

@@ -57,8 +57,18 @@ impl TrainState {
     /// The state a window trained from `checkpoint` starts in over `range`: the checkpoint's
     /// parameters, and its carried optimizer moments where it has them (`fresh` otherwise).
     pub fn window_start(checkpoint: &crate::Checkpoint, range: std::ops::Range<usize>) -> Self {
-        let mut state = Self::fresh(&checkpoint.params, range.clone());
-        if let Some(inner) = &checkpoint.inner {
+        Self::starting(&checkpoint.params, checkpoint.inner.as_deref(), range)
+    }
+
+    /// The state a window starts in over `range` from the parameters `params` and the carried
+    /// optimizer state `inner` (`fresh` without one).
+    pub fn starting(
+        params: &[f32],
+        inner: Option<&crate::InnerState>,
+        range: std::ops::Range<usize>,
+    ) -> Self {
+        let mut state = Self::fresh(params, range.clone());
+        if let Some(inner) = inner {
             state.first_moment = inner.first[range.clone()].to_vec();
             state.second_moment = inner.second[range].to_vec();
         }

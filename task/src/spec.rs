@@ -257,6 +257,13 @@ pub struct ScoringSpec {
     /// where the mean of several helps. Unset: false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub step_with_unhelpful: bool,
+    /// Leave-one-out scores each candidate at the fraction of `step_scales` whose aggregate of
+    /// every candidate lowers the eval loss most, rather than at the whole rate
+    /// (`scoring::ScoringParams::score_at_best_scale`): where the whole step overshoots, leaving
+    /// an honest gradient out shrinks it and looks like a gain. The window's step is unchanged.
+    /// Needs `step_scales`. Unset: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub score_at_best_scale: bool,
 }
 
 impl ScoringSpec {
@@ -279,6 +286,7 @@ impl ScoringSpec {
             copy_beside_reference: self.copy_beside_reference,
             step_scales: self.step_scales.clone(),
             step_with_unhelpful: self.step_with_unhelpful,
+            score_at_best_scale: self.score_at_best_scale,
         }
     }
 }

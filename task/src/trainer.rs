@@ -209,14 +209,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             self.trainable.clone(),
         );
         if let Some(inner) = self.carried.clone() {
-            let range = self.trainable.clone();
-            let from = TrainState {
-                step: 0,
-                params: start[range.clone()].to_vec(),
-                first_moment: inner.first[range.clone()].to_vec(),
-                second_moment: inner.second[range.clone()].to_vec(),
-                range,
-            };
+            let from = TrainState::starting(start, Some(&inner), self.trainable.clone());
             self.load_moments(&model, &from);
         }
         let mut losses = Vec::with_capacity(batches.len());

@@ -202,9 +202,13 @@ pub struct LeaveOneOutLosses {
 }
 
 /// Leave-one-out losses of the candidates' aggregate, each candidate clipped to its entry of
-/// `caps` (in the order given): the losses with every candidate, then where `leave_out` asks, for
-/// each candidate the losses with it left out (the others keep their share), and the losses with
-/// every candidate at each fraction of the outer rate in `scales`. The aggregate steps from
+/// `caps` (in the order given): the losses with every candidate at each fraction of the outer rate
+/// in `scales`, the losses with every candidate at the scoring step, and where `leave_out` asks,
+/// for each candidate the losses at that step with it left out (the others keep their share). The
+/// scoring step is the whole outer rate; with `best_against` (the checkpoint's losses on
+/// `batches`), the fraction of `scales` at which the aggregate lowers them most
+/// (`scoring::best_scale`), so that where the whole step overshoots, leaving a candidate out does
+/// not gain by shrinking the step. The aggregate steps from
 /// `params` as `rule` says: `Uniform`, the rate over n times the sum; `Applied`, the outer step
 /// aggregation takes (each parameter averaged over the candidates that carry it, with the outer
 /// momentum buffer `momentum`), so that each candidate is scored at the share of each parameter's
@@ -216,7 +220,7 @@ pub fn leave_one_out(
     candidates: &[&Sparse],
     caps: &[f64],
     (batches, rule, scales): (&[Batch], LeaveOneOut, &[f64]),
-    leave_out: bool,
+    (leave_out, best_against): (bool, Option<&[f32]>),
 ) -> LeaveOneOutLosses {
     assert_eq!(candidates.len(), caps.len(), "one cap per candidate");
     let Some((sum, carriers)) = clipped_sums(candidates, caps) else {
@@ -247,24 +251,25 @@ pub fn leave_one_out(
             (rule, fraction),
         )
     };
-    let aggregate = losses(engine, &step(None, 1.0), batches);
+    let scaled: Vec<Vec<f32>> = scales
+        .iter()
+        .map(|&f| losses(engine, &step(None, f), batches))
+        .collect();
+    let best = best_against.and_then(|base| scoring::best_scale(base, &scaled));
+    let (aggregate, fraction) = match best {
+        Some(i) => (scaled[i].clone(), scales[i]),
+        None => match scales.iter().position(|&f| f == 1.0) {
+            Some(i) => (scaled[i].clone(), 1.0),
+            None => (losses(engine, &step(None, 1.0), batches), 1.0),
+        },
+    };
     let without = if leave_out {
         (0..candidates.len())
-            .map(|i| losses(engine, &step(Some(i), 1.0), batches))
+            .map(|i| losses(engine, &step(Some(i), fraction), batches))
             .collect()
     } else {
         Vec::new()
     };
-    let scaled = scales
-        .iter()
-        .map(|&f| {
-            if f == 1.0 {
-                aggregate.clone()
-            } else {
-                losses(engine, &step(None, f), batches)
-            }
-        })
-        .collect();
     LeaveOneOutLosses {
         aggregate,
         without,
@@ -345,7 +350,7 @@ mod tests {
                 &sparse.iter().collect::<Vec<_>>(),
                 &caps[..candidates.len()],
                 (&batches, rule, &[]),
-                true,
+                (true, None),
             );
             assert!(measured.scaled.is_empty());
             (measured.aggregate, measured.without)
@@ -399,7 +404,7 @@ mod tests {
             &[&a, &b],
             &caps,
             (&batches, LeaveOneOut::Uniform, &scales),
-            false,
+            (false, None),
         );
         assert!(measured.without.is_empty());
         assert_eq!(measured.scaled.len(), scales.len());
@@ -418,7 +423,7 @@ mod tests {
             &[&window(1, 2.0), &window(2, 2.0)],
             &caps,
             (&batches, LeaveOneOut::Uniform, &[]),
-            false,
+            (false, None),
         );
         let close = |x: &[f32], y: &[f32]| {
             x.iter()
@@ -426,5 +431,49 @@ mod tests {
                 .all(|(x, y)| (x - y).abs() <= 1e-5 * x.abs().max(1.0))
         };
         assert!(close(&short.aggregate, &measured.scaled[2]));
+    }
+
+    /// Where the whole step of two honest windows overshoots, leaving either out halves the step
+    /// and looks like a gain: at the whole rate both score below zero. At the fraction whose
+    /// aggregate lowers the loss most, each one's share helps.
+    #[test]
+    fn leave_one_out_at_the_best_fraction_of_the_outer_rate() {
+        let (engine, params, batches) = wine_quality();
+        let n = params.len();
+        let window = |uid: u16| {
+            let g = reexecute(&engine, &engine.genesis(), 0, 1, uid, 0..n).unwrap();
+            Sparse::from_dense(&g.iter().map(|x| x * 16.0).collect::<Vec<_>>())
+        };
+        let (a, b) = (window(1), window(2));
+        let caps = [f64::INFINITY; 2];
+        let scales = [1.0, 0.5, 0.25, 0.125, 0.0625];
+        let base = losses(&engine, &params, &batches);
+        let measure = |best_against: Option<&[f32]>| {
+            leave_one_out(
+                &engine,
+                (&params, &[]),
+                &[&a, &b],
+                &caps,
+                (&batches, LeaveOneOut::Uniform, &scales),
+                (true, best_against),
+            )
+        };
+        let mean = |l: &[f32]| l.iter().map(|&x| x as f64).sum::<f64>() / l.len() as f64;
+        let whole = measure(None);
+        assert_eq!(whole.aggregate, whole.scaled[0]);
+        for without in &whole.without {
+            assert!(mean(without) < mean(&whole.aggregate), "overshoots");
+        }
+        let best = measure(Some(&base));
+        let i = scoring::best_scale(&base, &best.scaled).unwrap();
+        assert!(i > 0, "the whole step is not the best");
+        assert_eq!(best.scaled, whole.scaled);
+        assert_eq!(best.aggregate, best.scaled[i]);
+        for without in &best.without {
+            assert!(
+                mean(without) > mean(&best.aggregate),
+                "each one's share helps"
+            );
+        }
     }
 }

@@ -43,6 +43,7 @@ fn its_records_take_the_later_rules_from_their_task() {
         copy_beside_reference: false,
         step_scales: Vec::new(),
         step_with_unhelpful: false,
+        score_at_best_scale: false,
         ..spec.scoring.params()
     };
     for record in &records {

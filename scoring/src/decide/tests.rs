@@ -18,6 +18,7 @@ const PARAMS: ScoringParams = ScoringParams {
     copy_beside_reference: false,
     step_scales: Vec::new(),
     step_with_unhelpful: false,
+    score_at_best_scale: false,
 };
 
 fn learned(own_gain: f32) -> AssignmentEvidence {
@@ -540,4 +541,37 @@ fn a_step_with_candidates_takes_the_first_fraction_of_the_rate_that_lowers_the_l
     };
     let d = decide(&earning, &scaled, &Averages::new());
     assert_eq!(aggregate_step(&earning, &d, &scaled), (vec![1, 2, 3], 1.0));
+}
+
+/// The fraction of the outer rate whose aggregate lowers the loss most: ties to the larger, never
+/// one with a loss that is not finite. Leave-one-out scored there changes no step: earners still
+/// step at the whole rate.
+#[test]
+fn the_fraction_of_the_rate_that_lowers_the_loss_most() {
+    let base = vec![2.0; 3];
+    let l = |x: f32| vec![x; 3];
+    assert_eq!(best_scale(&base, &[l(2.05), l(1.9), l(1.8)]), Some(2));
+    assert_eq!(best_scale(&base, &[l(1.7), l(1.7), l(1.8)]), Some(0));
+    assert_eq!(best_scale(&base, &[l(2.1), l(f32::NAN), l(2.2)]), Some(0));
+    assert_eq!(best_scale(&base, &[l(f32::INFINITY)]), None);
+    assert_eq!(best_scale(&base, &[]), None);
+    assert_eq!(best_scale(&base, &[vec![1.0; 2]]), None);
+    let helps = vec![1.8, 1.82, 1.79];
+    let earning = WindowEvidence {
+        miners: (1..=3)
+            .map(|uid| miner(uid, helps.clone(), 0.05, vec![1.8; 3]))
+            .collect(),
+        aggregate: l(1.6),
+        scaled: vec![l(1.9), l(1.6), l(1.7)],
+        ..window(Vec::new(), Vec::new())
+    };
+    let best = ScoringParams {
+        step_with_candidates: true,
+        step_scales: vec![1.0, 0.5, 0.25],
+        score_at_best_scale: true,
+        ..PARAMS
+    };
+    let d = decide(&earning, &best, &Averages::new());
+    assert!(d.iter().all(|d| d.verdict == Verdict::Earned), "{d:?}");
+    assert_eq!(aggregate_step(&earning, &d, &best), (vec![1, 2, 3], 1.0));
 }

@@ -299,6 +299,17 @@ impl TaskEngine {
             .collect()
     }
 
+    /// The batches of a window's training on `pages` that no miner was assigned (the validator's
+    /// reference, the public training of the carried state), drawn by `seed`: a miner's count of
+    /// steps and batch size.
+    pub fn reference_batches(&self, pages: &[u64], window_seed: u64, seed: u64) -> Vec<Batch> {
+        let t = &self.spec.training;
+        self.slot_spans(pages, window_seed, false, seed, t.inner_steps, t.batch_size)
+            .iter()
+            .map(|spans| self.batch(spans))
+            .collect()
+    }
+
     /// The validator's own training of the window: what a miner assigned `pages` would do (from
     /// the same start, `carried` included), with batches drawn by `seed`.
     #[allow(clippy::too_many_arguments)]
@@ -312,12 +323,7 @@ impl TaskEngine {
         pages: &[u64],
         seed: u64,
     ) -> TrainOutcome {
-        let t = &self.spec.training;
-        let batches: Vec<Batch> = self
-            .slot_spans(pages, window_seed, false, seed, t.inner_steps, t.batch_size)
-            .iter()
-            .map(|spans| self.batch(spans))
-            .collect();
+        let batches = self.reference_batches(pages, window_seed, seed);
         self.trainer::<B>(device)
             .carrying(carried.cloned())
             .train_from(start, &batches, self.spec.inner_lr(window), |_, _| {})

@@ -167,20 +167,8 @@ impl TaskEngine {
         if !self.spec.training.carry_moments {
             return None;
         }
-        let t = &self.spec.training;
         let pages = self.inner_state_pages(window_seed);
-        let batches: Vec<Batch> = self
-            .slot_spans(
-                &pages,
-                window_seed,
-                false,
-                window_seed,
-                t.inner_steps,
-                t.batch_size,
-            )
-            .iter()
-            .map(|spans| self.batch(spans))
-            .collect();
+        let batches = self.reference_batches(&pages, window_seed, window_seed);
         let mut end = None;
         self.trainer::<crate::CpuTrainBackend>(&Default::default())
             .carrying(checkpoint.inner.clone())

@@ -316,6 +316,11 @@ impl ScoringSpec {
             "scoring.step_with_unhelpful",
             "applies only where scoring.step_with_candidates is true".into(),
         );
+        p.check(
+            !s.score_at_best_scale || !s.step_scales.is_empty(),
+            "scoring.score_at_best_scale",
+            "needs scoring.step_scales, the fractions of the outer rate to choose from".into(),
+        );
         let scales = scoring::params::step_scales_problem(&s.step_scales);
         p.check(
             scales.is_none(),

@@ -19,10 +19,11 @@ pub const SKETCH_MARGIN: f64 = 0.25;
 /// Salt of the sketch's seed, drawn from the validator's secret of the window.
 const SKETCH_SALT: u64 = 0x534B_4554_4348;
 
-/// Fills in `evidence` the similarities, the aggregate's losses (at the whole outer rate and at
-/// each of `rules.step_scales`) and each candidate's leave-one-out losses for the candidates under
-/// `params` (every other miner's are emptied), each clipped to its group's clip norm, at the step
-/// `rules.leave_one_out` names. Where `scoring::measured` names other gradients than the
+/// Fills in `evidence` the similarities, the aggregate's losses (at each of `rules.step_scales`
+/// and at the scoring step: the whole outer rate, or under `rules.score_at_best_scale` the fraction
+/// whose aggregate lowers the eval loss most) and each candidate's leave-one-out losses at that
+/// step for the candidates under `params` (every other miner's are emptied), each clipped to its
+/// group's clip norm, with the share `rules.leave_one_out` names. Where `scoring::measured` names other gradients than the
 /// candidates (there are none), only their aggregate is measured. `params`, `momentum` and `batches`
 /// are the checkpoint, the outer momentum buffer and the eval batches the window started from;
 /// `eval_seed` is the validator's secret of the window and `reference` its own dense training of
@@ -65,7 +66,10 @@ pub fn contributions(
         &values,
         &caps,
         (batches, rules.leave_one_out, &rules.step_scales),
-        scored,
+        (
+            scored,
+            rules.score_at_best_scale.then_some(&evidence.base[..]),
+        ),
     );
     evidence.aggregate = measured.aggregate;
     evidence.scaled = measured.scaled;
