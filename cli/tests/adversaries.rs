@@ -191,6 +191,12 @@ fn caught_and_slashed(run: &Run, adversary: Adversary) -> u16 {
     uid
 }
 
+/// No validator found `uid` earned in any window.
+fn never_earned(run: &Run, uid: u16) {
+    let all = verdicts(run, uid);
+    assert!(all.iter().all(|v| !matches!(v, Verdict::Earned)), "{all:?}");
+}
+
 /// The verdicts each validator gave `uid`, window by window.
 fn verdicts_by_validator(run: &Run, uid: u16) -> Vec<Vec<Verdict>> {
     run.report
@@ -261,13 +267,7 @@ fn training_pages_it_was_not_assigned_earns_nothing() {
 fn the_public_training_of_the_window_sent_as_work_earns_nothing() {
     let run = second();
     let uid = caught_and_slashed(run, Adversary::PublicTrainer);
-    assert!(
-        verdicts(run, uid)
-            .iter()
-            .all(|v| !matches!(v, Verdict::Earned)),
-        "{:?}",
-        verdicts(run, uid)
-    );
+    never_earned(run, uid);
 }
 
 #[test]
@@ -289,13 +289,7 @@ fn an_amplified_gradient_is_refused_every_window() {
         "{:?}",
         verdicts(run, uid)
     );
-    assert!(
-        verdicts(run, uid)
-            .iter()
-            .all(|v| !matches!(v, Verdict::Earned)),
-        "{:?}",
-        verdicts(run, uid)
-    );
+    never_earned(run, uid);
 }
 
 #[test]
