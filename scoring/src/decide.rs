@@ -87,7 +87,8 @@ pub struct WindowEvidence {
     /// the fraction of `scaled` at which they are lowest (`best_scale`; the same losses).
     pub aggregate: Vec<f32>,
     /// Losses on the eval batches of the aggregate `measured` names at each of the rules'
-    /// `step_scales`, for a step with candidates (empty without scales or gradients to measure).
+    /// `step_scales`, for a step with candidates and for the fraction `score_at_best_scale`
+    /// scores at (empty without scales or gradients to measure).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scaled: Vec<Vec<f32>>,
 }

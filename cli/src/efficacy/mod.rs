@@ -6,7 +6,8 @@
 //! - as the subnet with each compression layout asked for (the task's first),
 //!
 //! where a subnet window is what the validator does with honest miners: each miner trains the
-//! window from the checkpoint with a fresh optimizer (`TaskEngine::train_window`) and sends its
+//! window from the checkpoint with a fresh optimizer, or with the inner state the checkpoint
+//! carries where the task sets `training.carry_moments` (`TaskEngine::train_window`), and sends its
 //! pseudo-gradient through the codec with its own error-feedback residual, and the validator's own
 //! window steps (`validator::window`: its reference training, measuring, the assignment check,
 //! leave-one-out contributions, the decisions, the selection, clipping and outer step) make the
