@@ -9,10 +9,14 @@
 //! - trained on another device (`wgpu`, `cuda:0`) when one is named;
 //! - a step skipped in the segment, and the segment's end pushed by 1% of its movement.
 //!
-//! `cargo run --release -p task --example segment_drift -- tasks/localnet-lm.toml [cpu|wgpu|cuda:0] [seeds]`
+//! With `carried` after the seeds, the window is the second, from the checkpoint that carries the
+//! inner optimizer state of the first window's public training (`TaskEngine::next_inner`), as
+//! under `training.carry_moments`.
+//!
+//! `cargo run --release -p task --example segment_drift -- tasks/localnet-lm.toml [cpu|wgpu|cuda:0] [seeds] [carried]`
 
 use task::segment::{TrainState, segment_difference};
-use task::{CpuTrainBackend, Device, TaskEngine, TaskSpec};
+use task::{Checkpoint, CpuTrainBackend, Device, TaskEngine, TaskSpec};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -25,10 +29,24 @@ fn main() -> anyhow::Result<()> {
         .parse()
         .map_err(anyhow::Error::msg)?;
     let seeds: u64 = args.next().map_or(Ok(3), |s| s.parse())?;
+    let carried = args.next().as_deref() == Some("carried");
     let engine = TaskEngine::new(TaskSpec::from_file(&task)?);
-    let genesis = engine.genesis();
-    let start = genesis.params.clone();
-    let (window, seed, uid) = (0, 7, 1);
+    let seed = 7;
+    let (base, window) = if carried {
+        let genesis = engine.genesis();
+        let inner = engine
+            .next_inner(&genesis, (0, seed))
+            .ok_or_else(|| anyhow::anyhow!("{task} carries no optimizer state"))?;
+        let params = genesis.params.to_vec();
+        (
+            Checkpoint::with_inner(engine.digest(), params, Some(inner)),
+            1,
+        )
+    } else {
+        (engine.genesis(), 0)
+    };
+    let start = base.params.clone();
+    let uid = 1;
     let who = (window, seed, uid);
     let all = 0..start.len();
     let steps = engine.spec().training.segments();
@@ -40,11 +58,11 @@ fn main() -> anyhow::Result<()> {
         engine.spec().training.segment_steps
     );
     let drift = |states: &[TrainState]| -> Vec<f64> {
-        let mut from = TrainState::fresh(&start, all.clone());
+        let mut from = TrainState::window_start(&base, all.clone());
         let mut out = Vec::new();
         for (i, end) in states.iter().enumerate() {
             let redone = engine
-                .reexecute_segment(&genesis, who, i, &from)
+                .reexecute_segment(&base, who, i, &from)
                 .expect("uid fits");
             out.push(segment_difference(&from, end, &redone));
             from = end.clone();
@@ -65,7 +83,7 @@ fn main() -> anyhow::Result<()> {
     engine.train_window_in_segments::<CpuTrainBackend>(
         &Default::default(),
         &start,
-        None,
+        base.inner.as_ref(),
         who,
         all.clone(),
         |_, _| {},
@@ -76,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         let mut states = Vec::new();
         engine
             .trainer::<CpuTrainBackend>(&Default::default())
+            .carrying(base.inner.clone())
             .with_step_noise(1e-6, noise_seed)
             .train_in_segments(
                 &start,
@@ -95,7 +114,7 @@ fn main() -> anyhow::Result<()> {
         device.train_window_in_segments(
             &engine,
             &start,
-            None,
+            base.inner.as_ref(),
             who,
             all.clone(),
             |_, _| {},
@@ -103,10 +122,10 @@ fn main() -> anyhow::Result<()> {
         )?;
         row(&format!("{device}"), &drift(&states));
         // Which part of the state drifts: the parameters alone, each moment alone.
-        let mut from = TrainState::fresh(&start, all.clone());
+        let mut from = TrainState::window_start(&base, all.clone());
         for (i, end) in states.iter().enumerate() {
             let redone = engine
-                .reexecute_segment(&genesis, who, i, &from)
+                .reexecute_segment(&base, who, i, &from)
                 .expect("uid fits");
             let only = |keep: usize| {
                 let pick = |s: &TrainState| TrainState {
@@ -145,11 +164,12 @@ fn main() -> anyhow::Result<()> {
     // onto eight parameters.
     let mut skipped = Vec::new();
     let mut pushed = Vec::new();
-    let mut from = TrainState::fresh(&start, all.clone());
+    let mut from = TrainState::window_start(&base, all.clone());
     for (i, at) in steps.iter().enumerate() {
         let end = &exact[i];
         let lazy = engine
             .trainer::<CpuTrainBackend>(&Default::default())
+            .carrying(base.inner.clone())
             .resume(&start, &from, &batches[at.start + 1..at.end], lr);
         skipped.push(segment_difference(
             &from,
@@ -190,7 +210,7 @@ fn main() -> anyhow::Result<()> {
                     .train_window::<CpuTrainBackend>(
                         &Default::default(),
                         &start,
-                        None,
+                        base.inner.as_ref(),
                         window,
                         seed,
                         uid,
@@ -215,10 +235,10 @@ fn main() -> anyhow::Result<()> {
                             TrainState::from_bytes(&bytes, exact[before].step, all.clone())
                                 .expect("own state")
                         }
-                        None => TrainState::fresh(&start, all.clone()),
+                        None => TrainState::window_start(&base, all.clone()),
                     };
                     engine
-                        .reexecute_segment(&genesis, who, i, &from)
+                        .reexecute_segment(&base, who, i, &from)
                         .expect("uid fits");
                 }
                 began.elapsed().as_secs_f64()
