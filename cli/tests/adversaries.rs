@@ -86,9 +86,9 @@ fn second() -> &'static Run {
     })
 }
 
-/// The lead's checkpoints carry the state
-/// of a public training of every window the model moved in (the follower adopted them only after
-/// recomputing them, state included: `both_validators_score_the_checkpoint_the_miners_trained_from`).
+/// The lead's checkpoints carry the state of a public training of every window the model moved in
+/// (the follower adopted them only after recomputing them, state included:
+/// `both_validators_score_the_checkpoint_the_miners_trained_from`).
 #[test]
 fn the_carried_optimizer_state_is_in_the_checkpoints() {
     let run = second();
