@@ -73,6 +73,7 @@ fn second() -> &'static Run {
     RUN.get_or_init(|| {
         run(vec![
             Adversary::Scaled,
+            Adversary::Shrunk,
             Adversary::Lazy,
             Adversary::Heldout,
             Adversary::Mixer,
@@ -311,6 +312,15 @@ fn scale_under_the_norm_bound_is_caught_by_the_audit() {
     let run = second();
     earns_at_most_a_quarter(run, Adversary::Scaled);
     assert!(slashed(run, the_adversary(run, Adversary::Scaled)));
+}
+
+/// Sent shorter than the work gave, which leave-one-out scores higher wherever its direction
+/// overshoots (`evaluate::tests::a_shrunk_gradient_scores_higher_in_leave_one_out`): the payload is
+/// not the codec's of the re-executed window.
+#[test]
+fn a_shrunk_gradient_is_caught_by_the_audit() {
+    let run = second();
+    caught_and_slashed(run, Adversary::Shrunk);
 }
 
 #[test]

@@ -22,6 +22,7 @@ use task::{Batch, Checkpoint, CpuTrainBackend, Digest, TaskEngine};
 /// Extra scale of the amplified modes: far past the norm bound, and just under it.
 const AMPLIFIED: f32 = 2.5;
 const SCALED: f32 = 1.3;
+const SHRUNK: f32 = 0.6;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Adversary {
@@ -44,6 +45,9 @@ pub enum Adversary {
     Amplified,
     /// Trains honestly and serves 1.3 times its gradient: under the norm bound.
     Scaled,
+    /// Trains honestly and serves 0.6 times its gradient: a shorter step scores higher in
+    /// leave-one-out wherever its own direction overshoots.
+    Shrunk,
     /// Trains a third of its steps and says it trained them all.
     Lazy,
     /// Registers and never serves an axon.
@@ -99,7 +103,7 @@ impl Adversary {
 }
 
 impl Adversary {
-    pub const ALL: [Adversary; 21] = [
+    pub const ALL: [Adversary; 22] = [
         Adversary::Random,
         Adversary::Nan,
         Adversary::Copier,
@@ -108,6 +112,7 @@ impl Adversary {
         Adversary::Stale,
         Adversary::Amplified,
         Adversary::Scaled,
+        Adversary::Shrunk,
         Adversary::Lazy,
         Adversary::Silent,
         Adversary::Heldout,
@@ -133,6 +138,7 @@ impl Adversary {
             Adversary::Stale => "stale",
             Adversary::Amplified => "amplified",
             Adversary::Scaled => "scaled",
+            Adversary::Shrunk => "shrunk",
             Adversary::Lazy => "lazy",
             Adversary::Silent => "silent",
             Adversary::Heldout => "heldout",
@@ -331,7 +337,9 @@ pub async fn act<C: Chain>(
         Adversary::FreeRider => turn.free_ride(),
         Adversary::PublicTrainer => turn.public_training(),
         Adversary::Stale => turn.stale(),
-        Adversary::Amplified | Adversary::Scaled | Adversary::Mixer => turn.tamper(adversary),
+        Adversary::Amplified | Adversary::Scaled | Adversary::Shrunk | Adversary::Mixer => {
+            turn.tamper(adversary)
+        }
         Adversary::ResidualForger => turn.forge_residual(),
         Adversary::Lazy => turn.lazy(),
         Adversary::Staller => {
@@ -478,8 +486,7 @@ impl<C: Chain> Turn<'_, C> {
     fn public_training(&self) -> Result<(), MinerError> {
         let engine = &self.engine;
         let (window, seed) = (self.window, self.window_seed);
-        let pages = engine.inner_state_pages(seed);
-        let batches = engine.reference_batches(&pages, seed, seed);
+        let batches = engine.inner_state_batches(seed);
         let values = train(engine, &self.checkpoint, &batches, window);
         let served = self
             .miner
@@ -503,7 +510,7 @@ impl<C: Chain> Turn<'_, C> {
         Ok(())
     }
 
-    /// Honest claims over a changed payload: scaled up, scaled, or mixed with others' work.
+    /// Honest claims over a changed payload: scaled up, scaled, shrunk, or mixed with others' work.
     fn tamper(&self, adversary: Adversary) -> Result<(), MinerError> {
         let miner = self.miner;
         let peers = self.peers;
@@ -524,6 +531,7 @@ impl<C: Chain> Turn<'_, C> {
         match adversary {
             Adversary::Amplified => sent = scaled(&sent, AMPLIFIED),
             Adversary::Scaled => sent = scaled(&sent, SCALED),
+            Adversary::Shrunk => sent = scaled(&sent, SHRUNK),
             _ => {
                 let others: Vec<Vec<f32>> = window
                     .checked_sub(1)

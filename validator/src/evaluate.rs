@@ -476,4 +476,47 @@ mod tests {
             );
         }
     }
+
+    /// A gradient sent shorter than its work gave scores higher in leave-one-out, at the whole
+    /// rate and at the best fraction alike: the fraction is one for the whole aggregate, and where
+    /// one candidate's own direction is too long a step, shortening it alone helps the aggregate.
+    /// Leave-one-out cannot tell a shrunk gradient from a more useful one; the audit, which
+    /// re-derives the payload from the re-executed window, is what refuses it (the adversaries
+    /// suite's `shrunk` miner).
+    #[test]
+    fn a_shrunk_gradient_scores_higher_in_leave_one_out() {
+        let (engine, params, batches) = wine_quality();
+        let n = params.len();
+        let window = |uid: u16, times: f32| {
+            let g = reexecute(&engine, &engine.genesis(), 0, 1, uid, 0..n).unwrap();
+            Sparse::from_dense(&g.iter().map(|x| x * times).collect::<Vec<_>>())
+        };
+        let caps = [f64::INFINITY; 2];
+        let scales = [1.0, 0.5, 0.25, 0.125, 0.0625];
+        let base = losses(&engine, &params, &batches);
+        let mean = |l: &[f32]| l.iter().map(|&x| x as f64).sum::<f64>() / l.len() as f64;
+        // Both windows sent at `times` their work (4: the whole step overshoots), the second
+        // shrunk by `shrink`: its leave-one-out gain.
+        let gain = |times: f32, shrink: f32, best_against: Option<&[f32]>| {
+            let m = leave_one_out(
+                &engine,
+                (&params, &[]),
+                &[&window(1, times), &window(2, times * shrink)],
+                &caps,
+                (&batches, LeaveOneOut::Uniform, &scales),
+                (true, best_against),
+            );
+            mean(&m.without[1]) - mean(&m.aggregate)
+        };
+        for times in [2.0, 4.0] {
+            for best_against in [None, Some(&base[..])] {
+                let honest = gain(times, 1.0, best_against);
+                let shrunk = gain(times, 0.5, best_against);
+                assert!(shrunk > honest, "{times}: {shrunk} against {honest}");
+            }
+        }
+        // At the best fraction the overshoot no longer makes the honest gradient look harmful.
+        assert!(gain(4.0, 1.0, Some(&base)) > 0.0);
+        assert!(gain(4.0, 1.0, None) < 0.0);
+    }
 }

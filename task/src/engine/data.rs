@@ -234,6 +234,13 @@ impl TaskEngine {
             .collect()
     }
 
+    /// The batches of the window's public training (`next_inner`): `inner_state_pages`, in
+    /// batches drawn from the window's seed.
+    pub fn inner_state_batches(&self, window_seed: u64) -> Vec<Batch> {
+        let pages = self.inner_state_pages(window_seed);
+        self.reference_batches(&pages, window_seed, window_seed)
+    }
+
     /// Pages of the synthetic corpus beyond both splits, drawn by `seed`: text nobody has seen,
     /// straight from the generator. Empty for other corpora.
     pub fn fresh_pages(&self, seed: u64, count: usize) -> Vec<u64> {

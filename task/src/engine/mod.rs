@@ -156,7 +156,7 @@ impl TaskEngine {
 
     /// The inner optimizer state the window after `window`'s starts from, where the task carries
     /// one (None otherwise): the end state of `window` trained from `checkpoint` (and its carried
-    /// state) on public pages drawn from the window's seed (`inner_state_pages`). A pure function
+    /// state) on public batches drawn from the window's seed (`inner_state_batches`). A pure function
     /// of public inputs, always on the CPU backend, so that every validator, miner and replay
     /// derives the same bits; no miner's work enters it.
     pub fn next_inner(
@@ -167,8 +167,7 @@ impl TaskEngine {
         if !self.spec.training.carry_moments {
             return None;
         }
-        let pages = self.inner_state_pages(window_seed);
-        let batches = self.reference_batches(&pages, window_seed, window_seed);
+        let batches = self.inner_state_batches(window_seed);
         let mut end = None;
         self.trainer::<crate::CpuTrainBackend>(&Default::default())
             .carrying(checkpoint.inner.clone())
