@@ -190,12 +190,22 @@ impl Sparse {
 pub fn aggregate_clipped_each(deltas: &[&Sparse], caps: &[f64]) -> Option<Vec<f32>> {
     assert_eq!(deltas.len(), caps.len(), "one cap per delta");
     let (sum, carriers) = clipped_sums(deltas, caps)?;
-    Some(
-        sum.into_iter()
-            .zip(carriers)
-            .map(|(s, c)| if c == 0 { 0.0 } else { (s / c as f64) as f32 })
-            .collect(),
-    )
+    Some(per_parameter(sum, &carriers, 0.0))
+}
+
+/// Each parameter's step from its clipped sum and the number of deltas that carry it: the sum
+/// over `count^(1 - agreement)`, so 0 is the mean over the carriers (bit for bit the division by
+/// the count) and larger values let a parameter that several deltas carry step further. 0 where
+/// none carries it.
+pub fn per_parameter(sum: Vec<f64>, carriers: &[u32], agreement: f64) -> Vec<f32> {
+    sum.into_iter()
+        .zip(carriers)
+        .map(|(s, &c)| match c {
+            0 => 0.0,
+            c if agreement == 0.0 => (s / c as f64) as f32,
+            c => (s / (c as f64).powf(1.0 - agreement)) as f32,
+        })
+        .collect()
 }
 
 /// Per parameter, the sum of the clipped deltas (in f64, in the order given) and how many deltas
@@ -271,6 +281,24 @@ mod tests {
             b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
         );
         assert!(aggregate_clipped_each(&[], &[]).is_none());
+    }
+
+    /// With agreement 0 each parameter takes the mean over its carriers; above 0 a parameter that
+    /// `count` deltas carry steps `count^agreement` times that mean, and one that a single delta
+    /// carries takes its value either way.
+    #[test]
+    fn agreement_grows_the_step_only_where_several_carry_a_parameter() {
+        let sum = vec![4.0, 3.0, 0.0, -2.0];
+        let carriers = [4, 1, 0, 2];
+        assert_eq!(
+            per_parameter(sum.clone(), &carriers, 0.0),
+            [1.0, 3.0, 0.0, -1.0]
+        );
+        let grown = per_parameter(sum, &carriers, 0.5);
+        let expected = [2.0, 3.0, 0.0, -2.0f64.sqrt()];
+        for (g, e) in grown.iter().zip(expected) {
+            assert!((*g as f64 - e).abs() < 1e-6, "{grown:?}");
+        }
     }
 
     #[test]

@@ -93,6 +93,13 @@ pub struct TrainingSpec {
     /// Outer Nesterov momentum (DiLoCo uses 0.9 with outer_lr 0.7); 0 is plain SGD.
     #[serde(default)]
     pub outer_momentum: f64,
+    /// How much the outer step grows where several gradients carry a parameter: each parameter
+    /// steps by its clipped sum over `count^(1 - outer_agreement)`, `count` the gradients that
+    /// carry it. 0 (the default) is the per-parameter mean; with dense gradients every parameter
+    /// steps `count^outer_agreement` times the mean, while a parameter only one sparse gradient
+    /// carries steps by its value as before.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub outer_agreement: f64,
     /// Inner steps over which each window's learning rate rises linearly to the window's rate (the
     /// optimizer state is fresh every window, and Adam's first steps are the largest); 0: none.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -127,6 +134,10 @@ impl TrainingSpec {
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ use crate::store::{DataDir, StoreError};
 use pseudo_gradient::Sparse;
 use pseudo_gradient::aggregate::{outer_nesterov_step, outer_sgd_step};
 use pseudo_gradient::codec;
+use pseudo_gradient::sparse::per_parameter;
 use subnet_proto::commitment::SignedCommitment;
 use task::Digest;
 use task::{Checkpoint, InnerState, TaskEngine};
@@ -37,8 +38,9 @@ impl Recipe {
     }
 }
 
-/// The next global checkpoint and outer momentum: the mean of `deltas` (in the order given) after
-/// clipping each to its entry of `caps`, applied with the outer step at `scale` times the outer
+/// The next global checkpoint and outer momentum: the per-parameter mean of `deltas` (in the order
+/// given) after clipping each to its entry of `caps` (grown where several carry a parameter, as
+/// `training.outer_agreement` says), applied with the outer step at `scale` times the outer
 /// rate (Nesterov momentum when the task sets `training.outer_momentum`; `momentum` is the buffer
 /// before, empty for zeros), carrying the inner optimizer state `inner` (`TaskEngine::next_inner`);
 /// or both unchanged when nothing is aggregated.
@@ -51,7 +53,9 @@ pub fn next_checkpoint(
 ) -> (Checkpoint, Vec<f32>) {
     let t = &engine.spec().training;
     let rate = t.outer_lr * scale;
-    match pseudo_gradient::sparse::aggregate_clipped_each(deltas, caps) {
+    let aggregate = pseudo_gradient::sparse::clipped_sums(deltas, caps)
+        .map(|(sum, carriers)| per_parameter(sum, &carriers, t.outer_agreement));
+    match aggregate {
         Some(mean) if t.outer_momentum > 0.0 => {
             let (params, buffer) =
                 outer_nesterov_step(&checkpoint.params, &mean, momentum, rate, t.outer_momentum);

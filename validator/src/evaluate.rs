@@ -7,7 +7,7 @@ use pseudo_gradient::aggregate::{
     clip_scale, clipped, l2_norm, outer_nesterov_step, outer_sgd_step,
 };
 use pseudo_gradient::codec;
-use pseudo_gradient::sparse::clipped_sums;
+use pseudo_gradient::sparse::{clipped_sums, per_parameter};
 use scoring::{AssignmentEvidence, LeaveOneOut};
 use task::{Batch, Checkpoint, TaskEngine};
 
@@ -298,17 +298,11 @@ fn stepped(
                 .map(|(&theta, total)| (theta as f64 - share * total) as f32)
                 .collect()
         }
-        // A candidate's share of the applied step at a parameter is its value over the number of
-        // candidates carrying it: left out, its share is missing and the others keep theirs.
+        // A candidate's share of the applied step at a parameter is its value over what the
+        // candidates carrying it divide by (`per_parameter`): left out, its share is missing and
+        // the others keep theirs.
         LeaveOneOut::Applied => {
-            let mean: Vec<f32> = totals
-                .into_iter()
-                .zip(carriers)
-                .map(|(total, &count)| match count {
-                    0 => 0.0,
-                    count => (total / count as f64) as f32,
-                })
-                .collect();
+            let mean = per_parameter(totals, carriers, t.outer_agreement);
             if t.outer_momentum > 0.0 {
                 outer_nesterov_step(params, &mean, momentum, rate, t.outer_momentum).0
             } else {

@@ -195,6 +195,11 @@ impl TrainingSpec {
             "training.outer_momentum",
             format!("= {} must be in [0, 1)", t.outer_momentum),
         );
+        p.check(
+            (0.0..1.0).contains(&t.outer_agreement),
+            "training.outer_agreement",
+            format!("= {} must be in [0, 1)", t.outer_agreement),
+        );
     }
 }
 
