@@ -100,8 +100,9 @@ pub struct TrainingSpec {
     /// carries steps by its value as before.
     #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub outer_agreement: f64,
-    /// Inner steps over which each window's learning rate rises linearly to the window's rate (the
-    /// optimizer state is fresh every window, and Adam's first steps are the largest); 0: none.
+    /// Inner steps over which the learning rate rises linearly to the window's rate, counted in
+    /// the optimizer's steps (a fresh optimizer's first steps are its largest): every window warms
+    /// up when its optimizer starts fresh, only the first when `carry_moments`; 0: none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub warmup_steps: usize,
     /// Inner steps per segment: a miner commits its training state after each, and an audit
@@ -111,9 +112,10 @@ pub struct TrainingSpec {
     pub segment_steps: usize,
     /// Windows start from the inner AdamW's state carried over from the window before instead of a
     /// fresh optimizer: each checkpoint publishes the moments a public training of its window ends
-    /// with (on the pages the first uid past the window's miners would be assigned, from the same
-    /// state), bound by its digest, so that every window stays a pure function of public inputs.
-    /// The warm-up counts the optimizer's steps, so only the first window warms up.
+    /// with (a miner's share of training pages drawn from the window's seed, from the same state,
+    /// `TaskEngine::inner_state_batches`), bound by its digest, so that every window stays a pure
+    /// function of public inputs. The warm-up counts the optimizer's steps, so only the first
+    /// window warms up.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub carry_moments: bool,
 }
