@@ -31,9 +31,9 @@ pub struct Args {
     pub commit_reveal: bool,
     /// Misbehaving miners to add beside the honest ones, comma-separated (`none` for an
     /// honest-only run): random, nan, copier, noisy-copier, free-rider, stale, amplified,
-    /// scaled, shrunk, lazy, silent, heldout, mixer, residual-forger, sybil, splitter, staller, dropout,
-    /// launderer, group-picker, pusher, public-trainer (test-only modes of the miner; `miner run`
-    /// has none of them). Default: lazy,copier (lazy,random with --processes).
+    /// scaled, shrunk, lazy, silent, heldout, mixer, residual-forger, sybil, splitter, staller,
+    /// dropout, launderer, group-picker, pusher, public-trainer (test-only modes of the miner;
+    /// `miner run` has none of them). Default: lazy,copier (lazy,random with --processes).
     #[arg(long, env = "SUBNET_ADVERSARIES", value_parser = parse_adversaries)]
     pub adversaries: Option<Adversaries>,
     /// Keep the temporary run directory (chain, validators' records, report) when no --dir is

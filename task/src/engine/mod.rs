@@ -156,9 +156,9 @@ impl TaskEngine {
 
     /// The inner optimizer state the window after `window`'s starts from, where the task carries
     /// one (None otherwise): the end state of `window` trained from `checkpoint` (and its carried
-    /// state) on public batches drawn from the window's seed (`inner_state_batches`). A pure function
-    /// of public inputs, always on the CPU backend, so that every validator, miner and replay
-    /// derives the same bits; no miner's work enters it.
+    /// state) on public batches drawn from the window's seed (`inner_state_batches`). A pure
+    /// function of public inputs, always on the CPU backend, so that every validator, miner and
+    /// replay derives the same bits; no miner's work enters it.
     pub fn next_inner(
         &self,
         checkpoint: &Checkpoint,
