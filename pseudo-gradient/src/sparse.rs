@@ -184,15 +184,6 @@ impl Sparse {
     }
 }
 
-/// `aggregate::aggregate_clipped_each` over sparse deltas, with the same bits: each delta scaled
-/// down to at most its cap, averaged per parameter over the deltas that carry it, summed in the
-/// order given in f64. Empty input gives None.
-pub fn aggregate_clipped_each(deltas: &[&Sparse], caps: &[f64]) -> Option<Vec<f32>> {
-    assert_eq!(deltas.len(), caps.len(), "one cap per delta");
-    let (sum, carriers) = clipped_sums(deltas, caps)?;
-    Some(per_parameter(sum, &carriers, 0.0))
-}
-
 /// Each parameter's step from its clipped sum and the number of deltas that carry it: the sum
 /// over `count^(1 - agreement)`, so 0 is the mean over the carriers (bit for bit the division by
 /// the count) and larger values let a parameter that several deltas carry step further. 0 where
@@ -275,12 +266,13 @@ mod tests {
         let refs: Vec<&[f32]> = dense.iter().map(|d| d.as_slice()).collect();
         let srefs: Vec<&Sparse> = sparse.iter().collect();
         let a = aggregate::aggregate_clipped_each(&refs, &caps).unwrap();
-        let b = aggregate_clipped_each(&srefs, &caps).unwrap();
+        let (sum, carriers) = clipped_sums(&srefs, &caps).unwrap();
+        let b = per_parameter(sum, &carriers, 0.0);
         assert_eq!(
             a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
             b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
         );
-        assert!(aggregate_clipped_each(&[], &[]).is_none());
+        assert!(clipped_sums(&[], &[]).is_none());
     }
 
     /// With agreement 0 each parameter takes the mean over its carriers; above 0 a parameter that

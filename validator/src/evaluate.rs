@@ -326,6 +326,13 @@ mod tests {
         (engine, params, batches)
     }
 
+    /// Miner `uid`'s first window on `engine` from genesis, sent at `times` its work.
+    fn sent_at(engine: &TaskEngine, uid: u16, times: f32) -> Sparse {
+        let n = engine.genesis().params.len();
+        let g = reexecute(engine, &engine.genesis(), 0, 1, uid, 0..n).unwrap();
+        Sparse::from_dense(&g.iter().map(|x| x * times).collect::<Vec<_>>())
+    }
+
     /// At the applied step a candidate is scored at its real share of each parameter's move: for
     /// dense gradients that is the uniform step; a parameter only one candidate sends moves whole,
     /// and leaving that candidate out takes the whole move away.
@@ -383,12 +390,8 @@ mod tests {
     #[test]
     fn the_aggregate_at_fractions_of_the_outer_rate() {
         let (engine, params, batches) = wine_quality();
-        let n = params.len();
         // Two miners' windows, each sent at many times its size: downhill, but far too long a step.
-        let window = |uid: u16, times: f32| {
-            let g = reexecute(&engine, &engine.genesis(), 0, 1, uid, 0..n).unwrap();
-            Sparse::from_dense(&g.iter().map(|x| x * times).collect::<Vec<_>>())
-        };
+        let window = |uid: u16, times: f32| sent_at(&engine, uid, times);
         let (a, b) = (window(1, 16.0), window(2, 16.0));
         let caps = [f64::INFINITY; 2];
         let scales = [1.0, 0.5, 0.125];
@@ -433,12 +436,7 @@ mod tests {
     #[test]
     fn leave_one_out_at_the_best_fraction_of_the_outer_rate() {
         let (engine, params, batches) = wine_quality();
-        let n = params.len();
-        let window = |uid: u16| {
-            let g = reexecute(&engine, &engine.genesis(), 0, 1, uid, 0..n).unwrap();
-            Sparse::from_dense(&g.iter().map(|x| x * 16.0).collect::<Vec<_>>())
-        };
-        let (a, b) = (window(1), window(2));
+        let (a, b) = (sent_at(&engine, 1, 16.0), sent_at(&engine, 2, 16.0));
         let caps = [f64::INFINITY; 2];
         let scales = [1.0, 0.5, 0.25, 0.125, 0.0625];
         let base = losses(&engine, &params, &batches);
@@ -480,11 +478,7 @@ mod tests {
     #[test]
     fn a_shrunk_gradient_scores_higher_in_leave_one_out() {
         let (engine, params, batches) = wine_quality();
-        let n = params.len();
-        let window = |uid: u16, times: f32| {
-            let g = reexecute(&engine, &engine.genesis(), 0, 1, uid, 0..n).unwrap();
-            Sparse::from_dense(&g.iter().map(|x| x * times).collect::<Vec<_>>())
-        };
+        let window = |uid: u16, times: f32| sent_at(&engine, uid, times);
         let caps = [f64::INFINITY; 2];
         let scales = [1.0, 0.5, 0.25, 0.125, 0.0625];
         let base = losses(&engine, &params, &batches);

@@ -226,7 +226,7 @@ impl TaskEngine {
     /// The training pages the public training that carries the inner optimizer's state across
     /// windows runs on (`next_inner`): a miner's share of pages, drawn from the window's seed alone
     /// so that every node draws the same.
-    pub fn inner_state_pages(&self, window_seed: u64) -> Vec<u64> {
+    fn inner_state_pages(&self, window_seed: u64) -> Vec<u64> {
         let mut rng = SeededRng::derived(&[window_seed, salt::INNER_STATE]);
         let train = self.spec.data.train_pages;
         (0..self.spec.shards.pages_per_miner)
