@@ -22,8 +22,11 @@ struct Run {
     report: LocalnetReport,
 }
 
-fn run(adversaries: Vec<Adversary>) -> Run {
-    let spec = TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK).unwrap();
+fn localnet_task() -> TaskSpec {
+    TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK).unwrap()
+}
+
+fn run(spec: TaskSpec, adversaries: Vec<Adversary>) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let config = LocalnetConfig {
         dir: Some(dir.path().to_path_buf()),
@@ -47,20 +50,27 @@ fn run(adversaries: Vec<Adversary>) -> Run {
     }
 }
 
-/// Attacks that need no audit to fail, and attacks on the copy and assignment checks.
+/// Attacks that need no audit to fail, and attacks on the copy and assignment checks. The task
+/// steps with `training.outer_agreement` on, under which a parameter that several gradients carry
+/// steps further: a copy or a free ride that got into the aggregate would raise the count.
 fn first() -> &'static Run {
     static RUN: OnceLock<Run> = OnceLock::new();
     RUN.get_or_init(|| {
-        run(vec![
-            Adversary::Random,
-            Adversary::Nan,
-            Adversary::Copier,
-            Adversary::NoisyCopier,
-            Adversary::FreeRider,
-            Adversary::Stale,
-            Adversary::Amplified,
-            Adversary::Silent,
-        ])
+        let mut spec = localnet_task();
+        spec.training.outer_agreement = 0.16;
+        run(
+            spec,
+            vec![
+                Adversary::Random,
+                Adversary::Nan,
+                Adversary::Copier,
+                Adversary::NoisyCopier,
+                Adversary::FreeRider,
+                Adversary::Stale,
+                Adversary::Amplified,
+                Adversary::Silent,
+            ],
+        )
     })
 }
 
@@ -71,19 +81,22 @@ fn first() -> &'static Run {
 fn second() -> &'static Run {
     static RUN: OnceLock<Run> = OnceLock::new();
     RUN.get_or_init(|| {
-        run(vec![
-            Adversary::Scaled,
-            Adversary::Shrunk,
-            Adversary::Lazy,
-            Adversary::Heldout,
-            Adversary::Mixer,
-            Adversary::ResidualForger,
-            Adversary::Sybil,
-            Adversary::Sybil,
-            Adversary::Splitter,
-            Adversary::Splitter,
-            Adversary::PublicTrainer,
-        ])
+        run(
+            localnet_task(),
+            vec![
+                Adversary::Scaled,
+                Adversary::Shrunk,
+                Adversary::Lazy,
+                Adversary::Heldout,
+                Adversary::Mixer,
+                Adversary::ResidualForger,
+                Adversary::Sybil,
+                Adversary::Sybil,
+                Adversary::Splitter,
+                Adversary::Splitter,
+                Adversary::PublicTrainer,
+            ],
+        )
     })
 }
 
@@ -113,12 +126,15 @@ fn the_carried_optimizer_state_is_in_the_checkpoints() {
 fn third() -> &'static Run {
     static RUN: OnceLock<Run> = OnceLock::new();
     RUN.get_or_init(|| {
-        run(vec![
-            Adversary::Staller,
-            Adversary::Dropout,
-            Adversary::Launderer,
-            Adversary::Pusher,
-        ])
+        run(
+            localnet_task(),
+            vec![
+                Adversary::Staller,
+                Adversary::Dropout,
+                Adversary::Launderer,
+                Adversary::Pusher,
+            ],
+        )
     })
 }
 
@@ -550,10 +566,7 @@ fn a_replay_confirms_the_followers_decisions() {
     // What if the moving average had no memory: the weights follow the last window alone.
     let what_if = scoring::ScoringParams {
         moving_average: 1.0,
-        ..TaskSpec::from_toml_str(subnet_cli::LOCALNET_TASK)
-            .unwrap()
-            .scoring
-            .params()
+        ..localnet_task().scoring.params()
     };
     let report = validator::replay::replay(&dir, Some(what_if), |_| {}).unwrap();
     let last = report.windows.last().unwrap();
