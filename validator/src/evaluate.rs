@@ -328,8 +328,8 @@ mod tests {
 
     /// Miner `uid`'s first window on `engine` from genesis, sent at `times` its work.
     fn sent_at(engine: &TaskEngine, uid: u16, times: f32) -> Sparse {
-        let n = engine.genesis().params.len();
-        let g = reexecute(engine, &engine.genesis(), 0, 1, uid, 0..n).unwrap();
+        let genesis = engine.genesis();
+        let g = reexecute(engine, &genesis, 0, 1, uid, 0..genesis.params.len()).unwrap();
         Sparse::from_dense(&g.iter().map(|x| x * times).collect::<Vec<_>>())
     }
 
@@ -391,8 +391,7 @@ mod tests {
     fn the_aggregate_at_fractions_of_the_outer_rate() {
         let (engine, params, batches) = wine_quality();
         // Two miners' windows, each sent at many times its size: downhill, but far too long a step.
-        let window = |uid: u16, times: f32| sent_at(&engine, uid, times);
-        let (a, b) = (window(1, 16.0), window(2, 16.0));
+        let (a, b) = (sent_at(&engine, 1, 16.0), sent_at(&engine, 2, 16.0));
         let caps = [f64::INFINITY; 2];
         let scales = [1.0, 0.5, 0.125];
         let measured = leave_one_out(
@@ -417,7 +416,7 @@ mod tests {
         let short = leave_one_out(
             &engine,
             (&params, &[]),
-            &[&window(1, 2.0), &window(2, 2.0)],
+            &[&sent_at(&engine, 1, 2.0), &sent_at(&engine, 2, 2.0)],
             &caps,
             (&batches, LeaveOneOut::Uniform, &[]),
             (false, None),
@@ -478,7 +477,6 @@ mod tests {
     #[test]
     fn a_shrunk_gradient_scores_higher_in_leave_one_out() {
         let (engine, params, batches) = wine_quality();
-        let window = |uid: u16, times: f32| sent_at(&engine, uid, times);
         let caps = [f64::INFINITY; 2];
         let scales = [1.0, 0.5, 0.25, 0.125, 0.0625];
         let base = losses(&engine, &params, &batches);
@@ -489,7 +487,10 @@ mod tests {
             let m = leave_one_out(
                 &engine,
                 (&params, &[]),
-                &[&window(1, times), &window(2, times * shrink)],
+                &[
+                    &sent_at(&engine, 1, times),
+                    &sent_at(&engine, 2, times * shrink),
+                ],
                 &caps,
                 (&batches, LeaveOneOut::Uniform, &scales),
                 (true, best_against),
